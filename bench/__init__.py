@@ -1,0 +1,1 @@
+"""Ratio benchmarks for livekit-plugins-metadata (``uv run python -m bench``)."""

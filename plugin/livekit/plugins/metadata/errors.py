@@ -1,0 +1,154 @@
+"""The error tree of ``livekit.plugins.metadata``.
+
+Every error this package raises on purpose derives from one root, so callers can
+catch the whole family or a single leaf::
+
+    MetadataPluginError
+    ├── MetadataError                 metadata (JSON or attributes) was rejected
+    │   ├── InvalidMetadataJSON       not valid JSON / UTF-8 / finite numbers / too deep
+    │   ├── MetadataNotAnObject       valid JSON, but not an object
+    │   ├── MetadataTooLarge          over the byte limit
+    │   ├── SchemaViolation           the pydantic schema rejected it
+    │   └── InvalidAttributes         LiveKit attributes: not str->str, reserved key, too large
+    ├── StoreError                    a session store failed
+    │   └── StoreUnavailable          the backend (e.g. Redis) cannot be reached in time
+    ├── TokenError                    an access token could not be minted or verified
+    │   └── TokenVerificationError    signature, issuer, expiry or format check failed
+    ├── RoutingError                  routing metadata to an agent failed
+    │   ├── NoRouteMatched            no rule matched and the rule set has no default
+    │   └── DispatchError             the server refused to list or create a dispatch
+    └── ConfigError                   configuration is missing or invalid
+
+Messages say what was wrong and what to do about it. None of them contains a
+metadata value, a token or a secret: only keys, sizes, types and positions.
+
+Bad *arguments* (wrong Python types, empty ids) raise the builtin ``TypeError``
+or ``ValueError``, as LiveKit's own plugins do. ``MetadataError`` also derives
+from ``ValueError`` so code that already catches ``ValueError`` around
+``json.loads`` keeps working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "ConfigError",
+    "DispatchError",
+    "InvalidAttributes",
+    "InvalidMetadataJSON",
+    "MetadataError",
+    "MetadataNotAnObject",
+    "MetadataPluginError",
+    "MetadataTooLarge",
+    "NoRouteMatched",
+    "RoutingError",
+    "SchemaViolation",
+    "StoreError",
+    "StoreUnavailable",
+    "TokenError",
+    "TokenVerificationError",
+]
+
+
+class MetadataPluginError(Exception):
+    """Root of every error raised by ``livekit.plugins.metadata``.
+
+    Example::
+
+        try:
+            md = parse_metadata(ctx.job.metadata)
+        except MetadataPluginError as exc:
+            logger.warning("bad job metadata: %s", exc)
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+        """The human-readable reason; never contains a metadata value or a secret."""
+
+    def __str__(self) -> str:
+        return self.message
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.message!r})"
+
+
+class MetadataError(MetadataPluginError, ValueError):
+    """Raised when metadata is rejected (the umbrella for every metadata leaf)."""
+
+
+class InvalidMetadataJSON(MetadataError):
+    """Raised when metadata is not valid JSON, UTF-8, finite numbers or nests too deep."""
+
+    def __init__(self, message: str, *, line: int | None = None, column: int | None = None) -> None:
+        super().__init__(message)
+        self.line = line
+        """1-based line of the first error, when known."""
+        self.column = column
+        """1-based column of the first error, when known."""
+
+
+class MetadataNotAnObject(MetadataError):
+    """Raised when metadata is valid JSON but not a JSON object."""
+
+    def __init__(self, message: str, *, json_type: str) -> None:
+        super().__init__(message)
+        self.json_type = json_type
+        """The JSON type found instead: ``array``, ``string``, ``number``, ``boolean`` or ``null``."""
+
+
+class MetadataTooLarge(MetadataError):
+    """Raised when metadata (or a session after a merge) exceeds its byte limit."""
+
+    def __init__(self, message: str, *, size: int, limit: int) -> None:
+        super().__init__(message)
+        self.size = size
+        """The size in UTF-8 bytes that was rejected."""
+        self.limit = limit
+        """The configured limit in bytes."""
+
+
+class SchemaViolation(MetadataError):
+    """Raised when metadata does not satisfy the pydantic schema it was checked against."""
+
+    def __init__(self, message: str, *, fields: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.fields = tuple(fields)
+        """Dotted paths of the offending fields (never their values)."""
+
+
+class InvalidAttributes(MetadataError):
+    """Raised when LiveKit attributes are not a str->str map, use a reserved key or are too large."""
+
+
+class StoreError(MetadataPluginError):
+    """Raised when a session store operation fails."""
+
+
+class StoreUnavailable(StoreError):
+    """Raised when the store backend cannot be reached or does not answer in time."""
+
+
+class TokenError(MetadataPluginError):
+    """Raised when an access token cannot be minted."""
+
+
+class TokenVerificationError(TokenError):
+    """Raised when an access token fails verification (signature, issuer, expiry, format)."""
+
+
+class RoutingError(MetadataPluginError):
+    """Raised when routing metadata to an agent fails."""
+
+
+class NoRouteMatched(RoutingError):
+    """Raised when no routing rule matched and the rule set has no default."""
+
+
+class DispatchError(RoutingError):
+    """Raised when the LiveKit server refuses to list or create an agent dispatch."""
+
+
+class ConfigError(MetadataPluginError):
+    """Raised when configuration (keys, secrets, rules, optional extras) is missing or invalid."""
