@@ -1,0 +1,383 @@
+"""The metadata contract: LiveKit metadata strings <-> JSON objects, and attributes.
+
+LiveKit carries metadata as opaque strings (participant metadata, job/dispatch
+metadata, room metadata) and attributes as a ``str -> str`` map. This module is
+the one place that turns those into Python values and back, and it is *total*:
+:func:`parse_metadata` returns a ``dict`` or raises a
+:class:`~livekit.plugins.metadata.errors.MetadataError` subclass, and nothing
+else — whatever the input.
+
+The contract:
+
+* ``None``, ``""`` or whitespace-only metadata means "no metadata": ``{}``.
+* Anything else must be a JSON **object** of at most ``max_bytes`` UTF-8 bytes
+  (default 64,000 — the strictest LiveKit server limit), counted before parsing.
+* Strict JSON: no ``NaN``/``Infinity``, no numbers that overflow a double, no
+  byte order mark, no invalid UTF-8 or lone surrogates, no trailing content.
+* Nesting at most :data:`MAX_DEPTH` (64) containers deep.
+* Duplicate keys: the last one wins (as in every common JSON parser).
+* Error messages carry positions, sizes and JSON types — never the input text.
+
+Attributes follow LiveKit's rules: keys and values are strings; the sum of
+``len(key) + len(value)`` in UTF-8 bytes is at most 64 KiB; an empty value in an
+update means "delete this key"; keys starting with ``lk.`` are reserved for
+LiveKit itself.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar, overload
+
+import orjson
+
+from .errors import (
+    InvalidAttributes,
+    InvalidMetadataJSON,
+    MetadataNotAnObject,
+    MetadataTooLarge,
+    SchemaViolation,
+)
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+__all__ = [
+    "DEFAULT_MAX_ATTRIBUTES_BYTES",
+    "DEFAULT_MAX_METADATA_BYTES",
+    "MAX_DEPTH",
+    "RESERVED_ATTRIBUTE_PREFIX",
+    "apply_attributes",
+    "attributes_size",
+    "json_type_name",
+    "parse_metadata",
+    "serialize_metadata",
+    "split_attribute_update",
+    "validate_attributes",
+]
+
+DEFAULT_MAX_METADATA_BYTES = 64_000
+"""Default metadata limit: 64,000 UTF-8 bytes, safe on every LiveKit server version."""
+
+DEFAULT_MAX_ATTRIBUTES_BYTES = 65_536
+"""LiveKit's attribute limit: the sum of ``len(key) + len(value)`` in UTF-8 bytes."""
+
+MAX_DEPTH = 64
+"""Deepest nesting of JSON containers (objects and arrays) accepted in metadata."""
+
+RESERVED_ATTRIBUTE_PREFIX = "lk."
+"""Attribute keys with this prefix are set by LiveKit itself (e.g. ``lk.agent.name``)."""
+
+_WHITESPACE = b" \t\r\n"
+_NON_FINITE = (b"NaN", b"Infinity", b"-Infinity")
+
+M = TypeVar("M", bound="BaseModel")
+
+
+def json_type_name(value: object) -> str:
+    """The JSON type name of a parsed value (``object``, ``array``, ``string``, ...)."""
+    if isinstance(value, dict):
+        return "object"
+    if isinstance(value, list):
+        return "array"
+    if isinstance(value, str):
+        return "string"
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, (int, float)):
+        return "number"
+    if value is None:
+        return "null"
+    return type(value).__name__
+
+
+def _to_bytes(raw: str | bytes | bytearray | memoryview) -> bytes:
+    if isinstance(raw, str):
+        try:
+            return raw.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidMetadataJSON(
+                f"metadata is not valid UTF-8: lone surrogate at character {exc.start}"
+            ) from None
+    if isinstance(raw, (bytes, bytearray, memoryview)):
+        return bytes(raw)
+    raise TypeError(f"metadata must be str, bytes or None, not {type(raw).__name__}")
+
+
+def _depth_exceeds(value: Any, limit: int) -> bool:
+    """True if ``value`` nests containers more than ``limit`` deep (iterative walk)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        for child in children:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+    return False
+
+
+def _decode_error(data: bytes, exc: orjson.JSONDecodeError) -> InvalidMetadataJSON:
+    pos = exc.pos
+    line, column = exc.lineno, exc.colno
+    reason = exc.msg
+    if reason.startswith("str is not valid UTF-8"):
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as uerr:
+            return InvalidMetadataJSON(
+                f"metadata is not valid UTF-8: invalid byte at offset {uerr.start}"
+            )
+        reason = "invalid UTF-8"
+    elif any(data.startswith(tok, pos) for tok in _NON_FINITE) or (
+        pos > 0 and data.startswith(b"-Infinity", pos - 1)
+    ):
+        reason = "NaN and Infinity are not valid JSON numbers"
+    elif reason == "depth limit exceeded":
+        reason = f"nesting deeper than {MAX_DEPTH} levels"
+    return InvalidMetadataJSON(
+        f"metadata is not valid JSON at line {line}, column {column}: {reason}",
+        line=line,
+        column=column,
+    )
+
+
+@overload
+def parse_metadata(
+    raw: str | bytes | bytearray | memoryview | None,
+    *,
+    max_bytes: int = ...,
+    schema: None = None,
+) -> dict[str, Any]: ...
+
+
+@overload
+def parse_metadata(
+    raw: str | bytes | bytearray | memoryview | None,
+    *,
+    max_bytes: int = ...,
+    schema: type[M],
+) -> M: ...
+
+
+def parse_metadata(
+    raw: str | bytes | bytearray | memoryview | None,
+    *,
+    max_bytes: int = DEFAULT_MAX_METADATA_BYTES,
+    schema: type[M] | None = None,
+) -> dict[str, Any] | M:
+    """Parse a LiveKit metadata string into a JSON object.
+
+    Args:
+        raw: The metadata as LiveKit delivers it (``ctx.job.metadata``,
+            ``participant.metadata``, ...). ``None``, empty or whitespace-only
+            means no metadata.
+        max_bytes: Largest accepted size in UTF-8 bytes, checked before parsing.
+        schema: Optional pydantic model class; when given, the parsed object is
+            validated and the model instance is returned.
+
+    Returns:
+        A new ``dict`` (or an instance of ``schema``).
+
+    Raises:
+        InvalidMetadataJSON: Not valid JSON, UTF-8, finite numbers, or too deep.
+        MetadataNotAnObject: Valid JSON, but not an object.
+        MetadataTooLarge: More than ``max_bytes`` UTF-8 bytes.
+        SchemaViolation: ``schema`` rejected the object (lists field paths only).
+        TypeError: ``raw`` is not str, bytes or None.
+    """
+    if raw is None:
+        obj: dict[str, Any] = {}
+    else:
+        data = _to_bytes(raw)
+        size = len(data)
+        if size > max_bytes:
+            raise MetadataTooLarge(
+                f"metadata is {size} bytes, over the limit of {max_bytes} bytes",
+                size=size,
+                limit=max_bytes,
+            )
+        if not data.strip(_WHITESPACE):
+            obj = {}
+        else:
+            try:
+                value = orjson.loads(data)
+            except orjson.JSONDecodeError as exc:
+                raise _decode_error(data, exc) from None
+            if not isinstance(value, dict):
+                found = json_type_name(value)
+                raise MetadataNotAnObject(
+                    f"metadata must be a JSON object, got a JSON {found}", json_type=found
+                )
+            # Cheap guard first: fewer brackets than MAX_DEPTH cannot nest deeper.
+            if (data.count(b"{") + data.count(b"[")) > MAX_DEPTH and _depth_exceeds(
+                value, MAX_DEPTH
+            ):
+                raise InvalidMetadataJSON(f"metadata nests deeper than {MAX_DEPTH} levels")
+            obj = value
+    if schema is None:
+        return obj
+    return _validate_schema(obj, schema)
+
+
+def _validate_schema(obj: dict[str, Any], schema: type[M]) -> M:
+    from pydantic import ValidationError
+
+    try:
+        return schema.model_validate(obj)
+    except ValidationError as exc:
+        fields: list[str] = []
+        problems: list[str] = []
+        for err in exc.errors(include_input=False, include_url=False):
+            path = ".".join(str(part) for part in err["loc"]) or "<root>"
+            fields.append(path)
+            problems.append(f"{path} ({err['type']})")
+        raise SchemaViolation(
+            f"metadata does not match {schema.__name__}: " + ", ".join(problems),
+            fields=fields,
+        ) from None
+
+
+def _non_finite_path(value: Any) -> str | None:
+    """Dotted path of the first NaN/Infinity float in ``value``, or None."""
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, float):
+            if not math.isfinite(node):
+                return path or "<root>"
+        elif isinstance(node, dict):
+            stack.extend((v, f"{path}.{k}" if path else str(k)) for k, v in node.items())
+        elif isinstance(node, (list, tuple)):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(node))
+    return None
+
+
+def serialize_metadata(
+    obj: Mapping[str, Any] | BaseModel, *, max_bytes: int = DEFAULT_MAX_METADATA_BYTES
+) -> str:
+    """Serialize a mapping or pydantic model to compact JSON for a LiveKit metadata field.
+
+    ``parse_metadata(serialize_metadata(x)) == x`` for every JSON-able dict.
+
+    Raises:
+        TypeError: ``obj`` is not a mapping/model, has non-str keys, or holds a value
+            JSON cannot represent (the message names the key path, never the value).
+        ValueError: a float is NaN or infinite (JSON has no such numbers).
+        MetadataTooLarge: the result is over ``max_bytes`` UTF-8 bytes.
+    """
+    if isinstance(obj, Mapping):
+        value: Any = obj if isinstance(obj, dict) else dict(obj)
+    elif hasattr(obj, "model_dump") and callable(obj.model_dump):
+        value = obj.model_dump(mode="json")
+    else:
+        raise TypeError(f"metadata must be a mapping or a pydantic model, not {type(obj).__name__}")
+    try:
+        data = orjson.dumps(value)
+    except orjson.JSONEncodeError as exc:
+        raise TypeError(f"metadata is not JSON-serializable: {_encode_reason(exc)}") from None
+    if b"null" in data:
+        bad = _non_finite_path(value)
+        if bad is not None:
+            raise ValueError(
+                f"metadata value at {bad!r} is NaN or infinite, which JSON cannot hold"
+            )
+    if len(data) > max_bytes:
+        raise MetadataTooLarge(
+            f"serialized metadata is {len(data)} bytes, over the limit of {max_bytes} bytes",
+            size=len(data),
+            limit=max_bytes,
+        )
+    return data.decode("utf-8")
+
+
+def _encode_reason(exc: orjson.JSONEncodeError) -> str:
+    # orjson's messages name types ("Type is not JSON serializable: set",
+    # "Dict key must be str"), never values; keep only that first clause.
+    return str(exc).split("\n", 1)[0]
+
+
+def attributes_size(attributes: Mapping[str, str]) -> int:
+    """LiveKit's size of an attribute map: sum of ``len(key) + len(value)`` in UTF-8 bytes."""
+    return sum(len(k.encode("utf-8")) + len(v.encode("utf-8")) for k, v in attributes.items())
+
+
+def validate_attributes(
+    attributes: Mapping[str, str] | None,
+    *,
+    max_bytes: int = DEFAULT_MAX_ATTRIBUTES_BYTES,
+    allow_reserved: bool = False,
+) -> dict[str, str]:
+    """Check a LiveKit attribute map and return a plain ``dict`` copy of it.
+
+    Raises:
+        InvalidAttributes: not a mapping, a non-str key or value, an empty key, a key
+            with the reserved ``lk.`` prefix (unless ``allow_reserved``), invalid
+            UTF-8, or more than ``max_bytes`` in total.
+    """
+    if attributes is None:
+        return {}
+    if not isinstance(attributes, Mapping):
+        raise InvalidAttributes(
+            f"attributes must be a mapping of str to str, not {type(attributes).__name__}"
+        )
+    out: dict[str, str] = {}
+    total = 0
+    for key, value in attributes.items():
+        if not isinstance(key, str) or not key:
+            raise InvalidAttributes("attribute keys must be non-empty strings")
+        if not isinstance(value, str):
+            raise InvalidAttributes(
+                f"attribute {key!r} must have a str value, not {type(value).__name__}"
+            )
+        if not allow_reserved and key.startswith(RESERVED_ATTRIBUTE_PREFIX):
+            raise InvalidAttributes(
+                f"attribute {key!r} uses the prefix {RESERVED_ATTRIBUTE_PREFIX!r}, "
+                "which LiveKit reserves for itself"
+            )
+        try:
+            total += len(key.encode("utf-8")) + len(value.encode("utf-8"))
+        except UnicodeEncodeError:
+            raise InvalidAttributes(
+                f"attribute {key!r} is not valid UTF-8 (lone surrogate)"
+            ) from None
+        out[key] = value
+    if total > max_bytes:
+        raise InvalidAttributes(
+            f"attributes total {total} bytes, over the limit of {max_bytes} bytes"
+        )
+    return out
+
+
+def split_attribute_update(changed: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
+    """Split an attribute update into keys to set and keys to delete (empty value)."""
+    updates: dict[str, str] = {}
+    removed: list[str] = []
+    for key, value in changed.items():
+        if value == "":
+            removed.append(key)
+        else:
+            updates[key] = value
+    return updates, removed
+
+
+def apply_attributes(
+    current: Mapping[str, Any], changed: Mapping[str, str], *, keys: Iterable[str] | None = None
+) -> dict[str, Any]:
+    """Return ``current`` with an attribute update applied (empty value deletes the key).
+
+    ``keys`` restricts which attribute keys are applied (None applies all). The
+    input mapping is not modified.
+    """
+    allowed = None if keys is None else set(keys)
+    result = dict(current)
+    for key, value in changed.items():
+        if allowed is not None and key not in allowed:
+            continue
+        if value == "":
+            result.pop(key, None)
+        else:
+            result[key] = value
+    return result

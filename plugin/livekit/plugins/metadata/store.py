@@ -1,0 +1,95 @@
+"""The storage seam: the async ``SessionStore`` protocol every backend implements.
+
+A session is a flat JSON object: top-level keys mapped to JSON values. The
+``SessionManager`` encodes every value to compact JSON (orjson) *before* it
+reaches a store, so JSON-serializability is checked once, at write time, in the
+same way for every backend, and a backend such as Redis can store the encoded
+bytes as they are (one hash field per top-level key).
+
+Size contract (identical for every backend): the size of a session is the
+length in bytes of its compact JSON serialization, which is exactly
+:func:`object_size` of its entries. A merge that would make that size exceed
+``max_bytes`` raises :class:`~livekit.plugins.metadata.errors.MetadataTooLarge`
+and leaves the session exactly as it was.
+
+TTL contract: every successful write (merge, remove_keys) and ``touch`` sets
+the session's expiry to *now + ttl* (a sliding TTL measured from the last
+write). An expired session reads as ``{}``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+import orjson
+
+__all__ = ["SessionStore", "entry_size", "object_size"]
+
+
+def entry_size(key: str, encoded_value: bytes) -> int:
+    """Bytes one ``"key":value`` entry takes in compact JSON (without the comma)."""
+    return len(orjson.dumps(key)) + 1 + len(encoded_value)
+
+
+def object_size(entry_sizes_total: int, count: int) -> int:
+    """Bytes of a compact JSON object whose ``count`` entries sum to ``entry_sizes_total``.
+
+    ``object_size(sum(entry_size(k, v) for k, v in items), len(items))`` equals
+    ``len(orjson.dumps(dict(decoded items)))``.
+    """
+    return 2 + entry_sizes_total + max(count - 1, 0)
+
+
+@runtime_checkable
+class SessionStore(Protocol):
+    """Async storage for session metadata; implemented by ``MemoryStore`` and ``RedisStore``.
+
+    Every method is safe to call concurrently from one event loop; ``merge`` and
+    ``remove_keys`` are atomic (a concurrent writer never loses another's keys).
+    """
+
+    async def merge(
+        self,
+        session_id: str,
+        fields: Mapping[str, bytes],
+        *,
+        remove: Collection[str] = (),
+        ttl: float,
+        max_bytes: int,
+    ) -> None:
+        """Atomically set ``fields`` (compact JSON bytes per top-level key), drop ``remove``.
+
+        Creates the session if needed and refreshes its TTL. Raises
+        ``MetadataTooLarge`` (session unchanged) when the result would exceed
+        ``max_bytes``. A key in both ``fields`` and ``remove`` is set.
+        """
+        ...
+
+    async def get(self, session_id: str) -> dict[str, Any]:
+        """A fresh, decoded copy of the session; ``{}`` if unknown or expired."""
+        ...
+
+    async def delete(self, session_id: str) -> bool:
+        """Remove the session and everything kept for it; True if it existed."""
+        ...
+
+    async def remove_keys(self, session_id: str, keys: Collection[str], *, ttl: float) -> int:
+        """Remove top-level keys; returns how many existed. Refreshes the TTL if any remain."""
+        ...
+
+    async def touch(self, session_id: str, *, ttl: float) -> bool:
+        """Refresh the session's TTL without changing it; True if it exists."""
+        ...
+
+    async def cleanup(self, *, max_age: float | None = None) -> int:
+        """Remove expired sessions (or, with ``max_age``, those last written longer ago).
+
+        Returns how many were removed. Backends with native expiry return 0 when
+        ``max_age`` is None.
+        """
+        ...
+
+    async def aclose(self) -> None:
+        """Release connections and other resources."""
+        ...
