@@ -1,0 +1,379 @@
+"""Unit tests for ``lk-metadata``: through typer's CliRunner and as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import jwt
+import pytest
+from typer.testing import CliRunner
+
+from livekit.plugins.metadata import cli
+from livekit.plugins.metadata.cli import app, parse_duration
+from livekit.plugins.metadata.issuer import TokenIssuer
+
+pytestmark = pytest.mark.unit
+
+KEY = "APIclitest"
+SECRET = "cli-secret-" + "q" * 40
+ENV = {"LIVEKIT_API_KEY": KEY, "LIVEKIT_API_SECRET": SECRET, "COLUMNS": "200", "NO_COLOR": "1"}
+SENTINEL = "hunter2-sentinel"
+
+RULES = """\
+rules:
+  - name: blocked
+    when: {tenant: banned}
+    reject: true
+  - name: spanish
+    when: {lang: es}
+    agent: support-es
+default: general
+"""
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def invoke(runner: CliRunner, *args: str, env: dict[str, str] | None = None, **kw: Any) -> Any:
+    return runner.invoke(app, list(args), env=ENV if env is None else env, **kw)
+
+
+def claims_of(token: str) -> dict[str, Any]:
+    return jwt.decode(token, SECRET, algorithms=["HS256"], issuer=KEY)
+
+
+def assert_clean(result: Any) -> None:
+    text = result.stdout + result.stderr
+    assert "Traceback" not in text
+    assert SECRET not in text
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+
+
+# --------------------------------------------------------------------------- token
+
+
+def test_token_prints_a_verifiable_token(runner: CliRunner) -> None:
+    result = invoke(
+        runner,
+        "token",
+        "--identity",
+        "user-1",
+        "--room",
+        "room-1",
+        "--name",
+        "Ada",
+        "--metadata",
+        '{"tier": "gold"}',
+        "--attribute",
+        "queue=vip",
+        "-a",
+        "empty=",
+        "--agent",
+        "triage",
+        "--deployment",
+        "staging",
+        "--job-metadata",
+        '{"lang": "es"}',
+    )
+    assert result.exit_code == 0, result.stderr
+    assert_clean(result)
+    token = result.stdout.strip()
+    claims = claims_of(token)
+    assert claims["sub"] == "user-1"
+    assert claims["name"] == "Ada"
+    assert claims["metadata"] == '{"tier":"gold"}'
+    assert claims["attributes"] == {"queue": "vip", "empty": ""}
+    assert claims["roomConfig"] == {
+        "agents": [{"agentName": "triage", "metadata": '{"lang":"es"}', "deployment": "staging"}]
+    }
+    assert claims["video"] == {
+        "roomJoin": True,
+        "room": "room-1",
+        "canPublish": True,
+        "canSubscribe": True,
+        "canPublishData": True,
+    }
+    assert claims["exp"] - claims["nbf"] == 600
+
+
+def test_token_json_output_and_flags(runner: CliRunner, tmp_path: Path) -> None:
+    md = tmp_path / "md.json"
+    md.write_text('{\n  "from": "file"\n}\n', encoding="utf-8")
+    result = invoke(
+        runner,
+        "token",
+        "-i",
+        "u",
+        "-r",
+        "r",
+        "-m",
+        f"@{md}",
+        "--valid-for",
+        "1h30m",
+        "--allow-update-metadata",
+        "--json",
+    )
+    assert result.exit_code == 0, result.stderr
+    out = json.loads(result.stdout)
+    assert set(out) == {"access_token", "identity", "name", "room", "grants", "expires_at"}
+    assert (out["identity"], out["room"]) == ("u", "r")
+    assert out["grants"]["canUpdateOwnMetadata"] is True
+    claims = claims_of(out["access_token"])
+    assert claims["metadata"] == '{"from":"file"}'
+    assert claims["exp"] - claims["nbf"] == 5400
+
+
+@pytest.mark.parametrize(
+    ("args", "flag"),
+    [
+        (["--metadata", '{"a": '], "--metadata"),
+        (["--metadata", "[1, 2]"], "--metadata"),
+        (["--metadata", "@/nonexistent/md.json"], "--metadata"),
+        (["--agent", "a", "--job-metadata", "not json"], "--job-metadata"),
+        (["--attribute", "novalue"], "--attribute"),
+        (["--valid-for", "10x"], "--valid-for"),
+        (["--valid-for", "600"], "--valid-for"),
+        (["--valid-for", "0s"], "--valid-for"),
+        (["--deployment", "d"], "--deployment"),
+    ],
+)
+def test_token_usage_errors_exit_2_naming_the_flag(
+    runner: CliRunner, args: list[str], flag: str
+) -> None:
+    result = invoke(runner, "token", "-i", "u", "-r", "r", *args)
+    assert result.exit_code == 2
+    assert flag in result.stderr
+    assert result.stdout == ""
+    assert_clean(result)
+
+
+def test_token_validation_errors_are_one_line(runner: CliRunner) -> None:
+    result = invoke(runner, "token", "-i", "x" * 257, "-r", "r")
+    assert result.exit_code == 2
+    assert (
+        result.stderr.strip() == "error: identity is 257 bytes (UTF-8), over LiveKit's limit of 256"
+    )
+    result = invoke(runner, "token", "-i", "u", "-r", "r", "-a", f"lk.x={SENTINEL}")
+    assert result.exit_code == 2
+    assert result.stderr.startswith("error: attribute 'lk.x'")
+    assert SENTINEL not in result.stderr
+    assert_clean(result)
+
+
+def test_token_needs_keys(runner: CliRunner) -> None:
+    result = invoke(runner, "token", "-i", "u", "-r", "r", env={"LIVEKIT_API_KEY": KEY})
+    assert result.exit_code == 1
+    assert "LIVEKIT_API_SECRET" in result.stderr
+    assert_clean(result)
+    result = invoke(
+        runner,
+        "token",
+        "-i",
+        "u",
+        "-r",
+        "r",
+        "--api-key",
+        "APIflag",
+        "--api-secret",
+        SECRET,
+        env={},
+    )
+    assert result.exit_code == 0
+    assert jwt.decode(result.stdout.strip(), SECRET, algorithms=["HS256"])["iss"] == "APIflag"
+
+
+# --------------------------------------------------------------------------- verify
+
+
+def test_verify_prints_claims(runner: CliRunner) -> None:
+    token = TokenIssuer(KEY, SECRET).mint(
+        "user-1",
+        "room-1",
+        name="Ada",
+        metadata={"tier": "gold"},
+        attributes={"q": "1"},
+        dispatch="triage",
+        job_metadata={"lang": "es"},
+    )
+    result = invoke(runner, "verify", token)
+    assert result.exit_code == 0, result.stderr
+    out = result.stdout
+    assert "valid:      yes" in out
+    assert "identity:   user-1" in out
+    assert "room:       room-1" in out
+    assert '    "tier": "gold"' in out  # pretty-printed
+    assert "dispatch:   triage" in out
+    assert '"lang": "es"' in out
+    assert "(in 9m" in out or "(in 10m" in out
+    assert token not in out
+    assert_clean(result)
+
+    as_json = invoke(runner, "verify", "--json", "-", input=token + "\n")
+    assert as_json.exit_code == 0, as_json.stderr
+    data = json.loads(as_json.stdout)
+    assert data["valid"] is True
+    assert data["metadata"] == {"tier": "gold"}
+    assert data["dispatches"] == [{"agent_name": "triage", "metadata": {"lang": "es"}}]
+    assert data["grants"]["roomJoin"] is True
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda: TokenIssuer(KEY, "z" * 40).mint("u", "r"), "signature check failed"),
+        (lambda: TokenIssuer("APIother", SECRET).mint("u", "r"), "issuer check failed"),
+        (
+            lambda: TokenIssuer(KEY, SECRET, clock=lambda: time.time() - 7200).mint("u", "r"),
+            "expired",
+        ),
+        (lambda: "garbage", "malformed"),
+    ],
+)
+def test_verify_invalid_exits_1_with_reason(runner: CliRunner, make: Any, reason: str) -> None:
+    token = make()
+    result = invoke(runner, "verify", token)
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: token is invalid: ")
+    assert reason in result.stderr
+    assert token not in result.stderr
+    assert result.stdout == ""
+    assert_clean(result)
+
+
+# --------------------------------------------------------------------------- route / serve
+
+
+def test_route_and_explain(runner: CliRunner, tmp_path: Path) -> None:
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(RULES, encoding="utf-8")
+    result = invoke(runner, "route", "--rules", str(rules), "--metadata", '{"lang": "es"}')
+    assert result.exit_code == 0, result.stderr
+    assert "support-es" in result.stdout
+    explained = invoke(
+        runner,
+        "route",
+        "--rules",
+        str(rules),
+        "-m",
+        f'{{"lang": "fr", "x": "{SENTINEL}"}}',
+        "--explain",
+    )
+    assert explained.exit_code == 0, explained.stderr
+    assert "general" in explained.stdout
+    assert "spanish" in explained.stdout
+    assert "blocked" in explained.stdout
+    assert SENTINEL not in explained.stdout
+    rejected = invoke(runner, "route", "--rules", str(rules), "-m", '{"tenant": "banned"}')
+    assert rejected.exit_code == 0
+    assert "reject" in rejected.stdout
+
+
+def test_route_errors(runner: CliRunner, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rules: [{agent: a, when: {x: {bogus: 1}}}]\n", encoding="utf-8")
+    result = invoke(runner, "route", "--rules", str(bad), "-m", "{}")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: ")
+    assert_clean(result)
+    missing = invoke(runner, "route", "--rules", str(tmp_path / "none.yaml"), "-m", "{}")
+    assert missing.exit_code == 1
+    assert missing.stderr.startswith("error: ")
+    assert_clean(missing)
+    bad_json = invoke(runner, "route", "--rules", str(bad), "-m", "{")
+    assert bad_json.exit_code == 2
+    assert "--metadata" in bad_json.stderr
+
+
+def test_serve_calls_server_run(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    from livekit.plugins.metadata import server
+
+    calls: list[dict[str, Any]] = []
+    monkeypatch.setattr(server, "run", lambda **kw: calls.append(kw))
+    result = invoke(runner, "serve", "--config", "cfg.yaml", "--host", "127.0.0.1", "--port", "9")
+    assert result.exit_code == 0, result.stderr
+    assert calls == [{"config_path": "cfg.yaml", "host": "127.0.0.1", "port": 9}]
+
+
+def test_serve_without_server_module(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "livekit.plugins.metadata.server", None)
+    result = invoke(runner, "serve")
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: the token server is not available")
+    assert_clean(result)
+
+
+@pytest.mark.parametrize("command", [[], ["token"], ["verify"], ["route"], ["serve"]])
+def test_help_everywhere(runner: CliRunner, command: list[str]) -> None:
+    result = invoke(runner, *command, "--help")
+    assert result.exit_code == 0
+    assert "Usage:" in result.stdout
+    assert SECRET not in result.stdout
+
+
+def test_parse_duration() -> None:
+    assert parse_duration("90s").total_seconds() == 90
+    assert parse_duration("10m").total_seconds() == 600
+    assert parse_duration("1h30m").total_seconds() == 5400
+    assert parse_duration("1.5h").total_seconds() == 5400
+    assert parse_duration("500ms").total_seconds() == 0.5
+    for bad in ("", "10", "m", "10 m", "-5m", "1d"):
+        with pytest.raises(ValueError, match="duration"):
+            parse_duration(bad)
+
+
+def test_main_never_shows_a_traceback(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def boom(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError(SENTINEL)
+
+    monkeypatch.setattr(cli, "app", boom)
+    with pytest.raises(SystemExit) as info:
+        cli.main()
+    assert info.value.code == 1
+    err = capsys.readouterr().err
+    assert err == "error: unexpected failure (RuntimeError)\n"
+
+
+# --------------------------------------------------------------------------- subprocess
+# Two real processes, started together: each pays the full ``livekit.agents`` import.
+
+
+def start_cli(*args: str, script: bool = False) -> subprocess.Popen[str]:
+    env = {**os.environ, **ENV}
+    entry = Path(sys.executable).with_name("lk-metadata")
+    if script and entry.exists():
+        command = [str(entry), *args]
+    else:
+        command = [sys.executable, "-m", "livekit.plugins.metadata.cli", *args]
+    return subprocess.Popen(
+        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
+    )
+
+
+def test_real_processes() -> None:
+    """``python -m ...cli`` mints a verifiable token; the console script exits 2 cleanly."""
+    minting = start_cli("token", "-i", "u", "-r", "r", "-m", '{"a": 1}', "--agent", "triage")
+    failing = start_cli("token", "-i", "u", "-r", "r", "--metadata", "{nope", script=True)
+    out, err = minting.communicate(timeout=120)
+    bad_out, bad_err = failing.communicate(timeout=120)
+
+    assert minting.returncode == 0, err
+    verified = TokenIssuer(KEY, SECRET).verify(out.strip())
+    assert verified.metadata == {"a": 1}
+    assert [d.agent_name for d in verified.dispatches] == ["triage"]
+
+    assert failing.returncode == 2
+    assert "--metadata" in bad_err
+    assert bad_out == ""
+    for text in (out, err, bad_out, bad_err):
+        assert "Traceback" not in text
+        assert SECRET not in text

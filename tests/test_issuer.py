@@ -1,0 +1,736 @@
+"""Unit tests for TokenIssuer: claims parity with AccessToken, validation, verify, reference mode."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from datetime import timedelta
+from typing import Any
+
+import jwt
+import orjson
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+from jwt.warnings import InsecureKeyLengthWarning
+from livekit import api
+from livekit.api.access_token import Claims
+from pydantic import BaseModel
+
+from livekit.plugins.metadata.codec import serialize_metadata
+from livekit.plugins.metadata.errors import (
+    ConfigError,
+    InvalidAttributes,
+    InvalidMetadataJSON,
+    MetadataNotAnObject,
+    MetadataTooLarge,
+    NoRouteMatched,
+    RoutingError,
+    TokenVerificationError,
+)
+from livekit.plugins.metadata.issuer import (
+    DEFAULT_TTL,
+    Dispatch,
+    ReferenceToken,
+    TokenIssuer,
+    VerifiedToken,
+)
+from livekit.plugins.metadata.router import MetadataRouter
+from livekit.plugins.metadata.session import SessionManager
+
+pytestmark = pytest.mark.unit
+
+KEY = "APItestkey"
+SECRET = "test-secret-" + "s" * 40
+SENTINEL = "hunter2-sentinel-value"
+
+
+def decode(token: str, secret: str = SECRET, key: str = KEY) -> dict[str, Any]:
+    return jwt.decode(token, secret, algorithms=["HS256"], issuer=key)
+
+
+def without_times(claims: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in claims.items() if k not in ("nbf", "exp")}
+
+
+@pytest.fixture
+def issuer() -> TokenIssuer:
+    return TokenIssuer(KEY, SECRET)
+
+
+# --------------------------------------------------------------------------- round trips
+
+
+def test_round_trip_through_token_verifier(issuer: TokenIssuer) -> None:
+    token = issuer.mint(
+        "user-1",
+        "room-1",
+        name="Ada",
+        metadata={"tier": "gold", "n": 3},
+        attributes={"queue": "vip"},
+        dispatch=Dispatch("triage", metadata={"lang": "es"}, deployment="staging"),
+    )
+    claims = api.TokenVerifier(KEY, SECRET).verify(token)
+    assert claims.identity == "user-1"
+    assert claims.name == "Ada"
+    assert claims.metadata == '{"tier":"gold","n":3}'
+    assert claims.attributes == {"queue": "vip"}
+    assert claims.video is not None
+    assert claims.video.room == "room-1"
+    assert claims.video.room_join is True
+    assert claims.room_config is not None
+    (agent,) = claims.room_config.agents
+    assert (agent.agent_name, agent.metadata, agent.deployment) == (
+        "triage",
+        '{"lang":"es"}',
+        "staging",
+    )
+    assert jwt.get_unverified_header(token) == {"alg": "HS256", "typ": "JWT"}
+
+
+def test_verify_returns_parsed_metadata_and_dispatches(issuer: TokenIssuer) -> None:
+    before = int(time.time())
+    token = issuer.mint(
+        "user-1",
+        "room-1",
+        metadata='{"a": {"b": [1, 2]}}',
+        attributes={"k": ""},
+        dispatch=["one", Dispatch("two", attributes={"x": "y"})],
+        job_metadata={"j": True},
+        kind="standard",
+    )
+    v = issuer.verify(token)
+    assert isinstance(v, VerifiedToken)
+    assert v.identity == "user-1"
+    assert v.room == "room-1"
+    assert v.kind == "standard"
+    assert v.metadata == {"a": {"b": [1, 2]}}
+    assert v.attributes == {"k": ""}
+    assert [d.agent_name for d in v.dispatches] == ["one", "two"]
+    assert [d.metadata for d in v.dispatches] == ['{"j":true}', '{"j":true}']
+    assert v.dispatches[1].attributes == {"x": "y"}
+    assert v.issuer == KEY
+    assert v.not_before is not None
+    assert before <= v.expires_at.timestamp() - DEFAULT_TTL.total_seconds() <= time.time() + 1
+    assert isinstance(v.claims, Claims)
+
+
+def test_metadata_claim_is_always_a_compact_string(issuer: TokenIssuer) -> None:
+    class Model(BaseModel):
+        tier: str
+        n: int
+
+    for given_md in (
+        {"tier": "gold", "n": 1},
+        Model(tier="gold", n=1),
+        '{ "tier" : "gold",\n "n": 1 }',
+        '{"tier":"gold","n":1}',
+    ):
+        claims = decode(issuer.mint("u", "r", metadata=given_md))
+        assert claims["metadata"] == '{"tier":"gold","n":1}'
+
+
+def test_compact_string_passes_through_verbatim(issuer: TokenIssuer) -> None:
+    text = '{"b":1,"a":"\\u00e9"}'
+    assert decode(issuer.mint("u", "r", metadata=text))["metadata"] == text
+
+
+@pytest.mark.parametrize("empty", ["", "  ", "{}", {}])
+def test_empty_metadata_leaves_no_claim(issuer: TokenIssuer, empty: Any) -> None:
+    claims = decode(issuer.mint("u", "r", metadata=empty, dispatch="a", job_metadata=empty))
+    assert "metadata" not in claims
+    assert claims["roomConfig"] == {"agents": [{"agentName": "a"}]}
+
+
+def test_same_object_for_participant_and_job_metadata_is_reused(issuer: TokenIssuer) -> None:
+    md = '{ "x": 1 }'
+    claims = decode(issuer.mint("u", "r", metadata=md, dispatch="a", job_metadata=md))
+    assert claims["metadata"] == '{"x":1}'
+    assert claims["roomConfig"]["agents"][0]["metadata"] == '{"x":1}'
+    claims = decode(issuer.mint("u", "r", metadata=md, dispatch=Dispatch("a", metadata=md)))
+    assert claims["roomConfig"]["agents"][0]["metadata"] == '{"x":1}'
+
+
+def test_least_privilege_by_default(issuer: TokenIssuer) -> None:
+    claims = decode(issuer.mint("u", "r"))
+    assert claims["video"] == {
+        "roomJoin": True,
+        "room": "r",
+        "canPublish": True,
+        "canSubscribe": True,
+        "canPublishData": True,
+    }
+    assert set(claims) == {"video", "sub", "iss", "nbf", "exp"}
+    flagged = decode(issuer.mint("u", "r", can_update_own_metadata=True))
+    assert flagged["video"]["canUpdateOwnMetadata"] is True
+
+
+def test_explicit_grants(issuer: TokenIssuer) -> None:
+    grants = api.VideoGrants(room_join=True, can_publish=False, hidden=True)
+    claims = decode(issuer.mint("u", "r", grants=grants, can_update_own_metadata=True))
+    assert claims["video"] == {
+        "roomJoin": True,
+        "room": "r",
+        "canPublish": False,
+        "canSubscribe": True,
+        "canPublishData": True,
+        "canUpdateOwnMetadata": True,
+        "hidden": True,
+    }
+    assert grants.room == ""  # the caller's object is not modified
+
+
+def test_default_ttl_is_ten_minutes_and_overridable() -> None:
+    issuer = TokenIssuer(KEY, SECRET, clock=lambda: 1_000_000_000.7)
+    claims = jwt.decode(issuer.mint("u", "r"), options={"verify_signature": False})
+    assert (claims["nbf"], claims["exp"]) == (1_000_000_000, 1_000_000_600)
+    assert issuer.ttl == timedelta(minutes=10)
+    claims = jwt.decode(issuer.mint("u", "r", ttl=90), options={"verify_signature": False})
+    assert claims["exp"] - claims["nbf"] == 90
+    other = TokenIssuer(KEY, SECRET, ttl=timedelta(hours=1), clock=lambda: 5.0)
+    claims = jwt.decode(other.mint("u", "r"), options={"verify_signature": False})
+    assert claims["exp"] - claims["nbf"] == 3600
+
+
+def test_dispatch_forms(issuer: TokenIssuer) -> None:
+    proto = api.RoomAgentDispatch(
+        agent_name="p", metadata='{"m": 1}', restart_policy=api.JRP_NEVER, attributes={"a": "b"}
+    )
+    claims = decode(issuer.mint("u", "r", dispatch=("s", Dispatch("d", deployment="dev"), proto)))
+    assert claims["roomConfig"] == {
+        "agents": [
+            {"agentName": "s"},
+            {"agentName": "d", "deployment": "dev"},
+            {
+                "agentName": "p",
+                "metadata": '{"m":1}',
+                "restartPolicy": "JRP_NEVER",
+                "attributes": {"a": "b"},
+            },
+        ]
+    }
+
+
+def test_room_config_settings(issuer: TokenIssuer) -> None:
+    rc = api.RoomConfiguration(empty_timeout=30, max_participants=3)
+    claims = decode(issuer.mint("u", "r", room_config=rc, dispatch="a"))
+    assert claims["roomConfig"] == {
+        "emptyTimeout": 30,
+        "maxParticipants": 3,
+        "agents": [{"agentName": "a"}],
+    }
+
+
+# --------------------------------------------------------------------------- parity property
+
+_text = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12)
+_json_scalar = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-(2**53), 2**53),
+    st.floats(allow_nan=False, allow_infinity=False),
+    _text,
+)
+_json = st.recursive(
+    _json_scalar,
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
+    max_leaves=8,
+)
+_md = st.dictionaries(_text, _json, max_size=4)
+_attr_key = _text.filter(lambda k: not k.startswith("lk."))
+_attrs = st.dictionaries(_attr_key, st.text(max_size=8), max_size=3)
+_opt_bool = st.sampled_from([None, True, False])
+_grants = st.builds(
+    api.VideoGrants,
+    room_create=_opt_bool,
+    room_list=_opt_bool,
+    room_record=_opt_bool,
+    room_admin=_opt_bool,
+    room_join=_opt_bool,
+    destination_room=st.none() | st.just("") | _text,
+    can_publish=st.booleans(),
+    can_subscribe=st.booleans(),
+    can_publish_data=st.booleans(),
+    can_publish_sources=st.none() | st.lists(st.sampled_from(["camera", "microphone"])),
+    can_update_own_metadata=_opt_bool,
+    ingress_admin=_opt_bool,
+    hidden=_opt_bool,
+    recorder=_opt_bool,
+    agent=_opt_bool,
+    can_manage_agent_session=_opt_bool,
+    can_subscribe_metrics=_opt_bool,
+)
+_dispatch = st.builds(
+    Dispatch,
+    agent_name=_text.filter(str.strip),
+    metadata=st.none() | _md,
+    deployment=st.none() | st.just("") | _text,
+    attributes=st.none() | _attrs,
+)
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    identity=_text,
+    room=_text,
+    name=st.none() | st.just("") | _text,
+    kind=st.sampled_from([None, "standard", "agent", "sip"]),
+    metadata=st.none() | _md,
+    attributes=st.none() | _attrs,
+    dispatches=st.lists(_dispatch, max_size=3),
+    flag=st.booleans(),
+    grants=st.none() | _grants,
+    empty_timeout=st.none() | st.integers(0, 600),
+)
+def test_claims_equal_access_token(
+    identity: str,
+    room: str,
+    name: str | None,
+    kind: str | None,
+    metadata: dict[str, Any] | None,
+    attributes: dict[str, str] | None,
+    dispatches: list[Dispatch],
+    flag: bool,
+    grants: api.VideoGrants | None,
+    empty_timeout: int | None,
+) -> None:
+    """Our claims are exactly AccessToken's for the same inputs (ignoring nbf/exp)."""
+    issuer = TokenIssuer(KEY, SECRET)
+    room_config = (
+        None if empty_timeout is None else api.RoomConfiguration(empty_timeout=empty_timeout)
+    )
+    ours = issuer.mint(
+        identity,
+        room,
+        name=name,
+        kind=kind,
+        metadata=metadata,
+        attributes=attributes,
+        dispatch=dispatches,
+        can_update_own_metadata=flag,
+        grants=grants,
+        room_config=room_config,
+    )
+
+    def text(md: dict[str, Any] | None) -> str:
+        return serialize_metadata(md) if md else ""
+
+    if grants is None:
+        effective = api.VideoGrants(room_join=True, room=room, can_update_own_metadata=flag or None)
+    else:
+        effective = dataclasses.replace(
+            grants,
+            room=room,
+            can_update_own_metadata=True if flag else grants.can_update_own_metadata,
+        )
+    at = api.AccessToken(KEY, SECRET).with_identity(identity).with_grants(effective)
+    if name is not None:
+        at.with_name(name)
+    if kind is not None:
+        at.with_kind(kind)  # type: ignore[arg-type]
+    if metadata is not None:
+        at.with_metadata(text(metadata))
+    if attributes is not None:
+        at.with_attributes(attributes)
+    if dispatches or room_config is not None:
+        rc = api.RoomConfiguration()
+        if room_config is not None:
+            rc.CopyFrom(room_config)
+        for d in dispatches:
+            assert not isinstance(d.metadata, str)
+            rc.agents.append(
+                api.RoomAgentDispatch(
+                    agent_name=d.agent_name,
+                    metadata=text(d.metadata),  # type: ignore[arg-type]
+                    deployment=d.deployment or "",
+                    attributes=d.attributes or {},
+                )
+            )
+        at.with_room_config(rc)
+    theirs = at.to_jwt()
+    ours_claims, their_claims = decode(ours), decode(theirs)
+    assert without_times(ours_claims) == without_times(their_claims)
+    assert ours_claims["exp"] - ours_claims["nbf"] == 600
+
+
+# --------------------------------------------------------------------------- validation
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "fragment"),
+    [
+        ({"identity": ""}, ValueError, "identity must not be empty"),
+        ({"identity": "x" * 257}, ValueError, "identity is 257 bytes"),
+        ({"identity": "é" * 129}, ValueError, "identity is 258 bytes"),
+        ({"identity": 5}, TypeError, "identity must be a str"),
+        ({"identity": "\ud800"}, ValueError, "identity is not valid UTF-8"),
+        ({"room": ""}, ValueError, "room must not be empty"),
+        ({"room": "r" * 257}, ValueError, "room is 257 bytes"),
+        ({"name": "n" * 257}, ValueError, "name is 257 bytes"),
+        ({"kind": "admin"}, ValueError, "kind must be one of"),
+        ({"ttl": 0}, ValueError, "ttl must be at least one second"),
+        ({"ttl": "10m"}, TypeError, "ttl must be a timedelta"),
+        ({"metadata": f'{{"k": "{SENTINEL}"'}, InvalidMetadataJSON, "not valid JSON"),
+        ({"metadata": f'["{SENTINEL}"]'}, MetadataNotAnObject, "JSON array"),
+        ({"metadata": {"k": "x" * 64_001}}, MetadataTooLarge, "over the limit"),
+        ({"metadata": '{"k":"' + "x" * 64_000 + '"}'}, MetadataTooLarge, "over the limit"),
+        ({"metadata": 12}, TypeError, "metadata must be a mapping"),
+        ({"attributes": {"k": 1}}, InvalidAttributes, "must have a str value"),
+        ({"attributes": {"lk.agent": SENTINEL}}, InvalidAttributes, "reserves"),
+        ({"attributes": {"k": "v" * 65_536}}, InvalidAttributes, "over the limit"),
+        ({"attributes": [("k", "v")]}, InvalidAttributes, "mapping"),
+        ({"dispatch": ""}, ValueError, "agent_name must be a non-empty string"),
+        ({"dispatch": Dispatch("  ")}, ValueError, "agent_name must be a non-empty string"),
+        ({"dispatch": [Dispatch(3)]}, TypeError, "agent_name must be a str"),  # type: ignore[arg-type]
+        ({"dispatch": {"agent_name": "a"}}, TypeError, "dispatch must be"),
+        ({"dispatch": [1]}, TypeError, "each dispatch must be"),
+        ({"dispatch": Dispatch("a", metadata=f"[{SENTINEL!r}]")}, InvalidMetadataJSON, "JSON"),
+        ({"dispatch": Dispatch("a", attributes={"lk.x": "y"})}, InvalidAttributes, "reserves"),
+        ({"dispatch": Dispatch("a", deployment=1)}, TypeError, "deployment must be a str"),  # type: ignore[arg-type]
+        ({"job_metadata": {"a": 1}}, ValueError, "job_metadata needs a dispatch"),
+        (
+            {"dispatch": Dispatch("a", metadata={"x": 1}), "job_metadata": {"y": 2}},
+            ValueError,
+            "has its own metadata",
+        ),
+        ({"job_metadata": "[]", "dispatch": "a"}, MetadataNotAnObject, "JSON array"),
+        ({"grants": api.VideoGrants(room="other")}, ValueError, "grants.room"),
+        ({"grants": {"roomAdmin": True}}, TypeError, "grants must be"),
+        (
+            {"room_config": api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name="a")])},
+            ValueError,
+            "room_config.agents must be empty",
+        ),
+        ({"room_config": {"emptyTimeout": 1}}, TypeError, "room_config must be"),
+    ],
+)
+def test_validation_errors(
+    issuer: TokenIssuer, kwargs: dict[str, Any], exc: type[Exception], fragment: str
+) -> None:
+    args = {"identity": "user", "room": "room", **kwargs}
+    identity, room = args.pop("identity"), args.pop("room")
+    with pytest.raises(exc) as info:
+        issuer.mint(identity, room, **args)
+    message = str(info.value)
+    assert fragment in message
+    assert SENTINEL not in message
+    assert SENTINEL not in repr(info.value)
+
+
+def test_limit_is_configurable() -> None:
+    small = TokenIssuer(KEY, SECRET, max_metadata_bytes=10, max_attributes_bytes=4)
+    with pytest.raises(MetadataTooLarge) as info:
+        small.mint("u", "r", metadata={"key": "value"})
+    assert (info.value.size, info.value.limit) == (15, 10)
+    with pytest.raises(InvalidAttributes):
+        small.mint("u", "r", attributes={"ab": "cde"})
+    assert small.mint("u", "r", metadata={"k": 1}, attributes={"ab": "cd"})
+
+
+# --------------------------------------------------------------------------- configuration
+
+
+def test_keys_fall_back_to_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIVEKIT_API_KEY", KEY)
+    monkeypatch.setenv("LIVEKIT_API_SECRET", SECRET)
+    issuer = TokenIssuer()
+    assert issuer.api_key == KEY
+    assert decode(issuer.mint("u", "r"))["iss"] == KEY
+
+
+@pytest.mark.parametrize(
+    ("drop", "name"), [("KEY", "LIVEKIT_API_KEY"), ("SECRET", "LIVEKIT_API_SECRET")]
+)
+def test_missing_keys_raise_config_error(
+    monkeypatch: pytest.MonkeyPatch, drop: str, name: str
+) -> None:
+    monkeypatch.setenv("LIVEKIT_API_KEY", KEY)
+    monkeypatch.setenv("LIVEKIT_API_SECRET", SECRET)
+    monkeypatch.delenv(f"LIVEKIT_API_{drop}")
+    with pytest.raises(ConfigError) as info:
+        TokenIssuer()
+    assert name in info.value.message
+    assert SECRET not in info.value.message
+
+
+def test_secret_never_in_repr(issuer: TokenIssuer) -> None:
+    assert SECRET not in repr(issuer)
+    assert KEY in repr(issuer)
+    assert "ttl=600s" in repr(issuer)
+
+
+def test_secret_pyjwt_refuses_is_a_config_error() -> None:
+    pem = (
+        "-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE\n-----END PUBLIC KEY-----"
+    )
+    with pytest.raises(ConfigError) as info:
+        TokenIssuer(KEY, pem)
+    assert "PyJWT" in info.value.message
+    assert "MFkw" not in info.value.message
+
+
+def test_short_secret_warns_through_pyjwt() -> None:
+    issuer = TokenIssuer(KEY, "short")
+    with pytest.warns(InsecureKeyLengthWarning):
+        token = issuer.mint("u", "r")
+    with pytest.warns(InsecureKeyLengthWarning):
+        assert issuer.verify(token).identity == "u"
+
+
+def test_bad_constructor_arguments() -> None:
+    with pytest.raises(ValueError, match="max_metadata_bytes"):
+        TokenIssuer(KEY, SECRET, max_metadata_bytes=0)
+    with pytest.raises(TypeError, match="router"):
+        TokenIssuer(KEY, SECRET, router=object())  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="sessions"):
+        TokenIssuer(KEY, SECRET, sessions=object())  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="ttl"):
+        TokenIssuer(KEY, SECRET, ttl=timedelta(0))
+
+
+# --------------------------------------------------------------------------- verify errors
+
+
+def _check_failure(issuer: TokenIssuer, token: str, fragment: str) -> None:
+    with pytest.raises(TokenVerificationError) as info:
+        issuer.verify(token)
+    assert fragment in info.value.message
+    assert not token or token not in info.value.message
+    assert info.value.__cause__ is None
+
+
+def test_verify_expired(issuer: TokenIssuer) -> None:
+    old = TokenIssuer(KEY, SECRET, clock=lambda: time.time() - 3600)
+    _check_failure(issuer, old.mint("u", "r"), "expired")
+
+
+def test_verify_not_yet_valid(issuer: TokenIssuer) -> None:
+    future = TokenIssuer(KEY, SECRET, clock=lambda: time.time() + 3600)
+    _check_failure(issuer, future.mint("u", "r"), "not valid yet")
+
+
+def test_verify_wrong_secret_and_wrong_key(issuer: TokenIssuer) -> None:
+    _check_failure(issuer, TokenIssuer(KEY, "x" * 40).mint("u", "r"), "signature check failed")
+    _check_failure(issuer, TokenIssuer("APIother", SECRET).mint("u", "r"), "issuer check failed")
+
+
+def test_verify_malformed_and_missing_exp(issuer: TokenIssuer) -> None:
+    _check_failure(issuer, "not-a-token", "malformed")
+    _check_failure(issuer, "", "malformed")
+    no_exp = jwt.encode({"sub": "u", "iss": KEY}, SECRET, algorithm="HS256")
+    _check_failure(issuer, no_exp, "no 'exp' claim")
+    none_alg = jwt.encode({"sub": "u", "iss": KEY, "exp": time.time() + 60}, None, algorithm="none")
+    _check_failure(issuer, none_alg, "algorithm check failed")
+
+
+def test_verify_tampered_payload(issuer: TokenIssuer) -> None:
+    header, payload, sig = issuer.mint("u", "r", metadata={"role": "user"}).split(".")
+    claims = orjson.loads(jwt.utils.base64url_decode(payload))
+    claims["metadata"] = '{"role":"admin"}'
+    forged = ".".join([header, jwt.utils.base64url_encode(orjson.dumps(claims)).decode(), sig])
+    _check_failure(issuer, forged, "signature check failed")
+
+
+def test_verify_rejects_non_object_metadata_claim(issuer: TokenIssuer) -> None:
+    token = (
+        api.AccessToken(KEY, SECRET)
+        .with_identity("u")
+        .with_metadata(SENTINEL)
+        .with_grants(api.VideoGrants(room_join=True, room="r"))
+        .to_jwt()
+    )
+    with pytest.raises(TokenVerificationError) as info:
+        issuer.verify(token)
+    assert info.value.message.startswith("metadata claim:")
+    assert SENTINEL not in info.value.message
+
+
+def test_verify_type_error(issuer: TokenIssuer) -> None:
+    with pytest.raises(TypeError, match="token must be a str"):
+        issuer.verify(b"abc")  # type: ignore[arg-type]
+
+
+def test_reprs_hide_values(issuer: TokenIssuer) -> None:
+    d = Dispatch("a", metadata={"secret": SENTINEL}, attributes={"k": SENTINEL})
+    assert SENTINEL not in repr(d)
+    token = issuer.mint("u", "r", metadata={"m": SENTINEL}, dispatch=d)
+    v = issuer.verify(token)
+    assert SENTINEL not in repr(v)
+    assert token not in repr(v)
+    ref = issuer.mint_reference("u", "r", metadata={"m": SENTINEL})
+    assert SENTINEL not in repr(ref)
+    assert ref.token not in repr(ref)
+
+
+# --------------------------------------------------------------------------- reference mode
+
+
+def test_mint_reference_carries_only_the_session(issuer: TokenIssuer) -> None:
+    ref = issuer.mint_reference(
+        "u",
+        "room-9",
+        metadata={"big": "x" * 1000, "tier": "gold"},
+        dispatch="triage",
+        job_metadata={"lang": "es"},
+    )
+    assert isinstance(ref, ReferenceToken)
+    assert ref.session_id == "room-9"
+    assert ref.metadata == {"big": "x" * 1000, "tier": "gold", "lang": "es"}
+    claims = decode(ref.token)
+    assert "metadata" not in claims
+    assert claims["roomConfig"] == {
+        "agents": [{"agentName": "triage", "metadata": '{"session":"room-9"}'}]
+    }
+    custom = issuer.mint_reference(
+        "u", "room-9", session_id="s-1", metadata='{"a":1}', dispatch="t"
+    )
+    assert custom.session_id == "s-1"
+    assert custom.metadata == {"a": 1}
+    assert decode(custom.token)["roomConfig"]["agents"][0]["metadata"] == '{"session":"s-1"}'
+    with pytest.raises(ValueError, match="session_id must not be empty"):
+        issuer.mint_reference("u", "r", session_id="")
+
+
+async def test_amint_stores_then_returns_reference_token() -> None:
+    sessions = SessionManager()
+    issuer = TokenIssuer(KEY, SECRET, sessions=sessions, reference_mode=True)
+    token = await issuer.amint("u", "room-7", metadata={"tier": "gold"}, dispatch="triage")
+    assert await sessions.get_session_metadata("room-7") == {"tier": "gold"}
+    agent = decode(token)["roomConfig"]["agents"][0]
+    assert orjson.loads(agent["metadata"]) == {"session": "room-7"}
+    # A second mint merges into the same session, never replaces it.
+    await issuer.amint("v", "room-7", metadata={"lang": "es"})
+    assert await sessions.get_session_metadata("room-7") == {"tier": "gold", "lang": "es"}
+    with pytest.raises(ConfigError, match="reference mode"):
+        issuer.mint("u", "r")
+    plain = await issuer.amint("u", "r", reference=False, metadata={"a": 1})
+    assert decode(plain)["metadata"] == '{"a":1}'
+    assert await sessions.get_session_metadata("r") == {}
+
+
+async def test_amint_reference_needs_sessions(issuer: TokenIssuer) -> None:
+    with pytest.raises(ConfigError, match="sessions="):
+        await issuer.amint("u", "r", reference=True, metadata={"a": 1})
+    assert decode(await issuer.amint("u", "r", metadata={"a": 1}))["metadata"] == '{"a":1}'
+
+
+async def test_amint_does_not_store_invalid_requests() -> None:
+    sessions = SessionManager()
+    issuer = TokenIssuer(KEY, SECRET, sessions=sessions, reference_mode=True)
+    with pytest.raises(InvalidAttributes):
+        await issuer.amint("u", "r", metadata={"a": 1}, attributes={"lk.x": "y"})
+    assert await sessions.get_session_metadata("r") == {}
+
+
+# --------------------------------------------------------------------------- routing
+
+
+@dataclasses.dataclass
+class StandInRoute:
+    agent: str = ""
+    agent_name: str = ""
+    deployment: str | None = None
+    attributes: dict[str, str] = dataclasses.field(default_factory=dict)
+    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
+    rule: str | None = None
+    rejected: bool = False
+
+
+class StandInRouter:
+    def __init__(self, route: StandInRoute) -> None:
+        self.result = route
+        self.seen: list[dict[str, Any]] = []
+
+    def route(self, metadata: Any) -> StandInRoute:
+        self.seen.append(dict(metadata))
+        return self.result
+
+
+def test_router_chooses_dispatch_when_none_given() -> None:
+    router = StandInRouter(
+        StandInRoute(
+            agent="support",
+            agent_name="pool",
+            deployment="stg",
+            attributes={"q": "1"},
+            metadata={"dept": "support"},
+        )
+    )
+    issuer = TokenIssuer(KEY, SECRET, router=router)
+    claims = decode(issuer.mint("u", "r", metadata='{"dept": "support", "x": 1}'))
+    assert router.seen == [{"dept": "support", "x": 1}]
+    assert claims["roomConfig"]["agents"] == [
+        {
+            "agentName": "pool",
+            "metadata": '{"dept":"support"}',
+            "deployment": "stg",
+            "attributes": {"q": "1"},
+        }
+    ]
+    # job_metadata replaces the rule's job metadata; explicit dispatch skips the router.
+    claims = decode(issuer.mint("u", "r", metadata={"a": 1}, job_metadata={"j": 2}))
+    assert claims["roomConfig"]["agents"][0]["metadata"] == '{"j":2}'
+    assert "roomConfig" not in decode(issuer.mint("u", "r", metadata={"a": 1}, dispatch=[]))
+    assert decode(issuer.mint("u", "r", dispatch="other"))["roomConfig"]["agents"] == [
+        {"agentName": "other"}
+    ]
+    assert len(router.seen) == 2
+
+
+def test_router_rejection_and_no_agent() -> None:
+    rejecting = TokenIssuer(
+        KEY, SECRET, router=StandInRouter(StandInRoute(rejected=True, rule="b"))
+    )
+    with pytest.raises(RoutingError, match="rejected by routing rule 'b'"):
+        rejecting.mint("u", "r", metadata={"x": SENTINEL})
+    no_agent = TokenIssuer(KEY, SECRET, router=StandInRouter(StandInRoute()))
+    assert "roomConfig" not in decode(no_agent.mint("u", "r", metadata={"x": 1}))
+
+
+def test_real_metadata_router() -> None:
+    router = MetadataRouter.from_dict(
+        {
+            "rules": [
+                {"name": "blocked", "when": {"tenant": "banned"}, "reject": True},
+                {
+                    "name": "es",
+                    "when": {"lang": "es"},
+                    "agent": "support-es",
+                    "job_metadata": ["lang"],
+                },
+            ],
+        }
+    )
+    issuer = TokenIssuer(KEY, SECRET, router=router)
+    claims = decode(issuer.mint("u", "r", metadata={"lang": "es", "tier": "gold"}))
+    assert claims["roomConfig"]["agents"] == [
+        {"agentName": "support-es", "metadata": '{"lang":"es"}'}
+    ]
+    with pytest.raises(RoutingError, match="blocked"):
+        issuer.mint("u", "r", metadata={"tenant": "banned"})
+    with pytest.raises(NoRouteMatched):
+        issuer.mint("u", "r", metadata={"lang": "fr"})
+
+
+async def test_reference_mode_routes_on_full_metadata() -> None:
+    router = MetadataRouter.from_dict({"rules": [{"when": {"lang": "es"}, "agent": "es"}]})
+    sessions = SessionManager()
+    issuer = TokenIssuer(KEY, SECRET, router=router, sessions=sessions, reference_mode=True)
+    token = await issuer.amint("u", "r", metadata={"lang": "es", "blob": "y" * 100})
+    assert decode(token)["roomConfig"]["agents"] == [
+        {"agentName": "es", "metadata": '{"session":"r"}'}
+    ]
+    assert await sessions.get_session_metadata("r") == {"lang": "es", "blob": "y" * 100}
+
+
+def test_job_and_dispatch_errors_say_which_metadata(issuer: TokenIssuer) -> None:
+    with pytest.raises(MetadataNotAnObject) as info:
+        issuer.mint("u", "r", dispatch="a", job_metadata="[1]")
+    assert info.value.message == "job_metadata: metadata must be a JSON object, got a JSON array"
+    assert info.value.json_type == "array"
+    with pytest.raises(MetadataTooLarge) as too_large:
+        issuer.mint("u", "r", dispatch=Dispatch("a", metadata={"k": "x" * 64_000}))
+    assert too_large.value.message.startswith("dispatch 'a' metadata: ")
+    assert too_large.value.limit == 64_000
+    with pytest.raises(InvalidAttributes) as attrs:
+        issuer.mint("u", "r", dispatch=Dispatch("a", attributes={"lk.x": "y"}))
+    assert attrs.value.message.startswith("dispatch 'a': attribute 'lk.x'")
