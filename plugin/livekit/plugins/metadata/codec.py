@@ -14,7 +14,12 @@ The contract:
   (default 64,000 — the strictest LiveKit server limit), counted before parsing.
 * Strict JSON: no ``NaN``/``Infinity``, no numbers that overflow a double, no
   byte order mark, no invalid UTF-8 or lone surrogates, no trailing content.
-* Nesting at most :data:`MAX_DEPTH` (64) containers deep.
+* Nesting at most :data:`MAX_DEPTH` (64) containers deep (deeper values break
+  ``==``, ``repr`` and ``copy.deepcopy`` near Python's recursion limit and
+  orjson's serializer at 255 levels). The check runs on the raw bytes at C
+  speed; see ``_bytes_depth_exceeds``.
+* Integers outside the 64-bit range are read as floats (orjson), and
+  :func:`serialize_metadata` refuses them.
 * Duplicate keys: the last one wins (as in every common JSON parser).
 * Error messages carry positions, sizes and JSON types — never the input text.
 
@@ -55,6 +60,7 @@ __all__ = [
     "serialize_metadata",
     "split_attribute_update",
     "validate_attributes",
+    "validate_schema",
 ]
 
 DEFAULT_MAX_METADATA_BYTES = 64_000
@@ -70,9 +76,21 @@ RESERVED_ATTRIBUTE_PREFIX = "lk."
 """Attribute keys with this prefix are set by LiveKit itself (e.g. ``lk.agent.name``)."""
 
 _WHITESPACE = b" \t\r\n"
+_WHITESPACE_CODES = frozenset(_WHITESPACE)
 _NON_FINITE = (b"NaN", b"Infinity", b"-Infinity")
 
+# Depth check on the raw bytes (see _bytes_depth_exceeds): keep only quotes and
+# brackets, mapping both bracket kinds onto "(" and ")".
+_DEPTH_TABLE = bytes.maketrans(b"{}[]", b"()()")
+_DEPTH_DELETE = bytes(b for b in range(256) if b not in b'"{}[]')
+# A document shorter than this cannot nest MAX_DEPTH + 1 containers.
+_MIN_DEEP_SIZE = 2 * (MAX_DEPTH + 1)
+_KEY_LABEL_MAX = 64
+
 M = TypeVar("M", bound="BaseModel")
+
+_loads = orjson.loads
+_DecodeError = orjson.JSONDecodeError
 
 
 def json_type_name(value: object) -> str:
@@ -102,7 +120,17 @@ def _to_bytes(raw: str | bytes | bytearray | memoryview) -> bytes:
             ) from None
     if isinstance(raw, (bytes, bytearray, memoryview)):
         return bytes(raw)
+    if raw is None:
+        return b""
     raise TypeError(f"metadata must be str, bytes or None, not {type(raw).__name__}")
+
+
+def _key_label(key: object) -> str:
+    """A key for a message: keys may be shown (values never), but long ones are cut."""
+    text = str(key)
+    if len(text) > _KEY_LABEL_MAX:
+        text = text[: _KEY_LABEL_MAX - 3] + "..."
+    return repr(text)
 
 
 def _depth_exceeds(value: Any, limit: int) -> bool:
@@ -117,6 +145,51 @@ def _depth_exceeds(value: Any, limit: int) -> bool:
             if isinstance(child, (dict, list)):
                 stack.append((child, depth + 1))
     return False
+
+
+def _bytes_depth_exceeds(data: bytes, limit: int) -> bool | None:
+    """Exact nesting check on the bytes of a document orjson has already accepted.
+
+    Python-level walks of a parsed object cost more than parsing it, so the
+    check runs on the bytes with C-speed primitives: drop escaped characters,
+    keep only quotes and brackets, and verify that every string became an
+    adjacent ``""`` pair (i.e. no string contains a bracket). Then only
+    structural brackets remain, and removing innermost ``()`` pairs takes
+    exactly as many passes as the nesting depth.
+
+    Returns True/False when the answer is exact, or None when some string
+    contains bracket characters (the caller then walks the parsed value).
+    """
+    if b"\\" in data:
+        data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
+    skeleton = data.translate(_DEPTH_TABLE, _DEPTH_DELETE)
+    quotes = skeleton.count(b'"')
+    if quotes:
+        # Parity argument: the left-to-right "" pairs cover every quote exactly
+        # when no string holds a bracket; one bracket inside a string leaves an
+        # odd run of quotes behind it.
+        if skeleton.count(b'""') * 2 != quotes:
+            return None
+        skeleton = skeleton.translate(None, b'"')
+    if len(skeleton) <= 2 * limit:
+        return False
+    passes = 0
+    while skeleton:
+        passes += 1
+        if passes > limit:
+            return True
+        skeleton = skeleton.replace(b"()", b"")
+    return False
+
+
+def _too_deep(data: bytes, value: Any) -> bool:
+    """True if the parsed ``value`` (from ``data``) nests deeper than :data:`MAX_DEPTH`."""
+    if len(data) < _MIN_DEEP_SIZE:
+        return False
+    exceeded = _bytes_depth_exceeds(data, MAX_DEPTH)
+    if exceeded is None:
+        return _depth_exceeds(value, MAX_DEPTH)
+    return exceeded
 
 
 def _decode_error(data: bytes, exc: orjson.JSONDecodeError) -> InvalidMetadataJSON:
@@ -186,58 +259,92 @@ def parse_metadata(
         MetadataNotAnObject: Valid JSON, but not an object.
         MetadataTooLarge: More than ``max_bytes`` UTF-8 bytes.
         SchemaViolation: ``schema`` rejected the object (lists field paths only).
-        TypeError: ``raw`` is not str, bytes or None.
+        TypeError: ``raw`` is not str, bytes or None, or ``schema`` is not a
+            pydantic model class.
+        ValueError: ``max_bytes`` is not an int >= 0.
     """
-    if raw is None:
-        obj: dict[str, Any] = {}
+    # Hot path kept short: every check below that is not needed to decide
+    # "dict or error" runs only on the error path.
+    kind = type(raw)
+    if kind is bytes:
+        data: bytes = raw  # type: ignore[assignment]
+    elif raw is None:
+        return {} if schema is None else _validate_schema({}, schema)
     else:
         data = _to_bytes(raw)
-        size = len(data)
-        if size > max_bytes:
-            raise MetadataTooLarge(
-                f"metadata is {size} bytes, over the limit of {max_bytes} bytes",
-                size=size,
-                limit=max_bytes,
-            )
+    size = len(data)
+    try:
+        too_large = size > max_bytes
+    except TypeError:
+        too_large = True
+    if too_large:
+        if type(max_bytes) is not int or max_bytes < 0:
+            raise ValueError("max_bytes must be an int >= 0")
+        raise MetadataTooLarge(
+            f"metadata is {size} bytes, over the limit of {max_bytes} bytes",
+            size=size,
+            limit=max_bytes,
+        )
+    try:
+        obj = _loads(data)
+    except _DecodeError as exc:
         if not data.strip(_WHITESPACE):
-            obj = {}
+            obj = {}  # no metadata
         else:
-            try:
-                value = orjson.loads(data)
-            except orjson.JSONDecodeError as exc:
-                raise _decode_error(data, exc) from None
-            if not isinstance(value, dict):
-                found = json_type_name(value)
-                raise MetadataNotAnObject(
-                    f"metadata must be a JSON object, got a JSON {found}", json_type=found
-                )
-            # Cheap guard first: fewer brackets than MAX_DEPTH cannot nest deeper.
-            if (data.count(b"{") + data.count(b"[")) > MAX_DEPTH and _depth_exceeds(
-                value, MAX_DEPTH
-            ):
-                raise InvalidMetadataJSON(f"metadata nests deeper than {MAX_DEPTH} levels")
-            obj = value
+            raise _decode_error(data, exc) from None
+    if type(obj) is not dict:
+        found = json_type_name(obj)
+        raise MetadataNotAnObject(
+            f"metadata must be a JSON object, got a JSON {found}", json_type=found
+        )
+    if size >= _MIN_DEEP_SIZE and _too_deep(data, obj):
+        raise InvalidMetadataJSON(f"metadata nests deeper than {MAX_DEPTH} levels")
     if schema is None:
         return obj
     return _validate_schema(obj, schema)
 
 
-def _validate_schema(obj: dict[str, Any], schema: type[M]) -> M:
-    from pydantic import ValidationError
+def validate_schema(obj: Mapping[str, Any], schema: type[M]) -> M:
+    """Validate a parsed metadata object against a pydantic model class.
 
+    Args:
+        obj: A parsed metadata object (e.g. from :func:`parse_metadata`).
+        schema: The pydantic model class to validate with.
+
+    Returns:
+        The model instance.
+
+    Raises:
+        SchemaViolation: The object does not match; ``fields`` lists the dotted
+            paths of the offending fields, and no value appears in the message.
+        TypeError: ``schema`` is not a pydantic model class.
+    """
+    return _validate_schema(obj, schema)
+
+
+def _validate_schema(obj: Mapping[str, Any], schema: type[M]) -> M:
+    from pydantic import BaseModel, ValidationError
+
+    if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
+        raise TypeError(f"schema must be a pydantic model class, not {schema!r}")
     try:
         return schema.model_validate(obj)
     except ValidationError as exc:
         fields: list[str] = []
         problems: list[str] = []
         for err in exc.errors(include_input=False, include_url=False):
-            path = ".".join(str(part) for part in err["loc"]) or "<root>"
+            path = ".".join(_path_part(part) for part in err["loc"]) or "<root>"
             fields.append(path)
             problems.append(f"{path} ({err['type']})")
         raise SchemaViolation(
             f"metadata does not match {schema.__name__}: " + ", ".join(problems),
             fields=fields,
         ) from None
+
+
+def _path_part(part: object) -> str:
+    text = str(part)
+    return text if len(text) <= _KEY_LABEL_MAX else text[: _KEY_LABEL_MAX - 3] + "..."
 
 
 def _non_finite_path(value: Any) -> str | None:
@@ -266,6 +373,7 @@ def serialize_metadata(
         TypeError: ``obj`` is not a mapping/model, has non-str keys, or holds a value
             JSON cannot represent (the message names the key path, never the value).
         ValueError: a float is NaN or infinite (JSON has no such numbers).
+        InvalidMetadataJSON: the value nests deeper than :data:`MAX_DEPTH`.
         MetadataTooLarge: the result is over ``max_bytes`` UTF-8 bytes.
     """
     if isinstance(obj, Mapping):
@@ -277,12 +385,18 @@ def serialize_metadata(
     try:
         data = orjson.dumps(value)
     except orjson.JSONEncodeError as exc:
-        raise TypeError(f"metadata is not JSON-serializable: {_encode_reason(exc)}") from None
+        reason = _encode_reason(exc)
+        if reason.startswith("Recursion limit"):
+            raise InvalidMetadataJSON(f"metadata nests deeper than {MAX_DEPTH} levels") from None
+        raise TypeError(f"metadata is not JSON-serializable: {reason}") from None
+    if len(data) >= _MIN_DEEP_SIZE and _too_deep(data, value):
+        # parse_metadata would refuse it, so refuse it here: the round trip holds.
+        raise InvalidMetadataJSON(f"metadata nests deeper than {MAX_DEPTH} levels")
     if b"null" in data:
         bad = _non_finite_path(value)
         if bad is not None:
             raise ValueError(
-                f"metadata value at {bad!r} is NaN or infinite, which JSON cannot hold"
+                f"metadata value at {_key_label(bad)} is NaN or infinite, which JSON cannot hold"
             )
     if len(data) > max_bytes:
         raise MetadataTooLarge(
@@ -330,18 +444,18 @@ def validate_attributes(
             raise InvalidAttributes("attribute keys must be non-empty strings")
         if not isinstance(value, str):
             raise InvalidAttributes(
-                f"attribute {key!r} must have a str value, not {type(value).__name__}"
+                f"attribute {_key_label(key)} must have a str value, not {type(value).__name__}"
             )
         if not allow_reserved and key.startswith(RESERVED_ATTRIBUTE_PREFIX):
             raise InvalidAttributes(
-                f"attribute {key!r} uses the prefix {RESERVED_ATTRIBUTE_PREFIX!r}, "
+                f"attribute {_key_label(key)} uses the prefix {RESERVED_ATTRIBUTE_PREFIX!r}, "
                 "which LiveKit reserves for itself"
             )
         try:
             total += len(key.encode("utf-8")) + len(value.encode("utf-8"))
         except UnicodeEncodeError:
             raise InvalidAttributes(
-                f"attribute {key!r} is not valid UTF-8 (lone surrogate)"
+                f"attribute {_key_label(key)} is not valid UTF-8 (lone surrogate)"
             ) from None
         out[key] = value
     if total > max_bytes:

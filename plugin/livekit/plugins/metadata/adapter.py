@@ -1,0 +1,973 @@
+"""MetadataAdapter: LiveKit job and participant metadata <-> a SessionManager session.
+
+In an agent entrypoint::
+
+    sessions = SessionManager()                     # or SessionManager(RedisStore(...))
+    adapter = MetadataAdapter(sessions)
+
+    async def entrypoint(ctx: JobContext) -> None:
+        session = await adapter.attach(ctx)         # job + caller metadata, kept in sync
+        md = await session.get()
+
+What goes into the session, in this order (later sources win key by key):
+
+1. job metadata (``ctx.job.metadata``: the dispatch metadata, a JSON object),
+2. job attributes (``ctx.job.attributes``),
+3. room metadata (only with ``sync_room_metadata=True``),
+4. the caller's participant metadata (a JSON object),
+5. the caller's participant attributes.
+
+Why this order: the participant is more specific than the dispatch (which
+usually carries agent configuration chosen when the token was minted), and
+attributes are LiveKit's per-key live channel, so the freshest and most
+specific value wins. Participant metadata and attributes can be rewritten by
+the client when its token grants ``canUpdateOwnMetadata``: list the keys the
+client must never override in ``protected_keys``.
+
+While the job lives, ``participant_metadata_changed`` and
+``participant_attributes_changed`` for the tracked participant(s) (and
+``room_metadata_changed`` when enabled) merge into the session in arrival
+order. ``Room.on`` only accepts plain functions, so each callback just puts the
+event on one ordered queue per session, and one task applies them: none is
+lost or reordered. A metadata change merges the new JSON object (keys it no
+longer has are kept); an attribute change sets the changed keys and removes
+those whose value became empty.
+
+Untrusted input: an update that is not valid metadata (bad JSON, not an
+object, too large, schema violation, bad attributes, or a session that would
+grow over its limit) is logged with its reason, size and keys (never values),
+counted in :attr:`MetadataAdapter.stats` and :attr:`SessionHandle.invalid_updates`,
+and leaves the session exactly as it was. With ``on_invalid="raise"``,
+:meth:`MetadataAdapter.load_job`, :meth:`MetadataAdapter.attach` and
+:meth:`MetadataAdapter.parse_request` raise the
+:class:`~livekit.plugins.metadata.errors.MetadataError` instead; later events
+are always logged and counted, since nobody could catch an error there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import weakref
+from collections.abc import Callable, Collection, Iterable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import orjson
+from livekit import rtc
+
+from .codec import (
+    DEFAULT_MAX_ATTRIBUTES_BYTES,
+    DEFAULT_MAX_METADATA_BYTES,
+    apply_attributes,
+    attributes_size,
+    parse_metadata,
+    serialize_metadata,
+    validate_attributes,
+    validate_schema,
+)
+from .errors import InvalidAttributes, MetadataError, MetadataPluginError, StoreError
+from .log import logger
+
+if TYPE_CHECKING:
+    from livekit import api as lkapi
+    from livekit.agents import JobContext, JobRequest
+    from livekit.rtc.room import EventTypes
+    from pydantic import BaseModel
+
+    from .session import SessionManager
+
+__all__ = [
+    "DEFAULT_PARTICIPANT_KINDS",
+    "AdapterStats",
+    "MetadataAdapter",
+    "PublishResult",
+    "SessionHandle",
+]
+
+DEFAULT_PARTICIPANT_KINDS: tuple[int, ...] = (
+    rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD,
+    rtc.ParticipantKind.PARTICIPANT_KIND_SIP,
+    rtc.ParticipantKind.PARTICIPANT_KIND_CONNECTOR,
+)
+"""Participant kinds :meth:`MetadataAdapter.attach` waits for (agents are excluded)."""
+
+OnInvalid = Literal["log", "raise"]
+PublishAs = Literal["attributes", "metadata"]
+SessionIdFactory = Callable[["JobContext"], str]
+
+_MAX_LOGGED_KEYS = 20
+_KEY_LABEL_MAX = 64
+
+# Queue items: ("metadata", identity, raw) | ("attributes", identity, changed, snapshot)
+# | ("room", "", raw) | ("snapshot", identity, participant, future).
+_Item = tuple[Any, ...]
+
+
+def _label(key: object) -> str:
+    text = str(key)
+    return text if len(text) <= _KEY_LABEL_MAX else text[: _KEY_LABEL_MAX - 3] + "..."
+
+
+def _keys_for_log(keys: Iterable[str]) -> str:
+    keys = list(keys)
+    shown = ", ".join(_label(k) for k in keys[:_MAX_LOGGED_KEYS])
+    if len(keys) > _MAX_LOGGED_KEYS:
+        shown += f", ... ({len(keys)} keys)"
+    return f"[{shown}]"
+
+
+def _raw_size(raw: str | bytes | None) -> int:
+    if raw is None:
+        return 0
+    if isinstance(raw, bytes):
+        return len(raw)
+    return len(raw.encode("utf-8", "surrogatepass"))
+
+
+def _attribute_value(value: Any) -> str:
+    """A session value as a LiveKit attribute: strings as they are, anything else as JSON."""
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode("utf-8")
+
+
+@dataclass
+class AdapterStats:
+    """Counters of what the adapter did with metadata updates (one per source event).
+
+    Attributes:
+        applied: Updates merged into a session.
+        invalid: Updates rejected as invalid input (session left unchanged).
+        failed: Updates the store could not apply (e.g. Redis unavailable).
+        events: Room events queued for a tracked participant or the room.
+    """
+
+    applied: int = 0
+    invalid: int = 0
+    failed: int = 0
+    events: int = 0
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """Outcome of :meth:`SessionHandle.publish`.
+
+    ``bool(result)`` is ``result.confirmed``.
+
+    Attributes:
+        confirmed: The new value was read back from the participant (local) or
+            returned by the server (remote) before the timeout.
+        target: ``"attributes"`` or ``"metadata"``.
+        identity: The participant written to.
+        keys: The session keys published (missing ones were cleared).
+        size: Bytes sent: the serialized metadata, or the attribute update's size.
+    """
+
+    confirmed: bool
+    target: PublishAs
+    identity: str
+    keys: tuple[str, ...]
+    size: int
+
+    def __bool__(self) -> bool:
+        return self.confirmed
+
+
+class SessionHandle:
+    """The session of one job: read and write it, wait for queued updates, publish keys.
+
+    Created by :meth:`MetadataAdapter.load_job` / :meth:`MetadataAdapter.attach`;
+    not meant to be constructed directly.
+    """
+
+    def __init__(self, adapter: MetadataAdapter, ctx: JobContext, session_id: str) -> None:
+        self._adapter = adapter
+        self._ctx = ctx
+        self._id = session_id
+        self._tracked: set[str] = set()
+        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
+        self._worker: asyncio.Task[None] | None = None
+        self._room: rtc.Room | None = None
+        self._subscriptions: list[tuple[str, Callable[..., None]]] = []
+        self._job_loaded = False
+        self._closed = False
+        self.applied_updates = 0
+        """Updates merged into this session."""
+        self.invalid_updates = 0
+        """Updates rejected as invalid input (the session was left unchanged)."""
+        self.failed_updates = 0
+        """Updates the store could not apply."""
+
+    def __repr__(self) -> str:
+        return (
+            f"SessionHandle(id={self._id!r}, tracked={sorted(self._tracked)!r}, "
+            f"applied={self.applied_updates}, invalid={self.invalid_updates}, "
+            f"failed={self.failed_updates}, closed={self._closed})"
+        )
+
+    @property
+    def id(self) -> str:
+        """The session id (the room name unless the adapter was told otherwise)."""
+        return self._id
+
+    @property
+    def tracked(self) -> frozenset[str]:
+        """Identities of the participants whose changes are merged into the session."""
+        return frozenset(self._tracked)
+
+    @property
+    def closed(self) -> bool:
+        """True once the handle was closed (at job shutdown or by :meth:`aclose`)."""
+        return self._closed
+
+    # -- reading and writing -------------------------------------------------------------
+
+    async def get(self) -> dict[str, Any]:
+        """A copy of the session's metadata (``{}`` if it holds nothing)."""
+        return await self._adapter._sessions.get_session_metadata(self._id)
+
+    async def set(self, mapping_or_key: Mapping[str, Any] | str, value: Any = None, /) -> None:
+        """Merge keys into the session: ``set({"k": v})`` or ``set("k", v)``.
+
+        Raises:
+            TypeError: A non-str key or a value JSON cannot hold.
+            MetadataTooLarge: The session would exceed its size limit (unchanged).
+        """
+        if isinstance(mapping_or_key, str):
+            await self._adapter._sessions.set_session_metadata(self._id, mapping_or_key, value)
+        else:
+            await self._adapter._sessions.set_session_metadata(self._id, mapping_or_key)
+
+    async def update(self, updates: Mapping[str, Any], *, remove: Iterable[str] = ()) -> None:
+        """Merge ``updates`` and remove ``remove`` in one atomic write.
+
+        Raises:
+            TypeError: A non-str key or a value JSON cannot hold.
+            MetadataTooLarge: The session would exceed its size limit (unchanged).
+        """
+        await self._adapter._sessions.update_session_metadata(self._id, updates, remove=remove)
+
+    async def wait_idle(self) -> None:
+        """Wait until every queued room event has been applied to the session."""
+        if self._worker is not None and not self._worker.done():
+            await self._queue.join()
+
+    # -- tracking participants -------------------------------------------------------------
+
+    async def track(self, participant: rtc.Participant) -> None:
+        """Merge a participant's metadata and attributes now and follow its changes.
+
+        The snapshot is applied in order with events already queued.
+
+        Raises:
+            MetadataError: With ``on_invalid="raise"``, when the participant's
+                current metadata or attributes are invalid (it is then not tracked).
+            RuntimeError: The handle is closed or has no room (use ``attach``).
+        """
+        if self._closed:
+            raise RuntimeError("this session handle is closed")
+        room = self._room
+        if room is None:
+            raise RuntimeError("track() needs a room; use MetadataAdapter.attach(ctx)")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        identity = participant.identity
+        # One synchronous block: no event can slip between the snapshot and tracking.
+        self._tracked.add(identity)
+        self._enqueue(("snapshot", identity, participant, done))
+        try:
+            await done
+        except MetadataError:
+            self._tracked.discard(identity)
+            raise
+
+    def _start(self, room: rtc.Room) -> None:
+        """Subscribe to the room's events and start the worker (once)."""
+        if self._room is not None:
+            return
+        self._room = room
+        adapter = self._adapter
+        subs: list[tuple[str, Callable[..., None]]] = [
+            ("participant_metadata_changed", self._on_metadata_changed),
+            ("participant_attributes_changed", self._on_attributes_changed),
+            ("participant_connected", self._on_participant_connected),
+        ]
+        if adapter._sync_room_metadata:
+            subs.append(("room_metadata_changed", self._on_room_metadata_changed))
+        for event, callback in subs:
+            room.on(event, callback)  # type: ignore[arg-type]
+        self._subscriptions = subs
+        if adapter._sync_room_metadata:
+            self._enqueue(("room", "", room.metadata))
+        self._worker = asyncio.create_task(self._run(), name=f"metadata-adapter:{self._id}")
+
+    def _unsubscribe(self) -> None:
+        room = self._room
+        if room is None:
+            return
+        for event, callback in self._subscriptions:
+            with contextlib.suppress(Exception):
+                room.off(event, callback)  # type: ignore[arg-type]
+        self._subscriptions = []
+
+    # -- room callbacks: plain functions that only enqueue --------------------------------------
+
+    def _enqueue(self, item: _Item) -> None:
+        self._adapter.stats.events += 1
+        self._queue.put_nowait(item)
+
+    def _on_metadata_changed(
+        self, participant: rtc.Participant, old_metadata: str, new_metadata: str
+    ) -> None:
+        identity = participant.identity
+        if identity in self._tracked:
+            self._enqueue(("metadata", identity, new_metadata))
+
+    def _on_attributes_changed(
+        self, changed_attributes: Mapping[str, str], participant: rtc.Participant
+    ) -> None:
+        # Note the argument order: LiveKit passes (changed, participant) here.
+        identity = participant.identity
+        if identity in self._tracked:
+            snapshot = dict(participant.attributes)
+            self._enqueue(("attributes", identity, dict(changed_attributes), snapshot))
+
+    def _on_participant_connected(self, participant: rtc.Participant) -> None:
+        # A tracked caller that reconnects may come back with other metadata.
+        identity = participant.identity
+        if identity in self._tracked:
+            self._enqueue(("snapshot", identity, participant, None))
+
+    def _on_room_metadata_changed(self, old_metadata: str, new_metadata: str) -> None:
+        self._enqueue(("room", "", new_metadata))
+
+    # -- the worker ----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        queue = self._queue
+        while True:
+            item = await queue.get()
+            try:
+                await self._apply_item(item)
+            except asyncio.CancelledError:
+                queue.task_done()
+                raise
+            except Exception:
+                # A bug, not bad input (that is counted in _apply_*): keep the worker alive.
+                logger.exception("metadata adapter: unexpected error applying an update")
+            queue.task_done()
+
+    async def _apply_item(self, item: _Item) -> None:
+        kind = item[0]
+        if kind == "metadata":
+            await self._apply_metadata("participant metadata", item[2], participant=True)
+        elif kind == "attributes":
+            await self._apply_attributes(
+                "participant attributes", item[2], snapshot=item[3], participant=True
+            )
+        elif kind == "room":
+            await self._apply_metadata("room metadata", item[2], participant=False)
+        elif kind == "snapshot":
+            participant, done = item[2], item[3]
+            try:
+                await self._apply_participant(participant, raise_invalid=done is not None)
+            except MetadataError as exc:
+                if done is not None and not done.done():
+                    done.set_exception(exc)
+                return
+            except BaseException as exc:
+                if done is not None and not done.done():
+                    done.set_exception(exc)
+                raise
+            if done is not None and not done.done():
+                done.set_result(None)
+
+    async def _apply_participant(
+        self, participant: rtc.Participant, *, raise_invalid: bool
+    ) -> None:
+        raise_ = raise_invalid and self._adapter._raise
+        await self._apply_metadata(
+            "participant metadata", participant.metadata, participant=True, raise_=raise_
+        )
+        attributes = dict(participant.attributes)
+        await self._apply_attributes(
+            "participant attributes", attributes, snapshot=None, participant=True, raise_=raise_
+        )
+
+    # -- applying one source ---------------------------------------------------------------------
+
+    async def _apply_metadata(
+        self, source: str, raw: str | bytes | None, *, participant: bool, raise_: bool = False
+    ) -> bool:
+        adapter = self._adapter
+        try:
+            obj = parse_metadata(raw, max_bytes=adapter._max_bytes)
+            if adapter._schema is not None:
+                validate_schema(obj, adapter._schema)
+        except MetadataError as exc:
+            self._invalid(source, exc, size=_raw_size(raw), keys=(), raise_=raise_)
+            return False
+        if participant and adapter._protected:
+            obj = self._drop_protected(source, obj)
+        return await self._write(source, obj, (), size=_raw_size(raw), raise_=raise_)
+
+    async def _apply_attributes(
+        self,
+        source: str,
+        changed: Mapping[str, str],
+        *,
+        snapshot: Mapping[str, str] | None,
+        participant: bool,
+        raise_: bool = False,
+    ) -> bool:
+        adapter = self._adapter
+        try:
+            checked = validate_attributes(
+                changed, max_bytes=adapter._max_attribute_bytes, allow_reserved=True
+            )
+        except MetadataError as exc:
+            keys = (
+                [k for k in changed if isinstance(k, str)] if isinstance(changed, Mapping) else []
+            )
+            self._invalid(source, exc, size=0, keys=keys, raise_=raise_)
+            return False
+        updates: dict[str, Any] = {}
+        removed: list[str] = []
+        for key, value in checked.items():
+            # Empty value = deleted; with a snapshot, a changed key that is gone is deleted too.
+            if value == "" or (snapshot is not None and key not in snapshot):
+                removed.append(key)
+            else:
+                updates[key] = value
+        if participant and adapter._protected:
+            updates = self._drop_protected(source, updates)
+            removed = [k for k in removed if k not in adapter._protected]
+        if not updates and not removed:
+            return True
+        return await self._write(
+            source, updates, removed, size=attributes_size(checked), raise_=raise_
+        )
+
+    def _drop_protected(self, source: str, obj: dict[str, Any]) -> dict[str, Any]:
+        protected = self._adapter._protected
+        blocked = [k for k in obj if k in protected]
+        if not blocked:
+            return obj
+        logger.warning(
+            "metadata adapter: ignored protected keys %s from %s for session %r",
+            _keys_for_log(blocked),
+            source,
+            _label(self._id),
+        )
+        return {k: v for k, v in obj.items() if k not in protected}
+
+    async def _write(
+        self,
+        source: str,
+        updates: Mapping[str, Any],
+        removed: Collection[str],
+        *,
+        size: int,
+        raise_: bool,
+    ) -> bool:
+        if not updates and not removed:
+            return True
+        adapter = self._adapter
+        try:
+            await adapter._sessions.update_session_metadata(self._id, updates, remove=removed)
+        except MetadataError as exc:
+            self._invalid(source, exc, size=size, keys=list(updates), raise_=raise_)
+            return False
+        except (TypeError, ValueError) as exc:
+            # Parsed metadata is always JSON; this would be a value the store refuses.
+            self._invalid(source, exc, size=size, keys=list(updates), raise_=raise_)
+            return False
+        except StoreError as exc:
+            self.failed_updates += 1
+            adapter.stats.failed += 1
+            logger.warning(
+                "metadata adapter: could not store %s for session %r: %s",
+                source,
+                _label(self._id),
+                exc,
+            )
+            if raise_:
+                raise
+            return False
+        self.applied_updates += 1
+        adapter.stats.applied += 1
+        return True
+
+    def _invalid(
+        self, source: str, exc: Exception, *, size: int, keys: Iterable[str], raise_: bool
+    ) -> None:
+        self.invalid_updates += 1
+        self._adapter.stats.invalid += 1
+        # MetadataPluginError messages never carry values; other messages are not shown.
+        reason = str(exc) if isinstance(exc, MetadataPluginError) else type(exc).__name__
+        logger.warning(
+            "metadata adapter: rejected %s for session %r (%d bytes, keys=%s): %s",
+            source,
+            _label(self._id),
+            size,
+            _keys_for_log(keys),
+            reason,
+        )
+        if raise_:
+            raise exc
+
+    # -- write-back ----------------------------------------------------------------------------
+
+    async def publish(
+        self,
+        keys: Iterable[str],
+        *,
+        as_: PublishAs = "attributes",
+        participant: str | None = None,
+        timeout: float | None = None,
+        api: lkapi.LiveKitAPI | None = None,
+    ) -> PublishResult:
+        """Publish chosen session keys as participant attributes or metadata.
+
+        With ``participant=None`` the keys go to the agent's own participant
+        through the SDK setters. Those ignore server errors, so the write is
+        confirmed by reading the value back (waiting for the change event up to
+        ``timeout`` seconds). With ``participant="<identity>"`` the keys go to
+        that participant through the server API (``UpdateParticipant``), whose
+        answer confirms them.
+
+        Attributes: string values are sent as they are, other values as compact
+        JSON; a key missing from the session is sent empty, which deletes the
+        attribute. Metadata: the participant's current metadata (as this agent
+        sees it; ``{}`` if it is not a JSON object) is merged with the keys
+        (missing keys removed) and sent as one JSON object, never as an empty
+        string (the server skips empty metadata; ``{}`` clears it instead).
+
+        Args:
+            keys: Session keys to publish.
+            as_: ``"attributes"`` or ``"metadata"``.
+            participant: Another participant's identity, or None for the agent.
+            timeout: Seconds to wait for confirmation (default: the adapter's
+                ``confirm_timeout``).
+            api: The server API client for remote writes (default ``ctx.api``).
+
+        Returns:
+            A :class:`PublishResult`; ``confirmed`` is False if the value could
+            not be read back in time (a warning is logged).
+
+        Raises:
+            InvalidAttributes: The attributes would be invalid or over 64 KiB.
+            MetadataTooLarge: The metadata would be over the adapter's ``max_bytes``.
+            ValueError: ``as_`` is unknown or ``keys`` is empty.
+        """
+        if as_ not in ("attributes", "metadata"):
+            raise ValueError("as_ must be 'attributes' or 'metadata'")
+        key_list = [keys] if isinstance(keys, str) else list(dict.fromkeys(keys))
+        if not key_list:
+            raise ValueError("keys must name at least one session key")
+        for key in key_list:
+            if not isinstance(key, str):
+                raise TypeError(f"keys must be str, not {type(key).__name__}")
+        wait = self._adapter._confirm_timeout if timeout is None else timeout
+        session = await self.get()
+        if participant is None:
+            return await self._publish_local(session, key_list, as_, wait)
+        return await self._publish_remote(session, key_list, as_, participant, api)
+
+    def _attribute_update(
+        self, session: Mapping[str, Any], keys: list[str], current: Mapping[str, str]
+    ) -> dict[str, str]:
+        update = {k: _attribute_value(session[k]) if k in session else "" for k in keys}
+        validate_attributes(update, max_bytes=self._adapter._max_attribute_bytes)
+        total = attributes_size(apply_attributes(current, update))
+        limit = self._adapter._max_attribute_bytes
+        if total > limit:
+            raise InvalidAttributes(
+                f"attributes would total {total} bytes, over the limit of {limit} bytes"
+            )
+        return update
+
+    def _metadata_text(self, session: Mapping[str, Any], keys: list[str], current: str) -> str:
+        try:
+            base = parse_metadata(current, max_bytes=max(self._adapter._max_bytes, 1 << 20))
+        except MetadataError:
+            base = {}
+        for key in keys:
+            if key in session:
+                base[key] = session[key]
+            else:
+                base.pop(key, None)
+        return serialize_metadata(base, max_bytes=self._adapter._max_bytes)
+
+    async def _publish_local(
+        self, session: Mapping[str, Any], keys: list[str], as_: PublishAs, timeout: float
+    ) -> PublishResult:
+        room = self._ctx.room
+        local = room.local_participant
+        identity = local.identity
+        changed = asyncio.Event()
+
+        def on_change(*args: Any) -> None:
+            # metadata: (participant, old, new); attributes: (changed, participant).
+            who = args[0] if as_ == "metadata" else args[1]
+            if getattr(who, "identity", None) == identity:
+                changed.set()
+
+        if as_ == "attributes":
+            update = self._attribute_update(session, keys, dict(local.attributes))
+            size = attributes_size(update)
+
+            def confirmed() -> bool:
+                current = local.attributes
+                return all(current.get(k, "") == v for k, v in update.items())
+
+            event: EventTypes = "participant_attributes_changed"
+        else:
+            text = self._metadata_text(session, keys, local.metadata)
+            size = len(text.encode("utf-8"))
+
+            def confirmed() -> bool:
+                return bool(local.metadata == text)
+
+            event = "participant_metadata_changed"
+
+        room.on(event, on_change)
+        try:
+            if as_ == "attributes":
+                await local.set_attributes(update)
+            else:
+                await local.set_metadata(text)
+            ok = await _wait_until(confirmed, changed, timeout)
+        finally:
+            room.off(event, on_change)
+        return self._result(ok, as_, identity, keys, size)
+
+    async def _publish_remote(
+        self,
+        session: Mapping[str, Any],
+        keys: list[str],
+        as_: PublishAs,
+        identity: str,
+        api: lkapi.LiveKitAPI | None,
+    ) -> PublishResult:
+        from livekit import api as lk_api
+
+        room_name = self._ctx.job.room.name or self._ctx.room.name
+        known = self._ctx.room.remote_participants.get(identity)
+        if as_ == "attributes":
+            update = self._attribute_update(
+                session, keys, dict(known.attributes) if known is not None else {}
+            )
+            size = attributes_size(update)
+            request = lk_api.UpdateParticipantRequest(
+                room=room_name, identity=identity, attributes=update
+            )
+        else:
+            text = self._metadata_text(session, keys, known.metadata if known is not None else "")
+            size = len(text.encode("utf-8"))
+            request = lk_api.UpdateParticipantRequest(
+                room=room_name, identity=identity, metadata=text
+            )
+        client = api if api is not None else self._ctx.api
+        info = await client.room.update_participant(request)
+        if as_ == "attributes":
+            ok = all(info.attributes.get(k, "") == v for k, v in update.items())
+        else:
+            ok = info.metadata == text
+        return self._result(ok, as_, identity, keys, size)
+
+    def _result(
+        self, ok: bool, as_: PublishAs, identity: str, keys: list[str], size: int
+    ) -> PublishResult:
+        if not ok:
+            logger.warning(
+                "metadata adapter: %s %s of %r not confirmed (keys=%s, %d bytes); "
+                "check canUpdateOwnMetadata and the server's size limits",
+                "published",
+                as_,
+                _label(identity),
+                _keys_for_log(keys),
+                size,
+            )
+        return PublishResult(
+            confirmed=ok, target=as_, identity=identity, keys=tuple(keys), size=size
+        )
+
+    # -- shutdown ----------------------------------------------------------------------------
+
+    async def aclose(self, *, delete: bool | None = None) -> None:
+        """Stop following the room, apply what is queued, then delete or keep the session.
+
+        Called automatically at job shutdown. Idempotent.
+
+        Args:
+            delete: Delete the session (True) or leave it to the store's TTL
+                (False); default: the adapter's ``delete_on_shutdown``.
+        """
+        if self._closed:
+            return
+        self._closed = True
+        self._unsubscribe()
+        self._tracked.clear()
+        worker = self._worker
+        if worker is not None and not worker.done():
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(
+                    asyncio.shield(self._queue.join()), self._adapter._drain_timeout
+                )
+            worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+        # Anything still queued is dropped; release waiters of wait_idle().
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item[0] == "snapshot" and item[3] is not None and not item[3].done():
+                item[3].cancel()
+            self._queue.task_done()
+        self._adapter._forget(self)
+        should_delete = self._adapter._delete_on_shutdown if delete is None else delete
+        if should_delete:
+            try:
+                await self._adapter._sessions.delete_session_metadata(self._id)
+            except StoreError as exc:
+                logger.warning(
+                    "metadata adapter: could not delete session %r: %s", _label(self._id), exc
+                )
+
+
+async def _wait_until(check: Callable[[], bool], changed: asyncio.Event, timeout: float) -> bool:
+    deadline = time.monotonic() + max(timeout, 0.0)
+    while True:
+        changed.clear()
+        if check():
+            return True
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            return False
+        try:
+            await asyncio.wait_for(changed.wait(), remaining)
+        except asyncio.TimeoutError:
+            return check()
+
+
+class MetadataAdapter:
+    """Loads LiveKit job and participant metadata into a session and keeps it in sync.
+
+    Args:
+        sessions: The :class:`~livekit.plugins.metadata.session.SessionManager`.
+        session_id: A callable ``(ctx) -> str`` giving the session id of a job;
+            default: the room name (``ctx.job.room.name``), which is also known
+            when the token is minted and on every worker.
+        schema: Optional pydantic model class every metadata document (job,
+            participant, room) must satisfy; the parsed object (not the model)
+            is stored. Attributes are not checked against it.
+        on_invalid: ``"log"`` (default: log, count, keep the session unchanged)
+            or ``"raise"`` (``load_job``/``attach``/``parse_request`` raise the
+            :class:`~livekit.plugins.metadata.errors.MetadataError`).
+        participant_kinds: Kinds of participant ``attach`` waits for; default
+            standard, SIP and connector (never agents).
+        max_bytes: Largest metadata document accepted, in UTF-8 bytes.
+        max_attribute_bytes: Largest attribute map (LiveKit: 64 KiB).
+        sync_room_metadata: Also merge room metadata and its changes.
+        delete_on_shutdown: Delete the session at job shutdown (default: leave
+            it to the store's TTL, so tools or other workers can still read it).
+        protected_keys: Keys participant metadata/attributes may never write
+            (the client can change those when granted ``canUpdateOwnMetadata``).
+        confirm_timeout: Default seconds :meth:`SessionHandle.publish` waits
+            for its confirmation.
+        drain_timeout: Seconds shutdown waits for queued updates to be applied.
+
+    Raises:
+        ValueError: An option is out of range.
+        TypeError: ``session_id`` is not callable or ``schema`` is not a model class.
+    """
+
+    def __init__(
+        self,
+        sessions: SessionManager,
+        *,
+        session_id: SessionIdFactory | None = None,
+        schema: type[BaseModel] | None = None,
+        on_invalid: OnInvalid = "log",
+        participant_kinds: Iterable[int] = DEFAULT_PARTICIPANT_KINDS,
+        max_bytes: int = DEFAULT_MAX_METADATA_BYTES,
+        max_attribute_bytes: int = DEFAULT_MAX_ATTRIBUTES_BYTES,
+        sync_room_metadata: bool = False,
+        delete_on_shutdown: bool = False,
+        protected_keys: Iterable[str] = (),
+        confirm_timeout: float = 5.0,
+        drain_timeout: float = 5.0,
+    ) -> None:
+        if on_invalid not in ("log", "raise"):
+            raise ValueError("on_invalid must be 'log' or 'raise'")
+        if session_id is not None and not callable(session_id):
+            raise TypeError("session_id must be a callable (ctx) -> str or None")
+        if schema is not None:
+            from pydantic import BaseModel as _BaseModel
+
+            if not (isinstance(schema, type) and issubclass(schema, _BaseModel)):
+                raise TypeError("schema must be a pydantic model class or None")
+        for name, value in (("max_bytes", max_bytes), ("max_attribute_bytes", max_attribute_bytes)):
+            if type(value) is not int or value < 2:
+                raise ValueError(f"{name} must be an int >= 2")
+        for name, number in (
+            ("confirm_timeout", confirm_timeout),
+            ("drain_timeout", drain_timeout),
+        ):
+            if not isinstance(number, (int, float)) or not number >= 0:
+                raise ValueError(f"{name} must be a number of seconds >= 0")
+        kinds = tuple(participant_kinds)
+        if not kinds:
+            raise ValueError("participant_kinds must name at least one kind")
+        self._sessions = sessions
+        self._session_id = session_id
+        self._schema = schema
+        self._raise = on_invalid == "raise"
+        self._kinds = kinds
+        self._max_bytes = max_bytes
+        self._max_attribute_bytes = max_attribute_bytes
+        self._sync_room_metadata = bool(sync_room_metadata)
+        self._delete_on_shutdown = bool(delete_on_shutdown)
+        self._protected = frozenset(protected_keys)
+        self._confirm_timeout = float(confirm_timeout)
+        self._drain_timeout = float(drain_timeout)
+        self._handles: weakref.WeakKeyDictionary[JobContext, SessionHandle] = (
+            weakref.WeakKeyDictionary()
+        )
+        self.stats = AdapterStats()
+        """Counters over every session this adapter handled."""
+
+    def __repr__(self) -> str:
+        return (
+            f"MetadataAdapter(on_invalid={'raise' if self._raise else 'log'!r}, "
+            f"sync_room_metadata={self._sync_room_metadata}, "
+            f"delete_on_shutdown={self._delete_on_shutdown}, stats={self.stats!r})"
+        )
+
+    @property
+    def sessions(self) -> SessionManager:
+        """The session manager sessions are written to."""
+        return self._sessions
+
+    def session_id_for(self, ctx: JobContext) -> str:
+        """The session id of a job (``session_id(ctx)``, or the room name).
+
+        Raises:
+            ValueError: The id is empty (e.g. no room name is known yet).
+            TypeError: The ``session_id`` callable returned something other than str.
+        """
+        if self._session_id is not None:
+            sid = self._session_id(ctx)
+            if not isinstance(sid, str):
+                raise TypeError(f"session_id(ctx) must return str, not {type(sid).__name__}")
+        else:
+            sid = ctx.job.room.name or ctx.room.name
+        if not sid:
+            raise ValueError("session id is empty: the job has no room name; pass session_id=")
+        return sid
+
+    def _handle_for(self, ctx: JobContext) -> SessionHandle:
+        handle = self._handles.get(ctx)
+        if handle is not None and not handle.closed:
+            return handle
+        handle = SessionHandle(self, ctx, self.session_id_for(ctx))
+        self._handles[ctx] = handle
+
+        async def _close_metadata_session(reason: str) -> None:
+            await handle.aclose()
+
+        ctx.add_shutdown_callback(_close_metadata_session)
+        return handle
+
+    def _forget(self, handle: SessionHandle) -> None:
+        ctx = handle._ctx
+        if self._handles.get(ctx) is handle:
+            del self._handles[ctx]
+
+    async def load_job(self, ctx: JobContext) -> SessionHandle:
+        """Merge the job's metadata and attributes into its session; never touches the room.
+
+        Usable before connecting, in tests with ``fake_job_context`` and
+        anywhere a ``JobContext`` exists. Calling it again for the same job
+        returns the same handle without re-applying.
+
+        Raises:
+            MetadataError: With ``on_invalid="raise"``, when the job metadata or
+                attributes are invalid (the valid part is still applied first
+                when it comes first: metadata, then attributes).
+        """
+        handle = self._handle_for(ctx)
+        if handle._job_loaded:
+            return handle
+        handle._job_loaded = True
+        await handle._apply_metadata(
+            "job metadata", ctx.job.metadata, participant=False, raise_=self._raise
+        )
+        await handle._apply_attributes(
+            "job attributes",
+            dict(ctx.job.attributes),
+            snapshot=None,
+            participant=False,
+            raise_=self._raise,
+        )
+        return handle
+
+    async def attach(
+        self,
+        ctx: JobContext,
+        participant: rtc.Participant | None = None,
+        *,
+        wait_timeout: float | None = None,
+    ) -> SessionHandle:
+        """Load the job, connect if needed, take or wait for the caller, and follow it.
+
+        Args:
+            ctx: The job context of the entrypoint.
+            participant: The caller; default: the first participant of one of
+                ``participant_kinds`` (``ctx.wait_for_participant``).
+            wait_timeout: Seconds to wait for that participant (default: no limit).
+
+        Returns:
+            The session handle; the caller's current metadata and attributes
+            are already merged when it returns.
+
+        Raises:
+            MetadataError: With ``on_invalid="raise"`` only, for invalid job or
+                participant metadata/attributes.
+            asyncio.TimeoutError: No participant arrived within ``wait_timeout``.
+        """
+        handle = await self.load_job(ctx)
+        await ctx.connect()
+        if participant is None:
+            waiting = ctx.wait_for_participant(kind=list(self._kinds))  # type: ignore[arg-type]
+            participant = await asyncio.wait_for(waiting, wait_timeout)
+        handle._start(ctx.room)
+        await handle.track(participant)
+        return handle
+
+    def parse_request(self, req: JobRequest) -> dict[str, Any]:
+        """The parsed metadata of a ``JobRequest`` (``req.job.metadata``), for ``on_request``.
+
+        Returns ``{}`` for empty or (with ``on_invalid="log"``) invalid metadata.
+
+        Raises:
+            MetadataError: With ``on_invalid="raise"``, for invalid metadata.
+        """
+        raw = req.job.metadata
+        try:
+            obj = parse_metadata(raw, max_bytes=self._max_bytes)
+            if self._schema is not None:
+                validate_schema(obj, self._schema)
+        except MetadataError as exc:
+            self.stats.invalid += 1
+            logger.warning(
+                "metadata adapter: rejected job request metadata (job %r, %d bytes): %s",
+                _label(req.job.id),
+                _raw_size(raw),
+                exc,
+            )
+            if self._raise:
+                raise
+            return {}
+        return obj
