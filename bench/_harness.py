@@ -121,6 +121,8 @@ def format_table(table: Table) -> str:
     lines = [f"### {table.title}", ""]
     if table.note:
         lines += [table.note, ""]
+    if not table.results:
+        return "\n".join(lines) + "\n"
     lines += [
         "| case | median per op | rate | min–max per op | time vs baseline |",
         "|---|---|---|---|---|",
