@@ -1,0 +1,204 @@
+"""One worker, several Agents, chosen by metadata rules (examples/rules.yaml).
+
+Run against any LiveKit server (LIVEKIT_URL / LIVEKIT_API_KEY / LIVEKIT_API_SECRET)::
+
+    python examples/agent.py dev
+
+The worker registers as ``LK_AGENT_NAME`` (default ``router-demo``; explicit
+dispatch only) and serves every agent in the rules. For each job it:
+
+1. answers the job request with ``router.request_handler()``: accept when the
+   job's metadata routes to this worker, else ``reject(terminate=False)``;
+2. attaches the MetadataAdapter (job metadata + the caller's participant
+   metadata/attributes, kept in sync in a SessionManager keyed by room name);
+3. routes the merged metadata and starts the chosen Agent (support / Spanish
+   support / sales / VIP / general, each answering in the caller's language);
+4. publishes the decision on the agent participant as attributes ``route``
+   (the agent) and ``route.rule`` (the rule that chose it);
+5. re-routes (``session.update_agent``) when the caller's metadata changes.
+
+Routing and metadata need no model: without model settings the session starts
+text-only with no LLM, so the worker routes and publishes its decision but does
+not converse. Set ``LK_DEMO_LLM`` (and optionally ``LK_DEMO_STT`` /
+``LK_DEMO_TTS``) to LiveKit Inference model strings, e.g. ``openai/gpt-4.1-mini``,
+``deepgram/nova-3``, ``cartesia/sonic-2``, to talk to it.
+
+Offline, the routing is one pure function, :func:`choose_agent`; importing this
+module starts nothing and needs no keys. Other settings: ``LK_ROUTER_RULES``
+(rules file, default ``examples/rules.yaml`` next to this file).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from livekit import rtc
+from livekit.agents import Agent, AgentServer, AgentSession, JobContext, cli, room_io
+
+from livekit.plugins.metadata.adapter import MetadataAdapter
+from livekit.plugins.metadata.router import AgentFactoryMap, MetadataRouter, Route
+from livekit.plugins.metadata.session import SessionManager
+
+logger = logging.getLogger("router-demo")
+
+AGENT_NAME = os.environ.get("LK_AGENT_NAME", "router-demo")
+RULES_PATH = Path(os.environ.get("LK_ROUTER_RULES", Path(__file__).with_name("rules.yaml")))
+
+LANGUAGES = {"en": "English", "es": "Spanish", "fr": "French", "de": "German", "pt": "Portuguese"}
+
+
+def language_name(metadata: Mapping[str, Any], default: str = "en") -> str:
+    """The caller's language as a name (``es-MX`` -> ``Spanish``); English if unknown."""
+    code = metadata.get("language")
+    base = code.split("-", 1)[0].lower() if isinstance(code, str) else default
+    return LANGUAGES.get(base, LANGUAGES[default])
+
+
+class _DemoAgent(Agent):
+    """An Agent whose instructions are a role plus the language to answer in."""
+
+    role = ""
+
+    def __init__(self, *, language: str = "English") -> None:
+        self.language = language
+        super().__init__(instructions=f"{self.role} Always answer in {language}.")
+
+
+class SupportAgent(_DemoAgent):
+    """Customer support."""
+
+    role = (
+        "You are a patient customer-support agent. Find out what is wrong, then walk the "
+        "caller through the fix step by step."
+    )
+
+
+class VipAgent(_DemoAgent):
+    """The priority desk for VIP callers."""
+
+    role = (
+        "You are the priority support desk for VIP customers. Be brief, take ownership "
+        "and offer a callback from a senior engineer when a fix is not immediate."
+    )
+
+
+class SalesAgent(_DemoAgent):
+    """Sales: plans and pricing."""
+
+    role = (
+        "You are a friendly sales agent. Learn what the caller needs and recommend a plan; "
+        "never invent prices."
+    )
+
+
+class GeneralAgent(_DemoAgent):
+    """Reception: general questions, and asks what the caller needs."""
+
+    role = (
+        "You are the receptionist. Greet the caller, answer general questions and ask "
+        "whether they need support or sales."
+    )
+
+
+def _language_of(route: Route) -> str:
+    return language_name(route.metadata)
+
+
+FACTORIES = {
+    "support-es": lambda route: SupportAgent(language="Spanish"),
+    "support": lambda route: SupportAgent(language=_language_of(route)),
+    "sales": lambda route: SalesAgent(language=_language_of(route)),
+    "vip": lambda route: VipAgent(language=_language_of(route)),
+    "general": lambda route: GeneralAgent(language=_language_of(route)),
+}
+"""Agent factories by the rules' ``agent`` names."""
+
+ROUTER = MetadataRouter.from_file(RULES_PATH, worker=AGENT_NAME)
+AGENTS = AgentFactoryMap(ROUTER, FACTORIES, fallback="general")
+
+
+def choose_agent(metadata: Mapping[str, Any] | str | bytes | None) -> tuple[Route, Agent]:
+    """Route metadata (a mapping or a raw JSON string) to a ready Agent; pure, no I/O.
+
+    Invalid metadata or a route without an agent falls back to the general agent.
+    """
+    route, agent = AGENTS.select(metadata)
+    return route, agent
+
+
+def route_attributes(route: Route) -> dict[str, str]:
+    """The attributes the agent publishes about its decision."""
+    return {"route": route.agent, "route.rule": route.label}
+
+
+def _session_kwargs() -> dict[str, Any]:
+    models = {
+        "llm": os.environ.get("LK_DEMO_LLM"),
+        "stt": os.environ.get("LK_DEMO_STT"),
+        "tts": os.environ.get("LK_DEMO_TTS"),
+    }
+    return {k: v for k, v in models.items() if v}
+
+
+server = AgentServer()
+
+
+@server.rtc_session(agent_name=AGENT_NAME, on_request=ROUTER.request_handler())
+async def entrypoint(ctx: JobContext) -> None:
+    """Attach the adapter, route, start the chosen Agent and publish the decision."""
+    adapter = MetadataAdapter(SessionManager())
+    handle = await adapter.attach(ctx)
+    route, agent = choose_agent(await handle.get())
+    await ctx.room.local_participant.set_attributes(route_attributes(route))
+    logger.info("job %s: agent %r chosen by %s", ctx.job.id, route.agent, route.label)
+
+    kwargs = _session_kwargs()
+    speech = "stt" in kwargs and "tts" in kwargs
+    session: AgentSession[Any] = AgentSession(**kwargs)
+    await session.start(
+        agent,
+        room=ctx.room,
+        room_options=room_io.RoomOptions(audio_input=speech, audio_output=speech),
+    )
+
+    async def reroute() -> None:
+        await handle.wait_idle()  # let the adapter merge the change first
+        metadata = await handle.get()
+        if AGENTS.reroute(session, metadata):
+            new_route = ROUTER.route(metadata)
+            await ctx.room.local_participant.set_attributes(route_attributes(new_route))
+
+    tasks: set[asyncio.Task[None]] = set()
+
+    def schedule(participant: rtc.Participant) -> None:
+        if participant.identity == ctx.room.local_participant.identity:
+            return  # our own route attributes
+        task = asyncio.create_task(reroute())
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+
+    def on_metadata(participant: rtc.Participant, _old: str, _new: str) -> None:
+        schedule(participant)
+
+    def on_attributes(_changed: dict[str, str], participant: rtc.Participant) -> None:
+        schedule(participant)
+
+    ctx.room.on("participant_metadata_changed", on_metadata)
+    ctx.room.on("participant_attributes_changed", on_attributes)
+
+    async def cleanup() -> None:
+        ctx.room.off("participant_metadata_changed", on_metadata)
+        ctx.room.off("participant_attributes_changed", on_attributes)
+        for task in list(tasks):
+            task.cancel()
+
+    ctx.add_shutdown_callback(cleanup)
+
+
+if __name__ == "__main__":
+    cli.run_app(server)

@@ -1,0 +1,202 @@
+"""Explicit agent dispatch for rooms that already exist.
+
+A token's ``roomConfig.agents`` only applies when the token's join *creates* the
+room; for a room that already exists LiveKit ignores it, and no agent comes.
+:func:`ensure_dispatch` covers that case through the server API
+(``AgentDispatchService``): it lists the room's dispatches and creates one only
+if the routed agent (same ``agent_name`` and ``deployment``) is not there yet.
+
+Idempotence: repeated calls by **one** caller never add a second agent. It is
+*not* race-free across concurrent callers: list-then-create is two requests and
+LiveKit has no conditional create, so two processes calling at the same instant
+can both create a dispatch. Serialize per room (one token endpoint replica per
+room, a lock, or a Redis ``SET NX`` key) if that matters.
+
+Server errors are mapped to :class:`~livekit.plugins.metadata.errors.DispatchError`
+with the Twirp code, HTTP status and what to check; neither the metadata nor the
+server's free-text message is echoed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+import aiohttp
+from livekit import api
+
+from .codec import (
+    DEFAULT_MAX_METADATA_BYTES,
+    parse_metadata,
+    serialize_metadata,
+    validate_attributes,
+)
+from .errors import DispatchError, RoutingError
+from .log import logger
+from .router import Route
+
+if TYPE_CHECKING:
+    from pydantic import BaseModel
+
+__all__ = ["AgentDispatchClient", "ensure_dispatch"]
+
+
+class _DispatchService(Protocol):
+    async def list_dispatch(self, room_name: str) -> list[api.AgentDispatch]: ...
+
+    async def create_dispatch(self, req: api.CreateAgentDispatchRequest) -> api.AgentDispatch: ...
+
+
+class AgentDispatchClient(Protocol):
+    """Anything with an ``agent_dispatch`` service, e.g. ``livekit.api.LiveKitAPI``."""
+
+    @property
+    def agent_dispatch(self) -> _DispatchService: ...
+
+
+_HINTS = {
+    "unauthenticated": "check LIVEKIT_API_KEY / LIVEKIT_API_SECRET match the server's keys",
+    "permission_denied": "the API key needs the roomAdmin grant for this room",
+    "not_found": "the room does not exist and the server does not auto-create rooms; "
+    "create the room first",
+    "invalid_argument": "check the agent name, the deployment and that metadata and "
+    "attributes are within the server's size limits",
+    "resource_exhausted": "metadata or attributes exceed the server's limits, or the "
+    "server is rate limiting; shrink the payload or retry later",
+    "failed_precondition": "the server refused the dispatch in the room's current state",
+    "unavailable": "the server is unavailable; retry later",
+    "internal": "the server failed internally; check its logs",
+}
+
+
+def _server_error(action: str, exc: api.TwirpError) -> DispatchError:
+    hint = _HINTS.get(exc.code, "see the LiveKit server logs for details")
+    return DispatchError(
+        f"LiveKit refused to {action} (code {exc.code!r}, HTTP {exc.status}): {hint}"
+    )
+
+
+def _transport_error(action: str, exc: BaseException) -> DispatchError:
+    what = "timed out" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__
+    return DispatchError(
+        f"could not {action}: the request failed ({what}); check LIVEKIT_URL and that "
+        "the LiveKit server is reachable"
+    )
+
+
+def _metadata_text(metadata: Mapping[str, Any] | BaseModel | str | None, max_bytes: int) -> str:
+    if metadata is None:
+        return ""
+    if isinstance(metadata, str):
+        if metadata.strip():
+            parse_metadata(metadata, max_bytes=max_bytes)  # a JSON object, within the limit
+        return metadata
+    if isinstance(metadata, Mapping) and not metadata:
+        return ""
+    return serialize_metadata(metadata, max_bytes=max_bytes)
+
+
+async def ensure_dispatch(
+    lkapi: AgentDispatchClient,
+    room: str,
+    route_or_agent: Route | str,
+    *,
+    metadata: Mapping[str, Any] | BaseModel | str | None = None,
+    attributes: Mapping[str, str] | None = None,
+    deployment: str | None = None,
+    max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
+) -> api.AgentDispatch:
+    """Make sure the routed agent is dispatched to ``room``, creating it at most once.
+
+    Lists the room's dispatches and returns the first live one with the same
+    ``agent_name`` and ``deployment``; otherwise creates one. Idempotent for one
+    caller, not across concurrent callers (see the module docstring).
+
+    Args:
+        lkapi: A ``livekit.api.LiveKitAPI`` (or anything with ``.agent_dispatch``).
+        room: The room name.
+        route_or_agent: A :class:`~livekit.plugins.metadata.router.Route` (its
+            ``agent_name``, ``metadata``, ``attributes`` and ``deployment`` are the
+            defaults) or an agent name.
+        metadata: Job metadata: a mapping or pydantic model (serialized compactly)
+            or a JSON-object string (validated, sent as is). Overrides the route's.
+        attributes: Dispatch attributes (``str -> str``). Overrides the route's.
+        deployment: Target deployment (``None``/``""``: production). Overrides the route's.
+        max_metadata_bytes: Size limit for the serialized metadata.
+
+    Returns:
+        The existing or newly created ``AgentDispatch``.
+
+    Raises:
+        DispatchError: The server refused the request or could not be reached.
+        RoutingError: The route is a ``reject`` route (nothing to dispatch).
+        MetadataError: The metadata is not a JSON object or is too large.
+        InvalidAttributes: The attributes are not a valid LiveKit attribute map.
+        ValueError: ``room`` or the agent name is empty.
+    """
+    if not isinstance(room, str) or not room:
+        raise ValueError("room must be a non-empty string")
+    if isinstance(route_or_agent, Route):
+        if route_or_agent.rejected:
+            raise RoutingError(
+                f"the route is 'reject' ({route_or_agent.label}); there is no agent to dispatch"
+            )
+        agent_name = route_or_agent.agent_name
+        if metadata is None:
+            metadata = route_or_agent.metadata
+        if attributes is None:
+            attributes = route_or_agent.attributes
+        if deployment is None:
+            deployment = route_or_agent.deployment
+    elif isinstance(route_or_agent, str):
+        agent_name = route_or_agent
+    else:
+        raise TypeError(
+            f"route_or_agent must be a Route or an agent name, not {type(route_or_agent).__name__}"
+        )
+    if not agent_name:
+        raise ValueError("the agent name must be a non-empty string")
+    md_text = _metadata_text(metadata, max_metadata_bytes)
+    attrs = validate_attributes(attributes)
+    dep = deployment or ""
+    service = lkapi.agent_dispatch
+
+    try:
+        existing = await service.list_dispatch(room_name=room)
+    except api.TwirpError as exc:
+        raise _server_error("list the room's agent dispatches", exc) from None
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        raise _transport_error("list the room's agent dispatches", exc) from None
+    for dispatch in existing:
+        if (
+            dispatch.agent_name == agent_name
+            and dispatch.deployment == dep
+            and not dispatch.state.deleted_at
+        ):
+            logger.debug(
+                "agent %r already dispatched to room %r (dispatch %s)",
+                agent_name,
+                room,
+                dispatch.id,
+            )
+            return dispatch
+
+    request = api.CreateAgentDispatchRequest(
+        agent_name=agent_name, room=room, metadata=md_text, deployment=dep, attributes=attrs
+    )
+    try:
+        created = await service.create_dispatch(request)
+    except api.TwirpError as exc:
+        raise _server_error("create the agent dispatch", exc) from None
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        raise _transport_error("create the agent dispatch", exc) from None
+    logger.info(
+        "dispatched agent %r to room %r (dispatch %s, %d metadata bytes, attribute keys %s)",
+        agent_name,
+        room,
+        created.id,
+        len(md_text.encode("utf-8")),
+        sorted(attrs),
+    )
+    return created
