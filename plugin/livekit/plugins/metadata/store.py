@@ -47,6 +47,8 @@ class SessionStore(Protocol):
 
     Every method is safe to call concurrently from one event loop; ``merge`` and
     ``remove_keys`` are atomic (a concurrent writer never loses another's keys).
+    ``tests/store_conformance.py`` is the executable form of this contract: every
+    implementation runs it.
     """
 
     async def merge(
@@ -60,7 +62,8 @@ class SessionStore(Protocol):
     ) -> None:
         """Atomically set ``fields`` (compact JSON bytes per top-level key), drop ``remove``.
 
-        Creates the session if needed and refreshes its TTL. Raises
+        Creates the session if needed (even when nothing is set) and refreshes its
+        TTL. Raises
         ``MetadataTooLarge`` (session unchanged) when the result would exceed
         ``max_bytes``. A key in both ``fields`` and ``remove`` is set.
         """
@@ -75,7 +78,10 @@ class SessionStore(Protocol):
         ...
 
     async def remove_keys(self, session_id: str, keys: Collection[str], *, ttl: float) -> int:
-        """Remove top-level keys; returns how many existed. Refreshes the TTL if any remain."""
+        """Remove top-level keys; returns how many existed (each key counted once).
+
+        Refreshes the TTL if keys remain; a session left without keys is deleted.
+        """
         ...
 
     async def touch(self, session_id: str, *, ttl: float) -> bool:

@@ -1,0 +1,396 @@
+"""``lk-metadata serve`` vs a minimal ``AccessToken`` endpoint: requests/second and p99 latency.
+
+Three processes on loopback: the token server (``create_app`` with every check
+on), the reference endpoint (``bench/reference_endpoint.py``: a bare aiohttp
+handler over ``livekit.api.AccessToken``, no checks) and, for each measurement,
+a separate load-generator process. The load generator is a minimal HTTP/1.1
+client on raw asyncio streams (keep-alive, ``--concurrency`` connections, a
+fixed request sent back to back on each), so that it costs far less per
+request than either server and the servers, not the client, are measured.
+
+A third server, an aiohttp app that answers every request with a constant 201
+body, measures the floor: what aiohttp and the kernel cost per request before
+any handler work. The servers get the same standard token request (identity, room, name, about
+100 B of participant metadata, one attribute). Ours checks it all: bearer-key
+authentication, the per-principal rate limiter (limit set high enough never to
+refuse), metadata parsing, the key allowlist and a pydantic schema, attribute
+validation, routing with the bundled example rules, the in-memory session
+store, minting with the routed dispatch, metrics and one log line per request
+(formatted and written to ``os.devnull``). The reference adds a fixed agent
+dispatch with the same metadata so both tokens carry the same claims.
+
+Each repetition runs both servers back to back, alternating which goes first;
+the figures are medians over the repetitions (min–max shown), and the ratio is
+against the reference measured in the same run.
+
+Run: ``uv run python -m bench.bench_server [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench._harness import Result, Table, format_table
+
+__all__ = ["run"]
+
+_KEY = "APIbenchkey"
+_SECRET = "bench-secret-" + "x" * 40
+_BEARER = "bench-bearer-key-" + "y" * 24
+_ROOT = Path(__file__).resolve().parent.parent
+
+_REQUEST = {
+    "room_name": "bench-room",
+    "participant_identity": "caller-1",
+    "participant_name": "Bench Caller",
+    "participant_metadata": orjson.dumps(
+        {
+            "department": "support",
+            "language": "es",
+            "tier": "gold",
+            "customer_id": "cust-000123",
+            "topic": "billing question",
+        }
+    ).decode(),
+    "participant_attributes": {"plan": "pro"},
+}
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+# ----------------------------------------------------------------------------- servers
+
+
+def _serve_ours(port: int) -> None:
+    from aiohttp import web
+    from pydantic import BaseModel
+
+    from livekit.plugins.metadata.server import ServerConfig, create_app, prepare_process
+
+    class BenchMetadata(BaseModel):
+        department: str
+        language: str = "en"
+        tier: str = "standard"
+        customer_id: str | None = None
+        topic: str | None = None
+
+    handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    log = logging.getLogger("livekit.plugins.metadata")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+    config = ServerConfig.from_mapping(
+        {
+            "host": "127.0.0.1",
+            "port": port,
+            "api_key": _KEY,
+            "api_secret": _SECRET,
+            "auth": {"keys": [{"id": "bench", "key": _BEARER}]},
+            "rate_limit": {"rate": 1e9, "burst": 1_000_000_000},
+            "metadata": {
+                "allowed_keys": ["department", "language", "tier", "customer_id", "topic"],
+                "allowed_attribute_keys": ["plan"],
+            },
+        }
+    )
+    config.metadata_schema = BenchMetadata
+    app = create_app(config)
+    prepare_process()  # as `lk-metadata serve` (server.run) does
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def _serve_reference(port: int) -> None:
+    from aiohttp import web
+
+    from bench.reference_endpoint import create_reference_app
+
+    app = create_reference_app(_KEY, _SECRET, server_url="ws://127.0.0.1:7880")
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def _serve_floor(port: int) -> None:
+    from aiohttp import web
+
+    body = orjson.dumps({"server_url": "ws://127.0.0.1:7880", "participant_token": "x" * 600})
+
+    async def token(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(status=201, body=body, content_type="application/json")
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    app = web.Application()
+    app.router.add_post("/token", token)
+    app.router.add_get("/healthz", healthz)
+    web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
+
+
+def _cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (Linux /proc), or None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _spawn_server(kind: str) -> tuple[subprocess.Popen[bytes], int]:
+    port = _free_port()
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(_ROOT / "plugin"), str(_ROOT)])}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.bench_server", "--serve", kind, "--port", str(port)],
+        cwd=_ROOT,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    return proc, port
+
+
+def _wait_ready(kind: str, proc: subprocess.Popen[bytes], port: int) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            err = proc.stderr.read().decode(errors="replace") if proc.stderr else ""
+            raise RuntimeError(f"{kind} server exited early:\n{err[-2000:]}")
+        with (
+            contextlib.suppress(OSError),
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1) as resp,
+        ):
+            if resp.status == 200:
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{kind} server did not become ready")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+# ----------------------------------------------------------------------------- load generator
+
+
+async def _loadgen(
+    port: int, requests: int, concurrency: int, bearer: str | None
+) -> dict[str, Any]:
+    body = orjson.dumps(_REQUEST)
+    head = (
+        f"POST /token HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    )
+    if bearer:
+        head += f"Authorization: Bearer {bearer}\r\n"
+    raw = (head + "\r\n").encode() + body
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    remaining = requests
+
+    async def worker() -> None:
+        nonlocal remaining
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        try:
+            while remaining > 0:
+                remaining -= 1
+                t0 = time.perf_counter()
+                writer.write(raw)
+                status_line = await reader.readline()
+                length = 0
+                while True:
+                    line = await reader.readline()
+                    if line in (b"\r\n", b""):
+                        break
+                    if line[:15].lower() == b"content-length:":
+                        length = int(line[15:])
+                await reader.readexactly(length)
+                latencies.append(time.perf_counter() - t0)
+                status = int(status_line.split(b" ", 2)[1])
+                statuses[status] = statuses.get(status, 0) + 1
+        finally:
+            writer.close()
+
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    elapsed = time.perf_counter() - t0
+    latencies.sort()
+    return {
+        "rps": len(latencies) / elapsed,
+        "p50": latencies[len(latencies) // 2],
+        "p99": latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))],
+        "statuses": statuses,
+    }
+
+
+def _measure(
+    pid: int, port: int, requests: int, concurrency: int, bearer: str | None
+) -> dict[str, Any]:
+    cpu0 = _cpu_seconds(pid)
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.bench_server",
+        "--loadgen",
+        "--port",
+        str(port),
+        "--requests",
+        str(requests),
+        "--concurrency",
+        str(concurrency),
+    ]
+    if bearer:
+        cmd += ["--bearer", bearer]
+    out = subprocess.run(cmd, cwd=_ROOT, capture_output=True, check=True, timeout=300)
+    result: dict[str, Any] = orjson.loads(out.stdout)
+    cpu1 = _cpu_seconds(pid)
+    result["cpu"] = None if cpu0 is None or cpu1 is None else (cpu1 - cpu0) / requests
+    bad = {k: v for k, v in result["statuses"].items() if k != "201"}
+    if bad:
+        raise RuntimeError(f"load generator saw non-201 answers: {bad}")
+    return result
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def run(quick: bool = False) -> list[Table]:
+    """Measure the servers; one table of requests/second, latency and server CPU per request."""
+    requests = 800 if quick else 6000
+    repeats = 5 if quick else 7
+    concurrency = 16
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        targets: dict[str, tuple[int, int, str | None]] = {}
+        spawned = []
+        for name, kind, bearer in (
+            (OURS, "ours", _BEARER),
+            (REFERENCE, "reference", None),
+            (FLOOR, "floor", None),
+        ):
+            proc, port = _spawn_server(kind)  # start all three, then wait for each
+            procs.append(proc)
+            spawned.append((name, kind, proc, port, bearer))
+        for name, kind, proc, port, bearer in spawned:
+            _wait_ready(kind, proc, port)
+            targets[name] = (proc.pid, port, bearer)
+        for pid, port, bearer in targets.values():  # warm-up, not recorded
+            _measure(pid, port, max(200, requests // 5), concurrency, bearer)
+        samples: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
+        names = list(targets)
+        for rep in range(repeats):
+            order = names[rep % len(names) :] + names[: rep % len(names)]
+            if rep % 2:
+                order.reverse()
+            for name in order:
+                samples[name].append(
+                    _measure(*targets[name][:2], requests, concurrency, targets[name][2])
+                )
+    finally:
+        for proc in procs:
+            _stop(proc)
+    return [_table(samples, requests, repeats, concurrency)]
+
+
+OURS = "lk-metadata serve (all checks)"
+REFERENCE = "reference: aiohttp + AccessToken"
+FLOOR = "floor: aiohttp, constant 201 reply"
+
+
+def _table(
+    samples: dict[str, list[dict[str, Any]]], requests: int, repeats: int, concurrency: int
+) -> Table:
+    def med(name: str, key: str) -> float:
+        return statistics.median(s[key] for s in samples[name])
+
+    has_cpu = all(s["cpu"] is not None for rows in samples.values() for s in rows)
+    ref_rps = med(REFERENCE, "rps")
+    ref_cpu = med(REFERENCE, "cpu") if has_cpu else 0.0
+    floor_cpu = med(FLOOR, "cpu") if has_cpu else 0.0
+    lines = [
+        f"{requests} requests per repetition over {concurrency} keep-alive connections from a "
+        f"separate load-generator process; {repeats} repetitions in rotating order; medians.",
+        "Server CPU = user+system CPU seconds of the server process per request (from /proc), "
+        "which is robust to other load on the machine; capacity = 1 / server CPU.",
+        "",
+        "| case | req/s | vs reference | p50 | p99 (min–max) | server CPU/req | "
+        "capacity vs reference | CPU above floor |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name in samples:
+        rps = med(name, "rps")
+        p99s = [s["p99"] for s in samples[name]]
+        cpu_cols = "— | — | —"
+        if has_cpu:
+            cpu = med(name, "cpu")
+            cpu_cols = (
+                f"{cpu * 1e6:.0f} µs | {ref_cpu / cpu:.2f}× | "
+                f"{max(cpu - floor_cpu, 0.0) * 1e6:.0f} µs"
+            )
+        lines.append(
+            f"| {name} | {rps:,.0f} | {rps / ref_rps:.2f}× | {med(name, 'p50') * 1e3:.2f} ms | "
+            f"{statistics.median(p99s) * 1e3:.2f} ms ({min(p99s) * 1e3:.1f}–"
+            f"{max(p99s) * 1e3:.1f}) | {cpu_cols} |"
+        )
+    results = [
+        Result(name, per_op=[1.0 / s["rps"] for s in samples[name]], baseline=name == REFERENCE)
+        for name in samples
+    ]
+    return Table(
+        "Token endpoint on loopback: wall-clock throughput (per op = 1 / req/s)",
+        results,
+        note="\n".join(lines),
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--serve", choices=["ours", "reference", "floor"])
+    parser.add_argument("--loadgen", action="store_true")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument("--bearer", default=None)
+    args = parser.parse_args(argv)
+    if args.serve == "ours":
+        _serve_ours(args.port)
+    elif args.serve == "reference":
+        _serve_reference(args.port)
+    elif args.serve == "floor":
+        _serve_floor(args.port)
+    elif args.loadgen:
+        result = asyncio.run(_loadgen(args.port, args.requests, args.concurrency, args.bearer))
+        sys.stdout.write(orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS).decode())
+    else:
+        for table in run(quick=args.quick):
+            print(format_table(table))
+
+
+if __name__ == "__main__":
+    main()

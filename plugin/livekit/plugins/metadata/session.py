@@ -1,0 +1,493 @@
+"""SessionManager: SignalWire's session API, async, over a pluggable store.
+
+The metadata semantics are those of SignalWire's TypeScript edition, with its
+flaws fixed:
+
+* writes **merge** top-level keys into the session (creating it), never replace;
+  nested objects are replaced as a whole (a shallow merge);
+* reads return a **copy** (``{}`` for an unknown or expired session, never
+  ``None``): mutating it changes nothing stored;
+* sessions expire ``session_ttl`` seconds after their **last write**; expired
+  sessions are cleaned up automatically once more than ``cleanup_threshold``
+  are stored, in amortized O(1) per write (never a scan of every session);
+* every value must be JSON (checked at write time, so every store behaves the
+  same): ``NaN``/``Infinity``, datetimes, dataclasses, sets, bytes and other
+  non-JSON values are refused with an error naming the key, never the value;
+* a write that would make the session's compact JSON exceed
+  ``max_session_bytes`` raises ``MetadataTooLarge`` and changes nothing.
+
+Tool tokens (:class:`~.tool_token.ToolTokens`) are pure CPU, so their methods
+are synchronous; every method touching the store is ``async``.
+
+Example::
+
+    sessions = SessionManager(secret_key=os.environ["LIVEKIT_METADATA_SECRET"])
+    sid = sessions.create_session("call-abc123")
+    await sessions.set_session_metadata(sid, {"caller": "John"})
+    await sessions.set_session_metadata(sid, "priority", "high")
+    await sessions.get_session_metadata(sid)   # {'caller': 'John', 'priority': 'high'}
+    token = sessions.generate_token("transfer_call", sid)
+"""
+
+from __future__ import annotations
+
+import math
+import secrets
+from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any, Final, Literal, overload
+
+import orjson
+
+from .memory_store import MemoryStore
+from .store import SessionStore
+from .tool_token import DEFAULT_TOKEN_EXPIRY_SECS, SecretInput, ToolTokens
+
+__all__ = [
+    "DEFAULT_CLEANUP_THRESHOLD",
+    "DEFAULT_MAX_SESSION_BYTES",
+    "DEFAULT_SESSION_TTL",
+    "MAX_SESSION_ID_LENGTH",
+    "SessionManager",
+]
+
+DEFAULT_SESSION_TTL: Final = 3600
+"""Seconds a session lives after its last write."""
+
+DEFAULT_CLEANUP_THRESHOLD: Final = 1000
+"""Expired sessions are cleaned automatically while more than this many are stored."""
+
+DEFAULT_MAX_SESSION_BYTES: Final = 64_000
+"""Largest compact JSON size of one session (the strictest LiveKit metadata limit)."""
+
+MAX_SESSION_ID_LENGTH: Final = 256
+"""Longest accepted session id, in characters."""
+
+_MISSING: Any = object()
+
+_dumps = orjson.dumps
+_JSON_ERROR = orjson.JSONEncodeError
+# datetimes and dataclasses are not JSON: make orjson refuse them instead of converting.
+_OPTS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
+
+
+def _key_label(key: str) -> str:
+    return repr(key) if len(key) <= 64 else repr(key[:61] + "...")
+
+
+def _non_finite(value: Any) -> bool:
+    """True if ``value`` holds a NaN or infinite float anywhere (orjson writes them as null)."""
+    stack = [value]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, float):
+            if not math.isfinite(node):
+                return True
+        elif isinstance(node, dict):
+            stack.extend(node.values())
+        elif isinstance(node, (list, tuple)):
+            stack.extend(node)
+    return False
+
+
+def _encode_value(key: str, value: Any) -> bytes:
+    t = type(value)
+    try:
+        if t is str or t is int or t is bool or value is None:
+            return _dumps(value)
+        if t is float:
+            if value - value != 0.0:  # NaN or +-Infinity
+                raise ValueError(
+                    f"metadata value for key {_key_label(key)} is NaN or infinite, "
+                    "which JSON cannot hold"
+                )
+            return _dumps(value)
+        encoded = _dumps(value, option=_OPTS)
+    except _JSON_ERROR as exc:
+        reason = str(exc).split("\n", 1)[0]
+        raise TypeError(
+            f"metadata value for key {_key_label(key)} is not JSON-serializable ({reason})"
+        ) from None
+    if encoded.find(b"null") != -1 and _non_finite(value):
+        raise ValueError(
+            f"metadata value for key {_key_label(key)} contains NaN or infinity, "
+            "which JSON cannot hold"
+        )
+    return encoded
+
+
+def _encode(metadata: Mapping[str, Any]) -> dict[str, bytes]:
+    """Validate every key and value; compact JSON per value (the store's input)."""
+    out: dict[str, bytes] = {}
+    for key, value in metadata.items():
+        if type(key) is not str:
+            if not isinstance(key, str):
+                raise TypeError(f"metadata keys must be str, not {type(key).__name__}")
+            key = str(key)
+        out[key] = _encode_value(key, value)
+    return out
+
+
+def _check_session_id(session_id: object) -> str:
+    if type(session_id) is str and 0 < len(session_id) <= MAX_SESSION_ID_LENGTH:
+        return session_id
+    if not isinstance(session_id, str):
+        raise TypeError(f"session_id must be a str, not {type(session_id).__name__}")
+    if not session_id:
+        raise ValueError("session_id must not be empty")
+    if len(session_id) > MAX_SESSION_ID_LENGTH:
+        raise ValueError(
+            f"session_id is {len(session_id)} characters, over the limit of {MAX_SESSION_ID_LENGTH}"
+        )
+    return str(session_id)
+
+
+def _check_keys(keys: Iterable[str], what: str) -> list[str]:
+    if isinstance(keys, (str, bytes)):
+        raise TypeError(
+            f"{what} must be an iterable of str keys, not a single {type(keys).__name__}"
+        )
+    out = []
+    for key in keys:
+        if not isinstance(key, str):
+            raise TypeError(f"{what} must contain str keys, not {type(key).__name__}")
+        out.append(str(key))
+    return out
+
+
+def _positive_number(value: object, name: str) -> float:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not 0 < value < math.inf  # also rejects NaN
+    ):
+        raise ValueError(f"{name} must be a positive, finite number")
+    return value
+
+
+def _int_at_least(value: object, name: str, low: int) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(f"{name} must be an int >= {low}")
+    return value
+
+
+class SessionManager:
+    """Session metadata and tool tokens, SignalWire-style, over any ``SessionStore``.
+
+    Args:
+        store: Where sessions live; ``None`` creates a new :class:`MemoryStore`
+            (using ``clock``). Pass a ``RedisStore`` to share sessions between workers.
+        secret_key: Tool-token secret(s); see :class:`~.tool_token.ToolTokens`.
+        token_expiry_secs: Tool-token lifetime in seconds (a positive int).
+        session_ttl: Seconds a session lives after its last write.
+        cleanup_threshold: Expired sessions are removed automatically when a write
+            leaves more than this many sessions stored (a trigger, not a cap; use
+            ``MemoryStore(max_sessions=...)`` for a cap).
+        max_session_bytes: Largest compact JSON size of one session.
+        clock: Returns the current Unix time in seconds, for tokens and for the
+            default store; defaults to ``time.time`` (store: ``time.monotonic``).
+
+    Raises:
+        ConfigError: A tool-token secret is empty.
+        TypeError: ``store`` does not implement ``SessionStore``, or a secret or
+            the clock has the wrong type.
+        ValueError: A numeric option is out of range.
+
+    Warns:
+        InsecureSecretWarning: A configured secret is shorter than 32 bytes.
+    """
+
+    def __init__(
+        self,
+        store: SessionStore | None = None,
+        *,
+        secret_key: SecretInput | None = None,
+        token_expiry_secs: int = DEFAULT_TOKEN_EXPIRY_SECS,
+        session_ttl: float = DEFAULT_SESSION_TTL,
+        cleanup_threshold: int = DEFAULT_CLEANUP_THRESHOLD,
+        max_session_bytes: int = DEFAULT_MAX_SESSION_BYTES,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        if store is not None and not isinstance(store, SessionStore):
+            raise TypeError(f"store must implement SessionStore, not {type(store).__name__}")
+        self._session_ttl = _positive_number(session_ttl, "session_ttl")
+        self._cleanup_threshold = _int_at_least(cleanup_threshold, "cleanup_threshold", 0)
+        self._max_bytes = _int_at_least(max_session_bytes, "max_session_bytes", 2)
+        self._tokens = ToolTokens(
+            secret_key=secret_key, token_expiry_secs=token_expiry_secs, clock=clock
+        )
+        self._store: SessionStore = store if store is not None else MemoryStore(clock=clock)
+        # Fast path: a MemoryStore is driven synchronously (no second coroutine).
+        self._memory: MemoryStore | None = self._store if type(self._store) is MemoryStore else None
+        self._sized = hasattr(self._store, "__len__")
+        self._writes_since_cleanup = 0
+
+    def __repr__(self) -> str:
+        return (
+            f"SessionManager(store={self._store!r}, session_ttl={self._session_ttl}, "
+            f"max_session_bytes={self._max_bytes}, tokens={self._tokens!r})"
+        )
+
+    async def __aenter__(self) -> SessionManager:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the store (a ``RedisStore`` releases its pool; a ``MemoryStore`` empties)."""
+        await self._store.aclose()
+
+    # -- configuration -------------------------------------------------------------
+
+    @property
+    def store(self) -> SessionStore:
+        """The session store."""
+        return self._store
+
+    @property
+    def tokens(self) -> ToolTokens:
+        """The tool-token signer/validator the token methods delegate to."""
+        return self._tokens
+
+    @property
+    def session_ttl(self) -> float:
+        """Seconds a session lives after its last write."""
+        return self._session_ttl
+
+    @property
+    def max_session_bytes(self) -> int:
+        """Largest compact JSON size of one session, in bytes."""
+        return self._max_bytes
+
+    @property
+    def cleanup_threshold(self) -> int:
+        """Automatic cleanup runs when a write leaves more sessions than this."""
+        return self._cleanup_threshold
+
+    @property
+    def secret_key(self) -> str | bytes:
+        """The tool-token signing secret. **Sensitive**: never log or display it."""
+        return self._tokens.secret_key
+
+    @property
+    def token_expiry_secs(self) -> int:
+        """Lifetime of newly minted tool tokens, in seconds."""
+        return self._tokens.token_expiry_secs
+
+    @token_expiry_secs.setter
+    def token_expiry_secs(self, value: int) -> None:
+        self._tokens.token_expiry_secs = value
+
+    @property
+    def debug_mode(self) -> bool:
+        """Whether :meth:`debug_token` is enabled."""
+        return self._tokens.debug_mode
+
+    @debug_mode.setter
+    def debug_mode(self, value: bool) -> None:
+        self._tokens.debug_mode = value
+
+    @property
+    def _debug_mode(self) -> bool:
+        """SignalWire's private flag name for :attr:`debug_mode` (same flag)."""
+        return self._tokens.debug_mode
+
+    @_debug_mode.setter
+    def _debug_mode(self, value: bool) -> None:
+        self._tokens.debug_mode = value
+
+    # -- sessions --------------------------------------------------------------------
+
+    def create_session(self, call_id: str | None = None) -> str:
+        """The given id, or (for ``None`` or ``""``) a new random one.
+
+        New ids are 22 base64url characters (128 random bits). Nothing is stored.
+
+        Raises:
+            TypeError: ``call_id`` is not a str.
+            ValueError: ``call_id`` is longer than 256 characters.
+        """
+        if call_id is None or call_id == "":
+            return secrets.token_urlsafe(16)
+        return _check_session_id(call_id)
+
+    @overload
+    async def set_session_metadata(
+        self, session_id: str, metadata: Mapping[str, Any], /
+    ) -> None: ...
+
+    @overload
+    async def set_session_metadata(
+        self, session_id: str, key: str, value: Any, /
+    ) -> Literal[True]: ...
+
+    async def set_session_metadata(
+        self, session_id: str, metadata: Mapping[str, Any] | str, value: Any = _MISSING, /
+    ) -> Literal[True] | None:
+        """Merge top-level keys into the session, creating it; never replaces it.
+
+        Two forms: ``set_session_metadata(sid, {"k": v, ...})`` returns ``None``;
+        ``set_session_metadata(sid, "k", v)`` returns ``True``.
+
+        Raises:
+            TypeError: Bad argument types, a non-str key or a non-JSON value (the
+                message names the key, never the value).
+            ValueError: An empty or too long session id, or a NaN/infinite number.
+            MetadataTooLarge: The session would exceed ``max_session_bytes``; it
+                is left exactly as it was.
+        """
+        if type(session_id) is not str or not 0 < len(session_id) <= MAX_SESSION_ID_LENGTH:
+            session_id = _check_session_id(session_id)
+        memory = self._memory
+        if value is _MISSING:
+            if type(metadata) is not dict:
+                if isinstance(metadata, str):
+                    raise TypeError("set_session_metadata(session_id, key, value) needs a value")
+                if not isinstance(metadata, Mapping):
+                    raise TypeError(
+                        f"metadata must be a mapping (or pass key, value), "
+                        f"not {type(metadata).__name__}"
+                    )
+                metadata = dict(metadata)
+            elif memory is not None and memory._set_scalars(
+                session_id, metadata, self._session_ttl, self._max_bytes, self._cleanup_threshold
+            ):
+                return None
+            await self._write(session_id, metadata, ())
+            return None
+        if type(metadata) is not str:
+            if not isinstance(metadata, str):
+                raise TypeError(f"key must be a str, not {type(metadata).__name__}")
+            metadata = str(metadata)
+        elif memory is not None and memory._set_one(
+            session_id,
+            metadata,
+            value,
+            self._session_ttl,
+            self._max_bytes,
+            self._cleanup_threshold,
+        ):
+            return True
+        await self._write(session_id, {metadata: value}, ())
+        return True
+
+    async def update_session_metadata(
+        self, session_id: str, updates: Mapping[str, Any], *, remove: Iterable[str] = ()
+    ) -> None:
+        """Merge ``updates`` and remove the ``remove`` keys in one atomic store write.
+
+        Same validation and size rules as :meth:`set_session_metadata`. A key in
+        both is set. Used e.g. for LiveKit attributes, where an empty value
+        deletes the key.
+
+        Raises:
+            TypeError: Bad argument types, a non-str key or a non-JSON value.
+            ValueError: An invalid session id or a NaN/infinite number.
+            MetadataTooLarge: The session would exceed ``max_session_bytes``.
+        """
+        sid = _check_session_id(session_id)
+        if type(updates) is not dict:
+            if not isinstance(updates, Mapping):
+                raise TypeError(f"updates must be a mapping, not {type(updates).__name__}")
+            updates = dict(updates)
+        await self._write(sid, updates, _check_keys(remove, "remove"))
+
+    async def _write(
+        self, sid: str, metadata: Mapping[str, Any], remove: list[str] | tuple[()]
+    ) -> None:
+        """The general path: encode (validating), then one atomic store merge."""
+        fields = _encode(metadata)
+        memory = self._memory
+        if memory is not None:
+            memory._merge_encoded(
+                sid,
+                fields,
+                metadata,
+                remove,
+                self._session_ttl,
+                self._max_bytes,
+                self._cleanup_threshold,
+            )
+            return
+        await self._store.merge(
+            sid, fields, remove=remove, ttl=self._session_ttl, max_bytes=self._max_bytes
+        )
+        await self._auto_cleanup()
+
+    async def _auto_cleanup(self) -> None:
+        store = self._store
+        if self._sized:
+            if len(store) > self._cleanup_threshold:  # type: ignore[arg-type]
+                await store.cleanup()
+            return
+        # A store that cannot say how many sessions it holds (e.g. Redis, which
+        # expires natively) is asked to clean up once every `threshold` writes.
+        self._writes_since_cleanup += 1
+        if self._writes_since_cleanup > self._cleanup_threshold:
+            self._writes_since_cleanup = 0
+            await store.cleanup()
+
+    async def get_session_metadata(self, session_id: str) -> dict[str, Any]:
+        """A copy of the session's metadata; ``{}`` if unknown or expired (never ``None``)."""
+        if type(session_id) is not str or not 0 < len(session_id) <= MAX_SESSION_ID_LENGTH:
+            session_id = _check_session_id(session_id)
+        memory = self._memory
+        if memory is not None:
+            return memory._get_sync(session_id)
+        return await self._store.get(session_id)
+
+    async def delete_session_metadata(self, session_id: str) -> bool:
+        """Delete the session and everything kept for it; True if it existed."""
+        return await self._store.delete(_check_session_id(session_id))
+
+    async def remove_session_keys(self, session_id: str, keys: Iterable[str]) -> int:
+        """Remove top-level keys; returns how many existed. A session left empty is deleted."""
+        sid = _check_session_id(session_id)
+        return await self._store.remove_keys(sid, _check_keys(keys, "keys"), ttl=self._session_ttl)
+
+    async def touch_session(self, session_id: str) -> bool:
+        """Restart the session's TTL without changing it; True if it exists."""
+        return await self._store.touch(_check_session_id(session_id), ttl=self._session_ttl)
+
+    async def cleanup(self, max_age: float | None = None) -> int:
+        """Remove sessions last written more than ``max_age`` (default ``session_ttl``) ago.
+
+        Returns how many were removed. ``cleanup(0)`` removes every session.
+        Stores with native expiry (Redis) remove nothing here and return 0.
+
+        Raises:
+            ValueError: ``max_age`` is not a number.
+        """
+        if max_age is not None and (
+            isinstance(max_age, bool) or not isinstance(max_age, (int, float)) or max_age != max_age
+        ):
+            raise ValueError("max_age must be a number of seconds or None")
+        return await self._store.cleanup(max_age=max_age)
+
+    # -- tool tokens (delegated to ToolTokens) -----------------------------------------
+
+    def generate_token(self, function_name: str, call_id: str) -> str:
+        """Mint a tool token; see :meth:`ToolTokens.generate_token`."""
+        return self._tokens.generate_token(function_name, call_id)
+
+    def create_tool_token(self, tool_name: str, call_id: str) -> str:
+        """Alias of :meth:`generate_token`."""
+        return self._tokens.generate_token(tool_name, call_id)
+
+    def validate_token(self, call_id: str, function_name: str, token: str) -> bool:
+        """Check a tool token; never raises. See :meth:`ToolTokens.validate_token`."""
+        return self._tokens.validate_token(call_id, function_name, token)
+
+    def validate_tool_token(self, function_name: str, token: str, call_id: str) -> bool:
+        """Alias of :meth:`validate_token`, with SignalWire's argument order for it."""
+        return self._tokens.validate_token(call_id, function_name, token)
+
+    def debug_token(self, token: str) -> dict[str, Any]:
+        """Describe a token's fields (debug mode only); see :meth:`ToolTokens.debug_token`."""
+        return self._tokens.debug_token(token)

@@ -1,0 +1,514 @@
+"""HMAC tool tokens in SignalWire's wire format, with its flaws fixed.
+
+A tool token authorizes one function (tool) for one call/session until it
+expires. The wire format is byte-compatible with SignalWire's ``SessionManager``
+(Python and TypeScript editions), so the two interoperate with a shared secret:
+
+* plain text ``{call_id}.{function}.{expiry}.{nonce}.{signature}``;
+* ``expiry`` = ``floor(now) + token_expiry_secs`` in decimal, ``nonce`` = 8
+  random bytes as 16 lowercase hex characters;
+* ``signature`` = lowercase hex HMAC-SHA256, keyed by the secret's UTF-8 bytes,
+  over ``{call_id}:{function}:{expiry}:{nonce}``;
+* the token is the padded base64url encoding of the plain text.
+
+What is fixed, compared with the reference implementations:
+
+* **No field shifting.** Function names may contain neither ``:`` nor ``.``, and
+  call ids may not contain ``:`` (refused when minting, rejected when
+  validating), so the ``.``-joined token and the ``:``-joined MAC input can
+  never be re-split differently. Call ids *may* contain ``.``: tokens are parsed
+  from the right.
+* **Strict, canonical decoding.** Only the base64url alphabet, with or without
+  padding (so unpadded TypeScript tokens work), and only the canonical encoding
+  of the decoded bytes; the expiry must be ASCII digits.
+* **Constant-time comparison** (``hmac.compare_digest``) and one expiry rule
+  everywhere: a token is expired from the second its expiry names
+  (``expiry <= now``).
+* **Total validation.** :meth:`ToolTokens.validate_token` returns ``False`` for
+  any malformed input and never raises.
+* **A configured, shared secret with rotation.** ``secret_key`` (str, bytes, or
+  a list: sign with the first, accept any), else ``LIVEKIT_METADATA_SECRET``,
+  else a key derived from ``LIVEKIT_API_SECRET`` (HKDF-SHA256 with a fixed
+  label, so it is not the API secret itself), else a random per-process secret
+  with a logged warning. Secrets under 32 bytes raise
+  :class:`InsecureSecretWarning`; an empty secret is a ``ConfigError``.
+* **No signing oracle.** :meth:`ToolTokens.debug_token` works only in debug mode,
+  never computes a signature and never reveals the secret.
+
+Tokens are bearer credentials that can be replayed until they expire (the
+nonce is not tracked, as in the reference: the platform re-calls the same URL).
+Keep the lifetime short and keep tokens out of logs.
+"""
+
+from __future__ import annotations
+
+import binascii
+import hashlib
+import hmac
+import os
+import secrets
+import threading
+import time
+import warnings
+from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
+from typing import Any
+
+from .errors import ConfigError
+from .log import logger
+
+__all__ = [
+    "DEFAULT_TOKEN_EXPIRY_SECS",
+    "ENV_API_SECRET",
+    "ENV_SECRET",
+    "KDF_LABEL",
+    "MAX_TOKEN_LENGTH",
+    "MIN_SECRET_BYTES",
+    "InsecureSecretWarning",
+    "ToolTokens",
+    "derive_secret",
+]
+
+DEFAULT_TOKEN_EXPIRY_SECS = 900
+"""Default token lifetime in seconds (SignalWire's default as well)."""
+
+ENV_SECRET = "LIVEKIT_METADATA_SECRET"  # noqa: S105 (a variable name)
+"""Environment variable holding the tool-token secret shared by all workers."""
+
+ENV_API_SECRET = "LIVEKIT_API_SECRET"  # noqa: S105 (a variable name)
+"""LiveKit's API secret; the tool-token secret is derived from it when nothing else is set."""
+
+KDF_LABEL = b"livekit-plugins-metadata/tool-token/v1"
+"""HKDF ``info`` label binding derived secrets to this purpose and format version."""
+
+MIN_SECRET_BYTES = 32
+"""Secrets shorter than this (in bytes) raise :class:`InsecureSecretWarning`."""
+
+MAX_TOKEN_LENGTH = 8192
+"""Longer token strings are rejected before decoding."""
+
+_NONCE_BYTES = 8
+_B64_URL = bytes.maketrans(b"-_", b"+/")
+_B64_STD = bytes.maketrans(b"+/", b"-_")
+_B64_DIGITS = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+_PADS = (b"", b"=", b"==", b"===")
+
+SecretInput = str | bytes | Sequence[str | bytes]
+
+
+_TRANS_36 = bytes(x ^ 0x36 for x in range(256))
+_TRANS_5C = bytes(x ^ 0x5C for x in range(256))
+_SHA256_BLOCK = 64
+
+
+class _Signer:
+    """HMAC-SHA256 (RFC 2104) with the keyed inner/outer states computed once.
+
+    Equal to ``hmac.new(key, msg, hashlib.sha256).hexdigest()`` (the tests check
+    it against the stdlib for keys shorter than, equal to and longer than the
+    block), about twice as fast per token: copying two prepared hash states is
+    cheaper than keying a fresh ``hmac.HMAC``.
+    """
+
+    __slots__ = ("_inner", "_outer")
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) > _SHA256_BLOCK:
+            key = hashlib.sha256(key).digest()
+        key = key.ljust(_SHA256_BLOCK, b"\0")
+        self._inner = hashlib.sha256(key.translate(_TRANS_36))
+        self._outer = hashlib.sha256(key.translate(_TRANS_5C))
+
+    def hexdigest(self, msg: bytes) -> str:
+        inner = self._inner.copy()
+        inner.update(msg)
+        outer = self._outer.copy()
+        outer.update(inner.digest())
+        return outer.hexdigest()
+
+
+class InsecureSecretWarning(UserWarning):
+    """Warned when a tool-token secret is shorter than :data:`MIN_SECRET_BYTES` bytes."""
+
+
+def derive_secret(api_secret: str | bytes, *, label: bytes = KDF_LABEL) -> str:
+    """Derive a tool-token secret from another secret with HKDF-SHA256 (RFC 5869).
+
+    The result (64 lowercase hex characters, used as UTF-8 text like any other
+    secret) is the same on every worker that shares ``api_secret``, and does not
+    reveal it. SignalWire peers can use the returned string as their secret.
+
+    Args:
+        api_secret: The input keying material (e.g. ``LIVEKIT_API_SECRET``).
+        label: The HKDF ``info``; a different label gives an unrelated key.
+
+    Raises:
+        ConfigError: ``api_secret`` is empty.
+    """
+    ikm = api_secret.encode() if isinstance(api_secret, str) else bytes(api_secret)
+    if not ikm:
+        raise ConfigError("cannot derive a tool-token secret from an empty secret")
+    prk = hmac.digest(b"\x00" * 32, ikm, "sha256")  # extract (salt = zeros)
+    return hmac.digest(prk, label + b"\x01", "sha256").hex()  # expand, one block
+
+
+_process_secret: str | None = None
+_process_secret_lock = threading.Lock()
+
+
+def _random_process_secret() -> str:
+    global _process_secret
+    with _process_secret_lock:
+        if _process_secret is None:
+            _process_secret = secrets.token_hex(32)
+            logger.warning(
+                "no tool-token secret configured (secret_key=, %s or %s): using a random "
+                "per-process secret; tool tokens will not survive a restart and will not "
+                "validate on other workers",
+                ENV_SECRET,
+                ENV_API_SECRET,
+            )
+        return _process_secret
+
+
+def _as_key(secret: object, what: str) -> bytes:
+    if isinstance(secret, str):
+        key = secret.encode()
+    elif isinstance(secret, (bytes, bytearray)):
+        key = bytes(secret)
+    else:
+        raise TypeError(f"{what} must be a str or bytes, not {type(secret).__name__}")
+    if not key:
+        raise ConfigError(f"{what} is empty; configure a random secret of at least 32 bytes")
+    if len(key) < MIN_SECRET_BYTES:
+        warnings.warn(
+            InsecureSecretWarning(
+                f"{what} is {len(key)} bytes; use at least {MIN_SECRET_BYTES} random bytes"
+            ),
+            stacklevel=4,
+        )
+    return key
+
+
+def _resolve_secrets(secret_key: object) -> tuple[list[str | bytes], str]:
+    """The configured secrets (signing secret first) and where they came from."""
+    if secret_key is not None:
+        if isinstance(secret_key, (str, bytes, bytearray)):
+            return [secret_key if isinstance(secret_key, str) else bytes(secret_key)], "secret_key"
+        if isinstance(secret_key, Sequence):
+            if not secret_key:
+                raise ConfigError("secret_key is an empty list; give at least one secret")
+            out: list[str | bytes] = []
+            for item in secret_key:
+                if not isinstance(item, (str, bytes, bytearray)):
+                    raise TypeError(
+                        f"secret_key items must be str or bytes, not {type(item).__name__}"
+                    )
+                out.append(item if isinstance(item, str) else bytes(item))
+            return out, "secret_key"
+        raise TypeError(
+            f"secret_key must be a str, bytes or a list of them, not {type(secret_key).__name__}"
+        )
+    env = os.environ.get(ENV_SECRET)
+    if env:
+        return [env], ENV_SECRET
+    api = os.environ.get(ENV_API_SECRET)
+    if api:
+        return [derive_secret(api)], f"derived from {ENV_API_SECRET}"
+    return [_random_process_secret()], "random per process"
+
+
+def _check_expiry_secs(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool):
+            raise ValueError("token_expiry_secs must be a positive int of seconds, not a bool")
+        raise TypeError(f"token_expiry_secs must be an int, not {type(value).__name__}")
+    if not isinstance(value, int) or value <= 0:
+        raise ValueError("token_expiry_secs must be a positive int of seconds")
+    return value
+
+
+# For the last digit of a canonical encoding, the unused low bits must be zero:
+# 2 digits carry 1 byte (4 unused bits), 3 digits carry 2 bytes (2 unused bits).
+_LAST_DIGIT_OK = {
+    2: frozenset(c for i, c in enumerate(_B64_DIGITS) if i % 16 == 0),
+    3: frozenset(c for i, c in enumerate(_B64_DIGITS) if i % 4 == 0),
+}
+
+
+def _b64decode(token: str) -> bytes | None:
+    """Strict base64url: urlsafe alphabet only, optional correct padding, canonical."""
+    body = token.rstrip("=")
+    n = len(body)
+    missing = -n % 4
+    pad = len(token) - n
+    if (pad and pad != missing) or missing == 3 or not body.isascii():
+        return None
+    raw = body.encode("ascii")
+    if raw.translate(None, _B64_DIGITS):  # anything outside the alphabet
+        return None
+    if missing and raw[-1] not in _LAST_DIGIT_OK[4 - missing]:
+        return None  # non-zero unused bits: not the canonical encoding
+    try:
+        return binascii.a2b_base64(raw.translate(_B64_URL) + _PADS[missing])
+    except binascii.Error:  # pragma: no cover - excluded by the checks above
+        return None
+
+
+def _is_expiry(field: str) -> bool:
+    return 0 < len(field) <= 20 and field.isascii() and field.isdigit()
+
+
+class ToolTokens:
+    """Mint and check HMAC tool tokens (SignalWire wire format, flaws fixed).
+
+    Example::
+
+        tokens = ToolTokens(secret_key=os.environ["LIVEKIT_METADATA_SECRET"])
+        token = tokens.generate_token("get_weather", call_id)
+        assert tokens.validate_token(call_id, "get_weather", token)
+
+    Args:
+        secret_key: The secret (str used as UTF-8, or bytes), or a list of them for
+            rotation: tokens are signed with the first and accepted if any matches.
+            ``None``: ``LIVEKIT_METADATA_SECRET``, else a key derived from
+            ``LIVEKIT_API_SECRET``, else a random per-process secret (logged).
+        token_expiry_secs: Token lifetime in seconds, a positive int.
+        clock: Returns the current Unix time in seconds; defaults to ``time.time``
+            (looked up at each call).
+        debug_mode: Enables :meth:`debug_token`.
+
+    Raises:
+        ConfigError: A secret is empty (or the list of secrets is).
+        TypeError: A secret or ``token_expiry_secs`` has the wrong type.
+        ValueError: ``token_expiry_secs`` is not positive.
+
+    Warns:
+        InsecureSecretWarning: A configured secret is shorter than 32 bytes.
+    """
+
+    __slots__ = (
+        "_clock",
+        "_debug_mode",
+        "_expiry_secs",
+        "_keys",
+        "_macs",
+        "_secret_source",
+        "_secrets",
+    )
+
+    def __init__(
+        self,
+        *,
+        secret_key: SecretInput | None = None,
+        token_expiry_secs: int = DEFAULT_TOKEN_EXPIRY_SECS,
+        clock: Callable[[], float] | None = None,
+        debug_mode: bool = False,
+    ) -> None:
+        self._expiry_secs = _check_expiry_secs(token_expiry_secs)
+        if clock is not None and not callable(clock):
+            raise TypeError("clock must be a callable returning Unix seconds")
+        found, source = _resolve_secrets(secret_key)
+        self._keys: tuple[bytes, ...] = tuple(
+            _as_key(s, "secret_key" if source == "secret_key" else source) for s in found
+        )
+        self._macs = tuple(_Signer(k) for k in self._keys)
+        self._secrets: tuple[str | bytes, ...] = tuple(found)
+        self._secret_source = source
+        # None: time.time, looked up at each call (so tests may patch it).
+        self._clock: Callable[[], float] | None = clock
+        self._debug_mode = bool(debug_mode)
+
+    def __repr__(self) -> str:
+        return (
+            f"ToolTokens(secret_key=<{len(self._keys)} secret(s), {self._secret_source}>, "
+            f"token_expiry_secs={self._expiry_secs}, debug_mode={self._debug_mode})"
+        )
+
+    # -- configuration -------------------------------------------------------------
+
+    @property
+    def secret_key(self) -> str | bytes:
+        """The signing secret as configured. **Sensitive**: never log or display it."""
+        return self._secrets[0]
+
+    @property
+    def secret_source(self) -> str:
+        """Where the secret came from: ``secret_key``, an env var, derived or random."""
+        return self._secret_source
+
+    @property
+    def token_expiry_secs(self) -> int:
+        """Lifetime of newly minted tokens, in seconds."""
+        return self._expiry_secs
+
+    @token_expiry_secs.setter
+    def token_expiry_secs(self, value: int) -> None:
+        self._expiry_secs = _check_expiry_secs(value)
+
+    @property
+    def debug_mode(self) -> bool:
+        """Whether :meth:`debug_token` is enabled (same flag as ``_debug_mode``)."""
+        return self._debug_mode
+
+    @debug_mode.setter
+    def debug_mode(self, value: bool) -> None:
+        self._debug_mode = bool(value)
+
+    # -- minting ---------------------------------------------------------------------
+
+    def generate_token(self, function_name: str, call_id: str) -> str:
+        """Mint a token for calling ``function_name`` within ``call_id``.
+
+        Args:
+            function_name: The tool's name: non-empty, without ``:`` or ``.``.
+            call_id: The call/session id: non-empty, without ``:`` (``.`` is fine).
+
+        Returns:
+            The padded base64url token.
+
+        Raises:
+            TypeError: An argument is not a str.
+            ValueError: An argument is empty or contains a forbidden character.
+        """
+        if type(function_name) is not str:
+            if not isinstance(function_name, str):
+                raise TypeError(f"function_name must be a str, not {type(function_name).__name__}")
+            function_name = str(function_name)
+        if type(call_id) is not str:
+            if not isinstance(call_id, str):
+                raise TypeError(f"call_id must be a str, not {type(call_id).__name__}")
+            call_id = str(call_id)
+        if not function_name or ":" in function_name or "." in function_name:
+            raise ValueError("function_name must be non-empty and contain neither ':' nor '.'")
+        if not call_id or ":" in call_id:
+            raise ValueError("call_id must be non-empty and must not contain ':'")
+        clock = self._clock
+        expiry = int(time.time() if clock is None else clock()) + self._expiry_secs
+        nonce = os.urandom(_NONCE_BYTES).hex()
+        signature = self._macs[0].hexdigest(f"{call_id}:{function_name}:{expiry}:{nonce}".encode())
+        plain = f"{call_id}.{function_name}.{expiry}.{nonce}.{signature}".encode()
+        return binascii.b2a_base64(plain, newline=False).translate(_B64_STD).decode("ascii")
+
+    def create_tool_token(self, tool_name: str, call_id: str) -> str:
+        """Alias of :meth:`generate_token` (SignalWire name)."""
+        return self.generate_token(tool_name, call_id)
+
+    # -- checking --------------------------------------------------------------------
+
+    def validate_token(self, call_id: str, function_name: str, token: str) -> bool:
+        """True if ``token`` is authentic, unexpired and for this call and function.
+
+        Never raises: any malformed or unexpected input gives ``False``. A wrong
+        call id costs the same work as a valid token (it is checked last).
+        """
+        try:
+            if not call_id or type(token) is not str or len(token) > MAX_TOKEN_LENGTH:
+                return False
+            # Strict base64url (inlined _b64decode: this is the hot path).
+            body = token.rstrip("=")
+            n = len(body)
+            missing = -n % 4
+            if (len(token) != n and len(token) - n != missing) or missing == 3:
+                return False
+            if not body.isascii():
+                return False
+            raw = body.encode()
+            if raw.translate(None, _B64_DIGITS):
+                return False
+            if missing and raw[-1] not in _LAST_DIGIT_OK[4 - missing]:
+                return False
+            data = binascii.a2b_base64(raw.translate(_B64_URL) + _PADS[missing])
+            parts = data.decode().rsplit(".", 4)
+            if len(parts) != 5:
+                return False
+            t_call, t_func, t_expiry, t_nonce, t_sig = parts
+            if t_func != function_name or ":" in t_func or ":" in t_call:
+                return False
+            if not (t_expiry.isdigit() and t_expiry.isascii() and len(t_expiry) <= 20):
+                return False
+            clock = self._clock
+            if int(t_expiry) <= (time.time() if clock is None else clock()):
+                return False
+            head = f"{t_call}:{t_func}:{t_expiry}:{t_nonce}".encode()
+            for signer in self._macs:
+                # str compare_digest: a non-ASCII signature raises TypeError -> False.
+                if hmac.compare_digest(t_sig, signer.hexdigest(head)):
+                    return t_call == call_id and isinstance(call_id, str)
+            return False
+        except Exception:
+            return False
+
+    def validate_tool_token(self, function_name: str, token: str, call_id: str) -> bool:
+        """Alias of :meth:`validate_token` with SignalWire's argument order for it."""
+        return self.validate_token(call_id, function_name, token)
+
+    def debug_token(self, token: str) -> dict[str, Any]:
+        """Describe a token's fields for debugging, **without** checking its signature.
+
+        Disabled unless :attr:`debug_mode` is on, when it returns
+        ``{"valid_format": False, "error": "debug mode not enabled"}``. Otherwise
+        the SignalWire shape: ``valid_format``; for five fields ``components``
+        (call id shortened to 8 characters, function, expiry, ``expiry_date`` in
+        UTC with ``Z``, nonce, the signature's first 8 characters) and ``status``
+        (``current_time``, ``is_expired``, ``expires_in_seconds``); otherwise
+        ``parts_count`` or ``error``, and ``token_length``. It never computes a
+        signature or reveals the secret. Keep its output out of untrusted channels.
+        """
+        if not self._debug_mode:
+            return {"valid_format": False, "error": "debug mode not enabled"}
+        length = len(token) if isinstance(token, str) else 0
+        try:
+            if not isinstance(token, str):
+                raise TypeError(f"token must be a str, not {type(token).__name__}")
+            if len(token) > MAX_TOKEN_LENGTH:
+                raise ValueError(f"token is longer than {MAX_TOKEN_LENGTH} characters")
+            data = _b64decode(token)
+            if data is None:
+                raise ValueError("token is not canonical base64url")
+            parts = data.decode("utf-8").rsplit(".", 4)
+        except Exception as exc:
+            return {"valid_format": False, "error": _safe_error(exc), "token_length": length}
+        if len(parts) != 5:
+            return {"valid_format": False, "parts_count": len(parts), "token_length": length}
+        t_call, t_func, t_expiry, t_nonce, t_sig = parts
+        clock = self._clock
+        now = int(time.time() if clock is None else clock())
+        expiry_date: str | None = None
+        is_expired: bool | None = None
+        expires_in: int | None = None
+        if _is_expiry(t_expiry):
+            expiry = int(t_expiry)
+            is_expired = expiry <= now
+            expires_in = 0 if is_expired else expiry - now
+            try:
+                expiry_date = (
+                    datetime.fromtimestamp(expiry, tz=timezone.utc)
+                    .isoformat()
+                    .replace("+00:00", "Z")
+                )
+            except (OverflowError, OSError, ValueError):
+                expiry_date = None
+        return {
+            "valid_format": True,
+            "components": {
+                "call_id": t_call[:8] + "..." if len(t_call) > 8 else t_call,
+                "function": t_func,
+                "expiry": t_expiry,
+                "expiry_date": expiry_date,
+                "nonce": t_nonce,
+                "signature": t_sig[:8] + "...",
+            },
+            "status": {
+                "current_time": now,
+                "is_expired": is_expired,
+                "expires_in_seconds": expires_in,
+            },
+        }
+
+
+def _safe_error(exc: Exception) -> str:
+    # Our own messages and codec errors never contain the token text.
+    if isinstance(exc, UnicodeDecodeError):
+        return f"token does not decode to UTF-8 text (byte {exc.start})"
+    return str(exc)

@@ -1,0 +1,198 @@
+"""MemoryStore specifics: copies, ordering, mixed TTLs, the session cap, argument checks."""
+
+from __future__ import annotations
+
+import logging
+
+import orjson
+import pytest
+
+from livekit.plugins.metadata.errors import MetadataTooLarge
+from livekit.plugins.metadata.memory_store import MemoryStore
+from tests.store_conformance import enc
+
+pytestmark = pytest.mark.unit
+
+NEEDLE = "S3NSITIVE-VALUE-4242"
+
+
+class FakeClock:
+    def __init__(self, now: float = 500.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+def store(clock: FakeClock) -> MemoryStore:
+    return MemoryStore(clock=clock)
+
+
+async def test_containers_and_scalars_swap(store: MemoryStore) -> None:
+    await store.merge("s", enc({"a": [1], "b": "x"}), ttl=10, max_bytes=1000)
+    await store.merge(
+        "s", enc({"a": "now scalar", "b": {"now": ["container"]}}), ttl=10, max_bytes=1000
+    )
+    got = await store.get("s")
+    assert got == {"a": "now scalar", "b": {"now": ["container"]}}
+    got["b"]["now"].append(1)
+    assert await store.get("s") == {"a": "now scalar", "b": {"now": ["container"]}}
+    assert await store.remove_keys("s", ["b"], ttl=10) == 1
+    await store.merge("s", enc({"c": 1}), remove=["a"], ttl=10, max_bytes=1000)
+    assert await store.get("s") == {"c": 1}
+
+
+async def test_accepts_bytes_like_fields(store: MemoryStore) -> None:
+    fields = {"a": bytearray(b"[1,2]"), "b": memoryview(b'"x"')}
+    await store.merge("s", fields, ttl=10, max_bytes=1000)  # type: ignore[arg-type]
+    fields["a"][1] = ord("9")
+    assert await store.get("s") == {"a": [1, 2], "b": "x"}
+
+
+@pytest.mark.parametrize("value", ["str", b"", None, 5])
+async def test_merge_rejects_non_bytes(store: MemoryStore, value: object) -> None:
+    with pytest.raises(TypeError, match="fields"):
+        await store.merge("s", {"a": value}, ttl=10, max_bytes=1000)  # type: ignore[dict-item]
+    assert len(store) == 0
+
+
+@pytest.mark.parametrize("ttl", [0, -1, float("inf"), float("nan"), True, "10"])
+async def test_ttl_must_be_positive(store: MemoryStore, ttl: object) -> None:
+    with pytest.raises(ValueError, match="ttl"):
+        await store.merge("s", enc({"a": 1}), ttl=ttl, max_bytes=1000)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="ttl"):
+        await store.touch("s", ttl=ttl)  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="ttl"):
+        await store.remove_keys("s", ["a"], ttl=ttl)  # type: ignore[arg-type]
+
+
+async def test_cleanup_max_age_must_be_a_number(store: MemoryStore) -> None:
+    with pytest.raises(ValueError, match="max_age"):
+        await store.cleanup(max_age=float("nan"))
+    with pytest.raises(ValueError, match="max_age"):
+        await store.cleanup(max_age="1")  # type: ignore[arg-type]
+
+
+def test_constructor_checks() -> None:
+    with pytest.raises(TypeError, match="clock"):
+        MemoryStore(clock=3)  # type: ignore[arg-type]
+    for bad in (0, -1, 1.5, True):
+        with pytest.raises(ValueError, match="max_sessions"):
+            MemoryStore(max_sessions=bad)  # type: ignore[arg-type]
+
+
+async def test_rewrite_moves_a_session_to_the_young_end(
+    store: MemoryStore, clock: FakeClock
+) -> None:
+    await store.merge("a", enc({"v": 1}), ttl=10, max_bytes=1000)
+    clock.now += 5
+    await store.merge("b", enc({"v": 2}), ttl=10, max_bytes=1000)
+    clock.now += 1
+    await store.merge("a", enc({"v": 3}), ttl=10, max_bytes=1000)  # a is now younger than b
+    clock.now += 9  # b expires (written 10 s ago), a does not (9 s)
+    assert await store.cleanup() == 1
+    assert await store.get("a") == {"v": 3}
+    assert "a" in store
+    assert "b" not in store
+
+
+async def test_mixed_ttls_still_expire_correctly(store: MemoryStore, clock: FakeClock) -> None:
+    await store.merge("long", enc({"v": 1}), ttl=100, max_bytes=1000)
+    await store.merge("short", enc({"v": 2}), ttl=10, max_bytes=1000)  # written later, dies first
+    await store.merge("mid", enc({"v": 3}), ttl=50, max_bytes=1000)
+    clock.now += 10
+    assert await store.cleanup() == 1
+    assert "short" not in store
+    assert "long" in store
+    assert "mid" in store
+    clock.now += 40
+    assert await store.cleanup() == 1
+    assert "mid" not in store
+    clock.now += 50
+    assert await store.cleanup() == 1
+    assert len(store) == 0
+    # Once empty, the store is back on the early-stop path.
+    await store.merge("x", enc({"v": 1}), ttl=10, max_bytes=1000)
+    assert await store.cleanup() == 0
+    assert len(store) == 1
+
+
+async def test_expired_sessions_are_never_served(store: MemoryStore, clock: FakeClock) -> None:
+    await store.merge("s", enc({"v": 1}), ttl=10, max_bytes=1000)
+    clock.now += 10
+    assert "s" not in store
+    assert len(store) == 1  # not cleaned yet ...
+    assert await store.get("s") == {}
+    assert len(store) == 0  # ... but a read drops it
+    await store.merge("t", enc({"v": 1}), ttl=10, max_bytes=1000)
+    clock.now += 10
+    assert await store.delete("t") is False
+    assert len(store) == 0
+
+
+async def test_max_sessions_evicts_least_recently_written(
+    clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = MemoryStore(clock=clock, max_sessions=3)
+    assert store.max_sessions == 3
+    for sid in ("a", "b", "c"):
+        await store.merge(sid, enc({"v": NEEDLE}), ttl=100, max_bytes=1000)
+        clock.now += 1
+    await store.merge("a", enc({"w": 1}), ttl=100, max_bytes=1000)  # a is the youngest now
+    with caplog.at_level(logging.WARNING, logger="livekit.plugins.metadata"):
+        await store.merge("d", enc({"v": 1}), ttl=100, max_bytes=1000)
+        await store.merge("e", enc({"v": 1}), ttl=100, max_bytes=1000)
+    assert len(store) == 3
+    assert "b" not in store
+    assert "c" not in store
+    assert "a" in store
+    assert "d" in store
+    assert "e" in store
+    assert store.evictions == 2
+    assert caplog.text.count("max_sessions=3") == 1
+    assert NEEDLE not in caplog.text
+
+
+async def test_max_sessions_drops_expired_before_evicting(clock: FakeClock) -> None:
+    store = MemoryStore(clock=clock, max_sessions=2)
+    await store.merge("old", enc({"v": 1}), ttl=5, max_bytes=1000)
+    await store.merge("live", enc({"v": 1}), ttl=100, max_bytes=1000)
+    clock.now += 6
+    await store.merge("new", enc({"v": 1}), ttl=100, max_bytes=1000)
+    assert "live" in store
+    assert "new" in store
+    assert store.evictions == 0
+
+
+async def test_too_large_message_has_sizes_not_values(store: MemoryStore) -> None:
+    with pytest.raises(MetadataTooLarge) as info:
+        await store.merge("s", enc({"k": NEEDLE * 10}), ttl=10, max_bytes=50)
+    assert info.value.size == len(orjson.dumps({"k": NEEDLE * 10}))
+    assert NEEDLE not in str(info.value)
+    assert len(store) == 0
+
+
+async def test_repr_shows_no_values(store: MemoryStore) -> None:
+    await store.merge(NEEDLE, enc({"k": NEEDLE}), ttl=10, max_bytes=1000)
+    assert NEEDLE not in repr(store)
+    assert "sessions=1" in repr(store)
+
+
+async def test_aclose_empties(store: MemoryStore) -> None:
+    await store.merge("s", enc({"k": 1}), ttl=10, max_bytes=1000)
+    await store.aclose()
+    assert len(store) == 0
+    assert await store.get("s") == {}
+
+
+async def test_default_clock_is_monotonic() -> None:
+    store = MemoryStore()
+    await store.merge("s", enc({"k": 1}), ttl=3600, max_bytes=1000)
+    assert "s" in store
+    assert await store.cleanup() == 0

@@ -1,0 +1,612 @@
+"""SessionManager: SignalWire reference behaviour, validation, limits, TTL, auto-cleanup."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import datetime
+import math
+import re
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Collection, Iterator, Mapping
+from types import MappingProxyType
+from typing import Any
+
+import orjson
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from livekit.plugins.metadata.errors import MetadataTooLarge
+from livekit.plugins.metadata.memory_store import MemoryStore
+from livekit.plugins.metadata.session import SessionManager
+from livekit.plugins.metadata.store import SessionStore
+
+pytestmark = pytest.mark.unit
+
+SECRET = "test-secret-0123456789abcdef0123456789abcdef"
+NEEDLE = "S3NSITIVE-VALUE-4242"
+
+
+class FakeClock:
+    def __init__(self, now: float = 1_795_000_000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+class GenericStore(MemoryStore):
+    """Not exactly a MemoryStore, so the manager drives it through the async protocol."""
+
+
+class UnsizedStore:
+    """A protocol-only stand-in without __len__ that counts cleanup() calls."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        self.inner = MemoryStore(clock=clock)
+        self.cleanups = 0
+
+    async def merge(
+        self,
+        session_id: str,
+        fields: Mapping[str, bytes],
+        *,
+        remove: Collection[str] = (),
+        ttl: float,
+        max_bytes: int,
+    ) -> None:
+        await self.inner.merge(session_id, fields, remove=remove, ttl=ttl, max_bytes=max_bytes)
+
+    async def get(self, session_id: str) -> dict[str, Any]:
+        return await self.inner.get(session_id)
+
+    async def delete(self, session_id: str) -> bool:
+        return await self.inner.delete(session_id)
+
+    async def remove_keys(self, session_id: str, keys: Collection[str], *, ttl: float) -> int:
+        return await self.inner.remove_keys(session_id, keys, ttl=ttl)
+
+    async def touch(self, session_id: str, *, ttl: float) -> bool:
+        return await self.inner.touch(session_id, ttl=ttl)
+
+    async def cleanup(self, *, max_age: float | None = None) -> int:
+        self.cleanups += 1
+        return await self.inner.cleanup(max_age=max_age)
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture(params=["memory-fast-path", "generic-protocol", "unsized-protocol"])
+async def sm(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[SessionManager]:
+    store: SessionStore | None
+    if request.param == "memory-fast-path":
+        store = None
+    elif request.param == "generic-protocol":
+        store = GenericStore(clock=clock)
+    else:
+        store = UnsizedStore(clock)
+    async with SessionManager(
+        store, secret_key=SECRET, clock=clock, session_ttl=100, max_session_bytes=1000
+    ) as manager:
+        yield manager
+
+
+# -- reference behaviour, as written in the issue -------------------------------------
+
+
+async def test_reference_create_session(sm: SessionManager) -> None:
+    assert sm.create_session("call-abc123") == "call-abc123"
+    ids = {sm.create_session() for _ in range(100)}
+    assert len(ids) == 100
+    for sid in ids:
+        assert re.fullmatch(r"[A-Za-z0-9_-]{22}", sid)  # base64url, 16 bytes = 128 bits
+    assert re.fullmatch(r"[A-Za-z0-9_-]{22}", sm.create_session(""))
+    assert await sm.get_session_metadata("call-abc123") == {}  # create stores nothing
+
+
+async def test_reference_merges(sm: SessionManager) -> None:
+    sid = sm.create_session("call-abc123")
+    assert await sm.set_session_metadata(sid, {"caller": "John"}) is None
+    assert await sm.set_session_metadata(sid, {"topic": "billing"}) is None
+    assert await sm.get_session_metadata(sid) == {"caller": "John", "topic": "billing"}
+    assert await sm.set_session_metadata(sid, "priority", "high") is True
+    assert await sm.get_session_metadata(sid) == {
+        "caller": "John",
+        "topic": "billing",
+        "priority": "high",
+    }
+
+
+async def test_reference_unknown_session(sm: SessionManager) -> None:
+    first = await sm.get_session_metadata("never-set")
+    assert first == {}
+    first["x"] = 1
+    assert await sm.get_session_metadata("never-set") == {}
+
+
+# -- copies ---------------------------------------------------------------------------
+
+
+async def test_get_returns_a_copy(sm: SessionManager) -> None:
+    await sm.set_session_metadata("s", {"l": [1], "o": {"k": "v"}, "n": 1})
+    got = await sm.get_session_metadata("s")
+    got["l"].append(2)
+    got["o"]["k"] = "w"
+    got["n"] = 2
+    assert await sm.get_session_metadata("s") == {"l": [1], "o": {"k": "v"}, "n": 1}
+
+
+async def test_the_written_mapping_is_not_aliased(sm: SessionManager) -> None:
+    md: dict[str, Any] = {"l": [1], "o": {"k": "v"}, "s": "x"}
+    await sm.set_session_metadata("s", md)
+    md["l"].append(2)
+    md["o"]["k"] = "w"
+    md["s"] = "y"
+    await sm.set_session_metadata("s", "t", md["l"])
+    md["l"].append(3)
+    assert await sm.get_session_metadata("s") == {
+        "l": [1],
+        "o": {"k": "v"},
+        "s": "x",
+        "t": [1, 2],
+    }
+
+
+async def test_other_mappings_are_accepted(sm: SessionManager) -> None:
+    await sm.set_session_metadata("s", MappingProxyType({"a": 1}))
+    await sm.set_session_metadata("s", OrderedDict(b=2))
+    assert await sm.get_session_metadata("s") == {"a": 1, "b": 2}
+
+
+async def test_subclass_values_are_stored_as_plain_json(sm: SessionManager) -> None:
+    class MyStr(str):
+        pass
+
+    class MyInt(int):
+        pass
+
+    await sm.set_session_metadata("s", {"a": MyStr("x"), "b": MyInt(3), "c": (1, 2)})
+    got = await sm.get_session_metadata("s")
+    assert got == {"a": "x", "b": 3, "c": [1, 2]}
+    assert type(got["a"]) is str
+    assert type(got["b"]) is int
+
+
+# -- validation -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sid", "exc"),
+    [
+        ("", ValueError),
+        (None, TypeError),
+        (5, TypeError),
+        (b"s", TypeError),
+        ("x" * 257, ValueError),
+    ],
+)
+async def test_bad_session_ids(sm: SessionManager, sid: object, exc: type[Exception]) -> None:
+    calls = [
+        sm.set_session_metadata(sid, {"a": 1}),  # type: ignore[call-overload]
+        sm.set_session_metadata(sid, "a", 1),  # type: ignore[call-overload]
+        sm.update_session_metadata(sid, {"a": 1}),  # type: ignore[arg-type]
+        sm.get_session_metadata(sid),  # type: ignore[arg-type]
+        sm.delete_session_metadata(sid),  # type: ignore[arg-type]
+        sm.remove_session_keys(sid, ["a"]),  # type: ignore[arg-type]
+        sm.touch_session(sid),  # type: ignore[arg-type]
+    ]
+    for call in calls:
+        with pytest.raises(exc, match="session_id"):
+            await call
+    if sid is not None and sid != "":
+        with pytest.raises(exc, match="session_id"):
+            sm.create_session(sid)  # type: ignore[arg-type]
+
+
+async def test_longest_session_id_is_accepted(sm: SessionManager) -> None:
+    sid = "x" * 256
+    await sm.set_session_metadata(sid, {"a": 1})
+    assert await sm.get_session_metadata(sid) == {"a": 1}
+
+
+@pytest.mark.parametrize("metadata", [None, 5, ["a", 1], {"a", "b"}, b"{}"])
+async def test_metadata_must_be_a_mapping(sm: SessionManager, metadata: object) -> None:
+    with pytest.raises(TypeError, match="metadata"):
+        await sm.set_session_metadata("s", metadata)  # type: ignore[call-overload]
+    with pytest.raises(TypeError, match="updates"):
+        await sm.update_session_metadata("s", metadata)  # type: ignore[arg-type]
+
+
+async def test_key_without_value(sm: SessionManager) -> None:
+    with pytest.raises(TypeError, match="value"):
+        await sm.set_session_metadata("s", "key")  # type: ignore[call-overload]
+
+
+@pytest.mark.parametrize("key", [1, None, b"k", ("a",)])
+async def test_keys_must_be_str(sm: SessionManager, key: object) -> None:
+    with pytest.raises(TypeError, match="keys must be str"):
+        await sm.set_session_metadata("s", {key: NEEDLE})  # type: ignore[dict-item]
+    with pytest.raises(TypeError, match="key must be a str"):
+        await sm.set_session_metadata("s", key, NEEDLE)  # type: ignore[call-overload]
+    assert await sm.get_session_metadata("s") == {}
+
+
+@dataclasses.dataclass
+class Point:
+    x: str
+
+
+@pytest.mark.parametrize(
+    ("value", "exc"),
+    [
+        (float("nan"), ValueError),
+        (float("inf"), ValueError),
+        (-math.inf, ValueError),
+        ([1, {"deep": [float("nan")]}], ValueError),
+        ({"x": float("-inf")}, ValueError),
+        ({NEEDLE}, TypeError),
+        (NEEDLE.encode(), TypeError),
+        (datetime.datetime(2026, 1, 1), TypeError),
+        ([datetime.date(2026, 1, 1)], TypeError),
+        (Point(NEEDLE), TypeError),
+        (object(), TypeError),
+        (2**64, TypeError),
+        ({1: NEEDLE}, TypeError),
+    ],
+)
+async def test_non_json_values_are_refused_naming_the_key(
+    sm: SessionManager, value: object, exc: type[Exception]
+) -> None:
+    await sm.set_session_metadata("s", {"kept": 1})
+    for call in (
+        lambda: sm.set_session_metadata("s", {"ok": 1, "bad key": value}),
+        lambda: sm.set_session_metadata("s", "bad key", value),
+        lambda: sm.update_session_metadata("s", {"bad key": value}, remove=["kept"]),
+    ):
+        with pytest.raises(exc) as info:
+            await call()
+        assert "'bad key'" in str(info.value)
+        assert NEEDLE not in str(info.value)
+        assert NEEDLE not in repr(info.value)
+    assert await sm.get_session_metadata("s") == {"kept": 1}
+
+
+async def test_json_null_and_extremes_are_fine(sm: SessionManager) -> None:
+    md = {"n": None, "l": [None], "big": 2**64 - 1, "neg": -(2**63), "f": 1e308, "z": -0.0}
+    await sm.set_session_metadata("s", md)
+    assert await sm.get_session_metadata("s") == md
+
+
+# -- size limit -----------------------------------------------------------------------
+
+
+async def test_too_large_leaves_the_session_as_it_was(sm: SessionManager) -> None:
+    await sm.set_session_metadata("s", {"a": "x" * 100, "b": [1, 2]})
+    before = await sm.get_session_metadata("s")
+    for call in (
+        lambda: sm.set_session_metadata("s", {"c": NEEDLE * 100}),
+        lambda: sm.set_session_metadata("s", "c", NEEDLE * 100),
+        lambda: sm.update_session_metadata("s", {"c": NEEDLE * 100}, remove=["a"]),
+    ):
+        with pytest.raises(MetadataTooLarge) as info:
+            await call()
+        assert info.value.limit == 1000
+        assert info.value.size > 1000
+        assert NEEDLE not in str(info.value)
+    assert await sm.get_session_metadata("s") == before
+
+
+async def test_size_is_the_compact_json_size(sm: SessionManager) -> None:
+    md = {"k": "é" * 10, "q": '"\\\n'}
+    room = 1000 - len(orjson.dumps(md))
+    await sm.set_session_metadata("s", md)
+    filler_overhead = len(orjson.dumps({"f": ""})) - 2 + 1  # ',"f":""'
+    await sm.set_session_metadata("s", "f", "x" * (room - filler_overhead))
+    assert len(orjson.dumps(await sm.get_session_metadata("s"))) == 1000
+    with pytest.raises(MetadataTooLarge) as info:
+        await sm.set_session_metadata("s", "f", "x" * (room - filler_overhead + 1))
+    assert info.value.size == 1001
+
+
+# -- update / remove / touch / delete ----------------------------------------------------
+
+
+async def test_update_merges_and_removes_atomically(sm: SessionManager) -> None:
+    await sm.set_session_metadata("s", {"a": "1", "b": "2", "c": "3"})
+    await sm.update_session_metadata("s", {"b": "20", "d": "4"}, remove=(k for k in ["a", "b"]))
+    assert await sm.get_session_metadata("s") == {"b": "20", "c": "3", "d": "4"}
+    await sm.update_session_metadata("s", {}, remove=["c", "d", "nope"])
+    assert await sm.get_session_metadata("s") == {"b": "20"}
+    with pytest.raises(TypeError, match="remove"):
+        await sm.update_session_metadata("s", {}, remove=[1])  # type: ignore[list-item]
+    with pytest.raises(TypeError, match="remove"):
+        await sm.update_session_metadata("s", {}, remove="b")
+
+
+async def test_remove_touch_delete(sm: SessionManager, clock: FakeClock) -> None:
+    await sm.set_session_metadata("s", {"a": 1, "b": 2})
+    assert await sm.remove_session_keys("s", ["a", "zz"]) == 1
+    assert await sm.get_session_metadata("s") == {"b": 2}
+    with pytest.raises(TypeError, match="keys"):
+        await sm.remove_session_keys("s", "b")
+    clock.now += 60
+    assert await sm.touch_session("s") is True
+    clock.now += 60
+    assert await sm.get_session_metadata("s") == {"b": 2}  # touched 60 s ago, ttl 100
+    assert await sm.touch_session("missing") is False
+    assert await sm.delete_session_metadata("s") is True
+    assert await sm.delete_session_metadata("s") is False
+    assert await sm.get_session_metadata("s") == {}
+
+
+# -- TTL and cleanup -------------------------------------------------------------------
+
+
+async def test_ttl_is_measured_from_the_last_write(sm: SessionManager, clock: FakeClock) -> None:
+    await sm.set_session_metadata("s", {"a": 1})
+    clock.now += 99
+    assert await sm.get_session_metadata("s") == {"a": 1}
+    clock.now += 1
+    assert await sm.get_session_metadata("s") == {}  # gets do not refresh
+    await sm.set_session_metadata("s", {"b": 2})
+    assert await sm.get_session_metadata("s") == {"b": 2}  # the expired keys are gone
+
+
+async def test_cleanup(sm: SessionManager, clock: FakeClock) -> None:
+    for i in range(4):
+        await sm.set_session_metadata(f"old{i}", {"i": i})
+    clock.now += 50
+    await sm.set_session_metadata("young", {"i": 9})
+    clock.now += 50
+    assert await sm.cleanup() == 4
+    assert await sm.get_session_metadata("young") == {"i": 9}
+    assert await sm.cleanup(max_age=10) == 1
+    assert await sm.cleanup(0) == 0
+    with pytest.raises(ValueError, match="max_age"):
+        await sm.cleanup(float("nan"))
+
+
+async def test_cleanup_zero_removes_everything(sm: SessionManager) -> None:
+    for i in range(5):
+        await sm.set_session_metadata(f"s{i}", {"i": i})
+    assert await sm.cleanup(0) == 5
+    assert await sm.get_session_metadata("s0") == {}
+
+
+async def test_auto_cleanup_above_threshold(clock: FakeClock) -> None:
+    store = MemoryStore(clock=clock)
+    sm = SessionManager(store, secret_key=SECRET, clock=clock, session_ttl=10, cleanup_threshold=3)
+    for i in range(3):
+        await sm.set_session_metadata(f"s{i}", {"i": i})
+    clock.now += 11
+    await sm.set_session_metadata("s3", {"i": 3})  # leaves 4 > 3 stored: expired ones go
+    assert len(store) == 1
+    # A trigger, not a cap: fresh sessions are never removed.
+    for i in range(10):
+        await sm.set_session_metadata(f"f{i}", {"i": i})
+    assert len(store) == 11
+
+
+async def test_no_auto_cleanup_at_or_below_threshold(clock: FakeClock) -> None:
+    store = MemoryStore(clock=clock)
+    sm = SessionManager(store, secret_key=SECRET, clock=clock, session_ttl=10, cleanup_threshold=5)
+    for i in range(4):
+        await sm.set_session_metadata(f"s{i}", {"i": i})
+    clock.now += 11
+    await sm.set_session_metadata("s4", {"i": 4})  # 5 stored: not more than 5
+    assert len(store) == 5
+    assert await sm.get_session_metadata("s0") == {}  # but expired data is never served
+
+
+async def test_auto_cleanup_through_the_protocol(clock: FakeClock) -> None:
+    sized = GenericStore(clock=clock)
+    sm = SessionManager(sized, secret_key=SECRET, clock=clock, session_ttl=10, cleanup_threshold=2)
+    for i in range(3):
+        await sm.set_session_metadata(f"s{i}", {"i": i})
+    clock.now += 11
+    await sm.set_session_metadata("s3", {"i": 3})
+    assert len(sized) == 1
+
+    unsized = UnsizedStore(clock)
+    sm2 = SessionManager(unsized, secret_key=SECRET, clock=clock, cleanup_threshold=4)
+    for i in range(10):
+        await sm2.set_session_metadata("s", {"i": i})
+    assert unsized.cleanups == 2  # once every `threshold + 1` writes, never per write
+
+
+class CountingOrderedDict(OrderedDict):  # type: ignore[type-arg]
+    iterations = 0
+
+    def __iter__(self) -> Iterator[Any]:
+        CountingOrderedDict.iterations += 1
+        return super().__iter__()
+
+
+async def test_auto_cleanup_is_amortized_constant(clock: FakeClock) -> None:
+    store = MemoryStore(clock=clock)
+    sm = SessionManager(store, secret_key=SECRET, clock=clock, session_ttl=100, cleanup_threshold=0)
+    for i in range(2000):
+        await sm.set_session_metadata(f"s{i}", {"i": i})
+    store._sessions = CountingOrderedDict(store._sessions)
+    CountingOrderedDict.iterations = 0
+    for i in range(2000):  # nothing has expired: no session is ever looked at
+        await sm.set_session_metadata(f"s{i}", {"j": i})
+    assert CountingOrderedDict.iterations == 0
+    clock.now += 100  # every session expires
+    await sm.set_session_metadata("new", {"a": 1})
+    # Each expired session is popped once; the fresh one stops the walk.
+    assert CountingOrderedDict.iterations <= 2001
+    assert len(store) == 1
+    CountingOrderedDict.iterations = 0
+    for i in range(100):
+        await sm.set_session_metadata("new", {"a": i})
+    assert CountingOrderedDict.iterations == 0
+
+
+async def test_set_delete_cycles_leave_nothing_behind(sm: SessionManager) -> None:
+    for i in range(500):
+        await sm.set_session_metadata(f"s{i}", {"i": i})
+        assert await sm.delete_session_metadata(f"s{i}") is True
+    store = sm.store
+    inner = store.inner if isinstance(store, UnsizedStore) else store
+    assert isinstance(inner, MemoryStore)
+    assert len(inner) == 0
+
+
+# -- construction ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "exc", "name"),
+    [
+        ({"session_ttl": 0}, ValueError, "session_ttl"),
+        ({"session_ttl": -1}, ValueError, "session_ttl"),
+        ({"session_ttl": math.inf}, ValueError, "session_ttl"),
+        ({"session_ttl": math.nan}, ValueError, "session_ttl"),
+        ({"session_ttl": True}, ValueError, "session_ttl"),
+        ({"cleanup_threshold": -1}, ValueError, "cleanup_threshold"),
+        ({"cleanup_threshold": 1.5}, ValueError, "cleanup_threshold"),
+        ({"max_session_bytes": 1}, ValueError, "max_session_bytes"),
+        ({"max_session_bytes": "64000"}, ValueError, "max_session_bytes"),
+        ({"token_expiry_secs": 0}, ValueError, "token_expiry_secs"),
+        ({"clock": 5}, TypeError, "clock"),
+    ],
+)
+def test_constructor_validation(kwargs: dict[str, Any], exc: type[Exception], name: str) -> None:
+    with pytest.raises(exc, match=name):
+        SessionManager(secret_key=SECRET, **kwargs)
+
+
+def test_store_must_implement_the_protocol() -> None:
+    with pytest.raises(TypeError, match="store"):
+        SessionManager(object(), secret_key=SECRET)  # type: ignore[arg-type]
+
+
+async def test_properties_and_close(clock: FakeClock) -> None:
+    store = MemoryStore(clock=clock)
+    sm = SessionManager(
+        store,
+        secret_key=SECRET,
+        session_ttl=5.5,
+        cleanup_threshold=7,
+        max_session_bytes=500,
+        token_expiry_secs=60,
+    )
+    assert sm.store is store
+    assert sm.session_ttl == 5.5
+    assert sm.cleanup_threshold == 7
+    assert sm.max_session_bytes == 500
+    assert sm.token_expiry_secs == 60
+    sm.token_expiry_secs = 30
+    assert sm.tokens.token_expiry_secs == 30
+    assert SECRET not in repr(sm)
+    await sm.set_session_metadata("s", {"a": NEEDLE})
+    assert NEEDLE not in repr(sm)
+    assert NEEDLE not in repr(store)
+    async with sm as entered:
+        assert entered is sm
+    assert len(store) == 0  # aclose() emptied the memory store
+
+
+def test_default_store_is_a_new_memory_store() -> None:
+    a = SessionManager(secret_key=SECRET)
+    b = SessionManager(secret_key=SECRET)
+    assert isinstance(a.store, MemoryStore)
+    assert a.store is not b.store
+
+
+# -- properties ---------------------------------------------------------------------------
+
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+updates = st.dictionaries(st.text(max_size=6), json_values, max_size=5)
+
+
+@settings(max_examples=80, deadline=None)
+@given(
+    steps=st.lists(
+        st.tuples(updates, st.lists(st.text(max_size=6), max_size=3), st.booleans()), max_size=8
+    )
+)
+def test_merge_property(steps: list[tuple[dict[str, Any], list[str], bool]]) -> None:
+    """Any sequence of writes equals a shallow dict merge, within the size limit."""
+
+    async def scenario() -> None:
+        for generic in (False, True):
+            clock = FakeClock()
+            store = GenericStore(clock=clock) if generic else None
+            sm = SessionManager(store, secret_key=SECRET, clock=clock, max_session_bytes=600)
+            model: dict[str, Any] = {}
+            for fields, remove, use_update in steps:
+                after = dict(model)
+                if use_update:
+                    for key in remove:
+                        after.pop(key, None)
+                after.update(fields)
+                refused: MetadataTooLarge | None = None
+                try:
+                    if use_update:
+                        await sm.update_session_metadata("s", fields, remove=remove)
+                    else:
+                        await sm.set_session_metadata("s", fields)
+                except MetadataTooLarge as exc:
+                    refused = exc
+                size = len(orjson.dumps(after))
+                if refused is not None:
+                    assert refused.size == size
+                    assert size > 600
+                else:
+                    assert size <= 600
+                    model = after
+                assert await sm.get_session_metadata("s") == model
+
+    asyncio.run(scenario())
+
+
+async def test_fast_path_falls_back_without_partial_changes(clock: FakeClock) -> None:
+    """A scalar-only write path that meets a container or bad value mid-way changes nothing."""
+    store = MemoryStore(clock=clock)
+    sm = SessionManager(store, secret_key=SECRET, clock=clock, max_session_bytes=200)
+    await sm.set_session_metadata("s", {"a": "x" * 50, "b": 1})
+    # Overwrites "a" with a shorter scalar, then meets a list: the general path takes over.
+    await sm.set_session_metadata("s", {"a": "y", "c": [1, 2], "d": 2.5})
+    assert await sm.get_session_metadata("s") == {"a": "y", "b": 1, "c": [1, 2], "d": 2.5}
+    # Overwrites "a", then an int beyond 64 bits: refused, and the sizes are intact.
+    with pytest.raises(TypeError, match="'big'"):
+        await sm.set_session_metadata("s", {"a": "z" * 100, "big": 2**70})
+    with pytest.raises(ValueError, match="'nan'"):
+        await sm.set_session_metadata("s", {"b": 5, "nan": math.nan})
+    with pytest.raises(TypeError, match="keys must be str"):
+        await sm.set_session_metadata("s", {"a": "w" * 90, 7: "x"})  # type: ignore[dict-item]
+    assert await sm.get_session_metadata("s") == {"a": "y", "b": 1, "c": [1, 2], "d": 2.5}
+    size = len(orjson.dumps(await sm.get_session_metadata("s")))
+    room = 200 - size - len(',"e":""')
+    await sm.set_session_metadata("s", "e", "q" * room)  # exactly at the limit: accepted
+    with pytest.raises(MetadataTooLarge):
+        await sm.set_session_metadata("s", "e", "q" * (room + 1))
+    assert await sm.remove_session_keys("s", ["e"]) == 1
+    # A container replaced by a scalar and back keeps reads exact.
+    await sm.set_session_metadata("s", {"c": "scalar now"})
+    await sm.set_session_metadata("s", "c", {"nested": True})
+    got = await sm.get_session_metadata("s")
+    assert got["c"] == {"nested": True}
+    got["c"]["nested"] = False
+    assert (await sm.get_session_metadata("s"))["c"] == {"nested": True}
