@@ -7,6 +7,20 @@ from __future__ import annotations
 
 from livekit.agents import Plugin
 
+from .adapter import AdapterStats, MetadataAdapter, PublishResult, SessionHandle
+from .codec import (
+    DEFAULT_MAX_ATTRIBUTES_BYTES,
+    DEFAULT_MAX_METADATA_BYTES,
+    MAX_DEPTH,
+    apply_attributes,
+    attributes_size,
+    parse_metadata,
+    serialize_metadata,
+    split_attribute_update,
+    validate_attributes,
+    validate_schema,
+)
+from .dispatch import ensure_dispatch
 from .errors import (
     ConfigError,
     DispatchError,
@@ -24,26 +38,83 @@ from .errors import (
     TokenError,
     TokenVerificationError,
 )
+from .issuer import Dispatch, ReferenceToken, TokenIssuer, VerifiedToken
 from .log import logger
+from .memory_store import MemoryStore
+from .redis_store import RedisStore
+from .router import (
+    AgentFactoryMap,
+    ConditionFailure,
+    MetadataRouter,
+    Route,
+    RuleTrace,
+    Selection,
+    format_explain,
+    format_route,
+    reroute,
+    route_of,
+)
+from .server import Principal, ServerConfig, create_app
+from .session import SessionManager
+from .store import SessionStore
+from .tool_token import InsecureSecretWarning, ToolTokens
 from .version import __version__
 
 __all__ = [
+    "DEFAULT_MAX_ATTRIBUTES_BYTES",
+    "DEFAULT_MAX_METADATA_BYTES",
+    "MAX_DEPTH",
+    "AdapterStats",
+    "AgentFactoryMap",
+    "ConditionFailure",
     "ConfigError",
+    "Dispatch",
     "DispatchError",
+    "InsecureSecretWarning",
     "InvalidAttributes",
     "InvalidMetadataJSON",
+    "MemoryStore",
+    "MetadataAdapter",
     "MetadataError",
     "MetadataNotAnObject",
     "MetadataPluginError",
+    "MetadataRouter",
     "MetadataTooLarge",
     "NoRouteMatched",
+    "Principal",
+    "PublishResult",
+    "RedisStore",
+    "ReferenceToken",
+    "Route",
     "RoutingError",
+    "RuleTrace",
     "SchemaViolation",
+    "Selection",
+    "ServerConfig",
+    "SessionHandle",
+    "SessionManager",
+    "SessionStore",
     "StoreError",
     "StoreUnavailable",
     "TokenError",
+    "TokenIssuer",
     "TokenVerificationError",
+    "ToolTokens",
+    "VerifiedToken",
     "__version__",
+    "apply_attributes",
+    "attributes_size",
+    "create_app",
+    "ensure_dispatch",
+    "format_explain",
+    "format_route",
+    "parse_metadata",
+    "reroute",
+    "route_of",
+    "serialize_metadata",
+    "split_attribute_update",
+    "validate_attributes",
+    "validate_schema",
 ]
 
 

@@ -39,6 +39,7 @@ from typing import Any, Final, Literal, overload
 
 import orjson
 
+from .log import logger
 from .memory_store import MemoryStore
 from .store import SessionStore
 from .tool_token import DEFAULT_TOKEN_EXPIRY_SECS, SecretInput, ToolTokens
@@ -220,6 +221,14 @@ class SessionManager:
         # Fast path: a MemoryStore is driven synchronously (no second coroutine).
         self._memory: MemoryStore | None = self._store if type(self._store) is MemoryStore else None
         self._sized = hasattr(self._store, "__len__")
+        if self._memory is None and self._tokens.secret_source == "random per process":  # noqa: S105
+            # A shared store means several workers: tokens signed here must validate there.
+            logger.warning(
+                "SessionManager uses a shared store (%s) but no tool-token secret is configured: "
+                "tool tokens minted by this process will NOT validate on other workers or after "
+                "a restart. Set secret_key=, LIVEKIT_METADATA_SECRET or LIVEKIT_API_SECRET.",
+                type(self._store).__name__,
+            )
         self._writes_since_cleanup = 0
 
     def __repr__(self) -> str:
