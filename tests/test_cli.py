@@ -276,6 +276,23 @@ def test_route_and_explain(runner: CliRunner, tmp_path: Path) -> None:
     assert "reject" in rejected.stdout
 
 
+def test_route_explain_prints_the_trace_even_when_nothing_matches(
+    runner: CliRunner, tmp_path: Path
+) -> None:
+    rules = tmp_path / "nodefault.yaml"
+    rules.write_text(
+        "rules:\n  - name: sales-only\n    when: {department: sales}\n    agent: sales\n",
+        encoding="utf-8",
+    )
+    result = invoke(
+        runner, "route", "--rules", str(rules), "-m", '{"department": "x"}', "--explain"
+    )
+    assert result.exit_code == 1
+    assert "sales-only" in result.stdout
+    assert result.stderr.startswith("error: no routing rule matched")
+    assert_clean(result)
+
+
 def test_route_errors(runner: CliRunner, tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("rules: [{agent: a, when: {x: {bogus: 1}}}]\n", encoding="utf-8")

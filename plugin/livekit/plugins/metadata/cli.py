@@ -372,10 +372,11 @@ def route_command(
 
     with _errors():
         router = MetadataRouter.from_file(rules)
+        if explain:
+            # The trace first: it is most useful exactly when nothing matches.
+            typer.echo(format_explain(router.explain(md or {})))
         route = router.route(md or {})
         typer.echo(format_route(route))
-        if explain:
-            typer.echo(format_explain(router.explain(md or {})))
 
 
 @app.command("serve")
