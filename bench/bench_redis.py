@@ -10,19 +10,26 @@ on a rotating set of 1,000 session ids with the same five pre-encoded JSON value
 * ``RedisStore merge + get``: ``EVALSHA`` of the merge script (size check under the
   byte limit, ``HSET`` of 5 fields + the size field, ``PEXPIRE``; atomic), then
   ``HGETALL`` and orjson-decoding of each value; 2 round trips, each under the
-  store's deadline.
+  store's deadline. What ``SessionManager`` does with a store lacking the fused op.
+* ``RedisStore merge_and_get``: the optional fused operation
+  (:class:`~livekit.plugins.metadata.store.MergeAndGet`): one ``EVALSHA`` of the
+  same merge script, which after the write also reads the hash (``HGETALL``
+  inside the script) and returns it as one JSON object text; one ``orjson.loads``;
+  1 round trip, atomic, under the store's deadline. The targets apply to this
+  case (``SessionManager`` uses it when the store offers it).
 * ``raw redis-py pipeline HSET+PEXPIRE+HGETALL (MULTI)``: the three commands in one
   MULTI/EXEC pipeline; 1 round trip; no size check, values not decoded. Shown for
-  scale: it is the floor for a fused merge-and-read, which the store protocol
-  (separate ``merge`` and ``get``) does not offer.
+  scale: the raw floor for a fused merge-and-read.
 * ``RMW JSON GET+SET, then GET``: the rejected design: ``GET``, ``orjson.loads``,
   ``dict.update``, ``orjson.dumps``, ``SET .. PX ttl``, then ``GET`` + ``loads`` to
   read it back; 3 round trips. Not atomic: it loses concurrent updates (see the
   2 × 500 test, where this design loses almost every key).
 
 Two tables: one asyncio task (latency-bound), and 50 concurrent tasks on one
-event loop (client-CPU-bound on a small machine). A memory table follows: Redis
-bytes per 5-key session with a TTL.
+event loop (client-CPU-bound on a small machine); under each, the issue's targets
+computed from the same run (throughput ratios of ``merge_and_get``: ≥ 0.9× raw,
+≥ 2× read-modify-write). A memory table follows: Redis bytes per 5-key session
+with a TTL.
 
 Run: ``uv run python -m bench.bench_redis [--quick]``.
 """
@@ -210,6 +217,16 @@ def _store(d: _Driver) -> _Op:
     return op
 
 
+def _fused(d: _Driver) -> _Op:
+    store = d.store
+    assert store is not None
+
+    async def op(sid: str) -> object:
+        return await store.merge_and_get(sid, _ENCODED, ttl=_TTL, max_bytes=_MAX_BYTES)
+
+    return op
+
+
 def _pipeline(d: _Driver) -> _Op:
     raw = d.raw
     assert raw is not None
@@ -246,6 +263,12 @@ def _rmw(d: _Driver) -> _Op:
 _CASES: list[tuple[str, str, Callable[[_Driver], _Op], bool]] = [
     ("raw", "raw redis-py HSET + HGETALL (2 RTT)", _raw, True),
     ("store", "RedisStore merge + get (2 RTT, atomic, TTL, size check)", _store, False),
+    (
+        "fused",
+        "RedisStore merge_and_get (1 RTT, atomic, TTL, size check)",
+        _fused,
+        False,
+    ),
     ("pipe", "raw redis-py pipeline HSET+PEXPIRE+HGETALL, MULTI (1 RTT)", _pipeline, False),
     ("rmw", "RMW JSON GET+SET, then GET (3 RTT, loses updates)", _rmw, False),
 ]
@@ -264,16 +287,30 @@ def _throughput(url: str, concurrency: int, quick: bool) -> Table:
             if concurrency == 1
             else f"Redis session op (merge 5 keys + get), {concurrency} concurrent asyncio tasks"
         )
-        return measure(
+        table = measure(
             title,
             cases,
             repeats=5 if quick else 7,
             target=0.1 if quick else 0.25,
             note="Rate = sessions/second through one client; time vs baseline < 1 is faster.",
         )
+        table.note += "\n\n" + _targets(table)
+        return table
     finally:
         for d in drivers:
             d.close()
+
+
+def _targets(table: Table) -> str:
+    """The issue's targets, as throughput ratios (baseline time / case time), same run."""
+    by_tag = dict(zip((tag for tag, *_ in _CASES), table.results, strict=True))
+    fused, raw, rmw = by_tag["fused"].median, by_tag["raw"].median, by_tag["rmw"].median
+    vs_raw, vs_rmw = raw / fused, rmw / fused
+    return (
+        f"Targets (throughput of `merge_and_get` = case time of the other / its time): "
+        f"vs raw redis-py {vs_raw:.2f}× (target ≥ 0.9×: {'met' if vs_raw >= 0.9 else 'MISSED'}); "
+        f"vs read-modify-write {vs_rmw:.2f}× (target ≥ 2×: {'met' if vs_rmw >= 2 else 'MISSED'})."
+    )
 
 
 async def _memory(url: str, n: int) -> str:

@@ -12,7 +12,7 @@ pytestmark = pytest.mark.unit
 EXPECTED = {
     "DEFAULT_MAX_ATTRIBUTES_BYTES", "DEFAULT_MAX_METADATA_BYTES", "MAX_DEPTH", "AdapterStats",
     "AgentFactoryMap", "ConditionFailure", "ConfigError", "Dispatch", "DispatchError",
-    "InsecureSecretWarning", "InvalidAttributes", "InvalidMetadataJSON", "MemoryStore",
+    "InsecureSecretWarning", "InvalidAttributes", "InvalidMetadataJSON", "MemoryStore", "MergeAndGet",
     "MetadataAdapter", "MetadataError", "MetadataNotAnObject", "MetadataPluginError",
     "MetadataRouter", "MetadataTooLarge", "NoRouteMatched", "Principal", "PublishResult",
     "RedisStore", "ReferenceToken", "Route", "RoutingError", "RuleTrace", "SchemaViolation",

@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from livekit.plugins.metadata.errors import ConfigError, MetadataTooLarge, StoreUnavailable
 from livekit.plugins.metadata.redis_store import SIZE_FIELD, RedisStore, redact_url
+from livekit.plugins.metadata.store import MergeAndGet, SessionStore
 from tests.fixtures.redis_server import RedisServer
 from tests.store_conformance import StoreConformance
 
@@ -540,6 +541,112 @@ def test_size_limit_matches_the_contract_model(redis_url: str) -> None:
                 await s.merge(sid, _dumps(fields), remove=remove, ttl=TTL, max_bytes=limit)
                 model = after
             assert await s.get(sid) == model
+
+    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @given(_ops)
+    def run(ops: list[tuple[dict[str, Any], list[str], int]]) -> None:
+        loop.run_until_complete(check(ops))
+
+    try:
+        run()
+    finally:
+        loop.run_until_complete(s.aclose())
+        loop.close()
+
+
+# --- merge_and_get: the fused, optional operation -------------------------------------
+
+
+async def test_merge_and_get_is_offered_and_returns_the_session(store: RedisStore) -> None:
+    assert isinstance(store, SessionStore)
+    assert isinstance(store, MergeAndGet)
+    data = {"user": {"id": 7}, 'we"ird\n': None, "ключ": [1.5, "x"], "c\x00\x1f\x7f/\\": 0}
+    assert await store.merge_and_get("s", _dumps(data), ttl=TTL, max_bytes=BIG) == data
+    got = await store.merge_and_get(
+        "s", _dumps({"lang": "fi"}), remove=["user", "nope"], ttl=TTL, max_bytes=BIG
+    )
+    assert got == {'we"ird\n': None, "ключ": [1.5, "x"], "c\x00\x1f\x7f/\\": 0, "lang": "fi"}
+    assert got == await store.get("s")
+    raw = await store.client.hgetall("lkmeta:s")
+    assert int(raw.pop(SIZE_FIELD)) + 1 == len(orjson.dumps(got))
+    assert 0 < await store.client.pttl("lkmeta:s") <= 60_000
+    # an empty merge creates/refreshes the session like merge does
+    assert await store.merge_and_get("fresh", {}, ttl=TTL, max_bytes=BIG) == {}
+
+
+async def test_merge_and_get_too_large_leaves_session_unchanged(store: RedisStore) -> None:
+    await store.merge("s", _dumps({"a": "x" * 10}), ttl=1.0, max_bytes=100)
+    before = await store.client.hgetall("lkmeta:s")
+    pttl_before = await store.client.pttl("lkmeta:s")
+    with pytest.raises(MetadataTooLarge) as info:
+        await store.merge_and_get(
+            "s", {"b": orjson.dumps("y" * 100)}, remove=["a"], ttl=TTL, max_bytes=100
+        )
+    assert (info.value.size, info.value.limit) == (len(orjson.dumps({"b": "y" * 100})), 100)
+    assert await store.client.hgetall("lkmeta:s") == before
+    assert await store.client.pttl("lkmeta:s") <= pttl_before  # TTL not refreshed either
+    # the same refusal as merge, message included
+    with pytest.raises(MetadataTooLarge) as via_merge:
+        await store.merge("s", {"b": orjson.dumps("y" * 100)}, remove=["a"], ttl=TTL, max_bytes=100)
+    assert str(via_merge.value) == str(info.value)
+
+
+async def test_merge_and_get_survives_a_flushed_script_cache(store: RedisStore) -> None:
+    await store.client.script_flush()
+    assert await store.merge_and_get("s", {"a": b"1"}, ttl=TTL, max_bytes=BIG) == {"a": 1}
+    await store.client.script_flush()
+    with pytest.raises(MetadataTooLarge):
+        await store.merge_and_get("s", {"b": b"2"}, ttl=TTL, max_bytes=8)
+    assert await store.get("s") == {"a": 1}
+
+
+async def test_merge_and_get_unavailable() -> None:
+    s = RedisStore.from_url("redis://:pw-never-shown@127.0.0.1:1/0", timeout=1.0)
+    try:
+        with pytest.raises(StoreUnavailable) as info:
+            await s.merge_and_get("s", {"a": b"1"}, ttl=TTL, max_bytes=BIG)
+        assert info.value.__cause__ is not None
+        assert "pw-never-shown" not in str(info.value)
+        assert "127.0.0.1:1" in str(info.value)
+    finally:
+        await s.aclose()
+
+
+async def test_merge_and_get_validates_like_merge(store: RedisStore) -> None:
+    with pytest.raises(ValueError, match="ttl"):
+        await store.merge_and_get("s", {"a": b"1"}, ttl=0, max_bytes=10)
+    with pytest.raises(ValueError, match="max_bytes"):
+        await store.merge_and_get("s", {"a": b"1"}, ttl=1, max_bytes=-1)
+    with pytest.raises(TypeError, match="fields"):
+        await store.merge_and_get("s", {"a": b""}, ttl=1, max_bytes=10)
+    with pytest.raises(ValueError, match="session_id"):
+        await store.merge_and_get("", {"a": b"1"}, ttl=1, max_bytes=10)
+    assert await store.client.exists("lkmeta:s") == 0
+
+
+def test_merge_and_get_equals_merge_then_get(redis_url: str) -> None:
+    loop = asyncio.new_event_loop()
+    s = RedisStore.from_url(redis_url)
+
+    async def check(ops: list[tuple[dict[str, Any], list[str], int]]) -> None:
+        a, b = uuid.uuid4().hex, uuid.uuid4().hex  # a: merge + get; b: merge_and_get
+        for fields, remove, limit in ops:
+            encoded = _dumps(fields)
+            try:
+                await s.merge(a, encoded, remove=remove, ttl=TTL, max_bytes=limit)
+            except MetadataTooLarge as exc:
+                separate: Any = (exc.size, exc.limit)
+            else:
+                separate = await s.get(a)
+            try:
+                fused: Any = await s.merge_and_get(
+                    b, encoded, remove=remove, ttl=TTL, max_bytes=limit
+                )
+            except MetadataTooLarge as exc:
+                fused = (exc.size, exc.limit)
+            assert fused == separate
+            # the stored hashes (size bookkeeping included) are identical too
+            assert await s.client.hgetall("lkmeta:" + a) == await s.client.hgetall("lkmeta:" + b)
 
     @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
     @given(_ops)

@@ -56,7 +56,7 @@ from .router import (
 )
 from .server import Principal, ServerConfig, create_app
 from .session import SessionManager
-from .store import SessionStore
+from .store import MergeAndGet, SessionStore
 from .tool_token import InsecureSecretWarning, ToolTokens
 from .version import __version__
 
@@ -74,6 +74,7 @@ __all__ = [
     "InvalidAttributes",
     "InvalidMetadataJSON",
     "MemoryStore",
+    "MergeAndGet",
     "MetadataAdapter",
     "MetadataError",
     "MetadataNotAnObject",

@@ -10,16 +10,19 @@ Every write is **one atomic round trip**: a Lua script (``EVALSHA``, falling bac
 to ``EVAL`` after a server restart flushed the script cache) that computes the
 resulting size under the size contract of :mod:`.store`, refuses when it would
 exceed ``max_bytes`` (the session stays exactly as it was), and otherwise applies
-``HSET``/``HDEL`` and the sliding ``PEXPIRE`` together.
+``HSET``/``HDEL`` and the sliding ``PEXPIRE`` together. :meth:`RedisStore.merge_and_get`
+(the optional :class:`~.store.MergeAndGet` operation) runs the same script, which
+then also returns the hash as written: merge plus read in one round trip.
 
 Size bookkeeping: each hash carries one reserved field, ``b"\\xff"`` (a byte that
 never occurs in UTF-8, so it cannot collide with a key), holding
 ``S = sum(entry_size(key, value) + 1)`` over the session's entries; the
 session's size under the contract is then ``1 + S`` (``2``, i.e. ``{}``, when
-``S == 0``), with no ``HLEN``. The client computes each touched key's JSON length
-with the same :func:`~.store.entry_size` the ``MemoryStore`` uses, so the limit
-is enforced identically, and a merge costs O(fields touched), not O(session
-size). A hash found without the reserved field (written by something else) is
+``S == 0``), with no ``HLEN``. The script measures the JSON length of each key it
+adds or removes, escaping exactly as orjson (and so :func:`~.store.entry_size`,
+which the ``MemoryStore`` uses) does, so the limit is enforced identically; an
+update of an existing key needs only the value lengths. A merge costs O(fields
+touched), not O(session size), and the client sends only keys and values. A hash found without the reserved field (written by something else) is
 measured once inside the script from its contents.
 The hash belongs to the store: write it only through ``RedisStore``.
 
@@ -48,7 +51,6 @@ import orjson
 
 from .errors import ConfigError, MetadataTooLarge, StoreUnavailable
 from .log import logger
-from .store import entry_size
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -72,10 +74,27 @@ _BACKOFF_MAX = 0.5
 
 # The Lua below avoids local functions (a closure per run costs more than the
 # redis.call()s) and keeps redis.call()s few. Lists are sent in chunks of 1000
-# because Lua's unpack() has a stack limit. A hash that lacks the reserved field
-# is measured from its contents, escaping keys exactly as orjson does
-# (\" \\ \b \t \n \f \r, other control characters as \u00XX, nothing else).
-_LUA_READ = r"""
+# because Lua's unpack() has a stack limit. A key's JSON length is measured here,
+# only when it is added or removed (an update needs no key length), escaping
+# exactly as orjson does (\" \\ \b \t \n \f \r, other control characters as
+# \u00XX, nothing else); a plain key costs one string.find. A hash that lacks
+# the reserved field is measured from its contents the same way.
+#
+# ``_LUA_ELEN`` is spliced in with ``f`` bound to a key: it sets ``el`` to
+# entry_size(key, b"") = len(orjson.dumps(key)) + 1.
+_LUA_ELEN = r"""
+  if string.find(f, '[%z\1-\31"\\]') then
+    local _, q = string.gsub(f, '["\\]', '')
+    local _, e = string.gsub(f, '[\8\9\10\12\13]', '')
+    local _, c = string.gsub(f, '[%z\1-\31]', '')
+    el = #f + 3 + q + e + 5 * (c - e)
+  else
+    el = #f + 3
+  end
+"""
+
+_LUA_READ = (
+    r"""
 local key = KEYS[1]
 local old
 if #names <= 1000 then
@@ -87,49 +106,74 @@ else
     for k = 1, #part do old[#old + 1] = part[k] end
   end
 end
+local el
 local s = tonumber(old[1])
 if not s then
   s = 0
   local all = redis.call('HGETALL', key)
   for i = 1, #all, 2 do
     local f = all[i]
-    local _, q = string.gsub(f, '["\\]', '')
-    local _, e = string.gsub(f, '[\8\9\10\12\13]', '')
-    local _, c = string.gsub(f, '[%z\1-\31]', '')
-    s = s + #f + 4 + q + e + 5 * (c - e) + #all[i + 1]
+"""
+    + _LUA_ELEN
+    + r"""
+    s = s + el + 1 + #all[i + 1]
   end
 end
 """
+)
 
-# KEYS[1] session hash. ARGV: max_bytes, ttl_ms, n_set, then n_set triples
-# (field, value, entry_size(key, b"")), then pairs (field, entry_size(key, b"")) to
-# remove (disjoint from the set fields). Returns the new size, or -size if refused.
+# KEYS[1] session hash. ARGV: max_bytes, ttl_ms, want_result, lengths, blob, then
+# the fields to remove (disjoint from the set fields). The fields to set travel
+# packed: ``blob`` is key1 value1 key2 value2 ... concatenated and ``lengths`` their
+# byte lengths in decimal, comma-separated; two arguments instead of 2 x N saves
+# the client most of its per-argument encoding work, and the script splits them
+# with string.sub.
+# Returns -size if refused (nothing written); otherwise the new size, or with
+# want_result == '1' the session after the write as one JSON object text (the
+# stored values are compact JSON already; keys are quoted, or escaped by cjson
+# when they need it; the reserved field left out): one bulk reply that the client
+# decodes with a single orjson.loads, rather than 2 x N bulk strings to parse.
 _MERGE_LUA = (
     r"""
-local nset = tonumber(ARGV[3])
+local data = ARGV[5]
+local kv = {}
+local pos = 1
+for l in string.gmatch(ARGV[4], '%d+') do
+  local e = pos + tonumber(l)
+  kv[#kv + 1] = string.sub(data, pos, e - 1)
+  pos = e
+end
 local names = {'\255'}
-for i = 4, 3 + 3 * nset, 3 do names[#names + 1] = ARGV[i] end
-for i = 4 + 3 * nset, #ARGV, 2 do names[#names + 1] = ARGV[i] end
+for i = 1, #kv, 2 do names[#names + 1] = kv[i] end
+for i = 6, #ARGV do names[#names + 1] = ARGV[i] end
 """
     + _LUA_READ
     + r"""
-local hset = {}
 local n = 1
-for i = 4, 3 + 3 * nset, 3 do
-  n = n + 1
-  local v = ARGV[i + 1]
-  local prev = old[n]
-  if prev then s = s - #prev + #v else s = s + tonumber(ARGV[i + 2]) + #v + 1 end
-  hset[#hset + 1] = ARGV[i]
-  hset[#hset + 1] = v
-end
-local hdel = {}
-for i = 4 + 3 * nset, #ARGV, 2 do
+for i = 1, #kv, 2 do
   n = n + 1
   local prev = old[n]
   if prev then
-    s = s - tonumber(ARGV[i + 1]) - #prev - 1
-    hdel[#hdel + 1] = ARGV[i]
+    s = s - #prev + #kv[i + 1]
+  else
+    local f = kv[i]
+"""
+    + _LUA_ELEN
+    + r"""
+    s = s + el + #kv[i + 1] + 1
+  end
+end
+local hdel = {}
+for i = 6, #ARGV do
+  n = n + 1
+  local prev = old[n]
+  if prev then
+    local f = ARGV[i]
+"""
+    + _LUA_ELEN
+    + r"""
+    s = s - el - #prev - 1
+    hdel[#hdel + 1] = f
   end
 end
 local size = 2
@@ -138,34 +182,51 @@ if size > tonumber(ARGV[1]) then return -size end
 for j = 1, #hdel, 1000 do
   redis.call('HDEL', key, unpack(hdel, j, math.min(j + 999, #hdel)))
 end
-hset[#hset + 1] = '\255'
-hset[#hset + 1] = s
-for j = 1, #hset, 1000 do
-  redis.call('HSET', key, unpack(hset, j, math.min(j + 999, #hset)))
+if #kv <= 998 then
+  redis.call('HSET', key, '\255', s, unpack(kv))
+else
+  redis.call('HSET', key, '\255', s)
+  for j = 1, #kv, 1000 do
+    redis.call('HSET', key, unpack(kv, j, math.min(j + 999, #kv)))
+  end
 end
 redis.call('PEXPIRE', key, ARGV[2])
-return size
+if ARGV[3] ~= '1' then return size end
+local all = redis.call('HGETALL', key)
+local parts = {}
+for i = 1, #all, 2 do
+  local f = all[i]
+  if f ~= '\255' then
+    if string.find(f, '[%z\1-\31"\\]') then f = cjson.encode(f) else f = '"' .. f .. '"' end
+    parts[#parts + 1] = f .. ':' .. all[i + 1]
+  end
+end
+return '{' .. table.concat(parts, ',') .. '}'
 """
 )
 
-# KEYS[1] session hash. ARGV: ttl_ms, then pairs (field, entry_size(key, b"")).
+# KEYS[1] session hash. ARGV: ttl_ms, then the fields to remove (distinct).
 # Returns how many keys existed. The TTL is refreshed when keys remain; a session
 # left without keys is deleted.
 _REMOVE_LUA = (
     r"""
 local names = {'\255'}
-for i = 2, #ARGV, 2 do names[#names + 1] = ARGV[i] end
+for i = 2, #ARGV do names[#names + 1] = ARGV[i] end
 """
     + _LUA_READ
     + r"""
 local hdel = {}
 local n = 1
-for i = 2, #ARGV, 2 do
+for i = 2, #ARGV do
   n = n + 1
   local prev = old[n]
   if prev then
-    s = s - tonumber(ARGV[i + 1]) - #prev - 1
-    hdel[#hdel + 1] = ARGV[i]
+    local f = ARGV[i]
+"""
+    + _LUA_ELEN
+    + r"""
+    s = s - el - #prev - 1
+    hdel[#hdel + 1] = f
   end
 end
 if #hdel == 0 then return 0 end
@@ -409,6 +470,28 @@ class RedisStore:
             except self._redis_error as exc:
                 raise self._unavailable(op, exc) from exc
 
+    async def _merge_call(self, key: str, args: list[Any]) -> Any:
+        """One run of the merge script under the deadline, no retry (the hot path).
+
+        Equivalent to ``_run("merge", ...)`` with one attempt, minus its layers of
+        wrapper coroutines and closures (measurable at this call rate).
+        """
+        if _timeout is None:  # pragma: no cover - Python 3.10
+            return await self._run("merge", lambda: self._script(_MERGE, key, args))
+        client = self._client
+        try:
+            async with _timeout(self._timeout):
+                try:
+                    return await client.evalsha(_MERGE.sha, 1, key, *args)
+                except self._no_script:
+                    return await client.eval(_MERGE.source, 1, key, *args)
+        except (TimeoutError, asyncio.TimeoutError) as exc:
+            raise self._unavailable("merge", exc) from exc
+        except self._redis_error as exc:
+            raise self._unavailable("merge", exc) from exc
+        except OSError as exc:
+            raise self._unavailable("merge", exc) from exc
+
     async def _script(self, script: _Script, key: str, args: list[Any]) -> Any:
         try:
             return await self._client.evalsha(script.sha, 1, key, *args)
@@ -416,6 +499,42 @@ class RedisStore:
             return await self._client.eval(script.source, 1, key, *args)
 
     # -- SessionStore -----------------------------------------------------------------
+
+    def _merge_args(
+        self,
+        fields: Mapping[str, bytes],
+        remove: Collection[str],
+        ttl: float,
+        max_bytes: int,
+        want_result: int,
+    ) -> list[Any]:
+        ttl_ms = _ttl_ms(ttl)
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+            raise ValueError("max_bytes must be a non-negative int")
+        parts: list[bytes] = []
+        lengths: list[int] = []
+        for name, value in fields.items():
+            if type(name) is not str:
+                raise TypeError("fields keys must be str")
+            if type(value) is not bytes:
+                if not isinstance(value, (bytearray, memoryview)):
+                    raise TypeError("fields values must be non-empty compact JSON bytes")
+                value = bytes(value)
+            if not value:
+                raise TypeError("fields values must be non-empty compact JSON bytes")
+            encoded = name.encode()
+            parts += (encoded, value)
+            lengths += (len(encoded), len(value))
+        args: list[Any] = [
+            max_bytes,
+            ttl_ms,
+            want_result,
+            ",".join(map(str, lengths)),
+            b"".join(parts),
+        ]
+        if remove:
+            args += [name for name in dict.fromkeys(remove) if name not in fields]
+        return args
 
     async def merge(
         self,
@@ -434,29 +553,43 @@ class RedisStore:
                 (the write may or may not have been applied).
         """
         key = self.key(session_id)
-        ttl_ms = _ttl_ms(ttl)
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
-            raise ValueError("max_bytes must be a non-negative int")
-        args: list[Any] = [max_bytes, ttl_ms, len(fields)]
-        for name, value in fields.items():
-            if type(value) is not bytes:
-                if not isinstance(value, (bytearray, memoryview)):
-                    raise TypeError("fields values must be non-empty compact JSON bytes")
-                value = bytes(value)
-            if not value:
-                raise TypeError("fields values must be non-empty compact JSON bytes")
-            args += (name.encode(), value, entry_size(name, b""))
-        for name in dict.fromkeys(remove):
-            if name not in fields:
-                args += (name.encode(), entry_size(name, b""))
-        size: int = await self._run("merge", lambda: self._script(_MERGE, key, args))
+        args = self._merge_args(fields, remove, ttl, max_bytes, 0)
+        size: int = await self._merge_call(key, args)
         if size < 0:
-            raise MetadataTooLarge(
-                f"session metadata would be {-size} bytes, over the limit of {max_bytes}; "
-                "nothing was changed",
-                size=-size,
-                limit=max_bytes,
-            )
+            raise _too_large(-size, max_bytes)
+
+    async def merge_and_get(
+        self,
+        session_id: str,
+        fields: Mapping[str, bytes],
+        *,
+        remove: Collection[str] = (),
+        ttl: float,
+        max_bytes: int,
+    ) -> dict[str, Any]:
+        """:meth:`merge`, returning the resulting session, in the same single round trip.
+
+        The script that merges also reads the hash back (``HGETALL`` after the
+        write, inside the same atomic ``EVALSHA``) and returns it as one JSON
+        object text, so the result is exactly what ``get`` would return right
+        after this merge. Not retried (a merge is not
+        idempotent with respect to the TTL and concurrent writers).
+
+        Returns:
+            The decoded session after the merge.
+
+        Raises:
+            MetadataTooLarge: The result would exceed ``max_bytes``; nothing changed.
+            StoreUnavailable: Redis could not be reached or did not answer in time
+                (the write may or may not have been applied).
+        """
+        key = self.key(session_id)
+        args = self._merge_args(fields, remove, ttl, max_bytes, 1)
+        raw = await self._merge_call(key, args)
+        if type(raw) is int:
+            raise _too_large(-raw, max_bytes)
+        out: dict[str, Any] = orjson.loads(raw)
+        return out
 
     async def get(self, session_id: str) -> dict[str, Any]:
         """A decoded copy of the session (``{}`` if unknown or expired); retried on failure.
@@ -485,9 +618,7 @@ class RedisStore:
         """
         key = self.key(session_id)
         ttl_ms = _ttl_ms(ttl)
-        args: list[Any] = [ttl_ms]
-        for name in dict.fromkeys(keys):
-            args += (name.encode(), entry_size(name, b""))
+        args: list[Any] = [ttl_ms, *dict.fromkeys(keys)]
         if len(args) == 1:
             return 0
         removed: int = await self._run("remove_keys", lambda: self._script(_REMOVE, key, args))
@@ -521,6 +652,14 @@ class RedisStore:
         return bool(await self._run("ping", lambda: self._client.ping(), attempts=_GET_ATTEMPTS))
 
 
+def _too_large(size: int, limit: int) -> MetadataTooLarge:
+    return MetadataTooLarge(
+        f"session metadata would be {size} bytes, over the limit of {limit}; nothing was changed",
+        size=size,
+        limit=limit,
+    )
+
+
 def _check_timeout(timeout: float) -> None:
     if (
         isinstance(timeout, bool)
@@ -531,12 +670,14 @@ def _check_timeout(timeout: float) -> None:
 
 
 if sys.version_info >= (3, 11):
+    _timeout: Callable[[float], Any] | None = asyncio.timeout
 
     async def _within(aw: Awaitable[T], deadline: float) -> T:
         async with asyncio.timeout_at(deadline):
             return await aw
 
 else:  # pragma: no cover - Python 3.10
+    _timeout = None
 
     async def _within(aw: Awaitable[T], deadline: float) -> T:
         remaining = deadline - asyncio.get_running_loop().time()

@@ -15,6 +15,12 @@ and leaves the session exactly as it was.
 TTL contract: every successful write (merge, remove_keys) and ``touch`` sets
 the session's expiry to *now + ttl* (a sliding TTL measured from the last
 write). An expired session reads as ``{}``.
+
+Optional fused operation: a backend whose round trips dominate (Redis) may also
+implement :class:`MergeAndGet`, a merge that returns the resulting session in the
+same round trip. Callers test for it with ``isinstance(store, MergeAndGet)`` (or
+``hasattr(store, "merge_and_get")``) and otherwise call ``merge`` then ``get``;
+the result must be the same either way.
 """
 
 from __future__ import annotations
@@ -24,7 +30,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import orjson
 
-__all__ = ["SessionStore", "entry_size", "object_size"]
+__all__ = ["MergeAndGet", "SessionStore", "entry_size", "object_size"]
 
 
 def entry_size(key: str, encoded_value: bytes) -> int:
@@ -98,4 +104,30 @@ class SessionStore(Protocol):
 
     async def aclose(self) -> None:
         """Release connections and other resources."""
+        ...
+
+
+@runtime_checkable
+class MergeAndGet(Protocol):
+    """Optional extension of :class:`SessionStore`: merge and read back in one round trip.
+
+    Not part of ``SessionStore``; a store offers it only when fusing saves real
+    work (``RedisStore`` does: one ``EVALSHA`` instead of two commands).
+    """
+
+    async def merge_and_get(
+        self,
+        session_id: str,
+        fields: Mapping[str, bytes],
+        *,
+        remove: Collection[str] = (),
+        ttl: float,
+        max_bytes: int,
+    ) -> dict[str, Any]:
+        """Exactly ``merge`` (same arguments, atomicity, TTL and size contract), then the session.
+
+        Returns the decoded session as the merge left it, as ``get`` would have
+        returned it right after the merge with no other writer in between. On
+        ``MetadataTooLarge`` nothing changed and nothing is returned.
+        """
         ...
