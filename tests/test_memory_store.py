@@ -196,3 +196,62 @@ async def test_default_clock_is_monotonic() -> None:
     await store.merge("s", enc({"k": 1}), ttl=3600, max_bytes=1000)
     assert "s" in store
     assert await store.cleanup() == 0
+
+
+def _check_bookkeeping(store: MemoryStore, sid: str) -> None:
+    """The store's size bookkeeping matches the session's real compact JSON."""
+    s = store._sessions.get(sid)
+    if s is None:
+        return
+    got = store._get_sync(sid)
+    count = len(got)
+    assert 2 + s.total + max(count - 1, 0) == len(orjson.dumps(got))
+    if s.lens is not None:
+        assert s.lens == {k: len(orjson.dumps(v)) for k, v in got.items()}
+
+
+async def test_fast_and_incremental_paths_keep_exact_sizes(clock: FakeClock) -> None:
+    """Random writes through every path (whole-session, per-value, general, removes)."""
+    import random
+
+    from livekit.plugins.metadata.session import SessionManager
+
+    store = MemoryStore(clock=clock)
+    sm = SessionManager(
+        store, secret_key="k" * 40, clock=clock, session_ttl=100, max_session_bytes=6000
+    )
+    rng = random.Random(1234)
+    model: dict[str, object] = {}
+    scalars: list[object] = ["", 'é✓"\\', 0, -(2**63), 1.5, True, None, "z" * 80, "w" * 300]
+    containers: list[object] = [[1], {"x": "y"}, []]
+    for step in range(800):
+        op = rng.random()
+        # Phases move the session between small/scalar-only and large or with containers.
+        wide = (step // 100) % 2 == 1
+        keys = [f"k{rng.randrange(60 if wide else 12)}" for _ in range(rng.randrange(1, 6))]
+        pool = scalars + containers if wide else scalars
+        update = {k: rng.choice(pool) for k in keys}
+        try:
+            if op < 0.5:
+                await sm.set_session_metadata("s", update)
+            elif op < 0.7:
+                await sm.set_session_metadata("s", keys[0], update[keys[0]])
+                update = {keys[0]: update[keys[0]]}
+            elif op < 0.8:
+                await sm.update_session_metadata("s", update, remove=[keys[-1]])
+                if keys[-1] not in update:
+                    model.pop(keys[-1], None)
+            elif op < 0.9:
+                removed = await sm.remove_session_keys("s", keys)
+                assert removed == len({k for k in keys if k in model})
+                for k in keys:
+                    model.pop(k, None)
+                update = {}
+            else:
+                assert await sm.merge_session_metadata("s", update) == {**model, **update}
+        except MetadataTooLarge:
+            assert len(orjson.dumps({**model, **update})) > 6000
+        else:
+            model.update(update)
+        assert await sm.get_session_metadata("s") == model, step
+        _check_bookkeeping(store, "s")

@@ -610,3 +610,71 @@ async def test_fast_path_falls_back_without_partial_changes(clock: FakeClock) ->
     assert got["c"] == {"nested": True}
     got["c"]["nested"] = False
     assert (await sm.get_session_metadata("s"))["c"] == {"nested": True}
+
+
+# -- merge_session_metadata -------------------------------------------------------------
+
+
+class FusedStore(MemoryStore):
+    """A protocol-driven store offering the optional ``merge_and_get``; counts its calls."""
+
+    def __init__(self, clock: FakeClock) -> None:
+        super().__init__(clock=clock)
+        self.fused = 0
+        self.gets = 0
+
+    async def merge_and_get(
+        self,
+        session_id: str,
+        fields: Mapping[str, bytes],
+        *,
+        remove: Collection[str] = (),
+        ttl: float,
+        max_bytes: int,
+    ) -> dict[str, Any]:
+        self.fused += 1
+        await self.merge(session_id, fields, remove=remove, ttl=ttl, max_bytes=max_bytes)
+        return self._get_sync(session_id)
+
+    async def get(self, session_id: str) -> dict[str, Any]:
+        self.gets += 1
+        return await super().get(session_id)
+
+
+async def test_merge_session_metadata_returns_the_merged_copy(sm: SessionManager) -> None:
+    await sm.set_session_metadata("s", {"caller": "John"})
+    got = await sm.merge_session_metadata("s", {"topic": "billing", "tags": ["a"]})
+    assert got == {"caller": "John", "topic": "billing", "tags": ["a"]}
+    got["tags"].append("mutated")
+    got["caller"] = "mutated"
+    assert await sm.get_session_metadata("s") == {
+        "caller": "John",
+        "topic": "billing",
+        "tags": ["a"],
+    }
+    assert await sm.merge_session_metadata("new", MappingProxyType({"n": 1})) == {"n": 1}
+    with pytest.raises(MetadataTooLarge):
+        await sm.merge_session_metadata("s", {"big": "x" * 1000})
+    with pytest.raises(ValueError, match="'f'"):
+        await sm.merge_session_metadata("s", {"f": math.inf})
+    with pytest.raises(TypeError, match="metadata must be a mapping"):
+        await sm.merge_session_metadata("s", "k")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="session_id"):
+        await sm.merge_session_metadata("", {"a": 1})
+    assert await sm.get_session_metadata("s") == {
+        "caller": "John",
+        "topic": "billing",
+        "tags": ["a"],
+    }
+
+
+async def test_merge_session_metadata_uses_the_fused_operation(clock: FakeClock) -> None:
+    store = FusedStore(clock)
+    async with SessionManager(store, secret_key=SECRET, clock=clock, session_ttl=100) as sm:
+        assert await sm.merge_session_metadata("s", {"a": 1}) == {"a": 1}
+        assert await sm.merge_session_metadata("s", {"b": [2]}) == {"a": 1, "b": [2]}
+        assert (store.fused, store.gets) == (2, 0)
+        with pytest.raises(TypeError, match="'bad'"):
+            await sm.merge_session_metadata("s", {"bad": object()})
+        assert store.fused == 2  # validation happens before the store is touched
+        assert await sm.get_session_metadata("s") == {"a": 1, "b": [2]}

@@ -2,10 +2,18 @@
 
 Layout: one ``OrderedDict`` from session id to a small record, kept in the order
 of the sessions' last writes (a write moves its session to the young end). Each
-record holds the session's top-level keys, the length of every value's compact
-JSON and the running size of the whole session under the size contract of
-:mod:`.store`, so a merge costs O(keys written), never a re-serialization of the
-whole session.
+record holds the session's top-level keys and the running size of the whole
+session under the size contract of :mod:`.store`.
+
+Two write paths keep that size exact. A *small*, scalar-only session (entries
+totalling at most 2 KiB, at most 64 keys) keeps no per-key lengths: a write
+builds the merged session as a copy and encodes it with a single orjson call,
+which validates every key and value at C speed and whose length is the new
+size (bounded work, since the session is small). A larger session, or one
+holding objects/arrays, also keeps the length of every value's compact JSON,
+built on first need, so a merge costs O(keys written), never a re-serialization
+of the whole session; one that shrinks to half those limits (scalar-only)
+drops them again.
 
 Values are kept so that :meth:`MemoryStore.get` returns a *true* copy cheaply:
 immutable JSON scalars (exact ``str``, ``int``, ``float``, ``bool``, ``None``)
@@ -51,6 +59,11 @@ _KEY_SIZES_GET = _KEY_SIZES.get
 _KEY_CACHE_MAX = 65_536
 _KEY_CACHE_MAX_LEN = 128
 
+_SMALL_TOTAL = 2048
+"""Largest entry-size total of a session the whole-session fast path re-encodes."""
+_SMALL_COUNT = 64
+"""Most keys of a session the whole-session fast path copies and re-encodes."""
+
 
 def _key_size(key: str) -> int:
     """Bytes ``"key":`` takes in compact JSON (``entry_size(key, value) - len(value)``)."""
@@ -82,14 +95,39 @@ class _Session:
     def __init__(self, written: float, ttl: float) -> None:
         self.values: dict[str, Any] = {}
         """Key -> exact scalar, or compact JSON ``bytes`` for objects/arrays."""
-        self.lens: dict[str, int] = {}
-        """Key -> length of the value's compact JSON."""
+        self.lens: dict[str, int] | None = {}
+        """Key -> length of the value's compact JSON; ``None`` while the session is
+        small and scalar-only (see :meth:`MemoryStore._set_mapping`), until needed."""
         self.total = 0
         """Sum of ``entry_size(key, value)`` over the entries."""
         self.containers = 0
         """How many values are held as bytes (decoded on read)."""
         self.written = written
         self.ttl = ttl
+
+
+def _lens_of(values: Mapping[str, Any]) -> dict[str, int]:
+    """Per-key compact JSON lengths of stored values (scalars re-encode to the same length)."""
+    return {k: len(v) if type(v) is bytes else len(_dumps(v)) for k, v in values.items()}
+
+
+def _lens(s: _Session) -> dict[str, int]:
+    """The session's per-key lengths, built on first need."""
+    lens = s.lens
+    if lens is None:
+        lens = s.lens = _lens_of(s.values)
+    return lens
+
+
+def _maybe_small(s: _Session) -> None:
+    """Drop the per-key lengths of a session that became small and scalar-only again.
+
+    The whole-session fast path then takes it back. The hysteresis (half the
+    limits) keeps switching rare, and either switch costs O(keys) with keys
+    bounded by ``_SMALL_COUNT``.
+    """
+    if not s.containers and s.total <= _SMALL_TOTAL // 2 and len(s.values) <= _SMALL_COUNT // 2:
+        s.lens = None
 
 
 def _size(total: int, count: int) -> int:
@@ -230,7 +268,7 @@ class MemoryStore:
         """
         now = self._clock()
         s = self._live(session_id, now)
-        lens = s.lens if s is not None else {}
+        lens = _lens(s) if s is not None else {}
         total = s.total if s is not None else 0
         count = len(lens)
         for key, enc in fields.items():
@@ -260,7 +298,7 @@ class MemoryStore:
         else:
             self._stamp(session_id, s, now, ttl)
         values = s.values
-        lens = s.lens
+        lens = _lens(s)
         containers = s.containers
         for key in drop:
             if type(values.pop(key)) is bytes:
@@ -276,8 +314,83 @@ class MemoryStore:
             lens[key] = len(enc)
         s.total = total
         s.containers = containers
+        if lens is not None:
+            _maybe_small(s)
         if threshold is not None and len(self._sessions) > threshold:
             self._cleanup_sync()
+
+    def _set_mapping(
+        self,
+        session_id: str,
+        metadata: dict[str, Any],
+        ttl: float,
+        max_bytes: int,
+        threshold: int | None,
+    ) -> bool:
+        """Fast path for small sessions: one C-speed encode of the whole merged session.
+
+        Applies when ``metadata`` holds only exact str/int/float/bool/None values
+        and the stored session (if any) is small and scalar-only, with no per-key
+        lengths kept (``lens is None``). The merged session is built as a copy and
+        encoded once with orjson: that single call validates every key (orjson
+        accepts exact ``str`` keys only) and every value, and its length is the
+        session's exact size. Nothing changes unless it fits.
+
+        Returns False, having changed nothing, when the fast path does not apply
+        (another type, a NaN/infinite float, an int beyond 64 bits, a non-str key,
+        a large session): the caller then takes a general path, which also raises
+        the precise error.
+        """
+        now = self._clock()
+        sessions = self._sessions
+        s = sessions.get(session_id)
+        if s is not None:
+            if s.written + s.ttl <= now:
+                del sessions[session_id]
+                s = None
+            elif s.lens is not None or s.total > _SMALL_TOTAL or len(s.values) > _SMALL_COUNT:
+                return False
+        for value in metadata.values():
+            t = type(value)
+            if not (
+                t is str
+                or t is int
+                or t is bool
+                or value is None
+                or (t is float and value - value == 0.0)  # not NaN or +-Infinity
+            ):
+                return False
+        merged = {**metadata} if s is None else {**s.values, **metadata}
+        try:
+            size = len(_dumps(merged))
+        except _JSON_ERROR:
+            return False
+        if size > max_bytes:
+            raise _too_large(size, max_bytes)
+        count = len(merged)
+        total = size - 2 - (count - 1 if count > 1 else 0)
+        if s is None:
+            s = _Session(now, ttl)
+            s.values = merged
+            s.lens = None
+            s.total = total
+            self._insert(session_id, s)
+        else:
+            s.values = merged
+            s.total = total
+            s.written = now
+            s.ttl = ttl
+            sessions.move_to_end(session_id)
+        expiry = now + ttl
+        if expiry < self._next_expiry:
+            self._next_expiry = expiry
+        if expiry < self._last_expiry:
+            self._ordered = False
+        else:
+            self._last_expiry = expiry
+        if threshold is not None and len(sessions) > threshold and now >= self._next_expiry:
+            self._cleanup_sync()
+        return True
 
     def _set_scalars(
         self,
@@ -334,7 +447,7 @@ class MemoryStore:
             self._insert(session_id, s)
         else:
             # Lengths are written in place and restored if the size check fails.
-            lens = s.lens
+            lens = _lens(s)
             total = s.total
             count = len(lens)
             for key, value in metadata.items():
@@ -377,6 +490,7 @@ class MemoryStore:
                         s.containers -= 1
             values.update(metadata)
             s.total = total
+            _maybe_small(s)
             s.written = now
             s.ttl = ttl
             sessions.move_to_end(session_id)
@@ -395,7 +509,7 @@ class MemoryStore:
     def _restore_lens(s: _Session, metadata: dict[str, Any], stop: str | None) -> None:
         """Undo in-place length updates of ``_set_scalars`` (keys before ``stop``)."""
         values = s.values
-        lens = s.lens
+        lens = _lens(s)
         for key in metadata:
             if key == stop:
                 return
@@ -444,13 +558,19 @@ class MemoryStore:
                 raise _too_large(total + 2, max_bytes)
             s = _Session(now, ttl)
             s.values[key] = value
-            s.lens[key] = n
+            s.lens = {key: n}
             s.total = total
             self._insert(session_id, s)
         else:
             lens = s.lens
-            old = lens.get(key)
-            count = len(lens)
+            values = s.values
+            if lens is not None:
+                old = lens.get(key)
+            elif key in values:
+                old = len(_dumps(values[key]))  # small mode: an exact scalar
+            else:
+                old = None
+            count = len(values)
             if old is None:
                 ks = _KEY_SIZES_GET(key)
                 total = s.total + (ks if ks is not None else _key_size(key)) + n
@@ -460,11 +580,11 @@ class MemoryStore:
             size = 2 + total + (count - 1 if count > 1 else 0)
             if size > max_bytes:
                 raise _too_large(size, max_bytes)
-            values = s.values
             if s.containers and type(values.get(key)) is bytes:
                 s.containers -= 1
             values[key] = value
-            lens[key] = n
+            if lens is not None:
+                lens[key] = n
             s.total = total
             s.written = now
             s.ttl = ttl
@@ -540,7 +660,7 @@ class MemoryStore:
         s = self._live(session_id, now)
         if s is None:
             return 0
-        lens = s.lens
+        lens = _lens(s)
         values = s.values
         removed = 0
         for key in dict.fromkeys(keys):
@@ -551,7 +671,8 @@ class MemoryStore:
                 if type(values.pop(key)) is bytes:
                     s.containers -= 1
         if removed:
-            if lens:
+            if values:
+                _maybe_small(s)
                 self._stamp(session_id, s, now, ttl)
             else:
                 del self._sessions[session_id]

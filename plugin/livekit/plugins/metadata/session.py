@@ -364,8 +364,21 @@ class SessionManager:
                         f"not {type(metadata).__name__}"
                     )
                 metadata = dict(metadata)
-            elif memory is not None and memory._set_scalars(
-                session_id, metadata, self._session_ttl, self._max_bytes, self._cleanup_threshold
+            elif memory is not None and (
+                memory._set_mapping(
+                    session_id,
+                    metadata,
+                    self._session_ttl,
+                    self._max_bytes,
+                    self._cleanup_threshold,
+                )
+                or memory._set_scalars(
+                    session_id,
+                    metadata,
+                    self._session_ttl,
+                    self._max_bytes,
+                    self._cleanup_threshold,
+                )
             ):
                 return None
             await self._write(session_id, metadata, ())
@@ -441,6 +454,60 @@ class SessionManager:
         if self._writes_since_cleanup > self._cleanup_threshold:
             self._writes_since_cleanup = 0
             await store.cleanup()
+
+    async def merge_session_metadata(
+        self, session_id: str, metadata: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Merge top-level keys like :meth:`set_session_metadata`, then return the session.
+
+        The result is a copy of the session as this write left it (what
+        :meth:`get_session_metadata` would return with no other writer in
+        between). A store offering the optional ``merge_and_get`` (``RedisStore``)
+        does both in one round trip; otherwise this is a merge, then a get.
+
+        Raises:
+            TypeError: Bad argument types, a non-str key or a non-JSON value (the
+                message names the key, never the value).
+            ValueError: An invalid session id or a NaN/infinite number.
+            MetadataTooLarge: The session would exceed ``max_session_bytes``; it
+                is left exactly as it was.
+        """
+        if type(session_id) is not str or not 0 < len(session_id) <= MAX_SESSION_ID_LENGTH:
+            session_id = _check_session_id(session_id)
+        if type(metadata) is not dict:
+            if not isinstance(metadata, Mapping) or isinstance(metadata, str):
+                raise TypeError(f"metadata must be a mapping, not {type(metadata).__name__}")
+            metadata = dict(metadata)
+        memory = self._memory
+        if memory is not None:
+            if not (
+                memory._set_mapping(
+                    session_id,
+                    metadata,
+                    self._session_ttl,
+                    self._max_bytes,
+                    self._cleanup_threshold,
+                )
+                or memory._set_scalars(
+                    session_id,
+                    metadata,
+                    self._session_ttl,
+                    self._max_bytes,
+                    self._cleanup_threshold,
+                )
+            ):
+                await self._write(session_id, metadata, ())
+            return memory._get_sync(session_id)
+        merge_and_get = getattr(self._store, "merge_and_get", None)
+        if merge_and_get is None:
+            await self._write(session_id, metadata, ())
+            return await self._store.get(session_id)
+        fields = _encode(metadata)
+        merged: dict[str, Any] = await merge_and_get(
+            session_id, fields, remove=(), ttl=self._session_ttl, max_bytes=self._max_bytes
+        )
+        await self._auto_cleanup()
+        return merged
 
     async def get_session_metadata(self, session_id: str) -> dict[str, Any]:
         """A copy of the session's metadata; ``{}`` if unknown or expired (never ``None``)."""
