@@ -339,9 +339,11 @@ async def _memory(url: str, n: int) -> str:
             sample = await raw.memory_usage(sample_key(ids[0]), samples=0)
             enc = await raw.object("encoding", sample_key(ids[0]))
             ttl = await raw.pttl(sample_key(ids[0]))
+            payload = await _payload_bytes(raw, sample_key(ids[0]))
             rows.append(
                 f"| {label} | {enc.decode() if isinstance(enc, bytes) else enc} | "
-                f"{'yes' if ttl > 0 else 'no'} | {sample} | {(after - before) / n:.0f} |"
+                f"{'yes' if ttl > 0 else 'no'} | {payload} | {sample} | "
+                f"{(after - before) / n:.0f} |"
             )
 
         async def via_store(sid: str) -> None:
@@ -372,13 +374,25 @@ async def _memory(url: str, n: int) -> str:
         [
             f"Redis memory per 5-key session with TTL (key `lkmeta:` + 36-char id; "
             f"{n:,} sessions; `MEMORY USAGE` excludes the expiry entry, the used_memory "
-            "delta includes it). Target: ≤ 300 B per session with TTL.",
+            "delta includes it). Target: ≤ 300 B per session with TTL. Payload = bytes of "
+            "field names and values (hash) or of the string; layouts whose payloads differ by "
+            "a few bytes can show the same memory, because Redis's allocator (jemalloc) "
+            "rounds every allocation up to a size class.",
             "",
-            "| layout | encoding | TTL | MEMORY USAGE sample B | used_memory delta B/session |",
-            "|---|---|---|---|---|",
+            "| layout | encoding | TTL | payload B | MEMORY USAGE sample B "
+            "| used_memory delta B/session |",
+            "|---|---|---|---|---|---|",
             *rows,
         ]
     )
+
+
+async def _payload_bytes(raw: aioredis.Redis, key: str) -> int:
+    """Logical size of a session: field names + values of a hash, or the string's length."""
+    if await raw.type(key) in (b"hash", "hash"):
+        fields = await raw.hgetall(key)
+        return sum(len(k) + len(v) for k, v in fields.items())
+    return int(await raw.strlen(key))
 
 
 def run(quick: bool = False) -> list[Table]:

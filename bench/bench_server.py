@@ -281,7 +281,7 @@ def _measure(
 
 def run(quick: bool = False) -> list[Table]:
     """Measure the servers; one table of requests/second, latency and server CPU per request."""
-    requests = 800 if quick else 6000
+    requests = 400 if quick else 6000
     repeats = 5 if quick else 7
     concurrency = 16
     procs: list[subprocess.Popen[bytes]] = []
