@@ -360,6 +360,56 @@ async def test_bearer_keys_pin_identity_and_override_metadata() -> None:
         assert verifier().verify(body["participant_token"]).identity == "bob"
 
 
+async def test_room_prefix_confines_a_caller_to_its_rooms() -> None:
+    """A principal with room_prefix gets tokens only for its rooms; others' sessions stay."""
+    sessions = new_sessions()
+    config = make_config(
+        sessions=sessions,
+        auth={
+            "keys": [
+                {"id": "tenant-a", "key": BEARER, "room_prefix": "acme-"},
+                {"id": "open", "key": OTHER_BEARER},
+            ]
+        },
+    )
+    md = '{"department": "support"}'
+    async with serve(config) as c:
+        status, body, _ = await c.post(
+            {"room_name": "globex-1", "participant_metadata": md}, bearer=OTHER_BEARER
+        )
+        assert status == 201
+        before = await sessions.get_session_metadata("globex-1")
+        assert before == {"department": "support"}
+
+        hostile = '{"department": "sales", "customer": "attacker"}'
+        status, body, _ = await c.post(
+            {"room_name": "globex-1", "participant_metadata": hostile}, bearer=BEARER
+        )
+        assert status == 403
+        assert error_code(body) == "room_not_allowed"
+        assert "globex" not in orjson.dumps(body).decode()
+        assert await sessions.get_session_metadata("globex-1") == before
+
+        status, body, _ = await c.post({"room_name": "acme-7"}, bearer=BEARER)
+        assert status == 201
+        assert verifier().verify(body["participant_token"]).video.room == "acme-7"
+
+        status, body, _ = await c.post({}, bearer=BEARER)
+        assert status == 201
+        generated = verifier().verify(body["participant_token"]).video.room
+        assert generated.startswith("acme-")
+        assert len(generated) > len("acme-") + 15
+
+
+@pytest.mark.parametrize("prefix", ["", "x" * 129])
+def test_room_prefix_is_validated(prefix: str) -> None:
+    """An empty or over-long room_prefix is a config error, for keys and for Principals."""
+    with pytest.raises(ConfigError, match=r"auth\.keys\.0\.room_prefix"):
+        make_config(auth={"keys": [{"id": "k", "key": BEARER, "room_prefix": prefix}]})
+    with pytest.raises(ValueError, match="room_prefix"):
+        Principal(id="p", room_prefix=prefix)
+
+
 async def test_hashed_keys_are_accepted() -> None:
     import hashlib
 

@@ -96,6 +96,7 @@ DEV_API_SECRET = "secret"  # noqa: S105 - the public, documented dev-server secr
 _DEFAULT_RULES = Path(__file__).with_name("default_rules.yaml")
 _DEFAULT_MAX_BODY = 128 * 1024
 _MAX_NAME_LEN = 256  # LiveKit's identity / name / room name limits
+_MAX_ROOM_PREFIX_LEN = 128  # leaves room for the generated suffix
 _MAX_RATE_BUCKETS = 100_000
 _REQUEST_FIELDS = frozenset(
     {
@@ -155,6 +156,10 @@ class Principal:
         allowed_agents: If set, the only agents this caller may be dispatched to,
             whether chosen by the client or by the router.
         rate_limit: Overrides the server's per-principal rate limit for this caller.
+        room_prefix: If set, the caller may only name rooms that start with it (a
+            request for another room is refused with 403, and a generated room name
+            starts with it). The session store is keyed by room name, so this keeps
+            one tenant's callers from writing into another tenant's room sessions.
     """
 
     id: str
@@ -162,6 +167,7 @@ class Principal:
     trusted_metadata: Mapping[str, Any] = field(default_factory=dict)
     allowed_agents: frozenset[str] | None = None
     rate_limit: RateLimit | None = None
+    room_prefix: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
@@ -172,6 +178,13 @@ class Principal:
             raise ValueError(f"Principal identity must be a str of 1..{_MAX_NAME_LEN} characters")
         if not isinstance(self.trusted_metadata, Mapping):
             raise TypeError("Principal trusted_metadata must be a mapping")
+        if self.room_prefix is not None and (
+            not isinstance(self.room_prefix, str)
+            or not 0 < len(self.room_prefix) <= _MAX_ROOM_PREFIX_LEN
+        ):
+            raise ValueError(
+                f"Principal room_prefix must be a str of 1..{_MAX_ROOM_PREFIX_LEN} characters"
+            )
         if self.allowed_agents is not None and not isinstance(self.allowed_agents, frozenset):
             object.__setattr__(self, "allowed_agents", frozenset(self.allowed_agents))
 
@@ -198,6 +211,7 @@ class ApiKeyConfig(BaseModel):
     trusted_metadata: dict[str, Any] = Field(default_factory=dict)
     allowed_agents: list[str] | None = None
     rate_limit: RateLimit | None = None
+    room_prefix: str | None = Field(default=None, min_length=1, max_length=_MAX_ROOM_PREFIX_LEN)
 
     @model_validator(mode="after")
     def _one_key(self) -> ApiKeyConfig:
@@ -222,6 +236,7 @@ class ApiKeyConfig(BaseModel):
             trusted_metadata=dict(self.trusted_metadata),
             allowed_agents=None if self.allowed_agents is None else frozenset(self.allowed_agents),
             rate_limit=self.rate_limit,
+            room_prefix=self.room_prefix,
         )
 
 
@@ -1176,8 +1191,13 @@ async def _handle_token(request: web.Request) -> web.Response:
         identity = principal.identity
     if identity is None:
         identity = "user-" + secrets.token_urlsafe(16)
+    prefix = principal.room_prefix
     if room is None:
-        room = "room-" + secrets.token_urlsafe(16)
+        room = (prefix if prefix is not None else "room-") + secrets.token_urlsafe(16)
+    elif prefix is not None and not room.startswith(prefix):
+        raise _HTTPError(
+            403, "room_not_allowed", "room_name must start with this caller's room prefix"
+        )
     log["room"] = room
 
     # Dispatch: a client-chosen agent only from an allowlist; otherwise the router.
@@ -1380,7 +1400,7 @@ def openapi_document(config: ServerConfig | None = None) -> dict[str, Any]:
     token_errors = {
         "400": err("Malformed JSON, fields, metadata, attributes or room_config."),
         "401": err("Missing or invalid credentials."),
-        "403": err("Not allowed: agent, identity, room_config field, route or origin."),
+        "403": err("Not allowed: agent, identity, room, room_config field, route or origin."),
         "413": err("Request body or metadata over the size limit."),
         "415": err("Content-Type is not application/json."),
         "422": err("Metadata violates the schema or key allowlist, or no route matched."),
