@@ -135,7 +135,10 @@ def main(argv: list[str] | None = None) -> int:
             from .plots import write_plots
 
             plot_tables: list[str] = []
-            paths = write_plots(quick=args.quick, tables=plot_tables)
+            # next to the results file, so `--out elsewhere` leaves bench/'s plots alone
+            paths = write_plots(
+                quick=args.quick, tables=plot_tables, directory=Path(args.out).resolve().parent
+            )
         except ImportError as exc:
             sections.append(f"(plots skipped: {exc}; install the `bench` dependency group)\n")
         else:

@@ -261,12 +261,15 @@ def _plot(series: Series, *, title: str, xlabel: str, path: Path, subtitle: str)
     return path
 
 
-def write_plots(quick: bool = False, *, tables: list[str] | None = None) -> list[Path]:
+def write_plots(
+    quick: bool = False, *, tables: list[str] | None = None, directory: Path | None = None
+) -> list[Path]:
     """Measure and draw both scaling plots; returns the PNG paths.
 
     Args:
         quick: Smaller sizes and shorter repetitions (still 5 repetitions per point).
         tables: If given, the plotted points are appended to it as markdown tables.
+        directory: Where the PNGs go (default: ``bench/``, next to ``RESULTS.md``).
     """
     import matplotlib  # noqa: F401  (fail before measuring when the bench group is missing)
 
@@ -302,14 +305,14 @@ def write_plots(quick: bool = False, *, tables: list[str] | None = None) -> list
             mem,
             title="SessionManager + MemoryStore vs dict-of-dicts",
             xlabel="sessions stored",
-            path=MEMORY_PNG,
+            path=MEMORY_PNG if directory is None else directory / MEMORY_PNG.name,
             subtitle=f"5-key set / get on random existing ids; {note}",
         ),
         _plot(
             router,
             title="MetadataRouter.route(): indexed vs naive scan",
             xlabel="rules",
-            path=ROUTER_PNG,
+            path=ROUTER_PNG if directory is None else directory / ROUTER_PNG.name,
             subtitle=f"match + Route; 1% of rules not indexable; {note}",
         ),
     ]
