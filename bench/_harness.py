@@ -96,14 +96,19 @@ def measure(
 
 
 def run_async_loop(make: Callable[[int], Awaitable[object]]) -> Callable[[int], object]:
-    """Adapt an async ``make(loops)`` coroutine factory to a sync case on one event loop."""
+    """Adapt an async ``make(loops)`` coroutine factory to a sync case on one event loop.
+
+    The loop is closed when the returned function is garbage-collected (or at exit).
+    """
     import asyncio
+    import weakref
 
     loop = asyncio.new_event_loop()
 
     def fn(loops: int) -> object:
         return loop.run_until_complete(make(loops))
 
+    weakref.finalize(fn, loop.close)
     return fn
 
 
