@@ -25,13 +25,13 @@ Run: ``uv run python -m bench.bench_router [--quick]``.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bench._harness import Case, Table, format_table, measure
 from livekit.plugins.metadata.router import MetadataRouter
 
-__all__ = ["rules_10", "rules_1000", "run", "samples_10", "samples_1000"]
+__all__ = ["route_case", "rules_10", "rules_1000", "run", "samples_10", "samples_1000"]
 
 _ANCHOR = "anchor: dict.get + dict() copy of 5 keys"
 _ANCHOR_REFERENCE_S = 80e-9
@@ -141,10 +141,10 @@ def samples_1000() -> list[dict[str, Any]]:
     ]
 
 
-def _case(
+def route_case(
     name: str,
     router: MetadataRouter,
-    samples: list[Mapping[str, Any]],
+    samples: Sequence[Mapping[str, Any]],
     *,
     baseline: bool = False,
     match_only: bool = False,
@@ -190,11 +190,13 @@ def run(quick: bool = False) -> list[Table]:
         "MetadataRouter.route(): per-decision cost",
         [
             Case(_ANCHOR, anchor),
-            _case("naive scan, 10 rules", scan10, list(s10), baseline=True),
-            _case("indexed, 10 rules", idx10, list(s10)),
-            _case("indexed, 10 rules: match only (no Route)", idx10, list(s10), match_only=True),
-            _case("indexed, 1,000 rules", idx1k, list(s1k)),
-            _case("naive scan, 1,000 rules", scan1k, list(s1k)),
+            route_case("naive scan, 10 rules", scan10, list(s10), baseline=True),
+            route_case("indexed, 10 rules", idx10, list(s10)),
+            route_case(
+                "indexed, 10 rules: match only (no Route)", idx10, list(s10), match_only=True
+            ),
+            route_case("indexed, 1,000 rules", idx1k, list(s1k)),
+            route_case("naive scan, 1,000 rules", scan1k, list(s1k)),
         ],
         repeats=repeats,
         target=target,

@@ -148,6 +148,8 @@ def _samples(n: int) -> list[dict[str, Any]]:
 def _router_point(n: int, repeats: int, target: float) -> dict[str, Result]:
     from livekit.plugins.metadata.router import MetadataRouter
 
+    from .bench_router import route_case
+
     config = _rules(n)
     samples = _samples(n)
     indexed = MetadataRouter.from_dict(config)
@@ -156,23 +158,12 @@ def _router_point(n: int, repeats: int, target: float) -> dict[str, Result]:
         if indexed.route(md) != naive.route(md):
             raise AssertionError("indexed and scanning routers disagree")
 
-    def case(name: str, router: MetadataRouter, *, baseline: bool = False) -> Case:
-        route = router.route
-        k = len(samples)
-
-        def fn(loops: int) -> None:
-            rounds, extra = divmod(loops, k)
-            for _ in range(rounds):
-                for md in samples:
-                    route(md)
-            for md in samples[:extra]:
-                route(md)
-
-        return Case(name, fn, baseline=baseline)
-
     table = measure(
         f"router at {n:,} rules",
-        [case("naive scan", naive, baseline=True), case("indexed", indexed)],
+        [
+            route_case("naive scan", naive, samples, baseline=True),
+            route_case("indexed", indexed, samples),
+        ],
         repeats=repeats,
         target=target,
     )

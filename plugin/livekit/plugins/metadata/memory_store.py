@@ -59,6 +59,10 @@ _KEY_SIZES_GET = _KEY_SIZES.get
 _KEY_CACHE_MAX = 65_536
 _KEY_CACHE_MAX_LEN = 128
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+"""Exact types stored as themselves; a float also has to be finite
+(``t not in _SCALARS or (t is float and value - value != 0.0)`` rejects the rest)."""
+
 _SMALL_TOTAL = 2048
 """Largest entry-size total of a session the whole-session fast path re-encodes."""
 _SMALL_COUNT = 64
@@ -78,7 +82,7 @@ def _key_size(key: str) -> int:
 def _stored_form(encoded: bytes, original: Any) -> Any:
     """What to keep for a value: the exact scalar itself, else the compact JSON bytes."""
     t = type(original)
-    if t is str or t is int or t is float or t is bool or original is None:
+    if t in _SCALARS:
         return original
     decoded = _loads(encoded)
     t = type(decoded)
@@ -352,13 +356,7 @@ class MemoryStore:
                 return False
         for value in metadata.values():
             t = type(value)
-            if not (
-                t is str
-                or t is int
-                or t is bool
-                or value is None
-                or (t is float and value - value == 0.0)  # not NaN or +-Infinity
-            ):
+            if t not in _SCALARS or (t is float and value - value != 0.0):
                 return False
         merged = {**metadata} if s is None else {**s.values, **metadata}
         try:
@@ -381,13 +379,7 @@ class MemoryStore:
             s.written = now
             s.ttl = ttl
             sessions.move_to_end(session_id)
-        expiry = now + ttl
-        if expiry < self._next_expiry:
-            self._next_expiry = expiry
-        if expiry < self._last_expiry:
-            self._ordered = False
-        else:
-            self._last_expiry = expiry
+        self._note_expiry(now + ttl)
         if threshold is not None and len(sessions) > threshold and now >= self._next_expiry:
             self._cleanup_sync()
         return True
@@ -419,13 +411,8 @@ class MemoryStore:
             for key, value in metadata.items():
                 t = type(value)
                 if (
-                    not (
-                        t is str
-                        or t is int
-                        or t is bool
-                        or value is None
-                        or (t is float and value - value == 0.0)
-                    )
+                    t not in _SCALARS
+                    or (t is float and value - value != 0.0)
                     or type(key) is not str
                 ):
                     return False
@@ -452,13 +439,7 @@ class MemoryStore:
             count = len(lens)
             for key, value in metadata.items():
                 t = type(value)
-                if not (
-                    t is str
-                    or t is int
-                    or t is bool
-                    or value is None
-                    or (t is float and value - value == 0.0)
-                ):
+                if t not in _SCALARS or (t is float and value - value != 0.0):
                     self._restore_lens(s, metadata, key)
                     return False
                 try:
@@ -494,13 +475,7 @@ class MemoryStore:
             s.written = now
             s.ttl = ttl
             sessions.move_to_end(session_id)
-        expiry = now + ttl
-        if expiry < self._next_expiry:
-            self._next_expiry = expiry
-        if expiry < self._last_expiry:
-            self._ordered = False
-        else:
-            self._last_expiry = expiry
+        self._note_expiry(now + ttl)
         if threshold is not None and len(sessions) > threshold and now >= self._next_expiry:
             self._cleanup_sync()
         return True
@@ -530,16 +505,7 @@ class MemoryStore:
     ) -> bool:
         """Fast path for one exact scalar under a str key; False: take the general path."""
         t = type(value)
-        if (
-            not (
-                t is str
-                or t is int
-                or t is bool
-                or value is None
-                or (t is float and value - value == 0.0)
-            )
-            or type(key) is not str
-        ):
+        if t not in _SCALARS or (t is float and value - value != 0.0) or type(key) is not str:
             return False
         try:
             n = len(_dumps(value))
@@ -589,13 +555,7 @@ class MemoryStore:
             s.written = now
             s.ttl = ttl
             sessions.move_to_end(session_id)
-        expiry = now + ttl
-        if expiry < self._next_expiry:
-            self._next_expiry = expiry
-        if expiry < self._last_expiry:
-            self._ordered = False
-        else:
-            self._last_expiry = expiry
+        self._note_expiry(now + ttl)
         if threshold is not None and len(sessions) > threshold and now >= self._next_expiry:
             self._cleanup_sync()
         return True

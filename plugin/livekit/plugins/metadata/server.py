@@ -1241,29 +1241,19 @@ async def _handle_token(request: web.Request) -> web.Response:
     # never handed out before the session it may refer to has been written.
     t_mint = time.perf_counter()
     try:
+        mint_kwargs: dict[str, Any] = {
+            "name": name,
+            "metadata": merged or None,
+            "attributes": attributes or None,
+            "dispatch": dispatch if dispatch is not None else [],
+            "can_update_own_metadata": config.allow_update_own_metadata,
+            **_room_config_kwargs(room_config, state),
+        }
         if config.reference_mode:
-            ref = state.issuer.mint_reference(
-                identity,
-                room,
-                name=name,
-                metadata=merged or None,
-                attributes=attributes or None,
-                dispatch=dispatch if dispatch is not None else [],
-                can_update_own_metadata=config.allow_update_own_metadata,
-                **_room_config_kwargs(room_config, state),
-            )
+            ref = state.issuer.mint_reference(identity, room, **mint_kwargs)
             token, stored = ref.token, ref.metadata
         else:
-            token = state.issuer.mint(
-                identity,
-                room,
-                name=name,
-                metadata=merged or None,
-                attributes=attributes or None,
-                dispatch=dispatch if dispatch is not None else [],
-                can_update_own_metadata=config.allow_update_own_metadata,
-                **_room_config_kwargs(room_config, state),
-            )
+            token = state.issuer.mint(identity, room, **mint_kwargs)
             stored = merged
     except MetadataTooLarge as exc:
         raise _HTTPError(413, "metadata_too_large", exc.message) from None

@@ -478,30 +478,10 @@ class SessionManager:
             if not isinstance(metadata, Mapping) or isinstance(metadata, str):
                 raise TypeError(f"metadata must be a mapping, not {type(metadata).__name__}")
             metadata = dict(metadata)
-        memory = self._memory
-        if memory is not None:
-            if not (
-                memory._set_mapping(
-                    session_id,
-                    metadata,
-                    self._session_ttl,
-                    self._max_bytes,
-                    self._cleanup_threshold,
-                )
-                or memory._set_scalars(
-                    session_id,
-                    metadata,
-                    self._session_ttl,
-                    self._max_bytes,
-                    self._cleanup_threshold,
-                )
-            ):
-                await self._write(session_id, metadata, ())
-            return memory._get_sync(session_id)
         merge_and_get = getattr(self._store, "merge_and_get", None)
-        if merge_and_get is None:
-            await self._write(session_id, metadata, ())
-            return await self._store.get(session_id)
+        if merge_and_get is None:  # MemoryStore (no round trip to save) and plain stores
+            await self.set_session_metadata(session_id, metadata)
+            return await self.get_session_metadata(session_id)
         fields = _encode(metadata)
         merged: dict[str, Any] = await merge_and_get(
             session_id, fields, remove=(), ttl=self._session_ttl, max_bytes=self._max_bytes
