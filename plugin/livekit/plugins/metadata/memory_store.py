@@ -373,13 +373,11 @@ class MemoryStore:
             s.lens = None
             s.total = total
             self._insert(session_id, s)
+            self._note_expiry(now + ttl)
         else:
             s.values = merged
             s.total = total
-            s.written = now
-            s.ttl = ttl
-            sessions.move_to_end(session_id)
-        self._note_expiry(now + ttl)
+            self._stamp(session_id, s, now, ttl)
         if threshold is not None and len(sessions) > threshold and now >= self._next_expiry:
             self._cleanup_sync()
         return True
@@ -432,6 +430,7 @@ class MemoryStore:
             s.lens = lens
             s.total = total
             self._insert(session_id, s)
+            self._note_expiry(now + ttl)
         else:
             # Lengths are written in place and restored if the size check fails.
             lens = _lens(s)
@@ -472,10 +471,7 @@ class MemoryStore:
             values.update(metadata)
             s.total = total
             _maybe_small(s)
-            s.written = now
-            s.ttl = ttl
-            sessions.move_to_end(session_id)
-        self._note_expiry(now + ttl)
+            self._stamp(session_id, s, now, ttl)
         if threshold is not None and len(sessions) > threshold and now >= self._next_expiry:
             self._cleanup_sync()
         return True
@@ -527,6 +523,7 @@ class MemoryStore:
             s.lens = {key: n}
             s.total = total
             self._insert(session_id, s)
+            self._note_expiry(now + ttl)
         else:
             lens = s.lens
             values = s.values
@@ -552,10 +549,7 @@ class MemoryStore:
             if lens is not None:
                 lens[key] = n
             s.total = total
-            s.written = now
-            s.ttl = ttl
-            sessions.move_to_end(session_id)
-        self._note_expiry(now + ttl)
+            self._stamp(session_id, s, now, ttl)
         if threshold is not None and len(sessions) > threshold and now >= self._next_expiry:
             self._cleanup_sync()
         return True
