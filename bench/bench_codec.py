@@ -94,8 +94,8 @@ def _codec(data: bytes) -> Case:
 def _adapter(data: bytes) -> Case:
     from livekit.agents.testing import fake_job_context
 
-    from livekit.plugins.metadata.adapter import MetadataAdapter
-    from livekit.plugins.metadata.session import SessionManager
+    from livekit.plugins.metadata.agent.adapter import MetadataAdapter
+    from livekit.plugins.metadata.sessions.manager import SessionManager
 
     sessions = SessionManager(max_session_bytes=1_000_000)
     adapter = MetadataAdapter(sessions)

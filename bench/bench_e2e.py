@@ -114,8 +114,8 @@ def run(quick: bool = False) -> list[Table]:
         "bare": Result("bare entrypoint (AccessToken)", baseline=True),
         "plugin": Result("TokenIssuer+router -> adapter.attach+route"),
     }
-    from livekit.plugins.metadata.issuer import TokenIssuer
-    from livekit.plugins.metadata.router import MetadataRouter
+    from livekit.plugins.metadata.routing.router import MetadataRouter
+    from livekit.plugins.metadata.tokens.issuer import TokenIssuer
 
     with running_livekit_server(binary, workdir=workdir / "server") as server:
         issuer = TokenIssuer(

@@ -33,7 +33,7 @@ import orjson
 from livekit import api
 
 from bench._harness import Case, Table, format_table, measure
-from livekit.plugins.metadata.issuer import Dispatch, TokenIssuer
+from livekit.plugins.metadata.tokens.issuer import Dispatch, TokenIssuer
 
 __all__ = ["make_metadata", "run"]
 

@@ -12,7 +12,7 @@ on a rotating set of 1,000 session ids with the same five pre-encoded JSON value
   ``HGETALL`` and orjson-decoding of each value; 2 round trips, each under the
   store's deadline. What ``SessionManager`` does with a store lacking the fused op.
 * ``RedisStore merge_and_get``: the optional fused operation
-  (:class:`~livekit.plugins.metadata.store.MergeAndGet`): one ``EVALSHA`` of the
+  (:class:`~livekit.plugins.metadata.sessions.store.MergeAndGet`): one ``EVALSHA`` of the
   same merge script, which after the write also reads the hash (``HGETALL``
   inside the script) and returns it as one JSON object text; one ``orjson.loads``;
   1 round trip, atomic, under the store's deadline. The targets apply to this
@@ -53,7 +53,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from bench._harness import Case, Table, format_table, measure
-from livekit.plugins.metadata.redis_store import RedisStore
+from livekit.plugins.metadata.sessions.redis import RedisStore
 
 __all__ = ["run"]
 

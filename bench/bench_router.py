@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bench._harness import Case, Table, format_table, measure
-from livekit.plugins.metadata.router import MetadataRouter
+from livekit.plugins.metadata.routing.router import MetadataRouter
 
 __all__ = ["route_case", "rules_10", "rules_1000", "run", "samples_10", "samples_1000"]
 

@@ -84,7 +84,7 @@ def _serve_ours(port: int) -> None:
     from aiohttp import web
     from pydantic import BaseModel
 
-    from livekit.plugins.metadata.server import ServerConfig, create_app, prepare_process
+    from livekit.plugins.metadata.server.app import ServerConfig, create_app, prepare_process
 
     class BenchMetadata(BaseModel):
         department: str

@@ -32,7 +32,7 @@ from typing import Any
 
 from orjson import dumps
 
-from livekit.plugins.metadata.session import SessionManager
+from livekit.plugins.metadata.sessions.manager import SessionManager
 
 from ._harness import Case, Table, format_table, measure, run_async_loop
 

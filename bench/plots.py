@@ -60,7 +60,7 @@ def _on_loop(
 
 
 def _memory_point(n: int, repeats: int, target: float) -> dict[str, Result]:
-    from livekit.plugins.metadata.session import SessionManager
+    from livekit.plugins.metadata.sessions.manager import SessionManager
 
     sids = [f"sess-{i:023d}" for i in range(n)]
     rng = random.Random(n)
@@ -146,7 +146,7 @@ def _samples(n: int) -> list[dict[str, Any]]:
 
 
 def _router_point(n: int, repeats: int, target: float) -> dict[str, Result]:
-    from livekit.plugins.metadata.router import MetadataRouter
+    from livekit.plugins.metadata.routing.router import MetadataRouter
 
     from .bench_router import route_case
 

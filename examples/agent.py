@@ -40,9 +40,9 @@ from typing import Any
 from livekit import rtc
 from livekit.agents import Agent, AgentServer, AgentSession, JobContext, cli, room_io
 
-from livekit.plugins.metadata.adapter import MetadataAdapter
-from livekit.plugins.metadata.router import AgentFactoryMap, MetadataRouter, Route
-from livekit.plugins.metadata.session import SessionManager
+from livekit.plugins.metadata.agent.adapter import MetadataAdapter
+from livekit.plugins.metadata.routing.router import AgentFactoryMap, MetadataRouter, Route
+from livekit.plugins.metadata.sessions.manager import SessionManager
 
 logger = logging.getLogger("router-demo")
 

@@ -13,8 +13,8 @@ import logging
 
 from livekit.agents import AgentServer, JobContext, cli
 
-from livekit.plugins.metadata.adapter import MetadataAdapter
-from livekit.plugins.metadata.session import SessionManager
+from livekit.plugins.metadata.agent.adapter import MetadataAdapter
+from livekit.plugins.metadata.sessions.manager import SessionManager
 
 logger = logging.getLogger("entrypoint-metadata")
 

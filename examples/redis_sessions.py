@@ -21,8 +21,8 @@ import os
 import sys
 
 from livekit.plugins.metadata.errors import StoreUnavailable
-from livekit.plugins.metadata.redis_store import RedisStore
-from livekit.plugins.metadata.session import SessionManager
+from livekit.plugins.metadata.sessions.manager import SessionManager
+from livekit.plugins.metadata.sessions.redis import RedisStore
 
 __all__ = ["main"]
 

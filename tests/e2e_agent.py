@@ -64,18 +64,18 @@ async def _until_disconnected(ctx: JobContext) -> None:
 
 
 def _adapter_entrypoint(rules: str | None, store: str) -> Any:
-    from livekit.plugins.metadata.adapter import MetadataAdapter
-    from livekit.plugins.metadata.session import SessionManager
+    from livekit.plugins.metadata.agent.adapter import MetadataAdapter
+    from livekit.plugins.metadata.sessions.manager import SessionManager
 
     router = None
     if rules:
-        from livekit.plugins.metadata.router import MetadataRouter
+        from livekit.plugins.metadata.routing.router import MetadataRouter
 
         router = MetadataRouter.from_file(rules)
 
     redis_store: Any = None
     if store != "memory":  # imported at start-up, not on the first job's event loop
-        from livekit.plugins.metadata.redis_store import RedisStore
+        from livekit.plugins.metadata.sessions.redis import RedisStore
 
         redis_store = RedisStore
 

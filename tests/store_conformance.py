@@ -41,7 +41,7 @@ Behaviour every store must share (what the tests pin down):
 
 * a merge creates the session (even with nothing to set), merges top-level keys,
   never replaces the session, and restarts its TTL; a key both set and removed
-  is set; the size contract of :mod:`livekit.plugins.metadata.store` is exact and
+  is set; the size contract of :mod:`livekit.plugins.metadata.sessions.store` is exact and
   a refused merge changes nothing;
 * ``get`` returns a fresh decoded copy, ``{}`` for unknown or expired sessions;
 * ``remove_keys`` counts only keys that existed (duplicates once), restarts the
@@ -61,7 +61,7 @@ import orjson
 import pytest
 
 from livekit.plugins.metadata.errors import MetadataTooLarge
-from livekit.plugins.metadata.store import SessionStore, entry_size, object_size
+from livekit.plugins.metadata.sessions.store import SessionStore, entry_size, object_size
 
 __all__ = ["ExpiryControl", "StoreConformance", "enc"]
 

@@ -23,7 +23,7 @@ from livekit.agents.testing import fake_job_context as _fake_job_context
 from livekit.protocol import agent as agent_proto, models
 from pydantic import BaseModel
 
-from livekit.plugins.metadata.adapter import MetadataAdapter, PublishResult, SessionHandle
+from livekit.plugins.metadata.agent.adapter import MetadataAdapter, PublishResult, SessionHandle
 from livekit.plugins.metadata.errors import (
     InvalidAttributes,
     InvalidMetadataJSON,
@@ -31,7 +31,7 @@ from livekit.plugins.metadata.errors import (
     MetadataTooLarge,
     SchemaViolation,
 )
-from livekit.plugins.metadata.session import SessionManager
+from livekit.plugins.metadata.sessions.manager import SessionManager
 
 pytestmark = pytest.mark.unit
 

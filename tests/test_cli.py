@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from livekit.plugins.metadata import cli
 from livekit.plugins.metadata.cli import app, parse_duration
-from livekit.plugins.metadata.issuer import TokenIssuer
+from livekit.plugins.metadata.tokens.issuer import TokenIssuer
 
 pytestmark = pytest.mark.unit
 
@@ -310,7 +310,7 @@ def test_route_errors(runner: CliRunner, tmp_path: Path) -> None:
 
 
 def test_serve_calls_server_run(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
-    from livekit.plugins.metadata import server
+    from livekit.plugins.metadata.server import app as server
 
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(server, "run", lambda **kw: calls.append(kw))
@@ -320,7 +320,7 @@ def test_serve_calls_server_run(runner: CliRunner, monkeypatch: pytest.MonkeyPat
 
 
 def test_serve_without_server_module(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "livekit.plugins.metadata.server", None)
+    monkeypatch.setitem(sys.modules, "livekit.plugins.metadata.server.app", None)
     result = invoke(runner, "serve")
     assert result.exit_code == 1
     assert result.stderr.startswith("error: the token server is not available")

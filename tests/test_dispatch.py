@@ -14,7 +14,6 @@ import aiohttp
 import pytest
 from livekit import api
 
-from livekit.plugins.metadata.dispatch import ensure_dispatch
 from livekit.plugins.metadata.errors import (
     DispatchError,
     InvalidAttributes,
@@ -22,7 +21,8 @@ from livekit.plugins.metadata.errors import (
     MetadataTooLarge,
     RoutingError,
 )
-from livekit.plugins.metadata.router import MetadataRouter
+from livekit.plugins.metadata.routing.dispatch import ensure_dispatch
+from livekit.plugins.metadata.routing.router import MetadataRouter
 
 pytestmark = pytest.mark.unit
 

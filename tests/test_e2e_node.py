@@ -21,8 +21,8 @@ from livekit import api
 from pydantic import SecretStr
 
 from livekit.plugins.metadata.codec import parse_metadata
-from livekit.plugins.metadata.issuer import Dispatch, TokenIssuer
-from livekit.plugins.metadata.server import ServerConfig, create_app
+from livekit.plugins.metadata.server.app import ServerConfig, create_app
+from livekit.plugins.metadata.tokens.issuer import Dispatch, TokenIssuer
 from tests.fixtures.e2e import connected_room, lk_api, node_available, run_node, unique_room
 from tests.fixtures.livekit_server import LiveKitServer
 from tests.fixtures.servers import free_port, unavailable

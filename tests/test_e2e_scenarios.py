@@ -36,8 +36,8 @@ import pytest
 from livekit import api, rtc
 
 from livekit.plugins.metadata.errors import MetadataTooLarge
-from livekit.plugins.metadata.issuer import Dispatch, TokenIssuer
-from livekit.plugins.metadata.router import MetadataRouter
+from livekit.plugins.metadata.routing.router import MetadataRouter
+from livekit.plugins.metadata.tokens.issuer import Dispatch, TokenIssuer
 from tests.fixtures.e2e import (
     REPO,
     WorkerProcess,
@@ -298,7 +298,7 @@ async def test_4_oversize_metadata_issuer_first_then_server(
 async def test_5_existing_room_ignores_token_dispatch_and_ensure_dispatch_fixes_it_once(
     livekit_server: LiveKitServer, example_worker: WorkerProcess
 ) -> None:
-    from livekit.plugins.metadata.dispatch import ensure_dispatch
+    from livekit.plugins.metadata.routing.dispatch import ensure_dispatch
 
     router = _router()
     metadata = ROUTING_CASES[0]

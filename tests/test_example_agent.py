@@ -18,7 +18,7 @@ import pytest
 from livekit.agents.job import JobAcceptArguments, JobRequest
 from livekit.protocol import agent as agent_proto, models
 
-from livekit.plugins.metadata.router import MetadataRouter, route_of
+from livekit.plugins.metadata.routing.router import MetadataRouter, route_of
 
 pytestmark = pytest.mark.unit
 

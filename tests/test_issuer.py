@@ -27,15 +27,15 @@ from livekit.plugins.metadata.errors import (
     RoutingError,
     TokenVerificationError,
 )
-from livekit.plugins.metadata.issuer import (
+from livekit.plugins.metadata.routing.router import MetadataRouter
+from livekit.plugins.metadata.sessions.manager import SessionManager
+from livekit.plugins.metadata.tokens.issuer import (
     DEFAULT_TTL,
     Dispatch,
     ReferenceToken,
     TokenIssuer,
     VerifiedToken,
 )
-from livekit.plugins.metadata.router import MetadataRouter
-from livekit.plugins.metadata.session import SessionManager
 
 pytestmark = pytest.mark.unit
 

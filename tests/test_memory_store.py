@@ -8,7 +8,7 @@ import orjson
 import pytest
 
 from livekit.plugins.metadata.errors import MetadataTooLarge
-from livekit.plugins.metadata.memory_store import MemoryStore
+from livekit.plugins.metadata.sessions.memory import MemoryStore
 from tests.store_conformance import enc
 
 pytestmark = pytest.mark.unit
@@ -214,7 +214,7 @@ async def test_fast_and_incremental_paths_keep_exact_sizes(clock: FakeClock) -> 
     """Random writes through every path (whole-session, per-value, general, removes)."""
     import random
 
-    from livekit.plugins.metadata.session import SessionManager
+    from livekit.plugins.metadata.sessions.manager import SessionManager
 
     store = MemoryStore(clock=clock)
     sm = SessionManager(

@@ -21,8 +21,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
 from livekit.plugins.metadata.errors import ConfigError, MetadataTooLarge, StoreUnavailable
-from livekit.plugins.metadata.redis_store import SIZE_FIELD, RedisStore, redact_url
-from livekit.plugins.metadata.store import MergeAndGet, SessionStore
+from livekit.plugins.metadata.sessions.redis import SIZE_FIELD, RedisStore, redact_url
+from livekit.plugins.metadata.sessions.store import MergeAndGet, SessionStore
 from tests.fixtures.redis_server import RedisServer
 from tests.store_conformance import StoreConformance
 
@@ -228,11 +228,11 @@ def test_module_imports_without_redis_and_constructing_says_how_to_install(
 ) -> None:
     import importlib.util
 
-    import livekit.plugins.metadata.redis_store as real
+    import livekit.plugins.metadata.sessions.redis as real
 
     for name in ("redis", "redis.asyncio", "redis.exceptions", "redis.backoff", "redis.retry"):
         monkeypatch.setitem(sys.modules, name, None)  # type: ignore[arg-type]
-    probe = "livekit.plugins.metadata._redis_store_probe"
+    probe = "livekit.plugins.metadata.sessions._redis_store_probe"
     spec = importlib.util.spec_from_file_location(probe, real.__file__)
     assert spec is not None
     assert spec.loader is not None
@@ -368,8 +368,8 @@ _PEER = textwrap.dedent(
     # A second process for the multi-process tests; started once per module (an
     # interpreter start with livekit.agents imported costs seconds on a small VM).
     import asyncio, json, sys
-    from livekit.plugins.metadata.redis_store import RedisStore
-    from livekit.plugins.metadata.session import SessionManager
+    from livekit.plugins.metadata.sessions.redis import RedisStore
+    from livekit.plugins.metadata.sessions.manager import SessionManager
 
     def say(obj):
         print(json.dumps(obj), flush=True)
@@ -484,7 +484,7 @@ async def test_two_processes_500_concurrent_merges_lose_nothing(
 async def test_token_server_process_writes_worker_process_reads(
     redis_url: str, peer: _Peer
 ) -> None:
-    from livekit.plugins.metadata.session import SessionManager
+    from livekit.plugins.metadata.sessions.manager import SessionManager
 
     secret = "shared-tool-token-secret-" + "x" * 32  # from configuration, same on every host
     peer.send({"op": "token_server", "url": redis_url, "secret": secret})  # the token server

@@ -28,7 +28,7 @@ from livekit.plugins.metadata.errors import (
     NoRouteMatched,
     RoutingError,
 )
-from livekit.plugins.metadata.router import (
+from livekit.plugins.metadata.routing.router import (
     AgentFactoryMap,
     MetadataRouter,
     Route,

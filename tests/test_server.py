@@ -22,14 +22,14 @@ from livekit import api
 from pydantic import BaseModel
 
 from livekit.plugins.metadata.errors import ConfigError, StoreUnavailable
-from livekit.plugins.metadata.router import MetadataRouter
-from livekit.plugins.metadata.server import (
+from livekit.plugins.metadata.routing.router import MetadataRouter
+from livekit.plugins.metadata.server.app import (
     Principal,
     ServerConfig,
     create_app,
     openapi_document,
 )
-from livekit.plugins.metadata.session import SessionManager
+from livekit.plugins.metadata.sessions.manager import SessionManager
 from tests.fixtures.servers import free_port
 
 pytestmark = pytest.mark.unit
@@ -660,7 +660,7 @@ async def test_rate_limit_per_principal_is_429() -> None:
 
 async def test_principal_rate_limit_override() -> None:
     def hook(request: web.Request) -> Principal:
-        from livekit.plugins.metadata.server import RateLimit
+        from livekit.plugins.metadata.server.app import RateLimit
 
         return Principal(id="tight", rate_limit=RateLimit(rate=0.01, burst=1))
 
@@ -847,7 +847,7 @@ def test_example_config_loads() -> None:
 
 
 def test_bundled_rules_match_examples() -> None:
-    bundled = ROOT / "plugin" / "livekit" / "plugins" / "metadata" / "default_rules.yaml"
+    bundled = ROOT / "plugin" / "livekit" / "plugins" / "metadata" / "server" / "default_rules.yaml"
     example = ROOT / "examples" / "rules.yaml"
     assert bundled.read_bytes() == example.read_bytes()
 

@@ -17,9 +17,9 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from livekit.plugins.metadata.errors import MetadataTooLarge
-from livekit.plugins.metadata.memory_store import MemoryStore
-from livekit.plugins.metadata.session import SessionManager
-from livekit.plugins.metadata.store import SessionStore
+from livekit.plugins.metadata.sessions.manager import SessionManager
+from livekit.plugins.metadata.sessions.memory import MemoryStore
+from livekit.plugins.metadata.sessions.store import SessionStore
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from livekit.plugins.metadata.memory_store import MemoryStore
+from livekit.plugins.metadata.sessions.memory import MemoryStore
 from tests.store_conformance import StoreConformance
 
 pytestmark = pytest.mark.unit

@@ -14,10 +14,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 from signalwire_agents.core.security.session_manager import SessionManager as SWManager
 
-from livekit.plugins.metadata import tool_token
 from livekit.plugins.metadata.errors import ConfigError
-from livekit.plugins.metadata.session import SessionManager
-from livekit.plugins.metadata.tool_token import (
+from livekit.plugins.metadata.sessions import tool_tokens as tool_token
+from livekit.plugins.metadata.sessions.manager import SessionManager
+from livekit.plugins.metadata.sessions.tool_tokens import (
     ENV_API_SECRET,
     ENV_SECRET,
     KDF_LABEL,

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from livekit.agents import Plugin
 
-from .adapter import AdapterStats, MetadataAdapter, PublishResult, SessionHandle
+from .agent.adapter import AdapterStats, MetadataAdapter, PublishResult, SessionHandle
 from .codec import (
     DEFAULT_MAX_ATTRIBUTES_BYTES,
     DEFAULT_MAX_METADATA_BYTES,
@@ -20,7 +20,6 @@ from .codec import (
     validate_attributes,
     validate_schema,
 )
-from .dispatch import ensure_dispatch
 from .errors import (
     ConfigError,
     DispatchError,
@@ -38,11 +37,9 @@ from .errors import (
     TokenError,
     TokenVerificationError,
 )
-from .issuer import Dispatch, ReferenceToken, TokenIssuer, VerifiedToken
 from .log import logger
-from .memory_store import MemoryStore
-from .redis_store import RedisStore
-from .router import (
+from .routing.dispatch import ensure_dispatch
+from .routing.router import (
     AgentFactoryMap,
     ConditionFailure,
     MetadataRouter,
@@ -54,10 +51,13 @@ from .router import (
     reroute,
     route_of,
 )
-from .server import Principal, ServerConfig, create_app
-from .session import SessionManager
-from .store import MergeAndGet, SessionStore
-from .tool_token import InsecureSecretWarning, ToolTokens
+from .server.app import Principal, ServerConfig, create_app
+from .sessions.manager import SessionManager
+from .sessions.memory import MemoryStore
+from .sessions.redis import RedisStore
+from .sessions.store import MergeAndGet, SessionStore
+from .sessions.tool_tokens import InsecureSecretWarning, ToolTokens
+from .tokens.issuer import Dispatch, ReferenceToken, TokenIssuer, VerifiedToken
 from .version import __version__
 
 __all__ = [

@@ -7,7 +7,7 @@ Commands (``lk-metadata COMMAND --help`` for each):
   and invalid JSON exits 2 naming the flag);
 * ``verify`` — check a token's signature, issuer and expiry and print its claims;
 * ``route``  — show which agent a rules file picks for some metadata (``--explain``);
-* ``serve``  — run the token endpoint (``livekit.plugins.metadata.server``).
+* ``serve``  — run the token endpoint (``livekit.plugins.metadata.server.app``).
 
 Keys come from ``--api-key`` / ``--api-secret`` or ``LIVEKIT_API_KEY`` /
 ``LIVEKIT_API_SECRET``. Exit codes: 0 success, 1 failure (invalid token,
@@ -155,7 +155,7 @@ def _parse_attributes(items: list[str] | None) -> dict[str, str] | None:
 
 
 def _issuer(api_key: str | None, api_secret: str | None, **kwargs: Any) -> Any:
-    from .issuer import TokenIssuer
+    from .tokens.issuer import TokenIssuer
 
     if not api_key:
         _fail("LiveKit API key is not set: set LIVEKIT_API_KEY or pass --api-key", 1)
@@ -240,7 +240,7 @@ def token_command(
     if (deployment is not None or job is not None) and not agent:
         raise typer.BadParameter("needs --agent", param_hint="'--deployment/--job-metadata'")
 
-    from .issuer import Dispatch
+    from .tokens.issuer import Dispatch
 
     issuer = _issuer(api_key, api_secret)
     with _errors():
@@ -257,7 +257,7 @@ def token_command(
     if not as_json:
         typer.echo(token)
         return
-    from .issuer import _video_claim
+    from .tokens.issuer import _video_claim
 
     verified = issuer.verify(token)
     out: dict[str, Any] = {
@@ -303,7 +303,7 @@ def verify_command(
         if d.attributes:
             entry["attributes"] = dict(d.attributes)
         dispatches.append(entry)
-    from .issuer import _video_claim
+    from .tokens.issuer import _video_claim
 
     grants = _video_claim(verified.grants)
     if as_json:
@@ -368,7 +368,7 @@ def route_command(
 ) -> None:
     """Show which agent the rules pick for some metadata."""
     md = _read_json_flag(metadata, "--metadata")
-    from .router import MetadataRouter, format_explain, format_route
+    from .routing.router import MetadataRouter, format_explain, format_route
 
     with _errors():
         router = MetadataRouter.from_file(rules)
@@ -393,7 +393,7 @@ def serve_command(
 ) -> None:
     """Run the token endpoint (LiveKit's standard token-endpoint format)."""
     try:
-        server: Any = importlib.import_module("livekit.plugins.metadata.server")
+        server: Any = importlib.import_module("livekit.plugins.metadata.server.app")
     except ModuleNotFoundError as exc:
         if exc.name and not exc.name.startswith("livekit.plugins.metadata"):
             _fail(f"the token server needs the missing package {exc.name!r}", 1)

@@ -57,7 +57,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 from livekit import rtc
 
-from .codec import (
+from ..codec import (
     DEFAULT_MAX_ATTRIBUTES_BYTES,
     DEFAULT_MAX_METADATA_BYTES,
     apply_attributes,
@@ -67,8 +67,8 @@ from .codec import (
     validate_attributes,
     validate_schema,
 )
-from .errors import InvalidAttributes, MetadataError, MetadataPluginError, StoreError
-from .log import logger
+from ..errors import InvalidAttributes, MetadataError, MetadataPluginError, StoreError
+from ..log import logger
 
 if TYPE_CHECKING:
     from livekit import api as lkapi
@@ -76,7 +76,7 @@ if TYPE_CHECKING:
     from livekit.rtc.room import EventTypes
     from pydantic import BaseModel
 
-    from .session import SessionManager
+    from ..sessions.manager import SessionManager
 
 __all__ = [
     "DEFAULT_PARTICIPANT_KINDS",

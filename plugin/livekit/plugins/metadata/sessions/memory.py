@@ -44,8 +44,8 @@ from typing import Any
 
 import orjson
 
-from .errors import MetadataTooLarge
-from .log import logger
+from ..errors import MetadataTooLarge
+from ..log import logger
 
 __all__ = ["MemoryStore"]
 

@@ -26,14 +26,14 @@ from typing import TYPE_CHECKING, Any, Protocol
 import aiohttp
 from livekit import api
 
-from .codec import (
+from ..codec import (
     DEFAULT_MAX_METADATA_BYTES,
     parse_metadata,
     serialize_metadata,
     validate_attributes,
 )
-from .errors import DispatchError, RoutingError
-from .log import logger
+from ..errors import DispatchError, RoutingError
+from ..log import logger
 from .router import Route
 
 if TYPE_CHECKING:

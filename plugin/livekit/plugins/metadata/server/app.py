@@ -50,8 +50,8 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
-from .codec import DEFAULT_MAX_METADATA_BYTES, parse_metadata, validate_attributes
-from .errors import (
+from ..codec import DEFAULT_MAX_METADATA_BYTES, parse_metadata, validate_attributes
+from ..errors import (
     ConfigError,
     InvalidAttributes,
     MetadataError,
@@ -60,12 +60,12 @@ from .errors import (
     SchemaViolation,
     StoreError,
 )
-from .log import logger
+from ..log import logger
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
-    from .router import MetadataRouter, Route
+    from ..routing.router import MetadataRouter, Route
 
 __all__ = [
     "DEFAULT_PORT",
@@ -598,7 +598,7 @@ def _build_router(config: ServerConfig) -> MetadataRouter | None:
         return config.router  # type: ignore[no-any-return]
     if config.rules == "none":
         return None
-    from .router import MetadataRouter
+    from ..routing.router import MetadataRouter
 
     path = Path(config.rules) if config.rules else _DEFAULT_RULES
     return MetadataRouter.from_file(path)
@@ -607,13 +607,13 @@ def _build_router(config: ServerConfig) -> MetadataRouter | None:
 def _build_sessions(config: ServerConfig) -> tuple[Any, bool]:
     if config.sessions is not None:
         return config.sessions, False
-    from .session import SessionManager
+    from ..sessions.manager import SessionManager
 
     store: Any = None
     if config.store != "memory":
         if not config.store.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError("store must be 'memory' or a redis://, rediss:// or unix:// URL")
-        from .redis_store import RedisStore
+        from ..sessions.redis import RedisStore
 
         store = RedisStore.from_url(config.store)
     kwargs: dict[str, Any] = {"session_ttl": config.session_ttl}
@@ -675,7 +675,7 @@ def _build_app(config: ServerConfig, *, announce: bool) -> web.Application:
                 f"{'|'.join(sorted(_AGENT_FIELDS))}>"
             )
 
-    from .issuer import Dispatch, TokenIssuer
+    from ..tokens.issuer import Dispatch, TokenIssuer
 
     issuer_kwargs: dict[str, Any] = {"max_metadata_bytes": config.metadata.max_bytes}
     import datetime as _dt
@@ -1523,7 +1523,7 @@ def openapi_document(config: ServerConfig | None = None) -> dict[str, Any]:
 
 
 def _version() -> str:
-    from .version import __version__
+    from ..version import __version__
 
     return __version__
 

@@ -77,15 +77,15 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Union
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from .codec import (
+from ..codec import (
     DEFAULT_MAX_METADATA_BYTES,
     json_type_name,
     parse_metadata,
     serialize_metadata,
     validate_attributes,
 )
-from .errors import ConfigError, MetadataError, NoRouteMatched, RoutingError
-from .log import logger
+from ..errors import ConfigError, MetadataError, NoRouteMatched, RoutingError
+from ..log import logger
 
 if TYPE_CHECKING:
     from livekit.agents import Agent, AgentSession, JobRequest

@@ -65,21 +65,21 @@ from jwt.algorithms import HMACAlgorithm
 from livekit import api
 from livekit.api.access_token import Claims
 
-from .codec import (
+from ..codec import (
     DEFAULT_MAX_ATTRIBUTES_BYTES,
     DEFAULT_MAX_METADATA_BYTES,
     parse_metadata,
     serialize_metadata,
     validate_attributes,
 )
-from .errors import (
+from ..errors import (
     ConfigError,
     MetadataError,
     RoutingError,
     TokenError,
     TokenVerificationError,
 )
-from .log import logger
+from ..log import logger
 
 if TYPE_CHECKING:
     from pydantic import BaseModel

@@ -39,10 +39,10 @@ from typing import Any, Final, Literal, overload
 
 import orjson
 
-from .log import logger
-from .memory_store import MemoryStore
+from ..log import logger
+from .memory import MemoryStore
 from .store import SessionStore
-from .tool_token import DEFAULT_TOKEN_EXPIRY_SECS, SecretInput, ToolTokens
+from .tool_tokens import DEFAULT_TOKEN_EXPIRY_SECS, SecretInput, ToolTokens
 
 __all__ = [
     "DEFAULT_CLEANUP_THRESHOLD",

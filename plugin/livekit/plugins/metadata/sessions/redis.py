@@ -49,8 +49,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 
-from .errors import ConfigError, MetadataTooLarge, StoreUnavailable
-from .log import logger
+from ..errors import ConfigError, MetadataTooLarge, StoreUnavailable
+from ..log import logger
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis

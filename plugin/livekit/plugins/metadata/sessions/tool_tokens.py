@@ -54,8 +54,8 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from typing import Any
 
-from .errors import ConfigError
-from .log import logger
+from ..errors import ConfigError
+from ..log import logger
 
 __all__ = [
     "DEFAULT_TOKEN_EXPIRY_SECS",

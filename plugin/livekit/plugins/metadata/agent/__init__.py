@@ -1,0 +1,1 @@
+"""The agent side: the only wing that imports ``livekit.agents``."""

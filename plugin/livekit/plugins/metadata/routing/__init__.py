@@ -1,0 +1,1 @@
+"""Routing: rules that pick the agent from metadata, and explicit dispatch."""

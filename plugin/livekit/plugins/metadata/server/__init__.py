@@ -1,0 +1,1 @@
+"""The token endpoint (``lk-metadata serve``): config, app and OpenAPI document."""

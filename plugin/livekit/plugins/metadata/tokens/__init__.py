@@ -1,0 +1,1 @@
+"""Tokens: LiveKit AccessTokens that carry metadata and the agent dispatch."""
