@@ -20,8 +20,9 @@ import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
+from livekit.plugins.metadata._util import redact_url
 from livekit.plugins.metadata.errors import ConfigError, MetadataTooLarge, StoreUnavailable
-from livekit.plugins.metadata.sessions.redis import SIZE_FIELD, RedisStore, redact_url
+from livekit.plugins.metadata.sessions.redis import SIZE_FIELD, RedisStore
 from livekit.plugins.metadata.sessions.store import MergeAndGet, SessionStore
 from tests.fixtures.redis_server import RedisServer
 from tests.store_conformance import StoreConformance

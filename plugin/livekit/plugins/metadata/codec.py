@@ -31,12 +31,12 @@ LiveKit itself.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import orjson
 
+from ._util import KEY_LABEL_MAX, key_label, non_finite_path
 from .errors import (
     InvalidAttributes,
     InvalidMetadataJSON,
@@ -52,7 +52,10 @@ __all__ = [
     "DEFAULT_MAX_ATTRIBUTES_BYTES",
     "DEFAULT_MAX_METADATA_BYTES",
     "MAX_DEPTH",
+    "PLUGIN_ATTRIBUTE_PREFIX",
     "RESERVED_ATTRIBUTE_PREFIX",
+    "SESSION_ATTRIBUTE",
+    "SESSION_KEY",
     "apply_attributes",
     "attributes_size",
     "json_type_name",
@@ -75,6 +78,21 @@ MAX_DEPTH = 64
 RESERVED_ATTRIBUTE_PREFIX = "lk."
 """Attribute keys with this prefix are set by LiveKit itself (e.g. ``lk.agent.name``)."""
 
+PLUGIN_ATTRIBUTE_PREFIX = "lk-metadata."
+"""This plugin's own namespace for participant attributes and job-metadata keys.
+
+Only the plugin writes keys in it: a client request that sends one is refused,
+so a caller can never choose, send or override what the plugin puts there."""
+
+SESSION_ATTRIBUTE = PLUGIN_ATTRIBUTE_PREFIX + "session"
+"""The participant attribute that carries the id of the participant's token session.
+
+Set in the token by the issuer (never by the client); the agent reads the
+participant's private keys from that session."""
+
+SESSION_KEY = SESSION_ATTRIBUTE
+"""The job-metadata key that carries the token session id of the token that dispatched the job."""
+
 _WHITESPACE = b" \t\r\n"
 _WHITESPACE_CODES = frozenset(_WHITESPACE)
 _NON_FINITE = (b"NaN", b"Infinity", b"-Infinity")
@@ -85,7 +103,6 @@ _DEPTH_TABLE = bytes.maketrans(b"{}[]", b"()()")
 _DEPTH_DELETE = bytes(b for b in range(256) if b not in b'"{}[]')
 # A document shorter than this cannot nest MAX_DEPTH + 1 containers.
 _MIN_DEEP_SIZE = 2 * (MAX_DEPTH + 1)
-_KEY_LABEL_MAX = 64
 
 M = TypeVar("M", bound="BaseModel")
 
@@ -123,14 +140,6 @@ def _to_bytes(raw: str | bytes | bytearray | memoryview) -> bytes:
     if raw is None:
         return b""
     raise TypeError(f"metadata must be str, bytes or None, not {type(raw).__name__}")
-
-
-def _key_label(key: object) -> str:
-    """A key for a message: keys may be shown (values never), but long ones are cut."""
-    text = str(key)
-    if len(text) > _KEY_LABEL_MAX:
-        text = text[: _KEY_LABEL_MAX - 3] + "..."
-    return repr(text)
 
 
 def _depth_exceeds(value: Any, limit: int) -> bool:
@@ -344,22 +353,7 @@ def _validate_schema(obj: Mapping[str, Any], schema: type[M]) -> M:
 
 def _path_part(part: object) -> str:
     text = str(part)
-    return text if len(text) <= _KEY_LABEL_MAX else text[: _KEY_LABEL_MAX - 3] + "..."
-
-
-def _non_finite_path(value: Any) -> str | None:
-    """Dotted path of the first NaN/Infinity float in ``value``, or None."""
-    stack: list[tuple[Any, str]] = [(value, "")]
-    while stack:
-        node, path = stack.pop()
-        if isinstance(node, float):
-            if not math.isfinite(node):
-                return path or "<root>"
-        elif isinstance(node, dict):
-            stack.extend((v, f"{path}.{k}" if path else str(k)) for k, v in node.items())
-        elif isinstance(node, (list, tuple)):
-            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(node))
-    return None
+    return text if len(text) <= KEY_LABEL_MAX else text[: KEY_LABEL_MAX - 3] + "..."
 
 
 def serialize_metadata(
@@ -393,10 +387,10 @@ def serialize_metadata(
         # parse_metadata would refuse it, so refuse it here: the round trip holds.
         raise InvalidMetadataJSON(f"metadata nests deeper than {MAX_DEPTH} levels")
     if b"null" in data:
-        bad = _non_finite_path(value)
+        bad = non_finite_path(value)
         if bad is not None:
             raise ValueError(
-                f"metadata value at {_key_label(bad)} is NaN or infinite, which JSON cannot hold"
+                f"metadata value at {key_label(bad)} is NaN or infinite, which JSON cannot hold"
             )
     if len(data) > max_bytes:
         raise MetadataTooLarge(
@@ -444,18 +438,18 @@ def validate_attributes(
             raise InvalidAttributes("attribute keys must be non-empty strings")
         if not isinstance(value, str):
             raise InvalidAttributes(
-                f"attribute {_key_label(key)} must have a str value, not {type(value).__name__}"
+                f"attribute {key_label(key)} must have a str value, not {type(value).__name__}"
             )
         if not allow_reserved and key.startswith(RESERVED_ATTRIBUTE_PREFIX):
             raise InvalidAttributes(
-                f"attribute {_key_label(key)} uses the prefix {RESERVED_ATTRIBUTE_PREFIX!r}, "
+                f"attribute {key_label(key)} uses the prefix {RESERVED_ATTRIBUTE_PREFIX!r}, "
                 "which LiveKit reserves for itself"
             )
         try:
             total += len(key.encode("utf-8")) + len(value.encode("utf-8"))
         except UnicodeEncodeError:
             raise InvalidAttributes(
-                f"attribute {_key_label(key)} is not valid UTF-8 (lone surrogate)"
+                f"attribute {key_label(key)} is not valid UTF-8 (lone surrogate)"
             ) from None
         out[key] = value
     if total > max_bytes:

@@ -11,7 +11,8 @@ catch the whole family or a single leaf::
     │   ├── SchemaViolation           the pydantic schema rejected it
     │   └── InvalidAttributes         LiveKit attributes: not str->str, reserved key, too large
     ├── StoreError                    a session store failed
-    │   └── StoreUnavailable          the backend (e.g. Redis) cannot be reached in time
+    │   ├── StoreUnavailable          the backend (e.g. Redis) cannot be reached in time
+    │   └── StoreFull                 the session cap is reached; nothing was evicted
     ├── TokenError                    an access token could not be minted or verified
     │   └── TokenVerificationError    signature, issuer, expiry or format check failed
     ├── RoutingError                  routing metadata to an agent failed
@@ -45,6 +46,7 @@ __all__ = [
     "RoutingError",
     "SchemaViolation",
     "StoreError",
+    "StoreFull",
     "StoreUnavailable",
     "TokenError",
     "TokenVerificationError",
@@ -128,6 +130,14 @@ class StoreError(MetadataPluginError):
 
 class StoreUnavailable(StoreError):
     """Raised when the store backend cannot be reached or does not answer in time."""
+
+
+class StoreFull(StoreError):
+    """The store holds its maximum number of sessions: retry after some expire.
+
+    Nothing is evicted to make room: a full store refuses new sessions and
+    leaves every existing one alone until its own expiry.
+    """
 
 
 class TokenError(MetadataPluginError):

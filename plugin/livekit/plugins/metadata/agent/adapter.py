@@ -57,6 +57,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import orjson
 from livekit import rtc
 
+from .._util import key_label, keys_for_log
 from ..codec import (
     DEFAULT_MAX_ATTRIBUTES_BYTES,
     DEFAULT_MAX_METADATA_BYTES,
@@ -97,25 +98,10 @@ OnInvalid = Literal["log", "raise"]
 PublishAs = Literal["attributes", "metadata"]
 SessionIdFactory = Callable[["JobContext"], str]
 
-_MAX_LOGGED_KEYS = 20
-_KEY_LABEL_MAX = 64
 
 # Queue items: ("metadata", identity, raw) | ("attributes", identity, changed, snapshot)
 # | ("room", "", raw) | ("snapshot", identity, participant, future).
 _Item = tuple[Any, ...]
-
-
-def _label(key: object) -> str:
-    text = str(key)
-    return text if len(text) <= _KEY_LABEL_MAX else text[: _KEY_LABEL_MAX - 3] + "..."
-
-
-def _keys_for_log(keys: Iterable[str]) -> str:
-    keys = list(keys)
-    shown = ", ".join(_label(k) for k in keys[:_MAX_LOGGED_KEYS])
-    if len(keys) > _MAX_LOGGED_KEYS:
-        shown += f", ... ({len(keys)} keys)"
-    return f"[{shown}]"
 
 
 def _raw_size(raw: str | bytes | None) -> int:
@@ -456,9 +442,9 @@ class SessionHandle:
             return obj
         logger.warning(
             "metadata adapter: ignored protected keys %s from %s for session %r",
-            _keys_for_log(blocked),
+            keys_for_log(blocked),
             source,
-            _label(self._id),
+            key_label(self._id),
         )
         return {k: v for k, v in obj.items() if k not in protected}
 
@@ -489,7 +475,7 @@ class SessionHandle:
             logger.warning(
                 "metadata adapter: could not store %s for session %r: %s",
                 source,
-                _label(self._id),
+                key_label(self._id),
                 exc,
             )
             if raise_:
@@ -509,9 +495,9 @@ class SessionHandle:
         logger.warning(
             "metadata adapter: rejected %s for session %r (%d bytes, keys=%s): %s",
             source,
-            _label(self._id),
+            key_label(self._id),
             size,
-            _keys_for_log(keys),
+            keys_for_log(keys),
             reason,
         )
         if raise_:
@@ -686,8 +672,8 @@ class SessionHandle:
                 "check canUpdateOwnMetadata and the server's size limits",
                 "published",
                 as_,
-                _label(identity),
-                _keys_for_log(keys),
+                key_label(identity),
+                keys_for_log(keys),
                 size,
             )
         return PublishResult(
@@ -732,7 +718,7 @@ class SessionHandle:
                 await self._adapter._sessions.delete_session_metadata(self._id)
             except StoreError as exc:
                 logger.warning(
-                    "metadata adapter: could not delete session %r: %s", _label(self._id), exc
+                    "metadata adapter: could not delete session %r: %s", key_label(self._id), exc
                 )
 
 
@@ -963,7 +949,7 @@ class MetadataAdapter:
             self.stats.invalid += 1
             logger.warning(
                 "metadata adapter: rejected job request metadata (job %r, %d bytes): %s",
-                _label(req.job.id),
+                key_label(req.job.id),
                 _raw_size(raw),
                 exc,
             )

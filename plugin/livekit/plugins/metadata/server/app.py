@@ -50,6 +50,7 @@ import orjson
 from aiohttp import web
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 
+from .._util import key_label, redact_url
 from ..codec import DEFAULT_MAX_METADATA_BYTES, parse_metadata, validate_attributes
 from ..errors import (
     ConfigError,
@@ -410,12 +411,6 @@ _AIOHTTP_CODES = {
 
 def _error_body(code: str, message: str) -> bytes:
     return orjson.dumps({"error": {"code": code, "message": message}})
-
-
-def _safe_key(key: object) -> str:
-    """A client-sent key, shortened and repr-quoted, for an error message."""
-    text = str(key)
-    return repr(text if len(text) <= 64 else text[:61] + "...")
 
 
 # --------------------------------------------------------------------------- rate limiting
@@ -997,7 +992,7 @@ def _normalize_field_names(body: dict[str, Any]) -> dict[str, Any]:
         else:
             out[name] = value
     if unknown:
-        shown = ", ".join(_safe_key(k) for k in unknown[:5])
+        shown = ", ".join(key_label(k) for k in unknown[:5])
         raise _HTTPError(400, "invalid_request", f"unknown request fields: {shown}")
     return out
 
@@ -1027,7 +1022,7 @@ def _check_metadata_policy(client: dict[str, Any], merged: dict[str, Any], state
     if state.allowed_keys is not None:
         extra = [k for k in client if k not in state.allowed_keys]
         if extra:
-            shown = ", ".join(_safe_key(k) for k in extra[:10])
+            shown = ", ".join(key_label(k) for k in extra[:10])
             raise _HTTPError(422, "metadata_key_not_allowed", f"metadata keys not allowed: {shown}")
     if state.schema is not None:
         try:
@@ -1037,7 +1032,7 @@ def _check_metadata_policy(client: dict[str, Any], merged: dict[str, Any], state
                 ".".join(str(p) for p in err["loc"]) or "<root>"
                 for err in exc.errors(include_input=False, include_url=False)
             ]
-            shown = ", ".join(_safe_key(f) for f in fields[:10])
+            shown = ", ".join(key_label(f) for f in fields[:10])
             raise _HTTPError(
                 422,
                 "schema_violation",
@@ -1130,7 +1125,7 @@ async def _handle_token(request: web.Request) -> web.Response:
     if state.allowed_attr_keys is not None:
         extra_attrs = [k for k in attributes if k not in state.allowed_attr_keys]
         if extra_attrs:
-            shown = ", ".join(_safe_key(k) for k in extra_attrs[:10])
+            shown = ", ".join(key_label(k) for k in extra_attrs[:10])
             raise _HTTPError(
                 422, "attribute_key_not_allowed", f"attribute keys not allowed: {shown}"
             )
@@ -1573,7 +1568,7 @@ def run(
         f"lk-metadata token server listening on {base}{config.path}\n"
         f"  LiveKit URL handed to clients: {config.server_url}\n"
         f"  routing: {'off' if state.router is None else (config.rules or 'bundled example rules')}"
-        f"; store: {_redact_url(config.store)}\n"
+        f"; store: {redact_url(config.store)}\n"
         "Try it:\n"
         f"  curl -s -X POST {base}{config.path}{auth_hint} -H 'Content-Type: application/json' "
         '-d \'{"participant_metadata": "{\\"department\\": \\"support\\"}"}\'',
@@ -1602,7 +1597,3 @@ def prepare_process() -> None:
 
     gc.collect()
     gc.freeze()
-
-
-def _redact_url(url: str) -> str:
-    return re.sub(r"://[^@/]*@", "://***@", url)

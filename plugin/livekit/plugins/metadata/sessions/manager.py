@@ -39,6 +39,7 @@ from typing import Any, Final, Literal, overload
 
 import orjson
 
+from .._util import key_label, non_finite_path
 from ..log import logger
 from .memory import MemoryStore
 from .store import SessionStore
@@ -72,25 +73,6 @@ _JSON_ERROR = orjson.JSONEncodeError
 _OPTS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
-def _key_label(key: str) -> str:
-    return repr(key) if len(key) <= 64 else repr(key[:61] + "...")
-
-
-def _non_finite(value: Any) -> bool:
-    """True if ``value`` holds a NaN or infinite float anywhere (orjson writes them as null)."""
-    stack = [value]
-    while stack:
-        node = stack.pop()
-        if isinstance(node, float):
-            if not math.isfinite(node):
-                return True
-        elif isinstance(node, dict):
-            stack.extend(node.values())
-        elif isinstance(node, (list, tuple)):
-            stack.extend(node)
-    return False
-
-
 def _encode_value(key: str, value: Any) -> bytes:
     t = type(value)
     try:
@@ -99,7 +81,7 @@ def _encode_value(key: str, value: Any) -> bytes:
         if t is float:
             if value - value != 0.0:  # NaN or +-Infinity
                 raise ValueError(
-                    f"metadata value for key {_key_label(key)} is NaN or infinite, "
+                    f"metadata value for key {key_label(key)} is NaN or infinite, "
                     "which JSON cannot hold"
                 )
             return _dumps(value)
@@ -107,11 +89,11 @@ def _encode_value(key: str, value: Any) -> bytes:
     except _JSON_ERROR as exc:
         reason = str(exc).split("\n", 1)[0]
         raise TypeError(
-            f"metadata value for key {_key_label(key)} is not JSON-serializable ({reason})"
+            f"metadata value for key {key_label(key)} is not JSON-serializable ({reason})"
         ) from None
-    if encoded.find(b"null") != -1 and _non_finite(value):
+    if encoded.find(b"null") != -1 and non_finite_path(value) is not None:
         raise ValueError(
-            f"metadata value for key {_key_label(key)} contains NaN or infinity, "
+            f"metadata value for key {key_label(key)} contains NaN or infinity, "
             "which JSON cannot hold"
         )
     return encoded

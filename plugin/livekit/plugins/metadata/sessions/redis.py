@@ -45,10 +45,10 @@ import math
 import sys
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import orjson
 
+from .._util import redact_url
 from ..errors import ConfigError, MetadataTooLarge, StoreUnavailable
 from ..log import logger
 
@@ -265,28 +265,6 @@ def _import_redis() -> Any:
     except ImportError as exc:  # pragma: no cover - exercised without the extra
         raise ConfigError(_INSTALL_HINT) from exc
     return redis
-
-
-def redact_url(url: str) -> str:
-    """``url`` with any password (userinfo or ``?password=``) replaced by ``***``."""
-    try:
-        parts = urlsplit(url)
-        netloc = parts.netloc
-        if "@" in netloc:
-            userinfo, host = netloc.rsplit("@", 1)
-            user, sep, _password = userinfo.partition(":")
-            # A lone userinfo (redis://secret@host) is redacted too: people put
-            # passwords there even though redis-py reads it as a user name.
-            netloc = f"{user}:***@{host}" if sep else f"***@{host}"
-        query = parts.query
-        if query:
-            pairs = parse_qsl(query, keep_blank_values=True)
-            query = urlencode(
-                [(k, "***" if k.lower() == "password" else v) for k, v in pairs], safe="*"
-            )
-        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
-    except ValueError:
-        return "<unparseable redis url>"
 
 
 def _describe_client(client: Redis) -> str:

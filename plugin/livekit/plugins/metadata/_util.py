@@ -1,0 +1,82 @@
+"""Private helpers shared by every wing: safe labels for logs and errors, NaN checks, URL redaction.
+
+Nothing here is public API. Each helper exists once so that what may appear in a
+log line or an error message (a key, never a value; a URL, never its password)
+is decided in one place.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+__all__ = ["key_label", "keys_for_log", "non_finite_path", "redact_url"]
+
+KEY_LABEL_MAX = 64
+"""Longest key shown in a message; longer ones are cut and end in ``...``."""
+
+_MAX_LOGGED_KEYS = 20
+
+
+def key_label(key: object, *, quote: bool = True) -> str:
+    """A key for a message: keys may be shown (values never), but long ones are cut.
+
+    ``quote`` (the default) returns the ``repr`` of the cut text, so control
+    characters and quotes in a hostile key cannot forge a log line.
+    """
+    text = str(key)
+    if len(text) > KEY_LABEL_MAX:
+        text = text[: KEY_LABEL_MAX - 3] + "..."
+    return repr(text) if quote else text
+
+
+def keys_for_log(keys: Iterable[object]) -> str:
+    """A bounded, quoted list of keys for a log line: at most 20, then a count."""
+    keys = list(keys)
+    shown = ", ".join(key_label(k) for k in keys[:_MAX_LOGGED_KEYS])
+    if len(keys) > _MAX_LOGGED_KEYS:
+        shown += f", ... ({len(keys)} keys)"
+    return f"[{shown}]"
+
+
+def non_finite_path(value: Any) -> str | None:
+    """Dotted path of the first NaN/Infinity float in ``value`` (``"<root>"`` for itself), or None.
+
+    orjson writes non-finite floats as ``null``, silently changing the value, so
+    every writer refuses them first.
+    """
+    stack: list[tuple[Any, str]] = [(value, "")]
+    while stack:
+        node, path = stack.pop()
+        if isinstance(node, float):
+            if not math.isfinite(node):
+                return path or "<root>"
+        elif isinstance(node, dict):
+            stack.extend((v, f"{path}.{k}" if path else str(k)) for k, v in node.items())
+        elif isinstance(node, (list, tuple)):
+            stack.extend((v, f"{path}[{i}]") for i, v in enumerate(node))
+    return None
+
+
+def redact_url(url: str) -> str:
+    """``url`` with any password (userinfo or a ``password=`` query field) replaced by ``***``."""
+    try:
+        parts = urlsplit(url)
+        netloc = parts.netloc
+        if "@" in netloc:
+            userinfo, host = netloc.rsplit("@", 1)
+            user, sep, _password = userinfo.partition(":")
+            # A lone userinfo (redis://secret@host) is redacted too: people put
+            # passwords there even though clients may read it as a user name.
+            netloc = f"{user}:***@{host}" if sep else f"***@{host}"
+        query = parts.query
+        if query:
+            pairs = parse_qsl(query, keep_blank_values=True)
+            query = urlencode(
+                [(k, "***" if k.lower() == "password" else v) for k, v in pairs], safe="*"
+            )
+        return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+    except ValueError:
+        return "<unparseable url>"
