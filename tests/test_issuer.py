@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import typing
 from datetime import timedelta
 from typing import Any
 
@@ -33,6 +34,7 @@ from livekit.plugins.metadata.errors import (
 from livekit.plugins.metadata.routing.router import MetadataRouter
 from livekit.plugins.metadata.sessions.manager import SessionManager
 from livekit.plugins.metadata.sessions.memory import MemoryStore
+from livekit.plugins.metadata.tokens.claims import GRANT_CLAIMS
 from livekit.plugins.metadata.tokens.issuer import (
     DEFAULT_TTL,
     SESSION_OWNER_KEY,
@@ -244,27 +246,56 @@ _json = st.recursive(
 _md = st.dictionaries(_text, _json, max_size=4)
 _attr_key = _text.filter(lambda k: not k.startswith("lk."))
 _attrs = st.dictionaries(_attr_key, st.text(max_size=8), max_size=3)
-_opt_bool = st.sampled_from([None, True, False])
-_grants = st.builds(
-    api.VideoGrants,
-    room_create=_opt_bool,
-    room_list=_opt_bool,
-    room_record=_opt_bool,
-    room_admin=_opt_bool,
-    room_join=_opt_bool,
-    destination_room=st.none() | st.just("") | _text,
-    can_publish=st.booleans(),
-    can_subscribe=st.booleans(),
-    can_publish_data=st.booleans(),
-    can_publish_sources=st.none() | st.lists(st.sampled_from(["camera", "microphone"])),
-    can_update_own_metadata=_opt_bool,
-    ingress_admin=_opt_bool,
-    hidden=_opt_bool,
-    recorder=_opt_bool,
-    agent=_opt_bool,
-    can_manage_agent_session=_opt_bool,
-    can_subscribe_metrics=_opt_bool,
-)
+
+
+def _field_values(annotation: Any) -> st.SearchStrategy[Any]:
+    """Values for one grant field, read from its type (so new livekit-api grants get tested)."""
+    args = typing.get_args(annotation)
+    if type(None) in args:
+        (inner,) = (a for a in args if a is not type(None))
+        return st.none() | _field_values(inner)
+    if annotation is bool:
+        return st.booleans()
+    if annotation is str:
+        return st.just("") | _text
+    if typing.get_origin(annotation) is list:
+        return st.lists(_text, max_size=3)
+    raise AssertionError(f"no strategy for grant field type {annotation!r}")
+
+
+def _grant(cls: type) -> st.SearchStrategy[Any]:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: _field_values(hints[f.name]) for f in dataclasses.fields(cls)}
+    if cls is api.VideoGrants:
+        fields["room"] = st.just("")  # filled in with the token's room
+    return st.builds(cls, **fields)
+
+
+# AccessToken's own setter for each grant type; the test below fails when
+# livekit-api gains a grant type this table (and so the property) does not cover.
+_SETTERS: dict[type, str] = {
+    api.VideoGrants: "with_grants",
+    api.SIPGrants: "with_sip_grants",
+    api.InferenceGrants: "with_inference_grants",
+    api.ObservabilityGrants: "with_observability_grants",
+    api.AgentGrants: "with_agent_grants",
+    api.AgentEndpointGrants: "with_agent_endpoint_grants",
+    api.AgentThreadGrants: "with_agent_thread_grants",
+}
+_grant_sets = st.fixed_dictionaries({}, optional={cls: _grant(cls) for cls in _SETTERS})
+
+
+def test_every_grant_type_of_livekit_api_is_supported() -> None:
+    installed = {
+        value
+        for name, value in vars(api).items()
+        if name.endswith("Grants") and dataclasses.is_dataclass(value)
+    }
+    assert installed == set(GRANT_CLAIMS) == set(_SETTERS)
+    assert GRANT_CLAIMS[api.SIPGrants] == "sip"
+    assert GRANT_CLAIMS[api.AgentEndpointGrants] == "agentEndpoint"
+
+
 _dispatch = st.builds(
     Dispatch,
     agent_name=_text.filter(str.strip),
@@ -284,7 +315,7 @@ _dispatch = st.builds(
     attributes=st.none() | _attrs,
     dispatches=st.lists(_dispatch, max_size=3),
     flag=st.booleans(),
-    grants=st.none() | _grants,
+    grants=st.none() | _grant(api.VideoGrants) | _grant_sets,
     empty_timeout=st.none() | st.integers(0, 600),
 )
 def test_claims_equal_access_token(
@@ -296,10 +327,13 @@ def test_claims_equal_access_token(
     attributes: dict[str, str] | None,
     dispatches: list[Dispatch],
     flag: bool,
-    grants: api.VideoGrants | None,
+    grants: api.VideoGrants | dict[type, Any] | None,
     empty_timeout: int | None,
 ) -> None:
-    """Our claims are exactly AccessToken's for the same inputs (ignoring nbf/exp)."""
+    """Our claims are exactly AccessToken's for the same inputs (ignoring nbf/exp).
+
+    ``grants`` is none, one video grant, or any subset of every grant type.
+    """
     issuer = TokenIssuer(KEY, SECRET)
     room_config = (
         None if empty_timeout is None else api.RoomConfiguration(empty_timeout=empty_timeout)
@@ -313,22 +347,26 @@ def test_claims_equal_access_token(
         attributes=attributes,
         dispatch=dispatches,
         can_update_own_metadata=flag,
-        grants=grants,
+        grants=list(grants.values()) if isinstance(grants, dict) else grants,
         room_config=room_config,
     )
 
     def text(md: dict[str, Any] | None) -> str:
         return serialize_metadata(md) if md else ""
 
-    if grants is None:
+    others = dict(grants) if isinstance(grants, dict) else {}
+    video = others.pop(api.VideoGrants, None) if isinstance(grants, dict) else grants
+    if video is None:
         effective = api.VideoGrants(room_join=True, room=room, can_update_own_metadata=flag or None)
     else:
         effective = dataclasses.replace(
-            grants,
+            video,
             room=room,
-            can_update_own_metadata=True if flag else grants.can_update_own_metadata,
+            can_update_own_metadata=True if flag else video.can_update_own_metadata,
         )
     at = api.AccessToken(KEY, SECRET).with_identity(identity).with_grants(effective)
+    for cls, grant in others.items():
+        getattr(at, _SETTERS[cls])(grant)
     if name is not None:
         at.with_name(name)
     if kind is not None:
@@ -401,6 +439,9 @@ def test_claims_equal_access_token(
         ({"job_metadata": "[]", "dispatch": "a"}, MetadataNotAnObject, "JSON array"),
         ({"grants": api.VideoGrants(room="other")}, ValueError, "grants.room"),
         ({"grants": {"roomAdmin": True}}, TypeError, "grants must be"),
+        ({"grants": [api.SIPGrants(), object()]}, TypeError, "not object"),
+        ({"grants": [api.SIPGrants(), api.SIPGrants()]}, ValueError, "more than one SIPGrants"),
+        ({"grants": [api.VideoGrants(room="o"), api.SIPGrants()]}, ValueError, "grants.room"),
         (
             {"room_config": api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name="a")])},
             ValueError,

@@ -5,7 +5,9 @@ would produce for the same inputs (same keys, camelCase names, ``None``/``""``
 dropped, ``roomConfig`` as protobuf ``MessageToDict`` writes it, HS256), but builds
 the claims dict directly instead of going through ``dataclasses.asdict`` and
 ``MessageToDict`` on every call, serializes it with orjson and signs it with
-PyJWT (:class:`jwt.PyJWS`). Secrets are validated by PyJWT once, when the issuer
+PyJWT (:class:`jwt.PyJWS`). Every grant type of the installed livekit-api
+(video, SIP, inference, observability, agent, ...) can be given; see
+:mod:`~livekit.plugins.metadata.tokens.claims`. Secrets are validated by PyJWT once, when the issuer
 is created, not on every token.
 
 Before anything is signed every input is checked, each failure with its own
@@ -24,7 +26,8 @@ error:
 Least privilege by default: the video grant is ``VideoGrants(room_join=True,
 room=room)`` and nothing else — no admin, create, list or record grants, and
 ``canUpdateOwnMetadata`` only when ``can_update_own_metadata=True``. Extra grants
-must be passed explicitly (``grants=VideoGrants(...)``).
+must be passed explicitly (``grants=VideoGrants(...)`` or
+``grants=[VideoGrants(...), SIPGrants(call=True)]``).
 
 **Default TTL: 10 minutes** (:data:`DEFAULT_TTL`). A LiveKit token only has to
 be valid when the client *connects*: the server hands connected participants
@@ -101,6 +104,16 @@ from ..errors import (
     TokenVerificationError,
 )
 from ..log import logger
+from .claims import (
+    MAX_IDENTITY_BYTES,
+    PARTICIPANT_KINDS,
+    GrantsInput,
+    check_name,
+    grants_claims,
+    participant_claims,
+    room_config_claim,
+    ttl_seconds,
+)
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -124,14 +137,6 @@ __all__ = [
 
 DEFAULT_TTL = timedelta(minutes=10)
 """Default token lifetime: long enough to connect, short enough to limit a leaked token."""
-
-MAX_IDENTITY_BYTES = 256
-"""LiveKit's limit for identities, room names and participant names (UTF-8 bytes)."""
-
-PARTICIPANT_KINDS = frozenset(
-    {"standard", "egress", "ingress", "sip", "agent", "connector", "bridge"}
-)
-"""Participant kinds the LiveKit server accepts in the ``kind`` claim."""
 
 DEFAULT_SESSION_GRACE = timedelta(minutes=10)
 """How long a token session outlives its token by default.
@@ -306,27 +311,6 @@ def _is_compact(text: str) -> bool:
     return " " not in text and "\n" not in text and "\r" not in text and "\t" not in text
 
 
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(word.capitalize() for word in rest)
-
-
-_VIDEO_FIELDS: tuple[tuple[str, str], ...] = tuple(
-    (f.name, _camel(f.name)) for f in dataclasses.fields(api.VideoGrants)
-)
-
-
-def _video_claim(grants: api.VideoGrants) -> dict[str, Any]:
-    """The ``video`` claim exactly as ``Claims.asdict()`` writes it."""
-    out: dict[str, Any] = {}
-    for attr, key in _VIDEO_FIELDS:
-        value = getattr(grants, attr)
-        if value is None or (isinstance(value, str) and value == ""):
-            continue
-        out[key] = list(value) if isinstance(value, list) else value
-    return out
-
-
 class _PreparedHMAC(HMACAlgorithm):
     """PyJWT's HS256 with the issuer's secret validated once instead of on every token.
 
@@ -350,64 +334,11 @@ class _PreparedHMAC(HMACAlgorithm):
         return super().prepare_key(key)
 
 
-def _check_name(value: object, what: str, *, required: bool) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
-    if not value:
-        if required:
-            raise ValueError(f"{what} must not be empty")
-        return value
-    try:
-        size = len(value.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise ValueError(f"{what} is not valid UTF-8 (lone surrogate)") from None
-    if size > MAX_IDENTITY_BYTES:
-        raise ValueError(
-            f"{what} is {size} bytes (UTF-8), over LiveKit's limit of {MAX_IDENTITY_BYTES}"
-        )
-    return value
-
-
-def _ttl_seconds(ttl: timedelta | float, what: str = "ttl") -> int:
-    if isinstance(ttl, timedelta):
-        seconds = ttl.total_seconds()
-    elif isinstance(ttl, (int, float)) and not isinstance(ttl, bool):
-        seconds = float(ttl)
-    else:
-        raise TypeError(f"{what} must be a timedelta or seconds, not {type(ttl).__name__}")
-    if not seconds >= 1:  # also rejects NaN
-        raise ValueError(f"{what} must be at least one second")
-    return int(seconds)
-
-
 def _prefix(exc: MetadataError, what: str) -> MetadataError:
     """Prefix an error's message in place (its typed attributes stay as they are)."""
     exc.message = f"{what}: {exc.message}"
     exc.args = (exc.message,)
     return exc
-
-
-def _participant_claims(name: str | None, kind: str | None) -> dict[str, Any]:
-    claims: dict[str, Any] = {}
-    if name is not None and _check_name(name, "name", required=False):
-        claims["name"] = name
-    if kind is not None and kind != "":
-        if kind not in PARTICIPANT_KINDS:
-            raise ValueError(f"kind must be one of {sorted(PARTICIPANT_KINDS)}")
-        claims["kind"] = kind
-    return claims
-
-
-def _room_config_claim(room_config: api.RoomConfiguration | None) -> dict[str, Any] | None:
-    if room_config is None:
-        return None
-    if not isinstance(room_config, api.RoomConfiguration):
-        raise TypeError(
-            f"room_config must be livekit.api.RoomConfiguration, not {type(room_config).__name__}"
-        )
-    if len(room_config.agents):
-        raise ValueError("room_config.agents must be empty: pass agents as dispatch=")
-    return MessageToDict(room_config)
 
 
 def _refuse_reserved(keys: Iterable[str], what: str) -> None:
@@ -518,12 +449,12 @@ class TokenIssuer:
         self._jws.register_algorithm("HS256", algorithm)
         self._key = algorithm.prepared
         self._api_key = key
-        self._ttl = _ttl_seconds(ttl)
+        self._ttl = ttl_seconds(ttl)
         self._max_metadata_bytes = max_metadata_bytes
         self._max_attributes_bytes = max_attributes_bytes
         self._router = router
         self._sessions = sessions
-        self._session_grace = _ttl_seconds(session_grace, "session_grace")
+        self._session_grace = ttl_seconds(session_grace, "session_grace")
         self._leeway = leeway
         self._clock = clock
         self._verifier = api.TokenVerifier(key, secret, leeway=leeway)
@@ -570,7 +501,7 @@ class TokenIssuer:
         job_metadata: MetadataInput | None = None,
         can_update_own_metadata: bool = False,
         ttl: timedelta | float | None = None,
-        grants: api.VideoGrants | None = None,
+        grants: GrantsInput | None = None,
         kind: str | None = None,
         room_config: api.RoomConfiguration | None = None,
     ) -> str:
@@ -594,9 +525,13 @@ class TokenIssuer:
             can_update_own_metadata: Grant ``canUpdateOwnMetadata`` (off by default;
                 a client that can rewrite its metadata makes it untrusted input).
             ttl: Lifetime of this token (timedelta or seconds); default the issuer's.
-            grants: An explicit ``VideoGrants`` replacing the default
-                ``VideoGrants(room_join=True, room=room)``; its ``room`` must be
-                empty (it is filled in) or equal ``room``.
+            grants: One livekit-api grant object or several of distinct types
+                (``VideoGrants``, ``SIPGrants``, ``InferenceGrants``,
+                ``ObservabilityGrants``, ``AgentGrants``, ``AgentEndpointGrants``,
+                ``AgentThreadGrants``, any later one: ``claims.GRANT_CLAIMS``). A
+                ``VideoGrants`` replaces the default ``VideoGrants(room_join=True,
+                room=room)``; its ``room`` must be empty (it is filled in) or
+                equal ``room``.
             kind: Participant kind (:data:`PARTICIPANT_KINDS`).
             room_config: Other ``RoomConfiguration`` settings (``empty_timeout``,
                 ``max_participants``, ...) for the room this join creates; its
@@ -643,7 +578,7 @@ class TokenIssuer:
         job_metadata: MetadataInput | None = None,
         can_update_own_metadata: bool = False,
         ttl: timedelta | float | None = None,
-        grants: api.VideoGrants | None = None,
+        grants: GrantsInput | None = None,
         kind: str | None = None,
         room_config: api.RoomConfiguration | None = None,
     ) -> SessionToken:
@@ -730,7 +665,7 @@ class TokenIssuer:
             As :meth:`mint`, and ``ValueError`` for an empty session id.
         """
         sid = room if session_id is None else session_id
-        _check_name(sid, "session_id", required=True)
+        check_name(sid, "session_id", required=True)
         minted = self._mint(identity, room, legacy_reference=sid, **options)
         assert minted.stored is not None
         return ReferenceToken(token=minted.token, session_id=sid, metadata=minted.stored)
@@ -793,7 +728,7 @@ class TokenIssuer:
         job_metadata: MetadataInput | None = None,
         can_update_own_metadata: bool = False,
         ttl: timedelta | float | None = None,
-        grants: api.VideoGrants | None = None,
+        grants: GrantsInput | None = None,
         kind: str | None = None,
         room_config: api.RoomConfiguration | None = None,
         session_id: str | None = None,
@@ -807,13 +742,13 @@ class TokenIssuer:
         ``legacy_reference`` (deprecated :meth:`mint_reference`) the old
         ``{"session": id}`` reference replaces all metadata in the token.
         """
-        _check_name(identity, "identity", required=True)
-        _check_name(room, "room", required=True)
+        check_name(identity, "identity", required=True)
+        check_name(room, "room", required=True)
         linked = session_id is not None or legacy_reference is not None
         router = self._router if dispatch is None else None
         want_dict = linked or router is not None
 
-        claims = _participant_claims(name, kind)
+        claims = participant_claims(name, kind)
         md_text, md_dict = "", None
         if metadata is not None:
             md_text, md_dict = self._metadata_claim(metadata, "metadata", want_dict=want_dict)
@@ -822,12 +757,12 @@ class TokenIssuer:
             private = self._private_metadata(private_metadata, md_dict or {})
         if md_text and legacy_reference is None:
             claims["metadata"] = md_text
-        claims["video"] = self._video_claim(room, grants, can_update_own_metadata)
+        claims.update(grants_claims(room, grants, can_update_own_metadata=can_update_own_metadata))
         attrs = self._attributes_claim(attributes, session_id)
         if attrs is not None:
             claims["attributes"] = attrs
 
-        room_claim = _room_config_claim(room_config)
+        room_claim = room_config_claim(room_config)
         route_on = {**md_dict, **private} if private and md_dict else (private or md_dict)
         specs = self._resolve_dispatch(dispatch, router, route_on, job_metadata is not None)
         job_dicts: list[dict[str, Any] | None] = []
@@ -866,7 +801,7 @@ class TokenIssuer:
         stored: dict[str, Any] | None,
     ) -> _Minted:
         now = int(self._clock())
-        lifetime = self._ttl if ttl is None else _ttl_seconds(ttl)
+        lifetime = self._ttl if ttl is None else ttl_seconds(ttl)
         claims["sub"] = identity
         claims["iss"] = self._api_key
         claims["nbf"] = now
@@ -905,30 +840,6 @@ class TokenIssuer:
                 agent["metadata"] = serialize_metadata(public, max_bytes=limit)
             except MetadataError as exc:
                 raise _prefix(exc, f"dispatch {agent['agentName']!r} metadata") from None
-
-    def _video_claim(
-        self, room: str, grants: api.VideoGrants | None, can_update_own_metadata: bool
-    ) -> dict[str, Any]:
-        if grants is None:
-            video: dict[str, Any] = {
-                "roomJoin": True,
-                "room": room,
-                "canPublish": True,
-                "canSubscribe": True,
-                "canPublishData": True,
-            }
-        else:
-            if not isinstance(grants, api.VideoGrants):
-                raise TypeError(
-                    f"grants must be livekit.api.VideoGrants, not {type(grants).__name__}"
-                )
-            if grants.room and grants.room != room:
-                raise ValueError("grants.room must be empty or equal to room")
-            video = _video_claim(grants)
-            video["room"] = room
-        if can_update_own_metadata:
-            video["canUpdateOwnMetadata"] = True
-        return video
 
     def _attributes_claim(
         self, attributes: Mapping[str, str] | None, session_id: str | None
