@@ -591,6 +591,171 @@ def test_verify_rejects_non_object_metadata_claim(issuer: TokenIssuer) -> None:
     assert SENTINEL not in info.value.message
 
 
+# --------------------------------------------------------------------------- odd claims (#14.4)
+
+
+def signed(**claims: Any) -> str:
+    """A validly signed token: a joinable base with ``claims`` replacing (``None`` removes)."""
+    payload: dict[str, Any] = {
+        "sub": "u",
+        "iss": KEY,
+        "nbf": int(time.time()) - 5,
+        "exp": int(time.time()) + 600,
+        "video": {"roomJoin": True, "room": "r"},
+    }
+    for key, value in claims.items():
+        if value is None:
+            payload.pop(key, None)
+        else:
+            payload[key] = value
+    return jwt.encode(payload, SECRET, algorithm="HS256")
+
+
+@pytest.mark.parametrize(
+    ("claims", "named"),
+    [
+        ({"metadata": {"a": SENTINEL}}, "metadata"),
+        ({"metadata": 5}, "metadata"),
+        ({"metadata": [SENTINEL]}, "metadata"),
+        ({"metadata": f"[{SENTINEL!r}]"}, "metadata"),
+        ({"exp": 1e20}, "exp"),
+        ({"exp": 2**70}, "exp"),
+        ({"exp": "soon"}, "exp"),
+        ({"exp": [1]}, "exp"),
+        ({"nbf": "x"}, "nbf"),
+        ({"nbf": -(10**20)}, "nbf"),
+        ({"iat": {"a": 1}}, "iat"),
+        ({"roomConfig": {"agents": "x"}}, "roomConfig"),
+        ({"roomConfig": {"agents": [{"agentName": 5}]}}, "roomConfig"),
+        ({"roomConfig": {"emptyTimeout": SENTINEL}}, "roomConfig"),
+        ({"roomConfig": [1]}, "roomConfig"),
+        ({"roomConfig": "x"}, "roomConfig"),
+        ({"attributes": ["k", SENTINEL]}, "attributes"),
+        ({"attributes": {"k": 1}}, "attributes"),
+        ({"attributes": "k=v"}, "attributes"),
+        ({"video": ["roomJoin"]}, "video"),
+        ({"video": {"roomJoin": True, "room": 5}}, "video"),
+        ({"video": {"roomJoin": "yes", "room": "r"}}, "video"),
+        ({"video": {"roomJoin": True, "room": "r", "canPublishSources": "camera"}}, "video"),
+        ({"video": {"roomJoin": True, "room": "r", "canPublishSources": [1]}}, "video"),
+        ({"sip": "admin"}, "sip"),
+        ({"sip": {"call": 1}}, "sip"),
+        ({"agent": {"admin": None, "dispatchAdmin": "x"}}, "agent"),
+        ({"agentThread": {"threadIds": "t"}}, "agentThread"),
+        ({"name": 5}, "name"),
+        ({"kind": ["sip"]}, "kind"),
+        ({"kind": "superuser"}, "kind"),
+        ({"sha256": 1}, "sha256"),
+        ({"roomPreset": {}}, "roomPreset"),
+        ({"sub": 5}, "sub"),
+        ({"sub": "x" * 300}, "sub"),
+    ],
+)
+def test_verify_names_every_malformed_claim(
+    issuer: TokenIssuer, claims: dict[str, Any], named: str
+) -> None:
+    token = signed(**claims)
+    with pytest.raises(TokenVerificationError) as info:
+        issuer.verify(token)
+    assert f"{named!r}" in info.value.message or f"{named} claim" in info.value.message
+    assert SENTINEL not in info.value.message
+    assert info.value.__cause__ is None
+
+
+@pytest.mark.parametrize(
+    ("claims", "fragment"),
+    [
+        ({"sub": None}, "no participant identity"),
+        ({"sub": ""}, "no participant identity"),
+        ({"video": None}, "no video grant"),
+        ({"video": {"room": "r"}}, "no roomJoin"),
+        ({"video": {"roomJoin": False, "room": "r"}}, "no roomJoin"),
+        ({"video": {"roomJoin": True}}, "names no room"),
+    ],
+)
+def test_verify_reports_tokens_livekit_would_not_let_join(
+    issuer: TokenIssuer, claims: dict[str, Any], fragment: str
+) -> None:
+    token = signed(**claims)
+    with pytest.raises(TokenVerificationError) as info:
+        issuer.verify(token)
+    assert fragment in info.value.message
+    assert "LiveKit" in info.value.message
+    # Not a join token, but well formed: verify(require_join=False) accepts it.
+    verified = issuer.verify(token, require_join=False)
+    assert verified.identity == ((claims["sub"] or "") if "sub" in claims else "u")
+
+
+def test_verify_accepts_every_grant_and_unknown_fields(issuer: TokenIssuer) -> None:
+    grants = [api.VideoGrants(room_join=True, hidden=True), api.SIPGrants(call=True)]
+    verified = issuer.verify(issuer.mint("u", "r", grants=grants))
+    assert verified.claims.sip == api.SIPGrants(call=True)
+    assert verified.claims.inference is None
+    assert verified.grants.hidden is True
+    assert verified.grant_claims == {
+        "video": {
+            "roomJoin": True,
+            "room": "r",
+            "canPublish": True,
+            "canSubscribe": True,
+            "canPublishData": True,
+            "hidden": True,
+        },
+        "sip": {"admin": False, "call": True},
+    }
+    # Fields a later LiveKit adds are ignored, as TokenVerifier does.
+    later = signed(video={"roomJoin": True, "room": "r", "canTeleport": True}, future={"x": 1})
+    assert issuer.verify(later).room == "r"
+
+
+_odd = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+_claim_names = st.sampled_from(
+    [
+        "sub",
+        "name",
+        "kind",
+        "metadata",
+        "attributes",
+        "video",
+        "sip",
+        "inference",
+        "observability",
+        "agent",
+        "agentEndpoint",
+        "agentThread",
+        "roomConfig",
+        "sha256",
+        "roomPreset",
+        "exp",
+        "nbf",
+        "iat",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(changes=st.dictionaries(_claim_names, _odd, min_size=1, max_size=3))
+def test_verify_is_total_over_odd_claim_shapes(changes: dict[str, Any]) -> None:
+    """Whatever the claims of a signed token, verify returns or raises TokenVerificationError."""
+    issuer = TokenIssuer(KEY, SECRET)
+    token = signed(**{k: v for k, v in changes.items() if v is not None})
+    outcome: VerifiedToken | TokenVerificationError
+    try:
+        outcome = issuer.verify(token, require_join=False)
+    except TokenVerificationError as exc:
+        outcome = exc
+    if isinstance(outcome, TokenVerificationError):
+        assert outcome.__cause__ is None
+    else:
+        assert isinstance(outcome.metadata, dict)
+
+
 def test_verify_type_error(issuer: TokenIssuer) -> None:
     with pytest.raises(TypeError, match="token must be a str"):
         issuer.verify(b"abc")  # type: ignore[arg-type]

@@ -303,9 +303,7 @@ def verify_command(
         if d.attributes:
             entry["attributes"] = dict(d.attributes)
         dispatches.append(entry)
-    from .tokens.claims import grant_claim
-
-    grants = grant_claim(verified.grants)
+    grants = verified.grant_claims
     if as_json:
         out = {
             "valid": True,

@@ -16,14 +16,19 @@ limits, a participant kind the server accepts, grant objects of a known type.
 from __future__ import annotations
 
 import dataclasses
+import re
 import typing
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any
 
-from google.protobuf.json_format import MessageToDict
+from google.protobuf.json_format import MessageToDict, ParseDict, ParseError
 from livekit import api
 from livekit.api.access_token import Claims
+
+from .._util import key_label
+from ..codec import validate_attributes
+from ..errors import MetadataError, TokenVerificationError
 
 __all__ = [
     "GRANT_CLAIMS",
@@ -32,9 +37,12 @@ __all__ = [
     "Grant",
     "GrantsInput",
     "check_name",
+    "claims_grants",
     "grant_claim",
     "grants_claims",
+    "join_problem",
     "participant_claims",
+    "read_claims",
     "room_config_claim",
     "ttl_seconds",
 ]
@@ -235,3 +243,172 @@ def room_config_claim(room_config: api.RoomConfiguration | None) -> dict[str, An
     if len(room_config.agents):
         raise ValueError("room_config.agents must be empty: pass agents as dispatch=")
     return MessageToDict(room_config)
+
+
+# ------------------------------------------------------------------ reading claims
+
+_GRANT_FIELD_NAMES: dict[str, tuple[type, str]] = {}
+"""Claim name -> (grant type, ``Claims`` attribute), e.g. ``"agentEndpoint"``."""
+for _field in dataclasses.fields(Claims):
+    for _cls, _claim in GRANT_CLAIMS.items():
+        if _claim == _camel(_field.name):
+            _GRANT_FIELD_NAMES[_claim] = (_cls, _field.name)
+
+
+def _value_kind(annotation: Any) -> tuple[str, bool]:
+    """A grant field's JSON shape (``bool``, ``str`` or ``list``) and whether null is allowed."""
+    args = typing.get_args(annotation)
+    optional = type(None) in args
+    if optional:
+        annotation = next(a for a in args if a is not type(None))
+    if typing.get_origin(annotation) is list:
+        return "list", optional
+    if annotation in (bool, str):
+        return annotation.__name__, optional
+    return "any", optional
+
+
+_READERS: dict[type, dict[str, tuple[str, str, bool]]] = {
+    cls: {
+        _camel(f.name): (f.name, *_value_kind(typing.get_type_hints(cls)[f.name]))
+        for f in dataclasses.fields(cls)
+    }
+    for cls in GRANT_CLAIMS
+}
+_SHAPES = {"bool": bool, "str": str}
+
+
+def _bad(claim: str, problem: str) -> TokenVerificationError:
+    return TokenVerificationError(f"{claim!r} claim {problem}")
+
+
+def _json_kind(value: object) -> str:
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return "an array"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if value is None:
+        return "null"
+    return "a string"
+
+
+def _read_grant(claim: str, value: object) -> tuple[str, object]:
+    cls, attr = _GRANT_FIELD_NAMES[claim]
+    if not isinstance(value, dict):
+        raise _bad(claim, f"must be an object, not {_json_kind(value)}")
+    kwargs: dict[str, Any] = {}
+    for key, item in value.items():
+        reader = _READERS[cls].get(key)
+        if reader is None:
+            continue  # a field of a later LiveKit: ignored, as TokenVerifier does
+        name, shape, optional = reader
+        if item is None and optional:
+            continue
+        if shape == "list":
+            ok = isinstance(item, list) and all(isinstance(x, str) for x in item)
+        else:
+            ok = shape == "any" or type(item) is _SHAPES[shape]
+        if not ok:
+            expected = "an array of strings" if shape == "list" else f"a {shape}"
+            raise _bad(claim, f"field {key_label(key)} must be {expected}")
+        kwargs[name] = list(item) if shape == "list" else item
+    return attr, cls(**kwargs)
+
+
+def _read_text(payload: Mapping[str, Any], claim: str) -> str:
+    value = payload.get(claim)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise _bad(claim, f"must be a string, not {_json_kind(value)}")
+    return value
+
+
+def _read_room_config(value: object) -> api.RoomConfiguration:
+    if not isinstance(value, dict):
+        raise _bad("roomConfig", f"must be an object, not {_json_kind(value)}")
+    try:
+        return ParseDict(value, api.RoomConfiguration(), ignore_unknown_fields=True)
+    except (ParseError, TypeError, ValueError, AttributeError, RecursionError) as exc:
+        # protobuf's messages may quote the offending value: keep only the field name.
+        match = _PARSE_FIELD.search(str(exc))
+        where = f" (field {key_label(match.group(1))})" if match else ""
+        raise _bad("roomConfig", f"is not a valid RoomConfiguration{where}") from None
+
+
+_PARSE_FIELD = re.compile(r"Failed to parse (\w+) field")
+
+
+def read_claims(payload: Mapping[str, Any]) -> Claims:
+    """``livekit.api.Claims`` from a verified JWT payload, every claim's shape checked.
+
+    Grant fields of a later livekit-api are ignored (as ``TokenVerifier`` does);
+    absent grants stay ``None``. Only shapes are checked here: identity and room
+    rules for joining are :func:`join_problem`'s.
+
+    Raises:
+        TokenVerificationError: A claim has the wrong type or shape; the message
+            names it (never its value).
+    """
+    claims = Claims(
+        identity=_checked(_read_text(payload, "sub"), "sub"),
+        name=_checked(_read_text(payload, "name"), "name"),
+        kind=_read_text(payload, "kind"),
+        metadata=_read_text(payload, "metadata"),
+        sha256=_read_text(payload, "sha256") or None,
+        room_preset=_read_text(payload, "roomPreset") or None,
+    )
+    if claims.kind and claims.kind not in PARTICIPANT_KINDS:
+        raise _bad("kind", f"must be one of {sorted(PARTICIPANT_KINDS)}")
+    for claim in _GRANT_FIELD_NAMES:
+        if payload.get(claim) is not None:
+            attr, grant = _read_grant(claim, payload[claim])
+            setattr(claims, attr, grant)
+    attributes = payload.get("attributes")
+    if attributes is not None:
+        try:
+            claims.attributes = validate_attributes(attributes, allow_reserved=True)
+        except MetadataError as exc:
+            raise _bad("attributes", f"is not a LiveKit attribute map: {exc}") from None
+    if payload.get("roomConfig") is not None:
+        claims.room_config = _read_room_config(payload["roomConfig"])
+    return claims
+
+
+def _checked(value: str, claim: str) -> str:
+    try:
+        return check_name(value, claim, required=False)
+    except ValueError as exc:
+        raise _bad(claim, str(exc).removeprefix(f"{claim} ")) from None
+
+
+def join_problem(claims: Claims) -> str | None:
+    """Why LiveKit would refuse to let these claims join a room, or ``None``.
+
+    The rules of ``AccessToken.to_jwt`` and the server: a participant identity,
+    a video grant with ``roomJoin`` and the room named.
+    """
+    if not claims.identity:
+        return "token has no participant identity ('sub' claim): LiveKit refuses to join with it"
+    video = claims.video
+    if video is None:
+        return "token has no video grant ('video' claim): LiveKit refuses to join with it"
+    if not video.room_join:
+        return "video grant has no roomJoin: LiveKit refuses to join with it"
+    if not video.room:
+        return "video grant names no room: LiveKit refuses to join with it"
+    return None
+
+
+def claims_grants(claims: Claims) -> dict[str, dict[str, Any]]:
+    """The grants present in ``claims``, as claims (``{"video": {...}, "sip": {...}}``)."""
+    out: dict[str, dict[str, Any]] = {}
+    for claim, (_cls, attr) in _GRANT_FIELD_NAMES.items():
+        grant = getattr(claims, attr)
+        if grant is not None:
+            out[claim] = grant_claim(grant)
+    return out

@@ -67,9 +67,9 @@ attribute key there is refused with
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta, timezone
@@ -109,8 +109,11 @@ from .claims import (
     PARTICIPANT_KINDS,
     GrantsInput,
     check_name,
+    claims_grants,
     grants_claims,
+    join_problem,
     participant_claims,
+    read_claims,
     room_config_claim,
     ttl_seconds,
 )
@@ -211,7 +214,8 @@ class VerifiedToken:
         issuer: The API key the token was issued for (``iss``).
         not_before: ``nbf`` as an aware UTC datetime, when present.
         expires_at: ``exp`` as an aware UTC datetime.
-        claims: The raw :class:`livekit.api.Claims` from ``TokenVerifier``.
+        claims: The claims as :class:`livekit.api.Claims` (grants absent from the
+            token are ``None``).
     """
 
     identity: str
@@ -226,6 +230,11 @@ class VerifiedToken:
     not_before: datetime | None
     expires_at: datetime
     claims: Claims
+
+    @property
+    def grant_claims(self) -> dict[str, dict[str, Any]]:
+        """Every grant in the token as written in it, e.g. ``{"video": {...}, "sip": {...}}``."""
+        return claims_grants(self.claims)
 
     def __repr__(self) -> str:
         return (
@@ -353,10 +362,18 @@ def _refuse_reserved(keys: Iterable[str], what: str) -> None:
             )
 
 
-def _utc(ts: object) -> datetime | None:
-    if isinstance(ts, (int, float)) and not isinstance(ts, bool):
-        return datetime.fromtimestamp(ts, tz=timezone.utc)
-    return None
+_TIME_CLAIM = re.compile(r"\((exp|nbf|iat)\)")
+
+
+def _timestamp(payload: Mapping[str, Any], claim: str) -> datetime | None:
+    """A NumericDate claim PyJWT accepted, as an aware UTC datetime (``None`` if absent)."""
+    value = payload.get(claim)
+    if value is None:
+        return None
+    try:
+        return datetime.fromtimestamp(value, tz=timezone.utc)
+    except (OverflowError, ValueError, OSError, TypeError):
+        raise TokenVerificationError(f"{claim!r} claim is not a date in range") from None
 
 
 class TokenIssuer:
@@ -402,7 +419,6 @@ class TokenIssuer:
         "_session_grace",
         "_sessions",
         "_ttl",
-        "_verifier",
     )
 
     def __init__(
@@ -455,9 +471,8 @@ class TokenIssuer:
         self._router = router
         self._sessions = sessions
         self._session_grace = ttl_seconds(session_grace, "session_grace")
-        self._leeway = leeway
+        self._leeway = leeway.total_seconds()
         self._clock = clock
-        self._verifier = api.TokenVerifier(key, secret, leeway=leeway)
 
     def __repr__(self) -> str:
         return (
@@ -994,22 +1009,79 @@ class TokenIssuer:
 
     # ------------------------------------------------------------ verification
 
-    def verify(self, token: str) -> VerifiedToken:
-        """Verify a token with ``livekit.api.TokenVerifier`` and parse its metadata.
+    def verify(self, token: str, *, require_join: bool = True) -> VerifiedToken:
+        """Verify a token with PyJWT, check the shape of every claim, parse its metadata.
 
         Checks: HS256 signature with this issuer's secret, ``iss`` equal to the
         API key, ``exp`` present and not past, ``nbf`` not in the future (both
-        with the issuer's leeway), and a participant metadata claim that is a
-        JSON object within ``max_metadata_bytes``.
+        with the issuer's leeway) — all PyJWT's — then the type and shape of
+        every claim LiveKit reads (identity, name, kind, metadata, attributes,
+        each grant, ``roomConfig``, times within a datetime's range), a
+        participant metadata claim that is a JSON object within
+        ``max_metadata_bytes``, and (``require_join``) what LiveKit needs to let
+        the token join a room: an identity and a video grant with ``roomJoin``
+        and the room.
+
+        Args:
+            token: The JWT.
+            require_join: Also refuse tokens LiveKit would not let join a room
+                (pass ``False`` to inspect e.g. server-API tokens).
 
         Raises:
-            TokenVerificationError: Which check failed (never the token itself).
+            TokenVerificationError: Which check failed, naming the claim (never
+                the token or a claim's value).
             TypeError: ``token`` is not a str.
         """
         if not isinstance(token, str):
             raise TypeError(f"token must be a str, not {type(token).__name__}")
+        payload = self._decode(token)
+        claims = read_claims(payload)
+        if require_join and (problem := join_problem(claims)) is not None:
+            raise TokenVerificationError(problem)
         try:
-            claims = self._verifier.verify(token)
+            metadata = parse_metadata(claims.metadata or None, max_bytes=self._max_metadata_bytes)
+        except MetadataError as exc:
+            raise TokenVerificationError(f"metadata claim: {exc}") from None
+        expires_at = _timestamp(payload, "exp")
+        assert expires_at is not None  # PyJWT required it
+        dispatches: tuple[Dispatch, ...] = ()
+        if claims.room_config is not None:
+            dispatches = tuple(
+                Dispatch(
+                    agent.agent_name,
+                    metadata=agent.metadata or None,
+                    deployment=agent.deployment or None,
+                    attributes=dict(agent.attributes) or None,
+                )
+                for agent in claims.room_config.agents
+            )
+        grants = claims.video or api.VideoGrants()
+        return VerifiedToken(
+            identity=claims.identity,
+            name=claims.name,
+            room=grants.room or "",
+            kind=claims.kind,
+            metadata=metadata,
+            attributes=dict(claims.attributes or {}),
+            dispatches=dispatches,
+            grants=grants,
+            issuer=payload["iss"],
+            not_before=_timestamp(payload, "nbf"),
+            expires_at=expires_at,
+            claims=claims,
+        )
+
+    def _decode(self, token: str) -> dict[str, Any]:
+        """PyJWT's checks (signature, iss, exp, nbf, iat), each failure as one message."""
+        try:
+            payload: dict[str, Any] = jwt.decode(
+                token,
+                key=self._key,
+                algorithms=["HS256"],
+                issuer=self._api_key,
+                leeway=self._leeway,
+                options={"require": ["exp", "iss"]},
+            )
         except jwt.ExpiredSignatureError:
             raise TokenVerificationError("token has expired (exp check failed)") from None
         except jwt.ImmatureSignatureError:
@@ -1028,50 +1100,20 @@ class TokenIssuer:
             raise TokenVerificationError(
                 "algorithm check failed: only HS256 tokens are accepted"
             ) from None
-        except jwt.DecodeError:
+        except jwt.exceptions.InvalidSubjectError:
+            raise TokenVerificationError("'sub' claim must be a string") from None
+        except jwt.InvalidIssuedAtError:
+            raise TokenVerificationError("'iat' claim must be a number (NumericDate)") from None
+        except jwt.DecodeError as exc:
+            # PyJWT names a malformed time claim as "... claim (exp) must be an integer".
+            time_claim = _TIME_CLAIM.search(str(exc))
+            if time_claim is not None:
+                raise TokenVerificationError(
+                    f"{time_claim.group(1)!r} claim must be a number (NumericDate)"
+                ) from None
             raise TokenVerificationError("token is malformed: not a signed JWT") from None
         except jwt.InvalidTokenError as exc:
             raise TokenVerificationError(
                 f"token verification failed ({type(exc).__name__})"
             ) from None
-        except (TypeError, ValueError, AttributeError) as exc:
-            # TokenVerifier rebuilding grants/roomConfig from unexpected claim shapes.
-            raise TokenVerificationError(
-                f"token claims have an unexpected shape ({type(exc).__name__})"
-            ) from None
-        try:
-            metadata = parse_metadata(claims.metadata or None, max_bytes=self._max_metadata_bytes)
-        except ValueError as exc:  # MetadataError is a ValueError
-            raise TokenVerificationError(f"metadata claim: {exc}") from None
-        # The signature is verified; read nbf/exp, which Claims does not keep.
-        segment = token.split(".", 2)[1]
-        times = orjson.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-        expires_at = _utc(times.get("exp"))
-        if expires_at is None:
-            raise TokenVerificationError("token has no numeric 'exp' claim")
-        dispatches: tuple[Dispatch, ...] = ()
-        if claims.room_config is not None:
-            dispatches = tuple(
-                Dispatch(
-                    agent.agent_name,
-                    metadata=agent.metadata or None,
-                    deployment=agent.deployment or None,
-                    attributes=dict(agent.attributes) or None,
-                )
-                for agent in claims.room_config.agents
-            )
-        grants = claims.video or api.VideoGrants()
-        return VerifiedToken(
-            identity=claims.identity,
-            name=claims.name or "",
-            room=grants.room or "",
-            kind=claims.kind or "",
-            metadata=metadata,
-            attributes=dict(claims.attributes or {}),
-            dispatches=dispatches,
-            grants=grants,
-            issuer=str(times.get("iss", "")),
-            not_before=_utc(times.get("nbf")),
-            expires_at=expires_at,
-            claims=claims,
-        )
+        return payload
