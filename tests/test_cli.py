@@ -12,6 +12,7 @@ from typing import Any
 
 import jwt
 import pytest
+from jwt.warnings import InsecureKeyLengthWarning
 from typer.testing import CliRunner
 
 from livekit.plugins.metadata import cli
@@ -107,28 +108,49 @@ def test_token_prints_a_verifiable_token(runner: CliRunner) -> None:
 def test_token_json_output_and_flags(runner: CliRunner, tmp_path: Path) -> None:
     md = tmp_path / "md.json"
     md.write_text('{\n  "from": "file"\n}\n', encoding="utf-8")
-    result = invoke(
-        runner,
-        "token",
-        "-i",
-        "u",
-        "-r",
-        "r",
-        "-m",
-        f"@{md}",
-        "--valid-for",
-        "1h30m",
-        "--allow-update-metadata",
-        "--json",
-    )
+    args = ["token", "-i", "u", "-r", "r", "-m", f"@{md}", "--valid-for", "1h30m"]
+    result = invoke(runner, *args, "--allow-update-metadata", "--json", "--url", "wss://lk.test")
     assert result.exit_code == 0, result.stderr
     out = json.loads(result.stdout)
-    assert set(out) == {"access_token", "identity", "name", "room", "grants", "expires_at"}
-    assert (out["identity"], out["room"]) == ("u", "r")
-    assert out["grants"]["canUpdateOwnMetadata"] is True
-    claims = claims_of(out["access_token"])
+    # The token endpoint's answer, so the same client code can read either.
+    assert out == {"server_url": "wss://lk.test", "participant_token": out["participant_token"]}
+    claims = claims_of(out["participant_token"])
+    assert claims["video"]["canUpdateOwnMetadata"] is True
     assert claims["metadata"] == '{"from":"file"}'
     assert claims["exp"] - claims["nbf"] == 5400
+    from_env = invoke(runner, *args, "--json", env={**ENV, "LIVEKIT_URL": "wss://env.test"})
+    assert json.loads(from_env.stdout)["server_url"] == "wss://env.test"
+    default = invoke(runner, *args, "--json")
+    assert json.loads(default.stdout)["server_url"] == "ws://localhost:7880"
+    assert "LIVEKIT_URL is not set" in default.stderr
+
+
+def test_token_and_verify_fall_back_to_dev_keys(runner: CliRunner) -> None:
+    minted = invoke(runner, "token", "-i", "u", "-r", "r", env={"COLUMNS": "200"})
+    assert minted.exit_code == 0, minted.stderr
+    token = minted.stdout.strip()
+    with pytest.warns(InsecureKeyLengthWarning):  # the dev secret is 6 bytes
+        assert jwt.decode(token, "secret", algorithms=["HS256"], issuer="devkey")["sub"] == "u"
+    for result in (minted, invoke(runner, "verify", token, env={"COLUMNS": "200"})):
+        assert result.exit_code == 0, result.stderr
+        # The same warning as `serve`, once, and no PyJWT warning with a file path.
+        assert result.stderr.startswith(
+            "WARNING: LIVEKIT_API_KEY / LIVEKIT_API_SECRET are not set."
+        )
+        assert result.stderr.count("WARNING") == 1
+        assert "InsecureKeyLengthWarning" not in result.stderr
+        assert ".py:" not in result.stderr
+    assert "identity:   u" in result.stdout
+
+
+def test_short_secret_warns_in_one_clean_line(runner: CliRunner) -> None:
+    env = {"LIVEKIT_API_KEY": KEY, "LIVEKIT_API_SECRET": "short", "COLUMNS": "200"}
+    result = invoke(runner, "token", "-i", "u", "-r", "r", env=env)
+    assert result.exit_code == 0
+    assert result.stderr == (
+        "warning: the API secret is 5 bytes; HS256 needs at least 32 "
+        "(PyJWT's InsecureKeyLengthWarning)\n"
+    )
 
 
 @pytest.mark.parametrize(
@@ -168,11 +190,14 @@ def test_token_validation_errors_are_one_line(runner: CliRunner) -> None:
     assert_clean(result)
 
 
-def test_token_needs_keys(runner: CliRunner) -> None:
+def test_token_needs_both_keys_or_neither(runner: CliRunner) -> None:
     result = invoke(runner, "token", "-i", "u", "-r", "r", env={"LIVEKIT_API_KEY": KEY})
     assert result.exit_code == 1
     assert "LIVEKIT_API_SECRET" in result.stderr
     assert_clean(result)
+    result = invoke(runner, "verify", "x", env={"LIVEKIT_API_SECRET": SECRET})
+    assert result.exit_code == 1
+    assert "LIVEKIT_API_KEY" in result.stderr
     result = invoke(
         runner,
         "token",
@@ -378,6 +403,7 @@ def test_help_everywhere(runner: CliRunner, command: list[str]) -> None:
     assert result.exit_code == 0
     assert "Usage:" in result.stdout
     assert SECRET not in result.stdout
+    assert "<bool>" not in result.stdout
 
 
 def test_parse_duration() -> None:

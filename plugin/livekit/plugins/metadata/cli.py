@@ -23,6 +23,7 @@ import importlib
 import re
 import sys
 import time
+import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
@@ -35,7 +36,7 @@ import typer
 from .codec import DEFAULT_MAX_METADATA_BYTES, parse_metadata
 from .errors import ConfigError, MetadataError, MetadataPluginError
 
-__all__ = ["app", "main", "parse_duration"]
+__all__ = ["DEV_SERVER_URL", "app", "main", "parse_duration"]
 
 app = typer.Typer(
     name="lk-metadata",
@@ -43,6 +44,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: no <bool>/<str> type columns
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
@@ -51,6 +53,7 @@ ApiKey = Annotated[
     typer.Option(
         "--api-key",
         envvar="LIVEKIT_API_KEY",
+        metavar="KEY",
         show_default=False,
         help="LiveKit API key.",
     ),
@@ -60,10 +63,14 @@ ApiSecret = Annotated[
     typer.Option(
         "--api-secret",
         envvar="LIVEKIT_API_SECRET",
+        metavar="SECRET",
         show_default=False,
         help="LiveKit API secret (prefer the environment variable).",
     ),
 ]
+
+DEV_SERVER_URL = "ws://localhost:7880"
+"""The URL of ``livekit-server --dev``: ``token --json``'s server_url when none is set."""
 
 _DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
 _UNIT_SECONDS = {
@@ -154,17 +161,37 @@ def _parse_attributes(items: list[str] | None) -> dict[str, str] | None:
     return out
 
 
-def _issuer(api_key: str | None, api_secret: str | None, **kwargs: Any) -> Any:
-    from .tokens.issuer import TokenIssuer
+def _issuer(api_key: str | None, api_secret: str | None) -> Any:
+    """A TokenIssuer for these keys, or the dev-server keys (with ``serve``'s warning).
 
-    if not api_key:
-        _fail("LiveKit API key is not set: set LIVEKIT_API_KEY or pass --api-key", 1)
-    if not api_secret:
-        _fail("LiveKit API secret is not set: set LIVEKIT_API_SECRET or pass --api-secret", 1)
+    PyJWT's ``InsecureKeyLengthWarning`` (printed with a file path, on every
+    token) is replaced by one clean line; with the dev keys the dev warning says it all.
+    """
+    from .tokens.issuer import TokenIssuer
+    from .tokens.keys import DEV_KEYS_WARNING, resolve_keys, short_secret_warning
+
     try:
-        return TokenIssuer(api_key, api_secret, **kwargs)
+        keys = resolve_keys(api_key, api_secret)
     except ConfigError as exc:
         _fail(exc.message, 1)
+    if keys.dev:
+        typer.echo(DEV_KEYS_WARNING, err=True)
+    elif (note := short_secret_warning(keys.secret)) is not None:
+        typer.echo(note, err=True)
+    try:
+        return TokenIssuer(keys.key, keys.secret)
+    except ConfigError as exc:
+        _fail(exc.message, 1)
+
+
+@contextmanager
+def _no_pyjwt_key_warning() -> Iterator[None]:
+    """Silence PyJWT's per-token InsecureKeyLengthWarning (``_issuer`` said it once, cleanly)."""
+    from jwt.warnings import InsecureKeyLengthWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InsecureKeyLengthWarning)
+        yield
 
 
 def _dumps(value: Any, *, pretty: bool = True) -> str:
@@ -185,41 +212,83 @@ def _remaining(seconds: float) -> str:
     return sign + "".join(parts) + suffix
 
 
+Identity = Annotated[
+    str, typer.Option("--identity", "-i", metavar="IDENTITY", help="Participant identity.")
+]
+Room = Annotated[
+    str, typer.Option("--room", "-r", metavar="ROOM", help="Room to join (the only one granted).")
+]
+Name = Annotated[str | None, typer.Option("--name", "-n", metavar="NAME", help="Display name.")]
+Metadata = Annotated[
+    str | None,
+    typer.Option(
+        "--metadata", "-m", metavar="JSON", help="Participant metadata: a JSON object or @file."
+    ),
+]
+Attribute = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--attribute",
+        "-a",
+        metavar="KEY=VALUE",
+        help="Participant attribute (repeatable).",
+    ),
+]
+Agent = Annotated[
+    str | None,
+    typer.Option("--agent", metavar="AGENT", help="Dispatch this agent when the room is created."),
+]
+Deployment = Annotated[
+    str | None,
+    typer.Option(
+        "--deployment", "-d", metavar="DEPLOYMENT", help="Agent deployment (with --agent)."
+    ),
+]
+JobMetadata = Annotated[
+    str | None,
+    typer.Option(
+        "--job-metadata", metavar="JSON", help="Job metadata for the agent: JSON object or @file."
+    ),
+]
+ValidFor = Annotated[
+    str,
+    typer.Option(
+        "--valid-for", metavar="DURATION", help="Token lifetime, Go-style: 90s, 10m, 1h30m."
+    ),
+]
+AllowUpdate = Annotated[
+    bool,
+    typer.Option("--allow-update-metadata", help="Let the participant update its own metadata."),
+]
+Url = Annotated[
+    str | None,
+    typer.Option(
+        "--url",
+        envvar="LIVEKIT_URL",
+        metavar="URL",
+        show_default=False,
+        help=f"LiveKit URL for --json's server_url (default: {DEV_SERVER_URL}).",
+    ),
+]
+
+
 @app.command("token")
 def token_command(
-    identity: Annotated[str, typer.Option("--identity", "-i", help="Participant identity.")],
-    room: Annotated[str, typer.Option("--room", "-r", help="Room to join (the only one granted).")],
-    name: Annotated[str | None, typer.Option("--name", "-n", help="Display name.")] = None,
-    metadata: Annotated[
-        str | None,
-        typer.Option("--metadata", "-m", help="Participant metadata: a JSON object or @file."),
-    ] = None,
-    attribute: Annotated[
-        list[str] | None,
-        typer.Option("--attribute", "-a", help="Participant attribute key=value (repeatable)."),
-    ] = None,
-    agent: Annotated[
-        str | None, typer.Option("--agent", help="Dispatch this agent when the room is created.")
-    ] = None,
-    deployment: Annotated[
-        str | None, typer.Option("--deployment", "-d", help="Agent deployment (with --agent).")
-    ] = None,
-    job_metadata: Annotated[
-        str | None,
-        typer.Option("--job-metadata", help="Job metadata for the agent: JSON object or @file."),
-    ] = None,
-    valid_for: Annotated[
-        str, typer.Option("--valid-for", help="Token lifetime, Go-style: 90s, 10m, 1h30m.")
-    ] = "10m",
-    allow_update_metadata: Annotated[
-        bool,
-        typer.Option(
-            "--allow-update-metadata", help="Let the participant update its own metadata."
-        ),
-    ] = False,
+    identity: Identity,
+    room: Room,
+    name: Name = None,
+    metadata: Metadata = None,
+    attribute: Attribute = None,
+    agent: Agent = None,
+    deployment: Deployment = None,
+    job_metadata: JobMetadata = None,
+    valid_for: ValidFor = "10m",
+    allow_update_metadata: AllowUpdate = False,
     as_json: Annotated[
-        bool, typer.Option("--json", help="Print a JSON object instead of the bare token.")
+        bool,
+        typer.Option("--json", help="Print {server_url, participant_token}, as the endpoint does."),
     ] = False,
+    url: Url = None,
     api_key: ApiKey = None,
     api_secret: ApiSecret = None,
 ) -> None:
@@ -227,23 +296,19 @@ def token_command(
 
     Least privilege: room join for ROOM only; no admin grants; the participant
     cannot change its own metadata unless --allow-update-metadata is given.
+    Without LIVEKIT_API_KEY/LIVEKIT_API_SECRET the livekit-server --dev keys are used.
     """
     md = _read_json_flag(metadata, "--metadata")
     job = _read_json_flag(job_metadata, "--job-metadata")
     attrs = _parse_attributes(attribute)
-    try:
-        ttl = parse_duration(valid_for)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="'--valid-for'") from None
-    if ttl.total_seconds() < 1:
-        raise typer.BadParameter("must be at least 1s", param_hint="'--valid-for'")
+    ttl = _parse_valid_for(valid_for)
     if (deployment is not None or job is not None) and not agent:
         raise typer.BadParameter("needs --agent", param_hint="'--deployment/--job-metadata'")
 
     from .tokens.issuer import Dispatch
 
     issuer = _issuer(api_key, api_secret)
-    with _errors():
+    with _errors(), _no_pyjwt_key_warning():
         token = issuer.mint(
             identity,
             room,
@@ -257,53 +322,40 @@ def token_command(
     if not as_json:
         typer.echo(token)
         return
-    from .tokens.claims import grant_claim
+    if not url:
+        typer.echo(f"warning: LIVEKIT_URL is not set; server_url is {DEV_SERVER_URL}", err=True)
+    typer.echo(_dumps({"server_url": url or DEV_SERVER_URL, "participant_token": token}))
 
-    verified = issuer.verify(token)
-    out: dict[str, Any] = {
-        "access_token": token,
-        "identity": identity,
-        "name": name or "",
-        "room": room,
-        "grants": grant_claim(verified.grants),
-        "expires_at": verified.expires_at.isoformat(),
-    }
-    if agent:
-        out["agent"] = agent
-    typer.echo(_dumps(out))
+
+def _parse_valid_for(valid_for: str) -> timedelta:
+    try:
+        ttl = parse_duration(valid_for)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--valid-for'") from None
+    if ttl.total_seconds() < 1:
+        raise typer.BadParameter("must be at least 1s", param_hint="'--valid-for'")
+    return ttl
 
 
 @app.command("verify")
 def verify_command(
-    token: Annotated[str, typer.Argument(help="The token, or - to read it from stdin.")],
+    token: Annotated[
+        str, typer.Argument(metavar="TOKEN", help="The token, or - to read it from stdin.")
+    ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the claims as JSON.")] = False,
     api_key: ApiKey = None,
     api_secret: ApiSecret = None,
 ) -> None:
-    """Verify a token (signature, issuer, expiry) and print its decoded claims."""
+    """Verify a token (signature, issuer, expiry, claims, joinable) and print its claims."""
     if token == "-":  # noqa: S105 - "-" means stdin, not a password
         token = sys.stdin.read().strip()
     issuer = _issuer(api_key, api_secret)
     try:
-        verified = issuer.verify(token)
+        with _no_pyjwt_key_warning():
+            verified = issuer.verify(token)
     except MetadataPluginError as exc:
         _fail(f"token is invalid: {exc.message}", 1)
-    left = verified.expires_at.timestamp() - time.time()
-    dispatches = []
-    for d in verified.dispatches:
-        job: Any = d.metadata
-        if isinstance(job, str):
-            with contextlib.suppress(MetadataError):  # else shown as the raw string
-                job = parse_metadata(job)
-        entry: dict[str, Any] = {"agent_name": d.agent_name}
-        if d.deployment:
-            entry["deployment"] = d.deployment
-        if job is not None:
-            entry["metadata"] = job
-        if d.attributes:
-            entry["attributes"] = dict(d.attributes)
-        dispatches.append(entry)
-    grants = verified.grant_claims
+    dispatches = [_dispatch_view(d) for d in verified.dispatches]
     if as_json:
         out = {
             "valid": True,
@@ -314,15 +366,35 @@ def verify_command(
             "issuer": verified.issuer,
             "not_before": verified.not_before.isoformat() if verified.not_before else None,
             "expires_at": verified.expires_at.isoformat(),
-            "grants": grants,
+            "grants": verified.grant_claims,
             "attributes": verified.attributes,
             "metadata": verified.metadata,
             "dispatches": dispatches,
         }
         typer.echo(_dumps(out))
         return
+    typer.echo("\n".join(_verified_lines(verified, dispatches)))
+
+
+def _dispatch_view(dispatch: Any) -> dict[str, Any]:
+    job: Any = dispatch.metadata
+    if isinstance(job, str):
+        with contextlib.suppress(MetadataError):  # else shown as the raw string
+            job = parse_metadata(job)
+    entry: dict[str, Any] = {"agent_name": dispatch.agent_name}
+    if dispatch.deployment:
+        entry["deployment"] = dispatch.deployment
+    if job is not None:
+        entry["metadata"] = job
+    if dispatch.attributes:
+        entry["attributes"] = dict(dispatch.attributes)
+    return entry
+
+
+def _verified_lines(verified: Any, dispatches: list[dict[str, Any]]) -> list[str]:
+    left = verified.expires_at.timestamp() - time.time()
     lines = [
-        "valid:      yes (signature, issuer and expiry checked)",
+        "valid:      yes (signature, issuer, expiry and claims checked)",
         f"identity:   {verified.identity}",
     ]
     if verified.name:
@@ -334,7 +406,7 @@ def verify_command(
     if verified.not_before:
         lines.append(f"not before: {verified.not_before.isoformat()}")
     lines.append(f"expires:    {verified.expires_at.isoformat()} ({_remaining(left)})")
-    lines.append(f"grants:     {_dumps(grants, pretty=False)}")
+    lines.append(f"grants:     {_dumps(verified.grant_claims, pretty=False)}")
     if verified.attributes:
         lines.append(f"attributes: {_dumps(verified.attributes, pretty=False)}")
     lines.append("metadata:")
@@ -349,16 +421,22 @@ def verify_command(
             lines.extend("    " + line for line in _dumps(entry["metadata"]).splitlines())
         if "attributes" in entry:
             lines.append(f"  job attributes: {_dumps(entry['attributes'], pretty=False)}")
-    typer.echo("\n".join(lines))
+    return lines
 
 
 @app.command("route")
 def route_command(
     rules: Annotated[
-        Path, typer.Option("--rules", help="Rules file (YAML, TOML or JSON).", show_default=False)
+        Path,
+        typer.Option(
+            "--rules", metavar="FILE", help="Rules file (YAML, TOML or JSON).", show_default=False
+        ),
     ],
     metadata: Annotated[
-        str, typer.Option("--metadata", "-m", help="Metadata to route: a JSON object or @file.")
+        str,
+        typer.Option(
+            "--metadata", "-m", metavar="JSON", help="Metadata to route: a JSON object or @file."
+        ),
     ],
     explain: Annotated[
         bool, typer.Option("--explain", help="Show every rule and why it matched or not.")
@@ -380,13 +458,14 @@ def route_command(
 @app.command("serve")
 def serve_command(
     config: Annotated[
-        Path | None, typer.Option("--config", "-c", help="Server config file (YAML/TOML/JSON).")
+        Path | None,
+        typer.Option("--config", "-c", metavar="FILE", help="Server config file (YAML/TOML/JSON)."),
     ] = None,
     host: Annotated[
-        str | None, typer.Option("--host", help="Override the configured host.")
+        str | None, typer.Option("--host", metavar="HOST", help="Override the configured host.")
     ] = None,
     port: Annotated[
-        int | None, typer.Option("--port", help="Override the configured port.")
+        int | None, typer.Option("--port", metavar="PORT", help="Override the configured port.")
     ] = None,
 ) -> None:
     """Run the token endpoint (LiveKit's standard token-endpoint format)."""

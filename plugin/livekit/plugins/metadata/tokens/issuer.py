@@ -350,6 +350,41 @@ def _prefix(exc: MetadataError, what: str) -> MetadataError:
     return exc
 
 
+def _dispatch_parts(
+    spec: DispatchSpec,
+) -> tuple[dict[str, Any], str, object, str | None, Mapping[str, str] | None]:
+    """A dispatch's extra claim fields, agent name, own metadata, deployment and attributes."""
+    if isinstance(spec, str):
+        spec = Dispatch(spec)
+    if isinstance(spec, Dispatch):
+        extra: dict[str, Any] = {}
+        agent_name, own, deployment = spec.agent_name, spec.metadata, spec.deployment
+        attrs = spec.attributes
+    elif isinstance(spec, api.RoomAgentDispatch):
+        extra = MessageToDict(spec)
+        agent_name, own, deployment = spec.agent_name, spec.metadata or None, spec.deployment
+        attrs = dict(spec.attributes) if spec.attributes else None
+    else:
+        raise TypeError(
+            "each dispatch must be a Dispatch, a RoomAgentDispatch or an agent name, "
+            f"not {type(spec).__name__}"
+        )
+    if not isinstance(agent_name, str):
+        raise TypeError(f"agent_name must be a str, not {type(agent_name).__name__}")
+    if not agent_name or not agent_name.strip():
+        raise ValueError("agent_name must be a non-empty string")
+    return extra, agent_name, own, deployment, attrs
+
+
+def _reused(
+    text: str, parsed: dict[str, Any] | None, want_dict: bool
+) -> tuple[str, dict[str, Any] | None]:
+    """Metadata already checked as the participant's, reused (parsed now if needed)."""
+    if want_dict and parsed is None:
+        parsed = orjson.loads(text) if text else {}
+    return text, parsed
+
+
 def _refuse_reserved(keys: Iterable[str], what: str) -> None:
     """Raise :class:`ReservedKey` for the first key in the plugin's own namespace."""
     for key in keys:
@@ -935,9 +970,7 @@ class TokenIssuer:
         job_dict: dict[str, Any] | None = None
         if job_metadata is not None:
             if job_metadata is metadata:
-                job_text, job_dict = md_text, md_dict
-                if want_dict and job_dict is None:
-                    job_dict = orjson.loads(job_text) if job_text else {}
+                job_text, job_dict = _reused(md_text, md_dict, want_dict)
             else:
                 job_text, job_dict = self._metadata_claim(
                     job_metadata, "job_metadata", want_dict=want_dict
@@ -946,29 +979,7 @@ class TokenIssuer:
         job_dicts: list[dict[str, Any] | None] = []
         attr_limit = self._max_attributes_bytes
         for spec in specs:
-            if isinstance(spec, str):
-                spec = Dispatch(spec)
-            if isinstance(spec, Dispatch):
-                agent_name = spec.agent_name
-                own: object = spec.metadata
-                deployment = spec.deployment
-                attrs = spec.attributes
-                extra: dict[str, Any] = {}
-            elif isinstance(spec, api.RoomAgentDispatch):
-                extra = MessageToDict(spec)
-                agent_name = spec.agent_name
-                own = spec.metadata or None
-                deployment = spec.deployment
-                attrs = dict(spec.attributes) if spec.attributes else None
-            else:
-                raise TypeError(
-                    "each dispatch must be a Dispatch, a RoomAgentDispatch or an agent name, "
-                    f"not {type(spec).__name__}"
-                )
-            if not isinstance(agent_name, str):
-                raise TypeError(f"agent_name must be a str, not {type(agent_name).__name__}")
-            if not agent_name or not agent_name.strip():
-                raise ValueError("agent_name must be a non-empty string")
+            extra, agent_name, own, deployment, attrs = _dispatch_parts(spec)
             entry: dict[str, Any] = extra
             entry["agentName"] = agent_name
             if own is not None:
@@ -977,9 +988,7 @@ class TokenIssuer:
                         f"dispatch {agent_name!r} has its own metadata; do not also pass job_metadata"
                     )
                 if own is metadata:  # the same object as the participant metadata
-                    text, parsed = md_text, md_dict
-                    if want_dict and parsed is None:
-                        parsed = orjson.loads(text) if text else {}
+                    text, parsed = _reused(md_text, md_dict, want_dict)
                 else:
                     text, parsed = self._metadata_claim(
                         own, f"dispatch {agent_name!r} metadata", want_dict=want_dict

@@ -1,0 +1,82 @@
+"""Where the LiveKit API key and secret come from, and the ``livekit-server --dev`` fallback.
+
+Every front door (``lk-metadata token``/``verify``/``serve``) resolves keys the
+same way: the explicit value, else ``LIVEKIT_API_KEY`` / ``LIVEKIT_API_SECRET``,
+else — only when *both* are unset and the caller allows it — the public keys of
+``livekit-server --dev`` with :data:`DEV_KEYS_WARNING`. One of the two without
+the other is a configuration error, never a silent fallback.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import NamedTuple
+
+from ..errors import ConfigError
+
+__all__ = [
+    "DEV_API_KEY",
+    "DEV_API_SECRET",
+    "DEV_KEYS_WARNING",
+    "MIN_SECRET_BYTES",
+    "ApiKeys",
+    "resolve_keys",
+    "short_secret_warning",
+]
+
+DEV_API_KEY = "devkey"
+"""The API key of ``livekit-server --dev``."""
+
+DEV_API_SECRET = "secret"  # noqa: S105 - the public, documented dev-server secret
+"""The API secret of ``livekit-server --dev`` (public; never use it in production)."""
+
+DEV_KEYS_WARNING = (
+    "WARNING: LIVEKIT_API_KEY / LIVEKIT_API_SECRET are not set. Using the LiveKit "
+    "dev-server keys (devkey / secret):\n"
+    "         tokens are only accepted by `livekit-server --dev`. Do not use this in "
+    "production."
+)
+"""What a front door prints (to stderr) when it falls back to the dev-server keys."""
+
+MIN_SECRET_BYTES = 32
+"""The shortest HS256 secret PyJWT does not warn about (``InsecureKeyLengthWarning``)."""
+
+
+class ApiKeys(NamedTuple):
+    """A resolved key pair; ``dev`` is true for the ``livekit-server --dev`` fallback."""
+
+    key: str
+    secret: str
+    dev: bool
+
+
+def resolve_keys(
+    api_key: str | None = None, api_secret: str | None = None, *, allow_dev: bool = True
+) -> ApiKeys:
+    """The key pair from the arguments, else the environment, else (``allow_dev``) the dev keys.
+
+    Raises:
+        ConfigError: Only one of key and secret is set, or neither and not ``allow_dev``.
+    """
+    key = api_key or os.environ.get("LIVEKIT_API_KEY") or ""
+    secret = api_secret or os.environ.get("LIVEKIT_API_SECRET") or ""
+    if not key and not secret and allow_dev:
+        return ApiKeys(DEV_API_KEY, DEV_API_SECRET, True)
+    if not key:
+        raise ConfigError("LiveKit API key is not set: set LIVEKIT_API_KEY or pass --api-key")
+    if not secret:
+        raise ConfigError(
+            "LiveKit API secret is not set: set LIVEKIT_API_SECRET or pass --api-secret"
+        )
+    return ApiKeys(key, secret, False)
+
+
+def short_secret_warning(secret: str) -> str | None:
+    """One line saying the secret is too short for HS256, or ``None`` (never the secret)."""
+    size = len(secret.encode("utf-8", "surrogatepass"))
+    if size >= MIN_SECRET_BYTES:
+        return None
+    return (
+        f"warning: the API secret is {size} bytes; HS256 needs at least {MIN_SECRET_BYTES} "
+        "(PyJWT's InsecureKeyLengthWarning)"
+    )
