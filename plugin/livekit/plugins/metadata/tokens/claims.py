@@ -27,7 +27,7 @@ from livekit import api
 from livekit.api.access_token import Claims
 
 from .._util import key_label
-from ..codec import validate_attributes
+from ..codec import json_type_name, validate_attributes
 from ..errors import MetadataError, TokenVerificationError
 
 __all__ = [
@@ -283,17 +283,7 @@ def _bad(claim: str, problem: str) -> TokenVerificationError:
 
 
 def _json_kind(value: object) -> str:
-    if isinstance(value, dict):
-        return "an object"
-    if isinstance(value, list):
-        return "an array"
-    if isinstance(value, bool):
-        return "a boolean"
-    if isinstance(value, (int, float)):
-        return "a number"
-    if value is None:
-        return "null"
-    return "a string"
+    return f"a JSON {json_type_name(value)}"
 
 
 def _read_grant(claim: str, value: object) -> tuple[str, object]:
