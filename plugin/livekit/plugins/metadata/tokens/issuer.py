@@ -156,7 +156,7 @@ SESSION_OWNER_KEY = PLUGIN_ATTRIBUTE_PREFIX + "owner"
 Written by :meth:`TokenIssuer.amint` next to the metadata, so an agent can check
 that a session reference belongs to the participant (and room) presenting it."""
 
-LEGACY_REFERENCE_KEY = "session"
+_LEGACY_REFERENCE_KEY = "session"
 """The job-metadata key of :meth:`TokenIssuer.mint_reference` (deprecated)."""
 
 _RESERVED_IN_JSON = '"' + PLUGIN_ATTRIBUTE_PREFIX
@@ -823,7 +823,7 @@ class TokenIssuer:
             if session_id is not None:
                 self._link_agents(agents, job_dicts, session_id, private)
             elif legacy_reference is not None:
-                ref_text = orjson.dumps({LEGACY_REFERENCE_KEY: legacy_reference}).decode()
+                ref_text = orjson.dumps({_LEGACY_REFERENCE_KEY: legacy_reference}).decode()
                 for agent in agents:
                     agent["metadata"] = ref_text
             room_claim = room_claim or {}
