@@ -196,7 +196,7 @@ def test_load_file_reads_and_names_the_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as info:
         load_file(bad)
     assert str(info.value).startswith(f"{str(bad)!r}, line 2, field 'member_since'")
-    with pytest.raises(ConfigError, match="unknown file type '.ini'"):
+    with pytest.raises(ConfigError, match=r"unknown file type '\.ini'"):
         load_file(tmp_path / "cfg.ini")
     with pytest.raises(ConfigError, match="cannot read the file"):
         load_file(tmp_path / "missing.json")

@@ -541,9 +541,7 @@ def test_bad_rules_raise_config_error_naming_rule_and_field(
         ({"a": {1: 1}}, "operator names"),
     ],
 )
-def test_dict_rules_json_cannot_hold_name_rule_and_field(
-    when: dict[Any, Any], field: str
-) -> None:
+def test_dict_rules_json_cannot_hold_name_rule_and_field(when: dict[Any, Any], field: str) -> None:
     with pytest.raises(ConfigError) as info:
         MetadataRouter.from_dict({"rules": [{"name": "r", "agent": "x", "when": when}]})
     assert "rule 'r'" in str(info.value)

@@ -205,7 +205,9 @@ class _Builder:
 
     def _sequence(self, node: SequenceNode, path: str) -> list[Any]:
         if node.tag != _TAG + "seq":
-            raise _Refused(node.start_mark.line + 1, path, f"the tag {node.tag!r} has no JSON value")
+            raise _Refused(
+                node.start_mark.line + 1, path, f"the tag {node.tag!r} has no JSON value"
+            )
         return [self.build(item, _child(path, i)) for i, item in enumerate(node.value)]
 
     def _mapping(self, node: MappingNode, path: str) -> dict[str, Any]:
