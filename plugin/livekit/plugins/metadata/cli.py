@@ -368,7 +368,8 @@ def route_command(
 ) -> None:
     """Show which agent the rules pick for some metadata."""
     md = _read_json_flag(metadata, "--metadata")
-    from .routing.router import MetadataRouter, format_explain, format_route
+    from .routing.formatting import format_explain, format_route
+    from .routing.router import MetadataRouter
 
     with _errors():
         router = MetadataRouter.from_file(rules)
