@@ -41,7 +41,9 @@ from livekit import rtc
 from livekit.agents import Agent, AgentServer, AgentSession, JobContext, cli, room_io
 
 from livekit.plugins.metadata.agent.adapter import MetadataAdapter
-from livekit.plugins.metadata.routing.router import AgentFactoryMap, MetadataRouter, Route
+from livekit.plugins.metadata.agent.selection import AgentFactoryMap
+from livekit.plugins.metadata.routing.route import Route
+from livekit.plugins.metadata.routing.router import MetadataRouter
 from livekit.plugins.metadata.sessions.manager import SessionManager
 
 logger = logging.getLogger("router-demo")

@@ -8,6 +8,7 @@ from __future__ import annotations
 from livekit.agents import Plugin
 
 from .agent.adapter import AdapterStats, MetadataAdapter, PublishResult, SessionHandle
+from .agent.selection import AgentFactoryMap, Selection, reroute, route_of
 from .codec import (
     DEFAULT_MAX_ATTRIBUTES_BYTES,
     DEFAULT_MAX_METADATA_BYTES,
@@ -39,18 +40,9 @@ from .errors import (
 )
 from .log import logger
 from .routing.dispatch import ensure_dispatch
-from .routing.router import (
-    AgentFactoryMap,
-    ConditionFailure,
-    MetadataRouter,
-    Route,
-    RuleTrace,
-    Selection,
-    format_explain,
-    format_route,
-    reroute,
-    route_of,
-)
+from .routing.formatting import format_explain, format_route
+from .routing.route import ConditionFailure, Route, RuleTrace
+from .routing.router import MetadataRouter
 from .server.app import Principal, ServerConfig, create_app
 from .sessions.manager import SessionManager
 from .sessions.memory import MemoryStore
