@@ -926,3 +926,35 @@ def test_repr_and_len(router: MetadataRouter) -> None:
     assert len(router) == 14
     assert "rules=14" in repr(router)
     assert "default='general'" in repr(router)
+
+
+# ------------------------------------------------------------------------ wings
+
+
+def _module_level_imports(path: Path) -> list[str]:
+    """Modules imported at module level (TYPE_CHECKING blocks excluded)."""
+    import ast
+
+    names: list[str] = []
+    for node in ast.parse(path.read_text(encoding="utf-8")).body:
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            continue
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            continue  # imports inside functions run when called, not at import
+        for sub in ast.walk(node):
+            if isinstance(sub, ast.Import):
+                names.extend(alias.name for alias in sub.names)
+            elif isinstance(sub, ast.ImportFrom):
+                names.append("." * sub.level + (sub.module or ""))
+    return names
+
+
+def test_the_routing_wing_imports_neither_livekit_agents_nor_the_agent_wing() -> None:
+    routing = Path(__file__).parents[1] / "plugin/livekit/plugins/metadata/routing"
+    for path in sorted(routing.glob("*.py")):
+        imported = _module_level_imports(path)
+        assert not [m for m in imported if m.startswith("livekit.agents")], path.name
+        assert not [m for m in imported if m.startswith(("..agent", "..server"))], path.name
+    # The check itself can fail: the agent wing does import the routing wing.
+    selection = routing.parent / "agent" / "selection.py"
+    assert "..routing.router" in _module_level_imports(selection)

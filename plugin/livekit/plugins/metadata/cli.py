@@ -365,9 +365,24 @@ def route_command(
     explain: Annotated[
         bool, typer.Option("--explain", help="Show every rule and why it matched or not.")
     ] = False,
+    attributes: Annotated[
+        str | None,
+        typer.Option(
+            "--attributes",
+            help="Participant attributes for when_attributes: a JSON object of strings or @file.",
+        ),
+    ] = None,
 ) -> None:
-    """Show which agent the rules pick for some metadata."""
+    """Show which agent the rules pick for some metadata (and participant attributes)."""
     md = _read_json_flag(metadata, "--metadata")
+    attrs = _read_json_flag(attributes, "--attributes")
+    if attrs is not None:
+        try:
+            from .codec import validate_attributes
+
+            attrs = validate_attributes(attrs, allow_reserved=True)
+        except MetadataError as exc:
+            raise typer.BadParameter(exc.message, param_hint="'--attributes'") from None
     from .routing.formatting import format_explain, format_route
     from .routing.router import MetadataRouter
 
@@ -375,8 +390,8 @@ def route_command(
         router = MetadataRouter.from_file(rules)
         if explain:
             # The trace first: it is most useful exactly when nothing matches.
-            typer.echo(format_explain(router.explain(md or {})))
-        route = router.route(md or {})
+            typer.echo(format_explain(router.explain(md or {}, attributes=attrs)))
+        route = router.route(md or {}, attributes=attrs)
         typer.echo(format_route(route))
 
 
