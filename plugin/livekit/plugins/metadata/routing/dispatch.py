@@ -39,7 +39,7 @@ from .route import Route
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-__all__ = ["AgentDispatchClient", "dispatch_request", "ensure_dispatch"]
+__all__ = ["AgentDispatchClient", "dispatch_request", "ensure_dispatch", "server_call"]
 
 T = TypeVar("T")
 
@@ -72,8 +72,12 @@ _HINTS = {
 }
 
 
-def _server_error(action: str, exc: api.TwirpError) -> DispatchError:
-    hint = _HINTS.get(exc.code, "see the LiveKit server logs for details")
+def _server_error(
+    action: str, exc: api.TwirpError, hints: Mapping[str, str] | None = None
+) -> DispatchError:
+    hint = (hints or {}).get(exc.code) or _HINTS.get(
+        exc.code, "see the LiveKit server logs for details"
+    )
     return DispatchError(
         f"LiveKit refused to {action} (code {exc.code!r}, HTTP {exc.status}): {hint}"
     )
@@ -147,12 +151,18 @@ def dispatch_request(
     )
 
 
-async def _call(action: str, call: Awaitable[T]) -> T:
-    """Await a server call, mapping its failures to :class:`DispatchError`."""
+async def server_call(
+    action: str, call: Awaitable[T], *, hints: Mapping[str, str] | None = None
+) -> T:
+    """Await a server call, mapping its failures to :class:`DispatchError`.
+
+    ``action`` completes "LiveKit refused to ..."; ``hints`` gives the advice for
+    Twirp codes this call knows more about than the defaults do.
+    """
     try:
         return await call
     except api.TwirpError as exc:
-        raise _server_error(action, exc) from None
+        raise _server_error(action, exc, hints) from None
     except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
         raise _transport_error(action, exc) from None
 
@@ -204,7 +214,7 @@ async def ensure_dispatch(
         max_metadata_bytes=max_metadata_bytes,
     )
     service = lkapi.agent_dispatch
-    existing = await _call(
+    existing = await server_call(
         "list the room's agent dispatches", service.list_dispatch(room_name=room)
     )
     for dispatch in existing:
@@ -220,7 +230,7 @@ async def ensure_dispatch(
                 dispatch.id,
             )
             return dispatch
-    created = await _call("create the agent dispatch", service.create_dispatch(request))
+    created = await server_call("create the agent dispatch", service.create_dispatch(request))
     logger.info(
         "dispatched agent %r to room %r (dispatch %s, %d metadata bytes, attribute keys %s)",
         request.agent_name,
