@@ -9,7 +9,8 @@ catch the whole family or a single leaf::
     │   ├── MetadataNotAnObject       valid JSON, but not an object
     │   ├── MetadataTooLarge          over the byte limit
     │   ├── SchemaViolation           the pydantic schema rejected it
-    │   └── InvalidAttributes         LiveKit attributes: not str->str, reserved key, too large
+    │   ├── InvalidAttributes         LiveKit attributes: not str->str, reserved key, too large
+    │   └── InvalidSessionReference   a session reference names a missing, expired or foreign session
     ├── StoreError                    a session store failed
     │   ├── StoreUnavailable          the backend (e.g. Redis) cannot be reached in time
     │   └── StoreFull                 the session cap is reached; nothing was evicted
@@ -38,6 +39,7 @@ __all__ = [
     "DispatchError",
     "InvalidAttributes",
     "InvalidMetadataJSON",
+    "InvalidSessionReference",
     "MetadataError",
     "MetadataNotAnObject",
     "MetadataPluginError",
@@ -122,6 +124,14 @@ class SchemaViolation(MetadataError):
 
 class InvalidAttributes(MetadataError):
     """Raised when LiveKit attributes are not a str->str map, use a reserved key or are too large."""
+
+
+class InvalidSessionReference(MetadataError):
+    """Raised when a token-session reference names a missing, expired or foreign session.
+
+    Foreign: the session's owner record names another participant or room (an
+    attribute copied from someone else must not open their private keys).
+    """
 
 
 class StoreError(MetadataPluginError):
