@@ -18,6 +18,7 @@ from .version import __version__
 
 if TYPE_CHECKING:
     from .agent.adapter import AdapterStats, MetadataAdapter, PublishResult, SessionHandle
+    from .agent.views import RouteInput
     from .codec import (
         DEFAULT_MAX_ATTRIBUTES_BYTES,
         DEFAULT_MAX_METADATA_BYTES,
@@ -35,6 +36,7 @@ if TYPE_CHECKING:
         DispatchError,
         InvalidAttributes,
         InvalidMetadataJSON,
+        InvalidSessionReference,
         MetadataError,
         MetadataNotAnObject,
         MetadataPluginError,
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
         RoutingError,
         SchemaViolation,
         StoreError,
+        StoreFull,
         StoreUnavailable,
         TokenError,
         TokenVerificationError,
@@ -70,6 +73,7 @@ if TYPE_CHECKING:
 
 _SOURCES: dict[str, tuple[str, ...]] = {
     ".agent.adapter": ("AdapterStats", "MetadataAdapter", "PublishResult", "SessionHandle"),
+    ".agent.views": ("RouteInput",),
     ".codec": (
         "DEFAULT_MAX_ATTRIBUTES_BYTES",
         "DEFAULT_MAX_METADATA_BYTES",
@@ -87,6 +91,7 @@ _SOURCES: dict[str, tuple[str, ...]] = {
         "DispatchError",
         "InvalidAttributes",
         "InvalidMetadataJSON",
+        "InvalidSessionReference",
         "MetadataError",
         "MetadataNotAnObject",
         "MetadataPluginError",
@@ -95,6 +100,7 @@ _SOURCES: dict[str, tuple[str, ...]] = {
         "RoutingError",
         "SchemaViolation",
         "StoreError",
+        "StoreFull",
         "StoreUnavailable",
         "TokenError",
         "TokenVerificationError",
@@ -137,6 +143,7 @@ __all__ = [
     "InsecureSecretWarning",
     "InvalidAttributes",
     "InvalidMetadataJSON",
+    "InvalidSessionReference",
     "MemoryStore",
     "MergeAndGet",
     "MetadataAdapter",
@@ -151,6 +158,7 @@ __all__ = [
     "RedisStore",
     "ReferenceToken",
     "Route",
+    "RouteInput",
     "RoutingError",
     "RuleTrace",
     "SchemaViolation",
@@ -160,6 +168,7 @@ __all__ = [
     "SessionManager",
     "SessionStore",
     "StoreError",
+    "StoreFull",
     "StoreUnavailable",
     "TokenError",
     "TokenIssuer",
