@@ -19,7 +19,7 @@ EXPECTED = {
     "InsecureSecretWarning", "InvalidAttributes", "InvalidMetadataJSON", "InvalidSessionReference", "MemoryStore", "MergeAndGet",
     "MetadataAdapter", "MetadataError", "MetadataNotAnObject", "MetadataPluginError",
     "MetadataRouter", "MetadataTooLarge", "NoRouteMatched", "Principal", "PublishResult",
-    "RedisStore", "ReferenceToken", "Route", "RouteInput", "RoutingError", "RuleTrace", "SchemaViolation",
+    "RedisStore", "ReferenceToken", "ReservedKey", "Route", "RouteInput", "RoutingError", "RuleTrace", "SchemaViolation",
     "Selection", "ServerConfig", "SessionHandle", "SessionManager", "SessionStore", "StoreError",
     "StoreFull", "StoreUnavailable", "TokenError", "TokenIssuer", "TokenVerificationError", "ToolTokens",
     "VerifiedToken", "__version__", "apply_attributes", "attributes_size", "create_app",
@@ -74,7 +74,7 @@ def test_every_error_derives_from_the_one_root() -> None:
         and issubclass(getattr(md, n), Exception)
         and not issubclass(getattr(md, n), Warning)
     ]
-    assert len(errors) == 17
+    assert len(errors) == 18
     assert all(issubclass(e, md.MetadataPluginError) for e in errors)
 
 

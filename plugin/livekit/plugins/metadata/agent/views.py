@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 from ..codec import PLUGIN_ATTRIBUTE_PREFIX
 from ..errors import InvalidSessionReference
+from ..tokens.issuer import SESSION_OWNER_KEY
 
 if TYPE_CHECKING:
     from livekit import rtc
@@ -33,8 +34,9 @@ __all__ = [
     "without_plugin_keys",
 ]
 
-OWNER_KEY = PLUGIN_ATTRIBUTE_PREFIX + "owner"
-"""Session key of the owner record ``{"identity": ..., "room": ...}`` the issuer writes."""
+OWNER_KEY = SESSION_OWNER_KEY
+"""Session key of the owner record ``{"identity": ..., "room": ...}`` the issuer writes
+(the same string as :data:`~livekit.plugins.metadata.tokens.issuer.SESSION_OWNER_KEY`)."""
 
 _MAX_REFERENCE = 256
 
