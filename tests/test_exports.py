@@ -29,6 +29,7 @@ EXPECTED = {
 
 AGENT_SIDE = {
     "AdapterStats", "MetadataAdapter", "PublishResult", "RouteInput", "SessionHandle",
+    "AgentFactoryMap", "Selection", "reroute", "route_of",
 }  # fmt: skip
 """Names whose modules import ``livekit.agents`` (the agent wing)."""
 
