@@ -83,3 +83,39 @@ def test_attributes_from_a_file(rules: Path, tmp_path: Path) -> None:
     result = invoke("route", "--rules", str(rules), "-m", "{}", "--attributes", f"@{path}")
     assert result.exit_code == 0, result.stderr
     assert "agent:       madrid" in result.stdout
+
+
+def test_sip_export_prints_the_dispatch_rules_as_json() -> None:
+    import json
+
+    example = Path(__file__).parents[1] / "examples" / "telephony" / "rules.yaml"
+    result = invoke("sip", "export", "--rules", str(example), "--trunk", "ST_1")
+    assert result.exit_code == 0, result.stderr
+    exported = json.loads(result.stdout)
+    assert [r["name"] for r in exported] == ["lk-metadata/sales", "lk-metadata/support"]
+    assert exported[1]["numbers"] == ["+34910000002", "+34910000003"]
+    assert exported[1]["trunk_ids"] == ["ST_1"]
+    assert "skipped portugal-callers" in result.stderr
+
+
+def test_sip_sync_needs_a_server_and_keys(rules: Path) -> None:
+    result = CliRunner().invoke(
+        app, ["sip", "sync", "--rules", str(rules)], env={**ENV, "LIVEKIT_URL": ""}
+    )
+    assert result.exit_code == 1
+    assert "LIVEKIT_URL" in result.stderr
+    result = CliRunner().invoke(
+        app,
+        ["sip", "sync", "--rules", str(rules), "--url", "ws://127.0.0.1:9"],
+        env={**ENV, "LIVEKIT_API_KEY": "", "LIVEKIT_API_SECRET": ""},
+    )
+    assert result.exit_code == 1
+    assert "LIVEKIT_API_KEY" in result.stderr
+
+
+def test_sip_commands_report_bad_rules_files(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rules:\n  - agent: a\n    when_attributes: {n: {phone: '+34 1'}}\n")
+    result = invoke("sip", "export", "--rules", str(bad))
+    assert result.exit_code == 1
+    assert "not a valid phone number" in result.stderr

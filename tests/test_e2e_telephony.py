@@ -16,19 +16,16 @@ dispatch rules) needs only Redis.
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from livekit import api, rtc
 
 from livekit.plugins.metadata.routing.router import MetadataRouter
-from livekit.plugins.metadata.routing.sip import SIP_RULE_PREFIX
 from tests.fixtures.e2e import (
     REPO,
     WorkerProcess,
@@ -246,24 +243,3 @@ async def test_a_sip_caller_reaches_the_agent_its_number_routes_to(
     for value in attributes.values():
         if value.startswith("+34"):
             assert value not in log  # numbers are routed on, never logged
-
-
-def test_sip_export_prints_the_rules_as_json() -> None:
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "livekit.plugins.metadata.cli",
-            "sip",
-            "export",
-            "--rules",
-            str(EXAMPLE_RULES),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    exported: list[dict[str, Any]] = json.loads(result.stdout)
-    assert [r["name"] for r in exported] == [f"{SIP_RULE_PREFIX}sales", f"{SIP_RULE_PREFIX}support"]

@@ -95,11 +95,14 @@ def outbound_call(
         max_metadata_bytes: Size limit for the job metadata.
 
     Raises:
-        ValueError: ``call_to`` or ``from_number`` is not a phone number.
+        ValueError: ``call_to`` or ``from_number`` is not a phone number; ``room`` or
+            ``trunk_id`` is empty.
         NoRouteMatched: No rule matched and the rules have no default.
         RoutingError: The rules reject this call.
         MetadataError: The job metadata is too large; InvalidAttributes: bad attributes.
     """
+    if not isinstance(trunk_id, str) or not trunk_id:
+        raise ValueError("trunk_id must be a non-empty string")
     region = router.rule_set.phone_region
     callee = _e164(call_to, region, "call_to")
     trunk_number = _e164(from_number, region, "from_number") if from_number else None
