@@ -19,6 +19,14 @@ linear scan that checks every rule in order (identical results, proven by the
 hypothesis test in ``tests/test_router.py``). Targets from issue 5: ≤ 2 µs per
 decision at 10 rules; the 1,000-rule cost ≤ 10× the 10-rule cost.
 
+A second table routes phone calls (issue 17): ``when_attributes`` rules on the
+dialed number (``sip.trunkPhoneNumber: {phone: ...}``) at 10, 1,000 and 10,000
+rules, for repeat callers (the memoized normalization hits) and new callers (the
+memo cleared before each decision: every decision normalizes),
+next to the cost of normalizing one number with libphonenumber and the baseline,
+a dict lookup of an already-normalized E.164 string. Target: a decision with
+10,000 number rules costs ≤ 2× one with 10.
+
 Run: ``uv run python -m bench.bench_router [--quick]``.
 """
 
@@ -29,11 +37,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from bench._harness import Case, Table, format_table, measure
+from livekit.plugins.metadata.routing.phone import normalize_number
 from livekit.plugins.metadata.routing.route import Route
 from livekit.plugins.metadata.routing.router import MetadataRouter
 
 __all__ = [
     "LinearScan",
+    "phone_rules",
+    "phone_samples",
     "route_case",
     "rules_10",
     "rules_1000",
@@ -176,6 +187,121 @@ class LinearScan:
         return route.rule_index
 
 
+def phone_rules(n: int) -> dict[str, Any]:
+    """``n`` rules, each for one dialed number (``+3491`` and 7 digits), default ``reception``."""
+    return {
+        "rules": [
+            {
+                "name": f"line-{i}",
+                "when_attributes": {"sip.trunkPhoneNumber": {"phone": f"+3491{i:07d}"}},
+                "agent": f"agent-{i % 20}",
+            }
+            for i in range(n)
+        ],
+        "default": "reception",
+    }
+
+
+_SPELLINGS = (
+    lambda n: n,
+    lambda n: "00" + n[1:],
+    lambda n: f"tel:{n[:3]}-{n[3:6]}-{n[6:9]}-{n[9:]}",
+    lambda n: f"sip:{n}@pbx.example.com",
+    lambda n: n[1:],
+)
+
+
+def phone_samples(n: int, count: int = 10) -> list[dict[str, str]]:
+    """``count`` calls to numbers spread over the ``n`` lines (every 10th dials no rule's
+    number), in varying spellings."""
+    out = []
+    for k in range(count):
+        line = (k * 7919) % n if k % 10 else n + k
+        spelled = _SPELLINGS[k % len(_SPELLINGS)](f"+3491{line:07d}")
+        out.append({"sip.trunkPhoneNumber": spelled, "sip.phoneNumber": f"+3460{k:07d}"})
+    return out
+
+
+def _phone_case(
+    name: str, router: MetadataRouter, calls: Sequence[Mapping[str, str]], *, fresh: bool
+) -> Case:
+    route = router.route
+    n = len(calls)
+    empty: dict[str, Any] = {}
+    forget = normalize_number.cache_clear
+
+    def fn(loops: int) -> None:
+        for i in range(loops):
+            if fresh:
+                forget()  # a new caller: this decision normalizes its number
+            route(empty, attributes=calls[i % n])
+
+    return Case(name, fn)
+
+
+def _normalize_cases(numbers: Sequence[str]) -> list[Case]:
+    normalized = {normalize_number(x) for x in numbers}
+    table = dict.fromkeys(normalized, 1)
+    keys = [k for k in normalized if k]
+    uncached = normalize_number.__wrapped__  # type: ignore[attr-defined]
+
+    def lookup(loops: int) -> None:
+        get = table.get
+        m = len(keys)
+        for i in range(loops):
+            get(keys[i % m])
+
+    def normalize(loops: int) -> None:
+        m = len(numbers)
+        for i in range(loops):
+            uncached(numbers[i % m], None)
+
+    return [
+        Case("dict lookup of a normalized E.164 string", lookup, baseline=True),
+        Case("normalize one number (libphonenumber, uncached)", normalize),
+    ]
+
+
+def run_phone(quick: bool = False) -> Table:
+    """Decision cost at 10 / 1,000 / 10,000 number rules, and normalization per number."""
+    repeats = 5 if quick else 9
+    target = 0.05 if quick else 0.2
+    sizes = (10, 1_000, 10_000)
+    routers = {n: MetadataRouter.from_dict(phone_rules(n)) for n in sizes}
+    calls = {n: phone_samples(n, 20) for n in sizes}
+    for n in sizes:  # the index answers as a linear scan does
+        scan = LinearScan(routers[n])
+        for attrs in calls[n]:
+            if routers[n].route({}, attributes=attrs) != scan.route({}, attributes=attrs):
+                raise AssertionError("indexed and scanning routers disagree")
+    cases = _normalize_cases([c["sip.trunkPhoneNumber"] for c in calls[10_000]])
+    for fresh, who in ((False, "repeat"), (True, "new")):
+        for n in sizes:
+            name = f"decision, {n:,} number rules, {who} callers"
+            cases.append(_phone_case(name, routers[n], calls[n], fresh=fresh))
+    table = measure(
+        "Phone routing: per-decision cost by number rules", cases, repeats=repeats, target=target
+    )
+    by = {r.name: r.median for r in table.results}
+    ratios = []
+    for who in ("repeat", "new"):
+        r = (
+            by[f"decision, 10,000 number rules, {who} callers"]
+            / by[f"decision, 10 number rules, {who} callers"]
+        )
+        ratios.append(f"{who} callers {r:.2f}× ({'meets' if r <= 2 else 'MISSES'} ≤ 2×)")
+    table.note = (
+        "One op = one `route({}, attributes=...)` on the dialed number (`sip.trunkPhoneNumber`), "
+        "20 calls cycling, numbers in varying spellings (E.164, 00-prefixed, tel: URI, sip: "
+        "URI, no '+'), 10% dialing no rule's number. Repeat callers: the memoized "
+        "normalization hits. New callers: the memo is cleared before each decision, so every "
+        "decision normalizes. Baseline: a dict lookup of an already-normalized string "
+        "(normalization: the same 20 spellings, uncached).\n\n"
+        "10,000 / 10 number rules: " + "; ".join(ratios) + "."
+    )
+    return table
+
+
 def route_case(
     name: str,
     router: MetadataRouter | LinearScan,
@@ -252,7 +378,7 @@ def run(quick: bool = False) -> list[Table]:
         f"({'meets' if t10_ref <= 2e-6 else 'misses'} ≤ 2 µs). Indexed 1,000 rules / 10 rules = "
         f"{ratio:.2f}× ({'meets' if ratio <= 10 else 'MISSES'} ≤ 10×)."
     )
-    return [table]
+    return [table, run_phone(quick)]
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Iterator
 
 import phonenumbers
 
@@ -44,26 +45,28 @@ def _parse(text: str, region: str | None) -> phonenumbers.PhoneNumber | None:
         return None
 
 
-def _candidates(text: str, region: str | None) -> list[phonenumbers.PhoneNumber]:
-    """Readings of ``text`` in order of preference (as written, then international)."""
+def _candidates(text: str, region: str | None) -> Iterator[tuple[phonenumbers.PhoneNumber, bool]]:
+    """Readings of ``text`` in order of preference, each with whether it was written
+    internationally (``+`` or ``00``), i.e. leaves no doubt about the country.
+
+    Lazy: the caller usually stops at the first, so most numbers are parsed once.
+    """
     text = _strip_uri(text)
     digits = _SEPARATORS.sub("", text)
-    readings: list[phonenumbers.PhoneNumber] = []
+    attempts: list[tuple[str, str | None, bool]] = []
     if digits.startswith("00") and digits[2:].isdigit():
         # The international call prefix of most of the world; with a region whose
         # prefix differs (011 in North America) this reading still comes first.
-        first = _parse("+" + digits[2:], None)
-        if first is not None:
-            readings.append(first)
-    parsed = _parse(text, region)
-    if parsed is not None:
-        readings.append(parsed)
+        attempts.append(("+" + digits[2:], None, True))
+    if digits.startswith("+") or region is not None:
+        attempts.append((text, region, digits.startswith("+")))
     if digits.isdigit() and not digits.startswith("0"):
         # Some SIP providers drop the "+": try the digits as an international number.
-        bare = _parse("+" + digits, None)
-        if bare is not None:
-            readings.append(bare)
-    return readings
+        attempts.append(("+" + digits, None, False))
+    for candidate, where, explicit in attempts:
+        number = _parse(candidate, where)
+        if number is not None:
+            yield number, explicit
 
 
 @functools.lru_cache(maxsize=4096)
@@ -81,11 +84,17 @@ def normalize_number(text: str, region: str | None = None) -> str | None:
     """
     if not isinstance(text, str) or not text or len(text) > _MAX_INPUT:
         return None
-    readings = _candidates(text, region)
-    for pick in (phonenumbers.is_valid_number, phonenumbers.is_possible_number):
-        for number in readings:
-            if pick(number):
-                return str(phonenumbers.format_number(number, _E164))
+    seen: list[phonenumbers.PhoneNumber] = []
+    for number, explicit in _candidates(text, region):
+        # An international spelling is the number: no need to weigh other readings.
+        if explicit and phonenumbers.is_possible_number(number):
+            return str(phonenumbers.format_number(number, _E164))
+        if phonenumbers.is_valid_number(number):
+            return str(phonenumbers.format_number(number, _E164))
+        seen.append(number)
+    for number in seen:
+        if phonenumbers.is_possible_number(number):
+            return str(phonenumbers.format_number(number, _E164))
     return None
 
 
@@ -112,7 +121,7 @@ def rule_number(value: object, region: str | None) -> str:
             "write phone numbers as strings (quoted in YAML: an unquoted +34910000000 "
             "is read as an integer and loses its '+')"
         )
-    for number in _candidates(value, region) if len(value) <= _MAX_INPUT else []:
+    for number, _ in _candidates(value, region) if len(value) <= _MAX_INPUT else []:
         if phonenumbers.is_valid_number(number):
             return str(phonenumbers.format_number(number, _E164))
     hint = "" if region else " (a national number needs the rule set's phone_region)"
