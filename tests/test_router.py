@@ -19,9 +19,8 @@ from typing import Any
 import pytest
 from hypothesis import given, settings, strategies as st
 from livekit.agents import Agent, AgentSession
-from livekit.agents.job import JobAcceptArguments, JobContext, JobRequest
+from livekit.agents.job import JobContext, JobRequest
 from livekit.agents.testing import fake_job_context as _fake_job_context
-from livekit.protocol import agent as agent_proto, models
 
 from livekit.plugins.metadata.agent.selection import AgentFactoryMap, reroute, route_of
 from livekit.plugins.metadata.errors import (
@@ -34,6 +33,7 @@ from livekit.plugins.metadata.routing.conditions import lookup
 from livekit.plugins.metadata.routing.formatting import format_explain, format_route, route_summary
 from livekit.plugins.metadata.routing.route import Route
 from livekit.plugins.metadata.routing.router import MetadataRouter
+from tests.job_requests import Recorder, job_request
 
 pytestmark = pytest.mark.unit
 
@@ -662,29 +662,10 @@ def test_indexed_routing_equals_linear_scan(
 # ------------------------------------------------------------------------ on_request
 
 
-class _Recorder:
-    def __init__(self) -> None:
-        self.rejected: list[bool] = []
-        self.accepted: list[JobAcceptArguments] = []
-
-    async def on_reject(self, terminate: bool) -> None:
-        self.rejected.append(terminate)
-
-    async def on_accept(self, args: JobAcceptArguments) -> None:
-        self.accepted.append(args)
-
-
 def _request(
     metadata: str, *, agent_name: str = "support-es", room_metadata: str = ""
-) -> tuple[JobRequest, _Recorder]:
-    rec = _Recorder()
-    job = agent_proto.Job(
-        id="AJ_test",
-        agent_name=agent_name,
-        metadata=metadata,
-        room=models.Room(name="room-1", metadata=room_metadata),
-    )
-    return JobRequest(job=job, on_reject=rec.on_reject, on_accept=rec.on_accept), rec
+) -> tuple[JobRequest, Recorder]:
+    return job_request(metadata, agent_name=agent_name, room_metadata=room_metadata)
 
 
 SPANISH = json.dumps({"department": "support", "language": "es", "pin": SECRET})

@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 from hypothesis import given, settings, strategies as st
 from livekit.agents import Agent
-from livekit.agents.job import JobAcceptArguments, JobRequest
-from livekit.protocol import agent as agent_proto, models
+from livekit.agents.job import JobRequest
 
 from livekit.plugins.metadata.agent.selection import AgentFactoryMap, route_of
 from livekit.plugins.metadata.errors import ConfigError
@@ -25,6 +24,7 @@ from livekit.plugins.metadata.routing.conditions import lookup
 from livekit.plugins.metadata.routing.formatting import format_explain
 from livekit.plugins.metadata.routing.phone import normalize_number, rule_number, rule_prefix
 from livekit.plugins.metadata.routing.router import MetadataRouter
+from tests.job_requests import Recorder, job_request
 
 pytestmark = pytest.mark.unit
 
@@ -383,27 +383,8 @@ def test_ten_thousand_number_rules_stay_exact() -> None:
 # --------------------------------------------------------------------------- job requests
 
 
-class _Recorder:
-    def __init__(self) -> None:
-        self.rejected: list[bool] = []
-        self.accepted: list[JobAcceptArguments] = []
-
-    async def on_reject(self, terminate: bool) -> None:
-        self.rejected.append(terminate)
-
-    async def on_accept(self, args: JobAcceptArguments) -> None:
-        self.accepted.append(args)
-
-
-def _request(metadata: dict[str, Any], agent_name: str) -> tuple[JobRequest, _Recorder]:
-    rec = _Recorder()
-    job = agent_proto.Job(
-        id="AJ_sip",
-        agent_name=agent_name,
-        metadata=json.dumps(metadata),
-        room=models.Room(name="call-1"),
-    )
-    return JobRequest(job=job, on_reject=rec.on_reject, on_accept=rec.on_accept), rec
+def _request(metadata: dict[str, Any], agent_name: str) -> tuple[JobRequest, Recorder]:
+    return job_request(json.dumps(metadata), agent_name=agent_name, room="call-1")
 
 
 def test_pending_agent_names_lists_what_attributes_could_still_choose() -> None:

@@ -71,12 +71,12 @@ def route_attributes(route: Route) -> dict[str, str]:
 
 
 def _session_kwargs() -> dict[str, Any]:
-    models = {
-        "llm": os.environ.get("LK_DEMO_LLM"),
-        "stt": os.environ.get("LK_DEMO_STT"),
-        "tts": os.environ.get("LK_DEMO_TTS"),
+    """LiveKit Inference model strings from LK_DEMO_LLM / _STT / _TTS, when set."""
+    return {
+        kind: os.environ[f"LK_DEMO_{kind.upper()}"]
+        for kind in ("llm", "stt", "tts")
+        if os.environ.get(f"LK_DEMO_{kind.upper()}")
     }
-    return {k: v for k, v in models.items() if v}
 
 
 @server.rtc_session(agent_name=AGENT_NAME, on_request=ROUTER.request_handler())
