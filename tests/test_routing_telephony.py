@@ -362,6 +362,14 @@ def test_phone_index_agrees_with_a_linear_scan(
         assert router.match_index(md, attributes=attrs) == expected
         assert router.route(md, attributes=attrs).rule_index == expected
         assert [t.index for t in router.explain(md, attributes=attrs) if t.selected] == [expected]
+        # What on_request relies on: without attributes, the names it may accept for
+        # contain whatever the attributes later decide (or the decision needs none).
+        pending = router.pending_agent_names(md)
+        route = router.route(md, attributes=attrs)
+        if pending is None:
+            assert route.rule_index == router.route(md).rule_index
+        else:
+            assert route.agent_name in pending
 
 
 def test_ten_thousand_number_rules_stay_exact() -> None:

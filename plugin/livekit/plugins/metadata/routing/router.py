@@ -150,7 +150,7 @@ class MetadataRouter:
         route.agent        # "support-es"
     """
 
-    __slots__ = ("_index", "_set", "_source", "_targets")
+    __slots__ = ("_index", "_pending", "_set", "_source", "_targets")
 
     def __init__(
         self,
@@ -186,6 +186,16 @@ class MetadataRouter:
         self._source = source
         self._targets = tuple(r.target for r in rule_set.rules)
         self._index = RuleIndex(rule_set.rules, rule_set.phone_region)
+        # For pending_agent_names: each rule's metadata checks, whether it also reads
+        # attributes, and where it dispatches.
+        self._pending = tuple(
+            (
+                tuple(c.check for c in r.conds if c.source == "metadata"),
+                r.needs_attributes,
+                r.target.agent_name,
+            )
+            for r in rule_set.rules
+        )
 
     @classmethod
     def _of(cls, rule_set: RuleSet, source: str | None) -> MetadataRouter:
@@ -352,15 +362,15 @@ class MetadataRouter:
         """
         _check_inputs(metadata, None)
         names: set[str] = set()
-        for rule in self._set.rules:
-            if not all(c.check(metadata) for c in rule.conds if c.source == "metadata"):
+        for checks, needs_attributes, agent_name in self._pending:
+            if not all(check(metadata) for check in checks):
                 continue
-            if not rule.needs_attributes:
+            if not needs_attributes:
                 if not names:
                     return None
-                names.add(rule.target.agent_name)
+                names.add(agent_name)
                 return frozenset(names)
-            names.add(rule.target.agent_name)
+            names.add(agent_name)
         default = self._set.default
         if not names:
             return None
