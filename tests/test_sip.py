@@ -106,9 +106,11 @@ def test_desired_rules_one_per_target_field_by_field(router: MetadataRouter) -> 
     }
     assert skipped == [
         "blocked: a reject rule dispatches nothing",
-        "pt: no 'phone' condition on sip.trunkPhoneNumber or sip.phoneNumber",
+        "pt: no exact number ('phone') on sip.trunkPhoneNumber or sip.phoneNumber; "
+        "it routes in the entrypoint",
         "regex: its 'when' takes more than plain equalities, which job metadata cannot carry",
-        "meta-only: no 'phone' condition on sip.trunkPhoneNumber or sip.phoneNumber",
+        "meta-only: no exact number ('phone') on sip.trunkPhoneNumber or sip.phoneNumber; "
+        "it routes in the entrypoint",
     ]
 
 

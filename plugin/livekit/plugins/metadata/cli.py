@@ -480,7 +480,7 @@ def sip_sync_command(
 ) -> None:
     """Create, update and delete this tool's SIP dispatch rules to match the routing rules.
 
-    Only rules named ``lk-metadata/...`` are touched; the plan is printed first.
+    Only rules named lk-metadata/... are touched; the plan is printed first.
     """
     import asyncio
 

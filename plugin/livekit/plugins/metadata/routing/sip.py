@@ -132,7 +132,7 @@ def _skip_reason(rule: Rule) -> str | None:
     if rule.target.fields["rejected"]:
         return "a reject rule dispatches nothing"
     if not _numbers(rule.conds, CALLED) and not _numbers(rule.conds, CALLER):
-        return f"no 'phone' condition on {CALLED} or {CALLER}"
+        return f"no exact number ('phone') on {CALLED} or {CALLER}; it routes in the entrypoint"
     if _static_metadata(rule) is None:
         return "its 'when' takes more than plain equalities, which job metadata cannot carry"
     return None
