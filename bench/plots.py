@@ -7,7 +7,7 @@
   and ``dict(d.get(sid))``) on the same random order of existing ids.
 * ``bench/scaling_router.png`` — ``MetadataRouter.route()`` per decision against
   the number of rules (10, 100, 1,000; full run also 5,000), indexed against the
-  same rules with ``index=False`` (a linear scan).
+  same compiled rules checked one by one (``LinearScan``).
 
 Every point is the median of at least 5 interleaved repetitions measured with
 ``bench/_harness.py``; the error bars span min–max. matplotlib is a bench-only
@@ -148,14 +148,14 @@ def _samples(n: int) -> list[dict[str, Any]]:
 def _router_point(n: int, repeats: int, target: float) -> dict[str, Result]:
     from livekit.plugins.metadata.routing.router import MetadataRouter
 
-    from .bench_router import route_case
+    from .bench_router import LinearScan, route_case
 
     config = _rules(n)
     samples = _samples(n)
     indexed = MetadataRouter.from_dict(config)
-    naive = MetadataRouter.from_dict(config, index=False)
+    naive = LinearScan(indexed)
     for md in samples:
-        if indexed.route(md) != naive.route(md):
+        if indexed.route(md).rule_index != naive.route(md).rule_index:
             raise AssertionError("indexed and scanning routers disagree")
 
     table = measure(

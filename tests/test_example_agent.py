@@ -18,7 +18,8 @@ import pytest
 from livekit.agents.job import JobAcceptArguments, JobRequest
 from livekit.protocol import agent as agent_proto, models
 
-from livekit.plugins.metadata.routing.router import MetadataRouter, route_of
+from livekit.plugins.metadata.agent.selection import route_of
+from livekit.plugins.metadata.routing.router import MetadataRouter
 
 pytestmark = pytest.mark.unit
 
@@ -143,3 +144,35 @@ async def test_on_request_accepts_jobs_routed_to_this_worker(example: ModuleType
         )
         await handler(JobRequest(job=job, on_reject=on_reject, on_accept=on_accept))
     assert answers == [("accept", "agent-AJ_1"), ("reject", False)]
+
+
+def test_the_worker_without_livekit_url_fails_clearly() -> None:
+    """No LIVEKIT_URL: one line naming the variable and the dev server, exit code 1."""
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEKIT_")}
+    script = Path(__file__).parents[1] / "examples" / "agent.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "dev"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "LIVEKIT_URL is not set" in result.stderr
+    assert "livekit-server --dev" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_a_session_without_models_uses_no_turn_detector(example: ModuleType) -> None:
+    """Without speech models the session is built with manual turns (nothing calls out)."""
+    from livekit.agents import AgentSession
+
+    kwargs = example._turn_handling(speech=False)
+    assert kwargs["turn_handling"]["turn_detection"] == "manual"
+    session: AgentSession[Any] = AgentSession(**kwargs)
+    assert session is not None
+    assert example._turn_handling(speech=True) == {}

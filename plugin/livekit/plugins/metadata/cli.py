@@ -441,17 +441,33 @@ def route_command(
     explain: Annotated[
         bool, typer.Option("--explain", help="Show every rule and why it matched or not.")
     ] = False,
+    attributes: Annotated[
+        str | None,
+        typer.Option(
+            "--attributes",
+            help="Participant attributes for when_attributes: a JSON object of strings or @file.",
+        ),
+    ] = None,
 ) -> None:
-    """Show which agent the rules pick for some metadata."""
+    """Show which agent the rules pick for some metadata (and participant attributes)."""
     md = _read_json_flag(metadata, "--metadata")
-    from .routing.router import MetadataRouter, format_explain, format_route
+    attrs = _read_json_flag(attributes, "--attributes")
+    if attrs is not None:
+        try:
+            from .codec import validate_attributes
+
+            attrs = validate_attributes(attrs, allow_reserved=True)
+        except MetadataError as exc:
+            raise typer.BadParameter(exc.message, param_hint="'--attributes'") from None
+    from .routing.formatting import format_explain, format_route
+    from .routing.router import MetadataRouter
 
     with _errors():
         router = MetadataRouter.from_file(rules)
         if explain:
             # The trace first: it is most useful exactly when nothing matches.
-            typer.echo(format_explain(router.explain(md or {})))
-        route = router.route(md or {})
+            typer.echo(format_explain(router.explain(md or {}, attributes=attrs)))
+        route = router.route(md or {}, attributes=attrs)
         typer.echo(format_route(route))
 
 
@@ -482,6 +498,93 @@ def serve_command(
             )
         except KeyboardInterrupt:
             return
+
+
+# --------------------------------------------------------------------------- sip
+
+sip_app = typer.Typer(
+    help="LiveKit SIP dispatch rules from the routing rules (numbers in when_attributes).",
+    no_args_is_help=True,
+)
+app.add_typer(sip_app, name="sip")
+
+RulesFile = Annotated[
+    Path, typer.Option("--rules", help="Rules file (YAML, TOML or JSON).", show_default=False)
+]
+Trunks = Annotated[
+    list[str] | None,
+    typer.Option("--trunk", help="Inbound trunk id the rules apply to (repeatable; default: all)."),
+]
+RoomPrefix = Annotated[str, typer.Option("--room-prefix", help="Prefix of the per-call rooms.")]
+
+
+def _sip_rules(rules: Path, trunks: list[str] | None, room_prefix: str) -> tuple[Any, list[str]]:
+    from .routing.router import MetadataRouter
+    from .routing.sip import desired_dispatch_rules
+
+    router = MetadataRouter.from_file(rules)
+    return desired_dispatch_rules(router, trunk_ids=trunks or (), room_prefix=room_prefix)
+
+
+@sip_app.command("export")
+def sip_export_command(
+    rules: RulesFile, trunk: Trunks = None, room_prefix: RoomPrefix = "call-"
+) -> None:
+    """Print, as JSON, the SIP dispatch rules the routing rules call for."""
+    from .routing.sip import export_json
+
+    with _errors():
+        wanted, skipped = _sip_rules(rules, trunk, room_prefix)
+    for line in skipped:
+        typer.echo(f"skipped {line}", err=True)
+    typer.echo(export_json(wanted))
+
+
+@sip_app.command("sync")
+def sip_sync_command(
+    rules: RulesFile,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", help="Print the plan and change nothing.")
+    ] = False,
+    trunk: Trunks = None,
+    room_prefix: RoomPrefix = "call-",
+    url: Annotated[
+        str | None,
+        typer.Option("--url", envvar="LIVEKIT_URL", show_default=False, help="LiveKit server URL."),
+    ] = None,
+    api_key: ApiKey = None,
+    api_secret: ApiSecret = None,
+) -> None:
+    """Create, update and delete this tool's SIP dispatch rules to match the routing rules.
+
+    Only rules named lk-metadata/... are touched; the plan is printed first.
+    """
+    import asyncio
+
+    if not url:
+        _fail("LiveKit server URL is not set: set LIVEKIT_URL or pass --url", 1)
+    if not api_key or not api_secret:
+        _fail("set LIVEKIT_API_KEY and LIVEKIT_API_SECRET (or pass --api-key/--api-secret)", 1)
+    with _errors():
+        wanted, skipped = _sip_rules(rules, trunk, room_prefix)
+        asyncio.run(_sip_sync(url, api_key, api_secret, wanted, skipped, dry_run))
+
+
+async def _sip_sync(
+    url: str, key: str, secret: str, wanted: Any, skipped: list[str], dry_run: bool
+) -> None:
+    from livekit import api
+
+    from .routing.sip import apply_plan, list_dispatch_rules, plan_sync
+
+    async with api.LiveKitAPI(url, key, secret) as lkapi:
+        plan = plan_sync(wanted, await list_dispatch_rules(lkapi), skipped=skipped)
+        typer.echo(plan.format())
+        if dry_run or not plan.changes:
+            typer.echo("dry run: nothing changed" if dry_run else "in sync: nothing to do")
+            return
+        await apply_plan(lkapi, plan)
+        typer.echo(f"applied {plan.changes} change(s)")
 
 
 def main() -> None:

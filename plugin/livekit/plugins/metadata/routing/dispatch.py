@@ -20,8 +20,8 @@ server's free-text message is echoed.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Awaitable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import aiohttp
 from livekit import api
@@ -34,12 +34,14 @@ from ..codec import (
 )
 from ..errors import DispatchError, RoutingError
 from ..log import logger
-from .router import Route
+from .route import Route
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
-__all__ = ["AgentDispatchClient", "ensure_dispatch"]
+__all__ = ["AgentDispatchClient", "dispatch_request", "ensure_dispatch", "server_call"]
+
+T = TypeVar("T")
 
 
 class _DispatchService(Protocol):
@@ -70,8 +72,12 @@ _HINTS = {
 }
 
 
-def _server_error(action: str, exc: api.TwirpError) -> DispatchError:
-    hint = _HINTS.get(exc.code, "see the LiveKit server logs for details")
+def _server_error(
+    action: str, exc: api.TwirpError, hints: Mapping[str, str] | None = None
+) -> DispatchError:
+    hint = (hints or {}).get(exc.code) or _HINTS.get(
+        exc.code, "see the LiveKit server logs for details"
+    )
     return DispatchError(
         f"LiveKit refused to {action} (code {exc.code!r}, HTTP {exc.status}): {hint}"
     )
@@ -97,6 +103,70 @@ def _metadata_text(metadata: Mapping[str, Any] | BaseModel | str | None, max_byt
     return serialize_metadata(metadata, max_bytes=max_bytes)
 
 
+def dispatch_request(
+    room: str,
+    route_or_agent: Route | str,
+    *,
+    metadata: Mapping[str, Any] | BaseModel | str | None = None,
+    attributes: Mapping[str, str] | None = None,
+    deployment: str | None = None,
+    max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
+) -> api.CreateAgentDispatchRequest:
+    """The ``CreateAgentDispatchRequest`` for a route (or an agent name) and a room.
+
+    The arguments are those of :func:`ensure_dispatch`; the explicit ``metadata``,
+    ``attributes`` and ``deployment`` override the route's.
+
+    Raises:
+        RoutingError: The route is a ``reject`` route (nothing to dispatch).
+        MetadataError: The metadata is not a JSON object or is too large.
+        InvalidAttributes: The attributes are not a valid LiveKit attribute map.
+        ValueError: ``room`` or the agent name is empty.
+    """
+    if not isinstance(room, str) or not room:
+        raise ValueError("room must be a non-empty string")
+    if isinstance(route_or_agent, Route):
+        if route_or_agent.rejected:
+            raise RoutingError(
+                f"the route is 'reject' ({route_or_agent.label}); there is no agent to dispatch"
+            )
+        agent_name = route_or_agent.agent_name
+        metadata = route_or_agent.metadata if metadata is None else metadata
+        attributes = route_or_agent.attributes if attributes is None else attributes
+        deployment = route_or_agent.deployment if deployment is None else deployment
+    elif isinstance(route_or_agent, str):
+        agent_name = route_or_agent
+    else:
+        raise TypeError(
+            f"route_or_agent must be a Route or an agent name, not {type(route_or_agent).__name__}"
+        )
+    if not agent_name:
+        raise ValueError("the agent name must be a non-empty string")
+    return api.CreateAgentDispatchRequest(
+        agent_name=agent_name,
+        room=room,
+        metadata=_metadata_text(metadata, max_metadata_bytes),
+        deployment=deployment or "",
+        attributes=validate_attributes(attributes),
+    )
+
+
+async def server_call(
+    action: str, call: Awaitable[T], *, hints: Mapping[str, str] | None = None
+) -> T:
+    """Await a server call, mapping its failures to :class:`DispatchError`.
+
+    ``action`` completes "LiveKit refused to ..."; ``hints`` gives the advice for
+    Twirp codes this call knows more about than the defaults do.
+    """
+    try:
+        return await call
+    except api.TwirpError as exc:
+        raise _server_error(action, exc, hints) from None
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        raise _transport_error(action, exc) from None
+
+
 async def ensure_dispatch(
     lkapi: AgentDispatchClient,
     room: str,
@@ -116,7 +186,7 @@ async def ensure_dispatch(
     Args:
         lkapi: A ``livekit.api.LiveKitAPI`` (or anything with ``.agent_dispatch``).
         room: The room name.
-        route_or_agent: A :class:`~livekit.plugins.metadata.router.Route` (its
+        route_or_agent: A :class:`~livekit.plugins.metadata.routing.route.Route` (its
             ``agent_name``, ``metadata``, ``attributes`` and ``deployment`` are the
             defaults) or an agent name.
         metadata: Job metadata: a mapping or pydantic model (serialized compactly)
@@ -135,68 +205,38 @@ async def ensure_dispatch(
         InvalidAttributes: The attributes are not a valid LiveKit attribute map.
         ValueError: ``room`` or the agent name is empty.
     """
-    if not isinstance(room, str) or not room:
-        raise ValueError("room must be a non-empty string")
-    if isinstance(route_or_agent, Route):
-        if route_or_agent.rejected:
-            raise RoutingError(
-                f"the route is 'reject' ({route_or_agent.label}); there is no agent to dispatch"
-            )
-        agent_name = route_or_agent.agent_name
-        if metadata is None:
-            metadata = route_or_agent.metadata
-        if attributes is None:
-            attributes = route_or_agent.attributes
-        if deployment is None:
-            deployment = route_or_agent.deployment
-    elif isinstance(route_or_agent, str):
-        agent_name = route_or_agent
-    else:
-        raise TypeError(
-            f"route_or_agent must be a Route or an agent name, not {type(route_or_agent).__name__}"
-        )
-    if not agent_name:
-        raise ValueError("the agent name must be a non-empty string")
-    md_text = _metadata_text(metadata, max_metadata_bytes)
-    attrs = validate_attributes(attributes)
-    dep = deployment or ""
+    request = dispatch_request(
+        room,
+        route_or_agent,
+        metadata=metadata,
+        attributes=attributes,
+        deployment=deployment,
+        max_metadata_bytes=max_metadata_bytes,
+    )
     service = lkapi.agent_dispatch
-
-    try:
-        existing = await service.list_dispatch(room_name=room)
-    except api.TwirpError as exc:
-        raise _server_error("list the room's agent dispatches", exc) from None
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-        raise _transport_error("list the room's agent dispatches", exc) from None
+    existing = await server_call(
+        "list the room's agent dispatches", service.list_dispatch(room_name=room)
+    )
     for dispatch in existing:
         if (
-            dispatch.agent_name == agent_name
-            and dispatch.deployment == dep
+            dispatch.agent_name == request.agent_name
+            and dispatch.deployment == request.deployment
             and not dispatch.state.deleted_at
         ):
             logger.debug(
                 "agent %r already dispatched to room %r (dispatch %s)",
-                agent_name,
+                request.agent_name,
                 room,
                 dispatch.id,
             )
             return dispatch
-
-    request = api.CreateAgentDispatchRequest(
-        agent_name=agent_name, room=room, metadata=md_text, deployment=dep, attributes=attrs
-    )
-    try:
-        created = await service.create_dispatch(request)
-    except api.TwirpError as exc:
-        raise _server_error("create the agent dispatch", exc) from None
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-        raise _transport_error("create the agent dispatch", exc) from None
+    created = await server_call("create the agent dispatch", service.create_dispatch(request))
     logger.info(
         "dispatched agent %r to room %r (dispatch %s, %d metadata bytes, attribute keys %s)",
-        agent_name,
+        request.agent_name,
         room,
         created.id,
-        len(md_text.encode("utf-8")),
-        sorted(attrs),
+        len(request.metadata.encode("utf-8")),
+        sorted(request.attributes),
     )
     return created

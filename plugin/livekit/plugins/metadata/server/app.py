@@ -341,10 +341,10 @@ class ServerConfig(BaseModel):
                 data = yaml.safe_load(text) or {}
             elif suffix == ".toml":
                 try:
-                    import tomllib
-                except ImportError:  # pragma: no cover - Python 3.10
-                    raise ConfigError("TOML configs need Python 3.11+; use YAML or JSON") from None
-                data = tomllib.loads(text.decode("utf-8"))
+                    toml = importlib.import_module("tomllib")
+                except ImportError:  # Python 3.10: the declared tomli backport
+                    toml = importlib.import_module("tomli")
+                data = toml.loads(text.decode("utf-8"))
             elif suffix == ".json":
                 data = orjson.loads(text)
             else:

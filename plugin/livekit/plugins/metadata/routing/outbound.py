@@ -1,0 +1,132 @@
+"""Outbound calls routed by the same rules as inbound ones.
+
+An outbound call is two server requests: dispatch the agent to a room, then ask
+LiveKit's SIP service to dial the number into that room. :func:`outbound_call`
+builds both from metadata and the routing rules, routing with the attributes the
+SIP participant will carry (on outbound calls ``sip.phoneNumber`` is the callee and
+``sip.trunkPhoneNumber`` the trunk's number), so a rule written for a number or a
+country prefix chooses the agent whichever way the call goes::
+
+    call = outbound_call(router, {"campaign": "renewals"}, room="out-42",
+                         trunk_id="ST_...", call_to="+34 600 000 000")
+    await lkapi.agent_dispatch.create_dispatch(call.dispatch)
+    await lkapi.sip.create_sip_participant(call.participant)
+
+Sending them needs LiveKit's SIP service (LiveKit Cloud or a self-hosted
+``livekit/sip``); this module only builds the requests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from livekit import api
+
+from ..codec import DEFAULT_MAX_METADATA_BYTES, PLUGIN_ATTRIBUTE_PREFIX, validate_attributes
+from .dispatch import dispatch_request
+from .phone import normalize_number
+from .route import Route
+from .router import MetadataRouter
+from .sip import CALLED, CALLER
+
+__all__ = ["ROUTE_ATTRIBUTE", "RULE_ATTRIBUTE", "OutboundCall", "outbound_call"]
+
+ROUTE_ATTRIBUTE = PLUGIN_ATTRIBUTE_PREFIX + "route"
+"""SIP participant attribute naming the agent an outbound call was routed to."""
+
+RULE_ATTRIBUTE = PLUGIN_ATTRIBUTE_PREFIX + "rule"
+"""SIP participant attribute naming the rule that routed an outbound call."""
+
+
+@dataclass(frozen=True)
+class OutboundCall:
+    """The requests for one outbound call, and the route they came from.
+
+    Attributes:
+        route: The routing decision (never a reject route).
+        dispatch: Dispatches the routed agent to the room, with the job metadata.
+        participant: Dials the callee into the room as a SIP participant.
+    """
+
+    route: Route
+    dispatch: api.CreateAgentDispatchRequest
+    participant: api.CreateSIPParticipantRequest
+
+
+def _e164(number: str, region: str | None, what: str) -> str:
+    e164 = normalize_number(number, region)
+    if e164 is None:
+        raise ValueError(f"{what} is not a phone number")
+    return e164
+
+
+def outbound_call(
+    router: MetadataRouter,
+    metadata: Mapping[str, Any],
+    *,
+    room: str,
+    trunk_id: str,
+    call_to: str,
+    from_number: str | None = None,
+    attributes: Mapping[str, str] | None = None,
+    participant_identity: str | None = None,
+    participant_name: str = "",
+    participant_attributes: Mapping[str, str] | None = None,
+    wait_until_answered: bool = False,
+    max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
+) -> OutboundCall:
+    """Route an outbound call and build its agent dispatch and ``CreateSIPParticipantRequest``.
+
+    Args:
+        router: The routing rules (their ``phone_region`` reads national numbers).
+        metadata: What the call is about; routed, and sent as job metadata.
+        room: The room the agent and the callee meet in.
+        trunk_id: The outbound SIP trunk.
+        call_to: The number to dial, in any common form; sent in E.164.
+        from_number: The trunk number to call from (``sip_number``), if not the default.
+        attributes: More attributes for ``when_attributes`` (the numbers are added).
+        participant_identity: Identity of the SIP participant (default ``sip-<E.164>``).
+        participant_name: Its display name.
+        participant_attributes: Its attributes; the route's agent and rule are added
+            as ``lk-metadata.route`` and ``lk-metadata.rule``.
+        wait_until_answered: Make ``create_sip_participant`` return only once answered.
+        max_metadata_bytes: Size limit for the job metadata.
+
+    Raises:
+        ValueError: ``call_to`` or ``from_number`` is not a phone number; ``room`` or
+            ``trunk_id`` is empty.
+        NoRouteMatched: No rule matched and the rules have no default.
+        RoutingError: The rules reject this call.
+        MetadataError: The job metadata is too large; InvalidAttributes: bad attributes.
+    """
+    if not isinstance(trunk_id, str) or not trunk_id:
+        raise ValueError("trunk_id must be a non-empty string")
+    region = router.rule_set.phone_region
+    callee = _e164(call_to, region, "call_to")
+    trunk_number = _e164(from_number, region, "from_number") if from_number else None
+    routing_attrs = dict(attributes or {})
+    routing_attrs[CALLER] = callee
+    if trunk_number:
+        routing_attrs[CALLED] = trunk_number
+    route = router.route(metadata, attributes=routing_attrs)
+    dispatch = dispatch_request(room, route, max_metadata_bytes=max_metadata_bytes)
+    attrs = validate_attributes(
+        {
+            **(participant_attributes or {}),
+            ROUTE_ATTRIBUTE: route.agent,
+            RULE_ATTRIBUTE: route.label,
+        }
+    )
+    participant = api.CreateSIPParticipantRequest(
+        sip_trunk_id=trunk_id,
+        sip_call_to=callee,
+        sip_number=trunk_number or "",
+        room_name=room,
+        participant_identity=participant_identity or f"sip-{callee}",
+        participant_name=participant_name,
+        participant_attributes=attrs,
+        wait_until_answered=wait_until_answered,
+    )
+    return OutboundCall(route, dispatch, participant)

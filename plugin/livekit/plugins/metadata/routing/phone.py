@@ -1,0 +1,150 @@
+"""Phone numbers for routing rules: one canonical form (E.164), whatever the spelling.
+
+Callers, trunks and SIP providers write the same number many ways: ``+34910000000``,
+``0034 910 000 000``, ``tel:+34-910-000-000``, ``sip:+34910000000@host;user=phone``,
+``34910000000`` or, nationally, ``910 000 000``. Rules compare numbers only after
+both sides went through Google's libphonenumber (the ``phonenumbers`` port) and
+came out in E.164 (``+34910000000``):
+
+* a rule's numbers are normalized once, when the rules load, and must be valid
+  (:func:`rule_number`, :func:`rule_prefix`);
+* a value seen at decision time is normalized once per distinct spelling
+  (:func:`normalize_number`, memoized), and anything that is not a possible number
+  simply matches no phone condition.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Iterator
+
+import phonenumbers
+
+__all__ = ["normalize_number", "rule_number", "rule_prefix", "rule_region"]
+
+_E164 = phonenumbers.PhoneNumberFormat.E164
+_SCHEME = re.compile(r"^(?:tel|sips?):", re.IGNORECASE)
+_SEPARATORS = re.compile(r"[\s\-./()\u00a0]")
+_MAX_INPUT = 64  # longer than any phone number with its punctuation
+
+
+def _strip_uri(text: str) -> str:
+    """The number part of ``tel:`` / ``sip:`` URIs (no host, no parameters)."""
+    text = text.strip()
+    if _SCHEME.match(text):
+        text = text.split(":", 1)[1]
+        text = text.split("@", 1)[0].split(";", 1)[0]
+    return text
+
+
+def _parse(text: str, region: str | None) -> phonenumbers.PhoneNumber | None:
+    try:
+        return phonenumbers.parse(text, region)
+    except phonenumbers.NumberParseException:
+        return None
+
+
+def _candidates(text: str, region: str | None) -> Iterator[tuple[phonenumbers.PhoneNumber, bool]]:
+    """Readings of ``text`` in order of preference, each with whether it was written
+    internationally (``+`` or ``00``), i.e. leaves no doubt about the country.
+
+    Lazy: the caller usually stops at the first, so most numbers are parsed once.
+    """
+    text = _strip_uri(text)
+    digits = _SEPARATORS.sub("", text)
+    attempts: list[tuple[str, str | None, bool]] = []
+    if digits.startswith("00") and digits[2:].isdigit():
+        # The international call prefix of most of the world; with a region whose
+        # prefix differs (011 in North America) this reading still comes first.
+        attempts.append(("+" + digits[2:], None, True))
+    if digits.startswith("+") or region is not None:
+        attempts.append((text, region, digits.startswith("+")))
+    if digits.isdigit() and not digits.startswith("0"):
+        # Some SIP providers drop the "+": try the digits as an international number.
+        attempts.append(("+" + digits, None, False))
+    for candidate, where, explicit in attempts:
+        number = _parse(candidate, where)
+        if number is not None:
+            yield number, explicit
+
+
+@functools.lru_cache(maxsize=4096)
+def normalize_number(text: str, region: str | None = None) -> str | None:
+    """``text`` in E.164, or ``None`` when it is not a possible phone number.
+
+    Args:
+        text: A number in any common form: ``+34910000000``, ``0034 910 000 000``,
+            ``tel:+34-910-000-000``, ``sip:+34910000000@host``, or national
+            (``910 000 000``) given ``region``.
+        region: ISO 3166 region for national numbers (e.g. ``"ES"``).
+
+    Decision-time reading: lenient (a possible number is enough, a valid one is
+    preferred), so a new number range still matches a rule written for it.
+    """
+    if not isinstance(text, str) or not text or len(text) > _MAX_INPUT:
+        return None
+    seen: list[phonenumbers.PhoneNumber] = []
+    for number, explicit in _candidates(text, region):
+        # An international spelling is the number: no need to weigh other readings.
+        if explicit and phonenumbers.is_possible_number(number):
+            return str(phonenumbers.format_number(number, _E164))
+        if phonenumbers.is_valid_number(number):
+            return str(phonenumbers.format_number(number, _E164))
+        seen.append(number)
+    for number in seen:
+        if phonenumbers.is_possible_number(number):
+            return str(phonenumbers.format_number(number, _E164))
+    return None
+
+
+def rule_region(value: object) -> str:
+    """A rule set's ``phone_region``, upper-cased.
+
+    Raises:
+        ValueError: Not a region libphonenumber knows.
+    """
+    if not isinstance(value, str) or value.upper() not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError("must be a two-letter region code libphonenumber knows, e.g. ES or US")
+    return value.upper()
+
+
+def rule_number(value: object, region: str | None) -> str:
+    """A rule's ``phone`` value in E.164 (strict: it must be a valid number).
+
+    Raises:
+        ValueError: Not a string, or not a valid phone number (the message names
+            what to write, never the value).
+    """
+    if not isinstance(value, str):
+        raise ValueError(
+            "write phone numbers as strings (quoted in YAML: an unquoted +34910000000 "
+            "is read as an integer and loses its '+')"
+        )
+    for number, _ in _candidates(value, region) if len(value) <= _MAX_INPUT else []:
+        if phonenumbers.is_valid_number(number):
+            return str(phonenumbers.format_number(number, _E164))
+    hint = "" if region else " (a national number needs the rule set's phone_region)"
+    raise ValueError(f"not a valid phone number{hint}")
+
+
+def rule_prefix(value: object) -> str:
+    """A rule's ``phone_prefix`` value as ``+`` and digits (``"+1 415"`` -> ``"+1415"``).
+
+    Raises:
+        ValueError: Not an international prefix (``+`` or ``00``, then a country code).
+    """
+    if not isinstance(value, str):
+        raise ValueError("write phone prefixes as strings, e.g. '+1 415'")
+    digits = _SEPARATORS.sub("", _strip_uri(value))
+    if digits.startswith("00"):
+        digits = "+" + digits[2:]
+    body = digits[1:]
+    if not digits.startswith("+") or not body.isdigit() or len(body) > 15:
+        raise ValueError("expected an international prefix such as '+34' or '+1 415'")
+    if not any(
+        phonenumbers.region_code_for_country_code(int(body[:n])) != "ZZ"
+        for n in range(1, min(3, len(body)) + 1)
+    ):
+        raise ValueError("the prefix starts with no known country code")
+    return digits

@@ -1,0 +1,318 @@
+"""Rule sets: read a rules file, check every field, compile the conditions once.
+
+The syntax is documented in :mod:`.router`. Everything wrong in a rule set
+raises :class:`~livekit.plugins.metadata.errors.ConfigError` here, at load time,
+naming the rule (name and index) and the field; a compiled :class:`RuleSet` never
+fails on a well-formed mapping.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, NamedTuple
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from ..codec import json_type_name, validate_attributes
+from ..errors import ConfigError
+from ..loader import ConfigFormat, load_file, load_text
+from .conditions import Cond, Problem, compile_when, split_path
+from .phone import rule_region
+
+__all__ = [
+    "TOP_LEVEL_KEYS",
+    "Rule",
+    "RuleSet",
+    "Target",
+    "compile_rules",
+    "load_rules",
+    "rules_from_config",
+]
+
+TOP_LEVEL_KEYS = ("rules", "default", "worker", "phone_region")
+_NO_ATTRIBUTES: Mapping[str, str] = MappingProxyType({})
+
+
+class _TargetSpec(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    agent: str | None = None
+    reject: bool = False
+    worker: str | None = None
+    deployment: str | None = None
+    attributes: dict[str, str] = Field(default_factory=dict)
+    job_metadata: Any = "all"
+
+    @field_validator("agent", "worker")
+    @classmethod
+    def _check_name(cls, value: str | None) -> str | None:
+        if value is not None and (not value or value != value.strip()):
+            raise ValueError("must be a non-empty name without surrounding whitespace")
+        return value
+
+    @field_validator("attributes")
+    @classmethod
+    def _check_attributes(cls, value: dict[str, str]) -> dict[str, str]:
+        return validate_attributes(value)
+
+    @field_validator("job_metadata")
+    @classmethod
+    def _check_job_metadata(cls, value: Any) -> Any:
+        if value in ("all", "none"):
+            return value
+        if not isinstance(value, list) or not all(isinstance(k, str) for k in value):
+            raise ValueError("must be 'all', 'none' or a list of (dotted) key names")
+        for key in value:
+            split_path(key)
+        return value
+
+
+class _RuleSpec(_TargetSpec):
+    name: str | None = None
+    when: dict[str, Any] = Field(default_factory=dict)
+    when_attributes: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _check_rule_name(cls, value: str | None) -> str | None:
+        if value is not None and not value.strip():
+            raise ValueError("must be a non-empty string")
+        return value
+
+
+class Target(NamedTuple):
+    """Where a rule (or the default) sends metadata: the fields of its :class:`Route`."""
+
+    fields: Mapping[str, Any]  # Route keyword arguments, all but metadata
+    keys: tuple[tuple[str, ...], ...] | None  # job_metadata paths; None = every key
+    label: str  # the agent, or "reject"
+
+    @property
+    def agent_name(self) -> str:
+        """The LiveKit agent_name the target dispatches to (``""`` for reject)."""
+        return str(self.fields["agent_name"])
+
+
+class Rule(NamedTuple):
+    """One compiled rule."""
+
+    pos: int
+    name: str | None
+    conds: tuple[Cond, ...]
+    target: Target
+
+    @property
+    def needs_attributes(self) -> bool:
+        """The rule has ``when_attributes`` conditions."""
+        return any(c.source == "attributes" for c in self.conds)
+
+
+class RuleSet(NamedTuple):
+    """A checked, compiled rule set."""
+
+    rules: tuple[Rule, ...]
+    default: Target | None
+    worker: str | None
+    phone_region: str | None
+    agents: frozenset[str]
+
+
+def _problems(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors(include_input=False, include_url=False):
+        loc = ".".join(str(p) for p in err["loc"])
+        parts.append(f"field {loc!r}: {err['msg']}" if loc else err["msg"])
+    return "; ".join(parts)
+
+
+def _rule_label(index: int, raw: Any) -> str:
+    name = raw.get("name") if isinstance(raw, Mapping) else None
+    if isinstance(name, str) and name:
+        return f"rule {name!r} (rules[{index}])"
+    return f"rule rules[{index}]"
+
+
+def _check_target(spec: _TargetSpec) -> None:
+    if spec.reject:
+        fields = ("agent", "worker", "deployment", "attributes", "job_metadata")
+        extra = sorted(f for f in fields if f in spec.model_fields_set)
+        if extra:
+            raise Problem(extra[0], "a 'reject: true' target takes no other target fields")
+    elif not spec.agent:
+        raise Problem("agent", "missing: name the agent (or use 'reject: true')")
+
+
+def _target(
+    spec: _TargetSpec, worker: str | None, *, rule: str | None, index: int | None
+) -> Target:
+    agent = "" if spec.reject else spec.agent or ""
+    agent_name = "" if spec.reject else spec.worker or worker or agent
+    jm = spec.job_metadata
+    keys = None if jm == "all" else () if jm == "none" else tuple(split_path(k) for k in jm)
+    fields = {
+        "agent": agent,
+        "agent_name": agent_name,
+        "rule": rule,
+        "rule_index": index,
+        "deployment": spec.deployment,
+        "attributes": MappingProxyType(dict(spec.attributes))
+        if spec.attributes
+        else _NO_ATTRIBUTES,
+        "rejected": spec.reject,
+        "is_default": rule is None and index is None,
+    }
+    return Target(MappingProxyType(fields), keys, agent or "reject")
+
+
+def _compile_rule(
+    i: int, raw: Any, worker: str | None, region: str | None, prefix: str
+) -> tuple[Rule, _RuleSpec]:
+    label = _rule_label(i, raw)
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{prefix}{label}: must be a mapping, got {type(raw).__name__}")
+    try:
+        spec = _RuleSpec.model_validate(dict(raw))
+        _check_target(spec)
+        conds = compile_when(spec.when, source="metadata", region=region)
+        conds += compile_when(spec.when_attributes, source="attributes", region=region)
+    except ValidationError as exc:
+        raise ConfigError(f"{prefix}{label}: {_problems(exc)}") from None
+    except Problem as exc:
+        raise ConfigError(f"{prefix}{label}: field {exc.where!r}: {exc.message}") from None
+    return Rule(i, spec.name, conds, _target(spec, worker, rule=spec.name, index=i)), spec
+
+
+def _compile_default(default: Any, worker: str | None, prefix: str) -> Target:
+    try:
+        if isinstance(default, str):
+            spec = (
+                _TargetSpec(reject=True)
+                if default == "reject"
+                else _TargetSpec.model_validate({"agent": default})
+            )
+        elif isinstance(default, Mapping):
+            spec = _TargetSpec.model_validate(dict(default))
+        else:
+            raise ConfigError(
+                f"{prefix}field 'default': must be an agent name, 'reject' or a "
+                f"target mapping, got {type(default).__name__}"
+            )
+        _check_target(spec)
+    except ValidationError as exc:
+        raise ConfigError(f"{prefix}default: {_problems(exc)}") from None
+    except Problem as exc:
+        raise ConfigError(f"{prefix}default: field {exc.where!r}: {exc.message}") from None
+    return _target(spec, worker, rule=None, index=None)
+
+
+def compile_rules(
+    rules: Sequence[Mapping[str, Any]],
+    *,
+    default: str | Mapping[str, Any] | None = None,
+    worker: str | None = None,
+    phone_region: str | None = None,
+    source: str | None = None,
+) -> RuleSet:
+    """Check and compile an ordered rule list (see :class:`~.router.MetadataRouter`).
+
+    Raises:
+        ConfigError: Any problem, naming the rule and the field.
+    """
+    prefix = f"rules {source}: " if source else "rules: "
+    if worker is not None and (not isinstance(worker, str) or not worker.strip()):
+        raise ConfigError(f"{prefix}field 'worker': must be a non-empty name")
+    region = None
+    if phone_region is not None:
+        try:
+            region = rule_region(phone_region)
+        except ValueError as exc:
+            raise ConfigError(f"{prefix}field 'phone_region': {exc}") from None
+    if isinstance(rules, (str, bytes)) or not isinstance(rules, Sequence):
+        raise ConfigError(f"{prefix}field 'rules': must be a list of rule mappings")
+    compiled: list[Rule] = []
+    names: dict[str, int] = {}
+    agents: set[str] = set()
+    for i, raw in enumerate(rules):
+        rule, spec = _compile_rule(i, raw, worker, region, prefix)
+        if spec.name is not None:
+            if spec.name in names:
+                raise ConfigError(
+                    f"{prefix}{_rule_label(i, raw)}: field 'name': duplicate rule name "
+                    f"(also rules[{names[spec.name]}])"
+                )
+            names[spec.name] = i
+        if spec.agent:
+            agents.add(spec.agent)
+        compiled.append(rule)
+    target = None if default is None else _compile_default(default, worker, prefix)
+    if target is not None and not target.fields["rejected"]:
+        agents.add(target.fields["agent"])
+    if not compiled and target is None:
+        raise ConfigError(f"{prefix}the rule set has no rules and no default; it routes nothing")
+    return RuleSet(tuple(compiled), target, worker, region, frozenset(agents))
+
+
+def rules_from_config(
+    config: Any, *, worker: str | None = None, source: str | None = None
+) -> RuleSet:
+    """Compile a whole rule-set mapping ``{rules, default, worker, phone_region}``.
+
+    ``worker`` overrides the mapping's own ``worker``.
+
+    Raises:
+        ConfigError: The rule set is invalid (the message names rule and field).
+    """
+    prefix = f"rules {source}: " if source else "rules: "
+    if not isinstance(config, Mapping):
+        raise ConfigError(
+            f"{prefix}the rule set must be a mapping with 'rules' and/or 'default', "
+            f"got {json_type_name(config)}"
+        )
+    unknown = sorted(str(k) for k in config if k not in TOP_LEVEL_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{prefix}unknown top-level field(s) {', '.join(map(repr, unknown))}; "
+            f"allowed: {', '.join(TOP_LEVEL_KEYS)}"
+        )
+    rules = config.get("rules", [])
+    if rules is None:
+        rules = []
+    if not isinstance(rules, list):
+        raise ConfigError(f"{prefix}field 'rules': must be a list of rule mappings")
+    file_worker = config.get("worker")
+    if file_worker is not None and not isinstance(file_worker, str):
+        raise ConfigError(f"{prefix}field 'worker': must be a non-empty name")
+    return compile_rules(
+        rules,
+        default=config.get("default"),
+        worker=worker if worker is not None else file_worker,
+        phone_region=config.get("phone_region"),
+        source=source,
+    )
+
+
+def load_rules(
+    path: str | Path | None = None,
+    *,
+    text: str | None = None,
+    fmt: ConfigFormat | None = None,
+    worker: str | None = None,
+    source: str | None = None,
+) -> RuleSet:
+    """Read a rule set from a file, or from ``text`` in format ``fmt``.
+
+    Raises:
+        ConfigError: The file cannot be read or parsed, or the rules are invalid.
+    """
+    if text is not None:
+        if fmt is None:
+            raise ValueError("fmt is required with text")
+        data = load_text(text, fmt, source or f"<{fmt}>")
+    elif path is not None:
+        data = load_file(path)
+        source = source or repr(str(path))
+    else:
+        raise ValueError("give a path or text")
+    return rules_from_config(data, worker=worker, source=source)

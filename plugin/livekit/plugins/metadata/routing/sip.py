@@ -1,0 +1,369 @@
+"""LiveKit SIP dispatch rules compiled from the routing rules, and kept in sync.
+
+An inbound call reaches an agent in two steps. LiveKit's SIP service matches the
+call to a *dispatch rule* (by trunk, called number, calling number), creates a
+room and dispatches the rule's agents; then the agent's entrypoint routes on the
+SIP participant's attributes. Both steps can come from one rules file: every rule
+that matches the called number (``when_attributes: {sip.trunkPhoneNumber: {phone:
+...}}``) or the calling number (``sip.phoneNumber``) becomes part of a dispatch
+rule for its target agent:
+
+* ``numbers``: the called numbers (E.164), ``inbound_numbers``: the callers;
+* ``room_config.agents``: the target's agent_name, deployment and dispatch
+  attributes, with job metadata holding the rule's ``when`` equalities (so the
+  worker's ``on_request`` sees metadata the rule accepts);
+* an Individual rule: one room per call, named ``<room_prefix><caller>_<random>``.
+
+Rules are grouped per target (agent, job metadata and caller filter), one dispatch
+rule per group, named ``lk-metadata/<agent>`` (``#2``, ``#3``... for further groups
+of one agent). That name prefix marks a dispatch rule as ours: :func:`plan_sync`
+creates, updates and deletes only those and leaves every other rule alone.
+Prefix-only rules (``phone_prefix``) have no dispatch-rule equivalent; they are
+listed as skipped and route in the entrypoint behind a catch-all rule of your own.
+
+The server refuses two rules claiming the same trunk, number and caller; such a
+refusal is reported as a :class:`~livekit.plugins.metadata.errors.DispatchError`
+naming our rule.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from google.protobuf.json_format import MessageToDict
+from livekit import api
+
+from .conditions import Cond
+from .dispatch import server_call
+from .router import MetadataRouter
+from .rules import Rule
+
+__all__ = [
+    "CALLED",
+    "CALLER",
+    "SIP_RULE_PREFIX",
+    "SipClient",
+    "SyncPlan",
+    "apply_plan",
+    "desired_dispatch_rules",
+    "export_json",
+    "list_dispatch_rules",
+    "plan_sync",
+]
+
+SIP_RULE_PREFIX = "lk-metadata/"
+"""Name prefix of the dispatch rules ``lk-metadata sip sync`` owns."""
+
+CALLED = "sip.trunkPhoneNumber"
+"""The SIP participant attribute holding the dialed (trunk) number."""
+
+CALLER = "sip.phoneNumber"
+"""The SIP participant attribute holding the caller's number on inbound calls."""
+
+_COMPARED = (
+    "trunk_ids",
+    "numbers",
+    "inbound_numbers",
+    "rule",
+    "room_config",
+    "metadata",
+    "attributes",
+    "hide_phone_number",
+)
+
+
+class _SipService(Protocol):
+    async def list_dispatch_rule(
+        self, list: api.ListSIPDispatchRuleRequest
+    ) -> api.ListSIPDispatchRuleResponse: ...
+
+    async def create_dispatch_rule(
+        self, create: api.CreateSIPDispatchRuleRequest
+    ) -> api.SIPDispatchRuleInfo: ...
+
+    async def update_dispatch_rule(
+        self, rule_id: str, rule: api.SIPDispatchRuleInfo
+    ) -> api.SIPDispatchRuleInfo: ...
+
+    async def delete_dispatch_rule(
+        self, delete: api.DeleteSIPDispatchRuleRequest
+    ) -> api.SIPDispatchRuleInfo: ...
+
+
+class SipClient(Protocol):
+    """Anything with a ``sip`` service, e.g. ``livekit.api.LiveKitAPI``."""
+
+    @property
+    def sip(self) -> _SipService: ...
+
+
+# --------------------------------------------------------------------------- compile
+
+
+def _numbers(conds: Iterable[Cond], attribute: str) -> frozenset[str]:
+    out: set[str] = set()
+    for c in conds:
+        if c.source == "attributes" and c.path == attribute and c.indexed is not None:
+            kind, keys = c.indexed
+            if kind == "phone":
+                out.update(keys)
+    return frozenset(out)
+
+
+def _static_metadata(rule: Rule) -> dict[str, Any] | None:
+    """The job metadata that satisfies the rule's ``when``, or None if it takes more than ``==``."""
+    md: dict[str, Any] = {}
+    for c in rule.conds:
+        if c.source != "metadata":
+            continue
+        if c.op != "==":
+            return None
+        node = md
+        for seg in c.parts[:-1]:
+            node = node.setdefault(seg, {})
+        node[c.parts[-1]] = json.loads(c.expected)
+    return md
+
+
+def _skip_reason(rule: Rule) -> str | None:
+    if rule.target.fields["rejected"]:
+        return "a reject rule dispatches nothing"
+    if not _numbers(rule.conds, CALLED) and not _numbers(rule.conds, CALLER):
+        return f"no exact number ('phone') on {CALLED} or {CALLER}; it routes in the entrypoint"
+    if _static_metadata(rule) is None:
+        return "its 'when' takes more than plain equalities, which job metadata cannot carry"
+    return None
+
+
+@dataclass
+class _Group:
+    agent: str
+    target: Mapping[str, Any]
+    metadata: str
+    callers: frozenset[str]
+    numbers: set[str] = field(default_factory=set)
+
+
+def _group_rules(router: MetadataRouter) -> tuple[list[_Group], list[str]]:
+    groups: dict[tuple[Any, ...], _Group] = {}
+    skipped: list[str] = []
+    for rule in router.rule_set.rules:
+        label = rule.target.fields["rule"] or f"rules[{rule.pos}]"
+        reason = _skip_reason(rule)
+        if reason is not None:
+            skipped.append(f"{label}: {reason}")
+            continue
+        f = rule.target.fields
+        metadata = json.dumps(_static_metadata(rule), sort_keys=True, separators=(",", ":"))
+        callers = _numbers(rule.conds, CALLER)
+        key = (
+            f["agent"],
+            f["agent_name"],
+            f["deployment"],
+            tuple(sorted(f["attributes"].items())),
+            metadata,
+            callers,
+        )
+        group = groups.setdefault(key, _Group(f["agent"], f, metadata, callers))
+        group.numbers.update(_numbers(rule.conds, CALLED))
+    return list(groups.values()), skipped
+
+
+def desired_dispatch_rules(
+    router: MetadataRouter, *, trunk_ids: Sequence[str] = (), room_prefix: str = "call-"
+) -> tuple[list[api.SIPDispatchRuleInfo], list[str]]:
+    """The dispatch rules the routing rules call for, and the rules that were skipped.
+
+    Args:
+        router: The routing rules.
+        trunk_ids: Inbound trunks the dispatch rules apply to (empty: every trunk).
+        room_prefix: Prefix of the per-call rooms.
+
+    Returns:
+        ``(dispatch_rules, skipped)``: rules with no id yet, sorted by name, and one
+        line per routing rule left out, saying why.
+    """
+    groups, skipped = _group_rules(router)
+    seen: dict[str, int] = {}
+    out: list[api.SIPDispatchRuleInfo] = []
+    for g in groups:
+        seen[g.agent] = seen.get(g.agent, 0) + 1
+        suffix = "" if seen[g.agent] == 1 else f"#{seen[g.agent]}"
+        dispatch = api.RoomAgentDispatch(
+            agent_name=g.target["agent_name"],
+            metadata="" if g.metadata == "{}" else g.metadata,
+            deployment=g.target["deployment"] or "",
+            attributes=dict(g.target["attributes"]),
+        )
+        out.append(
+            api.SIPDispatchRuleInfo(
+                name=f"{SIP_RULE_PREFIX}{g.agent}{suffix}",
+                trunk_ids=sorted(trunk_ids),
+                numbers=sorted(g.numbers),
+                inbound_numbers=sorted(g.callers),
+                rule=api.SIPDispatchRule(
+                    dispatch_rule_individual=api.SIPDispatchRuleIndividual(room_prefix=room_prefix)
+                ),
+                room_config=api.RoomConfiguration(agents=[dispatch]),
+            )
+        )
+    return sorted(out, key=lambda r: r.name), skipped
+
+
+def _view(rule: api.SIPDispatchRuleInfo) -> dict[str, Any]:
+    """The fields sync manages, as plain data (lists sorted, ids and timestamps left out)."""
+    data = MessageToDict(rule, preserving_proto_field_name=True)
+    view = {k: data[k] for k in _COMPARED if k in data}
+    for key in ("trunk_ids", "numbers", "inbound_numbers"):
+        if key in view:
+            view[key] = sorted(view[key])
+    return view
+
+
+def export_json(rules: Sequence[api.SIPDispatchRuleInfo]) -> str:
+    """The dispatch rules as a JSON list (protobuf field names), for ``sip export``."""
+    return json.dumps([_view(r) | {"name": r.name} for r in rules], indent=2, sort_keys=True)
+
+
+# --------------------------------------------------------------------------- plan
+
+
+@dataclass(frozen=True)
+class SyncPlan:
+    """What :func:`apply_plan` will do to the server's dispatch rules.
+
+    Attributes:
+        create: Our rules the server lacks.
+        update: ``(existing, wanted)`` pairs: our rules whose fields changed.
+        delete: Our rules the routing rules no longer call for (and duplicates).
+        unchanged: Our rules already as wanted.
+        foreign: Names of the server's other rules, left alone.
+        skipped: Routing rules with no dispatch-rule form, and why.
+    """
+
+    create: list[api.SIPDispatchRuleInfo]
+    update: list[tuple[api.SIPDispatchRuleInfo, api.SIPDispatchRuleInfo]]
+    delete: list[api.SIPDispatchRuleInfo]
+    unchanged: list[api.SIPDispatchRuleInfo]
+    foreign: list[str]
+    skipped: list[str]
+
+    @property
+    def changes(self) -> int:
+        """How many server calls the plan makes (0: the server is in sync)."""
+        return len(self.create) + len(self.update) + len(self.delete)
+
+    def format(self) -> str:
+        """The plan as a diff, one line per dispatch rule (numbers and agent names only)."""
+        lines = [f"+ create {r.name}: {_summary(_view(r))}" for r in self.create]
+        for old, new in self.update:
+            before, after = _view(old), _view(new)
+            changed = sorted(k for k in _COMPARED if before.get(k) != after.get(k))
+            lines.append(f"~ update {new.name} ({old.sip_dispatch_rule_id}): {', '.join(changed)}")
+            lines.append(f"    - {_summary(before)}")
+            lines.append(f"    + {_summary(after)}")
+        lines += [f"- delete {r.name} ({r.sip_dispatch_rule_id})" for r in self.delete]
+        lines += [f"= unchanged {r.name} ({r.sip_dispatch_rule_id})" for r in self.unchanged]
+        lines += [f"  (not ours, left alone: {name})" for name in self.foreign]
+        lines += [f"  (skipped {line})" for line in self.skipped]
+        lines.append(
+            f"{len(self.create)} to create, {len(self.update)} to update, "
+            f"{len(self.delete)} to delete, {len(self.unchanged)} unchanged"
+        )
+        return "\n".join(lines)
+
+
+def _summary(view: Mapping[str, Any]) -> str:
+    agents = view.get("room_config", {}).get("agents", [])
+    names = ", ".join(a.get("agent_name", "?") for a in agents) or "(no agent)"
+    parts = [f"agent {names}", f"numbers {view.get('numbers', []) or 'any'}"]
+    if view.get("inbound_numbers"):
+        parts.append(f"callers {view['inbound_numbers']}")
+    parts.append(f"trunks {view.get('trunk_ids', []) or 'any'}")
+    return "; ".join(parts)
+
+
+def plan_sync(
+    wanted: Sequence[api.SIPDispatchRuleInfo],
+    existing: Sequence[api.SIPDispatchRuleInfo],
+    *,
+    skipped: Sequence[str] = (),
+) -> SyncPlan:
+    """Compare the wanted rules with the server's; touch only rules named ``lk-metadata/...``."""
+    ours: dict[str, api.SIPDispatchRuleInfo] = {}
+    delete: list[api.SIPDispatchRuleInfo] = []
+    foreign: list[str] = []
+    for rule in sorted(existing, key=lambda r: (r.name, r.sip_dispatch_rule_id)):
+        if not rule.name.startswith(SIP_RULE_PREFIX):
+            foreign.append(rule.name or rule.sip_dispatch_rule_id)
+        elif rule.name in ours:
+            delete.append(rule)  # a duplicate, e.g. from an interrupted run
+        else:
+            ours[rule.name] = rule
+    create, update, unchanged = [], [], []
+    for rule in wanted:
+        old = ours.pop(rule.name, None)
+        if old is None:
+            create.append(rule)
+        elif _view(old) == _view(rule):
+            unchanged.append(old)
+        else:
+            new = api.SIPDispatchRuleInfo()
+            new.CopyFrom(rule)
+            new.sip_dispatch_rule_id = old.sip_dispatch_rule_id
+            update.append((old, new))
+    delete.extend(ours.values())
+    return SyncPlan(create, update, delete, unchanged, foreign, list(skipped))
+
+
+# --------------------------------------------------------------------------- server calls
+
+
+async def list_dispatch_rules(lkapi: SipClient) -> list[api.SIPDispatchRuleInfo]:
+    """Every dispatch rule on the server.
+
+    Raises:
+        DispatchError: The server refused or could not be reached.
+    """
+    response = await server_call(
+        "list the SIP dispatch rules",
+        lkapi.sip.list_dispatch_rule(api.ListSIPDispatchRuleRequest()),
+    )
+    return list(response.items)
+
+
+_CLAIMED = {
+    "invalid_argument": "another dispatch rule on the same trunk already claims one of its "
+    "numbers (same trunk, called number, caller and PIN); remove that rule or change the "
+    "routing rules",
+}
+
+
+async def apply_plan(lkapi: SipClient, plan: SyncPlan) -> None:
+    """Carry out a plan: deletions first, then updates, then creations (so numbers can move).
+
+    Raises:
+        DispatchError: The server refused a change (the rules changed so far stay
+            changed; running sync again finishes the job).
+    """
+    sip = lkapi.sip
+    for rule in plan.delete:
+        request = api.DeleteSIPDispatchRuleRequest(sip_dispatch_rule_id=rule.sip_dispatch_rule_id)
+        await server_call(
+            f"delete the SIP dispatch rule {rule.name!r}", sip.delete_dispatch_rule(request)
+        )
+    for _, new in plan.update:
+        await server_call(
+            f"update the SIP dispatch rule {new.name!r}",
+            sip.update_dispatch_rule(new.sip_dispatch_rule_id, new),
+            hints=_CLAIMED,
+        )
+    for rule in plan.create:
+        await server_call(
+            f"create the SIP dispatch rule {rule.name!r}",
+            sip.create_dispatch_rule(api.CreateSIPDispatchRuleRequest(dispatch_rule=rule)),
+            hints=_CLAIMED,
+        )
