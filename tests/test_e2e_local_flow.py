@@ -154,3 +154,20 @@ async def test_update_sent_the_moment_the_route_appears_re_routes(
     assert "route: support-es" in out, out
     assert "update: applied by the server" in out, out
     assert "update: agent re-routed to sales" in out, out
+
+
+def test_the_readme_shows_exactly_these_steps() -> None:
+    """The README's flow block holds the commands this module runs, with the same metadata."""
+    from tests.readme_blocks import blocks
+
+    flow = [b for b in blocks("README.md") if b.marker == "needs-livekit"]
+    assert len(flow) == 1
+    code = flow[0].code
+    for step in (
+        "livekit-server --dev",
+        "LIVEKIT_URL=ws://127.0.0.1:7880 LIVEKIT_API_KEY=devkey LIVEKIT_API_SECRET=secret",
+        "uv run python examples/agent.py dev",
+        "uv run lk-metadata serve",
+        f"uv run python examples/client.py --metadata '{SUPPORT_ES}' --update '{TO_SALES}'",
+    ):
+        assert step in code, step
