@@ -171,3 +171,17 @@ def test_the_readme_shows_exactly_these_steps() -> None:
         f"uv run python examples/client.py --metadata '{SUPPORT_ES}' --update '{TO_SALES}'",
     ):
         assert step in code, step
+
+
+def test_the_busy_machine_config_matches_dev_mode_and_offers_jobs() -> None:
+    """examples/livekit-dev.yaml: --dev's keys and port, loopback only, target_load raised."""
+    import yaml
+
+    config = yaml.safe_load((REPO / "examples" / "livekit-dev.yaml").read_text(encoding="utf-8"))
+    assert config["keys"] == {"devkey": "secret"}
+    assert config["port"] == 7880
+    assert config["bind_addresses"] == ["127.0.0.1"]
+    assert config["rtc"]["node_ip"] == "127.0.0.1"
+    assert config["rtc"]["tcp_port"] == 0
+    assert config["rtc"]["stun_servers"] == ["127.0.0.1:3478"]
+    assert config["agents"]["target_load"] >= 1.0
