@@ -18,7 +18,6 @@ from livekit import api
 
 from livekit.plugins.metadata.routing.router import MetadataRouter
 from livekit.plugins.metadata.sessions.manager import SessionManager
-from livekit.plugins.metadata.sessions.redis import RedisStore
 from livekit.plugins.metadata.tokens.issuer import Dispatch, TokenIssuer
 from tests.fixtures.e2e import (
     REPO,
@@ -29,21 +28,18 @@ from tests.fixtures.e2e import (
     worker_process,
 )
 from tests.fixtures.livekit_server import LiveKitServer
+from tests.test_token_sessions_redis import redis_sessions
 
 pytestmark = pytest.mark.e2e
 
 AGENT_NAME = "e2e-views"
 RULES = REPO / "examples" / "rules.yaml"
-TOOL_SECRET = "e2e-tool-token-secret-0123456789abcdef"
 
 
 @pytest.fixture
 async def sessions(redis_url: str) -> AsyncIterator[SessionManager]:
-    store = RedisStore.from_url(redis_url, timeout=5.0)
-    try:
-        yield SessionManager(store, secret_key=TOOL_SECRET)
-    finally:
-        await store.aclose()
+    async with redis_sessions(redis_url) as manager:
+        yield manager
 
 
 def _claims_text(token: str) -> str:
