@@ -15,7 +15,7 @@ It uses LiveKit's Python SDK (``livekit.rtc``) and prints one line per step:
    way, so this client checks whether the server echoed the change back.
 
 Options: ``--endpoint`` (default ``http://127.0.0.1:8080/token``), ``--room``,
-``--identity``, ``--wait`` (seconds per step, default 20). Exit codes: 0 when an
+``--identity``, ``--wait`` (seconds per step, default 30). Exit codes: 0 when an
 agent answered with a route, 1 when none did in time (is the worker running, and
 does the server offer it jobs? see the README's local flow).
 """
@@ -137,7 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--update", type=_json_object, default=None)
     parser.add_argument("--room", default=None)
     parser.add_argument("--identity", default=None)
-    parser.add_argument("--wait", type=float, default=20.0)
+    parser.add_argument("--wait", type=float, default=30.0)
     return asyncio.run(run(parser.parse_args(argv)))
 
 
