@@ -98,6 +98,30 @@ def default_out(quick: bool) -> Path:
     return here / "out" / "RESULTS.md" if quick else here / "RESULTS.md"
 
 
+def _plots(quick: bool, out: Path, sections: list[str], timings: list[str]) -> None:
+    """Write the scaling plots next to the results file and add their section."""
+    print("== plots", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    try:
+        from .plots import write_plots
+
+        plot_tables: list[str] = []
+        # next to the results file, so `--out elsewhere` leaves bench/'s plots alone
+        paths = write_plots(quick=quick, tables=plot_tables, directory=out.resolve().parent)
+    except ImportError as exc:
+        sections.append(f"(plots skipped: {exc}; install the `bench` dependency group)\n")
+        return
+    elapsed = time.perf_counter() - t0
+    timings.append(f"plots {elapsed:.0f} s")
+    print(f"   plots: {elapsed:.1f} s", file=sys.stderr, flush=True)
+    sections.append(f"## scaling\n\n_{elapsed:.0f} s_\n")
+    for path in paths:
+        title = Path(path).stem.replace("_", " ")
+        sections.append(f"![{title}]({Path(path).name})\n")
+    sections += plot_tables
+    print("\n".join(plot_tables), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen suites and the plots, write the results file; 1 if a suite failed."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
@@ -142,28 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         print(body, flush=True)
 
     if not args.no_plots:
-        print("== plots", file=sys.stderr, flush=True)
-        t0 = time.perf_counter()
-        try:
-            from .plots import write_plots
-
-            plot_tables: list[str] = []
-            # next to the results file, so `--out elsewhere` leaves bench/'s plots alone
-            paths = write_plots(
-                quick=args.quick, tables=plot_tables, directory=Path(args.out).resolve().parent
-            )
-        except ImportError as exc:
-            sections.append(f"(plots skipped: {exc}; install the `bench` dependency group)\n")
-        else:
-            elapsed = time.perf_counter() - t0
-            timings.append(f"plots {elapsed:.0f} s")
-            print(f"   plots: {elapsed:.1f} s", file=sys.stderr, flush=True)
-            sections.append(f"## scaling\n\n_{elapsed:.0f} s_\n")
-            for path in paths:
-                title = Path(path).stem.replace("_", " ")
-                sections.append(f"![{title}]({Path(path).name})\n")
-            sections += plot_tables
-            print("\n".join(plot_tables), flush=True)
+        _plots(args.quick, Path(args.out), sections, timings)
 
     header = [
         "# Benchmark results",

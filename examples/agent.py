@@ -25,6 +25,9 @@ not converse. Set ``LK_DEMO_LLM`` (and optionally ``LK_DEMO_STT`` /
 ``LK_DEMO_TTS``) to LiveKit Inference model strings, e.g. ``openai/gpt-4.1-mini``,
 ``deepgram/nova-3``, ``cartesia/sonic-2``, to talk to it.
 
+Load: the worker reports its running jobs as a share of ``LK_DEMO_MAX_JOBS``
+(default 20), not the machine's CPU (see :func:`job_load`).
+
 Offline, the routing is one pure function, :func:`choose_agent`; importing this
 module starts nothing and needs no keys. Other settings: ``LK_ROUTER_RULES``
 (rules file, default ``examples/rules.yaml`` next to this file).
@@ -149,7 +152,21 @@ def _session_kwargs() -> dict[str, Any]:
     return {k: v for k, v in models.items() if v}
 
 
-server = AgentServer()
+MAX_JOBS = int(os.environ.get("LK_DEMO_MAX_JOBS", "20"))
+
+
+def job_load(worker: AgentServer) -> float:
+    """This worker's load as its share of ``MAX_JOBS`` running jobs.
+
+    LiveKit workers report the machine's CPU load by default, and the server
+    offers jobs only to workers under ``agents.target_load`` (0.7): on a busy
+    laptop no agent would ever join. This demo runs no models, so its jobs, not
+    the CPU, are what limits it.
+    """
+    return min(len(worker.active_jobs) / max(MAX_JOBS, 1), 1.0)
+
+
+server = AgentServer(load_fnc=job_load)
 
 
 def _turn_handling(speech: bool) -> dict[str, Any]:

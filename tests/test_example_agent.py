@@ -176,3 +176,19 @@ async def test_a_session_without_models_uses_no_turn_detector(example: ModuleTyp
     session: AgentSession[Any] = AgentSession(**kwargs)
     assert session is not None
     assert example._turn_handling(speech=True) == {}
+
+
+def test_the_worker_reports_its_jobs_not_the_machine_cpu(example: ModuleType) -> None:
+    """A busy laptop must not make the demo worker 'full': load = running jobs / MAX_JOBS."""
+
+    class Worker:
+        def __init__(self) -> None:
+            self.active_jobs: list[object] = []
+
+    worker = Worker()
+    assert example.job_load(worker) == 0.0
+    worker.active_jobs = [object()] * (example.MAX_JOBS // 2)
+    assert example.job_load(worker) == pytest.approx(0.5)
+    worker.active_jobs = [object()] * (example.MAX_JOBS * 3)
+    assert example.job_load(worker) == 1.0
+    assert example.server.load_fnc is example.job_load

@@ -79,25 +79,24 @@ def test_every_error_derives_from_the_one_root() -> None:
     assert all(issubclass(e, md.MetadataPluginError) for e in errors)
 
 
-def test_the_core_and_the_command_import_without_livekit_agents() -> None:
-    """Every name outside the agent wing, and the CLI, load without livekit.agents or rtc."""
-    core = sorted(EXPECTED - AGENT_SIDE - {"RedisStore"})
-    result = _python(
-        "import sys\n"
-        "import livekit.plugins.metadata as md\n"
-        "import livekit.plugins.metadata.cli\n"
-        f"for name in {core!r}: getattr(md, name)\n"
-        "print(sorted(m for m in sys.modules if m.startswith(('livekit.agents', 'livekit.rtc'))))"
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
+CORE = sorted(EXPECTED - AGENT_SIDE)
+IMPORTS = {
+    # what is imported -> the LiveKit modules it must not load
+    "the bare package": ("import livekit.plugins.metadata", ("livekit.a", "livekit.rtc")),
+    "the core names and the CLI": (
+        "import livekit.plugins.metadata as md, livekit.plugins.metadata.cli\n"
+        f"for name in {CORE!r}: getattr(md, name)",
+        ("livekit.agents", "livekit.rtc"),
+    ),
+}
 
 
-def test_plain_import_loads_nothing_heavy() -> None:
-    """``import livekit.plugins.metadata`` loads no LiveKit SDK at all."""
+@pytest.mark.parametrize("case", sorted(IMPORTS))
+def test_imports_without_the_agents_framework(case: str) -> None:
+    """The package loads no SDK; the core and the CLI never load livekit.agents or rtc."""
+    code, forbidden = IMPORTS[case]
     result = _python(
-        "import sys, livekit.plugins.metadata\n"
-        "print(sorted(m for m in sys.modules if m.startswith(('livekit.a', 'livekit.rtc'))))"
+        f"import sys\n{code}\nprint(sorted(m for m in sys.modules if m.startswith({forbidden!r})))"
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "[]"

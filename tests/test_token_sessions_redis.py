@@ -8,6 +8,7 @@ second process (another worker) reads the same sessions from the same Redis.
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import sys
 import textwrap
@@ -31,13 +32,20 @@ KEY, SECRET = "devkey", "integration-secret-0123456789abcdefghij"
 TOOL_SECRET = "tool-token-secret-0123456789abcdefghijkl"
 
 
-@pytest.fixture
-async def sessions(redis_url: str) -> AsyncIterator[SessionManager]:
-    store = RedisStore.from_url(redis_url, timeout=5.0)
+@contextlib.asynccontextmanager
+async def redis_sessions(url: str) -> AsyncIterator[SessionManager]:
+    """A SessionManager over a RedisStore at ``url`` with a shared tool-token secret."""
+    store = RedisStore.from_url(url, timeout=5.0)
     try:
         yield SessionManager(store, secret_key=TOOL_SECRET)
     finally:
         await store.aclose()
+
+
+@pytest.fixture
+async def sessions(redis_url: str) -> AsyncIterator[SessionManager]:
+    async with redis_sessions(redis_url) as manager:
+        yield manager
 
 
 def _claims(token: str) -> dict[str, Any]:
