@@ -407,6 +407,16 @@ class RedisStore:
         """The key prefix."""
         return self._prefix
 
+    @property
+    def url(self) -> str:
+        """Where the store connects, password redacted (safe for logs and messages)."""
+        return self._where
+
+    @property
+    def timeout(self) -> float:
+        """Seconds after which any operation gives up with ``StoreUnavailable``."""
+        return self._timeout
+
     def key(self, session_id: str) -> str:
         """The Redis key of a session's hash."""
         if not isinstance(session_id, str) or not session_id:
