@@ -639,6 +639,7 @@ class RedisStore:
         queue(pipe)
         try:
             if self._cluster:
+                await client.initialize()  # a no-op once the topology is known
                 node = client.get_node_from_key(key)
                 pipe.execute_command("WAIT", 1, self._wait_ms, target_nodes=node)
                 replies = await pipe.execute(raise_on_error=False, allow_redirections=False)
