@@ -25,7 +25,6 @@ from livekit.plugins.metadata.errors import ConfigError, MetadataTooLarge, Store
 from livekit.plugins.metadata.sessions.redis import SIZE_FIELD, RedisStore
 from livekit.plugins.metadata.sessions.store import MergeAndGet, SessionStore
 from tests.fixtures.redis_server import RedisServer
-from tests.store_conformance import StoreConformance
 
 pytestmark = pytest.mark.integration
 
@@ -50,32 +49,6 @@ async def store(redis_url: str) -> AsyncIterator[RedisStore]:
     try:
         yield s
     finally:
-        await s.aclose()
-
-
-# --- the shared conformance suite -----------------------------------------------------
-
-
-class _RealTime:
-    """Redis expires in real time: advancing the clock is sleeping."""
-
-    async def advance(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
-class TestRedisStoreConformance(StoreConformance):
-    TTL = 0.5  # expiry tests sleep multiples of this; far above a loopback round trip
-    CLEANUP_COUNTS = False  # native expiry: cleanup() returns 0
-    AGE_CLEANUP = False  # Redis keeps no last-write time
-
-    @pytest.fixture
-    def clock(self) -> _RealTime:
-        return _RealTime()
-
-    @pytest.fixture
-    async def store(self, redis_url: str) -> AsyncIterator[RedisStore]:
-        s = RedisStore.from_url(redis_url)
-        yield s
         await s.aclose()
 
 

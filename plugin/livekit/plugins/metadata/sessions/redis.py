@@ -457,6 +457,12 @@ class RedisStore:
         self._owns_client = _owns_client
         self._also_close = list(_also_close)
         self._gate = asyncio.Semaphore(_gate) if _gate is not None else None
+        # RedisCluster learns the topology on first use, but concurrent first
+        # commands race inside redis-py (connections closed under them): every
+        # call first awaits initialize(), a lock-guarded no-op once it is known.
+        self._prepare: Callable[[], Awaitable[Any]] | None = (
+            client.initialize if isinstance(client, RedisCluster) else None
+        )
         self._where = redact_url(_url) if _url is not None else _describe_client(client)
         password = client.get_connection_kwargs().get("password")
         self._password: str | None = password if isinstance(password, str) else None
@@ -612,9 +618,9 @@ class RedisStore:
         while True:
             attempt += 1
             try:
-                if self._gate is None:
+                if self._gate is None and self._prepare is None:
                     return await _within(call(), deadline)
-                return await _within(_gated(self._gate, call), deadline)
+                return await _within(_gated(self._gate, call, self._prepare), deadline)
             except (TimeoutError, asyncio.TimeoutError) as exc:
                 raise self._unavailable(op, exc) from exc
             except self._retryable as exc:
@@ -639,7 +645,6 @@ class RedisStore:
         queue(pipe)
         try:
             if self._cluster:
-                await client.initialize()  # a no-op once the topology is known
                 node = client.get_node_from_key(key)
                 pipe.execute_command("WAIT", 1, self._wait_ms, target_nodes=node)
                 replies = await pipe.execute(raise_on_error=False, allow_redirections=False)
@@ -848,9 +853,18 @@ def _check_timeout(timeout: float) -> None:
         raise ValueError("timeout must be a positive, finite number of seconds")
 
 
-async def _gated(gate: asyncio.Semaphore, call: Callable[[], Awaitable[T]]) -> T:
-    async with gate:
+async def _gated(
+    gate: asyncio.Semaphore | None,
+    call: Callable[[], Awaitable[T]],
+    prepare: Callable[[], Awaitable[Any]] | None,
+) -> T:
+    """``call()`` holding a place in ``gate`` (if any), after ``prepare()`` (if any)."""
+    if gate is None:
+        if prepare is not None:
+            await prepare()
         return await call()
+    async with gate:
+        return await _gated(None, call, prepare)
 
 
 async def _quietly(aw: Awaitable[Any]) -> None:
