@@ -467,9 +467,14 @@ class RedisStore:
         password = client.get_connection_kwargs().get("password")
         self._password: str | None = password if isinstance(password, str) else None
         exc_mod = redis.exceptions
-        self._redis_error: type[BaseException] = exc_mod.RedisError
+        # RedisClusterException (no reachable node, slot not covered) is no RedisError.
+        self._redis_error: tuple[type[BaseException], ...] = (
+            exc_mod.RedisError,
+            exc_mod.RedisClusterException,
+        )
         self._retryable: tuple[type[BaseException], ...] = (
             exc_mod.ConnectionError,
+            exc_mod.RedisClusterException,
             exc_mod.TimeoutError,
             exc_mod.ClusterError,
             exc_mod.TryAgainError,
