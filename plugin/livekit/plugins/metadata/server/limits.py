@@ -168,55 +168,58 @@ class MemoryLimits:
         """Nothing to release."""
 
 
-# KEYS[1] the bucket's key. ARGV: interval_us (1e6 / rate), burst, now_us ('' = the
-# server's TIME). The key holds the theoretical arrival time (TAT) in microseconds.
-# Returns 0 if allowed, else the wait in microseconds.
-_HIT_LUA = r"""
-local now = tonumber(ARGV[3])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-local interval = tonumber(ARGV[1])
-local tat = tonumber(redis.call('GET', KEYS[1])) or now
-if tat < now then tat = now end
-local new_tat = tat + interval
-local wait = new_tat - now - tonumber(ARGV[2]) * interval
-if wait > 0 then return math.ceil(wait) end
-redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
-return 0
-"""
-
-# KEYS[1] the sorted set of live sessions (score = expiry in microseconds). ARGV:
-# session_id, ttl_us, max_sessions, now_us ('' = the server's TIME). Expired members
-# are dropped first; a full set refuses (returns 0) and changes nothing else.
-_RESERVE_LUA = r"""
-local now = tonumber(ARGV[4])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now))
-if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
-  if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
-end
-local expiry = now + tonumber(ARGV[2])
-redis.call('ZADD', KEYS[1], string.format('%.0f', expiry), ARGV[1])
-local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
-redis.call('PEXPIRE', KEYS[1], math.ceil((tonumber(last[2]) - now) / 1000) + 1)
-return 1
-"""
-
-# KEYS[1] the sorted set of live sessions. ARGV: now_us ('' = the server's TIME).
-_COUNT_LUA = r"""
+# Every script gets ``now`` in microseconds as ARGV[1] ('' = the server's own TIME, so
+# replicas with skewed clocks agree) and touches KEYS[1] only.
+_LUA_NOW = r"""
 local now = tonumber(ARGV[1])
 if not now then
   local t = redis.call('TIME')
   now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now))
-return redis.call('ZCARD', KEYS[1])
 """
+
+# KEYS[1] the bucket's key, holding the theoretical arrival time (TAT) in microseconds.
+# ARGV: now_us, interval_us (1e6 / rate), burst. Returns 0 if allowed, else the wait
+# in microseconds.
+_HIT_LUA = (
+    _LUA_NOW
+    + r"""
+local interval = tonumber(ARGV[2])
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local new_tat = tat + interval
+local wait = new_tat - now - tonumber(ARGV[3]) * interval
+if wait > 0 then return math.ceil(wait) end
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
+return 0
+"""
+)
+
+# KEYS[1] the sorted set of live sessions (score = expiry in microseconds). Expired
+# members are dropped first.
+_LUA_LIVE = r"""
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now))
+"""
+
+# ARGV: now_us, session_id, ttl_us, max_sessions. A full set refuses (returns 0) and
+# changes nothing else; the set expires with its last member.
+_RESERVE_LUA = (
+    _LUA_NOW
+    + _LUA_LIVE
+    + r"""
+if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then
+  if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return 0 end
+end
+local expiry = now + tonumber(ARGV[3])
+redis.call('ZADD', KEYS[1], string.format('%.0f', expiry), ARGV[2])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIRE', KEYS[1], math.ceil((tonumber(last[2]) - now) / 1000) + 1)
+return 1
+"""
+)
+
+# ARGV: now_us. Returns how many members are live.
+_COUNT_LUA = _LUA_NOW + _LUA_LIVE + "return redis.call('ZCARD', KEYS[1])\n"
 
 
 def _derived_prefix(store_prefix: str) -> str:
@@ -310,7 +313,7 @@ class RedisLimits:
     async def hit(self, key: str, rate: float, burst: int) -> float:
         """Take one token from ``key``'s shared bucket; ``0.0`` if allowed, else seconds."""
         _check_bucket(rate, burst)
-        args = [repr(1e6 / rate), burst, self._now()]
+        args = [self._now(), repr(1e6 / rate), burst]
         call = self._hit(keys=[self._prefix + "rate:" + key], args=args)
         wait_us = await self._call("hit", call)
         return int(wait_us) / 1e6
@@ -318,7 +321,7 @@ class RedisLimits:
     async def reserve_session(self, session_id: str, ttl: float, max_sessions: int) -> bool:
         """Count ``session_id`` as live for ``ttl`` seconds across replicas; False if full."""
         _check_reservation(session_id, ttl, max_sessions)
-        args = [session_id, round(ttl * 1e6), max_sessions, self._now()]
+        args = [self._now(), session_id, round(ttl * 1e6), max_sessions]
         ok = await self._call("reserve", self._reserve(keys=[self._sessions_key], args=args))
         return bool(ok)
 
