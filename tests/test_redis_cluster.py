@@ -275,3 +275,21 @@ async def test_sentinel_url_selects_the_database(redis_sentinel: RedisSentinel) 
         while reply.count(b"\r\n") < 2:
             reply += sock.recv(1024)
     assert reply == b"+OK\r\n:1\r\n"
+
+
+async def test_a_given_cluster_client_is_described_by_its_nodes_and_left_open(
+    redis_cluster: RedisCluster, redis_cluster_url: str
+) -> None:
+    """``RedisStore(RedisCluster(...))`` names its startup nodes and does not close the client."""
+    from redis.asyncio.cluster import RedisCluster as Client
+
+    port = redis_cluster.nodes[0].port
+    client = Client(host="127.0.0.1", port=port)
+    try:
+        store = RedisStore(client, prefix="given:")
+        await store.merge("s", {"a": b"1"}, ttl=TTL, max_bytes=BIG)
+        await store.aclose()
+        assert f"127.0.0.1:{port}" in repr(store)
+        assert await client.hget("given:s", "a") == b"1"
+    finally:
+        await client.aclose()

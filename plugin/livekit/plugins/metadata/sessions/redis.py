@@ -265,6 +265,9 @@ def _import_redis() -> Any:
 
 
 def _describe_client(client: AnyRedis) -> str:
+    nodes = getattr(getattr(client, "nodes_manager", None), "startup_nodes", None)
+    if nodes:  # a RedisCluster
+        return "redis+cluster://" + ",".join(sorted(nodes))
     kw = client.get_connection_kwargs()
     if kw.get("path"):
         return f"unix://{kw['path']}?db={kw.get('db', 0)}"
