@@ -340,7 +340,7 @@ def _topologies(single_url: str, quick: bool) -> list[Table]:
         cluster.start()
         sentinel.start()
         setups: list[tuple[str, str, str, Durability]] = [
-            ("one", "single server (baseline)", single_url, "primary"),
+            ("one", "single server", single_url, "primary"),
             ("cl", "Redis Cluster, 3 masters + 3 replicas", cluster.url, "primary"),
             ("clw", "Redis Cluster, durability='wait'", cluster.url, "wait"),
             ("se", "Sentinel, master + replica", sentinel.url, "primary"),
