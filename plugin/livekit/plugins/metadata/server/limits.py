@@ -267,7 +267,20 @@ class RedisLimits:
         self._timeout = float(timeout)
         self._clock = clock
         self._where = _where
-        self._redis_error: type[Exception] = redis.exceptions.RedisError
+        from redis.asyncio.cluster import RedisCluster
+
+        self._failures: tuple[type[Exception], ...] = (
+            asyncio.TimeoutError,
+            TimeoutError,
+            OSError,
+            redis.exceptions.RedisError,
+            redis.exceptions.RedisClusterException,  # no RedisError: no reachable node
+        )
+        # A fresh RedisCluster client races on concurrent first commands: learn the
+        # topology first (a lock-guarded no-op once known), as RedisStore does.
+        self._prepare: Callable[[], Awaitable[Any]] | None = (
+            client.initialize if isinstance(client, RedisCluster) else None
+        )
         self._hit = client.register_script(_HIT_LUA)
         self._reserve = client.register_script(_RESERVE_LUA)
         self._count = client.register_script(_COUNT_LUA)
@@ -303,12 +316,17 @@ class RedisLimits:
 
     async def _call(self, op: str, call: Awaitable[Any]) -> Any:
         try:
-            return await asyncio.wait_for(call, self._timeout)
-        except (asyncio.TimeoutError, TimeoutError, OSError, self._redis_error) as exc:
+            return await asyncio.wait_for(self._prepared(call), self._timeout)
+        except self._failures as exc:
             raise StoreUnavailable(
                 f"Redis at {self._where} is unavailable for the endpoint's limits "
                 f"({op}: {type(exc).__name__})"
             ) from None
+
+    async def _prepared(self, call: Awaitable[Any]) -> Any:
+        if self._prepare is not None:
+            await self._prepare()
+        return await call
 
     async def hit(self, key: str, rate: float, burst: int) -> float:
         """Take one token from ``key``'s shared bucket; ``0.0`` if allowed, else seconds."""
