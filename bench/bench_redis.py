@@ -31,6 +31,11 @@ computed from the same run (throughput ratios of ``merge_and_get``: ≥ 0.9× ra
 ≥ 2× read-modify-write). A memory table follows: Redis bytes per 5-key session
 with a TTL.
 
+Then two topology tables (1 and 50 tasks): ``merge_and_get`` on the single server
+(baseline) vs a Redis Cluster (3 masters + 3 replicas) and a Sentinel-managed
+master with one replica, each also with ``durability="wait"``, started from the
+test fixtures' classes; under each, the cost of ``wait`` as a ratio.
+
 Run: ``uv run python -m bench.bench_redis [--quick]``.
 """
 
@@ -53,7 +58,7 @@ import orjson
 import redis.asyncio as aioredis
 
 from bench._harness import Case, Table, format_table, measure
-from livekit.plugins.metadata.sessions.redis import RedisStore
+from livekit.plugins.metadata.sessions.redis import Durability, RedisStore
 
 __all__ = ["run"]
 
@@ -71,6 +76,7 @@ _TTL_MS = 3_600_000
 _MAX_BYTES = 64_000
 _N_SESSIONS = 1000
 _CONCURRENCY = 50
+_WARMUP = 4 * _CONCURRENCY
 
 
 class _Server:
@@ -134,22 +140,28 @@ class _Driver:
     Every case gets its own event loop, client and key prefix, created on first use.
     """
 
-    def __init__(self, url: str, name: str, concurrency: int) -> None:
+    def __init__(
+        self, url: str, name: str, concurrency: int, durability: Durability = "primary"
+    ) -> None:
         self.url = url
         self.prefix = f"b{name}:"
         self.concurrency = concurrency
+        self.durability: Durability = durability
         self.loop = asyncio.new_event_loop()
         self.raw: aioredis.Redis | None = None
         self.store: RedisStore | None = None
 
     def _setup(self) -> None:
-        if self.raw is not None:
+        if self.store is not None:
             return
-        pool = aioredis.BlockingConnectionPool.from_url(
-            self.url, max_connections=64, timeout=5.0, socket_timeout=5.0
+        if self.url.startswith("redis://"):  # the raw cases need a plain client
+            pool = aioredis.BlockingConnectionPool.from_url(
+                self.url, max_connections=64, timeout=5.0, socket_timeout=5.0
+            )
+            self.raw = aioredis.Redis.from_pool(pool)
+        self.store = RedisStore.from_url(
+            self.url, prefix=self.prefix, pool_size=64, timeout=5.0, durability=self.durability
         )
-        self.raw = aioredis.Redis.from_pool(pool)
-        self.store = RedisStore.from_url(self.url, prefix=self.prefix, pool_size=64, timeout=5.0)
 
     def case(self, make_op: Callable[[_Driver], _Op]) -> Callable[[int], object]:
         op: _Op | None = None
@@ -178,6 +190,10 @@ class _Driver:
             if op is None:
                 self._setup()
                 op = make_op(self)
+                # Warm up outside the timings: connections, a cluster's topology discovery
+                # and script loading would otherwise fall into the calibration's first
+                # calls and leave it with a handful of loops (a latency, not a rate).
+                self.loop.run_until_complete(body(_WARMUP))
             return self.loop.run_until_complete(body(loops))
 
         return fn
@@ -313,6 +329,67 @@ def _targets(table: Table) -> str:
     )
 
 
+def _topologies(single_url: str, quick: bool) -> list[Table]:
+    """``merge_and_get`` on one server vs a Redis Cluster and Sentinel, and the cost of WAIT."""
+    from tests.fixtures.redis_cluster import RedisCluster
+    from tests.fixtures.redis_sentinel import RedisSentinel
+
+    cluster = RedisCluster(_binary("redis-server"), _binary("redis-cli"))
+    sentinel = RedisSentinel(_binary("redis-server"))
+    try:
+        cluster.start()
+        sentinel.start()
+        setups: list[tuple[str, str, str, Durability]] = [
+            ("one", "single server", single_url, "primary"),
+            ("cl", "Redis Cluster, 3 masters + 3 replicas", cluster.url, "primary"),
+            ("clw", "Redis Cluster, durability='wait'", cluster.url, "wait"),
+            ("se", "Sentinel, master + replica", sentinel.url, "primary"),
+            ("sew", "Sentinel, durability='wait'", sentinel.url, "wait"),
+        ]
+        return [_topology_table(setups, n, quick) for n in (1, _CONCURRENCY)]
+    finally:
+        cluster.close()
+        sentinel.close()
+
+
+def _topology_table(
+    setups: list[tuple[str, str, str, Durability]], concurrency: int, quick: bool
+) -> Table:
+    drivers = [
+        _Driver(url, f"t{tag}{concurrency}", concurrency, dur) for tag, _, url, dur in setups
+    ]
+    try:
+        cases = [
+            Case(name, d.case(_fused), baseline=tag == "one")
+            for d, (tag, name, _, _) in zip(drivers, setups, strict=True)
+        ]
+        tasks = "1 asyncio task" if concurrency == 1 else f"{concurrency} concurrent asyncio tasks"
+        table = measure(
+            f"RedisStore merge_and_get by topology, {tasks}",
+            cases,
+            repeats=5 if quick else 7,
+            target=0.1 if quick else 0.25,
+            note="Rate = sessions/second (merge 5 keys + read back, 1 round trip) through one "
+            "client; all servers on this machine's loopback.",
+        )
+        med = {tag: r.median for (tag, *_), r in zip(setups, table.results, strict=True)}
+        table.note += (
+            f"\n\nCost of durability='wait' (case time / same topology's time): "
+            f"cluster {med['clw'] / med['cl']:.2f}×, Sentinel {med['sew'] / med['se']:.2f}×."
+        )
+        return table
+    finally:
+        for d in drivers:
+            d.close()
+
+
+def _binary(name: str) -> str:
+    path = shutil.which(name)
+    if path is None:
+        raise SystemExit(f"bench_redis: {name} not found on PATH")
+    return path
+
+
 async def _memory(url: str, n: int) -> str:
     raw = aioredis.Redis.from_pool(
         aioredis.BlockingConnectionPool.from_url(url, max_connections=4, timeout=5.0)
@@ -404,6 +481,8 @@ def run(quick: bool = False) -> list[Table]:
     server = _Server()
     try:
         tables = [_throughput(server.url, 1, quick), _throughput(server.url, _CONCURRENCY, quick)]
+        if shutil.which("redis-cli") is not None:
+            tables += _topologies(server.url, quick)
         memory = asyncio.run(_memory(server.url, 5_000 if quick else 50_000))
         tables.append(Table("Redis memory per session", [], note=memory))
         return tables

@@ -13,6 +13,8 @@ import pytest
 pytest_plugins = [
     "tests.fixtures.servers",
     "tests.fixtures.redis_server",
+    "tests.fixtures.redis_cluster",
+    "tests.fixtures.redis_sentinel",
     "tests.fixtures.livekit_server",
 ]
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
 import textwrap
 import uuid
@@ -24,8 +23,8 @@ from livekit.plugins.metadata._util import redact_url
 from livekit.plugins.metadata.errors import ConfigError, MetadataTooLarge, StoreUnavailable
 from livekit.plugins.metadata.sessions.redis import SIZE_FIELD, RedisStore
 from livekit.plugins.metadata.sessions.store import MergeAndGet, SessionStore
+from tests.fixtures.json_process import JsonLineProcess
 from tests.fixtures.redis_server import RedisServer
-from tests.store_conformance import StoreConformance
 
 pytestmark = pytest.mark.integration
 
@@ -50,32 +49,6 @@ async def store(redis_url: str) -> AsyncIterator[RedisStore]:
     try:
         yield s
     finally:
-        await s.aclose()
-
-
-# --- the shared conformance suite -----------------------------------------------------
-
-
-class _RealTime:
-    """Redis expires in real time: advancing the clock is sleeping."""
-
-    async def advance(self, seconds: float) -> None:
-        await asyncio.sleep(seconds)
-
-
-class TestRedisStoreConformance(StoreConformance):
-    TTL = 0.5  # expiry tests sleep multiples of this; far above a loopback round trip
-    CLEANUP_COUNTS = False  # native expiry: cleanup() returns 0
-    AGE_CLEANUP = False  # Redis keeps no last-write time
-
-    @pytest.fixture
-    def clock(self) -> _RealTime:
-        return _RealTime()
-
-    @pytest.fixture
-    async def store(self, redis_url: str) -> AsyncIterator[RedisStore]:
-        s = RedisStore.from_url(redis_url)
-        yield s
         await s.aclose()
 
 
@@ -404,53 +377,19 @@ _PEER = textwrap.dedent(
 )
 
 
-class _Peer:
-    def __init__(self) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", _PEER],
-            env=_env(),
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-
-    def send(self, obj: dict[str, Any] | str) -> None:
-        assert self.proc.stdin is not None
-        self.proc.stdin.write((obj if isinstance(obj, str) else orjson.dumps(obj).decode()) + "\n")
-        self.proc.stdin.flush()
-
-    def recv(self) -> dict[str, Any]:
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        assert line, f"peer process exited ({self.proc.poll()})"
-        reply: dict[str, Any] = orjson.loads(line)
-        return reply
-
-    async def arecv(self) -> dict[str, Any]:
-        return await asyncio.to_thread(self.recv)
-
-
 @pytest.fixture(scope="module")
-def peer() -> Iterator[_Peer]:
+def peer() -> Iterator[JsonLineProcess]:
     """Another Python process that uses RedisStore (and SessionManager) on command."""
-    p = _Peer()
+    p = JsonLineProcess(["-c", _PEER])
     try:
         assert p.recv() == {"started": True}
         yield p
     finally:
-        if p.proc.stdin is not None:
-            p.proc.stdin.close()
-        try:
-            p.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            p.proc.kill()
-            p.proc.wait()
-        if p.proc.stdout is not None:
-            p.proc.stdout.close()
+        p.close()
 
 
 async def test_two_processes_500_concurrent_merges_lose_nothing(
-    store: RedisStore, redis_url: str, peer: _Peer
+    store: RedisStore, redis_url: str, peer: JsonLineProcess
 ) -> None:
     # Process 1 is the peer; process 2 is this test process.
     peer.send({"op": "concurrent", "url": redis_url, "tag": "p1", "n": 500})
@@ -483,7 +422,7 @@ async def test_two_processes_500_concurrent_merges_lose_nothing(
 
 
 async def test_token_server_process_writes_worker_process_reads(
-    redis_url: str, peer: _Peer
+    redis_url: str, peer: JsonLineProcess
 ) -> None:
     from livekit.plugins.metadata.sessions.manager import SessionManager
 

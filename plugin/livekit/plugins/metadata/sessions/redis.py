@@ -6,8 +6,9 @@ top-level key (the key's UTF-8 bytes); the value is the compact JSON the
 written back, so concurrent writers on any number of hosts never lose each
 other's keys.
 
-Every write is **one atomic round trip**: a Lua script (``EVALSHA``, falling back
-to ``EVAL`` after a server restart flushed the script cache) that computes the
+Every write is **one atomic round trip**: a Lua script (run through redis-py's
+``register_script()``: ``EVALSHA``, reloaded by redis-py when a restarted server
+forgot it) that computes the
 resulting size under the size contract of :mod:`.store`, refuses when it would
 exceed ``max_bytes`` (the session stays exactly as it was), and otherwise applies
 ``HSET``/``HDEL`` and the sliding ``PEXPIRE`` together. :meth:`RedisStore.merge_and_get`
@@ -40,11 +41,11 @@ pool reconnects by itself, so the same store keeps working once Redis is back.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
 import sys
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from urllib.parse import unquote
 
 import orjson
 
@@ -54,6 +55,9 @@ from ..log import logger
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
+
+    AnyRedis = Redis | RedisCluster
 
 __all__ = ["RedisStore"]
 
@@ -67,6 +71,13 @@ SIZE_FIELD = b"\xff"
 DEFAULT_PREFIX = "lkmeta:"
 DEFAULT_TIMEOUT = 5.0
 DEFAULT_POOL_SIZE = 64
+DEFAULT_WAIT_TIMEOUT = 1.0
+
+Durability = Literal["primary", "wait"]
+"""``"primary"``: acknowledged by the primary; ``"wait"``: also by at least one replica."""
+
+_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "redis+sentinel")
+_SCHEMES_TEXT = "redis://, rediss://, unix://, redis+cluster:// or redis+sentinel://"
 
 _GET_ATTEMPTS = 4
 _BACKOFF_FIRST = 0.05
@@ -244,20 +255,6 @@ return #hdel
 )
 
 
-class _Script:
-    """A Lua script run with EVALSHA, falling back to EVAL when the server lost it."""
-
-    __slots__ = ("sha", "source")
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
-
-
-_MERGE = _Script(_MERGE_LUA)
-_REMOVE = _Script(_REMOVE_LUA)
-
-
 def _import_redis() -> Any:
     try:
         import redis.asyncio
@@ -267,11 +264,113 @@ def _import_redis() -> Any:
     return redis
 
 
-def _describe_client(client: Redis) -> str:
-    kw = client.connection_pool.connection_kwargs
+def _describe_client(client: AnyRedis) -> str:
+    nodes = getattr(getattr(client, "nodes_manager", None), "startup_nodes", None)
+    if nodes:  # a RedisCluster
+        return "redis+cluster://" + ",".join(sorted(nodes))
+    kw = client.get_connection_kwargs()
     if kw.get("path"):
         return f"unix://{kw['path']}?db={kw.get('db', 0)}"
     return f"redis://{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
+
+
+def _split_hosts(
+    url: str, default_port: int
+) -> tuple[str | None, str | None, list[tuple[str, int]], str]:
+    """Parse ``scheme://[[user]:password@]host[:port][,host[:port]...][/path]``.
+
+    Returns the user name, the password (both percent-decoded), the hosts and the
+    path without its leading ``/``. Raises ``ValueError`` (with no password in it).
+    """
+    rest = url.split("://", 1)[1]
+    netloc, _, path = rest.partition("/")
+    if "?" in netloc or "?" in path or "#" in rest:
+        raise ValueError("query strings and fragments are not supported in this URL form")
+    userinfo, at, hostlist = netloc.rpartition("@")
+    username = password = None
+    if at:  # as redis-py reads redis://user:password@host
+        user, sep, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if sep else None
+    hosts: list[tuple[str, int]] = []
+    for item in hostlist.split(","):
+        if item.startswith("["):
+            host, _, tail = item[1:].partition("]")
+            port_text = tail[1:] if tail.startswith(":") else ""
+        else:
+            host, _, port_text = item.partition(":")
+        if not host:
+            raise ValueError("every host needs a name")
+        port = int(port_text) if port_text else default_port
+        if not 0 < port < 65536:
+            raise ValueError("port out of range")
+        hosts.append((host, port))
+    return username, password, hosts, path
+
+
+def _no_retry() -> Any:
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return Retry(NoBackoff(), 0)
+
+
+def _single_client(url: str, pool_size: int, timeout: float) -> AnyRedis:
+    """``redis://``, ``rediss://``, ``unix://``: a bounded, blocking pool."""
+    import redis.asyncio
+
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        url,
+        max_connections=pool_size,
+        timeout=timeout,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=_no_retry(),
+        decode_responses=False,
+    )
+    return redis.asyncio.Redis.from_pool(pool)
+
+
+def _cluster_client(url: str, pool_size: int, timeout: float) -> AnyRedis:
+    """``redis+cluster://``: redis-py's own ``RedisCluster`` (it does all the routing)."""
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+    username, password, hosts, path = _split_hosts(url, 6379)
+    if path.strip("/") not in ("", "0"):
+        raise ValueError("a Redis Cluster has only database 0")
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in hosts],
+        username=username,
+        password=password,
+        max_connections=pool_size,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=_no_retry(),
+        decode_responses=False,
+    )
+
+
+def _sentinel_client(url: str, pool_size: int, timeout: float) -> tuple[AnyRedis, list[Any]]:
+    """``redis+sentinel://``: the master of a service, found (and re-found) by redis-py's Sentinel."""
+    from redis.asyncio.sentinel import Sentinel
+
+    username, password, hosts, path = _split_hosts(url, 26379)
+    service, _, db_text = path.strip("/").partition("/")
+    if not service or "/" in db_text:
+        raise ValueError("the path must be /service_name or /service_name/db")
+    db = int(db_text) if db_text else 0
+    socket_kwargs = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        hosts,
+        sentinel_kwargs=dict(socket_kwargs),
+        username=username,
+        password=password,
+        db=db,
+        retry=_no_retry(),
+        **socket_kwargs,
+    )
+    client = sentinel.master_for(service, max_connections=pool_size, decode_responses=False)
+    return client, list(sentinel.sentinels)
 
 
 def _ttl_ms(ttl: float) -> int:
@@ -299,6 +398,23 @@ class RedisStore:
         prefix: Prepended to the session id to form the hash key.
         timeout: Seconds after which any operation (retries included) gives up
             with ``StoreUnavailable``.
+        durability: What an acknowledged write promises (see below).
+        wait_timeout: With ``durability="wait"``: how long a write waits for a
+            replica (at most ``timeout``; default 1 s or ``timeout`` if shorter).
+
+    Durability (Redis replicates asynchronously):
+
+    * ``"primary"`` (default): a write returns once the primary applied it. If
+      the primary then dies before a replica copied it, the replica that takes
+      over does not have it: an acknowledged write can be lost in a failover
+      (measured in ``tests/test_redis_failover.py``).
+    * ``"wait"``: a write returns only after ``WAIT 1`` confirmed that at least
+      one replica has it, in the same round trip; if none confirms within
+      ``wait_timeout`` it raises ``StoreUnavailable`` (the write may or may not
+      survive). Sentinel and Cluster promote the most up-to-date replica, so a
+      confirmed write survives the failover of its primary. It does not survive
+      losing the primary *and* that replica, and a server without replicas
+      refuses every write. Reads are unchanged.
 
     Raises:
         ConfigError: The ``redis`` package is not installed.
@@ -307,36 +423,75 @@ class RedisStore:
 
     def __init__(
         self,
-        client: Redis,
+        client: AnyRedis,
         *,
         prefix: str = DEFAULT_PREFIX,
         timeout: float = DEFAULT_TIMEOUT,
+        durability: Durability = "primary",
+        wait_timeout: float | None = None,
         _owns_client: bool = False,
         _url: str | None = None,
+        _gate: int | None = None,
+        _also_close: Collection[Any] = (),
     ) -> None:
         redis = _import_redis()
-        if not isinstance(client, redis.asyncio.Redis):
-            raise TypeError("client must be a redis.asyncio.Redis")
+        from redis.asyncio.cluster import RedisCluster
+
+        if not isinstance(client, (redis.asyncio.Redis, RedisCluster)):
+            raise TypeError("client must be a redis.asyncio.Redis or RedisCluster")
         if not isinstance(prefix, str):
             raise TypeError("prefix must be a str")
         _check_timeout(timeout)
-        if client.connection_pool.connection_kwargs.get("decode_responses"):
+        if durability not in ("primary", "wait"):
+            raise ValueError('durability must be "primary" or "wait"')
+        if wait_timeout is None:
+            wait_timeout = min(DEFAULT_WAIT_TIMEOUT, timeout)
+        _check_timeout(wait_timeout)
+        if wait_timeout > timeout:
+            raise ValueError("wait_timeout must not exceed timeout")
+        if client.get_encoder().decode_responses:
             raise ValueError("client must be created with decode_responses=False")
-        self._client: Redis = client
+        self._client: AnyRedis = client
+        self._cluster = isinstance(client, RedisCluster)
         self._prefix = prefix
         self._timeout = float(timeout)
+        self._durability: Durability = durability
+        self._wait_ms = max(1, math.ceil(wait_timeout * 1000))
         self._owns_client = _owns_client
+        self._also_close = list(_also_close)
+        self._gate = asyncio.Semaphore(_gate) if _gate is not None else None
+        # RedisCluster learns the topology on first use, but concurrent first
+        # commands race inside redis-py (connections closed under them): every
+        # call first awaits initialize(), a lock-guarded no-op once it is known.
+        self._prepare: Callable[[], Awaitable[Any]] | None = (
+            client.initialize if isinstance(client, RedisCluster) else None
+        )
         self._where = redact_url(_url) if _url is not None else _describe_client(client)
-        password = client.connection_pool.connection_kwargs.get("password")
+        password = client.get_connection_kwargs().get("password")
         self._password: str | None = password if isinstance(password, str) else None
         exc_mod = redis.exceptions
-        self._redis_error: type[BaseException] = exc_mod.RedisError
+        # RedisClusterException (no reachable node, slot not covered) is no RedisError.
+        self._redis_error: tuple[type[BaseException], ...] = (
+            exc_mod.RedisError,
+            exc_mod.RedisClusterException,
+        )
         self._retryable: tuple[type[BaseException], ...] = (
             exc_mod.ConnectionError,
+            exc_mod.RedisClusterException,
             exc_mod.TimeoutError,
+            exc_mod.ClusterError,
+            exc_mod.TryAgainError,
+            exc_mod.ReadOnlyError,
             OSError,
         )
-        self._no_script: type[BaseException] = exc_mod.NoScriptError
+        # register_script(): EVALSHA, and on NOSCRIPT (a restarted or failed-over
+        # server forgot it) SCRIPT LOAD and EVALSHA again, inside redis-py.
+        # SINGLE-SLOT INVARIANT: every script and command this store sends touches
+        # exactly one key, the session's hash (KEYS[1]); nothing else is read or
+        # written. So each session lives in one hash slot, and every call runs on
+        # the one Redis Cluster node that owns it, with no cross-slot operation.
+        self._merge = client.register_script(_MERGE_LUA)
+        self._remove = client.register_script(_REMOVE_LUA)
 
     @classmethod
     def from_url(
@@ -346,66 +501,100 @@ class RedisStore:
         prefix: str = DEFAULT_PREFIX,
         pool_size: int = DEFAULT_POOL_SIZE,
         timeout: float = DEFAULT_TIMEOUT,
+        durability: Durability = "primary",
+        wait_timeout: float | None = None,
     ) -> RedisStore:
-        """A store with its own bounded, blocking connection pool.
+        """A store that owns its client: one server, a Redis Cluster, or a Sentinel-managed master.
 
-        At most ``pool_size`` commands are in flight; further callers wait up to
-        ``timeout`` for a free connection (redis-py's default pool would raise
-        instead). Connect and socket timeouts are ``timeout`` as well, and the
-        client itself does not retry (``get`` retries within the deadline).
+        URL forms:
+
+        * ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` (TLS) or
+          ``unix://[[user]:password@]/path/to/socket[?db=N]``: one server.
+        * ``redis+cluster://[[user]:password@]host:port[,host:port...]``: a Redis
+          Cluster, reached through redis-py's ``RedisCluster`` from these startup
+          nodes (any reachable subset of the cluster will do); database 0 only.
+        * ``redis+sentinel://[[user]:password@]host:port[,host:port...]/service_name[/db]``:
+          the master of ``service_name`` as the Sentinels at these addresses
+          (default port 26379) report it, through redis-py's ``Sentinel``; after a
+          failover the client follows the new master. The credentials are those
+          of the Redis servers; the Sentinels themselves are reached without.
+
+        At most ``pool_size`` commands are in flight (per node on a cluster);
+        further callers wait up to ``timeout`` for a free connection (redis-py's
+        default pools would raise instead). Connect and socket timeouts are
+        ``timeout`` as well, and the client itself does not retry (``get``
+        retries within the deadline).
 
         Args:
-            url: ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...``
-                or ``unix://...``.
+            url: One of the forms above.
             prefix: Prepended to the session id to form the hash key.
             pool_size: Maximum number of connections.
             timeout: Seconds after which any operation gives up.
+            durability: ``"primary"`` (default) or ``"wait"``; see the class docs.
+            wait_timeout: With ``durability="wait"``, how long a write waits for a
+                replica's acknowledgement before raising ``StoreUnavailable``.
 
         Raises:
             ConfigError: The ``redis`` package is not installed.
-            ValueError: An argument is invalid.
+            ValueError: An argument is invalid (the message never shows the password).
         """
-        redis = _import_redis()
+        _import_redis()
         if not isinstance(url, str) or not url:
-            raise ValueError("url must be a non-empty redis://, rediss:// or unix:// URL")
+            raise ValueError(f"url must be a non-empty URL of the forms: {_SCHEMES_TEXT}")
         scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-        if scheme not in ("redis", "rediss", "unix"):
-            raise ValueError(
-                f"url must start with redis://, rediss:// or unix:// (got {redact_url(url)!r})"
-            )
+        if scheme not in _SCHEMES:
+            raise ValueError(f"url must start with {_SCHEMES_TEXT} (got {redact_url(url)!r})")
         if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
             raise ValueError("pool_size must be a positive int")
         _check_timeout(timeout)
-        from redis.backoff import NoBackoff
-        from redis.retry import Retry
-
+        also_close: list[Any] = []
         try:
-            pool = redis.asyncio.BlockingConnectionPool.from_url(
-                url,
-                max_connections=pool_size,
-                timeout=timeout,
-                socket_timeout=timeout,
-                socket_connect_timeout=timeout,
-                retry=Retry(NoBackoff(), 0),
-                decode_responses=False,
-            )
-        except ValueError:
-            raise ValueError(f"url is not a valid Redis URL: {redact_url(url)}") from None
-        client = redis.asyncio.Redis.from_pool(pool)
-        return cls(client, prefix=prefix, timeout=timeout, _owns_client=True, _url=url)
+            if scheme == "redis+cluster":
+                client = _cluster_client(url, pool_size, timeout)
+            elif scheme == "redis+sentinel":
+                client, also_close = _sentinel_client(url, pool_size, timeout)
+            else:
+                client = _single_client(url, pool_size, timeout)
+        except ValueError as exc:
+            reason = str(exc) if scheme in ("redis+cluster", "redis+sentinel") else "bad form"
+            raise ValueError(
+                f"url is not a valid Redis URL ({reason}): {redact_url(url)}"
+            ) from None
+        return cls(
+            client,
+            prefix=prefix,
+            timeout=timeout,
+            durability=durability,
+            wait_timeout=wait_timeout,
+            _owns_client=True,
+            _url=url,
+            # Cluster and Sentinel pools raise when full: a gate bounds them instead.
+            _gate=pool_size if scheme in ("redis+cluster", "redis+sentinel") else None,
+            _also_close=also_close,
+        )
 
     def __repr__(self) -> str:
         return f"RedisStore(url={self._where!r}, prefix={self._prefix!r}, timeout={self._timeout})"
 
     @property
-    def client(self) -> Redis:
-        """The underlying ``redis.asyncio.Redis`` client."""
+    def client(self) -> AnyRedis:
+        """The underlying ``redis.asyncio.Redis`` or ``RedisCluster`` client."""
         return self._client
 
     @property
     def prefix(self) -> str:
         """The key prefix."""
         return self._prefix
+
+    @property
+    def url(self) -> str:
+        """Where the store connects, password redacted (safe for logs and messages)."""
+        return self._where
+
+    @property
+    def timeout(self) -> float:
+        """Seconds after which any operation gives up with ``StoreUnavailable``."""
+        return self._timeout
 
     def key(self, session_id: str) -> str:
         """The Redis key of a session's hash."""
@@ -437,7 +626,9 @@ class RedisStore:
         while True:
             attempt += 1
             try:
-                return await _within(call(), deadline)
+                if self._gate is None and self._prepare is None:
+                    return await _within(call(), deadline)
+                return await _within(_gated(self._gate, call, self._prepare), deadline)
             except (TimeoutError, asyncio.TimeoutError) as exc:
                 raise self._unavailable(op, exc) from exc
             except self._retryable as exc:
@@ -448,33 +639,46 @@ class RedisStore:
             except self._redis_error as exc:
                 raise self._unavailable(op, exc) from exc
 
-    async def _merge_call(self, key: str, args: list[Any]) -> Any:
-        """One run of the merge script under the deadline, no retry (the hot path).
+    async def _waited(self, key: str, queue: Callable[[Any], Any]) -> Any:
+        """``durability="wait"``: the write ``queue`` adds, then ``WAIT 1``, on one connection.
 
-        Equivalent to ``_run("merge", ...)`` with one attempt, minus its layers of
-        wrapper coroutines and closures (measurable at this call rate).
+        ``WAIT`` counts the replicas that have the writes made *on its own
+        connection*, so both go in one pipeline (one round trip). Scripts go as
+        ``EVAL`` here: a pipelined ``EVALSHA`` would make redis-py check the script
+        cache with an extra round trip on every call. On a cluster the ``WAIT``
+        is pinned to the node that owns the key, which is where the write goes.
         """
-        if _timeout is None:  # pragma: no cover - Python 3.10
-            return await self._run("merge", lambda: self._script(_MERGE, key, args))
-        client = self._client
+        client: Any = self._client  # Redis or RedisCluster: their pipelines differ
+        pipe = client.pipeline(transaction=False)
+        queue(pipe)
         try:
-            async with _timeout(self._timeout):
-                try:
-                    return await client.evalsha(_MERGE.sha, 1, key, *args)
-                except self._no_script:
-                    return await client.eval(_MERGE.source, 1, key, *args)
-        except (TimeoutError, asyncio.TimeoutError) as exc:
-            raise self._unavailable("merge", exc) from exc
-        except self._redis_error as exc:
-            raise self._unavailable("merge", exc) from exc
-        except OSError as exc:
-            raise self._unavailable("merge", exc) from exc
+            if self._cluster:
+                node = client.get_node_from_key(key)
+                pipe.execute_command("WAIT", 1, self._wait_ms, target_nodes=node)
+                replies = await pipe.execute(raise_on_error=False, allow_redirections=False)
+            else:
+                pipe.execute_command("WAIT", 1, self._wait_ms)
+                replies = await pipe.execute(raise_on_error=False)
+            for reply in replies:
+                if isinstance(reply, BaseException):
+                    raise reply
+        except self._redis_error:
+            if self._cluster:  # a moved slot or a dead node: learn the topology again
+                await _quietly(client.nodes_manager.initialize())
+            raise
+        reply, acked = replies
+        if acked < 1 and not (type(reply) is int and reply <= 0):  # 0 or less: nothing written
+            raise StoreUnavailable(
+                f"Redis at {self._where} applied the write but no replica confirmed it "
+                f"within {self._wait_ms} ms (durability='wait'); it may be lost if the "
+                "primary fails now"
+            )
+        return reply
 
-    async def _script(self, script: _Script, key: str, args: list[Any]) -> Any:
-        try:
-            return await self._client.evalsha(script.sha, 1, key, *args)
-        except self._no_script:
-            return await self._client.eval(script.source, 1, key, *args)
+    async def _script(self, script: Any, key: str, args: list[Any]) -> Any:
+        if self._durability == "primary":
+            return await script(keys=[key], args=args)
+        return await self._waited(key, lambda pipe: pipe.eval(script.script, 1, key, *args))
 
     # -- SessionStore -----------------------------------------------------------------
 
@@ -532,7 +736,7 @@ class RedisStore:
         """
         key = self.key(session_id)
         args = self._merge_args(fields, remove, ttl, max_bytes, 0)
-        size: int = await self._merge_call(key, args)
+        size: int = await self._run("merge", lambda: self._script(self._merge, key, args))
         if size < 0:
             raise _too_large(-size, max_bytes)
 
@@ -563,7 +767,7 @@ class RedisStore:
         """
         key = self.key(session_id)
         args = self._merge_args(fields, remove, ttl, max_bytes, 1)
-        raw = await self._merge_call(key, args)
+        raw = await self._run("merge", lambda: self._script(self._merge, key, args))
         if type(raw) is int:
             raise _too_large(-raw, max_bytes)
         out: dict[str, Any] = orjson.loads(raw)
@@ -587,6 +791,9 @@ class RedisStore:
     async def delete(self, session_id: str) -> bool:
         """Remove the session; True if it existed."""
         key = self.key(session_id)
+        if self._durability == "wait":
+            deleted = await self._run("delete", lambda: self._waited(key, lambda p: p.delete(key)))
+            return bool(deleted)
         return bool(await self._run("delete", lambda: self._client.delete(key)))
 
     async def remove_keys(self, session_id: str, keys: Collection[str], *, ttl: float) -> int:
@@ -599,13 +806,18 @@ class RedisStore:
         args: list[Any] = [ttl_ms, *dict.fromkeys(keys)]
         if len(args) == 1:
             return 0
-        removed: int = await self._run("remove_keys", lambda: self._script(_REMOVE, key, args))
+        removed: int = await self._run("remove_keys", lambda: self._remove(keys=[key], args=args))
         return removed
 
     async def touch(self, session_id: str, *, ttl: float) -> bool:
         """Refresh the session's TTL; True if it exists."""
         key = self.key(session_id)
         ttl_ms = _ttl_ms(ttl)
+        if self._durability == "wait":
+            touched = await self._run(
+                "touch", lambda: self._waited(key, lambda p: p.pexpire(key, ttl_ms))
+            )
+            return bool(touched)
         return bool(await self._run("touch", lambda: self._client.pexpire(key, ttl_ms)))
 
     async def cleanup(self, *, max_age: float | None = None) -> int:
@@ -624,6 +836,8 @@ class RedisStore:
         """Close the client and its pool if this store created them (``from_url``)."""
         if self._owns_client:
             await self._client.aclose()
+            for extra in self._also_close:
+                await extra.aclose()
 
     async def ping(self) -> bool:
         """True if Redis answers; raises ``StoreUnavailable`` otherwise."""
@@ -647,15 +861,34 @@ def _check_timeout(timeout: float) -> None:
         raise ValueError("timeout must be a positive, finite number of seconds")
 
 
+async def _gated(
+    gate: asyncio.Semaphore | None,
+    call: Callable[[], Awaitable[T]],
+    prepare: Callable[[], Awaitable[Any]] | None,
+) -> T:
+    """``call()`` holding a place in ``gate`` (if any), after ``prepare()`` (if any)."""
+    if gate is None:
+        if prepare is not None:
+            await prepare()
+        return await call()
+    async with gate:
+        return await _gated(None, call, prepare)
+
+
+async def _quietly(aw: Awaitable[Any]) -> None:
+    try:
+        await aw
+    except Exception:  # best effort: the caller is already failing with the real error
+        logger.debug("redis cluster topology refresh failed", exc_info=False)
+
+
 if sys.version_info >= (3, 11):
-    _timeout: Callable[[float], Any] | None = asyncio.timeout
 
     async def _within(aw: Awaitable[T], deadline: float) -> T:
         async with asyncio.timeout_at(deadline):
             return await aw
 
 else:  # pragma: no cover - Python 3.10
-    _timeout = None
 
     async def _within(aw: Awaitable[T], deadline: float) -> T:
         remaining = deadline - asyncio.get_running_loop().time()
