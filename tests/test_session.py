@@ -20,19 +20,12 @@ from livekit.plugins.metadata.errors import MetadataTooLarge
 from livekit.plugins.metadata.sessions.manager import SessionManager
 from livekit.plugins.metadata.sessions.memory import MemoryStore
 from livekit.plugins.metadata.sessions.store import SessionStore
+from tests.clock import FakeClock
 
 pytestmark = pytest.mark.unit
 
 SECRET = "test-secret-0123456789abcdef0123456789abcdef"
 NEEDLE = "S3NSITIVE-VALUE-4242"
-
-
-class FakeClock:
-    def __init__(self, now: float = 1_795_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 class GenericStore(MemoryStore):
@@ -634,7 +627,7 @@ class FusedStore(MemoryStore):
     ) -> dict[str, Any]:
         self.fused += 1
         await self.merge(session_id, fields, remove=remove, ttl=ttl, max_bytes=max_bytes)
-        return self._get_sync(session_id)
+        return await super().get(session_id)
 
     async def get(self, session_id: str) -> dict[str, Any]:
         self.gets += 1

@@ -25,6 +25,7 @@ from livekit.plugins.metadata.sessions.tool_tokens import (
     ToolTokens,
     derive_secret,
 )
+from tests.clock import FakeClock
 
 pytestmark = pytest.mark.unit
 
@@ -34,21 +35,13 @@ NOW = 1_795_000_000.25
 B64URL = string.ascii_letters + string.digits + "-_"
 
 
-class Clock:
-    def __init__(self, now: float = NOW) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock(NOW)
 
 
 @pytest.fixture
-def clock() -> Clock:
-    return Clock()
-
-
-@pytest.fixture
-def tokens(clock: Clock) -> ToolTokens:
+def tokens(clock: FakeClock) -> ToolTokens:
     return ToolTokens(secret_key=SECRET, clock=clock)
 
 
@@ -145,7 +138,7 @@ def test_generate_rejects_ambiguous_or_missing_fields(
 # -- expiry -------------------------------------------------------------------------
 
 
-def test_expiry_boundary_uses_one_rule(tokens: ToolTokens, clock: Clock) -> None:
+def test_expiry_boundary_uses_one_rule(tokens: ToolTokens, clock: FakeClock) -> None:
     token = tokens.generate_token("f", "c")
     expiry = int(NOW) + 900
     clock.now = expiry - 0.001
@@ -311,7 +304,7 @@ def test_uppercase_signature_is_rejected(tokens: ToolTokens) -> None:
     )
 
 
-def test_rotated_keys(clock: Clock) -> None:
+def test_rotated_keys(clock: FakeClock) -> None:
     old = ToolTokens(secret_key=OTHER, clock=clock)
     rotated = ToolTokens(secret_key=[SECRET, OTHER], clock=clock)
     new_only = ToolTokens(secret_key=SECRET, clock=clock)
