@@ -559,15 +559,15 @@ def test_session_manager_debug_passthrough() -> None:
     assert sm.validate_tool_token("f", token, "c") is True
 
 
-@settings(max_examples=100, deadline=None)
-@given(key=st.binary(min_size=0, max_size=200), msg=st.binary(max_size=300))
-def test_signer_equals_stdlib_hmac(key: bytes, msg: bytes) -> None:
-    assert tool_token._Signer(key).hexdigest(msg) == hmac.new(key, msg, hashlib.sha256).hexdigest()
-
-
-@pytest.mark.parametrize("length", [0, 1, 32, 63, 64, 65, 128, 1000])
-def test_signer_block_boundaries(length: int) -> None:
-    key = bytes(range(256)) * 4
-    key = key[:length]
-    for msg in (b"", b"x", b"call:f:1:n" * 20):
-        assert tool_token._Signer(key).hexdigest(msg) == hmac.new(key, msg, "sha256").hexdigest()
+@settings(max_examples=60, deadline=None)
+@given(key=st.binary(min_size=1, max_size=200), call=st.text(B64URL, min_size=1, max_size=40))
+def test_signature_is_stdlib_hmac_for_any_key(key: bytes, call: str) -> None:
+    """Keys shorter than, equal to and longer than the SHA-256 block sign as RFC 2104 says."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InsecureSecretWarning)
+        t = ToolTokens(secret_key=key)
+    token = t.generate_token("f", call)
+    fields = plain(token).split(".")
+    msg = ":".join(fields[:4]).encode()
+    assert fields[4] == hmac.new(key, msg, hashlib.sha256).hexdigest()
+    assert t.validate_token(call, "f", token)
