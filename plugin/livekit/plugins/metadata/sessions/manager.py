@@ -113,19 +113,24 @@ def _check_key(key: object) -> str:
 
 
 def _encode(metadata: Mapping[str, Any]) -> dict[str, bytes]:
-    """Validate every key and value; compact JSON per value (the store's input).
-
-    One orjson call over the whole mapping validates it at C speed (str keys,
-    UTF-8 text, JSON values); only a refused mapping, or one whose JSON holds a
-    ``null`` that may be a NaN, is walked key by key for the precise error.
-    """
-    try:
-        whole = _dumps(metadata, option=_OPTS)
-    except _JSON_ERROR:
-        whole = None
-    if whole is None or (whole.find(b"null") != -1 and non_finite_path(metadata) is not None):
-        return {_check_key(k): _encode_value(k, v) for k, v in metadata.items()}
-    return {k: _dumps(v) for k, v in metadata.items()}
+    """Validate every key and value; compact JSON per value (the store's input)."""
+    out: dict[str, bytes] = {}
+    for key, value in metadata.items():
+        t = type(value)
+        # The common case: an exact str key that is ASCII (so valid UTF-8) and a
+        # scalar orjson either encodes exactly or refuses (a lone surrogate, an int
+        # beyond 64 bits): then the general path below says why.
+        if (t is str or t is int or t is bool or value is None) and (
+            type(key) is str and key.isascii()
+        ):
+            try:
+                out[key] = _dumps(value)
+                continue
+            except _JSON_ERROR:
+                pass
+        key = _check_key(key)
+        out[key] = _encode_value(key, value)
+    return out
 
 
 def _check_session_id(session_id: object) -> str:
