@@ -40,6 +40,7 @@ import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -50,6 +51,8 @@ from ..log import logger
 __all__ = ["MemoryStore"]
 
 _INF = math.inf
+_NO_VALUES: Mapping[str, bytes] = MappingProxyType({})
+"""The values of a session that does not exist yet (read only)."""
 _NO_LIMIT = sys.maxsize
 """``max_bytes`` for writes that can only shrink a session (remove_keys, touch)."""
 _loads = orjson.loads
@@ -86,9 +89,9 @@ def _as_bytes(value: object) -> bytes:
 class _Session:
     """One stored session."""
 
-    __slots__ = ("decoded", "total", "ttl", "values", "written")
+    __slots__ = ("decoded", "expires", "total", "values", "written")
 
-    def __init__(self, written: float, ttl: float) -> None:
+    def __init__(self, written: float, expires: float) -> None:
         self.values: dict[str, bytes] = {}
         """Key -> the value's compact JSON, exactly as written."""
         self.total = 0
@@ -96,7 +99,9 @@ class _Session:
         self.decoded: dict[str, Any] | None = None
         """The decoded session, kept between writes when every value is a scalar."""
         self.written = written
-        self.ttl = ttl
+        """When the session was last written (``cleanup(max_age=...)`` goes by it)."""
+        self.expires = expires
+        """``written + ttl``: the session is gone from this instant on."""
 
 
 class MemoryStore:
@@ -153,7 +158,7 @@ class MemoryStore:
     def __contains__(self, session_id: object) -> bool:
         """True if a live (unexpired) session with this id is stored."""
         s = self._sessions.get(session_id) if isinstance(session_id, str) else None
-        return s is not None and s.written + s.ttl > self._clock()
+        return s is not None and s.expires > self._clock()
 
     @property
     def max_sessions(self) -> int | None:
@@ -169,7 +174,7 @@ class MemoryStore:
 
     def _live(self, session_id: str, now: float) -> _Session | None:
         s = self._sessions.get(session_id)
-        if s is not None and s.written + s.ttl <= now:
+        if s is not None and s.expires <= now:
             del self._sessions[session_id]
             return None
         return s
@@ -210,8 +215,8 @@ class MemoryStore:
             while sessions:
                 sid = next(iter(sessions))
                 s = sessions[sid]
-                if s.written + s.ttl > now:
-                    self._next_expiry = s.written + s.ttl
+                if s.expires > now:
+                    self._next_expiry = s.expires
                     return removed
                 del sessions[sid]
                 removed += 1
@@ -232,13 +237,13 @@ class MemoryStore:
     def _scan(self, now: float) -> int:
         """Full pass, needed only after mixed TTLs broke the expiry order."""
         sessions = self._sessions
-        dead = [sid for sid, s in sessions.items() if s.written + s.ttl <= now]
+        dead = [sid for sid, s in sessions.items() if s.expires <= now]
         for sid in dead:
             del sessions[sid]
         # Write order is kept (``max_age`` cleanup relies on it); the bounds are
         # recomputed, so the early-stop path returns once expiry follows write order.
         self._reset_bounds()
-        expiries = [s.written + s.ttl for s in sessions.values()]
+        expiries = [s.expires for s in sessions.values()]
         if expiries:
             self._next_expiry = min(expiries)
             self._last_expiry = max(expiries)
@@ -275,11 +280,16 @@ class MemoryStore:
         now = self._clock()
         sessions = self._sessions
         s = sessions.get(session_id)
-        if s is not None and s.written + s.ttl <= now:
-            del sessions[session_id]
-            s = None
-        values = s.values if s is not None else {}
-        total = s.total if s is not None else 0
+        values: Mapping[str, bytes]
+        if s is not None and s.expires > now:
+            values = s.values
+            total = s.total
+        else:
+            if s is not None:
+                del sessions[session_id]
+                s = None
+            values = _NO_VALUES
+            total = 0
         count = len(values)
         for key, value in fields.items():
             if type(value) is not bytes or not value:  # bytes-like: copy, then measure
@@ -304,24 +314,24 @@ class MemoryStore:
         if size > max_bytes:
             raise _too_large(size, max_bytes)
         # Commit: nothing below can fail.
+        expires = now + ttl
         if s is None:
-            s = _Session(now, ttl)
+            s = _Session(now, expires)
             self._insert(session_id, s)
         else:
             s.written = now
-            s.ttl = ttl
+            s.expires = expires
             sessions.move_to_end(session_id)
-        expiry = now + ttl
-        if expiry < self._next_expiry:
-            self._next_expiry = expiry
-        if expiry >= self._last_expiry:
-            self._last_expiry = expiry
+        if expires < self._next_expiry:
+            self._next_expiry = expires
+        if expires >= self._last_expiry:
+            self._last_expiry = expires
         else:
             self._ordered = False  # mixed TTLs: expiry no longer follows write order
-        values = s.values
+        stored = s.values
         for key in drop:
-            del values[key]
-        values.update(fields)
+            del stored[key]
+        stored.update(fields)
         s.total = total
         s.decoded = None
 
@@ -330,7 +340,7 @@ class MemoryStore:
         s = self._sessions.get(session_id)
         if s is None:
             return {}
-        if s.written + s.ttl <= self._clock():
+        if s.expires <= self._clock():
             del self._sessions[session_id]
             return {}
         if s.decoded is not None:
@@ -345,7 +355,7 @@ class MemoryStore:
     async def delete(self, session_id: str) -> bool:
         """Remove the session and its timestamp; True if a live session existed."""
         s = self._sessions.pop(session_id, None)
-        return s is not None and s.written + s.ttl > self._clock()
+        return s is not None and s.expires > self._clock()
 
     async def remove_keys(self, session_id: str, keys: Collection[str], *, ttl: float) -> int:
         """Remove top-level keys; returns how many existed.
