@@ -29,7 +29,7 @@ NEEDLE = "S3NSITIVE-VALUE-4242"
 
 
 class GenericStore(MemoryStore):
-    """Not exactly a MemoryStore, so the manager drives it through the async protocol."""
+    """A MemoryStore subclass: the manager must treat it like any other store."""
 
 
 class UnsizedStore:
@@ -75,12 +75,12 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["memory-fast-path", "generic-protocol", "unsized-protocol"])
+@pytest.fixture(params=["default-memory-store", "memory-subclass", "unsized-protocol"])
 async def sm(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[SessionManager]:
     store: SessionStore | None
-    if request.param == "memory-fast-path":
+    if request.param == "default-memory-store":
         store = None
-    elif request.param == "generic-protocol":
+    elif request.param == "memory-subclass":
         store = GenericStore(clock=clock)
     else:
         store = UnsizedStore(clock)
@@ -574,8 +574,8 @@ def test_merge_property(steps: list[tuple[dict[str, Any], list[str], bool]]) -> 
     asyncio.run(scenario())
 
 
-async def test_fast_path_falls_back_without_partial_changes(clock: FakeClock) -> None:
-    """A scalar-only write path that meets a container or bad value mid-way changes nothing."""
+async def test_bad_value_mid_write_changes_nothing(clock: FakeClock) -> None:
+    """A write that meets a container or a bad value after good ones is all-or-nothing."""
     store = MemoryStore(clock=clock)
     sm = SessionManager(store, secret_key=SECRET, clock=clock, max_session_bytes=200)
     await sm.set_session_metadata("s", {"a": "x" * 50, "b": 1})

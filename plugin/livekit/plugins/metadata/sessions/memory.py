@@ -79,6 +79,13 @@ def _key_size(key: object) -> int:
     return size
 
 
+def _dropped(
+    remove: Collection[str], values: Mapping[str, bytes], fields: Mapping[str, bytes]
+) -> list[str]:
+    """The keys of ``remove`` a merge drops: stored ones it does not set, each once."""
+    return [k for k in dict.fromkeys(remove) if k in values and k not in fields]
+
+
 def _as_bytes(value: object) -> bytes:
     """A field value as bytes; TypeError unless it is non-empty and bytes-like."""
     if not isinstance(value, (bytes, bytearray, memoryview)) or not value:
@@ -263,20 +270,19 @@ class MemoryStore:
     ) -> None:
         """Atomically set ``fields`` (compact JSON bytes per key) and drop ``remove``.
 
-        Creates the session if needed (even when nothing is set) and restarts its
-        TTL. A key in both ``fields`` and ``remove`` is set. The values are trusted
-        to be compact JSON (``SessionManager`` encodes them); they are not parsed.
+        The store's one write path: the resulting size is computed first (a bad key
+        or value raises then) and nothing changes unless it fits. Creates the session
+        if needed (even when nothing is set) and restarts its TTL. A key in both
+        ``fields`` and ``remove`` is set. Values are trusted to be compact JSON
+        (``SessionManager`` encodes them); they are not parsed.
 
         Raises:
             MetadataTooLarge: The result would exceed ``max_bytes``; nothing changed.
-            TypeError: A field key is not a str JSON can hold, or a value is not
-                non-empty bytes; nothing changed.
+            TypeError: A key JSON cannot hold or a value that is not non-empty bytes.
             ValueError: ``ttl`` is not a positive, finite number.
         """
         if not ((type(ttl) is float or type(ttl) is int) and 0 < ttl < _INF):
             _check_ttl(ttl)
-        # The one write path. All-or-nothing: the resulting size is computed first
-        # (a bad key or value raises here) and nothing changes unless it fits.
         now = self._clock()
         sessions = self._sessions
         s = sessions.get(session_id)
@@ -304,9 +310,7 @@ class MemoryStore:
                 ks = _KEY_SIZES.get(key)
                 count += 1
                 total += (ks if ks is not None else _key_size(key)) + len(value)
-        drop = (
-            [k for k in dict.fromkeys(remove) if k in values and k not in fields] if remove else ()
-        )
+        drop = _dropped(remove, values, fields) if remove else ()
         for key in drop:
             total -= _key_size(key) + len(values[key])
             count -= 1
