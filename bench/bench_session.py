@@ -84,19 +84,12 @@ def _fill_manager(sm: SessionManager, sids: list[str]) -> float:
     return (time.perf_counter() - t0) / len(sids)
 
 
-def _set_get_tables(n: int, repeats: int, target: float) -> tuple[Table, Table, dict[str, float]]:
-    sids = _sids(n)
-    order = _order(sids)
-    d: dict[str, dict[str, Any]] = {sid: dict(M) for sid in sids}
-    sm = SessionManager(secret_key=SECRET, session_ttl=TTL)
-    fill = _fill_manager(sm, sids)
+def _set_cases(d: dict[str, dict[str, Any]], sm: SessionManager, order: list[str]) -> list[Case]:
+    """The set table's cases over the same random order of existing ids."""
 
     class DictStore:
-        def __init__(self) -> None:
-            self.d = d
-
         async def amerge(self, sid: str, m: dict[str, Any]) -> None:
-            self.d.setdefault(sid, {}).update(m)
+            d.setdefault(sid, {}).update(m)
 
     ds = DictStore()
 
@@ -134,6 +127,22 @@ def _set_get_tables(n: int, repeats: int, target: float) -> tuple[Table, Table, 
         for sid in islice(cycle(order), loops):
             await s(sid, "plan", "team")
 
+    return [
+        Case(BASE_SET, dict_merge, baseline=True),
+        Case(BASE_SET1, dict_set1),
+        Case("await dict amerge() (async def wrapper)", run_async_loop(amerge)),
+        Case(
+            "floor: await + orjson.dumps of each value (validation, no store)",
+            run_async_loop(floor),
+        ),
+        Case(OURS_SET, run_async_loop(sm_set)),
+        Case(OURS_SET1, run_async_loop(sm_set1)),
+    ]
+
+
+def _get_cases(d: dict[str, dict[str, Any]], sm: SessionManager, order: list[str]) -> list[Case]:
+    """The get table's cases over the same random order of existing ids."""
+
     def dict_get_copy(loops: int) -> None:
         g = d.get
         for sid in islice(cycle(order), loops):
@@ -149,6 +158,19 @@ def _set_get_tables(n: int, repeats: int, target: float) -> tuple[Table, Table, 
         for sid in islice(cycle(order), loops):
             await g(sid)
 
+    return [
+        Case(BASE_GET, dict_get_copy, baseline=True),
+        Case("dict-of-dicts get (live object, no copy)", dict_get),
+        Case(OURS_GET, run_async_loop(sm_get)),
+    ]
+
+
+def _set_get_tables(n: int, repeats: int, target: float) -> tuple[Table, Table, dict[str, float]]:
+    sids = _sids(n)
+    order = _order(sids)
+    d: dict[str, dict[str, Any]] = {sid: dict(M) for sid in sids}
+    sm = SessionManager(secret_key=SECRET, session_ttl=TTL)
+    fill = _fill_manager(sm, sids)
     label = f"{n:,}"
     # Everything built so far lives for the whole table: freeze it, so the harness's
     # gc.collect() before each repetition does not walk millions of live objects.
@@ -156,17 +178,7 @@ def _set_get_tables(n: int, repeats: int, target: float) -> tuple[Table, Table, 
     gc.freeze()
     set_table = measure(
         f"set at {label} sessions (5-key merge unless noted)",
-        [
-            Case(BASE_SET, dict_merge, baseline=True),
-            Case(BASE_SET1, dict_set1),
-            Case("await dict amerge() (async def wrapper)", run_async_loop(amerge)),
-            Case(
-                "floor: await + orjson.dumps of each value (validation, no store)",
-                run_async_loop(floor),
-            ),
-            Case(OURS_SET, run_async_loop(sm_set)),
-            Case(OURS_SET1, run_async_loop(sm_set1)),
-        ],
+        _set_cases(d, sm, order),
         repeats=repeats,
         target=target,
         note=f"Filling {label} sessions through set_session_metadata took "
@@ -174,11 +186,7 @@ def _set_get_tables(n: int, repeats: int, target: float) -> tuple[Table, Table, 
     )
     get_table = measure(
         f"get at {label} sessions",
-        [
-            Case(BASE_GET, dict_get_copy, baseline=True),
-            Case("dict-of-dicts get (live object, no copy)", dict_get),
-            Case(OURS_GET, run_async_loop(sm_get)),
-        ],
+        _get_cases(d, sm, order),
         repeats=repeats,
         target=target,
     )
