@@ -21,6 +21,7 @@ from livekit.plugins.metadata.sessions.manager import SessionManager
 from livekit.plugins.metadata.sessions.memory import MemoryStore
 from livekit.plugins.metadata.sessions.store import SessionStore
 from tests.clock import FakeClock
+from tests.strategies import json_values
 
 pytestmark = pytest.mark.unit
 
@@ -516,20 +517,6 @@ def test_default_store_is_a_new_memory_store() -> None:
 
 # -- properties ---------------------------------------------------------------------------
 
-json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20)
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
 updates = st.dictionaries(st.text(max_size=6), json_values, max_size=5)
 
 

@@ -28,6 +28,7 @@ from livekit.plugins.metadata.sessions.manager import SessionManager
 from livekit.plugins.metadata.sessions.memory import MemoryStore
 from livekit.plugins.metadata.sessions.store import SessionStore
 from tests.clock import FakeClock
+from tests.strategies import json_values
 
 CAP = 400
 TTL = 60.0
@@ -35,21 +36,7 @@ SECRET = "property-secret-0123456789abcdef0123456789"
 
 # -- what a step may write ----------------------------------------------------------------
 
-_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(-(2**63), 2**64 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=12)
-)
-_json = st.recursive(
-    _scalars,
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=4), inner, max_size=3)
-    ),
-    max_leaves=6,
-)
-_valid_values = _json | st.just("X" * 300)  # the big one pushes sessions over the cap
+_valid_values = json_values | st.just("X" * 300)  # the big one pushes sessions over the cap
 _invalid_values = st.sampled_from(
     [
         math.nan,
@@ -81,7 +68,7 @@ _remove = st.lists(_valid_keys, max_size=3)
 
 # Raw store fields: (key, encoded value, ok); the store itself must refuse the bad ones.
 _raw_field = st.one_of(
-    st.tuples(_valid_keys, _json.map(orjson.dumps), st.just(True)),
+    st.tuples(_valid_keys, json_values.map(orjson.dumps), st.just(True)),
     st.tuples(_invalid_keys, st.just(b"1"), st.just(False)),
     st.tuples(_valid_keys, st.sampled_from([b"", "1", None, 5]), st.just(False)),
 )
