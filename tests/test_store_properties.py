@@ -111,7 +111,7 @@ async def _apply(
     elif kind == "remove":
         return {"removed": await sm.remove_session_keys(sid, step[1])}
     else:
-        fields = {key: value for key, value, _ok in step[1]}
+        fields = _mapping(step[1])[0]
         await store.merge(sid, fields, remove=step[2], ttl=TTL, max_bytes=cap)
     return None
 
@@ -122,8 +122,8 @@ def _expect(step: tuple[Any, ...], model: dict[str, Any]) -> tuple[bool, dict[st
     if kind == "remove":
         return True, {k: v for k, v in model.items() if k not in step[1]}
     if kind == "raw":
-        ok = all(ok for _k, _v, ok in step[1])
-        fields = {k: orjson.loads(v) for k, v, good in step[1] if good}
+        raw, ok = _mapping(step[1])
+        fields = {k: orjson.loads(v) for k, v in raw.items()} if ok else {}
         remove = step[2]
     else:
         fields, ok = _mapping(step[1])
