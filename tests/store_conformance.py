@@ -42,7 +42,7 @@ Behaviour every store must share (what the tests pin down):
 * a merge creates the session (even with nothing to set), merges top-level keys,
   never replaces the session, and restarts its TTL; a key both set and removed
   is set; the size contract of :mod:`livekit.plugins.metadata.sessions.store` is exact and
-  a refused merge changes nothing;
+  a refused merge (too large, or a bad key or value anywhere in it) changes nothing;
 * ``get`` returns a fresh decoded copy, ``{}`` for unknown or expired sessions;
 * ``remove_keys`` counts only keys that existed (duplicates once), restarts the
   TTL when keys remain and deletes a session left empty;
@@ -226,6 +226,40 @@ class StoreConformance:
             await self.merge(store, self.sid("new"), {"c": "x" * 200}, max_bytes=100)
         assert await store.get(self.sid("new")) == {}
         assert await store.delete(self.sid("new")) is False
+
+    async def test_bad_fields_change_nothing(self, store: SessionStore) -> None:
+        """A merge with a bad key or value anywhere in it is refused whole."""
+        sid = self.sid("bad")
+        await self.merge(store, sid, {"a": 1, "b": "two"})
+        bad_fields: list[dict[Any, Any]] = [
+            {"a": b"2", "c": b""},  # an empty value after a good one
+            {"a": b"2", "c": "3"},  # str, not bytes
+            {"a": b"2", 7: b"3"},  # a key that is not a str
+            {"a": b"2", "\ud800": b"3"},  # a key that is not valid UTF-8
+        ]
+        for fields in bad_fields:
+            with pytest.raises((TypeError, ValueError)) as info:
+                await store.merge(sid, fields, remove=("b",), ttl=self.TTL, max_bytes=LIMIT)
+            assert not isinstance(info.value, MetadataTooLarge)
+            assert await store.get(sid) == {"a": 1, "b": "two"}
+
+    async def test_failed_merge_keeps_the_size_exact(self, store: SessionStore) -> None:
+        """Issue 14.3: a merge refused half-way leaves no stale size behind.
+
+        The refused merge carries a 30,000-byte value before a bad key; if its size
+        were kept, shrinking that key later would let a 90,000-byte value in.
+        """
+        sid = self.sid("bypass")
+        await self.merge(store, sid, {"obj": {"nested": [1, 2, 3]}})
+        fields = {"big": orjson.dumps("A" * 30_000), "\ud800": b"1"}
+        with pytest.raises((TypeError, ValueError)):
+            await store.merge(sid, fields, ttl=self.TTL, max_bytes=LIMIT)
+        await self.merge(store, sid, {"big": "x"})
+        with pytest.raises(MetadataTooLarge) as info:
+            await self.merge(store, sid, {"pad": "B" * 90_000})
+        expected = {"obj": {"nested": [1, 2, 3]}, "big": "x"}
+        assert info.value.size == size_of({**expected, "pad": "B" * 90_000})
+        assert await store.get(sid) == expected
 
     async def test_size_model(self, store: SessionStore) -> None:
         """A seeded random walk of merges/removals against a dict model and orjson sizes."""

@@ -9,19 +9,12 @@ import pytest
 
 from livekit.plugins.metadata.errors import MetadataTooLarge
 from livekit.plugins.metadata.sessions.memory import MemoryStore
+from tests.clock import FakeClock
 from tests.store_conformance import enc
 
 pytestmark = pytest.mark.unit
 
 NEEDLE = "S3NSITIVE-VALUE-4242"
-
-
-class FakeClock:
-    def __init__(self, now: float = 500.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture
@@ -198,20 +191,25 @@ async def test_default_clock_is_monotonic() -> None:
     assert await store.cleanup() == 0
 
 
-def _check_bookkeeping(store: MemoryStore, sid: str) -> None:
-    """The store's size bookkeeping matches the session's real compact JSON."""
-    s = store._sessions.get(sid)
-    if s is None:
+async def _assert_size_accounting(store: MemoryStore, sid: str, limit: int) -> None:
+    """The store's size accounting, seen from outside: it refuses a write one byte over.
+
+    A probe key is padded so the session would be exactly ``limit + 1`` bytes;
+    the store must refuse it, report that size, and change nothing.
+    """
+    before = await store.get(sid)
+    base = {**before, "~probe": ""}
+    pad = limit + 1 - len(orjson.dumps(base))
+    if pad < 0:
         return
-    got = store._get_sync(sid)
-    count = len(got)
-    assert 2 + s.total + max(count - 1, 0) == len(orjson.dumps(got))
-    if s.lens is not None:
-        assert s.lens == {k: len(orjson.dumps(v)) for k, v in got.items()}
+    with pytest.raises(MetadataTooLarge) as info:
+        await store.merge(sid, enc({"~probe": "p" * pad}), ttl=100, max_bytes=limit)
+    assert info.value.size == limit + 1
+    assert await store.get(sid) == before
 
 
-async def test_fast_and_incremental_paths_keep_exact_sizes(clock: FakeClock) -> None:
-    """Random writes through every path (whole-session, per-value, general, removes)."""
+async def test_random_writes_keep_exact_sizes(clock: FakeClock) -> None:
+    """Random writes through every manager method (sets, updates, removes) keep sizes exact."""
     import random
 
     from livekit.plugins.metadata.sessions.manager import SessionManager
@@ -226,7 +224,7 @@ async def test_fast_and_incremental_paths_keep_exact_sizes(clock: FakeClock) -> 
     containers: list[object] = [[1], {"x": "y"}, []]
     for step in range(800):
         op = rng.random()
-        # Phases move the session between small/scalar-only and large or with containers.
+        # Phases alternate between few keys with scalars and many keys with containers.
         wide = (step // 100) % 2 == 1
         keys = [f"k{rng.randrange(60 if wide else 12)}" for _ in range(rng.randrange(1, 6))]
         pool = scalars + containers if wide else scalars
@@ -249,9 +247,79 @@ async def test_fast_and_incremental_paths_keep_exact_sizes(clock: FakeClock) -> 
                 update = {}
             else:
                 assert await sm.merge_session_metadata("s", update) == {**model, **update}
-        except MetadataTooLarge:
-            assert len(orjson.dumps({**model, **update})) > 6000
+        except MetadataTooLarge as exc:
+            refused: MetadataTooLarge | None = exc
+        else:
+            refused = None
+        if refused is not None:
+            assert refused.size == len(orjson.dumps({**model, **update})) > 6000
         else:
             model.update(update)
         assert await sm.get_session_metadata("s") == model, step
-        _check_bookkeeping(store, "s")
+        if step % 10 == 0:
+            await _assert_size_accounting(store, "s", 6000)
+
+
+BIG_OBJECT = {"nested": {"list": [1, 2, 3], "text": "x" * 20}}
+
+
+@pytest.mark.parametrize("through", ["store", "manager"])
+async def test_failed_write_cannot_shrink_the_size_accounting(
+    clock: FakeClock, through: str
+) -> None:
+    """Issue 14.3: a write refused half-way must not leave a stale size behind.
+
+    Before the fix, the refused write below left a 30,000-byte length recorded
+    for "big"; overwriting "big" with one byte then subtracted it, and a 90,000-byte
+    value slipped under the 64,000-byte cap.
+    """
+    from livekit.plugins.metadata.sessions.manager import SessionManager
+
+    store = MemoryStore(clock=clock)
+    sm = SessionManager(store, secret_key="k" * 40, clock=clock, max_session_bytes=64_000)
+
+    async def write(fields: dict[str, object]) -> None:
+        if through == "manager":
+            await sm.set_session_metadata("s", fields)
+        else:
+            await store.merge("s", enc(fields), ttl=100, max_bytes=64_000)
+
+    async def write_with_bad_key() -> None:
+        if through == "manager":
+            await sm.set_session_metadata("s", {"big": "A" * 30_000, "\ud800": 1})
+        else:
+            fields = {"big": orjson.dumps("A" * 30_000), "\ud800": b"1"}
+            await store.merge("s", fields, ttl=100, max_bytes=64_000)
+
+    await write({"obj": BIG_OBJECT})
+    with pytest.raises(TypeError):
+        await write_with_bad_key()
+    assert await store.get("s") == {"obj": BIG_OBJECT}
+    await write({"big": "x"})
+    with pytest.raises(MetadataTooLarge) as info:
+        await write({"pad": "B" * 90_000})
+    assert info.value.size == len(
+        orjson.dumps({"obj": BIG_OBJECT, "big": "x", "pad": "B" * 90_000})
+    )
+    assert await store.get("s") == {"obj": BIG_OBJECT, "big": "x"}
+    await _assert_size_accounting(store, "s", 64_000)
+
+
+async def test_refused_write_keeps_write_order_and_expiry(clock: FakeClock) -> None:
+    """A refused write neither restarts the TTL nor moves the session to the young end."""
+    store = MemoryStore(clock=clock)
+    await store.merge("a", enc({"v": 1}), ttl=10, max_bytes=100)
+    clock.tick(5)
+    await store.merge("b", enc({"v": 1}), ttl=10, max_bytes=100)
+    with pytest.raises(MetadataTooLarge):
+        await store.merge("a", enc({"v": "x" * 200}), ttl=10, max_bytes=100)
+    with pytest.raises(TypeError):
+        await store.merge("a", {"ok": b"1", "bad": b""}, ttl=10, max_bytes=100)
+    with pytest.raises(MetadataTooLarge):
+        await store.merge("new", enc({"v": "x" * 200}), ttl=10, max_bytes=100)
+    assert "new" not in store
+    assert len(store) == 2
+    clock.tick(5)  # "a" was last written 10 s ago: expired, despite the refused writes
+    assert await store.cleanup() == 1
+    assert "a" not in store
+    assert await store.get("b") == {"v": 1}

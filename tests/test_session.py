@@ -20,6 +20,8 @@ from livekit.plugins.metadata.errors import MetadataTooLarge
 from livekit.plugins.metadata.sessions.manager import SessionManager
 from livekit.plugins.metadata.sessions.memory import MemoryStore
 from livekit.plugins.metadata.sessions.store import SessionStore
+from tests.clock import FakeClock
+from tests.strategies import json_values
 
 pytestmark = pytest.mark.unit
 
@@ -27,16 +29,8 @@ SECRET = "test-secret-0123456789abcdef0123456789abcdef"
 NEEDLE = "S3NSITIVE-VALUE-4242"
 
 
-class FakeClock:
-    def __init__(self, now: float = 1_795_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-
 class GenericStore(MemoryStore):
-    """Not exactly a MemoryStore, so the manager drives it through the async protocol."""
+    """A MemoryStore subclass: the manager must treat it like any other store."""
 
 
 class UnsizedStore:
@@ -82,12 +76,12 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["memory-fast-path", "generic-protocol", "unsized-protocol"])
+@pytest.fixture(params=["default-memory-store", "memory-subclass", "unsized-protocol"])
 async def sm(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[SessionManager]:
     store: SessionStore | None
-    if request.param == "memory-fast-path":
+    if request.param == "default-memory-store":
         store = None
-    elif request.param == "generic-protocol":
+    elif request.param == "memory-subclass":
         store = GenericStore(clock=clock)
     else:
         store = UnsizedStore(clock)
@@ -523,20 +517,6 @@ def test_default_store_is_a_new_memory_store() -> None:
 
 # -- properties ---------------------------------------------------------------------------
 
-json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**63), max_value=2**64 - 1)
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text(max_size=20)
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: (
-        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=5), inner, max_size=4)
-    ),
-    max_leaves=12,
-)
 updates = st.dictionaries(st.text(max_size=6), json_values, max_size=5)
 
 
@@ -581,8 +561,8 @@ def test_merge_property(steps: list[tuple[dict[str, Any], list[str], bool]]) -> 
     asyncio.run(scenario())
 
 
-async def test_fast_path_falls_back_without_partial_changes(clock: FakeClock) -> None:
-    """A scalar-only write path that meets a container or bad value mid-way changes nothing."""
+async def test_bad_value_mid_write_changes_nothing(clock: FakeClock) -> None:
+    """A write that meets a container or a bad value after good ones is all-or-nothing."""
     store = MemoryStore(clock=clock)
     sm = SessionManager(store, secret_key=SECRET, clock=clock, max_session_bytes=200)
     await sm.set_session_metadata("s", {"a": "x" * 50, "b": 1})
@@ -634,7 +614,7 @@ class FusedStore(MemoryStore):
     ) -> dict[str, Any]:
         self.fused += 1
         await self.merge(session_id, fields, remove=remove, ttl=ttl, max_bytes=max_bytes)
-        return self._get_sync(session_id)
+        return await super().get(session_id)
 
     async def get(self, session_id: str) -> dict[str, Any]:
         self.gets += 1

@@ -16,20 +16,8 @@ import pytest
 
 from livekit.plugins.metadata.sessions.memory import MemoryStore
 from livekit.plugins.metadata.sessions.redis import RedisStore
+from tests.clock import FakeClock
 from tests.store_conformance import StoreConformance
-
-
-class FakeClock:
-    """A settable clock; ``advance`` is awaitable to satisfy ``ExpiryControl``."""
-
-    def __init__(self, now: float = 1_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    async def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.mark.unit

@@ -99,14 +99,36 @@ def _encode_value(key: str, value: Any) -> bytes:
     return encoded
 
 
+def _check_key(key: object) -> str:
+    """``key`` as an exact str that JSON can hold; TypeError naming it otherwise."""
+    if not isinstance(key, str):
+        raise TypeError(f"metadata keys must be str, not {type(key).__name__}")
+    try:
+        key.encode()
+    except UnicodeEncodeError:
+        raise TypeError(
+            f"metadata key {key_label(key)} is not valid UTF-8 (a lone surrogate)"
+        ) from None
+    return str(key)
+
+
 def _encode(metadata: Mapping[str, Any]) -> dict[str, bytes]:
     """Validate every key and value; compact JSON per value (the store's input)."""
     out: dict[str, bytes] = {}
     for key, value in metadata.items():
-        if type(key) is not str:
-            if not isinstance(key, str):
-                raise TypeError(f"metadata keys must be str, not {type(key).__name__}")
-            key = str(key)
+        t = type(value)
+        # The common case: an exact str key that is ASCII (so valid UTF-8) and a
+        # scalar orjson either encodes exactly or refuses (a lone surrogate, an int
+        # beyond 64 bits): then the general path below says why.
+        if (t is str or t is int or t is bool or value is None) and (
+            type(key) is str and key.isascii()
+        ):
+            try:
+                out[key] = _dumps(value)
+                continue
+            except _JSON_ERROR:
+                pass
+        key = _check_key(key)
         out[key] = _encode_value(key, value)
     return out
 
@@ -200,10 +222,9 @@ class SessionManager:
             secret_key=secret_key, token_expiry_secs=token_expiry_secs, clock=clock
         )
         self._store: SessionStore = store if store is not None else MemoryStore(clock=clock)
-        # Fast path: a MemoryStore is driven synchronously (no second coroutine).
-        self._memory: MemoryStore | None = self._store if type(self._store) is MemoryStore else None
         self._sized = hasattr(self._store, "__len__")
-        if self._memory is None and self._tokens.secret_source == "random per process":  # noqa: S105
+        shared = not isinstance(self._store, MemoryStore)
+        if shared and self._tokens.secret_source == "random per process":  # noqa: S105
             # A shared store means several workers: tokens signed here must validate there.
             logger.warning(
                 "SessionManager uses a shared store (%s) but no tool-token secret is configured: "
@@ -335,7 +356,7 @@ class SessionManager:
         """
         if type(session_id) is not str or not 0 < len(session_id) <= MAX_SESSION_ID_LENGTH:
             session_id = _check_session_id(session_id)
-        memory = self._memory
+        result: Literal[True] | None
         if value is _MISSING:
             if type(metadata) is not dict:
                 if isinstance(metadata, str):
@@ -345,41 +366,20 @@ class SessionManager:
                         f"metadata must be a mapping (or pass key, value), "
                         f"not {type(metadata).__name__}"
                     )
-                metadata = dict(metadata)
-            elif memory is not None and (
-                memory._set_mapping(
-                    session_id,
-                    metadata,
-                    self._session_ttl,
-                    self._max_bytes,
-                    self._cleanup_threshold,
-                )
-                or memory._set_scalars(
-                    session_id,
-                    metadata,
-                    self._session_ttl,
-                    self._max_bytes,
-                    self._cleanup_threshold,
-                )
-            ):
-                return None
-            await self._write(session_id, metadata, ())
-            return None
-        if type(metadata) is not str:
-            if not isinstance(metadata, str):
-                raise TypeError(f"key must be a str, not {type(metadata).__name__}")
-            metadata = str(metadata)
-        elif memory is not None and memory._set_one(
-            session_id,
-            metadata,
-            value,
-            self._session_ttl,
-            self._max_bytes,
-            self._cleanup_threshold,
-        ):
-            return True
-        await self._write(session_id, {metadata: value}, ())
-        return True
+            fields = _encode(metadata)
+            result = None
+        else:
+            if type(metadata) is not str:
+                if not isinstance(metadata, str):
+                    raise TypeError(f"key must be a str, not {type(metadata).__name__}")
+                metadata = str(metadata)
+            fields = _encode({metadata: value})
+            result = True
+        store = self._store
+        await store.merge(session_id, fields, ttl=self._session_ttl, max_bytes=self._max_bytes)
+        if self._cleanup_due():
+            await store.cleanup()
+        return result
 
     async def update_session_metadata(
         self, session_id: str, updates: Mapping[str, Any], *, remove: Iterable[str] = ()
@@ -400,42 +400,26 @@ class SessionManager:
             if not isinstance(updates, Mapping):
                 raise TypeError(f"updates must be a mapping, not {type(updates).__name__}")
             updates = dict(updates)
-        await self._write(sid, updates, _check_keys(remove, "remove"))
-
-    async def _write(
-        self, sid: str, metadata: Mapping[str, Any], remove: list[str] | tuple[()]
-    ) -> None:
-        """The general path: encode (validating), then one atomic store merge."""
-        fields = _encode(metadata)
-        memory = self._memory
-        if memory is not None:
-            memory._merge_encoded(
-                sid,
-                fields,
-                metadata,
-                remove,
-                self._session_ttl,
-                self._max_bytes,
-                self._cleanup_threshold,
-            )
-            return
-        await self._store.merge(
-            sid, fields, remove=remove, ttl=self._session_ttl, max_bytes=self._max_bytes
-        )
-        await self._auto_cleanup()
-
-    async def _auto_cleanup(self) -> None:
+        remove_keys = _check_keys(remove, "remove")
+        fields = _encode(updates)
         store = self._store
+        await store.merge(
+            sid, fields, remove=remove_keys, ttl=self._session_ttl, max_bytes=self._max_bytes
+        )
+        if self._cleanup_due():
+            await store.cleanup()
+
+    def _cleanup_due(self) -> bool:
+        """Whether this write should be followed by a store cleanup."""
         if self._sized:
-            if len(store) > self._cleanup_threshold:  # type: ignore[arg-type]
-                await store.cleanup()
-            return
+            return len(self._store) > self._cleanup_threshold  # type: ignore[arg-type]
         # A store that cannot say how many sessions it holds (e.g. Redis, which
         # expires natively) is asked to clean up once every `threshold` writes.
         self._writes_since_cleanup += 1
         if self._writes_since_cleanup > self._cleanup_threshold:
             self._writes_since_cleanup = 0
-            await store.cleanup()
+            return True
+        return False
 
     async def merge_session_metadata(
         self, session_id: str, metadata: Mapping[str, Any]
@@ -460,7 +444,8 @@ class SessionManager:
             if not isinstance(metadata, Mapping) or isinstance(metadata, str):
                 raise TypeError(f"metadata must be a mapping, not {type(metadata).__name__}")
             metadata = dict(metadata)
-        merge_and_get = getattr(self._store, "merge_and_get", None)
+        store = self._store
+        merge_and_get = getattr(store, "merge_and_get", None)
         if merge_and_get is None:  # MemoryStore (no round trip to save) and plain stores
             await self.set_session_metadata(session_id, metadata)
             return await self.get_session_metadata(session_id)
@@ -468,16 +453,14 @@ class SessionManager:
         merged: dict[str, Any] = await merge_and_get(
             session_id, fields, remove=(), ttl=self._session_ttl, max_bytes=self._max_bytes
         )
-        await self._auto_cleanup()
+        if self._cleanup_due():
+            await store.cleanup()
         return merged
 
     async def get_session_metadata(self, session_id: str) -> dict[str, Any]:
         """A copy of the session's metadata; ``{}`` if unknown or expired (never ``None``)."""
         if type(session_id) is not str or not 0 < len(session_id) <= MAX_SESSION_ID_LENGTH:
             session_id = _check_session_id(session_id)
-        memory = self._memory
-        if memory is not None:
-            return memory._get_sync(session_id)
         return await self._store.get(session_id)
 
     async def delete_session_metadata(self, session_id: str) -> bool:

@@ -1,25 +1,23 @@
 """MemoryStore: the embedded, in-process :class:`~.store.SessionStore` (the default).
 
 Layout: one ``OrderedDict`` from session id to a small record, kept in the order
-of the sessions' last writes (a write moves its session to the young end). Each
-record holds the session's top-level keys and the running size of the whole
-session under the size contract of :mod:`.store`.
+of the sessions' last writes (a write moves its session to the young end). A
+record holds the session's entries exactly as they appear in its compact JSON,
+``key -> b'"key":value'``, and their total length.
 
-Two write paths keep that size exact. A *small*, scalar-only session (entries
-totalling at most 2 KiB, at most 64 keys) keeps no per-key lengths: a write
-builds the merged session as a copy and encodes it with a single orjson call,
-which validates every key and value at C speed and whose length is the new
-size (bounded work, since the session is small). A larger session, or one
-holding objects/arrays, also keeps the length of every value's compact JSON,
-built on first need, so a merge costs O(keys written), never a re-serialization
-of the whole session; one that shrinks to half those limits (scalar-only)
-drops them again.
+The stored bytes are the only truth about size: the session's size under the
+contract of :mod:`.store` is ``2 + total + commas``, and an entry's old length is
+read from the entry itself, so there is no per-key bookkeeping that could drift
+from the data. Every change of entries goes through one method,
+:meth:`MemoryStore._write`, which computes the resulting size, refuses it or
+commits it, and only then touches the record: a refused or failed write leaves
+everything (entries, total, write order, expiry bounds) as it was.
 
-Values are kept so that :meth:`MemoryStore.get` returns a *true* copy cheaply:
-immutable JSON scalars (exact ``str``, ``int``, ``float``, ``bool``, ``None``)
-are kept as themselves, and everything else (objects, arrays, subclasses) as its
-compact JSON bytes, decoded afresh on every read. Mutating anything a read
-returned never changes the store, and nothing a writer passed in is aliased.
+Reads decode the whole session with one orjson call over the joined entries, so
+a read returns a true deep copy: mutating it never changes the store, and
+nothing a writer passed in is aliased. A session whose values are all scalars
+also keeps the decoded dict until its next write, so repeated reads of it cost a
+shallow copy.
 
 Expiry and cleanup are amortized O(1): the oldest session sits at the old end,
 so :meth:`MemoryStore.cleanup` pops expired sessions from there and stops at the
@@ -37,9 +35,12 @@ event loop.
 from __future__ import annotations
 
 import math
+import operator
+import sys
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Callable, Collection, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import orjson
@@ -49,93 +50,65 @@ from ..log import logger
 
 __all__ = ["MemoryStore"]
 
+_INF = math.inf
+_NO_VALUES: Mapping[str, bytes] = MappingProxyType({})
+"""The values of a session that does not exist yet (read only)."""
+_NO_LIMIT = sys.maxsize
+"""``max_bytes`` for writes that can only shrink a session (remove_keys, touch)."""
 _loads = orjson.loads
 _dumps = orjson.dumps
-_JSON_ERROR = orjson.JSONEncodeError
 
 _KEY_SIZES: dict[str, int] = {}
-"""Cache: key -> bytes of ``"key":`` in compact JSON (keys repeat across sessions)."""
-_KEY_SIZES_GET = _KEY_SIZES.get
+"""Cache: key -> bytes of ``"key":`` in compact JSON (keys repeat across sessions). Bounded."""
 _KEY_CACHE_MAX = 65_536
 _KEY_CACHE_MAX_LEN = 128
 
-_SCALARS = frozenset({str, int, float, bool, type(None)})
-"""Exact types stored as themselves; a float also has to be finite
-(``t not in _SCALARS or (t is float and value - value != 0.0)`` rejects the rest)."""
 
-_SMALL_TOTAL = 2048
-"""Largest entry-size total of a session the whole-session fast path re-encodes."""
-_SMALL_COUNT = 64
-"""Most keys of a session the whole-session fast path copies and re-encodes."""
-
-
-def _key_size(key: str) -> int:
-    """Bytes ``"key":`` takes in compact JSON (``entry_size(key, value) - len(value)``)."""
-    size = _KEY_SIZES_GET(key)
+def _key_size(key: object) -> int:
+    """Bytes of ``"key":`` in compact JSON; TypeError for a key JSON cannot hold."""
+    if not isinstance(key, str):
+        raise TypeError(f"fields keys must be str, not {type(key).__name__}")
+    size = _KEY_SIZES.get(key)
     if size is None:
-        size = len(_dumps(key)) + 1
+        try:
+            size = len(_dumps(key)) + 1
+        except orjson.JSONEncodeError:
+            raise TypeError("a fields key is not valid UTF-8 (lone surrogate)") from None
         if len(key) <= _KEY_CACHE_MAX_LEN and len(_KEY_SIZES) < _KEY_CACHE_MAX:
             _KEY_SIZES[key] = size
     return size
 
 
-def _stored_form(encoded: bytes, original: Any) -> Any:
-    """What to keep for a value: the exact scalar itself, else the compact JSON bytes."""
-    t = type(original)
-    if t in _SCALARS:
-        return original
-    decoded = _loads(encoded)
-    t = type(decoded)
-    if t is dict or t is list:
-        return bytes(encoded)
-    return decoded
+def _dropped(
+    remove: Collection[str], values: Mapping[str, bytes], fields: Mapping[str, bytes]
+) -> list[str]:
+    """The keys of ``remove`` a merge drops: stored ones it does not set, each once."""
+    return [k for k in dict.fromkeys(remove) if k in values and k not in fields]
+
+
+def _as_bytes(value: object) -> bytes:
+    """A field value as bytes; TypeError unless it is non-empty and bytes-like."""
+    if not isinstance(value, (bytes, bytearray, memoryview)) or not value:
+        raise TypeError("fields values must be non-empty compact JSON bytes")
+    return bytes(value)
 
 
 class _Session:
     """One stored session."""
 
-    __slots__ = ("containers", "lens", "total", "ttl", "values", "written")
+    __slots__ = ("decoded", "expires", "total", "values", "written")
 
-    def __init__(self, written: float, ttl: float) -> None:
-        self.values: dict[str, Any] = {}
-        """Key -> exact scalar, or compact JSON ``bytes`` for objects/arrays."""
-        self.lens: dict[str, int] | None = {}
-        """Key -> length of the value's compact JSON; ``None`` while the session is
-        small and scalar-only (see :meth:`MemoryStore._set_mapping`), until needed."""
+    def __init__(self, written: float, expires: float) -> None:
+        self.values: dict[str, bytes] = {}
+        """Key -> the value's compact JSON, exactly as written."""
         self.total = 0
-        """Sum of ``entry_size(key, value)`` over the entries."""
-        self.containers = 0
-        """How many values are held as bytes (decoded on read)."""
+        """Sum of the entries' sizes, ``len('"key":') + len(value)`` each."""
+        self.decoded: dict[str, Any] | None = None
+        """The decoded session, kept between writes when every value is a scalar."""
         self.written = written
-        self.ttl = ttl
-
-
-def _lens_of(values: Mapping[str, Any]) -> dict[str, int]:
-    """Per-key compact JSON lengths of stored values (scalars re-encode to the same length)."""
-    return {k: len(v) if type(v) is bytes else len(_dumps(v)) for k, v in values.items()}
-
-
-def _lens(s: _Session) -> dict[str, int]:
-    """The session's per-key lengths, built on first need."""
-    lens = s.lens
-    if lens is None:
-        lens = s.lens = _lens_of(s.values)
-    return lens
-
-
-def _maybe_small(s: _Session) -> None:
-    """Drop the per-key lengths of a session that became small and scalar-only again.
-
-    The whole-session fast path then takes it back. The hysteresis (half the
-    limits) keeps switching rare, and either switch costs O(keys) with keys
-    bounded by ``_SMALL_COUNT``.
-    """
-    if not s.containers and s.total <= _SMALL_TOTAL // 2 and len(s.values) <= _SMALL_COUNT // 2:
-        s.lens = None
-
-
-def _size(total: int, count: int) -> int:
-    return 2 + total + (count - 1 if count > 1 else 0)
+        """When the session was last written (``cleanup(max_age=...)`` goes by it)."""
+        self.expires = expires
+        """``written + ttl``: the session is gone from this instant on."""
 
 
 class MemoryStore:
@@ -192,7 +165,7 @@ class MemoryStore:
     def __contains__(self, session_id: object) -> bool:
         """True if a live (unexpired) session with this id is stored."""
         s = self._sessions.get(session_id) if isinstance(session_id, str) else None
-        return s is not None and s.written + s.ttl > self._clock()
+        return s is not None and s.expires > self._clock()
 
     @property
     def max_sessions(self) -> int | None:
@@ -208,25 +181,10 @@ class MemoryStore:
 
     def _live(self, session_id: str, now: float) -> _Session | None:
         s = self._sessions.get(session_id)
-        if s is not None and s.written + s.ttl <= now:
+        if s is not None and s.expires <= now:
             del self._sessions[session_id]
             return None
         return s
-
-    def _stamp(self, session_id: str, s: _Session, now: float, ttl: float) -> None:
-        """Record a write to an existing session: timestamp, TTL, young end, bounds."""
-        s.written = now
-        s.ttl = ttl
-        self._sessions.move_to_end(session_id)
-        self._note_expiry(now + ttl)
-
-    def _note_expiry(self, expiry: float) -> None:
-        if expiry < self._next_expiry:
-            self._next_expiry = expiry
-        if expiry < self._last_expiry:
-            self._ordered = False
-        else:
-            self._last_expiry = expiry
 
     def _insert(self, session_id: str, s: _Session) -> None:
         if self._max_sessions is not None and len(self._sessions) >= self._max_sessions:
@@ -252,319 +210,6 @@ class MemoryStore:
         self._last_expiry = -math.inf
         self._ordered = True
 
-    # -- the synchronous core (also the SessionManager's fast paths) --------------------
-
-    def _merge_encoded(
-        self,
-        session_id: str,
-        fields: Mapping[str, bytes],
-        originals: Mapping[str, Any] | None,
-        remove: Iterable[str],
-        ttl: float,
-        max_bytes: int,
-        threshold: int | None = None,
-    ) -> None:
-        """The general merge of compact JSON ``fields``; ``originals`` may supply scalars.
-
-        All-or-nothing: the resulting size is computed before anything changes.
-        With ``threshold``, expired sessions are cleaned up afterwards when more
-        than ``threshold`` sessions are stored.
-        """
-        now = self._clock()
-        s = self._live(session_id, now)
-        lens = _lens(s) if s is not None else {}
-        total = s.total if s is not None else 0
-        count = len(lens)
-        for key, enc in fields.items():
-            old = lens.get(key)
-            if old is None:
-                count += 1
-                total += _key_size(key) + len(enc)
-            else:
-                total += len(enc) - old
-        drop: dict[str, None] = {}
-        if s is not None:
-            for key in remove:
-                if key not in fields and key not in drop:
-                    old = lens.get(key)
-                    if old is not None:
-                        drop[key] = None
-                        total -= _key_size(key) + old
-                        count -= 1
-        size = _size(total, count)
-        if size > max_bytes:
-            raise _too_large(size, max_bytes)
-
-        if s is None:
-            s = _Session(now, ttl)
-            self._insert(session_id, s)
-            self._note_expiry(now + ttl)
-        else:
-            self._stamp(session_id, s, now, ttl)
-        values = s.values
-        lens = _lens(s)
-        containers = s.containers
-        for key in drop:
-            if type(values.pop(key)) is bytes:
-                containers -= 1
-            del lens[key]
-        for key, enc in fields.items():
-            stored = _stored_form(enc, originals[key] if originals is not None else enc)
-            if type(values.get(key)) is bytes:
-                containers -= 1
-            if type(stored) is bytes:
-                containers += 1
-            values[key] = stored
-            lens[key] = len(enc)
-        s.total = total
-        s.containers = containers
-        if lens is not None:
-            _maybe_small(s)
-        if threshold is not None and len(self._sessions) > threshold:
-            self._cleanup_sync()
-
-    def _set_mapping(
-        self,
-        session_id: str,
-        metadata: dict[str, Any],
-        ttl: float,
-        max_bytes: int,
-        threshold: int | None,
-    ) -> bool:
-        """Fast path for small sessions: one C-speed encode of the whole merged session.
-
-        Applies when ``metadata`` holds only exact str/int/float/bool/None values
-        and the stored session (if any) is small and scalar-only, with no per-key
-        lengths kept (``lens is None``). The merged session is built as a copy and
-        encoded once with orjson: that single call validates every key (orjson
-        accepts exact ``str`` keys only) and every value, and its length is the
-        session's exact size. Nothing changes unless it fits.
-
-        Returns False, having changed nothing, when the fast path does not apply
-        (another type, a NaN/infinite float, an int beyond 64 bits, a non-str key,
-        a large session): the caller then takes a general path, which also raises
-        the precise error.
-        """
-        now = self._clock()
-        sessions = self._sessions
-        s = sessions.get(session_id)
-        if s is not None:
-            if s.written + s.ttl <= now:
-                del sessions[session_id]
-                s = None
-            elif s.lens is not None or s.total > _SMALL_TOTAL or len(s.values) > _SMALL_COUNT:
-                return False
-        for value in metadata.values():
-            t = type(value)
-            if t not in _SCALARS or (t is float and value - value != 0.0):
-                return False
-        merged = {**metadata} if s is None else {**s.values, **metadata}
-        try:
-            size = len(_dumps(merged))
-        except _JSON_ERROR:
-            return False
-        if size > max_bytes:
-            raise _too_large(size, max_bytes)
-        count = len(merged)
-        total = size - 2 - (count - 1 if count > 1 else 0)
-        if s is None:
-            s = _Session(now, ttl)
-            s.values = merged
-            s.lens = None
-            s.total = total
-            self._insert(session_id, s)
-            self._note_expiry(now + ttl)
-        else:
-            s.values = merged
-            s.total = total
-            self._stamp(session_id, s, now, ttl)
-        if threshold is not None and len(sessions) > threshold and now >= self._next_expiry:
-            self._cleanup_sync()
-        return True
-
-    def _set_scalars(
-        self,
-        session_id: str,
-        metadata: dict[str, Any],
-        ttl: float,
-        max_bytes: int,
-        threshold: int | None,
-    ) -> bool:
-        """Fast path: merge a dict of exact str/int/float/bool/None values under str keys.
-
-        Returns False, having changed nothing, when ``metadata`` holds anything
-        else (or a NaN/infinite float, or an int beyond 64 bits): the caller then
-        takes the general path, which also raises the precise error.
-        """
-        now = self._clock()
-        sessions = self._sessions
-        s = sessions.get(session_id)
-        if s is not None and s.written + s.ttl <= now:
-            del sessions[session_id]
-            s = None
-        dumps = _dumps
-        if s is None:
-            lens: dict[str, int] = {}
-            total = 0
-            for key, value in metadata.items():
-                t = type(value)
-                if (
-                    t not in _SCALARS
-                    or (t is float and value - value != 0.0)
-                    or type(key) is not str
-                ):
-                    return False
-                try:
-                    n = len(dumps(value))
-                except _JSON_ERROR:
-                    return False
-                lens[key] = n
-                ks = _KEY_SIZES_GET(key)
-                total += (ks if ks is not None else _key_size(key)) + n
-            count = len(lens)
-            size = 2 + total + (count - 1 if count > 1 else 0)
-            if size > max_bytes:
-                raise _too_large(size, max_bytes)
-            s = _Session(now, ttl)
-            s.values = dict(metadata)
-            s.lens = lens
-            s.total = total
-            self._insert(session_id, s)
-            self._note_expiry(now + ttl)
-        else:
-            # Lengths are written in place and restored if the size check fails.
-            lens = _lens(s)
-            total = s.total
-            count = len(lens)
-            for key, value in metadata.items():
-                t = type(value)
-                if t not in _SCALARS or (t is float and value - value != 0.0):
-                    self._restore_lens(s, metadata, key)
-                    return False
-                try:
-                    n = len(dumps(value))
-                except _JSON_ERROR:
-                    self._restore_lens(s, metadata, key)
-                    return False
-                old = lens.get(key)
-                if old is None:
-                    # Only a new key needs its type checked: one equal to a stored
-                    # (str) key keeps the stored key object in both dicts.
-                    if type(key) is not str:
-                        self._restore_lens(s, metadata, key)
-                        return False
-                    count += 1
-                    ks = _KEY_SIZES_GET(key)
-                    total += (ks if ks is not None else _key_size(key)) + n
-                else:
-                    total += n - old
-                lens[key] = n
-            size = 2 + total + (count - 1 if count > 1 else 0)
-            if size > max_bytes:
-                self._restore_lens(s, metadata, None)
-                raise _too_large(size, max_bytes)
-            values = s.values
-            if s.containers:
-                for key in metadata:
-                    if type(values.get(key)) is bytes:
-                        s.containers -= 1
-            values.update(metadata)
-            s.total = total
-            _maybe_small(s)
-            self._stamp(session_id, s, now, ttl)
-        if threshold is not None and len(sessions) > threshold and now >= self._next_expiry:
-            self._cleanup_sync()
-        return True
-
-    @staticmethod
-    def _restore_lens(s: _Session, metadata: dict[str, Any], stop: str | None) -> None:
-        """Undo in-place length updates of ``_set_scalars`` (keys before ``stop``)."""
-        values = s.values
-        lens = _lens(s)
-        for key in metadata:
-            if key == stop:
-                return
-            if key in values:
-                old = values[key]
-                lens[key] = len(old) if type(old) is bytes else len(_dumps(old))
-            else:
-                lens.pop(key, None)
-
-    def _set_one(
-        self,
-        session_id: str,
-        key: str,
-        value: Any,
-        ttl: float,
-        max_bytes: int,
-        threshold: int | None,
-    ) -> bool:
-        """Fast path for one exact scalar under a str key; False: take the general path."""
-        t = type(value)
-        if t not in _SCALARS or (t is float and value - value != 0.0) or type(key) is not str:
-            return False
-        try:
-            n = len(_dumps(value))
-        except _JSON_ERROR:
-            return False
-        now = self._clock()
-        sessions = self._sessions
-        s = sessions.get(session_id)
-        if s is not None and s.written + s.ttl <= now:
-            del sessions[session_id]
-            s = None
-        if s is None:
-            ks = _KEY_SIZES_GET(key)
-            total = (ks if ks is not None else _key_size(key)) + n
-            if total + 2 > max_bytes:
-                raise _too_large(total + 2, max_bytes)
-            s = _Session(now, ttl)
-            s.values[key] = value
-            s.lens = {key: n}
-            s.total = total
-            self._insert(session_id, s)
-            self._note_expiry(now + ttl)
-        else:
-            lens = s.lens
-            values = s.values
-            if lens is not None:
-                old = lens.get(key)
-            elif key in values:
-                old = len(_dumps(values[key]))  # small mode: an exact scalar
-            else:
-                old = None
-            count = len(values)
-            if old is None:
-                ks = _KEY_SIZES_GET(key)
-                total = s.total + (ks if ks is not None else _key_size(key)) + n
-                count += 1
-            else:
-                total = s.total + n - old
-            size = 2 + total + (count - 1 if count > 1 else 0)
-            if size > max_bytes:
-                raise _too_large(size, max_bytes)
-            if s.containers and type(values.get(key)) is bytes:
-                s.containers -= 1
-            values[key] = value
-            if lens is not None:
-                lens[key] = n
-            s.total = total
-            self._stamp(session_id, s, now, ttl)
-        if threshold is not None and len(sessions) > threshold and now >= self._next_expiry:
-            self._cleanup_sync()
-        return True
-
-    def _get_sync(self, session_id: str) -> dict[str, Any]:
-        s = self._sessions.get(session_id)
-        if s is None:
-            return {}
-        if s.written + s.ttl <= self._clock():
-            del self._sessions[session_id]
-            return {}
-        if not s.containers:
-            return dict(s.values)
-        return {k: _loads(v) if type(v) is bytes else v for k, v in s.values.items()}
-
     def _cleanup_sync(self, max_age: float | None = None) -> int:
         now = self._clock()
         sessions = self._sessions
@@ -577,8 +222,8 @@ class MemoryStore:
             while sessions:
                 sid = next(iter(sessions))
                 s = sessions[sid]
-                if s.written + s.ttl > now:
-                    self._next_expiry = s.written + s.ttl
+                if s.expires > now:
+                    self._next_expiry = s.expires
                     return removed
                 del sessions[sid]
                 removed += 1
@@ -599,46 +244,18 @@ class MemoryStore:
     def _scan(self, now: float) -> int:
         """Full pass, needed only after mixed TTLs broke the expiry order."""
         sessions = self._sessions
-        dead = [sid for sid, s in sessions.items() if s.written + s.ttl <= now]
+        dead = [sid for sid, s in sessions.items() if s.expires <= now]
         for sid in dead:
             del sessions[sid]
         # Write order is kept (``max_age`` cleanup relies on it); the bounds are
         # recomputed, so the early-stop path returns once expiry follows write order.
         self._reset_bounds()
-        for s in sessions.values():
-            self._note_expiry(s.written + s.ttl)
+        expiries = [s.expires for s in sessions.values()]
+        if expiries:
+            self._next_expiry = min(expiries)
+            self._last_expiry = max(expiries)
+            self._ordered = all(map(operator.le, expiries, expiries[1:]))
         return len(dead)
-
-    def _remove_keys_sync(self, session_id: str, keys: Iterable[str], ttl: float) -> int:
-        now = self._clock()
-        s = self._live(session_id, now)
-        if s is None:
-            return 0
-        lens = _lens(s)
-        values = s.values
-        removed = 0
-        for key in dict.fromkeys(keys):
-            old = lens.pop(key, None)
-            if old is not None:
-                removed += 1
-                s.total -= _key_size(key) + old
-                if type(values.pop(key)) is bytes:
-                    s.containers -= 1
-        if removed:
-            if values:
-                _maybe_small(s)
-                self._stamp(session_id, s, now, ttl)
-            else:
-                del self._sessions[session_id]
-        return removed
-
-    def _touch_sync(self, session_id: str, ttl: float) -> bool:
-        now = self._clock()
-        s = self._live(session_id, now)
-        if s is None:
-            return False
-        self._stamp(session_id, s, now, ttl)
-        return True
 
     # -- SessionStore ---------------------------------------------------------------
 
@@ -653,30 +270,96 @@ class MemoryStore:
     ) -> None:
         """Atomically set ``fields`` (compact JSON bytes per key) and drop ``remove``.
 
-        Creates the session if needed (even when nothing is set) and restarts its
-        TTL. A key in both ``fields`` and ``remove`` is set.
+        The store's one write path: the resulting size is computed first (a bad key
+        or value raises then) and nothing changes unless it fits. Creates the session
+        if needed (even when nothing is set) and restarts its TTL. A key in both
+        ``fields`` and ``remove`` is set. Values are trusted to be compact JSON
+        (``SessionManager`` encodes them); they are not parsed.
 
         Raises:
             MetadataTooLarge: The result would exceed ``max_bytes``; nothing changed.
-            TypeError: A field value is not non-empty bytes.
+            TypeError: A key JSON cannot hold or a value that is not non-empty bytes.
             ValueError: ``ttl`` is not a positive, finite number.
         """
-        _check_ttl(ttl)
-        checked: dict[str, bytes] = {}
+        if not ((type(ttl) is float or type(ttl) is int) and 0 < ttl < _INF):
+            _check_ttl(ttl)
+        now = self._clock()
+        sessions = self._sessions
+        s = sessions.get(session_id)
+        values: Mapping[str, bytes]
+        if s is not None and s.expires > now:
+            values = s.values
+            total = s.total
+        else:
+            if s is not None:
+                del sessions[session_id]
+                s = None
+            values = _NO_VALUES
+            total = 0
+        count = len(values)
         for key, value in fields.items():
-            if not isinstance(value, (bytes, bytearray, memoryview)) or not value:
-                raise TypeError("fields values must be non-empty compact JSON bytes")
-            checked[key] = bytes(value)
-        self._merge_encoded(session_id, checked, None, remove, ttl, max_bytes)
+            if type(value) is not bytes or not value:  # bytes-like: copy, then measure
+                fields = {k: _as_bytes(v) for k, v in fields.items()}
+                return await self.merge(
+                    session_id, fields, remove=remove, ttl=ttl, max_bytes=max_bytes
+                )
+            old = values.get(key)
+            if old is not None:  # a stored key: valid by construction
+                total += len(value) - len(old)
+            else:
+                ks = _KEY_SIZES.get(key)
+                count += 1
+                total += (ks if ks is not None else _key_size(key)) + len(value)
+        drop = _dropped(remove, values, fields) if remove else ()
+        for key in drop:
+            total -= _key_size(key) + len(values[key])
+            count -= 1
+        size = total + count + 1 if count else 2
+        if size > max_bytes:
+            raise _too_large(size, max_bytes)
+        # Commit: nothing below can fail.
+        expires = now + ttl
+        if s is None:
+            s = _Session(now, expires)
+            self._insert(session_id, s)
+        else:
+            s.written = now
+            s.expires = expires
+            sessions.move_to_end(session_id)
+        if expires < self._next_expiry:
+            self._next_expiry = expires
+        if expires >= self._last_expiry:
+            self._last_expiry = expires
+        else:
+            self._ordered = False  # mixed TTLs: expiry no longer follows write order
+        stored = s.values
+        for key in drop:
+            del stored[key]
+        stored.update(fields)
+        s.total = total
+        s.decoded = None
 
     async def get(self, session_id: str) -> dict[str, Any]:
         """A fresh copy of the session; ``{}`` if unknown or expired."""
-        return self._get_sync(session_id)
+        s = self._sessions.get(session_id)
+        if s is None:
+            return {}
+        if s.expires <= self._clock():
+            del self._sessions[session_id]
+            return {}
+        if s.decoded is not None:
+            return dict(s.decoded)
+        decoded = {k: _loads(v) for k, v in s.values.items()}
+        for value in decoded.values():
+            if type(value) is dict or type(value) is list:
+                return decoded  # containers: decoded afresh on every read
+        s.decoded = dict(decoded)
+        return decoded
 
     async def delete(self, session_id: str) -> bool:
         """Remove the session and its timestamp; True if a live session existed."""
         s = self._sessions.pop(session_id, None)
-        return s is not None and s.written + s.ttl > self._clock()
+        return s is not None and s.expires > self._clock()
 
     async def remove_keys(self, session_id: str, keys: Collection[str], *, ttl: float) -> int:
         """Remove top-level keys; returns how many existed.
@@ -684,12 +367,24 @@ class MemoryStore:
         The TTL restarts when keys remain; a session left without keys is deleted.
         """
         _check_ttl(ttl)
-        return self._remove_keys_sync(session_id, keys, ttl)
+        s = self._live(session_id, self._clock())
+        if s is None:
+            return 0
+        present = [k for k in dict.fromkeys(keys) if k in s.values]
+        if len(present) == len(s.values):
+            if present:
+                del self._sessions[session_id]
+        elif present:
+            await self.merge(session_id, {}, remove=present, ttl=ttl, max_bytes=_NO_LIMIT)
+        return len(present)
 
     async def touch(self, session_id: str, *, ttl: float) -> bool:
         """Restart the session's TTL without changing it; True if it exists."""
         _check_ttl(ttl)
-        return self._touch_sync(session_id, ttl)
+        if self._live(session_id, self._clock()) is None:
+            return False
+        await self.merge(session_id, {}, ttl=ttl, max_bytes=_NO_LIMIT)
+        return True
 
     async def cleanup(self, *, max_age: float | None = None) -> int:
         """Remove expired sessions, or with ``max_age`` those last written that long ago.
@@ -713,9 +408,9 @@ def _check_ttl(ttl: float) -> None:
         raise ValueError("ttl must be a positive, finite number of seconds")
 
 
-def _too_large(size: int, limit: int) -> MetadataTooLarge:
+def _too_large(size: int, limit: float) -> MetadataTooLarge:
     return MetadataTooLarge(
         f"session metadata would be {size} bytes, over the limit of {limit}; nothing was changed",
         size=size,
-        limit=limit,
+        limit=int(limit),
     )
