@@ -37,6 +37,7 @@ from livekit.plugins.metadata.server.models import TokenRequest
 from livekit.plugins.metadata.server.openapi import openapi_document
 from livekit.plugins.metadata.sessions.manager import SessionManager
 from livekit.plugins.metadata.sessions.memory import MemoryStore
+from livekit.plugins.metadata.tokens.issuer import SESSION_OWNER_KEY
 from tests.fixtures.servers import free_port
 
 pytestmark = pytest.mark.unit
@@ -131,8 +132,13 @@ class Client:
         return verifier().verify(answer["participant_token"])
 
     async def session_of(self, claims: api.Claims) -> dict[str, Any]:
-        """What the token's own session holds (what the agent reads)."""
-        return await self.sessions.get_session_metadata(claims.attributes[SESSION_ATTRIBUTE])
+        """What the token's own session holds for the agent (its owner record checked apart)."""
+        stored = await self.sessions.get_session_metadata(claims.attributes[SESSION_ATTRIBUTE])
+        owner = stored.pop(SESSION_OWNER_KEY, None)
+        if stored:
+            assert claims.video is not None
+            assert owner == {"identity": claims.identity, "room": claims.video.room}
+        return stored
 
 
 Serve = Callable[..., Awaitable[Client]]
@@ -318,12 +324,15 @@ async def test_routing_disabled_dispatches_default_agent_or_none(serve: Serve) -
 
 async def test_callers_of_one_room_cannot_touch_each_others_sessions(serve: Serve) -> None:
     """#13 poisoning, blocking and several callers: the room name keys nothing a client writes."""
-    c = await serve(auth={"keys": [{"id": "open", "key": OTHER_BEARER}], "allow_anonymous": True})
+    c = await serve(
+        auth={"keys": [{"id": "open", "key": OTHER_BEARER}], "allow_anonymous": True},
+        sessions=SessionManager(secret_key=b"k" * 32, max_session_bytes=65_000),  # + owner record
+    )
     room = {"room_name": "support-43"}
     alice = await c.token({**room, "participant_metadata": '{"department": "support"}'})
     hostile = orjson.dumps({"department": "sales", "customer": "attacker"}).decode()
     mallory = await c.token({**room, "participant_metadata": hostile}, bearer=OTHER_BEARER)
-    padding = "A" * (64_000 - 100)
+    padding = "A" * (63_984 - len('{"department":"support","pad":""}'))
     big = orjson.dumps({"department": "support", "pad": padding}).decode()
     await c.token({**room, "participant_metadata": big})  # once blocked the room for 1 h
     bob = await c.token({**room, "participant_metadata": '{"department": "support", "b": 2}'})
@@ -428,17 +437,15 @@ async def test_store_full_is_503_and_touches_no_session(serve: Serve) -> None:
 
 def test_token_sessions_live_as_long_as_the_token_plus_grace() -> None:
     assert make_config(token_ttl=120, session_grace=30).token_session_ttl() == 150
-    assert make_config().token_session_ttl() == 600 + 300  # the issuer's 10 min + 5 min
-    assert make_config(token_ttl=120, session_ttl=50).token_session_ttl() == 50
+    assert make_config().token_session_ttl() == 600 + 600  # the issuer's 10 min + 10 min
 
 
 async def test_unused_token_sessions_expire_on_their_own(serve: Serve) -> None:
     now = [0.0]
-    sessions = SessionManager(
-        MemoryStore(clock=lambda: now[0]), session_ttl=90, secret_key=b"k" * 32
-    )
-    c = await serve(sessions=sessions)
+    sessions = SessionManager(MemoryStore(clock=lambda: now[0]), secret_key=b"k" * 32)
+    c = await serve(sessions=sessions, token_ttl=60, session_grace=30)
     claims = await c.token({"participant_metadata": '{"a": 1}'})
+    now[0] = 89.0
     assert await c.session_of(claims) == {"a": 1}
     now[0] = 91.0
     assert await c.session_of(claims) == {}

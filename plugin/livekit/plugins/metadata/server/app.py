@@ -38,7 +38,7 @@ import secrets
 import time
 import warnings
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -52,7 +52,6 @@ from pydantic import BaseModel, ValidationError
 from .._util import key_label
 from ..codec import (
     PLUGIN_ATTRIBUTE_PREFIX,
-    SESSION_ATTRIBUTE,
     SESSION_KEY,
     parse_metadata,
     validate_attributes,
@@ -63,6 +62,7 @@ from ..errors import (
     MetadataError,
     MetadataTooLarge,
     NoRouteMatched,
+    ReservedKey,
     SchemaViolation,
     StoreError,
     StoreFull,
@@ -70,7 +70,7 @@ from ..errors import (
 from ..log import logger
 from ..routing.router import MetadataRouter, Route
 from ..sessions.manager import SessionManager
-from ..tokens.issuer import Dispatch, TokenIssuer
+from ..tokens.issuer import DEFAULT_TTL, Dispatch, TokenIssuer
 from .config import (
     DEFAULT_PORT,
     DEV_API_KEY,
@@ -107,6 +107,7 @@ __all__ = [
 _DEFAULT_RULES = Path(__file__).with_name("default_rules.yaml")
 _MAX_BLOCKED_PEERS = 10_000
 _STORE_FULL_RETRY_AFTER = 30
+_OWNER_RECORD_ROOM = 1024  # a session holds the metadata plus amint's owner record
 _SESSION_FIELDS = frozenset({"session", "session_id", "sessionid", SESSION_KEY.lower()})
 _ROOM_CONFIG_FIELDS = frozenset(
     f.name for f in api.RoomConfiguration.DESCRIPTOR.fields if f.name != "agents"
@@ -232,7 +233,7 @@ def _build_sessions(config: ServerConfig) -> tuple[SessionManager, bool]:
     manager = SessionManager(
         store,
         session_ttl=config.token_session_ttl(),
-        max_session_bytes=config.metadata.max_bytes,
+        max_session_bytes=config.metadata.max_bytes + _OWNER_RECORD_ROOM,
         secret_key=secrets.token_bytes(32),
     )
     return manager, True
@@ -279,7 +280,9 @@ def _build_limits(config: ServerConfig, sessions: SessionManager) -> tuple[Limit
     return MemoryLimits(), True
 
 
-def _build_issuer(config: ServerConfig, warn_dev_keys: bool) -> TokenIssuer:
+def _build_issuer(
+    config: ServerConfig, sessions: SessionManager, warn_dev_keys: bool
+) -> TokenIssuer:
     key, secret, dev = config.credentials()
     if dev:
         if warn_dev_keys:
@@ -289,10 +292,14 @@ def _build_issuer(config: ServerConfig, warn_dev_keys: bool) -> TokenIssuer:
                 "this outside local development."
             )
         _silence_short_key_warning()
-    if config.token_ttl is None:
-        return TokenIssuer(key, secret, max_metadata_bytes=config.metadata.max_bytes)
-    ttl = timedelta(seconds=config.token_ttl)
-    return TokenIssuer(key, secret, max_metadata_bytes=config.metadata.max_bytes, ttl=ttl)
+    return TokenIssuer(
+        key,
+        secret,
+        ttl=DEFAULT_TTL if config.token_ttl is None else timedelta(seconds=config.token_ttl),
+        max_metadata_bytes=config.metadata.max_bytes,
+        sessions=sessions,
+        session_grace=config.session_grace,
+    )
 
 
 def create_app(
@@ -314,11 +321,12 @@ def create_app(
             authenticate callers, or an invalid rules file / schema / store URL.
     """
     config = config or ServerConfig()
-    issuer = _build_issuer(config, warn_dev_keys)
+    config.credentials()  # a missing key or secret is the first thing to say
     anonymous = config.anonymous_allowed()
     policy = _build_policy(config)
     router = _build_router(config)
     sessions, owns = _build_sessions(config)
+    issuer = _build_issuer(config, sessions, warn_dev_keys)
     limits, owns_limits = _build_limits(config, sessions)
     operator_key = config.metrics_key
     state = _State(
@@ -577,10 +585,15 @@ class _Grant:
 
     identity: str
     room: str
-    metadata: dict[str, Any]
-    """Everything: stored in the token's session, where the agent reads it."""
     public: dict[str, Any]
-    """What the token may carry: ``metadata`` without the private keys."""
+    """What the token may carry (and the store holds)."""
+    private: dict[str, Any]
+    """What only the token's session in the store holds."""
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """Everything, as the router and the agent see it."""
+        return {**self.public, **self.private} if self.private else self.public
 
 
 @dataclass
@@ -605,12 +618,11 @@ async def _handle_token(request: web.Request) -> web.Response:
     log["room"] = grant.room
     choice = _choose_dispatch(parsed, grant, principal, state)
     log["agent"] = choice.agent or None
-    session_id = await _reserve_session(state)
+    slot = await _reserve_session(state)
     try:
-        token = _mint(session_id, parsed, grant, choice, state)
-        await _store(session_id, grant.metadata, state)
+        token = await _mint_and_store(parsed, grant, choice, state)
     except BaseException:
-        await _release_session(session_id, state)
+        await _release_session(slot, state)
         raise
     state.metrics.route(choice.agent, choice.source)
     return _answer(token, state)
@@ -898,8 +910,14 @@ def _apply_policy(parsed: _Parsed, principal: Principal, state: _State) -> _Gran
             403, "room_not_allowed", "room_name must start with this caller's room prefix"
         )
     private = state.policy.private_keys | principal.private_keys()
-    public = {k: v for k, v in merged.items() if k not in private} if private else merged
-    return _Grant(identity=identity, room=room, metadata=merged, public=public)
+    if state.config.reference_mode:
+        return _Grant(identity, room, public={}, private=merged)
+    if not private.intersection(merged):
+        return _Grant(identity, room, public=merged, private={})
+    public = {k: v for k, v in merged.items() if k not in private}
+    return _Grant(
+        identity, room, public=public, private={k: merged[k] for k in private & merged.keys()}
+    )
 
 
 def _check_metadata_policy(
@@ -957,7 +975,7 @@ def _choose_dispatch(
             )
         ):
             raise _Refusal(403, "agent_not_allowed", "this caller may not use the routed agent")
-        dispatch = _dispatch_from_route(route, grant) if route.agent_name else None
+        dispatch = _dispatch_from_route(route) if route.agent_name else None
         return _Choice(dispatch, route.agent or "", "router")
     default = state.config.default_agent
     if not default:
@@ -987,31 +1005,14 @@ def _client_dispatch(
     return rad
 
 
-def _dispatch_from_route(route: Route, grant: _Grant) -> Dispatch:
-    job = route.metadata
-    if job and len(grant.public) != len(grant.metadata):
-        job = {k: v for k, v in job.items() if k in grant.public}
+def _dispatch_from_route(route: Route) -> Dispatch:
+    """The rule's dispatch; ``amint`` leaves private keys out of its job metadata."""
     return Dispatch(
         agent_name=route.agent_name,
-        metadata=job,
+        metadata=route.metadata,
         deployment=route.deployment or None,
         attributes=route.attributes or None,
     )
-
-
-def _with_session(
-    dispatch: Dispatch | api.RoomAgentDispatch, session_id: str, reference: bool
-) -> Dispatch | api.RoomAgentDispatch:
-    """The dispatch with the token session's id in its job metadata (only it, in reference mode)."""
-    ref = {SESSION_KEY: session_id}
-    if isinstance(dispatch, Dispatch):
-        job = dispatch.metadata
-        assert job is None or isinstance(job, Mapping)
-        return replace(dispatch, metadata=ref if reference or not job else {**job, **ref})
-    job_text = dispatch.metadata
-    job_md = {} if reference or not job_text else orjson.loads(job_text)
-    dispatch.metadata = orjson.dumps({**job_md, **ref}).decode("utf-8")
-    return dispatch
 
 
 def _room_config_extra(room_config: api.RoomConfiguration | None) -> api.RoomConfiguration | None:
@@ -1025,11 +1026,15 @@ def _room_config_extra(room_config: api.RoomConfiguration | None) -> api.RoomCon
 
 
 async def _reserve_session(state: _State) -> str:
-    """A fresh, unguessable session id, counted against ``max_sessions`` (503 when full)."""
-    session_id = state.sessions.create_session()
+    """Count one more live token session against ``max_sessions`` (503 when full).
+
+    The slot is a random id of its own (the session's id is chosen inside
+    ``amint``), reserved for as long as the session lives.
+    """
+    slot = secrets.token_urlsafe(16)
     try:
         ok = await state.limits.reserve_session(
-            session_id, state.sessions.session_ttl, state.config.max_sessions
+            slot, state.config.token_session_ttl(), state.config.max_sessions
         )
     except StoreError:
         raise _store_unavailable() from None
@@ -1037,12 +1042,12 @@ async def _reserve_session(state: _State) -> str:
         state.metrics.refuse("store_full")
         raise _store_full()
     state.metrics.sessions_created += 1
-    return session_id
+    return slot
 
 
-async def _release_session(session_id: str, state: _State) -> None:
+async def _release_session(slot: str, state: _State) -> None:
     with contextlib.suppress(StoreError):  # else the reservation expires on its own
-        await state.limits.release_session(session_id)
+        await state.limits.release_session(slot)
 
 
 def _store_full() -> _Refusal:
@@ -1058,30 +1063,41 @@ def _store_unavailable() -> _Refusal:
     return _Refusal(503, "store_unavailable", "the session store is unavailable; retry later")
 
 
-def _mint(session_id: str, parsed: _Parsed, grant: _Grant, choice: _Choice, state: _State) -> str:
-    """Mint (pure: validates everything): public metadata, the session reference, the dispatch."""
+async def _mint_and_store(parsed: _Parsed, grant: _Grant, choice: _Choice, state: _State) -> str:
+    """Mint, and write the token's own session before the token is handed out.
+
+    ``amint`` creates the session id (never the client), stores public and
+    private metadata there with an owner record, and puts the id into the
+    participant attribute and every dispatch's job metadata.
+    """
     t0 = time.perf_counter()
-    reference = state.config.reference_mode
-    dispatch = choice.dispatch
     try:
-        token = state.issuer.mint(
+        minted = await state.issuer.amint(
             grant.identity,
             grant.room,
             name=parsed.name,
-            metadata=None if reference or not grant.public else grant.public,
-            attributes={**parsed.attributes, SESSION_ATTRIBUTE: session_id},
-            dispatch=[] if dispatch is None else _with_session(dispatch, session_id, reference),
+            metadata=grant.public or None,
+            private_metadata=grant.private or None,
+            attributes=parsed.attributes or None,
+            dispatch=[] if choice.dispatch is None else choice.dispatch,
             can_update_own_metadata=state.config.allow_update_own_metadata,
             room_config=_room_config_extra(parsed.room_config),
         )
     except MetadataTooLarge as exc:
         raise _Refusal(413, "metadata_too_large", exc.message) from None
+    except ReservedKey as exc:
+        raise _Refusal(422, "reserved_key", exc.message) from None
     except SchemaViolation as exc:
         raise _Refusal(422, "schema_violation", exc.message) from None
     except (MetadataError, ValueError) as exc:
         raise _Refusal(400, "invalid_request", _safe_message(exc)) from None
+    except StoreFull:
+        state.metrics.refuse("store_full")
+        raise _store_full() from None
+    except StoreError:
+        raise _store_unavailable() from None
     state.metrics.observe_mint(time.perf_counter() - t0)
-    return token
+    return minted.token
 
 
 def _safe_message(exc: Exception) -> str:
@@ -1089,19 +1105,6 @@ def _safe_message(exc: Exception) -> str:
         return exc.message
     # ValueErrors from our own validation name arguments and limits, never values.
     return str(exc).splitlines()[0][:200] if str(exc) else "invalid request"
-
-
-async def _store(session_id: str, metadata: dict[str, Any], state: _State) -> None:
-    """Write the token's own session before the token that refers to it is handed out."""
-    try:
-        await state.sessions.set_session_metadata(session_id, metadata)
-    except MetadataTooLarge as exc:
-        raise _Refusal(413, "metadata_too_large", exc.message) from None
-    except StoreFull:
-        state.metrics.refuse("store_full")
-        raise _store_full() from None
-    except StoreError:
-        raise _store_unavailable() from None
 
 
 def _answer(token: str, state: _State) -> web.Response:

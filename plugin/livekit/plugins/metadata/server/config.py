@@ -32,7 +32,7 @@ from ..errors import ConfigError, MetadataError
 from ..loader import load_file
 from ..routing.router import MetadataRouter
 from ..sessions.manager import SessionManager
-from ..tokens.issuer import DEFAULT_TTL
+from ..tokens.issuer import DEFAULT_SESSION_GRACE, DEFAULT_TTL
 from .limits import Limits
 
 __all__ = [
@@ -305,11 +305,10 @@ class ServerConfig(BaseModel):
     """Agent dispatched when routing is disabled (None: no dispatch)."""
     store: str = "memory"
     """``"memory"`` or a ``redis://`` / ``rediss://`` / ``unix://`` URL."""
-    session_ttl: float | None = Field(default=None, gt=0)
-    """Seconds a token session lives (None: the token's lifetime plus ``session_grace``).
-    A session whose token is never used expires on its own."""
-    session_grace: float = Field(default=300.0, ge=0)
-    """Extra seconds a token session outlives its token (a join near the token's expiry)."""
+    session_grace: float = Field(default=DEFAULT_SESSION_GRACE.total_seconds(), ge=0)
+    """Seconds a token session outlives its token (a join near the token's expiry). Each
+    token owns a session that lives for the token's lifetime plus this, then expires on
+    its own, used or not."""
     max_sessions: int = Field(default=100_000, ge=1)
     """Most live token sessions (shared by every replica on one Redis). When full, requests
     get 503 ``store_full`` with ``Retry-After``; no session is evicted before its time."""
@@ -351,9 +350,7 @@ class ServerConfig(BaseModel):
     limits: SkipValidation[Limits | None] = Field(default=None, exclude=True)
 
     def token_session_ttl(self) -> float:
-        """Seconds each token session lives: ``session_ttl``, else token lifetime + grace."""
-        if self.session_ttl is not None:
-            return self.session_ttl
+        """Seconds each token session lives: the token's lifetime plus ``session_grace``."""
         token_ttl = self.token_ttl or DEFAULT_TTL.total_seconds()
         return token_ttl + self.session_grace
 
