@@ -84,7 +84,8 @@ def _serve_ours(port: int) -> None:
     from aiohttp import web
     from pydantic import BaseModel
 
-    from livekit.plugins.metadata.server.app import ServerConfig, create_app, prepare_process
+    from livekit.plugins.metadata.server.app import ServerConfig, create_app
+    from livekit.plugins.metadata.server.run import prepare_process
 
     class BenchMetadata(BaseModel):
         department: str

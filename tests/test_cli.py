@@ -310,7 +310,7 @@ def test_route_errors(runner: CliRunner, tmp_path: Path) -> None:
 
 
 def test_serve_calls_server_run(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
-    from livekit.plugins.metadata.server import app as server
+    from livekit.plugins.metadata.server import run as server
 
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(server, "run", lambda **kw: calls.append(kw))
@@ -320,7 +320,7 @@ def test_serve_calls_server_run(runner: CliRunner, monkeypatch: pytest.MonkeyPat
 
 
 def test_serve_without_server_module(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "livekit.plugins.metadata.server.app", None)
+    monkeypatch.setitem(sys.modules, "livekit.plugins.metadata.server.run", None)
     result = invoke(runner, "serve")
     assert result.exit_code == 1
     assert result.stderr.startswith("error: the token server is not available")

@@ -750,7 +750,7 @@ async def test_healthz_metrics_openapi() -> None:
         doc = orjson.loads(raw)
         assert doc["openapi"].startswith("3.")
         assert set(doc["paths"]) == {"/token", "/healthz", "/metrics", "/openapi.json"}
-        assert doc == orjson.loads(orjson.dumps(openapi_document(config)))
+        assert doc == orjson.loads(orjson.dumps(openapi_document(config.path)))
 
 
 async def test_custom_path() -> None:

@@ -7,7 +7,7 @@ Commands (``lk-metadata COMMAND --help`` for each):
   and invalid JSON exits 2 naming the flag);
 * ``verify`` — check a token's signature, issuer and expiry and print its claims;
 * ``route``  — show which agent a rules file picks for some metadata (``--explain``);
-* ``serve``  — run the token endpoint (``livekit.plugins.metadata.server.app``).
+* ``serve``  — run the token endpoint (``livekit.plugins.metadata.server.run``).
 
 Keys come from ``--api-key`` / ``--api-secret`` or ``LIVEKIT_API_KEY`` /
 ``LIVEKIT_API_SECRET``. Exit codes: 0 success, 1 failure (invalid token,
@@ -393,7 +393,7 @@ def serve_command(
 ) -> None:
     """Run the token endpoint (LiveKit's standard token-endpoint format)."""
     try:
-        server: Any = importlib.import_module("livekit.plugins.metadata.server.app")
+        server: Any = importlib.import_module("livekit.plugins.metadata.server.run")
     except ModuleNotFoundError as exc:
         if exc.name and not exc.name.startswith("livekit.plugins.metadata"):
             _fail(f"the token server needs the missing package {exc.name!r}", 1)

@@ -64,7 +64,6 @@ rule names and the rules' own expected values.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import json
 import math
 import re
@@ -85,6 +84,7 @@ from ..codec import (
     validate_attributes,
 )
 from ..errors import ConfigError, MetadataError, NoRouteMatched, RoutingError
+from ..loader import load_file, load_text
 from ..log import logger
 
 if TYPE_CHECKING:
@@ -612,64 +612,6 @@ def _compile_when(when: Mapping[str, Any]) -> tuple[_Cond, ...]:
 # --------------------------------------------------------------------------- loading helpers
 
 
-def _yaml_loader() -> Any:
-    try:
-        yaml = importlib.import_module("yaml")
-    except ModuleNotFoundError:
-        raise ConfigError(
-            "reading YAML rules needs PyYAML (pip install pyyaml); or use JSON/TOML"
-        ) from None
-
-    class _Loader(yaml.SafeLoader):  # type: ignore[name-defined,misc]
-        """SafeLoader with YAML 1.2 booleans (only true/false) and no duplicate keys."""
-
-    _Loader.yaml_implicit_resolvers = {
-        ch: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:bool"]
-        for ch, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-    }
-    _Loader.add_implicit_resolver(
-        "tag:yaml.org,2002:bool",
-        re.compile(r"^(?:true|True|TRUE|false|False|FALSE)$"),
-        list("tTfF"),
-    )
-
-    def construct_mapping(loader: Any, node: Any, deep: bool = False) -> Any:
-        loader.flatten_mapping(node)
-        seen: set[Any] = set()
-        for key_node, _ in node.value:
-            key = loader.construct_object(key_node, deep=deep)
-            try:
-                dup = key in seen
-                seen.add(key)
-            except TypeError:
-                continue
-            if dup:
-                raise yaml.constructor.ConstructorError(
-                    "while constructing a mapping",
-                    node.start_mark,
-                    f"found duplicate key {key!r}",
-                    key_node.start_mark,
-                )
-        return yaml.SafeLoader.construct_mapping(loader, node, deep=deep)
-
-    _Loader.add_constructor("tag:yaml.org,2002:map", construct_mapping)
-    return yaml, _Loader
-
-
-def _load_toml(text: str) -> Any:
-    try:
-        toml = importlib.import_module("tomllib")
-    except ModuleNotFoundError:
-        try:
-            toml = importlib.import_module("tomli")
-        except ModuleNotFoundError:
-            raise ConfigError(
-                "reading TOML rules needs Python 3.11+ (tomllib) or the 'tomli' package; "
-                "or use YAML/JSON"
-            ) from None
-    return toml.loads(text)
-
-
 def _rule_label(index: int, raw: Any) -> str:
     name = raw.get("name") if isinstance(raw, Mapping) else None
     if isinstance(name, str) and name:
@@ -934,39 +876,24 @@ class MetadataRouter:
     def from_yaml(
         cls, text: str, *, worker: str | None = None, index: bool = True, source: str | None = None
     ) -> MetadataRouter:
-        """Build a router from YAML text (YAML 1.2 booleans; duplicate keys rejected)."""
-        yaml, loader = _yaml_loader()
-        try:
-            data = yaml.load(text, Loader=loader)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"rules {source or '<yaml>'}: invalid YAML: {exc}") from None
+        """Build a router from YAML text (YAML 1.2 scalars; see :mod:`..loader`)."""
+        data = load_text(text, "yaml", source or "<yaml>")
         return cls.from_dict(data, worker=worker, index=index, source=source)
 
     @classmethod
     def from_json(
         cls, text: str, *, worker: str | None = None, index: bool = True, source: str | None = None
     ) -> MetadataRouter:
-        """Build a router from JSON text."""
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(
-                f"rules {source or '<json>'}: invalid JSON at line {exc.lineno}, "
-                f"column {exc.colno}: {exc.msg}"
-            ) from None
+        """Build a router from JSON text (duplicate keys and NaN refused)."""
+        data = load_text(text, "json", source or "<json>")
         return cls.from_dict(data, worker=worker, index=index, source=source)
 
     @classmethod
     def from_toml(
         cls, text: str, *, worker: str | None = None, index: bool = True, source: str | None = None
     ) -> MetadataRouter:
-        """Build a router from TOML text (``[[rules]]`` tables; tomllib on Python 3.11+)."""
-        try:
-            data = _load_toml(text)
-        except ConfigError:
-            raise
-        except ValueError as exc:  # tomllib.TOMLDecodeError is a ValueError
-            raise ConfigError(f"rules {source or '<toml>'}: invalid TOML: {exc}") from None
+        """Build a router from TOML text (``[[rules]]`` tables; dates refused)."""
+        data = load_text(text, "toml", source or "<toml>")
         return cls.from_dict(data, worker=worker, index=index, source=source)
 
     @classmethod
@@ -979,26 +906,8 @@ class MetadataRouter:
             ConfigError: The file cannot be read, has an unknown extension, does not
                 parse, or holds an invalid rule set.
         """
-        p = Path(path)
-        suffix = p.suffix.lower()
-        loaders = {
-            ".yaml": cls.from_yaml,
-            ".yml": cls.from_yaml,
-            ".json": cls.from_json,
-            ".toml": cls.from_toml,
-        }
-        loader = loaders.get(suffix)
-        if loader is None:
-            raise ConfigError(
-                f"rules {str(p)!r}: unknown file type {suffix or '(none)'!r}; "
-                "use .yaml, .yml, .toml or .json"
-            )
-        try:
-            text = p.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            raise ConfigError(f"rules {str(p)!r}: cannot read the file: {reason}") from None
-        return loader(text, worker=worker, index=index, source=repr(str(p)))
+        data = load_file(path)
+        return cls.from_dict(data, worker=worker, index=index, source=repr(str(path)))
 
     # ----------------------------------------------------------------- introspection
 

@@ -6,8 +6,9 @@ top-level key (the key's UTF-8 bytes); the value is the compact JSON the
 written back, so concurrent writers on any number of hosts never lose each
 other's keys.
 
-Every write is **one atomic round trip**: a Lua script (``EVALSHA``, falling back
-to ``EVAL`` after a server restart flushed the script cache) that computes the
+Every write is **one atomic round trip**: a Lua script (run through redis-py's
+``register_script()``: ``EVALSHA``, reloaded by redis-py when a restarted server
+forgot it) that computes the
 resulting size under the size contract of :mod:`.store`, refuses when it would
 exceed ``max_bytes`` (the session stays exactly as it was), and otherwise applies
 ``HSET``/``HDEL`` and the sliding ``PEXPIRE`` together. :meth:`RedisStore.merge_and_get`
@@ -40,7 +41,6 @@ pool reconnects by itself, so the same store keeps working once Redis is back.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import math
 import sys
 from collections.abc import Awaitable, Callable, Collection, Mapping
@@ -244,20 +244,6 @@ return #hdel
 )
 
 
-class _Script:
-    """A Lua script run with EVALSHA, falling back to EVAL when the server lost it."""
-
-    __slots__ = ("sha", "source")
-
-    def __init__(self, source: str) -> None:
-        self.source = source
-        self.sha = hashlib.sha1(source.encode(), usedforsecurity=False).hexdigest()
-
-
-_MERGE = _Script(_MERGE_LUA)
-_REMOVE = _Script(_REMOVE_LUA)
-
-
 def _import_redis() -> Any:
     try:
         import redis.asyncio
@@ -336,7 +322,10 @@ class RedisStore:
             exc_mod.TimeoutError,
             OSError,
         )
-        self._no_script: type[BaseException] = exc_mod.NoScriptError
+        # register_script(): EVALSHA, and on NOSCRIPT (a restarted or failed-over
+        # server forgot it) SCRIPT LOAD and EVALSHA again, inside redis-py.
+        self._merge = client.register_script(_MERGE_LUA)
+        self._remove = client.register_script(_REMOVE_LUA)
 
     @classmethod
     def from_url(
@@ -407,6 +396,16 @@ class RedisStore:
         """The key prefix."""
         return self._prefix
 
+    @property
+    def url(self) -> str:
+        """Where the store connects, password redacted (safe for logs and messages)."""
+        return self._where
+
+    @property
+    def timeout(self) -> float:
+        """Seconds after which any operation gives up with ``StoreUnavailable``."""
+        return self._timeout
+
     def key(self, session_id: str) -> str:
         """The Redis key of a session's hash."""
         if not isinstance(session_id, str) or not session_id:
@@ -447,34 +446,6 @@ class RedisStore:
                 await asyncio.sleep(delay)
             except self._redis_error as exc:
                 raise self._unavailable(op, exc) from exc
-
-    async def _merge_call(self, key: str, args: list[Any]) -> Any:
-        """One run of the merge script under the deadline, no retry (the hot path).
-
-        Equivalent to ``_run("merge", ...)`` with one attempt, minus its layers of
-        wrapper coroutines and closures (measurable at this call rate).
-        """
-        if _timeout is None:  # pragma: no cover - Python 3.10
-            return await self._run("merge", lambda: self._script(_MERGE, key, args))
-        client = self._client
-        try:
-            async with _timeout(self._timeout):
-                try:
-                    return await client.evalsha(_MERGE.sha, 1, key, *args)
-                except self._no_script:
-                    return await client.eval(_MERGE.source, 1, key, *args)
-        except (TimeoutError, asyncio.TimeoutError) as exc:
-            raise self._unavailable("merge", exc) from exc
-        except self._redis_error as exc:
-            raise self._unavailable("merge", exc) from exc
-        except OSError as exc:
-            raise self._unavailable("merge", exc) from exc
-
-    async def _script(self, script: _Script, key: str, args: list[Any]) -> Any:
-        try:
-            return await self._client.evalsha(script.sha, 1, key, *args)
-        except self._no_script:
-            return await self._client.eval(script.source, 1, key, *args)
 
     # -- SessionStore -----------------------------------------------------------------
 
@@ -532,7 +503,7 @@ class RedisStore:
         """
         key = self.key(session_id)
         args = self._merge_args(fields, remove, ttl, max_bytes, 0)
-        size: int = await self._merge_call(key, args)
+        size: int = await self._run("merge", lambda: self._merge(keys=[key], args=args))
         if size < 0:
             raise _too_large(-size, max_bytes)
 
@@ -563,7 +534,7 @@ class RedisStore:
         """
         key = self.key(session_id)
         args = self._merge_args(fields, remove, ttl, max_bytes, 1)
-        raw = await self._merge_call(key, args)
+        raw = await self._run("merge", lambda: self._merge(keys=[key], args=args))
         if type(raw) is int:
             raise _too_large(-raw, max_bytes)
         out: dict[str, Any] = orjson.loads(raw)
@@ -599,7 +570,7 @@ class RedisStore:
         args: list[Any] = [ttl_ms, *dict.fromkeys(keys)]
         if len(args) == 1:
             return 0
-        removed: int = await self._run("remove_keys", lambda: self._script(_REMOVE, key, args))
+        removed: int = await self._run("remove_keys", lambda: self._remove(keys=[key], args=args))
         return removed
 
     async def touch(self, session_id: str, *, ttl: float) -> bool:
@@ -648,14 +619,12 @@ def _check_timeout(timeout: float) -> None:
 
 
 if sys.version_info >= (3, 11):
-    _timeout: Callable[[float], Any] | None = asyncio.timeout
 
     async def _within(aw: Awaitable[T], deadline: float) -> T:
         async with asyncio.timeout_at(deadline):
             return await aw
 
 else:  # pragma: no cover - Python 3.10
-    _timeout = None
 
     async def _within(aw: Awaitable[T], deadline: float) -> T:
         remaining = deadline - asyncio.get_running_loop().time()

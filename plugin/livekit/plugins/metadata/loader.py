@@ -1,0 +1,398 @@
+"""One loader for every YAML, TOML and JSON file the package reads.
+
+Rules files, the token server's config and anything else a user writes by hand
+go through :func:`load_file` (or :func:`load_text`), so they all read the same
+way and yield plain JSON data: ``dict`` (string keys), ``list``, ``str``,
+``int``, finite ``float``, ``bool`` and ``None``.
+
+What this loader refuses, each with a :class:`~livekit.plugins.metadata.errors.ConfigError`
+that names the file, the line (when the format can tell) and the field:
+
+* syntax errors (with line and column);
+* duplicate keys in a mapping (YAML, JSON; TOML refuses them itself);
+* values JSON cannot hold: dates and timestamps, binary, sets, ordered maps,
+  NaN and infinities, custom or Python tags, mapping keys that are not strings;
+* YAML merge keys (``<<``, not part of YAML 1.2) and documents whose aliases
+  expand beyond :data:`MAX_VALUES` values (the "billion laughs").
+
+YAML scalars follow the YAML 1.2 core schema: only ``true``/``false`` are
+booleans (``language: no`` is the string ``"no"``), ``0777`` is the decimal
+777, ``1_000`` and ``1:30`` are strings. An unquoted date such as
+``2024-01-01`` is refused rather than read as a string, because a YAML 1.1
+reader would have made it a date: quote it to mean the text.
+
+Messages never contain a value from the file (a config may hold secrets): only
+file names, line numbers, field paths, keys and type names.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from yaml.composer import Composer
+from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.parser import Parser
+from yaml.reader import Reader
+from yaml.resolver import BaseResolver
+from yaml.scanner import Scanner
+
+from ._util import key_label
+from .errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+__all__ = ["MAX_VALUES", "ConfigFormat", "format_of", "load_file", "load_text"]
+
+ConfigFormat = Literal["yaml", "toml", "json"]
+"""The file formats :func:`load_text` reads."""
+
+MAX_VALUES = 1_000_000
+"""Most values a YAML document may expand to once its aliases are followed."""
+
+_SUFFIXES: dict[str, ConfigFormat] = {
+    ".yaml": "yaml",
+    ".yml": "yaml",
+    ".toml": "toml",
+    ".json": "json",
+}
+
+_TAG = "tag:yaml.org,2002:"
+_TIMESTAMP_RE = re.compile(
+    r"^[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}"
+    r"(?:(?:[Tt]|[ \t]+)[0-9]{1,2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]*)?"
+    r"(?:[ \t]*(?:Z|[-+][0-9]{1,2}(?::[0-9]{2})?))?)?$"
+)
+
+
+class _Refused(Exception):
+    """Internal: a value the loader will not hand out (line, field path, reason)."""
+
+    def __init__(self, line: int | None, path: str, reason: str) -> None:
+        super().__init__(reason)
+        self.line = line
+        self.path = path
+        self.reason = reason
+
+
+def _error(source: str, line: int | None, path: str, reason: str) -> ConfigError:
+    where = [source]
+    if line is not None:
+        where.append(f"line {line}")
+    if path:
+        where.append(f"field {path!r}")
+    return ConfigError(f"{', '.join(where)}: {reason}")
+
+
+def _child(path: str, key: object) -> str:
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    label = key_label(key, quote=False)
+    return f"{path}.{label}" if path else label
+
+
+# --------------------------------------------------------------------------- YAML
+
+
+class _Resolver(BaseResolver):
+    """The YAML 1.2 core schema, plus the YAML 1.1 forms we refuse (timestamps, merge)."""
+
+
+for _tag, _pattern, _first in (
+    ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
+    ("null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
+    ("int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
+    (
+        "float",
+        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
+        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
+        "-+0123456789.",
+    ),
+    ("timestamp", _TIMESTAMP_RE.pattern, "0123456789"),
+    ("merge", r"^<<$", "<"),
+):
+    _Resolver.add_implicit_resolver(_TAG + _tag, re.compile(_pattern), list(_first))
+
+
+class _Composer(Reader, Scanner, Parser, Composer, _Resolver):
+    """Reads a YAML stream into a node graph; values are built by :func:`_build`."""
+
+    def __init__(self, text: str) -> None:
+        Reader.__init__(self, text)
+        Scanner.__init__(self)
+        Parser.__init__(self)
+        Composer.__init__(self)
+        _Resolver.__init__(self)
+
+
+def _scalar(node: ScalarNode, path: str) -> Any:
+    tag = node.tag.removeprefix(_TAG)
+    text: str = node.value
+    line = node.start_mark.line + 1
+    if tag == "str":
+        return text
+    if tag == "null":
+        if text not in ("", "~", "null", "Null", "NULL"):
+            raise _Refused(line, path, "!!null takes no value")
+        return None
+    if tag == "bool":
+        if text.lower() not in ("true", "false"):
+            raise _Refused(line, path, "!!bool takes only true or false")
+        return text.lower() == "true"
+    if tag == "int":
+        try:
+            if text.startswith(("0o", "0x")):
+                return int(text[2:], 8 if text[1] == "o" else 16)
+            return int(text)
+        except ValueError:
+            raise _Refused(line, path, "not an integer") from None
+    if tag == "float":
+        if text.lstrip("+-").lower() in (".inf", ".nan"):
+            raise _Refused(line, path, "NaN and infinities are not JSON numbers")
+        try:
+            number = float(text)
+        except ValueError:
+            raise _Refused(line, path, "not a number") from None
+        if not math.isfinite(number):  # e.g. 1e999
+            raise _Refused(line, path, "NaN and infinities are not JSON numbers")
+        return number
+    if tag == "timestamp":
+        raise _Refused(
+            line, path, "a date or timestamp is not a JSON value; quote it to mean the text"
+        )
+    if tag == "merge":
+        raise _Refused(line, path, "merge keys (<<) are not YAML 1.2; repeat the fields instead")
+    raise _Refused(line, path, f"the tag {node.tag!r} has no JSON value; use plain values")
+
+
+class _Builder:
+    """Turns a composed node graph into JSON data, with a budget for alias expansion."""
+
+    def __init__(self) -> None:
+        self.budget = MAX_VALUES
+        self.active: set[int] = set()
+
+    def build(self, node: Node, path: str) -> Any:
+        self.budget -= 1
+        if self.budget < 0:
+            raise _Refused(
+                node.start_mark.line + 1,
+                path,
+                f"the document expands to more than {MAX_VALUES:,} values (aliases)",
+            )
+        if isinstance(node, ScalarNode):
+            return _scalar(node, path)
+        if id(node) in self.active:
+            raise _Refused(node.start_mark.line + 1, path, "an alias refers to itself")
+        self.active.add(id(node))
+        try:
+            if isinstance(node, SequenceNode):
+                return self._sequence(node, path)
+            if isinstance(node, MappingNode):
+                return self._mapping(node, path)
+        finally:
+            self.active.discard(id(node))
+        raise _Refused(node.start_mark.line + 1, path, "unsupported YAML node")  # pragma: no cover
+
+    def _sequence(self, node: SequenceNode, path: str) -> list[Any]:
+        if node.tag != _TAG + "seq":
+            raise _Refused(
+                node.start_mark.line + 1, path, f"the tag {node.tag!r} has no JSON value"
+            )
+        return [self.build(item, _child(path, i)) for i, item in enumerate(node.value)]
+
+    def _mapping(self, node: MappingNode, path: str) -> dict[str, Any]:
+        if node.tag != _TAG + "map":
+            what = "a set" if node.tag == _TAG + "set" else f"the tag {node.tag!r}"
+            raise _Refused(node.start_mark.line + 1, path, f"{what} has no JSON value")
+        out: dict[str, Any] = {}
+        for key_node, value_node in node.value:
+            line = key_node.start_mark.line + 1
+            if not isinstance(key_node, ScalarNode):
+                raise _Refused(line, path, "mapping keys must be strings")
+            key = _scalar(key_node, path)
+            if not isinstance(key, str):
+                raise _Refused(line, path, "mapping keys must be strings (quote it)")
+            if key in out:
+                raise _Refused(line, _child(path, key), "duplicate key")
+            out[key] = self.build(value_node, _child(path, key))
+        return out
+
+
+def _load_yaml(text: str) -> Any:
+    composer = _Composer(text)
+    try:
+        node = composer.get_single_node()
+    finally:
+        composer.dispose()
+    return None if node is None else _Builder().build(node, "")
+
+
+def _yaml_syntax(source: str, exc: yaml.YAMLError) -> ConfigError:
+    # str(exc) quotes a snippet of the document, which may hold a secret: keep
+    # only the problem and its position.
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or type(exc).__name__
+    if mark is None:
+        return _error(source, None, "", f"invalid YAML: {problem}")
+    return _error(source, mark.line + 1, "", f"invalid YAML at column {mark.column + 1}: {problem}")
+
+
+# --------------------------------------------------------------------------- TOML
+
+
+def _toml_line(text: str, path: str) -> int | None:
+    """Best-effort line of a TOML key (tomllib reports no positions for values)."""
+    last = path.rsplit(".", 1)[-1].split("[", 1)[0]
+    if not last:
+        return None
+    pattern = re.compile(rf"^\s*(?:[\"']?{re.escape(last)}[\"']?)\s*=", re.MULTILINE)
+    found = [text.count("\n", 0, m.start()) + 1 for m in pattern.finditer(text)]
+    return found[0] if len(found) == 1 else None
+
+
+def _check_json(value: Any, path: str) -> None:
+    """Refuse what JSON cannot hold (TOML dates and times, NaN, infinities)."""
+    if isinstance(value, dict):
+        for k, v in value.items():
+            _check_json(v, _child(path, k))
+    elif isinstance(value, list):
+        for i, v in enumerate(value):
+            _check_json(v, _child(path, i))
+    elif isinstance(value, float) and not math.isfinite(value):
+        raise _Refused(None, path, "NaN and infinities are not JSON numbers")
+    elif not isinstance(value, (str, int, float, bool)) and value is not None:
+        raise _Refused(
+            None,
+            path,
+            f"a {type(value).__name__} is not a JSON value; quote it to mean the text",
+        )
+
+
+def _load_toml(text: str) -> Any:
+    data = tomllib.loads(text)
+    try:
+        _check_json(data, "")
+    except _Refused as exc:
+        exc.line = _toml_line(text, exc.path)
+        raise
+    return data
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+def _json_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise _Refused(None, key_label(key, quote=False), "duplicate key")
+        out[key] = value
+    return out
+
+
+def _json_constant(name: str) -> Any:
+    raise _Refused(None, "", f"{name} is not a JSON number")
+
+
+def _load_json(text: str) -> Any:
+    try:
+        return json.loads(text, object_pairs_hook=_json_pairs, parse_constant=_json_constant)
+    except _Refused as exc:
+        if exc.reason == "duplicate key":
+            # The hook sees no positions: the duplicate is the key's second spelling.
+            spelled = json.dumps(exc.path)
+            starts = [m.start() for m in re.finditer(re.escape(spelled) + r"\s*:", text)]
+            if len(starts) >= 2:
+                exc.line = text.count("\n", 0, starts[1]) + 1
+        raise
+
+
+# --------------------------------------------------------------------------- entry points
+
+_PARSERS: dict[ConfigFormat, Callable[[str], Any]] = {
+    "yaml": _load_yaml,
+    "toml": _load_toml,
+    "json": _load_json,
+}
+
+
+def format_of(path: str | Path) -> ConfigFormat:
+    """The format a file's extension names (``.yaml``/``.yml``, ``.toml``, ``.json``).
+
+    Raises:
+        ConfigError: The extension is none of those.
+    """
+    suffix = Path(path).suffix.lower()
+    fmt = _SUFFIXES.get(suffix)
+    if fmt is None:
+        raise ConfigError(
+            f"{str(path)!r}: unknown file type {suffix or '(none)'!r}; "
+            "use .yaml, .yml, .toml or .json"
+        )
+    return fmt
+
+
+def load_text(text: str | bytes, fmt: ConfigFormat, source: str = "<text>") -> Any:
+    """Parse ``text`` as ``fmt`` into JSON data (see the module docstring).
+
+    Args:
+        text: The document (bytes are decoded as UTF-8).
+        fmt: ``"yaml"``, ``"toml"`` or ``"json"``.
+        source: What to call the document in errors (e.g. its path).
+
+    Returns:
+        The data: a dict, list, string, number, boolean or ``None`` (an empty
+        YAML document).
+
+    Raises:
+        ConfigError: The document does not parse or holds something JSON cannot.
+    """
+    parser = _PARSERS.get(fmt)
+    if parser is None:
+        raise ValueError(f"fmt must be one of {sorted(_PARSERS)}, not {fmt!r}")
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise _error(source, None, "", f"not UTF-8 (byte {exc.start})") from None
+    try:
+        return parser(text)
+    except _Refused as exc:
+        raise _error(source, exc.line, exc.path, exc.reason) from None
+    except yaml.YAMLError as exc:
+        raise _yaml_syntax(source, exc) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise _error(source, None, "", f"invalid TOML: {exc}") from None
+    except json.JSONDecodeError as exc:
+        raise _error(
+            source, exc.lineno, "", f"invalid JSON at column {exc.colno}: {exc.msg}"
+        ) from None
+    except RecursionError:
+        raise _error(source, None, "", "the document is nested too deeply") from None
+
+
+def load_file(path: str | Path, fmt: ConfigFormat | None = None) -> Any:
+    """Read and parse a YAML, TOML or JSON file (format from the extension by default).
+
+    Raises:
+        ConfigError: The file cannot be read, has an unknown extension, does not
+            parse, or holds something JSON cannot (naming file, line and field).
+    """
+    p = Path(path)
+    fmt = fmt or format_of(p)
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"{str(p)!r}: cannot read the file: {reason}") from None
+    return load_text(data, fmt, source=repr(str(p)))

@@ -1,0 +1,337 @@
+"""Shared limits for the token endpoint: request rates and the live-session cap.
+
+The endpoint asks one :class:`Limits` object two questions per request: may this
+caller make a request now (:meth:`Limits.hit`, a token bucket per key), and may
+one more token session start (:meth:`Limits.reserve_session`, a cap on live
+sessions that refuses when full and never evicts).
+
+* :class:`MemoryLimits` answers from process memory: each endpoint replica
+  enforces its own limits (what the endpoint uses with the memory store).
+* :class:`RedisLimits` answers from Redis, so every replica that shares the
+  Redis shares the limits: N replicas admit the configured rate once, not N
+  times. Each answer is one Lua script run (one round trip) that touches exactly
+  one key, so it works unchanged on Redis Cluster and behind Sentinel.
+
+Token bucket semantics (both classes): a bucket holds at most ``burst`` tokens
+and refills at ``rate`` tokens per second; a request takes one token. The
+answer is ``0.0`` when allowed, else the seconds until a token is available
+(what a ``Retry-After`` header carries). The Redis version stores the bucket as
+its "theoretical arrival time" (GCRA), which gives the same answers as a bucket
+holding ``burst - (tat - now) * rate`` tokens, in one string key that expires
+as soon as the bucket would be full again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import math
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..errors import StoreUnavailable
+
+if TYPE_CHECKING:
+    from ..sessions.redis import RedisStore
+
+__all__ = ["Limits", "MemoryLimits", "RedisLimits"]
+
+MAX_BUCKETS = 100_000
+"""Most rate buckets :class:`MemoryLimits` keeps; the oldest is dropped beyond it."""
+
+DEFAULT_PREFIX = "lkmeta-limits:"
+"""Key prefix of :class:`RedisLimits` when not derived from a store."""
+
+
+class Limits(Protocol):
+    """What the token endpoint needs to enforce its limits (in-process or shared)."""
+
+    async def hit(self, key: str, rate: float, burst: int) -> float:
+        """Take one token from ``key``'s bucket.
+
+        Returns:
+            ``0.0`` if allowed, else the seconds until a token is available.
+        """
+        ...
+
+    async def reserve_session(self, session_id: str, ttl: float, max_sessions: int) -> bool:
+        """Count ``session_id`` as live for ``ttl`` seconds unless the cap is reached.
+
+        Reserving an id that is already live refreshes its expiry and succeeds.
+
+        Returns:
+            ``False`` when ``max_sessions`` live sessions are already reserved
+            (nothing changed; no session is ever evicted), else ``True``.
+        """
+        ...
+
+    async def release_session(self, session_id: str) -> None:
+        """Stop counting ``session_id`` (no error if it is not reserved)."""
+        ...
+
+    async def aclose(self) -> None:
+        """Release what the limits hold (a client they own)."""
+        ...
+
+
+def _check_bucket(rate: float, burst: int) -> None:
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < math.inf:
+        raise ValueError("rate must be a positive, finite number")
+    if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+        raise ValueError("burst must be a positive int")
+
+
+def _check_reservation(session_id: str, ttl: float, max_sessions: int) -> None:
+    if not isinstance(session_id, str) or not session_id:
+        raise ValueError("session_id must be a non-empty str")
+    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl < math.inf:
+        raise ValueError("ttl must be a positive, finite number of seconds")
+    if isinstance(max_sessions, bool) or not isinstance(max_sessions, int) or max_sessions < 1:
+        raise ValueError("max_sessions must be a positive int")
+
+
+class MemoryLimits:
+    """:class:`Limits` in process memory: one replica's own view.
+
+    Args:
+        clock: Seconds, monotonic (``time.monotonic`` by default); tests inject one.
+        max_buckets: Most rate buckets kept; beyond it the oldest bucket is dropped
+            (which only ever makes that key's next request more permissive).
+    """
+
+    __slots__ = ("_buckets", "_clock", "_expiries", "_live", "_max_buckets")
+
+    def __init__(
+        self, *, clock: Callable[[], float] = time.monotonic, max_buckets: int = MAX_BUCKETS
+    ) -> None:
+        if isinstance(max_buckets, bool) or not isinstance(max_buckets, int) or max_buckets < 1:
+            raise ValueError("max_buckets must be a positive int")
+        self._clock = clock
+        self._max_buckets = max_buckets
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._live: dict[str, float] = {}
+        self._expiries: list[tuple[float, str]] = []
+
+    def __repr__(self) -> str:
+        return f"MemoryLimits(buckets={len(self._buckets)}, sessions={len(self._live)})"
+
+    async def hit(self, key: str, rate: float, burst: int) -> float:
+        """Take one token from ``key``'s bucket; ``0.0`` if allowed, else seconds to wait."""
+        _check_bucket(rate, burst)
+        now = self._clock()
+        entry = self._buckets.get(key)
+        if entry is None:
+            tokens = float(burst)
+            if len(self._buckets) >= self._max_buckets:
+                self._buckets.pop(next(iter(self._buckets)))
+        else:
+            tokens = min(float(burst), entry[0] + (now - entry[1]) * rate)
+        if tokens >= 1.0:
+            self._buckets[key] = (tokens - 1.0, now)
+            return 0.0
+        self._buckets[key] = (tokens, now)
+        return (1.0 - tokens) / rate
+
+    def _drop_expired(self, now: float) -> None:
+        expiries, live = self._expiries, self._live
+        while expiries and expiries[0][0] <= now:
+            expiry, session_id = heapq.heappop(expiries)
+            if live.get(session_id) == expiry:
+                del live[session_id]
+
+    async def reserve_session(self, session_id: str, ttl: float, max_sessions: int) -> bool:
+        """Count ``session_id`` as live for ``ttl`` seconds; ``False`` if the cap is reached."""
+        _check_reservation(session_id, ttl, max_sessions)
+        now = self._clock()
+        self._drop_expired(now)
+        if session_id not in self._live and len(self._live) >= max_sessions:
+            return False
+        expiry = now + ttl
+        self._live[session_id] = expiry
+        heapq.heappush(self._expiries, (expiry, session_id))
+        if len(self._expiries) > 2 * len(self._live) + 64:  # refreshed ids leave stale entries
+            self._expiries = [(e, s) for s, e in self._live.items()]
+            heapq.heapify(self._expiries)
+        return True
+
+    async def release_session(self, session_id: str) -> None:
+        """Stop counting ``session_id``."""
+        self._live.pop(session_id, None)
+
+    async def live_sessions(self) -> int:
+        """How many reserved sessions are live now."""
+        self._drop_expired(self._clock())
+        return len(self._live)
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+# KEYS[1] the bucket's key. ARGV: interval_us (1e6 / rate), burst, now_us ('' = the
+# server's TIME). The key holds the theoretical arrival time (TAT) in microseconds.
+# Returns 0 if allowed, else the wait in microseconds.
+_HIT_LUA = r"""
+local now = tonumber(ARGV[3])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+local interval = tonumber(ARGV[1])
+local tat = tonumber(redis.call('GET', KEYS[1])) or now
+if tat < now then tat = now end
+local new_tat = tat + interval
+local wait = new_tat - now - tonumber(ARGV[2]) * interval
+if wait > 0 then return math.ceil(wait) end
+redis.call('SET', KEYS[1], string.format('%.0f', new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
+return 0
+"""
+
+# KEYS[1] the sorted set of live sessions (score = expiry in microseconds). ARGV:
+# session_id, ttl_us, max_sessions, now_us ('' = the server's TIME). Expired members
+# are dropped first; a full set refuses (returns 0) and changes nothing else.
+_RESERVE_LUA = r"""
+local now = tonumber(ARGV[4])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now))
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then
+  if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then return 0 end
+end
+local expiry = now + tonumber(ARGV[2])
+redis.call('ZADD', KEYS[1], string.format('%.0f', expiry), ARGV[1])
+local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+redis.call('PEXPIRE', KEYS[1], math.ceil((tonumber(last[2]) - now) / 1000) + 1)
+return 1
+"""
+
+# KEYS[1] the sorted set of live sessions. ARGV: now_us ('' = the server's TIME).
+_COUNT_LUA = r"""
+local now = tonumber(ARGV[1])
+if not now then
+  local t = redis.call('TIME')
+  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', string.format('%.0f', now))
+return redis.call('ZCARD', KEYS[1])
+"""
+
+
+def _derived_prefix(store_prefix: str) -> str:
+    """A limits prefix that no ``store_prefix + session_id`` key can start with."""
+    if not store_prefix:
+        return DEFAULT_PREFIX
+    last = "-" if store_prefix[-1] != "-" else "+"
+    return f"{store_prefix[:-1]}{last}limits:"
+
+
+class RedisLimits:
+    """:class:`Limits` in Redis, shared by every endpoint replica that uses the same Redis.
+
+    Keys (each script call touches exactly one, so every call runs on one node
+    of a Redis Cluster): ``<prefix>rate:<key>`` (a string, per bucket, expiring
+    when the bucket would be full again) and ``<prefix>sessions`` (a sorted set of
+    reserved session ids scored by expiry, expiring with its last member). The
+    clock is Redis's own ``TIME``, so replicas with skewed clocks still agree.
+
+    Args:
+        client: A ``redis.asyncio.Redis`` or ``redis.asyncio.RedisCluster``.
+        prefix: Prepended to every key.
+        timeout: Seconds after which a call gives up with ``StoreUnavailable``.
+        clock: For tests: seconds passed to the scripts instead of Redis's ``TIME``.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        *,
+        prefix: str = DEFAULT_PREFIX,
+        timeout: float = 5.0,
+        clock: Callable[[], float] | None = None,
+        _where: str = "the configured URL",
+    ) -> None:
+        import redis.exceptions
+
+        if not isinstance(prefix, str):
+            raise TypeError("prefix must be a str")
+        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
+            raise ValueError("timeout must be a positive number of seconds")
+        self._client = client
+        self._prefix = prefix
+        self._sessions_key = prefix + "sessions"
+        self._timeout = float(timeout)
+        self._clock = clock
+        self._where = _where
+        self._redis_error: type[Exception] = redis.exceptions.RedisError
+        self._hit = client.register_script(_HIT_LUA)
+        self._reserve = client.register_script(_RESERVE_LUA)
+        self._count = client.register_script(_COUNT_LUA)
+
+    @classmethod
+    def from_store(
+        cls, store: RedisStore, *, clock: Callable[[], float] | None = None
+    ) -> RedisLimits:
+        """Limits on the store's own client (and so its pool, deadline and Redis topology).
+
+        The key prefix is derived from the store's so that no session key can
+        collide with a limits key (``lkmeta:`` gives ``lkmeta-limits:``). The
+        store keeps owning the client: :meth:`aclose` leaves it open.
+        """
+        return cls(
+            store.client,
+            prefix=_derived_prefix(store.prefix),
+            timeout=store.timeout,
+            clock=clock,
+            _where=store.url,
+        )
+
+    def __repr__(self) -> str:
+        return f"RedisLimits(prefix={self._prefix!r}, timeout={self._timeout})"
+
+    @property
+    def prefix(self) -> str:
+        """The key prefix."""
+        return self._prefix
+
+    def _now(self) -> str:
+        return "" if self._clock is None else str(round(self._clock() * 1e6))
+
+    async def _call(self, op: str, call: Awaitable[Any]) -> Any:
+        try:
+            return await asyncio.wait_for(call, self._timeout)
+        except (asyncio.TimeoutError, TimeoutError, OSError, self._redis_error) as exc:
+            raise StoreUnavailable(
+                f"Redis at {self._where} is unavailable for the endpoint's limits "
+                f"({op}: {type(exc).__name__})"
+            ) from None
+
+    async def hit(self, key: str, rate: float, burst: int) -> float:
+        """Take one token from ``key``'s shared bucket; ``0.0`` if allowed, else seconds."""
+        _check_bucket(rate, burst)
+        args = [repr(1e6 / rate), burst, self._now()]
+        call = self._hit(keys=[self._prefix + "rate:" + key], args=args)
+        wait_us = await self._call("hit", call)
+        return int(wait_us) / 1e6
+
+    async def reserve_session(self, session_id: str, ttl: float, max_sessions: int) -> bool:
+        """Count ``session_id`` as live for ``ttl`` seconds across replicas; False if full."""
+        _check_reservation(session_id, ttl, max_sessions)
+        args = [session_id, round(ttl * 1e6), max_sessions, self._now()]
+        ok = await self._call("reserve", self._reserve(keys=[self._sessions_key], args=args))
+        return bool(ok)
+
+    async def release_session(self, session_id: str) -> None:
+        """Stop counting ``session_id``."""
+        await self._call("release", self._client.zrem(self._sessions_key, session_id))
+
+    async def live_sessions(self) -> int:
+        """How many reserved sessions are live now (all replicas together)."""
+        count = await self._call(
+            "count", self._count(keys=[self._sessions_key], args=[self._now()])
+        )
+        return int(count)
+
+    async def aclose(self) -> None:
+        """Close nothing: the client belongs to whoever created it (the store)."""
