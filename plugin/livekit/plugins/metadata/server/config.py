@@ -24,6 +24,7 @@ from ..codec import DEFAULT_MAX_METADATA_BYTES
 from ..errors import ConfigError
 from ..routing.router import MetadataRouter
 from ..sessions.manager import SessionManager
+from .edge import EdgeConfig
 
 __all__ = [
     "DEFAULT_PORT",
@@ -263,6 +264,8 @@ class ServerConfig(BaseModel):
     """Token lifetime in seconds (None: the issuer's default)."""
     reference_mode: bool = False
     """Job metadata carries only ``{"session": room}``; the agent loads the rest from the store."""
+    edge: EdgeConfig = Field(default_factory=EdgeConfig)
+    """HTTP edge limits: read deadlines, connections per peer, edge log budget."""
 
     authorize: AuthorizeHook | None = Field(default=None, exclude=True)
     metadata_schema: type[BaseModel] | None = Field(default=None, exclude=True)
