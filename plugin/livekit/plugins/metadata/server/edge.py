@@ -390,6 +390,7 @@ class _EdgeHandler(web.RequestHandler):
         resp = web.Response(status=status, body=error_body(code, text))
         resp.content_type = "application/json"
         resp.headers["Cache-Control"] = "no-store"
+        resp.headers["Connection"] = "close"
         resp.force_close()
         return resp
 
