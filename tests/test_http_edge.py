@@ -10,18 +10,23 @@ closed), one peer cannot hold more than its share of connections, and the
 from __future__ import annotations
 
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from tests.fixtures.lk_serve import (
+    ROOT,
     HttpAnswer,
     ServeProcess,
     connect,
     exchange,
     read_answer,
+    serve_env,
     start_serve,
     stop_serve,
 )
@@ -236,3 +241,99 @@ def test_a_kept_alive_connection_serves_requests_in_turn(server: ServeProcess) -
             sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
             assert read_answer(sock).status == 200
             time.sleep(1.0)  # idle between requests, under the keep-alive timeout
+
+
+# --------------------------------------------------------------------------- --workers
+
+
+def children_of(pid: int) -> list[int]:
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def token_request(server: ServeProcess) -> bytes:
+    body = b'{"participant_metadata": "{\\"department\\": \\"sales\\"}"}'
+    return (
+        b"POST /token HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer "
+        + server.secrets.bearer.encode()
+        + b"\r\nContent-Type: application/json\r\nContent-Length: "
+        + str(len(body)).encode()
+        + b"\r\n\r\n"
+        + body
+    )
+
+
+def test_two_workers_answer_every_request_of_a_bounded_load(tmp_path: Path) -> None:
+    """``--workers 2``: 400 token requests from 8 clients all get 201; both workers serve."""
+    server = start_serve(tmp_path, {"rate_limit": None}, args=["--workers", "2"])
+    try:
+        workers = children_of(server.proc.pid)
+        assert len(workers) == 2
+        before = {pid: cpu_ticks(pid) for pid in workers}
+        statuses: list[int | None] = []
+        request = token_request(server)
+
+        def client() -> None:
+            with connect(server.port, timeout=10) as sock:
+                for _ in range(50):
+                    sock.sendall(request)
+                    statuses.append(read_answer(sock, timeout=10).status)
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        fresh = [
+            threading.Thread(
+                target=lambda: statuses.extend(
+                    exchange(server.port, request, timeout=10).status for _ in range(50)
+                )
+            )
+            for _ in range(4)
+        ]
+        for thread in threads + fresh:
+            thread.start()
+        for thread in threads + fresh:
+            thread.join(timeout=120)
+        assert statuses == [201] * 400
+        assert all(cpu_ticks(pid) > before[pid] for pid in workers)
+        assert b"ERROR" not in server.log_bytes()
+        assert b"(2 workers)" in server.log_bytes()
+    finally:
+        code = stop_serve(server)
+    assert code == 0
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_serve_reports_an_address_in_use_before_claiming_to_listen(
+    tmp_path: Path, workers: str
+) -> None:
+    """A taken port: exit 1 with "address already in use", and no "listening" banner."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        config = tmp_path / "cfg.json"
+        config.write_bytes(b'{"host": "127.0.0.1", "port": %d}' % port)
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "livekit.plugins.metadata.cli",
+                "serve",
+                "-c",
+                str(config),
+                "--workers",
+                workers,
+            ],
+            cwd=ROOT,
+            env=serve_env(),
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+    assert proc.returncode == 1
+    assert f"error: cannot listen on 127.0.0.1:{port}: address already in use" in proc.stderr
+    assert "listening" not in proc.stdout
+    assert "Traceback" not in proc.stderr
