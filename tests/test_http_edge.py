@@ -151,6 +151,21 @@ def test_twenty_large_bad_requests_add_a_bounded_amount_to_the_log(server: Serve
         assert secret.encode() not in added
 
 
+def test_an_unknown_expect_value_is_refused_in_json_without_echoing_it(
+    server: ServeProcess,
+) -> None:
+    """aiohttp's own 417 echoes the ``Expect`` value; the edge answers the JSON body instead."""
+    value = server.secrets.metadata_value.encode()
+    answer = exchange(
+        server.port,
+        b"POST /token HTTP/1.1\r\nHost: t\r\nExpect: 100-continue" + value + b"\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+    )
+    error = assert_json_error(answer, 417)
+    assert error["code"] == "expectation_failed"
+    assert value not in answer.raw
+
+
 # --------------------------------------------------------------------------- Server header
 
 

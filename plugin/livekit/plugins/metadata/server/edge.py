@@ -8,7 +8,9 @@ This module puts a thin layer between the socket and the app:
 
 * **Malformed requests** (request line, headers, chunked framing) get the same
   ``{"error": {"code", "message"}}`` JSON 400 as every other error; the log
-  line names the error class, the peer and a byte count, never the bytes.
+  line names the error class, the peer and a byte count, never the bytes. Any
+  other error answer made outside the app's middleware (aiohttp's ``Expect``
+  handling echoes the header) is replaced by the JSON body of its status.
 * **Read deadlines.** A request's headers must be complete ``header_timeout``
   seconds after the connection opened (or after its first byte, on a kept-alive
   connection); its body ``body_timeout`` seconds after the headers. Either miss
@@ -177,6 +179,26 @@ class _ClientGone(web.HTTPBadRequest):
 
 
 _SIGNALS = (_BadBody, _BodyTimeout, _ClientGone)
+
+
+def _status_code(status: int) -> str:
+    """``417`` -> ``expectation_failed``: the error code for a status the app did not answer."""
+    return _phrase(status).replace(" ", "_").replace("-", "_")
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase.lower()
+    except ValueError:
+        return "error"
+
+
+def _json_answer(status: int, code: str, message: str) -> web.Response:
+    resp = web.Response(status=status, body=error_body(code, message))
+    resp.content_type = "application/json"
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["Server"] = SERVER_HEADER
+    return resp
 
 
 def _raw_answer(status: int, code: str, message: str, extra: str = "") -> bytes:
@@ -356,6 +378,10 @@ class _EdgeHandler(web.RequestHandler):
         self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
     ) -> tuple[web.StreamResponse, bool]:
         if not resp.prepared:
+            if resp.status >= 400 and resp.content_type != "application/json":
+                # An answer made outside the app's middleware (aiohttp's own Expect
+                # handling, say) may echo request bytes: answer in JSON instead.
+                resp = _json_answer(resp.status, _status_code(resp.status), _phrase(resp.status))
             resp.headers["Server"] = SERVER_HEADER
             if self._timed_out:
                 resp.force_close()
@@ -387,9 +413,7 @@ class _EdgeHandler(web.RequestHandler):
             self._edge.log(
                 logging.ERROR, self._peer, "edge: %d for %s (%s)", status, self._peer, kind
             )
-        resp = web.Response(status=status, body=error_body(code, text))
-        resp.content_type = "application/json"
-        resp.headers["Cache-Control"] = "no-store"
+        resp = _json_answer(status, code, text)
         resp.headers["Connection"] = "close"
         resp.force_close()
         return resp
