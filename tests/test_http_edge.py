@@ -164,6 +164,17 @@ def test_an_unknown_expect_value_is_refused_in_json_without_echoing_it(
     error = assert_json_error(answer, 417)
     assert error["code"] == "expectation_failed"
     assert value not in answer.raw
+    not_utf8 = exchange(
+        server.port,
+        b"POST /token HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\xff\r\n"
+        b"Content-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+    )
+    assert_json_error(not_utf8, 417)  # aiohttp alone fails with a 500 here
+    proceed = exchange(
+        server.port,
+        token_request(server).replace(b"Host: t\r\n", b"Host: t\r\nExpect: 100-continue\r\n"),
+    )
+    assert proceed.status == 201  # the one expectation we support still works
 
 
 # --------------------------------------------------------------------------- Server header

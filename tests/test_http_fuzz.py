@@ -75,7 +75,7 @@ class Tally:
                 self.through[attack.category] += 1
                 if len(self.failures) < 20:
                     self.failures.append(
-                        f"{attack.category}: {problem}: {attack.chunks[0][:120]!r}"
+                        f"{attack.category}: {problem}: {attack.chunks[0][:600]!r}"
                     )
 
 

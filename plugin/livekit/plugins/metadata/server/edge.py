@@ -432,8 +432,22 @@ class _EdgeServer(web.Server):
     """aiohttp's low-level server, building :class:`_EdgeHandler` connections."""
 
     def __init__(self, base: web.Server, edge: _EdgeState) -> None:
+        handler = base.request_handler
+
+        async def guarded(request: BaseRequest) -> web.StreamResponse:
+            # aiohttp answers an unknown Expect with a text 417 quoting the value,
+            # and fails with a 500 when the value is not UTF-8: refuse it here.
+            expect = request.headers.get("Expect")
+            if expect is not None and expect.lower() != "100-continue":
+                resp = _json_answer(
+                    417, "expectation_failed", "only 'Expect: 100-continue' is supported"
+                )
+                resp.force_close()
+                return resp
+            return await handler(request)
+
         super().__init__(
-            base.request_handler,
+            guarded,
             request_factory=base.request_factory,
             handler_cancellation=base.handler_cancellation,
             loop=asyncio.get_running_loop(),
