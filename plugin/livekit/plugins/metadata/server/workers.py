@@ -61,17 +61,22 @@ def bind_sockets(
         for family, kind, proto, _, address in dict.fromkeys(infos):
             if sockets and port == 0:
                 address = (*address[:1], sockets[0].getsockname()[1], *address[2:])
-            sockets.append(_bind_one(family, kind, proto, address, reuse_port, listen))
+            sock = _bind_one(family, kind, proto, address, reuse_port, listen)
+            if sock is not None:
+                sockets.append(sock)
     except BaseException:
         for sock in sockets:
             sock.close()
         raise
+    if not sockets:
+        raise ConfigError(f"cannot listen on {host}:{port}: address not available")
     return sockets
 
 
 def _bind_one(
     family: int, kind: int, proto: int, address: Any, reuse_port: bool, listen: bool
-) -> socket.socket:
+) -> socket.socket | None:
+    """One bound socket; None when this address family is not enabled (as asyncio does)."""
     sock = socket.socket(family, kind, proto)
     try:
         if os.name == "posix":
@@ -91,6 +96,8 @@ def _bind_one(
             if family == socket.AF_INET6
             else (f"{address[0]}:{address[1]}")
         )
+        if exc.errno == errno.EADDRNOTAVAIL:
+            return None
         if exc.errno == errno.EADDRINUSE:
             raise ConfigError(
                 f"cannot listen on {where}: address already in use (is another server "
