@@ -361,7 +361,11 @@ def test_serve_calls_server_run(runner: CliRunner, monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(server, "run", lambda **kw: calls.append(kw))
     result = invoke(runner, "serve", "--config", "cfg.yaml", "--host", "127.0.0.1", "--port", "9")
     assert result.exit_code == 0, result.stderr
-    assert calls == [{"config_path": "cfg.yaml", "host": "127.0.0.1", "port": 9}]
+    assert calls == [{"config_path": "cfg.yaml", "host": "127.0.0.1", "port": 9, "workers": 1}]
+    result = invoke(runner, "serve", "--workers", "3")
+    assert result.exit_code == 0, result.stderr
+    assert calls[-1]["workers"] == 3
+    assert invoke(runner, "serve", "--workers", "0").exit_code == 2
 
 
 def test_serve_without_server_module(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -388,6 +388,15 @@ def serve_command(
     port: Annotated[
         int | None, typer.Option("--port", help="Override the configured port.")
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=256,
+            help="Serving processes on the one port (SO_REUSEPORT where the OS has it).",
+        ),
+    ] = 1,
 ) -> None:
     """Run the token endpoint (LiveKit's standard token-endpoint format)."""
     try:
@@ -399,7 +408,10 @@ def serve_command(
     with _errors():
         try:
             server.run(
-                config_path=str(config) if config is not None else None, host=host, port=port
+                config_path=str(config) if config is not None else None,
+                host=host,
+                port=port,
+                workers=workers,
             )
         except KeyboardInterrupt:
             return

@@ -33,6 +33,7 @@ from ..loader import load_file
 from ..routing.router import MetadataRouter
 from ..sessions.manager import SessionManager
 from ..tokens.issuer import DEFAULT_SESSION_GRACE, DEFAULT_TTL
+from .edge import EdgeConfig
 from .limits import Limits
 
 __all__ = [
@@ -342,6 +343,8 @@ class ServerConfig(BaseModel):
     reference_mode: bool = False
     """The token carries no participant metadata and the job metadata only the session
     reference; the agent loads everything from the store."""
+    edge: EdgeConfig = Field(default_factory=EdgeConfig)
+    """HTTP edge limits: read deadlines, connections per peer, edge log budget."""
 
     authorize: AuthorizeHook | None = Field(default=None, exclude=True)
     metadata_schema: type[BaseModel] | None = Field(default=None, exclude=True)
