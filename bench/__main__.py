@@ -3,7 +3,7 @@
 Usage::
 
     uv run --group bench python -m bench            # full run (several minutes)
-    uv run --group bench python -m bench --quick    # smaller sizes, under a minute
+    uv run --group bench python -m bench --quick    # smaller sizes; writes bench/out/ (git-ignored)
     uv run --group bench python -m bench --only session,router --no-plots
 
 Each figure is the median of at least five interleaved repetitions with its
@@ -26,9 +26,9 @@ from pathlib import Path
 
 from ._harness import Table, format_table
 
-__all__ = ["SUITES", "machine_facts", "main"]
+__all__ = ["SUITES", "default_out", "machine_facts", "main"]
 
-SUITES = ["session", "codec", "issuer", "router", "redis", "server", "e2e"]
+SUITES = ["session", "codec", "issuer", "router", "redis", "server", "e2e", "cli"]
 """Benchmark modules, ``bench/bench_<name>.py``, each exposing ``run(quick) -> list[Table]``."""
 
 _PACKAGES = [
@@ -92,14 +92,51 @@ def machine_facts() -> list[str]:
     ]
 
 
+def default_out(quick: bool) -> Path:
+    """Where results go without ``--out``: the committed file, or ``bench/out/`` for ``--quick``."""
+    here = Path(__file__).parent
+    return here / "out" / "RESULTS.md" if quick else here / "RESULTS.md"
+
+
+def _plots(quick: bool, out: Path, sections: list[str], timings: list[str]) -> None:
+    """Write the scaling plots next to the results file and add their section."""
+    print("== plots", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    try:
+        from .plots import write_plots
+
+        plot_tables: list[str] = []
+        # next to the results file, so `--out elsewhere` leaves bench/'s plots alone
+        paths = write_plots(quick=quick, tables=plot_tables, directory=out.resolve().parent)
+    except ImportError as exc:
+        sections.append(f"(plots skipped: {exc}; install the `bench` dependency group)\n")
+        return
+    elapsed = time.perf_counter() - t0
+    timings.append(f"plots {elapsed:.0f} s")
+    print(f"   plots: {elapsed:.1f} s", file=sys.stderr, flush=True)
+    sections.append(f"## scaling\n\n_{elapsed:.0f} s_\n")
+    for path in paths:
+        title = Path(path).stem.replace("_", " ")
+        sections.append(f"![{title}]({Path(path).name})\n")
+    sections += plot_tables
+    print("\n".join(plot_tables), flush=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen suites and the plots, write the results file; 1 if a suite failed."""
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes, under a minute")
     parser.add_argument("--only", default="", help="comma-separated suites: " + ",".join(SUITES))
-    parser.add_argument("--out", default=str(Path(__file__).with_name("RESULTS.md")))
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="results file (default: bench/RESULTS.md; with --quick, the git-ignored "
+        "bench/out/RESULTS.md, so a quick run never overwrites the committed results)",
+    )
     parser.add_argument("--no-plots", action="store_true", help="skip the scaling plots")
     args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = str(default_out(args.quick))
     chosen = [s for s in args.only.split(",") if s] or SUITES
     unknown = sorted(set(chosen) - set(SUITES))
     if unknown:
@@ -129,28 +166,7 @@ def main(argv: list[str] | None = None) -> int:
         print(body, flush=True)
 
     if not args.no_plots:
-        print("== plots", file=sys.stderr, flush=True)
-        t0 = time.perf_counter()
-        try:
-            from .plots import write_plots
-
-            plot_tables: list[str] = []
-            # next to the results file, so `--out elsewhere` leaves bench/'s plots alone
-            paths = write_plots(
-                quick=args.quick, tables=plot_tables, directory=Path(args.out).resolve().parent
-            )
-        except ImportError as exc:
-            sections.append(f"(plots skipped: {exc}; install the `bench` dependency group)\n")
-        else:
-            elapsed = time.perf_counter() - t0
-            timings.append(f"plots {elapsed:.0f} s")
-            print(f"   plots: {elapsed:.1f} s", file=sys.stderr, flush=True)
-            sections.append(f"## scaling\n\n_{elapsed:.0f} s_\n")
-            for path in paths:
-                title = Path(path).stem.replace("_", " ")
-                sections.append(f"![{title}]({Path(path).name})\n")
-            sections += plot_tables
-            print("\n".join(plot_tables), flush=True)
+        _plots(args.quick, Path(args.out), sections, timings)
 
     header = [
         "# Benchmark results",
@@ -163,6 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         *facts,
         "",
     ]
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text("\n".join(header) + "\n" + "\n".join(sections), encoding="utf-8")
     print(
         f"wrote {args.out} in {time.perf_counter() - started:.0f} s ({', '.join(timings)})",

@@ -109,7 +109,7 @@ def _adapter(data: bytes) -> Case:
                 ctx._tempdir.cleanup()
         handle = state["handle"]
         for _ in range(loops):
-            await handle._apply_metadata("participant metadata", text, participant=True)
+            await handle._apply_metadata("participant metadata", text, identity="caller")
 
     return Case("adapter update path (SessionManager + MemoryStore)", run_async_loop(make))
 

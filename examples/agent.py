@@ -15,13 +15,18 @@ dispatch only) and serves every agent in the rules. For each job it:
    support / sales / VIP / general, each answering in the caller's language);
 4. publishes the decision on the agent participant as attributes ``route``
    (the agent) and ``route.rule`` (the rule that chose it);
-5. re-routes (``session.update_agent``) when the caller's metadata changes.
+5. re-routes (``session.update_agent``) when the caller's metadata changes,
+   through ``attach(ctx, on_change=...)``: the adapter calls it after every
+   applied update, so an update sent right after the route appears is never lost.
 
 Routing and metadata need no model: without model settings the session starts
 text-only with no LLM, so the worker routes and publishes its decision but does
 not converse. Set ``LK_DEMO_LLM`` (and optionally ``LK_DEMO_STT`` /
 ``LK_DEMO_TTS``) to LiveKit Inference model strings, e.g. ``openai/gpt-4.1-mini``,
 ``deepgram/nova-3``, ``cartesia/sonic-2``, to talk to it.
+
+Load: the worker reports its running jobs as a share of ``LK_DEMO_MAX_JOBS``
+(default 20), not the machine's CPU (see :func:`job_load`).
 
 Offline, the routing is one pure function, :func:`choose_agent`; importing this
 module starts nothing and needs no keys. Other settings: ``LK_ROUTER_RULES``
@@ -33,11 +38,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from livekit import rtc
 from livekit.agents import Agent, AgentServer, AgentSession, JobContext, cli, room_io
 
 from livekit.plugins.metadata.agent.adapter import MetadataAdapter
@@ -145,60 +150,82 @@ def _session_kwargs() -> dict[str, Any]:
     return {k: v for k, v in models.items() if v}
 
 
-server = AgentServer()
+MAX_JOBS = int(os.environ.get("LK_DEMO_MAX_JOBS", "20"))
+
+
+def job_load(worker: AgentServer) -> float:
+    """This worker's load as its share of ``MAX_JOBS`` running jobs.
+
+    LiveKit workers report the machine's CPU load by default, and the server
+    offers jobs only to workers under ``agents.target_load`` (0.7): on a busy
+    laptop no agent would ever join. This demo runs no models, so its jobs, not
+    the CPU, are what limits it.
+    """
+    return min(len(worker.active_jobs) / max(MAX_JOBS, 1), 1.0)
+
+
+server = AgentServer(load_fnc=job_load)
+
+
+def _turn_handling(speech: bool) -> dict[str, Any]:
+    """Without speech models nothing decides turns: no detector that would call out."""
+    if speech:
+        return {}
+    return {"turn_handling": {"turn_detection": "manual", "interruption": {"enabled": False}}}
 
 
 @server.rtc_session(agent_name=AGENT_NAME, on_request=ROUTER.request_handler())
 async def entrypoint(ctx: JobContext) -> None:
-    """Attach the adapter, route, start the chosen Agent and publish the decision."""
+    """Attach the adapter, route, start the chosen Agent, publish and follow the decision."""
+    started = asyncio.Event()
+    session: AgentSession[Any] | None = None
     adapter = MetadataAdapter(SessionManager())
-    handle = await adapter.attach(ctx)
-    route, agent = choose_agent(await handle.get())
-    await ctx.room.local_participant.set_attributes(route_attributes(route))
+
+    async def on_change(identity: str) -> None:
+        # Run by the adapter after each applied update, in order: none is missed,
+        # even one that arrives before the session below has started.
+        await started.wait()
+        metadata = (await handle.route_input()).metadata
+        if session is not None and AGENTS.reroute(session, metadata):
+            new_route = ROUTER.route(metadata)
+            await ctx.room.local_participant.set_attributes(route_attributes(new_route))
+            logger.info(
+                "job %s: re-routed to %r by %s", ctx.job.id, new_route.agent, new_route.label
+            )
+
+    handle = await adapter.attach(ctx, on_change=on_change)
+    route, agent = choose_agent((await handle.route_input()).metadata)
     logger.info("job %s: agent %r chosen by %s", ctx.job.id, route.agent, route.label)
 
     kwargs = _session_kwargs()
     speech = "stt" in kwargs and "tts" in kwargs
-    session: AgentSession[Any] = AgentSession(**kwargs)
+    session = AgentSession(**kwargs, **_turn_handling(speech))
     await session.start(
         agent,
         room=ctx.room,
         room_options=room_io.RoomOptions(audio_input=speech, audio_output=speech),
     )
+    started.set()
+    await ctx.room.local_participant.set_attributes(route_attributes(route))
+    # An update that arrived while the session started is handled now, in order.
+    await on_change("")
 
-    async def reroute() -> None:
-        await handle.wait_idle()  # let the adapter merge the change first
-        metadata = await handle.get()
-        if AGENTS.reroute(session, metadata):
-            new_route = ROUTER.route(metadata)
-            await ctx.room.local_participant.set_attributes(route_attributes(new_route))
 
-    tasks: set[asyncio.Task[None]] = set()
-
-    def schedule(participant: rtc.Participant) -> None:
-        if participant.identity == ctx.room.local_participant.identity:
-            return  # our own route attributes
-        task = asyncio.create_task(reroute())
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-
-    def on_metadata(participant: rtc.Participant, _old: str, _new: str) -> None:
-        schedule(participant)
-
-    def on_attributes(_changed: dict[str, str], participant: rtc.Participant) -> None:
-        schedule(participant)
-
-    ctx.room.on("participant_metadata_changed", on_metadata)
-    ctx.room.on("participant_attributes_changed", on_attributes)
-
-    async def cleanup() -> None:
-        ctx.room.off("participant_metadata_changed", on_metadata)
-        ctx.room.off("participant_attributes_changed", on_attributes)
-        for task in list(tasks):
-            task.cancel()
-
-    ctx.add_shutdown_callback(cleanup)
+def main() -> None:
+    """Run the worker; without a LiveKit URL, say so and exit 1 instead of a traceback."""
+    if (
+        len(sys.argv) > 1
+        and sys.argv[1] in ("dev", "start", "connect")
+        and not os.environ.get("LIVEKIT_URL")
+    ):
+        print(
+            "error: LIVEKIT_URL is not set. Start `livekit-server --dev` and export "
+            "LIVEKIT_URL=ws://127.0.0.1:7880 LIVEKIT_API_KEY=devkey LIVEKIT_API_SECRET=secret",
+            file=sys.stderr,
+        )
+        raise SystemExit(1)
+    cli.run_app(server)
 
 
 if __name__ == "__main__":
-    cli.run_app(server)
+    main()

@@ -14,6 +14,9 @@ Connects to ``LIVEKIT_URL`` with ``LIVEKIT_API_KEY`` / ``LIVEKIT_API_SECRET``, r
   or ``adapter`` without rules), ``session`` (the session as compact JSON) and
   ``worker`` (this process id). Afterwards it republishes ``session`` whenever the
   session changes (polled every 25 ms), so tests can watch merges from the room.
+  With ``--track all`` every caller is followed, and each caller's own view
+  (``handle.participant_metadata(identity)``, private keys included) is published as
+  attribute ``view.<identity>``; ``route`` is decided on ``handle.route_input()``.
 * ``--mode bare``: the baseline for the adapter's overhead -- no plugin code at all:
   connect, wait for the caller, publish ``route=bare`` and ``worker``.
 
@@ -63,7 +66,7 @@ async def _until_disconnected(ctx: JobContext) -> None:
         await asyncio.sleep(0.2)
 
 
-def _adapter_entrypoint(rules: str | None, store: str) -> Any:
+def _adapter_entrypoint(rules: str | None, store: str, track: str = "first") -> Any:
     from livekit.plugins.metadata.agent.adapter import MetadataAdapter
     from livekit.plugins.metadata.sessions.manager import SessionManager
 
@@ -88,20 +91,29 @@ def _adapter_entrypoint(rules: str | None, store: str) -> Any:
     # Redis pool is bound to the loop that created it.
     async def entrypoint(ctx: JobContext) -> None:
         sessions = make_sessions()
-        adapter = MetadataAdapter(sessions)
+        adapter = MetadataAdapter(sessions, track=track)  # type: ignore[arg-type]
         handle = await adapter.attach(ctx)
         snapshot = await handle.get()
-        route = router.route(snapshot).agent if router is not None else "adapter"
+        routed = (await handle.route_input()).metadata
+        route = router.route(routed).agent if router is not None else "adapter"
         published = _json(snapshot)
         await ctx.room.local_participant.set_attributes(
             {"route": route or "reject", "session": published, "worker": str(os.getpid())}
         )
+        views: dict[str, str] = {}
         while ctx.room.isconnected():
             await asyncio.sleep(POLL_INTERVAL)
             current = _json(await handle.get())
+            changed: dict[str, str] = {}
             if current != published:
                 published = current
-                await ctx.room.local_participant.set_attributes({"session": published})
+                changed["session"] = published
+            for identity in handle.participants:  # each caller's own view, by identity
+                view = _json(await handle.participant_metadata(identity))
+                if views.get(identity) != view:
+                    views[identity] = changed[f"view.{identity}"] = view
+            if changed:
+                await ctx.room.local_participant.set_attributes(changed)
 
     return entrypoint
 
@@ -135,6 +147,7 @@ def main() -> None:
     parser.add_argument("--mode", choices=("adapter", "bare"), default="adapter")
     parser.add_argument("--rules", default=None)
     parser.add_argument("--store", default="memory")
+    parser.add_argument("--track", choices=("first", "all"), default="first")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
 
@@ -154,7 +167,7 @@ def main() -> None:
         if args.mode == "bare":
             entry = _bare_entrypoint
         else:
-            entry = _adapter_entrypoint(args.rules, args.store)
+            entry = _adapter_entrypoint(args.rules, args.store, args.track)
         server.rtc_session(entry, agent_name=args.agent_name)
 
     async def run() -> None:

@@ -143,3 +143,51 @@ async def test_on_request_accepts_jobs_routed_to_this_worker(example: ModuleType
         )
         await handler(JobRequest(job=job, on_reject=on_reject, on_accept=on_accept))
     assert answers == [("accept", "agent-AJ_1"), ("reject", False)]
+
+
+def test_the_worker_without_livekit_url_fails_clearly() -> None:
+    """No LIVEKIT_URL: one line naming the variable and the dev server, exit code 1."""
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEKIT_")}
+    script = Path(__file__).parents[1] / "examples" / "agent.py"
+    result = subprocess.run(
+        [sys.executable, str(script), "dev"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert "LIVEKIT_URL is not set" in result.stderr
+    assert "livekit-server --dev" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+async def test_a_session_without_models_uses_no_turn_detector(example: ModuleType) -> None:
+    """Without speech models the session is built with manual turns (nothing calls out)."""
+    from livekit.agents import AgentSession
+
+    kwargs = example._turn_handling(speech=False)
+    assert kwargs["turn_handling"]["turn_detection"] == "manual"
+    session: AgentSession[Any] = AgentSession(**kwargs)
+    assert session is not None
+    assert example._turn_handling(speech=True) == {}
+
+
+def test_the_worker_reports_its_jobs_not_the_machine_cpu(example: ModuleType) -> None:
+    """A busy laptop must not make the demo worker 'full': load = running jobs / MAX_JOBS."""
+
+    class Worker:
+        def __init__(self) -> None:
+            self.active_jobs: list[object] = []
+
+    worker = Worker()
+    assert example.job_load(worker) == 0.0
+    worker.active_jobs = [object()] * (example.MAX_JOBS // 2)
+    assert example.job_load(worker) == pytest.approx(0.5)
+    worker.active_jobs = [object()] * (example.MAX_JOBS * 3)
+    assert example.job_load(worker) == 1.0
+    assert example.server.load_fnc is example.job_load

@@ -1,64 +1,136 @@
 """Metadata-driven sessions, tokens and agent routing for LiveKit Agents.
 
 See the README for the quick start. The public API is exactly ``__all__``.
+
+Importing the package is instant: each public name is loaded from its
+submodule on first use (PEP 562), so a web backend that only mints tokens, and
+the ``lk-metadata`` command, never import ``livekit.agents``. The agent-side
+names (the adapter and the entrypoint helpers) pull it in, and importing them
+registers this package's LiveKit ``Plugin`` (see ``agent/plugin.py``).
 """
 
 from __future__ import annotations
 
-from livekit.agents import Plugin
+import importlib
+from typing import TYPE_CHECKING, Any
 
-from .agent.adapter import AdapterStats, MetadataAdapter, PublishResult, SessionHandle
-from .codec import (
-    DEFAULT_MAX_ATTRIBUTES_BYTES,
-    DEFAULT_MAX_METADATA_BYTES,
-    MAX_DEPTH,
-    apply_attributes,
-    attributes_size,
-    parse_metadata,
-    serialize_metadata,
-    split_attribute_update,
-    validate_attributes,
-    validate_schema,
-)
-from .errors import (
-    ConfigError,
-    DispatchError,
-    InvalidAttributes,
-    InvalidMetadataJSON,
-    MetadataError,
-    MetadataNotAnObject,
-    MetadataPluginError,
-    MetadataTooLarge,
-    NoRouteMatched,
-    RoutingError,
-    SchemaViolation,
-    StoreError,
-    StoreUnavailable,
-    TokenError,
-    TokenVerificationError,
-)
-from .log import logger
-from .routing.dispatch import ensure_dispatch
-from .routing.router import (
-    AgentFactoryMap,
-    ConditionFailure,
-    MetadataRouter,
-    Route,
-    RuleTrace,
-    Selection,
-    format_explain,
-    format_route,
-    reroute,
-    route_of,
-)
-from .server.app import Principal, ServerConfig, create_app
-from .sessions.manager import SessionManager
-from .sessions.memory import MemoryStore
-from .sessions.redis import RedisStore
-from .sessions.store import MergeAndGet, SessionStore
-from .sessions.tool_tokens import InsecureSecretWarning, ToolTokens
-from .tokens.issuer import Dispatch, ReferenceToken, TokenIssuer, VerifiedToken
 from .version import __version__
+
+if TYPE_CHECKING:
+    from .agent.adapter import AdapterStats, MetadataAdapter, PublishResult, SessionHandle
+    from .agent.views import RouteInput
+    from .codec import (
+        DEFAULT_MAX_ATTRIBUTES_BYTES,
+        DEFAULT_MAX_METADATA_BYTES,
+        MAX_DEPTH,
+        apply_attributes,
+        attributes_size,
+        parse_metadata,
+        serialize_metadata,
+        split_attribute_update,
+        validate_attributes,
+        validate_schema,
+    )
+    from .errors import (
+        ConfigError,
+        DispatchError,
+        InvalidAttributes,
+        InvalidMetadataJSON,
+        InvalidSessionReference,
+        MetadataError,
+        MetadataNotAnObject,
+        MetadataPluginError,
+        MetadataTooLarge,
+        NoRouteMatched,
+        ReservedKey,
+        RoutingError,
+        SchemaViolation,
+        StoreError,
+        StoreFull,
+        StoreUnavailable,
+        TokenError,
+        TokenVerificationError,
+    )
+    from .routing.dispatch import ensure_dispatch
+    from .routing.router import (
+        AgentFactoryMap,
+        ConditionFailure,
+        MetadataRouter,
+        Route,
+        RuleTrace,
+        Selection,
+        format_explain,
+        format_route,
+        reroute,
+        route_of,
+    )
+    from .server.app import Principal, ServerConfig, create_app
+    from .sessions.manager import SessionManager
+    from .sessions.memory import MemoryStore
+    from .sessions.redis import RedisStore
+    from .sessions.store import MergeAndGet, SessionStore
+    from .sessions.tool_tokens import InsecureSecretWarning, ToolTokens
+    from .tokens.issuer import Dispatch, ReferenceToken, TokenIssuer, VerifiedToken
+
+_SOURCES: dict[str, tuple[str, ...]] = {
+    ".agent.adapter": ("AdapterStats", "MetadataAdapter", "PublishResult", "SessionHandle"),
+    ".agent.views": ("RouteInput",),
+    ".codec": (
+        "DEFAULT_MAX_ATTRIBUTES_BYTES",
+        "DEFAULT_MAX_METADATA_BYTES",
+        "MAX_DEPTH",
+        "apply_attributes",
+        "attributes_size",
+        "parse_metadata",
+        "serialize_metadata",
+        "split_attribute_update",
+        "validate_attributes",
+        "validate_schema",
+    ),
+    ".errors": (
+        "ConfigError",
+        "DispatchError",
+        "InvalidAttributes",
+        "InvalidMetadataJSON",
+        "InvalidSessionReference",
+        "MetadataError",
+        "MetadataNotAnObject",
+        "MetadataPluginError",
+        "MetadataTooLarge",
+        "NoRouteMatched",
+        "ReservedKey",
+        "RoutingError",
+        "SchemaViolation",
+        "StoreError",
+        "StoreFull",
+        "StoreUnavailable",
+        "TokenError",
+        "TokenVerificationError",
+    ),
+    ".routing.dispatch": ("ensure_dispatch",),
+    ".routing.router": (
+        "AgentFactoryMap",
+        "ConditionFailure",
+        "MetadataRouter",
+        "Route",
+        "RuleTrace",
+        "Selection",
+        "format_explain",
+        "format_route",
+        "reroute",
+        "route_of",
+    ),
+    ".server.app": ("Principal", "ServerConfig", "create_app"),
+    ".sessions.manager": ("SessionManager",),
+    ".sessions.memory": ("MemoryStore",),
+    ".sessions.redis": ("RedisStore",),
+    ".sessions.store": ("MergeAndGet", "SessionStore"),
+    ".sessions.tool_tokens": ("InsecureSecretWarning", "ToolTokens"),
+    ".tokens.issuer": ("Dispatch", "ReferenceToken", "TokenIssuer", "VerifiedToken"),
+}
+"""Where each public name lives; the single source of ``__getattr__``."""
+
+_LAZY: dict[str, str] = {name: module for module, names in _SOURCES.items() for name in names}
 
 __all__ = [
     "DEFAULT_MAX_ATTRIBUTES_BYTES",
@@ -73,6 +145,7 @@ __all__ = [
     "InsecureSecretWarning",
     "InvalidAttributes",
     "InvalidMetadataJSON",
+    "InvalidSessionReference",
     "MemoryStore",
     "MergeAndGet",
     "MetadataAdapter",
@@ -86,7 +159,9 @@ __all__ = [
     "PublishResult",
     "RedisStore",
     "ReferenceToken",
+    "ReservedKey",
     "Route",
+    "RouteInput",
     "RoutingError",
     "RuleTrace",
     "SchemaViolation",
@@ -96,6 +171,7 @@ __all__ = [
     "SessionManager",
     "SessionStore",
     "StoreError",
+    "StoreFull",
     "StoreUnavailable",
     "TokenError",
     "TokenIssuer",
@@ -119,20 +195,19 @@ __all__ = [
 ]
 
 
-class MetadataPlugin(Plugin):
-    """The LiveKit plugin record for ``livekit-plugins-metadata``."""
+def __getattr__(name: str) -> Any:
+    """Load a public name from its submodule on first use, then keep it here."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value
+    return value
 
-    def __init__(self) -> None:
-        super().__init__(__name__, __version__, __package__ or __name__, logger)
 
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
 
-Plugin.register_plugin(MetadataPlugin())
 
 # Hide everything that is not public from generated docs, as LiveKit's plugins do.
-_module = dir()
-NOT_IN_ALL = [m for m in _module if m not in __all__]
-
-__pdoc__ = {}
-
-for n in NOT_IN_ALL:
-    __pdoc__[n] = False
+__pdoc__ = dict.fromkeys(("annotations", "importlib", "TYPE_CHECKING", "Any"), False)

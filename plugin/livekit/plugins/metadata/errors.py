@@ -10,7 +10,8 @@ catch the whole family or a single leaf::
     │   ├── MetadataTooLarge          over the byte limit
     │   ├── SchemaViolation           the pydantic schema rejected it
     │   ├── InvalidAttributes         LiveKit attributes: not str->str, reserved key, too large
-    │   └── ReservedKey               a caller used the plugin's own ``lk-metadata.`` namespace
+    │   ├── ReservedKey               a caller used the plugin's own ``lk-metadata.`` namespace
+    │   └── InvalidSessionReference   a session reference names a missing, expired or foreign session
     ├── StoreError                    a session store failed
     │   ├── StoreUnavailable          the backend (e.g. Redis) cannot be reached in time
     │   └── StoreFull                 the session cap is reached; nothing was evicted
@@ -39,6 +40,7 @@ __all__ = [
     "DispatchError",
     "InvalidAttributes",
     "InvalidMetadataJSON",
+    "InvalidSessionReference",
     "MetadataError",
     "MetadataNotAnObject",
     "MetadataPluginError",
@@ -137,6 +139,14 @@ class ReservedKey(MetadataError):
         super().__init__(message)
         self.key = key
         """The offending key (a key, never a value; cut to a readable length)."""
+
+
+class InvalidSessionReference(MetadataError):
+    """Raised when a token-session reference names a missing, expired or foreign session.
+
+    Foreign: the session's owner record names another participant or room (an
+    attribute copied from someone else must not open their private keys).
+    """
 
 
 class StoreError(MetadataPluginError):

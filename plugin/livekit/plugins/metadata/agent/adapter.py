@@ -9,20 +9,33 @@ In an agent entrypoint::
         session = await adapter.attach(ctx)         # job + caller metadata, kept in sync
         md = await session.get()
 
-What goes into the session, in this order (later sources win key by key):
+What goes into the call session (keyed by the job: the room name unless
+``session_id=`` says otherwise), in this order (later sources win key by key):
 
 1. job metadata (``ctx.job.metadata``: the dispatch metadata, a JSON object),
 2. job attributes (``ctx.job.attributes``),
-3. room metadata (only with ``sync_room_metadata=True``),
-4. the caller's participant metadata (a JSON object),
-5. the caller's participant attributes.
+3. the job's token session (``SESSION_KEY`` in the job metadata: the session the
+   dispatching token owns, private keys included; its owner must name this room),
+4. room metadata (only with ``sync_room_metadata=True``),
+5. for each tracked participant: its token session (attribute ``SESSION_ATTRIBUTE``;
+   its owner record must name this participant and room), then its participant
+   metadata (a JSON object), then its participant attributes.
 
-Why this order: the participant is more specific than the dispatch (which
-usually carries agent configuration chosen when the token was minted), and
+Why this order: the token session is what the issuer checked and stored, so it
+sits above the dispatch; the live participant is more specific still, and
 attributes are LiveKit's per-key live channel, so the freshest and most
-specific value wins. Participant metadata and attributes can be rewritten by
-the client when its token grants ``canUpdateOwnMetadata``: list the keys the
-client must never override in ``protected_keys``.
+specific value wins. One exception: a *private* key (one that participant's
+token session holds but its token never carried) can never be overridden by
+that participant's live metadata or attributes. Participant metadata and
+attributes can be rewritten by the client when its token grants
+``canUpdateOwnMetadata``: list other keys the client must never override in
+``protected_keys``. This plugin's own ``lk-metadata.*`` keys (references, owner
+records) are never stored.
+
+Each participant also keeps its own view (:meth:`SessionHandle.participant_metadata`:
+token session, then live metadata), so rooms with several callers never mix
+them; :meth:`SessionHandle.route_input` gives the one to route on (``route_on``).
+A reference to a missing, expired or foreign session is invalid input (see below).
 
 While the job lives, ``participant_metadata_changed`` and
 ``participant_attributes_changed`` for the tracked participant(s) (and
@@ -50,7 +63,7 @@ import asyncio
 import contextlib
 import time
 import weakref
-from collections.abc import Callable, Collection, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -61,6 +74,9 @@ from .._util import key_label, keys_for_log
 from ..codec import (
     DEFAULT_MAX_ATTRIBUTES_BYTES,
     DEFAULT_MAX_METADATA_BYTES,
+    PLUGIN_ATTRIBUTE_PREFIX,
+    SESSION_ATTRIBUTE,
+    SESSION_KEY,
     apply_attributes,
     attributes_size,
     parse_metadata,
@@ -68,8 +84,15 @@ from ..codec import (
     validate_attributes,
     validate_schema,
 )
-from ..errors import InvalidAttributes, MetadataError, MetadataPluginError, StoreError
+from ..errors import (
+    InvalidAttributes,
+    InvalidSessionReference,
+    MetadataError,
+    MetadataPluginError,
+    StoreError,
+)
 from ..log import logger
+from .views import ParticipantView, RouteInput, resolve_token_session, without_plugin_keys
 
 if TYPE_CHECKING:
     from livekit import api as lkapi
@@ -84,6 +107,7 @@ __all__ = [
     "AdapterStats",
     "MetadataAdapter",
     "PublishResult",
+    "RouteInput",
     "SessionHandle",
 ]
 
@@ -97,11 +121,27 @@ DEFAULT_PARTICIPANT_KINDS: tuple[int, ...] = (
 OnInvalid = Literal["log", "raise"]
 PublishAs = Literal["attributes", "metadata"]
 SessionIdFactory = Callable[["JobContext"], str]
+OnChange = Callable[[str], Awaitable[None]]
+"""``await on_change(identity)`` after each update of a tracked participant was applied."""
+RouteOn = Literal["first", "sip"] | Callable[[Sequence[rtc.Participant]], "rtc.Participant | None"]
+Track = Literal["first", "all"]
+_ROUTE_KINDS = (
+    rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD,
+    rtc.ParticipantKind.PARTICIPANT_KIND_SIP,
+)
 
 
 # Queue items: ("metadata", identity, raw) | ("attributes", identity, changed, snapshot)
 # | ("room", "", raw) | ("snapshot", identity, participant, future).
 _Item = tuple[Any, ...]
+
+
+def _quiet_parse(raw: str | bytes | None, max_bytes: int) -> dict[str, Any]:
+    """Parsed metadata, or ``{}`` when invalid (the caller reports invalid input itself)."""
+    try:
+        return parse_metadata(raw, max_bytes=max_bytes)
+    except MetadataError:
+        return {}
 
 
 def _raw_size(raw: str | bytes | None) -> int:
@@ -179,6 +219,9 @@ class SessionHandle:
         self._subscriptions: list[tuple[str, Callable[..., None]]] = []
         self._job_loaded = False
         self._closed = False
+        self._views: dict[str, ParticipantView] = {}
+        self._job_view: dict[str, Any] = {}
+        self._on_change: OnChange | None = None
         self.applied_updates = 0
         """Updates merged into this session."""
         self.invalid_updates = 0
@@ -207,6 +250,50 @@ class SessionHandle:
     def closed(self) -> bool:
         """True once the handle was closed (at job shutdown or by :meth:`aclose`)."""
         return self._closed
+
+    @property
+    def participants(self) -> tuple[str, ...]:
+        """Identities of the tracked participants, in the order they were first tracked."""
+        return tuple(self._views)
+
+    # -- the agent's view ------------------------------------------------------------------
+
+    async def participant_metadata(self, identity: str) -> dict[str, Any]:
+        """One participant's own metadata: its token session overlaid with its live metadata.
+
+        Includes the private keys only its token session holds (never in any
+        token); ``{}`` for a participant that is not tracked. Other callers'
+        metadata never mixes in.
+        """
+        view = self._views.get(identity)
+        return dict(view.metadata) if view is not None else {}
+
+    async def participant_attributes(self, identity: str) -> dict[str, str]:
+        """One participant's live attributes (without ``lk-metadata.*``); ``{}`` if untracked."""
+        view = self._views.get(identity)
+        return dict(view.attributes) if view is not None else {}
+
+    async def route_input(self) -> RouteInput:
+        """The metadata, attributes and identity of the participant to route on.
+
+        Chosen by the adapter's ``route_on``: by default the first tracked
+        standard or SIP participant. ``metadata`` is the job's view overlaid
+        with that participant's (see the module docstring for the order);
+        with no participant it is the job's view alone and ``identity`` is None.
+        """
+        view = self._route_view()
+        if view is None:
+            return RouteInput(dict(self._job_view), {}, None)
+        return view.route_input(self._job_view)
+
+    def _route_view(self) -> ParticipantView | None:
+        views = list(self._views.values())
+        route_on = self._adapter._route_on
+        if callable(route_on):
+            chosen = route_on([v.participant for v in views])
+            return self._views.get(chosen.identity) if chosen is not None else None
+        kinds = (rtc.ParticipantKind.PARTICIPANT_KIND_SIP,) if route_on == "sip" else _ROUTE_KINDS
+        return next((v for v in views if v.participant.kind in kinds), None)
 
     # -- reading and writing -------------------------------------------------------------
 
@@ -320,10 +407,14 @@ class SessionHandle:
             self._enqueue(("attributes", identity, dict(changed_attributes), snapshot))
 
     def _on_participant_connected(self, participant: rtc.Participant) -> None:
-        # A tracked caller that reconnects may come back with other metadata.
+        # A tracked caller that reconnects may come back with other metadata; with
+        # track="all", every new caller of the adapter's kinds is followed from here.
         identity = participant.identity
-        if identity in self._tracked:
-            self._enqueue(("snapshot", identity, participant, None))
+        if identity not in self._tracked:
+            if not self._adapter._track_all or participant.kind not in self._adapter._kinds:
+                return
+            self._tracked.add(identity)
+        self._enqueue(("snapshot", identity, participant, None))
 
     def _on_room_metadata_changed(self, old_metadata: str, new_metadata: str) -> None:
         self._enqueue(("room", "", new_metadata))
@@ -345,15 +436,16 @@ class SessionHandle:
             queue.task_done()
 
     async def _apply_item(self, item: _Item) -> None:
-        kind = item[0]
+        kind, identity = item[0], item[1]
         if kind == "metadata":
-            await self._apply_metadata("participant metadata", item[2], participant=True)
+            await self._apply_metadata("participant metadata", item[2], identity=identity)
         elif kind == "attributes":
             await self._apply_attributes(
-                "participant attributes", item[2], snapshot=item[3], participant=True
+                "participant attributes", item[2], snapshot=item[3], identity=identity
             )
         elif kind == "room":
-            await self._apply_metadata("room metadata", item[2], participant=False)
+            await self._apply_metadata("room metadata", item[2], identity=None)
+            return
         elif kind == "snapshot":
             participant, done = item[2], item[3]
             try:
@@ -368,23 +460,92 @@ class SessionHandle:
                 raise
             if done is not None and not done.done():
                 done.set_result(None)
+            if done is not None:
+                return  # the first snapshot: attach() has not returned yet
+        await self._notify(identity)
+
+    async def _notify(self, identity: str) -> None:
+        """Run the on_change callback in the worker: in order, after the update is applied."""
+        callback = self._on_change
+        if callback is None or self._closed:
+            return
+        try:
+            await callback(identity)
+        except Exception:
+            logger.exception(
+                "metadata adapter: on_change failed for participant %r", key_label(identity)
+            )
 
     async def _apply_participant(
         self, participant: rtc.Participant, *, raise_invalid: bool
     ) -> None:
         raise_ = raise_invalid and self._adapter._raise
-        await self._apply_metadata(
-            "participant metadata", participant.metadata, participant=True, raise_=raise_
-        )
+        identity = participant.identity
         attributes = dict(participant.attributes)
-        await self._apply_attributes(
-            "participant attributes", attributes, snapshot=None, participant=True, raise_=raise_
+        view = ParticipantView(participant)
+        self._views.pop(identity, None)  # a reconnect starts a fresh view, at the end
+        self._views[identity] = view
+        if SESSION_ATTRIBUTE in attributes:
+            session = await self._resolve(
+                "participant session reference",
+                attributes[SESSION_ATTRIBUTE],
+                identity=identity,
+                raise_=raise_,
+            )
+            if session:
+                public = _quiet_parse(participant.metadata, self._adapter._max_bytes)
+                view.session = session
+                view.private = frozenset(session) - set(public) - set(attributes)
+                view.metadata.update(session)
+                await self._write("participant token session", session, (), size=0, raise_=raise_)
+        await self._apply_metadata(
+            "participant metadata", participant.metadata, identity=identity, raise_=raise_
         )
+        await self._apply_attributes(
+            "participant attributes", attributes, snapshot=None, identity=identity, raise_=raise_
+        )
+
+    async def _resolve(
+        self, source: str, reference: object, *, identity: str | None, raise_: bool
+    ) -> dict[str, Any]:
+        """A token session by reference; ``{}`` (logged and counted) if it cannot be trusted."""
+        try:
+            return await resolve_token_session(
+                self._adapter._sessions, reference, identity=identity, room=self._room_name()
+            )
+        except InvalidSessionReference as exc:
+            self._invalid(source, exc, size=0, keys=(), raise_=raise_)
+        except StoreError as exc:
+            self._failed(source, exc, raise_=raise_)
+        return {}
+
+    def _room_name(self) -> str:
+        return self._ctx.job.room.name or self._ctx.room.name
+
+    async def _load_job(self, raise_: bool) -> None:
+        """Job metadata, job attributes, then the job's token session; builds the job view."""
+        ctx = self._ctx
+        await self._apply_metadata("job metadata", ctx.job.metadata, identity=None, raise_=raise_)
+        attributes = dict(ctx.job.attributes)
+        await self._apply_attributes(
+            "job attributes", attributes, snapshot=None, identity=None, raise_=raise_
+        )
+        job = _quiet_parse(ctx.job.metadata, self._adapter._max_bytes)
+        view = {**without_plugin_keys(job), **without_plugin_keys(attributes)}
+        if SESSION_KEY in job:
+            session = await self._resolve(
+                "job session reference", job[SESSION_KEY], identity=None, raise_=raise_
+            )
+            if session and await self._write(
+                "job token session", session, (), size=0, raise_=raise_
+            ):
+                view.update(session)
+        self._job_view = {k: v for k, v in view.items() if v != ""}
 
     # -- applying one source ---------------------------------------------------------------------
 
     async def _apply_metadata(
-        self, source: str, raw: str | bytes | None, *, participant: bool, raise_: bool = False
+        self, source: str, raw: str | bytes | None, *, identity: str | None, raise_: bool = False
     ) -> bool:
         adapter = self._adapter
         try:
@@ -394,9 +555,12 @@ class SessionHandle:
         except MetadataError as exc:
             self._invalid(source, exc, size=_raw_size(raw), keys=(), raise_=raise_)
             return False
-        if participant and adapter._protected:
-            obj = self._drop_protected(source, obj)
-        return await self._write(source, obj, (), size=_raw_size(raw), raise_=raise_)
+        obj = self._drop_protected(source, obj, identity)
+        ok = await self._write(source, obj, (), size=_raw_size(raw), raise_=raise_)
+        view = self._views.get(identity) if identity is not None else None
+        if ok and view is not None:
+            view.metadata.update(obj)
+        return ok
 
     async def _apply_attributes(
         self,
@@ -404,7 +568,7 @@ class SessionHandle:
         changed: Mapping[str, str],
         *,
         snapshot: Mapping[str, str] | None,
-        participant: bool,
+        identity: str | None,
         raise_: bool = False,
     ) -> bool:
         adapter = self._adapter
@@ -426,17 +590,40 @@ class SessionHandle:
                 removed.append(key)
             else:
                 updates[key] = value
-        if participant and adapter._protected:
-            updates = self._drop_protected(source, updates)
-            removed = [k for k in removed if k not in adapter._protected]
+        updates = self._drop_protected(source, updates, identity)
+        blocked = self._protected_for(identity)
+        removed = [
+            k for k in removed if k not in blocked and not k.startswith(PLUGIN_ATTRIBUTE_PREFIX)
+        ]
         if not updates and not removed:
             return True
-        return await self._write(
+        ok = await self._write(
             source, updates, removed, size=attributes_size(checked), raise_=raise_
         )
+        view = self._views.get(identity) if identity is not None else None
+        if ok and view is not None:
+            view.attributes.update(updates)
+            for key in removed:
+                view.attributes.pop(key, None)
+        return ok
 
-    def _drop_protected(self, source: str, obj: dict[str, Any]) -> dict[str, Any]:
-        protected = self._adapter._protected
+    def _protected_for(self, identity: str | None) -> frozenset[str]:
+        """Keys a source may not write: none for the job; for a participant, the
+        adapter's ``protected_keys`` plus the private keys of its token session."""
+        if identity is None:
+            return frozenset()
+        view = self._views.get(identity)
+        if view is not None and view.private:
+            return self._adapter._protected | view.private
+        return self._adapter._protected
+
+    def _drop_protected(
+        self, source: str, obj: dict[str, Any], identity: str | None
+    ) -> dict[str, Any]:
+        """``obj`` without plugin keys and, from a participant, its protected and private keys."""
+        if any(k.startswith(PLUGIN_ATTRIBUTE_PREFIX) for k in obj):
+            obj = without_plugin_keys(obj)
+        protected = self._protected_for(identity)
         blocked = [k for k in obj if k in protected]
         if not blocked:
             return obj
@@ -470,20 +657,23 @@ class SessionHandle:
             self._invalid(source, exc, size=size, keys=list(updates), raise_=raise_)
             return False
         except StoreError as exc:
-            self.failed_updates += 1
-            adapter.stats.failed += 1
-            logger.warning(
-                "metadata adapter: could not store %s for session %r: %s",
-                source,
-                key_label(self._id),
-                exc,
-            )
-            if raise_:
-                raise
+            self._failed(source, exc, raise_=raise_)
             return False
         self.applied_updates += 1
         adapter.stats.applied += 1
         return True
+
+    def _failed(self, source: str, exc: StoreError, *, raise_: bool) -> None:
+        self.failed_updates += 1
+        self._adapter.stats.failed += 1
+        logger.warning(
+            "metadata adapter: could not store %s for session %r: %s",
+            source,
+            key_label(self._id),
+            exc,
+        )
+        if raise_:
+            raise exc
 
     def _invalid(
         self, source: str, exc: Exception, *, size: int, keys: Iterable[str], raise_: bool
@@ -763,6 +953,14 @@ class MetadataAdapter:
         confirm_timeout: Default seconds :meth:`SessionHandle.publish` waits
             for its confirmation.
         drain_timeout: Seconds shutdown waits for queued updates to be applied.
+        route_on: Whose metadata :meth:`SessionHandle.route_input` returns:
+            ``"first"`` (default: the first tracked standard or SIP participant),
+            ``"sip"`` (the SIP caller; ``attach`` then waits for a participant of
+            kind SIP), or a callable given the tracked participants in join
+            order that returns one of them (or None).
+        track: ``"first"`` (default: the participant ``attach`` takes) or
+            ``"all"`` (also every other caller of ``participant_kinds``, present
+            or joining later; each keeps its own view).
 
     Raises:
         ValueError: An option is out of range.
@@ -784,9 +982,15 @@ class MetadataAdapter:
         protected_keys: Iterable[str] = (),
         confirm_timeout: float = 5.0,
         drain_timeout: float = 5.0,
+        route_on: RouteOn = "first",
+        track: Track = "first",
     ) -> None:
         if on_invalid not in ("log", "raise"):
             raise ValueError("on_invalid must be 'log' or 'raise'")
+        if not callable(route_on) and route_on not in ("first", "sip"):
+            raise ValueError("route_on must be 'first', 'sip' or a callable")
+        if track not in ("first", "all"):
+            raise ValueError("track must be 'first' or 'all'")
         if session_id is not None and not callable(session_id):
             raise TypeError("session_id must be a callable (ctx) -> str or None")
         if schema is not None:
@@ -818,6 +1022,8 @@ class MetadataAdapter:
         self._protected = frozenset(protected_keys)
         self._confirm_timeout = float(confirm_timeout)
         self._drain_timeout = float(drain_timeout)
+        self._route_on = route_on
+        self._track_all = track == "all"
         self._handles: weakref.WeakKeyDictionary[JobContext, SessionHandle] = (
             weakref.WeakKeyDictionary()
         )
@@ -887,16 +1093,7 @@ class MetadataAdapter:
         if handle._job_loaded:
             return handle
         handle._job_loaded = True
-        await handle._apply_metadata(
-            "job metadata", ctx.job.metadata, participant=False, raise_=self._raise
-        )
-        await handle._apply_attributes(
-            "job attributes",
-            dict(ctx.job.attributes),
-            snapshot=None,
-            participant=False,
-            raise_=self._raise,
-        )
+        await handle._load_job(self._raise)
         return handle
 
     async def attach(
@@ -905,6 +1102,7 @@ class MetadataAdapter:
         participant: rtc.Participant | None = None,
         *,
         wait_timeout: float | None = None,
+        on_change: OnChange | None = None,
     ) -> SessionHandle:
         """Load the job, connect if needed, take or wait for the caller, and follow it.
 
@@ -913,6 +1111,12 @@ class MetadataAdapter:
             participant: The caller; default: the first participant of one of
                 ``participant_kinds`` (``ctx.wait_for_participant``).
             wait_timeout: Seconds to wait for that participant (default: no limit).
+            on_change: ``async (identity) -> None``, awaited after every update of
+                a tracked participant (metadata, attributes, reconnect, a new
+                caller with ``track="all"``) has been applied, in order, from the
+                adapter's own worker. It is installed before any room event is
+                queued, so no update that arrives after ``attach`` returns is
+                missed; re-route from here. The first snapshot does not call it.
 
         Returns:
             The session handle; the caller's current metadata and attributes
@@ -926,10 +1130,17 @@ class MetadataAdapter:
         handle = await self.load_job(ctx)
         await ctx.connect()
         if participant is None:
-            waiting = ctx.wait_for_participant(kind=list(self._kinds))  # type: ignore[arg-type]
+            kinds = [rtc.ParticipantKind.PARTICIPANT_KIND_SIP] if self._route_on == "sip" else []
+            waiting = ctx.wait_for_participant(kind=kinds or list(self._kinds))  # type: ignore[arg-type]
             participant = await asyncio.wait_for(waiting, wait_timeout)
+        if on_change is not None:
+            handle._on_change = on_change
         handle._start(ctx.room)
         await handle.track(participant)
+        if self._track_all:
+            for other in list(ctx.room.remote_participants.values()):
+                if other.identity not in handle._tracked and other.kind in self._kinds:
+                    await handle.track(other)
         return handle
 
     def parse_request(self, req: JobRequest) -> dict[str, Any]:
