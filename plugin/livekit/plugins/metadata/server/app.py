@@ -7,17 +7,21 @@ in every LiveKit client SDK works against it unchanged::
     201           {"server_url", "participant_token"}
 
 The handler is a thin edge over the pure core, one small function per step:
-framing (size, content type) → authorize (bearer keys or a user hook) and rate
-limit → parse (the request model, metadata through the codec, attributes,
-``room_config`` with LiveKit's protobuf parser) → policy (key allowlist, schema,
-pinned identity, trusted metadata, room prefix) → dispatch choice (a
-client-chosen agent only from an allowlist, otherwise the router) → mint →
-store → answer.
+framing (size, UTF-8 JSON) → authorize (bearer keys or a user hook; rate limits
+per principal and peer, failed authentications per peer) → parse (the
+request model, metadata through the codec, attributes, ``room_config`` with
+LiveKit's protobuf parser; no key of the ``lk-metadata.`` namespace) → policy
+(key allowlist, schema, pinned identity, trusted metadata, room prefix, the
+public/private split) → dispatch choice (a client-chosen agent only from an
+allowlist, otherwise the router) → reserve a slot under ``max_sessions`` →
+mint and store (``TokenIssuer.amint``: a fresh session per token, written
+before the token exists) → answer. The room name keys nothing a client writes.
 
 Safe defaults: listens on 127.0.0.1; anonymous access only on a loopback host
 (unless ``auth.allow_anonymous`` says otherwise); no ``room_config`` field other
 than the agent name may be set by clients; ``canUpdateOwnMetadata`` off; a
-per-principal token-bucket rate limit; a 128 KiB body limit; no CORS origin.
+per-principal token-bucket rate limit; a 128 KiB body limit; no CORS origin;
+trusted keys private; ``/metrics`` and ``/openapi.json`` for loopback callers.
 Every error is JSON ``{"error": {"code", "message"}}`` and no message carries a
 metadata value, a token or a secret; one log line per request carries the
 principal, room, routed agent, status and latency only.
@@ -25,20 +29,17 @@ principal, room, routed agent, status and latency only.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import hashlib
 import hmac
 import importlib
 import inspect
-import logging
 import math
 import re
 import secrets
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -82,12 +83,19 @@ from .config import (
     Principal,
     RateLimit,
     ServerConfig,
-    is_loopback,
 )
 from .limits import Limits, MemoryLimits, RedisLimits
 from .metrics import Metrics
 from .models import TokenRequest
 from .openapi import openapi_document
+from .responses import (
+    edge_middleware,
+    handle_healthz,
+    handle_metrics,
+    handle_openapi,
+    handle_preflight,
+)
+from .state import LOG, STATE, AppState, Policy, Refusal, digest, unauthorized
 
 __all__ = [
     "DEFAULT_PORT",
@@ -119,81 +127,6 @@ _CAMEL_NAMES = {
 }
 _ANONYMOUS = Principal(id="anonymous")
 _TOKEN_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
-
-
-# --------------------------------------------------------------------------- errors
-
-
-class _Refusal(Exception):
-    """A request refused with ``status`` and the JSON body ``{"error": {"code", "message"}}``."""
-
-    def __init__(
-        self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.headers = dict(headers or {})
-
-
-_AIOHTTP_CODES = {
-    400: "bad_request",
-    401: "unauthorized",
-    403: "forbidden",
-    404: "not_found",
-    405: "method_not_allowed",
-    408: "request_timeout",
-    413: "body_too_large",
-    415: "unsupported_media_type",
-    429: "rate_limited",
-}
-
-
-def _unauthorized(message: str, challenge: str = "Bearer") -> _Refusal:
-    return _Refusal(401, "unauthorized", message, {"WWW-Authenticate": challenge})
-
-
-# --------------------------------------------------------------------------- app state
-
-
-@dataclass(frozen=True)
-class _Policy:
-    """The config's client-facing rules, compiled once."""
-
-    schema: type[BaseModel] | None
-    allowed_keys: frozenset[str] | None
-    allowed_attr_keys: frozenset[str] | None
-    allowed_agents: frozenset[str]
-    allowed_room_config: frozenset[str]
-    cors_origins: frozenset[str]
-    private_keys: frozenset[str]
-    """Keys that never go into a token (config ``private_keys``)."""
-
-
-@dataclass
-class _State:
-    config: ServerConfig
-    issuer: TokenIssuer
-    router: MetadataRouter | None
-    sessions: SessionManager
-    owns_sessions: bool
-    limits: Limits
-    owns_limits: bool
-    authorize: AuthorizeHook | None
-    keys: list[tuple[bytes, Principal]]
-    anonymous: bool
-    policy: _Policy
-    metrics: Metrics
-    openapi: bytes
-    operator_digest: bytes | None
-    """SHA-256 of ``metrics_key`` (None: operator endpoints answer loopback peers only)."""
-    blocked: dict[str, float] = field(default_factory=dict)
-    """Peers over the failed-auth limit, until when (this replica's cache of the limit)."""
-
-
-_STATE = web.AppKey("lk_metadata_state", _State)
-_LOG = web.RequestKey("lk_metadata_log", dict)
 
 
 def _import_model(spec: str) -> type[BaseModel]:
@@ -240,7 +173,7 @@ def _build_sessions(config: ServerConfig) -> tuple[SessionManager, bool]:
     return manager, True
 
 
-def _build_policy(config: ServerConfig) -> _Policy:
+def _build_policy(config: ServerConfig) -> Policy:
     schema = config.metadata_schema
     if schema is None and config.metadata.model:
         schema = _import_model(config.metadata.model)
@@ -255,7 +188,7 @@ def _build_policy(config: ServerConfig) -> _Policy:
                 f"{'|'.join(sorted(_AGENT_FIELDS))}>"
             )
     md = config.metadata
-    return _Policy(
+    return Policy(
         schema=schema,
         allowed_keys=None if md.allowed_keys is None else frozenset(md.allowed_keys),
         allowed_attr_keys=None
@@ -330,7 +263,7 @@ def create_app(
     issuer = _build_issuer(config, sessions, warn_dev_keys)
     limits, owns_limits = _build_limits(config, sessions)
     operator_key = config.metrics_key
-    state = _State(
+    state = AppState(
         config=config,
         issuer=issuer,
         router=router,
@@ -344,15 +277,15 @@ def create_app(
         policy=policy,
         metrics=Metrics(),
         openapi=orjson.dumps(openapi_document(config.path), option=orjson.OPT_INDENT_2),
-        operator_digest=None if operator_key is None else _digest(operator_key.get_secret_value()),
+        operator_digest=None if operator_key is None else digest(operator_key.get_secret_value()),
     )
-    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[_edge_middleware])
-    app[_STATE] = state
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[edge_middleware])
+    app[STATE] = state
     app.router.add_post(config.path, _handle_token, name="token")
-    app.router.add_route("OPTIONS", config.path, _handle_preflight)
-    app.router.add_get("/healthz", _handle_healthz, name="healthz")
-    app.router.add_get("/metrics", _handle_metrics, name="metrics")
-    app.router.add_get("/openapi.json", _handle_openapi, name="openapi")
+    app.router.add_route("OPTIONS", config.path, handle_preflight)
+    app.router.add_get("/healthz", handle_healthz, name="healthz")
+    app.router.add_get("/metrics", handle_metrics, name="metrics")
+    app.router.add_get("/openapi.json", handle_openapi, name="openapi")
     app.on_cleanup.append(_on_cleanup)
     return app
 
@@ -365,203 +298,11 @@ def _silence_short_key_warning() -> None:
 
 
 async def _on_cleanup(app: web.Application) -> None:
-    state = app[_STATE]
+    state = app[STATE]
     if state.owns_limits:
         await state.limits.aclose()
     if state.owns_sessions:
         await state.sessions.aclose()
-
-
-def _digest(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).digest()
-
-
-# --------------------------------------------------------------------------- middleware
-
-
-def _endpoint(request: web.Request) -> str:
-    name = request.match_info.route.name
-    if name:
-        return name
-    if request.method == "OPTIONS" and request.path == request.app[_STATE].config.path:
-        return "token"
-    return "other"
-
-
-@web.middleware
-async def _edge_middleware(
-    request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
-) -> web.StreamResponse:
-    state = request.app[_STATE]
-    t0 = time.perf_counter()
-    response: web.StreamResponse
-    code: str | None = None
-    try:
-        response = await handler(request)
-    except _Refusal as err:
-        code = err.code
-        response = _json_error(err.status, err.code, err.message, err.headers)
-    except web.HTTPException as exc:
-        response = _from_http_exception(exc)
-        code = _AIOHTTP_CODES.get(exc.status) if exc.status >= 400 else None
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
-        _log_internal_error(request, exc)
-        code = "internal"
-        response = _json_error(500, "internal", "internal error")
-
-    origin = request.headers.get("Origin")
-    if origin is not None and origin in state.policy.cors_origins:
-        headers = response.headers
-        headers["Access-Control-Allow-Origin"] = origin
-        headers["Access-Control-Expose-Headers"] = "Retry-After"
-        headers["Vary"] = "Origin"
-
-    endpoint = _endpoint(request)
-    state.metrics.count(endpoint, response.status)
-    if endpoint == "token" and logger.isEnabledFor(logging.INFO):
-        _log_request(request, response.status, code, (time.perf_counter() - t0) * 1000.0)
-    return response
-
-
-def _log_internal_error(request: web.Request, exc: Exception) -> None:
-    # The exception's type and where it was raised; never its message, which
-    # third-party code may have filled with request data.
-    tb = exc.__traceback__
-    while tb is not None and tb.tb_next is not None:
-        tb = tb.tb_next
-    where = f"{Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno}" if tb else "?"
-    logger.error(
-        "internal error in %s %s: %s at %s",
-        request.method,
-        request.path[:128],
-        type(exc).__name__,
-        where,
-        extra={"error_type": type(exc).__name__, "where": where},
-    )
-
-
-def _log_request(request: web.Request, status: int, code: str | None, latency_ms: float) -> None:
-    info = request.get(_LOG) or {}
-    principal, room, agent = info.get("principal"), info.get("room"), info.get("agent")
-    logger.info(
-        "token request principal=%s room=%s agent=%s status=%d code=%s latency_ms=%.2f",
-        _log_safe(principal),
-        _log_safe(room),
-        _log_safe(agent),
-        status,
-        code or "-",
-        latency_ms,
-        extra={
-            "principal": principal,
-            "room": room,
-            "agent": agent,
-            "status": status,
-            "code": code,
-            "latency_ms": round(latency_ms, 3),
-        },
-    )
-
-
-def _log_safe(value: object) -> str:
-    if value is None:
-        return "-"
-    text = str(value)
-    return repr(text[:128]) if not text.isprintable() or " " in text else text[:128]
-
-
-def _json_error(
-    status: int, code: str, message: str, headers: Mapping[str, str] | None = None
-) -> web.Response:
-    resp = web.Response(
-        status=status,
-        body=orjson.dumps({"error": {"code": code, "message": message}}),
-        content_type="application/json",
-    )
-    resp.headers["Cache-Control"] = "no-store"
-    if headers:
-        resp.headers.update(headers)
-    return resp
-
-
-def _from_http_exception(exc: web.HTTPException) -> web.Response:
-    status = exc.status
-    if status < 400:  # redirects etc. are passed through untouched
-        return web.Response(status=status, headers=exc.headers)
-    headers: dict[str, str] = {}
-    if isinstance(exc, web.HTTPMethodNotAllowed):
-        headers["Allow"] = ", ".join(sorted(exc.allowed_methods))
-        message = f"method {exc.method} is not allowed here"
-    elif status == 404:
-        message = "no such endpoint"
-    elif status == 413:
-        message = "request body is over the size limit"
-    else:
-        message = exc.reason or "request refused"
-    for name in ("WWW-Authenticate", "Retry-After"):
-        if name in exc.headers:
-            headers[name] = exc.headers[name]
-    code = _AIOHTTP_CODES.get(status, "internal" if status >= 500 else "error")
-    if status >= 500:
-        message = "internal error"
-    return _json_error(status, code, message, headers)
-
-
-# --------------------------------------------------------------------------- small handlers
-
-
-async def _handle_healthz(request: web.Request) -> web.Response:
-    return web.Response(body=b'{"status":"ok"}', content_type="application/json")
-
-
-def _check_operator(request: web.Request, state: _State) -> None:
-    """``/metrics`` and ``/openapi.json``: the ``metrics_key`` if one is set, else loopback only."""
-    digest = state.operator_digest
-    if digest is None:
-        if not is_loopback(request.remote or ""):
-            raise _Refusal(
-                403,
-                "loopback_only",
-                "this endpoint answers loopback callers only (or set metrics_key)",
-            )
-        return
-    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(_digest(presented.strip()), digest):
-        raise _unauthorized("this endpoint needs the metrics bearer key")
-
-
-async def _handle_metrics(request: web.Request) -> web.Response:
-    from prometheus_client import CONTENT_TYPE_LATEST
-
-    state = request.app[_STATE]
-    _check_operator(request, state)
-    resp = web.Response(body=state.metrics.render())
-    resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
-    return resp
-
-
-async def _handle_openapi(request: web.Request) -> web.Response:
-    state = request.app[_STATE]
-    _check_operator(request, state)
-    return web.Response(body=state.openapi, content_type="application/json")
-
-
-async def _handle_preflight(request: web.Request) -> web.Response:
-    state = request.app[_STATE]
-    origin = request.headers.get("Origin")
-    if origin is None:
-        return web.Response(status=204, headers={"Allow": "OPTIONS, POST"})
-    if origin not in state.policy.cors_origins:
-        raise _Refusal(403, "origin_not_allowed", "this origin may not call the token endpoint")
-    return web.Response(
-        status=204,
-        headers={
-            "Access-Control-Allow-Methods": "POST, OPTIONS",
-            "Access-Control-Allow-Headers": "Authorization, Content-Type",
-            "Access-Control-Max-Age": "600",
-        },
-    )
 
 
 # --------------------------------------------------------------------------- the token handler
@@ -608,9 +349,9 @@ class _Choice:
 
 async def _handle_token(request: web.Request) -> web.Response:
     """Framing → authorize → parse → policy → dispatch choice → mint → store → answer."""
-    state = request.app[_STATE]
+    state = request.app[STATE]
     log: dict[str, Any] = {}
-    request[_LOG] = log
+    request[LOG] = log
     _check_framing(request, state.config)
     principal = await _authorize(request, state)
     log["principal"] = principal.id
@@ -632,23 +373,23 @@ async def _handle_token(request: web.Request) -> web.Response:
 def _check_framing(request: web.Request, config: ServerConfig) -> None:
     length = request.content_length
     if length is not None and length > config.max_body_bytes:
-        raise _Refusal(
+        raise Refusal(
             413,
             "body_too_large",
             f"request body is over the limit of {config.max_body_bytes} bytes",
         )
     if request.content_type != "application/json":
-        raise _Refusal(
+        raise Refusal(
             415, "unsupported_media_type", "send the request as Content-Type: application/json"
         )
     charset = request.charset
     if charset is not None and charset.lower() not in ("utf-8", "utf8"):
-        raise _Refusal(
+        raise Refusal(
             415, "unsupported_media_type", "the request body must be UTF-8 (charset=utf-8 or none)"
         )
 
 
-async def _authorize(request: web.Request, state: _State) -> Principal:
+async def _authorize(request: web.Request, state: AppState) -> Principal:
     """The principal, within its rate limits, or a 401/403/429."""
     peer = request.remote or "-"
     blocked_until = state.blocked.get(peer)
@@ -660,7 +401,7 @@ async def _authorize(request: web.Request, state: _State) -> Principal:
         del state.blocked[peer]
     try:
         principal, rate_key = await _identify(request, state)
-    except _Refusal as refusal:
+    except Refusal as refusal:
         if refusal.status == 401:
             await _failed_authentication(peer, state)
         raise
@@ -673,12 +414,12 @@ async def _authorize(request: web.Request, state: _State) -> Principal:
     return principal
 
 
-def _too_many(code: str, message: str, wait: float) -> _Refusal:
+def _too_many(code: str, message: str, wait: float) -> Refusal:
     retry = str(max(1, math.ceil(wait)))
-    return _Refusal(429, code, f"{message}; retry later", {"Retry-After": retry})
+    return Refusal(429, code, f"{message}; retry later", {"Retry-After": retry})
 
 
-async def _hit(state: _State, key: str, limit: RateLimit, code: str) -> None:
+async def _hit(state: AppState, key: str, limit: RateLimit, code: str) -> None:
     try:
         wait = await state.limits.hit(key, limit.rate, limit.burst)
     except StoreError:
@@ -687,7 +428,7 @@ async def _hit(state: _State, key: str, limit: RateLimit, code: str) -> None:
         raise _too_many(code, "too many token requests", wait)
 
 
-async def _failed_authentication(peer: str, state: _State) -> None:
+async def _failed_authentication(peer: str, state: AppState) -> None:
     """Count a failed attempt; over the limit, the peer gets 429 until its bucket refills."""
     state.metrics.refuse("failed_auth")
     limit = state.config.auth_failure_limit
@@ -704,30 +445,30 @@ async def _failed_authentication(peer: str, state: _State) -> None:
         raise _too_many("auth_rate_limited", "too many failed authentications", wait)
 
 
-async def _identify(request: web.Request, state: _State) -> tuple[Principal, str]:
+async def _identify(request: web.Request, state: AppState) -> tuple[Principal, str]:
     """The principal and its rate-limit key: the hook's, a bearer key's, or anonymous."""
     if state.authorize is not None:
         principal = await _call_hook(state.authorize, request)
         if principal is not None:
             return principal, principal.id
         if not state.keys and not state.anonymous:
-            raise _unauthorized("authentication required")
+            raise unauthorized("authentication required")
     header = request.headers.get("Authorization")
     if header is None:
         if state.anonymous:
             return _ANONYMOUS, f"anonymous@{request.remote or '-'}"
-        raise _unauthorized("a bearer key is required")
+        raise unauthorized("a bearer key is required")
     scheme, _, presented = header.partition(" ")
     presented = presented.strip()
     if scheme.lower() != "bearer" or not presented:
-        raise _unauthorized("use 'Authorization: Bearer <key>'")
-    digest = _digest(presented)
+        raise unauthorized("use 'Authorization: Bearer <key>'")
+    presented_digest = digest(presented)
     found: Principal | None = None
     for stored, principal in state.keys:  # no early exit: every key is compared
-        if hmac.compare_digest(digest, stored) and found is None:
+        if hmac.compare_digest(presented_digest, stored) and found is None:
             found = principal
     if found is None:
-        raise _unauthorized("invalid bearer key", 'Bearer error="invalid_token"')
+        raise unauthorized("invalid bearer key", 'Bearer error="invalid_token"')
     return found, found.id
 
 
@@ -737,26 +478,26 @@ async def _call_hook(hook: AuthorizeHook, request: web.Request) -> Principal | N
         if inspect.isawaitable(result):
             result = await result
     except web.HTTPForbidden as exc:
-        raise _Refusal(403, "forbidden", exc.reason or "forbidden") from None
+        raise Refusal(403, "forbidden", exc.reason or "forbidden") from None
     except web.HTTPUnauthorized as exc:
-        raise _unauthorized(exc.reason or "authentication required") from None
+        raise unauthorized(exc.reason or "authentication required") from None
     if result is not None and not isinstance(result, Principal):
         raise TypeError("authorize hook must return a Principal or None")
     return result
 
 
-def _parse(raw: bytes, state: _State) -> _Parsed:
+def _parse(raw: bytes, state: AppState) -> _Parsed:
     """The body through :class:`TokenRequest`, then metadata, attributes and room_config."""
     try:
         body = orjson.loads(raw) if raw.strip() else {}
     except orjson.JSONDecodeError as exc:
-        raise _Refusal(
+        raise Refusal(
             400,
             "invalid_json",
             f"request body is not valid JSON (line {exc.lineno}, column {exc.colno})",
         ) from None
     if not isinstance(body, dict):
-        raise _Refusal(400, "invalid_request", "request body must be a JSON object")
+        raise Refusal(400, "invalid_request", "request body must be a JSON object")
     try:
         req = TokenRequest.model_validate(body)
     except ValidationError as exc:
@@ -779,41 +520,41 @@ def _parse(raw: bytes, state: _State) -> _Parsed:
     )
 
 
-def _request_refusal(exc: ValidationError) -> _Refusal:
+def _request_refusal(exc: ValidationError) -> Refusal:
     """The first validation error as a 400 naming the field (never its value)."""
     err = exc.errors(include_input=False, include_url=False)[0]
     loc = [str(p) for p in err["loc"]]
     head = _CAMEL_NAMES.get(loc[0], loc[0]) if loc else "<root>"
     if head == "room_config":
         where = ".".join(loc[1:]) or "room_config"
-        return _Refusal(
+        return Refusal(
             400,
             "invalid_room_config",
             f"room_config is not a valid RoomConfiguration: bad value for {key_label(where)}",
         )
     if head == "participant_attributes":
-        return _Refusal(400, "invalid_attributes", "participant_attributes must map str to str")
+        return Refusal(400, "invalid_attributes", "participant_attributes must map str to str")
     if err["type"] == "extra_forbidden":
         if head in TokenRequest.model_fields:
-            return _Refusal(400, "invalid_request", f"field {head!r} is given twice")
+            return Refusal(400, "invalid_request", f"field {head!r} is given twice")
         if head.lower() in _SESSION_FIELDS or head.startswith(PLUGIN_ATTRIBUTE_PREFIX):
-            return _Refusal(
+            return Refusal(
                 403,
                 "session_id_not_allowed",
                 "the token session is chosen by the server; a request cannot name one",
             )
-        return _Refusal(400, "invalid_request", f"unknown request fields: {key_label(loc[0])}")
+        return Refusal(400, "invalid_request", f"unknown request fields: {key_label(loc[0])}")
     if err["type"] == "string_too_long":
         limit = (err.get("ctx") or {}).get("max_length")
-        return _Refusal(400, "invalid_request", f"{head} is longer than {limit} characters")
-    return _Refusal(400, "invalid_request", f"{head} must be a string")
+        return Refusal(400, "invalid_request", f"{head} is longer than {limit} characters")
+    return Refusal(400, "invalid_request", f"{head} must be a string")
 
 
 def _refuse_reserved(keys: Iterable[str], what: str) -> None:
     """No client-written key may use this plugin's namespace (it carries the session id)."""
     reserved = [k for k in keys if k.startswith(PLUGIN_ATTRIBUTE_PREFIX)]
     if reserved:
-        raise _Refusal(
+        raise Refusal(
             422,
             "reserved_key",
             f"{what} keys {', '.join(key_label(k) for k in reserved[:5])} use the prefix "
@@ -821,34 +562,34 @@ def _refuse_reserved(keys: Iterable[str], what: str) -> None:
         )
 
 
-def _client_metadata(raw: str | None, state: _State, what: str) -> dict[str, Any]:
+def _client_metadata(raw: str | None, state: AppState, what: str) -> dict[str, Any]:
     try:
         metadata = parse_metadata(raw, max_bytes=state.config.metadata.max_bytes)
     except MetadataTooLarge as exc:
-        raise _Refusal(413, "metadata_too_large", f"{what}: {exc.message}") from None
+        raise Refusal(413, "metadata_too_large", f"{what}: {exc.message}") from None
     except MetadataError as exc:
-        raise _Refusal(400, "invalid_metadata", f"{what}: {exc.message}") from None
+        raise Refusal(400, "invalid_metadata", f"{what}: {exc.message}") from None
     _refuse_reserved(metadata, what)
     return metadata
 
 
-def _client_attributes(raw: Mapping[str, str] | None, state: _State) -> dict[str, str]:
+def _client_attributes(raw: Mapping[str, str] | None, state: AppState) -> dict[str, str]:
     try:
         attributes = validate_attributes(raw)
     except InvalidAttributes as exc:
-        raise _Refusal(400, "invalid_attributes", exc.message) from None
+        raise Refusal(400, "invalid_attributes", exc.message) from None
     _refuse_reserved(attributes, "participant_attributes")
     allowed = state.policy.allowed_attr_keys
     if allowed is not None:
         extra = [k for k in attributes if k not in allowed]
         if extra:
             shown = ", ".join(key_label(k) for k in extra[:10])
-            raise _Refusal(422, "attribute_key_not_allowed", f"attribute keys not allowed: {shown}")
+            raise Refusal(422, "attribute_key_not_allowed", f"attribute keys not allowed: {shown}")
     return attributes
 
 
 def _room_config(
-    body: Mapping[str, Any], req: TokenRequest, state: _State
+    body: Mapping[str, Any], req: TokenRequest, state: AppState
 ) -> tuple[api.RoomConfiguration | None, api.RoomAgentDispatch | None]:
     """LiveKit's own parse of room_config, then the allowlist of client-settable fields."""
     if req.room_config is None:
@@ -859,23 +600,23 @@ def _room_config(
     except Exception as exc:
         m = re.search(r'no field named "([^"]{1,64})"', str(exc))
         hint = f": unknown field {m.group(1)!r}" if m else ""
-        raise _Refusal(
+        raise Refusal(
             400, "invalid_room_config", f"room_config is not a valid RoomConfiguration{hint}"
         ) from None
     allowed = state.policy.allowed_room_config
     for fd, _ in room_config.ListFields():
         if fd.name != "agents" and fd.name not in allowed:
-            raise _Refusal(
+            raise Refusal(
                 403, "room_config_not_allowed", f"room_config.{fd.name} may not be set by clients"
             )
     agents = list(room_config.agents)
     if len(agents) > 1:
-        raise _Refusal(403, "room_config_not_allowed", "at most one agent may be requested")
+        raise Refusal(403, "room_config_not_allowed", "at most one agent may be requested")
     if not agents:
         return room_config, None
     for fd, _ in agents[0].ListFields():
         if fd.name in _AGENT_FIELDS and f"agents.{fd.name}" not in allowed:
-            raise _Refusal(
+            raise Refusal(
                 403,
                 "room_config_not_allowed",
                 f"room_config.agents[0].{fd.name} may not be set by clients",
@@ -883,12 +624,12 @@ def _room_config(
     try:
         validate_attributes(dict(agents[0].attributes))
     except InvalidAttributes as exc:
-        raise _Refusal(400, "invalid_attributes", exc.message) from None
+        raise Refusal(400, "invalid_attributes", exc.message) from None
     _refuse_reserved(agents[0].attributes, "room_config.agents[0].attributes")
     return room_config, agents[0]
 
 
-def _apply_policy(parsed: _Parsed, principal: Principal, state: _State) -> _Grant:
+def _apply_policy(parsed: _Parsed, principal: Principal, state: AppState) -> _Grant:
     """Key allowlist and schema, trusted keys on top, pinned identity, room prefix, privacy."""
     client = parsed.metadata
     merged = {**client, **principal.trusted_metadata} if principal.trusted_metadata else client
@@ -896,9 +637,7 @@ def _apply_policy(parsed: _Parsed, principal: Principal, state: _State) -> _Gran
     identity = parsed.identity
     if principal.identity is not None:
         if identity is not None and identity != principal.identity:
-            raise _Refusal(
-                403, "identity_mismatch", "participant_identity is fixed for this caller"
-            )
+            raise Refusal(403, "identity_mismatch", "participant_identity is fixed for this caller")
         identity = principal.identity
     if identity is None:
         identity = "user-" + secrets.token_urlsafe(16)
@@ -907,7 +646,7 @@ def _apply_policy(parsed: _Parsed, principal: Principal, state: _State) -> _Gran
     if room is None:
         room = (prefix if prefix is not None else "room-") + secrets.token_urlsafe(16)
     elif prefix is not None and not room.startswith(prefix):
-        raise _Refusal(
+        raise Refusal(
             403, "room_not_allowed", "room_name must start with this caller's room prefix"
         )
     private = state.policy.private_keys | principal.private_keys()
@@ -922,14 +661,14 @@ def _apply_policy(parsed: _Parsed, principal: Principal, state: _State) -> _Gran
 
 
 def _check_metadata_policy(
-    client: Mapping[str, Any], merged: dict[str, Any], policy: _Policy
+    client: Mapping[str, Any], merged: dict[str, Any], policy: Policy
 ) -> None:
     """The client's keys against the allowlist; the merged metadata against the schema."""
     if policy.allowed_keys is not None:
         extra = [k for k in client if k not in policy.allowed_keys]
         if extra:
             shown = ", ".join(key_label(k) for k in extra[:10])
-            raise _Refusal(422, "metadata_key_not_allowed", f"metadata keys not allowed: {shown}")
+            raise Refusal(422, "metadata_key_not_allowed", f"metadata keys not allowed: {shown}")
     if policy.schema is not None:
         try:
             policy.schema.model_validate(merged)
@@ -939,7 +678,7 @@ def _check_metadata_policy(
                 for err in exc.errors(include_input=False, include_url=False)
             ]
             shown = ", ".join(key_label(f) for f in fields[:10])
-            raise _Refusal(
+            raise Refusal(
                 422,
                 "schema_violation",
                 f"metadata does not match {policy.schema.__name__}: {shown}",
@@ -947,7 +686,7 @@ def _check_metadata_policy(
 
 
 def _choose_dispatch(
-    parsed: _Parsed, grant: _Grant, principal: Principal, state: _State
+    parsed: _Parsed, grant: _Grant, principal: Principal, state: AppState
 ) -> _Choice:
     """A client-chosen agent only from an allowlist; otherwise the router or the default.
 
@@ -964,7 +703,7 @@ def _choose_dispatch(
             else state.policy.allowed_agents
         )
         if agent not in allowed:
-            raise _Refusal(403, "agent_not_allowed", "this agent may not be requested")
+            raise Refusal(403, "agent_not_allowed", "this agent may not be requested")
         return _Choice(_client_dispatch(request, grant.public), agent, "client")
     if state.router is not None:
         route = _route(state.router, grant.metadata)
@@ -975,14 +714,14 @@ def _choose_dispatch(
                 route.agent in allowed_for_principal or route.agent_name in allowed_for_principal
             )
         ):
-            raise _Refusal(403, "agent_not_allowed", "this caller may not use the routed agent")
+            raise Refusal(403, "agent_not_allowed", "this caller may not use the routed agent")
         dispatch = _dispatch_from_route(route) if route.agent_name else None
         return _Choice(dispatch, route.agent or "", "router")
     default = state.config.default_agent
     if not default:
         return _Choice(None, "", "none")
     if allowed_for_principal is not None and default not in allowed_for_principal:
-        raise _Refusal(403, "agent_not_allowed", "this caller may not use this agent")
+        raise Refusal(403, "agent_not_allowed", "this caller may not use this agent")
     return _Choice(Dispatch(agent_name=default, metadata=grant.public), default, "default")
 
 
@@ -990,9 +729,9 @@ def _route(router: MetadataRouter, metadata: Mapping[str, Any]) -> Route:
     try:
         route = router.route(metadata)
     except NoRouteMatched:
-        raise _Refusal(422, "no_route", "no routing rule matches this metadata") from None
+        raise Refusal(422, "no_route", "no routing rule matches this metadata") from None
     if route.rejected:
-        raise _Refusal(403, "route_rejected", "the routing rules refuse this request")
+        raise Refusal(403, "route_rejected", "the routing rules refuse this request")
     return route
 
 
@@ -1026,7 +765,7 @@ def _room_config_extra(room_config: api.RoomConfiguration | None) -> api.RoomCon
     return rc
 
 
-async def _reserve_session(state: _State) -> str:
+async def _reserve_session(state: AppState) -> str:
     """Count one more live token session against ``max_sessions`` (503 when full).
 
     The slot is a random id of its own (the session's id is chosen inside
@@ -1046,13 +785,13 @@ async def _reserve_session(state: _State) -> str:
     return slot
 
 
-async def _release_session(slot: str, state: _State) -> None:
+async def _release_session(slot: str, state: AppState) -> None:
     with contextlib.suppress(StoreError):  # else the reservation expires on its own
         await state.limits.release_session(slot)
 
 
-def _store_full() -> _Refusal:
-    return _Refusal(
+def _store_full() -> Refusal:
+    return Refusal(
         503,
         "store_full",
         "the session store is full; retry later",
@@ -1060,11 +799,11 @@ def _store_full() -> _Refusal:
     )
 
 
-def _store_unavailable() -> _Refusal:
-    return _Refusal(503, "store_unavailable", "the session store is unavailable; retry later")
+def _store_unavailable() -> Refusal:
+    return Refusal(503, "store_unavailable", "the session store is unavailable; retry later")
 
 
-async def _mint_and_store(parsed: _Parsed, grant: _Grant, choice: _Choice, state: _State) -> str:
+async def _mint_and_store(parsed: _Parsed, grant: _Grant, choice: _Choice, state: AppState) -> str:
     """Mint, and write the token's own session before the token is handed out.
 
     ``amint`` creates the session id (never the client), stores public and
@@ -1085,13 +824,13 @@ async def _mint_and_store(parsed: _Parsed, grant: _Grant, choice: _Choice, state
             room_config=_room_config_extra(parsed.room_config),
         )
     except MetadataTooLarge as exc:
-        raise _Refusal(413, "metadata_too_large", exc.message) from None
+        raise Refusal(413, "metadata_too_large", exc.message) from None
     except ReservedKey as exc:
-        raise _Refusal(422, "reserved_key", exc.message) from None
+        raise Refusal(422, "reserved_key", exc.message) from None
     except SchemaViolation as exc:
-        raise _Refusal(422, "schema_violation", exc.message) from None
+        raise Refusal(422, "schema_violation", exc.message) from None
     except (MetadataError, ValueError) as exc:
-        raise _Refusal(400, "invalid_request", _safe_message(exc)) from None
+        raise Refusal(400, "invalid_request", _safe_message(exc)) from None
     except StoreFull:
         state.metrics.refuse("store_full")
         raise _store_full() from None
@@ -1108,7 +847,7 @@ def _safe_message(exc: Exception) -> str:
     return str(exc).splitlines()[0][:200] if str(exc) else "invalid request"
 
 
-def _answer(token: str, state: _State) -> web.Response:
+def _answer(token: str, state: AppState) -> web.Response:
     return web.Response(
         status=201,
         body=orjson.dumps({"server_url": state.config.server_url, "participant_token": token}),
