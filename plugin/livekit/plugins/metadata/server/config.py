@@ -142,7 +142,7 @@ class Principal:
             raise ValueError(f"Principal identity must be a str of 1..{MAX_NAME_LEN} characters")
         if not isinstance(self.trusted_metadata, Mapping):
             raise TypeError("Principal trusted_metadata must be a mapping")
-        check_json_object(self.trusted_metadata, "Principal trusted_metadata")
+        _check_json_object(self.trusted_metadata, "Principal trusted_metadata")
         if self.room_prefix is not None and (
             not isinstance(self.room_prefix, str)
             or not 0 < len(self.room_prefix) <= _MAX_ROOM_PREFIX_LEN
@@ -160,7 +160,7 @@ class Principal:
         return frozenset(self.trusted_metadata).difference(self.public_keys)
 
 
-def check_json_object(value: Mapping[str, Any], what: str) -> None:
+def _check_json_object(value: Mapping[str, Any], what: str) -> None:
     """Refuse a mapping that does not survive a JSON round trip unchanged (dates, NaN, sets...).
 
     Raises:
@@ -210,7 +210,7 @@ class ApiKeyConfig(BaseModel):
             raise ValueError("give exactly one of 'key' or 'key_sha256'")
         if self.key is not None and len(self.key.get_secret_value()) < 16:
             raise ValueError("bearer keys must be at least 16 characters")
-        check_json_object(self.trusted_metadata, "trusted_metadata")
+        _check_json_object(self.trusted_metadata, "trusted_metadata")
         return self
 
     def digest(self) -> bytes:
