@@ -83,15 +83,15 @@ class ServeProcess:
         raise AssertionError("the server never answered /healthz")
 
     def stop(self) -> str:
-        """Stop the process (SIGTERM, then SIGKILL); its stderr."""
+        """Stop the process (SIGTERM, then SIGKILL); its stdout and stderr."""
         if self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGTERM)
         try:
-            _, err = self.proc.communicate(timeout=10)
+            out, err = self.proc.communicate(timeout=10)
         except subprocess.TimeoutExpired:
             os.kill(self.proc.pid, signal.SIGKILL)
-            _, err = self.proc.communicate()
-        return err.decode(errors="replace")
+            out, err = self.proc.communicate()
+        return (out + err).decode(errors="replace")
 
 
 Start = Callable[..., ServeProcess]
@@ -291,3 +291,15 @@ async def test_two_replicas_share_one_principal_rate_limit(
     assert admitted + refused == i + 1
     assert refused > 0
     assert burst <= admitted <= burst + rate * elapsed + 1
+
+
+def test_the_banner_redacts_a_store_password_in_the_query(tmp_path: Path) -> None:
+    """#14.6: one URL redactor (``_util.redact_url``) also hides ``?password=``."""
+    secret = "Sup3r-Secret-Pw-4711"
+    path = tmp_path / "pw.json"
+    path.write_text(json.dumps({"store": f"redis://127.0.0.1:1/0?password={secret}"}))
+    proc = ServeProcess(path, free_port())
+    proc.wait_ready()  # the store connects lazily: the server answers /healthz
+    text = proc.stop()
+    assert "password=***" in text
+    assert secret not in text
