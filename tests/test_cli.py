@@ -380,17 +380,21 @@ def test_route_errors(runner: CliRunner, tmp_path: Path) -> None:
 
 
 def test_serve_calls_server_run(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
-    from livekit.plugins.metadata.server import app as server
+    from livekit.plugins.metadata.server import run as server
 
     calls: list[dict[str, Any]] = []
     monkeypatch.setattr(server, "run", lambda **kw: calls.append(kw))
     result = invoke(runner, "serve", "--config", "cfg.yaml", "--host", "127.0.0.1", "--port", "9")
     assert result.exit_code == 0, result.stderr
-    assert calls == [{"config_path": "cfg.yaml", "host": "127.0.0.1", "port": 9}]
+    assert calls == [{"config_path": "cfg.yaml", "host": "127.0.0.1", "port": 9, "workers": 1}]
+    result = invoke(runner, "serve", "--workers", "3")
+    assert result.exit_code == 0, result.stderr
+    assert calls[-1]["workers"] == 3
+    assert invoke(runner, "serve", "--workers", "0").exit_code == 2
 
 
 def test_serve_without_server_module(runner: CliRunner, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "livekit.plugins.metadata.server.app", None)
+    monkeypatch.setitem(sys.modules, "livekit.plugins.metadata.server.run", None)
     result = invoke(runner, "serve")
     assert result.exit_code == 1
     assert result.stderr.startswith("error: the token server is not available")

@@ -35,6 +35,7 @@ import aiohttp
 import pytest
 from livekit import api, rtc
 
+from livekit.plugins.metadata.codec import SESSION_ATTRIBUTE, SESSION_KEY
 from livekit.plugins.metadata.errors import MetadataTooLarge
 from livekit.plugins.metadata.routing.router import MetadataRouter
 from livekit.plugins.metadata.tokens.issuer import Dispatch, TokenIssuer
@@ -446,9 +447,11 @@ async def test_6_two_workers_share_redis_and_load_referenced_metadata(
                 body = await resp.json()
             assert body["server_url"] == livekit_server.url
             verified = issuer.verify(body["participant_token"])
-            # Only the reference travels in the token's dispatch.
+            # Only the token session's reference travels in the token's dispatch.
             assert [d.agent_name for d in verified.dispatches] == [SHARED]
-            assert json.loads(str(verified.dispatches[0].metadata)) == {"session": room}
+            session_id = verified.attributes[SESSION_ATTRIBUTE]
+            assert json.loads(str(verified.dispatches[0].metadata)) == {SESSION_KEY: session_id}
+            assert verified.metadata == {}
             assert "history" not in body["participant_token"]
             async with connected_room(livekit_server, body["participant_token"]) as joined:
                 participant, _ = await wait_for_remote_attribute(joined, "session")

@@ -7,7 +7,7 @@ Commands (``lk-metadata COMMAND --help`` for each):
   and invalid JSON exits 2 naming the flag);
 * ``verify`` — check a token's signature, issuer and expiry and print its claims;
 * ``route``  — show which agent a rules file picks for some metadata (``--explain``);
-* ``serve``  — run the token endpoint (``livekit.plugins.metadata.server.app``).
+* ``serve``  — run the token endpoint (``livekit.plugins.metadata.server.run``).
 
 Keys come from ``--api-key`` / ``--api-secret`` or ``LIVEKIT_API_KEY`` /
 ``LIVEKIT_API_SECRET``. Exit codes: 0 success, 1 failure (invalid token,
@@ -483,10 +483,19 @@ def serve_command(
     port: Annotated[
         int | None, typer.Option("--port", metavar="PORT", help="Override the configured port.")
     ] = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            max=256,
+            help="Serving processes on the one port (SO_REUSEPORT where the OS has it).",
+        ),
+    ] = 1,
 ) -> None:
     """Run the token endpoint (LiveKit's standard token-endpoint format)."""
     try:
-        server: Any = importlib.import_module("livekit.plugins.metadata.server.app")
+        server: Any = importlib.import_module("livekit.plugins.metadata.server.run")
     except ModuleNotFoundError as exc:
         if exc.name and not exc.name.startswith("livekit.plugins.metadata"):
             _fail(f"the token server needs the missing package {exc.name!r}", 1)
@@ -494,7 +503,10 @@ def serve_command(
     with _errors():
         try:
             server.run(
-                config_path=str(config) if config is not None else None, host=host, port=port
+                config_path=str(config) if config is not None else None,
+                host=host,
+                port=port,
+                workers=workers,
             )
         except KeyboardInterrupt:
             return

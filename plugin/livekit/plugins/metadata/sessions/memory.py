@@ -90,7 +90,10 @@ def _as_bytes(value: object) -> bytes:
     """A field value as bytes; TypeError unless it is non-empty and bytes-like."""
     if not isinstance(value, (bytes, bytearray, memoryview)) or not value:
         raise TypeError("fields values must be non-empty compact JSON bytes")
-    return bytes(value)
+    # Always a copy of exactly len(value) bytes: orjson's own result keeps its whole
+    # write buffer (about 4 KiB even for a 10-byte value), which a long-lived session
+    # would hold on to for every stored value.
+    return bytes(memoryview(value))
 
 
 class _Session:

@@ -1,0 +1,128 @@
+"""``/openapi.json``, generated from the request and response models in ``models.py``.
+
+Only the paths, statuses and prose live here; every schema comes from the
+pydantic classes the handler validates with, so a field the server accepts is a
+field the document lists.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
+
+from ..version import __version__
+from .models import ErrorBody, Health, TokenRequest, TokenResponse
+
+__all__ = ["TOKEN_ERRORS", "openapi_document"]
+
+TOKEN_ERRORS: dict[int, str] = {
+    400: "Malformed JSON, fields, metadata, attributes or room_config.",
+    401: "Missing or invalid credentials.",
+    403: "Not allowed: agent, identity, room, room_config field, route or origin.",
+    413: "Request body or metadata over the size limit.",
+    415: "Content-Type is not application/json with a UTF-8 charset.",
+    422: "Metadata violates the schema, the key allowlist or the reserved lk-metadata. "
+    "namespace, or no route matched.",
+    429: "Rate limit exceeded for this principal or peer.",
+    500: "Internal error (no details are disclosed).",
+    503: "The session store is unavailable or full (store_full, with Retry-After).",
+}
+"""Every status ``POST /token`` can answer besides 201, with what it means."""
+
+_RETRY_AFTER = {"Retry-After": {"schema": {"type": "integer"}}}
+_MODELS: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = (
+    (TokenRequest, "validation"),
+    (TokenResponse, "serialization"),
+    (ErrorBody, "serialization"),
+    (Health, "serialization"),
+)
+
+
+def _json(ref: str, description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{ref}"}}},
+    }
+
+
+def _token_operation() -> dict[str, Any]:
+    responses: dict[str, Any] = {
+        "201": _json("TokenResponse", "The token and the LiveKit URL to connect to.")
+    }
+    for status, text in TOKEN_ERRORS.items():
+        responses[str(status)] = _json("ErrorBody", text)
+        if status in (429, 503):
+            responses[str(status)]["headers"] = _RETRY_AFTER
+    return {
+        "operationId": "createToken",
+        "summary": "Mint a participant token (LiveKit standard token endpoint).",
+        "security": [{"bearer": []}, {}],
+        "requestBody": {
+            "required": False,
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/TokenRequest"}}
+            },
+        },
+        "responses": responses,
+    }
+
+
+def _get(operation_id: str, summary: str, ok: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "get": {
+            "operationId": operation_id,
+            "summary": summary,
+            "responses": {"200": ok, "401": _json("ErrorBody", "A bearer key is required.")},
+        }
+    }
+
+
+def openapi_document(path: str = "/token") -> dict[str, Any]:
+    """The OpenAPI 3.1 description of the token endpoint (at ``path``) and its companions."""
+    _, schemas = models_json_schema(_MODELS, ref_template="#/components/schemas/{model}")
+    text = {"content": {"text/plain": {"schema": {"type": "string"}}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "livekit-plugins-metadata token endpoint",
+            "version": __version__,
+            "description": (
+                "Mints LiveKit access tokens carrying public participant metadata, a "
+                "per-token session reference and the routed agent dispatch, in LiveKit's "
+                "standard token-endpoint format."
+            ),
+        },
+        "paths": {
+            path: {
+                "post": _token_operation(),
+                "options": {
+                    "operationId": "tokenPreflight",
+                    "summary": "CORS preflight.",
+                    "responses": {
+                        "204": {"description": "Allowed (or no Origin given)."},
+                        "403": _json("ErrorBody", "The origin is not allowed."),
+                    },
+                },
+            },
+            "/healthz": _get("health", "Liveness check.", _json("Health", "The server is up.")),
+            "/metrics": _get(
+                "metrics",
+                "Prometheus metrics of this replica (text exposition format).",
+                {"description": "Metrics.", **text},
+            ),
+            "/openapi.json": _get(
+                "openapi",
+                "This document.",
+                {
+                    "description": "The OpenAPI document.",
+                    "content": {"application/json": {"schema": {"type": "object"}}},
+                },
+            ),
+        },
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": schemas["$defs"],
+        },
+    }

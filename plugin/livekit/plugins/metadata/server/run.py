@@ -1,0 +1,123 @@
+"""Process start-up for ``lk-metadata serve``: load the config, set up logging, bind, serve."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+
+from .._util import redact_url
+from ..errors import ConfigError
+from ..log import logger
+from .app import create_app
+from .config import ServerConfig
+from .workers import bind_sockets, run_workers, serve
+
+__all__ = ["prepare_process", "run"]
+
+
+def run(
+    *,
+    config_path: str | None = None,
+    host: str | None = None,
+    port: int | None = None,
+    workers: int = 1,
+) -> None:
+    """Run the token server until SIGINT/SIGTERM (what ``lk-metadata serve`` calls).
+
+    The listening address is bound before anything claims to listen, so a port
+    in use is reported as such. With ``workers > 1`` that many processes serve the
+    same port, each with its own event loop: on an OS with ``SO_REUSEPORT`` each
+    binds its own socket and the kernel spreads connections over them; elsewhere
+    they share one inherited listening socket. They share the configured store
+    (with ``store: memory`` each worker has its own sessions and limits). SIGINT or
+    SIGTERM stops every worker; if one worker dies, the others are stopped too.
+
+    Args:
+        config_path: A YAML/TOML/JSON config file (None: all defaults).
+        host: Overrides the configured host.
+        port: Overrides the configured port.
+        workers: Number of serving processes (1: serve in this process).
+
+    Raises:
+        ConfigError: The configuration is invalid or incomplete, the address
+            cannot be bound (e.g. already in use), or a worker failed to start.
+    """
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, not {workers}")
+    overrides = {"host": host, "port": port}
+    if config_path is not None:
+        config = ServerConfig.from_file(config_path, **overrides)
+    else:
+        config = ServerConfig.from_mapping({k: v for k, v in overrides.items() if v is not None})
+    _setup_logging()
+    if config.credentials().dev:
+        print(
+            "WARNING: LIVEKIT_API_KEY / LIVEKIT_API_SECRET are not set. Using the LiveKit "
+            "dev-server keys (devkey / secret):\n"
+            "         tokens are only accepted by `livekit-server --dev`. Do not use this in "
+            "production.",
+            file=sys.stderr,
+            flush=True,
+        )
+    if workers == 1:
+        sockets = bind_sockets(config.host, config.port)
+        port = sockets[0].getsockname()[1]
+        app = create_app(config, warn_dev_keys=False)  # the warning was printed above
+        _print_banner(config, port, workers)
+        prepare_process()
+        asyncio.run(serve(app, sockets, config.edge))
+        return
+    if config.store == "memory":
+        logger.warning(
+            "store: memory with %d workers: each worker keeps its own sessions and limits; "
+            "configure a redis:// store to share them",
+            workers,
+        )
+    run_workers(
+        config,
+        workers,
+        banner=lambda bound: _print_banner(config, bound, workers),
+        prepare=prepare_process,
+    )
+
+
+def _setup_logging() -> None:
+    if not logging.getLogger().handlers and not logger.handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    if logger.level == logging.NOTSET:
+        logger.setLevel(logging.INFO)
+
+
+def _print_banner(config: ServerConfig, port: int, workers: int) -> None:
+    display_host = f"[{config.host}]" if ":" in config.host else config.host
+    base = f"http://{display_host}:{port}"
+    auth_hint = (
+        "" if config.anonymous_allowed() else ' -H "Authorization: Bearer $TOKEN_SERVER_KEY"'
+    )
+    routing = "off" if config.rules == "none" else (config.rules or "bundled example rules")
+    print(
+        f"lk-metadata token server listening on {base}{config.path}"
+        + (f" ({workers} workers)" if workers > 1 else "")
+        + "\n"
+        f"  LiveKit URL handed to clients: {config.server_url}\n"
+        f"  routing: {routing}; store: {redact_url(config.store)}\n"
+        "Try it:\n"
+        f"  curl -s -X POST {base}{config.path}{auth_hint} -H 'Content-Type: application/json' "
+        '-d \'{"participant_metadata": "{\\"department\\": \\"support\\"}"}\'',
+        flush=True,
+    )
+
+
+def prepare_process() -> None:
+    """Move everything loaded at start-up out of the garbage collector's sight.
+
+    Importing ``livekit.agents`` leaves ~150,000 long-lived objects that every
+    full collection would scan again while serving; ``gc.freeze()`` (what
+    :func:`run` calls just before serving) keeps them out of all future
+    collections. Call it yourself when you serve :func:`create_app` by other means.
+    """
+    import gc
+
+    gc.collect()
+    gc.freeze()
