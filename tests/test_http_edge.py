@@ -9,6 +9,8 @@ closed), one peer cannot hold more than its share of connections, and the
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -331,6 +333,31 @@ def test_two_workers_answer_every_request_of_a_bounded_load(tmp_path: Path) -> N
         code = stop_serve(server)
     assert code == 0
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+@pytest.mark.parametrize(
+    ("how", "exit_code"),
+    [pytest.param("sigint", 0, id="SIGINT"), pytest.param("worker killed", 1, id="worker-dies")],
+)
+def test_every_worker_stops_with_the_parent(tmp_path: Path, how: str, exit_code: int) -> None:
+    """SIGINT stops all workers (exit 0); a dead worker takes the others down (exit 1)."""
+    server = start_serve(tmp_path, args=["--workers", "2"])
+    workers = children_of(server.proc.pid)
+    assert len(workers) == 2
+    if how == "sigint":
+        os.kill(server.proc.pid, signal.SIGINT)
+    else:
+        os.kill(workers[0], signal.SIGKILL)
+    try:
+        code = server.proc.wait(timeout=30)
+    finally:
+        stop_serve(server)
+    assert code == exit_code
+    deadline = time.monotonic() + 5
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+    assert b"Traceback" not in server.log_bytes()
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
