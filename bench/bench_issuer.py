@@ -16,7 +16,13 @@ TokenIssuer cases:
   metadata (also recognised as the same object, so also validated once);
 * ``mint (dict input)``: metadata given as a dict (serialized, not parsed).
 
-``--quick`` keeps the first two cases of the mint tables and the 100 B verify table.
+A second 100 B table mints with **every grant type** livekit-api has (video, SIP,
+inference, observability, agent, agent endpoint, agent thread) on both sides, and
+a third compares ``await TokenIssuer.amint`` (a session per token in a
+``MemoryStore``) with ``mint`` in the same run.
+
+``--quick`` keeps the first two cases of the mint tables, the grant and amint
+tables and the 100 B verify table.
 
 Every TokenIssuer case validates the metadata (JSON object, size) and the
 identity/room before signing; the baseline validates nothing. The issuer's
@@ -27,12 +33,14 @@ Run: ``uv run python -m bench.bench_issuer [--quick]``.
 
 from __future__ import annotations
 
+import asyncio
 import sys
 
 import orjson
 from livekit import api
 
 from bench._harness import Case, Table, format_table, measure
+from livekit.plugins.metadata.sessions.manager import SessionManager
 from livekit.plugins.metadata.tokens.issuer import Dispatch, TokenIssuer
 
 __all__ = ["make_metadata", "run"]
@@ -74,6 +82,112 @@ def _lk_mint(metadata: str) -> str:
         )
         .to_jwt()
     )
+
+
+_ALL_GRANTS = (
+    api.SIPGrants(call=True),
+    api.InferenceGrants(perform=True),
+    api.ObservabilityGrants(write=True),
+    api.AgentGrants(dispatch_admin=True),
+    api.AgentEndpointGrants(call=True, agent_name="triage"),
+    api.AgentThreadGrants(scope="s", read=True),
+)
+_SETTERS = (
+    "with_sip_grants",
+    "with_inference_grants",
+    "with_observability_grants",
+    "with_agent_grants",
+    "with_agent_endpoint_grants",
+    "with_agent_thread_grants",
+)
+
+
+def _lk_mint_all_grants(metadata: str) -> str:
+    token = (
+        api.AccessToken(_KEY, _SECRET)
+        .with_identity("user-1")
+        .with_metadata(metadata)
+        .with_grants(api.VideoGrants(room_join=True, room="room-1"))
+    )
+    for setter, grant in zip(_SETTERS, _ALL_GRANTS, strict=True):
+        getattr(token, setter)(grant)
+    return token.to_jwt()
+
+
+def _grant_and_session_tables(repeats: int, target: float) -> list[Table]:
+    """100 B: every grant type on both sides; amint (session per token) vs mint."""
+    md = make_metadata(100)
+    issuer = TokenIssuer(_KEY, _SECRET)
+    grants = [api.VideoGrants(room_join=True), *_ALL_GRANTS]
+    ours = issuer.mint("user-1", "room-1", metadata=md, grants=grants)
+    theirs = _lk_mint_all_grants(md)
+    assert len(ours) == len(theirs), (len(ours), len(theirs))
+
+    def lk_all(loops: int) -> None:
+        for _ in range(loops):
+            _lk_mint_all_grants(md)
+
+    def ours_all(loops: int) -> None:
+        mint = issuer.mint
+        for _ in range(loops):
+            mint("user-1", "room-1", metadata=md, grants=grants)
+
+    loop = asyncio.new_event_loop()
+    sessions = SessionManager(secret_key="b" * 32)
+    with_sessions = TokenIssuer(_KEY, _SECRET, sessions=sessions)
+    private = {"customer_id": "c-123", "tier": "gold"}
+
+    def plain_mint(loops: int) -> None:
+        mint = with_sessions.mint
+        for _ in range(loops):
+            mint("user-1", "room-1", metadata=md, dispatch="triage")
+
+    def session_mint(loops: int) -> None:
+        async def go() -> None:
+            amint = with_sessions.amint
+            for _ in range(loops):
+                await amint(
+                    "user-1", "room-1", metadata=md, private_metadata=private, dispatch="triage"
+                )
+
+        loop.run_until_complete(go())
+
+    cases: list[tuple[str, list[Case], str]] = [
+        (
+            "Mint with every grant type, 100 B metadata",
+            [
+                Case("AccessToken chain, 7 grant setters + to_jwt()", lk_all, baseline=True),
+                Case("TokenIssuer.mint (grants=[7 grants])", ours_all),
+            ],
+            f"Same claims on both sides ({len(ours):,}-char tokens).",
+        ),
+        (
+            "Session per token, 100 B metadata + 2 private keys",
+            [
+                Case("TokenIssuer.mint (no session)", plain_mint, baseline=True),
+                Case("await TokenIssuer.amint (MemoryStore session)", session_mint),
+            ],
+            "amint creates a session, writes public + private + owner keys, sets its TTL.",
+        ),
+    ]
+    try:
+        return [
+            measure(title, case_list, repeats=repeats, target=target, note=note)
+            for title, case_list, note in cases
+        ]
+    finally:
+        loop.close()
+
+
+def _speedups(tables: list[Table]) -> None:
+    for table in tables:
+        base = table.baseline()
+        if base is None:
+            continue
+        speedups = ", ".join(
+            f"{r.name}: {base.median / r.median:.2f}×" for r in table.results if not r.baseline
+        )
+        table.note += f" Speed-up vs baseline (baseline time / case time): {speedups}."
 
 
 def run(quick: bool = False) -> list[Table]:
@@ -154,14 +268,9 @@ def run(quick: bool = False) -> list[Table]:
                 note="Both verify the same AccessToken-minted token.",
             )
         )
-    for table in tables:
-        base = table.baseline()
-        if base is None:
-            continue
-        speedups = ", ".join(
-            f"{r.name}: {base.median / r.median:.2f}×" for r in table.results if not r.baseline
-        )
-        table.note += f" Speed-up vs baseline (baseline time / case time): {speedups}."
+        if size == 100:
+            tables += _grant_and_session_tables(repeats, target)
+    _speedups(tables)
     return tables
 
 

@@ -222,7 +222,7 @@ def test_verify_prints_claims(runner: CliRunner) -> None:
     assert data["valid"] is True
     assert data["metadata"] == {"tier": "gold"}
     assert data["dispatches"] == [{"agent_name": "triage", "metadata": {"lang": "es"}}]
-    assert data["grants"]["roomJoin"] is True
+    assert data["grants"]["video"]["roomJoin"] is True
 
 
 @pytest.mark.parametrize(
@@ -246,6 +246,51 @@ def test_verify_invalid_exits_1_with_reason(runner: CliRunner, make: Any, reason
     assert token not in result.stderr
     assert result.stdout == ""
     assert_clean(result)
+
+
+def odd_token(**claims: Any) -> str:
+    payload = {
+        "sub": "u",
+        "iss": KEY,
+        "exp": int(time.time()) + 600,
+        "video": {"roomJoin": True, "room": "r"},
+        **claims,
+    }
+    return jwt.encode({k: v for k, v in payload.items() if v is not None}, SECRET, "HS256")
+
+
+@pytest.mark.parametrize(
+    ("claims", "reason"),
+    [
+        ({"metadata": {"a": SENTINEL}}, "'metadata' claim must be a string"),
+        ({"metadata": 5}, "'metadata' claim must be a string"),
+        ({"exp": 1e20}, "'exp' claim is not a date in range"),
+        ({"roomConfig": {"agents": "x"}}, "'roomConfig' claim is not a valid RoomConfiguration"),
+        ({"attributes": ["k", SENTINEL]}, "'attributes' claim"),
+        ({"sub": None}, "no participant identity"),
+        ({"video": None}, "no video grant"),
+        ({"video": {"room": "r"}}, "no roomJoin"),
+    ],
+)
+def test_verify_odd_claims_exit_1_naming_the_claim(
+    runner: CliRunner, claims: dict[str, Any], reason: str
+) -> None:
+    result = invoke(runner, "verify", odd_token(**claims))
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: token is invalid: ")
+    assert reason in result.stderr
+    assert "unexpected failure" not in result.stderr
+    assert SENTINEL not in result.stderr
+    assert_clean(result)
+
+
+def test_verify_shows_every_grant(runner: CliRunner) -> None:
+    from livekit import api
+
+    token = TokenIssuer(KEY, SECRET).mint("u", "r", grants=[api.SIPGrants(call=True)])
+    result = invoke(runner, "verify", "--json", token)
+    assert result.exit_code == 0, result.stderr
+    assert json.loads(result.stdout)["grants"]["sip"] == {"admin": False, "call": True}
 
 
 # --------------------------------------------------------------------------- route / serve

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import typing
 from datetime import timedelta
 from typing import Any
 
@@ -16,7 +17,7 @@ from livekit import api
 from livekit.api.access_token import Claims
 from pydantic import BaseModel
 
-from livekit.plugins.metadata.codec import serialize_metadata
+from livekit.plugins.metadata.codec import SESSION_ATTRIBUTE, SESSION_KEY, serialize_metadata
 from livekit.plugins.metadata.errors import (
     ConfigError,
     InvalidAttributes,
@@ -24,15 +25,22 @@ from livekit.plugins.metadata.errors import (
     MetadataNotAnObject,
     MetadataTooLarge,
     NoRouteMatched,
+    ReservedKey,
     RoutingError,
+    StoreFull,
+    StoreUnavailable,
     TokenVerificationError,
 )
 from livekit.plugins.metadata.routing.router import MetadataRouter
 from livekit.plugins.metadata.sessions.manager import SessionManager
+from livekit.plugins.metadata.sessions.memory import MemoryStore
+from livekit.plugins.metadata.tokens.claims import GRANT_CLAIMS
 from livekit.plugins.metadata.tokens.issuer import (
     DEFAULT_TTL,
+    SESSION_OWNER_KEY,
     Dispatch,
     ReferenceToken,
+    SessionToken,
     TokenIssuer,
     VerifiedToken,
 )
@@ -238,27 +246,56 @@ _json = st.recursive(
 _md = st.dictionaries(_text, _json, max_size=4)
 _attr_key = _text.filter(lambda k: not k.startswith("lk."))
 _attrs = st.dictionaries(_attr_key, st.text(max_size=8), max_size=3)
-_opt_bool = st.sampled_from([None, True, False])
-_grants = st.builds(
-    api.VideoGrants,
-    room_create=_opt_bool,
-    room_list=_opt_bool,
-    room_record=_opt_bool,
-    room_admin=_opt_bool,
-    room_join=_opt_bool,
-    destination_room=st.none() | st.just("") | _text,
-    can_publish=st.booleans(),
-    can_subscribe=st.booleans(),
-    can_publish_data=st.booleans(),
-    can_publish_sources=st.none() | st.lists(st.sampled_from(["camera", "microphone"])),
-    can_update_own_metadata=_opt_bool,
-    ingress_admin=_opt_bool,
-    hidden=_opt_bool,
-    recorder=_opt_bool,
-    agent=_opt_bool,
-    can_manage_agent_session=_opt_bool,
-    can_subscribe_metrics=_opt_bool,
-)
+
+
+def _field_values(annotation: Any) -> st.SearchStrategy[Any]:
+    """Values for one grant field, read from its type (so new livekit-api grants get tested)."""
+    args = typing.get_args(annotation)
+    if type(None) in args:
+        (inner,) = (a for a in args if a is not type(None))
+        return st.none() | _field_values(inner)
+    if annotation is bool:
+        return st.booleans()
+    if annotation is str:
+        return st.just("") | _text
+    if typing.get_origin(annotation) is list:
+        return st.lists(_text, max_size=3)
+    raise AssertionError(f"no strategy for grant field type {annotation!r}")
+
+
+def _grant(cls: type) -> st.SearchStrategy[Any]:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: _field_values(hints[f.name]) for f in dataclasses.fields(cls)}
+    if cls is api.VideoGrants:
+        fields["room"] = st.just("")  # filled in with the token's room
+    return st.builds(cls, **fields)
+
+
+# AccessToken's own setter for each grant type; the test below fails when
+# livekit-api gains a grant type this table (and so the property) does not cover.
+_SETTERS: dict[type, str] = {
+    api.VideoGrants: "with_grants",
+    api.SIPGrants: "with_sip_grants",
+    api.InferenceGrants: "with_inference_grants",
+    api.ObservabilityGrants: "with_observability_grants",
+    api.AgentGrants: "with_agent_grants",
+    api.AgentEndpointGrants: "with_agent_endpoint_grants",
+    api.AgentThreadGrants: "with_agent_thread_grants",
+}
+_grant_sets = st.fixed_dictionaries({}, optional={cls: _grant(cls) for cls in _SETTERS})
+
+
+def test_every_grant_type_of_livekit_api_is_supported() -> None:
+    installed = {
+        value
+        for name, value in vars(api).items()
+        if name.endswith("Grants") and dataclasses.is_dataclass(value)
+    }
+    assert installed == set(GRANT_CLAIMS) == set(_SETTERS)
+    assert GRANT_CLAIMS[api.SIPGrants] == "sip"
+    assert GRANT_CLAIMS[api.AgentEndpointGrants] == "agentEndpoint"
+
+
 _dispatch = st.builds(
     Dispatch,
     agent_name=_text.filter(str.strip),
@@ -278,7 +315,7 @@ _dispatch = st.builds(
     attributes=st.none() | _attrs,
     dispatches=st.lists(_dispatch, max_size=3),
     flag=st.booleans(),
-    grants=st.none() | _grants,
+    grants=st.none() | _grant(api.VideoGrants) | _grant_sets,
     empty_timeout=st.none() | st.integers(0, 600),
 )
 def test_claims_equal_access_token(
@@ -290,10 +327,13 @@ def test_claims_equal_access_token(
     attributes: dict[str, str] | None,
     dispatches: list[Dispatch],
     flag: bool,
-    grants: api.VideoGrants | None,
+    grants: api.VideoGrants | dict[type, Any] | None,
     empty_timeout: int | None,
 ) -> None:
-    """Our claims are exactly AccessToken's for the same inputs (ignoring nbf/exp)."""
+    """Our claims are exactly AccessToken's for the same inputs (ignoring nbf/exp).
+
+    ``grants`` is none, one video grant, or any subset of every grant type.
+    """
     issuer = TokenIssuer(KEY, SECRET)
     room_config = (
         None if empty_timeout is None else api.RoomConfiguration(empty_timeout=empty_timeout)
@@ -307,22 +347,26 @@ def test_claims_equal_access_token(
         attributes=attributes,
         dispatch=dispatches,
         can_update_own_metadata=flag,
-        grants=grants,
+        grants=list(grants.values()) if isinstance(grants, dict) else grants,
         room_config=room_config,
     )
 
     def text(md: dict[str, Any] | None) -> str:
         return serialize_metadata(md) if md else ""
 
-    if grants is None:
+    others = dict(grants) if isinstance(grants, dict) else {}
+    video = others.pop(api.VideoGrants, None) if isinstance(grants, dict) else grants
+    if video is None:
         effective = api.VideoGrants(room_join=True, room=room, can_update_own_metadata=flag or None)
     else:
         effective = dataclasses.replace(
-            grants,
+            video,
             room=room,
-            can_update_own_metadata=True if flag else grants.can_update_own_metadata,
+            can_update_own_metadata=True if flag else video.can_update_own_metadata,
         )
     at = api.AccessToken(KEY, SECRET).with_identity(identity).with_grants(effective)
+    for cls, grant in others.items():
+        getattr(at, _SETTERS[cls])(grant)
     if name is not None:
         at.with_name(name)
     if kind is not None:
@@ -395,6 +439,9 @@ def test_claims_equal_access_token(
         ({"job_metadata": "[]", "dispatch": "a"}, MetadataNotAnObject, "JSON array"),
         ({"grants": api.VideoGrants(room="other")}, ValueError, "grants.room"),
         ({"grants": {"roomAdmin": True}}, TypeError, "grants must be"),
+        ({"grants": [api.SIPGrants(), object()]}, TypeError, "not object"),
+        ({"grants": [api.SIPGrants(), api.SIPGrants()]}, ValueError, "more than one SIPGrants"),
+        ({"grants": [api.VideoGrants(room="o"), api.SIPGrants()]}, ValueError, "grants.room"),
         (
             {"room_config": api.RoomConfiguration(agents=[api.RoomAgentDispatch(agent_name="a")])},
             ValueError,
@@ -544,6 +591,171 @@ def test_verify_rejects_non_object_metadata_claim(issuer: TokenIssuer) -> None:
     assert SENTINEL not in info.value.message
 
 
+# --------------------------------------------------------------------------- odd claims (#14.4)
+
+
+def signed(**claims: Any) -> str:
+    """A validly signed token: a joinable base with ``claims`` replacing (``None`` removes)."""
+    payload: dict[str, Any] = {
+        "sub": "u",
+        "iss": KEY,
+        "nbf": int(time.time()) - 5,
+        "exp": int(time.time()) + 600,
+        "video": {"roomJoin": True, "room": "r"},
+    }
+    for key, value in claims.items():
+        if value is None:
+            payload.pop(key, None)
+        else:
+            payload[key] = value
+    return jwt.encode(payload, SECRET, algorithm="HS256")
+
+
+@pytest.mark.parametrize(
+    ("claims", "named"),
+    [
+        ({"metadata": {"a": SENTINEL}}, "metadata"),
+        ({"metadata": 5}, "metadata"),
+        ({"metadata": [SENTINEL]}, "metadata"),
+        ({"metadata": f"[{SENTINEL!r}]"}, "metadata"),
+        ({"exp": 1e20}, "exp"),
+        ({"exp": 2**70}, "exp"),
+        ({"exp": "soon"}, "exp"),
+        ({"exp": [1]}, "exp"),
+        ({"nbf": "x"}, "nbf"),
+        ({"nbf": -(10**20)}, "nbf"),
+        ({"iat": {"a": 1}}, "iat"),
+        ({"roomConfig": {"agents": "x"}}, "roomConfig"),
+        ({"roomConfig": {"agents": [{"agentName": 5}]}}, "roomConfig"),
+        ({"roomConfig": {"emptyTimeout": SENTINEL}}, "roomConfig"),
+        ({"roomConfig": [1]}, "roomConfig"),
+        ({"roomConfig": "x"}, "roomConfig"),
+        ({"attributes": ["k", SENTINEL]}, "attributes"),
+        ({"attributes": {"k": 1}}, "attributes"),
+        ({"attributes": "k=v"}, "attributes"),
+        ({"video": ["roomJoin"]}, "video"),
+        ({"video": {"roomJoin": True, "room": 5}}, "video"),
+        ({"video": {"roomJoin": "yes", "room": "r"}}, "video"),
+        ({"video": {"roomJoin": True, "room": "r", "canPublishSources": "camera"}}, "video"),
+        ({"video": {"roomJoin": True, "room": "r", "canPublishSources": [1]}}, "video"),
+        ({"sip": "admin"}, "sip"),
+        ({"sip": {"call": 1}}, "sip"),
+        ({"agent": {"admin": None, "dispatchAdmin": "x"}}, "agent"),
+        ({"agentThread": {"threadIds": "t"}}, "agentThread"),
+        ({"name": 5}, "name"),
+        ({"kind": ["sip"]}, "kind"),
+        ({"kind": "superuser"}, "kind"),
+        ({"sha256": 1}, "sha256"),
+        ({"roomPreset": {}}, "roomPreset"),
+        ({"sub": 5}, "sub"),
+        ({"sub": "x" * 300}, "sub"),
+    ],
+)
+def test_verify_names_every_malformed_claim(
+    issuer: TokenIssuer, claims: dict[str, Any], named: str
+) -> None:
+    token = signed(**claims)
+    with pytest.raises(TokenVerificationError) as info:
+        issuer.verify(token)
+    assert f"{named!r}" in info.value.message or f"{named} claim" in info.value.message
+    assert SENTINEL not in info.value.message
+    assert info.value.__cause__ is None
+
+
+@pytest.mark.parametrize(
+    ("claims", "fragment"),
+    [
+        ({"sub": None}, "no participant identity"),
+        ({"sub": ""}, "no participant identity"),
+        ({"video": None}, "no video grant"),
+        ({"video": {"room": "r"}}, "no roomJoin"),
+        ({"video": {"roomJoin": False, "room": "r"}}, "no roomJoin"),
+        ({"video": {"roomJoin": True}}, "names no room"),
+    ],
+)
+def test_verify_reports_tokens_livekit_would_not_let_join(
+    issuer: TokenIssuer, claims: dict[str, Any], fragment: str
+) -> None:
+    token = signed(**claims)
+    with pytest.raises(TokenVerificationError) as info:
+        issuer.verify(token)
+    assert fragment in info.value.message
+    assert "LiveKit" in info.value.message
+    # Not a join token, but well formed: verify(require_join=False) accepts it.
+    verified = issuer.verify(token, require_join=False)
+    assert verified.identity == ((claims["sub"] or "") if "sub" in claims else "u")
+
+
+def test_verify_accepts_every_grant_and_unknown_fields(issuer: TokenIssuer) -> None:
+    grants = [api.VideoGrants(room_join=True, hidden=True), api.SIPGrants(call=True)]
+    verified = issuer.verify(issuer.mint("u", "r", grants=grants))
+    assert verified.claims.sip == api.SIPGrants(call=True)
+    assert verified.claims.inference is None
+    assert verified.grants.hidden is True
+    assert verified.grant_claims == {
+        "video": {
+            "roomJoin": True,
+            "room": "r",
+            "canPublish": True,
+            "canSubscribe": True,
+            "canPublishData": True,
+            "hidden": True,
+        },
+        "sip": {"admin": False, "call": True},
+    }
+    # Fields a later LiveKit adds are ignored, as TokenVerifier does.
+    later = signed(video={"roomJoin": True, "room": "r", "canTeleport": True}, future={"x": 1})
+    assert issuer.verify(later).room == "r"
+
+
+_odd = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+    lambda inner: (
+        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
+    ),
+    max_leaves=6,
+)
+_claim_names = st.sampled_from(
+    [
+        "sub",
+        "name",
+        "kind",
+        "metadata",
+        "attributes",
+        "video",
+        "sip",
+        "inference",
+        "observability",
+        "agent",
+        "agentEndpoint",
+        "agentThread",
+        "roomConfig",
+        "sha256",
+        "roomPreset",
+        "exp",
+        "nbf",
+        "iat",
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(changes=st.dictionaries(_claim_names, _odd, min_size=1, max_size=3))
+def test_verify_is_total_over_odd_claim_shapes(changes: dict[str, Any]) -> None:
+    """Whatever the claims of a signed token, verify returns or raises TokenVerificationError."""
+    issuer = TokenIssuer(KEY, SECRET)
+    token = signed(**{k: v for k, v in changes.items() if v is not None})
+    outcome: VerifiedToken | TokenVerificationError
+    try:
+        outcome = issuer.verify(token, require_join=False)
+    except TokenVerificationError as exc:
+        outcome = exc
+    if isinstance(outcome, TokenVerificationError):
+        assert outcome.__cause__ is None
+    else:
+        assert isinstance(outcome.metadata, dict)
+
+
 def test_verify_type_error(issuer: TokenIssuer) -> None:
     with pytest.raises(TypeError, match="token must be a str"):
         issuer.verify(b"abc")  # type: ignore[arg-type]
@@ -561,10 +773,146 @@ def test_reprs_hide_values(issuer: TokenIssuer) -> None:
     assert ref.token not in repr(ref)
 
 
-# --------------------------------------------------------------------------- reference mode
+# --------------------------------------------------------------------------- token sessions
 
 
-def test_mint_reference_carries_only_the_session(issuer: TokenIssuer) -> None:
+def token_sessions(**kwargs: Any) -> tuple[TokenIssuer, SessionManager]:
+    sessions = SessionManager(secret_key="k" * 32)
+    return TokenIssuer(KEY, SECRET, sessions=sessions, **kwargs), sessions
+
+
+async def test_amint_gives_each_token_its_own_session() -> None:
+    issuer, sessions = token_sessions()
+    minted = await issuer.amint(
+        "caller-1",
+        "support-43",
+        metadata={"department": "support"},
+        private_metadata={"customer_id": SENTINEL, "tier": "gold"},
+        attributes={"queue": "vip"},
+        dispatch=Dispatch("triage", metadata={"lang": "es"}),
+    )
+    assert isinstance(minted, SessionToken)
+    assert len(minted.session_id) >= 22  # 128 random bits, base64url
+    assert await sessions.get_session_metadata(minted.session_id) == {
+        "department": "support",
+        "customer_id": SENTINEL,
+        "tier": "gold",
+        SESSION_OWNER_KEY: {"identity": "caller-1", "room": "support-43"},
+    }
+    claims = decode(minted.token)
+    assert claims["metadata"] == '{"department":"support"}'
+    assert claims["attributes"] == {"queue": "vip", SESSION_ATTRIBUTE: minted.session_id}
+    (agent,) = claims["roomConfig"]["agents"]
+    assert orjson.loads(agent["metadata"]) == {"lang": "es", SESSION_KEY: minted.session_id}
+    assert minted.expires_at.timestamp() == claims["exp"]
+    # The session id is the only thing that links the token to the private keys.
+    raw = orjson.dumps(claims).decode()
+    for private in (SENTINEL, "customer_id", "gold"):
+        assert private not in raw
+    assert SENTINEL not in repr(minted)
+    assert minted.token not in repr(minted)
+
+    again = await issuer.amint("caller-1", "support-43", metadata={"department": "support"})
+    assert again.session_id != minted.session_id
+    assert decode(again.token)["attributes"] == {SESSION_ATTRIBUTE: again.session_id}
+
+
+async def test_amint_session_ttl_is_token_ttl_plus_grace() -> None:
+    now = [1_000_000.0]
+    sessions = SessionManager(
+        MemoryStore(clock=lambda: now[0]), secret_key="k" * 32, clock=lambda: now[0]
+    )
+    issuer = TokenIssuer(KEY, SECRET, sessions=sessions, session_grace=30, clock=lambda: now[0])
+    assert issuer.session_grace == timedelta(seconds=30)
+    minted = await issuer.amint("u", "r", metadata={"a": 1}, ttl=60)
+    now[0] += 89
+    assert await sessions.get_session_metadata(minted.session_id) != {}
+    now[0] += 2
+    assert await sessions.get_session_metadata(minted.session_id) == {}
+
+
+async def test_amint_private_keys_never_reach_the_token() -> None:
+    router = MetadataRouter.from_dict(
+        {
+            "rules": [
+                {
+                    "when": {"tier": "gold"},
+                    "agent": "vip",
+                    "job_metadata": ["lang", "tier"],
+                }
+            ]
+        }
+    )
+    issuer, sessions = token_sessions(router=router)
+    minted = await issuer.amint(
+        "u", "r", metadata={"lang": "es"}, private_metadata={"tier": "gold"}
+    )
+    claims = decode(minted.token)
+    # Routed on public + private keys; the rule's pick of a private key is left out.
+    (agent,) = claims["roomConfig"]["agents"]
+    assert agent["agentName"] == "vip"
+    assert orjson.loads(agent["metadata"]) == {"lang": "es", SESSION_KEY: minted.session_id}
+    assert "gold" not in orjson.dumps(claims).decode()
+    stored = await sessions.get_session_metadata(minted.session_id)
+    assert stored["tier"] == "gold"
+    with pytest.raises(ValueError, match="both metadata and private_metadata"):
+        await issuer.amint("u", "r", metadata={"tier": "x"}, private_metadata={"tier": "y"})
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"metadata": {SESSION_KEY: "someone-else"}},
+        {"metadata": '{"lk-metadata.owner": 1}'},
+        {"metadata": '{"lk\\u002dmetadata.session": "x"}'},
+        {"private_metadata": {"lk-metadata.x": 1}},
+        {"attributes": {SESSION_ATTRIBUTE: "x"}},
+        {"dispatch": "a", "job_metadata": {SESSION_KEY: "x"}},
+        {"dispatch": Dispatch("a", metadata={"lk-metadata.y": 1})},
+        {"dispatch": Dispatch("a", attributes={"lk-metadata.y": "1"})},
+    ],
+)
+async def test_reserved_namespace_is_refused(kwargs: dict[str, Any]) -> None:
+    issuer, sessions = token_sessions()
+    with pytest.raises(ReservedKey) as info:
+        await issuer.amint("u", "r", **kwargs)
+    assert info.value.key.startswith("lk-metadata.")
+    assert "lk-metadata." in info.value.message
+    if "private_metadata" not in kwargs:
+        with pytest.raises(ReservedKey):
+            issuer.mint("u", "r", **kwargs)
+    assert len(sessions.store) == 0  # type: ignore[arg-type]
+
+
+class RefusingStore(MemoryStore):
+    def __init__(self, error: Exception) -> None:
+        super().__init__()
+        self.error = error
+
+    async def merge(self, *args: Any, **kwargs: Any) -> None:
+        raise self.error
+
+
+@pytest.mark.parametrize("error", [StoreFull("full"), StoreUnavailable("down")])
+async def test_amint_propagates_store_refusal(error: Exception) -> None:
+    sessions = SessionManager(RefusingStore(error), secret_key="k" * 32)
+    issuer = TokenIssuer(KEY, SECRET, sessions=sessions)
+    with pytest.raises(type(error)):
+        await issuer.amint("u", "r", metadata={"a": 1}, private_metadata={"p": 2})
+
+
+async def test_amint_needs_sessions_and_stores_nothing_invalid(issuer: TokenIssuer) -> None:
+    with pytest.raises(ConfigError, match="sessions="):
+        await issuer.amint("u", "r", metadata={"a": 1})
+    issuer, sessions = token_sessions()
+    with pytest.raises(InvalidAttributes):
+        await issuer.amint("u", "r", metadata={"a": 1}, attributes={"lk.x": "y"})
+    with pytest.raises(MetadataTooLarge):
+        await issuer.amint("u", "r", private_metadata={"a": "x" * 64_001})
+    assert len(sessions.store) == 0  # type: ignore[arg-type]
+
+
+def test_deprecated_mint_reference_still_works(issuer: TokenIssuer) -> None:
     ref = issuer.mint_reference(
         "u",
         "room-9",
@@ -585,40 +933,8 @@ def test_mint_reference_carries_only_the_session(issuer: TokenIssuer) -> None:
     )
     assert custom.session_id == "s-1"
     assert custom.metadata == {"a": 1}
-    assert decode(custom.token)["roomConfig"]["agents"][0]["metadata"] == '{"session":"s-1"}'
     with pytest.raises(ValueError, match="session_id must not be empty"):
         issuer.mint_reference("u", "r", session_id="")
-
-
-async def test_amint_stores_then_returns_reference_token() -> None:
-    sessions = SessionManager()
-    issuer = TokenIssuer(KEY, SECRET, sessions=sessions, reference_mode=True)
-    token = await issuer.amint("u", "room-7", metadata={"tier": "gold"}, dispatch="triage")
-    assert await sessions.get_session_metadata("room-7") == {"tier": "gold"}
-    agent = decode(token)["roomConfig"]["agents"][0]
-    assert orjson.loads(agent["metadata"]) == {"session": "room-7"}
-    # A second mint merges into the same session, never replaces it.
-    await issuer.amint("v", "room-7", metadata={"lang": "es"})
-    assert await sessions.get_session_metadata("room-7") == {"tier": "gold", "lang": "es"}
-    with pytest.raises(ConfigError, match="reference mode"):
-        issuer.mint("u", "r")
-    plain = await issuer.amint("u", "r", reference=False, metadata={"a": 1})
-    assert decode(plain)["metadata"] == '{"a":1}'
-    assert await sessions.get_session_metadata("r") == {}
-
-
-async def test_amint_reference_needs_sessions(issuer: TokenIssuer) -> None:
-    with pytest.raises(ConfigError, match="sessions="):
-        await issuer.amint("u", "r", reference=True, metadata={"a": 1})
-    assert decode(await issuer.amint("u", "r", metadata={"a": 1}))["metadata"] == '{"a":1}'
-
-
-async def test_amint_does_not_store_invalid_requests() -> None:
-    sessions = SessionManager()
-    issuer = TokenIssuer(KEY, SECRET, sessions=sessions, reference_mode=True)
-    with pytest.raises(InvalidAttributes):
-        await issuer.amint("u", "r", metadata={"a": 1}, attributes={"lk.x": "y"})
-    assert await sessions.get_session_metadata("r") == {}
 
 
 # --------------------------------------------------------------------------- routing
@@ -709,17 +1025,6 @@ def test_real_metadata_router() -> None:
         issuer.mint("u", "r", metadata={"tenant": "banned"})
     with pytest.raises(NoRouteMatched):
         issuer.mint("u", "r", metadata={"lang": "fr"})
-
-
-async def test_reference_mode_routes_on_full_metadata() -> None:
-    router = MetadataRouter.from_dict({"rules": [{"when": {"lang": "es"}, "agent": "es"}]})
-    sessions = SessionManager()
-    issuer = TokenIssuer(KEY, SECRET, router=router, sessions=sessions, reference_mode=True)
-    token = await issuer.amint("u", "r", metadata={"lang": "es", "blob": "y" * 100})
-    assert decode(token)["roomConfig"]["agents"] == [
-        {"agentName": "es", "metadata": '{"session":"r"}'}
-    ]
-    assert await sessions.get_session_metadata("r") == {"lang": "es", "blob": "y" * 100}
 
 
 def test_job_and_dispatch_errors_say_which_metadata(issuer: TokenIssuer) -> None:

@@ -1,8 +1,15 @@
-"""The token endpoint over real HTTP on 127.0.0.1: statuses, policy, tokens, sessions, fuzzing."""
+"""The token endpoint over real HTTP on 127.0.0.1: statuses, policy, tokens, token sessions.
+
+Every test starts the app through the ``serve`` fixture (aiohttp's ``TestServer`` and
+``TestClient`` on loopback) and reads what a client or an agent would: the answer,
+the decoded token, and the token's own session in the store.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import logging
 import os
 import subprocess
@@ -10,26 +17,27 @@ import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import asynccontextmanager, contextmanager
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import orjson
 import pytest
 from aiohttp import web
+from aiohttp.test_utils import TestClient, TestServer
 from livekit import api
 from pydantic import BaseModel
 
+from livekit.plugins.metadata.codec import SESSION_ATTRIBUTE, SESSION_KEY
 from livekit.plugins.metadata.errors import ConfigError, StoreUnavailable
 from livekit.plugins.metadata.routing.router import MetadataRouter
-from livekit.plugins.metadata.server.app import (
-    Principal,
-    ServerConfig,
-    create_app,
-    openapi_document,
-)
+from livekit.plugins.metadata.server.app import create_app
+from livekit.plugins.metadata.server.config import Principal, RateLimit, ServerConfig
+from livekit.plugins.metadata.server.models import TokenRequest
+from livekit.plugins.metadata.server.openapi import openapi_document
 from livekit.plugins.metadata.sessions.manager import SessionManager
+from livekit.plugins.metadata.sessions.memory import MemoryStore
+from livekit.plugins.metadata.tokens.issuer import SESSION_OWNER_KEY
 from tests.fixtures.servers import free_port
 
 pytestmark = pytest.mark.unit
@@ -47,7 +55,7 @@ RULES: dict[str, Any] = {
             "name": "support",
             "when": {"department": "support"},
             "agent": "support",
-            "job_metadata": ["department", "language"],
+            "job_metadata": ["department", "language", "customer"],
         },
         {"name": "sales", "when": {"department": "sales"}, "agent": "sales"},
     ],
@@ -60,6 +68,7 @@ def verifier() -> api.TokenVerifier:
 
 
 def make_config(**overrides: Any) -> ServerConfig:
+    """Test defaults (fixed keys, the RULES router, a fresh memory store) plus ``overrides``."""
     base: dict[str, Any] = {
         "api_key": KEY,
         "api_secret": SECRET,
@@ -67,25 +76,32 @@ def make_config(**overrides: Any) -> ServerConfig:
     }
     python_only = {
         k: overrides.pop(k)
-        for k in ("authorize", "metadata_schema", "router", "sessions")
+        for k in ("authorize", "metadata_schema", "router", "sessions", "limits")
         if k in overrides
     }
     base.update(overrides)
     config = ServerConfig.from_mapping(base)
-    if "router" not in python_only:
-        python_only["router"] = MetadataRouter.from_dict(RULES)
+    python_only.setdefault("router", MetadataRouter.from_dict(RULES))
+    python_only.setdefault("sessions", SessionManager(secret_key=b"k" * 32))
     for k, v in python_only.items():
         setattr(config, k, v)
     return config
 
 
-class Client:
-    """A tiny client for one running app."""
+Answer = tuple[int, dict[str, Any], Any]
 
-    def __init__(self, base: str, http: aiohttp.ClientSession, app: web.Application) -> None:
-        self.base = base
+
+class Client:
+    """A caller of one running app, and a reader of the sessions its tokens own."""
+
+    def __init__(self, http: TestClient[web.Request, web.Application], config: ServerConfig):
         self.http = http
-        self.app = app
+        self.config = config
+
+    @property
+    def sessions(self) -> SessionManager:
+        assert self.config.sessions is not None
+        return self.config.sessions
 
     async def post(
         self,
@@ -95,45 +111,54 @@ class Client:
         bearer: str | None = None,
         data: bytes | None = None,
         headers: dict[str, str] | None = None,
-    ) -> tuple[int, dict[str, Any], aiohttp.typedefs.LooseHeaders]:
+    ) -> Answer:
         hdrs = {"Content-Type": "application/json"}
         if bearer:
             hdrs["Authorization"] = f"Bearer {bearer}"
         hdrs.update(headers or {})
         payload = data if data is not None else orjson.dumps({} if body is None else body)
-        async with self.http.post(self.base + path, data=payload, headers=hdrs) as resp:
+        async with self.http.post(path, data=payload, headers=hdrs) as resp:
             raw = await resp.read()
             return resp.status, orjson.loads(raw) if raw else {}, resp.headers
 
-    async def request(
-        self, method: str, path: str, **kw: Any
-    ) -> tuple[int, bytes, aiohttp.typedefs.LooseHeaders]:
-        async with self.http.request(method, self.base + path, **kw) as resp:
+    async def request(self, method: str, path: str, **kw: Any) -> tuple[int, bytes, Any]:
+        async with self.http.request(method, path, **kw) as resp:
             return resp.status, await resp.read(), resp.headers
 
+    async def token(self, body: Any = None, **kw: Any) -> api.Claims:
+        """POST, expect 201, and return the verified claims."""
+        status, answer, _ = await self.post(body, **kw)
+        assert status == 201, answer
+        return verifier().verify(answer["participant_token"])
 
-@asynccontextmanager
-async def serve(config: ServerConfig) -> AsyncIterator[Client]:
-    app = create_app(config)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        async with aiohttp.ClientSession() as http:
-            yield Client(f"http://127.0.0.1:{port}", http, app)
-    finally:
-        await runner.cleanup()
-
-
-def sessions_of(config: ServerConfig) -> SessionManager:
-    assert isinstance(config.sessions, SessionManager)
-    return config.sessions
+    async def session_of(self, claims: api.Claims) -> dict[str, Any]:
+        """What the token's own session holds for the agent (its owner record checked apart)."""
+        stored = await self.sessions.get_session_metadata(claims.attributes[SESSION_ATTRIBUTE])
+        owner = stored.pop(SESSION_OWNER_KEY, None)
+        if stored:
+            assert claims.video is not None
+            assert owner == {"identity": claims.identity, "room": claims.video.room}
+        return stored
 
 
-def new_sessions() -> SessionManager:
-    return SessionManager(secret_key=b"k" * 32)
+Serve = Callable[..., Awaitable[Client]]
+
+
+@pytest.fixture
+async def serve() -> AsyncIterator[Serve]:
+    """``await serve(**config_overrides)`` (or ``serve(config)``): a running app and its client."""
+    started: list[TestClient[web.Request, web.Application]] = []
+
+    async def start(config: ServerConfig | None = None, **overrides: Any) -> Client:
+        cfg = config if config is not None else make_config(**overrides)
+        http = TestClient(TestServer(create_app(cfg), host="127.0.0.1"))
+        await http.start_server()
+        started.append(http)
+        return Client(http, cfg)
+
+    yield start
+    for http in started:
+        await http.close()
 
 
 def error_code(body: dict[str, Any]) -> str:
@@ -143,177 +168,294 @@ def error_code(body: dict[str, Any]) -> str:
     return code
 
 
+def jwt_payload(token: str) -> str:
+    """The JWT's claims as text, exactly as any holder of the token can read them."""
+    part = token.split(".")[1]
+    return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4)).decode()
+
+
 # ---------------------------------------------------------------------------- happy paths
 
 
-async def test_routed_token_verifies_and_session_matches() -> None:
-    config = make_config(sessions=new_sessions())
-    async with serve(config) as c:
-        md = {"department": "support", "language": "es", "tier": "gold"}
-        status, body, headers = await c.post(
-            {
-                "room_name": "room-a",
-                "participant_identity": "alice",
-                "participant_name": "Alice",
-                "participant_metadata": orjson.dumps(md).decode(),
-                "participant_attributes": {"plan": "pro"},
-            }
-        )
-        assert status == 201, body
-        assert set(body) == {"server_url", "participant_token"}
-        assert body["server_url"] == "ws://127.0.0.1:7880"
-        assert headers["Cache-Control"] == "no-store"
-        claims = verifier().verify(body["participant_token"])
-        assert claims.identity == "alice"
-        assert claims.name == "Alice"
-        assert claims.video is not None
-        assert claims.video.room == "room-a"
-        assert claims.video.room_join is True
-        assert not claims.video.can_update_own_metadata
-        assert not claims.video.room_admin
-        assert orjson.loads(claims.metadata) == md
-        assert claims.attributes == {"plan": "pro"}
-        assert claims.room_config is not None
-        (agent,) = claims.room_config.agents
-        assert agent.agent_name == "support"
-        assert orjson.loads(agent.metadata) == {"department": "support", "language": "es"}
-        stored = await sessions_of(config).get_session_metadata("room-a")
-        assert stored == orjson.loads(claims.metadata)
-
-
-async def test_default_route_and_generated_names_are_unguessable() -> None:
-    config = make_config(sessions=new_sessions())
-    async with serve(config) as c:
-        seen = set()
-        for _ in range(3):
-            status, body, _ = await c.post({})
-            assert status == 201
-            claims = verifier().verify(body["participant_token"])
-            assert claims.video is not None
-            assert claims.identity.startswith("user-")
-            assert claims.video.room.startswith("room-")
-            assert len(claims.identity) >= 5 + 20
-            assert len(claims.video.room) >= 5 + 20
-            assert claims.room_config is not None
-            assert [a.agent_name for a in claims.room_config.agents] == ["general"]
-            seen.add((claims.identity, claims.video.room))
-        assert len(seen) == 3
-
-
-async def test_can_update_own_metadata_only_when_configured() -> None:
-    async with serve(make_config(sessions=new_sessions(), allow_update_own_metadata=True)) as c:
-        status, body, _ = await c.post({})
-        assert status == 201
-        claims = verifier().verify(body["participant_token"])
-        assert claims.video is not None
-        assert claims.video.can_update_own_metadata is True
-
-
-async def test_client_agent_from_allowlist_camel_case() -> None:
-    config = make_config(sessions=new_sessions(), allowed_agents=["sales", "vip"])
-    async with serve(config) as c:
-        status, body, _ = await c.post(
-            {
-                "room_name": "r-client",
-                "participant_metadata": '{"department": "support"}',
-                "room_config": {"agents": [{"agentName": "vip", "metadata": '{"topic": "x"}'}]},
-            }
-        )
-        assert status == 201, body
-        claims = verifier().verify(body["participant_token"])
-        assert claims.room_config is not None
-        (agent,) = claims.room_config.agents
-        assert agent.agent_name == "vip"
-        assert orjson.loads(agent.metadata) == {"department": "support", "topic": "x"}
-        stored = await sessions_of(config).get_session_metadata("r-client")
-        assert stored == {"department": "support", "topic": "x"}
-
-
-async def test_protobuf_json_names_are_accepted_at_the_top_level() -> None:
-    async with serve(make_config(sessions=new_sessions())) as c:
-        status, body, _ = await c.post(
-            {"roomName": "camel", "participantIdentity": "cam", "participantMetadata": "{}"}
-        )
-        assert status == 201, body
-        claims = verifier().verify(body["participant_token"])
-        assert claims.identity == "cam"
-        assert claims.video is not None
-        assert claims.video.room == "camel"
-        status, body, _ = await c.post({"roomName": "a", "room_name": "b"})
-        assert status == 400
-        assert "twice" in body["error"]["message"]
-
-
-async def test_client_agent_outside_allowlist_is_refused() -> None:
-    async with serve(make_config(sessions=new_sessions(), allowed_agents=["sales"])) as c:
-        status, body, _ = await c.post({"room_config": {"agents": [{"agent_name": "admin-bot"}]}})
-        assert status == 403
-        assert error_code(body) == "agent_not_allowed"
-
-
-async def test_room_config_fields_need_allowlist() -> None:
-    async with serve(make_config(sessions=new_sessions(), allowed_agents=["sales"])) as c:
-        for rc in (
-            {"empty_timeout": 30},
-            {"maxParticipants": 2},
-            {"agents": [{"agent_name": "sales", "deployment": "staging"}]},
-            {"agents": [{"agent_name": "sales"}, {"agent_name": "sales"}]},
-        ):
-            status, body, _ = await c.post({"room_config": rc})
-            assert status == 403, rc
-            assert error_code(body) == "room_config_not_allowed"
-    config = make_config(
-        sessions=new_sessions(),
-        allowed_agents=["sales"],
-        allowed_room_config=["agents.deployment"],
+async def test_routed_token_verifies_and_owns_a_session(serve: Serve) -> None:
+    c = await serve()
+    md = {"department": "support", "language": "es", "tier": "gold"}
+    status, body, headers = await c.post(
+        {
+            "room_name": "room-a",
+            "participant_identity": "alice",
+            "participant_name": "Alice",
+            "participant_metadata": orjson.dumps(md).decode(),
+            "participant_attributes": {"plan": "pro"},
+        }
     )
-    async with serve(config) as c:
-        status, body, _ = await c.post(
-            {"room_config": {"agents": [{"agent_name": "sales", "deployment": "staging"}]}}
-        )
-        assert status == 201, body
-        claims = verifier().verify(body["participant_token"])
+    assert status == 201, body
+    assert set(body) == {"server_url", "participant_token"}
+    assert body["server_url"] == "ws://127.0.0.1:7880"
+    assert headers["Cache-Control"] == "no-store"
+    claims = verifier().verify(body["participant_token"])
+    assert claims.identity == "alice"
+    assert claims.name == "Alice"
+    assert claims.video is not None
+    assert claims.video.room == "room-a"
+    assert claims.video.room_join is True
+    assert not claims.video.can_update_own_metadata
+    assert not claims.video.room_admin
+    assert orjson.loads(claims.metadata) == md
+    session_id = claims.attributes[SESSION_ATTRIBUTE]
+    assert claims.attributes == {"plan": "pro", SESSION_ATTRIBUTE: session_id}
+    assert len(session_id) >= 22  # 128 random bits
+    assert claims.room_config is not None
+    (agent,) = claims.room_config.agents
+    assert agent.agent_name == "support"
+    job = {"department": "support", "language": "es", SESSION_KEY: session_id}
+    assert orjson.loads(agent.metadata) == job
+    assert await c.session_of(claims) == md
+    assert await c.sessions.get_session_metadata("room-a") == {}  # the room keys nothing
+
+
+async def test_default_route_and_generated_names_are_unguessable(serve: Serve) -> None:
+    c = await serve()
+    seen = set()
+    for _ in range(3):
+        claims = await c.token({})
+        assert claims.video is not None
+        assert claims.identity.startswith("user-")
+        assert claims.video.room.startswith("room-")
+        assert len(claims.identity) >= 5 + 20
+        assert len(claims.video.room) >= 5 + 20
         assert claims.room_config is not None
-        assert claims.room_config.agents[0].deployment == "staging"
+        assert [a.agent_name for a in claims.room_config.agents] == ["general"]
+        seen.add((claims.identity, claims.video.room, claims.attributes[SESSION_ATTRIBUTE]))
+    assert len(seen) == 3
 
 
-async def test_reference_mode_stores_full_metadata() -> None:
-    config = make_config(sessions=new_sessions(), reference_mode=True)
-    async with serve(config) as c:
-        status, body, _ = await c.post(
-            {"room_name": "ref-room", "participant_metadata": '{"department": "sales", "n": 1}'}
-        )
-        assert status == 201, body
-        claims = verifier().verify(body["participant_token"])
-        assert claims.metadata == ""
-        assert claims.room_config is not None
-        (agent,) = claims.room_config.agents
-        assert agent.agent_name == "sales"
-        assert orjson.loads(agent.metadata) == {"session": "ref-room"}
-        stored = await sessions_of(config).get_session_metadata("ref-room")
-        assert stored == {"department": "sales", "n": 1}
+async def test_can_update_own_metadata_only_when_configured(serve: Serve) -> None:
+    c = await serve(allow_update_own_metadata=True)
+    claims = await c.token({})
+    assert claims.video is not None
+    assert claims.video.can_update_own_metadata is True
 
 
-async def test_routing_disabled_dispatches_default_agent_or_none() -> None:
-    config = make_config(sessions=new_sessions(), rules="none", router=None)
-    async with serve(config) as c:
-        status, body, _ = await c.post({})
-        assert status == 201
-        assert verifier().verify(body["participant_token"]).room_config is None
-    config = make_config(sessions=new_sessions(), rules="none", router=None, default_agent="solo")
-    async with serve(config) as c:
-        status, body, _ = await c.post({"participant_metadata": '{"a": 1}'})
-        claims = verifier().verify(body["participant_token"])
-        assert claims.room_config is not None
-        assert claims.room_config.agents[0].agent_name == "solo"
+async def test_client_agent_from_allowlist_camel_case(serve: Serve) -> None:
+    c = await serve(allowed_agents=["sales", "vip"])
+    claims = await c.token(
+        {
+            "room_name": "r-client",
+            "participant_metadata": '{"department": "support"}',
+            "room_config": {"agents": [{"agentName": "vip", "metadata": '{"topic": "x"}'}]},
+        }
+    )
+    assert claims.room_config is not None
+    (agent,) = claims.room_config.agents
+    assert agent.agent_name == "vip"
+    sid = claims.attributes[SESSION_ATTRIBUTE]
+    assert orjson.loads(agent.metadata) == {"department": "support", "topic": "x", SESSION_KEY: sid}
+    assert await c.session_of(claims) == {"department": "support", "topic": "x"}
+
+
+async def test_protobuf_json_names_are_accepted_at_the_top_level(serve: Serve) -> None:
+    c = await serve()
+    claims = await c.token(
+        {"roomName": "camel", "participantIdentity": "cam", "participantMetadata": "{}"}
+    )
+    assert claims.identity == "cam"
+    assert claims.video is not None
+    assert claims.video.room == "camel"
+    status, body, _ = await c.post({"roomName": "a", "room_name": "b"})
+    assert status == 400
+    assert "twice" in body["error"]["message"]
+
+
+async def test_client_agent_outside_allowlist_is_refused(serve: Serve) -> None:
+    c = await serve(allowed_agents=["sales"])
+    status, body, _ = await c.post({"room_config": {"agents": [{"agent_name": "admin-bot"}]}})
+    assert status == 403
+    assert error_code(body) == "agent_not_allowed"
+
+
+async def test_room_config_fields_need_allowlist(serve: Serve) -> None:
+    c = await serve(allowed_agents=["sales"])
+    for rc in (
+        {"empty_timeout": 30},
+        {"maxParticipants": 2},
+        {"egress": {"room": {"room_name": "x"}}},
+        {"agents": [{"agent_name": "sales", "deployment": "staging"}]},
+        {"agents": [{"agent_name": "sales"}, {"agent_name": "sales"}]},
+    ):
+        status, body, _ = await c.post({"room_config": rc})
+        assert status == 403, rc
+        assert error_code(body) == "room_config_not_allowed"
+    c = await serve(allowed_agents=["sales"], allowed_room_config=["agents.deployment"])
+    claims = await c.token(
+        {"room_config": {"agents": [{"agent_name": "sales", "deployment": "staging"}]}}
+    )
+    assert claims.room_config is not None
+    assert claims.room_config.agents[0].deployment == "staging"
+
+
+async def test_reference_mode_token_carries_only_the_session_reference(serve: Serve) -> None:
+    c = await serve(reference_mode=True)
+    claims = await c.token(
+        {"room_name": "ref-room", "participant_metadata": '{"department": "sales", "n": 1}'}
+    )
+    assert claims.metadata == ""
+    assert claims.room_config is not None
+    (agent,) = claims.room_config.agents
+    assert agent.agent_name == "sales"
+    sid = claims.attributes[SESSION_ATTRIBUTE]
+    assert orjson.loads(agent.metadata) == {SESSION_KEY: sid}
+    assert await c.session_of(claims) == {"department": "sales", "n": 1}
+
+
+async def test_routing_disabled_dispatches_default_agent_or_none(serve: Serve) -> None:
+    c = await serve(rules="none", router=None)
+    assert (await c.token({})).room_config is None
+    c = await serve(rules="none", router=None, default_agent="solo")
+    claims = await c.token({"participant_metadata": '{"a": 1}'})
+    assert claims.room_config is not None
+    assert claims.room_config.agents[0].agent_name == "solo"
+    sid = claims.attributes[SESSION_ATTRIBUTE]
+    assert orjson.loads(claims.room_config.agents[0].metadata) == {"a": 1, SESSION_KEY: sid}
+
+
+# ---------------------------------------------------------------------------- token sessions
+
+
+async def test_callers_of_one_room_cannot_touch_each_others_sessions(serve: Serve) -> None:
+    """#13 poisoning, blocking and several callers: the room name keys nothing a client writes."""
+    c = await serve(
+        auth={"keys": [{"id": "open", "key": OTHER_BEARER}], "allow_anonymous": True},
+        sessions=SessionManager(secret_key=b"k" * 32, max_session_bytes=65_000),  # + owner record
+    )
+    room = {"room_name": "support-43"}
+    alice = await c.token({**room, "participant_metadata": '{"department": "support"}'})
+    hostile = orjson.dumps({"department": "sales", "customer": "attacker"}).decode()
+    mallory = await c.token({**room, "participant_metadata": hostile}, bearer=OTHER_BEARER)
+    padding = "A" * (63_984 - len('{"department":"support","pad":""}'))
+    big = orjson.dumps({"department": "support", "pad": padding}).decode()
+    await c.token({**room, "participant_metadata": big})  # once blocked the room for 1 h
+    bob = await c.token({**room, "participant_metadata": '{"department": "support", "b": 2}'})
+    assert await c.session_of(alice) == {"department": "support"}
+    assert await c.session_of(mallory) == {"department": "sales", "customer": "attacker"}
+    assert await c.session_of(bob) == {"department": "support", "b": 2}
+    ids = {t.attributes[SESSION_ATTRIBUTE] for t in (alice, mallory, bob)}
+    assert len(ids) == 3
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "code"),
+    [
+        pytest.param({"session_id": "abc"}, 403, "session_id_not_allowed", id="session_id-field"),
+        pytest.param({"session": "abc"}, 403, "session_id_not_allowed", id="session-field"),
+        pytest.param(
+            {"participant_metadata": orjson.dumps({SESSION_KEY: "abc"}).decode()},
+            422,
+            "reserved_key",
+            id="metadata-key",
+        ),
+        pytest.param(
+            {"participant_attributes": {SESSION_ATTRIBUTE: "abc"}},
+            422,
+            "reserved_key",
+            id="attribute",
+        ),
+        pytest.param(
+            {"participant_attributes": {"lk-metadata.other": "x"}},
+            422,
+            "reserved_key",
+            id="namespaced-attribute",
+        ),
+        pytest.param(
+            {
+                "room_config": {
+                    "agents": [{"agent_name": "sales", "metadata": '{"lk-metadata.session": "x"}'}]
+                }
+            },
+            422,
+            "reserved_key",
+            id="job-metadata-key",
+        ),
+    ],
+)
+async def test_a_client_can_never_choose_the_session(
+    serve: Serve, body: dict[str, Any], status: int, code: str
+) -> None:
+    c = await serve(allowed_agents=["sales"])
+    got, answer, _ = await c.post(body)
+    assert got == status
+    assert error_code(answer) == code
+
+
+async def test_private_keys_live_only_in_the_store(serve: Serve) -> None:
+    """#13 privacy: private and (by default) trusted keys appear nowhere in the token."""
+    c = await serve(
+        private_keys=["customer"],
+        auth={
+            "keys": [
+                {
+                    "id": "crm",
+                    "key": BEARER,
+                    "trusted_metadata": {"crm_id": "CRM-SECRET-4711", "channel": "web"},
+                    "public_keys": ["channel"],
+                }
+            ]
+        },
+    )
+    md = {"department": "support", "language": "en", "customer": "Jane Q. Private"}
+    status, body, _ = await c.post(
+        {"participant_metadata": orjson.dumps(md).decode()}, bearer=BEARER
+    )
+    assert status == 201, body
+    token = body["participant_token"]
+    payload = jwt_payload(token)
+    for secret in ("CRM-SECRET-4711", "crm_id", "Jane Q. Private", "customer"):
+        assert secret not in payload
+    claims = verifier().verify(token)
+    assert orjson.loads(claims.metadata) == {
+        "department": "support",
+        "language": "en",
+        "channel": "web",
+    }
+    assert await c.session_of(claims) == {**md, "crm_id": "CRM-SECRET-4711", "channel": "web"}
+
+
+async def test_store_full_is_503_and_touches_no_session(serve: Serve) -> None:
+    c = await serve(max_sessions=2)
+    first = await c.token({"participant_metadata": '{"n": 1}'})
+    second = await c.token({"participant_metadata": '{"n": 2}'})
+    status, body, headers = await c.post({"participant_metadata": '{"n": 3}'})
+    assert status == 503
+    assert error_code(body) == "store_full"
+    assert int(headers["Retry-After"]) >= 1
+    assert await c.session_of(first) == {"n": 1}
+    assert await c.session_of(second) == {"n": 2}
+    assert len(c.sessions.store) == 2  # type: ignore[arg-type]
+    status, raw, _ = await c.request("GET", "/metrics")
+    assert 'lk_metadata_refusals_total{reason="store_full"} 1.0' in raw.decode()
+
+
+def test_token_sessions_live_as_long_as_the_token_plus_grace() -> None:
+    assert make_config(token_ttl=120, session_grace=30).token_session_ttl() == 150
+    assert make_config().token_session_ttl() == 600 + 600  # the issuer's 10 min + 10 min
+
+
+async def test_unused_token_sessions_expire_on_their_own(serve: Serve) -> None:
+    now = [0.0]
+    sessions = SessionManager(MemoryStore(clock=lambda: now[0]), secret_key=b"k" * 32)
+    c = await serve(sessions=sessions, token_ttl=60, session_grace=30)
+    claims = await c.token({"participant_metadata": '{"a": 1}'})
+    now[0] = 89.0
+    assert await c.session_of(claims) == {"a": 1}
+    now[0] = 91.0
+    assert await c.session_of(claims) == {}
 
 
 # ---------------------------------------------------------------------------- authentication
 
 
-async def test_bearer_keys_pin_identity_and_override_metadata() -> None:
-    config = make_config(
-        sessions=new_sessions(),
+async def test_bearer_keys_pin_identity_and_override_metadata(serve: Serve) -> None:
+    c = await serve(
         auth={
             "keys": [
                 {
@@ -321,50 +463,41 @@ async def test_bearer_keys_pin_identity_and_override_metadata() -> None:
                     "key": BEARER,
                     "identity": "user-42",
                     "trusted_metadata": {"tenant": "acme", "department": "sales"},
+                    "public_keys": ["tenant", "department"],
                 },
                 {"id": "other", "key": OTHER_BEARER},
             ]
         },
     )
-    async with serve(config) as c:
-        status, body, headers = await c.post({})
-        assert status == 401
-        assert error_code(body) == "unauthorized"
-        assert headers["WWW-Authenticate"].startswith("Bearer")
-        status, body, _ = await c.post({}, bearer="wrong-key-wrong-key-wrong")
-        assert status == 401
-        status, body, _ = await c.post({}, headers={"Authorization": "Basic abc"})
-        assert status == 401
+    status, body, headers = await c.post({})
+    assert status == 401
+    assert error_code(body) == "unauthorized"
+    assert headers["WWW-Authenticate"].startswith("Bearer")
+    assert (await c.post({}, bearer="wrong-key-wrong-key-wrong"))[0] == 401
+    assert (await c.post({}, headers={"Authorization": "Basic abc"}))[0] == 401
 
-        status, body, _ = await c.post(
-            {"room_name": "pinned", "participant_metadata": '{"department": "support", "x": 1}'},
-            bearer=BEARER,
-        )
-        assert status == 201, body
-        claims = verifier().verify(body["participant_token"])
-        assert claims.identity == "user-42"
-        md = orjson.loads(claims.metadata)
-        assert md == {"department": "sales", "x": 1, "tenant": "acme"}
-        assert claims.room_config is not None
-        assert claims.room_config.agents[0].agent_name == "sales"
-        assert await sessions_of(config).get_session_metadata("pinned") == md
+    claims = await c.token(
+        {"room_name": "pinned", "participant_metadata": '{"department": "support", "x": 1}'},
+        bearer=BEARER,
+    )
+    assert claims.identity == "user-42"
+    md = orjson.loads(claims.metadata)
+    assert md == {"department": "sales", "x": 1, "tenant": "acme"}
+    assert claims.room_config is not None
+    assert claims.room_config.agents[0].agent_name == "sales"
+    assert await c.session_of(claims) == md
 
-        status, body, _ = await c.post({"participant_identity": "someone-else"}, bearer=BEARER)
-        assert status == 403
-        assert error_code(body) == "identity_mismatch"
-        status, body, _ = await c.post({"participant_identity": "user-42"}, bearer=BEARER)
-        assert status == 201
-
-        status, body, _ = await c.post({"participant_identity": "bob"}, bearer=OTHER_BEARER)
-        assert status == 201
-        assert verifier().verify(body["participant_token"]).identity == "bob"
+    status, body, _ = await c.post({"participant_identity": "someone-else"}, bearer=BEARER)
+    assert status == 403
+    assert error_code(body) == "identity_mismatch"
+    assert (await c.post({"participant_identity": "user-42"}, bearer=BEARER))[0] == 201
+    claims = await c.token({"participant_identity": "bob"}, bearer=OTHER_BEARER)
+    assert claims.identity == "bob"
 
 
-async def test_room_prefix_confines_a_caller_to_its_rooms() -> None:
-    """A principal with room_prefix gets tokens only for its rooms; others' sessions stay."""
-    sessions = new_sessions()
-    config = make_config(
-        sessions=sessions,
+async def test_room_prefix_confines_a_caller_to_its_rooms(serve: Serve) -> None:
+    """A principal with room_prefix gets tokens only for its rooms."""
+    c = await serve(
         auth={
             "keys": [
                 {"id": "tenant-a", "key": BEARER, "room_prefix": "acme-"},
@@ -373,32 +506,20 @@ async def test_room_prefix_confines_a_caller_to_its_rooms() -> None:
         },
     )
     md = '{"department": "support"}'
-    async with serve(config) as c:
-        status, body, _ = await c.post(
-            {"room_name": "globex-1", "participant_metadata": md}, bearer=OTHER_BEARER
-        )
-        assert status == 201
-        before = await sessions.get_session_metadata("globex-1")
-        assert before == {"department": "support"}
-
-        hostile = '{"department": "sales", "customer": "attacker"}'
-        status, body, _ = await c.post(
-            {"room_name": "globex-1", "participant_metadata": hostile}, bearer=BEARER
-        )
-        assert status == 403
-        assert error_code(body) == "room_not_allowed"
-        assert "globex" not in orjson.dumps(body).decode()
-        assert await sessions.get_session_metadata("globex-1") == before
-
-        status, body, _ = await c.post({"room_name": "acme-7"}, bearer=BEARER)
-        assert status == 201
-        assert verifier().verify(body["participant_token"]).video.room == "acme-7"
-
-        status, body, _ = await c.post({}, bearer=BEARER)
-        assert status == 201
-        generated = verifier().verify(body["participant_token"]).video.room
-        assert generated.startswith("acme-")
-        assert len(generated) > len("acme-") + 15
+    (await c.token({"room_name": "globex-1", "participant_metadata": md}, bearer=OTHER_BEARER))
+    status, body, _ = await c.post(
+        {"room_name": "globex-1", "participant_metadata": md}, bearer=BEARER
+    )
+    assert status == 403
+    assert error_code(body) == "room_not_allowed"
+    assert "globex" not in orjson.dumps(body).decode()
+    claims = await c.token({"room_name": "acme-7"}, bearer=BEARER)
+    assert claims.video is not None
+    assert claims.video.room == "acme-7"
+    claims = await c.token({}, bearer=BEARER)
+    assert claims.video is not None
+    assert claims.video.room.startswith("acme-")
+    assert len(claims.video.room) > len("acme-") + 15
 
 
 @pytest.mark.parametrize("prefix", ["", "x" * 129])
@@ -410,20 +531,29 @@ def test_room_prefix_is_validated(prefix: str) -> None:
         Principal(id="p", room_prefix=prefix)
 
 
-async def test_hashed_keys_are_accepted() -> None:
-    import hashlib
+@pytest.mark.parametrize(("a", "b"), [("acme-", "acme-corp-"), ("acme-corp-", "acme-"), ("x", "x")])
+def test_overlapping_room_prefixes_are_a_config_error_naming_both_keys(a: str, b: str) -> None:
+    keys = [
+        {"id": "tenant-one", "key": BEARER, "room_prefix": a},
+        {"id": "tenant-two", "key": OTHER_BEARER, "room_prefix": b},
+    ]
+    with pytest.raises(ConfigError, match="overlap") as info:
+        make_config(auth={"keys": keys})
+    assert "'tenant-one'" in str(info.value)
+    assert "'tenant-two'" in str(info.value)
+    keys[1]["room_prefix"] = "globex-"
+    make_config(auth={"keys": keys} if a != "x" else {"keys": keys[:1]})
 
+
+async def test_hashed_keys_are_accepted(serve: Serve) -> None:
     digest = hashlib.sha256(BEARER.encode()).hexdigest()
-    config = make_config(
-        sessions=new_sessions(), auth={"keys": [{"id": "h", "key_sha256": digest}]}
-    )
-    async with serve(config) as c:
-        assert (await c.post({}, bearer=BEARER))[0] == 201
-        assert (await c.post({}, bearer=OTHER_BEARER))[0] == 401
+    c = await serve(auth={"keys": [{"id": "h", "key_sha256": digest}]})
+    assert (await c.post({}, bearer=BEARER))[0] == 201
+    assert (await c.post({}, bearer=OTHER_BEARER))[0] == 401
 
 
 @pytest.mark.parametrize("is_async", [False, True])
-async def test_authorize_hook(is_async: bool) -> None:
+async def test_authorize_hook(serve: Serve, is_async: bool) -> None:
     def decide(request: web.Request) -> Principal | None:
         who = request.headers.get("X-User")
         if who is None:
@@ -445,49 +575,45 @@ async def test_authorize_hook(is_async: bool) -> None:
 
     hook: Callable[[web.Request], Principal | Awaitable[Principal | None] | None]
     hook = adecide if is_async else decide
-    config = make_config(sessions=new_sessions(), authorize=hook)
-    async with serve(config) as c:
-        status, body, _ = await c.post({})
-        assert status == 401
-        status, body, _ = await c.post({}, headers={"X-User": "mallory"})
-        assert status == 403
-        assert body["error"]["message"] == "banned user"
-        status, body, _ = await c.post(
-            {"participant_metadata": '{"department": "support", "user_id": "forged"}'},
-            headers={"X-User": "carol"},
-        )
-        assert status == 201, body
-        claims = verifier().verify(body["participant_token"])
-        assert claims.identity == "carol"
-        assert orjson.loads(claims.metadata)["user_id"] == "carol"
-        # The routed agent must be one this principal may use.
-        status, body, _ = await c.post(
-            {"participant_metadata": '{"department": "sales"}'}, headers={"X-User": "carol"}
-        )
-        assert status == 403
-        assert error_code(body) == "agent_not_allowed"
-        status, raw, _ = await c.request(
-            "POST",
-            "/token",
-            data=b"{}",
-            headers={"Content-Type": "application/json", "X-User": "crash"},
-        )
-        assert status == 500
-        assert orjson.loads(raw) == {"error": {"code": "internal", "message": "internal error"}}
-        assert b"hunter2" not in raw
+    c = await serve(authorize=hook)
+    assert (await c.post({}))[0] == 401
+    status, body, _ = await c.post({}, headers={"X-User": "mallory"})
+    assert status == 403
+    assert body["error"]["message"] == "banned user"
+    claims = await c.token(
+        {"participant_metadata": '{"department": "support", "user_id": "forged"}'},
+        headers={"X-User": "carol"},
+    )
+    assert claims.identity == "carol"
+    assert "user_id" not in orjson.loads(claims.metadata)  # trusted keys are private
+    assert (await c.session_of(claims))["user_id"] == "carol"
+    # The routed agent must be one this principal may use.
+    status, body, _ = await c.post(
+        {"participant_metadata": '{"department": "sales"}'}, headers={"X-User": "carol"}
+    )
+    assert status == 403
+    assert error_code(body) == "agent_not_allowed"
+    status, raw, _ = await c.request(
+        "POST",
+        "/token",
+        data=b"{}",
+        headers={"Content-Type": "application/json", "X-User": "crash"},
+    )
+    assert status == 500
+    assert orjson.loads(raw) == {"error": {"code": "internal", "message": "internal error"}}
+    assert b"hunter2" not in raw
 
 
 def test_no_auth_on_public_host_is_a_config_error() -> None:
     with pytest.raises(ConfigError, match="authenticate"):
-        create_app(make_config(host="0.0.0.0", sessions=new_sessions()))
-    create_app(make_config(host="0.0.0.0", sessions=new_sessions(), auth={"allow_anonymous": True}))
+        create_app(make_config(host="0.0.0.0"))
+    create_app(make_config(host="0.0.0.0", auth={"allow_anonymous": True}))
 
 
 def test_missing_credentials_only_fall_back_on_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("LIVEKIT_API_KEY", raising=False)
     monkeypatch.delenv("LIVEKIT_API_SECRET", raising=False)
     cfg = ServerConfig.from_mapping({"host": "0.0.0.0", "auth": {"allow_anonymous": True}})
-    cfg.sessions = new_sessions()
     with pytest.raises(ConfigError, match="LIVEKIT_API_KEY"):
         create_app(cfg)
     with pytest.raises(ConfigError, match="both"):
@@ -495,17 +621,17 @@ def test_missing_credentials_only_fall_back_on_loopback(monkeypatch: pytest.Monk
 
 
 async def test_dev_keys_on_loopback_with_warning(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+    serve: Serve, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     import warnings
 
     monkeypatch.delenv("LIVEKIT_API_KEY", raising=False)
     monkeypatch.delenv("LIVEKIT_API_SECRET", raising=False)
     cfg = ServerConfig()
-    cfg.sessions = new_sessions()
+    cfg.sessions = SessionManager(secret_key=b"k" * 32)
     with caplog.at_level(logging.WARNING, logger="livekit.plugins.metadata"):
-        async with serve(cfg) as c:
-            status, body, _ = await c.post({"participant_metadata": '{"department": "sales"}'})
+        c = await serve(cfg)
+        status, body, _ = await c.post({"participant_metadata": '{"department": "sales"}'})
     assert status == 201
     assert any("dev-server keys" in r.getMessage() for r in caplog.records)
     with warnings.catch_warnings():
@@ -514,79 +640,101 @@ async def test_dev_keys_on_loopback_with_warning(
     assert claims.room_config is not None
     (agent,) = claims.room_config.agents  # the bundled example rules: one worker hosts all
     assert agent.agent_name == "router-demo"
-    assert orjson.loads(agent.metadata) == {"department": "sales"}
+    sid = claims.attributes[SESSION_ATTRIBUTE]
+    assert orjson.loads(agent.metadata) == {"department": "sales", SESSION_KEY: sid}
+
+
+async def test_failed_authentication_is_limited_per_peer_and_counted(serve: Serve) -> None:
+    c = await serve(
+        auth={"keys": [{"id": "a", "key": BEARER}]},
+        auth_failure_limit={"rate": 0.01, "burst": 3},
+    )
+    for _ in range(3):
+        assert (await c.post({}, bearer="wrong-key-wrong-key-wrong"))[0] == 401
+    status, body, headers = await c.post({}, bearer="wrong-key-wrong-key-wrong")
+    assert status == 429
+    assert error_code(body) == "auth_rate_limited"
+    assert int(headers["Retry-After"]) >= 1
+    status, body, _ = await c.post({}, bearer=BEARER)  # a blocked peer waits, key or not
+    assert status == 429
+    _, raw, _ = await c.request("GET", "/metrics")
+    text = raw.decode()
+    assert 'lk_metadata_refusals_total{reason="failed_auth"} 4.0' in text
+    assert 'lk_metadata_refusals_total{reason="auth_limited"} 2.0' in text
 
 
 # ---------------------------------------------------------------------------- error statuses
 
 
-async def test_malformed_requests_are_400() -> None:
-    async with serve(make_config(sessions=new_sessions())) as c:
-        cases: list[tuple[bytes, str]] = [
-            (b"{not json", "invalid_json"),
-            (b"[1, 2]", "invalid_request"),
-            (b'"x"', "invalid_request"),
-            (orjson.dumps({"bogus": 1}), "invalid_request"),
-            (orjson.dumps({"room_name": 5}), "invalid_request"),
-            (orjson.dumps({"room_name": "r" * 257}), "invalid_request"),
-            (orjson.dumps({"participant_metadata": "{oops"}), "invalid_metadata"),
-            (orjson.dumps({"participant_metadata": "[1]"}), "invalid_metadata"),
-            (orjson.dumps({"participant_metadata": {"a": 1}}), "invalid_request"),
-            (orjson.dumps({"participant_attributes": {"a": 1}}), "invalid_attributes"),
-            (orjson.dumps({"participant_attributes": {"lk.x": "y"}}), "invalid_attributes"),
-            (orjson.dumps({"participant_attributes": ["a"]}), "invalid_attributes"),
-            (orjson.dumps({"room_config": {"nope": 1}}), "invalid_room_config"),
-            (orjson.dumps({"room_config": {"agents": "x"}}), "invalid_room_config"),
-            (orjson.dumps({"room_config": {"empty_timeout": -1}}), "invalid_room_config"),
-            (orjson.dumps({"room_config": []}), "invalid_room_config"),
-            (
-                orjson.dumps({"room_config": {"agents": [{"agent_name": "sales", "bad": 1}]}}),
-                "invalid_room_config",
-            ),
-        ]
-        for raw, code in cases:
-            status, body, _ = await c.post(data=raw)
-            assert status == 400, raw
-            assert error_code(body) == code, raw
+async def test_malformed_requests_are_400(serve: Serve) -> None:
+    c = await serve()
+    cases: list[tuple[bytes, str]] = [
+        (b"{not json", "invalid_json"),
+        (b"[1, 2]", "invalid_request"),
+        (b'"x"', "invalid_request"),
+        (orjson.dumps({"bogus": 1}), "invalid_request"),
+        (orjson.dumps({"room_name": 5}), "invalid_request"),
+        (orjson.dumps({"room_name": "r" * 257}), "invalid_request"),
+        (orjson.dumps({"participant_metadata": "{oops"}), "invalid_metadata"),
+        (orjson.dumps({"participant_metadata": "[1]"}), "invalid_metadata"),
+        (orjson.dumps({"participant_metadata": {"a": 1}}), "invalid_request"),
+        (orjson.dumps({"participant_attributes": {"a": 1}}), "invalid_attributes"),
+        (orjson.dumps({"participant_attributes": {"lk.x": "y"}}), "invalid_attributes"),
+        (orjson.dumps({"participant_attributes": ["a"]}), "invalid_attributes"),
+        (orjson.dumps({"room_config": {"nope": 1}}), "invalid_room_config"),
+        (orjson.dumps({"room_config": {"agents": "x"}}), "invalid_room_config"),
+        (orjson.dumps({"room_config": {"empty_timeout": -1}}), "invalid_room_config"),
+        (orjson.dumps({"room_config": []}), "invalid_room_config"),
+        (
+            orjson.dumps({"room_config": {"agents": [{"agent_name": "sales", "bad": 1}]}}),
+            "invalid_room_config",
+        ),
+    ]
+    for raw, code in cases:
+        status, body, _ = await c.post(data=raw)
+        assert status == 400, raw
+        assert error_code(body) == code, raw
 
 
-async def test_body_and_metadata_size_limits_are_413() -> None:
-    config = make_config(sessions=new_sessions(), max_body_bytes=2048, metadata={"max_bytes": 100})
-    async with serve(config) as c:
-        big = orjson.dumps({"participant_metadata": orjson.dumps({"a": "x" * 4000}).decode()})
-        status, body, _ = await c.post(data=big)
-        assert status == 413
-        assert error_code(body) == "body_too_large"
+async def test_body_and_metadata_size_limits_are_413(serve: Serve) -> None:
+    c = await serve(max_body_bytes=2048, metadata={"max_bytes": 100})
+    big = orjson.dumps({"participant_metadata": orjson.dumps({"a": "x" * 4000}).decode()})
+    status, body, _ = await c.post(data=big)
+    assert status == 413
+    assert error_code(body) == "body_too_large"
 
-        async def chunks() -> AsyncIterator[bytes]:
-            for _ in range(10):
-                yield b" " * 1000
+    async def chunks() -> AsyncIterator[bytes]:
+        for _ in range(10):
+            yield b" " * 1000
 
-        status, raw, _ = await c.request(
-            "POST", "/token", data=chunks(), headers={"Content-Type": "application/json"}
-        )
-        assert status == 413
-        assert error_code(orjson.loads(raw)) == "body_too_large"
+    status, raw, _ = await c.request(
+        "POST", "/token", data=chunks(), headers={"Content-Type": "application/json"}
+    )
+    assert status == 413
+    assert error_code(orjson.loads(raw)) == "body_too_large"
 
-        md = orjson.dumps({"a": "x" * 200}).decode()
-        status, body, _ = await c.post({"participant_metadata": md})
-        assert status == 413
-        assert error_code(body) == "metadata_too_large"
-        assert "x" * 20 not in body["error"]["message"]
+    md = orjson.dumps({"a": "x" * 200}).decode()
+    status, body, _ = await c.post({"participant_metadata": md})
+    assert status == 413
+    assert error_code(body) == "metadata_too_large"
+    assert "x" * 20 not in body["error"]["message"]
 
 
-async def test_content_type_must_be_json() -> None:
-    async with serve(make_config(sessions=new_sessions())) as c:
-        for ctype in ("text/plain", "application/x-www-form-urlencoded"):
-            status, body, _ = await c.post({}, headers={"Content-Type": ctype})
-            assert status == 415
-            assert error_code(body) == "unsupported_media_type"
-        status, _raw, _ = await c.request("POST", "/token", data=b"{}")
-        assert status == 415
-        status, body, _ = await c.post(
-            {}, headers={"Content-Type": "application/json; charset=utf-8"}
-        )
-        assert status == 201
+async def test_content_type_must_be_json_in_utf8(serve: Serve) -> None:
+    c = await serve()
+    for ctype in (
+        "text/plain",
+        "application/x-www-form-urlencoded",
+        "application/json; charset=latin-1",
+        "application/json; charset=utf-16",
+    ):
+        status, body, _ = await c.post({}, headers={"Content-Type": ctype})
+        assert status == 415, ctype
+        assert error_code(body) == "unsupported_media_type"
+    status, _raw, _ = await c.request("POST", "/token", data=b"{}")
+    assert status == 415
+    for ok in ("application/json; charset=utf-8", "application/json; charset=UTF-8"):
+        assert (await c.post({}, headers={"Content-Type": ok}))[0] == 201
 
 
 class Caller(BaseModel):
@@ -594,184 +742,228 @@ class Caller(BaseModel):
     language: str = "en"
 
 
-async def test_metadata_policy_is_422() -> None:
-    config = make_config(
-        sessions=new_sessions(),
+async def test_metadata_policy_is_422(serve: Serve) -> None:
+    c = await serve(
         metadata={"allowed_keys": ["department", "language"], "allowed_attribute_keys": ["plan"]},
     )
-    async with serve(config) as c:
-        status, body, _ = await c.post({"participant_metadata": '{"department": "x", "admin": 1}'})
-        assert status == 422
-        assert error_code(body) == "metadata_key_not_allowed"
-        assert "'admin'" in body["error"]["message"]
-        status, body, _ = await c.post({"participant_attributes": {"role": "root"}})
-        assert status == 422
-        assert error_code(body) == "attribute_key_not_allowed"
-        status, body, _ = await c.post(
-            {"participant_metadata": '{"department": "x"}', "participant_attributes": {"plan": "a"}}
-        )
-        assert status == 201
+    status, body, _ = await c.post({"participant_metadata": '{"department": "x", "admin": 1}'})
+    assert status == 422
+    assert error_code(body) == "metadata_key_not_allowed"
+    assert "'admin'" in body["error"]["message"]
+    status, body, _ = await c.post({"participant_attributes": {"role": "root"}})
+    assert status == 422
+    assert error_code(body) == "attribute_key_not_allowed"
+    await c.token(
+        {"participant_metadata": '{"department": "x"}', "participant_attributes": {"plan": "a"}}
+    )
 
-    async with serve(make_config(sessions=new_sessions(), metadata_schema=Caller)) as c:
-        status, body, _ = await c.post({"participant_metadata": '{"language": "secret-value"}'})
-        assert status == 422
-        assert error_code(body) == "schema_violation"
-        assert "department" in body["error"]["message"]
-        assert "secret-value" not in body["error"]["message"]
-        status, body, _ = await c.post({"participant_metadata": '{"department": "support"}'})
-        assert status == 201
+    c = await serve(metadata_schema=Caller)
+    status, body, _ = await c.post({"participant_metadata": '{"language": "secret-value"}'})
+    assert status == 422
+    assert error_code(body) == "schema_violation"
+    assert "department" in body["error"]["message"]
+    assert "secret-value" not in body["error"]["message"]
+    await c.token({"participant_metadata": '{"department": "support"}'})
 
 
-async def test_schema_from_config_string() -> None:
-    config = make_config(sessions=new_sessions(), metadata={"schema": "tests.test_server:Caller"})
-    async with serve(config) as c:
-        assert (await c.post({"participant_metadata": "{}"}))[0] == 422
+async def test_schema_from_config_string(serve: Serve) -> None:
+    c = await serve(metadata={"schema": "tests.test_server:Caller"})
+    assert (await c.post({"participant_metadata": "{}"}))[0] == 422
     with pytest.raises(ConfigError, match="schema"):
-        create_app(make_config(sessions=new_sessions(), metadata={"schema": "nope.missing:X"}))
+        create_app(make_config(metadata={"schema": "nope.missing:X"}))
 
 
-async def test_routing_outcomes_403_and_422() -> None:
-    async with serve(make_config(sessions=new_sessions())) as c:
-        status, body, _ = await c.post({"participant_metadata": '{"tenant": "banned"}'})
-        assert status == 403
-        assert error_code(body) == "route_rejected"
+async def test_routing_outcomes_403_and_422(serve: Serve) -> None:
+    c = await serve()
+    status, body, _ = await c.post({"participant_metadata": '{"tenant": "banned"}'})
+    assert status == 403
+    assert error_code(body) == "route_rejected"
     strict = MetadataRouter.from_dict({"rules": [{"when": {"department": "sales"}, "agent": "s"}]})
-    async with serve(make_config(sessions=new_sessions(), router=strict)) as c:
-        status, body, _ = await c.post({"participant_metadata": '{"department": "hr"}'})
-        assert status == 422
-        assert error_code(body) == "no_route"
+    c = await serve(router=strict)
+    status, body, _ = await c.post({"participant_metadata": '{"department": "hr"}'})
+    assert status == 422
+    assert error_code(body) == "no_route"
 
 
-async def test_rate_limit_per_principal_is_429() -> None:
-    config = make_config(
-        sessions=new_sessions(),
+async def test_rate_limit_per_principal_is_429(serve: Serve) -> None:
+    c = await serve(
         rate_limit={"rate": 0.01, "burst": 2},
         auth={"keys": [{"id": "a", "key": BEARER}, {"id": "b", "key": OTHER_BEARER}]},
     )
-    async with serve(config) as c:
-        assert (await c.post({}, bearer=BEARER))[0] == 201
-        assert (await c.post({}, bearer=BEARER))[0] == 201
-        status, body, headers = await c.post({}, bearer=BEARER)
-        assert status == 429
-        assert error_code(body) == "rate_limited"
-        assert int(headers["Retry-After"]) >= 1
-        assert (await c.post({}, bearer=OTHER_BEARER))[0] == 201
+    assert (await c.post({}, bearer=BEARER))[0] == 201
+    assert (await c.post({}, bearer=BEARER))[0] == 201
+    status, body, headers = await c.post({}, bearer=BEARER)
+    assert status == 429
+    assert error_code(body) == "rate_limited"
+    assert int(headers["Retry-After"]) >= 1
+    assert (await c.post({}, bearer=OTHER_BEARER))[0] == 201
 
 
-async def test_principal_rate_limit_override() -> None:
+async def test_principal_rate_limit_override(serve: Serve) -> None:
     def hook(request: web.Request) -> Principal:
-        from livekit.plugins.metadata.server.app import RateLimit
-
         return Principal(id="tight", rate_limit=RateLimit(rate=0.01, burst=1))
 
-    async with serve(make_config(sessions=new_sessions(), authorize=hook)) as c:
-        assert (await c.post({}))[0] == 201
-        assert (await c.post({}))[0] == 429
+    c = await serve(authorize=hook)
+    assert (await c.post({}))[0] == 201
+    assert (await c.post({}))[0] == 429
 
 
-async def test_wrong_method_405_and_unknown_path_404() -> None:
-    async with serve(make_config(sessions=new_sessions())) as c:
-        status, raw, headers = await c.request("GET", "/token")
-        assert status == 405
-        assert error_code(orjson.loads(raw)) == "method_not_allowed"
-        assert "POST" in headers["Allow"]
-        status, raw, headers = await c.request("DELETE", "/healthz")
-        assert status == 405
-        assert "GET" in headers["Allow"]
-        status, raw, _ = await c.request("GET", "/nope")
-        assert status == 404
-        assert error_code(orjson.loads(raw)) == "not_found"
+async def test_peer_rate_limit_applies_whoever_the_principal_is(serve: Serve) -> None:
+    c = await serve(
+        rate_limit=None,
+        peer_rate_limit={"rate": 0.01, "burst": 2},
+        auth={"keys": [{"id": "a", "key": BEARER}, {"id": "b", "key": OTHER_BEARER}]},
+    )
+    assert (await c.post({}, bearer=BEARER))[0] == 201
+    assert (await c.post({}, bearer=OTHER_BEARER))[0] == 201
+    assert (await c.post({}, bearer=BEARER))[0] == 429
 
 
-async def test_store_unavailable_is_503() -> None:
-    class DownStore:
-        async def set_session_metadata(self, sid: str, mapping: Any) -> None:
-            raise StoreUnavailable("redis at redis://***@127.0.0.1:1 is unreachable")
+async def test_wrong_method_405_and_unknown_path_404(serve: Serve) -> None:
+    c = await serve()
+    status, raw, headers = await c.request("GET", "/token")
+    assert status == 405
+    assert error_code(orjson.loads(raw)) == "method_not_allowed"
+    assert "POST" in headers["Allow"]
+    status, raw, headers = await c.request("DELETE", "/healthz")
+    assert status == 405
+    assert "GET" in headers["Allow"]
+    status, raw, _ = await c.request("GET", "/nope")
+    assert status == 404
+    assert error_code(orjson.loads(raw)) == "not_found"
 
-    async with serve(make_config(sessions=DownStore())) as c:
-        status, body, _ = await c.post({})
-        assert status == 503
-        assert error_code(body) == "store_unavailable"
+
+class DownStore(MemoryStore):
+    """A store whose writes fail as an unreachable Redis would."""
+
+    async def merge(self, session_id: str, fields: Any, **kw: Any) -> None:
+        raise StoreUnavailable("redis at redis://***@127.0.0.1:1 is unreachable")
+
+
+async def test_store_unavailable_is_503(serve: Serve) -> None:
+    c = await serve(sessions=SessionManager(DownStore(), secret_key=b"k" * 32))
+    status, body, _ = await c.post({"participant_metadata": '{"a": 1}'})
+    assert status == 503
+    assert error_code(body) == "store_unavailable"
 
 
 # ---------------------------------------------------------------------------- CORS, companions
 
 
-async def test_cors_allowlist() -> None:
-    config = make_config(sessions=new_sessions(), cors_origins=["https://app.example.com"])
-    async with serve(config) as c:
-        pre = {
-            "Origin": "https://app.example.com",
-            "Access-Control-Request-Method": "POST",
-            "Access-Control-Request-Headers": "content-type",
-        }
-        status, _, headers = await c.request("OPTIONS", "/token", headers=pre)
-        assert status == 204
-        assert headers["Access-Control-Allow-Origin"] == "https://app.example.com"
-        assert "POST" in headers["Access-Control-Allow-Methods"]
-        assert "Content-Type" in headers["Access-Control-Allow-Headers"]
+async def test_cors_allowlist(serve: Serve) -> None:
+    c = await serve(cors_origins=["https://app.example.com"])
+    pre = {
+        "Origin": "https://app.example.com",
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "content-type",
+    }
+    status, _, headers = await c.request("OPTIONS", "/token", headers=pre)
+    assert status == 204
+    assert headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    assert "POST" in headers["Access-Control-Allow-Methods"]
+    assert "Content-Type" in headers["Access-Control-Allow-Headers"]
+    status, raw, headers = await c.request(
+        "OPTIONS", "/token", headers={**pre, "Origin": "https://evil.example"}
+    )
+    assert status == 403
+    assert "Access-Control-Allow-Origin" not in headers
+    assert error_code(orjson.loads(raw)) == "origin_not_allowed"
+    status, _, headers = await c.post({}, headers={"Origin": "https://app.example.com"})
+    assert status == 201
+    assert headers["Access-Control-Allow-Origin"] == "https://app.example.com"
+    status, _, headers = await c.post({}, headers={"Origin": "https://evil.example"})
+    assert "Access-Control-Allow-Origin" not in headers
+    c = await serve()  # default: no origin at all
+    status, _, headers = await c.request("OPTIONS", "/token", headers=pre)
+    assert status == 403
+    assert "Access-Control-Allow-Origin" not in headers
 
-        status, raw, headers = await c.request(
-            "OPTIONS", "/token", headers={**pre, "Origin": "https://evil.example"}
+
+async def test_healthz_metrics_openapi(serve: Serve) -> None:
+    c = await serve()
+    status, raw, _ = await c.request("GET", "/healthz")
+    assert status == 200
+    assert orjson.loads(raw) == {"status": "ok"}
+    await c.post({"participant_metadata": '{"department": "support"}'})
+    await c.post(data=b"{bad")
+    status, raw, headers = await c.request("GET", "/metrics")
+    assert status == 200
+    assert headers["Content-Type"].startswith("text/plain")
+    text = raw.decode()
+    assert 'lk_metadata_http_requests_total{endpoint="token",status="201"} 1.0' in text
+    assert 'lk_metadata_http_requests_total{endpoint="token",status="400"} 1.0' in text
+    assert 'lk_metadata_routes_total{agent="support",source="router"} 1.0' in text
+    assert "lk_metadata_mint_seconds_count 1.0" in text
+    assert "lk_metadata_token_sessions_total 1.0" in text
+    status, raw, _ = await c.request("GET", "/openapi.json")
+    assert status == 200
+    doc = orjson.loads(raw)
+    assert doc["openapi"].startswith("3.")
+    assert set(doc["paths"]) == {"/token", "/healthz", "/metrics", "/openapi.json"}
+    assert doc == orjson.loads(orjson.dumps(openapi_document("/token")))
+
+
+def test_openapi_lists_every_field_the_server_accepts() -> None:
+    """The document is generated from the models the handler validates with (egress included)."""
+    schemas = openapi_document()["components"]["schemas"]
+    assert set(schemas["TokenRequest"]["properties"]) == set(TokenRequest.model_fields)
+    room_config = set(schemas["RoomConfigRequest"]["properties"])
+    assert room_config == {f.name for f in api.RoomConfiguration.DESCRIPTOR.fields}
+    agent = set(schemas["AgentDispatchRequest"]["properties"])
+    assert agent == {f.name for f in api.RoomAgentDispatch.DESCRIPTOR.fields}
+
+
+@web.middleware
+async def from_afar(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Make the app see the request as coming from a non-loopback address (TEST-NET-1)."""
+    return await handler(request.clone(remote="192.0.2.7"))
+
+
+async def test_operator_endpoints_are_loopback_only_or_need_the_metrics_key(serve: Serve) -> None:
+    remote = make_config()
+    app = create_app(remote)
+    app.middlewares.insert(0, from_afar)
+    http = TestClient(TestServer(app, host="127.0.0.1"))
+    await http.start_server()
+    try:
+        for path in ("/metrics", "/openapi.json"):
+            async with http.get(path) as resp:
+                assert resp.status == 403
+                assert error_code(await resp.json()) == "loopback_only"
+        async with http.get("/healthz") as resp:
+            assert resp.status == 200
+    finally:
+        await http.close()
+    c = await serve(metrics_key="metrics-key-0123456789")
+    for path in ("/metrics", "/openapi.json"):
+        assert (await c.request("GET", path))[0] == 401
+        wrong = {"Authorization": "Bearer nope"}
+        assert (await c.request("GET", path, headers=wrong))[0] == 401
+        right = {"Authorization": "Bearer metrics-key-0123456789"}
+        assert (await c.request("GET", path, headers=right))[0] == 200
+
+
+async def test_custom_path(serve: Serve) -> None:
+    c = await serve(path="/api/livekit/token")
+    assert (await c.post({}, path="/api/livekit/token"))[0] == 201
+    assert (await c.post({}))[0] == 404
+
+
+async def test_one_log_line_per_request_without_values(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    c = await serve()
+    with caplog.at_level(logging.INFO, logger="livekit.plugins.metadata"):
+        caplog.clear()
+        status, body, _ = await c.post(
+            {
+                "room_name": "logged-room",
+                "participant_metadata": '{"department": "support", "ssn": "123-45-6789"}',
+            }
         )
-        assert status == 403
-        assert "Access-Control-Allow-Origin" not in headers
-        assert error_code(orjson.loads(raw)) == "origin_not_allowed"
-
-        status, _, headers = await c.post({}, headers={"Origin": "https://app.example.com"})
         assert status == 201
-        assert headers["Access-Control-Allow-Origin"] == "https://app.example.com"
-        status, _, headers = await c.post({}, headers={"Origin": "https://evil.example"})
-        assert "Access-Control-Allow-Origin" not in headers
-    async with serve(make_config(sessions=new_sessions())) as c:  # default: no origin at all
-        status, _, headers = await c.request("OPTIONS", "/token", headers=pre)
-        assert status == 403
-        assert "Access-Control-Allow-Origin" not in headers
-
-
-async def test_healthz_metrics_openapi() -> None:
-    config = make_config(sessions=new_sessions())
-    async with serve(config) as c:
-        status, raw, _ = await c.request("GET", "/healthz")
-        assert status == 200
-        assert orjson.loads(raw) == {"status": "ok"}
-        await c.post({"participant_metadata": '{"department": "support"}'})
-        await c.post(data=b"{bad")
-        status, raw, headers = await c.request("GET", "/metrics")
-        assert status == 200
-        assert headers["Content-Type"].startswith("text/plain")
-        text = raw.decode()
-        assert 'lk_metadata_http_requests_total{endpoint="token",status="201"} 1.0' in text
-        assert 'lk_metadata_http_requests_total{endpoint="token",status="400"} 1.0' in text
-        assert 'lk_metadata_routes_total{agent="support",source="router"} 1.0' in text
-        assert "lk_metadata_mint_seconds_count 1.0" in text
-        status, raw, _ = await c.request("GET", "/openapi.json")
-        assert status == 200
-        doc = orjson.loads(raw)
-        assert doc["openapi"].startswith("3.")
-        assert set(doc["paths"]) == {"/token", "/healthz", "/metrics", "/openapi.json"}
-        assert doc == orjson.loads(orjson.dumps(openapi_document(config.path)))
-
-
-async def test_custom_path() -> None:
-    async with serve(make_config(sessions=new_sessions(), path="/api/livekit/token")) as c:
-        assert (await c.post({}, path="/api/livekit/token"))[0] == 201
-        assert (await c.post({}))[0] == 404
-
-
-async def test_one_log_line_per_request_without_values(caplog: pytest.LogCaptureFixture) -> None:
-    async with serve(make_config(sessions=new_sessions())) as c:
-        with caplog.at_level(logging.INFO, logger="livekit.plugins.metadata"):
-            caplog.clear()
-            status, body, _ = await c.post(
-                {
-                    "room_name": "logged-room",
-                    "participant_metadata": '{"department": "support", "ssn": "123-45-6789"}',
-                }
-            )
-            assert status == 201
-            status2, _, _ = await c.post({"participant_metadata": '{"ssn": 999-}'})
-            assert status2 == 400
+        status2, _, _ = await c.post({"participant_metadata": '{"ssn": 999-}'})
+        assert status2 == 400
     lines = [r for r in caplog.records if getattr(r, "status", None) is not None]
     assert len(lines) == 2
     first = lines[0]
@@ -781,31 +973,30 @@ async def test_one_log_line_per_request_without_values(caplog: pytest.LogCapture
     assert first.status == 201  # type: ignore[attr-defined]
     assert first.latency_ms >= 0  # type: ignore[attr-defined]
     assert lines[1].status == 400  # type: ignore[attr-defined]
+    assert lines[1].code == "invalid_metadata"  # type: ignore[attr-defined]
+    assert "code=invalid_metadata" in lines[1].getMessage()
     text = "\n".join(r.getMessage() + repr(r.__dict__) for r in caplog.records)
     assert "123-45-6789" not in text
     assert body["participant_token"] not in text
 
 
-async def test_200_concurrent_requests() -> None:
-    config = make_config(sessions=new_sessions(), rate_limit=None)
-    async with serve(config) as c:
+async def test_200_concurrent_requests(serve: Serve) -> None:
+    c = await serve(rate_limit=None)
 
-        async def one(i: int) -> tuple[int, dict[str, Any]]:
-            md = orjson.dumps({"department": "sales" if i % 2 else "support", "i": i}).decode()
-            status, body, _ = await c.post({"room_name": f"conc-{i}", "participant_metadata": md})
-            return status, body
+    async def one(i: int) -> Answer:
+        md = orjson.dumps({"department": "sales" if i % 2 else "support", "i": i}).decode()
+        return await c.post({"room_name": f"conc-{i}", "participant_metadata": md})
 
-        results = await asyncio.gather(*(one(i) for i in range(200)))
-        assert [s for s, _ in results] == [201] * 200
-        for i, (_, body) in enumerate(results):
-            claims = verifier().verify(body["participant_token"])
-            assert claims.video is not None
-            assert claims.video.room == f"conc-{i}"
-            assert claims.room_config is not None
-            expected = "sales" if i % 2 else "support"
-            assert claims.room_config.agents[0].agent_name == expected
-            stored = await sessions_of(config).get_session_metadata(f"conc-{i}")
-            assert stored == orjson.loads(claims.metadata)
+    results = await asyncio.gather(*(one(i) for i in range(200)))
+    assert [s for s, _, _ in results] == [201] * 200
+    for i, (_, body, _) in enumerate(results):
+        claims = verifier().verify(body["participant_token"])
+        assert claims.video is not None
+        assert claims.video.room == f"conc-{i}"
+        assert claims.room_config is not None
+        expected = "sales" if i % 2 else "support"
+        assert claims.room_config.agents[0].agent_name == expected
+        assert await c.session_of(claims) == orjson.loads(claims.metadata)
 
 
 # ---------------------------------------------------------------------------- config files
@@ -834,10 +1025,46 @@ def test_config_files(tmp_path: Path) -> None:
         ServerConfig.from_file(tmp_path / "secret.yaml")
     assert "short-secret" not in str(info.value)
     (tmp_path / "x.ini").write_text("[x]\n")
-    with pytest.raises(ConfigError, match="format"):
+    with pytest.raises(ConfigError, match="unknown file type"):
         ServerConfig.from_file(tmp_path / "x.ini")
     with pytest.raises(ConfigError, match="cannot read"):
         ServerConfig.from_file(tmp_path / "missing.yaml")
+
+
+def test_server_config_reads_yaml_like_every_other_file(tmp_path: Path) -> None:
+    """#14.5: YAML 1.2 scalars; duplicate keys and dates refused with file, line and field."""
+    keys = "auth:\n  keys:\n    - id: web\n      key_sha256: '" + "ab" * 32 + "'\n"
+    (tmp_path / "no.yaml").write_text(keys + "      trusted_metadata: {language: no}\n")
+    cfg = ServerConfig.from_file(tmp_path / "no.yaml")
+    assert cfg.auth.keys[0].trusted_metadata == {"language": "no"}
+    (tmp_path / "date.yaml").write_text(
+        keys + "      trusted_metadata: {member_since: 2024-01-01}\n"
+    )
+    with pytest.raises(ConfigError, match=r"date\.yaml") as info:
+        ServerConfig.from_file(tmp_path / "date.yaml")
+    assert "line 5" in str(info.value)
+    assert "member_since" in str(info.value)
+    (tmp_path / "dup.yaml").write_text("port: 1\nhost: 127.0.0.1\nport: 2\n")
+    with pytest.raises(ConfigError, match=r"dup\.yaml") as info:
+        ServerConfig.from_file(tmp_path / "dup.yaml")
+    assert "line 3" in str(info.value)
+    assert "port" in str(info.value)
+
+
+async def test_config_content_never_turns_a_request_into_a_500(serve: Serve) -> None:
+    """A date (or any non-JSON value) in code-built config is refused at load, not per request."""
+    import datetime
+
+    trusted = {"member_since": datetime.date(2024, 1, 1)}
+    with pytest.raises(ConfigError, match="trusted_metadata"):
+        make_config(auth={"keys": [{"id": "w", "key": BEARER, "trusted_metadata": trusted}]})
+    with pytest.raises(ValueError, match="trusted_metadata"):
+        Principal(id="p", trusted_metadata=trusted)
+    c = await serve(
+        auth={"keys": [{"id": "w", "key": BEARER, "trusted_metadata": {"since": "2024-01-01"}}]}
+    )
+    claims = await c.token({}, bearer=BEARER)
+    assert (await c.session_of(claims))["since"] == "2024-01-01"
 
 
 def test_example_config_loads() -> None:
@@ -909,7 +1136,6 @@ def test_schemathesis_finds_no_server_errors() -> None:
     ]
 
     config = make_config(
-        sessions=new_sessions(),
         rate_limit=None,
         allowed_agents=["sales"],
         cors_origins=["https://app.example.com"],

@@ -257,7 +257,7 @@ def token_command(
     if not as_json:
         typer.echo(token)
         return
-    from .tokens.issuer import _video_claim
+    from .tokens.claims import grant_claim
 
     verified = issuer.verify(token)
     out: dict[str, Any] = {
@@ -265,7 +265,7 @@ def token_command(
         "identity": identity,
         "name": name or "",
         "room": room,
-        "grants": _video_claim(verified.grants),
+        "grants": grant_claim(verified.grants),
         "expires_at": verified.expires_at.isoformat(),
     }
     if agent:
@@ -303,9 +303,7 @@ def verify_command(
         if d.attributes:
             entry["attributes"] = dict(d.attributes)
         dispatches.append(entry)
-    from .tokens.issuer import _video_claim
-
-    grants = _video_claim(verified.grants)
+    grants = verified.grant_claims
     if as_json:
         out = {
             "valid": True,

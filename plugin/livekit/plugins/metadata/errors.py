@@ -9,7 +9,8 @@ catch the whole family or a single leaf::
     │   ├── MetadataNotAnObject       valid JSON, but not an object
     │   ├── MetadataTooLarge          over the byte limit
     │   ├── SchemaViolation           the pydantic schema rejected it
-    │   └── InvalidAttributes         LiveKit attributes: not str->str, reserved key, too large
+    │   ├── InvalidAttributes         LiveKit attributes: not str->str, reserved key, too large
+    │   └── ReservedKey               a caller used the plugin's own ``lk-metadata.`` namespace
     ├── StoreError                    a session store failed
     │   ├── StoreUnavailable          the backend (e.g. Redis) cannot be reached in time
     │   └── StoreFull                 the session cap is reached; nothing was evicted
@@ -43,6 +44,7 @@ __all__ = [
     "MetadataPluginError",
     "MetadataTooLarge",
     "NoRouteMatched",
+    "ReservedKey",
     "RoutingError",
     "SchemaViolation",
     "StoreError",
@@ -122,6 +124,19 @@ class SchemaViolation(MetadataError):
 
 class InvalidAttributes(MetadataError):
     """Raised when LiveKit attributes are not a str->str map, use a reserved key or are too large."""
+
+
+class ReservedKey(MetadataError):
+    """Raised when a caller sends a metadata or attribute key in the plugin's ``lk-metadata.`` namespace.
+
+    Only the plugin writes keys there (e.g. the token-session reference), so a
+    caller can never choose, send or override them. The token endpoint answers 403.
+    """
+
+    def __init__(self, message: str, *, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+        """The offending key (a key, never a value; cut to a readable length)."""
 
 
 class StoreError(MetadataPluginError):

@@ -26,6 +26,7 @@ principal, room, routed agent, status and latency only.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import hmac
 import importlib
@@ -36,8 +37,8 @@ import re
 import secrets
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -49,20 +50,27 @@ from livekit import api
 from pydantic import BaseModel, ValidationError
 
 from .._util import key_label
-from ..codec import parse_metadata, validate_attributes
+from ..codec import (
+    PLUGIN_ATTRIBUTE_PREFIX,
+    SESSION_KEY,
+    parse_metadata,
+    validate_attributes,
+)
 from ..errors import (
     ConfigError,
     InvalidAttributes,
     MetadataError,
     MetadataTooLarge,
     NoRouteMatched,
+    ReservedKey,
     SchemaViolation,
     StoreError,
+    StoreFull,
 )
 from ..log import logger
 from ..routing.router import MetadataRouter, Route
 from ..sessions.manager import SessionManager
-from ..tokens.issuer import Dispatch, TokenIssuer
+from ..tokens.issuer import DEFAULT_TTL, Dispatch, TokenIssuer
 from .config import (
     DEFAULT_PORT,
     DEV_API_KEY,
@@ -74,7 +82,9 @@ from .config import (
     Principal,
     RateLimit,
     ServerConfig,
+    is_loopback,
 )
+from .limits import Limits, MemoryLimits, RedisLimits
 from .metrics import Metrics
 from .models import TokenRequest
 from .openapi import openapi_document
@@ -95,7 +105,10 @@ __all__ = [
 ]
 
 _DEFAULT_RULES = Path(__file__).with_name("default_rules.yaml")
-_MAX_RATE_BUCKETS = 100_000
+_MAX_BLOCKED_PEERS = 10_000
+_STORE_FULL_RETRY_AFTER = 30
+_OWNER_RECORD_ROOM = 1024  # a session holds the metadata plus amint's owner record
+_SESSION_FIELDS = frozenset({"session", "session_id", "sessionid", SESSION_KEY.lower()})
 _ROOM_CONFIG_FIELDS = frozenset(
     f.name for f in api.RoomConfiguration.DESCRIPTOR.fields if f.name != "agents"
 )
@@ -141,35 +154,6 @@ def _unauthorized(message: str, challenge: str = "Bearer") -> _Refusal:
     return _Refusal(401, "unauthorized", message, {"WWW-Authenticate": challenge})
 
 
-# --------------------------------------------------------------------------- rate limiting
-
-
-class _RateLimiter:
-    """In-memory token buckets keyed by principal; bounded in size."""
-
-    __slots__ = ("_buckets", "_clock")
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._clock = clock
-
-    def check(self, key: str, limit: RateLimit) -> float:
-        """Take one token; 0.0 if allowed, else the seconds until one is available."""
-        now = self._clock()
-        entry = self._buckets.get(key)
-        if entry is None:
-            tokens = float(limit.burst)
-            if len(self._buckets) >= _MAX_RATE_BUCKETS:
-                self._buckets.pop(next(iter(self._buckets)))
-        else:
-            tokens = min(float(limit.burst), entry[0] + (now - entry[1]) * limit.rate)
-        if tokens >= 1.0:
-            self._buckets[key] = (tokens - 1.0, now)
-            return 0.0
-        self._buckets[key] = (tokens, now)
-        return (1.0 - tokens) / limit.rate
-
-
 # --------------------------------------------------------------------------- app state
 
 
@@ -183,6 +167,8 @@ class _Policy:
     allowed_agents: frozenset[str]
     allowed_room_config: frozenset[str]
     cors_origins: frozenset[str]
+    private_keys: frozenset[str]
+    """Keys that never go into a token (config ``private_keys``)."""
 
 
 @dataclass
@@ -192,13 +178,18 @@ class _State:
     router: MetadataRouter | None
     sessions: SessionManager
     owns_sessions: bool
+    limits: Limits
+    owns_limits: bool
     authorize: AuthorizeHook | None
     keys: list[tuple[bytes, Principal]]
     anonymous: bool
     policy: _Policy
-    limiter: _RateLimiter
     metrics: Metrics
     openapi: bytes
+    operator_digest: bytes | None
+    """SHA-256 of ``metrics_key`` (None: operator endpoints answer loopback peers only)."""
+    blocked: dict[str, float] = field(default_factory=dict)
+    """Peers over the failed-auth limit, until when (this replica's cache of the limit)."""
 
 
 _STATE = web.AppKey("lk_metadata_state", _State)
@@ -242,8 +233,8 @@ def _build_sessions(config: ServerConfig) -> tuple[SessionManager, bool]:
     # misleading "random per-process secret" warning.
     manager = SessionManager(
         store,
-        session_ttl=config.session_ttl,
-        max_session_bytes=config.metadata.max_bytes,
+        session_ttl=config.token_session_ttl(),
+        max_session_bytes=config.metadata.max_bytes + _OWNER_RECORD_ROOM,
         secret_key=secrets.token_bytes(32),
     )
     return manager, True
@@ -273,10 +264,26 @@ def _build_policy(config: ServerConfig) -> _Policy:
         allowed_agents=frozenset(config.allowed_agents),
         allowed_room_config=frozenset(config.allowed_room_config),
         cors_origins=frozenset(o.rstrip("/") for o in config.cors_origins),
+        private_keys=frozenset(config.private_keys),
     )
 
 
-def _build_issuer(config: ServerConfig, warn_dev_keys: bool) -> TokenIssuer:
+def _build_limits(config: ServerConfig, sessions: SessionManager) -> tuple[Limits, bool]:
+    """The config's limits; else shared through Redis with a Redis store, else in memory."""
+    if config.limits is not None:
+        return config.limits, False
+    try:
+        from ..sessions.redis import RedisStore
+    except ImportError:  # the redis extra is not installed: the store cannot be Redis
+        return MemoryLimits(), True
+    if isinstance(sessions.store, RedisStore):
+        return RedisLimits.from_store(sessions.store), True
+    return MemoryLimits(), True
+
+
+def _build_issuer(
+    config: ServerConfig, sessions: SessionManager, warn_dev_keys: bool
+) -> TokenIssuer:
     key, secret, dev = config.credentials()
     if dev:
         if warn_dev_keys:
@@ -286,10 +293,14 @@ def _build_issuer(config: ServerConfig, warn_dev_keys: bool) -> TokenIssuer:
                 "this outside local development."
             )
         _silence_short_key_warning()
-    if config.token_ttl is None:
-        return TokenIssuer(key, secret, max_metadata_bytes=config.metadata.max_bytes)
-    ttl = timedelta(seconds=config.token_ttl)
-    return TokenIssuer(key, secret, max_metadata_bytes=config.metadata.max_bytes, ttl=ttl)
+    return TokenIssuer(
+        key,
+        secret,
+        ttl=DEFAULT_TTL if config.token_ttl is None else timedelta(seconds=config.token_ttl),
+        max_metadata_bytes=config.metadata.max_bytes,
+        sessions=sessions,
+        session_grace=config.session_grace,
+    )
 
 
 def create_app(
@@ -311,24 +322,29 @@ def create_app(
             authenticate callers, or an invalid rules file / schema / store URL.
     """
     config = config or ServerConfig()
-    issuer = _build_issuer(config, warn_dev_keys)
+    config.credentials()  # a missing key or secret is the first thing to say
     anonymous = config.anonymous_allowed()
     policy = _build_policy(config)
     router = _build_router(config)
     sessions, owns = _build_sessions(config)
+    issuer = _build_issuer(config, sessions, warn_dev_keys)
+    limits, owns_limits = _build_limits(config, sessions)
+    operator_key = config.metrics_key
     state = _State(
         config=config,
         issuer=issuer,
         router=router,
         sessions=sessions,
         owns_sessions=owns,
+        limits=limits,
+        owns_limits=owns_limits,
         authorize=config.authorize,
         keys=[(k.digest(), k.principal()) for k in config.auth.keys],
         anonymous=anonymous,
         policy=policy,
-        limiter=_RateLimiter(),
         metrics=Metrics(),
         openapi=orjson.dumps(openapi_document(config.path), option=orjson.OPT_INDENT_2),
+        operator_digest=None if operator_key is None else _digest(operator_key.get_secret_value()),
     )
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=[_edge_middleware])
     app[_STATE] = state
@@ -350,8 +366,14 @@ def _silence_short_key_warning() -> None:
 
 async def _on_cleanup(app: web.Application) -> None:
     state = app[_STATE]
+    if state.owns_limits:
+        await state.limits.aclose()
     if state.owns_sessions:
         await state.sessions.aclose()
+
+
+def _digest(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).digest()
 
 
 # --------------------------------------------------------------------------- middleware
@@ -381,6 +403,7 @@ async def _edge_middleware(
         response = _json_error(err.status, err.code, err.message, err.headers)
     except web.HTTPException as exc:
         response = _from_http_exception(exc)
+        code = _AIOHTTP_CODES.get(exc.status) if exc.status >= 400 else None
     except asyncio.CancelledError:
         raise
     except Exception as exc:
@@ -492,16 +515,36 @@ async def _handle_healthz(request: web.Request) -> web.Response:
     return web.Response(body=b'{"status":"ok"}', content_type="application/json")
 
 
+def _check_operator(request: web.Request, state: _State) -> None:
+    """``/metrics`` and ``/openapi.json``: the ``metrics_key`` if one is set, else loopback only."""
+    digest = state.operator_digest
+    if digest is None:
+        if not is_loopback(request.remote or ""):
+            raise _Refusal(
+                403,
+                "loopback_only",
+                "this endpoint answers loopback callers only (or set metrics_key)",
+            )
+        return
+    scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(_digest(presented.strip()), digest):
+        raise _unauthorized("this endpoint needs the metrics bearer key")
+
+
 async def _handle_metrics(request: web.Request) -> web.Response:
     from prometheus_client import CONTENT_TYPE_LATEST
 
-    resp = web.Response(body=request.app[_STATE].metrics.render())
+    state = request.app[_STATE]
+    _check_operator(request, state)
+    resp = web.Response(body=state.metrics.render())
     resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return resp
 
 
 async def _handle_openapi(request: web.Request) -> web.Response:
-    return web.Response(body=request.app[_STATE].openapi, content_type="application/json")
+    state = request.app[_STATE]
+    _check_operator(request, state)
+    return web.Response(body=state.openapi, content_type="application/json")
 
 
 async def _handle_preflight(request: web.Request) -> web.Response:
@@ -539,16 +582,24 @@ class _Parsed:
 
 @dataclass
 class _Grant:
-    """What the policy step decided: who joins which room with which metadata."""
+    """What the policy step decided: who joins which room, what is stored, what is public."""
 
     identity: str
     room: str
-    metadata: dict[str, Any]
+    public: dict[str, Any]
+    """What the token may carry (and the store holds)."""
+    private: dict[str, Any]
+    """What only the token's session in the store holds."""
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """Everything, as the router and the agent see it."""
+        return {**self.public, **self.private} if self.private else self.public
 
 
 @dataclass
 class _Choice:
-    """The dispatch step's outcome."""
+    """The dispatch step's outcome; the session reference is added when minting."""
 
     dispatch: Dispatch | api.RoomAgentDispatch | None
     agent: str
@@ -568,8 +619,12 @@ async def _handle_token(request: web.Request) -> web.Response:
     log["room"] = grant.room
     choice = _choose_dispatch(parsed, grant, principal, state)
     log["agent"] = choice.agent or None
-    token, stored = _mint(parsed, grant, choice, state)
-    await _store(grant.room, stored, state)
+    slot = await _reserve_session(state)
+    try:
+        token = await _mint_and_store(parsed, grant, choice, state)
+    except BaseException:
+        await _release_session(slot, state)
+        raise
     state.metrics.route(choice.agent, choice.source)
     return _answer(token, state)
 
@@ -586,22 +641,67 @@ def _check_framing(request: web.Request, config: ServerConfig) -> None:
         raise _Refusal(
             415, "unsupported_media_type", "send the request as Content-Type: application/json"
         )
+    charset = request.charset
+    if charset is not None and charset.lower() not in ("utf-8", "utf8"):
+        raise _Refusal(
+            415, "unsupported_media_type", "the request body must be UTF-8 (charset=utf-8 or none)"
+        )
 
 
 async def _authorize(request: web.Request, state: _State) -> Principal:
-    """The principal, rate-limited, or a 401/403/429."""
-    principal, rate_key = await _identify(request, state)
-    limit = principal.rate_limit or state.config.rate_limit
+    """The principal, within its rate limits, or a 401/403/429."""
+    peer = request.remote or "-"
+    blocked_until = state.blocked.get(peer)
+    if blocked_until is not None:
+        wait = blocked_until - time.monotonic()
+        if wait > 0:
+            state.metrics.refuse("auth_limited")
+            raise _too_many("auth_rate_limited", "too many failed authentications", wait)
+        del state.blocked[peer]
+    try:
+        principal, rate_key = await _identify(request, state)
+    except _Refusal as refusal:
+        if refusal.status == 401:
+            await _failed_authentication(peer, state)
+        raise
+    config = state.config
+    limit = principal.rate_limit or config.rate_limit
     if limit is not None:
-        wait = state.limiter.check(rate_key, limit)
-        if wait > 0.0:
-            raise _Refusal(
-                429,
-                "rate_limited",
-                "too many token requests; retry later",
-                {"Retry-After": str(max(1, math.ceil(wait)))},
-            )
+        await _hit(state, "principal:" + rate_key, limit, "rate_limited")
+    if config.peer_rate_limit is not None:
+        await _hit(state, "peer:" + peer, config.peer_rate_limit, "rate_limited")
     return principal
+
+
+def _too_many(code: str, message: str, wait: float) -> _Refusal:
+    retry = str(max(1, math.ceil(wait)))
+    return _Refusal(429, code, f"{message}; retry later", {"Retry-After": retry})
+
+
+async def _hit(state: _State, key: str, limit: RateLimit, code: str) -> None:
+    try:
+        wait = await state.limits.hit(key, limit.rate, limit.burst)
+    except StoreError:
+        raise _store_unavailable() from None
+    if wait > 0.0:
+        raise _too_many(code, "too many token requests", wait)
+
+
+async def _failed_authentication(peer: str, state: _State) -> None:
+    """Count a failed attempt; over the limit, the peer gets 429 until its bucket refills."""
+    state.metrics.refuse("failed_auth")
+    limit = state.config.auth_failure_limit
+    try:
+        wait = await state.limits.hit("authfail:" + peer, limit.rate, limit.burst)
+    except StoreError:
+        raise _store_unavailable() from None
+    if wait > 0.0:
+        blocked = state.blocked
+        if len(blocked) >= _MAX_BLOCKED_PEERS:
+            blocked.pop(next(iter(blocked)))
+        blocked[peer] = time.monotonic() + wait
+        state.metrics.refuse("auth_limited")
+        raise _too_many("auth_rate_limited", "too many failed authentications", wait)
 
 
 async def _identify(request: web.Request, state: _State) -> tuple[Principal, str]:
@@ -621,7 +721,7 @@ async def _identify(request: web.Request, state: _State) -> tuple[Principal, str
     presented = presented.strip()
     if scheme.lower() != "bearer" or not presented:
         raise _unauthorized("use 'Authorization: Bearer <key>'")
-    digest = hashlib.sha256(presented.encode("utf-8", "surrogateescape")).digest()
+    digest = _digest(presented)
     found: Principal | None = None
     for stored, principal in state.keys:  # no early exit: every key is compared
         if hmac.compare_digest(digest, stored) and found is None:
@@ -696,6 +796,12 @@ def _request_refusal(exc: ValidationError) -> _Refusal:
     if err["type"] == "extra_forbidden":
         if head in TokenRequest.model_fields:
             return _Refusal(400, "invalid_request", f"field {head!r} is given twice")
+        if head.lower() in _SESSION_FIELDS or head.startswith(PLUGIN_ATTRIBUTE_PREFIX):
+            return _Refusal(
+                403,
+                "session_id_not_allowed",
+                "the token session is chosen by the server; a request cannot name one",
+            )
         return _Refusal(400, "invalid_request", f"unknown request fields: {key_label(loc[0])}")
     if err["type"] == "string_too_long":
         limit = (err.get("ctx") or {}).get("max_length")
@@ -703,13 +809,27 @@ def _request_refusal(exc: ValidationError) -> _Refusal:
     return _Refusal(400, "invalid_request", f"{head} must be a string")
 
 
+def _refuse_reserved(keys: Iterable[str], what: str) -> None:
+    """No client-written key may use this plugin's namespace (it carries the session id)."""
+    reserved = [k for k in keys if k.startswith(PLUGIN_ATTRIBUTE_PREFIX)]
+    if reserved:
+        raise _Refusal(
+            422,
+            "reserved_key",
+            f"{what} keys {', '.join(key_label(k) for k in reserved[:5])} use the prefix "
+            f"{PLUGIN_ATTRIBUTE_PREFIX!r}, which only the server writes",
+        )
+
+
 def _client_metadata(raw: str | None, state: _State, what: str) -> dict[str, Any]:
     try:
-        return parse_metadata(raw, max_bytes=state.config.metadata.max_bytes)
+        metadata = parse_metadata(raw, max_bytes=state.config.metadata.max_bytes)
     except MetadataTooLarge as exc:
         raise _Refusal(413, "metadata_too_large", f"{what}: {exc.message}") from None
     except MetadataError as exc:
         raise _Refusal(400, "invalid_metadata", f"{what}: {exc.message}") from None
+    _refuse_reserved(metadata, what)
+    return metadata
 
 
 def _client_attributes(raw: Mapping[str, str] | None, state: _State) -> dict[str, str]:
@@ -717,6 +837,7 @@ def _client_attributes(raw: Mapping[str, str] | None, state: _State) -> dict[str
         attributes = validate_attributes(raw)
     except InvalidAttributes as exc:
         raise _Refusal(400, "invalid_attributes", exc.message) from None
+    _refuse_reserved(attributes, "participant_attributes")
     allowed = state.policy.allowed_attr_keys
     if allowed is not None:
         extra = [k for k in attributes if k not in allowed]
@@ -763,11 +884,12 @@ def _room_config(
         validate_attributes(dict(agents[0].attributes))
     except InvalidAttributes as exc:
         raise _Refusal(400, "invalid_attributes", exc.message) from None
+    _refuse_reserved(agents[0].attributes, "room_config.agents[0].attributes")
     return room_config, agents[0]
 
 
 def _apply_policy(parsed: _Parsed, principal: Principal, state: _State) -> _Grant:
-    """Key allowlist and schema, trusted keys on top, pinned identity, room prefix."""
+    """Key allowlist and schema, trusted keys on top, pinned identity, room prefix, privacy."""
     client = parsed.metadata
     merged = {**client, **principal.trusted_metadata} if principal.trusted_metadata else client
     _check_metadata_policy(client, merged, state.policy)
@@ -788,7 +910,15 @@ def _apply_policy(parsed: _Parsed, principal: Principal, state: _State) -> _Gran
         raise _Refusal(
             403, "room_not_allowed", "room_name must start with this caller's room prefix"
         )
-    return _Grant(identity=identity, room=room, metadata=merged)
+    private = state.policy.private_keys | principal.private_keys()
+    if state.config.reference_mode:
+        return _Grant(identity, room, public={}, private=merged)
+    if not private.intersection(merged):
+        return _Grant(identity, room, public=merged, private={})
+    public = {k: v for k, v in merged.items() if k not in private}
+    return _Grant(
+        identity, room, public=public, private={k: merged[k] for k in private & merged.keys()}
+    )
 
 
 def _check_metadata_policy(
@@ -819,7 +949,11 @@ def _check_metadata_policy(
 def _choose_dispatch(
     parsed: _Parsed, grant: _Grant, principal: Principal, state: _State
 ) -> _Choice:
-    """A client-chosen agent only from an allowlist; otherwise the router or the default."""
+    """A client-chosen agent only from an allowlist; otherwise the router or the default.
+
+    Routing sees all the metadata (private keys included: it runs here, on the
+    server); the job metadata it yields keeps only public keys.
+    """
     allowed_for_principal = principal.allowed_agents
     request = parsed.agent_request
     if request is not None and request.agent_name:
@@ -831,7 +965,7 @@ def _choose_dispatch(
         )
         if agent not in allowed:
             raise _Refusal(403, "agent_not_allowed", "this agent may not be requested")
-        return _Choice(_client_dispatch(request, grant.metadata), agent, "client")
+        return _Choice(_client_dispatch(request, grant.public), agent, "client")
     if state.router is not None:
         route = _route(state.router, grant.metadata)
         if (
@@ -849,8 +983,7 @@ def _choose_dispatch(
         return _Choice(None, "", "none")
     if allowed_for_principal is not None and default not in allowed_for_principal:
         raise _Refusal(403, "agent_not_allowed", "this caller may not use this agent")
-    dispatch = Dispatch(agent_name=default, metadata=grant.metadata or None)
-    return _Choice(dispatch, default, "default")
+    return _Choice(Dispatch(agent_name=default, metadata=grant.public), default, "default")
 
 
 def _route(router: MetadataRouter, metadata: Mapping[str, Any]) -> Route:
@@ -864,19 +997,20 @@ def _route(router: MetadataRouter, metadata: Mapping[str, Any]) -> Route:
 
 
 def _client_dispatch(
-    request: api.RoomAgentDispatch, merged: dict[str, Any]
+    request: api.RoomAgentDispatch, public: dict[str, Any]
 ) -> api.RoomAgentDispatch:
-    """The client's own ``RoomAgentDispatch`` with the checked, merged metadata as job metadata."""
+    """The client's own ``RoomAgentDispatch``, its job metadata replaced by the checked one."""
     rad = api.RoomAgentDispatch()
     rad.CopyFrom(request)
-    rad.metadata = orjson.dumps(merged).decode("utf-8") if merged else ""
+    rad.metadata = orjson.dumps(public).decode("utf-8")
     return rad
 
 
 def _dispatch_from_route(route: Route) -> Dispatch:
+    """The rule's dispatch; ``amint`` leaves private keys out of its job metadata."""
     return Dispatch(
         agent_name=route.agent_name,
-        metadata=route.metadata or None,
+        metadata=route.metadata,
         deployment=route.deployment or None,
         attributes=route.attributes or None,
     )
@@ -892,33 +1026,79 @@ def _room_config_extra(room_config: api.RoomConfiguration | None) -> api.RoomCon
     return rc
 
 
-def _mint(
-    parsed: _Parsed, grant: _Grant, choice: _Choice, state: _State
-) -> tuple[str, dict[str, Any]]:
-    """Mint (pure: validates everything); the token and what to store, nothing stored yet."""
-    t0 = time.perf_counter()
-    options: dict[str, Any] = {
-        "name": parsed.name,
-        "metadata": grant.metadata or None,
-        "attributes": parsed.attributes or None,
-        "dispatch": choice.dispatch if choice.dispatch is not None else [],
-        "can_update_own_metadata": state.config.allow_update_own_metadata,
-        "room_config": _room_config_extra(parsed.room_config),
-    }
+async def _reserve_session(state: _State) -> str:
+    """Count one more live token session against ``max_sessions`` (503 when full).
+
+    The slot is a random id of its own (the session's id is chosen inside
+    ``amint``), reserved for as long as the session lives.
+    """
+    slot = secrets.token_urlsafe(16)
     try:
-        if state.config.reference_mode:
-            ref = state.issuer.mint_reference(grant.identity, grant.room, **options)
-            token, stored = ref.token, ref.metadata
-        else:
-            token, stored = state.issuer.mint(grant.identity, grant.room, **options), grant.metadata
+        ok = await state.limits.reserve_session(
+            slot, state.config.token_session_ttl(), state.config.max_sessions
+        )
+    except StoreError:
+        raise _store_unavailable() from None
+    if not ok:
+        state.metrics.refuse("store_full")
+        raise _store_full()
+    state.metrics.sessions_created += 1
+    return slot
+
+
+async def _release_session(slot: str, state: _State) -> None:
+    with contextlib.suppress(StoreError):  # else the reservation expires on its own
+        await state.limits.release_session(slot)
+
+
+def _store_full() -> _Refusal:
+    return _Refusal(
+        503,
+        "store_full",
+        "the session store is full; retry later",
+        {"Retry-After": str(_STORE_FULL_RETRY_AFTER)},
+    )
+
+
+def _store_unavailable() -> _Refusal:
+    return _Refusal(503, "store_unavailable", "the session store is unavailable; retry later")
+
+
+async def _mint_and_store(parsed: _Parsed, grant: _Grant, choice: _Choice, state: _State) -> str:
+    """Mint, and write the token's own session before the token is handed out.
+
+    ``amint`` creates the session id (never the client), stores public and
+    private metadata there with an owner record, and puts the id into the
+    participant attribute and every dispatch's job metadata.
+    """
+    t0 = time.perf_counter()
+    try:
+        minted = await state.issuer.amint(
+            grant.identity,
+            grant.room,
+            name=parsed.name,
+            metadata=grant.public or None,
+            private_metadata=grant.private or None,
+            attributes=parsed.attributes or None,
+            dispatch=[] if choice.dispatch is None else choice.dispatch,
+            can_update_own_metadata=state.config.allow_update_own_metadata,
+            room_config=_room_config_extra(parsed.room_config),
+        )
     except MetadataTooLarge as exc:
         raise _Refusal(413, "metadata_too_large", exc.message) from None
+    except ReservedKey as exc:
+        raise _Refusal(422, "reserved_key", exc.message) from None
     except SchemaViolation as exc:
         raise _Refusal(422, "schema_violation", exc.message) from None
     except (MetadataError, ValueError) as exc:
         raise _Refusal(400, "invalid_request", _safe_message(exc)) from None
+    except StoreFull:
+        state.metrics.refuse("store_full")
+        raise _store_full() from None
+    except StoreError:
+        raise _store_unavailable() from None
     state.metrics.observe_mint(time.perf_counter() - t0)
-    return token, stored
+    return minted.token
 
 
 def _safe_message(exc: Exception) -> str:
@@ -926,18 +1106,6 @@ def _safe_message(exc: Exception) -> str:
         return exc.message
     # ValueErrors from our own validation name arguments and limits, never values.
     return str(exc).splitlines()[0][:200] if str(exc) else "invalid request"
-
-
-async def _store(session_id: str, metadata: dict[str, Any], state: _State) -> None:
-    """Write the session before the token that refers to it is handed out."""
-    try:
-        await state.sessions.set_session_metadata(session_id, metadata)
-    except MetadataTooLarge as exc:
-        raise _Refusal(413, "metadata_too_large", exc.message) from None
-    except StoreError:
-        raise _Refusal(
-            503, "store_unavailable", "the session store is unavailable; retry later"
-        ) from None
 
 
 def _answer(token: str, state: _State) -> web.Response:

@@ -16,15 +16,25 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import orjson
 from aiohttp import web
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    SkipValidation,
+    ValidationError,
+    model_validator,
+)
 
-from ..codec import DEFAULT_MAX_METADATA_BYTES
-from ..errors import ConfigError
+from ..codec import DEFAULT_MAX_METADATA_BYTES, parse_metadata, serialize_metadata
+from ..errors import ConfigError, MetadataError
+from ..loader import load_file
 from ..routing.router import MetadataRouter
 from ..sessions.manager import SessionManager
+from ..tokens.issuer import DEFAULT_SESSION_GRACE, DEFAULT_TTL
 from .edge import EdgeConfig
+from .limits import Limits
 
 __all__ = [
     "DEFAULT_PORT",
@@ -109,8 +119,10 @@ class Principal:
         rate_limit: Overrides the server's per-principal rate limit for this caller.
         room_prefix: If set, the caller may only name rooms that start with it (a
             request for another room is refused with 403, and a generated room name
-            starts with it). The session store is keyed by room name, so this keeps
-            one tenant's callers from writing into another tenant's room sessions.
+            starts with it): one tenant's callers never join another tenant's rooms.
+        public_keys: The ``trusted_metadata`` keys that may appear in the token (and
+            so be seen by the client and everyone in the room). Every other trusted
+            key is private: it lives only in the token's session in the store.
     """
 
     id: str
@@ -119,6 +131,7 @@ class Principal:
     allowed_agents: frozenset[str] | None = None
     rate_limit: RateLimit | None = None
     room_prefix: str | None = None
+    public_keys: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
@@ -129,6 +142,7 @@ class Principal:
             raise ValueError(f"Principal identity must be a str of 1..{MAX_NAME_LEN} characters")
         if not isinstance(self.trusted_metadata, Mapping):
             raise TypeError("Principal trusted_metadata must be a mapping")
+        check_json_object(self.trusted_metadata, "Principal trusted_metadata")
         if self.room_prefix is not None and (
             not isinstance(self.room_prefix, str)
             or not 0 < len(self.room_prefix) <= _MAX_ROOM_PREFIX_LEN
@@ -138,6 +152,30 @@ class Principal:
             )
         if self.allowed_agents is not None and not isinstance(self.allowed_agents, frozenset):
             object.__setattr__(self, "allowed_agents", frozenset(self.allowed_agents))
+        if not isinstance(self.public_keys, frozenset):
+            object.__setattr__(self, "public_keys", frozenset(self.public_keys))
+
+    def private_keys(self) -> frozenset[str]:
+        """The trusted keys that stay in the store (all but :attr:`public_keys`)."""
+        return frozenset(self.trusted_metadata).difference(self.public_keys)
+
+
+def check_json_object(value: Mapping[str, Any], what: str) -> None:
+    """Refuse a mapping that does not survive a JSON round trip unchanged (dates, NaN, sets...).
+
+    Raises:
+        ValueError: The message names ``what`` and the reason, never a value.
+    """
+    try:
+        same = parse_metadata(serialize_metadata(value, max_bytes=1 << 30)) == value
+    except (TypeError, ValueError, MetadataError) as exc:
+        reason = exc.message if isinstance(exc, MetadataError) else str(exc)
+        raise ValueError(f"{what} must be plain JSON data: {reason}") from None
+    if not same:
+        raise ValueError(
+            f"{what} must be plain JSON data (strings, numbers, booleans, null, lists, "
+            "objects); a value such as a date or a tuple would change on the way"
+        )
 
 
 AuthorizeHook = Callable[[web.Request], "Principal | Awaitable[Principal | None] | None"]
@@ -163,6 +201,8 @@ class ApiKeyConfig(BaseModel):
     allowed_agents: list[str] | None = None
     rate_limit: RateLimit | None = None
     room_prefix: str | None = Field(default=None, min_length=1, max_length=_MAX_ROOM_PREFIX_LEN)
+    public_keys: list[str] = Field(default_factory=list)
+    """``trusted_metadata`` keys that may appear in the token; the others stay in the store."""
 
     @model_validator(mode="after")
     def _one_key(self) -> ApiKeyConfig:
@@ -170,6 +210,7 @@ class ApiKeyConfig(BaseModel):
             raise ValueError("give exactly one of 'key' or 'key_sha256'")
         if self.key is not None and len(self.key.get_secret_value()) < 16:
             raise ValueError("bearer keys must be at least 16 characters")
+        check_json_object(self.trusted_metadata, "trusted_metadata")
         return self
 
     def digest(self) -> bytes:
@@ -188,6 +229,7 @@ class ApiKeyConfig(BaseModel):
             allowed_agents=None if self.allowed_agents is None else frozenset(self.allowed_agents),
             rate_limit=self.rate_limit,
             room_prefix=self.room_prefix,
+            public_keys=frozenset(self.public_keys),
         )
 
 
@@ -202,6 +244,23 @@ class AuthConfig(BaseModel):
 
     keys: list[ApiKeyConfig] = Field(default_factory=list)
     allow_anonymous: bool | None = None
+
+    @model_validator(mode="after")
+    def _tenants_apart(self) -> AuthConfig:
+        """Two keys whose room prefixes overlap could join each other's rooms: refuse."""
+        ids = [k.id for k in self.keys]
+        if len(set(ids)) != len(ids):
+            raise ValueError("every key needs its own id")
+        prefixed = [(k.id, k.room_prefix) for k in self.keys if k.room_prefix is not None]
+        for i, (a, pa) in enumerate(prefixed):
+            for b, pb in prefixed[i + 1 :]:
+                if pa.startswith(pb) or pb.startswith(pa):
+                    raise ValueError(
+                        f"room_prefix of key {a!r} ({pa!r}) and of key {b!r} ({pb!r}) overlap: "
+                        "one tenant's callers could join the other's rooms; make neither a "
+                        "prefix of the other (e.g. end both with '-')"
+                    )
+        return self
 
 
 class MetadataPolicy(BaseModel):
@@ -224,7 +283,9 @@ class ServerConfig(BaseModel):
 
     Python-only fields (not read from files): ``authorize`` (a hook returning a
     :class:`Principal`), ``metadata_schema`` (a pydantic model class), ``router``
-    (a ready ``MetadataRouter``) and ``sessions`` (a ready ``SessionManager``).
+    (a ready ``MetadataRouter``), ``sessions`` (a ready ``SessionManager``) and
+    ``limits`` (a ready ``Limits``; default: shared through Redis with a Redis
+    store, in process memory otherwise).
     """
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
@@ -245,12 +306,29 @@ class ServerConfig(BaseModel):
     """Agent dispatched when routing is disabled (None: no dispatch)."""
     store: str = "memory"
     """``"memory"`` or a ``redis://`` / ``rediss://`` / ``unix://`` URL."""
-    session_ttl: float = Field(default=3600.0, gt=0)
+    session_grace: float = Field(default=DEFAULT_SESSION_GRACE.total_seconds(), ge=0)
+    """Seconds a token session outlives its token (a join near the token's expiry). Each
+    token owns a session that lives for the token's lifetime plus this, then expires on
+    its own, used or not."""
+    max_sessions: int = Field(default=100_000, ge=1)
+    """Most live token sessions (shared by every replica on one Redis). When full, requests
+    get 503 ``store_full`` with ``Retry-After``; no session is evicted before its time."""
+    private_keys: list[str] = Field(default_factory=list)
+    """Metadata keys (client or trusted) that never appear in the token: they live only in
+    the token's session in the store, where the agent reads them."""
     auth: AuthConfig = Field(default_factory=AuthConfig)
     cors_origins: list[str] = Field(default_factory=list)
     """Exact origins (``https://app.example.com``) allowed to call from browsers."""
     rate_limit: RateLimit | None = Field(default_factory=RateLimit)
     """Per-principal limit (anonymous callers: per client address); None disables it."""
+    peer_rate_limit: RateLimit | None = None
+    """Per client address, whoever the principal is (None: off)."""
+    auth_failure_limit: RateLimit = Field(default_factory=lambda: RateLimit(rate=0.2, burst=10))
+    """Failed authentications per client address; beyond it the address gets 429
+    ``auth_rate_limited`` (counted in ``/metrics``) until the bucket refills."""
+    metrics_key: SecretStr | None = None
+    """Bearer key for ``/metrics`` and ``/openapi.json``. Without it they answer only
+    callers on a loopback address."""
     max_body_bytes: int = Field(default=_DEFAULT_MAX_BODY, ge=1024, le=16 * 1024 * 1024)
     metadata: MetadataPolicy = Field(default_factory=MetadataPolicy)
     allowed_agents: list[str] = Field(default_factory=list)
@@ -263,7 +341,8 @@ class ServerConfig(BaseModel):
     token_ttl: float | None = Field(default=None, gt=0)
     """Token lifetime in seconds (None: the issuer's default)."""
     reference_mode: bool = False
-    """Job metadata carries only ``{"session": room}``; the agent loads the rest from the store."""
+    """The token carries no participant metadata and the job metadata only the session
+    reference; the agent loads everything from the store."""
     edge: EdgeConfig = Field(default_factory=EdgeConfig)
     """HTTP edge limits: read deadlines, connections per peer, edge log budget."""
 
@@ -271,6 +350,12 @@ class ServerConfig(BaseModel):
     metadata_schema: type[BaseModel] | None = Field(default=None, exclude=True)
     router: MetadataRouter | None = Field(default=None, exclude=True)
     sessions: SessionManager | None = Field(default=None, exclude=True)
+    limits: SkipValidation[Limits | None] = Field(default=None, exclude=True)
+
+    def token_session_ttl(self) -> float:
+        """Seconds each token session lives: the token's lifetime plus ``session_grace``."""
+        token_ttl = self.token_ttl or DEFAULT_TTL.total_seconds()
+        return token_ttl + self.session_grace
 
     def credentials(self) -> Credentials:
         """The LiveKit API key and secret: configured, from the environment, or (loopback) dev.
@@ -317,39 +402,18 @@ class ServerConfig(BaseModel):
     def from_file(cls, path: str | os.PathLike[str], **overrides: Any) -> ServerConfig:
         """Load a config from YAML (``.yaml``/``.yml``), TOML (``.toml``) or JSON (``.json``).
 
+        The file goes through the package's one loader (``loader.load_file``): YAML 1.2
+        scalars (``language: no`` is the string ``"no"``), and duplicate keys or values
+        JSON cannot hold (an unquoted date) are refused with the file, line and field.
+
         Raises:
             ConfigError: The file cannot be read or parsed, or a field is invalid
-                (the message names the field, never a secret value).
+                (the message names the file and the field, never a secret value).
         """
         p = Path(path)
-        try:
-            text = p.read_bytes()
-        except OSError as exc:
-            raise ConfigError(f"cannot read server config {str(p)!r}: {exc.strerror}") from None
-        suffix = p.suffix.lower()
-        try:
-            if suffix in (".yaml", ".yml"):
-                import yaml
-
-                data = yaml.safe_load(text) or {}
-            elif suffix == ".toml":
-                try:
-                    import tomllib
-                except ImportError:  # pragma: no cover - Python 3.10
-                    raise ConfigError("TOML configs need Python 3.11+; use YAML or JSON") from None
-                data = tomllib.loads(text.decode("utf-8"))
-            elif suffix == ".json":
-                data = orjson.loads(text)
-            else:
-                raise ConfigError(
-                    f"unknown config format {suffix!r} for {str(p)!r}: use .yaml, .toml or .json"
-                )
-        except ConfigError:
-            raise
-        except Exception as exc:
-            raise ConfigError(
-                f"cannot parse server config {str(p)!r} ({type(exc).__name__})"
-            ) from None
+        data = load_file(p)
+        if data is None:
+            data = {}
         if not isinstance(data, dict):
             raise ConfigError(f"server config {str(p)!r} must be a mapping at the top level")
         if data.get("rules") and data["rules"] != "none":

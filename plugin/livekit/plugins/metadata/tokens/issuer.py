@@ -5,7 +5,9 @@ would produce for the same inputs (same keys, camelCase names, ``None``/``""``
 dropped, ``roomConfig`` as protobuf ``MessageToDict`` writes it, HS256), but builds
 the claims dict directly instead of going through ``dataclasses.asdict`` and
 ``MessageToDict`` on every call, serializes it with orjson and signs it with
-PyJWT (:class:`jwt.PyJWS`). Secrets are validated by PyJWT once, when the issuer
+PyJWT (:class:`jwt.PyJWS`). Every grant type of the installed livekit-api
+(video, SIP, inference, observability, agent, ...) can be given; see
+:mod:`~livekit.plugins.metadata.tokens.claims`. Secrets are validated by PyJWT once, when the issuer
 is created, not on every token.
 
 Before anything is signed every input is checked, each failure with its own
@@ -24,7 +26,8 @@ error:
 Least privilege by default: the video grant is ``VideoGrants(room_join=True,
 room=room)`` and nothing else — no admin, create, list or record grants, and
 ``canUpdateOwnMetadata`` only when ``can_update_own_metadata=True``. Extra grants
-must be passed explicitly (``grants=VideoGrants(...)``).
+must be passed explicitly (``grants=VideoGrants(...)`` or
+``grants=[VideoGrants(...), SIPGrants(call=True)]``).
 
 **Default TTL: 10 minutes** (:data:`DEFAULT_TTL`). A LiveKit token only has to
 be valid when the client *connects*: the server hands connected participants
@@ -40,23 +43,37 @@ headroom for both.
 second warning, and does not refuse short secrets (``livekit-server --dev``
 uses a 6-byte one).
 
-**Reference mode.** For large metadata, or several workers sharing a Redis
-session store, the token can carry only a reference: every dispatch's job
-metadata becomes ``{"session": "<id>"}`` (the id defaults to the room name) and
-the full metadata is written to a
-:class:`~livekit.plugins.metadata.session.SessionManager` instead — see
-:meth:`TokenIssuer.amint` and :meth:`TokenIssuer.mint_reference`.
+**Each token owns a session.** Given a
+:class:`~livekit.plugins.metadata.sessions.manager.SessionManager`,
+:meth:`TokenIssuer.amint` creates a fresh session per token (an unguessable id
+from ``create_session()``, never one a caller names), writes the participant's
+public metadata, its ``private_metadata`` (keys that live *only* in the store)
+and an owner record (:data:`SESSION_OWNER_KEY`) there, and mints a token whose
+participant attribute :data:`~livekit.plugins.metadata.codec.SESSION_ATTRIBUTE`
+and every dispatch's job-metadata key
+:data:`~livekit.plugins.metadata.codec.SESSION_KEY` carry the session id. What
+each party sees:
+
+* the client (holds the JWT) and every participant in the room (participant
+  metadata and attributes are broadcast): the public metadata and the session id;
+* the agent: the public metadata and job metadata from the token, and through
+  the session id the private keys and the owner record;
+* nobody else: the private keys are in no claim of the token.
+
+The ``lk-metadata.`` namespace belongs to the plugin: a caller's metadata or
+attribute key there is refused with
+:class:`~livekit.plugins.metadata.errors.ReservedKey`, in every mint.
 """
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import os
+import re
 import time
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, Protocol, Union
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Union
 
 import jwt
 import orjson
@@ -65,33 +82,58 @@ from jwt.algorithms import HMACAlgorithm
 from livekit import api
 from livekit.api.access_token import Claims
 
+from .._util import key_label
 from ..codec import (
     DEFAULT_MAX_ATTRIBUTES_BYTES,
     DEFAULT_MAX_METADATA_BYTES,
+    PLUGIN_ATTRIBUTE_PREFIX,
+    SESSION_ATTRIBUTE,
+    SESSION_KEY,
+    attributes_size,
     parse_metadata,
     serialize_metadata,
     validate_attributes,
 )
 from ..errors import (
     ConfigError,
+    InvalidAttributes,
     MetadataError,
+    ReservedKey,
     RoutingError,
     TokenError,
     TokenVerificationError,
 )
 from ..log import logger
+from .claims import (
+    MAX_IDENTITY_BYTES,
+    PARTICIPANT_KINDS,
+    GrantsInput,
+    check_name,
+    claims_grants,
+    grants_claims,
+    join_problem,
+    participant_claims,
+    read_claims,
+    room_config_claim,
+    ttl_seconds,
+)
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
 
+    from ..sessions.manager import SessionManager
+
 __all__ = [
+    "DEFAULT_SESSION_GRACE",
     "DEFAULT_TTL",
     "MAX_IDENTITY_BYTES",
     "PARTICIPANT_KINDS",
+    "SESSION_OWNER_KEY",
     "Dispatch",
     "DispatchSpec",
     "MetadataInput",
     "ReferenceToken",
+    "SessionToken",
     "TokenIssuer",
     "VerifiedToken",
 ]
@@ -99,16 +141,25 @@ __all__ = [
 DEFAULT_TTL = timedelta(minutes=10)
 """Default token lifetime: long enough to connect, short enough to limit a leaked token."""
 
-MAX_IDENTITY_BYTES = 256
-"""LiveKit's limit for identities, room names and participant names (UTF-8 bytes)."""
+DEFAULT_SESSION_GRACE = timedelta(minutes=10)
+"""How long a token session outlives its token by default.
 
-PARTICIPANT_KINDS = frozenset(
-    {"standard", "egress", "ingress", "sip", "agent", "connector", "bridge"}
-)
-"""Participant kinds the LiveKit server accepts in the ``kind`` claim."""
+A token is checked only when the client connects, and the agent reads the
+participant's session when the participant joins, so a session must last the
+token's lifetime plus the time from a last-second join (clocks up to a minute
+apart) to the agent reading it. A session whose token is never used expires
+on its own after ``ttl + grace``."""
 
-SESSION_KEY = "session"
-"""The key of the job-metadata reference written in reference mode."""
+SESSION_OWNER_KEY = PLUGIN_ATTRIBUTE_PREFIX + "owner"
+"""Session key of a token session's owner record, ``{"identity": ..., "room": ...}``.
+
+Written by :meth:`TokenIssuer.amint` next to the metadata, so an agent can check
+that a session reference belongs to the participant (and room) presenting it."""
+
+LEGACY_REFERENCE_KEY = "session"
+"""The job-metadata key of :meth:`TokenIssuer.mint_reference` (deprecated)."""
+
+_RESERVED_IN_JSON = '"' + PLUGIN_ATTRIBUTE_PREFIX
 
 MetadataInput = Union[Mapping[str, Any], "BaseModel", str]
 """Metadata as accepted by :meth:`TokenIssuer.mint`: a mapping, a pydantic model or a JSON string."""
@@ -163,7 +214,8 @@ class VerifiedToken:
         issuer: The API key the token was issued for (``iss``).
         not_before: ``nbf`` as an aware UTC datetime, when present.
         expires_at: ``exp`` as an aware UTC datetime.
-        claims: The raw :class:`livekit.api.Claims` from ``TokenVerifier``.
+        claims: The claims as :class:`livekit.api.Claims` (grants absent from the
+            token are ``None``).
     """
 
     identity: str
@@ -179,6 +231,11 @@ class VerifiedToken:
     expires_at: datetime
     claims: Claims
 
+    @property
+    def grant_claims(self) -> dict[str, dict[str, Any]]:
+        """Every grant in the token as written in it, e.g. ``{"video": {...}, "sip": {...}}``."""
+        return claims_grants(self.claims)
+
     def __repr__(self) -> str:
         return (
             f"VerifiedToken(identity={self.identity!r}, room={self.room!r}, "
@@ -189,8 +246,40 @@ class VerifiedToken:
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
+class SessionToken:
+    """A token that owns a session, as :meth:`TokenIssuer.amint` returns it.
+
+    Attributes:
+        token: The signed JWT. Its participant attribute ``SESSION_ATTRIBUTE``
+            and every dispatch's job-metadata key ``SESSION_KEY`` hold
+            ``session_id``.
+        session_id: The token's own session (at least 128 random bits), already
+            written when this object exists.
+        expires_at: The token's ``exp`` as an aware UTC datetime (the session
+            lives a grace period longer).
+    """
+
+    token: str
+    session_id: str
+    expires_at: datetime
+
+    def __repr__(self) -> str:
+        return (
+            f"SessionToken(session_id={self.session_id!r}, token=<{len(self.token)} chars>, "
+            f"expires_at={self.expires_at.isoformat()})"
+        )
+
+
+class _Minted(NamedTuple):
+    token: str
+    stored: dict[str, Any] | None
+    expires: int
+    lifetime: int
+
+
+@dataclasses.dataclass(frozen=True, repr=False)
 class ReferenceToken:
-    """A reference-mode token and what must be stored for it.
+    """Deprecated: a :meth:`TokenIssuer.mint_reference` token; use :meth:`TokenIssuer.amint`.
 
     Store ``metadata`` under ``session_id`` (``await
     sessions.set_session_metadata(ref.session_id, ref.metadata)``) **before**
@@ -218,10 +307,6 @@ class _Router(Protocol):
     def route(self, metadata: Mapping[str, Any], /) -> Any: ...
 
 
-class _Sessions(Protocol):
-    async def set_session_metadata(self, session_id: str, mapping: Mapping[str, Any], /) -> Any: ...
-
-
 def _describe(value: object) -> str:
     if isinstance(value, str):
         return f"{len(value)} chars"
@@ -233,27 +318,6 @@ def _describe(value: object) -> str:
 def _is_compact(text: str) -> bool:
     """True if ``text`` has no JSON whitespace at all (so none between tokens)."""
     return " " not in text and "\n" not in text and "\r" not in text and "\t" not in text
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(word.capitalize() for word in rest)
-
-
-_VIDEO_FIELDS: tuple[tuple[str, str], ...] = tuple(
-    (f.name, _camel(f.name)) for f in dataclasses.fields(api.VideoGrants)
-)
-
-
-def _video_claim(grants: api.VideoGrants) -> dict[str, Any]:
-    """The ``video`` claim exactly as ``Claims.asdict()`` writes it."""
-    out: dict[str, Any] = {}
-    for attr, key in _VIDEO_FIELDS:
-        value = getattr(grants, attr)
-        if value is None or (isinstance(value, str) and value == ""):
-            continue
-        out[key] = list(value) if isinstance(value, list) else value
-    return out
 
 
 class _PreparedHMAC(HMACAlgorithm):
@@ -279,36 +343,6 @@ class _PreparedHMAC(HMACAlgorithm):
         return super().prepare_key(key)
 
 
-def _check_name(value: object, what: str, *, required: bool) -> str:
-    if not isinstance(value, str):
-        raise TypeError(f"{what} must be a str, not {type(value).__name__}")
-    if not value:
-        if required:
-            raise ValueError(f"{what} must not be empty")
-        return value
-    try:
-        size = len(value.encode("utf-8"))
-    except UnicodeEncodeError:
-        raise ValueError(f"{what} is not valid UTF-8 (lone surrogate)") from None
-    if size > MAX_IDENTITY_BYTES:
-        raise ValueError(
-            f"{what} is {size} bytes (UTF-8), over LiveKit's limit of {MAX_IDENTITY_BYTES}"
-        )
-    return value
-
-
-def _ttl_seconds(ttl: timedelta | float, what: str = "ttl") -> int:
-    if isinstance(ttl, timedelta):
-        seconds = ttl.total_seconds()
-    elif isinstance(ttl, (int, float)) and not isinstance(ttl, bool):
-        seconds = float(ttl)
-    else:
-        raise TypeError(f"{what} must be a timedelta or seconds, not {type(ttl).__name__}")
-    if not seconds >= 1:  # also rejects NaN
-        raise ValueError(f"{what} must be at least one second")
-    return int(seconds)
-
-
 def _prefix(exc: MetadataError, what: str) -> MetadataError:
     """Prefix an error's message in place (its typed attributes stay as they are)."""
     exc.message = f"{what}: {exc.message}"
@@ -316,10 +350,30 @@ def _prefix(exc: MetadataError, what: str) -> MetadataError:
     return exc
 
 
-def _utc(ts: object) -> datetime | None:
-    if isinstance(ts, (int, float)) and not isinstance(ts, bool):
-        return datetime.fromtimestamp(ts, tz=timezone.utc)
-    return None
+def _refuse_reserved(keys: Iterable[str], what: str) -> None:
+    """Raise :class:`ReservedKey` for the first key in the plugin's own namespace."""
+    for key in keys:
+        if key.startswith(PLUGIN_ATTRIBUTE_PREFIX):
+            raise ReservedKey(
+                f"{what}: key {key_label(key)} is in the namespace {PLUGIN_ATTRIBUTE_PREFIX!r}, "
+                "which only this plugin writes (it carries the token-session reference); "
+                "use another key",
+                key=key_label(key, quote=False),
+            )
+
+
+_TIME_CLAIM = re.compile(r"\((exp|nbf|iat)\)")
+
+
+def _timestamp(payload: Mapping[str, Any], claim: str) -> datetime | None:
+    """A NumericDate claim PyJWT accepted, as an aware UTC datetime (``None`` if absent)."""
+    value = payload.get(claim)
+    if value is None:
+        return None
+    try:
+        return datetime.fromtimestamp(value, tz=timezone.utc)
+    except (OverflowError, ValueError, OSError, TypeError):
+        raise TokenVerificationError(f"{claim!r} claim is not a date in range") from None
 
 
 class TokenIssuer:
@@ -342,9 +396,10 @@ class TokenIssuer:
         max_attributes_bytes: Largest attribute map (sum of key and value bytes).
         router: Optional router (e.g. ``MetadataRouter``); when a mint call gives
             no ``dispatch``, ``router.route(metadata)`` chooses it.
-        sessions: Optional ``SessionManager``, needed for reference mode.
-        reference_mode: When true, :meth:`amint` issues reference tokens by default
-            and :meth:`mint` refuses (it cannot store).
+        sessions: Optional ``SessionManager``, needed by :meth:`amint` (a
+            session per token); :meth:`mint` never touches it.
+        session_grace: How long a token session outlives its token
+            (:data:`DEFAULT_SESSION_GRACE`; a timedelta or seconds).
         leeway: Clock leeway accepted by :meth:`verify`.
         clock: Returns the current Unix time; injectable for tests.
 
@@ -360,11 +415,10 @@ class TokenIssuer:
         "_leeway",
         "_max_attributes_bytes",
         "_max_metadata_bytes",
-        "_reference_mode",
         "_router",
+        "_session_grace",
         "_sessions",
         "_ttl",
-        "_verifier",
     )
 
     def __init__(
@@ -376,8 +430,8 @@ class TokenIssuer:
         max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
         max_attributes_bytes: int = DEFAULT_MAX_ATTRIBUTES_BYTES,
         router: _Router | None = None,
-        sessions: _Sessions | None = None,
-        reference_mode: bool = False,
+        sessions: SessionManager | None = None,
+        session_grace: timedelta | float = DEFAULT_SESSION_GRACE,
         leeway: timedelta = timedelta(minutes=1),
         clock: Callable[[], float] = time.time,
     ) -> None:
@@ -399,8 +453,8 @@ class TokenIssuer:
                 raise ValueError(f"{what} must be a positive int")
         if router is not None and not callable(getattr(router, "route", None)):
             raise TypeError("router must have a route(metadata) method")
-        if sessions is not None and not callable(getattr(sessions, "set_session_metadata", None)):
-            raise TypeError("sessions must have an async set_session_metadata(sid, mapping) method")
+        if sessions is not None and not callable(getattr(sessions, "create_session", None)):
+            raise TypeError("sessions must be a SessionManager")
         try:
             algorithm = _PreparedHMAC(secret.encode("utf-8"))
         except jwt.InvalidKeyError as exc:
@@ -411,22 +465,21 @@ class TokenIssuer:
         self._jws.register_algorithm("HS256", algorithm)
         self._key = algorithm.prepared
         self._api_key = key
-        self._ttl = _ttl_seconds(ttl)
+        self._ttl = ttl_seconds(ttl)
         self._max_metadata_bytes = max_metadata_bytes
         self._max_attributes_bytes = max_attributes_bytes
         self._router = router
         self._sessions = sessions
-        self._reference_mode = bool(reference_mode)
-        self._leeway = leeway
+        self._session_grace = ttl_seconds(session_grace, "session_grace")
+        self._leeway = leeway.total_seconds()
         self._clock = clock
-        self._verifier = api.TokenVerifier(key, secret, leeway=leeway)
 
     def __repr__(self) -> str:
         return (
             f"TokenIssuer(api_key={self._api_key!r}, ttl={self._ttl}s, "
             f"max_metadata_bytes={self._max_metadata_bytes}, "
             f"router={type(self._router).__name__ if self._router else None}, "
-            f"reference_mode={self._reference_mode})"
+            f"sessions={self._sessions is not None})"
         )
 
     @property
@@ -445,9 +498,9 @@ class TokenIssuer:
         return self._max_metadata_bytes
 
     @property
-    def reference_mode(self) -> bool:
-        """Whether :meth:`amint` issues reference tokens by default."""
-        return self._reference_mode
+    def session_grace(self) -> timedelta:
+        """How long a token session outlives its token."""
+        return timedelta(seconds=self._session_grace)
 
     # ------------------------------------------------------------------ minting
 
@@ -463,7 +516,7 @@ class TokenIssuer:
         job_metadata: MetadataInput | None = None,
         can_update_own_metadata: bool = False,
         ttl: timedelta | float | None = None,
-        grants: api.VideoGrants | None = None,
+        grants: GrantsInput | None = None,
         kind: str | None = None,
         room_config: api.RoomConfiguration | None = None,
     ) -> str:
@@ -487,9 +540,13 @@ class TokenIssuer:
             can_update_own_metadata: Grant ``canUpdateOwnMetadata`` (off by default;
                 a client that can rewrite its metadata makes it untrusted input).
             ttl: Lifetime of this token (timedelta or seconds); default the issuer's.
-            grants: An explicit ``VideoGrants`` replacing the default
-                ``VideoGrants(room_join=True, room=room)``; its ``room`` must be
-                empty (it is filled in) or equal ``room``.
+            grants: One livekit-api grant object or several of distinct types
+                (``VideoGrants``, ``SIPGrants``, ``InferenceGrants``,
+                ``ObservabilityGrants``, ``AgentGrants``, ``AgentEndpointGrants``,
+                ``AgentThreadGrants``, any later one: ``claims.GRANT_CLAIMS``). A
+                ``VideoGrants`` replaces the default ``VideoGrants(room_join=True,
+                room=room)``; its ``room`` must be empty (it is filled in) or
+                equal ``room``.
             kind: Participant kind (:data:`PARTICIPANT_KINDS`).
             room_config: Other ``RoomConfiguration`` settings (``empty_timeout``,
                 ``max_participants``, ...) for the room this join creates; its
@@ -500,20 +557,15 @@ class TokenIssuer:
             The signed JWT.
 
         Raises:
-            ConfigError: The issuer is in reference mode (use :meth:`amint`).
             MetadataError: Metadata is not a JSON object or is too large.
+            ReservedKey: A metadata or attribute key in the ``lk-metadata.`` namespace.
             InvalidAttributes: Attributes are not valid LiveKit attributes.
             RoutingError: The router rejected the metadata (``NoRouteMatched`` too).
             ValueError: An empty or too long identity/room/name, an empty agent
                 name, a bad ttl, kind or grant room.
             TypeError: An argument has the wrong type.
         """
-        if self._reference_mode:
-            raise ConfigError(
-                "this TokenIssuer is in reference mode: use await amint(...) "
-                "(stores the metadata) or mint_reference(...)"
-            )
-        token, _ = self._mint(
+        return self._mint(
             identity,
             room,
             name=name,
@@ -526,9 +578,87 @@ class TokenIssuer:
             grants=grants,
             kind=kind,
             room_config=room_config,
-            session_id=None,
+        ).token
+
+    async def amint(
+        self,
+        identity: str,
+        room: str,
+        *,
+        name: str | None = None,
+        metadata: MetadataInput | None = None,
+        private_metadata: MetadataInput | None = None,
+        attributes: Mapping[str, str] | None = None,
+        dispatch: DispatchSpec | Iterable[DispatchSpec] | None = None,
+        job_metadata: MetadataInput | None = None,
+        can_update_own_metadata: bool = False,
+        ttl: timedelta | float | None = None,
+        grants: GrantsInput | None = None,
+        kind: str | None = None,
+        room_config: api.RoomConfiguration | None = None,
+    ) -> SessionToken:
+        """Mint a token that owns a fresh session, and write that session first.
+
+        Creates a session with ``sessions.create_session()`` (at least 128 random
+        bits; never a caller-chosen id) and writes into it the public
+        ``metadata``, the ``private_metadata`` and the owner record
+        :data:`SESSION_OWNER_KEY` = ``{"identity": identity, "room": room}``, with
+        a TTL of the token's lifetime plus ``session_grace``. Only then is the
+        token returned: it never points at a session that was not written.
+
+        The token carries the public metadata as participant metadata, the
+        session id as participant attribute ``SESSION_ATTRIBUTE``, and each
+        dispatch's job metadata gets ``SESSION_KEY`` = the session id next to its
+        public keys. Private keys appear in no claim: a router chooses the
+        dispatch from the public and private keys together, and a private key in
+        any job metadata (e.g. picked by a routing rule) is left out of it.
+
+        Args:
+            private_metadata: Keys only the store holds (mapping, pydantic model
+                or JSON-object string); no key may also be in ``metadata``.
+            (others): As in :meth:`mint`.
+
+        Returns:
+            The token, its session id and its expiry.
+
+        Raises:
+            ConfigError: The issuer has no ``sessions=`` manager.
+            StoreFull, StoreUnavailable: The store refused; no token exists.
+            MetadataTooLarge: Some metadata, or the session, is over its limit.
+            ReservedKey: A caller key in the ``lk-metadata.`` namespace.
+            (others): As :meth:`mint`; nothing is stored when minting fails.
+        """
+        sessions = self._sessions
+        if sessions is None:
+            raise ConfigError("amint needs a session manager: pass sessions= to TokenIssuer")
+        session_id = sessions.create_session()
+        minted = self._mint(
+            identity,
+            room,
+            name=name,
+            metadata=metadata,
+            attributes=attributes,
+            dispatch=dispatch,
+            job_metadata=job_metadata,
+            can_update_own_metadata=can_update_own_metadata,
+            ttl=ttl,
+            grants=grants,
+            kind=kind,
+            room_config=room_config,
+            session_id=session_id,
+            private_metadata=private_metadata,
         )
-        return token
+        assert minted.stored is not None
+        await sessions.set_session_metadata(session_id, minted.stored)
+        lifetime = minted.lifetime + self._session_grace
+        if lifetime != sessions.session_ttl:
+            await sessions.store.touch(session_id, ttl=lifetime)
+        logger.debug(
+            "stored a token session",
+            extra={"session_id": session_id, "keys": len(minted.stored)},
+        )
+        expires_at = datetime.fromtimestamp(minted.expires, tz=timezone.utc)
+        return SessionToken(minted.token, session_id, expires_at)
 
     def mint_reference(
         self,
@@ -536,121 +666,43 @@ class TokenIssuer:
         room: str,
         *,
         session_id: str | None = None,
-        name: str | None = None,
-        metadata: MetadataInput | None = None,
-        attributes: Mapping[str, str] | None = None,
-        dispatch: DispatchSpec | Iterable[DispatchSpec] | None = None,
-        job_metadata: MetadataInput | None = None,
-        can_update_own_metadata: bool = False,
-        ttl: timedelta | float | None = None,
-        grants: api.VideoGrants | None = None,
-        kind: str | None = None,
-        room_config: api.RoomConfiguration | None = None,
+        **options: Any,
     ) -> ReferenceToken:
-        """Mint a reference token without storing anything (pure; see :meth:`amint`).
+        """Deprecated: use :meth:`amint`, which gives each token its own unguessable session.
 
-        The token has no participant ``metadata`` claim; each dispatch's job
-        metadata is ``{"session": session_id}``. The returned
-        :class:`ReferenceToken` holds the full metadata to store under
-        ``session_id`` (participant metadata, then job metadata merged over it).
-        The router (if any) still routes on the full metadata.
-
-        Args:
-            session_id: The session id; defaults to the room name.
-            (others): As in :meth:`mint`.
+        Mints a token without a participant metadata claim whose dispatches'
+        job metadata is ``{"session": session_id}`` (default: the room name, which
+        clients choose: the reason this is deprecated), and returns the metadata
+        the caller must store under that id. Kept only until the token endpoint's
+        ``reference_mode`` is gone.
 
         Raises:
             As :meth:`mint`, and ``ValueError`` for an empty session id.
         """
         sid = room if session_id is None else session_id
-        _check_name(sid, "session_id", required=True)
-        token, stored = self._mint(
-            identity,
-            room,
-            name=name,
-            metadata=metadata,
-            attributes=attributes,
-            dispatch=dispatch,
-            job_metadata=job_metadata,
-            can_update_own_metadata=can_update_own_metadata,
-            ttl=ttl,
-            grants=grants,
-            kind=kind,
-            room_config=room_config,
-            session_id=sid,
-        )
-        assert stored is not None
-        return ReferenceToken(token=token, session_id=sid, metadata=stored)
-
-    async def amint(
-        self,
-        identity: str,
-        room: str,
-        *,
-        reference: bool | None = None,
-        session_id: str | None = None,
-        name: str | None = None,
-        metadata: MetadataInput | None = None,
-        attributes: Mapping[str, str] | None = None,
-        dispatch: DispatchSpec | Iterable[DispatchSpec] | None = None,
-        job_metadata: MetadataInput | None = None,
-        can_update_own_metadata: bool = False,
-        ttl: timedelta | float | None = None,
-        grants: api.VideoGrants | None = None,
-        kind: str | None = None,
-        room_config: api.RoomConfiguration | None = None,
-    ) -> str:
-        """Mint a token; in reference mode, store the metadata first.
-
-        With ``reference`` true (default: the issuer's ``reference_mode``), the
-        full metadata is merged into the session ``session_id`` (default: the
-        room name) of the configured SessionManager, and only then is the
-        reference token returned — a token never points at a session that was
-        not written. Otherwise this is :meth:`mint`.
-
-        Raises:
-            ConfigError: Reference mode without a ``sessions=`` manager.
-            StoreError: The session store failed (nothing is returned then).
-            (others): As :meth:`mint`.
-        """
-        use_reference = self._reference_mode if reference is None else reference
-        options: dict[str, Any] = {
-            "name": name,
-            "metadata": metadata,
-            "attributes": attributes,
-            "dispatch": dispatch,
-            "job_metadata": job_metadata,
-            "can_update_own_metadata": can_update_own_metadata,
-            "ttl": ttl,
-            "grants": grants,
-            "kind": kind,
-            "room_config": room_config,
-        }
-        if not use_reference:
-            token, _ = self._mint(identity, room, session_id=None, **options)
-            return token
-        if self._sessions is None:
-            raise ConfigError(
-                "reference mode needs a session manager: pass sessions= to TokenIssuer"
-            )
-        ref = self.mint_reference(identity, room, session_id=session_id, **options)
-        await self._sessions.set_session_metadata(ref.session_id, ref.metadata)
-        logger.debug(
-            "stored reference-token metadata",
-            extra={"session_id": ref.session_id, "keys": len(ref.metadata)},
-        )
-        return ref.token
+        check_name(sid, "session_id", required=True)
+        minted = self._mint(identity, room, legacy_reference=sid, **options)
+        assert minted.stored is not None
+        return ReferenceToken(token=minted.token, session_id=sid, metadata=minted.stored)
 
     def _metadata_claim(
         self, value: object, what: str, *, want_dict: bool
     ) -> tuple[str, dict[str, Any] | None]:
-        """Compact JSON string (``""`` for none) and, when asked, the dict."""
+        """Compact JSON string (``""`` for none) and, when asked, the dict.
+
+        Raises :class:`ReservedKey` for a top-level key in the plugin's namespace.
+        """
         try:
-            return self._metadata_claim_of(value, what, want_dict=want_dict)
+            text, parsed = self._metadata_claim_of(value, what, want_dict=want_dict)
         except MetadataError as exc:
             if what != "metadata":  # say which metadata was rejected
                 _prefix(exc, what)
             raise
+        if parsed is not None:
+            _refuse_reserved(parsed, what)
+        elif _RESERVED_IN_JSON in text:  # orjson's output: no escapes to hide a key behind
+            _refuse_reserved(orjson.loads(text), what)
+        return text, parsed
 
     def _metadata_claim_of(
         self, value: object, what: str, *, want_dict: bool
@@ -684,104 +736,87 @@ class TokenIssuer:
         identity: str,
         room: str,
         *,
-        name: str | None,
-        metadata: MetadataInput | None,
-        attributes: Mapping[str, str] | None,
-        dispatch: DispatchSpec | Iterable[DispatchSpec] | None,
-        job_metadata: MetadataInput | None,
-        can_update_own_metadata: bool,
-        ttl: timedelta | float | None,
-        grants: api.VideoGrants | None,
-        kind: str | None,
-        room_config: api.RoomConfiguration | None,
-        session_id: str | None,
-    ) -> tuple[str, dict[str, Any] | None]:
-        _check_name(identity, "identity", required=True)
-        _check_name(room, "room", required=True)
-        reference = session_id is not None
+        name: str | None = None,
+        metadata: MetadataInput | None = None,
+        attributes: Mapping[str, str] | None = None,
+        dispatch: DispatchSpec | Iterable[DispatchSpec] | None = None,
+        job_metadata: MetadataInput | None = None,
+        can_update_own_metadata: bool = False,
+        ttl: timedelta | float | None = None,
+        grants: GrantsInput | None = None,
+        kind: str | None = None,
+        room_config: api.RoomConfiguration | None = None,
+        session_id: str | None = None,
+        private_metadata: MetadataInput | None = None,
+        legacy_reference: str | None = None,
+    ) -> _Minted:
+        """Check everything, build the claims and sign; pure (the caller stores).
+
+        With ``session_id`` the token is linked to that session (attribute and
+        job-metadata key) and ``stored`` is what the session must hold; with
+        ``legacy_reference`` (deprecated :meth:`mint_reference`) the old
+        ``{"session": id}`` reference replaces all metadata in the token.
+        """
+        check_name(identity, "identity", required=True)
+        check_name(room, "room", required=True)
+        linked = session_id is not None or legacy_reference is not None
         router = self._router if dispatch is None else None
-        want_dict = reference or router is not None
+        want_dict = linked or router is not None
 
-        claims: dict[str, Any] = {}
-        if name is not None and _check_name(name, "name", required=False):
-            claims["name"] = name
-        if kind is not None and kind != "":
-            if kind not in PARTICIPANT_KINDS:
-                raise ValueError(f"kind must be one of {sorted(PARTICIPANT_KINDS)}")
-            claims["kind"] = kind
-
-        md_text = ""
-        md_dict: dict[str, Any] | None = None
+        claims = participant_claims(name, kind)
+        md_text, md_dict = "", None
         if metadata is not None:
             md_text, md_dict = self._metadata_claim(metadata, "metadata", want_dict=want_dict)
-        if md_text and not reference:
+        private: dict[str, Any] = {}
+        if private_metadata is not None:
+            private = self._private_metadata(private_metadata, md_dict or {})
+        if md_text and legacy_reference is None:
             claims["metadata"] = md_text
+        claims.update(grants_claims(room, grants, can_update_own_metadata=can_update_own_metadata))
+        attrs = self._attributes_claim(attributes, session_id)
+        if attrs is not None:
+            claims["attributes"] = attrs
 
-        if grants is None:
-            video: dict[str, Any] = {
-                "roomJoin": True,
-                "room": room,
-                "canPublish": True,
-                "canSubscribe": True,
-                "canPublishData": True,
-            }
-            if can_update_own_metadata:
-                video["canUpdateOwnMetadata"] = True
-        else:
-            if not isinstance(grants, api.VideoGrants):
-                raise TypeError(
-                    f"grants must be livekit.api.VideoGrants, not {type(grants).__name__}"
-                )
-            if grants.room and grants.room != room:
-                raise ValueError("grants.room must be empty or equal to room")
-            video = _video_claim(grants)
-            video["room"] = room
-            if can_update_own_metadata:
-                video["canUpdateOwnMetadata"] = True
-        claims["video"] = video
-
-        if attributes is not None:
-            claims["attributes"] = validate_attributes(
-                attributes, max_bytes=self._max_attributes_bytes
-            )
-
-        room_claim: dict[str, Any] | None = None
-        if room_config is not None:
-            if not isinstance(room_config, api.RoomConfiguration):
-                raise TypeError(
-                    "room_config must be livekit.api.RoomConfiguration, "
-                    f"not {type(room_config).__name__}"
-                )
-            if len(room_config.agents):
-                raise ValueError("room_config.agents must be empty: pass agents as dispatch=")
-            room_claim = MessageToDict(room_config)
-
-        specs = self._resolve_dispatch(dispatch, router, md_dict, job_metadata is not None)
+        room_claim = room_config_claim(room_config)
+        route_on = {**md_dict, **private} if private and md_dict else (private or md_dict)
+        specs = self._resolve_dispatch(dispatch, router, route_on, job_metadata is not None)
+        job_dicts: list[dict[str, Any] | None] = []
         if specs:
             agents, job_dicts = self._agents_claim(
-                specs, job_metadata, metadata, md_text, md_dict, want_dict=reference
+                specs, job_metadata, metadata, md_text, md_dict, want_dict=linked
             )
+            if session_id is not None:
+                self._link_agents(agents, job_dicts, session_id, private)
+            elif legacy_reference is not None:
+                ref_text = orjson.dumps({LEGACY_REFERENCE_KEY: legacy_reference}).decode()
+                for agent in agents:
+                    agent["metadata"] = ref_text
             room_claim = room_claim or {}
             room_claim["agents"] = agents
         elif job_metadata is not None:
             raise ValueError("job_metadata needs a dispatch (pass dispatch= or configure a router)")
-        else:
-            job_dicts = []
         if room_claim is not None:
             claims["roomConfig"] = room_claim
 
         stored: dict[str, Any] | None = None
-        if reference:
-            assert session_id is not None
+        if session_id is not None:
+            stored = {**(md_dict or {}), **private}
+            stored[SESSION_OWNER_KEY] = {"identity": identity, "room": room}
+        elif legacy_reference is not None:
             stored = dict(md_dict or {})
             for job in job_dicts:
-                stored.update(job)
-            ref_text = orjson.dumps({SESSION_KEY: session_id}).decode()
-            for agent in claims.get("roomConfig", {}).get("agents", ()):
-                agent["metadata"] = ref_text
+                stored.update(job or {})
+        return self._sign(claims, identity, ttl, stored)
 
+    def _sign(
+        self,
+        claims: dict[str, Any],
+        identity: str,
+        ttl: timedelta | float | None,
+        stored: dict[str, Any] | None,
+    ) -> _Minted:
         now = int(self._clock())
-        lifetime = self._ttl if ttl is None else _ttl_seconds(ttl)
+        lifetime = self._ttl if ttl is None else ttl_seconds(ttl)
         claims["sub"] = identity
         claims["iss"] = self._api_key
         claims["nbf"] = now
@@ -790,7 +825,54 @@ class TokenIssuer:
             payload = orjson.dumps(claims)
         except orjson.JSONEncodeError as exc:  # only reachable through odd grant values
             raise TokenError(f"token claims are not JSON-serializable: {exc}") from None
-        return self._jws.encode(payload, self._key, algorithm="HS256"), stored
+        token = self._jws.encode(payload, self._key, algorithm="HS256")
+        return _Minted(token, stored, now + lifetime, lifetime)
+
+    def _private_metadata(self, value: MetadataInput, public: dict[str, Any]) -> dict[str, Any]:
+        _, private = self._metadata_claim(value, "private_metadata", want_dict=True)
+        private = private or {}
+        for key in private:
+            if key in public:
+                raise ValueError(
+                    f"key {key_label(key)} is in both metadata and private_metadata: "
+                    "a key is either public (in the token) or private (only in the store)"
+                )
+        return private
+
+    def _link_agents(
+        self,
+        agents: list[dict[str, Any]],
+        job_dicts: list[dict[str, Any] | None],
+        session_id: str,
+        private: Mapping[str, Any],
+    ) -> None:
+        """Put the session id into each dispatch's job metadata, private keys left out."""
+        limit = self._max_metadata_bytes
+        for agent, job in zip(agents, job_dicts, strict=True):
+            public = {k: v for k, v in (job or {}).items() if k not in private}
+            public[SESSION_KEY] = session_id
+            try:
+                agent["metadata"] = serialize_metadata(public, max_bytes=limit)
+            except MetadataError as exc:
+                raise _prefix(exc, f"dispatch {agent['agentName']!r} metadata") from None
+
+    def _attributes_claim(
+        self, attributes: Mapping[str, str] | None, session_id: str | None
+    ) -> dict[str, str] | None:
+        if attributes is None and session_id is None:
+            return None
+        limit = self._max_attributes_bytes
+        checked = validate_attributes(attributes, max_bytes=limit)
+        _refuse_reserved(checked, "attributes")
+        if session_id is not None:
+            checked[SESSION_ATTRIBUTE] = session_id
+            total = attributes_size(checked)
+            if total > limit:
+                raise InvalidAttributes(
+                    f"attributes total {total} bytes with the session reference, "
+                    f"over the limit of {limit} bytes"
+                )
+        return checked
 
     def _resolve_dispatch(
         self,
@@ -847,8 +929,8 @@ class TokenIssuer:
         md_dict: dict[str, Any] | None,
         *,
         want_dict: bool,
-    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-        """The ``roomConfig.agents`` list and (reference mode) the job-metadata dicts."""
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any] | None]]:
+        """The ``roomConfig.agents`` list and (``want_dict``) each one's job-metadata dict."""
         job_text = ""
         job_dict: dict[str, Any] | None = None
         if job_metadata is not None:
@@ -861,7 +943,7 @@ class TokenIssuer:
                     job_metadata, "job_metadata", want_dict=want_dict
                 )
         agents: list[dict[str, Any]] = []
-        job_dicts: list[dict[str, Any]] = []
+        job_dicts: list[dict[str, Any] | None] = []
         attr_limit = self._max_attributes_bytes
         for spec in specs:
             if isinstance(spec, str):
@@ -908,8 +990,7 @@ class TokenIssuer:
                 entry["metadata"] = text
             else:
                 entry.pop("metadata", None)
-            if want_dict and parsed:
-                job_dicts.append(parsed)
+            job_dicts.append(parsed)
             if deployment is not None:
                 if not isinstance(deployment, str):
                     raise TypeError(f"deployment must be a str, not {type(deployment).__name__}")
@@ -918,6 +999,7 @@ class TokenIssuer:
             if attrs is not None:
                 try:
                     checked = validate_attributes(attrs, max_bytes=attr_limit)
+                    _refuse_reserved(checked, "attributes")
                 except MetadataError as exc:
                     raise _prefix(exc, f"dispatch {agent_name!r}") from None
                 if checked:
@@ -927,22 +1009,79 @@ class TokenIssuer:
 
     # ------------------------------------------------------------ verification
 
-    def verify(self, token: str) -> VerifiedToken:
-        """Verify a token with ``livekit.api.TokenVerifier`` and parse its metadata.
+    def verify(self, token: str, *, require_join: bool = True) -> VerifiedToken:
+        """Verify a token with PyJWT, check the shape of every claim, parse its metadata.
 
         Checks: HS256 signature with this issuer's secret, ``iss`` equal to the
         API key, ``exp`` present and not past, ``nbf`` not in the future (both
-        with the issuer's leeway), and a participant metadata claim that is a
-        JSON object within ``max_metadata_bytes``.
+        with the issuer's leeway) — all PyJWT's — then the type and shape of
+        every claim LiveKit reads (identity, name, kind, metadata, attributes,
+        each grant, ``roomConfig``, times within a datetime's range), a
+        participant metadata claim that is a JSON object within
+        ``max_metadata_bytes``, and (``require_join``) what LiveKit needs to let
+        the token join a room: an identity and a video grant with ``roomJoin``
+        and the room.
+
+        Args:
+            token: The JWT.
+            require_join: Also refuse tokens LiveKit would not let join a room
+                (pass ``False`` to inspect e.g. server-API tokens).
 
         Raises:
-            TokenVerificationError: Which check failed (never the token itself).
+            TokenVerificationError: Which check failed, naming the claim (never
+                the token or a claim's value).
             TypeError: ``token`` is not a str.
         """
         if not isinstance(token, str):
             raise TypeError(f"token must be a str, not {type(token).__name__}")
+        payload = self._decode(token)
+        claims = read_claims(payload)
+        if require_join and (problem := join_problem(claims)) is not None:
+            raise TokenVerificationError(problem)
         try:
-            claims = self._verifier.verify(token)
+            metadata = parse_metadata(claims.metadata or None, max_bytes=self._max_metadata_bytes)
+        except MetadataError as exc:
+            raise TokenVerificationError(f"metadata claim: {exc}") from None
+        expires_at = _timestamp(payload, "exp")
+        assert expires_at is not None  # PyJWT required it
+        dispatches: tuple[Dispatch, ...] = ()
+        if claims.room_config is not None:
+            dispatches = tuple(
+                Dispatch(
+                    agent.agent_name,
+                    metadata=agent.metadata or None,
+                    deployment=agent.deployment or None,
+                    attributes=dict(agent.attributes) or None,
+                )
+                for agent in claims.room_config.agents
+            )
+        grants = claims.video or api.VideoGrants()
+        return VerifiedToken(
+            identity=claims.identity,
+            name=claims.name,
+            room=grants.room or "",
+            kind=claims.kind,
+            metadata=metadata,
+            attributes=dict(claims.attributes or {}),
+            dispatches=dispatches,
+            grants=grants,
+            issuer=payload["iss"],
+            not_before=_timestamp(payload, "nbf"),
+            expires_at=expires_at,
+            claims=claims,
+        )
+
+    def _decode(self, token: str) -> dict[str, Any]:
+        """PyJWT's checks (signature, iss, exp, nbf, iat), each failure as one message."""
+        try:
+            payload: dict[str, Any] = jwt.decode(
+                token,
+                key=self._key,
+                algorithms=["HS256"],
+                issuer=self._api_key,
+                leeway=self._leeway,
+                options={"require": ["exp", "iss"]},
+            )
         except jwt.ExpiredSignatureError:
             raise TokenVerificationError("token has expired (exp check failed)") from None
         except jwt.ImmatureSignatureError:
@@ -961,50 +1100,20 @@ class TokenIssuer:
             raise TokenVerificationError(
                 "algorithm check failed: only HS256 tokens are accepted"
             ) from None
-        except jwt.DecodeError:
+        except jwt.exceptions.InvalidSubjectError:
+            raise TokenVerificationError("'sub' claim must be a string") from None
+        except jwt.InvalidIssuedAtError:
+            raise TokenVerificationError("'iat' claim must be a number (NumericDate)") from None
+        except jwt.DecodeError as exc:
+            # PyJWT names a malformed time claim as "... claim (exp) must be an integer".
+            time_claim = _TIME_CLAIM.search(str(exc))
+            if time_claim is not None:
+                raise TokenVerificationError(
+                    f"{time_claim.group(1)!r} claim must be a number (NumericDate)"
+                ) from None
             raise TokenVerificationError("token is malformed: not a signed JWT") from None
         except jwt.InvalidTokenError as exc:
             raise TokenVerificationError(
                 f"token verification failed ({type(exc).__name__})"
             ) from None
-        except (TypeError, ValueError, AttributeError) as exc:
-            # TokenVerifier rebuilding grants/roomConfig from unexpected claim shapes.
-            raise TokenVerificationError(
-                f"token claims have an unexpected shape ({type(exc).__name__})"
-            ) from None
-        try:
-            metadata = parse_metadata(claims.metadata or None, max_bytes=self._max_metadata_bytes)
-        except ValueError as exc:  # MetadataError is a ValueError
-            raise TokenVerificationError(f"metadata claim: {exc}") from None
-        # The signature is verified; read nbf/exp, which Claims does not keep.
-        segment = token.split(".", 2)[1]
-        times = orjson.loads(base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4)))
-        expires_at = _utc(times.get("exp"))
-        if expires_at is None:
-            raise TokenVerificationError("token has no numeric 'exp' claim")
-        dispatches: tuple[Dispatch, ...] = ()
-        if claims.room_config is not None:
-            dispatches = tuple(
-                Dispatch(
-                    agent.agent_name,
-                    metadata=agent.metadata or None,
-                    deployment=agent.deployment or None,
-                    attributes=dict(agent.attributes) or None,
-                )
-                for agent in claims.room_config.agents
-            )
-        grants = claims.video or api.VideoGrants()
-        return VerifiedToken(
-            identity=claims.identity,
-            name=claims.name or "",
-            room=grants.room or "",
-            kind=claims.kind or "",
-            metadata=metadata,
-            attributes=dict(claims.attributes or {}),
-            dispatches=dispatches,
-            grants=grants,
-            issuer=str(times.get("iss", "")),
-            not_before=_utc(times.get("nbf")),
-            expires_at=expires_at,
-            claims=claims,
-        )
+        return payload

@@ -1,0 +1,293 @@
+"""Regression tests for #13 and #18.3 against the real ``lk-metadata serve`` process.
+
+Each test writes a config file, starts ``python -m livekit.plugins.metadata.cli
+serve`` on a free loopback port with a real ``redis-server`` as its store (so the
+test can read what the process stored), talks to it over HTTP, and stops it by
+PID. The attacks are the ones the issue reproduced: poisoning another caller's
+session, blocking a room with a 63,984-byte object, overlapping tenant prefixes,
+several callers in one room, private values in the token, and a full store.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+import pytest
+from livekit import api
+
+from livekit.plugins.metadata.codec import SESSION_ATTRIBUTE, SESSION_KEY
+from livekit.plugins.metadata.sessions.manager import SessionManager
+from livekit.plugins.metadata.sessions.redis import RedisStore
+from livekit.plugins.metadata.tokens.issuer import SESSION_OWNER_KEY
+from tests.fixtures.servers import free_port
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parent.parent
+KEY = "APIprocesskey"
+SECRET = "process-secret-" + "q" * 40
+TENANT = "tenant-key-0123456789abcdef"
+OPEN = "open-key-0123456789abcdef"
+START_TIMEOUT = 30.0
+
+
+def _env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEKIT_")}
+    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "plugin"), str(ROOT)])
+    env["LIVEKIT_API_KEY"] = KEY
+    env["LIVEKIT_API_SECRET"] = SECRET
+    return env
+
+
+class ServeProcess:
+    """One ``lk-metadata serve`` process on 127.0.0.1, stopped by PID."""
+
+    def __init__(self, config_path: Path, port: int) -> None:
+        self.port = port
+        self.base = f"http://127.0.0.1:{port}"
+        self.proc = subprocess.Popen(
+            [
+                *(sys.executable, "-m", "livekit.plugins.metadata.cli", "serve"),
+                *("--config", str(config_path), "--port", str(port)),
+            ],
+            cwd=ROOT,
+            env=_env(),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+
+    def wait_ready(self) -> None:
+        import urllib.request
+
+        deadline = time.monotonic() + START_TIMEOUT
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                _, err = self.proc.communicate()
+                raise AssertionError(f"serve exited: {err.decode()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{self.base}/healthz", timeout=1):  # noqa: S310
+                    return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError("the server never answered /healthz")
+
+    def stop(self) -> str:
+        """Stop the process (SIGTERM, then SIGKILL); its stderr."""
+        if self.proc.poll() is None:
+            os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            _, err = self.proc.communicate(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            _, err = self.proc.communicate()
+        return err.decode(errors="replace")
+
+
+Start = Callable[..., ServeProcess]
+
+
+@pytest.fixture
+def serve_process(tmp_path: Path, redis_url: str) -> Iterator[Start]:
+    """``serve_process(**config)``: a ready ``lk-metadata serve`` on the test's Redis."""
+    started: list[ServeProcess] = []
+
+    def start(**config: Any) -> ServeProcess:
+        cfg = {"store": redis_url, "rules": str(ROOT / "examples" / "rules.yaml"), **config}
+        path = tmp_path / f"server-{len(started)}.json"
+        path.write_text(json.dumps(cfg))
+        proc = ServeProcess(path, free_port())
+        started.append(proc)
+        proc.wait_ready()
+        return proc
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+async def store(redis_url: str) -> AsyncIterator[SessionManager]:
+    """The sessions the server processes write, read as an agent worker would."""
+    sessions = SessionManager(RedisStore.from_url(redis_url), secret_key=b"k" * 32)
+    yield sessions
+    await sessions.aclose()
+
+
+Post = Callable[..., Awaitable[tuple[int, dict[str, Any], Any]]]
+
+
+@pytest.fixture
+async def post() -> AsyncIterator[Post]:
+    async with aiohttp.ClientSession() as http:
+
+        async def send(
+            server: ServeProcess, body: dict[str, Any], bearer: str | None = None
+        ) -> tuple[int, dict[str, Any], Any]:
+            headers = {"Content-Type": "application/json"}
+            if bearer:
+                headers["Authorization"] = f"Bearer {bearer}"
+            async with http.post(f"{server.base}/token", json=body, headers=headers) as resp:
+                return resp.status, orjson.loads(await resp.read()), resp.headers
+
+        yield send
+
+
+async def stored(store: SessionManager, session_id: str) -> dict[str, Any]:
+    """A token session as the agent reads it, without the issuer's owner record."""
+    data = await store.get_session_metadata(session_id)
+    data.pop(SESSION_OWNER_KEY, None)
+    return data
+
+
+def claims_of(answer: dict[str, Any]) -> api.Claims:
+    return api.TokenVerifier(KEY, SECRET).verify(answer["participant_token"])
+
+
+def keys(*entries: tuple[str, str, dict[str, Any]]) -> dict[str, Any]:
+    return {"keys": [{"id": i, "key": k, **extra} for i, k, extra in entries]}
+
+
+def md(value: dict[str, Any]) -> str:
+    return orjson.dumps(value).decode()
+
+
+async def test_poisoning_and_several_callers_keep_separate_sessions(
+    serve_process: Start, post: Post, store: SessionManager
+) -> None:
+    server = serve_process(auth=keys(("web-frontend", OPEN, {})))
+    room = "support-43"
+    status, a, _ = await post(
+        server, {"room_name": room, "participant_metadata": md({"department": "support"})}, OPEN
+    )
+    assert status == 201
+    status, m, _ = await post(
+        server,
+        {"room_name": room, "participant_metadata": md({"department": "sales", "x": "evil"})},
+        OPEN,
+    )
+    assert status == 201
+    status, b, _ = await post(
+        server,
+        {"room_name": room, "participant_metadata": md({"department": "support", "caller": "b"})},
+        OPEN,
+    )
+    assert status == 201
+    sessions = [claims_of(x).attributes[SESSION_ATTRIBUTE] for x in (a, m, b)]
+    assert len(set(sessions)) == 3
+    assert await stored(store, sessions[0]) == {"department": "support"}
+    assert await stored(store, sessions[1]) == {"department": "sales", "x": "evil"}
+    assert await stored(store, sessions[2]) == {"department": "support", "caller": "b"}
+    assert await stored(store, room) == {}
+
+
+async def test_a_63984_byte_object_blocks_nobody(
+    serve_process: Start, post: Post, store: SessionManager
+) -> None:
+    server = serve_process(auth={"allow_anonymous": True}, rules="none")  # no job metadata copy
+    room = {"room_name": "support-43"}
+    pad = "A" * (63_984 - len('{"department":"support","pad":""}'))
+    huge = md({"department": "support", "pad": pad})
+    assert len(huge.encode()) == 63_984
+    status, answer, _ = await post(server, {**room, "participant_metadata": huge})
+    assert status == 201, answer
+    status, answer, _ = await post(
+        server, {**room, "participant_metadata": md({"department": "support"})}
+    )
+    assert status == 201, answer
+    sid = claims_of(answer).attributes[SESSION_ATTRIBUTE]
+    assert await stored(store, sid) == {"department": "support"}
+
+
+def test_overlapping_prefixes_stop_the_process_naming_both_keys(
+    tmp_path: Path, redis_url: str
+) -> None:
+    auth = keys(
+        ("acme", TENANT, {"room_prefix": "acme-"}),
+        ("acme-corp", OPEN, {"room_prefix": "acme-corp-"}),
+    )
+    path = tmp_path / "overlap.json"
+    path.write_text(json.dumps({"store": redis_url, "auth": auth}))
+    proc = ServeProcess(path, free_port())
+    assert proc.proc.wait(timeout=START_TIMEOUT) != 0
+    err = proc.stop()
+    assert "overlap" in err
+    assert "'acme'" in err
+    assert "'acme-corp'" in err
+
+
+async def test_a_decoded_token_holds_no_private_value(
+    serve_process: Start, post: Post, store: SessionManager
+) -> None:
+    trusted = {"crm_id": "CRM-000-PRIVATE", "tier": "platinum-private", "channel": "web"}
+    server = serve_process(
+        private_keys=["phone"],
+        auth=keys(("crm", TENANT, {"trusted_metadata": trusted, "public_keys": ["channel"]})),
+    )
+    client = {"department": "support", "phone": "+1-555-0100-PRIVATE"}
+    status, answer, _ = await post(server, {"participant_metadata": md(client)}, TENANT)
+    assert status == 201, answer
+    token = answer["participant_token"]
+    payload = token.split(".")[1]
+    text = base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)).decode()
+    for private in (
+        "CRM-000-PRIVATE",
+        "platinum-private",
+        "+1-555-0100-PRIVATE",
+        "crm_id",
+        "phone",
+    ):
+        assert private not in text
+    claims = claims_of(answer)
+    sid = claims.attributes[SESSION_ATTRIBUTE]
+    assert orjson.loads(claims.metadata) == {"department": "support", "channel": "web"}
+    assert claims.room_config is not None
+    assert orjson.loads(claims.room_config.agents[0].metadata)[SESSION_KEY] == sid
+    assert await stored(store, sid) == {**client, **trusted}
+
+
+async def test_a_full_store_answers_503_and_keeps_every_session(
+    serve_process: Start, post: Post, store: SessionManager
+) -> None:
+    server = serve_process(auth={"allow_anonymous": True}, max_sessions=2)
+    made = []
+    for n in (1, 2):
+        status, answer, _ = await post(server, {"participant_metadata": md({"n": n})})
+        assert status == 201
+        made.append(claims_of(answer).attributes[SESSION_ATTRIBUTE])
+    status, answer, headers = await post(server, {"participant_metadata": md({"n": 3})})
+    assert status == 503
+    assert answer["error"]["code"] == "store_full"
+    assert int(headers["Retry-After"]) >= 1
+    assert [await stored(store, s) for s in made] == [{"n": 1}, {"n": 2}]
+
+
+async def test_two_replicas_share_one_principal_rate_limit(
+    serve_process: Start, post: Post
+) -> None:
+    """#18.3: two processes on one Redis admit R/s (+ one burst) together, not 2R."""
+    rate, burst = 5.0, 5
+    config = {"auth": keys(("one", TENANT, {})), "rate_limit": {"rate": rate, "burst": burst}}
+    replicas = [serve_process(**config), serve_process(**config)]
+    admitted = refused = 0
+    t0 = time.monotonic()
+    for i in range(400):
+        status, _, _ = await post(replicas[i % 2], {}, TENANT)
+        admitted += status == 201
+        refused += status == 429
+        if time.monotonic() - t0 > 2.0:
+            break
+    elapsed = time.monotonic() - t0
+    assert admitted + refused == i + 1
+    assert refused > 0
+    assert burst <= admitted <= burst + rate * elapsed + 1
