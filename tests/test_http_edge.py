@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.fixtures.lk_serve import (
     ROOT,
@@ -296,9 +297,14 @@ def token_request(server: ServeProcess) -> bytes:
     )
 
 
-def test_two_workers_answer_every_request_of_a_bounded_load(tmp_path: Path) -> None:
-    """``--workers 2``: 400 token requests from 8 clients all get 201; both workers serve."""
-    server = start_serve(tmp_path, {"rate_limit": None}, args=["--workers", "2"])
+def test_two_workers_answer_every_request_of_a_bounded_load(tmp_path: Path, redis_url: str) -> None:
+    """``--workers 2`` on one Redis: 400 token requests from 8 clients all get 201.
+
+    Both workers serve (each burns CPU), every token's session lands in the one
+    shared store, and SIGTERM stops the parent and both workers cleanly.
+    """
+    config = {"rate_limit": None, "store": redis_url}
+    server = start_serve(tmp_path, config, args=["--workers", "2"])
     try:
         workers = children_of(server.proc.pid)
         assert len(workers) == 2
@@ -326,6 +332,8 @@ def test_two_workers_answer_every_request_of_a_bounded_load(tmp_path: Path) -> N
         for thread in threads + fresh:
             thread.join(timeout=120)
         assert statuses == [201] * 400
+        with redis.Redis.from_url(redis_url) as client:
+            assert client.dbsize() >= 400  # one shared store: a session (at least) per token
         assert all(cpu_ticks(pid) > before[pid] for pid in workers)
         assert b"ERROR" not in server.log_bytes()
         assert b"(2 workers)" in server.log_bytes()
