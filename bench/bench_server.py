@@ -1,4 +1,4 @@
-"""``lk-metadata serve`` vs a minimal ``AccessToken`` endpoint: requests/second and p99 latency.
+"""``lk-metadata serve`` vs a minimal ``AccessToken`` endpoint: requests/second, p99, memory.
 
 Three processes on loopback: the token server (``create_app`` with every check
 on), the reference endpoint (``bench/reference_endpoint.py``: a bare aiohttp
@@ -14,10 +14,17 @@ any handler work. The servers get the same standard token request (identity, roo
 100 B of participant metadata, one attribute). Ours checks it all: bearer-key
 authentication, the per-principal rate limiter (limit set high enough never to
 refuse), metadata parsing, the key allowlist and a pydantic schema, attribute
-validation, routing with the bundled example rules, the in-memory session
-store, minting with the routed dispatch, metrics and one log line per request
-(formatted and written to ``os.devnull``). The reference adds a fixed agent
-dispatch with the same metadata so both tokens carry the same claims.
+validation, routing with the bundled example rules, a session per token (a
+fresh id, the session-cap reservation, public and private metadata plus the
+owner record written to the in-memory store; one key, ``customer_id``, is
+private), minting with the routed dispatch, metrics and one log line per
+request (formatted and written to ``os.devnull``). The reference adds a fixed
+agent dispatch with the same metadata so both tokens carry the same claims.
+
+A second table measures memory per stored token session: 100,000 sessions
+written by ``TokenIssuer.amint`` into a ``MemoryStore`` (tokens discarded),
+against a plain ``dict`` of ``dict`` holding the same stored content, both
+counted with ``tracemalloc`` in a fresh process.
 
 Each repetition runs both servers back to back, alternating which goes first;
 the figures are medians over the repetitions (min–max shown), and the ratio is
@@ -76,7 +83,8 @@ def _serve_ours(port: int) -> None:
     from aiohttp import web
     from pydantic import BaseModel
 
-    from livekit.plugins.metadata.server.app import ServerConfig, create_app
+    from livekit.plugins.metadata.server.app import create_app
+    from livekit.plugins.metadata.server.config import ServerConfig
     from livekit.plugins.metadata.server.run import prepare_process
 
     class BenchMetadata(BaseModel):
@@ -101,6 +109,8 @@ def _serve_ours(port: int) -> None:
             "api_secret": _SECRET,
             "auth": {"keys": [{"id": "bench", "key": _BEARER}]},
             "rate_limit": {"rate": 1e9, "burst": 1_000_000_000},
+            "max_sessions": 10_000_000,
+            "private_keys": ["customer_id"],
             "metadata": {
                 "allowed_keys": ["department", "language", "tier", "customer_id", "topic"],
                 "allowed_attribute_keys": ["plan"],
@@ -260,6 +270,73 @@ def _measure(
     return result
 
 
+# ----------------------------------------------------------------------------- memory
+
+
+async def _memory_per_session(n: int) -> dict[str, float]:
+    """Bytes per token session in a MemoryStore vs a dict of dicts with the same content."""
+    import gc
+    import tracemalloc
+
+    from livekit.plugins.metadata.sessions.manager import SessionManager
+    from livekit.plugins.metadata.tokens.issuer import Dispatch, TokenIssuer
+
+    metadata = orjson.loads(str(_REQUEST["participant_metadata"]))
+    private = {"customer_id": metadata.pop("customer_id")}
+    sessions = SessionManager(secret_key=b"k" * 32, cleanup_threshold=10 * n)
+    issuer = TokenIssuer(_KEY, _SECRET, sessions=sessions)
+    dispatch = Dispatch("support", metadata={"department": "support"})
+    ids: list[str] = []
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for i in range(n):
+        minted = await issuer.amint(
+            f"caller-{i}",
+            "bench-room",
+            metadata=metadata,
+            private_metadata=private,
+            dispatch=dispatch,
+        )
+        ids.append(minted.session_id)
+    gc.collect()
+    store_bytes = tracemalloc.get_traced_memory()[0] - before - sys.getsizeof(ids)
+    sample = await sessions.get_session_metadata(ids[0])
+    plain: dict[str, dict[str, Any]] = {}
+    before = tracemalloc.get_traced_memory()[0]
+    for i, sid in enumerate(ids):
+        plain[(sid + ".")[:-1]] = {
+            **sample,
+            "lk-metadata.owner": {"identity": f"caller-{i}", "room": "bench-room"},
+        }
+    gc.collect()
+    dict_bytes = tracemalloc.get_traced_memory()[0] - before
+    tracemalloc.stop()
+    # Both figures include their key strings (the dict gets its own copies) and neither
+    # the list of ids (its pointer array is subtracted).
+    return {"n": n, "store": store_bytes / n, "dict": dict_bytes / n}
+
+
+def _memory_table(n: int) -> Table:
+    cmd = [sys.executable, "-m", "bench.bench_server", "--memory", str(n)]
+    out = subprocess.run(cmd, cwd=_ROOT, capture_output=True, check=True, timeout=600)
+    m = orjson.loads(out.stdout)
+    note = "\n".join(
+        [
+            f"{m['n']:,} token sessions written by `TokenIssuer.amint` (4 public keys, 1 private "
+            "key, owner record) into a `MemoryStore`, tokens discarded; live heap growth counted "
+            "with `tracemalloc` in a fresh process. Baseline: a plain "
+            "`dict` of `dict` holding the same stored content under the same ids.",
+            "",
+            "| case | bytes/session | vs dict |",
+            "|---|---|---|",
+            f"| MemoryStore token sessions | {m['store']:,.0f} | {m['store'] / m['dict']:.2f}× |",
+            f"| dict of dict, same content | {m['dict']:,.0f} | 1.00× |",
+        ]
+    )
+    return Table("Memory per stored token session", [], note=note)
+
+
 # ----------------------------------------------------------------------------- run
 
 
@@ -298,10 +375,10 @@ def run(quick: bool = False) -> list[Table]:
     finally:
         for proc in procs:
             _stop(proc)
-    return [_table(samples, requests, repeats, concurrency)]
+    return [_table(samples, requests, repeats, concurrency), _memory_table(100_000)]
 
 
-OURS = "lk-metadata serve (all checks)"
+OURS = "lk-metadata serve (all checks, a session per token)"
 REFERENCE = "reference: aiohttp + AccessToken"
 FLOOR = "floor: aiohttp, constant 201 reply"
 
@@ -361,6 +438,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--bearer", default=None)
+    parser.add_argument("--memory", type=int, default=0, help="measure N token sessions")
     args = parser.parse_args(argv)
     if args.serve == "ours":
         _serve_ours(args.port)
@@ -368,6 +446,8 @@ def main(argv: list[str] | None = None) -> None:
         _serve_reference(args.port)
     elif args.serve == "floor":
         _serve_floor(args.port)
+    elif args.memory:
+        sys.stdout.write(orjson.dumps(asyncio.run(_memory_per_session(args.memory))).decode())
     elif args.loadgen:
         result = asyncio.run(_loadgen(args.port, args.requests, args.concurrency, args.bearer))
         sys.stdout.write(orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS).decode())

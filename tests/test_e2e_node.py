@@ -20,7 +20,7 @@ from aiohttp import web
 from livekit import api
 from pydantic import SecretStr
 
-from livekit.plugins.metadata.codec import parse_metadata
+from livekit.plugins.metadata.codec import SESSION_ATTRIBUTE, SESSION_KEY, parse_metadata
 from livekit.plugins.metadata.server.app import ServerConfig, create_app
 from livekit.plugins.metadata.tokens.issuer import Dispatch, TokenIssuer
 from tests.fixtures.e2e import connected_room, lk_api, node_available, run_node, unique_room
@@ -176,8 +176,11 @@ async def test_livekit_client_endpoint_token_source(
     assert payload["sub"] == "web-caller"
     assert payload["video"]["room"] == room
     assert json.loads(payload["metadata"]) == METADATA
-    assert payload["attributes"] == ATTRIBUTES
-    assert [a["agentName"] for a in payload["roomConfig"]["agents"]] == ["support-agent"]
+    session_id = payload["attributes"][SESSION_ATTRIBUTE]  # the token's own session
+    assert payload["attributes"] == {**ATTRIBUTES, SESSION_ATTRIBUTE: session_id}
+    (agent,) = payload["roomConfig"]["agents"]
+    assert agent["agentName"] == "support-agent"
+    assert json.loads(agent["metadata"])[SESSION_KEY] == session_id
 
     # The token works: it joins the real server, and the dispatch is there.
     async with connected_room(livekit_server, result["participantToken"]) as joined:

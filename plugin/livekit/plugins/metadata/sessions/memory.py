@@ -87,7 +87,10 @@ def _stored_form(encoded: bytes, original: Any) -> Any:
     decoded = _loads(encoded)
     t = type(decoded)
     if t is dict or t is list:
-        return bytes(encoded)
+        # A copy of exactly len(encoded) bytes: orjson's own result keeps its whole
+        # write buffer (4 KiB even for a 40-byte object), which a long-lived session
+        # would hold on to for every stored object or array.
+        return bytes(memoryview(encoded))
     return decoded
 
 
