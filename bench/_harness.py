@@ -12,12 +12,24 @@ case measured in the same run. No absolute threshold is ever asserted.
 from __future__ import annotations
 
 import gc
+import os
+import socket
 import statistics
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
-__all__ = ["Case", "Result", "Table", "format_table", "measure", "run_async_loop"]
+__all__ = [
+    "Case",
+    "Result",
+    "Table",
+    "cpu_seconds",
+    "format_table",
+    "free_port",
+    "measure",
+    "run_async_loop",
+]
 
 
 @dataclass
@@ -150,3 +162,20 @@ def format_table(table: Table) -> str:
             f"{_fmt_time(lo)}–{_fmt_time(hi)} | {ratio} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def free_port() -> int:
+    """A currently free TCP port on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def cpu_seconds(pid: int) -> float | None:
+    """User + system CPU time of a process (Linux /proc), or None elsewhere."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")

@@ -40,7 +40,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,7 +50,7 @@ from typing import Any
 
 import orjson
 
-from bench._harness import Result, Table, format_table
+from bench._harness import Result, Table, cpu_seconds, format_table, free_port
 
 __all__ = ["run"]
 
@@ -75,13 +74,6 @@ _REQUEST = {
     ).decode(),
     "participant_attributes": {"plan": "pro"},
 }
-
-
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 # ----------------------------------------------------------------------------- servers
@@ -158,17 +150,8 @@ def _serve_floor(port: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
-def _cpu_seconds(pid: int) -> float | None:
-    """User + system CPU time of a process (Linux /proc), or None elsewhere."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return None
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def _spawn_server(kind: str) -> tuple[subprocess.Popen[bytes], int]:
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(_ROOT / "plugin"), str(_ROOT)])}
     proc = subprocess.Popen(
         [sys.executable, "-m", "bench.bench_server", "--serve", kind, "--port", str(port)],
@@ -262,7 +245,7 @@ async def _loadgen(
 def _measure(
     pid: int, port: int, requests: int, concurrency: int, bearer: str | None
 ) -> dict[str, Any]:
-    cpu0 = _cpu_seconds(pid)
+    cpu0 = cpu_seconds(pid)
     cmd = [
         sys.executable,
         "-m",
@@ -279,7 +262,7 @@ def _measure(
         cmd += ["--bearer", bearer]
     out = subprocess.run(cmd, cwd=_ROOT, capture_output=True, check=True, timeout=300)
     result: dict[str, Any] = orjson.loads(out.stdout)
-    cpu1 = _cpu_seconds(pid)
+    cpu1 = cpu_seconds(pid)
     result["cpu"] = None if cpu0 is None or cpu1 is None else (cpu1 - cpu0) / requests
     bad = {k: v for k, v in result["statuses"].items() if k != "201"}
     if bad:

@@ -35,7 +35,7 @@ from typing import Any
 
 import orjson
 
-from bench._harness import Result, Table, format_table
+from bench._harness import Result, Table, cpu_seconds, format_table, free_port
 
 __all__ = ["run"]
 
@@ -45,18 +45,11 @@ _BEARER = "bench-bearer-key-" + "y" * 24
 _ROOT = Path(__file__).resolve().parent.parent
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def _cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def _cpu(pid: int) -> float:
+    seconds = cpu_seconds(pid)
+    if seconds is None:
+        raise RuntimeError("this benchmark reads process CPU time from /proc (Linux only)")
+    return seconds
 
 
 def _tree(pid: int) -> list[int]:
@@ -66,7 +59,7 @@ def _tree(pid: int) -> list[int]:
 
 
 def _spawn(workers: int, workdir: Path) -> tuple[subprocess.Popen[bytes], int]:
-    port = _free_port()
+    port = free_port()
     config = workdir / f"serve-{port}.json"
     config.write_bytes(
         orjson.dumps(
@@ -115,7 +108,7 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 def _measure(pid: int, port: int, requests: int, concurrency: int) -> dict[str, Any]:
     pids = _tree(pid)
-    cpu0 = sum(_cpu_seconds(p) for p in pids)
+    cpu0 = sum(_cpu(p) for p in pids)
     cmd = [sys.executable, "-m", "bench.bench_server", "--loadgen", "--port", str(port)]
     cmd += ["--requests", str(requests), "--concurrency", str(concurrency), "--bearer", _BEARER]
     t0 = time.perf_counter()
@@ -131,7 +124,7 @@ def _measure(pid: int, port: int, requests: int, concurrency: int) -> dict[str, 
     bad = {k: v for k, v in result["statuses"].items() if k != "201"}
     if bad:
         raise RuntimeError(f"load generator saw non-201 answers: {bad}")
-    result["server_cpu"] = (sum(_cpu_seconds(p) for p in pids) - cpu0) / requests
+    result["server_cpu"] = (sum(_cpu(p) for p in pids) - cpu0) / requests
     result["gen_share"] = (usage.ru_utime + usage.ru_stime) / wall
     return result
 

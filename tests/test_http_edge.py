@@ -9,6 +9,8 @@ closed), one peer cannot hold more than its share of connections, and the
 
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import redis
 
 from tests.fixtures.lk_serve import (
     ROOT,
@@ -294,9 +297,14 @@ def token_request(server: ServeProcess) -> bytes:
     )
 
 
-def test_two_workers_answer_every_request_of_a_bounded_load(tmp_path: Path) -> None:
-    """``--workers 2``: 400 token requests from 8 clients all get 201; both workers serve."""
-    server = start_serve(tmp_path, {"rate_limit": None}, args=["--workers", "2"])
+def test_two_workers_answer_every_request_of_a_bounded_load(tmp_path: Path, redis_url: str) -> None:
+    """``--workers 2`` on one Redis: 400 token requests from 8 clients all get 201.
+
+    Both workers serve (each burns CPU), every token's session lands in the one
+    shared store, and SIGTERM stops the parent and both workers cleanly.
+    """
+    config = {"rate_limit": None, "store": redis_url}
+    server = start_serve(tmp_path, config, args=["--workers", "2"])
     try:
         workers = children_of(server.proc.pid)
         assert len(workers) == 2
@@ -324,6 +332,8 @@ def test_two_workers_answer_every_request_of_a_bounded_load(tmp_path: Path) -> N
         for thread in threads + fresh:
             thread.join(timeout=120)
         assert statuses == [201] * 400
+        with redis.Redis.from_url(redis_url) as client:
+            assert client.dbsize() >= 400  # one shared store: a session (at least) per token
         assert all(cpu_ticks(pid) > before[pid] for pid in workers)
         assert b"ERROR" not in server.log_bytes()
         assert b"(2 workers)" in server.log_bytes()
@@ -331,6 +341,31 @@ def test_two_workers_answer_every_request_of_a_bounded_load(tmp_path: Path) -> N
         code = stop_serve(server)
     assert code == 0
     assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+
+
+@pytest.mark.parametrize(
+    ("how", "exit_code"),
+    [pytest.param("sigint", 0, id="SIGINT"), pytest.param("worker killed", 1, id="worker-dies")],
+)
+def test_every_worker_stops_with_the_parent(tmp_path: Path, how: str, exit_code: int) -> None:
+    """SIGINT stops all workers (exit 0); a dead worker takes the others down (exit 1)."""
+    server = start_serve(tmp_path, args=["--workers", "2"])
+    workers = children_of(server.proc.pid)
+    assert len(workers) == 2
+    if how == "sigint":
+        os.kill(server.proc.pid, signal.SIGINT)
+    else:
+        os.kill(workers[0], signal.SIGKILL)
+    try:
+        code = server.proc.wait(timeout=30)
+    finally:
+        stop_serve(server)
+    assert code == exit_code
+    deadline = time.monotonic() + 5
+    while any(Path(f"/proc/{pid}").exists() for pid in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(Path(f"/proc/{pid}").exists() for pid in workers)
+    assert b"Traceback" not in server.log_bytes()
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])
