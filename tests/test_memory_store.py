@@ -323,3 +323,27 @@ async def test_refused_write_keeps_write_order_and_expiry(clock: FakeClock) -> N
     assert await store.cleanup() == 1
     assert "a" not in store
     assert await store.get("b") == {"v": 1}
+
+
+async def test_stored_values_do_not_keep_orjson_write_buffers() -> None:
+    """Each stored value costs its own bytes, not orjson's ~4 KiB write buffer.
+
+    orjson's results keep their whole write buffer; a store that kept them as they
+    came would hold about 4 KiB per value (12 KiB for these 3-key sessions).
+    """
+    import tracemalloc
+
+    store = MemoryStore()
+    n = 1_000
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        for i in range(n):
+            fields = {
+                k: orjson.dumps(v) for k, v in {"a": [i], "b": "x" * 10, "c": {"d": i}}.items()
+            }
+            await store.merge(f"s{i}", fields, ttl=60.0, max_bytes=64_000)
+        per_session = (tracemalloc.get_traced_memory()[0] - before) / n
+    finally:
+        tracemalloc.stop()
+    assert per_session < 2_000, f"{per_session:.0f} bytes per 3-key session"

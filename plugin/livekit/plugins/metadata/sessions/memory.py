@@ -90,10 +90,7 @@ def _as_bytes(value: object) -> bytes:
     """A field value as bytes; TypeError unless it is non-empty and bytes-like."""
     if not isinstance(value, (bytes, bytearray, memoryview)) or not value:
         raise TypeError("fields values must be non-empty compact JSON bytes")
-    # Always a copy of exactly len(value) bytes: orjson's own result keeps its whole
-    # write buffer (about 4 KiB even for a 10-byte value), which a long-lived session
-    # would hold on to for every stored value.
-    return bytes(memoryview(value))
+    return bytes(value)
 
 
 class _Session:
@@ -338,7 +335,11 @@ class MemoryStore:
         stored = s.values
         for key in drop:
             del stored[key]
-        stored.update(fields)
+        for key, value in fields.items():
+            # An exact-size copy: orjson's results keep their whole write buffer
+            # (about 4 KiB even for a 10-byte value), which a long-lived session
+            # would otherwise hold on to for every stored value.
+            stored[key] = bytes(memoryview(value))
         s.total = total
         s.decoded = None
 
