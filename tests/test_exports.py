@@ -22,7 +22,8 @@ EXPECTED = {
     "RedisStore", "ReferenceToken", "ReservedKey", "Route", "RouteInput", "RoutingError", "RuleTrace", "SchemaViolation",
     "Selection", "ServerConfig", "SessionHandle", "SessionManager", "SessionStore", "StoreError",
     "StoreFull", "StoreUnavailable", "TokenError", "TokenIssuer", "TokenVerificationError", "ToolTokens",
-    "VerifiedToken", "__version__", "apply_attributes", "attributes_size", "create_app",
+    "VerifiedToken", "__version__", "SessionToken", "OutboundCall", "outbound_call",
+    "normalize_number", "Limits", "MemoryLimits", "RedisLimits", "apply_attributes", "attributes_size", "create_app",
     "ensure_dispatch", "format_explain", "format_route", "parse_metadata", "reroute", "route_of",
     "serialize_metadata", "split_attribute_update", "validate_attributes", "validate_schema",
 }  # fmt: skip

@@ -54,15 +54,19 @@ if TYPE_CHECKING:
     )
     from .routing.dispatch import ensure_dispatch
     from .routing.formatting import format_explain, format_route
+    from .routing.outbound import OutboundCall, outbound_call
+    from .routing.phone import normalize_number
     from .routing.route import ConditionFailure, Route, RuleTrace
     from .routing.router import MetadataRouter
-    from .server.app import Principal, ServerConfig, create_app
+    from .server.app import create_app
+    from .server.config import Principal, ServerConfig
+    from .server.limits import Limits, MemoryLimits, RedisLimits
     from .sessions.manager import SessionManager
     from .sessions.memory import MemoryStore
     from .sessions.redis import RedisStore
     from .sessions.store import MergeAndGet, SessionStore
     from .sessions.tool_tokens import InsecureSecretWarning, ToolTokens
-    from .tokens.issuer import Dispatch, ReferenceToken, TokenIssuer, VerifiedToken
+    from .tokens.issuer import Dispatch, ReferenceToken, SessionToken, TokenIssuer, VerifiedToken
 
 _SOURCES: dict[str, tuple[str, ...]] = {
     ".agent.adapter": ("AdapterStats", "MetadataAdapter", "PublishResult", "SessionHandle"),
@@ -103,14 +107,24 @@ _SOURCES: dict[str, tuple[str, ...]] = {
     ".agent.selection": ("AgentFactoryMap", "Selection", "reroute", "route_of"),
     ".routing.formatting": ("format_explain", "format_route"),
     ".routing.route": ("ConditionFailure", "Route", "RuleTrace"),
+    ".routing.outbound": ("OutboundCall", "outbound_call"),
+    ".routing.phone": ("normalize_number",),
     ".routing.router": ("MetadataRouter",),
-    ".server.app": ("Principal", "ServerConfig", "create_app"),
+    ".server.app": ("create_app",),
+    ".server.config": ("Principal", "ServerConfig"),
+    ".server.limits": ("Limits", "MemoryLimits", "RedisLimits"),
     ".sessions.manager": ("SessionManager",),
     ".sessions.memory": ("MemoryStore",),
     ".sessions.redis": ("RedisStore",),
     ".sessions.store": ("MergeAndGet", "SessionStore"),
     ".sessions.tool_tokens": ("InsecureSecretWarning", "ToolTokens"),
-    ".tokens.issuer": ("Dispatch", "ReferenceToken", "TokenIssuer", "VerifiedToken"),
+    ".tokens.issuer": (
+        "Dispatch",
+        "ReferenceToken",
+        "SessionToken",
+        "TokenIssuer",
+        "VerifiedToken",
+    ),
 }
 """Where each public name lives; the single source of ``__getattr__``."""
 
@@ -130,6 +144,8 @@ __all__ = [
     "InvalidAttributes",
     "InvalidMetadataJSON",
     "InvalidSessionReference",
+    "Limits",
+    "MemoryLimits",
     "MemoryStore",
     "MergeAndGet",
     "MetadataAdapter",
@@ -139,8 +155,10 @@ __all__ = [
     "MetadataRouter",
     "MetadataTooLarge",
     "NoRouteMatched",
+    "OutboundCall",
     "Principal",
     "PublishResult",
+    "RedisLimits",
     "RedisStore",
     "ReferenceToken",
     "ReservedKey",
@@ -154,6 +172,7 @@ __all__ = [
     "SessionHandle",
     "SessionManager",
     "SessionStore",
+    "SessionToken",
     "StoreError",
     "StoreFull",
     "StoreUnavailable",
@@ -169,6 +188,8 @@ __all__ = [
     "ensure_dispatch",
     "format_explain",
     "format_route",
+    "normalize_number",
+    "outbound_call",
     "parse_metadata",
     "reroute",
     "route_of",

@@ -33,6 +33,7 @@ from ..loader import load_file
 from ..routing.router import MetadataRouter
 from ..sessions.manager import SessionManager
 from ..tokens.issuer import DEFAULT_SESSION_GRACE, DEFAULT_TTL
+from ..tokens.keys import DEV_API_KEY, DEV_API_SECRET
 from .edge import EdgeConfig
 from .limits import Limits
 
@@ -54,12 +55,6 @@ __all__ = [
 
 DEFAULT_PORT = 8080
 """Default listening port (LiveKit itself uses 7880-7882 and agent workers 8081)."""
-
-DEV_API_KEY = "devkey"
-"""The API key of ``livekit-server --dev``; used only on a loopback host when none is set."""
-
-DEV_API_SECRET = "secret"  # noqa: S105 - the public, documented dev-server secret
-"""The API secret of ``livekit-server --dev`` (public; never use it in production)."""
 
 MAX_NAME_LEN = 256
 """LiveKit's limit for an identity, a participant name and a room name."""

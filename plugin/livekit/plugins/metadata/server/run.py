@@ -9,6 +9,7 @@ import sys
 from .._util import redact_url
 from ..errors import ConfigError
 from ..log import logger
+from ..tokens.keys import DEV_KEYS_WARNING
 from .app import create_app
 from .config import ServerConfig
 from .workers import bind_sockets, run_workers, serve
@@ -52,14 +53,7 @@ def run(
         config = ServerConfig.from_mapping({k: v for k, v in overrides.items() if v is not None})
     _setup_logging()
     if config.credentials().dev:
-        print(
-            "WARNING: LIVEKIT_API_KEY / LIVEKIT_API_SECRET are not set. Using the LiveKit "
-            "dev-server keys (devkey / secret):\n"
-            "         tokens are only accepted by `livekit-server --dev`. Do not use this in "
-            "production.",
-            file=sys.stderr,
-            flush=True,
-        )
+        print(DEV_KEYS_WARNING, file=sys.stderr, flush=True)
     if workers == 1:
         sockets = bind_sockets(config.host, config.port)
         port = sockets[0].getsockname()[1]
