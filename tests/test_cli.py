@@ -153,6 +153,16 @@ def test_short_secret_warns_in_one_clean_line(runner: CliRunner) -> None:
     )
 
 
+def test_the_dev_pair_set_on_purpose_prints_nothing(runner: CliRunner) -> None:
+    """devkey/secret exported for `livekit-server --dev` is known to be short: no noise."""
+    env = {"LIVEKIT_API_KEY": "devkey", "LIVEKIT_API_SECRET": "secret", "COLUMNS": "200"}
+    result = invoke(runner, "token", "-i", "u", "-r", "r", env=env)
+    assert result.exit_code == 0
+    assert result.stderr == ""
+    other = invoke(runner, "token", "-i", "u", "-r", "r", env={**env, "LIVEKIT_API_KEY": "k2"})
+    assert "the API secret is 6 bytes" in other.stderr
+
+
 @pytest.mark.parametrize(
     ("args", "flag"),
     [

@@ -25,10 +25,7 @@ FILES = ("README.md", "examples/README.md")
 ALL = blocks(*FILES)
 RUNNABLE = [b for b in ALL if b.marker == "run"]
 NOT_RUNNABLE_LIMIT = 4
-PENDING = {
-    "lk-metadata token --identity user-1": "issue 16.5 (tokens helper): with the dev keys, "
-    "PyJWT's InsecureKeyLengthWarning is printed with an internal path",
-}
+PENDING: dict[str, str] = {}
 """Blocks that fail today for a reason another change fixes: strict xfail, so a fix is noticed."""
 
 
