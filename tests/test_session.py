@@ -373,6 +373,21 @@ async def test_cleanup_zero_removes_everything(sm: SessionManager) -> None:
     assert await sm.get_session_metadata("s0") == {}
 
 
+async def test_update_with_its_own_ttl(clock: FakeClock) -> None:
+    """``ttl=`` sets this write's lifetime (a token session lives as long as its token)."""
+    store = MemoryStore(clock=clock)
+    sm = SessionManager(store, secret_key=SECRET, clock=clock, session_ttl=10)
+    await sm.update_session_metadata("long", {"a": 1}, ttl=100)
+    await sm.update_session_metadata("short", {"a": 1})
+    clock.now += 50
+    assert await sm.get_session_metadata("long") == {"a": 1}
+    assert await sm.get_session_metadata("short") == {}
+    for bad in (0, -1, math.nan, math.inf, True, "5"):
+        with pytest.raises(ValueError, match="ttl"):
+            await sm.update_session_metadata("long", {"b": 2}, ttl=bad)  # type: ignore[arg-type]
+    assert await sm.get_session_metadata("long") == {"a": 1}
+
+
 async def test_auto_cleanup_above_threshold(clock: FakeClock) -> None:
     store = MemoryStore(clock=clock)
     sm = SessionManager(store, secret_key=SECRET, clock=clock, session_ttl=10, cleanup_threshold=3)

@@ -382,13 +382,19 @@ class SessionManager:
         return result
 
     async def update_session_metadata(
-        self, session_id: str, updates: Mapping[str, Any], *, remove: Iterable[str] = ()
+        self,
+        session_id: str,
+        updates: Mapping[str, Any],
+        *,
+        remove: Iterable[str] = (),
+        ttl: float | None = None,
     ) -> None:
         """Merge ``updates`` and remove the ``remove`` keys in one atomic store write.
 
         Same validation and size rules as :meth:`set_session_metadata`. A key in
         both is set. Used e.g. for LiveKit attributes, where an empty value
-        deletes the key.
+        deletes the key. ``ttl`` (seconds) replaces :attr:`session_ttl` for this
+        write, e.g. for a token's session that lives as long as its token.
 
         Raises:
             TypeError: Bad argument types, a non-str key or a non-JSON value.
@@ -401,11 +407,10 @@ class SessionManager:
                 raise TypeError(f"updates must be a mapping, not {type(updates).__name__}")
             updates = dict(updates)
         remove_keys = _check_keys(remove, "remove")
+        lifetime = self._session_ttl if ttl is None else _positive_number(ttl, "ttl")
         fields = _encode(updates)
         store = self._store
-        await store.merge(
-            sid, fields, remove=remove_keys, ttl=self._session_ttl, max_bytes=self._max_bytes
-        )
+        await store.merge(sid, fields, remove=remove_keys, ttl=lifetime, max_bytes=self._max_bytes)
         if self._cleanup_due():
             await store.cleanup()
 

@@ -684,10 +684,8 @@ class TokenIssuer:
             private_metadata=private_metadata,
         )
         assert minted.stored is not None
-        await sessions.set_session_metadata(session_id, minted.stored)
         lifetime = minted.lifetime + self._session_grace
-        if lifetime != sessions.session_ttl:
-            await sessions.store.touch(session_id, ttl=lifetime)
+        await sessions.update_session_metadata(session_id, minted.stored, ttl=lifetime)
         logger.debug(
             "stored a token session",
             extra={"session_id": session_id, "keys": len(minted.stored)},
