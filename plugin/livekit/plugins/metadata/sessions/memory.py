@@ -86,6 +86,16 @@ def _dropped(
     return [k for k in dict.fromkeys(remove) if k in values and k not in fields]
 
 
+def _exact(value: bytes) -> bytes:
+    """A copy of exactly ``len(value)`` bytes.
+
+    orjson's results keep their whole write buffer (about 4 KiB even for a
+    10-byte value); a long-lived session would otherwise hold on to one per
+    stored value.
+    """
+    return bytes(memoryview(value))
+
+
 def _as_bytes(value: object) -> bytes:
     """A field value as bytes; TypeError unless it is non-empty and bytes-like."""
     if not isinstance(value, (bytes, bytearray, memoryview)) or not value:
@@ -335,11 +345,8 @@ class MemoryStore:
         stored = s.values
         for key in drop:
             del stored[key]
-        for key, value in fields.items():
-            # An exact-size copy: orjson's results keep their whole write buffer
-            # (about 4 KiB even for a 10-byte value), which a long-lived session
-            # would otherwise hold on to for every stored value.
-            stored[key] = bytes(memoryview(value))
+        for key, value in fields.items():  # exact-size copies (see _exact)
+            stored[key] = _exact(value)
         s.total = total
         s.decoded = None
 
