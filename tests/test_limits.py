@@ -15,19 +15,7 @@ import pytest
 from livekit.plugins.metadata.errors import StoreUnavailable
 from livekit.plugins.metadata.server.limits import Limits, MemoryLimits, RedisLimits
 from livekit.plugins.metadata.sessions.redis import RedisStore
-
-
-class FakeClock:
-    """A settable clock in seconds."""
-
-    def __init__(self, now: float = 1_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.clock import FakeClock
 
 
 async def _burst(
@@ -51,7 +39,7 @@ class LimitsContract:
         """After the wait it announced, the next request is admitted, and only one."""
         waits = await _burst(limits, "p", 4, rate=4.0, burst=2)
         assert waits[2] > 0.0
-        clock.advance(waits[2])
+        clock.tick(waits[2])
         assert await limits.hit("p", 4.0, 2) == 0.0
         assert await limits.hit("p", 4.0, 2) > 0.0
 
@@ -68,7 +56,7 @@ class LimitsContract:
             await limits.hit("p", 1.0, 1)
         again = await limits.hit("p", 1.0, 1)
         assert first == pytest.approx(again, abs=1e-3)
-        clock.advance(first)
+        clock.tick(first)
         assert await limits.hit("p", 1.0, 1) == 0.0
 
     async def test_reserve_counts_live_sessions_up_to_the_cap(self, limits: Limits) -> None:
@@ -89,9 +77,9 @@ class LimitsContract:
     ) -> None:
         """After ``ttl`` a session no longer counts."""
         assert await limits.reserve_session("s1", 10.0, 1)
-        clock.advance(9.0)
+        clock.tick(9.0)
         assert not await limits.reserve_session("s2", 10.0, 1)
-        clock.advance(1.5)
+        clock.tick(1.5)
         assert await limits.reserve_session("s2", 10.0, 1)
 
     async def test_re_reserving_refreshes_the_expiry(
@@ -99,9 +87,9 @@ class LimitsContract:
     ) -> None:
         """A refreshed session is still live after its first ttl."""
         assert await limits.reserve_session("s1", 10.0, 1)
-        clock.advance(8.0)
+        clock.tick(8.0)
         assert await limits.reserve_session("s1", 10.0, 1)
-        clock.advance(8.0)
+        clock.tick(8.0)
         assert not await limits.reserve_session("s2", 10.0, 1)
 
     async def test_release_frees_a_place_and_tolerates_unknown_ids(self, limits: Limits) -> None:
@@ -148,7 +136,7 @@ class LimitsContract:
 class TestMemoryLimits(LimitsContract):
     @pytest.fixture
     def clock(self) -> FakeClock:
-        return FakeClock()
+        return FakeClock(now=1_000.0)
 
     @pytest.fixture
     def limits(self, clock: FakeClock) -> MemoryLimits:
