@@ -50,6 +50,7 @@ from livekit.plugins.metadata.agent.selection import AgentFactoryMap
 from livekit.plugins.metadata.routing.route import Route
 from livekit.plugins.metadata.routing.router import MetadataRouter
 from livekit.plugins.metadata.sessions.manager import SessionManager
+from livekit.plugins.metadata.sessions.redis import RedisStore
 
 logger = logging.getLogger("router-demo")
 
@@ -176,12 +177,21 @@ def _turn_handling(speech: bool) -> dict[str, Any]:
     return {"turn_handling": {"turn_detection": "manual", "interruption": {"enabled": False}}}
 
 
+def _sessions() -> SessionManager:
+    """The job's sessions: the Redis at ``REDIS_URL`` if set (shared with the token endpoint,
+    so the agent also reads each caller's private keys), else this process's own memory."""
+    url = os.environ.get("REDIS_URL")
+    return SessionManager(RedisStore.from_url(url)) if url else SessionManager()
+
+
 @server.rtc_session(agent_name=AGENT_NAME, on_request=ROUTER.request_handler())
 async def entrypoint(ctx: JobContext) -> None:
     """Attach the adapter, route, start the chosen Agent, publish and follow the decision."""
     started = asyncio.Event()
     session: AgentSession[Any] | None = None
-    adapter = MetadataAdapter(SessionManager())
+    sessions = _sessions()
+    ctx.add_shutdown_callback(sessions.aclose)
+    adapter = MetadataAdapter(sessions)
 
     async def on_change(identity: str) -> None:
         # Run by the adapter after each applied update, in order: none is missed,

@@ -1225,3 +1225,23 @@ def test_serve_command_as_a_subprocess() -> None:
     assert "curl" in stdout
     assert "devkey" in err.decode()
     assert body["participant_token"] not in stdout + err.decode()
+
+
+@pytest.mark.parametrize(
+    ("key", "secret", "said"), [("k1", "short-secret", 1), ("devkey", "secret", 0)]
+)
+async def test_a_short_secret_is_said_once_cleanly(
+    serve: Serve, caplog: pytest.LogCaptureFixture, key: str, secret: str, said: int
+) -> None:
+    """A short explicit secret: one clean warning line, never PyJWT's (with a file path).
+
+    The suite turns warnings into errors, so PyJWT's InsecureKeyLengthWarning would fail
+    the mint; the documented dev pair set on purpose is not warned about at all.
+    """
+    with caplog.at_level(logging.WARNING, logger="livekit.plugins.metadata"):
+        client = await serve(api_key=key, api_secret=secret)
+        status, answer, _ = await client.post({"room_name": "r1"})
+    assert status == 201, answer
+    notes = [r.getMessage() for r in caplog.records if "HS256 needs at least 32" in r.getMessage()]
+    assert len(notes) == said
+    assert all(secret not in n for n in notes)

@@ -72,6 +72,7 @@ from ..log import logger
 from ..routing.router import MetadataRouter, Route
 from ..sessions.manager import SessionManager
 from ..tokens.issuer import DEFAULT_TTL, Dispatch, TokenIssuer
+from ..tokens.keys import short_secret_warning
 from .config import (
     DEFAULT_PORT,
     DEV_API_KEY,
@@ -226,6 +227,11 @@ def _build_issuer(
                 "this outside local development."
             )
         _silence_short_key_warning()
+    elif (key, secret) == (DEV_API_KEY, DEV_API_SECRET):
+        _silence_short_key_warning()  # the dev pair set on purpose: its shortness is known
+    elif (note := short_secret_warning(secret)) is not None:
+        logger.warning(note)  # once, cleanly, instead of PyJWT's warning with a file path
+        _silence_short_key_warning()
     return TokenIssuer(
         key,
         secret,
@@ -291,7 +297,7 @@ def create_app(
 
 
 def _silence_short_key_warning() -> None:
-    """Dev mode only: the dev secret is 6 bytes, which PyJWT warns about on every token."""
+    """PyJWT warns about a short secret, with a file path; the caller has said it once."""
     from jwt.warnings import InsecureKeyLengthWarning
 
     warnings.filterwarnings("ignore", category=InsecureKeyLengthWarning)
