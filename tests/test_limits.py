@@ -13,7 +13,13 @@ from collections.abc import AsyncIterator
 import pytest
 
 from livekit.plugins.metadata.errors import StoreUnavailable
-from livekit.plugins.metadata.server.limits import Limits, MemoryLimits, RedisLimits
+from livekit.plugins.metadata.server.limits import (
+    Bucket,
+    Limits,
+    MemoryLimits,
+    RedisLimits,
+    Reservation,
+)
 from livekit.plugins.metadata.sessions.redis import RedisStore
 from tests.clock import FakeClock
 
@@ -26,6 +32,39 @@ async def _burst(
 
 class LimitsContract:
     """Behaviour both implementations share; ``limits`` and ``clock`` come from the subclass."""
+
+    async def test_admit_takes_one_token_from_every_bucket_and_reserves(
+        self, limits: Limits
+    ) -> None:
+        """Admitted: each bucket loses one token and the session is live."""
+        buckets = [Bucket("principal:a", 1.0, 2), Bucket("peer:1", 1.0, 1)]
+        first = await limits.admit(buckets, Reservation("s1", 60.0, 5))
+        assert first.admitted
+        assert await limits.hit("principal:a", 1.0, 2) == 0.0  # one of two tokens left
+        assert await limits.hit("peer:1", 1.0, 1) > 0.0  # its only token was taken
+        assert not await limits.reserve_session("s2", 60.0, 1)  # s1 is live
+
+    async def test_admit_is_all_or_nothing(self, limits: Limits) -> None:
+        """An empty bucket or a full cap refuses, and then takes and reserves nothing."""
+        await limits.hit("peer:1", 1.0, 1)  # empty the peer bucket
+        refused = await limits.admit(
+            [Bucket("principal:a", 1.0, 1), Bucket("peer:1", 1.0, 1)], Reservation("s1", 60.0, 5)
+        )
+        assert not refused.admitted
+        assert 0.0 < refused.wait <= 1.0
+        assert await limits.hit("principal:a", 1.0, 1) == 0.0  # its token was not taken
+        assert await limits.reserve_session("x", 60.0, 1)  # and s1 was not reserved
+        full = await limits.admit([Bucket("principal:b", 1.0, 1)], Reservation("s2", 60.0, 1))
+        assert full.full
+        assert not full.admitted
+        assert await limits.hit("principal:b", 1.0, 1) == 0.0  # untouched by the refusal
+
+    async def test_admit_answers_the_longest_wait(self, limits: Limits) -> None:
+        await limits.hit("a", 1.0, 1)
+        await limits.hit("b", 0.25, 1)
+        answer = await limits.admit([Bucket("a", 1.0, 1), Bucket("b", 0.25, 1)])
+        assert 3.0 < answer.wait <= 4.0
+        assert (await limits.admit([])).admitted
 
     async def test_a_fresh_bucket_admits_exactly_burst_then_says_how_long_to_wait(
         self, limits: Limits
@@ -185,14 +224,14 @@ class TestRedisLimits(LimitsContract):
         await limits.hit("p", 1.0, 1)
         await limits.reserve_session("s", 60.0, 1)
         keys = sorted(k.decode() for k in await store.client.keys("*"))
-        assert keys == ["lkmeta-limits:rate:p", "lkmeta-limits:sessions"]
+        assert keys == ["lkmeta-limits:{limits}rate:p", "lkmeta-limits:{limits}sessions"]
 
     async def test_keys_expire_by_themselves(self, store: RedisStore, limits: RedisLimits) -> None:
         """A bucket key lives until it would be full again; the session set until its last expiry."""
         await limits.hit("p", 2.0, 4)
         await limits.reserve_session("s", 30.0, 1)
-        rate_ttl = await store.client.pttl("lkmeta-limits:rate:p")
-        sessions_ttl = await store.client.pttl("lkmeta-limits:sessions")
+        rate_ttl = await store.client.pttl("lkmeta-limits:{limits}rate:p")
+        sessions_ttl = await store.client.pttl("lkmeta-limits:{limits}sessions")
         assert 0 < rate_ttl <= 502
         assert 29_000 < sessions_ttl <= 30_001
 

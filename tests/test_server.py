@@ -33,6 +33,7 @@ from livekit.plugins.metadata.errors import ConfigError, StoreUnavailable
 from livekit.plugins.metadata.routing.router import MetadataRouter
 from livekit.plugins.metadata.server.app import create_app
 from livekit.plugins.metadata.server.config import Principal, RateLimit, ServerConfig
+from livekit.plugins.metadata.server.limits import MemoryLimits
 from livekit.plugins.metadata.server.models import TokenRequest
 from livekit.plugins.metadata.server.openapi import openapi_document
 from livekit.plugins.metadata.sessions.manager import SessionManager
@@ -817,6 +818,47 @@ async def test_peer_rate_limit_applies_whoever_the_principal_is(serve: Serve) ->
     assert (await c.post({}, bearer=BEARER))[0] == 201
     assert (await c.post({}, bearer=OTHER_BEARER))[0] == 201
     assert (await c.post({}, bearer=BEARER))[0] == 429
+
+
+class CountingLimits(MemoryLimits):
+    """MemoryLimits that records which calls a request made (one replica's stand-in)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    async def hit(self, key: str, rate: float, burst: int) -> float:
+        self.calls.append("hit")
+        return await super().hit(key, rate, burst)
+
+    async def reserve_session(self, session_id: str, ttl: float, max_sessions: int) -> bool:
+        self.calls.append("reserve_session")
+        return await super().reserve_session(session_id, ttl, max_sessions)
+
+    async def admit(self, buckets: Any, reservation: Any = None) -> Any:
+        self.calls.append("admit")
+        return await super().admit(buckets, reservation)
+
+
+async def test_one_limits_call_per_request(serve: Serve) -> None:
+    """Rates (principal and peer) and the session cap: one call, so one Redis round trip."""
+    limits = CountingLimits()
+    c = await serve(limits=limits, peer_rate_limit={"rate": 100, "burst": 100})
+    assert (await c.post({"room_name": "r1"}))[0] == 201
+    assert limits.calls == ["admit"]
+    limits.calls.clear()
+    assert (await c.post(data=b"{not json"))[0] == 400
+    assert limits.calls == ["admit"]
+
+
+async def test_a_refused_request_counts_against_the_rate(serve: Serve) -> None:
+    """Invalid requests cannot be sent for free: they take a token, and then 429 comes first."""
+    c = await serve(rate_limit={"rate": 0.01, "burst": 2})
+    assert (await c.post(data=b"{not json"))[0] == 400
+    assert (await c.post({"room_name": "r1"}))[0] == 201
+    status, body, _ = await c.post(data=b"{not json")
+    assert status == 429
+    assert error_code(body) == "rate_limited"
 
 
 async def test_wrong_method_405_and_unknown_path_404(serve: Serve) -> None:

@@ -85,7 +85,7 @@ from .config import (
     RateLimit,
     ServerConfig,
 )
-from .limits import Limits, MemoryLimits, RedisLimits
+from .limits import Bucket, Limits, MemoryLimits, RedisLimits, Reservation
 from .metrics import Metrics
 from .models import TokenRequest
 from .openapi import openapi_document
@@ -359,14 +359,18 @@ async def _handle_token(request: web.Request) -> web.Response:
     log: dict[str, Any] = {}
     request[LOG] = log
     _check_framing(request, state.config)
-    principal = await _authorize(request, state)
+    principal, buckets = await _authorize(request, state)
     log["principal"] = principal.id
-    parsed = _parse(await request.read(), state)
-    grant = _apply_policy(parsed, principal, state)
-    log["room"] = grant.room
-    choice = _choose_dispatch(parsed, grant, principal, state)
+    try:
+        parsed = _parse(await request.read(), state)
+        grant = _apply_policy(parsed, principal, state)
+        log["room"] = grant.room
+        choice = _choose_dispatch(parsed, grant, principal, state)
+    except Refusal:
+        await _admit(state, buckets, None)  # a refused request counts against its rates too
+        raise
     log["agent"] = choice.agent or None
-    slot = await _reserve_session(state)
+    slot = await _admit(state, buckets, secrets.token_urlsafe(16))
     try:
         token = await _mint_and_store(parsed, grant, choice, state)
     except BaseException:
@@ -395,8 +399,8 @@ def _check_framing(request: web.Request, config: ServerConfig) -> None:
         )
 
 
-async def _authorize(request: web.Request, state: AppState) -> Principal:
-    """The principal, within its rate limits, or a 401/403/429."""
+async def _authorize(request: web.Request, state: AppState) -> tuple[Principal, list[Bucket]]:
+    """The principal and the rate buckets its request takes from, or a 401/403/429."""
     peer = request.remote or "-"
     blocked_until = state.blocked.get(peer)
     if blocked_until is not None:
@@ -412,12 +416,14 @@ async def _authorize(request: web.Request, state: AppState) -> Principal:
             await _failed_authentication(peer, state)
         raise
     config = state.config
+    buckets = []
     limit = principal.rate_limit or config.rate_limit
     if limit is not None:
-        await _hit(state, "principal:" + rate_key, limit, "rate_limited")
+        buckets.append(Bucket("principal:" + rate_key, limit.rate, limit.burst))
     if config.peer_rate_limit is not None:
-        await _hit(state, "peer:" + peer, config.peer_rate_limit, "rate_limited")
-    return principal
+        peer_limit = config.peer_rate_limit
+        buckets.append(Bucket("peer:" + peer, peer_limit.rate, peer_limit.burst))
+    return principal, buckets
 
 
 def _too_many(code: str, message: str, wait: float) -> Refusal:
@@ -425,13 +431,31 @@ def _too_many(code: str, message: str, wait: float) -> Refusal:
     return Refusal(429, code, f"{message}; retry later", {"Retry-After": retry})
 
 
-async def _hit(state: AppState, key: str, limit: RateLimit, code: str) -> None:
+async def _admit(state: AppState, buckets: list[Bucket], slot: str | None) -> str:
+    """The request's one limits call: its rate buckets and (``slot``) one more live session.
+
+    A 429 when a bucket is empty, a 503 ``store_full`` when the cap is reached
+    (nothing evicted); otherwise the reserved slot (a random id of its own, live as
+    long as a token session), to release if minting fails.
+    """
+    config = state.config
+    reservation = (
+        None if slot is None else Reservation(slot, config.token_session_ttl(), config.max_sessions)
+    )
+    if not buckets and reservation is None:
+        return ""
     try:
-        wait = await state.limits.hit(key, limit.rate, limit.burst)
+        answer = await state.limits.admit(buckets, reservation)
     except StoreError:
         raise _store_unavailable() from None
-    if wait > 0.0:
-        raise _too_many(code, "too many token requests", wait)
+    if answer.wait > 0.0:
+        raise _too_many("rate_limited", "too many token requests", answer.wait)
+    if answer.full:
+        state.metrics.refuse("store_full")
+        raise _store_full()
+    if slot is not None:
+        state.metrics.sessions_created += 1
+    return slot or ""
 
 
 async def _failed_authentication(peer: str, state: AppState) -> None:
@@ -769,26 +793,6 @@ def _room_config_extra(room_config: api.RoomConfiguration | None) -> api.RoomCon
     rc.CopyFrom(room_config)
     del rc.agents[:]
     return rc
-
-
-async def _reserve_session(state: AppState) -> str:
-    """Count one more live token session against ``max_sessions`` (503 when full).
-
-    The slot is a random id of its own (the session's id is chosen inside
-    ``amint``), reserved for as long as the session lives.
-    """
-    slot = secrets.token_urlsafe(16)
-    try:
-        ok = await state.limits.reserve_session(
-            slot, state.config.token_session_ttl(), state.config.max_sessions
-        )
-    except StoreError:
-        raise _store_unavailable() from None
-    if not ok:
-        state.metrics.refuse("store_full")
-        raise _store_full()
-    state.metrics.sessions_created += 1
-    return slot
 
 
 async def _release_session(slot: str, state: AppState) -> None:

@@ -1,16 +1,19 @@
 """Shared limits for the token endpoint: request rates and the live-session cap.
 
-The endpoint asks one :class:`Limits` object two questions per request: may this
-caller make a request now (:meth:`Limits.hit`, a token bucket per key), and may
-one more token session start (:meth:`Limits.reserve_session`, a cap on live
-sessions that refuses when full and never evicts).
+The endpoint asks one :class:`Limits` object, once per request, whether the
+caller may make a request now (a token bucket per key: the principal's and the
+client address's) and whether one more token session may start (a cap on live
+sessions that refuses when full and never evicts): :meth:`Limits.admit`, all or
+nothing, one round trip. :meth:`Limits.hit` and :meth:`Limits.reserve_session`
+ask one question each (failed authentications use ``hit``).
 
 * :class:`MemoryLimits` answers from process memory: each endpoint replica
   enforces its own limits (what the endpoint uses with the memory store).
 * :class:`RedisLimits` answers from Redis, so every replica that shares the
   Redis shares the limits: N replicas admit the configured rate once, not N
-  times. Each answer is one Lua script run (one round trip) that touches exactly
-  one key, so it works unchanged on Redis Cluster and behind Sentinel.
+  times. Each answer is one Lua script run (one round trip). Every limits key
+  carries the hash tag ``{limits}``, so all of them live in one hash slot and a
+  script may touch several of them on Redis Cluster too.
 
 Token bucket semantics (both classes): a bucket holds at most ``burst`` tokens
 and refills at ``rate`` tokens per second; a request takes one token. The
@@ -27,21 +30,53 @@ import asyncio
 import heapq
 import math
 import time
-from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
 from ..errors import StoreUnavailable
 
 if TYPE_CHECKING:
     from ..sessions.redis import RedisStore
 
-__all__ = ["Limits", "MemoryLimits", "RedisLimits"]
+__all__ = ["Admission", "Bucket", "Limits", "MemoryLimits", "RedisLimits", "Reservation"]
 
 MAX_BUCKETS = 100_000
 """Most rate buckets :class:`MemoryLimits` keeps; the oldest is dropped beyond it."""
 
 DEFAULT_PREFIX = "lkmeta-limits:"
 """Key prefix of :class:`RedisLimits` when not derived from a store."""
+
+
+TAG = "{limits}"
+"""Hash tag of every :class:`RedisLimits` key: one slot, so one script can touch several."""
+
+
+class Bucket(NamedTuple):
+    """A token bucket to take one token from: ``burst`` tokens, refilled at ``rate``/s."""
+
+    key: str
+    rate: float
+    burst: int
+
+
+class Reservation(NamedTuple):
+    """One more live session, ``session_id``, for ``ttl`` s, unless ``max_sessions`` are live."""
+
+    session_id: str
+    ttl: float
+    max_sessions: int
+
+
+class Admission(NamedTuple):
+    """The answer of :meth:`Limits.admit`: ``wait`` > 0 (rate limited) or ``full``, or neither."""
+
+    wait: float = 0.0
+    full: bool = False
+
+    @property
+    def admitted(self) -> bool:
+        """True when the request may go on (a token was taken from every bucket)."""
+        return self.wait <= 0.0 and not self.full
 
 
 class Limits(Protocol):
@@ -68,6 +103,18 @@ class Limits(Protocol):
 
     async def release_session(self, session_id: str) -> None:
         """Stop counting ``session_id`` (no error if it is not reserved)."""
+        ...
+
+    async def admit(
+        self, buckets: Sequence[Bucket], reservation: Reservation | None = None
+    ) -> Admission:
+        """Take one token from every bucket and make the reservation, or change nothing.
+
+        All or nothing, in one step (one round trip for a shared backend). When a
+        bucket is empty the answer's ``wait`` is the longest wait among the empty
+        ones; when the reservation does not fit, ``full`` is true; either way no
+        token is taken and nothing is reserved.
+        """
         ...
 
     async def aclose(self) -> None:
@@ -120,18 +167,24 @@ class MemoryLimits:
         """Take one token from ``key``'s bucket; ``0.0`` if allowed, else seconds to wait."""
         _check_bucket(rate, burst)
         now = self._clock()
+        tokens = self._level(key, rate, burst, now)
+        if tokens >= 1.0:
+            self._store(key, tokens - 1.0, now)
+            return 0.0
+        self._store(key, tokens, now)
+        return (1.0 - tokens) / rate
+
+    def _level(self, key: str, rate: float, burst: int, now: float) -> float:
+        """Tokens in ``key``'s bucket at ``now`` (a new bucket is full)."""
         entry = self._buckets.get(key)
         if entry is None:
-            tokens = float(burst)
-            if len(self._buckets) >= self._max_buckets:
-                self._buckets.pop(next(iter(self._buckets)))
-        else:
-            tokens = min(float(burst), entry[0] + (now - entry[1]) * rate)
-        if tokens >= 1.0:
-            self._buckets[key] = (tokens - 1.0, now)
-            return 0.0
+            return float(burst)
+        return min(float(burst), entry[0] + (now - entry[1]) * rate)
+
+    def _store(self, key: str, tokens: float, now: float) -> None:
+        if key not in self._buckets and len(self._buckets) >= self._max_buckets:
+            self._buckets.pop(next(iter(self._buckets)))
         self._buckets[key] = (tokens, now)
-        return (1.0 - tokens) / rate
 
     def _drop_expired(self, now: float) -> None:
         expiries, live = self._expiries, self._live
@@ -143,7 +196,9 @@ class MemoryLimits:
     async def reserve_session(self, session_id: str, ttl: float, max_sessions: int) -> bool:
         """Count ``session_id`` as live for ``ttl`` seconds; ``False`` if the cap is reached."""
         _check_reservation(session_id, ttl, max_sessions)
-        now = self._clock()
+        return self._reserve(self._clock(), session_id, ttl, max_sessions)
+
+    def _reserve(self, now: float, session_id: str, ttl: float, max_sessions: int) -> bool:
         self._drop_expired(now)
         if session_id not in self._live and len(self._live) >= max_sessions:
             return False
@@ -154,6 +209,27 @@ class MemoryLimits:
             self._expiries = [(e, s) for s, e in self._live.items()]
             heapq.heapify(self._expiries)
         return True
+
+    async def admit(
+        self, buckets: Sequence[Bucket], reservation: Reservation | None = None
+    ) -> Admission:
+        """One token from every bucket and the reservation, or nothing (see :class:`Limits`)."""
+        for bucket in buckets:
+            _check_bucket(bucket.rate, bucket.burst)
+        if reservation is not None:
+            _check_reservation(*reservation)
+        now = self._clock()
+        levels = [self._level(b.key, b.rate, b.burst, now) for b in buckets]
+        waits = [
+            (1.0 - level) / b.rate for b, level in zip(buckets, levels, strict=True) if level < 1.0
+        ]
+        if waits:
+            return Admission(wait=max(waits))
+        if reservation is not None and not self._reserve(now, *reservation):
+            return Admission(full=True)
+        for bucket, level in zip(buckets, levels, strict=True):
+            self._store(bucket.key, level - 1.0, now)
+        return Admission()
 
     async def release_session(self, session_id: str) -> None:
         """Stop counting ``session_id``."""
@@ -221,9 +297,50 @@ return 1
 # ARGV: now_us. Returns how many members are live.
 _COUNT_LUA = _LUA_NOW + _LUA_LIVE + "return redis.call('ZCARD', KEYS[1])\n"
 
+# KEYS[1] the sessions set, KEYS[2..n+1] the buckets (all in the {limits} slot).
+# ARGV: now_us, n, then interval_us and burst per bucket, then session_id ('' for no
+# reservation), ttl_us, max_sessions. Returns {0, 0} (admitted: one token taken from
+# each bucket, the session reserved), {1, wait_us} (rate limited) or {2, 0} (full);
+# when refused, nothing changed.
+_ADMIT_LUA = (
+    _LUA_NOW
+    + r"""
+local n = tonumber(ARGV[2])
+local wait = 0
+local tats = {}
+for i = 1, n do
+  local interval = tonumber(ARGV[1 + 2 * i])
+  local tat = tonumber(redis.call('GET', KEYS[i + 1])) or now
+  if tat < now then tat = now end
+  tats[i] = tat + interval
+  local w = tats[i] - now - tonumber(ARGV[2 + 2 * i]) * interval
+  if w > wait then wait = w end
+end
+if wait > 0 then return {1, math.ceil(wait)} end
+local sid = ARGV[3 + 2 * n]
+if sid ~= '' then
+"""
+    + _LUA_LIVE
+    + r"""
+  if not redis.call('ZSCORE', KEYS[1], sid) then
+    if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[5 + 2 * n]) then return {2, 0} end
+  end
+  redis.call('ZADD', KEYS[1], string.format('%.0f', now + tonumber(ARGV[4 + 2 * n])), sid)
+  local last = redis.call('ZRANGE', KEYS[1], -1, -1, 'WITHSCORES')
+  redis.call('PEXPIRE', KEYS[1], math.ceil((tonumber(last[2]) - now) / 1000) + 1)
+end
+for i = 1, n do
+  local ttl = math.ceil((tats[i] - now) / 1000) + 1
+  redis.call('SET', KEYS[i + 1], string.format('%.0f', tats[i]), 'PX', ttl)
+end
+return {0, 0}
+"""
+)
+
 
 def _derived_prefix(store_prefix: str) -> str:
     """A limits prefix that no ``store_prefix + session_id`` key can start with."""
+    store_prefix = store_prefix.replace("{", "_").replace("}", "_")  # keep {limits} the tag
     if not store_prefix:
         return DEFAULT_PREFIX
     last = "-" if store_prefix[-1] != "-" else "+"
@@ -233,11 +350,13 @@ def _derived_prefix(store_prefix: str) -> str:
 class RedisLimits:
     """:class:`Limits` in Redis, shared by every endpoint replica that uses the same Redis.
 
-    Keys (each script call touches exactly one, so every call runs on one node
-    of a Redis Cluster): ``<prefix>rate:<key>`` (a string, per bucket, expiring
-    when the bucket would be full again) and ``<prefix>sessions`` (a sorted set of
-    reserved session ids scored by expiry, expiring with its last member). The
-    clock is Redis's own ``TIME``, so replicas with skewed clocks still agree.
+    Keys: ``<prefix>{limits}rate:<key>`` (a string, per bucket, expiring when
+    the bucket would be full again) and ``<prefix>{limits}sessions`` (a sorted set
+    of reserved session ids scored by expiry, expiring with its last member). The
+    hash tag puts them all in one slot, so :meth:`admit` checks every bucket and
+    the cap in one script, on one node of a Redis Cluster too (the prefix may not
+    contain braces). The clock is Redis's own ``TIME``, so replicas with skewed
+    clocks still agree.
 
     Args:
         client: A ``redis.asyncio.Redis`` or ``redis.asyncio.RedisCluster``.
@@ -259,11 +378,14 @@ class RedisLimits:
 
         if not isinstance(prefix, str):
             raise TypeError("prefix must be a str")
+        if "{" in prefix or "}" in prefix:
+            raise ValueError("prefix must not contain braces: {limits} is the keys' hash tag")
         if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
             raise ValueError("timeout must be a positive number of seconds")
         self._client = client
         self._prefix = prefix
-        self._sessions_key = prefix + "sessions"
+        self._tagged = prefix + TAG
+        self._sessions_key = self._tagged + "sessions"
         self._timeout = float(timeout)
         self._clock = clock
         self._where = _where
@@ -284,6 +406,7 @@ class RedisLimits:
         self._hit = client.register_script(_HIT_LUA)
         self._reserve = client.register_script(_RESERVE_LUA)
         self._count = client.register_script(_COUNT_LUA)
+        self._admit = client.register_script(_ADMIT_LUA)
 
     @classmethod
     def from_store(
@@ -332,7 +455,7 @@ class RedisLimits:
         """Take one token from ``key``'s shared bucket; ``0.0`` if allowed, else seconds."""
         _check_bucket(rate, burst)
         args = [self._now(), repr(1e6 / rate), burst]
-        call = self._hit(keys=[self._prefix + "rate:" + key], args=args)
+        call = self._hit(keys=[self._tagged + "rate:" + key], args=args)
         wait_us = await self._call("hit", call)
         return int(wait_us) / 1e6
 
@@ -346,6 +469,27 @@ class RedisLimits:
     async def release_session(self, session_id: str) -> None:
         """Stop counting ``session_id``."""
         await self._call("release", self._client.zrem(self._sessions_key, session_id))
+
+    async def admit(
+        self, buckets: Sequence[Bucket], reservation: Reservation | None = None
+    ) -> Admission:
+        """Every bucket and the reservation across replicas, all or nothing: one script run."""
+        keys = [self._sessions_key]
+        args: list[Any] = [self._now(), len(buckets)]
+        for bucket in buckets:
+            _check_bucket(bucket.rate, bucket.burst)
+            keys.append(self._tagged + "rate:" + bucket.key)
+            args += [repr(1e6 / bucket.rate), bucket.burst]
+        if reservation is None:
+            args += ["", 0, 0]
+        else:
+            _check_reservation(*reservation)
+            session_id, ttl, max_sessions = reservation
+            args += [session_id, round(ttl * 1e6), max_sessions]
+        outcome, wait_us = await self._call("admit", self._admit(keys=keys, args=args))
+        if int(outcome) == 1:
+            return Admission(wait=int(wait_us) / 1e6)
+        return Admission(full=int(outcome) == 2)
 
     async def live_sessions(self) -> int:
         """How many reserved sessions are live now (all replicas together)."""
