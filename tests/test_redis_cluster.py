@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from livekit.plugins.metadata.errors import StoreUnavailable
-from livekit.plugins.metadata.server.limits import RedisLimits
+from livekit.plugins.metadata.server.limits import Bucket, RedisLimits, Reservation
 from livekit.plugins.metadata.sessions import redis as redis_module
 from livekit.plugins.metadata.sessions.redis import RedisStore
 from tests.fixtures.redis_cluster import RedisCluster
@@ -247,8 +247,9 @@ async def test_sessions_spread_over_the_masters_each_on_its_slot_owner(
 
 
 async def test_limits_work_on_the_cluster(redis_cluster_url: str) -> None:
-    """RedisLimits' scripts touch one key each, so they run on a cluster unchanged, and
-    concurrent first calls on a fresh cluster client all get an answer."""
+    """RedisLimits' keys share the {limits} slot, so every script (admit touches several
+    keys) runs on a cluster unchanged, and concurrent first calls on a fresh cluster client
+    all get an answer."""
     store = RedisStore.from_url(redis_cluster_url)
     try:
         limits = RedisLimits.from_store(store)
@@ -257,6 +258,10 @@ async def test_limits_work_on_the_cluster(redis_cluster_url: str) -> None:
         assert all(w > 0.0 for w in waits if w != 0.0)
         assert await limits.reserve_session("a", 60.0, 1)
         assert not await limits.reserve_session("b", 60.0, 1)
+        buckets = [Bucket("principal:x", 1.0, 1), Bucket("peer:y", 1.0, 1)]
+        assert (await limits.admit(buckets, Reservation("c", 60.0, 2))).admitted
+        assert (await limits.admit(buckets)).wait > 0.0  # both tokens taken: one script
+        assert (await limits.admit([Bucket("z", 1.0, 1)], Reservation("d", 60.0, 2))).full
     finally:
         await store.aclose()
 
