@@ -784,6 +784,23 @@ def token_sessions(**kwargs: Any) -> tuple[TokenIssuer, SessionManager]:
     return TokenIssuer(KEY, SECRET, sessions=sessions, **kwargs), sessions
 
 
+async def test_amint_records_the_keys_the_server_decided() -> None:
+    issuer, sessions = token_sessions()
+    minted = await issuer.amint(
+        "caller-1",
+        "room-1",
+        metadata={"department": "support", "channel": "web"},
+        private_metadata={"crm_id": "C-42"},
+        protected_keys=["channel"],
+    )
+    stored = await sessions.token_sessions.get(minted.session_id)
+    assert stored[SESSION_OWNER_KEY]["protected"] == ["channel", "crm_id"]
+    # nothing a client names reaches the token space: the same id is not a named session
+    assert await sessions.get_session_metadata(minted.session_id) == {}
+    with pytest.raises(TypeError):
+        await issuer.amint("caller-1", "room-1", protected_keys="channel")
+
+
 async def test_amint_gives_each_token_its_own_session() -> None:
     issuer, sessions = token_sessions()
     minted = await issuer.amint(
@@ -796,11 +813,15 @@ async def test_amint_gives_each_token_its_own_session() -> None:
     )
     assert isinstance(minted, SessionToken)
     assert len(minted.session_id) >= 22  # 128 random bits, base64url
-    assert await sessions.get_session_metadata(minted.session_id) == {
+    assert await sessions.token_sessions.get(minted.session_id) == {
         "department": "support",
         "customer_id": SENTINEL,
         "tier": "gold",
-        SESSION_OWNER_KEY: {"identity": "caller-1", "room": "support-43"},
+        SESSION_OWNER_KEY: {
+            "identity": "caller-1",
+            "room": "support-43",
+            "protected": ["customer_id", "tier"],  # the private keys
+        },
     }
     claims = decode(minted.token)
     assert claims["metadata"] == '{"department":"support"}'
@@ -829,9 +850,9 @@ async def test_amint_session_ttl_is_token_ttl_plus_grace() -> None:
     assert issuer.session_grace == timedelta(seconds=30)
     minted = await issuer.amint("u", "r", metadata={"a": 1}, ttl=60)
     now[0] += 89
-    assert await sessions.get_session_metadata(minted.session_id) != {}
+    assert await sessions.token_sessions.get(minted.session_id) != {}
     now[0] += 2
-    assert await sessions.get_session_metadata(minted.session_id) == {}
+    assert await sessions.token_sessions.get(minted.session_id) == {}
 
 
 async def test_amint_private_keys_never_reach_the_token() -> None:
@@ -856,7 +877,7 @@ async def test_amint_private_keys_never_reach_the_token() -> None:
     assert agent["agentName"] == "vip"
     assert orjson.loads(agent["metadata"]) == {"lang": "es", SESSION_KEY: minted.session_id}
     assert "gold" not in orjson.dumps(claims).decode()
-    stored = await sessions.get_session_metadata(minted.session_id)
+    stored = await sessions.token_sessions.get(minted.session_id)
     assert stored["tier"] == "gold"
     with pytest.raises(ValueError, match="both metadata and private_metadata"):
         await issuer.amint("u", "r", metadata={"tier": "x"}, private_metadata={"tier": "y"})

@@ -277,31 +277,32 @@ async def test_failed_write_cannot_shrink_the_size_accounting(
 
     store = MemoryStore(clock=clock)
     sm = SessionManager(store, secret_key="k" * 40, clock=clock, max_session_bytes=64_000)
+    key = sm.named_sessions.key("s") if through == "manager" else "s"
 
     async def write(fields: dict[str, object]) -> None:
         if through == "manager":
             await sm.set_session_metadata("s", fields)
         else:
-            await store.merge("s", enc(fields), ttl=100, max_bytes=64_000)
+            await store.merge(key, enc(fields), ttl=100, max_bytes=64_000)
 
     async def write_with_bad_key() -> None:
         if through == "manager":
             await sm.set_session_metadata("s", {"big": "A" * 30_000, "\ud800": 1})
         else:
             fields = {"big": orjson.dumps("A" * 30_000), "\ud800": b"1"}
-            await store.merge("s", fields, ttl=100, max_bytes=64_000)
+            await store.merge(key, fields, ttl=100, max_bytes=64_000)
 
     await write({"obj": BIG_OBJECT})
     with pytest.raises(TypeError):
         await write_with_bad_key()
-    assert await store.get("s") == {"obj": BIG_OBJECT}
+    assert await store.get(key) == {"obj": BIG_OBJECT}
     await write({"big": "x"})
     with pytest.raises(MetadataTooLarge) as info:
         await write({"pad": "B" * 90_000})
     assert info.value.size == len(
         orjson.dumps({"obj": BIG_OBJECT, "big": "x", "pad": "B" * 90_000})
     )
-    assert await store.get("s") == {"obj": BIG_OBJECT, "big": "x"}
+    assert await store.get(key) == {"obj": BIG_OBJECT, "big": "x"}
     await _assert_size_accounting(store, "s", 64_000)
 
 

@@ -112,7 +112,9 @@ async def _apply(
         return {"removed": await sm.remove_session_keys(sid, step[1])}
     else:
         fields = _mapping(step[1])[0]
-        await store.merge(sid, fields, remove=step[2], ttl=TTL, max_bytes=cap)
+        await store.merge(
+            sm.named_sessions.key(sid), fields, remove=step[2], ttl=TTL, max_bytes=cap
+        )
     return None
 
 
@@ -158,7 +160,7 @@ async def _check_sequence(
             elif step[0] == "remove":
                 assert returned == {"removed": len(set(step[1]) & set(model))}, i
             model = after
-        stored = await store.get(sid)
+        stored = await store.get(sm.named_sessions.key(sid))
         assert stored == model, (i, step[0])
         assert len(orjson.dumps(stored)) <= cap, i
 

@@ -54,6 +54,7 @@ __all__ = [
     "MAX_DEPTH",
     "PLUGIN_ATTRIBUTE_PREFIX",
     "RESERVED_ATTRIBUTE_PREFIX",
+    "SERVICE_ATTRIBUTE_PREFIXES",
     "SESSION_ATTRIBUTE",
     "SESSION_KEY",
     "apply_attributes",
@@ -92,6 +93,14 @@ participant's private keys from that session."""
 
 SESSION_KEY = SESSION_ATTRIBUTE
 """The job-metadata key that carries the token session id of the token that dispatched the job."""
+
+SERVICE_ATTRIBUTE_PREFIXES = ("sip.", RESERVED_ATTRIBUTE_PREFIX)
+"""Attribute namespaces LiveKit's services set on their own participants.
+
+``sip.*`` (the numbers, call id and headers) is set by LiveKit's SIP service on
+participants of kind SIP; ``lk.*`` by LiveKit itself and its agents. From a
+client (a token request, or a live attribute update of a standard participant)
+they are forgeries: the token endpoint refuses them and the agent ignores them."""
 
 _WHITESPACE = b" \t\r\n"
 _WHITESPACE_CODES = frozenset(_WHITESPACE)

@@ -109,7 +109,7 @@ async def resolve_token_session(
     """
     if not isinstance(reference, str) or not 0 < len(reference) <= _MAX_REFERENCE:
         raise InvalidSessionReference("session reference is not a session id string")
-    data = await sessions.get_session_metadata(reference)
+    data = await sessions.token_sessions.get(reference)
     if not data:
         raise InvalidSessionReference(
             "session reference names no live session in this worker's store (unknown or "

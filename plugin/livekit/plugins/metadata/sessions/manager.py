@@ -16,6 +16,13 @@ flaws fixed:
 * a write that would make the session's compact JSON exceed
   ``max_session_bytes`` raises ``MetadataTooLarge`` and changes nothing.
 
+Three key spaces share one store and never meet: sessions named by the user
+(the SignalWire API below), token sessions (:attr:`SessionManager.token_sessions`,
+one per minted token) and call sessions (:attr:`SessionManager.call_sessions`,
+keyed by what LiveKit assigns to the call). The store key is a fixed tag per
+space followed by the id, so no id, whatever characters it holds, can address
+a session of another space.
+
 Tool tokens (:class:`~.tool_token.ToolTokens`) are pure CPU, so their methods
 are synchronous; every method touching the store is ``async``.
 
@@ -51,6 +58,7 @@ __all__ = [
     "DEFAULT_SESSION_TTL",
     "MAX_SESSION_ID_LENGTH",
     "SessionManager",
+    "SessionSpace",
 ]
 
 DEFAULT_SESSION_TTL: Final = 3600
@@ -176,6 +184,63 @@ def _int_at_least(value: object, name: str, low: int) -> int:
     return value
 
 
+class SessionSpace:
+    """The sessions of one key space of a :class:`SessionManager`.
+
+    Reached as ``manager.named_sessions`` (the ids the SignalWire API takes),
+    ``manager.token_sessions`` (one per minted token, ids from
+    :meth:`SessionManager.create_session`) and ``manager.call_sessions`` (one per
+    call, keyed by the LiveKit room sid). Same store, same limits and TTL rules
+    as the manager; the store key is this space's tag followed by the id.
+    """
+
+    __slots__ = ("_manager", "_tag", "name")
+
+    def __init__(self, manager: SessionManager, name: str, tag: str) -> None:
+        self._manager = manager
+        self._tag = tag
+        self.name = name
+        """``"named"``, ``"token"`` or ``"call"``."""
+
+    def __repr__(self) -> str:
+        return f"SessionSpace({self.name!r})"
+
+    def key(self, session_id: str) -> str:
+        """The store key of ``session_id`` in this space.
+
+        Raises:
+            TypeError, ValueError: Not a session id (empty, too long, not a str).
+        """
+        if type(session_id) is not str or not 0 < len(session_id) <= MAX_SESSION_ID_LENGTH:
+            session_id = _check_session_id(session_id)
+        return self._tag + session_id
+
+    async def get(self, session_id: str) -> dict[str, Any]:
+        """A copy of the session's metadata; ``{}`` if unknown or expired."""
+        return await self._manager.store.get(self.key(session_id))
+
+    async def update(
+        self,
+        session_id: str,
+        updates: Mapping[str, Any],
+        *,
+        remove: Iterable[str] = (),
+        ttl: float | None = None,
+    ) -> None:
+        """Merge ``updates`` and remove ``remove`` in one atomic write (see
+        :meth:`SessionManager.update_session_metadata`)."""
+        await self._manager._write(self.key(session_id), updates, remove, ttl)
+
+    async def delete(self, session_id: str) -> bool:
+        """Delete the session; True if it existed."""
+        return await self._manager.store.delete(self.key(session_id))
+
+    async def touch(self, session_id: str) -> bool:
+        """Restart the session's TTL without changing it; True if it exists."""
+        manager = self._manager
+        return await manager.store.touch(self.key(session_id), ttl=manager.session_ttl)
+
+
 class SessionManager:
     """Session metadata and tool tokens, SignalWire-style, over any ``SessionStore``.
 
@@ -233,6 +298,9 @@ class SessionManager:
                 type(self._store).__name__,
             )
         self._writes_since_cleanup = 0
+        self._named = SessionSpace(self, "named", "u:")
+        self._token_space = SessionSpace(self, "token", "t:")
+        self._call_space = SessionSpace(self, "call", "c:")
 
     def __repr__(self) -> str:
         return (
@@ -261,6 +329,25 @@ class SessionManager:
     def store(self) -> SessionStore:
         """The session store."""
         return self._store
+
+    @property
+    def named_sessions(self) -> SessionSpace:
+        """Sessions named by the caller of this API (``create_session("call-1")``).
+
+        The SignalWire methods (``get_session_metadata``, ``set_session_metadata``,
+        ...) work on this space.
+        """
+        return self._named
+
+    @property
+    def token_sessions(self) -> SessionSpace:
+        """One session per minted token (``TokenIssuer.amint``, the token endpoint)."""
+        return self._token_space
+
+    @property
+    def call_sessions(self) -> SessionSpace:
+        """One session per call, keyed by the LiveKit room sid (``MetadataAdapter``)."""
+        return self._call_space
 
     @property
     def tokens(self) -> ToolTokens:
@@ -376,7 +463,9 @@ class SessionManager:
             fields = _encode({metadata: value})
             result = True
         store = self._store
-        await store.merge(session_id, fields, ttl=self._session_ttl, max_bytes=self._max_bytes)
+        await store.merge(
+            self._named.key(session_id), fields, ttl=self._session_ttl, max_bytes=self._max_bytes
+        )
         if self._cleanup_due():
             await store.cleanup()
         return result
@@ -401,7 +490,16 @@ class SessionManager:
             ValueError: An invalid session id or a NaN/infinite number.
             MetadataTooLarge: The session would exceed ``max_session_bytes``.
         """
-        sid = _check_session_id(session_id)
+        await self._write(self._named.key(session_id), updates, remove, ttl)
+
+    async def _write(
+        self,
+        key: str,
+        updates: Mapping[str, Any],
+        remove: Iterable[str],
+        ttl: float | None,
+    ) -> None:
+        """The one merge path of every space: validate, encode, merge, maybe clean up."""
         if type(updates) is not dict:
             if not isinstance(updates, Mapping):
                 raise TypeError(f"updates must be a mapping, not {type(updates).__name__}")
@@ -410,7 +508,7 @@ class SessionManager:
         lifetime = self._session_ttl if ttl is None else _positive_number(ttl, "ttl")
         fields = _encode(updates)
         store = self._store
-        await store.merge(sid, fields, remove=remove_keys, ttl=lifetime, max_bytes=self._max_bytes)
+        await store.merge(key, fields, remove=remove_keys, ttl=lifetime, max_bytes=self._max_bytes)
         if self._cleanup_due():
             await store.cleanup()
 
@@ -456,7 +554,11 @@ class SessionManager:
             return await self.get_session_metadata(session_id)
         fields = _encode(metadata)
         merged: dict[str, Any] = await merge_and_get(
-            session_id, fields, remove=(), ttl=self._session_ttl, max_bytes=self._max_bytes
+            self._named.key(session_id),
+            fields,
+            remove=(),
+            ttl=self._session_ttl,
+            max_bytes=self._max_bytes,
         )
         if self._cleanup_due():
             await store.cleanup()
@@ -464,22 +566,20 @@ class SessionManager:
 
     async def get_session_metadata(self, session_id: str) -> dict[str, Any]:
         """A copy of the session's metadata; ``{}`` if unknown or expired (never ``None``)."""
-        if type(session_id) is not str or not 0 < len(session_id) <= MAX_SESSION_ID_LENGTH:
-            session_id = _check_session_id(session_id)
-        return await self._store.get(session_id)
+        return await self._store.get(self._named.key(session_id))
 
     async def delete_session_metadata(self, session_id: str) -> bool:
         """Delete the session and everything kept for it; True if it existed."""
-        return await self._store.delete(_check_session_id(session_id))
+        return await self._named.delete(session_id)
 
     async def remove_session_keys(self, session_id: str, keys: Iterable[str]) -> int:
         """Remove top-level keys; returns how many existed. A session left empty is deleted."""
-        sid = _check_session_id(session_id)
-        return await self._store.remove_keys(sid, _check_keys(keys, "keys"), ttl=self._session_ttl)
+        key = self._named.key(session_id)
+        return await self._store.remove_keys(key, _check_keys(keys, "keys"), ttl=self._session_ttl)
 
     async def touch_session(self, session_id: str) -> bool:
         """Restart the session's TTL without changing it; True if it exists."""
-        return await self._store.touch(_check_session_id(session_id), ttl=self._session_ttl)
+        return await self._named.touch(session_id)
 
     async def cleanup(self, max_age: float | None = None) -> int:
         """Remove sessions last written more than ``max_age`` (default ``session_ttl``) ago.

@@ -151,10 +151,14 @@ apart) to the agent reading it. A session whose token is never used expires
 on its own after ``ttl + grace``."""
 
 SESSION_OWNER_KEY = PLUGIN_ATTRIBUTE_PREFIX + "owner"
-"""Session key of a token session's owner record, ``{"identity": ..., "room": ...}``.
+"""Session key of a token session's owner record,
+``{"identity": ..., "room": ..., "protected": [...]}``.
 
 Written by :meth:`TokenIssuer.amint` next to the metadata, so an agent can check
-that a session reference belongs to the participant (and room) presenting it."""
+that a session reference belongs to the participant (and room) presenting it,
+and knows which keys the server decided (``protected``: the private keys and
+the ``protected_keys`` given to ``amint``), which nothing the client sends may
+replace."""
 
 _LEGACY_REFERENCE_KEY = "session"
 """The job-metadata key of :meth:`TokenIssuer.mint_reference` (deprecated)."""
@@ -383,6 +387,19 @@ def _reused(
     if want_dict and parsed is None:
         parsed = orjson.loads(text) if text else {}
     return text, parsed
+
+
+def _protected_list(keys: Iterable[str], stored: Mapping[str, Any]) -> list[str]:
+    """The owner record's ``protected`` list: private keys plus the given public ones."""
+    if isinstance(keys, str):
+        raise TypeError("protected_keys must be an iterable of keys, not a str")
+    named = set()
+    for key in keys:
+        if not isinstance(key, str):
+            raise TypeError(f"protected_keys must contain str keys, not {type(key).__name__}")
+        named.add(key)
+    owner = stored[SESSION_OWNER_KEY]
+    return sorted(named.union(owner.get("protected", ())))
 
 
 def _refuse_reserved(keys: Iterable[str], what: str) -> None:
@@ -623,6 +640,7 @@ class TokenIssuer:
         name: str | None = None,
         metadata: MetadataInput | None = None,
         private_metadata: MetadataInput | None = None,
+        protected_keys: Iterable[str] = (),
         attributes: Mapping[str, str] | None = None,
         dispatch: DispatchSpec | Iterable[DispatchSpec] | None = None,
         job_metadata: MetadataInput | None = None,
@@ -637,7 +655,8 @@ class TokenIssuer:
         Creates a session with ``sessions.create_session()`` (at least 128 random
         bits; never a caller-chosen id) and writes into it the public
         ``metadata``, the ``private_metadata`` and the owner record
-        :data:`SESSION_OWNER_KEY` = ``{"identity": identity, "room": room}``, with
+        :data:`SESSION_OWNER_KEY` = ``{"identity": identity, "room": room,
+        "protected": [...]}`` (the keys the server decided), with
         a TTL of the token's lifetime plus ``session_grace``. Only then is the
         token returned: it never points at a session that was not written.
 
@@ -651,6 +670,10 @@ class TokenIssuer:
         Args:
             private_metadata: Keys only the store holds (mapping, pydantic model
                 or JSON-object string); no key may also be in ``metadata``.
+            protected_keys: Public keys of ``metadata`` that the server decided
+                (e.g. trusted keys shown to the client): the agent never lets the
+                client's live metadata replace them. Private keys are always
+                protected.
             (others): As in :meth:`mint`.
 
         Returns:
@@ -683,12 +706,16 @@ class TokenIssuer:
             session_id=session_id,
             private_metadata=private_metadata,
         )
-        assert minted.stored is not None
+        stored = minted.stored
+        assert stored is not None
+        protected = _protected_list(protected_keys, stored)
+        if protected:
+            stored[SESSION_OWNER_KEY] = {**stored[SESSION_OWNER_KEY], "protected": protected}
         lifetime = minted.lifetime + self._session_grace
-        await sessions.update_session_metadata(session_id, minted.stored, ttl=lifetime)
+        await sessions.token_sessions.update(session_id, stored, ttl=lifetime)
         logger.debug(
             "stored a token session",
-            extra={"session_id": session_id, "keys": len(minted.stored)},
+            extra={"session_id": session_id, "keys": len(stored)},
         )
         expires_at = datetime.fromtimestamp(minted.expires, tz=timezone.utc)
         return SessionToken(minted.token, session_id, expires_at)
@@ -834,7 +861,10 @@ class TokenIssuer:
         stored: dict[str, Any] | None = None
         if session_id is not None:
             stored = {**(md_dict or {}), **private}
-            stored[SESSION_OWNER_KEY] = {"identity": identity, "room": room}
+            owner: dict[str, Any] = {"identity": identity, "room": room}
+            if private:
+                owner["protected"] = sorted(private)
+            stored[SESSION_OWNER_KEY] = owner
         elif legacy_reference is not None:
             stored = dict(md_dict or {})
             for job in job_dicts:
