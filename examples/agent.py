@@ -9,10 +9,13 @@ dispatch only) and serves every agent in the rules. For each job it:
 
 1. answers the job request with ``router.request_handler()``: accept when the
    job's metadata routes to this worker, else ``reject(terminate=False)``;
-2. attaches the MetadataAdapter (job metadata + the caller's participant
-   metadata/attributes, kept in sync in a SessionManager keyed by room name);
-3. routes the merged metadata and starts the chosen Agent (support / Spanish
-   support / sales / VIP / general, each answering in the caller's language);
+2. attaches the MetadataAdapter: the job's metadata in the call session (keyed
+   by the room sid LiveKit assigned), the caller's own view (its token session,
+   private keys included, under its live metadata) and its attributes, kept in
+   sync;
+3. routes the caller's metadata and attributes and starts the chosen Agent
+   (support / Spanish support / sales / VIP / general, each answering in the
+   caller's language);
 4. publishes the decision on the agent participant as attributes ``route``
    (the agent) and ``route.rule`` (the rule that chose it);
 5. re-routes (``session.update_agent``) when the caller's metadata changes,
@@ -130,12 +133,16 @@ ROUTER = MetadataRouter.from_file(RULES_PATH, worker=AGENT_NAME)
 AGENTS = AgentFactoryMap(ROUTER, FACTORIES, fallback="general")
 
 
-def choose_agent(metadata: Mapping[str, Any] | str | bytes | None) -> tuple[Route, Agent]:
-    """Route metadata (a mapping or a raw JSON string) to a ready Agent; pure, no I/O.
+def choose_agent(
+    metadata: Mapping[str, Any] | str | bytes | None,
+    attributes: Mapping[str, str] | None = None,
+) -> tuple[Route, Agent]:
+    """Route metadata (a mapping or a raw JSON string) and attributes to a ready Agent;
+    pure, no I/O.
 
     Invalid metadata or a route without an agent falls back to the general agent.
     """
-    route, agent = AGENTS.select(metadata)
+    route, agent = AGENTS.select(metadata, attributes=attributes)
     return route, agent
 
 
@@ -197,16 +204,19 @@ async def entrypoint(ctx: JobContext) -> None:
         # Run by the adapter after each applied update, in order: none is missed,
         # even one that arrives before the session below has started.
         await started.wait()
-        metadata = (await handle.route_input()).metadata
-        if session is not None and AGENTS.reroute(session, metadata):
-            new_route = ROUTER.route(metadata)
+        caller = await handle.route_input()
+        if session is not None and AGENTS.reroute(
+            session, caller.metadata, attributes=caller.attributes
+        ):
+            new_route = ROUTER.route(caller.metadata, attributes=caller.attributes)
             await ctx.room.local_participant.set_attributes(route_attributes(new_route))
             logger.info(
                 "job %s: re-routed to %r by %s", ctx.job.id, new_route.agent, new_route.label
             )
 
     handle = await adapter.attach(ctx, on_change=on_change)
-    route, agent = choose_agent((await handle.route_input()).metadata)
+    caller = await handle.route_input()  # the caller's view, under the job's metadata
+    route, agent = choose_agent(caller.metadata, caller.attributes)
     logger.info("job %s: agent %r chosen by %s", ctx.job.id, route.agent, route.label)
 
     kwargs = _session_kwargs()

@@ -162,21 +162,26 @@ async def test_load_job_merges_job_metadata_and_attributes(
     ctx: JobContext, room: Room, sessions: SessionManager
 ) -> None:
     ctx.job.attributes["tier"] = "gold"
-    ctx.job.attributes["lang"] = "es"  # job attributes win over job metadata
+    ctx.job.attributes["lang"] = "es"  # an attribute: never a metadata key
     before = room.listener_count()
     adapter = MetadataAdapter(sessions)
     handle = await adapter.load_job(ctx)
-    assert handle.id == "room-1"
-    assert await handle.get() == {"agent": "triage", "lang": "es", "tier": "gold"}
+    assert handle.id == ctx.job.room.sid and handle.id.startswith("RM_")  # LiveKit's, not the name
+    assert handle.space is sessions.call_sessions
+    assert await handle.get() == {"agent": "triage", "lang": "en"}
+    assert await sessions.call_sessions.get(ctx.job.room.sid) == {"agent": "triage", "lang": "en"}
+    assert await sessions.get_session_metadata("room-1") == {}  # the room name keys nothing
+    routed = await handle.route_input()
+    assert routed == ({"agent": "triage", "lang": "en"}, {"tier": "gold", "lang": "es"}, None)
     assert room.listener_count() == before  # never touched the room
     assert await adapter.load_job(ctx) is handle  # same handle, not re-applied
-    assert adapter.stats.applied == 2
+    assert adapter.stats.applied == 1
 
 
 async def test_load_job_with_plain_fake_job_context(sessions: SessionManager) -> None:
     with fake_job_context(job_metadata='{"a": 1}') as c:
         handle = await MetadataAdapter(sessions).load_job(c)
-        assert handle.id == "fake-room"
+        assert handle.id == c.job.room.sid != "fake-room"
         assert await handle.get() == {"a": 1}
 
 
@@ -184,7 +189,11 @@ async def test_custom_session_id(ctx: JobContext, sessions: SessionManager) -> N
     adapter = MetadataAdapter(sessions, session_id=lambda c: f"job:{c.job.id}")
     handle = await adapter.load_job(ctx)
     assert handle.id == "job:fake-job"
+    assert handle.space is sessions.named_sessions  # a name you chose: the named key space
     assert await sessions.get_session_metadata("job:fake-job") == {"agent": "triage", "lang": "en"}
+    assert await sessions.call_sessions.get("job:fake-job") == {}
+    with pytest.raises(ValueError, match="yours to delete"):
+        MetadataAdapter(sessions, session_id=lambda c: "x", delete_on_shutdown=True)
 
 
 @pytest.mark.parametrize(
@@ -208,7 +217,8 @@ async def test_bad_job_metadata_is_logged_and_counted_not_raised(
         c.job.attributes["tier"] = "gold"
         adapter = MetadataAdapter(sessions)
         handle = await adapter.load_job(c)
-        assert await handle.get() == {"tier": "gold"}  # the valid source still applies
+        assert await handle.get() == {}
+        assert (await handle.route_input()).attributes == {"tier": "gold"}  # still applies
         assert handle.invalid_updates == 1
         assert adapter.stats.invalid == 1
         assert "job metadata" in caplog.text
@@ -244,14 +254,31 @@ async def test_attach_precedence_with_given_participant(
     room.join(caller)
     adapter = MetadataAdapter(sessions, sync_room_metadata=True)
     handle = await adapter.attach(ctx, caller)  # type: ignore[arg-type]
+    # The call session: job metadata, then room metadata; never a caller's keys.
     assert await handle.get() == {
-        "agent": "triage",  # job metadata
-        "lang": "fr",  # job attributes over job metadata
-        "region": "eu",  # room metadata
-        "tier": "bronze",  # participant metadata over room metadata and job
-        "name": "Ada",
-        "a": "participant-attr",  # participant attributes win
+        "agent": "triage",
+        "lang": "en",
+        "region": "eu",
+        "tier": "room",
+        "a": "room",
     }
+    assert await handle.participant_metadata("caller") == {
+        "tier": "bronze",
+        "name": "Ada",
+        "a": "participant-md",
+    }
+    # The caller's attribute "a" would shadow the dispatcher's job attribute: refused.
+    assert await handle.participant_attributes("caller") == {}
+    assert adapter.stats.refused == 1
+    routed = await handle.route_input()
+    assert routed.metadata == {
+        "agent": "triage",  # job metadata
+        "lang": "en",
+        "tier": "bronze",  # the caller's view over the job's metadata
+        "name": "Ada",
+        "a": "participant-md",  # metadata stays metadata: no attribute in it
+    }
+    assert routed.attributes == {"lang": "fr", "tier": "silver", "a": "job-attr"}
     assert handle.tracked == {"caller"}
     await shutdown(ctx)
 
@@ -267,7 +294,7 @@ async def test_attach_waits_for_a_participant(
     room.join(Participant("caller", metadata='{"name": "Ada"}'))
     handle = await asyncio.wait_for(task, 5)
     assert handle.tracked == {"caller"}
-    assert (await handle.get())["name"] == "Ada"
+    assert (await handle.participant_metadata("caller"))["name"] == "Ada"
     await shutdown(ctx)
 
 
@@ -283,7 +310,9 @@ async def test_attach_with_bad_participant_metadata(
     room.join(caller)
     adapter = MetadataAdapter(sessions)
     handle = await adapter.attach(ctx, caller)  # type: ignore[arg-type]
-    assert await handle.get() == {"agent": "triage", "lang": "en", "tier": "gold"}
+    assert await handle.get() == {"agent": "triage", "lang": "en"}
+    assert await handle.participant_metadata("caller") == {}
+    assert await handle.participant_attributes("caller") == {"tier": "gold"}
     assert handle.invalid_updates == 1
     await shutdown(ctx)
 
@@ -308,10 +337,12 @@ async def test_schema_applies_to_every_metadata_document(
         caller = Participant("caller", metadata='{"name": "Ada", "age": 3}')
         adapter = MetadataAdapter(sessions, schema=Caller)
         handle = await adapter.attach(c, caller)  # type: ignore[arg-type]
-        assert await handle.get() == {"name": "Ada", "age": 3}  # the object, not the model
+        view = await handle.participant_metadata("caller")
+        assert view == {"name": "Ada", "age": 3}  # the object, not the model
+        assert await handle.get() == {"name": "Job"}
         room.change_metadata(caller, '{"age": "' + SECRET + '"}')
         await handle.wait_idle()
-        assert await handle.get() == {"name": "Ada", "age": 3}
+        assert await handle.participant_metadata("caller") == {"name": "Ada", "age": 3}
         assert handle.invalid_updates == 1
         await shutdown(c)
     with fake_job_context(room=room, job_metadata='{"age": 1}') as c2:
@@ -339,13 +370,10 @@ async def test_events_merge_in_order_and_ignore_others(
     room.change_attributes(room.local_participant, {"step": "agent"})  # the agent itself
     room.change_room_metadata('{"step": "room"}')  # room sync is off
     await handle.wait_idle()
-    assert await handle.get() == {
-        "agent": "triage",
-        "lang": "en",
-        "step": 1,
-        "extra": True,
-        "color": "red",
-    }
+    assert await handle.get() == {"agent": "triage", "lang": "en"}
+    assert await handle.participant_metadata("caller") == {"step": 1, "extra": True}
+    assert await handle.participant_attributes("caller") == {"color": "red"}
+    assert await handle.participant_metadata("other") == {}  # not tracked
     await shutdown(ctx)
 
 
@@ -358,7 +386,7 @@ async def test_attribute_removed_from_snapshot_is_deleted(
     del caller.attributes["b"]
     room.emit("participant_attributes_changed", {"b": "2"}, caller)
     await handle.wait_idle()
-    assert "b" not in await handle.get()
+    assert await handle.participant_attributes("caller") == {"a": "1"}
     await shutdown(ctx)
 
 
@@ -385,8 +413,8 @@ async def test_reconnected_caller_is_reloaded(
     again = Participant("caller", metadata='{"v": 2}', attributes={"back": "yes"})
     room.join(again)
     await handle.wait_idle()
-    got = await handle.get()
-    assert (got["v"], got["back"]) == (2, "yes")
+    assert await handle.participant_metadata("caller") == {"v": 2}
+    assert await handle.participant_attributes("caller") == {"back": "yes"}
     await shutdown(ctx)
 
 
@@ -394,13 +422,16 @@ async def test_protected_keys(ctx: JobContext, room: Room, sessions: SessionMana
     caller = Participant("caller", metadata='{"agent": "admin", "name": "Ada"}')
     adapter = MetadataAdapter(sessions, protected_keys=["agent"])
     handle = await adapter.attach(ctx, caller)  # type: ignore[arg-type]
+    room.change_metadata(caller, '{"agent": "root"}')
     room.change_attributes(caller, {"agent": "root", "x": "1"})
     room.change_attributes(caller, {"agent": ""})
     await handle.wait_idle()
-    got = await handle.get()
-    assert got["agent"] == "triage"
-    assert got["name"] == "Ada"
-    assert got["x"] == "1"
+    assert await handle.participant_metadata("caller") == {"name": "Ada"}
+    assert await handle.participant_attributes("caller") == {"x": "1"}
+    routed = await handle.route_input()
+    assert routed.metadata["agent"] == "triage"  # the job's, never the client's
+    assert "agent" not in routed.attributes
+    assert (await handle.get())["agent"] == "triage"
     await shutdown(ctx)
 
 
@@ -410,9 +441,9 @@ INVALID_UPDATES = [
     ("metadata", '"' + SECRET + '"'),
     ("metadata", '{"a": NaN}'),
     ("metadata", '{"x": "' + "y" * 70_000 + '"}'),  # over max_bytes
-    ("metadata", '{"x": "' + "y" * 5_000 + '"}'),  # the session would exceed 4,000 bytes
+    ("metadata", '{"x": "' + "y" * 5_000 + '"}'),  # the view would exceed 4,000 bytes
     ("attributes", {"big": "z" * 70_000}),
-    ("attributes", {"huge": "z" * 5_000}),  # session limit
+    ("attributes", {"huge": "z" * 5_000}),  # the view's attributes would exceed 4,000 bytes
 ]
 
 
@@ -427,15 +458,26 @@ async def test_invalid_update_leaves_session_unchanged(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="livekit.plugins.metadata")
     caller = Participant("caller", metadata='{"name": "Ada"}', attributes={"tier": "gold"})
-    adapter = MetadataAdapter(sessions)
+    adapter = MetadataAdapter(sessions, max_bytes=65_536, max_attribute_bytes=4_000)
+    if kind == "metadata" and len(payload) < 65_536:
+        adapter = MetadataAdapter(sessions, max_bytes=4_000)
     handle = await adapter.attach(ctx, caller)  # type: ignore[arg-type]
-    before = await handle.get()
+
+    async def state() -> tuple[dict[str, Any], ...]:
+        return (
+            await handle.get(),
+            await handle.participant_metadata("caller"),
+            await handle.participant_attributes("caller"),
+            (await handle.route_input())._asdict(),
+        )
+
+    before = await state()
     if kind == "metadata":
         room.change_metadata(caller, payload)
     else:
         room.change_attributes(caller, payload)
     await handle.wait_idle()
-    assert await handle.get() == before
+    assert await state() == before
     assert handle.invalid_updates == 1
     assert adapter.stats.invalid == 1
     assert SECRET not in caplog.text
@@ -444,7 +486,7 @@ async def test_invalid_update_leaves_session_unchanged(
     # The worker is still alive: the next valid update applies.
     room.change_metadata(caller, '{"after": 1}')
     await handle.wait_idle()
-    assert (await handle.get())["after"] == 1
+    assert (await handle.participant_metadata("caller"))["after"] == 1
     await shutdown(ctx)
 
 
@@ -454,7 +496,8 @@ async def test_ordering_of_1000_interleaved_events(
     rng = random.Random(1234)
     caller = Participant("caller")
     handle = await MetadataAdapter(SessionManager()).attach(ctx, caller)  # type: ignore[arg-type]
-    expected = await handle.get()
+    expected: dict[str, Any] = {}
+    expected_attributes: dict[str, str] = {}
     keys = [f"k{i}" for i in range(8)]
     for i in range(1000):
         if rng.random() < 0.5:
@@ -466,13 +509,15 @@ async def test_ordering_of_1000_interleaved_events(
             room.change_attributes(caller, changed)
             for key, value in changed.items():
                 if value:
-                    expected[key] = value
+                    expected_attributes[key] = value
                 else:
-                    expected.pop(key, None)
+                    expected_attributes.pop(key, None)
         if i % 97 == 0:
             await asyncio.sleep(0)  # let the worker interleave with the producer
     await handle.wait_idle()
-    assert await handle.get() == expected
+    assert await handle.participant_metadata("caller") == expected
+    assert await handle.participant_attributes("caller") == expected_attributes
+    assert await handle.get() == {"agent": "triage", "lang": "en"}
     assert handle.applied_updates >= 1000
     assert handle.invalid_updates == 0
     await shutdown(ctx)
@@ -491,10 +536,10 @@ def test_fuzzed_updates_merge_or_leave_the_session_unchanged(raw: str) -> None:
         with fake_job_context(room=room) as c:
             caller = Participant("caller", metadata='{"keep": 1}')
             handle = await MetadataAdapter(SessionManager()).attach(c, caller)  # type: ignore[arg-type]
-            before = await handle.get()
+            before = await handle.participant_metadata("caller")
             room.change_metadata(caller, raw)
             await handle.wait_idle()
-            after = await handle.get()
+            after = await handle.participant_metadata("caller")
             try:
                 parsed = orjson.loads(raw) if raw.strip(" \t\r\n") else {}
             except orjson.JSONDecodeError:
@@ -527,12 +572,14 @@ async def test_shutdown_unsubscribes_and_deletes_per_config(
     assert room.listener_count() == before
     room.change_metadata(caller, '{"late": true}')
     await asyncio.sleep(0)
-    stored = await sessions.get_session_metadata("room-1")
+    view = await handle.participant_metadata("caller")
+    assert view["queued"] is True
+    assert "late" not in view
+    stored = await sessions.call_sessions.get(ctx.job.room.sid)
     if delete:
         assert stored == {}
     else:
-        assert stored["queued"] is True
-        assert "late" not in stored
+        assert stored == {"agent": "triage", "lang": "en"}
     await handle.wait_idle()  # returns at once after close
     await handle.aclose()  # idempotent
 
@@ -627,7 +674,7 @@ async def test_publish_size_checks_happen_before_sending(
     await handle.set("blob", "b" * 3_000)
     adapter_small = MetadataAdapter(sessions, max_bytes=1_000)
     with fake_job_context(room=room) as c2:
-        small = await adapter_small.load_job(_same_session(c2))
+        small = await adapter_small.load_job(_same_session(c2, ctx))
         with pytest.raises(MetadataTooLarge):
             await small.publish(["blob"], as_="metadata")
     assert local.calls == []
@@ -637,8 +684,9 @@ async def test_publish_size_checks_happen_before_sending(
         await handle.publish([])
 
 
-def _same_session(c: JobContext) -> JobContext:
-    c.job.room.name = "room-1"
+def _same_session(c: JobContext, of: JobContext) -> JobContext:
+    """``c`` as a second job of the same call (the same room sid)."""
+    c.job.room.sid = of.job.room.sid
     return c
 
 

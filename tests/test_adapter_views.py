@@ -31,13 +31,18 @@ PRIVATE = "crm-PRIVATE-value"
 
 
 async def token_session(
-    sessions: SessionManager, identity: str, room: str, metadata: dict[str, Any]
+    sessions: SessionManager,
+    identity: str,
+    room: str,
+    metadata: dict[str, Any],
+    protected: Sequence[str] = (),
 ) -> str:
     """A token session as the issuer writes it: fresh id, metadata, owner record."""
     sid = sessions.create_session()
-    await sessions.set_session_metadata(
-        sid, {**metadata, OWNER_KEY: {"identity": identity, "room": room}}
-    )
+    owner: dict[str, Any] = {"identity": identity, "room": room}
+    if protected:
+        owner["protected"] = sorted(protected)
+    await sessions.token_sessions.update(sid, {**metadata, OWNER_KEY: owner})
     return sid
 
 
@@ -51,7 +56,7 @@ async def caller(
     kind: int = rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD,
     attributes: dict[str, str] | None = None,
 ) -> Participant:
-    sid = await token_session(sessions, identity, room, {**public, **private})
+    sid = await token_session(sessions, identity, room, {**public, **private}, list(private))
     attrs = {SESSION_ATTRIBUTE: sid, **(attributes or {})}
     return Participant(
         identity, metadata=orjson.dumps(public).decode(), attributes=attrs, kind=kind
@@ -68,9 +73,7 @@ async def test_the_agent_reads_private_keys_through_the_participant_session() ->
             "department": "support",
             "customer": PRIVATE,
         }
-        call = await handle.get()
-        assert call == {"agent": "triage", "department": "support", "customer": PRIVATE}
-        assert not any(k.startswith("lk-metadata.") for k in call)  # no references stored
+        assert await handle.get() == {"agent": "triage"}  # the call session: no caller's keys
         assert await handle.route_input() == RouteInput(
             {"agent": "triage", "department": "support", "customer": PRIVATE}, {}, "ada"
         )
@@ -78,10 +81,10 @@ async def test_the_agent_reads_private_keys_through_the_participant_session() ->
         await shutdown(ctx)
 
 
-async def test_precedence_job_then_token_sessions_then_live_metadata_then_attributes() -> None:
-    """Later sources win key by key; a private key stays the token session's."""
+async def test_precedence_the_server_decides_and_attributes_stay_attributes() -> None:
+    """Job metadata < the caller's token session < its live metadata, never over the keys
+    the server decided; attributes are a map of their own and shadow nothing."""
     sessions, room = SessionManager(), Room()
-    job_sid = await token_session(sessions, "backend", "room-1", {"tier": "job-session", "j": 1})
     ada = await caller(
         sessions,
         "ada",
@@ -91,18 +94,18 @@ async def test_precedence_job_then_token_sessions_then_live_metadata_then_attrib
     )
     ada.metadata = '{"tier": "token", "lang": "en", "shared": "live"}'
     room.join(ada)
-    job_md = orjson.dumps({"tier": "job", "agent": "x", SESSION_KEY: job_sid}).decode()
+    job_md = orjson.dumps({"tier": "job", "agent": "x"}).decode()
     with fake_job_context(room=room, job_metadata=job_md) as ctx:
-        handle = await MetadataAdapter(sessions).attach(ctx, ada)  # type: ignore[arg-type]
+        adapter = MetadataAdapter(sessions)
+        handle = await adapter.attach(ctx, ada)  # type: ignore[arg-type]
         view = await handle.participant_metadata("ada")
         assert view == {"tier": "token", "lang": "en", "shared": "live", "customer": PRIVATE}
         routed = await handle.route_input()
         assert routed.metadata == {
             "agent": "x",  # job metadata
-            "j": 1,  # the job's token session
-            "tier": "token",  # the participant's token session over the job's
+            "tier": "token",  # the participant's token session over the job's metadata
             "shared": "live",  # live metadata over the token session
-            "lang": "attr",  # live attributes over live metadata
+            "lang": "en",  # an attribute of the same name changes nothing here
             "customer": PRIVATE,
         }
         assert routed.attributes == {"lang": "attr"}
@@ -112,8 +115,9 @@ async def test_precedence_job_then_token_sessions_then_live_metadata_then_attrib
         await handle.wait_idle()
         assert (await handle.participant_metadata("ada"))["customer"] == PRIVATE
         assert (await handle.participant_metadata("ada"))["shared"] == "new"
-        assert (await handle.get())["customer"] == PRIVATE
         assert "customer" not in await handle.participant_attributes("ada")
+        assert "customer" not in await handle.get()
+        assert adapter.stats.refused == 2
         await shutdown(ctx)
 
 
@@ -153,7 +157,7 @@ async def test_untrusted_references_are_invalid_metadata_never_a_crash(
 async def test_an_expired_token_session_is_invalid() -> None:
     sessions, room = SessionManager(), Room()
     ada = await caller(sessions, "ada", {"a": 1}, {"customer": PRIVATE})
-    await sessions.delete_session_metadata(ada.attributes[SESSION_ATTRIBUTE])  # as a TTL would
+    await sessions.token_sessions.delete(ada.attributes[SESSION_ATTRIBUTE])  # as a TTL would
     room.join(ada)
     with fake_job_context(room=room) as ctx:
         handle = await MetadataAdapter(sessions).attach(ctx, ada)  # type: ignore[arg-type]
@@ -162,15 +166,16 @@ async def test_an_expired_token_session_is_invalid() -> None:
         await shutdown(ctx)
 
 
-async def test_a_job_reference_to_another_room_is_invalid() -> None:
+async def test_a_job_reference_binds_nothing_by_itself() -> None:
+    """The dispatch's reference applies only to the participant whose own token carries it."""
     sessions, room = SessionManager(), Room()
-    sid = await token_session(sessions, "backend", "room-2", {"customer": PRIVATE})
+    sid = await token_session(sessions, "backend", "room-1", {"customer": PRIVATE}, ["customer"])
     job_md = orjson.dumps({"agent": "x", SESSION_KEY: sid}).decode()
     with fake_job_context(room=room, job_metadata=job_md) as ctx:
         handle = await MetadataAdapter(sessions).load_job(ctx)
         assert await handle.get() == {"agent": "x"}
         assert (await handle.route_input()).metadata == {"agent": "x"}
-        assert handle.invalid_updates == 1
+        assert handle.invalid_updates == 0
 
 
 async def test_several_callers_keep_their_own_view_and_route_on_the_first() -> None:
@@ -236,14 +241,16 @@ async def test_on_change_sees_an_update_sent_the_moment_attach_returns() -> None
     sessions, room = SessionManager(), Room()
     ada = Participant("ada", metadata='{"department": "support"}')
     room.join(ada)
-    seen: list[tuple[str, str | None]] = []
+    seen: list[tuple[str, str | None, str | None]] = []
 
     with fake_job_context(room=room) as ctx:
         handle_box: list[Any] = []
 
         async def on_change(identity: str) -> None:
             routed = await handle_box[0].route_input()
-            seen.append((identity, routed.metadata.get("department")))
+            seen.append(
+                (identity, routed.metadata.get("department"), routed.attributes.get("department"))
+            )
 
         adapter = MetadataAdapter(sessions)
         handle = await adapter.attach(ctx, ada, on_change=on_change)  # type: ignore[arg-type]
@@ -252,7 +259,7 @@ async def test_on_change_sees_an_update_sent_the_moment_attach_returns() -> None
         room.change_metadata(ada, '{"department": "sales"}')
         room.change_attributes(ada, {"department": "vip"})
         await handle.wait_idle()
-        assert seen == [("ada", "sales"), ("ada", "vip")]
+        assert seen == [("ada", "sales", None), ("ada", "sales", "vip")]
         await shutdown(ctx)
 
 
@@ -274,7 +281,7 @@ async def test_a_failing_on_change_is_logged_and_the_worker_goes_on(
         room.change_metadata(ada, '{"n": 2}')
         await handle.wait_idle()
         assert calls == ["ada", "ada"]
-        assert (await handle.get())["n"] == 2
+        assert (await handle.participant_metadata("ada"))["n"] == 2
         assert "on_change failed" in caplog.text
         await shutdown(ctx)
 

@@ -1,4 +1,4 @@
-"""MetadataAdapter: LiveKit job and participant metadata <-> a SessionManager session.
+"""MetadataAdapter: LiveKit job and participant metadata, as each caller's view and a call session.
 
 In an agent entrypoint::
 
@@ -6,51 +6,43 @@ In an agent entrypoint::
     adapter = MetadataAdapter(sessions)
 
     async def entrypoint(ctx: JobContext) -> None:
-        session = await adapter.attach(ctx)         # job + caller metadata, kept in sync
-        md = await session.get()
+        handle = await adapter.attach(ctx)          # job + caller metadata, kept in sync
+        caller = await handle.route_input()         # what to route on
+        md = await handle.participant_metadata(caller.identity)  # what a tool reads
 
-What goes into the call session (keyed by the job: the room name unless
-``session_id=`` says otherwise), in this order (later sources win key by key):
+Two places, never mixed:
 
-1. job metadata (``ctx.job.metadata``: the dispatch metadata, a JSON object),
-2. job attributes (``ctx.job.attributes``),
-3. the job's token session (``SESSION_KEY`` in the job metadata: the session the
-   dispatching token owns, private keys included; its owner must name this room),
-4. room metadata (only with ``sync_room_metadata=True``),
-5. for each tracked participant: its token session (attribute ``SESSION_ATTRIBUTE``;
-   its owner record must name this participant and room), then its participant
-   metadata (a JSON object), then its participant attributes.
-
-Why this order: the token session is what the issuer checked and stored, so it
-sits above the dispatch; the live participant is more specific still, and
-attributes are LiveKit's per-key live channel, so the freshest and most
-specific value wins. One exception: a *private* key (one that participant's
-token session holds but its token never carried) can never be overridden by
-that participant's live metadata or attributes. Participant metadata and
-attributes can be rewritten by the client when its token grants
-``canUpdateOwnMetadata``: list other keys the client must never override in
-``protected_keys``. This plugin's own ``lk-metadata.*`` keys (references, owner
-records) are never stored.
-
-Each participant also keeps its own view (:meth:`SessionHandle.participant_metadata`:
-token session, then live metadata), so rooms with several callers never mix
-them; :meth:`SessionHandle.route_input` gives the one to route on (``route_on``).
-A reference to a missing, expired or foreign session is invalid input (see below).
+* **The call session** (``handle.get()``/``set()``), in the store's call key
+  space, keyed by what LiveKit assigned to the call: the room sid (the job id
+  when there is none). It holds the job's metadata, room metadata (with
+  ``sync_room_metadata=True``) and what the agent writes. No caller's key is
+  ever written there, and no string a client chooses can name it.
+* **Each caller's view** (``participant_metadata``/``participant_attributes``),
+  in the job's memory: the caller's own token session (bound by the reference
+  its own token carries, once the owner record names this participant and
+  room), under its live metadata; its live attributes as a separate map. The
+  keys the server decided (private and trusted keys, listed in the owner
+  record) and ``protected_keys`` are never replaced by the client; an
+  attribute never becomes or shadows a metadata key; ``sip.*``/``lk.*``
+  attributes count only from the kinds of participant LiveKit's services set
+  them on (see :mod:`.views`). ``route_input()`` routes on the job's metadata
+  under one caller's view (``route_on``).
 
 While the job lives, ``participant_metadata_changed`` and
-``participant_attributes_changed`` for the tracked participant(s) (and
-``room_metadata_changed`` when enabled) merge into the session in arrival
-order. ``Room.on`` only accepts plain functions, so each callback just puts the
-event on one ordered queue per session, and one task applies them: none is
-lost or reordered. A metadata change merges the new JSON object (keys it no
-longer has are kept); an attribute change sets the changed keys and removes
-those whose value became empty.
+``participant_attributes_changed`` of the tracked participant(s) (and
+``room_metadata_changed`` when enabled) are applied in arrival order: each
+callback only puts the event on one ordered queue, and one task applies them.
+A metadata change merges the new JSON object into the view (keys it no longer
+has are kept); an attribute change sets the changed keys and removes those
+whose value became empty.
 
 Untrusted input: an update that is not valid metadata (bad JSON, not an
-object, too large, schema violation, bad attributes, or a session that would
-grow over its limit) is logged with its reason, size and keys (never values),
-counted in :attr:`MetadataAdapter.stats` and :attr:`SessionHandle.invalid_updates`,
-and leaves the session exactly as it was. With ``on_invalid="raise"``,
+object, too large, schema violation, bad attributes) is logged with its reason,
+size and keys (never values), counted in :attr:`MetadataAdapter.stats` and
+:attr:`SessionHandle.invalid_updates`, and changes nothing. A refused key or
+reference (a key the server decided, a service attribute from another kind, a
+reference that is not the participant's own) is logged once per participant
+with its reason and counted in ``stats.refused``. With ``on_invalid="raise"``,
 :meth:`MetadataAdapter.load_job`, :meth:`MetadataAdapter.attach` and
 :meth:`MetadataAdapter.parse_request` raise the
 :class:`~livekit.plugins.metadata.errors.MetadataError` instead; later events
@@ -74,7 +66,6 @@ from .._util import key_label, keys_for_log
 from ..codec import (
     DEFAULT_MAX_ATTRIBUTES_BYTES,
     DEFAULT_MAX_METADATA_BYTES,
-    PLUGIN_ATTRIBUTE_PREFIX,
     SESSION_ATTRIBUTE,
     SESSION_KEY,
     apply_attributes,
@@ -100,7 +91,7 @@ if TYPE_CHECKING:
     from livekit.rtc.room import EventTypes
     from pydantic import BaseModel
 
-    from ..sessions.manager import SessionManager
+    from ..sessions.manager import SessionManager, SessionSpace
 
 __all__ = [
     "DEFAULT_PARTICIPANT_KINDS",
@@ -164,16 +155,22 @@ class AdapterStats:
     """Counters of what the adapter did with metadata updates (one per source event).
 
     Attributes:
-        applied: Updates merged into a session.
-        invalid: Updates rejected as invalid input (session left unchanged).
-        failed: Updates the store could not apply (e.g. Redis unavailable).
+        applied: Updates applied to a view or the call session.
+        invalid: Updates rejected as invalid input (nothing changed).
+        failed: Writes or reads the store could not do (e.g. Redis unavailable).
         events: Room events queued for a tracked participant or the room.
+        refused: Client input refused at a trust boundary: keys the server
+            decided, service attributes from another kind of participant,
+            attributes shadowing a protected key, a reference that is not the
+            participant's own (each counted per update, logged once per
+            participant and reason).
     """
 
     applied: int = 0
     invalid: int = 0
     failed: int = 0
     events: int = 0
+    refused: int = 0
 
 
 @dataclass(frozen=True)
@@ -208,10 +205,13 @@ class SessionHandle:
     not meant to be constructed directly.
     """
 
-    def __init__(self, adapter: MetadataAdapter, ctx: JobContext, session_id: str) -> None:
+    def __init__(
+        self, adapter: MetadataAdapter, ctx: JobContext, session_id: str, space: SessionSpace
+    ) -> None:
         self._adapter = adapter
         self._ctx = ctx
         self._id = session_id
+        self._space = space
         self._tracked: set[str] = set()
         self._queue: asyncio.Queue[_Item] = asyncio.Queue()
         self._worker: asyncio.Task[None] | None = None
@@ -221,6 +221,8 @@ class SessionHandle:
         self._closed = False
         self._views: dict[str, ParticipantView] = {}
         self._job_view: dict[str, Any] = {}
+        self._job_attributes: dict[str, str] = {}
+        self._job_reference: object = None
         self._on_change: OnChange | None = None
         self.applied_updates = 0
         """Updates merged into this session."""
@@ -238,8 +240,17 @@ class SessionHandle:
 
     @property
     def id(self) -> str:
-        """The session id (the room name unless the adapter was told otherwise)."""
+        """The call session's id: the room sid LiveKit assigned (or ``session_id(ctx)``).
+
+        Another worker, a webhook handler (``event.room.sid``) or a tool finds the
+        call session with ``sessions.call_sessions.get(room_sid)``.
+        """
         return self._id
+
+    @property
+    def space(self) -> SessionSpace:
+        """The key space of the call session: ``call``, or ``named`` with ``session_id=``."""
+        return self._space
 
     @property
     def tracked(self) -> frozenset[str]:
@@ -259,11 +270,12 @@ class SessionHandle:
     # -- the agent's view ------------------------------------------------------------------
 
     async def participant_metadata(self, identity: str) -> dict[str, Any]:
-        """One participant's own metadata: its token session overlaid with its live metadata.
+        """One participant's own view: its token session overlaid with its live metadata.
 
-        Includes the private keys only its token session holds (never in any
-        token); ``{}`` for a participant that is not tracked. Other callers'
-        metadata never mixes in.
+        This is what a tool serving that caller reads. Includes the private keys
+        only its token session holds (never in any token); the keys the server
+        decided are never the client's. ``{}`` for a participant that is not
+        tracked. Other callers' metadata and any attribute never mix in.
         """
         view = self._views.get(identity)
         return dict(view.metadata) if view is not None else {}
@@ -277,14 +289,14 @@ class SessionHandle:
         """The metadata, attributes and identity of the participant to route on.
 
         Chosen by the adapter's ``route_on``: by default the first tracked
-        standard or SIP participant. ``metadata`` is the job's view overlaid
-        with that participant's (see the module docstring for the order);
-        with no participant it is the job's view alone and ``identity`` is None.
+        standard or SIP participant. ``metadata`` is the job's metadata overlaid
+        with that participant's view; ``attributes`` its live attributes under the
+        job's. With no participant it is the job's alone and ``identity`` is None.
         """
         view = self._route_view()
         if view is None:
-            return RouteInput(dict(self._job_view), {}, None)
-        return view.route_input(self._job_view)
+            return RouteInput(dict(self._job_view), dict(self._job_attributes), None)
+        return view.route_input(self._job_view, self._job_attributes)
 
     def _route_view(self) -> ParticipantView | None:
         views = list(self._views.values())
@@ -298,8 +310,9 @@ class SessionHandle:
     # -- reading and writing -------------------------------------------------------------
 
     async def get(self) -> dict[str, Any]:
-        """A copy of the session's metadata (``{}`` if it holds nothing)."""
-        return await self._adapter._sessions.get_session_metadata(self._id)
+        """A copy of the call session (``{}`` if it holds nothing): the job's metadata,
+        room metadata when synced, and what the agent wrote. No caller's keys."""
+        return await self._space.get(self._id)
 
     async def set(self, mapping_or_key: Mapping[str, Any] | str, value: Any = None, /) -> None:
         """Merge keys into the session: ``set({"k": v})`` or ``set("k", v)``.
@@ -309,9 +322,9 @@ class SessionHandle:
             MetadataTooLarge: The session would exceed its size limit (unchanged).
         """
         if isinstance(mapping_or_key, str):
-            await self._adapter._sessions.set_session_metadata(self._id, mapping_or_key, value)
+            await self._space.update(self._id, {mapping_or_key: value})
         else:
-            await self._adapter._sessions.set_session_metadata(self._id, mapping_or_key)
+            await self._space.update(self._id, mapping_or_key)
 
     async def update(self, updates: Mapping[str, Any], *, remove: Iterable[str] = ()) -> None:
         """Merge ``updates`` and remove ``remove`` in one atomic write.
@@ -320,7 +333,7 @@ class SessionHandle:
             TypeError: A non-str key or a value JSON cannot hold.
             MetadataTooLarge: The session would exceed its size limit (unchanged).
         """
-        await self._adapter._sessions.update_session_metadata(self._id, updates, remove=remove)
+        await self._space.update(self._id, updates, remove=remove)
 
     async def wait_idle(self) -> None:
         """Wait until every queued room event has been applied to the session."""
@@ -473,31 +486,31 @@ class SessionHandle:
             await callback(identity)
         except Exception:
             logger.exception(
-                "metadata adapter: on_change failed for participant %r", key_label(identity)
+                "metadata adapter: on_change failed for participant %s", key_label(identity)
             )
 
     async def _apply_participant(
         self, participant: rtc.Participant, *, raise_invalid: bool
     ) -> None:
+        """A fresh view of a participant that joined (or rejoined): token session,
+        then its metadata, then its attributes."""
         raise_ = raise_invalid and self._adapter._raise
         identity = participant.identity
         attributes = dict(participant.attributes)
-        view = ParticipantView(participant)
+        view = ParticipantView(participant, protected=self._adapter._protected)
         self._views.pop(identity, None)  # a reconnect starts a fresh view, at the end
         self._views[identity] = view
-        if SESSION_ATTRIBUTE in attributes:
-            session = await self._resolve(
-                "participant session reference",
-                attributes[SESSION_ATTRIBUTE],
-                identity=identity,
-                raise_=raise_,
+        reference = attributes.get(SESSION_ATTRIBUTE)
+        if reference is not None:
+            await self._bind(view, reference, raise_=raise_)
+        elif self._job_reference is not None:
+            self._refused(
+                view,
+                "no-reference",
+                "carries no session reference of its own: the job's "
+                "token session is not applied to it (its own public metadata only)",
+                (),
             )
-            if session:
-                public = _quiet_parse(participant.metadata, self._adapter._max_bytes)
-                view.session = session
-                view.private = frozenset(session) - set(public) - set(attributes)
-                view.metadata.update(session)
-                await self._write("participant token session", session, (), size=0, raise_=raise_)
         await self._apply_metadata(
             "participant metadata", participant.metadata, identity=identity, raise_=raise_
         )
@@ -505,48 +518,60 @@ class SessionHandle:
             "participant attributes", attributes, snapshot=None, identity=identity, raise_=raise_
         )
 
-    async def _resolve(
-        self, source: str, reference: object, *, identity: str | None, raise_: bool
-    ) -> dict[str, Any]:
-        """A token session by reference; ``{}`` (logged and counted) if it cannot be trusted."""
+    async def _bind(self, view: ParticipantView, reference: str, *, raise_: bool) -> None:
+        """Start ``view`` from the token session its own reference names, if trusted."""
         try:
-            return await resolve_token_session(
-                self._adapter._sessions, reference, identity=identity, room=self._room_name()
+            session = await resolve_token_session(
+                self._adapter._sessions, reference, identity=view.identity, room=self._room_name()
             )
         except InvalidSessionReference as exc:
+            self._adapter.stats.refused += 1  # logged (once: a view binds once) as invalid
+            source = f"the session reference of participant {key_label(view.identity)}"
             self._invalid(source, exc, size=0, keys=(), raise_=raise_)
+            return
         except StoreError as exc:
-            self._failed(source, exc, raise_=raise_)
-        return {}
+            self._failed("participant session reference", exc, raise_=raise_)
+            return
+        view.bind(session, self._adapter._protected)
 
     def _room_name(self) -> str:
         return self._ctx.job.room.name or self._ctx.room.name
 
     async def _load_job(self, raise_: bool) -> None:
-        """Job metadata, job attributes, then the job's token session; builds the job view."""
+        """Job metadata into the call session; job attributes kept apart, as attributes."""
         ctx = self._ctx
-        await self._apply_metadata("job metadata", ctx.job.metadata, identity=None, raise_=raise_)
-        attributes = dict(ctx.job.attributes)
-        await self._apply_attributes(
-            "job attributes", attributes, snapshot=None, identity=None, raise_=raise_
-        )
-        job = _quiet_parse(ctx.job.metadata, self._adapter._max_bytes)
-        view = {**without_plugin_keys(job), **without_plugin_keys(attributes)}
-        if SESSION_KEY in job:
-            session = await self._resolve(
-                "job session reference", job[SESSION_KEY], identity=None, raise_=raise_
+        raw = ctx.job.metadata
+        adapter = self._adapter
+        try:
+            job = parse_metadata(raw, max_bytes=adapter._max_bytes)
+            if adapter._schema is not None:
+                validate_schema(job, adapter._schema)
+        except MetadataError as exc:
+            self._invalid("job metadata", exc, size=_raw_size(raw), keys=(), raise_=raise_)
+            job = {}
+        # The job's own reference binds nothing here: its token session is the view of
+        # the participant whose own token carries the same reference.
+        self._job_reference = job.get(SESSION_KEY)
+        job = without_plugin_keys(job)
+        await self._write("job metadata", job, (), size=_raw_size(raw), raise_=raise_)
+        try:
+            checked = validate_attributes(
+                dict(ctx.job.attributes),
+                max_bytes=adapter._max_attribute_bytes,
+                allow_reserved=True,
             )
-            if session and await self._write(
-                "job token session", session, (), size=0, raise_=raise_
-            ):
-                view.update(session)
-        self._job_view = {k: v for k, v in view.items() if v != ""}
+        except MetadataError as exc:
+            self._invalid("job attributes", exc, size=0, keys=(), raise_=raise_)
+            checked = {}
+        self._job_attributes = {k: v for k, v in without_plugin_keys(checked).items() if v != ""}
+        self._job_view = {k: v for k, v in job.items() if v != ""}
 
     # -- applying one source ---------------------------------------------------------------------
 
     async def _apply_metadata(
         self, source: str, raw: str | bytes | None, *, identity: str | None, raise_: bool = False
     ) -> bool:
+        """A participant's metadata into its view, or room metadata into the call session."""
         adapter = self._adapter
         try:
             obj = parse_metadata(raw, max_bytes=adapter._max_bytes)
@@ -555,12 +580,22 @@ class SessionHandle:
         except MetadataError as exc:
             self._invalid(source, exc, size=_raw_size(raw), keys=(), raise_=raise_)
             return False
-        obj = self._drop_protected(source, obj, identity)
-        ok = await self._write(source, obj, (), size=_raw_size(raw), raise_=raise_)
-        view = self._views.get(identity) if identity is not None else None
-        if ok and view is not None:
-            view.metadata.update(obj)
-        return ok
+        if identity is None:  # room metadata
+            return await self._write(
+                source, without_plugin_keys(obj), (), size=_raw_size(raw), raise_=raise_
+            )
+        view = self._views.get(identity)
+        if view is None:
+            return False
+        try:
+            refused = view.accept_metadata(obj, adapter._max_bytes)
+        except MetadataError as exc:
+            self._invalid(source, exc, size=_raw_size(raw), keys=list(obj), raise_=raise_)
+            return False
+        if refused:
+            self._refused(view, "protected", "metadata keys the server decided", refused)
+        self._applied()
+        return True
 
     async def _apply_attributes(
         self,
@@ -568,13 +603,16 @@ class SessionHandle:
         changed: Mapping[str, str],
         *,
         snapshot: Mapping[str, str] | None,
-        identity: str | None,
+        identity: str,
         raise_: bool = False,
     ) -> bool:
-        adapter = self._adapter
+        """A participant's attribute change into its view (never into metadata)."""
+        view = self._views.get(identity)
+        if view is None:
+            return False
         try:
             checked = validate_attributes(
-                changed, max_bytes=adapter._max_attribute_bytes, allow_reserved=True
+                changed, max_bytes=self._adapter._max_attribute_bytes, allow_reserved=True
             )
         except MetadataError as exc:
             keys = (
@@ -582,7 +620,7 @@ class SessionHandle:
             )
             self._invalid(source, exc, size=0, keys=keys, raise_=raise_)
             return False
-        updates: dict[str, Any] = {}
+        updates: dict[str, str] = {}
         removed: list[str] = []
         for key, value in checked.items():
             # Empty value = deleted; with a snapshot, a changed key that is gone is deleted too.
@@ -590,50 +628,43 @@ class SessionHandle:
                 removed.append(key)
             else:
                 updates[key] = value
-        updates = self._drop_protected(source, updates, identity)
-        blocked = self._protected_for(identity)
-        removed = [
-            k for k in removed if k not in blocked and not k.startswith(PLUGIN_ATTRIBUTE_PREFIX)
-        ]
-        if not updates and not removed:
-            return True
-        ok = await self._write(
-            source, updates, removed, size=attributes_size(checked), raise_=raise_
-        )
-        view = self._views.get(identity) if identity is not None else None
-        if ok and view is not None:
-            view.attributes.update(updates)
-            for key in removed:
-                view.attributes.pop(key, None)
-        return ok
+        try:
+            refused = view.accept_attributes(
+                updates,
+                removed,
+                frozenset(self._job_attributes),
+                self._adapter._max_attribute_bytes,
+            )
+        except MetadataError as exc:
+            self._invalid(source, exc, size=0, keys=list(updates), raise_=raise_)
+            return False
+        if refused:
+            self._refused(
+                view,
+                "attributes",
+                "attributes in a LiveKit service namespace this kind of participant cannot "
+                "set, or named like a key the server decided",
+                refused,
+            )
+        self._applied()
+        return True
 
-    def _protected_for(self, identity: str | None) -> frozenset[str]:
-        """Keys a source may not write: none for the job; for a participant, the
-        adapter's ``protected_keys`` plus the private keys of its token session."""
-        if identity is None:
-            return frozenset()
-        view = self._views.get(identity)
-        if view is not None and view.private:
-            return self._adapter._protected | view.private
-        return self._adapter._protected
+    def _applied(self) -> None:
+        self.applied_updates += 1
+        self._adapter.stats.applied += 1
 
-    def _drop_protected(
-        self, source: str, obj: dict[str, Any], identity: str | None
-    ) -> dict[str, Any]:
-        """``obj`` without plugin keys and, from a participant, its protected and private keys."""
-        if any(k.startswith(PLUGIN_ATTRIBUTE_PREFIX) for k in obj):
-            obj = without_plugin_keys(obj)
-        protected = self._protected_for(identity)
-        blocked = [k for k in obj if k in protected]
-        if not blocked:
-            return obj
+    def _refused(self, view: ParticipantView, reason: str, why: str, keys: Collection[str]) -> None:
+        """Count a refusal at a trust boundary; log it once per participant and reason."""
+        self._adapter.stats.refused += 1
+        if reason in view.reported:
+            return
+        view.reported.add(reason)
         logger.warning(
-            "metadata adapter: ignored protected keys %s from %s for session %r",
-            keys_for_log(blocked),
-            source,
-            key_label(self._id),
+            "metadata adapter: participant %s: ignored %s%s",
+            key_label(view.identity),
+            why,
+            f" {keys_for_log(keys)}" if keys else "",
         )
-        return {k: v for k, v in obj.items() if k not in protected}
 
     async def _write(
         self,
@@ -646,9 +677,8 @@ class SessionHandle:
     ) -> bool:
         if not updates and not removed:
             return True
-        adapter = self._adapter
         try:
-            await adapter._sessions.update_session_metadata(self._id, updates, remove=removed)
+            await self._space.update(self._id, updates, remove=removed)
         except MetadataError as exc:
             self._invalid(source, exc, size=size, keys=list(updates), raise_=raise_)
             return False
@@ -659,15 +689,14 @@ class SessionHandle:
         except StoreError as exc:
             self._failed(source, exc, raise_=raise_)
             return False
-        self.applied_updates += 1
-        adapter.stats.applied += 1
+        self._applied()
         return True
 
     def _failed(self, source: str, exc: StoreError, *, raise_: bool) -> None:
         self.failed_updates += 1
         self._adapter.stats.failed += 1
         logger.warning(
-            "metadata adapter: could not store %s for session %r: %s",
+            "metadata adapter: could not store %s for session %s: %s",
             source,
             key_label(self._id),
             exc,
@@ -683,7 +712,7 @@ class SessionHandle:
         # MetadataPluginError messages never carry values; other messages are not shown.
         reason = str(exc) if isinstance(exc, MetadataPluginError) else type(exc).__name__
         logger.warning(
-            "metadata adapter: rejected %s for session %r (%d bytes, keys=%s): %s",
+            "metadata adapter: rejected %s for session %s (%d bytes, keys=%s): %s",
             source,
             key_label(self._id),
             size,
@@ -858,7 +887,7 @@ class SessionHandle:
     ) -> PublishResult:
         if not ok:
             logger.warning(
-                "metadata adapter: %s %s of %r not confirmed (keys=%s, %d bytes); "
+                "metadata adapter: %s %s of %s not confirmed (keys=%s, %d bytes); "
                 "check canUpdateOwnMetadata and the server's size limits",
                 "published",
                 as_,
@@ -878,8 +907,9 @@ class SessionHandle:
         Called automatically at job shutdown. Idempotent.
 
         Args:
-            delete: Delete the session (True) or leave it to the store's TTL
-                (False); default: the adapter's ``delete_on_shutdown``.
+            delete: Delete the call session (True) or leave it to the store's
+                TTL (False); default: the adapter's ``delete_on_shutdown``. A
+                session named with ``session_id=`` is never deleted here.
         """
         if self._closed:
             return
@@ -903,12 +933,18 @@ class SessionHandle:
             self._queue.task_done()
         self._adapter._forget(self)
         should_delete = self._adapter._delete_on_shutdown if delete is None else delete
-        if should_delete:
+        if should_delete and self._space is not self._adapter._sessions.call_sessions:
+            logger.warning(
+                "metadata adapter: kept session %s: only a call session is deleted at "
+                "shutdown, and this one was named with session_id=",
+                key_label(self._id),
+            )
+        elif should_delete:
             try:
-                await self._adapter._sessions.delete_session_metadata(self._id)
+                await self._space.delete(self._id)
             except StoreError as exc:
                 logger.warning(
-                    "metadata adapter: could not delete session %r: %s", key_label(self._id), exc
+                    "metadata adapter: could not delete session %s: %s", key_label(self._id), exc
                 )
 
 
@@ -932,9 +968,14 @@ class MetadataAdapter:
 
     Args:
         sessions: The :class:`~livekit.plugins.metadata.session.SessionManager`.
-        session_id: A callable ``(ctx) -> str`` giving the session id of a job;
-            default: the room name (``ctx.job.room.name``), which is also known
-            when the token is minted and on every worker.
+        session_id: A callable ``(ctx) -> str`` naming the session of a job
+            yourself. Default: none, and the call session lives in the store's
+            call key space under the room sid LiveKit assigned
+            (``ctx.job.room.sid``; the job id where there is none), which no
+            client can choose. A named session lives in the named key space
+            (the SignalWire API's); keeping callers apart in it is then your
+            responsibility (never name it after the room name, an identity or
+            anything else a client picks).
         schema: Optional pydantic model class every metadata document (job,
             participant, room) must satisfy; the parsed object (not the model)
             is stored. Attributes are not checked against it.
@@ -946,8 +987,10 @@ class MetadataAdapter:
         max_bytes: Largest metadata document accepted, in UTF-8 bytes.
         max_attribute_bytes: Largest attribute map (LiveKit: 64 KiB).
         sync_room_metadata: Also merge room metadata and its changes.
-        delete_on_shutdown: Delete the session at job shutdown (default: leave
-            it to the store's TTL, so tools or other workers can still read it).
+        delete_on_shutdown: Delete the call session at job shutdown (default:
+            leave it to the store's TTL, so tools or other workers can still read
+            it). Never deletes a token session, nor a session named with
+            ``session_id=`` (combining the two is an error).
         protected_keys: Keys participant metadata/attributes may never write
             (the client can change those when granted ``canUpdateOwnMetadata``).
         confirm_timeout: Default seconds :meth:`SessionHandle.publish` waits
@@ -993,6 +1036,11 @@ class MetadataAdapter:
             raise ValueError("track must be 'first' or 'all'")
         if session_id is not None and not callable(session_id):
             raise TypeError("session_id must be a callable (ctx) -> str or None")
+        if session_id is not None and delete_on_shutdown:
+            raise ValueError(
+                "delete_on_shutdown deletes only the call session the job owns; a session "
+                "named with session_id= is yours to delete"
+            )
         if schema is not None:
             from pydantic import BaseModel as _BaseModel
 
@@ -1043,10 +1091,11 @@ class MetadataAdapter:
         return self._sessions
 
     def session_id_for(self, ctx: JobContext) -> str:
-        """The session id of a job (``session_id(ctx)``, or the room name).
+        """The call session's id of a job: ``session_id(ctx)``, else the room sid
+        LiveKit assigned (the job id when the job names no room sid).
 
         Raises:
-            ValueError: The id is empty (e.g. no room name is known yet).
+            ValueError: The id is empty.
             TypeError: The ``session_id`` callable returned something other than str.
         """
         if self._session_id is not None:
@@ -1054,16 +1103,20 @@ class MetadataAdapter:
             if not isinstance(sid, str):
                 raise TypeError(f"session_id(ctx) must return str, not {type(sid).__name__}")
         else:
-            sid = ctx.job.room.name or ctx.room.name
+            sid = ctx.job.room.sid or ctx.job.id
         if not sid:
-            raise ValueError("session id is empty: the job has no room name; pass session_id=")
+            raise ValueError(
+                "session id is empty: the job has no room sid nor id; pass session_id="
+            )
         return sid
 
     def _handle_for(self, ctx: JobContext) -> SessionHandle:
         handle = self._handles.get(ctx)
         if handle is not None and not handle.closed:
             return handle
-        handle = SessionHandle(self, ctx, self.session_id_for(ctx))
+        sessions = self._sessions
+        space = sessions.call_sessions if self._session_id is None else sessions.named_sessions
+        handle = SessionHandle(self, ctx, self.session_id_for(ctx), space)
         self._handles[ctx] = handle
 
         async def _close_metadata_session(reason: str) -> None:
@@ -1159,7 +1212,7 @@ class MetadataAdapter:
         except MetadataError as exc:
             self.stats.invalid += 1
             logger.warning(
-                "metadata adapter: rejected job request metadata (job %r, %d bytes): %s",
+                "metadata adapter: rejected job request metadata (job %s, %d bytes): %s",
                 key_label(req.job.id),
                 _raw_size(raw),
                 exc,

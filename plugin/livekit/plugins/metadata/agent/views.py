@@ -1,56 +1,76 @@
-"""The agent's view of each caller: token sessions, owner checks, and what to route on.
+"""The agent's view of each caller, and the one precedence every view obeys.
 
-A token minted in session mode (``TokenIssuer`` given a ``SessionManager``, or
-the token endpoint) owns a session in the store. The participant carries its id
-in the attribute :data:`~livekit.plugins.metadata.codec.SESSION_ATTRIBUTE`, the
-dispatch in the job-metadata key :data:`~livekit.plugins.metadata.codec.SESSION_KEY`.
-The session holds the checked metadata, private keys included, and an owner
-record (:data:`OWNER_KEY`: ``{"identity": ..., "room": ...}``) written by the
-issuer. A reference is trusted only when that record names the participant that
-carries it (and the job's room): an attribute copied from another participant
-opens nothing.
+A caller's view is its token session (bound by the reference its own token
+carries, after the owner record was checked), under its live metadata; its
+live attributes stay a separate map. What the server decided (the keys listed
+in the owner record's ``protected``, plus the adapter's ``protected_keys``)
+is never replaced by anything the client sends, an attribute never becomes or
+shadows a metadata key, and attributes in a namespace a LiveKit service sets
+on its own participants (``sip.*`` on SIP participants, ``lk.*``) are ignored
+when another kind of participant claims them. Views live in the job's memory;
+the call session in the store holds the job's metadata and what the agent
+writes, never a caller's keys.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
-from ..codec import PLUGIN_ATTRIBUTE_PREFIX
-from ..errors import InvalidSessionReference
+import orjson
+from livekit import rtc
+
+from ..codec import PLUGIN_ATTRIBUTE_PREFIX, SERVICE_ATTRIBUTE_PREFIXES, attributes_size
+from ..errors import InvalidAttributes, InvalidSessionReference, MetadataTooLarge
 from ..tokens.issuer import SESSION_OWNER_KEY
 
 if TYPE_CHECKING:
-    from livekit import rtc
-
     from ..sessions.manager import SessionManager
 
 __all__ = [
     "OWNER_KEY",
     "ParticipantView",
     "RouteInput",
+    "TokenSession",
     "resolve_token_session",
     "without_plugin_keys",
 ]
 
 OWNER_KEY = SESSION_OWNER_KEY
-"""Session key of the owner record ``{"identity": ..., "room": ...}`` the issuer writes
-(the same string as :data:`~livekit.plugins.metadata.tokens.issuer.SESSION_OWNER_KEY`)."""
+"""Session key of the owner record the issuer writes (same string as
+:data:`~livekit.plugins.metadata.tokens.issuer.SESSION_OWNER_KEY`)."""
 
 _MAX_REFERENCE = 256
+
+_KIND = rtc.ParticipantKind
+_SERVICE_KINDS: dict[str, frozenset[int]] = {
+    # LiveKit's SIP service sets the numbers, call id and headers on SIP participants.
+    "sip.": frozenset({_KIND.PARTICIPANT_KIND_SIP}),
+    # LiveKit and its services (agents, egress, ingress, SIP, connectors) own ``lk.``.
+    "lk.": frozenset(
+        {
+            _KIND.PARTICIPANT_KIND_SIP,
+            _KIND.PARTICIPANT_KIND_AGENT,
+            _KIND.PARTICIPANT_KIND_EGRESS,
+            _KIND.PARTICIPANT_KIND_INGRESS,
+            _KIND.PARTICIPANT_KIND_CONNECTOR,
+            _KIND.PARTICIPANT_KIND_BRIDGE,
+        }
+    ),
+}
+assert set(_SERVICE_KINDS) == set(SERVICE_ATTRIBUTE_PREFIXES)
 
 
 class RouteInput(NamedTuple):
     """What the entrypoint routes on: one participant's metadata and live attributes.
 
     Attributes:
-        metadata: The job's view (job metadata, job attributes, the job's token
-            session) overlaid with the participant's view (token session,
-            live metadata, live attributes).
-        attributes: The participant's live attributes, without empty values
-            (a hidden SIP number is a missing attribute) and without this
-            plugin's ``lk-metadata.*`` keys.
+        metadata: The job's metadata overlaid with the participant's view (its
+            token session, then its accepted live metadata). Never an attribute.
+        attributes: The participant's accepted live attributes (no empty values,
+            so a hidden SIP number is missing; no ``lk-metadata.*`` keys), under
+            the job's attributes, which the dispatcher set.
         identity: The participant routed on, or None when no participant is tracked.
     """
 
@@ -59,27 +79,124 @@ class RouteInput(NamedTuple):
     identity: str | None
 
 
+class TokenSession(NamedTuple):
+    """A token session the agent trusts: its keys and the keys the server decided."""
+
+    metadata: dict[str, Any]
+    protected: frozenset[str]
+
+
+def service_attribute(key: str, kind: int) -> bool:
+    """True when ``key`` is in a LiveKit service namespace that ``kind`` may not set."""
+    for prefix, kinds in _SERVICE_KINDS.items():
+        if key.startswith(prefix):
+            return kind not in kinds
+    return False
+
+
 @dataclass
 class ParticipantView:
-    """One tracked participant as the agent sees it (kept in the adapter's event order)."""
+    """One tracked participant as the agent sees it (kept in the adapter's event order).
+
+    The precedence lives here: :meth:`accept_metadata` and
+    :meth:`accept_attributes` are the only ways client input reaches a view.
+    """
 
     participant: rtc.Participant
     session: dict[str, Any] = field(default_factory=dict)
     """The participant's token session, without plugin keys (private keys included)."""
-    private: frozenset[str] = frozenset()
-    """Keys only the token session holds: live metadata and attributes cannot override them."""
+    protected: frozenset[str] = frozenset()
+    """Metadata keys the client cannot write: the server's decision and ``protected_keys``."""
     metadata: dict[str, Any] = field(default_factory=dict)
     """Token session overlaid with every accepted live metadata update."""
     attributes: dict[str, str] = field(default_factory=dict)
-    """Live attributes (without plugin keys)."""
+    """Accepted live attributes."""
+    reported: set[str] = field(default_factory=set)
+    """Refusal reasons already logged for this participant (each is logged once)."""
 
     @property
     def identity(self) -> str:
         return self.participant.identity
 
-    def route_input(self, job_view: Mapping[str, Any]) -> RouteInput:
+    def bind(self, session: TokenSession, always_protected: frozenset[str]) -> None:
+        """Start the view from the participant's own token session."""
+        self.session = session.metadata
+        self.protected = always_protected | session.protected
+        self.metadata = dict(session.metadata)
+
+    def accept_metadata(self, update: Mapping[str, Any], max_bytes: int) -> list[str]:
+        """Merge a live metadata update; returns the refused (protected or plugin) keys.
+
+        A client never sends ``lk-metadata.*`` keys (the endpoint refuses them), so
+        one here is refused like a protected key.
+
+        Raises:
+            MetadataTooLarge: The view would exceed ``max_bytes`` (or its token
+                session's own size, if larger); the view is unchanged.
+        """
+        refused = [
+            k for k in update if k in self.protected or k.startswith(PLUGIN_ATTRIBUTE_PREFIX)
+        ]
+        if refused:
+            update = {k: v for k, v in update.items() if k not in refused}
+        if update:
+            merged = {**self.metadata, **update}
+            size = len(orjson.dumps(merged))
+            limit = max(max_bytes, len(orjson.dumps(self.session)))
+            if size > limit:
+                raise MetadataTooLarge(
+                    f"participant view would be {size} bytes, over the limit of {limit} bytes",
+                    size=size,
+                    limit=limit,
+                )
+            self.metadata = merged
+        return refused
+
+    def accept_attributes(
+        self,
+        updates: Mapping[str, str],
+        removed: Iterable[str],
+        shielded: frozenset[str],
+        max_bytes: int,
+    ) -> list[str]:
+        """Apply a live attribute change; returns the refused keys.
+
+        Refused: keys in a service namespace this participant's kind may not
+        set, and names of protected metadata keys or of ``shielded`` (the job's
+        attributes), which a client must not shadow. The plugin's own
+        ``lk-metadata.*`` keys (the session reference) are left out silently.
+
+        Raises:
+            InvalidAttributes: The attributes would total over ``max_bytes``
+                (the view is unchanged).
+        """
+        kind = self.participant.kind
+        blocked = self.protected | shielded
+        refused = [k for k in updates if k in blocked or service_attribute(k, kind)]
+        attributes = dict(self.attributes)
+        attributes.update(
+            (k, v)
+            for k, v in updates.items()
+            if k not in refused and not k.startswith(PLUGIN_ATTRIBUTE_PREFIX)
+        )
+        for key in removed:
+            attributes.pop(key, None)
+        total = attributes_size(attributes)
+        if total > max_bytes:
+            raise InvalidAttributes(
+                f"participant attributes would total {total} bytes, over the limit of "
+                f"{max_bytes} bytes"
+            )
+        self.attributes = attributes
+        return refused
+
+    def route_input(
+        self, job_metadata: Mapping[str, Any], job_attributes: Mapping[str, str]
+    ) -> RouteInput:
         live = {k: v for k, v in self.attributes.items() if v != ""}
-        return RouteInput({**job_view, **self.metadata, **live}, live, self.identity)
+        return RouteInput(
+            {**job_metadata, **self.metadata}, {**live, **job_attributes}, self.identity
+        )
 
 
 def without_plugin_keys(mapping: Mapping[str, Any]) -> dict[str, Any]:
@@ -88,19 +205,18 @@ def without_plugin_keys(mapping: Mapping[str, Any]) -> dict[str, Any]:
 
 
 async def resolve_token_session(
-    sessions: SessionManager, reference: object, *, identity: str | None, room: str
-) -> dict[str, Any]:
-    """The token session a reference names, once its owner record matches.
+    sessions: SessionManager, reference: object, *, identity: str, room: str
+) -> TokenSession:
+    """The token session a participant's own reference names, once its owner record matches.
 
     Args:
-        sessions: Where token sessions live.
-        reference: The session id found in an attribute or job metadata.
-        identity: The participant carrying it; None for the job's own reference
-            (then only the room is checked: job metadata comes from the dispatcher).
+        sessions: Where token sessions live (``sessions.token_sessions``).
+        reference: The session id the participant's token carried.
+        identity: The participant carrying it.
         room: The job's room name.
 
     Returns:
-        The session's metadata without plugin keys.
+        The session's metadata without plugin keys, and the keys the server decided.
 
     Raises:
         InvalidSessionReference: Not a session id, no such (or an expired)
@@ -122,8 +238,14 @@ async def resolve_token_session(
         raise InvalidSessionReference(
             "session reference names a session of another room (or one without an owner record)"
         )
-    if identity is not None and owner.get("identity") != identity:
+    if owner.get("identity") != identity:
         raise InvalidSessionReference(
             "session reference names a session owned by another participant"
         )
-    return without_plugin_keys(data)
+    protected = owner.get("protected", ())
+    keys = (
+        frozenset(k for k in protected if isinstance(k, str))
+        if isinstance(protected, list)
+        else frozenset()
+    )
+    return TokenSession(without_plugin_keys(data), keys)
