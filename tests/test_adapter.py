@@ -166,7 +166,8 @@ async def test_load_job_merges_job_metadata_and_attributes(
     before = room.listener_count()
     adapter = MetadataAdapter(sessions)
     handle = await adapter.load_job(ctx)
-    assert handle.id == ctx.job.room.sid and handle.id.startswith("RM_")  # LiveKit's, not the name
+    assert handle.id == ctx.job.room.sid  # what LiveKit assigned, not the room name
+    assert handle.id.startswith("RM_")
     assert handle.space is sessions.call_sessions
     assert await handle.get() == {"agent": "triage", "lang": "en"}
     assert await sessions.call_sessions.get(ctx.job.room.sid) == {"agent": "triage", "lang": "en"}

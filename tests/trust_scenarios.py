@@ -136,7 +136,9 @@ async def attributes_cannot_override_trusted_metadata(sessions: SessionManager) 
             assert (view["tier"], view["crm_id"], view["channel"]) == ("basic", ALICE_CRM, "web")
         routed = await handle.route_input()
         assert not {"tier", "crm_id", "channel"} & set(routed.attributes)
-        assert not {"tier", "crm_id", "channel"} & set(await handle.participant_attributes("caller"))
+        assert not {"tier", "crm_id", "channel"} & set(
+            await handle.participant_attributes("caller")
+        )
         assert MALLORY_CRM not in orjson.dumps(await handle.get()).decode()
         assert RULES.route(routed.metadata, attributes=routed.attributes).agent == "support"
         assert adapter.stats.refused >= 3
