@@ -11,12 +11,13 @@ Connects to ``LIVEKIT_URL`` with ``LIVEKIT_API_KEY`` / ``LIVEKIT_API_SECRET``, r
 * ``--mode adapter`` (default): ``MetadataAdapter(SessionManager(store)).attach(ctx)``
   loads the job and caller metadata into the session; the rules (if given) route it;
   the agent then publishes, in ONE ``set_attributes`` call, ``route`` (the routed agent,
-  or ``adapter`` without rules), ``session`` (the session as compact JSON) and
+  or ``adapter`` without rules), ``session`` (the call session as compact JSON) and
   ``worker`` (this process id). Afterwards it republishes ``session`` whenever the
-  session changes (polled every 25 ms), so tests can watch merges from the room.
-  With ``--track all`` every caller is followed, and each caller's own view
-  (``handle.participant_metadata(identity)``, private keys included) is published as
-  attribute ``view.<identity>``; ``route`` is decided on ``handle.route_input()``.
+  call session changes and each tracked caller's own view
+  (``handle.participant_metadata(identity)``, private keys included) as attribute
+  ``view.<identity>`` whenever it changes (polled every 25 ms), so tests can watch
+  merges from the room. ``route`` is decided on ``handle.route_input()`` (metadata and
+  attributes). With ``--track all`` every caller is followed.
 * ``--mode bare``: the baseline for the adapter's overhead -- no plugin code at all:
   connect, wait for the caller, publish ``route=bare`` and ``worker``.
 
@@ -94,8 +95,9 @@ def _adapter_entrypoint(rules: str | None, store: str, track: str = "first") -> 
         adapter = MetadataAdapter(sessions, track=track)  # type: ignore[arg-type]
         handle = await adapter.attach(ctx)
         snapshot = await handle.get()
-        routed = (await handle.route_input()).metadata
-        route = router.route(routed).agent if router is not None else "adapter"
+        caller = await handle.route_input()
+        routed = router.route(caller.metadata, attributes=caller.attributes) if router else None
+        route = routed.agent if routed is not None else "adapter"
         published = _json(snapshot)
         await ctx.room.local_participant.set_attributes(
             {"route": route or "reject", "session": published, "worker": str(os.getpid())}
