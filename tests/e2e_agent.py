@@ -15,7 +15,7 @@ Connects to ``LIVEKIT_URL`` with ``LIVEKIT_API_KEY`` / ``LIVEKIT_API_SECRET``, r
   ``worker`` (this process id). Afterwards it republishes ``session`` whenever the
   call session changes and each tracked caller's own view
   (``handle.participant_metadata(identity)``, private keys included) as attribute
-  ``view.<identity>`` whenever it changes (polled every 25 ms), so tests can watch
+  ``view.<identity>`` and its attributes as ``attrs.<identity>`` whenever they change (polled every 25 ms), so tests can watch
   merges from the room. ``route`` is decided on ``handle.route_input()`` (metadata and
   attributes). With ``--track all`` every caller is followed.
 * ``--mode bare``: the baseline for the adapter's overhead -- no plugin code at all:
@@ -111,9 +111,14 @@ def _adapter_entrypoint(rules: str | None, store: str, track: str = "first") -> 
                 published = current
                 changed["session"] = published
             for identity in handle.participants:  # each caller's own view, by identity
-                view = _json(await handle.participant_metadata(identity))
-                if views.get(identity) != view:
-                    views[identity] = changed[f"view.{identity}"] = view
+                for prefix, read in (
+                    ("view", handle.participant_metadata),
+                    ("attrs", handle.participant_attributes),
+                ):
+                    name = f"{prefix}.{identity}"
+                    value = _json(await read(identity))
+                    if views.get(name) != value:
+                        views[name] = changed[name] = value
             if changed:
                 await ctx.room.local_participant.set_attributes(changed)
 

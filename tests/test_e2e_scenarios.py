@@ -113,10 +113,18 @@ async def _session_of(room: rtc.Room, predicate: Any = None) -> dict[str, Any]:
     return session
 
 
-def _has_attribute(session: dict[str, Any], key: str, value: str) -> bool:
-    """Attributes land in the session either as top-level keys or under ``attributes``."""
-    nested = session.get("attributes")
-    return session.get(key) == value or (isinstance(nested, dict) and nested.get(key) == value)
+async def _view_of(
+    room: rtc.Room, identity: str, predicate: Any = None, *, what: str = "view"
+) -> dict[str, Any]:
+    """The echo agent's view of one caller (attribute ``view.<identity>``: its metadata;
+    ``attrs.<identity>`` with ``what="attrs"``: its attributes), once ``predicate`` holds."""
+
+    def check(value: str) -> bool:
+        return predicate is None or bool(predicate(json.loads(value)))
+
+    _, value = await wait_for_remote_attribute(room, f"{what}.{identity}", predicate=check)
+    view: dict[str, Any] = json.loads(value)
+    return view
 
 
 # ------------------------------------------------------------------ scenario 1
@@ -167,25 +175,24 @@ async def test_2_server_side_update_participant_merges_into_session(
         dispatch=Dispatch(ECHO, metadata={"job": "from-dispatch"}),
     )
     async with connected_room(livekit_server, token) as joined:
-        first = await _session_of(joined, lambda s: "tier" in s)
-        assert first["tier"] == "gold"
-        assert first["profile"] == {"lang": "es"}
-        assert first["job"] == "from-dispatch"  # job metadata loaded too
+        first = await _view_of(joined, "caller", lambda s: "tier" in s)
+        assert first == {"tier": "gold", "profile": {"lang": "es"}}
+        call = await _session_of(joined)  # the call session: the job's metadata only
+        assert call == {"job": "from-dispatch"}
         async with lk_api(livekit_server) as lk:
             await lk.room.update_participant(
                 api.UpdateParticipantRequest(
                     room=room, identity="caller", metadata='{"profile":{"lang":"en"},"case":7}'
                 )
             )
-            merged = await _session_of(joined, lambda s: s.get("case") == 7)
+            merged = await _view_of(joined, "caller", lambda s: s.get("case") == 7)
             # Shallow merge: new keys added, top-level keys replaced, others kept.
-            assert merged["profile"] == {"lang": "en"}
-            assert merged["tier"] == "gold"
-            assert merged["job"] == "from-dispatch"
+            assert merged == {"tier": "gold", "profile": {"lang": "en"}, "case": 7}
             await lk.room.update_participant(
                 api.UpdateParticipantRequest(room=room, identity="caller", attributes={"q": "vip"})
             )
-            await _session_of(joined, lambda s: _has_attribute(s, "q", "vip"))
+            await _view_of(joined, "caller", lambda a: a.get("q") == "vip", what="attrs")
+            assert await _session_of(joined) == {"job": "from-dispatch"}  # no caller's keys
             await lk.room.delete_room(api.DeleteRoomRequest(room=room))
 
 
@@ -204,12 +211,12 @@ async def test_3_client_updates_with_grant_are_synced(
         can_update_own_metadata=True,
     )
     async with connected_room(livekit_server, token) as joined:
-        await _session_of(joined, lambda s: s.get("step") == 1)
+        await _view_of(joined, "caller", lambda s: s.get("step") == 1)
         await joined.local_participant.set_metadata('{"step":2,"extra":"x"}')
-        session = await _session_of(joined, lambda s: s.get("step") == 2)
-        assert session["extra"] == "x"
+        view = await _view_of(joined, "caller", lambda s: s.get("step") == 2)
+        assert view["extra"] == "x"
         await joined.local_participant.set_attributes({"mood": "happy"})
-        await _session_of(joined, lambda s: _has_attribute(s, "mood", "happy"))
+        await _view_of(joined, "caller", lambda a: a.get("mood") == "happy", what="attrs")
         async with lk_api(livekit_server) as lk:
             await lk.room.delete_room(api.DeleteRoomRequest(room=room))
 
@@ -222,7 +229,7 @@ async def test_3_client_updates_without_grant_are_refused(
         "caller", room, metadata={"step": 1}, dispatch=Dispatch(ECHO)
     )
     async with connected_room(livekit_server, token) as joined:
-        before = await _session_of(joined, lambda s: s.get("step") == 1)
+        before = await _view_of(joined, "caller", lambda s: s.get("step") == 1)
         # The SDK setters drop the server's refusal silently (livekit.md §10.2).
         await joined.local_participant.set_metadata('{"step":2,"forged":true}')
         await joined.local_participant.set_attributes({"forged": "1"})
@@ -234,13 +241,12 @@ async def test_3_client_updates_without_grant_are_refused(
                     room=room, identity="caller", attributes={"barrier": "1"}
                 )
             )
-            after = await _session_of(joined, lambda s: _has_attribute(s, "barrier", "1"))
-            assert after["step"] == 1
-            assert "forged" not in after
-            assert not _has_attribute(after, "forged", "1")
-            assert {k: v for k, v in after.items() if k not in ("barrier", "attributes")} == {
-                k: v for k, v in before.items() if k != "attributes"
-            }
+            attrs = await _view_of(
+                joined, "caller", lambda a: a.get("barrier") == "1", what="attrs"
+            )
+            assert "forged" not in attrs
+            after = await _view_of(joined, "caller")
+            assert after == before == {"step": 1}
             info = await lk.room.get_participant(
                 api.RoomParticipantIdentity(room=room, identity="caller")
             )
@@ -454,10 +460,11 @@ async def test_6_two_workers_share_redis_and_load_referenced_metadata(
             assert verified.metadata == {}
             assert "history" not in body["participant_token"]
             async with connected_room(livekit_server, body["participant_token"]) as joined:
-                participant, _ = await wait_for_remote_attribute(joined, "session")
-                session = json.loads(participant.attributes["session"])
-                assert session["caller"] == full["caller"]
-                assert session["department"] == "support"
+                identity = verified.identity
+                participant, _ = await wait_for_remote_attribute(joined, f"view.{identity}")
+                view = json.loads(participant.attributes[f"view.{identity}"])
+                assert view["caller"] == full["caller"]  # read from the token session
+                assert view["department"] == "support"
                 worker = participant.attributes["worker"]
                 assert worker in pids
                 seen.append(worker)
