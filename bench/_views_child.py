@@ -13,7 +13,6 @@ import gc
 import statistics
 import sys
 import time
-from typing import Any
 
 import orjson
 from livekit import rtc

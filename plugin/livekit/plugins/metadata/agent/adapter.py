@@ -122,9 +122,9 @@ _ROUTE_KINDS = (
 )
 
 
-# Queue items: ("metadata", identity, raw) | ("attributes", identity, changed, snapshot)
-# | ("room", "", raw) | ("snapshot", identity, participant, future).
-_Item = tuple[Any, ...]
+_RETRY_FIRST = 0.5
+_RETRY_MAX = 30.0
+"""Backoff of store retries (a token session to read, a call-session write), in seconds."""
 
 
 def _quiet_parse(raw: str | bytes | None, max_bytes: int) -> dict[str, Any]:
@@ -158,12 +158,17 @@ class AdapterStats:
         applied: Updates applied to a view or the call session.
         invalid: Updates rejected as invalid input (nothing changed).
         failed: Writes or reads the store could not do (e.g. Redis unavailable).
-        events: Room events queued for a tracked participant or the room.
+        events: Room events received for a tracked participant or the room.
         refused: Client input refused at a trust boundary: keys the server
             decided, service attributes from another kind of participant,
             attributes shadowing a protected key, a reference that is not the
             participant's own (each counted per update, logged once per
             participant and reason).
+        coalesced: Changes folded into an ``on_change`` call already pending for the
+            same participant (it runs once, for the latest state).
+        flooding: Participants that sent more than ``flood_rate`` updates in a second
+            (each logged once).
+        forgotten: Participants whose view was released when they left.
     """
 
     applied: int = 0
@@ -171,6 +176,9 @@ class AdapterStats:
     failed: int = 0
     events: int = 0
     refused: int = 0
+    coalesced: int = 0
+    flooding: int = 0
+    forgotten: int = 0
 
 
 @dataclass(frozen=True)
@@ -213,9 +221,24 @@ class SessionHandle:
         self._id = session_id
         self._space = space
         self._tracked: set[str] = set()
-        self._queue: asyncio.Queue[_Item] = asyncio.Queue()
-        self._worker: asyncio.Task[None] | None = None
         self._room: rtc.Room | None = None
+        # Views being built (a token session to read), and events that wait for them.
+        self._binding: dict[str, asyncio.Task[None]] = {}
+        self._pending: dict[str, list[tuple[str, Any, Any]]] = {}
+        self._retries: set[asyncio.Task[None]] = set()
+        # on_change: participants changed since their last call (an ordered set).
+        self._dirty: dict[str, None] = {}
+        self._notifier: asyncio.Task[None] | None = None
+        self._notifying = False
+        self._idle = asyncio.Event()
+        # Flood accounting: (window start, events in the window) per participant.
+        self._flood: dict[str, tuple[float, int]] = {}
+        self._flooding: set[str] = set()
+        # Call-session writes still to land (latest value per key), and their writer.
+        self._unwritten: dict[str, Any] = {}
+        self._unremoved: set[str] = set()
+        self._writer: asyncio.Task[None] | None = None
+        self._write_settled = asyncio.Event()
         self._subscriptions: list[tuple[str, Callable[..., None]]] = []
         self._job_loaded = False
         self._closed = False
@@ -336,16 +359,23 @@ class SessionHandle:
         await self._space.update(self._id, updates, remove=remove)
 
     async def wait_idle(self) -> None:
-        """Wait until every queued room event has been applied to the session."""
-        if self._worker is not None and not self._worker.done():
-            await self._queue.join()
+        """Wait until every room event received so far is applied, its ``on_change`` has
+        run, and the call session holds what was written to it (or a write is failing
+        and waits to be retried)."""
+        while not self._closed and (self._binding or self._dirty or self._notifying):
+            self._idle.clear()
+            await self._idle.wait()
+        writer = self._writer
+        if writer is not None and not writer.done() and not self._closed:
+            await asyncio.wait(
+                {writer, asyncio.ensure_future(self._write_settled.wait())},
+                return_when=asyncio.FIRST_COMPLETED,
+            )
 
     # -- tracking participants -------------------------------------------------------------
 
     async def track(self, participant: rtc.Participant) -> None:
-        """Merge a participant's metadata and attributes now and follow its changes.
-
-        The snapshot is applied in order with events already queued.
+        """Build a participant's view now and follow its changes.
 
         Raises:
             MetadataError: With ``on_invalid="raise"``, when the participant's
@@ -354,22 +384,20 @@ class SessionHandle:
         """
         if self._closed:
             raise RuntimeError("this session handle is closed")
-        room = self._room
-        if room is None:
+        if self._room is None:
             raise RuntimeError("track() needs a room; use MetadataAdapter.attach(ctx)")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        identity = participant.identity
         # One synchronous block: no event can slip between the snapshot and tracking.
-        self._tracked.add(identity)
-        self._enqueue(("snapshot", identity, participant, done))
+        self._tracked.add(participant.identity)
+        self._snapshot(participant, done)
         try:
             await done
         except MetadataError:
-            self._tracked.discard(identity)
+            self._tracked.discard(participant.identity)
             raise
 
     def _start(self, room: rtc.Room) -> None:
-        """Subscribe to the room's events and start the worker (once)."""
+        """Subscribe to the room's events (once)."""
         if self._room is not None:
             return
         self._room = room
@@ -378,6 +406,7 @@ class SessionHandle:
             ("participant_metadata_changed", self._on_metadata_changed),
             ("participant_attributes_changed", self._on_attributes_changed),
             ("participant_connected", self._on_participant_connected),
+            ("participant_disconnected", self._on_participant_disconnected),
         ]
         if adapter._sync_room_metadata:
             subs.append(("room_metadata_changed", self._on_room_metadata_changed))
@@ -385,8 +414,7 @@ class SessionHandle:
             room.on(event, callback)  # type: ignore[arg-type]
         self._subscriptions = subs
         if adapter._sync_room_metadata:
-            self._enqueue(("room", "", room.metadata))
-        self._worker = asyncio.create_task(self._run(), name=f"metadata-adapter:{self._id}")
+            self._on_room_metadata_changed("", room.metadata)
 
     def _unsubscribe(self) -> None:
         room = self._room
@@ -397,97 +425,166 @@ class SessionHandle:
                 room.off(event, callback)  # type: ignore[arg-type]
         self._subscriptions = []
 
-    # -- room callbacks: plain functions that only enqueue --------------------------------------
+    # -- room callbacks: plain functions, applied at once, in arrival order ----------------------
 
-    def _enqueue(self, item: _Item) -> None:
+    def _received(self, identity: str) -> bool:
+        """Count an event of a tracked participant; True if it is to be applied."""
+        if self._closed or identity not in self._tracked:
+            return False
         self._adapter.stats.events += 1
-        self._queue.put_nowait(item)
+        flood = self._flood.get(identity)
+        now = time.monotonic()
+        if flood is None or now - flood[0] >= 1.0:
+            self._flood[identity] = (now, 1)
+            return True
+        count = flood[1] + 1
+        self._flood[identity] = (flood[0], count)
+        limit = self._adapter._flood_rate
+        if count > limit and identity not in self._flooding:
+            self._flooding.add(identity)
+            self._adapter.stats.flooding += 1
+            logger.warning(
+                "metadata adapter: participant %s sent more than %g updates in a second; "
+                "each is applied, on_change runs for the latest state only",
+                key_label(identity),
+                limit,
+            )
+        return True
 
     def _on_metadata_changed(
         self, participant: rtc.Participant, old_metadata: str, new_metadata: str
     ) -> None:
         identity = participant.identity
-        if identity in self._tracked:
-            self._enqueue(("metadata", identity, new_metadata))
+        if not self._received(identity):
+            return
+        pending = self._pending.get(identity)
+        if pending is not None:  # the view is being built: applied right after it
+            pending.append(("metadata", new_metadata, None))
+            return
+        if self._apply_metadata("participant metadata", new_metadata, identity=identity):
+            self._mark(identity)
 
     def _on_attributes_changed(
         self, changed_attributes: Mapping[str, str], participant: rtc.Participant
     ) -> None:
         # Note the argument order: LiveKit passes (changed, participant) here.
         identity = participant.identity
-        if identity in self._tracked:
-            snapshot = dict(participant.attributes)
-            self._enqueue(("attributes", identity, dict(changed_attributes), snapshot))
+        if not self._received(identity):
+            return
+        changed, snapshot = dict(changed_attributes), dict(participant.attributes)
+        pending = self._pending.get(identity)
+        if pending is not None:
+            pending.append(("attributes", changed, snapshot))
+            return
+        if self._apply_attributes(
+            "participant attributes", changed, snapshot=snapshot, identity=identity
+        ):
+            self._mark(identity)
 
     def _on_participant_connected(self, participant: rtc.Participant) -> None:
         # A tracked caller that reconnects may come back with other metadata; with
         # track="all", every new caller of the adapter's kinds is followed from here.
         identity = participant.identity
+        if self._closed:
+            return
         if identity not in self._tracked:
             if not self._adapter._track_all or participant.kind not in self._adapter._kinds:
                 return
             self._tracked.add(identity)
-        self._enqueue(("snapshot", identity, participant, None))
+        self._adapter.stats.events += 1
+        self._snapshot(participant, None)
+
+    def _on_participant_disconnected(self, participant: rtc.Participant) -> None:
+        """Forget a caller who left: its view, pending changes and rate window.
+
+        Its token session stays in the store until it expires, so a reconnect finds it.
+        With ``track="first"`` the identity stays tracked, to follow a reconnect.
+        """
+        identity = participant.identity
+        if identity not in self._tracked:
+            return
+        view = self._views.get(identity)
+        gone, current = getattr(participant, "sid", ""), view.participant.sid if view else ""
+        if gone and current and gone != current:
+            return  # an older session of a caller who already came back
+        self._views.pop(identity, None)
+        self._pending.pop(identity, None)
+        self._dirty.pop(identity, None)
+        self._flood.pop(identity, None)
+        self._flooding.discard(identity)
+        if self._adapter._track_all:
+            self._tracked.discard(identity)
+        self._adapter.stats.forgotten += 1
 
     def _on_room_metadata_changed(self, old_metadata: str, new_metadata: str) -> None:
-        self._enqueue(("room", "", new_metadata))
-
-    # -- the worker ----------------------------------------------------------------------------
-
-    async def _run(self) -> None:
-        queue = self._queue
-        while True:
-            item = await queue.get()
-            try:
-                await self._apply_item(item)
-            except asyncio.CancelledError:
-                queue.task_done()
-                raise
-            except Exception:
-                # A bug, not bad input (that is counted in _apply_*): keep the worker alive.
-                logger.exception("metadata adapter: unexpected error applying an update")
-            queue.task_done()
-
-    async def _apply_item(self, item: _Item) -> None:
-        kind, identity = item[0], item[1]
-        if kind == "metadata":
-            await self._apply_metadata("participant metadata", item[2], identity=identity)
-        elif kind == "attributes":
-            await self._apply_attributes(
-                "participant attributes", item[2], snapshot=item[3], identity=identity
-            )
-        elif kind == "room":
-            await self._apply_metadata("room metadata", item[2], identity=None)
+        if self._closed:
             return
-        elif kind == "snapshot":
-            participant, done = item[2], item[3]
-            try:
-                await self._apply_participant(participant, raise_invalid=done is not None)
-            except MetadataError as exc:
-                if done is not None and not done.done():
-                    done.set_exception(exc)
-                return
-            except BaseException as exc:
-                if done is not None and not done.done():
-                    done.set_exception(exc)
-                raise
-            if done is not None and not done.done():
-                done.set_result(None)
-            if done is not None:
-                return  # the first snapshot: attach() has not returned yet
-        await self._notify(identity)
-
-    async def _notify(self, identity: str) -> None:
-        """Run the on_change callback in the worker: in order, after the update is applied."""
-        callback = self._on_change
-        if callback is None or self._closed:
-            return
+        self._adapter.stats.events += 1
+        adapter = self._adapter
         try:
-            await callback(identity)
-        except Exception:
-            logger.exception(
-                "metadata adapter: on_change failed for participant %s", key_label(identity)
-            )
+            obj = parse_metadata(new_metadata, max_bytes=adapter._max_bytes)
+            if adapter._schema is not None:
+                validate_schema(obj, adapter._schema)
+        except MetadataError as exc:
+            self._invalid("room metadata", exc, size=_raw_size(new_metadata), keys=(), raise_=False)
+            return
+        self._queue_write(without_plugin_keys(obj))
+
+    # -- building a view (the only part that reads the store) ---------------------------------
+
+    def _snapshot(self, participant: rtc.Participant, done: asyncio.Future[None] | None) -> None:
+        """Start building a fresh view; events until it is built wait in ``_pending``."""
+        identity = participant.identity
+        self._pending[identity] = []
+        previous = self._binding.get(identity)
+        if previous is not None:
+            previous.cancel()
+        task = asyncio.create_task(
+            self._build_view(participant, done), name=f"metadata-adapter:view:{self._id}"
+        )
+        self._binding[identity] = task
+
+    async def _build_view(
+        self, participant: rtc.Participant, done: asyncio.Future[None] | None
+    ) -> None:
+        identity = participant.identity
+        try:
+            await self._apply_participant(participant, raise_invalid=done is not None)
+        except asyncio.CancelledError:
+            if done is not None and not done.done():
+                done.cancel()
+            raise
+        except MetadataError as exc:
+            self._views.pop(identity, None)
+            self._pending.pop(identity, None)
+            if done is not None and not done.done():
+                done.set_exception(exc)
+            return
+        except Exception as exc:
+            logger.exception("metadata adapter: unexpected error building a participant's view")
+            if done is not None and not done.done():
+                done.set_exception(exc)
+            return
+        finally:
+            if self._binding.get(identity) is asyncio.current_task():
+                del self._binding[identity]
+                self._idle.set()
+        # What arrived while the view was being built, in order.
+        queued = self._pending.pop(identity, [])
+        changed = False
+        for kind, payload, snapshot in queued:
+            if kind == "metadata":
+                changed |= self._apply_metadata("participant metadata", payload, identity=identity)
+            else:
+                changed |= self._apply_attributes(
+                    "participant attributes", payload, snapshot=snapshot, identity=identity
+                )
+        if done is not None:
+            if not done.done():
+                done.set_result(None)
+            if not changed:
+                return  # the first view: attach() has not returned yet
+        self._mark(identity)
 
     async def _apply_participant(
         self, participant: rtc.Participant, *, raise_invalid: bool
@@ -498,8 +595,6 @@ class SessionHandle:
         identity = participant.identity
         attributes = dict(participant.attributes)
         view = ParticipantView(participant, protected=self._adapter._protected)
-        self._views.pop(identity, None)  # a reconnect starts a fresh view, at the end
-        self._views[identity] = view
         reference = attributes.get(SESSION_ATTRIBUTE)
         if reference is not None:
             await self._bind(view, reference, raise_=raise_)
@@ -507,19 +602,25 @@ class SessionHandle:
             self._refused(
                 view,
                 "no-reference",
-                "carries no session reference of its own: the job's "
-                "token session is not applied to it (its own public metadata only)",
+                "carries no session reference of its own: the job's token session is not "
+                "applied to it (its own public metadata only)",
                 (),
             )
-        await self._apply_metadata(
+        self._views.pop(identity, None)  # a reconnect starts a fresh view, at the end
+        self._views[identity] = view
+        self._apply_metadata(
             "participant metadata", participant.metadata, identity=identity, raise_=raise_
         )
-        await self._apply_attributes(
+        self._apply_attributes(
             "participant attributes", attributes, snapshot=None, identity=identity, raise_=raise_
         )
 
     async def _bind(self, view: ParticipantView, reference: str, *, raise_: bool) -> None:
-        """Start ``view`` from the token session its own reference names, if trusted."""
+        """Start ``view`` from the token session its own reference names, if trusted.
+
+        When the store cannot be reached, the view starts without it and a retry with
+        backoff binds it once the store answers (routing does not wait for the store).
+        """
         try:
             session = await resolve_token_session(
                 self._adapter._sessions, reference, identity=view.identity, room=self._room_name()
@@ -531,8 +632,77 @@ class SessionHandle:
             return
         except StoreError as exc:
             self._failed("participant session reference", exc, raise_=raise_)
+            self._retries.add(
+                asyncio.create_task(self._bind_later(view, reference), name="metadata-rebind")
+            )
             return
         view.bind(session, self._adapter._protected)
+
+    async def _bind_later(self, view: ParticipantView, reference: str) -> None:
+        delay = _RETRY_FIRST
+        try:
+            while not self._closed and self._views.get(view.identity, view) is view:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX)
+                try:
+                    session = await resolve_token_session(
+                        self._adapter._sessions,
+                        reference,
+                        identity=view.identity,
+                        room=self._room_name(),
+                    )
+                except StoreError:
+                    continue
+                except InvalidSessionReference as exc:
+                    self._adapter.stats.refused += 1
+                    source = f"the session reference of participant {key_label(view.identity)}"
+                    self._invalid(source, exc, size=0, keys=(), raise_=False)
+                    return
+                if self._views.get(view.identity) is view:
+                    view.bind(session, self._adapter._protected)
+                    logger.info(
+                        "metadata adapter: participant %s: token session read after a store outage",
+                        key_label(view.identity),
+                    )
+                    self._mark(view.identity)
+                return
+        finally:
+            self._retries.discard(asyncio.current_task())
+
+    # -- on_change: once per settled state, never blocking the adapter -------------------------
+
+    def _mark(self, identity: str) -> None:
+        """Ask for ``on_change(identity)``; changes while it is pending fold into one call."""
+        if self._on_change is None or self._closed:
+            return
+        if identity in self._dirty:
+            self._adapter.stats.coalesced += 1
+            return
+        self._dirty[identity] = None
+        if self._notifier is None or self._notifier.done():
+            self._notifier = asyncio.create_task(
+                self._notify_all(), name=f"metadata-adapter:on_change:{self._id}"
+            )
+
+    async def _notify_all(self) -> None:
+        """Run ``on_change`` for every changed participant, the latest state each time."""
+        callback = self._on_change
+        try:
+            while self._dirty and callback is not None and not self._closed:
+                identity = next(iter(self._dirty))
+                del self._dirty[identity]
+                self._notifying = True
+                try:
+                    await callback(identity)
+                except Exception:
+                    logger.exception(
+                        "metadata adapter: on_change failed for participant %s",
+                        key_label(identity),
+                    )
+                finally:
+                    self._notifying = False
+        finally:
+            self._idle.set()
 
     def _room_name(self) -> str:
         return self._ctx.job.room.name or self._ctx.room.name
@@ -568,10 +738,10 @@ class SessionHandle:
 
     # -- applying one source ---------------------------------------------------------------------
 
-    async def _apply_metadata(
-        self, source: str, raw: str | bytes | None, *, identity: str | None, raise_: bool = False
+    def _apply_metadata(
+        self, source: str, raw: str | bytes | None, *, identity: str, raise_: bool = False
     ) -> bool:
-        """A participant's metadata into its view, or room metadata into the call session."""
+        """A participant's metadata into its view; True if the view changed."""
         adapter = self._adapter
         try:
             obj = parse_metadata(raw, max_bytes=adapter._max_bytes)
@@ -580,10 +750,6 @@ class SessionHandle:
         except MetadataError as exc:
             self._invalid(source, exc, size=_raw_size(raw), keys=(), raise_=raise_)
             return False
-        if identity is None:  # room metadata
-            return await self._write(
-                source, without_plugin_keys(obj), (), size=_raw_size(raw), raise_=raise_
-            )
         view = self._views.get(identity)
         if view is None:
             return False
@@ -597,7 +763,7 @@ class SessionHandle:
         self._applied()
         return True
 
-    async def _apply_attributes(
+    def _apply_attributes(
         self,
         source: str,
         changed: Mapping[str, str],
@@ -606,7 +772,8 @@ class SessionHandle:
         identity: str,
         raise_: bool = False,
     ) -> bool:
-        """A participant's attribute change into its view (never into metadata)."""
+        """A participant's attribute change into its view (never into metadata); True if
+        the view changed."""
         view = self._views.get(identity)
         if view is None:
             return False
@@ -688,9 +855,56 @@ class SessionHandle:
             return False
         except StoreError as exc:
             self._failed(source, exc, raise_=raise_)
+            self._queue_write(updates, removed)  # retried with backoff until it lands
             return False
         self._applied()
         return True
+
+    def _queue_write(self, updates: Mapping[str, Any], removed: Collection[str] = ()) -> None:
+        """Merge a change into what the call session still has to get, and write it soon.
+
+        Writes to the call session (room metadata, a job write that failed) never
+        block the events that follow; a failed write is retried with backoff
+        (0.5 s doubling to 30 s) until it lands or the job ends, the latest value of
+        each key winning.
+        """
+        for key in removed:
+            self._unwritten.pop(key, None)
+            self._unremoved.add(key)
+        for key, value in updates.items():
+            self._unwritten[key] = value
+            self._unremoved.discard(key)
+        if self._writer is None or self._writer.done():
+            self._write_settled.clear()
+            self._writer = asyncio.create_task(
+                self._flush(), name=f"metadata-adapter:write:{self._id}"
+            )
+
+    async def _flush(self) -> None:
+        delay = _RETRY_FIRST
+        try:
+            while (self._unwritten or self._unremoved) and not self._closed:
+                updates, removed = self._unwritten, list(self._unremoved)
+                self._unwritten, self._unremoved = {}, set()
+                try:
+                    await self._space.update(self._id, updates, remove=removed)
+                except (MetadataError, TypeError, ValueError) as exc:
+                    self._invalid("room metadata", exc, size=0, keys=list(updates), raise_=False)
+                    continue
+                except StoreError as exc:
+                    self._failed("a call-session write", exc, raise_=False)
+                    # Put it back under anything newer, and wait before the next try.
+                    self._unwritten = {**updates, **self._unwritten}
+                    self._unremoved |= {k for k in removed if k not in self._unwritten}
+                    self._write_settled.set()
+                    await asyncio.sleep(delay)
+                    self._write_settled.clear()
+                    delay = min(delay * 2, _RETRY_MAX)
+                    continue
+                delay = _RETRY_FIRST
+                self._applied()
+        finally:
+            self._write_settled.set()
 
     def _failed(self, source: str, exc: StoreError, *, raise_: bool) -> None:
         self.failed_updates += 1
@@ -902,7 +1116,7 @@ class SessionHandle:
     # -- shutdown ----------------------------------------------------------------------------
 
     async def aclose(self, *, delete: bool | None = None) -> None:
-        """Stop following the room, apply what is queued, then delete or keep the session.
+        """Stop following the room, let pending writes land, then delete or keep the session.
 
         Called automatically at job shutdown. Idempotent.
 
@@ -916,21 +1130,25 @@ class SessionHandle:
         self._closed = True
         self._unsubscribe()
         self._tracked.clear()
-        worker = self._worker
-        if worker is not None and not worker.done():
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(
-                    asyncio.shield(self._queue.join()), self._adapter._drain_timeout
-                )
-            worker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await worker
-        # Anything still queued is dropped; release waiters of wait_idle().
-        while not self._queue.empty():
-            item = self._queue.get_nowait()
-            if item[0] == "snapshot" and item[3] is not None and not item[3].done():
-                item[3].cancel()
-            self._queue.task_done()
+        # Views still being built and call-session writes in flight get drain_timeout.
+        waiting = [t for t in (*self._binding.values(), self._writer) if t is not None]
+        if waiting:
+            await asyncio.wait(
+                [t for t in waiting if not t.done()] or waiting,
+                timeout=self._adapter._drain_timeout,
+            )
+        tasks = [*self._binding.values(), *self._retries, self._writer, self._notifier]
+        for task in tasks:
+            if task is not None and not task.done():
+                task.cancel()
+        for task in tasks:
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._pending.clear()
+        self._dirty.clear()
+        self._idle.set()
+        self._write_settled.set()
         self._adapter._forget(self)
         should_delete = self._adapter._delete_on_shutdown if delete is None else delete
         if should_delete and self._space is not self._adapter._sessions.call_sessions:
@@ -1003,7 +1221,11 @@ class MetadataAdapter:
             order that returns one of them (or None).
         track: ``"first"`` (default: the participant ``attach`` takes) or
             ``"all"`` (also every other caller of ``participant_kinds``, present
-            or joining later; each keeps its own view).
+            or joining later; each keeps its own view). A caller who leaves is
+            forgotten (its view released); with ``"first"`` its return is followed.
+        flood_rate: Updates per second per participant above which the adapter
+            logs, once per participant, that it is flooded (every update is still
+            applied; ``on_change`` runs for the latest state only).
 
     Raises:
         ValueError: An option is out of range.
@@ -1027,6 +1249,7 @@ class MetadataAdapter:
         drain_timeout: float = 5.0,
         route_on: RouteOn = "first",
         track: Track = "first",
+        flood_rate: float = 20.0,
     ) -> None:
         if on_invalid not in ("log", "raise"):
             raise ValueError("on_invalid must be 'log' or 'raise'")
@@ -1049,6 +1272,10 @@ class MetadataAdapter:
         for name, value in (("max_bytes", max_bytes), ("max_attribute_bytes", max_attribute_bytes)):
             if type(value) is not int or value < 2:
                 raise ValueError(f"{name} must be an int >= 2")
+        if isinstance(flood_rate, bool) or not isinstance(flood_rate, (int, float)):
+            raise ValueError("flood_rate must be a number of updates per second > 0")
+        if not 0 < flood_rate < float("inf"):
+            raise ValueError("flood_rate must be a number of updates per second > 0")
         for name, number in (
             ("confirm_timeout", confirm_timeout),
             ("drain_timeout", drain_timeout),
@@ -1072,6 +1299,7 @@ class MetadataAdapter:
         self._drain_timeout = float(drain_timeout)
         self._route_on = route_on
         self._track_all = track == "all"
+        self._flood_rate = float(flood_rate)
         self._handles: weakref.WeakKeyDictionary[JobContext, SessionHandle] = (
             weakref.WeakKeyDictionary()
         )

@@ -107,8 +107,8 @@ class ParticipantView:
     """The participant's token session, without plugin keys (private keys included)."""
     protected: frozenset[str] = frozenset()
     """Metadata keys the client cannot write: the server's decision and ``protected_keys``."""
-    metadata: dict[str, Any] = field(default_factory=dict)
-    """Token session overlaid with every accepted live metadata update."""
+    live: dict[str, Any] = field(default_factory=dict)
+    """Every accepted live metadata update, merged in arrival order."""
     attributes: dict[str, str] = field(default_factory=dict)
     """Accepted live attributes."""
     reported: set[str] = field(default_factory=set)
@@ -122,7 +122,19 @@ class ParticipantView:
         """Start the view from the participant's own token session."""
         self.session = session.metadata
         self.protected = always_protected | session.protected
-        self.metadata = dict(session.metadata)
+
+    @property
+    def metadata(self) -> dict[str, Any]:
+        """The token session overlaid with the live metadata, never over a protected key.
+
+        A view bound late (its token session could not be read at first) drops the
+        live keys its session then protects.
+        """
+        protected = self.protected
+        return {
+            **self.session,
+            **{k: v for k, v in self.live.items() if k not in protected},
+        }
 
     def accept_metadata(self, update: Mapping[str, Any], max_bytes: int) -> list[str]:
         """Merge a live metadata update; returns the refused (protected or plugin) keys.
@@ -140,8 +152,8 @@ class ParticipantView:
         if refused:
             update = {k: v for k, v in update.items() if k not in refused}
         if update:
-            merged = {**self.metadata, **update}
-            size = len(orjson.dumps(merged))
+            merged = {**self.live, **update}
+            size = len(orjson.dumps({**self.session, **merged}))
             limit = max(max_bytes, len(orjson.dumps(self.session)))
             if size > limit:
                 raise MetadataTooLarge(
@@ -149,7 +161,7 @@ class ParticipantView:
                     size=size,
                     limit=limit,
                 )
-            self.metadata = merged
+            self.live = merged
         return refused
 
     def accept_attributes(
