@@ -134,11 +134,15 @@ class Client:
 
     async def session_of(self, claims: api.Claims) -> dict[str, Any]:
         """What the token's own session holds for the agent (its owner record checked apart)."""
-        stored = await self.sessions.get_session_metadata(claims.attributes[SESSION_ATTRIBUTE])
+        stored = await self.sessions.token_sessions.get(claims.attributes[SESSION_ATTRIBUTE])
         owner = stored.pop(SESSION_OWNER_KEY, None)
         if stored:
             assert claims.video is not None
-            assert owner == {"identity": claims.identity, "room": claims.video.room}
+            assert isinstance(owner, dict)
+            assert {k: owner[k] for k in ("identity", "room")} == {
+                "identity": claims.identity,
+                "room": claims.video.room,
+            }
         return stored
 
 
