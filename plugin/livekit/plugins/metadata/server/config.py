@@ -144,9 +144,10 @@ class Principal:
         allowed_agents: If set, the only agents this caller may be dispatched to,
             whether chosen by the client or by the router.
         rate_limit: Overrides the server's per-principal rate limit for this caller.
-        room_prefix: If set, the caller may only name rooms that start with it (a
-            request for another room is refused with 403, and a generated room name
-            starts with it): one tenant's callers never join another tenant's rooms.
+        room_prefix: If set, every generated room name starts with it, and with
+            ``client_room`` the caller may only name rooms that start with it (another
+            room is refused with 403): one tenant's callers never join another
+            tenant's rooms.
         public_keys: The ``trusted_metadata`` keys that may appear in the token (and
             so be seen by the client and everyone in the room). Every other trusted
             key is private: it lives only in the token's session in the store.
@@ -332,7 +333,8 @@ class MetadataPolicy(BaseModel):
     allowed_service_attribute_keys: list[str] = Field(default_factory=list)
     """Keys in LiveKit's ``sip.`` namespace that clients may nevertheless send (exact names).
     Risky: on any participant but a SIP one these are whatever the client typed (a web
-    caller could claim a phone number). ``lk.`` keys cannot be allowed: LiveKit reserves them."""
+    caller could claim a phone number). ``lk.`` keys cannot be allowed: LiveKit reserves them.
+    A key named here need not be repeated in ``allowed_attribute_keys``."""
 
     @model_validator(mode="after")
     def _service_keys(self) -> MetadataPolicy:
