@@ -32,7 +32,7 @@ from livekit.plugins.metadata.codec import SESSION_ATTRIBUTE, SESSION_KEY
 from livekit.plugins.metadata.errors import ConfigError, StoreUnavailable
 from livekit.plugins.metadata.routing.router import MetadataRouter
 from livekit.plugins.metadata.server.app import create_app
-from livekit.plugins.metadata.server.config import Principal, RateLimit, ServerConfig
+from livekit.plugins.metadata.server.config import GrantPolicy, Principal, RateLimit, ServerConfig
 from livekit.plugins.metadata.server.limits import MemoryLimits
 from livekit.plugins.metadata.server.models import TokenRequest
 from livekit.plugins.metadata.server.openapi import openapi_document
@@ -1540,3 +1540,32 @@ async def test_a_rejoin_keeps_the_principals_limits(serve: Serve) -> None:
     status, body, _ = await c.post({"rejoin_token": mine["participant_token"]}, bearer=BEARER)
     assert status == 201
     assert body["room_name"] == mine["room_name"]
+
+
+async def test_an_authorize_hook_vouches_for_the_identity_and_sets_the_policy(
+    serve: Serve,
+) -> None:
+    """The library API: the host app's own login hands in the user and what it may do."""
+
+    def decide(request: web.Request) -> Principal | None:
+        user = request.headers.get("X-User")
+        if user is None:
+            return None
+        return Principal(
+            id="app",
+            identity=user,
+            room_prefix=f"{user}-",
+            client_room=True,
+            grants=GrantPolicy(subscribe=False),
+        )
+
+    c = await serve(authorize=decide)
+    claims = await c.token({"room_name": "ada-notes"}, headers={"X-User": "ada"})
+    assert claims.identity == "ada"
+    assert claims.video is not None
+    assert claims.video.room == "ada-notes"
+    assert claims.video.can_subscribe is False
+    status, body, _ = await c.post({"room_name": "bob-notes"}, headers={"X-User": "ada"})
+    assert (status, error_code(body)) == (403, "room_not_allowed")
+    with pytest.raises(TypeError, match="GrantPolicy"):
+        Principal(id="p", grants={"subscribe": False})  # type: ignore[arg-type]
