@@ -5,7 +5,10 @@
 
 It uses LiveKit's Python SDK (``livekit.rtc``) and prints one line per step:
 
-1. the room it joined and its identity (the endpoint chose them unless given);
+1. the room it joined and its identity. The endpoint chooses both (a fresh,
+   unguessable pair per token): ``--room`` / ``--identity`` are only honoured for
+   a bearer key whose config opts in (``client_room`` within its ``room_prefix``,
+   ``client_identity``), and the client says when they were ignored;
 2. which agent joined the room;
 3. the agent's ``route`` and ``route.rule`` attributes (the routing decision);
 4. with ``--update``: what happened to the metadata update. Either the server
@@ -14,8 +17,9 @@ It uses LiveKit's Python SDK (``livekit.rtc``) and prints one line per step:
    ``canUpdateOwnMetadata``. The SDK's ``set_metadata`` returns normally either
    way, so this client checks whether the server echoed the change back.
 
-Options: ``--endpoint`` (default ``http://127.0.0.1:8080/token``), ``--room``,
-``--identity``, ``--wait`` (seconds per step, default 30). Exit codes: 0 when an
+Options: ``--endpoint`` (default ``http://127.0.0.1:8080/token``), ``--key`` (a
+bearer key, default ``$LK_METADATA_KEY``), ``--room``, ``--identity``, ``--wait``
+(seconds per step, default 30). Exit codes: 0 when an
 agent answered with a route, 1 when none did in time (is the worker running, and
 does the server offer it jobs? see the README's local flow).
 """
@@ -25,6 +29,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -37,16 +42,20 @@ AGENT = rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
 POLL = 0.05
 
 
-async def fetch_token(endpoint: str, request: dict[str, Any]) -> tuple[str, str]:
-    """POST the standard token request; the ``server_url`` and ``participant_token``."""
+async def fetch_token(
+    endpoint: str, request: dict[str, Any], key: str | None = None
+) -> dict[str, Any]:
+    """POST the standard token request; the answer (``server_url``, ``participant_token``,
+    and the ``room_name`` / ``participant_identity`` the endpoint put in the token)."""
+    headers = {"Authorization": f"Bearer {key}"} if key else {}
     async with (
         aiohttp.ClientSession() as http,
-        http.post(endpoint, json=request) as resp,
+        http.post(endpoint, json=request, headers=headers) as resp,
     ):
         body = await resp.json(content_type=None)
         if resp.status != 201:
             raise SystemExit(f"error: the token endpoint answered {resp.status}: {body}")
-        return str(body["server_url"]), str(body["participant_token"])
+        return dict(body)
 
 
 async def wait_for(check: Callable[[], Any], seconds: float) -> Any:
@@ -98,9 +107,12 @@ async def run(args: argparse.Namespace) -> int:
         request["room_name"] = args.room
     if args.identity:
         request["participant_identity"] = args.identity
-    url, token = await fetch_token(args.endpoint, request)
+    answer = await fetch_token(args.endpoint, request, args.key)
+    for asked, field in ((args.room, "room_name"), (args.identity, "participant_identity")):
+        if asked and answer.get(field) != asked:
+            say(f"note: the endpoint chose the {field} (this key may not choose it)")
     room = rtc.Room()
-    await room.connect(url, token)
+    await room.connect(str(answer["server_url"]), str(answer["participant_token"]))
     try:
         say(f"joined room {room.name} as {room.local_participant.identity}")
         agent = await wait_for(lambda: the_agent(room), args.wait)
@@ -135,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--endpoint", default="http://127.0.0.1:8080/token")
     parser.add_argument("--metadata", type=_json_object, default="{}")
     parser.add_argument("--update", type=_json_object, default=None)
+    parser.add_argument("--key", default=os.environ.get("LK_METADATA_KEY") or None)
     parser.add_argument("--room", default=None)
     parser.add_argument("--identity", default=None)
     parser.add_argument("--wait", type=float, default=30.0)

@@ -36,6 +36,7 @@ METADATA = {
     "note": 'señor ✓ "quoted" \\ back',
 }
 ATTRIBUTES = {"plan": "pro", "region": "eu-west"}
+NODE_KEY = "node-backend-key-0123456789abcdef"
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -139,6 +140,20 @@ async def token_endpoint(livekit_server: LiveKitServer) -> AsyncIterator[str]:
         api_secret=SecretStr(livekit_server.api_secret),
         rules="none",
         allowed_agents=["support-agent"],
+        # A backend-held key that may name rooms (within its prefix) and identities (#32);
+        # without it the endpoint chooses both.
+        auth={  # type: ignore[arg-type]
+            "keys": [
+                {
+                    "id": "node-backend",
+                    "key": NODE_KEY,
+                    "room_prefix": "node-",
+                    "client_room": True,
+                    "client_identity": True,
+                }
+            ],
+            "allow_anonymous": True,
+        },
     )
     app = create_app(config)
     runner = web.AppRunner(app)
@@ -161,6 +176,7 @@ async def test_livekit_client_endpoint_token_source(
         {
             "url": token_endpoint,
             "options": {
+                "headers": {"Authorization": f"Bearer {NODE_KEY}"},
                 "roomName": room,
                 "participantIdentity": "web-caller",
                 "participantName": "Web Caller",
@@ -190,6 +206,18 @@ async def test_livekit_client_endpoint_token_source(
             dispatches = await lk.agent_dispatch.list_dispatch(room)
             assert [d.agent_name for d in dispatches] == ["support-agent"]
             await lk.room.delete_room(api.DeleteRoomRequest(room=room))
+
+
+async def test_livekit_client_endpoint_room_is_the_servers_by_default(token_endpoint: str) -> None:
+    """#32: without the opt-in key, the endpoint ignores roomName and participantIdentity."""
+    result = await run_node(
+        "endpoint",
+        {"url": token_endpoint, "options": {"roomName": "node-victim", "participantIdentity": "v"}},
+    )
+    payload = result["payload"]
+    assert payload["video"]["room"] != "node-victim"
+    assert payload["video"]["room"].startswith("room-")
+    assert payload["sub"] != "v"
 
 
 async def test_livekit_client_endpoint_error_is_reported(token_endpoint: str) -> None:

@@ -32,7 +32,7 @@ from livekit.plugins.metadata.codec import SESSION_ATTRIBUTE, SESSION_KEY
 from livekit.plugins.metadata.errors import ConfigError, StoreUnavailable
 from livekit.plugins.metadata.routing.router import MetadataRouter
 from livekit.plugins.metadata.server.app import create_app
-from livekit.plugins.metadata.server.config import Principal, RateLimit, ServerConfig
+from livekit.plugins.metadata.server.config import GrantPolicy, Principal, RateLimit, ServerConfig
 from livekit.plugins.metadata.server.limits import MemoryLimits
 from livekit.plugins.metadata.server.models import TokenRequest
 from livekit.plugins.metadata.server.openapi import openapi_document
@@ -134,11 +134,15 @@ class Client:
 
     async def session_of(self, claims: api.Claims) -> dict[str, Any]:
         """What the token's own session holds for the agent (its owner record checked apart)."""
-        stored = await self.sessions.get_session_metadata(claims.attributes[SESSION_ATTRIBUTE])
+        stored = await self.sessions.token_sessions.get(claims.attributes[SESSION_ATTRIBUTE])
         owner = stored.pop(SESSION_OWNER_KEY, None)
         if stored:
             assert claims.video is not None
-            assert owner == {"identity": claims.identity, "room": claims.video.room}
+            assert isinstance(owner, dict)
+            assert {k: owner[k] for k in ("identity", "room")} == {
+                "identity": claims.identity,
+                "room": claims.video.room,
+            }
         return stored
 
 
@@ -191,14 +195,17 @@ async def test_routed_token_verifies_and_owns_a_session(serve: Serve) -> None:
         }
     )
     assert status == 201, body
-    assert set(body) == {"server_url", "participant_token"}
+    assert set(body) == {"server_url", "participant_token", "room_name", "participant_identity"}
     assert body["server_url"] == "ws://127.0.0.1:7880"
     assert headers["Cache-Control"] == "no-store"
     claims = verifier().verify(body["participant_token"])
-    assert claims.identity == "alice"
+    # #32: the server chose the room and identity (the client's are ignored) and says which.
+    assert claims.identity == body["participant_identity"]
+    assert claims.identity.startswith("user-")
     assert claims.name == "Alice"
     assert claims.video is not None
-    assert claims.video.room == "room-a"
+    assert claims.video.room == body["room_name"]
+    assert claims.video.room.startswith("room-")
     assert claims.video.room_join is True
     assert not claims.video.can_update_own_metadata
     assert not claims.video.room_admin
@@ -256,14 +263,27 @@ async def test_client_agent_from_allowlist_camel_case(serve: Serve) -> None:
 
 
 async def test_protobuf_json_names_are_accepted_at_the_top_level(serve: Serve) -> None:
-    c = await serve()
+    c = await serve(
+        auth={
+            "keys": [
+                {
+                    "id": "backend",
+                    "key": BEARER,
+                    "client_room": True,
+                    "client_identity": True,
+                    "room_prefix": "cam",
+                }
+            ]
+        }
+    )
     claims = await c.token(
-        {"roomName": "camel", "participantIdentity": "cam", "participantMetadata": "{}"}
+        {"roomName": "camel", "participantIdentity": "cam", "participantMetadata": "{}"},
+        bearer=BEARER,
     )
     assert claims.identity == "cam"
     assert claims.video is not None
     assert claims.video.room == "camel"
-    status, body, _ = await c.post({"roomName": "a", "room_name": "b"})
+    status, body, _ = await c.post({"roomName": "a", "room_name": "b"}, bearer=BEARER)
     assert status == 400
     assert "twice" in body["error"]["message"]
 
@@ -466,7 +486,7 @@ async def test_bearer_keys_pin_identity_and_override_metadata(serve: Serve) -> N
                     "trusted_metadata": {"tenant": "acme", "department": "sales"},
                     "public_keys": ["tenant", "department"],
                 },
-                {"id": "other", "key": OTHER_BEARER},
+                {"id": "other", "key": OTHER_BEARER, "client_identity": True},
             ]
         },
     )
@@ -501,8 +521,8 @@ async def test_room_prefix_confines_a_caller_to_its_rooms(serve: Serve) -> None:
     c = await serve(
         auth={
             "keys": [
-                {"id": "tenant-a", "key": BEARER, "room_prefix": "acme-"},
-                {"id": "open", "key": OTHER_BEARER},
+                {"id": "tenant-a", "key": BEARER, "room_prefix": "acme-", "client_room": True},
+                {"id": "open", "key": OTHER_BEARER, "client_room": True},
             ]
         },
     )
@@ -680,7 +700,6 @@ async def test_malformed_requests_are_400(serve: Serve) -> None:
         (orjson.dumps({"participant_metadata": "[1]"}), "invalid_metadata"),
         (orjson.dumps({"participant_metadata": {"a": 1}}), "invalid_request"),
         (orjson.dumps({"participant_attributes": {"a": 1}}), "invalid_attributes"),
-        (orjson.dumps({"participant_attributes": {"lk.x": "y"}}), "invalid_attributes"),
         (orjson.dumps({"participant_attributes": ["a"]}), "invalid_attributes"),
         (orjson.dumps({"room_config": {"nope": 1}}), "invalid_room_config"),
         (orjson.dumps({"room_config": {"agents": "x"}}), "invalid_room_config"),
@@ -1010,7 +1029,7 @@ async def test_one_log_line_per_request_without_values(
     assert len(lines) == 2
     first = lines[0]
     assert first.principal == "anonymous"  # type: ignore[attr-defined]
-    assert first.room == "logged-room"  # type: ignore[attr-defined]
+    assert first.room == body["room_name"] != "logged-room"  # type: ignore[attr-defined]
     assert first.agent == "support"  # type: ignore[attr-defined]
     assert first.status == 201  # type: ignore[attr-defined]
     assert first.latency_ms >= 0  # type: ignore[attr-defined]
@@ -1034,7 +1053,7 @@ async def test_200_concurrent_requests(serve: Serve) -> None:
     for i, (_, body, _) in enumerate(results):
         claims = verifier().verify(body["participant_token"])
         assert claims.video is not None
-        assert claims.video.room == f"conc-{i}"
+        assert claims.video.room == body["room_name"] != f"conc-{i}"
         assert claims.room_config is not None
         expected = "sales" if i % 2 else "support"
         assert claims.room_config.agents[0].agent_name == expected
@@ -1287,3 +1306,266 @@ async def test_a_short_secret_is_said_once_cleanly(
     notes = [r.getMessage() for r in caplog.records if "HS256 needs at least 32" in r.getMessage()]
     assert len(notes) == said
     assert all(secret not in n for n in notes)
+
+
+# ---------------------------------------------------------------------------- #32 #31 #21
+
+
+SHARED_KEY = {"id": "web-frontend", "key": BEARER}
+
+
+@pytest.mark.parametrize("bearer", [None, BEARER], ids=["anonymous", "shared-key"])
+async def test_a_second_caller_cannot_name_the_first_callers_room_or_identity(
+    serve: Serve, bearer: str | None
+) -> None:
+    """#32: the default policy ignores a client's room_name and identity and says what it chose."""
+    auth = {"keys": [SHARED_KEY], "allow_anonymous": True} if bearer else {}
+    c = await serve(auth=auth) if auth else await serve()
+    status, first, _ = await c.post({}, bearer=bearer)
+    assert status == 201, first
+    victim = {
+        "room_name": first["room_name"],
+        "participant_identity": first["participant_identity"],
+    }
+    status, second, _ = await c.post(victim, bearer=bearer)
+    assert status == 201, second
+    claims = verifier().verify(second["participant_token"])
+    assert claims.video is not None
+    assert claims.video.room == second["room_name"] != first["room_name"]
+    assert claims.identity == second["participant_identity"] != first["participant_identity"]
+    assert claims.video.room.startswith("room-")
+    assert len(claims.video.room) >= 5 + 22
+    assert claims.identity.startswith("user-")
+    assert len(claims.identity) >= 5 + 22
+
+
+async def test_opt_in_lets_clients_choose_rooms_within_the_prefix(
+    serve: Serve, caplog: pytest.LogCaptureFixture
+) -> None:
+    keys = [
+        {"id": "team", "key": BEARER, "room_prefix": "team-", "client_room": True},
+        {"id": "open", "key": OTHER_BEARER, "client_room": True},
+    ]
+    with caplog.at_level(logging.WARNING, logger="livekit.plugins.metadata"):
+        c = await serve(auth={"keys": keys})
+    warned = [r.getMessage() for r in caplog.records if "client_room" in r.getMessage()]
+    assert len(warned) == 1
+    assert "'open'" in warned[0]
+    assert "room_prefix" in warned[0]
+    a = await c.token({"room_name": "team-standup"}, bearer=BEARER)
+    b = await c.token({"room_name": "team-standup"}, bearer=BEARER)
+    assert a.video is not None
+    assert b.video is not None
+    assert a.video.room == b.video.room == "team-standup"
+    assert a.identity != b.identity  # the identity is still the server's
+    status, body, _ = await c.post({"room_name": "other-standup"}, bearer=BEARER)
+    assert status == 403
+    assert error_code(body) == "room_not_allowed"
+
+
+async def test_client_identity_only_with_an_explicit_opt_in(serve: Serve) -> None:
+    keys = [
+        {"id": "backend", "key": BEARER, "client_identity": True},
+        {"id": "browser", "key": OTHER_BEARER},
+    ]
+    c = await serve(auth={"keys": keys})
+    assert (await c.token({"participant_identity": "alice"}, bearer=BEARER)).identity == "alice"
+    other = await c.token({"participant_identity": "alice"}, bearer=OTHER_BEARER)
+    assert other.identity != "alice"
+
+
+async def test_grants_default_to_a_voice_caller_and_can_be_narrowed(serve: Serve) -> None:
+    keys = [
+        {"id": "full", "key": BEARER},
+        {
+            "id": "listener-less",
+            "key": OTHER_BEARER,
+            "grants": {"subscribe": True, "publish_data": False, "publish_sources": ["microphone"]},
+        },
+    ]
+    c = await serve(auth={"keys": keys})
+    _, body, _ = await c.post({}, bearer=BEARER)
+    video = orjson.loads(jwt_payload(body["participant_token"]))["video"]
+    assert video == {"roomJoin": True, "room": body["room_name"], "canPublish": True,
+                     "canSubscribe": True, "canPublishData": True}  # fmt: skip
+    claims = await c.token({}, bearer=OTHER_BEARER)
+    assert claims.video is not None
+    assert claims.video.can_publish is True
+    assert claims.video.can_subscribe is True
+    assert claims.video.can_publish_data is False
+    assert claims.video.can_publish_sources == ["microphone"]
+    assert not claims.video.room_admin
+    assert not claims.video.room_create
+
+
+@pytest.mark.parametrize("key", ["sip.phoneNumber", "sip.trunkPhoneNumber", "lk.agent.state"])
+async def test_service_namespace_attributes_are_refused_by_name(serve: Serve, key: str) -> None:
+    """#31: a web caller cannot claim a phone number (or any LiveKit-set attribute)."""
+    c = await serve()
+    status, body, _ = await c.post({"participant_attributes": {key: "+34600000000"}})
+    assert status == 422
+    assert error_code(body) == "service_attribute_key"
+    assert key in body["error"]["message"]
+    assert "+34600000000" not in orjson.dumps(body).decode()
+
+
+async def test_an_explicitly_allowed_service_attribute_is_accepted(serve: Serve) -> None:
+    c = await serve(
+        metadata={
+            "allowed_service_attribute_keys": ["sip.callTag"],
+            "allowed_attribute_keys": ["plan"],
+        }
+    )
+    claims = await c.token({"participant_attributes": {"sip.callTag": "t1", "plan": "pro"}})
+    assert claims.attributes["sip.callTag"] == "t1"
+    status, body, _ = await c.post({"participant_attributes": {"sip.phoneNumber": "+1"}})
+    assert (status, error_code(body)) == (422, "service_attribute_key")
+
+
+@pytest.mark.parametrize("key", ["lk.agent.state", "plan", ""])
+def test_allowed_service_attribute_keys_are_validated(key: str) -> None:
+    with pytest.raises(ConfigError, match="allowed_service_attribute_keys"):
+        make_config(metadata={"allowed_service_attribute_keys": [key]})
+
+
+@pytest.mark.parametrize("key", ["tier", "crm_id", "customer", SESSION_ATTRIBUTE])
+async def test_an_attribute_named_like_a_server_decided_key_is_refused(
+    serve: Serve, key: str
+) -> None:
+    """#21: trusted (public or private), configured private and reserved keys."""
+    c = await serve(
+        private_keys=["customer"],
+        auth={
+            "keys": [
+                {
+                    "id": "crm",
+                    "key": BEARER,
+                    "trusted_metadata": {"tier": "basic", "crm_id": "C-42"},
+                    "public_keys": ["tier"],
+                }
+            ]
+        },
+    )
+    status, body, _ = await c.post({"participant_attributes": {key: "forged-x"}}, bearer=BEARER)
+    assert status == 422
+    expected = "reserved_key" if key == SESSION_ATTRIBUTE else "protected_attribute_key"
+    assert error_code(body) == expected
+    assert key in body["error"]["message"]
+    assert "forged-x" not in orjson.dumps(body).decode()
+
+
+async def test_public_trusted_keys_are_recorded_as_protected(serve: Serve) -> None:
+    """#21: the owner record lists the public trusted keys, so the agent keeps them."""
+    c = await serve(
+        auth={
+            "keys": [
+                {
+                    "id": "crm",
+                    "key": BEARER,
+                    "trusted_metadata": {"tier": "basic", "crm_id": "C-42"},
+                    "public_keys": ["tier"],
+                }
+            ]
+        },
+    )
+    claims = await c.token({"participant_metadata": '{"tier": "vip", "a": 1}'}, bearer=BEARER)
+    assert orjson.loads(claims.metadata) == {"tier": "basic", "a": 1}
+    stored = await c.sessions.token_sessions.get(claims.attributes[SESSION_ATTRIBUTE])
+    assert sorted(stored[SESSION_OWNER_KEY]["protected"]) == ["crm_id", "tier"]
+
+
+async def _mint_previous(c: Client, age: float) -> tuple[str, str, str, str]:
+    from livekit.plugins.metadata.tokens.issuer import TokenIssuer
+
+    issuer = TokenIssuer(KEY, SECRET, sessions=c.sessions, clock=lambda: time.time() - age)
+    room, identity = "room-" + os.urandom(8).hex(), "user-" + os.urandom(8).hex()
+    minted = await issuer.amint(identity, room, dispatch=[])
+    return minted.token, room, identity, minted.session_id
+
+
+async def test_a_caller_rejoins_their_own_room_with_the_previous_token(serve: Serve) -> None:
+    c = await serve()
+    status, first, _ = await c.post({})
+    assert status == 201
+    again = await c.token({"rejoin_token": first["participant_token"]})
+    assert again.video is not None
+    assert (again.video.room, again.identity) == (first["room_name"], first["participant_identity"])
+    # Expired a while ago, within rejoin_window (600 s), its session still there: fine.
+    token, room, identity, _ = await _mint_previous(c, age=700)
+    status, body, _ = await c.post({"rejoin_token": token})
+    assert status == 201, body
+    assert (body["room_name"], body["participant_identity"]) == (room, identity)
+
+
+async def test_a_rejoin_leads_nowhere_else(serve: Serve) -> None:
+    c = await serve()
+    _, first, _ = await c.post({})
+    token = first["participant_token"]
+    status, body, _ = await c.post({"rejoin_token": token, "room_name": "victim-room"})
+    assert (status, error_code(body)) == (400, "rejoin_conflict")
+    # Expired beyond the window.
+    old, _, _, _ = await _mint_previous(c, age=1300)
+    status, body, _ = await c.post({"rejoin_token": old})
+    assert (status, error_code(body)) == (403, "rejoin_refused")
+    # Signed with another secret (a forged token for the victim's room).
+    forged = api.AccessToken(KEY, "another-secret-" + "x" * 40).with_identity(
+        first["participant_identity"]
+    )
+    forged = forged.with_grants(api.VideoGrants(room_join=True, room=first["room_name"]))
+    forged = forged.with_attributes({SESSION_ATTRIBUTE: "whatever"})
+    status, body, _ = await c.post({"rejoin_token": forged.to_jwt()})
+    assert (status, error_code(body)) == (403, "rejoin_refused")
+    assert first["room_name"] not in orjson.dumps(body).decode()
+    # A valid token whose session is gone.
+    gone, _, _, session_id = await _mint_previous(c, age=0)
+    assert await c.sessions.token_sessions.delete(session_id)
+    status, body, _ = await c.post({"rejoin_token": gone})
+    assert (status, error_code(body)) == (403, "rejoin_refused")
+    # Turned off.
+    off = await serve(rejoin_window=None)
+    _, mine, _ = await off.post({})
+    status, body, _ = await off.post({"rejoin_token": mine["participant_token"]})
+    assert (status, error_code(body)) == (403, "rejoin_refused")
+
+
+async def test_a_rejoin_keeps_the_principals_limits(serve: Serve) -> None:
+    keys = [
+        {"id": "a", "key": BEARER, "room_prefix": "a-"},
+        {"id": "b", "key": OTHER_BEARER, "room_prefix": "b-"},
+    ]
+    c = await serve(auth={"keys": keys})
+    _, mine, _ = await c.post({}, bearer=BEARER)
+    status, body, _ = await c.post({"rejoin_token": mine["participant_token"]}, bearer=OTHER_BEARER)
+    assert (status, error_code(body)) == (403, "rejoin_refused")
+    status, body, _ = await c.post({"rejoin_token": mine["participant_token"]}, bearer=BEARER)
+    assert status == 201
+    assert body["room_name"] == mine["room_name"]
+
+
+async def test_an_authorize_hook_vouches_for_the_identity_and_sets_the_policy(
+    serve: Serve,
+) -> None:
+    """The library API: the host app's own login hands in the user and what it may do."""
+
+    def decide(request: web.Request) -> Principal | None:
+        user = request.headers.get("X-User")
+        if user is None:
+            return None
+        return Principal(
+            id="app",
+            identity=user,
+            room_prefix=f"{user}-",
+            client_room=True,
+            grants=GrantPolicy(subscribe=False),
+        )
+
+    c = await serve(authorize=decide)
+    claims = await c.token({"room_name": "ada-notes"}, headers={"X-User": "ada"})
+    assert claims.identity == "ada"
+    assert claims.video is not None
+    assert claims.video.room == "ada-notes"
+    assert claims.video.can_subscribe is False
+    status, body, _ = await c.post({"room_name": "bob-notes"}, headers={"X-User": "ada"})
+    assert (status, error_code(body)) == (403, "room_not_allowed")
+    with pytest.raises(TypeError, match="GrantPolicy"):
+        Principal(id="p", grants={"subscribe": False})  # type: ignore[arg-type]

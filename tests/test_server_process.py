@@ -145,7 +145,7 @@ async def post() -> AsyncIterator[Post]:
 
 async def stored(store: SessionManager, session_id: str) -> dict[str, Any]:
     """A token session as the agent reads it, without the issuer's owner record."""
-    data = await store.get_session_metadata(session_id)
+    data = await store.token_sessions.get(session_id)
     data.pop(SESSION_OWNER_KEY, None)
     return data
 
@@ -303,3 +303,129 @@ def test_the_banner_redacts_a_store_password_in_the_query(tmp_path: Path) -> Non
     text = proc.stop()
     assert "password=***" in text
     assert secret not in text
+
+
+# ---------------------------------------------------------------------------- #32, #31, #21
+
+
+@pytest.mark.parametrize("who", ["anonymous", "shared-key"])
+async def test_a_second_caller_cannot_obtain_the_first_callers_room_or_identity(
+    serve_process: Start, post: Post, who: str
+) -> None:
+    """#32: under the default policy the server chooses; a client's names are ignored."""
+    auth = {"allow_anonymous": True} if who == "anonymous" else keys(("web", OPEN, {}))
+    bearer = None if who == "anonymous" else OPEN
+    server = serve_process(auth=auth)
+    status, first, _ = await post(
+        server, {"participant_metadata": md({"department": "support"})}, bearer
+    )
+    assert status == 201, first
+    alice = claims_of(first)
+    assert alice.video is not None
+    assert (alice.video.room, alice.identity) == (first["room_name"], first["participant_identity"])
+    attack = {
+        "room_name": first["room_name"],
+        "participant_identity": first["participant_identity"],
+    }
+    status, second, _ = await post(server, attack, bearer)
+    assert status == 201, second
+    mallory = claims_of(second)
+    assert mallory.video is not None
+    assert mallory.video.room != alice.video.room
+    assert mallory.identity != alice.identity
+    assert (mallory.video.room, mallory.identity) == (
+        second["room_name"],
+        second["participant_identity"],
+    )
+
+
+async def test_an_explicit_opt_in_lets_callers_share_a_room_within_the_prefix(
+    serve_process: Start, post: Post
+) -> None:
+    server = serve_process(
+        auth=keys(
+            ("team", TENANT, {"room_prefix": "team-", "client_room": True}),
+            ("loose", OPEN, {"client_room": True}),
+        )
+    )
+    status, a, _ = await post(server, {"room_name": "team-standup"}, TENANT)
+    assert status == 201, a
+    status, b, _ = await post(server, {"room_name": "team-standup"}, TENANT)
+    assert status == 201, b
+    assert claims_of(a).video.room == claims_of(b).video.room == "team-standup"  # type: ignore[union-attr]
+    assert claims_of(a).identity != claims_of(b).identity
+    status, refused, _ = await post(server, {"room_name": "other-room"}, TENANT)
+    assert status == 403
+    assert refused["error"]["code"] == "room_not_allowed"
+    log = server.stop()
+    assert "'loose'" in log
+    assert "without a room_prefix" in log
+    assert "'team'" not in log
+
+
+async def test_forged_service_attributes_are_refused_and_an_allowed_one_accepted(
+    serve_process: Start, post: Post
+) -> None:
+    """#31: a web caller cannot claim a phone number or another LiveKit-set attribute."""
+    server = serve_process(
+        auth={"allow_anonymous": True},
+        metadata={"allowed_service_attribute_keys": ["sip.callTag"]},
+    )
+    for key in ("sip.trunkPhoneNumber", "sip.phoneNumber", "lk.agent.state"):
+        status, answer, _ = await post(server, {"participant_attributes": {key: "+34910000001"}})
+        assert status == 422, key
+        assert answer["error"]["code"] == "service_attribute_key"
+        assert key in answer["error"]["message"]
+        assert "+34910000001" not in json.dumps(answer)
+    status, answer, _ = await post(server, {"participant_attributes": {"sip.callTag": "t-1"}})
+    assert status == 201, answer
+    assert claims_of(answer).attributes["sip.callTag"] == "t-1"
+
+
+async def test_an_attribute_named_like_a_trusted_or_private_key_is_refused(
+    serve_process: Start, post: Post, store: SessionManager
+) -> None:
+    """#21: attributes never shadow what the server decided; public trusted keys protected."""
+    trusted = {"tier": "basic", "crm_id": "C-42"}
+    server = serve_process(
+        private_keys=["phone"],
+        auth=keys(("crm", TENANT, {"trusted_metadata": trusted, "public_keys": ["tier"]})),
+    )
+    for key in ("tier", "crm_id", "phone"):
+        status, answer, _ = await post(
+            server, {"participant_attributes": {key: "forged-9"}}, TENANT
+        )
+        assert status == 422, key
+        assert answer["error"]["code"] == "protected_attribute_key"
+        assert key in answer["error"]["message"]
+        assert "forged-9" not in json.dumps(answer)
+    status, answer, _ = await post(server, {"participant_attributes": {"plan": "pro"}}, TENANT)
+    assert status == 201, answer
+    sid = claims_of(answer).attributes[SESSION_ATTRIBUTE]
+    owner = (await store.token_sessions.get(sid))[SESSION_OWNER_KEY]
+    assert sorted(owner["protected"]) == ["crm_id", "tier"]
+
+
+async def test_a_caller_rejoins_only_their_own_room(serve_process: Start, post: Post) -> None:
+    """#32: a rejoin is bound to the previous token (and its live session), not to a name."""
+    server = serve_process(auth=keys(("web", OPEN, {})))
+    _, first, _ = await post(server, {}, OPEN)
+    status, again, _ = await post(server, {"rejoin_token": first["participant_token"]}, OPEN)
+    assert status == 201, again
+    assert (again["room_name"], again["participant_identity"]) == (
+        first["room_name"],
+        first["participant_identity"],
+    )
+    assert (
+        claims_of(again).attributes[SESSION_ATTRIBUTE]
+        != claims_of(first).attributes[SESSION_ATTRIBUTE]
+    )
+    forged = (
+        api.AccessToken(KEY, "not-the-server-secret-" + "y" * 30)
+        .with_identity(first["participant_identity"])
+        .with_grants(api.VideoGrants(room_join=True, room=first["room_name"]))
+        .with_attributes({SESSION_ATTRIBUTE: claims_of(first).attributes[SESSION_ATTRIBUTE]})
+    )
+    status, refused, _ = await post(server, {"rejoin_token": forged.to_jwt()}, OPEN)
+    assert status == 403
+    assert refused["error"]["code"] == "rejoin_refused"

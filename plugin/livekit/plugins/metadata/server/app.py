@@ -4,7 +4,12 @@ It speaks LiveKit's standard token-endpoint format, so ``TokenSource.endpoint(ur
 in every LiveKit client SDK works against it unchanged::
 
     POST /token   TokenRequest (models.py)
-    201           {"server_url", "participant_token"}
+    201           {"server_url", "participant_token", "room_name", "participant_identity"}
+
+The room and the identity are the server's to choose (``placement.py``): a fresh,
+unguessable pair per token, a client's ``room_name`` / ``participant_identity``
+ignored unless the principal opts in (``client_room`` within its ``room_prefix``,
+``client_identity``), and a ``rejoin_token`` leads back only to its own room.
 
 The handler is a thin edge over the pure core, one small function per step:
 framing (size, UTF-8 JSON) → authorize (bearer keys or a user hook; rate limits
@@ -84,11 +89,20 @@ from .config import (
     Principal,
     RateLimit,
     ServerConfig,
+    open_room_warnings,
 )
 from .limits import Bucket, Limits, MemoryLimits, RedisLimits, Reservation
 from .metrics import Metrics
 from .models import TokenRequest
 from .openapi import openapi_document
+from .placement import (
+    choose_identity,
+    choose_room,
+    refuse_protected_attributes,
+    refuse_service_attributes,
+    rejoin_target,
+    video_grants,
+)
 from .responses import (
     edge_middleware,
     handle_healthz,
@@ -199,6 +213,7 @@ def _build_policy(config: ServerConfig) -> Policy:
         allowed_room_config=frozenset(config.allowed_room_config),
         cors_origins=frozenset(o.rstrip("/") for o in config.cors_origins),
         private_keys=frozenset(config.private_keys),
+        service_attr_keys=frozenset(md.allowed_service_attribute_keys),
     )
 
 
@@ -264,6 +279,8 @@ def create_app(
     config.credentials()  # a missing key or secret is the first thing to say
     anonymous = config.anonymous_allowed()
     policy = _build_policy(config)
+    for warning in open_room_warnings(config):
+        logger.warning(warning)
     router = _build_router(config)
     sessions, owns = _build_sessions(config)
     issuer = _build_issuer(config, sessions, warn_dev_keys)
@@ -325,6 +342,7 @@ class _Parsed:
     attributes: dict[str, str]
     room_config: api.RoomConfiguration | None
     agent_request: api.RoomAgentDispatch | None
+    rejoin_token: str | None = None
 
 
 @dataclass
@@ -337,6 +355,10 @@ class _Grant:
     """What the token may carry (and the store holds)."""
     private: dict[str, Any]
     """What only the token's session in the store holds."""
+    protected: frozenset[str] = frozenset()
+    """Public keys the server decided (trusted keys shown in the token)."""
+    video: api.VideoGrants | None = None
+    """The principal's narrowed join grant (None: LiveKit's default)."""
 
     @property
     def metadata(self) -> dict[str, Any]:
@@ -363,7 +385,8 @@ async def _handle_token(request: web.Request) -> web.Response:
     log["principal"] = principal.id
     try:
         parsed = _parse(await request.read(), state)
-        grant = _apply_policy(parsed, principal, state)
+        target = await _rejoin(parsed, principal, state)
+        grant = _apply_policy(parsed, principal, state, target)
         log["room"] = grant.room
         choice = _choose_dispatch(parsed, grant, principal, state)
     except Refusal:
@@ -377,7 +400,7 @@ async def _handle_token(request: web.Request) -> web.Response:
         await _release_session(slot, state)
         raise
     state.metrics.route(choice.agent, choice.source)
-    return _answer(token, state)
+    return _answer(token, grant, state)
 
 
 def _check_framing(request: web.Request, config: ServerConfig) -> None:
@@ -547,6 +570,7 @@ def _parse(raw: bytes, state: AppState) -> _Parsed:
         attributes=attributes,
         room_config=room_config,
         agent_request=agent_request,
+        rejoin_token=req.rejoin_token or None,
     )
 
 
@@ -605,13 +629,15 @@ def _client_metadata(raw: str | None, state: AppState, what: str) -> dict[str, A
 
 def _client_attributes(raw: Mapping[str, str] | None, state: AppState) -> dict[str, str]:
     try:
-        attributes = validate_attributes(raw)
+        attributes = validate_attributes(raw, allow_reserved=True)  # lk.: a 422 of its own
     except InvalidAttributes as exc:
         raise Refusal(400, "invalid_attributes", exc.message) from None
     _refuse_reserved(attributes, "participant_attributes")
+    service = state.policy.service_attr_keys
+    refuse_service_attributes(attributes, service)
     allowed = state.policy.allowed_attr_keys
     if allowed is not None:
-        extra = [k for k in attributes if k not in allowed]
+        extra = [k for k in attributes if k not in allowed and k not in service]
         if extra:
             shown = ", ".join(key_label(k) for k in extra[:10])
             raise Refusal(422, "attribute_key_not_allowed", f"attribute keys not allowed: {shown}")
@@ -659,34 +685,58 @@ def _room_config(
     return room_config, agents[0]
 
 
-def _apply_policy(parsed: _Parsed, principal: Principal, state: AppState) -> _Grant:
-    """Key allowlist and schema, trusted keys on top, pinned identity, room prefix, privacy."""
+async def _rejoin(parsed: _Parsed, principal: Principal, state: AppState) -> tuple[str, str] | None:
+    """The room and identity of a ``rejoin_token`` (None without one); see ``placement``."""
+    if parsed.rejoin_token is None:
+        return None
+    room, identity = await rejoin_target(parsed.rejoin_token, principal, state)
+    if (parsed.room is not None and parsed.room != room) or (
+        parsed.identity is not None and parsed.identity != identity
+    ):
+        raise Refusal(
+            400,
+            "rejoin_conflict",
+            "a rejoin_token decides the room and identity; leave out room_name and "
+            "participant_identity, or send the ones it holds",
+        )
+    return room, identity
+
+
+def _apply_policy(
+    parsed: _Parsed,
+    principal: Principal,
+    state: AppState,
+    target: tuple[str, str] | None = None,
+) -> _Grant:
+    """Key allowlist and schema, trusted keys on top, who joins which room, privacy.
+
+    ``target`` is a rejoin's room and identity; otherwise ``placement`` chooses
+    (server-chosen unless the principal lets the client choose).
+    """
     client = parsed.metadata
     merged = {**client, **principal.trusted_metadata} if principal.trusted_metadata else client
     _check_metadata_policy(client, merged, state.policy)
-    identity = parsed.identity
-    if principal.identity is not None:
-        if identity is not None and identity != principal.identity:
-            raise Refusal(403, "identity_mismatch", "participant_identity is fixed for this caller")
-        identity = principal.identity
-    if identity is None:
-        identity = "user-" + secrets.token_urlsafe(16)
-    prefix = principal.room_prefix
-    room = parsed.room
-    if room is None:
-        room = (prefix if prefix is not None else "room-") + secrets.token_urlsafe(16)
-    elif prefix is not None and not room.startswith(prefix):
-        raise Refusal(
-            403, "room_not_allowed", "room_name must start with this caller's room prefix"
-        )
     private = state.policy.private_keys | principal.private_keys()
+    refuse_protected_attributes(parsed.attributes, private.union(principal.trusted_metadata))
+    if target is not None:
+        room, identity = target
+    else:
+        identity = choose_identity(parsed.identity, principal)
+        room = choose_room(parsed.room, principal)
+    video = video_grants(principal, room)
     if state.config.reference_mode:
-        return _Grant(identity, room, public={}, private=merged)
+        return _Grant(identity, room, public={}, private=merged, video=video)
+    protected = frozenset(principal.trusted_metadata).difference(private)
     if not private.intersection(merged):
-        return _Grant(identity, room, public=merged, private={})
+        return _Grant(identity, room, public=merged, private={}, protected=protected, video=video)
     public = {k: v for k, v in merged.items() if k not in private}
     return _Grant(
-        identity, room, public=public, private={k: merged[k] for k in private & merged.keys()}
+        identity,
+        room,
+        public=public,
+        private={k: merged[k] for k in private & merged.keys()},
+        protected=protected,
+        video=video,
     )
 
 
@@ -828,9 +878,11 @@ async def _mint_and_store(parsed: _Parsed, grant: _Grant, choice: _Choice, state
             name=parsed.name,
             metadata=grant.public or None,
             private_metadata=grant.private or None,
+            protected_keys=grant.protected,
             attributes=parsed.attributes or None,
             dispatch=[] if choice.dispatch is None else choice.dispatch,
             can_update_own_metadata=state.config.allow_update_own_metadata,
+            grants=grant.video,
             room_config=_room_config_extra(parsed.room_config),
         )
     except MetadataTooLarge as exc:
@@ -857,9 +909,12 @@ def _safe_message(exc: Exception) -> str:
     return str(exc).splitlines()[0][:200] if str(exc) else "invalid request"
 
 
-def _answer(token: str, state: AppState) -> web.Response:
-    return web.Response(
-        status=201,
-        body=orjson.dumps({"server_url": state.config.server_url, "participant_token": token}),
-        headers=_TOKEN_HEADERS,
-    )
+def _answer(token: str, grant: _Grant, state: AppState) -> web.Response:
+    """LiveKit's two fields, and the room and identity the server put in the token."""
+    body = {
+        "server_url": state.config.server_url,
+        "participant_token": token,
+        "room_name": grant.room,
+        "participant_identity": grant.identity,
+    }
+    return web.Response(status=201, body=orjson.dumps(body), headers=_TOKEN_HEADERS)

@@ -14,7 +14,7 @@ import os
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, Literal, NamedTuple
 
 from aiohttp import web
 from pydantic import (
@@ -27,7 +27,13 @@ from pydantic import (
     model_validator,
 )
 
-from ..codec import DEFAULT_MAX_METADATA_BYTES, parse_metadata, serialize_metadata
+from ..codec import (
+    DEFAULT_MAX_METADATA_BYTES,
+    RESERVED_ATTRIBUTE_PREFIX,
+    SERVICE_ATTRIBUTE_PREFIXES,
+    parse_metadata,
+    serialize_metadata,
+)
 from ..errors import ConfigError, MetadataError
 from ..loader import load_file
 from ..routing.router import MetadataRouter
@@ -46,11 +52,13 @@ __all__ = [
     "AuthConfig",
     "AuthorizeHook",
     "Credentials",
+    "GrantPolicy",
     "MetadataPolicy",
     "Principal",
     "RateLimit",
     "ServerConfig",
     "is_loopback",
+    "open_room_warnings",
 ]
 
 DEFAULT_PORT = 8080
@@ -99,6 +107,30 @@ class RateLimit(BaseModel):
     """Largest burst (bucket size)."""
 
 
+PublishSource = Literal["camera", "microphone", "screen_share", "screen_share_audio"]
+
+
+class GrantPolicy(BaseModel):
+    """What a token lets its participant do in the room: LiveKit's join grant, narrowed.
+
+    The default is what a voice caller needs and what LiveKit grants by default:
+    publish (the microphone), subscribe (to hear the agent) and publish data
+    (text, RPC). A principal can only take rights away here; admin, recording or
+    room-creation rights are never granted by the endpoint.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    publish: bool = True
+    """``canPublish``: send audio/video tracks."""
+    subscribe: bool = True
+    """``canSubscribe``: receive the other participants' tracks (the agent's voice too)."""
+    publish_data: bool = True
+    """``canPublishData``: data messages, text streams and RPC."""
+    publish_sources: tuple[PublishSource, ...] | None = None
+    """``canPublishSources``: the only track sources allowed (None: any), e.g. ``[microphone]``."""
+
+
 @dataclass(frozen=True)
 class Principal:
     """Who is asking for a token, as decided by the bearer key or the ``authorize`` hook.
@@ -112,12 +144,23 @@ class Principal:
         allowed_agents: If set, the only agents this caller may be dispatched to,
             whether chosen by the client or by the router.
         rate_limit: Overrides the server's per-principal rate limit for this caller.
-        room_prefix: If set, the caller may only name rooms that start with it (a
-            request for another room is refused with 403, and a generated room name
-            starts with it): one tenant's callers never join another tenant's rooms.
+        room_prefix: If set, every generated room name starts with it, and with
+            ``client_room`` the caller may only name rooms that start with it (another
+            room is refused with 403): one tenant's callers never join another
+            tenant's rooms.
         public_keys: The ``trusted_metadata`` keys that may appear in the token (and
             so be seen by the client and everyone in the room). Every other trusted
             key is private: it lives only in the token's session in the store.
+        client_room: Honour a client-chosen ``room_name`` (within ``room_prefix``).
+            Off by default: the server generates a fresh, unguessable room per
+            token and ignores the client's ``room_name``, so nobody can name (and
+            join) another caller's room. Turn it on for multi-party rooms.
+        client_identity: Honour a client-chosen ``participant_identity``. Off by
+            default (a fresh identity per token): only for callers whose own
+            authentication vouches for the identity (a backend that logged the user
+            in); never for a key that sits in a browser page. Prefer pinning
+            ``identity`` from the ``authorize`` hook.
+        grants: Narrow what the token grants (None: publish, subscribe and data).
     """
 
     id: str
@@ -127,6 +170,9 @@ class Principal:
     rate_limit: RateLimit | None = None
     room_prefix: str | None = None
     public_keys: frozenset[str] = frozenset()
+    client_room: bool = False
+    client_identity: bool = False
+    grants: GrantPolicy | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
@@ -149,6 +195,8 @@ class Principal:
             object.__setattr__(self, "allowed_agents", frozenset(self.allowed_agents))
         if not isinstance(self.public_keys, frozenset):
             object.__setattr__(self, "public_keys", frozenset(self.public_keys))
+        if self.grants is not None and not isinstance(self.grants, GrantPolicy):
+            raise TypeError("Principal grants must be a GrantPolicy")
 
     def private_keys(self) -> frozenset[str]:
         """The trusted keys that stay in the store (all but :attr:`public_keys`)."""
@@ -198,6 +246,13 @@ class ApiKeyConfig(BaseModel):
     room_prefix: str | None = Field(default=None, min_length=1, max_length=_MAX_ROOM_PREFIX_LEN)
     public_keys: list[str] = Field(default_factory=list)
     """``trusted_metadata`` keys that may appear in the token; the others stay in the store."""
+    client_room: bool = False
+    """Honour the client's ``room_name`` (within ``room_prefix``); default: server-chosen."""
+    client_identity: bool = False
+    """Honour the client's ``participant_identity``: only for a key held by a backend that
+    authenticates its users, never for a key in a web page; default: server-chosen."""
+    grants: GrantPolicy | None = None
+    """Narrow the token's rights (default: publish, subscribe, publish data)."""
 
     @model_validator(mode="after")
     def _one_key(self) -> ApiKeyConfig:
@@ -225,6 +280,9 @@ class ApiKeyConfig(BaseModel):
             rate_limit=self.rate_limit,
             room_prefix=self.room_prefix,
             public_keys=frozenset(self.public_keys),
+            client_room=self.client_room,
+            client_identity=self.client_identity,
+            grants=self.grants,
         )
 
 
@@ -270,7 +328,28 @@ class MetadataPolicy(BaseModel):
     model: str | None = Field(default=None, alias="schema")
     """A pydantic model as ``"package.module:Model"`` that client metadata must satisfy."""
     allowed_attribute_keys: list[str] | None = None
-    """Attribute keys a client may send (None: any key without the ``lk.`` prefix)."""
+    """Attribute keys a client may send (None: any key outside LiveKit's and this plugin's
+    namespaces)."""
+    allowed_service_attribute_keys: list[str] = Field(default_factory=list)
+    """Keys in LiveKit's ``sip.`` namespace that clients may nevertheless send (exact names).
+    Risky: on any participant but a SIP one these are whatever the client typed (a web
+    caller could claim a phone number). ``lk.`` keys cannot be allowed: LiveKit reserves them.
+    A key named here need not be repeated in ``allowed_attribute_keys``."""
+
+    @model_validator(mode="after")
+    def _service_keys(self) -> MetadataPolicy:
+        for key in self.allowed_service_attribute_keys:
+            if key.startswith(RESERVED_ATTRIBUTE_PREFIX):
+                raise ValueError(
+                    f"allowed_service_attribute_keys: {key!r} is in LiveKit's reserved 'lk.' "
+                    "namespace, which no token may carry"
+                )
+            if not key.startswith(SERVICE_ATTRIBUTE_PREFIXES):
+                raise ValueError(
+                    f"allowed_service_attribute_keys: {key!r} is not in a LiveKit namespace "
+                    f"({', '.join(SERVICE_ATTRIBUTE_PREFIXES)}); clients may send it already"
+                )
+        return self
 
 
 class ServerConfig(BaseModel):
@@ -335,6 +414,10 @@ class ServerConfig(BaseModel):
     """Grant ``canUpdateOwnMetadata`` (clients can then rewrite their metadata)."""
     token_ttl: float | None = Field(default=None, gt=0)
     """Token lifetime in seconds (None: the issuer's default)."""
+    rejoin_window: float | None = Field(default=600.0, ge=0)
+    """Seconds after its expiry that a previous token still lets its caller rejoin
+    (``rejoin_token``: same room, same identity, nothing else; its token session must
+    still exist). None turns rejoining off; 0 accepts only unexpired tokens."""
     reference_mode: bool = False
     """The token carries no participant metadata and the job metadata only the session
     reference; the agent loads everything from the store."""
@@ -431,3 +514,25 @@ class ServerConfig(BaseModel):
             raise ConfigError(
                 f"invalid server config in {source}: " + "; ".join(problems)
             ) from None
+
+
+def open_room_warnings(config: ServerConfig) -> list[str]:
+    """Warnings for bearer keys that let clients choose rooms without a ``room_prefix``.
+
+    Such a key's callers can name (and join, listen to, disconnect) each other's rooms,
+    and any room of a key without a prefix: say so at load.
+    """
+    out = []
+    for key in config.auth.keys:
+        if key.client_room and key.room_prefix is None:
+            out.append(
+                f"auth key {key.id!r} lets clients choose their room (client_room: true) without "
+                "a room_prefix: its callers can join any room by name, other callers' calls "
+                "included; give it a room_prefix"
+            )
+        if key.client_identity and key.identity is None:
+            out.append(
+                f"auth key {key.id!r} lets clients choose their identity (client_identity: "
+                "true): only safe for a key held by a backend that authenticates its users"
+            )
+    return out

@@ -94,6 +94,10 @@ class TokenRequest(BaseModel):
     Unknown fields are refused with 400 and any key of this plugin's
     ``lk-metadata.`` namespace (in metadata or attributes) with 422: the token
     session id is chosen by the server, never by the client.
+
+    ``room_name`` and ``participant_identity`` are ignored unless the caller's
+    principal opts in (``client_room`` / ``client_identity``): by default the
+    server generates both, fresh and unguessable, and says which in the answer.
     """
 
     model_config = _REQUEST_CONFIG
@@ -104,15 +108,30 @@ class TokenRequest(BaseModel):
     participant_metadata: str | None = Field(
         default=None, description="A JSON object as a string (checked against the metadata policy)."
     )
-    participant_attributes: _StrMap | None = None
+    participant_attributes: _StrMap | None = Field(
+        default=None,
+        description=(
+            "Refused with 422: keys in LiveKit's namespaces (sip., lk.) unless the server "
+            "allows them by name, and keys that name a trusted, private or lk-metadata. key."
+        ),
+    )
     room_config: RoomConfigRequest | None = None
+    rejoin_token: str | None = Field(default=None, max_length=16384)
+    """This plugin's extension: the caller's previous ``participant_token`` (expired
+    within the server's ``rejoin_window`` is fine). The answer is a token for that
+    token's room and identity, and no other; its token session must still exist."""
 
 
 class TokenResponse(BaseModel):
-    """201: the token and the LiveKit URL to connect with."""
+    """201: the token and the LiveKit URL to connect with (LiveKit's two fields), and
+    the room and identity the server put in the token (extra fields SDKs ignore)."""
 
     server_url: str
     participant_token: str
+    room_name: str
+    """The room the token joins (server-chosen unless the caller may choose)."""
+    participant_identity: str
+    """The identity in the token (server-chosen unless the caller may choose)."""
 
 
 class ErrorDetail(BaseModel):

@@ -20,11 +20,13 @@ __all__ = ["TOKEN_ERRORS", "openapi_document"]
 TOKEN_ERRORS: dict[int, str] = {
     400: "Malformed JSON, fields, metadata, attributes or room_config.",
     401: "Missing or invalid credentials.",
-    403: "Not allowed: agent, identity, room, room_config field, route or origin.",
+    403: "Not allowed: agent, identity, room, room_config field, route, origin, or a "
+    "rejoin_token that is invalid, too old or whose session is gone (rejoin_refused).",
     413: "Request body or metadata over the size limit.",
     415: "Content-Type is not application/json with a UTF-8 charset.",
     422: "Metadata violates the schema, the key allowlist or the reserved lk-metadata. "
-    "namespace, or no route matched.",
+    "namespace; an attribute key in LiveKit's namespaces (service_attribute_key) or naming "
+    "a trusted or private key (protected_attribute_key); or no route matched.",
     429: "Rate limit exceeded for this principal or peer.",
     500: "Internal error (no details are disclosed).",
     503: "The session store is unavailable or full (store_full, with Retry-After).",

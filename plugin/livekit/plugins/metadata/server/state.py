@@ -54,6 +54,8 @@ class Policy:
     cors_origins: frozenset[str]
     private_keys: frozenset[str]
     """Keys that never go into a token (config ``private_keys``)."""
+    service_attr_keys: frozenset[str] = frozenset()
+    """Keys in LiveKit's namespaces clients may send (``allowed_service_attribute_keys``)."""
 
 
 @dataclass
