@@ -422,7 +422,7 @@ async def test_private_keys_live_only_in_the_store(serve: Serve) -> None:
 
 
 async def test_store_full_is_503_and_touches_no_session(serve: Serve) -> None:
-    c = await serve(max_sessions=2)
+    c = await serve(max_sessions=2, max_sessions_per_principal=2)
     first = await c.token({"participant_metadata": '{"n": 1}'})
     second = await c.token({"participant_metadata": '{"n": 2}'})
     status, body, headers = await c.post({"participant_metadata": '{"n": 3}'})
