@@ -345,6 +345,20 @@ def _parse_valid_for(valid_for: str) -> timedelta:
     return ttl
 
 
+_MAX_STDIN_TOKEN = 64 * 1024
+
+
+def _stdin_token() -> str:
+    """The token on standard input: any bytes are read; only printable ASCII is a token."""
+    raw = sys.stdin.buffer.read(_MAX_STDIN_TOKEN + 1)
+    if len(raw) > _MAX_STDIN_TOKEN:
+        _fail(f"token is invalid: standard input is over {_MAX_STDIN_TOKEN} bytes", 1)
+    text = raw.strip()
+    if not text or not all(0x21 <= b <= 0x7E for b in text):
+        _fail("token is invalid: standard input does not hold a token (printable ASCII)", 1)
+    return text.decode("ascii")
+
+
 @app.command("verify")
 def verify_command(
     token: Annotated[
@@ -356,7 +370,7 @@ def verify_command(
 ) -> None:
     """Verify a token (signature, issuer, expiry, claims, joinable) and print its claims."""
     if token == "-":  # noqa: S105 - "-" means stdin, not a password
-        token = sys.stdin.read().strip()
+        token = _stdin_token()
     issuer = _issuer(api_key, api_secret)
     try:
         with _no_pyjwt_key_warning():

@@ -151,7 +151,9 @@ def _build_router(config: ServerConfig) -> MetadataRouter | None:
         return config.router
     if config.rules == "none":
         return None
-    return MetadataRouter.from_file(Path(config.rules) if config.rules else _DEFAULT_RULES)
+    return MetadataRouter.from_file(
+        Path(config.rules) if config.rules else _DEFAULT_RULES, max_bytes=config.max_rules_bytes
+    )
 
 
 def _build_sessions(config: ServerConfig) -> tuple[SessionManager, bool]:
