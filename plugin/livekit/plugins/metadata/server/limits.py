@@ -347,6 +347,12 @@ local function capped(w) return math.ceil(math.min(w, 4e15)) end
 # A sorted set of live sessions (score = expiry in microseconds): expired members are
 # dropped; an expiry beyond now + ttl is corrupt and pulled back to it (still live).
 _LUA_LIVE = r"""
+local function expire(key)
+  local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
+  if last[2] then
+    redis.call('PEXPIRE', key, math.ceil((tonumber(last[2]) - now) / 1000) + 1)
+  end
+end
 local function live(key, ttl)
   redis.call('ZREMRANGEBYSCORE', key, '-inf', fmt(now))
   local top = fmt(now + ttl)
@@ -355,11 +361,11 @@ local function live(key, ttl)
     bad = bad + 1
     redis.call('ZADD', key, top, member)
   end
+  if #far > 0 then expire(key) end
 end
 local function add(key, member, ttl)
   redis.call('ZADD', key, fmt(now + ttl), member)
-  local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-  redis.call('PEXPIRE', key, math.ceil((tonumber(last[2]) - now) / 1000) + 1)
+  expire(key)
 end
 """
 

@@ -36,7 +36,6 @@ __all__ = [
 ]
 
 _READY_TIMEOUT = 3.0
-_READY_CACHE = 1.0
 
 _AIOHTTP_CODES = {
     400: "bad_request",
@@ -190,21 +189,15 @@ async def handle_healthz(request: web.Request) -> web.Response:
 async def handle_readyz(request: web.Request) -> web.Response:
     """Readiness: 200 when the session store and the limits store answer, else 503.
 
-    The answer is cached for a second and computed once for concurrent probes,
-    so probing it cannot multiply the load on Redis.
+    Concurrent probes share one check in flight, so probing cannot multiply the
+    load on Redis.
     """
     state = request.app[STATE]
-    now = time.monotonic()
-    cached = state.readiness
-    if cached is None or now - cached[0] > _READY_CACHE:
-        task = state.readiness_task
-        if task is None or task.done():
-            task = asyncio.ensure_future(_readiness(state))
-            state.readiness_task = task
-        failed = await asyncio.shield(task)
-        state.readiness = (time.monotonic(), failed)
-    else:
-        failed = cached[1]
+    task = state.readiness_task
+    if task is None or task.done():
+        task = asyncio.ensure_future(_readiness(state))
+        state.readiness_task = task
+    failed = await asyncio.shield(task)
     if failed is None:
         return web.Response(body=b'{"status":"ready"}', content_type="application/json")
     body = {

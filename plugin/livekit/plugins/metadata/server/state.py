@@ -78,8 +78,6 @@ class AppState:
     """SHA-256 of ``metrics_key`` (None: operator endpoints answer loopback peers only)."""
     blocked: dict[str, float] = field(default_factory=dict)
     """Peers over the failed-auth limit, until when (this replica's cache of the limit)."""
-    readiness: tuple[float, str | None] | None = None
-    """The last readiness answer: when, and what could not be reached (None: ready)."""
     readiness_task: asyncio.Future[str | None] | None = None
     """The readiness check in flight (one for all concurrent probes)."""
 
