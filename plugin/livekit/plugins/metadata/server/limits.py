@@ -322,6 +322,7 @@ if not now then
 end
 local bad = 0
 local function fmt(x) return string.format('%.0f', x) end
+local function px(us) return fmt(math.min(math.ceil(us / 1000) + 1, 1e13)) end
 """
 
 # A bucket's theoretical arrival time (TAT, microseconds): missing means a full bucket;
@@ -335,7 +336,7 @@ local function read_tat(key, interval, burst)
   local tat = tonumber(raw)
   if tat == nil or tat ~= tat or tat < 0 or tat > top then
     bad = bad + 1
-    redis.call('SET', key, fmt(top), 'PX', math.ceil((top - now) / 1000) + 1)
+    redis.call('SET', key, fmt(top), 'PX', px(top - now))
     return top
   end
   if tat < now then tat = now end
@@ -350,7 +351,7 @@ _LUA_LIVE = r"""
 local function expire(key)
   local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
   if last[2] then
-    redis.call('PEXPIRE', key, math.ceil((tonumber(last[2]) - now) / 1000) + 1)
+    redis.call('PEXPIRE', key, px(tonumber(last[2]) - now))
   end
 end
 local function live(key, ttl)
@@ -380,7 +381,7 @@ local tat = read_tat(KEYS[1], interval, tonumber(ARGV[3]))
 local new_tat = tat + interval
 local wait = new_tat - now - tonumber(ARGV[3]) * interval
 if wait > 0 then return {capped(wait), bad} end
-redis.call('SET', KEYS[1], fmt(new_tat), 'PX', math.ceil((new_tat - now) / 1000) + 1)
+redis.call('SET', KEYS[1], fmt(new_tat), 'PX', px(new_tat - now))
 return {0, bad}
 """
 )
@@ -455,7 +456,7 @@ if sid ~= '' then
   if owner_max > 0 then add(KEYS[2], sid, ttl) end
 end
 for i = 1, n do
-  redis.call('SET', KEYS[i + 2], fmt(tats[i]), 'PX', math.ceil((tats[i] - now) / 1000) + 1)
+  redis.call('SET', KEYS[i + 2], fmt(tats[i]), 'PX', px(tats[i] - now))
 end
 return {0, 0, bad}
 """
