@@ -926,6 +926,9 @@ async def test_healthz_metrics_openapi(serve: Serve) -> None:
     status, raw, _ = await c.request("GET", "/healthz")
     assert status == 200
     assert orjson.loads(raw) == {"status": "ok"}
+    status, raw, _ = await c.request("GET", "/readyz")
+    assert status == 200
+    assert orjson.loads(raw) == {"status": "ready"}
     await c.post({"participant_metadata": '{"department": "support"}'})
     await c.post(data=b"{bad")
     status, raw, headers = await c.request("GET", "/metrics")
@@ -941,7 +944,7 @@ async def test_healthz_metrics_openapi(serve: Serve) -> None:
     assert status == 200
     doc = orjson.loads(raw)
     assert doc["openapi"].startswith("3.")
-    assert set(doc["paths"]) == {"/token", "/healthz", "/metrics", "/openapi.json"}
+    assert set(doc["paths"]) == {"/token", "/healthz", "/readyz", "/metrics", "/openapi.json"}
     assert doc == orjson.loads(orjson.dumps(openapi_document("/token")))
 
 
