@@ -26,6 +26,7 @@ import pytest
 from livekit import api, rtc
 
 from livekit.plugins.metadata.routing.router import MetadataRouter
+from livekit.plugins.metadata.routing.sip import OWNER_ATTRIBUTE
 from tests.fixtures.e2e import (
     REPO,
     WorkerProcess,
@@ -164,6 +165,90 @@ async def test_sip_sync_creates_updates_deletes_only_its_own_rules(
         last = sip_sync(server, rules, "--trunk", trunk_id)
         assert "in sync: nothing to do" in last.stdout
         assert await _rules_by_name(lk) == after
+
+
+async def test_sip_sync_owns_only_what_it_made_in_its_scope(
+    livekit_server_with_redis: LiveKitServer, tmp_path: Path
+) -> None:
+    """#22.4: two syncs with their own scopes and a hand-made ``lk-metadata/...`` rule:
+    a sync never updates or deletes a rule it did not make in its own scope, and its
+    plan says which rules it left alone and why."""
+    server = livekit_server_with_redis
+    async with lk_api(server) as lk:
+        trunks = []
+        for name, numbers in (("own-a", ["+34920000001", "+34920000002"]), ("own-b", ["+349"])):
+            made = await lk.sip.create_inbound_trunk(
+                api.CreateSIPInboundTrunkRequest(
+                    trunk=api.SIPInboundTrunkInfo(name=name, numbers=numbers)
+                )
+            )
+            trunks.append(str(made.sip_trunk_id))
+        trunk_a, trunk_b = trunks
+        rules_a = tmp_path / "rules.yaml"
+        rules_a.write_text(
+            "worker: phones\nphone_region: ES\nrules:\n"
+            "  - {when_attributes: {sip.trunkPhoneNumber: {phone: '+34920000001'}}, agent: sales}\n"
+            "  - {when_attributes: {sip.trunkPhoneNumber: {phone: '+34920000002'}}, agent: help}\n"
+            "default: reception\n",
+            encoding="utf-8",
+        )
+        first = sip_sync(server, rules_a, "--trunk", trunk_a)
+        assert first.returncode == 0, first.stderr
+        assert "2 to create" in first.stdout
+        mine = {
+            r.sip_dispatch_rule_id: r
+            for r in (await lk.sip.list_dispatch_rule(api.ListSIPDispatchRuleRequest())).items
+            if r.attributes.get(OWNER_ATTRIBUTE) == f"trunks:{trunk_a}"
+        }
+        assert sorted(r.name for r in mine.values()) == ["lk-metadata/help", "lk-metadata/sales"]
+
+        handmade = await lk.sip.create_dispatch_rule(
+            api.CreateSIPDispatchRuleRequest(
+                dispatch_rule=api.SIPDispatchRuleInfo(
+                    name="lk-metadata/ops-handmade",
+                    trunk_ids=[trunk_b],
+                    numbers=["+34930000009"],
+                    rule=api.SIPDispatchRule(
+                        dispatch_rule_direct=api.SIPDispatchRuleDirect(room_name="ops")
+                    ),
+                )
+            )
+        )
+        other = tmp_path / "other.yaml"
+        other.write_text(
+            "worker: phones\nrules:\n"
+            "  - {when_attributes: {sip.trunkPhoneNumber: {phone: '+34930000001'}}, agent: ops}\n",
+            encoding="utf-8",
+        )
+        second = sip_sync(server, other, "--trunk", trunk_b)
+        assert second.returncode == 0, second.stderr
+        assert "1 to create, 0 to update, 0 to delete" in second.stdout
+        assert f"lk-metadata/ops-handmade ({handmade.sip_dispatch_rule_id}): no " in second.stdout
+        for rule_id in mine:
+            assert f"({rule_id}): owned by another sync, scope 'trunks:{trunk_a}'" in second.stdout
+
+        # An empty rules file in scope B deletes only B's own rule.
+        empty = tmp_path / "empty.yaml"
+        empty.write_text("worker: phones\nrules: []\ndefault: reception\n", encoding="utf-8")
+        third = sip_sync(server, empty, "--trunk", trunk_b)
+        assert third.returncode == 0, third.stderr
+        assert "0 to create, 0 to update, 1 to delete" in third.stdout
+        after = {
+            r.sip_dispatch_rule_id: r
+            for r in (await lk.sip.list_dispatch_rule(api.ListSIPDispatchRuleRequest())).items
+        }
+        for rule_id, rule in mine.items():
+            assert after[rule_id] == rule  # scope A's rules: untouched
+        assert after[handmade.sip_dispatch_rule_id] == handmade  # the hand-made one too
+        assert not any(
+            r.attributes.get(OWNER_ATTRIBUTE) == f"trunks:{trunk_b}" for r in after.values()
+        )
+
+        # --scope names a scope: the same rules file under scope A's name is scope A.
+        named = sip_sync(server, rules_a, "--trunk", trunk_a, "--scope", "manual", "--dry-run")
+        assert named.returncode == 0, named.stderr
+        assert named.stdout.startswith("scope manual:")
+        assert "2 to create" in named.stdout
 
 
 # --------------------------------------------------------------------------- calls

@@ -7,7 +7,9 @@ planted (the bearer key, the LiveKit API secret, metadata values), and checks:
 * every answer is a well-formed HTTP/1.1 response with a JSON body and no 5xx;
 * no answer echoes a planted secret, and no attack with a broken bearer key gets a 2xx;
 * a connection the client keeps open is always answered (no hang past the deadlines);
-* the process stays up, and its log holds none of the planted secrets or values.
+* the process stays up, and its log holds none of the planted secrets or values;
+* ``/metrics`` and ``/openapi.json`` never answer 2xx to a damaged or missing metrics
+  key, and ``/readyz`` answers well-formed JSON whatever the request (#22).
 
 The counts per category are printed (``pytest -s``) and attached to the test report.
 """
@@ -41,7 +43,8 @@ pytestmark = pytest.mark.integration
 SEED = int(os.environ.get("LK_FUZZ_SEED", "1407"))
 DEADLINE = 1.0  # the server's header and body deadlines during the fuzz run
 READ_TIMEOUT = DEADLINE + 3.0
-FAST_BUDGET = 8.0  # seconds for the fast categories, whatever the machine's load
+FAST_BUDGET = 10.0  # seconds for the fast categories, whatever the machine's load
+METRICS_KEY = "fuzz-metrics-key-" + "m" * 20
 
 
 @dataclass
@@ -87,7 +90,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServeProcess]:
         "max_connections_per_peer": 256,
         "log_burst": 10_000,  # log every rejection: the strictest check for leaks
     }
-    proc = start_serve(tmp_path_factory.mktemp("fuzz"), {"edge": edge, "rate_limit": None})
+    config = {"edge": edge, "rate_limit": None, "metrics_key": METRICS_KEY}
+    proc = start_serve(tmp_path_factory.mktemp("fuzz"), config)
     yield proc
     stop_serve(proc)
 
@@ -233,6 +237,61 @@ class Corpus:
         while True:
             yield Attack("valid", [self.request(headers, self.body)])
 
+    def metrics(self) -> Iterator[Attack]:
+        """Operator endpoints with a damaged, foreign or missing metrics key."""
+        rng = self.rng
+        key = METRICS_KEY.encode()
+        paths = [b"/metrics", b"/openapi.json", b"/metrics?x=" + self.value, b"/metrics/"]
+        paths += [b"//metrics", b"/METRICS", b"/openapi.json?" + self.api_secret]
+        auths: list[bytes | None] = [
+            None,
+            b"Bearer " + key[:-1],
+            b"Bearer " + key + b"x",
+            b"Bearer " + key[:16],
+            b"Bearer " + key + b"\x00",
+            b"Basic " + key,
+            b"Bearer",
+            b"bearer  " + key.upper(),
+            b"Bearer " + self.bearer,
+            b"Bearer " + self.api_secret,
+            b"Bearer " + key * 200,
+            b"Bearer " + self.junk(8),
+        ]
+        while True:
+            auth = rng.choice(auths)
+            headers = [b"Host: 127.0.0.1"]
+            if auth is not None:
+                headers.append(b"Authorization: " + auth)
+            if rng.random() < 0.3:
+                headers.append(b"X-Junk: " + self.junk(rng.randint(1, 10)))
+            line = b"GET " + rng.choice(paths) + b" HTTP/1.1"
+            yield Attack("metrics", [self.request(headers, b"", line)], bad_auth=True)
+
+    def readyz(self) -> Iterator[Attack]:
+        """The readiness probe under odd methods, queries, headers and bodies."""
+        rng = self.rng
+        lines = [
+            b"GET /readyz HTTP/1.1",
+            b"GET /readyz HTTP/1.0",
+            b"GET /readyz?" + self.value + b" HTTP/1.1",
+            b"POST /readyz HTTP/1.1",
+            b"DELETE /readyz HTTP/1.1",
+            b"GET /readyz/ HTTP/1.1",
+            b"GET /readyz%00 HTTP/1.1",
+            b"OPTIONS /readyz HTTP/1.1",
+        ]
+        while True:
+            headers = [b"Host: 127.0.0.1"]
+            body = b""
+            if rng.random() < 0.4:
+                body = self.body if rng.random() < 0.5 else self.junk(rng.randint(1, 40))
+                headers.append(b"Content-Length: %d" % len(body))
+            if rng.random() < 0.3:
+                headers.append(b"Authorization: Bearer " + self.junk(4))
+            if rng.random() < 0.2:
+                headers.append(b"Connection: close")
+            yield Attack("readyz", [self.request(headers, body, rng.choice(lines))])
+
     def slow(self) -> Iterator[Attack]:
         rng = self.rng
         while True:
@@ -305,7 +364,15 @@ def judge(
 
 def fuzz(server: ServeProcess, corpus: Corpus, tally: Tally, planted: tuple[bytes, ...]) -> None:
     """Fast categories round-robin until each reaches its count or the time budget ends."""
-    counts = {"request line": 120, "headers": 160, "chunked": 100, "truncated": 60, "valid": 30}
+    counts = {
+        "request line": 120,
+        "headers": 160,
+        "chunked": 100,
+        "truncated": 60,
+        "valid": 30,
+        "metrics": 80,
+        "readyz": 60,
+    }
     sources = {name: f"127.0.0.{40 + i}" for i, name in enumerate(counts)}
     streams = {
         "request line": corpus.request_lines(),
@@ -313,6 +380,8 @@ def fuzz(server: ServeProcess, corpus: Corpus, tally: Tally, planted: tuple[byte
         "chunked": corpus.chunked(),
         "truncated": corpus.truncated(),
         "valid": corpus.valid(),
+        "metrics": corpus.metrics(),
+        "readyz": corpus.readyz(),
     }
     stop_at = time.monotonic() + FAST_BUDGET
     while time.monotonic() < stop_at and any(tally.tried[n] < c for n, c in counts.items()):
@@ -356,7 +425,12 @@ def test_the_edge_survives_a_seeded_bounded_fuzz_run(
     slow.join(timeout=60)
 
     health = exchange(server.port, b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
-    metrics = exchange(server.port, b"GET /metrics HTTP/1.1\r\nHost: t\r\n\r\n")
+    ready = exchange(server.port, b"GET /readyz HTTP/1.1\r\nHost: t\r\n\r\n")
+    metrics = exchange(
+        server.port,
+        b"GET /metrics HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer %s\r\n\r\n"
+        % METRICS_KEY.encode(),
+    )
     time.sleep(0.2)
     log = server.log_bytes()
     leaked = [s for s in planted if s in log]
@@ -368,16 +442,30 @@ def test_the_edge_survives_a_seeded_bounded_fuzz_run(
         "secrets_in_log": len(leaked),
         "answers_5xx": sum(n for s, n in tally.statuses.items() if s >= 500),
     }
+    leaked_key = METRICS_KEY.encode() in log
     record_property("fuzz_summary", summary)
     print("\nfuzz summary:", orjson.dumps(summary).decode())
 
     assert server.alive()
     assert health.status == 200
+    assert ready.status == 200
     assert metrics.status == 200
+    assert not leaked_key
     assert b'status="5' not in metrics.body
     assert tally.failures == []
     assert leaked == []
     assert b"Traceback" not in log
     assert sum(tally.tried.values()) >= 300
     assert tally.tried["slow"] == 12
-    assert set(tally.tried) == {"request line", "headers", "chunked", "truncated", "valid", "slow"}
+    assert set(tally.tried) == {
+        "request line",
+        "headers",
+        "chunked",
+        "truncated",
+        "valid",
+        "slow",
+        "metrics",
+        "readyz",
+    }
+    assert tally.tried["metrics"] >= 40
+    assert tally.tried["readyz"] >= 30

@@ -170,6 +170,23 @@ class LimitsContract:
         with pytest.raises(ValueError, match=r"session_id|ttl|max_sessions"):
             await limits.reserve_session(session_id, ttl, cap)
 
+    async def test_an_owner_share_caps_its_sessions_all_or_nothing(self, limits: Limits) -> None:
+        """#22.1: an owner at its share is refused (owner_full), nothing taken; another
+        owner still fits; a release frees a place in the share."""
+        bucket = [Bucket("principal:a", 1.0, 10)]
+        for sid in ("s1", "s2"):
+            assert (await limits.admit(bucket, Reservation(sid, 60.0, 10, "a", 2))).admitted
+        refused = await limits.admit(bucket, Reservation("s3", 60.0, 10, "a", 2))
+        assert refused.owner_full
+        assert not refused.full
+        assert not refused.admitted
+        assert await limits.hit("principal:a", 1.0, 10) == 0.0  # 7 left: s3 took no token
+        assert (await limits.admit([], Reservation("s4", 60.0, 10, "b", 2))).admitted
+        await limits.release_session("s1", "a")
+        assert (await limits.admit([], Reservation("s5", 60.0, 10, "a", 2))).admitted
+        full = await limits.admit([], Reservation("s6", 60.0, 3, "c", 2))
+        assert full.full  # the cap still holds: s2, s4, s5 are live
+
 
 @pytest.mark.unit
 class TestMemoryLimits(LimitsContract):
@@ -276,6 +293,28 @@ class TestRedisLimits(LimitsContract):
         finally:
             await a.aclose()
             await b.aclose()
+
+    @pytest.mark.parametrize("corrupt", ["1e30", "inf", "nan", "abc", "-1", "9e999"])
+    async def test_a_corrupt_bucket_reads_as_empty_and_is_repaired(
+        self, store: RedisStore, limits: RedisLimits, corrupt: str
+    ) -> None:
+        """#22.3: never a free pass: refused with a bounded wait, rewritten finite, counted."""
+        key = "lkmeta-limits:{limits}rate:p"
+        await store.client.set(key, corrupt)
+        assert 0.0 < await limits.hit("p", 1.0, 3) <= 1.0
+        assert float(await store.client.get(key)) < 1e20
+        await store.client.set(key, corrupt)
+        answer = await limits.admit([Bucket("p", 1.0, 3)], Reservation("s", 60.0, 5))
+        assert not answer.admitted
+        assert 0.0 < answer.wait <= 1.0
+        assert await limits.live_sessions() == 0
+        assert limits.corrupt_values == 2
+
+    async def test_a_tiny_rate_never_overflows_into_a_free_pass(self, limits: RedisLimits) -> None:
+        """A wait beyond what Redis's integers hold is capped, never read as no wait."""
+        assert await limits.hit("slow", 1e-30, 1) == 0.0
+        assert await limits.hit("slow", 1e-30, 1) > 0.0
+        assert not (await limits.admit([Bucket("slow", 1e-30, 1)])).admitted
 
     async def test_an_unreachable_redis_raises_store_unavailable_without_the_password(
         self, redis_server_factory: object

@@ -442,7 +442,7 @@ async def test_private_keys_live_only_in_the_store(serve: Serve) -> None:
 
 
 async def test_store_full_is_503_and_touches_no_session(serve: Serve) -> None:
-    c = await serve(max_sessions=2)
+    c = await serve(max_sessions=2, max_sessions_per_principal=2)
     first = await c.token({"participant_metadata": '{"n": 1}'})
     second = await c.token({"participant_metadata": '{"n": 2}'})
     status, body, headers = await c.post({"participant_metadata": '{"n": 3}'})
@@ -945,6 +945,9 @@ async def test_healthz_metrics_openapi(serve: Serve) -> None:
     status, raw, _ = await c.request("GET", "/healthz")
     assert status == 200
     assert orjson.loads(raw) == {"status": "ok"}
+    status, raw, _ = await c.request("GET", "/readyz")
+    assert status == 200
+    assert orjson.loads(raw) == {"status": "ready"}
     await c.post({"participant_metadata": '{"department": "support"}'})
     await c.post(data=b"{bad")
     status, raw, headers = await c.request("GET", "/metrics")
@@ -960,7 +963,7 @@ async def test_healthz_metrics_openapi(serve: Serve) -> None:
     assert status == 200
     doc = orjson.loads(raw)
     assert doc["openapi"].startswith("3.")
-    assert set(doc["paths"]) == {"/token", "/healthz", "/metrics", "/openapi.json"}
+    assert set(doc["paths"]) == {"/token", "/healthz", "/readyz", "/metrics", "/openapi.json"}
     assert doc == orjson.loads(orjson.dumps(openapi_document("/token")))
 
 

@@ -259,7 +259,9 @@ async def test_a_decoded_token_holds_no_private_value(
 async def test_a_full_store_answers_503_and_keeps_every_session(
     serve_process: Start, post: Post, store: SessionManager
 ) -> None:
-    server = serve_process(auth={"allow_anonymous": True}, max_sessions=2)
+    server = serve_process(
+        auth={"allow_anonymous": True}, max_sessions=2, max_sessions_per_principal=2
+    )
     made = []
     for n in (1, 2):
         status, answer, _ = await post(server, {"participant_metadata": md({"n": n})})

@@ -17,13 +17,17 @@ from livekit.plugins.metadata.errors import DispatchError, NoRouteMatched, Routi
 from livekit.plugins.metadata.routing.outbound import outbound_call
 from livekit.plugins.metadata.routing.router import MetadataRouter
 from livekit.plugins.metadata.routing.sip import (
+    OWNER_ATTRIBUTE,
     apply_plan,
+    default_scope,
     desired_dispatch_rules,
     export_json,
     plan_sync,
 )
 
 pytestmark = pytest.mark.unit
+
+MARK = {OWNER_ATTRIBUTE: "default"}
 
 RULES: dict[str, Any] = {
     "worker": "phones",
@@ -126,6 +130,7 @@ def test_export_is_stable_json(router: MetadataRouter) -> None:
             ]
         },
         "rule": {"dispatch_rule_individual": {"room_prefix": "call-"}},
+        "attributes": {OWNER_ATTRIBUTE: "default"},
     }
     assert export_json(rules) == export_json(desired_dispatch_rules(router)[0])
 
@@ -145,7 +150,9 @@ def test_plan_creates_updates_deletes_only_ours(router: MetadataRouter) -> None:
     foreign = api.SIPDispatchRuleInfo(
         sip_dispatch_rule_id="SDR_9", name="front desk", numbers=["+1"]
     )
-    gone = api.SIPDispatchRuleInfo(sip_dispatch_rule_id="SDR_2", name="lk-metadata/old")
+    gone = api.SIPDispatchRuleInfo(
+        sip_dispatch_rule_id="SDR_2", name="lk-metadata/old", attributes=MARK
+    )
     dup = _with_id(sales, "SDR_3")
     plan = plan_sync(wanted, [foreign, stale, gone, dup], skipped=skipped)
     assert [r.name for r in plan.create] == ["lk-metadata/sales#2"]
@@ -154,13 +161,13 @@ def test_plan_creates_updates_deletes_only_ours(router: MetadataRouter) -> None:
     ]
     assert list(plan.update[0][1].numbers) == list(sales.numbers)
     assert sorted(r.sip_dispatch_rule_id for r in plan.delete) == ["SDR_2", "SDR_3"]
-    assert plan.foreign == ["front desk"]
+    assert plan.foreign == ["front desk (SDR_9): no lk-metadata.sip-sync ownership marker"]
     assert plan.changes == 4
     text = plan.format()
     assert "+ create lk-metadata/sales#2" in text
     assert "~ update lk-metadata/sales (SDR_1): numbers" in text
     assert "- delete lk-metadata/old (SDR_2)" in text
-    assert "(not ours, left alone: front desk)" in text
+    assert "(not ours, left alone: front desk (SDR_9): no lk-metadata.sip-sync" in text
     assert "1 to create, 1 to update, 2 to delete, 0 unchanged" in text
     # Applied, the same wanted rules are in sync.
     synced = [_with_id(sales, "SDR_1"), _with_id(vip, "SDR_4"), foreign]
@@ -201,7 +208,9 @@ async def test_apply_deletes_then_updates_then_creates(router: MetadataRouter) -
     wanted, _ = desired_dispatch_rules(router)
     stale = _with_id(wanted[0], "SDR_1")
     stale.numbers[:] = []
-    gone = api.SIPDispatchRuleInfo(sip_dispatch_rule_id="SDR_2", name="lk-metadata/old")
+    gone = api.SIPDispatchRuleInfo(
+        sip_dispatch_rule_id="SDR_2", name="lk-metadata/old", attributes=MARK
+    )
     sip = _Sip()
     await apply_plan(_Client(sip), plan_sync(wanted, [stale, gone]))
     assert sip.calls == [
@@ -283,3 +292,46 @@ def test_outbound_call_refusals(router: MetadataRouter) -> None:
     no_default = MetadataRouter.from_dict({"rules": [{"when": {"a": 1}, "agent": "a"}]})
     with pytest.raises(NoRouteMatched):
         outbound_call(no_default, {}, room="r", trunk_id="ST", call_to="+34600000001")
+
+
+# --------------------------------------------------------------------------- ownership (#22.4)
+
+
+def test_only_rules_marked_with_the_scope_are_ours_whatever_their_name(
+    router: MetadataRouter,
+) -> None:
+    """#22.4: a rule named lk-metadata/... without the marker, or with another scope's
+    marker, is never updated or deleted; the plan says which and why."""
+    wanted, _ = desired_dispatch_rules(router, trunk_ids=["ST_B"])
+    assert {r.attributes[OWNER_ATTRIBUTE] for r in wanted} == {"trunks:ST_B"}
+    handmade = api.SIPDispatchRuleInfo(
+        sip_dispatch_rule_id="SDR_7", name="lk-metadata/ops-handmade", trunk_ids=["ST_C"]
+    )
+    same_name = api.SIPDispatchRuleInfo(sip_dispatch_rule_id="SDR_8", name="lk-metadata/sales")
+    other_sync = api.SIPDispatchRuleInfo(
+        sip_dispatch_rule_id="SDR_5",
+        name="lk-metadata/sales",
+        attributes={OWNER_ATTRIBUTE: "trunks:ST_A"},
+    )
+    plan = plan_sync(wanted, [handmade, same_name, other_sync])
+    assert plan.delete == []
+    assert plan.update == []
+    assert [r.name for r in plan.create] == ["lk-metadata/sales", "lk-metadata/sales#2"]
+    assert plan.foreign == [
+        "lk-metadata/ops-handmade (SDR_7): no lk-metadata.sip-sync ownership marker",
+        "lk-metadata/sales (SDR_5): owned by another sync, scope 'trunks:ST_A'",
+        "lk-metadata/sales (SDR_8): no lk-metadata.sip-sync ownership marker",
+    ]
+    text = plan.format()
+    assert text.startswith("scope trunks:ST_B:")
+    assert "(not ours, left alone: lk-metadata/sales (SDR_5): owned by another sync" in text
+
+
+def test_default_scope_comes_from_the_trunks_else_the_rules_file() -> None:
+    assert default_scope(["ST_b", "ST_a", "ST_a"]) == "trunks:ST_a,ST_b"
+    assert default_scope([], "conf/other.yaml") == "rules:other.yaml"
+    assert default_scope() == "default"
+    with pytest.raises(ValueError, match="scope"):
+        plan_sync([], [])
+    with pytest.raises(ValueError, match="scope"):
+        plan_sync([], [], scope=" x")

@@ -345,6 +345,20 @@ def _parse_valid_for(valid_for: str) -> timedelta:
     return ttl
 
 
+_MAX_STDIN_TOKEN = 64 * 1024
+
+
+def _stdin_token() -> str:
+    """The token on standard input: any bytes are read; only printable ASCII is a token."""
+    raw = sys.stdin.buffer.read(_MAX_STDIN_TOKEN + 1)
+    if len(raw) > _MAX_STDIN_TOKEN:
+        _fail(f"token is invalid: standard input is over {_MAX_STDIN_TOKEN} bytes", 1)
+    text = raw.strip()
+    if not text or not all(0x21 <= b <= 0x7E for b in text):
+        _fail("token is invalid: standard input does not hold a token (printable ASCII)", 1)
+    return text.decode("ascii")
+
+
 @app.command("verify")
 def verify_command(
     token: Annotated[
@@ -356,7 +370,7 @@ def verify_command(
 ) -> None:
     """Verify a token (signature, issuer, expiry, claims, joinable) and print its claims."""
     if token == "-":  # noqa: S105 - "-" means stdin, not a password
-        token = sys.stdin.read().strip()
+        token = _stdin_token()
     issuer = _issuer(api_key, api_secret)
     try:
         with _no_pyjwt_key_warning():
@@ -536,25 +550,48 @@ Trunks = Annotated[
     typer.Option("--trunk", help="Inbound trunk id the rules apply to (repeatable; default: all)."),
 ]
 RoomPrefix = Annotated[str, typer.Option("--room-prefix", help="Prefix of the per-call rooms.")]
+Scope = Annotated[
+    str | None,
+    typer.Option(
+        "--scope",
+        show_default=False,
+        help="This sync's scope, recorded in each rule it creates; only rules with this "
+        "scope are changed or deleted (default: trunks:<the --trunk ids>, else "
+        "rules:<rules file name>).",
+    ),
+]
 
 
-def _sip_rules(rules: Path, trunks: list[str] | None, room_prefix: str) -> tuple[Any, list[str]]:
+def _sip_scope(rules: Path, trunks: list[str] | None, scope: str | None) -> str:
+    from .routing.sip import default_scope
+
+    return scope if scope is not None else default_scope(trunks or (), rules)
+
+
+def _sip_rules(
+    rules: Path, trunks: list[str] | None, room_prefix: str, scope: str | None = None
+) -> tuple[Any, list[str]]:
     from .routing.router import MetadataRouter
     from .routing.sip import desired_dispatch_rules
 
     router = MetadataRouter.from_file(rules)
-    return desired_dispatch_rules(router, trunk_ids=trunks or (), room_prefix=room_prefix)
+    return desired_dispatch_rules(
+        router,
+        trunk_ids=trunks or (),
+        room_prefix=room_prefix,
+        scope=_sip_scope(rules, trunks, scope),
+    )
 
 
 @sip_app.command("export")
 def sip_export_command(
-    rules: RulesFile, trunk: Trunks = None, room_prefix: RoomPrefix = "call-"
+    rules: RulesFile, trunk: Trunks = None, room_prefix: RoomPrefix = "call-", scope: Scope = None
 ) -> None:
     """Print, as JSON, the SIP dispatch rules the routing rules call for."""
     from .routing.sip import export_json
 
     with _errors():
-        wanted, skipped = _sip_rules(rules, trunk, room_prefix)
+        wanted, skipped = _sip_rules(rules, trunk, room_prefix, scope)
     for line in skipped:
         typer.echo(f"skipped {line}", err=True)
     typer.echo(export_json(wanted))
@@ -568,6 +605,7 @@ def sip_sync_command(
     ] = False,
     trunk: Trunks = None,
     room_prefix: RoomPrefix = "call-",
+    scope: Scope = None,
     url: Annotated[
         str | None,
         typer.Option("--url", envvar="LIVEKIT_URL", show_default=False, help="LiveKit server URL."),
@@ -577,7 +615,9 @@ def sip_sync_command(
 ) -> None:
     """Create, update and delete this tool's SIP dispatch rules to match the routing rules.
 
-    Only rules named lk-metadata/... are touched; the plan is printed first.
+    Only rules this tool created with the same scope are touched (each carries the
+    attribute lk-metadata.sip-sync=<scope>); rules without it are never changed or
+    deleted, whatever their name. The plan is printed first.
     """
     import asyncio
 
@@ -586,19 +626,27 @@ def sip_sync_command(
     if not api_key or not api_secret:
         _fail("set LIVEKIT_API_KEY and LIVEKIT_API_SECRET (or pass --api-key/--api-secret)", 1)
     with _errors():
-        wanted, skipped = _sip_rules(rules, trunk, room_prefix)
-        asyncio.run(_sip_sync(url, api_key, api_secret, wanted, skipped, dry_run))
+        wanted, skipped = _sip_rules(rules, trunk, room_prefix, scope)
+        scope = _sip_scope(rules, trunk, scope)
+        asyncio.run(_sip_sync(url, api_key, api_secret, wanted, skipped, dry_run, scope))
 
 
 async def _sip_sync(
-    url: str, key: str, secret: str, wanted: Any, skipped: list[str], dry_run: bool
+    url: str,
+    key: str,
+    secret: str,
+    wanted: Any,
+    skipped: list[str],
+    dry_run: bool,
+    scope: str,
 ) -> None:
     from livekit import api
 
     from .routing.sip import apply_plan, list_dispatch_rules, plan_sync
 
     async with api.LiveKitAPI(url, key, secret) as lkapi:
-        plan = plan_sync(wanted, await list_dispatch_rules(lkapi), skipped=skipped)
+        existing = await list_dispatch_rules(lkapi)
+        plan = plan_sync(wanted, existing, skipped=skipped, scope=scope)
         typer.echo(plan.format())
         if dry_run or not plan.changes:
             typer.echo("dry run: nothing changed" if dry_run else "in sync: nothing to do")

@@ -29,7 +29,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -51,13 +53,24 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 only
     import tomli as tomllib
 
-__all__ = ["MAX_VALUES", "ConfigFormat", "format_of", "load_file", "load_text"]
+__all__ = [
+    "MAX_FILE_BYTES",
+    "MAX_VALUES",
+    "ConfigFormat",
+    "format_of",
+    "load_file",
+    "load_text",
+    "read_bounded",
+]
 
 ConfigFormat = Literal["yaml", "toml", "json"]
 """The file formats :func:`load_text` reads."""
 
 MAX_VALUES = 1_000_000
 """Most values a YAML document may expand to once its aliases are followed."""
+
+MAX_FILE_BYTES = 1024 * 1024
+"""Largest file :func:`load_file` reads by default (1 MiB)."""
 
 _SUFFIXES: dict[str, ConfigFormat] = {
     ".yaml": "yaml",
@@ -381,18 +394,54 @@ def load_text(text: str | bytes, fmt: ConfigFormat, source: str = "<text>") -> A
         raise _error(source, None, "", "the document is nested too deeply") from None
 
 
-def load_file(path: str | Path, fmt: ConfigFormat | None = None) -> Any:
+def load_file(
+    path: str | Path, fmt: ConfigFormat | None = None, *, max_bytes: int = MAX_FILE_BYTES
+) -> Any:
     """Read and parse a YAML, TOML or JSON file (format from the extension by default).
 
+    Args:
+        path: The file; it must be a regular file (not a device, FIFO or directory).
+        fmt: The format (default: from the extension).
+        max_bytes: Largest file read (default 1 MiB); a larger one is refused at once.
+
     Raises:
-        ConfigError: The file cannot be read, has an unknown extension, does not
-            parse, or holds something JSON cannot (naming file, line and field).
+        ConfigError: The file cannot be read, is not a regular file, is over
+            ``max_bytes``, has an unknown extension, does not parse, or holds
+            something JSON cannot (naming file, line and field).
     """
     p = Path(path)
     fmt = fmt or format_of(p)
+    return load_text(read_bounded(p, max_bytes), fmt, source=repr(str(p)))
+
+
+def read_bounded(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+    """The bytes of a regular file of at most ``max_bytes``.
+
+    Raises:
+        ConfigError: Naming the file: it cannot be opened, is not a regular file
+            (``/dev/zero``, a FIFO, a directory) or is larger than ``max_bytes``.
+    """
+    where = repr(str(path))
     try:
-        data = p.read_bytes()
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
         reason = exc.strerror or type(exc).__name__
-        raise ConfigError(f"{str(p)!r}: cannot read the file: {reason}") from None
-    return load_text(data, fmt, source=repr(str(p)))
+        raise ConfigError(f"{where}: cannot read the file: {reason}") from None
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ConfigError(f"{where}: not a regular file; give the path of a file")
+        if info.st_size > max_bytes:
+            raise ConfigError(
+                f"{where}: the file is {info.st_size} bytes, over the limit of {max_bytes}"
+            )
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            data = f.read(max_bytes + 1)
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__
+        raise ConfigError(f"{where}: cannot read the file: {reason}") from None
+    finally:
+        os.close(fd)
+    if len(data) > max_bytes:
+        raise ConfigError(f"{where}: the file is over the limit of {max_bytes} bytes")
+    return data

@@ -93,6 +93,7 @@ from typing import TYPE_CHECKING, Any
 from .._util import keys_for_log
 from ..codec import DEFAULT_MAX_METADATA_BYTES, json_type_name
 from ..errors import NoRouteMatched
+from ..loader import MAX_FILE_BYTES
 from .conditions import MISSING, lookup
 from .index import RuleIndex
 from .route import ConditionFailure, Route, RuleTrace
@@ -243,14 +244,21 @@ class MetadataRouter:
         return cls._of(load_rules(text=text, fmt="toml", worker=worker, source=source), source)
 
     @classmethod
-    def from_file(cls, path: str | Path, *, worker: str | None = None) -> MetadataRouter:
+    def from_file(
+        cls, path: str | Path, *, worker: str | None = None, max_bytes: int = MAX_FILE_BYTES
+    ) -> MetadataRouter:
         """Load rules from a ``.yaml``/``.yml``, ``.toml`` or ``.json`` file.
 
+        Args:
+            path: The rules file (a regular file of at most ``max_bytes``, 1 MiB by default).
+            worker: The worker name the rules' ``worker`` field must match, if any.
+            max_bytes: Largest rules file read.
+
         Raises:
-            ConfigError: The file cannot be read, has an unknown extension, does not
-                parse, or holds an invalid rule set.
+            ConfigError: The file cannot be read, is not a regular file or too large,
+                has an unknown extension, does not parse, or holds an invalid rule set.
         """
-        return cls._of(load_rules(path, worker=worker), repr(str(path)))
+        return cls._of(load_rules(path, worker=worker, max_bytes=max_bytes), repr(str(path)))
 
     # ----------------------------------------------------------------- introspection
 

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..codec import json_type_name, validate_attributes
 from ..errors import ConfigError
-from ..loader import ConfigFormat, load_file, load_text
+from ..loader import MAX_FILE_BYTES, ConfigFormat, load_file, load_text
 from .conditions import Cond, Problem, compile_when, split_path
 from .phone import rule_region
 
@@ -300,8 +300,9 @@ def load_rules(
     fmt: ConfigFormat | None = None,
     worker: str | None = None,
     source: str | None = None,
+    max_bytes: int = MAX_FILE_BYTES,
 ) -> RuleSet:
-    """Read a rule set from a file, or from ``text`` in format ``fmt``.
+    """Read a rule set from a file (at most ``max_bytes``), or from ``text`` in format ``fmt``.
 
     Raises:
         ConfigError: The file cannot be read or parsed, or the rules are invalid.
@@ -311,7 +312,7 @@ def load_rules(
             raise ValueError("fmt is required with text")
         data = load_text(text, fmt, source or f"<{fmt}>")
     elif path is not None:
-        data = load_file(path)
+        data = load_file(path, max_bytes=max_bytes)
         source = source or repr(str(path))
     else:
         raise ValueError("give a path or text")

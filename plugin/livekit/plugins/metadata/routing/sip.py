@@ -16,8 +16,17 @@ rule for its target agent:
 
 Rules are grouped per target (agent, job metadata and caller filter), one dispatch
 rule per group, named ``lk-metadata/<agent>`` (``#2``, ``#3``... for further groups
-of one agent). That name prefix marks a dispatch rule as ours: :func:`plan_sync`
-creates, updates and deletes only those and leaves every other rule alone.
+of one agent).
+
+Ownership is recorded in each rule this tool creates, not in its name: the rule's
+public ``attributes`` field (LiveKit's ``SIPDispatchRuleInfo.attributes``, which
+the SIP participant also carries) holds :data:`OWNER_ATTRIBUTE` with the sync's
+*scope* as its value. :func:`plan_sync` creates, updates and deletes only rules
+carrying that marker with its own scope; a rule without the marker (made by hand,
+whatever its name) or with another scope (another sync) is never changed or
+deleted, and the plan says so and why. The scope defaults to the trunks
+(``trunks:ST_A,ST_B``), else the rules file's name (``rules:rules.yaml``):
+:func:`default_scope`; give ``--scope`` to keep two syncs apart by name.
 Prefix-only rules (``phone_prefix``) have no dispatch-rule equivalent; they are
 listed as skipped and route in the entrypoint behind a catch-all rule of your own.
 
@@ -31,11 +40,13 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Protocol
 
 from google.protobuf.json_format import MessageToDict
 from livekit import api
 
+from ..codec import PLUGIN_ATTRIBUTE_PREFIX
 from .conditions import Cond
 from .dispatch import server_call
 from .router import MetadataRouter
@@ -44,10 +55,13 @@ from .rules import Rule
 __all__ = [
     "CALLED",
     "CALLER",
+    "MAX_SCOPE_LEN",
+    "OWNER_ATTRIBUTE",
     "SIP_RULE_PREFIX",
     "SipClient",
     "SyncPlan",
     "apply_plan",
+    "default_scope",
     "desired_dispatch_rules",
     "export_json",
     "list_dispatch_rules",
@@ -55,7 +69,15 @@ __all__ = [
 ]
 
 SIP_RULE_PREFIX = "lk-metadata/"
-"""Name prefix of the dispatch rules ``lk-metadata sip sync`` owns."""
+"""Name prefix of the dispatch rules ``lk-metadata sip sync`` creates (a name marks nothing
+as ours: :data:`OWNER_ATTRIBUTE` does)."""
+
+OWNER_ATTRIBUTE = PLUGIN_ATTRIBUTE_PREFIX + "sip-sync"
+"""The ownership marker: an attribute of every dispatch rule ``sip sync`` creates, whose
+value is the sync's scope. Rules without it are never changed or deleted."""
+
+MAX_SCOPE_LEN = 128
+"""Longest scope."""
 
 CALLED = "sip.trunkPhoneNumber"
 """The SIP participant attribute holding the dialed (trunk) number."""
@@ -172,8 +194,39 @@ def _group_rules(router: MetadataRouter) -> tuple[list[_Group], list[str]]:
     return list(groups.values()), skipped
 
 
+def default_scope(trunk_ids: Sequence[str] = (), rules: str | Path | None = None) -> str:
+    """The scope of a sync when none is given: the trunks, else the rules file's name.
+
+    ``trunks:ST_A,ST_B`` (sorted) with trunks; ``rules:<file name>`` without; ``default``
+    when neither is known.
+    """
+    if trunk_ids:
+        return _checked_scope("trunks:" + ",".join(sorted(set(trunk_ids))))
+    if rules is not None:
+        return _checked_scope("rules:" + Path(rules).name)
+    return "default"
+
+
+def _checked_scope(scope: str) -> str:
+    if (
+        not isinstance(scope, str)
+        or not 0 < len(scope) <= MAX_SCOPE_LEN
+        or not scope.isprintable()
+        or scope.strip() != scope
+    ):
+        raise ValueError(
+            f"a sync scope must be 1..{MAX_SCOPE_LEN} printable characters without "
+            "leading or trailing spaces"
+        )
+    return scope
+
+
 def desired_dispatch_rules(
-    router: MetadataRouter, *, trunk_ids: Sequence[str] = (), room_prefix: str = "call-"
+    router: MetadataRouter,
+    *,
+    trunk_ids: Sequence[str] = (),
+    room_prefix: str = "call-",
+    scope: str | None = None,
 ) -> tuple[list[api.SIPDispatchRuleInfo], list[str]]:
     """The dispatch rules the routing rules call for, and the rules that were skipped.
 
@@ -181,11 +234,19 @@ def desired_dispatch_rules(
         router: The routing rules.
         trunk_ids: Inbound trunks the dispatch rules apply to (empty: every trunk).
         room_prefix: Prefix of the per-call rooms.
+        scope: The sync's scope, recorded in every rule as :data:`OWNER_ATTRIBUTE`
+            (default: :func:`default_scope` of ``trunk_ids``).
+
+    Raises:
+        ValueError: The scope is empty, too long or not printable.
 
     Returns:
         ``(dispatch_rules, skipped)``: rules with no id yet, sorted by name, and one
         line per routing rule left out, saying why.
     """
+    marker = {
+        OWNER_ATTRIBUTE: _checked_scope(scope) if scope is not None else default_scope(trunk_ids)
+    }
     groups, skipped = _group_rules(router)
     seen: dict[str, int] = {}
     out: list[api.SIPDispatchRuleInfo] = []
@@ -208,6 +269,7 @@ def desired_dispatch_rules(
                     dispatch_rule_individual=api.SIPDispatchRuleIndividual(room_prefix=room_prefix)
                 ),
                 room_config=api.RoomConfiguration(agents=[dispatch]),
+                attributes=marker,
             )
         )
     return sorted(out, key=lambda r: r.name), skipped
@@ -240,8 +302,10 @@ class SyncPlan:
         update: ``(existing, wanted)`` pairs: our rules whose fields changed.
         delete: Our rules the routing rules no longer call for (and duplicates).
         unchanged: Our rules already as wanted.
-        foreign: Names of the server's other rules, left alone.
+        foreign: The server's other rules, left alone, each with why (no ownership
+            marker, or another sync's scope).
         skipped: Routing rules with no dispatch-rule form, and why.
+        scope: The sync's scope: the rules carrying it are ours.
     """
 
     create: list[api.SIPDispatchRuleInfo]
@@ -250,6 +314,7 @@ class SyncPlan:
     unchanged: list[api.SIPDispatchRuleInfo]
     foreign: list[str]
     skipped: list[str]
+    scope: str = ""
 
     @property
     def changes(self) -> int:
@@ -258,7 +323,8 @@ class SyncPlan:
 
     def format(self) -> str:
         """The plan as a diff, one line per dispatch rule (numbers and agent names only)."""
-        lines = [f"+ create {r.name}: {_summary(_view(r))}" for r in self.create]
+        lines = [f"scope {self.scope}: only rules marked {OWNER_ATTRIBUTE}={self.scope} are ours"]
+        lines += [f"+ create {r.name}: {_summary(_view(r))}" for r in self.create]
         for old, new in self.update:
             before, after = _view(old), _view(new)
             changed = sorted(k for k in _COMPARED if before.get(k) != after.get(k))
@@ -267,7 +333,7 @@ class SyncPlan:
             lines.append(f"    + {_summary(after)}")
         lines += [f"- delete {r.name} ({r.sip_dispatch_rule_id})" for r in self.delete]
         lines += [f"= unchanged {r.name} ({r.sip_dispatch_rule_id})" for r in self.unchanged]
-        lines += [f"  (not ours, left alone: {name})" for name in self.foreign]
+        lines += [f"  (not ours, left alone: {line})" for line in self.foreign]
         lines += [f"  (skipped {line})" for line in self.skipped]
         lines.append(
             f"{len(self.create)} to create, {len(self.update)} to update, "
@@ -291,14 +357,34 @@ def plan_sync(
     existing: Sequence[api.SIPDispatchRuleInfo],
     *,
     skipped: Sequence[str] = (),
+    scope: str | None = None,
 ) -> SyncPlan:
-    """Compare the wanted rules with the server's; touch only rules named ``lk-metadata/...``."""
+    """Compare the wanted rules with the server's; touch only rules marked with ``scope``.
+
+    Args:
+        wanted: The rules to have (from :func:`desired_dispatch_rules`).
+        existing: The server's rules.
+        skipped: Routing rules left out, and why (passed on to the plan).
+        scope: The sync's scope (default: the one the wanted rules carry).
+
+    A server rule is ours only if its :data:`OWNER_ATTRIBUTE` attribute equals
+    ``scope``; every other rule (no marker, whatever its name, or another scope)
+    is listed in :attr:`SyncPlan.foreign` with the reason and never touched.
+
+    Raises:
+        ValueError: No scope given and the wanted rules carry none, or several.
+    """
+    scope = _checked_scope(scope) if scope is not None else _scope_of(wanted)
     ours: dict[str, api.SIPDispatchRuleInfo] = {}
     delete: list[api.SIPDispatchRuleInfo] = []
     foreign: list[str] = []
     for rule in sorted(existing, key=lambda r: (r.name, r.sip_dispatch_rule_id)):
-        if not rule.name.startswith(SIP_RULE_PREFIX):
-            foreign.append(rule.name or rule.sip_dispatch_rule_id)
+        owner = rule.attributes.get(OWNER_ATTRIBUTE)
+        label = f"{rule.name or '(no name)'} ({rule.sip_dispatch_rule_id})"
+        if owner is None:
+            foreign.append(f"{label}: no {OWNER_ATTRIBUTE} ownership marker")
+        elif owner != scope:
+            foreign.append(f"{label}: owned by another sync, scope {owner!r}")
         elif rule.name in ours:
             delete.append(rule)  # a duplicate, e.g. from an interrupted run
         else:
@@ -316,7 +402,16 @@ def plan_sync(
             new.sip_dispatch_rule_id = old.sip_dispatch_rule_id
             update.append((old, new))
     delete.extend(ours.values())
-    return SyncPlan(create, update, delete, unchanged, foreign, list(skipped))
+    return SyncPlan(create, update, delete, unchanged, foreign, list(skipped), scope)
+
+
+def _scope_of(wanted: Sequence[api.SIPDispatchRuleInfo]) -> str:
+    scopes = {r.attributes.get(OWNER_ATTRIBUTE) for r in wanted}
+    if len(scopes) != 1 or None in scopes:
+        raise ValueError("give the sync's scope: the wanted rules do not carry exactly one")
+    (scope,) = scopes
+    assert scope is not None
+    return scope
 
 
 # --------------------------------------------------------------------------- server calls

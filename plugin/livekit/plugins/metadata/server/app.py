@@ -91,6 +91,7 @@ from .config import (
     ServerConfig,
     open_room_warnings,
 )
+from .guard import failed_authentication, refuse_if_blocked
 from .limits import Bucket, Limits, MemoryLimits, RedisLimits, Reservation
 from .metrics import Metrics
 from .models import TokenRequest
@@ -109,6 +110,7 @@ from .responses import (
     handle_metrics,
     handle_openapi,
     handle_preflight,
+    handle_readyz,
 )
 from .state import LOG, STATE, AppState, Policy, Refusal, digest, unauthorized
 
@@ -128,7 +130,6 @@ __all__ = [
 ]
 
 _DEFAULT_RULES = Path(__file__).with_name("default_rules.yaml")
-_MAX_BLOCKED_PEERS = 10_000
 _STORE_FULL_RETRY_AFTER = 30
 _OWNER_RECORD_ROOM = 1024  # a session holds the metadata plus amint's owner record
 _SESSION_FIELDS = frozenset({"session", "session_id", "sessionid", SESSION_KEY.lower()})
@@ -164,7 +165,9 @@ def _build_router(config: ServerConfig) -> MetadataRouter | None:
         return config.router
     if config.rules == "none":
         return None
-    return MetadataRouter.from_file(Path(config.rules) if config.rules else _DEFAULT_RULES)
+    return MetadataRouter.from_file(
+        Path(config.rules) if config.rules else _DEFAULT_RULES, max_bytes=config.max_rules_bytes
+    )
 
 
 def _build_sessions(config: ServerConfig) -> tuple[SessionManager, bool]:
@@ -285,7 +288,7 @@ def create_app(
     sessions, owns = _build_sessions(config)
     issuer = _build_issuer(config, sessions, warn_dev_keys)
     limits, owns_limits = _build_limits(config, sessions)
-    operator_key = config.metrics_key
+    operator_key = config.metrics_digest()
     state = AppState(
         config=config,
         issuer=issuer,
@@ -300,13 +303,15 @@ def create_app(
         policy=policy,
         metrics=Metrics(),
         openapi=orjson.dumps(openapi_document(config.path), option=orjson.OPT_INDENT_2),
-        operator_digest=None if operator_key is None else digest(operator_key.get_secret_value()),
+        operator_digest=operator_key,
     )
     app = web.Application(client_max_size=config.max_body_bytes, middlewares=[edge_middleware])
     app[STATE] = state
+    state.metrics.limits_corrupt = lambda: int(getattr(limits, "corrupt_values", 0))
     app.router.add_post(config.path, _handle_token, name="token")
     app.router.add_route("OPTIONS", config.path, handle_preflight)
     app.router.add_get("/healthz", handle_healthz, name="healthz")
+    app.router.add_get("/readyz", handle_readyz, name="readyz")
     app.router.add_get("/metrics", handle_metrics, name="metrics")
     app.router.add_get("/openapi.json", handle_openapi, name="openapi")
     app.on_cleanup.append(_on_cleanup)
@@ -393,11 +398,13 @@ async def _handle_token(request: web.Request) -> web.Response:
         await _admit(state, buckets, None)  # a refused request counts against its rates too
         raise
     log["agent"] = choice.agent or None
-    slot = await _admit(state, buckets, secrets.token_urlsafe(16))
+    owner = _session_owner(request, principal)
+    share = state.config.session_share(principal)
+    slot = await _admit(state, buckets, secrets.token_urlsafe(16), (owner, share))
     try:
         token = await _mint_and_store(parsed, grant, choice, state)
     except BaseException:
-        await _release_session(slot, state)
+        await _release_session(slot, state, owner)
         raise
     state.metrics.route(choice.agent, choice.source)
     return _answer(token, grant, state)
@@ -425,13 +432,7 @@ def _check_framing(request: web.Request, config: ServerConfig) -> None:
 async def _authorize(request: web.Request, state: AppState) -> tuple[Principal, list[Bucket]]:
     """The principal and the rate buckets its request takes from, or a 401/403/429."""
     peer = request.remote or "-"
-    blocked_until = state.blocked.get(peer)
-    if blocked_until is not None:
-        wait = blocked_until - time.monotonic()
-        if wait > 0:
-            state.metrics.refuse("auth_limited")
-            raise _too_many("auth_rate_limited", "too many failed authentications", wait)
-        del state.blocked[peer]
+    refuse_if_blocked(peer, state)
     try:
         principal, rate_key = await _identify(request, state)
     except Refusal as refusal:
@@ -454,16 +455,31 @@ def _too_many(code: str, message: str, wait: float) -> Refusal:
     return Refusal(429, code, f"{message}; retry later", {"Retry-After": retry})
 
 
-async def _admit(state: AppState, buckets: list[Bucket], slot: str | None) -> str:
+def _session_owner(request: web.Request, principal: Principal) -> str:
+    """Whose share of the session cap a request uses: the principal; anonymous: the address."""
+    if principal is _ANONYMOUS:
+        return f"anonymous@{request.remote or '-'}"
+    return "principal:" + principal.id
+
+
+async def _admit(
+    state: AppState,
+    buckets: list[Bucket],
+    slot: str | None,
+    share: tuple[str, int] = ("", 0),
+) -> str:
     """The request's one limits call: its rate buckets and (``slot``) one more live session.
 
-    A 429 when a bucket is empty, a 503 ``store_full`` when the cap is reached
-    (nothing evicted); otherwise the reserved slot (a random id of its own, live as
-    long as a token session), to release if minting fails.
+    A 429 when a bucket is empty, a 503 ``store_full`` when the cap is reached, a
+    503 ``store_share_full`` when the owner's ``share`` ``(owner, most live
+    sessions)`` is used up (nothing evicted); otherwise the reserved slot (a random
+    id of its own, live as long as a token session), to release if minting fails.
     """
     config = state.config
     reservation = (
-        None if slot is None else Reservation(slot, config.token_session_ttl(), config.max_sessions)
+        None
+        if slot is None
+        else Reservation(slot, config.token_session_ttl(), config.max_sessions, share[0], share[1])
     )
     if not buckets and reservation is None:
         return ""
@@ -476,6 +492,9 @@ async def _admit(state: AppState, buckets: list[Bucket], slot: str | None) -> st
     if answer.full:
         state.metrics.refuse("store_full")
         raise _store_full()
+    if answer.owner_full:
+        state.metrics.refuse("store_share_full")
+        raise _share_full()
     if slot is not None:
         state.metrics.sessions_created += 1
     return slot or ""
@@ -483,19 +502,7 @@ async def _admit(state: AppState, buckets: list[Bucket], slot: str | None) -> st
 
 async def _failed_authentication(peer: str, state: AppState) -> None:
     """Count a failed attempt; over the limit, the peer gets 429 until its bucket refills."""
-    state.metrics.refuse("failed_auth")
-    limit = state.config.auth_failure_limit
-    try:
-        wait = await state.limits.hit("authfail:" + peer, limit.rate, limit.burst)
-    except StoreError:
-        raise _store_unavailable() from None
-    if wait > 0.0:
-        blocked = state.blocked
-        if len(blocked) >= _MAX_BLOCKED_PEERS:
-            blocked.pop(next(iter(blocked)))
-        blocked[peer] = time.monotonic() + wait
-        state.metrics.refuse("auth_limited")
-        raise _too_many("auth_rate_limited", "too many failed authentications", wait)
+    await failed_authentication(peer, state)
 
 
 async def _identify(request: web.Request, state: AppState) -> tuple[Principal, str]:
@@ -845,9 +852,18 @@ def _room_config_extra(room_config: api.RoomConfiguration | None) -> api.RoomCon
     return rc
 
 
-async def _release_session(slot: str, state: AppState) -> None:
+async def _release_session(slot: str, state: AppState, owner: str = "") -> None:
     with contextlib.suppress(StoreError):  # else the reservation expires on its own
-        await state.limits.release_session(slot)
+        await state.limits.release_session(slot, owner)
+
+
+def _share_full() -> Refusal:
+    return Refusal(
+        503,
+        "store_share_full",
+        "this caller holds as many live token sessions as its share allows; retry later",
+        {"Retry-After": str(_STORE_FULL_RETRY_AFTER)},
+    )
 
 
 def _store_full() -> Refusal:

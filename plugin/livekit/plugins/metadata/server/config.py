@@ -173,6 +173,9 @@ class Principal:
     client_room: bool = False
     client_identity: bool = False
     grants: GrantPolicy | None = None
+    max_sessions: int | None = None
+    """This caller's share of the live-session cap (None: the server's
+    ``max_sessions_per_principal``)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
@@ -197,6 +200,12 @@ class Principal:
             object.__setattr__(self, "public_keys", frozenset(self.public_keys))
         if self.grants is not None and not isinstance(self.grants, GrantPolicy):
             raise TypeError("Principal grants must be a GrantPolicy")
+        if self.max_sessions is not None and (
+            isinstance(self.max_sessions, bool)
+            or not isinstance(self.max_sessions, int)
+            or self.max_sessions < 1
+        ):
+            raise ValueError("Principal max_sessions must be a positive int")
 
     def private_keys(self) -> frozenset[str]:
         """The trusted keys that stay in the store (all but :attr:`public_keys`)."""
@@ -253,6 +262,8 @@ class ApiKeyConfig(BaseModel):
     authenticates its users, never for a key in a web page; default: server-chosen."""
     grants: GrantPolicy | None = None
     """Narrow the token's rights (default: publish, subscribe, publish data)."""
+    max_sessions: int | None = Field(default=None, ge=1)
+    """This key's share of the live-session cap (None: ``max_sessions_per_principal``)."""
 
     @model_validator(mode="after")
     def _one_key(self) -> ApiKeyConfig:
@@ -283,6 +294,7 @@ class ApiKeyConfig(BaseModel):
             client_room=self.client_room,
             client_identity=self.client_identity,
             grants=self.grants,
+            max_sessions=self.max_sessions,
         )
 
 
@@ -401,8 +413,19 @@ class ServerConfig(BaseModel):
     """Failed authentications per client address; beyond it the address gets 429
     ``auth_rate_limited`` (counted in ``/metrics``) until the bucket refills."""
     metrics_key: SecretStr | None = None
-    """Bearer key for ``/metrics`` and ``/openapi.json``. Without it they answer only
-    callers on a loopback address."""
+    """Bearer key for ``/metrics`` and ``/openapi.json`` (at least 16 characters, like
+    bearer keys; or give ``metrics_key_sha256``). Without either they answer only
+    callers on a loopback address. Wrong keys count as failed authentications."""
+    metrics_key_sha256: str | None = Field(default=None, pattern=r"^[0-9a-fA-F]{64}$")
+    """The lowercase hex SHA-256 of the metrics key, so the file never holds the key."""
+    max_sessions_per_principal: int | None = Field(default=None, ge=1)
+    """Live token sessions one principal may hold (anonymous callers: one client address),
+    so one caller cannot fill ``max_sessions`` for everyone; a key's ``max_sessions``
+    overrides it. None: a tenth of ``max_sessions`` (at least 1). Over it, requests get
+    503 ``store_share_full`` with ``Retry-After``."""
+    max_rules_bytes: int = Field(default=1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    """Largest routing rules file read (bytes); a larger one or one that is not a
+    regular file is refused at start-up."""
     max_body_bytes: int = Field(default=_DEFAULT_MAX_BODY, ge=1024, le=16 * 1024 * 1024)
     metadata: MetadataPolicy = Field(default_factory=MetadataPolicy)
     allowed_agents: list[str] = Field(default_factory=list)
@@ -429,6 +452,30 @@ class ServerConfig(BaseModel):
     router: MetadataRouter | None = Field(default=None, exclude=True)
     sessions: SessionManager | None = Field(default=None, exclude=True)
     limits: SkipValidation[Limits | None] = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _metrics_key_strength(self) -> ServerConfig:
+        if self.metrics_key is not None and self.metrics_key_sha256 is not None:
+            raise ValueError("give at most one of 'metrics_key' or 'metrics_key_sha256'")
+        if self.metrics_key is not None and len(self.metrics_key.get_secret_value()) < 16:
+            raise ValueError("metrics_key must be at least 16 characters, like bearer keys")
+        return self
+
+    def metrics_digest(self) -> bytes | None:
+        """The SHA-256 a presented metrics key is compared against (None: no key)."""
+        if self.metrics_key_sha256 is not None:
+            return bytes.fromhex(self.metrics_key_sha256)
+        if self.metrics_key is None:
+            return None
+        return hashlib.sha256(self.metrics_key.get_secret_value().encode("utf-8")).digest()
+
+    def session_share(self, principal: Principal) -> int:
+        """How many live sessions ``principal`` may hold (its share of ``max_sessions``)."""
+        if principal.max_sessions is not None:
+            return principal.max_sessions
+        if self.max_sessions_per_principal is not None:
+            return self.max_sessions_per_principal
+        return max(1, self.max_sessions // 10)
 
     def token_session_ttl(self) -> float:
         """Seconds each token session lives: the token's lifetime plus ``session_grace``."""

@@ -17,7 +17,9 @@ This module puts a thin layer between the socket and the app:
   is answered 408 with a JSON body and the connection is closed.
 * **Connections per peer** are capped: a connection over the cap is answered
   ``429 too_many_connections`` (JSON, ``Retry-After: 1``) and closed at once,
-  before any request byte is read.
+  before any request byte is read. With ``--workers N`` the count lives in
+  memory shared by every worker (:class:`SharedPeerCounts`), so the cap holds
+  for the whole server, not per process.
 * **Bounded error logging.** At most ``log_burst`` edge log lines per peer per
   ``log_window`` seconds (and ten times that over all peers); what is dropped is
   counted in one summary line when the window turns.
@@ -30,7 +32,10 @@ all of this; :class:`EdgeConfig` is the ``edge`` section of the server config.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import hashlib
 import logging
+import multiprocessing
 import time
 from collections import OrderedDict
 from email.utils import formatdate
@@ -45,7 +50,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from ..log import logger
 
-__all__ = ["SERVER_HEADER", "EdgeConfig", "EdgeRunner", "error_body"]
+__all__ = ["SERVER_HEADER", "EdgeConfig", "EdgeRunner", "SharedPeerCounts", "error_body"]
 
 SERVER_HEADER = "lk-metadata"
 """The ``Server`` header of every answer: the product only, no version."""
@@ -112,15 +117,85 @@ class _LogBudget:
         return True, dropped
 
 
+class SharedPeerCounts:
+    """Open connections per peer, counted in memory every forked worker shares.
+
+    Made in the parent before the workers are forked (``lk-metadata serve
+    --workers N``); each worker's edge admits and releases connections here, so
+    ``max_connections_per_peer`` holds for the whole server. The table is a fixed
+    open-addressing hash of ``slots`` entries (peer digest, count) behind one
+    process-shared lock; a peer that finds no free entry within a few probes (more
+    than ``slots`` distinct peers at once) is counted by its worker alone.
+    """
+
+    _PROBES = 32
+
+    def __init__(self, slots: int = 1 << 16) -> None:
+        if slots < 1:
+            raise ValueError("slots must be positive")
+        ctx = multiprocessing.get_context("fork")
+        self._slots = slots
+        self._keys = ctx.RawArray(ctypes.c_uint64, slots)
+        self._counts = ctx.RawArray(ctypes.c_int64, slots)
+        self._lock = ctx.Lock()
+
+    @staticmethod
+    def _digest(peer: str) -> int:
+        h = int.from_bytes(hashlib.blake2b(peer.encode(), digest_size=8).digest(), "big")
+        return h or 1  # 0 marks a never-used entry
+
+    def _find(self, key: int, claim: bool) -> int | None:
+        keys, counts, n = self._keys, self._counts, self._slots
+        free = None
+        for i in range(self._PROBES):
+            at = (key + i) % n
+            k = keys[at]
+            if k == key:
+                return at
+            if free is None and counts[at] == 0:
+                free = at
+            if k == 0:
+                break
+        if claim and free is not None:
+            keys[free] = key
+            return free
+        return None
+
+    def admit(self, peer: str, cap: int) -> bool | None:
+        """One more connection for ``peer`` unless ``cap`` are open (None: no entry)."""
+        key = self._digest(peer)
+        with self._lock:
+            at = self._find(key, claim=True)
+            if at is None:
+                return None
+            if self._counts[at] >= cap:
+                return False
+            self._counts[at] += 1
+            return True
+
+    def release(self, peer: str) -> None:
+        """One connection of ``peer`` closed."""
+        key = self._digest(peer)
+        with self._lock:
+            at = self._find(key, claim=False)
+            if at is not None and self._counts[at] > 0:
+                self._counts[at] -= 1
+
+
 class _EdgeState:
     """What all connections of one server share: open connections per peer, the log budget."""
 
-    def __init__(self, config: EdgeConfig) -> None:
+    def __init__(self, config: EdgeConfig, shared: SharedPeerCounts | None = None) -> None:
         self.config = config
         self.open: dict[str, int] = {}
+        self.shared = shared
         self.budget = _LogBudget(config.log_burst, config.log_window)
 
     def admit(self, peer: str) -> bool:
+        if self.shared is not None:
+            answer = self.shared.admit(peer, self.config.max_connections_per_peer)
+            if answer is not None:
+                return answer
         count = self.open.get(peer, 0)
         if count >= self.config.max_connections_per_peer:
             return False
@@ -128,6 +203,9 @@ class _EdgeState:
         return True
 
     def release(self, peer: str) -> None:
+        if peer not in self.open and self.shared is not None:
+            self.shared.release(peer)
+            return
         count = self.open.get(peer, 0) - 1
         if count > 0:
             self.open[peer] = count
@@ -465,18 +543,26 @@ class EdgeRunner(web.AppRunner):
     Args:
         app: The application to serve.
         edge: The edge limits (default: :class:`EdgeConfig` defaults).
+        peer_counts: Connection counts shared with other worker processes (None:
+            this process counts alone).
         **kwargs: Passed to ``aiohttp.web.AppRunner`` (``access_log`` defaults to None,
             ``keepalive_timeout`` comes from ``edge``).
     """
 
     def __init__(
-        self, app: web.Application, *, edge: EdgeConfig | None = None, **kwargs: Any
+        self,
+        app: web.Application,
+        *,
+        edge: EdgeConfig | None = None,
+        peer_counts: SharedPeerCounts | None = None,
+        **kwargs: Any,
     ) -> None:
         self.edge = edge or EdgeConfig()
+        self.peer_counts = peer_counts
         kwargs.setdefault("access_log", None)
         kwargs["keepalive_timeout"] = self.edge.keepalive_timeout
         super().__init__(app, **kwargs)
 
     async def _make_server(self) -> web.Server:
         base = await super()._make_server()
-        return _EdgeServer(base, _EdgeState(self.edge))
+        return _EdgeServer(base, _EdgeState(self.edge, self.peer_counts))

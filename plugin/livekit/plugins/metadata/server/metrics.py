@@ -8,7 +8,7 @@ label lookups and prometheus_client's per-value locks off the hot path.
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -37,6 +37,8 @@ class Metrics:
         self.mint_buckets = [0] * (len(_MINT_BUCKETS) + 1)
         self.mint_sum = 0.0
         self.sessions_created = 0
+        self.limits_corrupt: Callable[[], int] = lambda: 0
+        """Corrupt values read back from the limits store (set by the app)."""
         self.registry.register(self)
 
     def count(self, endpoint: str, status: int) -> None:
@@ -50,7 +52,8 @@ class Metrics:
         self.routes[key] = self.routes.get(key, 0) + 1
 
     def refuse(self, reason: str) -> None:
-        """One refusal worth watching: ``failed_auth``, ``auth_limited``, ``store_full``."""
+        """One refusal worth watching: ``failed_auth``, ``auth_limited``, ``store_full``,
+        ``store_share_full``."""
         self.refusals[reason] = self.refusals.get(reason, 0) + 1
 
     def observe_mint(self, seconds: float) -> None:
@@ -84,7 +87,8 @@ class Metrics:
         yield _counter(
             "lk_metadata_refusals",
             "Refused token requests worth watching: failed_auth (bad or missing credentials), "
-            "auth_limited (a peer over the failed-auth limit), store_full (session cap reached).",
+            "auth_limited (a peer over the failed-auth limit), store_full (session cap reached), "
+            "store_share_full (a principal's share of the cap reached).",
             ["reason"],
             self.refusals,
         )
@@ -92,6 +96,11 @@ class Metrics:
             "lk_metadata_token_sessions",
             "Token sessions this replica has created (they expire on their own).",
             value=self.sessions_created,
+        )
+        yield CounterMetricFamily(
+            "lk_metadata_limits_corrupt_values",
+            "Corrupt values read back from the limits store, read as exhausted and repaired.",
+            value=self.limits_corrupt(),
         )
 
     def render(self) -> bytes:

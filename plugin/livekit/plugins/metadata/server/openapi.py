@@ -29,7 +29,8 @@ TOKEN_ERRORS: dict[int, str] = {
     "a trusted or private key (protected_attribute_key); or no route matched.",
     429: "Rate limit exceeded for this principal or peer.",
     500: "Internal error (no details are disclosed).",
-    503: "The session store is unavailable or full (store_full, with Retry-After).",
+    503: "The session store is unavailable or full (store_full, with Retry-After), or the "
+    "caller holds its share of the live sessions (store_share_full, with Retry-After).",
 }
 """Every status ``POST /token`` can answer besides 201, with what it means."""
 
@@ -109,6 +110,22 @@ def openapi_document(path: str = "/token") -> dict[str, Any]:
                 },
             },
             "/healthz": _get("health", "Liveness check.", _json("Health", "The server is up.")),
+            "/readyz": {
+                "get": {
+                    "operationId": "ready",
+                    "summary": "Readiness check: the session store and the limits store answer.",
+                    "responses": {
+                        "200": {
+                            "description": "Ready.",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                        "503": {
+                            "description": "A store cannot be reached (store_unavailable).",
+                            "content": {"application/json": {"schema": {"type": "object"}}},
+                        },
+                    },
+                }
+            },
             "/metrics": _get(
                 "metrics",
                 "Prometheus metrics of this replica (text exposition format).",

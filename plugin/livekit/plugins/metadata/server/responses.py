@@ -3,8 +3,9 @@
 ``edge_middleware`` turns every refusal and exception into the JSON error body,
 adds CORS headers for allowed origins, counts the answer in ``/metrics`` and
 writes one log line per token request (principal, room, agent, status, error
-code, latency; never a value). The small handlers serve ``/healthz``,
-``/metrics``, ``/openapi.json`` and the CORS preflight.
+code, latency; never a value). The small handlers serve ``/healthz``
+(liveness: the process answers), ``/readyz`` (readiness: the session store and
+the limits store answer), ``/metrics``, ``/openapi.json`` and the CORS preflight.
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
+from ..errors import StoreError
 from ..log import logger
 from .config import is_loopback
+from .guard import failed_authentication, refuse_if_blocked
 from .state import LOG, STATE, AppState, Refusal, digest, unauthorized
 
 __all__ = [
@@ -29,7 +32,10 @@ __all__ = [
     "handle_metrics",
     "handle_openapi",
     "handle_preflight",
+    "handle_readyz",
 ]
+
+_READY_TIMEOUT = 3.0
 
 _AIOHTTP_CODES = {
     400: "bad_request",
@@ -180,8 +186,52 @@ async def handle_healthz(request: web.Request) -> web.Response:
     return web.Response(body=b'{"status":"ok"}', content_type="application/json")
 
 
-def _check_operator(request: web.Request, state: AppState) -> None:
-    """``/metrics`` and ``/openapi.json``: the ``metrics_key`` if one is set, else loopback only."""
+async def handle_readyz(request: web.Request) -> web.Response:
+    """Readiness: 200 when the session store and the limits store answer, else 503.
+
+    Concurrent probes share one check in flight, so probing cannot multiply the
+    load on Redis.
+    """
+    state = request.app[STATE]
+    task = state.readiness_task
+    if task is None or task.done():
+        task = asyncio.ensure_future(_readiness(state))
+        state.readiness_task = task
+    failed = await asyncio.shield(task)
+    if failed is None:
+        return web.Response(body=b'{"status":"ready"}', content_type="application/json")
+    body = {
+        "status": "unready",
+        "error": {"code": "store_unavailable", "message": f"the {failed} cannot be reached"},
+    }
+    resp = web.Response(status=503, body=orjson.dumps(body), content_type="application/json")
+    resp.headers["Cache-Control"] = "no-store"
+    resp.headers["Retry-After"] = "5"
+    return resp
+
+
+async def _readiness(state: AppState) -> str | None:
+    """None when ready, else what cannot be reached: the session store or the limits store."""
+    checks = (
+        ("session store", getattr(state.sessions.store, "ping", None)),
+        ("limits store", getattr(state.limits, "ping", None)),
+    )
+    for what, ping in checks:
+        if ping is None:
+            continue
+        try:
+            await asyncio.wait_for(ping(), _READY_TIMEOUT)
+        except (StoreError, asyncio.TimeoutError, TimeoutError, OSError):
+            return what
+    return None
+
+
+async def _check_operator(request: web.Request, state: AppState) -> None:
+    """``/metrics`` and ``/openapi.json``: the ``metrics_key`` if one is set, else loopback only.
+
+    A wrong or missing key counts against the failed-authentication limit, as on
+    ``/token``; the presented key is hashed and compared in constant time.
+    """
     expected = state.operator_digest
     if expected is None:
         if not is_loopback(request.remote or ""):
@@ -191,8 +241,12 @@ def _check_operator(request: web.Request, state: AppState) -> None:
                 "this endpoint answers loopback callers only (or set metrics_key)",
             )
         return
+    peer = request.remote or "-"
+    refuse_if_blocked(peer, state)
     scheme, _, presented = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(digest(presented.strip()), expected):
+    matches = hmac.compare_digest(digest(presented.strip()), expected)
+    if scheme.lower() != "bearer" or not matches:
+        await failed_authentication(peer, state)
         raise unauthorized("this endpoint needs the metrics bearer key")
 
 
@@ -200,7 +254,7 @@ async def handle_metrics(request: web.Request) -> web.Response:
     from prometheus_client import CONTENT_TYPE_LATEST
 
     state = request.app[STATE]
-    _check_operator(request, state)
+    await _check_operator(request, state)
     resp = web.Response(body=state.metrics.render())
     resp.headers["Content-Type"] = CONTENT_TYPE_LATEST
     return resp
@@ -208,7 +262,7 @@ async def handle_metrics(request: web.Request) -> web.Response:
 
 async def handle_openapi(request: web.Request) -> web.Response:
     state = request.app[STATE]
-    _check_operator(request, state)
+    await _check_operator(request, state)
     return web.Response(body=state.openapi, content_type="application/json")
 
 

@@ -11,10 +11,10 @@ from ..errors import ConfigError
 from ..log import logger
 from ..tokens.keys import DEV_KEYS_WARNING
 from .app import create_app
-from .config import ServerConfig
+from .config import Principal, RateLimit, ServerConfig
 from .workers import bind_sockets, run_workers, serve
 
-__all__ = ["prepare_process", "run"]
+__all__ = ["memory_workers_note", "prepare_process", "run"]
 
 
 def run(
@@ -30,8 +30,9 @@ def run(
     in use is reported as such. With ``workers > 1`` that many processes serve the
     same port, each with its own event loop: on an OS with ``SO_REUSEPORT`` each
     binds its own socket and the kernel spreads connections over them; elsewhere
-    they share one inherited listening socket. They share the configured store
-    (with ``store: memory`` each worker has its own sessions and limits). SIGINT or
+    they share one inherited listening socket. They share the configured store and
+    the per-peer connection cap (with ``store: memory`` each worker has its own
+    sessions and limits, and the start-up line says the effective numbers). SIGINT or
     SIGTERM stops every worker; if one worker dies, the others are stopped too.
 
     Args:
@@ -62,17 +63,40 @@ def run(
         prepare_process()
         asyncio.run(serve(app, sockets, config.edge))
         return
-    if config.store == "memory":
-        logger.warning(
-            "store: memory with %d workers: each worker keeps its own sessions and limits; "
-            "configure a redis:// store to share them",
-            workers,
-        )
+    if config.store == "memory" and config.limits is None:
+        logger.warning(memory_workers_note(config, workers))
     run_workers(
         config,
         workers,
         banner=lambda bound: _print_banner(config, bound, workers),
         prepare=prepare_process,
+    )
+
+
+def _times(n: int, limit: RateLimit | None) -> str:
+    if limit is None:
+        return "off"
+    return f"{n * limit.rate:g}/s, burst {n * limit.burst} ({n} x {limit.rate:g}/s, burst {limit.burst})"
+
+
+def memory_workers_note(config: ServerConfig, workers: int) -> str:
+    """The start-up line for ``store: memory`` with several workers: the effective limits.
+
+    Each worker keeps its own sessions and limits in its own memory, so for the
+    whole server every limit but the connection cap is ``workers`` times the
+    configured one; the line says the numbers.
+    """
+    n = workers
+    share = config.session_share(Principal(id="-"))
+    return (
+        f"store: memory with {n} workers: each worker keeps its own sessions and limits, so "
+        f"for the whole server the effective limits are max_sessions {n * config.max_sessions} "
+        f"({n} x {config.max_sessions}), sessions per principal {n * share} ({n} x {share}), "
+        f"rate_limit {_times(n, config.rate_limit)}, "
+        f"peer_rate_limit {_times(n, config.peer_rate_limit)}, "
+        f"auth_failure_limit {_times(n, config.auth_failure_limit)}; the connection cap per "
+        f"client address ({config.edge.max_connections_per_peer}) holds for the whole server. "
+        "Configure a redis:// store to share every limit."
     )
 
 

@@ -7,6 +7,7 @@ refuses a request with a status and a stable error code.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -79,6 +80,8 @@ class AppState:
     """SHA-256 of ``metrics_key`` (None: operator endpoints answer loopback peers only)."""
     blocked: dict[str, float] = field(default_factory=dict)
     """Peers over the failed-auth limit, until when (this replica's cache of the limit)."""
+    readiness_task: asyncio.Future[str | None] | None = None
+    """The readiness check in flight (one for all concurrent probes)."""
 
 
 STATE = web.AppKey("lk_metadata_state", AppState)

@@ -8,7 +8,9 @@ forks N workers. Where the OS has ``SO_REUSEPORT`` each worker binds its own
 socket to the port and the kernel spreads connections over them; elsewhere the
 parent listens once and every worker accepts on that inherited socket. Each
 worker builds its own app (own event loop, own store client) and tells the
-parent when it listens; the parent prints the banner only then, stops every
+parent when it listens; open connections per peer are counted in memory all
+workers share (:class:`~livekit.plugins.metadata.server.edge.SharedPeerCounts`),
+so ``edge.max_connections_per_peer`` holds for the whole server; the parent prints the banner only then, stops every
 worker on SIGINT/SIGTERM, and stops the rest if one dies.
 """
 
@@ -33,7 +35,7 @@ from ..errors import ConfigError
 from ..log import logger
 from .app import create_app
 from .config import ServerConfig
-from .edge import EdgeConfig, EdgeRunner
+from .edge import EdgeConfig, EdgeRunner, SharedPeerCounts
 
 __all__ = ["bind_sockets", "run_workers", "serve"]
 
@@ -113,9 +115,14 @@ async def serve(
     edge: EdgeConfig,
     *,
     ready: Callable[[], None] | None = None,
+    peer_counts: SharedPeerCounts | None = None,
 ) -> None:
-    """Serve ``app`` on bound sockets through the edge until SIGINT or SIGTERM."""
-    runner = EdgeRunner(app, edge=edge, handle_signals=False)
+    """Serve ``app`` on bound sockets through the edge until SIGINT or SIGTERM.
+
+    ``peer_counts``: connection counts shared with sibling workers (None: this
+    process counts alone).
+    """
+    runner = EdgeRunner(app, edge=edge, handle_signals=False, peer_counts=peer_counts)
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -168,12 +175,13 @@ def run_workers(
         held = bind_sockets(config.host, config.port)
         port = held[0].getsockname()[1]
     reports = ctx.Queue()
+    peer_counts = SharedPeerCounts()
     stopping = threading.Event()
     _install_stop_handlers(stopping)
     procs = [
         ctx.Process(
             target=_worker,
-            args=(config, port, held, reports, prepare),
+            args=(config, port, held, reports, prepare, peer_counts),
             name=f"lk-metadata-worker-{i}",
         )
         for i in range(workers)
@@ -197,6 +205,7 @@ def _worker(
     held: list[socket.socket],
     reports: Any,
     prepare: Callable[[], None],
+    peer_counts: SharedPeerCounts,
 ) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)  # the parent's handlers are not ours
@@ -213,7 +222,15 @@ def _worker(
         reports.put(("error", text))
         return
     prepare()
-    asyncio.run(serve(app, sockets, config.edge, ready=lambda: reports.put(("ready", ""))))
+    asyncio.run(
+        serve(
+            app,
+            sockets,
+            config.edge,
+            ready=lambda: reports.put(("ready", "")),
+            peer_counts=peer_counts,
+        )
+    )
 
 
 def _wait_ready(procs: list[Any], reports: Any, stopping: threading.Event) -> bool:
