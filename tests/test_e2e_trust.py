@@ -77,3 +77,80 @@ async def test_a_web_caller_cannot_claim_a_phone_number(
     log = phone_worker.log_path.read_text(errors="replace")
     assert "participant 'web': ignored" in log
     assert "+34600000000" not in log  # key names, never values
+
+
+async def test_a_room_named_after_a_session_id_reaches_nothing(
+    livekit_server: LiveKitServer, redis_url: str, tmp_path: Path
+) -> None:
+    """Issue 21, attack 1, through the real ``lk-metadata serve``, the example worker and one
+    Redis: Mallory names her room after Alice's token session id (the worst-case config:
+    one frontend key that lets clients pick rooms, no prefix)."""
+    import aiohttp
+    import jwt
+    import redis.asyncio as redis_asyncio
+
+    from livekit.plugins.metadata.codec import SESSION_ATTRIBUTE
+    from tests.fixtures.lk_serve import Secrets, start_serve, stop_serve
+
+    key = "frontend-key-0123456789abcdef"
+    serve = start_serve(
+        tmp_path,
+        {
+            "api_key": livekit_server.api_key,
+            "server_url": livekit_server.url,
+            "store": redis_url,
+            "rules": str(REPO / "examples" / "rules.yaml"),
+            "private_keys": ["customer_id", "pin"],
+            "auth": {"keys": [{"id": "web", "key": key, "client_room": True}]},
+        },
+        planted=Secrets(api_secret=livekit_server.api_secret, bearer=key),
+    )
+    worker_log = tmp_path / "example-worker.log"
+    argv = [str(REPO / "tests" / "e2e_agent.py"), "--example", str(REPO / "examples" / "agent.py")]
+    client = redis_asyncio.Redis.from_url(redis_url)
+    try:
+        with worker_process(
+            livekit_server, argv, log_path=worker_log, env={"REDIS_URL": redis_url}
+        ) as worker:
+            async with aiohttp.ClientSession(headers={"Authorization": f"Bearer {key}"}) as http:
+
+                async def token(room: str, metadata: dict[str, str]) -> str:
+                    body = {"room_name": room, "participant_metadata": json.dumps(metadata)}
+                    url = f"http://127.0.0.1:{serve.port}/token"
+                    async with http.post(url, json=body) as resp:
+                        assert resp.status == 201, await resp.text()
+                        answer = await resp.json()
+                    text: str = answer["participant_token"]
+                    return text
+
+                alice_room = unique_room("support")
+                alice = await token(
+                    alice_room, {"department": "support", "customer_id": "C-ALICE", "pin": "7431"}
+                )
+                alice_sid = jwt.decode(alice, options={"verify_signature": False})["attributes"][
+                    SESSION_ATTRIBUTE
+                ]
+                stored_key = f"lkmeta:t:{alice_sid}"
+                async with connected_room(livekit_server, alice) as alice_in:
+                    _, route = await wait_for_remote_attribute(alice_in, "route")
+                    assert route == "support"
+                    before = await client.hgetall(stored_key)
+                    assert before  # Alice's token session, private keys included
+                    mallory = await token(
+                        alice_sid, {"department": "sales", "customer_id": "C-MALLORY"}
+                    )
+                    async with connected_room(livekit_server, mallory) as mallory_in:
+                        assert mallory_in.name == alice_sid
+                        _, route = await wait_for_remote_attribute(mallory_in, "route")
+                        assert route == "sales"  # routed on her own data
+                        async with lk_api(livekit_server) as lk:
+                            await lk.room.delete_room(api.DeleteRoomRequest(room=alice_sid))
+                    assert await client.hgetall(stored_key) == before  # byte for byte
+                    async with lk_api(livekit_server) as lk:
+                        await lk.room.delete_room(api.DeleteRoomRequest(room=alice_room))
+            assert worker.proc.poll() is None
+            assert b"7431" not in worker_log.read_bytes()
+            assert b"C-ALICE" not in serve.log_bytes()
+    finally:
+        await client.aclose()
+        stop_serve(serve)
