@@ -34,7 +34,13 @@ from ..routing.route import Route
 from ..routing.router import MetadataRouter
 
 if TYPE_CHECKING:
-    from livekit.agents import Agent, AgentSession, JobRequest
+    from livekit.agents import (
+        Agent,
+        AgentSession,
+        CloseEvent,
+        ConversationItemAddedEvent,
+        JobRequest,
+    )
 
 __all__ = [
     "AgentFactory",
@@ -390,6 +396,84 @@ class AgentFactoryMap:
         return reroute(session, self._router, self._factories, metadata, attributes=attributes)
 
 
+class _Handoffs:
+    """What :func:`reroute` asked of one session: the handoff in flight and the newest after it.
+
+    ``session.current_agent`` is not the agent a session will end up running: livekit-agents
+    runs handoffs one after another, and while one runs it reports that one's agent even when
+    a later one is queued. So reroute decides against its own record instead: the agent of the
+    handoff in flight (at most one), or the newest wanted after it (which replaces any older
+    wanted one), or, with none of its handoffs pending, the session's current agent.
+    """
+
+    __slots__ = ("inflight", "inflight_route", "pending", "pending_route")
+
+    def __init__(self) -> None:
+        self.inflight: Agent | None = None
+        self.inflight_route: Route | None = None
+        self.pending: Agent | None = None
+        self.pending_route: Route | None = None
+
+    def target(self) -> Route | None:
+        """The route of the agent the session will end up running, if one of ours is pending."""
+        return self.pending_route or self.inflight_route
+
+    def clear(self) -> None:
+        self.inflight = self.inflight_route = self.pending = self.pending_route = None
+
+
+_HANDOFFS: weakref.WeakKeyDictionary[Any, _Handoffs] = weakref.WeakKeyDictionary()
+
+
+def _handoffs(session: AgentSession[Any]) -> _Handoffs:
+    """The session's handoff record, created (with its event listeners) on first use."""
+    st = _HANDOFFS.get(session)
+    if st is not None:
+        return st
+    from livekit.agents import AgentHandoff
+
+    st = _HANDOFFS[session] = _Handoffs()
+    ref = weakref.ref(session)  # the listeners must not keep the session alive
+
+    def on_item(ev: ConversationItemAddedEvent) -> None:
+        # A handoff took effect: the session now runs its new agent. If it is the one in
+        # flight, start the newest wanted one, if any (livekit-agents runs handoffs in order).
+        item = ev.item
+        if not isinstance(item, AgentHandoff) or st.inflight is None:
+            return
+        if item.new_agent_id != st.inflight.id:
+            return
+        st.inflight = st.inflight_route = None
+        agent, route, st.pending, st.pending_route = st.pending, st.pending_route, None, None
+        sess = ref()
+        if agent is not None and route is not None and sess is not None:
+            _hand_off(sess, st, agent, route)
+
+    def on_close(_: CloseEvent) -> None:
+        st.clear()
+
+    session.on("conversation_item_added", on_item)
+    session.on("close", on_close)
+    return st
+
+
+def _hand_off(session: AgentSession[Any], st: _Handoffs, agent: Agent, route: Route) -> None:
+    logger.info("reroute: handing off to agent %r (%s)", route.agent, route.label)
+    st.inflight, st.inflight_route = agent, route
+    try:
+        session.update_agent(agent)
+    except Exception as exc:  # runs inside a livekit-agents event callback too
+        st.inflight = st.inflight_route = None
+        logger.warning("reroute: handoff to agent %r failed (%s)", route.agent, type(exc).__name__)
+
+
+def _same_agent(route: Route, factory: AgentFactory, current: Agent) -> bool:
+    current_route = route_of(current)
+    if current_route is not None:
+        return current_route.agent == route.agent
+    return isinstance(factory, type) and type(current) is factory
+
+
 def reroute(
     session: AgentSession[Any],
     router: MetadataRouter,
@@ -400,13 +484,19 @@ def reroute(
 ) -> bool:
     """Re-route a running session after its metadata (or attributes) changed.
 
-    If the new route names a different agent than the session's current one,
-    build the new Agent and hand off with ``session.update_agent``. Invalid
-    routing (no match, ``reject``, an agent without a factory) keeps the current
-    agent and is logged (keys and rule names only).
+    The new route is compared with the agent the session will end up running:
+    the last handoff this function requested (while it is still pending), else
+    the session's current agent. If they differ, the new Agent is built and the
+    session handed to it with ``session.update_agent``. At most one handoff is
+    in flight per session: a route wanted while one runs waits, replacing any
+    older waiting one, and starts when the running handoff takes effect, so the
+    session always converges to the latest route however fast updates come.
+    Invalid routing (no match, ``reject``, an agent without a factory) keeps
+    that agent and is logged (keys and rule names only).
 
     Returns:
-        True if the session was handed to a new Agent.
+        True if the agent the session will end up running changed (now, or once
+        the handoff in flight takes effect).
     """
     try:
         route = router.route(metadata, attributes=attributes)
@@ -420,15 +510,22 @@ def reroute(
             "reject" if route.rejected else repr(route.agent),
         )
         return False
-    current = session.current_agent
-    current_route = route_of(current)
+    current = session.current_agent  # raises RuntimeError before the session has an agent
+    st = _handoffs(session)
     factory = factories[route.agent]
-    if current_route is not None:
-        if current_route.agent == route.agent:
+    if st.inflight is None:
+        if _same_agent(route, factory, current):
             return False
-    elif isinstance(factory, type) and type(current) is factory:
+        _hand_off(session, st, _build_agent(factory, route), route)
+        return True
+    target = st.target()
+    if target is not None and target.agent == route.agent:
         return False
-    agent = _build_agent(factory, route)
-    logger.info("reroute: handing off to agent %r (%s)", route.agent, route.label)
-    session.update_agent(agent)
+    if st.inflight_route is not None and st.inflight_route.agent == route.agent:
+        # Back to the agent in flight: drop the waiting one.
+        logger.info("reroute: agent %r is already on its way (%s)", route.agent, route.label)
+        st.pending = st.pending_route = None
+        return True
+    logger.info("reroute: agent %r (%s) waits for the handoff in flight", route.agent, route.label)
+    st.pending, st.pending_route = _build_agent(factory, route), route
     return True
