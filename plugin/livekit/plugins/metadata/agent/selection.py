@@ -2,7 +2,11 @@
 
 A worker uses one rule set twice. In ``on_request`` (:func:`request_handler`) it
 accepts the jobs whose metadata routes to it and rejects the others with
-``terminate=False``, so LiveKit offers them to another worker. In the entrypoint
+``terminate=False``, so LiveKit offers them to another worker. Invalid job
+metadata (not JSON, not an object, too large or too deep) is handled like
+invalid participant metadata: logged without values, counted, and routed as
+empty metadata (the default agent, unless a rule matches ``{}``), so the worker
+of that route still takes the job and the caller gets an answer. In the entrypoint
 (:func:`select`, :class:`AgentFactoryMap`) it builds the ``Agent`` class the
 route names, and :func:`reroute` hands a running session to another Agent when
 its metadata changes.
@@ -23,7 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Union
 
 from .._util import keys_for_log
@@ -46,6 +51,8 @@ __all__ = [
     "AgentFactory",
     "AgentFactoryMap",
     "MetadataSource",
+    "RequestHandler",
+    "RequestStats",
     "Selection",
     "request_handler",
     "reroute",
@@ -78,10 +85,35 @@ def _check_source(metadata_from: Any) -> None:
         raise ValueError("metadata_from must be 'job', 'room' or a callable")
 
 
+@dataclass
+class RequestStats:
+    """Counters of the answers given to job requests (one per request).
+
+    Attributes:
+        accepted: Jobs accepted by this worker.
+        rejected: Jobs rejected with ``terminate=False`` (another worker's route, a
+            ``reject`` rule, or no match without a default).
+        invalid: Jobs whose metadata was invalid and was routed as empty metadata
+            (also counted as accepted or rejected).
+    """
+
+    accepted: int = 0
+    rejected: int = 0
+    invalid: int = 0
+
+
+def _raw_size(raw: Any) -> int | None:
+    if isinstance(raw, str):
+        return len(raw.encode("utf-8", "surrogatepass"))
+    if isinstance(raw, (bytes, bytearray)):
+        return len(raw)
+    return None
+
+
 def _request_metadata(
-    req: JobRequest, metadata_from: MetadataSource, max_bytes: int
-) -> dict[str, Any] | None:
-    """The job request's metadata, or ``None`` (logged) when it cannot be read."""
+    req: JobRequest, metadata_from: MetadataSource, max_bytes: int, stats: RequestStats
+) -> dict[str, Any]:
+    """The job request's metadata; ``{}`` (logged and counted) when it cannot be read."""
     raw: Any = None
     try:
         if metadata_from == "job":
@@ -92,24 +124,33 @@ def _request_metadata(
             raw = metadata_from(req)
         return dict(raw) if isinstance(raw, Mapping) else parse_metadata(raw, max_bytes=max_bytes)
     except MetadataError as exc:
-        size = len(raw.encode("utf-8", "replace")) if isinstance(raw, str) else None
-        logger.warning(
-            "job %s: rejecting (terminate=False): invalid metadata (%s, %s bytes)",
-            req.id,
-            type(exc).__name__,
-            size,
-        )
+        what = f"invalid metadata ({type(exc).__name__}, {_raw_size(raw)} bytes)"
     except Exception as exc:
-        logger.warning(
-            "job %s: rejecting (terminate=False): metadata_from failed (%s)",
-            req.id,
-            type(exc).__name__,
-        )
-    return None
+        what = f"metadata_from failed ({type(exc).__name__})"
+    stats.invalid += 1
+    logger.warning("job %s: %s; routing it as empty metadata", req.id, what)
+    return {}
+
+
+async def _accept(
+    req: JobRequest, stats: RequestStats, attributes: dict[str, str] | None = None
+) -> None:
+    stats.accepted += 1
+    await req.accept(attributes=attributes)
+
+
+async def _reject(req: JobRequest, stats: RequestStats) -> None:
+    stats.rejected += 1
+    await req.reject(terminate=False)
 
 
 async def _decide(
-    router: MetadataRouter, req: JobRequest, md: dict[str, Any], me: str, publish: bool
+    router: MetadataRouter,
+    req: JobRequest,
+    md: dict[str, Any],
+    me: str,
+    publish: bool,
+    stats: RequestStats,
 ) -> Route | None:
     pending = router.pending_agent_names(md)
     if pending is not None:
@@ -117,10 +158,10 @@ async def _decide(
         # only exist once the caller joins: accept if it may be ours (module doc).
         if me in pending:
             logger.info("job %s: accepting: the route depends on participant attributes", req.id)
-            await req.accept()
+            await _accept(req, stats)
         else:
             logger.info("job %s: rejecting (terminate=False): no possible route is ours", req.id)
-            await req.reject(terminate=False)
+            await _reject(req, stats)
         return None
     try:
         route = router.route(md)
@@ -130,7 +171,7 @@ async def _decide(
             req.id,
             keys_for_log(sorted(md)),
         )
-        await req.reject(terminate=False)
+        await _reject(req, stats)
         return None
     if route.rejected or route.agent_name != me:
         logger.info(
@@ -140,11 +181,11 @@ async def _decide(
             route.label,
             me,
         )
-        await req.reject(terminate=False)
+        await _reject(req, stats)
         return None
     attrs = {"route": route.agent, "route.rule": route.label} if publish else None
     logger.info("job %s: accepting: agent %r by %s", req.id, route.agent, route.label)
-    await req.accept(attributes=attrs)
+    await _accept(req, stats, attrs)
     return route
 
 
@@ -156,17 +197,21 @@ async def route_job_request(
     metadata_from: MetadataSource = "job",
     max_bytes: int = DEFAULT_MAX_METADATA_BYTES,
     publish_route: bool = False,
+    stats: RequestStats | None = None,
 ) -> Route | None:
     """Answer a job request: accept it if its metadata routes to this worker.
 
     The job is accepted when the route's ``agent_name`` equals ``agent_name``
     (default: the name the job was dispatched to, ``req.agent_name``, i.e. this
-    worker's registered name). Otherwise, and for invalid metadata, no match or
-    a ``reject`` route, it is rejected with ``terminate=False`` so the server can
-    offer it to another worker. When the route depends on participant attributes
-    (``when_attributes``), the job is accepted if it may route here, and the
-    entrypoint decides (see the module docstring). Logs carry the job id, keys
-    and sizes only.
+    worker's registered name). Otherwise (another worker's route, no match
+    without a default, a ``reject`` route) it is rejected with
+    ``terminate=False`` so the server can offer it to another worker. Invalid
+    metadata, or a ``metadata_from`` callable that fails, is logged, counted
+    (``stats.invalid``) and routed as empty metadata, so the job still reaches
+    the default agent's worker instead of being turned away by every worker.
+    When the route depends on participant attributes (``when_attributes``), the
+    job is accepted if it may route here, and the entrypoint decides (see the
+    module docstring). Logs carry the job id, keys and sizes only.
 
     Args:
         router: The rules.
@@ -177,18 +222,51 @@ async def route_job_request(
         max_bytes: Size limit for the metadata string.
         publish_route: Accept with agent-participant attributes ``route`` and
             ``route.rule`` set to the decision.
+        stats: Counters to update (see :class:`RequestStats`).
 
     Returns:
         The route if the job was accepted with a decision; ``None`` if it was
         rejected, or accepted while the route waits for participant attributes.
     """
     _check_source(metadata_from)
-    md = _request_metadata(req, metadata_from, max_bytes)
-    if md is None:
-        await req.reject(terminate=False)
-        return None
+    stats = stats if stats is not None else RequestStats()
+    md = _request_metadata(req, metadata_from, max_bytes, stats)
     me = agent_name if agent_name is not None else req.agent_name
-    return await _decide(router, req, md, me, publish_route)
+    return await _decide(router, req, md, me, publish_route, stats)
+
+
+class RequestHandler:
+    """An ``on_request`` handler (see :func:`request_handler`) that counts its answers."""
+
+    __slots__ = ("_agent_name", "_max_bytes", "_metadata_from", "_publish", "_router", "stats")
+
+    def __init__(
+        self,
+        router: MetadataRouter,
+        agent_name: str | None,
+        metadata_from: MetadataSource,
+        max_bytes: int,
+        publish_route: bool,
+    ) -> None:
+        self._router = router
+        self._agent_name = agent_name
+        self._metadata_from = metadata_from
+        self._max_bytes = max_bytes
+        self._publish = publish_route
+        self.stats = RequestStats()
+        """What this handler answered so far."""
+
+    async def __call__(self, req: JobRequest) -> None:
+        """Answer ``req`` (see :func:`route_job_request`)."""
+        await route_job_request(
+            self._router,
+            req,
+            agent_name=self._agent_name,
+            metadata_from=self._metadata_from,
+            max_bytes=self._max_bytes,
+            publish_route=self._publish,
+            stats=self.stats,
+        )
 
 
 def request_handler(
@@ -198,26 +276,16 @@ def request_handler(
     metadata_from: MetadataSource = "job",
     max_bytes: int = DEFAULT_MAX_METADATA_BYTES,
     publish_route: bool = False,
-) -> Callable[[JobRequest], Awaitable[None]]:
+) -> RequestHandler:
     """A ready ``on_request`` handler for ``AgentServer.rtc_session(on_request=...)``.
 
-    See :func:`route_job_request` for the decision and the arguments.
+    See :func:`route_job_request` for the decision and the arguments; the
+    handler's ``stats`` (:class:`RequestStats`) count its answers.
     """
     if agent_name is not None and (not isinstance(agent_name, str) or not agent_name):
         raise ValueError("agent_name must be a non-empty string or None")
     _check_source(metadata_from)
-
-    async def on_request(req: JobRequest) -> None:
-        await route_job_request(
-            router,
-            req,
-            agent_name=agent_name,
-            metadata_from=metadata_from,
-            max_bytes=max_bytes,
-            publish_route=publish_route,
-        )
-
-    return on_request
+    return RequestHandler(router, agent_name, metadata_from, max_bytes, publish_route)
 
 
 # --------------------------------------------------------------------------- entrypoint
