@@ -39,10 +39,11 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from livekit import rtc
 from livekit.agents import Agent, AgentServer, AgentSession, JobContext, cli, room_io
 
 from livekit.plugins.metadata.agent.adapter import MetadataAdapter
@@ -144,6 +145,33 @@ def route_attributes(route: Route) -> dict[str, str]:
     return {"route": route.agent, "route.rule": route.label}
 
 
+def latest_publisher(participant: rtc.LocalParticipant) -> Callable[[dict[str, str]], None]:
+    """``publish(attributes)`` for ``participant``, returning at once (newest wins).
+
+    One ``set_attributes`` runs at a time in the background and only the newest waiting
+    attributes follow it, so a slow acknowledgement never holds up ``on_change`` (and with
+    it the adapter's later updates), and the last published route is the last decision.
+    """
+    waiting: list[dict[str, str]] = []
+    task: asyncio.Task[None] | None = None
+
+    async def drain() -> None:
+        while waiting:
+            attributes = waiting.pop()
+            try:
+                await participant.set_attributes(attributes)
+            except Exception as exc:  # e.g. the room closed: the next decision retries
+                logger.warning("publishing the route failed (%s)", type(exc).__name__)
+
+    def publish(attributes: dict[str, str]) -> None:
+        nonlocal task
+        waiting[:] = [attributes]
+        if task is None or task.done():  # a running drain picks the newest up itself
+            task = asyncio.create_task(drain())
+
+    return publish
+
+
 def _session_kwargs() -> dict[str, Any]:
     models = {
         "llm": os.environ.get("LK_DEMO_LLM"),
@@ -192,6 +220,7 @@ async def entrypoint(ctx: JobContext) -> None:
     sessions = _sessions()
     ctx.add_shutdown_callback(sessions.aclose)
     adapter = MetadataAdapter(sessions)
+    publish = latest_publisher(ctx.room.local_participant)
 
     async def on_change(identity: str) -> None:
         # Run by the adapter after each applied update, in order: none is missed,
@@ -200,7 +229,7 @@ async def entrypoint(ctx: JobContext) -> None:
         metadata = (await handle.route_input()).metadata
         if session is not None and AGENTS.reroute(session, metadata):
             new_route = ROUTER.route(metadata)
-            await ctx.room.local_participant.set_attributes(route_attributes(new_route))
+            publish(route_attributes(new_route))  # never waits for the acknowledgement
             logger.info(
                 "job %s: re-routed to %r by %s", ctx.job.id, new_route.agent, new_route.label
             )
@@ -218,7 +247,7 @@ async def entrypoint(ctx: JobContext) -> None:
         room_options=room_io.RoomOptions(audio_input=speech, audio_output=speech),
     )
     started.set()
-    await ctx.room.local_participant.set_attributes(route_attributes(route))
+    publish(route_attributes(route))
     # An update that arrived while the session started is handled now, in order.
     await on_change("")
 
