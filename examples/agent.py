@@ -145,8 +145,8 @@ def route_attributes(route: Route) -> dict[str, str]:
     return {"route": route.agent, "route.rule": route.label}
 
 
-def latest_publisher(participant: rtc.LocalParticipant) -> Callable[[dict[str, str]], None]:
-    """``publish(attributes)`` for ``participant``, returning at once (newest wins).
+def latest_publisher(room: rtc.Room) -> Callable[[dict[str, str]], None]:
+    """``publish(attributes)`` for the room's local participant, returning at once (newest wins).
 
     One ``set_attributes`` runs at a time in the background and only the newest waiting
     attributes follow it, so a slow acknowledgement never holds up ``on_change`` (and with
@@ -159,7 +159,7 @@ def latest_publisher(participant: rtc.LocalParticipant) -> Callable[[dict[str, s
         while waiting:
             attributes = waiting.pop()
             try:
-                await participant.set_attributes(attributes)
+                await room.local_participant.set_attributes(attributes)
             except Exception as exc:  # e.g. the room closed: the next decision retries
                 logger.warning("publishing the route failed (%s)", type(exc).__name__)
 
@@ -220,7 +220,7 @@ async def entrypoint(ctx: JobContext) -> None:
     sessions = _sessions()
     ctx.add_shutdown_callback(sessions.aclose)
     adapter = MetadataAdapter(sessions)
-    publish = latest_publisher(ctx.room.local_participant)
+    publish = latest_publisher(ctx.room)
 
     async def on_change(identity: str) -> None:
         # Run by the adapter after each applied update, in order: none is missed,

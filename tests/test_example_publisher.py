@@ -58,6 +58,13 @@ async def settle() -> None:
         await asyncio.sleep(0)
 
 
+class Room:
+    """A stand-in for ``rtc.Room``: only its local participant is used."""
+
+    def __init__(self, participant: SlowParticipant) -> None:
+        self.local_participant = participant
+
+
 def route(agent: str) -> dict[str, str]:
     return {"route": agent, "route.rule": agent}
 
@@ -66,7 +73,7 @@ async def test_publishing_returns_before_the_acknowledgement_and_the_newest_wins
     example: ModuleType,
 ) -> None:
     participant = SlowParticipant()
-    publish = example.latest_publisher(participant)
+    publish = example.latest_publisher(Room(participant))
     publish(route("support"))
     await settle()
     assert participant.started == [route("support")]  # in flight, not acknowledged
@@ -85,7 +92,7 @@ async def test_a_failed_publish_is_logged_and_the_next_one_still_runs(
     participant = SlowParticipant()
     participant.fail_next = True
     participant.release.set()
-    publish = example.latest_publisher(participant)
+    publish = example.latest_publisher(Room(participant))
     with caplog.at_level(logging.WARNING, logger="router-demo"):
         publish(route("support"))
         await settle()
