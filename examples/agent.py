@@ -42,10 +42,11 @@ import asyncio
 import logging
 import os
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
+from livekit import rtc
 from livekit.agents import Agent, AgentServer, AgentSession, JobContext, cli, room_io
 
 from livekit.plugins.metadata.agent.adapter import MetadataAdapter
@@ -151,6 +152,33 @@ def route_attributes(route: Route) -> dict[str, str]:
     return {"route": route.agent, "route.rule": route.label}
 
 
+def latest_publisher(room: rtc.Room) -> Callable[[dict[str, str]], None]:
+    """``publish(attributes)`` for the room's local participant, returning at once (newest wins).
+
+    One ``set_attributes`` runs at a time in the background and only the newest waiting
+    attributes follow it, so a slow acknowledgement never holds up ``on_change`` (and with
+    it the adapter's later updates), and the last published route is the last decision.
+    """
+    waiting: list[dict[str, str]] = []
+    task: asyncio.Task[None] | None = None
+
+    async def drain() -> None:
+        while waiting:
+            attributes = waiting.pop()
+            try:
+                await room.local_participant.set_attributes(attributes)
+            except Exception as exc:  # e.g. the room closed: the next decision retries
+                logger.warning("publishing the route failed (%s)", type(exc).__name__)
+
+    def publish(attributes: dict[str, str]) -> None:
+        nonlocal task
+        waiting[:] = [attributes]
+        if task is None or task.done():  # a running drain picks the newest up itself
+            task = asyncio.create_task(drain())
+
+    return publish
+
+
 def _session_kwargs() -> dict[str, Any]:
     models = {
         "llm": os.environ.get("LK_DEMO_LLM"),
@@ -199,17 +227,20 @@ async def entrypoint(ctx: JobContext) -> None:
     sessions = _sessions()
     ctx.add_shutdown_callback(sessions.aclose)
     adapter = MetadataAdapter(sessions)
+    publish = latest_publisher(ctx.room)
 
     async def on_change(identity: str) -> None:
-        # Run by the adapter after each applied update, in order: none is missed,
-        # even one that arrives before the session below has started.
+        # Run by the adapter, in a task of its own, for the latest state of the caller:
+        # updates that arrive while it runs fold into one more call, so a flood costs
+        # one re-route per settled state; none is missed, even one that arrives
+        # before the session below has started.
         await started.wait()
         caller = await handle.route_input()
         if session is not None and AGENTS.reroute(
             session, caller.metadata, attributes=caller.attributes
         ):
             new_route = ROUTER.route(caller.metadata, attributes=caller.attributes)
-            await ctx.room.local_participant.set_attributes(route_attributes(new_route))
+            publish(route_attributes(new_route))  # never waits for the acknowledgement
             logger.info(
                 "job %s: re-routed to %r by %s", ctx.job.id, new_route.agent, new_route.label
             )
@@ -228,7 +259,7 @@ async def entrypoint(ctx: JobContext) -> None:
         room_options=room_io.RoomOptions(audio_input=speech, audio_output=speech),
     )
     started.set()
-    await ctx.room.local_participant.set_attributes(route_attributes(route))
+    publish(route_attributes(route))
     # An update that arrived while the session started is handled now, in order.
     await on_change("")
 

@@ -2,7 +2,11 @@
 
 A worker uses one rule set twice. In ``on_request`` (:func:`request_handler`) it
 accepts the jobs whose metadata routes to it and rejects the others with
-``terminate=False``, so LiveKit offers them to another worker. In the entrypoint
+``terminate=False``, so LiveKit offers them to another worker. Invalid job
+metadata (not JSON, not an object, too large or too deep) is handled like
+invalid participant metadata: logged without values, counted, and routed as
+empty metadata (the default agent, unless a rule matches ``{}``), so the worker
+of that route still takes the job and the caller gets an answer. In the entrypoint
 (:func:`select`, :class:`AgentFactoryMap`) it builds the ``Agent`` class the
 route names, and :func:`reroute` hands a running session to another Agent when
 its metadata changes.
@@ -23,7 +27,8 @@ from __future__ import annotations
 
 import contextlib
 import weakref
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Union
 
 from .._util import keys_for_log
@@ -34,12 +39,20 @@ from ..routing.route import Route
 from ..routing.router import MetadataRouter
 
 if TYPE_CHECKING:
-    from livekit.agents import Agent, AgentSession, JobRequest
+    from livekit.agents import (
+        Agent,
+        AgentSession,
+        CloseEvent,
+        ConversationItemAddedEvent,
+        JobRequest,
+    )
 
 __all__ = [
     "AgentFactory",
     "AgentFactoryMap",
     "MetadataSource",
+    "RequestHandler",
+    "RequestStats",
     "Selection",
     "request_handler",
     "reroute",
@@ -72,10 +85,35 @@ def _check_source(metadata_from: Any) -> None:
         raise ValueError("metadata_from must be 'job', 'room' or a callable")
 
 
+@dataclass
+class RequestStats:
+    """Counters of the answers given to job requests (one per request).
+
+    Attributes:
+        accepted: Jobs accepted by this worker.
+        rejected: Jobs rejected with ``terminate=False`` (another worker's route, a
+            ``reject`` rule, or no match without a default).
+        invalid: Jobs whose metadata was invalid and was routed as empty metadata
+            (also counted as accepted or rejected).
+    """
+
+    accepted: int = 0
+    rejected: int = 0
+    invalid: int = 0
+
+
+def _raw_size(raw: Any) -> int | None:
+    if isinstance(raw, str):
+        return len(raw.encode("utf-8", "surrogatepass"))
+    if isinstance(raw, (bytes, bytearray)):
+        return len(raw)
+    return None
+
+
 def _request_metadata(
-    req: JobRequest, metadata_from: MetadataSource, max_bytes: int
-) -> dict[str, Any] | None:
-    """The job request's metadata, or ``None`` (logged) when it cannot be read."""
+    req: JobRequest, metadata_from: MetadataSource, max_bytes: int, stats: RequestStats
+) -> dict[str, Any]:
+    """The job request's metadata; ``{}`` (logged and counted) when it cannot be read."""
     raw: Any = None
     try:
         if metadata_from == "job":
@@ -86,24 +124,33 @@ def _request_metadata(
             raw = metadata_from(req)
         return dict(raw) if isinstance(raw, Mapping) else parse_metadata(raw, max_bytes=max_bytes)
     except MetadataError as exc:
-        size = len(raw.encode("utf-8", "replace")) if isinstance(raw, str) else None
-        logger.warning(
-            "job %s: rejecting (terminate=False): invalid metadata (%s, %s bytes)",
-            req.id,
-            type(exc).__name__,
-            size,
-        )
+        what = f"invalid metadata ({type(exc).__name__}, {_raw_size(raw)} bytes)"
     except Exception as exc:
-        logger.warning(
-            "job %s: rejecting (terminate=False): metadata_from failed (%s)",
-            req.id,
-            type(exc).__name__,
-        )
-    return None
+        what = f"metadata_from failed ({type(exc).__name__})"
+    stats.invalid += 1
+    logger.warning("job %s: %s; routing it as empty metadata", req.id, what)
+    return {}
+
+
+async def _accept(
+    req: JobRequest, stats: RequestStats, attributes: dict[str, str] | None = None
+) -> None:
+    stats.accepted += 1
+    await req.accept(attributes=attributes)
+
+
+async def _reject(req: JobRequest, stats: RequestStats) -> None:
+    stats.rejected += 1
+    await req.reject(terminate=False)
 
 
 async def _decide(
-    router: MetadataRouter, req: JobRequest, md: dict[str, Any], me: str, publish: bool
+    router: MetadataRouter,
+    req: JobRequest,
+    md: dict[str, Any],
+    me: str,
+    publish: bool,
+    stats: RequestStats,
 ) -> Route | None:
     pending = router.pending_agent_names(md)
     if pending is not None:
@@ -111,10 +158,10 @@ async def _decide(
         # only exist once the caller joins: accept if it may be ours (module doc).
         if me in pending:
             logger.info("job %s: accepting: the route depends on participant attributes", req.id)
-            await req.accept()
+            await _accept(req, stats)
         else:
             logger.info("job %s: rejecting (terminate=False): no possible route is ours", req.id)
-            await req.reject(terminate=False)
+            await _reject(req, stats)
         return None
     try:
         route = router.route(md)
@@ -124,7 +171,7 @@ async def _decide(
             req.id,
             keys_for_log(sorted(md)),
         )
-        await req.reject(terminate=False)
+        await _reject(req, stats)
         return None
     if route.rejected or route.agent_name != me:
         logger.info(
@@ -134,11 +181,11 @@ async def _decide(
             route.label,
             me,
         )
-        await req.reject(terminate=False)
+        await _reject(req, stats)
         return None
     attrs = {"route": route.agent, "route.rule": route.label} if publish else None
     logger.info("job %s: accepting: agent %r by %s", req.id, route.agent, route.label)
-    await req.accept(attributes=attrs)
+    await _accept(req, stats, attrs)
     return route
 
 
@@ -150,17 +197,21 @@ async def route_job_request(
     metadata_from: MetadataSource = "job",
     max_bytes: int = DEFAULT_MAX_METADATA_BYTES,
     publish_route: bool = False,
+    stats: RequestStats | None = None,
 ) -> Route | None:
     """Answer a job request: accept it if its metadata routes to this worker.
 
     The job is accepted when the route's ``agent_name`` equals ``agent_name``
     (default: the name the job was dispatched to, ``req.agent_name``, i.e. this
-    worker's registered name). Otherwise, and for invalid metadata, no match or
-    a ``reject`` route, it is rejected with ``terminate=False`` so the server can
-    offer it to another worker. When the route depends on participant attributes
-    (``when_attributes``), the job is accepted if it may route here, and the
-    entrypoint decides (see the module docstring). Logs carry the job id, keys
-    and sizes only.
+    worker's registered name). Otherwise (another worker's route, no match
+    without a default, a ``reject`` route) it is rejected with
+    ``terminate=False`` so the server can offer it to another worker. Invalid
+    metadata, or a ``metadata_from`` callable that fails, is logged, counted
+    (``stats.invalid``) and routed as empty metadata, so the job still reaches
+    the default agent's worker instead of being turned away by every worker.
+    When the route depends on participant attributes (``when_attributes``), the
+    job is accepted if it may route here, and the entrypoint decides (see the
+    module docstring). Logs carry the job id, keys and sizes only.
 
     Args:
         router: The rules.
@@ -171,18 +222,51 @@ async def route_job_request(
         max_bytes: Size limit for the metadata string.
         publish_route: Accept with agent-participant attributes ``route`` and
             ``route.rule`` set to the decision.
+        stats: Counters to update (see :class:`RequestStats`).
 
     Returns:
         The route if the job was accepted with a decision; ``None`` if it was
         rejected, or accepted while the route waits for participant attributes.
     """
     _check_source(metadata_from)
-    md = _request_metadata(req, metadata_from, max_bytes)
-    if md is None:
-        await req.reject(terminate=False)
-        return None
+    stats = stats if stats is not None else RequestStats()
+    md = _request_metadata(req, metadata_from, max_bytes, stats)
     me = agent_name if agent_name is not None else req.agent_name
-    return await _decide(router, req, md, me, publish_route)
+    return await _decide(router, req, md, me, publish_route, stats)
+
+
+class RequestHandler:
+    """An ``on_request`` handler (see :func:`request_handler`) that counts its answers."""
+
+    __slots__ = ("_agent_name", "_max_bytes", "_metadata_from", "_publish", "_router", "stats")
+
+    def __init__(
+        self,
+        router: MetadataRouter,
+        agent_name: str | None,
+        metadata_from: MetadataSource,
+        max_bytes: int,
+        publish_route: bool,
+    ) -> None:
+        self._router = router
+        self._agent_name = agent_name
+        self._metadata_from = metadata_from
+        self._max_bytes = max_bytes
+        self._publish = publish_route
+        self.stats = RequestStats()
+        """What this handler answered so far."""
+
+    async def __call__(self, req: JobRequest) -> None:
+        """Answer ``req`` (see :func:`route_job_request`)."""
+        await route_job_request(
+            self._router,
+            req,
+            agent_name=self._agent_name,
+            metadata_from=self._metadata_from,
+            max_bytes=self._max_bytes,
+            publish_route=self._publish,
+            stats=self.stats,
+        )
 
 
 def request_handler(
@@ -192,26 +276,16 @@ def request_handler(
     metadata_from: MetadataSource = "job",
     max_bytes: int = DEFAULT_MAX_METADATA_BYTES,
     publish_route: bool = False,
-) -> Callable[[JobRequest], Awaitable[None]]:
+) -> RequestHandler:
     """A ready ``on_request`` handler for ``AgentServer.rtc_session(on_request=...)``.
 
-    See :func:`route_job_request` for the decision and the arguments.
+    See :func:`route_job_request` for the decision and the arguments; the
+    handler's ``stats`` (:class:`RequestStats`) count its answers.
     """
     if agent_name is not None and (not isinstance(agent_name, str) or not agent_name):
         raise ValueError("agent_name must be a non-empty string or None")
     _check_source(metadata_from)
-
-    async def on_request(req: JobRequest) -> None:
-        await route_job_request(
-            router,
-            req,
-            agent_name=agent_name,
-            metadata_from=metadata_from,
-            max_bytes=max_bytes,
-            publish_route=publish_route,
-        )
-
-    return on_request
+    return RequestHandler(router, agent_name, metadata_from, max_bytes, publish_route)
 
 
 # --------------------------------------------------------------------------- entrypoint
@@ -390,6 +464,84 @@ class AgentFactoryMap:
         return reroute(session, self._router, self._factories, metadata, attributes=attributes)
 
 
+class _Handoffs:
+    """What :func:`reroute` asked of one session: the handoff in flight and the newest after it.
+
+    ``session.current_agent`` is not the agent a session will end up running: livekit-agents
+    runs handoffs one after another, and while one runs it reports that one's agent even when
+    a later one is queued. So reroute decides against its own record instead: the agent of the
+    handoff in flight (at most one), or the newest wanted after it (which replaces any older
+    wanted one), or, with none of its handoffs pending, the session's current agent.
+    """
+
+    __slots__ = ("inflight", "inflight_route", "pending", "pending_route")
+
+    def __init__(self) -> None:
+        self.inflight: Agent | None = None
+        self.inflight_route: Route | None = None
+        self.pending: Agent | None = None
+        self.pending_route: Route | None = None
+
+    def target(self) -> Route | None:
+        """The route of the agent the session will end up running, if one of ours is pending."""
+        return self.pending_route or self.inflight_route
+
+    def clear(self) -> None:
+        self.inflight = self.inflight_route = self.pending = self.pending_route = None
+
+
+_HANDOFFS: weakref.WeakKeyDictionary[Any, _Handoffs] = weakref.WeakKeyDictionary()
+
+
+def _handoffs(session: AgentSession[Any]) -> _Handoffs:
+    """The session's handoff record, created (with its event listeners) on first use."""
+    st = _HANDOFFS.get(session)
+    if st is not None:
+        return st
+    from livekit.agents import AgentHandoff
+
+    st = _HANDOFFS[session] = _Handoffs()
+    ref = weakref.ref(session)  # the listeners must not keep the session alive
+
+    def on_item(ev: ConversationItemAddedEvent) -> None:
+        # A handoff took effect: the session now runs its new agent. If it is the one in
+        # flight, start the newest wanted one, if any (livekit-agents runs handoffs in order).
+        item = ev.item
+        if not isinstance(item, AgentHandoff) or st.inflight is None:
+            return
+        if item.new_agent_id != st.inflight.id:
+            return
+        st.inflight = st.inflight_route = None
+        agent, route, st.pending, st.pending_route = st.pending, st.pending_route, None, None
+        sess = ref()
+        if agent is not None and route is not None and sess is not None:
+            _hand_off(sess, st, agent, route)
+
+    def on_close(_: CloseEvent) -> None:
+        st.clear()
+
+    session.on("conversation_item_added", on_item)
+    session.on("close", on_close)
+    return st
+
+
+def _hand_off(session: AgentSession[Any], st: _Handoffs, agent: Agent, route: Route) -> None:
+    logger.info("reroute: handing off to agent %r (%s)", route.agent, route.label)
+    st.inflight, st.inflight_route = agent, route
+    try:
+        session.update_agent(agent)
+    except Exception as exc:  # runs inside a livekit-agents event callback too
+        st.inflight = st.inflight_route = None
+        logger.warning("reroute: handoff to agent %r failed (%s)", route.agent, type(exc).__name__)
+
+
+def _same_agent(route: Route, factory: AgentFactory, current: Agent) -> bool:
+    current_route = route_of(current)
+    if current_route is not None:
+        return current_route.agent == route.agent
+    return isinstance(factory, type) and type(current) is factory
+
+
 def reroute(
     session: AgentSession[Any],
     router: MetadataRouter,
@@ -400,13 +552,19 @@ def reroute(
 ) -> bool:
     """Re-route a running session after its metadata (or attributes) changed.
 
-    If the new route names a different agent than the session's current one,
-    build the new Agent and hand off with ``session.update_agent``. Invalid
-    routing (no match, ``reject``, an agent without a factory) keeps the current
-    agent and is logged (keys and rule names only).
+    The new route is compared with the agent the session will end up running:
+    the last handoff this function requested (while it is still pending), else
+    the session's current agent. If they differ, the new Agent is built and the
+    session handed to it with ``session.update_agent``. At most one handoff is
+    in flight per session: a route wanted while one runs waits, replacing any
+    older waiting one, and starts when the running handoff takes effect, so the
+    session always converges to the latest route however fast updates come.
+    Invalid routing (no match, ``reject``, an agent without a factory) keeps
+    that agent and is logged (keys and rule names only).
 
     Returns:
-        True if the session was handed to a new Agent.
+        True if the agent the session will end up running changed (now, or once
+        the handoff in flight takes effect).
     """
     try:
         route = router.route(metadata, attributes=attributes)
@@ -420,15 +578,22 @@ def reroute(
             "reject" if route.rejected else repr(route.agent),
         )
         return False
-    current = session.current_agent
-    current_route = route_of(current)
+    current = session.current_agent  # raises RuntimeError before the session has an agent
+    st = _handoffs(session)
     factory = factories[route.agent]
-    if current_route is not None:
-        if current_route.agent == route.agent:
+    if st.inflight is None:
+        if _same_agent(route, factory, current):
             return False
-    elif isinstance(factory, type) and type(current) is factory:
+        _hand_off(session, st, _build_agent(factory, route), route)
+        return True
+    target = st.target()
+    if target is not None and target.agent == route.agent:
         return False
-    agent = _build_agent(factory, route)
-    logger.info("reroute: handing off to agent %r (%s)", route.agent, route.label)
-    session.update_agent(agent)
+    if st.inflight_route is not None and st.inflight_route.agent == route.agent:
+        # Back to the agent in flight: drop the waiting one.
+        logger.info("reroute: agent %r is already on its way (%s)", route.agent, route.label)
+        st.pending = st.pending_route = None
+        return True
+    logger.info("reroute: agent %r (%s) waits for the handoff in flight", route.agent, route.label)
+    st.pending, st.pending_route = _build_agent(factory, route), route
     return True

@@ -85,7 +85,7 @@ when called: routing sits below the agent wing and must import without
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -102,7 +102,7 @@ from .rules import RuleSet, Target, compile_rules, load_rules, rules_from_config
 if TYPE_CHECKING:
     from livekit.agents import JobRequest
 
-    from ..agent.selection import AgentFactory, MetadataSource, Selection
+    from ..agent.selection import AgentFactory, MetadataSource, RequestHandler, Selection
 
 # Route and its trace types are re-exported: the router returns them, and code has
 # imported them from here since the router was one module.
@@ -451,8 +451,12 @@ class MetadataRouter:
         metadata_from: MetadataSource = "job",
         max_bytes: int = DEFAULT_MAX_METADATA_BYTES,
         publish_route: bool = False,
-    ) -> Callable[[JobRequest], Awaitable[None]]:
+    ) -> RequestHandler:
         """A ready ``on_request`` handler (see :func:`~..agent.selection.request_handler`).
+
+        Invalid job metadata is routed as empty metadata (the default agent), so
+        the job is rejected only when its route is another worker's; the handler's
+        ``stats`` count accepted, rejected and invalid requests.
 
         Example::
 
