@@ -213,3 +213,35 @@ def test_flood_rate_is_validated() -> None:
     for bad in (0, -1, float("nan"), float("inf"), True, "20"):
         with pytest.raises(ValueError, match="flood_rate"):
             MetadataAdapter(SessionManager(), flood_rate=bad)  # type: ignore[arg-type]
+
+
+async def test_a_paced_flood_costs_a_handful_of_calls_and_ends_on_the_final_state() -> None:
+    """Updates 5 ms apart (slower than a fast on_change): still not one call per update."""
+    room = Room()
+    ada = Participant("ada", metadata='{"n": -1}')
+    room.join(ada)
+    calls: list[Any] = []
+    with fake_job_context(room=room) as ctx:
+        handle_box: list[Any] = []
+
+        async def on_change(identity: str) -> None:
+            calls.append((await handle_box[0].participant_metadata(identity))["n"])
+
+        adapter = MetadataAdapter(SessionManager(), settle=0.05)
+        handle = await adapter.attach(ctx, ada, on_change=on_change)  # type: ignore[arg-type]
+        handle_box.append(handle)
+        for n in range(200):
+            room.change_metadata(ada, orjson.dumps({"n": n}).decode())
+            await asyncio.sleep(0.005)
+        await handle.wait_idle()
+        assert calls[0] == 0  # the first change after a quiet spell: at once
+        assert calls[-1] == 199  # the final state
+        # ~1 s of flood, settle 0.05 s: a call at most every 8 x settle while it lasts
+        assert len(calls) <= 8, calls
+        await shutdown(ctx)
+
+
+def test_settle_is_validated() -> None:
+    for bad in (-1, float("nan"), 60, True, "0.2"):
+        with pytest.raises(ValueError, match="settle"):
+            MetadataAdapter(SessionManager(), settle=bad)  # type: ignore[arg-type]

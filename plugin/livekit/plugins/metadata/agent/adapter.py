@@ -227,7 +227,12 @@ class SessionHandle:
         self._pending: dict[str, list[tuple[str, Any, Any]]] = {}
         self._retries: set[asyncio.Task[None]] = set()
         # on_change: participants changed since their last call (an ordered set).
-        self._dirty: dict[str, None] = {}
+        # on_change: when each changed participant's call is due, when the first change
+        # still waiting for it came, and when its last call started.
+        self._dirty: dict[str, float] = {}
+        self._first_change: dict[str, float] = {}
+        self._last_call: dict[str, float] = {}
+        self._wake = asyncio.Event()
         self._notifier: asyncio.Task[None] | None = None
         self._notifying = False
         self._idle = asyncio.Event()
@@ -510,6 +515,8 @@ class SessionHandle:
         self._views.pop(identity, None)
         self._pending.pop(identity, None)
         self._dirty.pop(identity, None)
+        self._first_change.pop(identity, None)
+        self._last_call.pop(identity, None)
         self._flood.pop(identity, None)
         self._flooding.discard(identity)
         if self._adapter._track_all:
@@ -672,25 +679,48 @@ class SessionHandle:
     # -- on_change: once per settled state, never blocking the adapter -------------------------
 
     def _mark(self, identity: str) -> None:
-        """Ask for ``on_change(identity)``; changes while it is pending fold into one call."""
+        """Ask for ``on_change(identity)`` once the participant's state has settled.
+
+        The first change after a quiet ``settle`` interval is delivered at once (no
+        added latency when updates are rare); changes that follow within ``settle``
+        fold into one call, made when the participant has been quiet for ``settle``
+        seconds, or at the latest ``8 * settle`` after the first change still waiting,
+        so a flood that never pauses still moves on. The call reads the latest state.
+        """
         if self._on_change is None or self._closed:
             return
-        if identity in self._dirty:
+        now = time.monotonic()
+        settle = self._adapter._settle
+        due = self._dirty.get(identity)
+        if due is None:
+            self._first_change[identity] = now
+            last = self._last_call.get(identity)
+            quiet = last is None or now - last >= settle
+            self._dirty[identity] = now if quiet else now + settle
+        else:
             self._adapter.stats.coalesced += 1
-            return
-        self._dirty[identity] = None
+            if due > now:  # not yet due: wait for quiet, bounded by the first change's age
+                self._dirty[identity] = min(now + settle, self._first_change[identity] + 8 * settle)
+        self._wake.set()
         if self._notifier is None or self._notifier.done():
             self._notifier = asyncio.create_task(
                 self._notify_all(), name=f"metadata-adapter:on_change:{self._id}"
             )
 
     async def _notify_all(self) -> None:
-        """Run ``on_change`` for every changed participant, the latest state each time."""
+        """Run ``on_change`` for every participant whose change is due, the latest state."""
         callback = self._on_change
         try:
             while self._dirty and callback is not None and not self._closed:
-                identity = next(iter(self._dirty))
+                identity, due = min(self._dirty.items(), key=lambda item: item[1])
+                wait = due - time.monotonic()
+                if wait > 0:
+                    self._wake.clear()
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(self._wake.wait(), wait)
+                    continue
                 del self._dirty[identity]
+                self._last_call[identity] = time.monotonic()
                 self._notifying = True
                 try:
                     await callback(identity)
@@ -1226,6 +1256,12 @@ class MetadataAdapter:
         flood_rate: Updates per second per participant above which the adapter
             logs, once per participant, that it is flooded (every update is still
             applied; ``on_change`` runs for the latest state only).
+        settle: Seconds a participant must be quiet for its changes to count as
+            settled: the first change after a quiet spell reaches ``on_change`` at
+            once; changes within ``settle`` of each other fold into one call, made
+            ``settle`` seconds after the last of them (at the latest ``8 * settle``
+            after the first), so a flood costs a handful of re-routes. ``0`` calls
+            ``on_change`` as soon as the previous call returns.
 
     Raises:
         ValueError: An option is out of range.
@@ -1250,6 +1286,7 @@ class MetadataAdapter:
         route_on: RouteOn = "first",
         track: Track = "first",
         flood_rate: float = 20.0,
+        settle: float = 0.25,
     ) -> None:
         if on_invalid not in ("log", "raise"):
             raise ValueError("on_invalid must be 'log' or 'raise'")
@@ -1272,6 +1309,8 @@ class MetadataAdapter:
         for name, value in (("max_bytes", max_bytes), ("max_attribute_bytes", max_attribute_bytes)):
             if type(value) is not int or value < 2:
                 raise ValueError(f"{name} must be an int >= 2")
+        if isinstance(settle, bool) or not isinstance(settle, (int, float)) or not 0 <= settle < 60:
+            raise ValueError("settle must be a number of seconds in [0, 60)")
         if isinstance(flood_rate, bool) or not isinstance(flood_rate, (int, float)):
             raise ValueError("flood_rate must be a number of updates per second > 0")
         if not 0 < flood_rate < float("inf"):
@@ -1300,6 +1339,7 @@ class MetadataAdapter:
         self._route_on = route_on
         self._track_all = track == "all"
         self._flood_rate = float(flood_rate)
+        self._settle = float(settle)
         self._handles: weakref.WeakKeyDictionary[JobContext, SessionHandle] = (
             weakref.WeakKeyDictionary()
         )
@@ -1392,12 +1432,15 @@ class MetadataAdapter:
             participant: The caller; default: the first participant of one of
                 ``participant_kinds`` (``ctx.wait_for_participant``).
             wait_timeout: Seconds to wait for that participant (default: no limit).
-            on_change: ``async (identity) -> None``, awaited after every update of
-                a tracked participant (metadata, attributes, reconnect, a new
-                caller with ``track="all"``) has been applied, in order, from the
-                adapter's own worker. It is installed before any room event is
-                queued, so no update that arrives after ``attach`` returns is
-                missed; re-route from here. The first snapshot does not call it.
+            on_change: ``async (identity) -> None``, run in a task of its own once
+                a tracked participant's change (metadata, attributes, reconnect, a
+                new caller with ``track="all"``, a token session read after a store
+                outage) has been applied and has settled (``settle``); it reads the
+                latest state, and changes made while it runs fold into one more
+                call, so it never holds up the updates that follow. It is installed
+                before any room event arrives, so no update after ``attach``
+                returns is missed; re-route from here. The first view does not
+                call it.
 
         Returns:
             The session handle; the caller's current metadata and attributes
