@@ -28,7 +28,18 @@ from ._harness import Table, format_table
 
 __all__ = ["SUITES", "default_out", "machine_facts", "main"]
 
-SUITES = ["session", "codec", "issuer", "router", "redis", "server", "workers", "e2e", "cli"]
+SUITES = [
+    "session",
+    "codec",
+    "issuer",
+    "router",
+    "redis",
+    "server",
+    "workers",
+    "e2e",
+    "agent",
+    "cli",
+]
 """Benchmark modules, ``bench/bench_<name>.py``, each exposing ``run(quick) -> list[Table]``."""
 
 _PACKAGES = [
