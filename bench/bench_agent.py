@@ -322,11 +322,9 @@ def _workers(server: Any, redis_url: str, log_dir: Path) -> Iterator[dict[str, i
     from tests.fixtures.e2e import REPO, worker_process
 
     launcher = str(REPO / "bench" / "agent_worker.py")
-    files = {
-        "bare": str(REPO / "bench" / "bare_agent.py"),
-        "memory": str(REPO / "examples" / "agent.py"),
-        "redis": str(REPO / "examples" / "agent.py"),
-    }
+    # BENCH_AGENT_EXAMPLE: another worker file to compare (e.g. an older examples/agent.py)
+    example = os.environ.get("BENCH_AGENT_EXAMPLE") or str(REPO / "examples" / "agent.py")
+    files = {"bare": str(REPO / "bench" / "bare_agent.py"), "memory": example, "redis": example}
     with contextlib.ExitStack() as stack:
         started = {
             case: stack.enter_context(
