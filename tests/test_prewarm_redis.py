@@ -50,6 +50,7 @@ def test_prepared_client_serves_one_job_loop_and_a_second_job_gets_its_own(
     first, seen_first = asyncio.run(job("first"))
     second, seen_second = asyncio.run(job("second"))
     assert first is prepared
-    assert second is not first and second.store is not first.store
+    assert second is not first
+    assert second.store is not first.store
     assert seen_first == {"first": True}
     assert seen_second == {"first": True, "second": True}  # the same Redis, another client
