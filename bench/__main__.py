@@ -37,6 +37,7 @@ SUITES = [
     "server",
     "workers",
     "e2e",
+    "agent",
     "cli",
     "views",
 ]

@@ -47,14 +47,13 @@ from pathlib import Path
 from typing import Any
 
 from livekit import rtc
-from livekit.agents import Agent, AgentServer, AgentSession, JobContext, cli, room_io
+from livekit.agents import Agent, AgentServer, AgentSession, JobContext, JobProcess, cli, room_io
 
 from livekit.plugins.metadata.agent.adapter import MetadataAdapter
+from livekit.plugins.metadata.agent.prewarm import job_sessions, preload_modules, prepare_process
 from livekit.plugins.metadata.agent.selection import AgentFactoryMap
 from livekit.plugins.metadata.routing.route import Route
 from livekit.plugins.metadata.routing.router import MetadataRouter
-from livekit.plugins.metadata.sessions.manager import SessionManager
-from livekit.plugins.metadata.sessions.redis import RedisStore
 
 logger = logging.getLogger("router-demo")
 
@@ -202,7 +201,25 @@ def job_load(worker: AgentServer) -> float:
     return min(len(worker.active_jobs) / max(MAX_JOBS, 1), 1.0)
 
 
-server = AgentServer(load_fnc=job_load)
+REDIS_URL = os.environ.get("REDIS_URL", "")
+
+
+def prewarm(proc: JobProcess) -> None:
+    """Once per job process, before it is offered a job: the sessions and their store.
+
+    ``REDIS_URL`` set: one Redis client per process, shared with the token endpoint,
+    so the agent also reads each caller's private keys; unset: this process's memory.
+    """
+    prepare_process(proc, redis_url=REDIS_URL)
+
+
+# preload_modules: the plugin's agent side (and the YAML reader and, with REDIS_URL,
+# the Redis client) are imported once, in LiveKit's forkserver, not in every job.
+server = AgentServer(
+    load_fnc=job_load,
+    setup_fnc=prewarm,
+    preload_modules=preload_modules(redis=bool(REDIS_URL)),
+)
 
 
 def _turn_handling(speech: bool) -> dict[str, Any]:
@@ -212,21 +229,12 @@ def _turn_handling(speech: bool) -> dict[str, Any]:
     return {"turn_handling": {"turn_detection": "manual", "interruption": {"enabled": False}}}
 
 
-def _sessions() -> SessionManager:
-    """The job's sessions: the Redis at ``REDIS_URL`` if set (shared with the token endpoint,
-    so the agent also reads each caller's private keys), else this process's own memory."""
-    url = os.environ.get("REDIS_URL")
-    return SessionManager(RedisStore.from_url(url)) if url else SessionManager()
-
-
 @server.rtc_session(agent_name=AGENT_NAME, on_request=ROUTER.request_handler())
 async def entrypoint(ctx: JobContext) -> None:
     """Attach the adapter, route, start the chosen Agent, publish and follow the decision."""
     started = asyncio.Event()
     session: AgentSession[Any] | None = None
-    sessions = _sessions()
-    ctx.add_shutdown_callback(sessions.aclose)
-    adapter = MetadataAdapter(sessions)
+    adapter = MetadataAdapter(job_sessions(ctx))  # prepared by prewarm; closed at shutdown
     publish = latest_publisher(ctx.room)
 
     async def on_change(identity: str) -> None:

@@ -30,13 +30,13 @@ import os
 from pathlib import Path
 from typing import Any
 
-from livekit.agents import Agent, AgentServer, AgentSession, JobContext, cli, room_io
+from livekit.agents import Agent, AgentServer, AgentSession, JobContext, JobProcess, cli, room_io
 
 from livekit.plugins.metadata.agent.adapter import MetadataAdapter
+from livekit.plugins.metadata.agent.prewarm import job_sessions, preload_modules, prepare_process
 from livekit.plugins.metadata.agent.selection import AgentFactoryMap
 from livekit.plugins.metadata.routing.route import Route
 from livekit.plugins.metadata.routing.router import MetadataRouter
-from livekit.plugins.metadata.sessions.manager import SessionManager
 
 logger = logging.getLogger("phone-demo")
 
@@ -62,7 +62,15 @@ ROUTER = MetadataRouter.from_file(RULES_PATH)
 AGENTS = AgentFactoryMap(ROUTER, FACTORIES, fallback="reception")
 AGENT_NAME = ROUTER.worker or "phone-agents"
 
-server = AgentServer()
+
+def prewarm(proc: JobProcess) -> None:
+    """Once per job process, before it is offered a job: its sessions (in memory)."""
+    prepare_process(proc)
+
+
+# The plugin's agent side, phonenumbers (the rules compare numbers) and the YAML reader
+# are imported once, in LiveKit's forkserver, not in every call's process.
+server = AgentServer(setup_fnc=prewarm, preload_modules=preload_modules())
 
 
 def route_attributes(route: Route) -> dict[str, str]:
@@ -82,7 +90,7 @@ def _session_kwargs() -> dict[str, Any]:
 @server.rtc_session(agent_name=AGENT_NAME, on_request=ROUTER.request_handler())
 async def entrypoint(ctx: JobContext) -> None:
     """Wait for the SIP caller, route on its numbers, start that line's Agent."""
-    adapter = MetadataAdapter(SessionManager(), route_on="sip")
+    adapter = MetadataAdapter(job_sessions(ctx), route_on="sip")
     handle = await adapter.attach(ctx)
     caller = await handle.route_input()
     route, agent = AGENTS.select(caller.metadata, attributes=caller.attributes)

@@ -37,14 +37,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from yaml.composer import Composer
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-from yaml.parser import Parser
-from yaml.reader import Reader
-from yaml.resolver import BaseResolver
-from yaml.scanner import Scanner
-
 from ._util import key_label
 from .errors import ConfigError
 
@@ -79,13 +71,6 @@ _SUFFIXES: dict[str, ConfigFormat] = {
     ".json": "json",
 }
 
-_TAG = "tag:yaml.org,2002:"
-_TIMESTAMP_RE = re.compile(
-    r"^[0-9]{4}-[0-9]{1,2}-[0-9]{1,2}"
-    r"(?:(?:[Tt]|[ \t]+)[0-9]{1,2}:[0-9]{2}:[0-9]{2}(?:\.[0-9]*)?"
-    r"(?:[ \t]*(?:Z|[-+][0-9]{1,2}(?::[0-9]{2})?))?)?$"
-)
-
 
 class _Refused(Exception):
     """Internal: a value the loader will not hand out (line, field path, reason)."""
@@ -116,148 +101,12 @@ def _child(path: str, key: object) -> str:
 # --------------------------------------------------------------------------- YAML
 
 
-class _Resolver(BaseResolver):
-    """The YAML 1.2 core schema, plus the YAML 1.1 forms we refuse (timestamps, merge)."""
-
-
-for _tag, _pattern, _first in (
-    ("bool", r"^(?:true|True|TRUE|false|False|FALSE)$", "tTfF"),
-    ("null", r"^(?:~|null|Null|NULL|)$", ["~", "n", "N", ""]),
-    ("int", r"^(?:[-+]?[0-9]+|0o[0-7]+|0x[0-9a-fA-F]+)$", "-+0123456789"),
-    (
-        "float",
-        r"^(?:[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?"
-        r"|[-+]?\.(?:inf|Inf|INF)|\.(?:nan|NaN|NAN))$",
-        "-+0123456789.",
-    ),
-    ("timestamp", _TIMESTAMP_RE.pattern, "0123456789"),
-    ("merge", r"^<<$", "<"),
-):
-    _Resolver.add_implicit_resolver(_TAG + _tag, re.compile(_pattern), list(_first))
-
-
-class _Composer(Reader, Scanner, Parser, Composer, _Resolver):
-    """Reads a YAML stream into a node graph; values are built by :func:`_build`."""
-
-    def __init__(self, text: str) -> None:
-        Reader.__init__(self, text)
-        Scanner.__init__(self)
-        Parser.__init__(self)
-        Composer.__init__(self)
-        _Resolver.__init__(self)
-
-
-def _scalar(node: ScalarNode, path: str) -> Any:
-    tag = node.tag.removeprefix(_TAG)
-    text: str = node.value
-    line = node.start_mark.line + 1
-    if tag == "str":
-        return text
-    if tag == "null":
-        if text not in ("", "~", "null", "Null", "NULL"):
-            raise _Refused(line, path, "!!null takes no value")
-        return None
-    if tag == "bool":
-        if text.lower() not in ("true", "false"):
-            raise _Refused(line, path, "!!bool takes only true or false")
-        return text.lower() == "true"
-    if tag == "int":
-        try:
-            if text.startswith(("0o", "0x")):
-                return int(text[2:], 8 if text[1] == "o" else 16)
-            return int(text)
-        except ValueError:
-            raise _Refused(line, path, "not an integer") from None
-    if tag == "float":
-        if text.lstrip("+-").lower() in (".inf", ".nan"):
-            raise _Refused(line, path, "NaN and infinities are not JSON numbers")
-        try:
-            number = float(text)
-        except ValueError:
-            raise _Refused(line, path, "not a number") from None
-        if not math.isfinite(number):  # e.g. 1e999
-            raise _Refused(line, path, "NaN and infinities are not JSON numbers")
-        return number
-    if tag == "timestamp":
-        raise _Refused(
-            line, path, "a date or timestamp is not a JSON value; quote it to mean the text"
-        )
-    if tag == "merge":
-        raise _Refused(line, path, "merge keys (<<) are not YAML 1.2; repeat the fields instead")
-    raise _Refused(line, path, f"the tag {node.tag!r} has no JSON value; use plain values")
-
-
-class _Builder:
-    """Turns a composed node graph into JSON data, with a budget for alias expansion."""
-
-    def __init__(self) -> None:
-        self.budget = MAX_VALUES
-        self.active: set[int] = set()
-
-    def build(self, node: Node, path: str) -> Any:
-        self.budget -= 1
-        if self.budget < 0:
-            raise _Refused(
-                node.start_mark.line + 1,
-                path,
-                f"the document expands to more than {MAX_VALUES:,} values (aliases)",
-            )
-        if isinstance(node, ScalarNode):
-            return _scalar(node, path)
-        if id(node) in self.active:
-            raise _Refused(node.start_mark.line + 1, path, "an alias refers to itself")
-        self.active.add(id(node))
-        try:
-            if isinstance(node, SequenceNode):
-                return self._sequence(node, path)
-            if isinstance(node, MappingNode):
-                return self._mapping(node, path)
-        finally:
-            self.active.discard(id(node))
-        raise _Refused(node.start_mark.line + 1, path, "unsupported YAML node")  # pragma: no cover
-
-    def _sequence(self, node: SequenceNode, path: str) -> list[Any]:
-        if node.tag != _TAG + "seq":
-            raise _Refused(
-                node.start_mark.line + 1, path, f"the tag {node.tag!r} has no JSON value"
-            )
-        return [self.build(item, _child(path, i)) for i, item in enumerate(node.value)]
-
-    def _mapping(self, node: MappingNode, path: str) -> dict[str, Any]:
-        if node.tag != _TAG + "map":
-            what = "a set" if node.tag == _TAG + "set" else f"the tag {node.tag!r}"
-            raise _Refused(node.start_mark.line + 1, path, f"{what} has no JSON value")
-        out: dict[str, Any] = {}
-        for key_node, value_node in node.value:
-            line = key_node.start_mark.line + 1
-            if not isinstance(key_node, ScalarNode):
-                raise _Refused(line, path, "mapping keys must be strings")
-            key = _scalar(key_node, path)
-            if not isinstance(key, str):
-                raise _Refused(line, path, "mapping keys must be strings (quote it)")
-            if key in out:
-                raise _Refused(line, _child(path, key), "duplicate key")
-            out[key] = self.build(value_node, _child(path, key))
-        return out
-
-
 def _load_yaml(text: str) -> Any:
-    composer = _Composer(text)
-    try:
-        node = composer.get_single_node()
-    finally:
-        composer.dispose()
-    return None if node is None else _Builder().build(node, "")
+    # PyYAML only when a YAML document is read: a rule set given as a dict, or a
+    # TOML or JSON file, never imports it (see ._yaml).
+    from ._yaml import load_yaml
 
-
-def _yaml_syntax(source: str, exc: yaml.YAMLError) -> ConfigError:
-    # str(exc) quotes a snippet of the document, which may hold a secret: keep
-    # only the problem and its position.
-    mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or type(exc).__name__
-    if mark is None:
-        return _error(source, None, "", f"invalid YAML: {problem}")
-    return _error(source, mark.line + 1, "", f"invalid YAML at column {mark.column + 1}: {problem}")
+    return load_yaml(text)
 
 
 # --------------------------------------------------------------------------- TOML
@@ -382,8 +231,6 @@ def load_text(text: str | bytes, fmt: ConfigFormat, source: str = "<text>") -> A
         return parser(text)
     except _Refused as exc:
         raise _error(source, exc.line, exc.path, exc.reason) from None
-    except yaml.YAMLError as exc:
-        raise _yaml_syntax(source, exc) from None
     except tomllib.TOMLDecodeError as exc:
         raise _error(source, None, "", f"invalid TOML: {exc}") from None
     except json.JSONDecodeError as exc:

@@ -11,6 +11,9 @@ came out in E.164 (``+34910000000``):
 * a value seen at decision time is normalized once per distinct spelling
   (:func:`normalize_number`, memoized), and anything that is not a possible number
   simply matches no phone condition.
+
+``phonenumbers`` (tens of milliseconds to import) is imported on the first call
+of a function here, so a rule set without a phone operator never loads it.
 """
 
 from __future__ import annotations
@@ -18,12 +21,13 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-import phonenumbers
+if TYPE_CHECKING:
+    import phonenumbers
 
 __all__ = ["normalize_number", "rule_number", "rule_prefix", "rule_region"]
 
-_E164 = phonenumbers.PhoneNumberFormat.E164
 _SCHEME = re.compile(r"^(?:tel|sips?):", re.IGNORECASE)
 _SEPARATORS = re.compile(r"[\s\-./()\u00a0]")
 _MAX_INPUT = 64  # longer than any phone number with its punctuation
@@ -38,7 +42,15 @@ def _strip_uri(text: str) -> str:
     return text
 
 
+def _e164(number: phonenumbers.PhoneNumber) -> str:
+    import phonenumbers
+
+    return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
+
+
 def _parse(text: str, region: str | None) -> phonenumbers.PhoneNumber | None:
+    import phonenumbers
+
     try:
         return phonenumbers.parse(text, region)
     except phonenumbers.NumberParseException:
@@ -82,19 +94,21 @@ def normalize_number(text: str, region: str | None = None) -> str | None:
     Decision-time reading: lenient (a possible number is enough, a valid one is
     preferred), so a new number range still matches a rule written for it.
     """
+    import phonenumbers
+
     if not isinstance(text, str) or not text or len(text) > _MAX_INPUT:
         return None
     seen: list[phonenumbers.PhoneNumber] = []
     for number, explicit in _candidates(text, region):
         # An international spelling is the number: no need to weigh other readings.
         if explicit and phonenumbers.is_possible_number(number):
-            return str(phonenumbers.format_number(number, _E164))
+            return _e164(number)
         if phonenumbers.is_valid_number(number):
-            return str(phonenumbers.format_number(number, _E164))
+            return _e164(number)
         seen.append(number)
     for number in seen:
         if phonenumbers.is_possible_number(number):
-            return str(phonenumbers.format_number(number, _E164))
+            return _e164(number)
     return None
 
 
@@ -104,6 +118,8 @@ def rule_region(value: object) -> str:
     Raises:
         ValueError: Not a region libphonenumber knows.
     """
+    import phonenumbers
+
     if not isinstance(value, str) or value.upper() not in phonenumbers.SUPPORTED_REGIONS:
         raise ValueError("must be a two-letter region code libphonenumber knows, e.g. ES or US")
     return value.upper()
@@ -116,6 +132,8 @@ def rule_number(value: object, region: str | None) -> str:
         ValueError: Not a string, or not a valid phone number (the message names
             what to write, never the value).
     """
+    import phonenumbers
+
     if not isinstance(value, str):
         raise ValueError(
             "write phone numbers as strings (quoted in YAML: an unquoted +34910000000 "
@@ -123,7 +141,7 @@ def rule_number(value: object, region: str | None) -> str:
         )
     for number, _ in _candidates(value, region) if len(value) <= _MAX_INPUT else []:
         if phonenumbers.is_valid_number(number):
-            return str(phonenumbers.format_number(number, _E164))
+            return _e164(number)
     hint = "" if region else " (a national number needs the rule set's phone_region)"
     raise ValueError(f"not a valid phone number{hint}")
 
@@ -134,6 +152,8 @@ def rule_prefix(value: object) -> str:
     Raises:
         ValueError: Not an international prefix (``+`` or ``00``, then a country code).
     """
+    import phonenumbers
+
     if not isinstance(value, str):
         raise ValueError("write phone prefixes as strings, e.g. '+1 415'")
     digits = _SEPARATORS.sub("", _strip_uri(value))
