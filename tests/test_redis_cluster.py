@@ -300,3 +300,26 @@ async def test_a_given_cluster_client_is_described_by_its_nodes_and_left_open(
         assert await client.hget("given:s", "a") == b"1"
     finally:
         await client.aclose()
+
+
+@pytest.mark.parametrize("url_fixture", ["redis_cluster_url", "redis_sentinel_url"])
+async def test_key_spaces_never_meet_on_cluster_and_sentinel(
+    url_fixture: str, request: pytest.FixtureRequest
+) -> None:
+    """Issue 21: token, call and named sessions with one id are three sessions everywhere."""
+    from livekit.plugins.metadata.sessions.manager import SessionManager
+
+    store = RedisStore.from_url(request.getfixturevalue(url_fixture), timeout=5.0)
+    try:
+        sessions = SessionManager(store, secret_key="k" * 40)
+        for sid in (sessions.create_session(), "{slot}x", "t:x"):
+            await sessions.token_sessions.update(sid, {"who": "token"})
+            await sessions.call_sessions.update(sid, {"who": "call"})
+            await sessions.set_session_metadata(sid, {"who": "named"})
+            assert await sessions.token_sessions.get(sid) == {"who": "token"}
+            assert await sessions.call_sessions.get(sid) == {"who": "call"}
+            assert await sessions.get_session_metadata(sid) == {"who": "named"}
+            assert await sessions.call_sessions.delete(sid) is True
+            assert await sessions.token_sessions.get(sid) == {"who": "token"}
+    finally:
+        await store.aclose()
