@@ -141,12 +141,19 @@ def _read_json_flag(value: str | None, flag: str) -> dict[str, Any] | None:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise typer.BadParameter(
-                f"cannot read {path}: {type(exc).__name__}", param_hint=f"'{flag}'"
+                f"cannot read {path}: {_file_problem(exc)}", param_hint=f"'{flag}'"
             ) from None
     try:
         return parse_metadata(text, max_bytes=DEFAULT_MAX_METADATA_BYTES)
     except MetadataError as exc:
         raise typer.BadParameter(exc.message, param_hint=f"'{flag}'") from None
+
+
+def _file_problem(exc: OSError | UnicodeDecodeError) -> str:
+    """Why a file could not be read, as the OS says it (``No such file or directory``)."""
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8 text"
+    return exc.strerror or type(exc).__name__
 
 
 def _parse_attributes(items: list[str] | None) -> dict[str, str] | None:

@@ -1,0 +1,180 @@
+"""First contact (issue 25): what a newcomer meets on the way from a clone to a routed call.
+
+Each test pins one finding: a message in the user's terms, a refusal with a non-zero
+exit, a limitation said out loud. The e2e flows live in ``test_e2e_local_flow.py`` and
+``test_e2e_telephony.py``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from livekit.agents import JobContext
+from livekit.agents.testing import fake_job_context as _fake_job_context
+from typer.testing import CliRunner
+
+from livekit.plugins.metadata.agent.selection import AgentFactoryMap
+from livekit.plugins.metadata.cli import app
+from livekit.plugins.metadata.errors import ConfigError
+from livekit.plugins.metadata.routing.router import MetadataRouter
+
+pytestmark = pytest.mark.unit
+
+REPO = Path(__file__).resolve().parents[1]
+PHONE_RULES = REPO / "examples" / "telephony" / "rules.yaml"
+KEY, SECRET = "APIkey123", "s3cr3t-0123456789abcdef0123456789abcdef"
+ENV = {"LIVEKIT_API_KEY": KEY, "LIVEKIT_API_SECRET": SECRET, "LIVEKIT_URL": ""}
+
+
+@pytest.fixture
+def runner() -> CliRunner:
+    return CliRunner()
+
+
+def invoke(runner: CliRunner, *args: str, env: dict[str, str] | None = None) -> Any:
+    return runner.invoke(app, list(args), env=ENV if env is None else env)
+
+
+@contextlib.contextmanager
+def job_context(job_id: str) -> Iterator[JobContext]:
+    with _fake_job_context(job_id=job_id) as ctx:
+        try:
+            yield ctx
+        finally:
+            ctx._tempdir.cleanup()
+
+
+# --------------------------------------------------------------------------- invalid numbers
+
+
+@pytest.mark.parametrize(
+    ("number", "reason"),
+    [("not-a-number", "it has no digits"), ("12", "too short"), ("+34 12", "too short")],
+)
+def test_explain_says_a_caller_number_could_not_be_read_and_why(
+    runner: CliRunner, number: str, reason: str
+) -> None:
+    attrs = f'{{"sip.trunkPhoneNumber": "{number}"}}'
+    result = invoke(
+        runner, "route", "--rules", str(PHONE_RULES), "-m", "{}", "--attributes", attrs, "--explain"
+    )
+    assert result.exit_code == 0, result.output
+    line = next(x for x in result.stdout.splitlines() if x.startswith("rules[0]"))
+    assert f"a string of {len(number)} characters that is not a phone number" in line
+    assert reason in line
+    assert number not in result.stdout  # never the value
+
+
+def test_a_number_that_reads_but_does_not_match_is_just_a_string(runner: CliRunner) -> None:
+    attrs = '{"sip.trunkPhoneNumber": "+34 910 999 999"}'
+    result = invoke(
+        runner, "route", "--rules", str(PHONE_RULES), "-m", "{}", "--attributes", attrs, "--explain"
+    )
+    assert "(found: string)" in result.stdout
+    assert "not a phone number" not in result.stdout
+
+
+def _factories() -> dict[str, Any]:
+    from livekit.agents import Agent
+
+    return {
+        name: (lambda route: Agent(instructions="x"))
+        for name in ("sales", "support", "support-pt", "reception")
+    }
+
+
+async def test_the_worker_logs_an_unreadable_number_once_per_call(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    agents = AgentFactoryMap(MetadataRouter.from_file(PHONE_RULES), _factories())
+    caller = {"sip.trunkPhoneNumber": "not-a-number", "sip.phoneNumber": "+34600000001"}
+    caplog.set_level(logging.WARNING, logger="livekit.plugins.metadata")
+    with job_context("AJ_one"):
+        for _ in range(3):  # the first route and two re-routes of one call
+            assert agents.select({}, attributes=caller).route.agent == "reception"
+    with job_context("AJ_two"):
+        agents.select({}, attributes=caller)
+    lines = [r.getMessage() for r in caplog.records if "not a phone number" in r.getMessage()]
+    assert len(lines) == 2, lines  # once per call
+    assert "AJ_one" in lines[0]
+    assert "AJ_two" in lines[1]
+    assert "sip.trunkPhoneNumber (12 characters)" in lines[0]
+    assert "it has no digits" in lines[0]
+    assert all("not-a-number" not in line and "+34600000001" not in line for line in lines)
+
+
+async def test_readable_numbers_log_nothing(caplog: pytest.LogCaptureFixture) -> None:
+    agents = AgentFactoryMap(MetadataRouter.from_file(PHONE_RULES), _factories())
+    caplog.set_level(logging.WARNING, logger="livekit.plugins.metadata")
+    with job_context("AJ_ok"):
+        agents.select({}, attributes={"sip.trunkPhoneNumber": "910 000 001"})
+    assert not [r for r in caplog.records if "not a phone number" in r.getMessage()]
+
+
+# --------------------------------------------------------------------------- messages (item 6)
+
+
+def _rules(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "rules.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_no_default_names_the_metadata_keys_plainly(runner: CliRunner, tmp_path: Path) -> None:
+    rules = _rules(tmp_path, "rules:\n  - when: {x: 1}\n    agent: a\n")
+    empty = invoke(runner, "route", "--rules", str(rules), "-m", "{}")
+    assert empty.exit_code == 1
+    assert "[[" not in empty.stderr
+    assert "[]" not in empty.stderr
+    assert "empty metadata" in empty.stderr
+    assert "default: <agent>" in empty.stderr
+    keyed = invoke(runner, "route", "--rules", str(rules), "-m", '{"y": 1, "z": 2}')
+    assert "metadata keys ['y', 'z']" in keyed.stderr
+
+
+@pytest.mark.parametrize(("bound", "found"), [("abc", "found text"), ("true", "found true/false")])
+def test_a_numeric_bound_that_is_not_a_number_says_what_it_found(
+    tmp_path: Path, bound: str, found: str
+) -> None:
+    rules = _rules(tmp_path, f"rules:\n  - when: {{x: {{gt: {bound}}}}}\n    agent: a\n")
+    with pytest.raises(ConfigError) as err:
+        MetadataRouter.from_file(rules)
+    assert "booleans are not numbers" not in err.value.message
+    assert "expected a number to compare with, e.g. gt: 10" in err.value.message
+    assert found in err.value.message
+
+
+@pytest.mark.parametrize(
+    ("number", "says", "never"),
+    [
+        ("+34 12", "too short for its country", "phone_region"),
+        ("+999 1234", "no country has the code", "phone_region"),
+        ("910 000 001", "phone_region", "too short"),
+    ],
+)
+def test_a_bad_rule_number_says_why_and_only_suggests_phone_region_for_national_ones(
+    tmp_path: Path, number: str, says: str, never: str
+) -> None:
+    rules = _rules(
+        tmp_path,
+        f'rules:\n  - when_attributes: {{sip.phoneNumber: {{phone: "{number}"}}}}\n'
+        "    agent: a\ndefault: b\n",
+    )
+    with pytest.raises(ConfigError) as err:
+        MetadataRouter.from_file(rules)
+    assert says in err.value.message
+    assert never not in err.value.message
+
+
+@pytest.mark.parametrize("command", ["token", "route"])
+def test_a_missing_at_file_says_what_the_os_says(runner: CliRunner, command: str) -> None:
+    args = ["-i", "a", "-r", "b"] if command == "token" else ["--rules", str(PHONE_RULES)]
+    result = invoke(runner, command, *args, "-m", "@/no/such/metadata.json")
+    assert result.exit_code == 2
+    assert "cannot read /no/such/metadata.json: No such file or directory" in result.stderr
+    assert "FileNotFoundError" not in result.stderr
