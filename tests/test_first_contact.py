@@ -178,3 +178,98 @@ def test_a_missing_at_file_says_what_the_os_says(runner: CliRunner, command: str
     assert result.exit_code == 2
     assert "cannot read /no/such/metadata.json: No such file or directory" in result.stderr
     assert "FileNotFoundError" not in result.stderr
+
+
+# --------------------------------------------------------------------------- LiveKit URLs
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("not-a-url", "it has no scheme"),
+        ("127.0.0.1:7880", "it has no scheme"),
+        ("redis://127.0.0.1:6379", "its scheme is 'redis'"),
+        ("ws://", "it has no host"),
+        ("ws://host:notaport", "does not parse"),
+    ],
+)
+def test_token_refuses_a_livekit_url_that_no_sdk_can_use(
+    runner: CliRunner, url: str, problem: str
+) -> None:
+    result = invoke(
+        runner, "token", "-i", "a", "-r", "b", "--json", env={**ENV, "LIVEKIT_URL": url}
+    )
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert problem in result.stderr
+    assert "ws://127.0.0.1:7880" in result.stderr  # the fix, by example
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("url", ["ws://127.0.0.1:7880", "wss://x.livekit.cloud", "https://h/"])
+def test_token_takes_every_livekit_url_form(runner: CliRunner, url: str) -> None:
+    result = invoke(
+        runner, "token", "-i", "a", "-r", "b", "--json", env={**ENV, "LIVEKIT_URL": url}
+    )
+    assert result.exit_code == 0, result.stderr
+    assert f'"server_url": "{url}"' in result.stdout
+
+
+def test_the_token_server_config_refuses_a_bad_livekit_url(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from livekit.plugins.metadata.server.config import ServerConfig
+
+    monkeypatch.setenv("LIVEKIT_URL", "not-a-url")
+    with pytest.raises(ConfigError) as err:
+        ServerConfig.from_mapping({})
+    assert (
+        "server_url (or LIVEKIT_URL) is not a LiveKit URL (it has no scheme)" in err.value.message
+    )
+    assert "Value error" not in err.value.message
+
+
+# --------------------------------------------------------------------------- sip sync errors
+
+
+class _RefusingSip:
+    """A SIP service stand-in that answers every call with one Twirp error."""
+
+    def __init__(self, code: str, message: str, status: int) -> None:
+        self.error = (code, message, status)
+
+    async def list_dispatch_rule(self, request: object) -> object:
+        from livekit import api
+
+        code, message, status = self.error
+        raise api.TwirpError(code, message, status=status)
+
+
+class _Client:
+    def __init__(self, sip: _RefusingSip) -> None:
+        self.sip = sip
+
+
+async def test_a_server_without_sip_says_redis_is_required_and_how() -> None:
+    from livekit.plugins.metadata.errors import DispatchError
+    from livekit.plugins.metadata.routing.sip import list_dispatch_rules
+
+    sip = _RefusingSip("internal", "sip not connected (redis required)", 500)
+    with pytest.raises(DispatchError) as err:
+        await list_dispatch_rules(_Client(sip))  # type: ignore[arg-type]
+    message = err.value.message
+    assert "no SIP API (SIP needs Redis)" in message
+    assert "--redis-host 127.0.0.1:6379" in message
+    assert "\n" not in message
+
+
+async def test_a_wrong_key_or_secret_names_both_and_the_dev_pair() -> None:
+    from livekit.plugins.metadata.errors import DispatchError
+    from livekit.plugins.metadata.routing.sip import list_dispatch_rules
+
+    with pytest.raises(DispatchError) as err:
+        await list_dispatch_rules(_Client(_RefusingSip("unknown", "", 401)))  # type: ignore[arg-type]
+    message = err.value.message
+    assert "LIVEKIT_API_KEY and LIVEKIT_API_SECRET" in message
+    assert "devkey / secret" in message
+    assert "server logs" not in message

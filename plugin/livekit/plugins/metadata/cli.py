@@ -168,6 +168,18 @@ def _parse_attributes(items: list[str] | None) -> dict[str, str] | None:
     return out
 
 
+def _checked_url(url: str | None) -> str | None:
+    """``url`` if it is a LiveKit URL (ws/wss/http/https with a host), else exit 1 saying so."""
+    if not url:
+        return url
+    from .tokens.keys import check_livekit_url
+
+    try:
+        return check_livekit_url(url, setting="--url / LIVEKIT_URL")
+    except ConfigError as exc:
+        _fail(exc.message, 1)
+
+
 def _issuer(api_key: str | None, api_secret: str | None) -> Any:
     """A TokenIssuer for these keys, or the dev-server keys (with ``serve``'s warning).
 
@@ -175,28 +187,29 @@ def _issuer(api_key: str | None, api_secret: str | None) -> Any:
     token) is replaced by one clean line; with the dev keys the dev warning says it all.
     """
     from .tokens.issuer import TokenIssuer
-    from .tokens.keys import (
-        DEV_API_KEY,
-        DEV_API_SECRET,
-        DEV_KEYS_WARNING,
-        resolve_keys,
-        short_secret_warning,
-    )
+    from .tokens.keys import resolve_keys
 
     try:
         keys = resolve_keys(api_key, api_secret)
     except ConfigError as exc:
         _fail(exc.message, 1)
+    _announce_keys(keys)
+    try:
+        return TokenIssuer(keys.key, keys.secret)
+    except ConfigError as exc:
+        _fail(exc.message, 1)
+
+
+def _announce_keys(keys: Any) -> None:
+    """Say once, cleanly, what is weak about these keys (the dev pair set on purpose: nothing)."""
+    from .tokens.keys import DEV_API_KEY, DEV_API_SECRET, DEV_KEYS_WARNING, short_secret_warning
+
     if keys.dev:
         typer.echo(DEV_KEYS_WARNING, err=True)
     elif (keys.key, keys.secret) == (DEV_API_KEY, DEV_API_SECRET):
         pass  # the documented dev-server pair, set on purpose: its shortness is known
     elif (note := short_secret_warning(keys.secret)) is not None:
         typer.echo(note, err=True)
-    try:
-        return TokenIssuer(keys.key, keys.secret)
-    except ConfigError as exc:
-        _fail(exc.message, 1)
 
 
 @contextmanager
@@ -317,6 +330,7 @@ def token_command(
     job = _read_json_flag(job_metadata, "--job-metadata")
     attrs = _parse_attributes(attribute)
     ttl = _parse_valid_for(valid_for)
+    url = _checked_url(url)
     if (deployment is not None or job is not None) and not agent:
         raise typer.BadParameter("needs --agent", param_hint="'--deployment/--job-metadata'")
 
@@ -590,9 +604,13 @@ def sip_sync_command(
 
     if not url:
         _fail("LiveKit server URL is not set: set LIVEKIT_URL or pass --url", 1)
+    url = _checked_url(url) or url
     if not api_key or not api_secret:
         _fail("set LIVEKIT_API_KEY and LIVEKIT_API_SECRET (or pass --api-key/--api-secret)", 1)
-    with _errors():
+    from .tokens.keys import ApiKeys
+
+    _announce_keys(ApiKeys(api_key, api_secret, dev=False))
+    with _errors(), _no_pyjwt_key_warning():
         wanted, skipped = _sip_rules(rules, trunk, room_prefix)
         asyncio.run(_sip_sync(url, api_key, api_secret, wanted, skipped, dry_run))
 
