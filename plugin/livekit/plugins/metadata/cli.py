@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import re
 import sys
 import time
@@ -156,14 +157,14 @@ def _file_problem(exc: OSError | UnicodeDecodeError) -> str:
     return exc.strerror or type(exc).__name__
 
 
-def _parse_attributes(items: list[str] | None) -> dict[str, str] | None:
+def _parse_attributes(items: list[str] | None, flag: str = "--attribute") -> dict[str, str] | None:
     if not items:
         return None
     out: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise typer.BadParameter("expected key=value", param_hint="'--attribute'")
+            raise typer.BadParameter("expected key=value", param_hint=f"'{flag}'")
         out[key] = value
     return out
 
@@ -630,6 +631,156 @@ async def _sip_sync(
             return
         await apply_plan(lkapi, plan)
         typer.echo(f"applied {plan.changes} change(s)")
+
+
+@sip_app.command("call")
+def sip_call_command(
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            metavar="NUMBER",
+            help="The number dialed (sip.trunkPhoneNumber).",
+            show_default=False,
+        ),
+    ],
+    caller: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            metavar="NUMBER",
+            help="The caller's number (sip.phoneNumber); omit it for a hidden number.",
+        ),
+    ] = None,
+    rules: Annotated[
+        Path | None,
+        typer.Option(
+            "--rules",
+            metavar="FILE",
+            help="Routing rules: the dispatch `sip sync` would create for these numbers.",
+        ),
+    ] = None,
+    agent: Annotated[
+        str | None,
+        typer.Option("--agent", metavar="AGENT", help="Dispatch this agent name instead."),
+    ] = None,
+    header: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--header",
+            metavar="NAME=VALUE",
+            help="A SIP header, as attribute sip.h.NAME (repeatable).",
+        ),
+    ] = None,
+    trunk: Annotated[
+        str | None,
+        typer.Option("--trunk", metavar="ID", help="The inbound trunk id (attribute sip.trunkID)."),
+    ] = None,
+    expect: Annotated[
+        str | None,
+        typer.Option("--expect", metavar="AGENT", help="Exit 1 unless this agent answers."),
+    ] = None,
+    wait: Annotated[
+        float,
+        typer.Option("--wait", metavar="SECONDS", min=0.1, help="Seconds to wait for the agent."),
+    ] = 30.0,
+    room_prefix: Annotated[
+        str, typer.Option("--room-prefix", metavar="PREFIX", help="Prefix of the per-call rooms.")
+    ] = "call-",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            envvar="LIVEKIT_URL",
+            metavar="URL",
+            show_default=False,
+            help="LiveKit server URL.",
+        ),
+    ] = None,
+    api_key: ApiKey = None,
+    api_secret: ApiSecret = None,
+) -> None:
+    """Place a simulated inbound call and print which agent answered and its route.
+
+    Joins a new room as LiveKit's SIP service joins a caller: participant kind sip,
+    attributes sip.trunkPhoneNumber (--to), sip.phoneNumber (--from), sip.callID,
+    sip.h.* (--header), and the agent dispatch that the dispatch rule `sip sync`
+    creates from --rules picks for these numbers (else the rules' own route, or
+    --agent). It waits for the agent, prints its route attributes and hangs up.
+
+    Not simulated: SIP signalling and media (LiveKit's SIP service does not run: no
+    INVITE, no audio), the trunk (no authentication or number checks) and the
+    server's own dispatch-rule lookup (so no Redis is needed). Exit codes: 0 an
+    agent answered with a route (the --expect one, if given), 1 none did, or
+    another one did, or LiveKit was unreachable; 2 bad usage.
+    """
+    import asyncio
+
+    if rules is None and not agent:
+        raise typer.BadParameter("pass --rules FILE or --agent NAME", param_hint="'--rules'")
+    if not url:
+        _fail(
+            "LiveKit server URL is not set: set LIVEKIT_URL (e.g. ws://127.0.0.1:7880) or pass --url",
+            1,
+        )
+    url = _checked_url(url) or url
+    headers = _parse_attributes(header, "--header") or {}
+    from .routing.router import MetadataRouter
+    from .sip_call import place_call, plan_call
+    from .tokens.keys import resolve_keys
+
+    try:
+        keys = resolve_keys(api_key, api_secret)
+    except ConfigError as exc:
+        _fail(exc.message, 1)
+    _announce_keys(keys)
+    # LiveKit's SDK logs each failed connection attempt, the token included: the one
+    # error line below says what to do instead.
+    logging.getLogger("livekit").setLevel(logging.CRITICAL + 1)
+    with _errors(), _no_pyjwt_key_warning():
+        router = MetadataRouter.from_file(rules) if rules is not None else None
+        plan = plan_call(
+            router,
+            to=to,
+            caller=caller,
+            headers=headers,
+            trunk_id=trunk,
+            agent=agent,
+            room_prefix=room_prefix,
+        )
+
+        def say(line: str) -> None:
+            if not as_json:
+                typer.echo(line)
+
+        say(f"calling {to} from {caller or 'a hidden number'} (simulated: no SIP media, no trunk)")
+        say(f"dispatch: {plan.dispatch.agent_name} ({plan.source})")
+        result = asyncio.run(place_call(url, keys.key, keys.secret, plan, wait=wait, on_step=say))
+    ok = result.route is not None and (expect is None or result.route == expect)
+    if as_json:
+        out = {
+            "answered": ok,
+            "room": result.room,
+            "dispatch": plan.dispatch.agent_name,
+            "agent": result.agent,
+            "route": result.route,
+            "route.rule": result.rule,
+        }
+        typer.echo(_dumps(out))
+    elif result.agent is None:
+        typer.echo(
+            f"no agent joined within {wait:g}s: is a worker registered as "
+            f"{plan.dispatch.agent_name!r} with this server?"
+        )
+    elif result.route is None:
+        typer.echo("the agent published no route attribute")
+    else:
+        typer.echo(f"route: {result.route} (rule: {result.rule or '?'})")
+        if expect is not None and result.route != expect:
+            typer.echo(f"expected {expect}, but {result.route} answered")
+    if not ok:
+        raise typer.Exit(1)
 
 
 def main() -> None:
