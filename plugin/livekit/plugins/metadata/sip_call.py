@@ -58,7 +58,8 @@ class CallPlan:
     """Who calls, where, and which agent LiveKit would dispatch.
 
     Attributes:
-        room: The room the call gets (``<room_prefix><caller>_<random>``).
+        room: The room the call gets (``<room_prefix>caller_<random>``, or
+            ``anonymous_`` for a hidden number).
         identity: The SIP participant's identity (``sip_<caller>``).
         attributes: The SIP participant's attributes.
         dispatch: The agent dispatch the room is created with.
@@ -153,7 +154,9 @@ def plan_call(
     for name, value in (headers or {}).items():
         key = name if name.startswith("sip.h.") else f"sip.h.{name.lower()}"
         attributes[key] = value
-    room = f"{room_prefix}{caller or 'anonymous'}_{secrets.token_urlsafe(6)}"
+    # LiveKit names the room <prefix>_<caller>_<random>; the caller's number is left out
+    # here, as room names end up in the worker's logs.
+    room = f"{room_prefix}{'anonymous' if not caller else 'caller'}_{secrets.token_urlsafe(6)}"
     identity = f"sip_{caller}" if caller else f"sip_anonymous_{secrets.token_hex(3)}"
     if agent:
         dispatch = api.RoomAgentDispatch(agent_name=agent)
