@@ -17,7 +17,8 @@ It uses LiveKit's Python SDK (``livekit.rtc``) and prints one line per step:
 Options: ``--endpoint`` (default ``http://127.0.0.1:8080/token``), ``--room``,
 ``--identity``, ``--wait`` (seconds per step, default 30). Exit codes: 0 when an
 agent answered with a route, 1 when none did in time (is the worker running, and
-does the server offer it jobs? see the README's local flow).
+does the server offer it jobs? see the README's local flow), or when the endpoint
+or LiveKit cannot be reached or refuses (one ``error:`` line saying what to start or set).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import sys
 import time
 from collections.abc import Callable
@@ -37,16 +39,48 @@ AGENT = rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
 POLL = 0.05
 
 
+class Failure(Exception):
+    """A step failed in a way the user can fix: one line saying how (exit 1)."""
+
+
 async def fetch_token(endpoint: str, request: dict[str, Any]) -> tuple[str, str]:
     """POST the standard token request; the ``server_url`` and ``participant_token``."""
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(endpoint, json=request) as resp,
-    ):
-        body = await resp.json(content_type=None)
-        if resp.status != 201:
-            raise SystemExit(f"error: the token endpoint answered {resp.status}: {body}")
-        return str(body["server_url"]), str(body["participant_token"])
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
+            http.post(endpoint, json=request) as resp,
+        ):
+            try:
+                body = await resp.json(content_type=None)
+            except ValueError:
+                body = None
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        raise Failure(
+            f"cannot reach the token endpoint at {endpoint}: start it with "
+            "`uv run lk-metadata serve`, or pass --endpoint URL"
+        ) from None
+    if resp.status != 201 or not isinstance(body, dict):
+        error = body.get("error") if isinstance(body, dict) else None
+        detail = f": {error.get('message')}" if isinstance(error, dict) else ""
+        raise Failure(f"the token endpoint answered HTTP {resp.status}{detail}")
+    return str(body["server_url"]), str(body["participant_token"])
+
+
+async def join(room: rtc.Room, url: str, token: str) -> None:
+    """Connect, or say in one line why not (the SDK's own errors carry the token)."""
+    logging.getLogger("livekit").setLevel(logging.CRITICAL + 1)  # no retry noise
+    try:
+        await room.connect(url, token)
+    except rtc.ConnectError as exc:
+        if "401" in str(exc):
+            raise Failure(
+                "LiveKit refused the token (HTTP 401): the token endpoint's "
+                "LIVEKIT_API_KEY / LIVEKIT_API_SECRET are not this server's keys"
+            ) from None
+        raise Failure(
+            f"cannot connect to LiveKit at {url} (the endpoint's server_url): start "
+            "`livekit-server --dev`, or set LIVEKIT_URL where the endpoint runs"
+        ) from None
 
 
 async def wait_for(check: Callable[[], Any], seconds: float) -> Any:
@@ -100,7 +134,7 @@ async def run(args: argparse.Namespace) -> int:
         request["participant_identity"] = args.identity
     url, token = await fetch_token(args.endpoint, request)
     room = rtc.Room()
-    await room.connect(url, token)
+    await join(room, url, token)
     try:
         say(f"joined room {room.name} as {room.local_participant.identity}")
         agent = await wait_for(lambda: the_agent(room), args.wait)
@@ -138,7 +172,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--room", default=None)
     parser.add_argument("--identity", default=None)
     parser.add_argument("--wait", type=float, default=30.0)
-    return asyncio.run(run(parser.parse_args(argv)))
+    args = parser.parse_args(argv)
+    try:
+        return asyncio.run(run(args))
+    except Failure as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

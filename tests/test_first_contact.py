@@ -339,3 +339,167 @@ def test_the_readme_puts_the_install_dir_on_path_before_livekit_server() -> None
     path = next(i for i, x in enumerate(lines) if 'export PATH="$HOME/.local/bin:$PATH"' in x)
     server = next(i for i, x in enumerate(lines) if x.startswith("livekit-server --dev"))
     assert install < path < server
+
+
+# --------------------------------------------------------------------------- examples
+
+WORKERS = ["examples/agent.py", "examples/telephony/agent.py", "examples/entrypoint_metadata.py"]
+
+
+def _run_example(argv: list[str], env: dict[str, str]) -> Any:
+    import os
+    import subprocess
+    import sys
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("LIVEKIT_", "REDIS_"))}
+    return subprocess.run(
+        [sys.executable, *argv],
+        cwd=REPO,
+        env={**base, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("example", WORKERS)
+def test_every_worker_example_without_livekit_url_says_so_and_exits_1(example: str) -> None:
+    result = _run_example([example, "dev"], {})
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: LIVEKIT_URL is not set; start `livekit-server --dev` and export "
+        "LIVEKIT_URL=ws://127.0.0.1:7880 LIVEKIT_API_KEY=devkey LIVEKIT_API_SECRET=secret"
+    ]
+
+
+@pytest.mark.parametrize(
+    ("env", "says"),
+    [
+        (
+            {"LIVEKIT_URL": "not-a-url", "LIVEKIT_API_KEY": "k", "LIVEKIT_API_SECRET": "s"},
+            "error: LIVEKIT_URL is not a LiveKit URL",
+        ),
+        (
+            {"LIVEKIT_URL": "ws://127.0.0.1:7880"},
+            "LIVEKIT_API_KEY / LIVEKIT_API_SECRET are not set",
+        ),
+        (
+            {"LIVEKIT_URL": "ws://127.0.0.1:9", "LIVEKIT_API_KEY": "k", "LIVEKIT_API_SECRET": "s"},
+            "error: nothing answers at LIVEKIT_URL (127.0.0.1:9)",
+        ),
+    ],
+    ids=["bad-url", "no-keys", "unreachable"],
+)
+def test_the_phone_worker_says_the_missing_setting_in_one_line_and_exits_1(
+    env: dict[str, str], says: str
+) -> None:
+    result = _run_example(["examples/telephony/agent.py", "dev"], env)
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert says in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_the_client_says_when_the_token_endpoint_is_down() -> None:
+    result = _run_example(["examples/client.py", "--endpoint", "http://127.0.0.1:9/token"], {})
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: cannot reach the token endpoint at http://127.0.0.1:9/token: start it with "
+        "`uv run lk-metadata serve`, or pass --endpoint URL"
+    ]
+
+
+@contextlib.contextmanager
+def _endpoint(status: int, body: dict[str, Any]) -> Iterator[str]:
+    """A token endpoint stand-in answering every POST with ``status`` and ``body``."""
+    import http.server
+    import json
+    import threading
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/token"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_the_client_says_when_livekit_is_unreachable() -> None:
+    body = {"server_url": "ws://127.0.0.1:9", "participant_token": "x.y.z"}
+    with _endpoint(201, body) as url:
+        result = _run_example(["examples/client.py", "--endpoint", url], {})
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert lines == [
+        "error: cannot connect to LiveKit at ws://127.0.0.1:9 (the endpoint's server_url): "
+        "start `livekit-server --dev`, or set LIVEKIT_URL where the endpoint runs"
+    ], result.stderr
+
+
+def test_the_client_shows_the_endpoints_refusal() -> None:
+    body = {"error": {"code": "agent_not_allowed", "message": "agent 'x' is not allowed"}}
+    with _endpoint(403, body) as url:
+        result = _run_example(["examples/client.py", "--endpoint", url], {})
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: the token endpoint answered HTTP 403: agent 'x' is not allowed"
+    ]
+
+
+async def test_entrypoint_metadata_loads_the_job_and_greets() -> None:
+    """examples/entrypoint_metadata.py's entrypoint, on a stand-in room."""
+    import importlib.util
+
+    from tests.test_adapter import Participant, Room, fake_job_context
+
+    spec = importlib.util.spec_from_file_location(
+        "entrypoint_metadata", REPO / "examples" / "entrypoint_metadata.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    room = Room()
+    room.join(Participant("caller-1", metadata='{"language": "es"}'))
+    with fake_job_context(room=room, job_metadata='{"plan": "pro"}') as ctx:
+        await module.entrypoint(ctx)
+    assert room.local_participant.attributes == {"greeted": "true"}
+
+
+def test_every_example_file_is_in_a_readme() -> None:
+    readmes = (REPO / "README.md").read_text() + (REPO / "examples" / "README.md").read_text()
+    files = [
+        p.relative_to(REPO / "examples").as_posix()
+        for p in (REPO / "examples").rglob("*")
+        if p.is_file() and p.name != "README.md" and "__pycache__" not in p.parts
+    ]
+    assert files
+    missing = [f for f in files if f"({f})" not in readmes and f"examples/{f}" not in readmes]
+    assert not missing, missing
+
+
+def test_examples_import_from_the_package_top_level() -> None:
+    deep = [
+        f"{p.relative_to(REPO)}: {line.strip()}"
+        for p in (REPO / "examples").rglob("*.py")
+        for line in p.read_text(encoding="utf-8").splitlines()
+        if line.startswith(("from livekit.plugins.metadata.", "import livekit.plugins.metadata."))
+    ]
+    assert not deep, deep
