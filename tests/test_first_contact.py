@@ -503,3 +503,78 @@ def test_examples_import_from_the_package_top_level() -> None:
         if line.startswith(("from livekit.plugins.metadata.", "import livekit.plugins.metadata."))
     ]
     assert not deep, deep
+
+
+# --------------------------------------------------------------------------- dev keys, verify
+
+
+def test_a_worker_with_the_dev_keys_says_so_once_and_pyjwt_never(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import warnings
+
+    import jwt
+    from jwt.warnings import InsecureKeyLengthWarning
+
+    from livekit.plugins.metadata.agent import plugin
+
+    monkeypatch.setenv("LIVEKIT_API_KEY", "devkey")
+    monkeypatch.setenv("LIVEKIT_API_SECRET", "secret")
+    monkeypatch.delenv("LK_METADATA_DEV_KEYS_SAID", raising=False)
+    monkeypatch.setattr(plugin, "_quieted", False)
+    caplog.set_level(logging.WARNING, logger="livekit.plugins.metadata")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        assert plugin.quiet_dev_keys()
+        assert plugin.quiet_dev_keys()
+        jwt.encode({"sub": "agent"}, "secret", algorithm="HS256")  # what the worker does
+    assert not [w for w in seen if issubclass(w.category, InsecureKeyLengthWarning)]
+    notes = [r for r in caplog.records if r.getMessage() == plugin.DEV_KEYS_NOTE]
+    assert len(notes) == 1
+    # A job process the worker starts inherits the marker and says nothing.
+    monkeypatch.setattr(plugin, "_quieted", False)
+    caplog.clear()
+    assert plugin.quiet_dev_keys()
+    assert not caplog.records
+
+
+def test_other_keys_keep_pyjwts_warning(monkeypatch: pytest.MonkeyPatch) -> None:
+    from livekit.plugins.metadata.agent import plugin
+
+    monkeypatch.setenv("LIVEKIT_API_KEY", "mykey")
+    monkeypatch.setenv("LIVEKIT_API_SECRET", "short")
+    monkeypatch.setattr(plugin, "_quieted", False)
+    assert not plugin.quiet_dev_keys()
+
+
+def test_verify_says_when_a_token_is_valid_only_within_the_leeway(runner: CliRunner) -> None:
+    import time as _time
+
+    import jwt
+
+    now = int(_time.time())
+    claims = {"iss": KEY, "sub": "user-1", "exp": now - 5, "nbf": now - 600}
+    claims["video"] = {"roomJoin": True, "room": "r"}
+    token = jwt.encode(claims, SECRET, algorithm="HS256")
+    lenient = invoke(runner, "verify", token)
+    assert lenient.exit_code == 0, lenient.stderr
+    first = lenient.stdout.splitlines()[0]
+    assert first.startswith("valid:      yes, only within the leeway: it expired ")
+    assert "(--leeway 60s; --leeway 0s refuses it)" in first
+    as_json = invoke(runner, "verify", "--json", token)
+    assert '"within_leeway_only": true' in as_json.stdout
+    strict = invoke(runner, "verify", "--leeway", "0s", token)
+    assert strict.exit_code == 1
+    assert "token is invalid" in strict.stderr
+    wide = invoke(runner, "verify", "--leeway", "1s", token)
+    assert wide.exit_code == 1
+
+
+def test_verify_of_a_fresh_token_says_plainly_valid(runner: CliRunner) -> None:
+    token = invoke(runner, "token", "-i", "a", "-r", "b").stdout.strip()
+    result = invoke(runner, "verify", token)
+    assert (
+        result.stdout.splitlines()[0]
+        == "valid:      yes (signature, issuer, expiry and claims checked)"
+    )
+    assert '"within_leeway_only": false' in invoke(runner, "verify", "--json", token).stdout

@@ -181,7 +181,7 @@ def _checked_url(url: str | None) -> str | None:
         _fail(exc.message, 1)
 
 
-def _issuer(api_key: str | None, api_secret: str | None) -> Any:
+def _issuer(api_key: str | None, api_secret: str | None, leeway: timedelta | None = None) -> Any:
     """A TokenIssuer for these keys, or the dev-server keys (with ``serve``'s warning).
 
     PyJWT's ``InsecureKeyLengthWarning`` (printed with a file path, on every
@@ -196,6 +196,8 @@ def _issuer(api_key: str | None, api_secret: str | None) -> Any:
         _fail(exc.message, 1)
     _announce_keys(keys)
     try:
+        if leeway is not None:
+            return TokenIssuer(keys.key, keys.secret, leeway=leeway)
         return TokenIssuer(keys.key, keys.secret)
     except ConfigError as exc:
         _fail(exc.message, 1)
@@ -373,22 +375,40 @@ def verify_command(
         str, typer.Argument(metavar="TOKEN", help="The token, or - to read it from stdin.")
     ],
     as_json: Annotated[bool, typer.Option("--json", help="Print the claims as JSON.")] = False,
+    leeway: Annotated[
+        str,
+        typer.Option(
+            "--leeway",
+            metavar="DURATION",
+            help="Clock skew allowed on expiry and not-before, Go-style (0s: none).",
+        ),
+    ] = "60s",
     api_key: ApiKey = None,
     api_secret: ApiSecret = None,
 ) -> None:
-    """Verify a token (signature, issuer, expiry, claims, joinable) and print its claims."""
+    """Verify a token (signature, issuer, expiry, claims, joinable) and print its claims.
+
+    A token that expired (or starts) less than --leeway ago is valid only within the
+    leeway, and the output says so.
+    """
     if token == "-":  # noqa: S105 - "-" means stdin, not a password
         token = sys.stdin.read().strip()
-    issuer = _issuer(api_key, api_secret)
+    try:
+        skew = parse_duration(leeway)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--leeway'") from None
+    issuer = _issuer(api_key, api_secret, skew)
     try:
         with _no_pyjwt_key_warning():
             verified = issuer.verify(token)
     except MetadataPluginError as exc:
         _fail(f"token is invalid: {exc.message}", 1)
     dispatches = [_dispatch_view(d) for d in verified.dispatches]
+    grace = _leeway_note(verified, skew)
     if as_json:
         out = {
             "valid": True,
+            "within_leeway_only": grace is not None,
             "identity": verified.identity,
             "name": verified.name,
             "room": verified.room,
@@ -403,7 +423,23 @@ def verify_command(
         }
         typer.echo(_dumps(out))
         return
-    typer.echo("\n".join(_verified_lines(verified, dispatches)))
+    lines = _verified_lines(verified, dispatches)
+    if grace is not None:
+        lines[0] = f"valid:      yes, only within the leeway: {grace}"
+    typer.echo("\n".join(lines))
+
+
+def _leeway_note(verified: Any, leeway: timedelta) -> str | None:
+    """Why the token is valid only thanks to the leeway, or None when it is valid outright."""
+    now = time.time()
+    allowed = f"(--leeway {int(leeway.total_seconds())}s; --leeway 0s refuses it)"
+    expired = now - verified.expires_at.timestamp()
+    if expired >= 0:
+        return f"it expired {_remaining(-expired).removesuffix(' ago')} ago {allowed}"
+    if verified.not_before is not None and verified.not_before.timestamp() > now:
+        early = verified.not_before.timestamp() - now
+        return f"it is not valid for another {_remaining(early).removeprefix('in ')} {allowed}"
+    return None
 
 
 def _dispatch_view(dispatch: Any) -> dict[str, Any]:
