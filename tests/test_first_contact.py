@@ -578,3 +578,27 @@ def test_verify_of_a_fresh_token_says_plainly_valid(runner: CliRunner) -> None:
         == "valid:      yes (signature, issuer, expiry and claims checked)"
     )
     assert '"within_leeway_only": false' in invoke(runner, "verify", "--json", token).stdout
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [],
+        ["token"],
+        ["verify"],
+        ["route"],
+        ["serve"],
+        ["sip"],
+        ["sip", "export"],
+        ["sip", "sync"],
+        ["sip", "call"],
+    ],
+    ids=lambda c: " ".join(c) or "lk-metadata",
+)
+def test_help_uses_one_metavar_style(runner: CliRunner, command: list[str]) -> None:
+    """Every value is an UPPERCASE word (FILE, JSON, URL...): no <str>, <path>, {TOKEN}."""
+    import re
+
+    result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    assert not re.search(r"<[a-z][^>]*>|\{[A-Z]+\}", result.stdout), result.stdout

@@ -372,8 +372,9 @@ def _parse_valid_for(valid_for: str) -> timedelta:
 @app.command("verify")
 def verify_command(
     token: Annotated[
-        str, typer.Argument(metavar="TOKEN", help="The token, or - to read it from stdin.")
-    ],
+        str,
+        typer.Argument(metavar="TOKEN", hidden=True, show_default=False),  # in the docstring
+    ] = "-",  # noqa: S107 - "-" means stdin, not a password
     as_json: Annotated[bool, typer.Option("--json", help="Print the claims as JSON.")] = False,
     leeway: Annotated[
         str,
@@ -388,7 +389,7 @@ def verify_command(
 ) -> None:
     """Verify a token (signature, issuer, expiry, claims, joinable) and print its claims.
 
-    A token that expired (or starts) less than --leeway ago is valid only within the
+    TOKEN is the token; without it (or with -) it is read from stdin. A token that expired (or starts) less than --leeway ago is valid only within the
     leeway, and the output says so.
     """
     if token == "-":  # noqa: S105 - "-" means stdin, not a password
@@ -511,6 +512,7 @@ def route_command(
         str | None,
         typer.Option(
             "--attributes",
+            metavar="JSON",
             help="Participant attributes for when_attributes: a JSON object of strings or @file.",
         ),
     ] = None,
@@ -553,6 +555,7 @@ def serve_command(
         int,
         typer.Option(
             "--workers",
+            metavar="N",
             min=1,
             max=256,
             help="Serving processes on the one port (SO_REUSEPORT where the OS has it).",
@@ -587,13 +590,22 @@ sip_app = typer.Typer(
 app.add_typer(sip_app, name="sip")
 
 RulesFile = Annotated[
-    Path, typer.Option("--rules", help="Rules file (YAML, TOML or JSON).", show_default=False)
+    Path,
+    typer.Option(
+        "--rules", metavar="FILE", help="Rules file (YAML, TOML or JSON).", show_default=False
+    ),
 ]
 Trunks = Annotated[
     list[str] | None,
-    typer.Option("--trunk", help="Inbound trunk id the rules apply to (repeatable; default: all)."),
+    typer.Option(
+        "--trunk",
+        metavar="ID",
+        help="Inbound trunk id the rules apply to (repeatable; default: all).",
+    ),
 ]
-RoomPrefix = Annotated[str, typer.Option("--room-prefix", help="Prefix of the per-call rooms.")]
+RoomPrefix = Annotated[
+    str, typer.Option("--room-prefix", metavar="PREFIX", help="Prefix of the per-call rooms.")
+]
 
 
 def _sip_rules(rules: Path, trunks: list[str] | None, room_prefix: str) -> tuple[Any, list[str]]:
@@ -628,7 +640,13 @@ def sip_sync_command(
     room_prefix: RoomPrefix = "call-",
     url: Annotated[
         str | None,
-        typer.Option("--url", envvar="LIVEKIT_URL", show_default=False, help="LiveKit server URL."),
+        typer.Option(
+            "--url",
+            envvar="LIVEKIT_URL",
+            metavar="URL",
+            show_default=False,
+            help="LiveKit server URL.",
+        ),
     ] = None,
     api_key: ApiKey = None,
     api_secret: ApiSecret = None,
