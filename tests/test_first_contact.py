@@ -602,3 +602,14 @@ def test_help_uses_one_metavar_style(runner: CliRunner, command: list[str]) -> N
     result = runner.invoke(app, [*command, "--help"], env={"COLUMNS": "200"})
     assert result.exit_code == 0
     assert not re.search(r"<[a-z][^>]*>|\{[A-Z]+\}", result.stdout), result.stdout
+
+
+def test_the_benchmark_table_lives_in_bench_readme_with_a_short_summary_left() -> None:
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Performance\n", 1)[1].split("\n## ", 1)[0]
+    assert "| what |" not in readme
+    assert len([line for line in section.splitlines() if line.strip()]) == 3
+    assert "[`bench/README.md`](bench/README.md)" in section
+    bench = (REPO / "bench" / "README.md").read_text(encoding="utf-8")
+    assert "| what | ours vs the peer (same run) |" in bench
+    assert "![MetadataRouter indexed vs naive scan](scaling_router.png)" in bench
