@@ -68,7 +68,17 @@ ROUTER = MetadataRouter.from_file(RULES_PATH)
 AGENTS = AgentFactoryMap(ROUTER, FACTORIES, fallback="reception")
 AGENT_NAME = ROUTER.worker or "phone-agents"
 
-server = AgentServer()
+MAX_JOBS = int(os.environ.get("LK_DEMO_MAX_JOBS", "20"))
+
+
+def job_load(worker: AgentServer) -> float:
+    """This worker's load as its share of ``MAX_JOBS`` calls, not the machine's CPU: a
+    `livekit-server --dev` offers no job to a worker reporting 0.7 or more, which a busy
+    laptop's CPU load would (see ``examples/agent.py``)."""
+    return min(len(worker.active_jobs) / max(MAX_JOBS, 1), 1.0)
+
+
+server = AgentServer(load_fnc=job_load)
 
 
 def route_attributes(route: Route) -> dict[str, str]:
