@@ -21,7 +21,8 @@ Options: ``--endpoint`` (default ``http://127.0.0.1:8080/token``), ``--key`` (a
 bearer key, default ``$LK_METADATA_KEY``), ``--room``, ``--identity``, ``--wait``
 (seconds per step, default 30). Exit codes: 0 when an
 agent answered with a route, 1 when none did in time (is the worker running, and
-does the server offer it jobs? see the README's local flow).
+does the server offer it jobs? see the README's local flow), or when the endpoint
+or LiveKit cannot be reached or refuses (one ``error:`` line saying what to start or set).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 import time
@@ -42,20 +44,52 @@ AGENT = rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
 POLL = 0.05
 
 
+class Failure(Exception):
+    """A step failed in a way the user can fix: one line saying how (exit 1)."""
+
+
 async def fetch_token(
     endpoint: str, request: dict[str, Any], key: str | None = None
 ) -> dict[str, Any]:
     """POST the standard token request; the answer (``server_url``, ``participant_token``,
     and the ``room_name`` / ``participant_identity`` the endpoint put in the token)."""
     headers = {"Authorization": f"Bearer {key}"} if key else {}
-    async with (
-        aiohttp.ClientSession() as http,
-        http.post(endpoint, json=request, headers=headers) as resp,
-    ):
-        body = await resp.json(content_type=None)
-        if resp.status != 201:
-            raise SystemExit(f"error: the token endpoint answered {resp.status}: {body}")
-        return dict(body)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30)) as http,
+            http.post(endpoint, json=request, headers=headers) as resp,
+        ):
+            try:
+                body = await resp.json(content_type=None)
+            except ValueError:
+                body = None
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        raise Failure(
+            f"cannot reach the token endpoint at {endpoint}: start it with "
+            "`uv run lk-metadata serve`, or pass --endpoint URL"
+        ) from None
+    if resp.status != 201 or not isinstance(body, dict):
+        error = body.get("error") if isinstance(body, dict) else None
+        detail = f": {error.get('message')}" if isinstance(error, dict) else ""
+        raise Failure(f"the token endpoint answered HTTP {resp.status}{detail}")
+    return dict(body)
+
+
+async def join(room: rtc.Room, url: str, token: str) -> None:
+    """Connect, or say in one line why not (the SDK's own errors carry the token)."""
+    logging.getLogger("livekit").setLevel(logging.CRITICAL + 1)  # no retry noise
+    try:
+        await room.connect(url, token)
+    except rtc.ConnectError as exc:
+        if "401" in str(exc):
+            raise Failure(
+                "LiveKit refused the token (HTTP 401): the token endpoint's "
+                "LIVEKIT_API_KEY / LIVEKIT_API_SECRET are not this server's keys"
+            ) from None
+        raise Failure(
+            f"cannot connect to LiveKit at {url} (the endpoint's server_url): start "
+            "`livekit-server --dev`, or set LIVEKIT_URL where the endpoint runs"
+        ) from None
 
 
 async def wait_for(check: Callable[[], Any], seconds: float) -> Any:
@@ -112,7 +146,7 @@ async def run(args: argparse.Namespace) -> int:
         if asked and answer.get(field) != asked:
             say(f"note: the endpoint chose the {field} (this key may not choose it)")
     room = rtc.Room()
-    await room.connect(str(answer["server_url"]), str(answer["participant_token"]))
+    await join(room, str(answer["server_url"]), str(answer["participant_token"]))
     try:
         say(f"joined room {room.name} as {room.local_participant.identity}")
         agent = await wait_for(lambda: the_agent(room), args.wait)
@@ -151,7 +185,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--room", default=None)
     parser.add_argument("--identity", default=None)
     parser.add_argument("--wait", type=float, default=30.0)
-    return asyncio.run(run(parser.parse_args(argv)))
+    args = parser.parse_args(argv)
+    try:
+        return asyncio.run(run(args))
+    except Failure as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
 
 
 if __name__ == "__main__":

@@ -16,13 +16,13 @@ Environment: ``REDIS_URL`` (default ``redis://127.0.0.1:6379/0``) and
 from __future__ import annotations
 
 import asyncio
+import logging
 import multiprocessing
 import os
 import sys
+from urllib.parse import urlsplit
 
-from livekit.plugins.metadata.errors import StoreUnavailable
-from livekit.plugins.metadata.sessions.manager import SessionManager
-from livekit.plugins.metadata.sessions.redis import RedisStore
+from livekit.plugins.metadata import RedisStore, SessionManager, StoreUnavailable
 
 __all__ = ["main"]
 
@@ -63,11 +63,18 @@ async def _check_redis() -> None:
 
 
 def main() -> int:
+    logging.getLogger("livekit.plugins.metadata").setLevel(logging.ERROR)  # the line below says it
     try:
         asyncio.run(_check_redis())
-    except StoreUnavailable as exc:
-        print(f"Redis is not reachable: {exc}\nStart one, e.g. `redis-server`, or set REDIS_URL.")
+    except StoreUnavailable:
+        print(
+            f"error: nothing answers at REDIS_URL ({urlsplit(URL).netloc.rsplit('@', 1)[-1]}): "
+            "start `redis-server`, "
+            "or set REDIS_URL to your Redis",
+            file=sys.stderr,
+        )
         return 1
+    logging.getLogger("livekit.plugins.metadata").setLevel(logging.NOTSET)
     queue: multiprocessing.Queue[str] = multiprocessing.Queue()
     procs = [
         multiprocessing.Process(target=_run, args=(role, queue)) for role in ("server", "worker")

@@ -369,7 +369,8 @@ def test_route_explain_prints_the_trace_even_when_nothing_matches(
     )
     assert result.exit_code == 1
     assert "sales-only" in result.stdout
-    assert result.stderr.startswith("error: no routing rule matched")
+    assert result.stderr.startswith("error: the one routing rule did not match")
+    assert "[[" not in result.stderr  # the keys, never a nested list
     assert_clean(result)
 
 

@@ -507,7 +507,7 @@ BAD_RULES: list[tuple[str, str, list[str]]] = [
     (
         "rules:\n  - {name: r, agent: x, when: {a: {lte: true}}}",
         "rule 'r'",
-        ["'when.a.lte'", "booleans"],
+        ["'when.a.lte'", "true/false"],
     ),
     ("rules:\n  - {name: r, agent: x, when: {a: {not: [1]}}}", "rule 'r'", ["'when.a.not'"]),
     (

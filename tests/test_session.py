@@ -483,7 +483,7 @@ async def test_set_delete_cycles_leave_nothing_behind(sm: SessionManager) -> Non
         ({"cleanup_threshold": 1.5}, ValueError, "cleanup_threshold"),
         ({"max_session_bytes": 1}, ValueError, "max_session_bytes"),
         ({"max_session_bytes": "64000"}, ValueError, "max_session_bytes"),
-        ({"token_expiry_secs": 0}, ValueError, "token_expiry_secs"),
+        ({"token_expiry_secs": 1.5}, ValueError, "token_expiry_secs"),
         ({"clock": 5}, TypeError, "clock"),
     ],
 )
@@ -673,3 +673,25 @@ async def test_merge_session_metadata_uses_the_fused_operation(clock: FakeClock)
             await sm.merge_session_metadata("s", {"bad": object()})
         assert store.fused == 2  # validation happens before the store is touched
         assert await sm.get_session_metadata("s") == {"a": 1, "b": [2]}
+
+
+@pytest.mark.parametrize("secs", [0, -5])
+def test_expiry_of_zero_or_less_gives_tokens_already_expired(secs: int) -> None:
+    """SignalWire parity: SessionManager(token_expiry_secs=0) mints tokens valid nowhere."""
+    sm = SessionManager(secret_key=SECRET, token_expiry_secs=secs)
+    sm.debug_mode = True
+    token = sm.create_tool_token("transfer", "call-1")
+    assert not sm.validate_tool_token("transfer", token, "call-1")
+    assert not sm.validate_token("call-1", "transfer", token)
+    status = sm.debug_token(token)["status"]
+    assert (status["is_expired"], status["expires_in_seconds"]) == (True, 0)
+
+
+async def test_legacy_activate_and_end_session_are_no_ops_returning_true() -> None:
+    """SignalWire keeps activate_session/end_session as no-ops that return True."""
+    sm = SessionManager(secret_key=SECRET)
+    await sm.set_session_metadata("call-1", {"caller": "Ada"})
+    assert sm.activate_session("call-1") is True
+    assert sm.activate_session("never-seen") is True
+    assert sm.end_session("call-1") is True
+    assert await sm.get_session_metadata("call-1") == {"caller": "Ada"}  # nothing deleted

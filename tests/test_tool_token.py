@@ -159,10 +159,33 @@ def test_token_expiry_secs_setter_applies_to_new_tokens(tokens: ToolTokens) -> N
     assert plain(tokens.generate_token("f", "c")).split(".")[2] == str(int(NOW) + 5)
 
 
-@pytest.mark.parametrize("bad", [0, -1, 1.5, True, float("nan")])
-def test_token_expiry_secs_must_be_positive_int(bad: object) -> None:
+@pytest.mark.parametrize("bad", [1.5, True, float("nan")])
+def test_token_expiry_secs_must_be_an_int(bad: object) -> None:
     with pytest.raises(ValueError, match="token_expiry_secs"):
         ToolTokens(secret_key=SECRET, token_expiry_secs=bad)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("secs", [0, -1, -3600, -(10**15)])
+def test_expiry_of_zero_or_less_mints_tokens_born_expired(secs: int, clock: FakeClock) -> None:
+    """As SignalWire's SDKs: valid nowhere, debug_token says expired with 0 seconds left."""
+    tokens = ToolTokens(secret_key=SECRET, token_expiry_secs=secs, clock=clock, debug_mode=True)
+    token = tokens.generate_token("transfer", "call-1")
+    assert not tokens.validate_token("call-1", "transfer", token)
+    live = ToolTokens(secret_key=SECRET, token_expiry_secs=secs)  # the real clock, as SignalWire's
+    assert not SWManager(secret_key=SECRET).validate_token(
+        "call-1", "transfer", live.generate_token("transfer", "call-1")
+    )
+    expiry = plain(token).split(".")[2]
+    assert expiry.isdigit()  # never a negative number in the wire format
+    status = tokens.debug_token(token)["status"]
+    assert status["is_expired"] is True
+    assert status["expires_in_seconds"] == 0
+
+
+def test_signalwire_tokens_born_expired_are_refused_here(clock: FakeClock) -> None:
+    sw = SWManager(token_expiry_secs=0, secret_key=SECRET)
+    token = sw.generate_token("transfer", "call-1")
+    assert not ToolTokens(secret_key=SECRET).validate_token("call-1", "transfer", token)
 
 
 def test_token_expiry_secs_type() -> None:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import logging
 import re
 import sys
 import time
@@ -141,7 +142,7 @@ def _read_json_flag(value: str | None, flag: str) -> dict[str, Any] | None:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
             raise typer.BadParameter(
-                f"cannot read {path}: {type(exc).__name__}", param_hint=f"'{flag}'"
+                f"cannot read {path}: {_file_problem(exc)}", param_hint=f"'{flag}'"
             ) from None
     try:
         return parse_metadata(text, max_bytes=DEFAULT_MAX_METADATA_BYTES)
@@ -149,47 +150,69 @@ def _read_json_flag(value: str | None, flag: str) -> dict[str, Any] | None:
         raise typer.BadParameter(exc.message, param_hint=f"'{flag}'") from None
 
 
-def _parse_attributes(items: list[str] | None) -> dict[str, str] | None:
+def _file_problem(exc: OSError | UnicodeDecodeError) -> str:
+    """Why a file could not be read, as the OS says it (``No such file or directory``)."""
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8 text"
+    return exc.strerror or type(exc).__name__
+
+
+def _parse_attributes(items: list[str] | None, flag: str = "--attribute") -> dict[str, str] | None:
     if not items:
         return None
     out: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise typer.BadParameter("expected key=value", param_hint="'--attribute'")
+            raise typer.BadParameter("expected key=value", param_hint=f"'{flag}'")
         out[key] = value
     return out
 
 
-def _issuer(api_key: str | None, api_secret: str | None) -> Any:
+def _checked_url(url: str | None) -> str | None:
+    """``url`` if it is a LiveKit URL (ws/wss/http/https with a host), else exit 1 saying so."""
+    if not url:
+        return url
+    from .tokens.keys import check_livekit_url
+
+    try:
+        return check_livekit_url(url, setting="--url / LIVEKIT_URL")
+    except ConfigError as exc:
+        _fail(exc.message, 1)
+
+
+def _issuer(api_key: str | None, api_secret: str | None, leeway: timedelta | None = None) -> Any:
     """A TokenIssuer for these keys, or the dev-server keys (with ``serve``'s warning).
 
     PyJWT's ``InsecureKeyLengthWarning`` (printed with a file path, on every
     token) is replaced by one clean line; with the dev keys the dev warning says it all.
     """
     from .tokens.issuer import TokenIssuer
-    from .tokens.keys import (
-        DEV_API_KEY,
-        DEV_API_SECRET,
-        DEV_KEYS_WARNING,
-        resolve_keys,
-        short_secret_warning,
-    )
+    from .tokens.keys import resolve_keys
 
     try:
         keys = resolve_keys(api_key, api_secret)
     except ConfigError as exc:
         _fail(exc.message, 1)
+    _announce_keys(keys)
+    try:
+        if leeway is not None:
+            return TokenIssuer(keys.key, keys.secret, leeway=leeway)
+        return TokenIssuer(keys.key, keys.secret)
+    except ConfigError as exc:
+        _fail(exc.message, 1)
+
+
+def _announce_keys(keys: Any) -> None:
+    """Say once, cleanly, what is weak about these keys (the dev pair set on purpose: nothing)."""
+    from .tokens.keys import DEV_API_KEY, DEV_API_SECRET, DEV_KEYS_WARNING, short_secret_warning
+
     if keys.dev:
         typer.echo(DEV_KEYS_WARNING, err=True)
     elif (keys.key, keys.secret) == (DEV_API_KEY, DEV_API_SECRET):
         pass  # the documented dev-server pair, set on purpose: its shortness is known
     elif (note := short_secret_warning(keys.secret)) is not None:
         typer.echo(note, err=True)
-    try:
-        return TokenIssuer(keys.key, keys.secret)
-    except ConfigError as exc:
-        _fail(exc.message, 1)
 
 
 @contextmanager
@@ -310,6 +333,7 @@ def token_command(
     job = _read_json_flag(job_metadata, "--job-metadata")
     attrs = _parse_attributes(attribute)
     ttl = _parse_valid_for(valid_for)
+    url = _checked_url(url)
     if (deployment is not None or job is not None) and not agent:
         raise typer.BadParameter("needs --agent", param_hint="'--deployment/--job-metadata'")
 
@@ -362,25 +386,44 @@ def _stdin_token() -> str:
 @app.command("verify")
 def verify_command(
     token: Annotated[
-        str, typer.Argument(metavar="TOKEN", help="The token, or - to read it from stdin.")
-    ],
+        str,
+        typer.Argument(metavar="TOKEN", hidden=True, show_default=False),  # in the docstring
+    ] = "-",  # noqa: S107 - "-" means stdin, not a password
     as_json: Annotated[bool, typer.Option("--json", help="Print the claims as JSON.")] = False,
+    leeway: Annotated[
+        str,
+        typer.Option(
+            "--leeway",
+            metavar="DURATION",
+            help="Clock skew allowed on expiry and not-before, Go-style (0s: none).",
+        ),
+    ] = "60s",
     api_key: ApiKey = None,
     api_secret: ApiSecret = None,
 ) -> None:
-    """Verify a token (signature, issuer, expiry, claims, joinable) and print its claims."""
+    """Verify a token (signature, issuer, expiry, claims, joinable) and print its claims.
+
+    TOKEN is the token; without it (or with -) it is read from stdin. A token that expired (or starts) less than --leeway ago is valid only within the
+    leeway, and the output says so.
+    """
     if token == "-":  # noqa: S105 - "-" means stdin, not a password
         token = _stdin_token()
-    issuer = _issuer(api_key, api_secret)
+    try:
+        skew = parse_duration(leeway)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--leeway'") from None
+    issuer = _issuer(api_key, api_secret, skew)
     try:
         with _no_pyjwt_key_warning():
             verified = issuer.verify(token)
     except MetadataPluginError as exc:
         _fail(f"token is invalid: {exc.message}", 1)
     dispatches = [_dispatch_view(d) for d in verified.dispatches]
+    grace = _leeway_note(verified, skew)
     if as_json:
         out = {
             "valid": True,
+            "within_leeway_only": grace is not None,
             "identity": verified.identity,
             "name": verified.name,
             "room": verified.room,
@@ -395,7 +438,23 @@ def verify_command(
         }
         typer.echo(_dumps(out))
         return
-    typer.echo("\n".join(_verified_lines(verified, dispatches)))
+    lines = _verified_lines(verified, dispatches)
+    if grace is not None:
+        lines[0] = f"valid:      yes, only within the leeway: {grace}"
+    typer.echo("\n".join(lines))
+
+
+def _leeway_note(verified: Any, leeway: timedelta) -> str | None:
+    """Why the token is valid only thanks to the leeway, or None when it is valid outright."""
+    now = time.time()
+    allowed = f"(--leeway {int(leeway.total_seconds())}s; --leeway 0s refuses it)"
+    expired = now - verified.expires_at.timestamp()
+    if expired >= 0:
+        return f"it expired {_remaining(-expired).removesuffix(' ago')} ago {allowed}"
+    if verified.not_before is not None and verified.not_before.timestamp() > now:
+        early = verified.not_before.timestamp() - now
+        return f"it is not valid for another {_remaining(early).removeprefix('in ')} {allowed}"
+    return None
 
 
 def _dispatch_view(dispatch: Any) -> dict[str, Any]:
@@ -467,6 +526,7 @@ def route_command(
         str | None,
         typer.Option(
             "--attributes",
+            metavar="JSON",
             help="Participant attributes for when_attributes: a JSON object of strings or @file.",
         ),
     ] = None,
@@ -509,6 +569,7 @@ def serve_command(
         int,
         typer.Option(
             "--workers",
+            metavar="N",
             min=1,
             max=256,
             help="Serving processes on the one port (SO_REUSEPORT where the OS has it).",
@@ -543,17 +604,27 @@ sip_app = typer.Typer(
 app.add_typer(sip_app, name="sip")
 
 RulesFile = Annotated[
-    Path, typer.Option("--rules", help="Rules file (YAML, TOML or JSON).", show_default=False)
+    Path,
+    typer.Option(
+        "--rules", metavar="FILE", help="Rules file (YAML, TOML or JSON).", show_default=False
+    ),
 ]
 Trunks = Annotated[
     list[str] | None,
-    typer.Option("--trunk", help="Inbound trunk id the rules apply to (repeatable; default: all)."),
+    typer.Option(
+        "--trunk",
+        metavar="ID",
+        help="Inbound trunk id the rules apply to (repeatable; default: all).",
+    ),
 ]
-RoomPrefix = Annotated[str, typer.Option("--room-prefix", help="Prefix of the per-call rooms.")]
+RoomPrefix = Annotated[
+    str, typer.Option("--room-prefix", metavar="PREFIX", help="Prefix of the per-call rooms.")
+]
 Scope = Annotated[
     str | None,
     typer.Option(
         "--scope",
+        metavar="SCOPE",
         show_default=False,
         help="This sync's scope, recorded in each rule it creates; only rules with this "
         "scope are changed or deleted (default: trunks:<the --trunk ids>, else "
@@ -608,7 +679,13 @@ def sip_sync_command(
     scope: Scope = None,
     url: Annotated[
         str | None,
-        typer.Option("--url", envvar="LIVEKIT_URL", show_default=False, help="LiveKit server URL."),
+        typer.Option(
+            "--url",
+            envvar="LIVEKIT_URL",
+            metavar="URL",
+            show_default=False,
+            help="LiveKit server URL.",
+        ),
     ] = None,
     api_key: ApiKey = None,
     api_secret: ApiSecret = None,
@@ -623,9 +700,13 @@ def sip_sync_command(
 
     if not url:
         _fail("LiveKit server URL is not set: set LIVEKIT_URL or pass --url", 1)
+    url = _checked_url(url) or url
     if not api_key or not api_secret:
         _fail("set LIVEKIT_API_KEY and LIVEKIT_API_SECRET (or pass --api-key/--api-secret)", 1)
-    with _errors():
+    from .tokens.keys import ApiKeys
+
+    _announce_keys(ApiKeys(api_key, api_secret, dev=False))
+    with _errors(), _no_pyjwt_key_warning():
         wanted, skipped = _sip_rules(rules, trunk, room_prefix, scope)
         scope = _sip_scope(rules, trunk, scope)
         asyncio.run(_sip_sync(url, api_key, api_secret, wanted, skipped, dry_run, scope))
@@ -653,6 +734,156 @@ async def _sip_sync(
             return
         await apply_plan(lkapi, plan)
         typer.echo(f"applied {plan.changes} change(s)")
+
+
+@sip_app.command("call")
+def sip_call_command(
+    to: Annotated[
+        str,
+        typer.Option(
+            "--to",
+            metavar="NUMBER",
+            help="The number dialed (sip.trunkPhoneNumber).",
+            show_default=False,
+        ),
+    ],
+    caller: Annotated[
+        str | None,
+        typer.Option(
+            "--from",
+            metavar="NUMBER",
+            help="The caller's number (sip.phoneNumber); omit it for a hidden number.",
+        ),
+    ] = None,
+    rules: Annotated[
+        Path | None,
+        typer.Option(
+            "--rules",
+            metavar="FILE",
+            help="Routing rules: the dispatch `sip sync` would create for these numbers.",
+        ),
+    ] = None,
+    agent: Annotated[
+        str | None,
+        typer.Option("--agent", metavar="AGENT", help="Dispatch this agent name instead."),
+    ] = None,
+    header: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--header",
+            metavar="NAME=VALUE",
+            help="A SIP header, as attribute sip.h.NAME (repeatable).",
+        ),
+    ] = None,
+    trunk: Annotated[
+        str | None,
+        typer.Option("--trunk", metavar="ID", help="The inbound trunk id (attribute sip.trunkID)."),
+    ] = None,
+    expect: Annotated[
+        str | None,
+        typer.Option("--expect", metavar="AGENT", help="Exit 1 unless this agent answers."),
+    ] = None,
+    wait: Annotated[
+        float,
+        typer.Option("--wait", metavar="SECONDS", min=0.1, help="Seconds to wait for the agent."),
+    ] = 30.0,
+    room_prefix: Annotated[
+        str, typer.Option("--room-prefix", metavar="PREFIX", help="Prefix of the per-call rooms.")
+    ] = "call-",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
+    url: Annotated[
+        str | None,
+        typer.Option(
+            "--url",
+            envvar="LIVEKIT_URL",
+            metavar="URL",
+            show_default=False,
+            help="LiveKit server URL.",
+        ),
+    ] = None,
+    api_key: ApiKey = None,
+    api_secret: ApiSecret = None,
+) -> None:
+    """Place a simulated inbound call and print which agent answered and its route.
+
+    Joins a new room as LiveKit's SIP service joins a caller: participant kind sip,
+    attributes sip.trunkPhoneNumber (--to), sip.phoneNumber (--from), sip.callID,
+    sip.h.* (--header), and the agent dispatch that the dispatch rule `sip sync`
+    creates from --rules picks for these numbers (else the rules' own route, or
+    --agent). It waits for the agent, prints its route attributes and hangs up.
+
+    Not simulated: SIP signalling and media (LiveKit's SIP service does not run: no
+    INVITE, no audio), the trunk (no authentication or number checks) and the
+    server's own dispatch-rule lookup (so no Redis is needed). Exit codes: 0 an
+    agent answered with a route (the --expect one, if given), 1 none did, or
+    another one did, or LiveKit was unreachable; 2 bad usage.
+    """
+    import asyncio
+
+    if rules is None and not agent:
+        raise typer.BadParameter("pass --rules FILE or --agent NAME", param_hint="'--rules'")
+    if not url:
+        _fail(
+            "LiveKit server URL is not set: set LIVEKIT_URL (e.g. ws://127.0.0.1:7880) or pass --url",
+            1,
+        )
+    url = _checked_url(url) or url
+    headers = _parse_attributes(header, "--header") or {}
+    from .routing.router import MetadataRouter
+    from .sip_call import place_call, plan_call
+    from .tokens.keys import resolve_keys
+
+    try:
+        keys = resolve_keys(api_key, api_secret)
+    except ConfigError as exc:
+        _fail(exc.message, 1)
+    _announce_keys(keys)
+    # LiveKit's SDK logs each failed connection attempt, the token included: the one
+    # error line below says what to do instead.
+    logging.getLogger("livekit").setLevel(logging.CRITICAL + 1)
+    with _errors(), _no_pyjwt_key_warning():
+        router = MetadataRouter.from_file(rules) if rules is not None else None
+        plan = plan_call(
+            router,
+            to=to,
+            caller=caller,
+            headers=headers,
+            trunk_id=trunk,
+            agent=agent,
+            room_prefix=room_prefix,
+        )
+
+        def say(line: str) -> None:
+            if not as_json:
+                typer.echo(line)
+
+        say(f"calling {to} from {caller or 'a hidden number'} (simulated: no SIP media, no trunk)")
+        say(f"dispatch: {plan.dispatch.agent_name} ({plan.source})")
+        result = asyncio.run(place_call(url, keys.key, keys.secret, plan, wait=wait, on_step=say))
+    ok = result.route is not None and (expect is None or result.route == expect)
+    if as_json:
+        out = {
+            "answered": ok,
+            "room": result.room,
+            "dispatch": plan.dispatch.agent_name,
+            "agent": result.agent,
+            "route": result.route,
+            "route.rule": result.rule,
+        }
+        typer.echo(_dumps(out))
+    elif result.agent is None:
+        typer.echo(
+            f"no agent joined within {wait:g}s: is a worker registered as "
+            f"{plan.dispatch.agent_name!r} with this server?"
+        )
+    elif result.route is None:
+        typer.echo("the agent published no route attribute")
+    else:
+        typer.echo(f"route: {result.route} (rule: {result.rule or '?'})")
+        if expect is not None and result.route != expect:
+            typer.echo(f"expected {expect}, but {result.route} answered")
+    if not ok:
+        raise typer.Exit(1)
 
 
 def main() -> None:

@@ -8,14 +8,27 @@ registers the record, once.
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import threading
+import warnings
 
+from jwt.warnings import InsecureKeyLengthWarning
 from livekit.agents import Plugin
 
 from ..log import logger
 from ..version import __version__
 
-__all__ = ["MetadataPlugin", "register"]
+__all__ = ["DEV_KEYS_NOTE", "MetadataPlugin", "quiet_dev_keys", "register"]
+
+DEV_KEYS_NOTE = (
+    "LIVEKIT_API_KEY / LIVEKIT_API_SECRET are the livekit-server --dev keys (devkey / secret): "
+    "fine on this machine, never in production"
+)
+"""What a worker says, once, when it runs with the dev-server keys."""
+
+_quieted = False
+_SAID = "LK_METADATA_DEV_KEYS_SAID"
 
 _PACKAGE = "livekit.plugins.metadata"
 
@@ -27,6 +40,32 @@ class MetadataPlugin(Plugin):
         super().__init__(_PACKAGE, __version__, _PACKAGE, logger)
 
 
+def quiet_dev_keys() -> bool:
+    """With the dev-server keys in the environment, say so once, cleanly, instead of PyJWT.
+
+    The worker signs its tokens with ``LIVEKIT_API_SECRET``; with the 6-byte dev
+    secret PyJWT warns on every token, with a file path. That warning is silenced
+    for this process, and the first process of a worker logs :data:`DEV_KEYS_NOTE`
+    once (the job processes it starts inherit a marker and stay quiet). True if the
+    dev keys are in use.
+    """
+    global _quieted
+    from ..tokens.keys import DEV_API_KEY, DEV_API_SECRET
+
+    dev = (os.environ.get("LIVEKIT_API_KEY"), os.environ.get("LIVEKIT_API_SECRET")) == (
+        DEV_API_KEY,
+        DEV_API_SECRET,
+    )
+    if not dev or _quieted:
+        return dev
+    _quieted = True
+    warnings.filterwarnings("ignore", category=InsecureKeyLengthWarning)
+    if multiprocessing.parent_process() is None and not os.environ.get(_SAID):
+        logger.warning(DEV_KEYS_NOTE)
+        os.environ[_SAID] = "1"  # inherited by the job processes the worker starts
+    return True
+
+
 def register() -> bool:
     """Register the record unless it already is; True if this call registered it.
 
@@ -34,6 +73,7 @@ def register() -> bool:
     another thread (a thread-executor job) leaves it to the worker's own import
     and says so in the debug log instead of failing the job.
     """
+    quiet_dev_keys()
     if any(p.package == _PACKAGE for p in Plugin.registered_plugins):
         return False
     if threading.current_thread() is not threading.main_thread():

@@ -35,6 +35,7 @@ from .._util import keys_for_log
 from ..codec import DEFAULT_MAX_METADATA_BYTES, parse_metadata
 from ..errors import ConfigError, MetadataError, NoRouteMatched, RoutingError
 from ..log import logger
+from ..routing.phone import number_problem
 from ..routing.route import Route
 from ..routing.router import MetadataRouter
 
@@ -314,6 +315,64 @@ def _build_agent(factory: AgentFactory, route: Route) -> Agent:
     return agent
 
 
+_PHONE_ATTRIBUTES: dict[int, tuple[MetadataRouter, frozenset[str]]] = {}
+_NOTED_JOBS: dict[str, None] = {}
+_MAX_NOTED_JOBS = 1024
+
+
+def _phone_attributes(router: MetadataRouter) -> frozenset[str]:
+    """The attributes the router's ``phone``/``phone_prefix`` conditions read."""
+    cached = _PHONE_ATTRIBUTES.get(id(router))
+    if cached is not None and cached[0] is router:
+        return cached[1]
+    names = frozenset(
+        c.path
+        for rule in router.rule_set.rules
+        for c in rule.conds
+        if c.source == "attributes" and c.op in ("phone", "phone_prefix")
+    )
+    if len(_PHONE_ATTRIBUTES) >= 64:  # a few routers per process; never unbounded
+        _PHONE_ATTRIBUTES.clear()
+    _PHONE_ATTRIBUTES[id(router)] = (router, names)
+    return names
+
+
+def _note_unreadable_numbers(router: MetadataRouter, attributes: Mapping[str, str]) -> None:
+    """Log, once per job, each phone attribute that cannot be read as a number.
+
+    Such a number matches no phone rule, so the call goes to the default; the
+    log says which attribute, its length and why, never the number.
+    """
+    region = router.rule_set.phone_region
+    problems = [
+        (name, len(value), problem)
+        for name in sorted(_phone_attributes(router))
+        if isinstance(value := attributes.get(name), str)
+        and (problem := number_problem(value, region)) is not None
+    ]
+    if not problems:
+        return
+    from livekit.agents import get_job_context
+
+    ctx = get_job_context(required=False)
+    job = ctx.job.id if ctx is not None else None
+    if job is not None:
+        if job in _NOTED_JOBS:
+            return
+        if len(_NOTED_JOBS) >= _MAX_NOTED_JOBS:
+            _NOTED_JOBS.pop(next(iter(_NOTED_JOBS)))
+        _NOTED_JOBS[job] = None
+    for name, size, problem in problems:
+        logger.warning(
+            "job %s: attribute %s (%d characters) is not a phone number (%s): "
+            "no phone rule can match it",
+            job or "-",
+            name,
+            size,
+            problem,
+        )
+
+
 def _routed(
     router: MetadataRouter,
     md: Mapping[str, Any],
@@ -373,6 +432,8 @@ def select(
             if isinstance(metadata, Mapping)
             else parse_metadata(metadata, max_bytes=max_bytes)
         )
+        if attributes:
+            _note_unreadable_numbers(router, attributes)
         route = _routed(router, md, attributes, factories)
     except (MetadataError, RoutingError, ConfigError) as exc:
         if fallback is None:

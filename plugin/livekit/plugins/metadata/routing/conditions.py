@@ -277,7 +277,9 @@ def _compile_regex(where: str, arg: Any) -> Compiled:
 
 def _compile_numeric(where: str, op: str, arg: Any) -> Compiled:
     if not _is_number(arg) or not math.isfinite(arg):
-        raise Problem(where, "expected a finite number (booleans are not numbers)")
+        kinds = {bool: "true/false", str: "text", list: "a list", dict: "a mapping"}
+        what = "infinity or NaN" if isinstance(arg, float) else kinds.get(type(arg), "nothing")
+        raise Problem(where, f"expected a number to compare with, e.g. {op}: 10 (found {what})")
     sym, cmp = _NUMERIC_OPS[op]
     bound = arg
 

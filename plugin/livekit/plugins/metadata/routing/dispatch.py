@@ -72,11 +72,22 @@ _HINTS = {
 }
 
 
+_STATUS_HINTS = {
+    401: "it did not accept the API key and secret: set LIVEKIT_API_KEY and LIVEKIT_API_SECRET "
+    "to a key pair from the server's `keys:` (`livekit-server --dev`: devkey / secret)",
+    403: "the API key lacks a grant this call needs; use a key with the admin grants",
+}
+"""Advice by HTTP status, for errors whose Twirp code says nothing (LiveKit answers a bad
+key or secret with code 'unknown' and HTTP 401)."""
+
+
 def _server_error(
     action: str, exc: api.TwirpError, hints: Mapping[str, str] | None = None
 ) -> DispatchError:
-    hint = (hints or {}).get(exc.code) or _HINTS.get(
-        exc.code, "see the LiveKit server logs for details"
+    hint = (
+        (hints or {}).get(exc.code)
+        or _HINTS.get(exc.code)
+        or _STATUS_HINTS.get(exc.status, "see the LiveKit server logs for details")
     )
     return DispatchError(
         f"LiveKit refused to {action} (code {exc.code!r}, HTTP {exc.status}): {hint}"

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import phonenumbers
 
-__all__ = ["normalize_number", "rule_number", "rule_prefix", "rule_region"]
+__all__ = ["normalize_number", "number_problem", "rule_number", "rule_prefix", "rule_region"]
 
 _SCHEME = re.compile(r"^(?:tel|sips?):", re.IGNORECASE)
 _SEPARATORS = re.compile(r"[\s\-./()\u00a0]")
@@ -112,6 +112,66 @@ def normalize_number(text: str, region: str | None = None) -> str | None:
     return None
 
 
+@functools.cache
+def _reasons() -> dict[int, str]:
+    import phonenumbers
+
+    result = phonenumbers.ValidationResult
+    return {
+        result.INVALID_COUNTRY_CODE: "no country has the code it starts with",
+        result.TOO_SHORT: "too short for its country",
+        result.TOO_LONG: "too long for its country",
+        result.INVALID_LENGTH: "its length fits no number of its country",
+        result.IS_POSSIBLE_LOCAL_ONLY: "a local number without its area code",
+    }
+
+
+def number_problem(text: object, region: str | None = None, *, strict: bool = False) -> str | None:
+    """Why ``text`` cannot be read as a phone number, in a few words, or ``None`` if it can.
+
+    The reason never contains the number itself, so it can go into logs and
+    explanations. ``strict`` asks for a *valid* number (a rule's), not only a
+    possible one (a caller's).
+    """
+    import phonenumbers
+
+    if not isinstance(text, str):
+        return "not a string"
+    if not text.strip():
+        return "empty"
+    if len(text) > _MAX_INPUT:
+        return f"longer than {_MAX_INPUT} characters"
+    if not strict and normalize_number(text, region) is not None:
+        return None
+    digits = _SEPARATORS.sub("", _strip_uri(text))
+    international = digits.startswith(("+", "00"))
+    if not any(c.isdigit() for c in digits):
+        return "it has no digits"
+    if not digits.lstrip("+").isdigit():
+        return "it has characters other than digits, spaces and - . / ( )"
+    national = region is None and not international
+    if strict and national:
+        return "a national number, and the rule set has no phone_region to read it with"
+    readings = list(_candidates(text, region))
+    if not readings:
+        if national:
+            return "a national number, and the rule set has no phone_region to read it with"
+        try:
+            phonenumbers.parse("+" + digits.lstrip("+").removeprefix("00"), None)
+        except phonenumbers.NumberParseException as exc:
+            if exc.error_type == phonenumbers.NumberParseException.INVALID_COUNTRY_CODE:
+                return "no country has the code it starts with"
+        return "not a phone number"
+    number, _ = readings[0]
+    reason = phonenumbers.is_possible_number_with_reason(number)
+    reasons = _reasons()
+    if reason in reasons:
+        return reasons[reason]
+    if strict and not phonenumbers.is_valid_number(number):
+        return "no number of its country has this form"
+    return None
+
+
 def rule_region(value: object) -> str:
     """A rule set's ``phone_region``, upper-cased.
 
@@ -142,8 +202,7 @@ def rule_number(value: object, region: str | None) -> str:
     for number, _ in _candidates(value, region) if len(value) <= _MAX_INPUT else []:
         if phonenumbers.is_valid_number(number):
             return _e164(number)
-    hint = "" if region else " (a national number needs the rule set's phone_region)"
-    raise ValueError(f"not a valid phone number{hint}")
+    raise ValueError(f"not a valid phone number: {number_problem(value, region, strict=True)}")
 
 
 def rule_prefix(value: object) -> str:

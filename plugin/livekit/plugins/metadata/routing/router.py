@@ -96,6 +96,7 @@ from ..errors import NoRouteMatched
 from ..loader import MAX_FILE_BYTES
 from .conditions import MISSING, lookup
 from .index import RuleIndex
+from .phone import number_problem
 from .route import ConditionFailure, Route, RuleTrace
 from .rules import RuleSet, Target, compile_rules, load_rules, rules_from_config
 
@@ -386,10 +387,17 @@ class MetadataRouter:
         return frozenset(names)
 
     def _no_match(self, metadata: Mapping[str, Any]) -> NoRouteMatched:
+        count = len(self._set.rules)
+        keys = sorted(str(k) for k in metadata)
+        seen = f"metadata keys {keys_for_log(keys)}" if keys else "empty metadata"
         return NoRouteMatched(
-            f"no routing rule matched ({len(self._set.rules)} rules; metadata keys: "
-            f"[{keys_for_log(sorted(str(k) for k in metadata))}]) and the rule set has no "
-            "default; add a catch-all rule or 'default: <agent>' / 'default: reject'"
+            (
+                "the one routing rule did not match"
+                if count == 1
+                else f"none of the {count} routing rules matched"
+            )
+            + f" ({seen}) and the rule set has no default; add "
+            "'default: <agent>' (or 'default: reject') to the rules file"
         )
 
     def explain(
@@ -411,6 +419,8 @@ class MetadataRouter:
                 v = lookup(attrs if c.source == "attributes" else metadata, c.parts)
                 if not c.pred(v):
                     found = "missing" if v is MISSING else json_type_name(v)
+                    if c.op in ("phone", "phone_prefix") and isinstance(v, str):
+                        found = _unreadable_number(v, self._set.phone_region) or found
                     failed = ConditionFailure(c.path, c.op, c.expected, found, c.source)
                     break
             matched = failed is None
@@ -493,3 +503,12 @@ class MetadataRouter:
             fallback=fallback,
             max_bytes=max_bytes,
         )
+
+
+def _unreadable_number(value: str, region: str | None) -> str | None:
+    """``explain()``'s note on a value a phone condition could not read (its length and
+    why, never the value), or ``None`` when it is a number that simply did not match."""
+    problem = number_problem(value, region)
+    if problem is None:
+        return None
+    return f"a string of {len(value)} characters that is not a phone number: {problem}"

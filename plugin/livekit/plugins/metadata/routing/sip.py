@@ -38,15 +38,16 @@ naming our rule.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from google.protobuf.json_format import MessageToDict
 from livekit import api
 
 from ..codec import PLUGIN_ATTRIBUTE_PREFIX
+from ..errors import DispatchError
 from .conditions import Cond
 from .dispatch import server_call
 from .router import MetadataRouter
@@ -56,6 +57,7 @@ __all__ = [
     "CALLED",
     "CALLER",
     "MAX_SCOPE_LEN",
+    "NO_SIP_HINT",
     "OWNER_ATTRIBUTE",
     "SIP_RULE_PREFIX",
     "SipClient",
@@ -67,6 +69,8 @@ __all__ = [
     "list_dispatch_rules",
     "plan_sync",
 ]
+
+T = TypeVar("T")
 
 SIP_RULE_PREFIX = "lk-metadata/"
 """Name prefix of the dispatch rules ``lk-metadata sip sync`` creates (a name marks nothing
@@ -417,13 +421,40 @@ def _scope_of(wanted: Sequence[api.SIPDispatchRuleInfo]) -> str:
 # --------------------------------------------------------------------------- server calls
 
 
+NO_SIP_HINT = (
+    "this livekit-server has no SIP API (SIP needs Redis): start `redis-server` and run "
+    "`livekit-server --dev --redis-host 127.0.0.1:6379` (or add `redis:` to its config)"
+)
+"""What to do when the server answers a SIP call with 'sip not connected (redis required)'."""
+
+
+async def _sip_call(
+    action: str, call: Awaitable[T], *, hints: Mapping[str, str] | None = None
+) -> T:
+    """:func:`server_call` for the SIP service: a server without SIP support is said so.
+
+    LiveKit answers every SIP request of a server without Redis with HTTP 500 and
+    ``sip not connected (redis required)``; that reason is matched, never echoed.
+    """
+
+    async def checked() -> T:
+        try:
+            return await call
+        except api.TwirpError as exc:
+            if exc.code == "internal" and "redis required" in exc.message:
+                raise DispatchError(f"could not {action}: {NO_SIP_HINT}") from None
+            raise
+
+    return await server_call(action, checked(), hints=hints)
+
+
 async def list_dispatch_rules(lkapi: SipClient) -> list[api.SIPDispatchRuleInfo]:
     """Every dispatch rule on the server.
 
     Raises:
         DispatchError: The server refused or could not be reached.
     """
-    response = await server_call(
+    response = await _sip_call(
         "list the SIP dispatch rules",
         lkapi.sip.list_dispatch_rule(api.ListSIPDispatchRuleRequest()),
     )
@@ -447,17 +478,17 @@ async def apply_plan(lkapi: SipClient, plan: SyncPlan) -> None:
     sip = lkapi.sip
     for rule in plan.delete:
         request = api.DeleteSIPDispatchRuleRequest(sip_dispatch_rule_id=rule.sip_dispatch_rule_id)
-        await server_call(
+        await _sip_call(
             f"delete the SIP dispatch rule {rule.name!r}", sip.delete_dispatch_rule(request)
         )
     for _, new in plan.update:
-        await server_call(
+        await _sip_call(
             f"update the SIP dispatch rule {new.name!r}",
             sip.update_dispatch_rule(new.sip_dispatch_rule_id, new),
             hints=_CLAIMED,
         )
     for rule in plan.create:
-        await server_call(
+        await _sip_call(
             f"create the SIP dispatch rule {rule.name!r}",
             sip.create_dispatch_rule(api.CreateSIPDispatchRuleRequest(dispatch_rule=rule)),
             hints=_CLAIMED,

@@ -24,8 +24,10 @@ from pydantic import (
     SecretStr,
     SkipValidation,
     ValidationError,
+    field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from ..codec import (
     DEFAULT_MAX_METADATA_BYTES,
@@ -39,7 +41,7 @@ from ..loader import load_file
 from ..routing.router import MetadataRouter
 from ..sessions.manager import SessionManager
 from ..tokens.issuer import DEFAULT_SESSION_GRACE, DEFAULT_TTL
-from ..tokens.keys import DEV_API_KEY, DEV_API_SECRET
+from ..tokens.keys import DEV_API_KEY, DEV_API_SECRET, check_livekit_url
 from .edge import EdgeConfig
 from .limits import Limits
 
@@ -380,7 +382,8 @@ class ServerConfig(BaseModel):
     port: int = Field(default=DEFAULT_PORT, ge=0, le=65535)
     path: str = Field(default="/token", pattern=r"^/[A-Za-z0-9._~/-]*$")
     server_url: str = Field(
-        default_factory=lambda: os.environ.get("LIVEKIT_URL") or "ws://127.0.0.1:7880"
+        default_factory=lambda: os.environ.get("LIVEKIT_URL") or "ws://127.0.0.1:7880",
+        validate_default=True,
     )
     api_key: str | None = None
     """LiveKit API key; falls back to ``LIVEKIT_API_KEY``, then (loopback only) ``devkey``."""
@@ -392,6 +395,16 @@ class ServerConfig(BaseModel):
     """Agent dispatched when routing is disabled (None: no dispatch)."""
     store: str = "memory"
     """``"memory"`` or a ``redis://`` / ``rediss://`` / ``unix://`` URL."""
+
+    @field_validator("server_url")
+    @classmethod
+    def _livekit_url(cls, value: str) -> str:
+        """Clients get this URL: refuse one no LiveKit SDK can connect to, at start-up."""
+        try:
+            return check_livekit_url(value, setting="server_url (or LIVEKIT_URL)")
+        except ConfigError as exc:
+            raise PydanticCustomError("livekit_url", exc.message) from None
+
     session_grace: float = Field(default=DEFAULT_SESSION_GRACE.total_seconds(), ge=0)
     """Seconds a token session outlives its token (a join near the token's expiry). Each
     token owns a session that lives for the token's lifetime plus this, then expires on

@@ -248,7 +248,8 @@ class SessionManager:
         store: Where sessions live; ``None`` creates a new :class:`MemoryStore`
             (using ``clock``). Pass a ``RedisStore`` to share sessions between workers.
         secret_key: Tool-token secret(s); see :class:`~.tool_token.ToolTokens`.
-        token_expiry_secs: Tool-token lifetime in seconds (a positive int).
+        token_expiry_secs: Tool-token lifetime in seconds (an int; 0 or less mints
+            tokens that are already expired, as SignalWire's SDKs do).
         session_ttl: Seconds a session lives after its last write.
         cleanup_threshold: Expired sessions are removed automatically when a write
             leaves more than this many sessions stored (a trigger, not a cap; use
@@ -617,3 +618,23 @@ class SessionManager:
     def debug_token(self, token: str) -> dict[str, Any]:
         """Describe a token's fields (debug mode only); see :meth:`ToolTokens.debug_token`."""
         return self._tokens.debug_token(token)
+
+    # -- SignalWire's legacy call lifecycle (no-ops) ------------------------------------
+
+    def activate_session(self, call_id: str) -> bool:
+        """SignalWire's legacy ``activate_session``: a no-op that returns ``True``.
+
+        Kept so code ported from SignalWire's SDKs runs unchanged; a session exists
+        from its first write, and nothing needs activating.
+        """
+        del call_id
+        return True
+
+    def end_session(self, call_id: str) -> bool:
+        """SignalWire's legacy ``end_session``: a no-op that returns ``True``.
+
+        As in SignalWire's SDKs it deletes nothing; use :meth:`delete_session_metadata`
+        to drop a session's metadata, or let ``session_ttl`` expire it.
+        """
+        del call_id
+        return True

@@ -186,11 +186,11 @@ def _resolve_secrets(secret_key: object) -> tuple[list[str | bytes], str]:
 def _check_expiry_secs(value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         if isinstance(value, bool):
-            raise ValueError("token_expiry_secs must be a positive int of seconds, not a bool")
+            raise ValueError("token_expiry_secs must be an int of seconds, not a bool")
         raise TypeError(f"token_expiry_secs must be an int, not {type(value).__name__}")
-    if not isinstance(value, int) or value <= 0:
-        raise ValueError("token_expiry_secs must be a positive int of seconds")
-    return value
+    if not isinstance(value, int):
+        raise ValueError("token_expiry_secs must be an int of seconds")
+    return value  # 0 or less: tokens born expired, as in SignalWire's SDKs (e.g. for tests)
 
 
 _URL_TO_STD = bytes.maketrans(b"-_+/", b"+/!!")
@@ -235,7 +235,8 @@ class ToolTokens:
             rotation: tokens are signed with the first and accepted if any matches.
             ``None``: ``LIVEKIT_METADATA_SECRET``, else a key derived from
             ``LIVEKIT_API_SECRET``, else a random per-process secret (logged).
-        token_expiry_secs: Token lifetime in seconds, a positive int.
+        token_expiry_secs: Token lifetime in seconds, an int; 0 or less mints tokens
+            that are already expired (valid nowhere), as SignalWire's SDKs do.
         clock: Returns the current Unix time in seconds; defaults to ``time.time``
             (looked up at each call).
         debug_mode: Enables :meth:`debug_token`.
@@ -243,7 +244,7 @@ class ToolTokens:
     Raises:
         ConfigError: A secret is empty (or the list of secrets is).
         TypeError: A secret or ``token_expiry_secs`` has the wrong type.
-        ValueError: ``token_expiry_secs`` is not positive.
+        ValueError: ``token_expiry_secs`` is a bool or not a whole number.
 
     Warns:
         InsecureSecretWarning: A configured secret is shorter than 32 bytes.
@@ -347,7 +348,8 @@ class ToolTokens:
         if not call_id or ":" in call_id:
             raise ValueError("call_id must be non-empty and must not contain ':'")
         clock = self._clock
-        expiry = int(time.time() if clock is None else clock()) + self._expiry_secs
+        # Never below 0: the field stays plain digits, and 0 is expired for every clock.
+        expiry = max(int(time.time() if clock is None else clock()) + self._expiry_secs, 0)
         nonce = os.urandom(_NONCE_BYTES).hex()
         mac = self._macs[0].copy()
         mac.update(f"{call_id}:{function_name}:{expiry}:{nonce}".encode())

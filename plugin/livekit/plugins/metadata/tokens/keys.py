@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from typing import NamedTuple
+from urllib.parse import urlsplit
 
 from ..errors import ConfigError
 
@@ -20,6 +21,7 @@ __all__ = [
     "DEV_KEYS_WARNING",
     "MIN_SECRET_BYTES",
     "ApiKeys",
+    "check_livekit_url",
     "resolve_keys",
     "short_secret_warning",
 ]
@@ -79,4 +81,36 @@ def short_secret_warning(secret: str) -> str | None:
     return (
         f"warning: the API secret is {size} bytes; HS256 needs at least {MIN_SECRET_BYTES} "
         "(PyJWT's InsecureKeyLengthWarning)"
+    )
+
+
+LIVEKIT_URL_SCHEMES = ("ws", "wss", "http", "https")
+
+
+def check_livekit_url(url: str, *, setting: str = "LIVEKIT_URL") -> str:
+    """``url`` if it can reach a LiveKit server: ``ws://``, ``wss://``, ``http://`` or
+    ``https://`` with a host.
+
+    Raises:
+        ConfigError: Naming ``setting``, what is wrong and an example (never the URL,
+            which may carry credentials).
+    """
+    try:
+        parts = urlsplit(url.strip())
+        host = parts.hostname
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError:
+        problem = "it does not parse as a URL"
+    else:
+        if not parts.scheme or "://" not in url:
+            problem = "it has no scheme"
+        elif parts.scheme.lower() not in LIVEKIT_URL_SCHEMES:
+            problem = f"its scheme is {parts.scheme!r}"
+        elif not host:
+            problem = "it has no host"
+        else:
+            return url.strip()
+    raise ConfigError(
+        f"{setting} is not a LiveKit URL ({problem}): use ws://, wss://, http:// or https:// "
+        "and a host, e.g. ws://127.0.0.1:7880 for `livekit-server --dev`"
     )

@@ -1,0 +1,309 @@
+"""A simulated inbound phone call: join a room as LiveKit's SIP service joins a caller.
+
+``lk-metadata sip call`` uses it to check, on a local ``livekit-server``, that a phone
+call reaches the agent the routing rules choose, without a phone, a trunk or
+LiveKit's SIP service:
+
+1. :func:`plan_call` picks the agent dispatch LiveKit's SIP service would use for the
+   dialed and the calling number: the dispatch rule ``sip sync`` creates from the same
+   rules file for those numbers (most specific first, as LiveKit matches them), else
+   the rules' route for the call (what a catch-all dispatch rule of your own would
+   send), or an explicit agent;
+2. :func:`place_call` joins a fresh room, named as an Individual dispatch rule names
+   it, with a token of participant kind ``sip`` carrying the attributes the SIP
+   service sets (``sip.phoneNumber``, ``sip.trunkPhoneNumber``, ``sip.callID``,
+   ``sip.callStatus``, ``sip.trunkID``, ``sip.h.*`` headers) and that dispatch; it
+   waits for the agent, reads its ``route`` attributes and hangs up (deletes the room).
+
+What it does not simulate: SIP signalling and media (no INVITE, no audio, no DTMF),
+the trunk (no authentication, no number or address checks; ``sip.trunkID`` is only an
+attribute) and the server's own dispatch-rule lookup (the rule is compiled from the
+rules file, not read from the server, so it needs no Redis).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from livekit import api, rtc
+
+from .errors import DispatchError, RoutingError
+from .routing.phone import normalize_number
+from .routing.router import MetadataRouter
+from .routing.sip import CALLED, CALLER, desired_dispatch_rules
+from .tokens.issuer import TokenIssuer
+
+__all__ = [
+    "CallPlan",
+    "CallResult",
+    "check_reachable",
+    "match_dispatch_rule",
+    "place_call",
+    "plan_call",
+]
+
+_AGENT = rtc.ParticipantKind.PARTICIPANT_KIND_AGENT
+_POLL = 0.05
+
+
+@dataclass(frozen=True)
+class CallPlan:
+    """Who calls, where, and which agent LiveKit would dispatch.
+
+    Attributes:
+        room: The room the call gets (``<room_prefix>caller_<random>``, or
+            ``anonymous_`` for a hidden number).
+        identity: The SIP participant's identity (``sip_<caller>``).
+        attributes: The SIP participant's attributes.
+        dispatch: The agent dispatch the room is created with.
+        source: Where the dispatch came from, for people.
+    """
+
+    room: str
+    identity: str
+    attributes: dict[str, str]
+    dispatch: api.RoomAgentDispatch
+    source: str
+
+
+@dataclass
+class CallResult:
+    """What happened to a call.
+
+    Attributes:
+        room: The call's room.
+        agent: The identity of the agent that joined (``None``: none in time).
+        route: The agent's ``route`` attribute (``None``: it published none in time).
+        rule: The agent's ``route.rule`` attribute.
+        attributes: Every attribute of the agent.
+    """
+
+    room: str
+    agent: str | None = None
+    route: str | None = None
+    rule: str | None = None
+    attributes: dict[str, str] = field(default_factory=dict)
+
+
+def match_dispatch_rule(
+    rules: Sequence[api.SIPDispatchRuleInfo],
+    called: str | None,
+    caller: str | None,
+    *,
+    trunk_id: str | None = None,
+) -> api.SIPDispatchRuleInfo | None:
+    """The dispatch rule LiveKit would pick for a call, or ``None``.
+
+    A rule applies when its trunks include ``trunk_id`` (or it has none), its
+    ``numbers`` include the called number (or it has none) and its
+    ``inbound_numbers`` the caller (or it has none). Of those, the most specific
+    wins: called and calling number, then called number, then caller, then
+    catch-all; numbers are compared in E.164.
+    """
+    best: tuple[int, api.SIPDispatchRuleInfo] | None = None
+    for rule in rules:
+        if rule.trunk_ids and trunk_id not in rule.trunk_ids:
+            continue
+        if rule.numbers and called not in rule.numbers:
+            continue
+        if rule.inbound_numbers and caller not in rule.inbound_numbers:
+            continue
+        score = 2 * bool(rule.numbers) + bool(rule.inbound_numbers)
+        if best is None or score > best[0]:
+            best = (score, rule)
+    return best[1] if best is not None else None
+
+
+def plan_call(
+    router: MetadataRouter | None,
+    *,
+    to: str,
+    caller: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    trunk_id: str | None = None,
+    agent: str | None = None,
+    room_prefix: str = "call-",
+) -> CallPlan:
+    """The room, SIP participant and dispatch of a simulated call to ``to`` from ``caller``.
+
+    Args:
+        router: The routing rules (their dispatch rules and route choose the agent).
+        to: The dialed number (``sip.trunkPhoneNumber``), as the trunk reports it.
+        caller: The caller's number (``sip.phoneNumber``); ``None``: a hidden number.
+        headers: SIP headers, as ``sip.h.<name>`` attributes.
+        trunk_id: The inbound trunk (``sip.trunkID``; limits the dispatch rules too).
+        agent: Dispatch this agent name instead of what the rules choose.
+        room_prefix: Prefix of the per-call rooms (as ``sip sync --room-prefix``).
+
+    Raises:
+        RoutingError: Neither ``router`` nor ``agent``, or the rules reject the call.
+    """
+    attributes = {CALLED: to, "sip.callID": "SCL_" + secrets.token_urlsafe(9)}
+    attributes["sip.callStatus"] = "active"
+    if caller:
+        attributes[CALLER] = caller
+    if trunk_id:
+        attributes["sip.trunkID"] = trunk_id
+    for name, value in (headers or {}).items():
+        key = name if name.startswith("sip.h.") else f"sip.h.{name.lower()}"
+        attributes[key] = value
+    # LiveKit names the room <prefix>_<caller>_<random>; the caller's number is left out
+    # here, as room names end up in the worker's logs.
+    room = f"{room_prefix}{'anonymous' if not caller else 'caller'}_{secrets.token_urlsafe(6)}"
+    identity = f"sip_{caller}" if caller else f"sip_anonymous_{secrets.token_hex(3)}"
+    if agent:
+        dispatch = api.RoomAgentDispatch(agent_name=agent)
+        return CallPlan(room, identity, attributes, dispatch, "--agent")
+    if router is None:
+        raise RoutingError("a simulated call needs --rules FILE or --agent NAME")
+    region = router.rule_set.phone_region
+    wanted, _ = desired_dispatch_rules(
+        router, trunk_ids=[trunk_id] if trunk_id else (), room_prefix=room_prefix
+    )
+    rule = match_dispatch_rule(
+        wanted,
+        normalize_number(to, region),
+        normalize_number(caller, region) if caller else None,
+        trunk_id=trunk_id,
+    )
+    if rule is not None:
+        dispatch = rule.room_config.agents[0]
+        source = f"dispatch rule {rule.name}, as `sip sync` creates it"
+        return CallPlan(room, identity, attributes, dispatch, source)
+    route = router.route({}, attributes=attributes)
+    if route.rejected:
+        raise RoutingError(
+            f"the routing rules reject this call ({route.label}): no agent would answer"
+        )
+    dispatch = api.RoomAgentDispatch(
+        agent_name=route.agent_name,
+        deployment=route.deployment or "",
+        attributes=dict(route.attributes),
+        metadata=route.metadata_json(),
+    )
+    source = (
+        f"the rules' route, {route.label}: no dispatch rule from `sip sync` covers these "
+        "numbers; for real calls a catch-all dispatch rule of yours must"
+    )
+    return CallPlan(room, identity, attributes, dispatch, source)
+
+
+async def _wait_for(check: Callable[[], Any], deadline: float) -> Any:
+    while True:
+        value = check()
+        if value or time.monotonic() >= deadline:
+            return value
+        await asyncio.sleep(_POLL)
+
+
+def _agent(room: rtc.Room) -> rtc.RemoteParticipant | None:
+    return next((p for p in room.remote_participants.values() if p.kind == _AGENT), None)
+
+
+async def place_call(
+    url: str,
+    api_key: str,
+    api_secret: str,
+    plan: CallPlan,
+    *,
+    wait: float = 30.0,
+    on_step: Callable[[str], None] | None = None,
+) -> CallResult:
+    """Join ``plan.room`` as the SIP caller, wait for the agent and its route, hang up.
+
+    Args:
+        url: The LiveKit server (``ws://``, ``wss://``, ``http://`` or ``https://``).
+        api_key: Its API key.
+        api_secret: Its API secret.
+        plan: From :func:`plan_call`.
+        wait: Seconds to wait for the agent, and then for its route.
+        on_step: Called with one line per step (joined, agent joined).
+
+    Raises:
+        DispatchError: The server could not be reached or refused the join.
+    """
+    say = on_step or (lambda line: None)
+    issuer = TokenIssuer(api_key, api_secret)
+    token = issuer.mint(
+        plan.identity,
+        plan.room,
+        name=f"Phone {plan.attributes.get(CALLER, 'anonymous')}",
+        attributes=plan.attributes,
+        dispatch=[plan.dispatch],
+        kind="sip",
+    )
+    await check_reachable(url)
+    room = rtc.Room()
+    try:
+        await room.connect(url, token)
+    except rtc.ConnectError as exc:
+        if "401" in str(exc):  # matched, never echoed: the SDK's text holds the token
+            raise DispatchError(
+                "LiveKit refused the caller's token (HTTP 401): set LIVEKIT_API_KEY and "
+                "LIVEKIT_API_SECRET to a key pair from the server's `keys:` "
+                "(`livekit-server --dev`: devkey / secret)"
+            ) from None
+        raise DispatchError(
+            "could not join LiveKit as the caller: is `livekit-server --dev` running, and "
+            "do LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET point at it?"
+        ) from None
+    result = CallResult(plan.room)
+    try:
+        say(f"joined room {plan.room} as {plan.identity} (participant kind sip)")
+        deadline = time.monotonic() + wait
+        agent = await _wait_for(lambda: _agent(room), deadline)
+        if agent is None:
+            return result
+        result.agent = agent.identity
+        say(f"agent joined: {agent.identity}")
+        await _wait_for(lambda: agent.attributes.get("route"), time.monotonic() + wait)
+        result.attributes = dict(agent.attributes)
+        result.route = agent.attributes.get("route") or None
+        result.rule = agent.attributes.get("route.rule") or None
+        return result
+    finally:
+        await room.disconnect()
+        await _hang_up(url, api_key, api_secret, plan.room)
+
+
+async def check_reachable(url: str, *, timeout: float = 3.0) -> None:
+    """Fail fast, in one line, when nothing answers at the LiveKit URL.
+
+    The SDK would retry for seconds and log each attempt; an HTTP request to the
+    server's root (which ``livekit-server`` answers) says it at once.
+
+    Raises:
+        DispatchError: Nothing answered (naming host and port, and the fix).
+    """
+    import aiohttp
+
+    parts = urlsplit(url)
+    scheme = "https" if parts.scheme in ("wss", "https") else "http"
+    where = parts.netloc.rsplit("@", 1)[-1]
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as http,
+            http.get(f"{scheme}://{where}/") as resp,
+        ):
+            await resp.read()
+    except (aiohttp.ClientError, asyncio.TimeoutError):
+        raise DispatchError(
+            f"cannot reach LiveKit at {where}: start `livekit-server --dev`, or set "
+            "LIVEKIT_URL to your server's URL"
+        ) from None
+
+
+async def _hang_up(url: str, api_key: str, api_secret: str, room: str) -> None:
+    """End the call as the SIP service does when the caller hangs up: delete the room."""
+    with contextlib.suppress(Exception):  # best effort: the room empties out on its own
+        async with api.LiveKitAPI(url, api_key, api_secret) as lkapi:
+            await asyncio.wait_for(
+                lkapi.room.delete_room(api.DeleteRoomRequest(room=room)), timeout=5
+            )
