@@ -240,10 +240,8 @@ async def resolve_token_session(
     data = await sessions.token_sessions.get(reference)
     if not data:
         raise InvalidSessionReference(
-            "session reference names no live session in this worker's store (unknown, "
-            "expired, or lost when a store without persistence restarted): the token endpoint "
-            "and the workers must share one store (e.g. Redis) for token sessions to reach "
-            "the agent; otherwise mint a new token or extend the session TTL"
+            "no such token session in this worker's store (expired, lost in a restart, or "
+            "the endpoint uses another store: share one, e.g. Redis)"
         )
     owner = data.get(OWNER_KEY)
     if not isinstance(owner, Mapping) or owner.get("room") != room:
