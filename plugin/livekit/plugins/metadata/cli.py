@@ -627,8 +627,8 @@ Scope = Annotated[
         metavar="SCOPE",
         show_default=False,
         help="This sync's scope, recorded in each rule it creates; only rules with this "
-        "scope are changed or deleted (default: trunks:<the --trunk ids>, else "
-        "rules:<rules file name>).",
+        "scope are changed or deleted (default: 'trunks:' and the --trunk ids, else "
+        "'rules:' and the rules file's name).",
     ),
 ]
 
@@ -693,7 +693,7 @@ def sip_sync_command(
     """Create, update and delete this tool's SIP dispatch rules to match the routing rules.
 
     Only rules this tool created with the same scope are touched (each carries the
-    attribute lk-metadata.sip-sync=<scope>); rules without it are never changed or
+    attribute lk-metadata.sip-sync set to the scope); rules without it are never changed or
     deleted, whatever their name. The plan is printed first.
     """
     import asyncio
