@@ -314,3 +314,55 @@ def test_a_signed_tool_call_is_checked_on_the_receiving_side() -> None:
     assert verify_tool_call(webhook_side, b"not json", signed.headers, function="x") is None
     other = SessionManager(secret_key="t" * 40)
     assert verify_tool_call(other, signed.body, signed.headers, function="lookup_order") is None
+
+
+async def test_the_example_worker_tools_answer_privately_and_hand_off() -> None:
+    """examples/agent.py's two tools, on its own rules and Agent factories."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "examples" / "agent.py"
+    spec = importlib.util.spec_from_file_location("example_agent_tools", path)
+    assert spec is not None
+    assert spec.loader is not None
+    example = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(example)
+
+    sessions, room = SessionManager(), Room()
+    ada = await caller(sessions, "ada", {"department": "support"}, {"customer_id": PRIVATE})
+    room.join(ada)
+    session_ref: list[AgentSession[CallerSession]] = []
+    handoffs: list[str] = []
+
+    async def on_change(identity: str) -> None:
+        routed = await handle.route_input()
+        if session_ref and example.AGENTS.reroute(
+            session_ref[0], routed.metadata, attributes=routed.attributes
+        ):
+            handoffs.append(example.ROUTER.route(routed.metadata).agent)
+
+    turns: list[Turn] = [
+        [("my_customer_id", {})],
+        [("change_department", {"department": "sales"})],
+    ]
+    with fake_job_context(room=room) as ctx:
+        handle = await MetadataAdapter(sessions).attach(ctx, ada, on_change=on_change)  # type: ignore[arg-type]
+        routed = await handle.route_input()
+        _, agent = example.choose_agent(routed.metadata, routed.attributes)
+        assert isinstance(agent, example.SupportAgent)
+        session: AgentSession[CallerSession] = AgentSession(
+            llm=ScriptedLLM(turns), userdata=CallerSession(handle, "ada")
+        )
+        session_ref.append(session)
+        async with session:
+            await session.start(agent)
+            asked = await session.run(user_input="what is my customer id?")
+            asked.expect.next_event().is_function_call(name="my_customer_id")
+            asked.expect.next_event().is_function_call_output(output=PRIVATE)
+            moved = await session.run(user_input="sales please")
+            moved.expect.next_event().is_function_call(name="change_department")
+            await handle.wait_idle()
+            assert isinstance(session.current_agent, example.SalesAgent)
+            assert handoffs == ["sales"]
+            assert PRIVATE not in orjson.dumps(await handle.get()).decode()
+        await shutdown(ctx)
