@@ -39,6 +39,7 @@ SUITES = [
     "e2e",
     "cli",
     "views",
+    "tools",
 ]
 """Benchmark modules, ``bench/bench_<name>.py``, each exposing ``run(quick) -> list[Table]``."""
 

@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
@@ -372,11 +373,12 @@ class SessionHandle:
             view.agent = {k: v for k, v in {**view.agent, **updates}.items() if k not in removed}
             self._agent_keys.add(where)
             self._applied()
-            logger.debug(
-                "metadata adapter: agent wrote %s to participant %s",
-                keys_for_log([*updates, *removed]),
-                key_label(identity),
-            )
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "metadata adapter: agent wrote %s to participant %s",
+                    keys_for_log([*updates, *removed]),
+                    key_label(identity),
+                )
         self._mark(identity)
 
     async def route_input(self) -> RouteInput:
