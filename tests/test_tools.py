@@ -23,6 +23,7 @@ from livekit.plugins.metadata.agent.tools import (
     sign_tool_call,
     verify_tool_call,
 )
+from livekit.plugins.metadata.errors import ProtectedKey
 from livekit.plugins.metadata.routing.route import Route
 from livekit.plugins.metadata.routing.router import MetadataRouter
 from livekit.plugins.metadata.sessions.manager import SessionManager
@@ -62,10 +63,11 @@ async def call(
     *,
     adapter_options: dict[str, Any] | None = None,
     built: list[str] | None = None,
+    sessions: SessionManager | None = None,
 ) -> AsyncIterator[tuple[AgentSession[CallerSession], SessionHandle, ScriptedLLM]]:
     """One caller (public department/tier, private customer) in a job whose on_change
     re-routes with the rules, and a started AgentSession whose userdata is its session."""
-    sessions, room = SessionManager(), Room()
+    sessions, room = sessions or SessionManager(), Room()
     ada = await caller(
         sessions, "ada", {"department": "support", "tier": "silver"}, {"customer": PRIVATE}
     )
@@ -366,3 +368,27 @@ async def test_the_example_worker_tools_answer_privately_and_hand_off() -> None:
             assert handoffs == ["sales"]
             assert PRIVATE not in orjson.dumps(await handle.get()).decode()
         await shutdown(ctx)
+
+
+async def test_update_participant_refuses_bad_input_and_untracked_callers() -> None:
+    async with call([], []) as (session, handle, _model):
+        before = await handle.participant_metadata("ada")
+        with pytest.raises(LookupError):
+            await handle.update_participant("nobody", {"a": 1})
+        with pytest.raises(TypeError):
+            await handle.update_participant("ada", {"a": object()})
+        with pytest.raises(TypeError):
+            await handle.update_participant("ada", {1: "a"})  # type: ignore[dict-item]
+        with pytest.raises(ProtectedKey):
+            await handle.update_participant("ada", {}, remove=["customer"])
+        assert await handle.participant_metadata("ada") == before
+        assert handle.participant_protected("ada") == frozenset({"customer"})
+        assert handle.participant_protected("nobody") == frozenset()
+        assert handle.caller_session_id("nobody") is None
+        # A removal drops what a tool wrote, never what the client or the server set.
+        await session.userdata.update({"note": "x"})
+        await session.userdata.update({}, remove=["note"])
+        assert await handle.participant_metadata("ada") == before
+        routed = await session.userdata.route_input()
+        assert routed.identity == "ada"
+        assert routed.metadata["customer"] == PRIVATE

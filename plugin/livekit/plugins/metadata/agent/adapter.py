@@ -394,6 +394,14 @@ class SessionHandle:
             return RouteInput(dict(self._job_view), dict(self._job_attributes), None)
         return view.route_input(self._job_view, self._job_attributes)
 
+    async def participant_route_input(self, identity: str) -> RouteInput:
+        """What the rules would route on for this caller: the job's metadata under its
+        view, its attributes under the job's (the job's alone if it is not tracked)."""
+        view = self._views.get(identity)
+        if view is None:
+            return RouteInput(dict(self._job_view), dict(self._job_attributes), None)
+        return view.route_input(self._job_view, self._job_attributes)
+
     def _route_view(self) -> ParticipantView | None:
         views = list(self._views.values())
         route_on = self._adapter._route_on

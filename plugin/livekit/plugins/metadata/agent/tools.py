@@ -90,12 +90,7 @@ class CallerSession:
 
     async def route_input(self) -> RouteInput:
         """What the rules route this caller on: the job's metadata under its view."""
-        job = await self.handle.route_input()
-        if job.identity == self.identity:
-            return job
-        # Another caller is routed on: this caller's view over the job's metadata.
-        md = {**await self.handle.get(), **await self.metadata()}
-        return RouteInput(md, await self.attributes(), self.identity)
+        return await self.handle.participant_route_input(self.identity)
 
 
 def caller_session(context: RunContext[Any]) -> CallerSession:
