@@ -40,6 +40,7 @@ SUITES = [
     "agent",
     "cli",
     "views",
+    "tools",
 ]
 """Benchmark modules, ``bench/bench_<name>.py``, each exposing ``run(quick) -> list[Table]``."""
 

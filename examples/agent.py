@@ -20,7 +20,11 @@ dispatch only) and serves every agent in the rules. For each job it:
    (the agent) and ``route.rule`` (the rule that chose it);
 5. re-routes (``session.update_agent``) when the caller's metadata changes,
    through ``attach(ctx, on_change=...)``: the adapter calls it after every
-   applied update, so an update sent right after the route appears is never lost.
+   applied update, so an update sent right after the route appears is never lost;
+6. gives every Agent two function tools that reach the caller through
+   ``RunContext.userdata`` (a ``CallerSession``): ``my_customer_id`` answers with
+   the caller's private ``customer_id`` (never published), ``change_department``
+   writes the caller's ``department``, and the rules hand the call off (step 5).
 
 Routing and metadata need no model: without model settings the session starts
 text-only with no LLM, so the worker routes and publishes its decision but does
@@ -50,7 +54,17 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from livekit import rtc
-from livekit.agents import Agent, AgentServer, AgentSession, JobContext, JobProcess, cli, room_io
+from livekit.agents import (
+    Agent,
+    AgentServer,
+    AgentSession,
+    JobContext,
+    JobProcess,
+    RunContext,
+    cli,
+    function_tool,
+    room_io,
+)
 
 from livekit.plugins.metadata import (
     AgentFactoryMap,
@@ -59,6 +73,7 @@ from livekit.plugins.metadata import (
     Route,
 )
 from livekit.plugins.metadata.agent.prewarm import job_sessions, preload_modules, prepare_process
+from livekit.plugins.metadata.agent.tools import CallerSession
 
 logger = logging.getLogger("router-demo")
 
@@ -75,6 +90,35 @@ def language_name(metadata: Mapping[str, Any], default: str = "en") -> str:
     return LANGUAGES.get(base, LANGUAGES[default])
 
 
+@function_tool
+async def my_customer_id(context: RunContext[CallerSession]) -> str:
+    """The caller's customer id, when the caller asks for it. Say it only to this caller."""
+    # The caller's own view: its private keys (never in its token or the room) included.
+    # The answer goes to this caller's conversation only; nothing is published.
+    view = await context.userdata.metadata()
+    customer = view.get("customer_id")
+    return str(customer) if customer is not None else "no customer id on file"
+
+
+@function_tool
+async def change_department(context: RunContext[CallerSession], department: str) -> str:
+    """Send the caller to another department when they ask for it.
+
+    Args:
+        department: "support" or "sales".
+    """
+    if department not in ("support", "sales"):
+        return "refused: the departments are support and sales"
+    # A write to the caller's view: the adapter's on_change re-routes through the rules
+    # (once) and publishes the new `route` attribute.
+    await context.userdata.update({"department": department})
+    return f"ok: transferring to {department}"
+
+
+TOOLS: list[Any] = [my_customer_id, change_department]
+"""The tools every demo Agent has (they reach the caller through ``RunContext.userdata``)."""
+
+
 class _DemoAgent(Agent):
     """An Agent whose instructions are a role plus the language to answer in."""
 
@@ -82,7 +126,7 @@ class _DemoAgent(Agent):
 
     def __init__(self, *, language: str = "English") -> None:
         self.language = language
-        super().__init__(instructions=f"{self.role} Always answer in {language}.")
+        super().__init__(instructions=f"{self.role} Always answer in {language}.", tools=TOOLS)
 
 
 class SupportAgent(_DemoAgent):
@@ -265,7 +309,8 @@ async def entrypoint(ctx: JobContext) -> None:
 
     kwargs = _session_kwargs()
     speech = "stt" in kwargs and "tts" in kwargs
-    session = AgentSession(**kwargs, **_turn_handling(speech))
+    userdata = CallerSession(handle, caller.identity) if caller.identity else None
+    session = AgentSession(**kwargs, **_turn_handling(speech), userdata=userdata)
     await session.start(
         agent,
         room=ctx.room,

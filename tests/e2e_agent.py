@@ -25,6 +25,9 @@ Connects to ``LIVEKIT_URL`` with ``LIVEKIT_API_KEY`` / ``LIVEKIT_API_SECRET``, r
   defines -- its own entrypoint, rules and agent name -- loaded with ``runpy`` (so its
   ``__main__`` block does not run), with the test overrides below.
 
+  With ``LKMETA_E2E_SCRIPTED_LLM`` (JSON turns, see :func:`_script_the_llm`) its
+  sessions get a scripted LLM that calls the example's tools, with no network.
+
 Test overrides, for every mode: jobs run in threads (no forkserver start per job),
 the worker's HTTP server binds 127.0.0.1 on a free port, and the worker reports a
 load of 0. The last matters: workers report *machine* CPU load, the server offers
@@ -129,6 +132,20 @@ def _no_load() -> float:
     return 0.0
 
 
+def _script_the_llm(namespace: dict[str, Any], script: str) -> None:
+    """Give every job of the example a scripted LLM (no network): each user turn emits
+    the next tool calls of ``script`` (JSON: a list of turns, each a list of
+    ``[tool name, arguments]``). The example's ``_session_kwargs`` is replaced in the
+    module's own globals, which its entrypoint reads."""
+    import json
+
+    from scripted_llm import ScriptedLLM  # tests/ is this script's directory
+
+    turns = [[(name, args) for name, args in turn] for turn in json.loads(script)]
+    live_globals = namespace["_session_kwargs"].__globals__
+    live_globals["_session_kwargs"] = lambda: {"llm": ScriptedLLM(list(turns))}
+
+
 def _example_server(path: str) -> AgentServer:
     """The AgentServer defined by the example file, with the test overrides applied."""
     import runpy
@@ -138,6 +155,9 @@ def _example_server(path: str) -> AgentServer:
     if len(servers) != 1:
         raise SystemExit(f"{path}: expected exactly one AgentServer, found {len(servers)}")
     server = servers[0]
+    script = os.environ.get("LKMETA_E2E_SCRIPTED_LLM")
+    if script:
+        _script_the_llm(namespace, script)
     # Private attributes: AgentServer has no public setters for these after construction.
     server._job_executor_type = JobExecutorType.THREAD
     server._host = "127.0.0.1"

@@ -46,6 +46,7 @@ __all__ = [
     "MetadataPluginError",
     "MetadataTooLarge",
     "NoRouteMatched",
+    "ProtectedKey",
     "ReservedKey",
     "RoutingError",
     "SchemaViolation",
@@ -134,6 +135,16 @@ class ReservedKey(MetadataError):
     Only the plugin writes keys there (e.g. the token-session reference), so a
     caller can never choose, send or override them. The token endpoint answers 403.
     """
+
+    def __init__(self, message: str, *, key: str) -> None:
+        super().__init__(message)
+        self.key = key
+        """The offending key (a key, never a value; cut to a readable length)."""
+
+
+class ProtectedKey(MetadataError):
+    """Raised when an agent-side write names a key the server decided (private, trusted
+    or ``protected_keys``): only the token endpoint sets those."""
 
     def __init__(self, message: str, *, key: str) -> None:
         super().__init__(message)

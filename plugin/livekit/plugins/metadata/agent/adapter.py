@@ -53,6 +53,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 import weakref
 from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping, Sequence
@@ -252,6 +253,8 @@ class SessionHandle:
         self._job_attributes: dict[str, str] = {}
         self._job_reference: object = None
         self._on_change: OnChange | None = None
+        self._agent_writes = asyncio.Lock()
+        self._agent_keys: set[str] = set()
         self.applied_updates = 0
         """Updates merged into this session."""
         self.invalid_updates = 0
@@ -313,6 +316,76 @@ class SessionHandle:
         view = self._views.get(identity)
         return dict(view.attributes) if view is not None else {}
 
+    def participant_protected(self, identity: str) -> frozenset[str]:
+        """The keys of a caller's view the server decided (never written by client or
+        tool): its private and trusted keys plus ``protected_keys``; empty if untracked."""
+        view = self._views.get(identity)
+        return view.protected if view is not None else frozenset()
+
+    def caller_session_id(self, identity: str) -> str | None:
+        """Where :meth:`update_participant` persists a caller's agent-side writes: the
+        call key space's ``"<call session id>/<participant sid>"`` (both assigned by
+        LiveKit, never chosen by a client); None for an untracked participant."""
+        view = self._views.get(identity)
+        if view is None:
+            return None
+        return f"{self._id}/{view.participant.sid or identity}"
+
+    async def update_participant(
+        self, identity: str, updates: Mapping[str, Any], *, remove: Iterable[str] = ()
+    ) -> None:
+        """Agent-side write to one caller's view (what a tool writes), checked like client
+        metadata and persisted before it shows.
+
+        The keys land in the caller's view over its live metadata (a later new value
+        from the client for the same key wins) and in the store
+        (:meth:`caller_session_id`); then ``on_change(identity)`` is asked for, on the
+        same coalescing path as client updates, so a write that changes the route
+        hands off once. Writes are applied one at a time, in call order.
+
+        Raises:
+            LookupError: The participant is not tracked.
+            ReservedKey: A key in the plugin's ``lk-metadata.`` namespace.
+            ProtectedKey: A key the server decided.
+            MetadataTooLarge: The view would be over the adapter's ``max_bytes``.
+            SchemaViolation: With a ``schema``, the caller's live metadata with
+                the write does not satisfy it.
+            TypeError: A value JSON cannot hold.
+            StoreError: The store could not persist it (the view is unchanged).
+        """
+        updates = dict(updates)
+        removed = list(dict.fromkeys(remove))
+        for key in [*updates, *removed]:
+            if not isinstance(key, str):
+                raise TypeError(f"keys must be str, not {type(key).__name__}")
+        async with self._agent_writes:
+            view = self._views.get(identity)
+            if view is None or self._closed:
+                raise LookupError("the participant is not tracked by this session")
+            serialize_metadata(updates, max_bytes=1 << 30)  # only JSON values
+            agent = view.check_agent_write(updates, removed, self._adapter._max_bytes)
+            if self._adapter._schema is not None:
+                validate_schema({**view.live, **agent}, self._adapter._schema)
+            where = self.caller_session_id(identity)
+            assert where is not None
+            try:
+                await self._adapter._sessions.call_sessions.update(where, updates, remove=removed)
+            except StoreError as exc:
+                self._failed("an agent write to a participant's view", exc, raise_=True)
+            if self._views.get(identity) is not view:
+                raise LookupError("the participant left or reconnected during the write")
+            # A key the server decided since (a view bound late) is hidden by view.metadata.
+            view.agent = {k: v for k, v in {**view.agent, **updates}.items() if k not in removed}
+            self._agent_keys.add(where)
+            self._applied()
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "metadata adapter: agent wrote %s to participant %s",
+                    keys_for_log([*updates, *removed]),
+                    key_label(identity),
+                )
+        self._mark(identity)
+
     async def route_input(self) -> RouteInput:
         """The metadata, attributes and identity of the participant to route on.
 
@@ -322,6 +395,14 @@ class SessionHandle:
         job's. With no participant it is the job's alone and ``identity`` is None.
         """
         view = self._route_view()
+        if view is None:
+            return RouteInput(dict(self._job_view), dict(self._job_attributes), None)
+        return view.route_input(self._job_view, self._job_attributes)
+
+    async def participant_route_input(self, identity: str) -> RouteInput:
+        """What the rules would route on for this caller: the job's metadata under its
+        view, its attributes under the job's (the job's alone if it is not tracked)."""
+        view = self._views.get(identity)
         if view is None:
             return RouteInput(dict(self._job_view), dict(self._job_attributes), None)
         return view.route_input(self._job_view, self._job_attributes)
@@ -1189,6 +1270,8 @@ class SessionHandle:
             )
         elif should_delete:
             try:
+                for where in self._agent_keys:
+                    await self._space.delete(where)
                 await self._space.delete(self._id)
             except StoreError as exc:
                 logger.warning(

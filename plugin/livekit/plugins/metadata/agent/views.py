@@ -22,7 +22,13 @@ import orjson
 from livekit import rtc
 
 from ..codec import PLUGIN_ATTRIBUTE_PREFIX, SERVICE_ATTRIBUTE_PREFIXES, attributes_size
-from ..errors import InvalidAttributes, InvalidSessionReference, MetadataTooLarge
+from ..errors import (
+    InvalidAttributes,
+    InvalidSessionReference,
+    MetadataTooLarge,
+    ProtectedKey,
+    ReservedKey,
+)
 from ..tokens.issuer import SESSION_OWNER_KEY
 
 if TYPE_CHECKING:
@@ -42,6 +48,7 @@ OWNER_KEY = SESSION_OWNER_KEY
 :data:`~livekit.plugins.metadata.tokens.issuer.SESSION_OWNER_KEY`)."""
 
 _MAX_REFERENCE = 256
+_MISSING = object()
 
 _KIND = rtc.ParticipantKind
 _SERVICE_KINDS: dict[str, frozenset[int]] = {
@@ -113,6 +120,9 @@ class ParticipantView:
     """Accepted live attributes."""
     reported: set[str] = field(default_factory=set)
     """Refusal reasons already logged for this participant (each is logged once)."""
+    agent: dict[str, Any] = field(default_factory=dict)
+    """What the agent wrote to this view (a tool's writes), over the live metadata until
+    the client sends a new value for the same key."""
 
     @property
     def identity(self) -> str:
@@ -134,7 +144,40 @@ class ParticipantView:
         return {
             **self.session,
             **{k: v for k, v in self.live.items() if k not in protected},
+            **{k: v for k, v in self.agent.items() if k not in protected},
         }
+
+    def check_agent_write(
+        self, updates: Mapping[str, Any], remove: Iterable[str], max_bytes: int
+    ) -> dict[str, Any]:
+        """The agent layer after an agent-side write, checked like client metadata.
+
+        Raises:
+            ReservedKey: A key in the plugin's ``lk-metadata.`` namespace.
+            ProtectedKey: A key the server decided (private, trusted, ``protected_keys``).
+            MetadataTooLarge: The view would exceed ``max_bytes`` (or its token
+                session's own size, if larger).
+        """
+        keys = [*updates, *remove]
+        for key in keys:
+            if key.startswith(PLUGIN_ATTRIBUTE_PREFIX):
+                raise ReservedKey("key is in the plugin's reserved namespace", key=key[:64])
+            if key in self.protected:
+                raise ProtectedKey(
+                    "key was decided by the server and is not writable", key=key[:64]
+                )
+        agent = {**self.agent, **updates}
+        for key in remove:
+            agent.pop(key, None)
+        size = len(orjson.dumps({**self.session, **self.live, **agent}))
+        limit = max(max_bytes, len(orjson.dumps(self.session)))
+        if size > limit:
+            raise MetadataTooLarge(
+                f"participant view would be {size} bytes, over the limit of {limit} bytes",
+                size=size,
+                limit=limit,
+            )
+        return agent
 
     def accept_metadata(self, update: Mapping[str, Any], max_bytes: int) -> list[str]:
         """Merge a live metadata update; returns the refused (protected or plugin) keys.
@@ -153,7 +196,7 @@ class ParticipantView:
             update = {k: v for k, v in update.items() if k not in refused}
         if update:
             merged = {**self.live, **update}
-            size = len(orjson.dumps({**self.session, **merged}))
+            size = len(orjson.dumps({**self.session, **merged, **self.agent}))
             limit = max(max_bytes, len(orjson.dumps(self.session)))
             if size > limit:
                 raise MetadataTooLarge(
@@ -161,6 +204,10 @@ class ParticipantView:
                     size=size,
                     limit=limit,
                 )
+            # A new value from the client for a key the agent wrote: the newest intent wins.
+            for key, value in update.items():
+                if key in self.agent and self.live.get(key, _MISSING) != value:
+                    del self.agent[key]
             self.live = merged
         return refused
 
