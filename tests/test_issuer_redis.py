@@ -32,11 +32,12 @@ async def test_amint_token_session_in_redis_is_read_by_another_worker(redis_url:
         minted = await issuer.amint(
             "caller", "room", metadata={"lang": "es"}, private_metadata={"crm": SENTINEL}, ttl=300
         )
-        assert await reading.get_session_metadata(minted.session_id) == {
+        assert await reading.token_sessions.get(minted.session_id) == {
             "lang": "es",
             "crm": SENTINEL,
-            SESSION_OWNER_KEY: {"identity": "caller", "room": "room"},
+            SESSION_OWNER_KEY: {"identity": "caller", "room": "room", "protected": ["crm"]},
         }
+        assert await reading.get_session_metadata(minted.session_id) == {}  # another space
         (key,) = [k async for k in raw.scan_iter(match=f"*{minted.session_id}*")]
         ttl = await raw.ttl(key)
         assert 400 < ttl <= 420

@@ -384,7 +384,7 @@ class SessionHandle:
                     keys_for_log([*updates, *removed]),
                     key_label(identity),
                 )
-        self._mark(identity)
+        self._mark(identity, at_once=True)  # the agent's own write: no flood to wait out
 
     async def route_input(self) -> RouteInput:
         """The metadata, attributes and identity of the participant to route on.
@@ -759,7 +759,7 @@ class SessionHandle:
 
     # -- on_change: once per settled state, never blocking the adapter -------------------------
 
-    def _mark(self, identity: str) -> None:
+    def _mark(self, identity: str, *, at_once: bool = False) -> None:
         """Ask for ``on_change(identity)`` once the participant's state has settled.
 
         The first change after a quiet ``settle`` interval is delivered at once (no
@@ -767,6 +767,8 @@ class SessionHandle:
         fold into one call, made when the participant has been quiet for ``settle``
         seconds, or at the latest ``8 * settle`` after the first change still waiting,
         so a flood that never pauses still moves on. The call reads the latest state.
+        ``at_once`` (a tool's write) skips the wait; a call already running still folds
+        what follows into one more.
         """
         if self._on_change is None or self._closed:
             return
@@ -776,11 +778,13 @@ class SessionHandle:
         if due is None:
             self._first_change[identity] = now
             last = self._last_call.get(identity)
-            quiet = last is None or now - last >= settle
+            quiet = at_once or last is None or now - last >= settle
             self._dirty[identity] = now if quiet else now + settle
         else:
             self._adapter.stats.coalesced += 1
-            if due > now:  # not yet due: wait for quiet, bounded by the first change's age
+            if at_once:
+                self._dirty[identity] = min(due, now)
+            elif due > now:  # not yet due: wait for quiet, bounded by the first change's age
                 self._dirty[identity] = min(now + settle, self._first_change[identity] + 8 * settle)
         self._wake.set()
         if self._notifier is None or self._notifier.done():
