@@ -67,7 +67,10 @@ attribute key there is refused with
 
 from __future__ import annotations
 
+import base64
 import dataclasses
+import hashlib
+import hmac
 import os
 import re
 import time
@@ -347,6 +350,14 @@ class _PreparedHMAC(HMACAlgorithm):
         return super().prepare_key(key)
 
 
+_HS256_MIN_KEY = 32
+"""Bytes of secret below which PyJWT warns (RFC 7518: HS256 keys of at least 256 bits)."""
+
+
+def _b64url(data: bytes) -> bytes:
+    return base64.urlsafe_b64encode(data).rstrip(b"=")
+
+
 def _prefix(exc: MetadataError, what: str) -> MetadataError:
     """Prefix an error's message in place (its typed attributes stay as they are)."""
     exc.message = f"{what}: {exc.message}"
@@ -470,6 +481,7 @@ class TokenIssuer:
         "_router",
         "_session_grace",
         "_sessions",
+        "_signing_head",
         "_ttl",
     )
 
@@ -516,6 +528,13 @@ class TokenIssuer:
         self._jws = jwt.PyJWS(algorithms=[])
         self._jws.register_algorithm("HS256", algorithm)
         self._key = algorithm.prepared
+        # The JWS header never changes: PyJWT's own encoding of it, once (signing below
+        # is HMAC-SHA256 over "header.payload", as PyJWT's HS256 does it). A secret
+        # shorter than HS256's 32 bytes keeps PyJWT's encode, and its warning, per token.
+        self._signing_head: bytes | None = None
+        if len(self._key) >= _HS256_MIN_KEY:
+            head = self._jws.encode(b"", self._key, algorithm="HS256").encode("ascii")
+            self._signing_head = head.split(b".", 1)[0] + b"."
         self._api_key = key
         self._ttl = ttl_seconds(ttl)
         self._max_metadata_bytes = max_metadata_bytes
@@ -888,7 +907,12 @@ class TokenIssuer:
             payload = orjson.dumps(claims)
         except orjson.JSONEncodeError as exc:  # only reachable through odd grant values
             raise TokenError(f"token claims are not JSON-serializable: {exc}") from None
-        token = self._jws.encode(payload, self._key, algorithm="HS256")
+        if self._signing_head is None:
+            token = self._jws.encode(payload, self._key, algorithm="HS256")
+        else:
+            signing_input = self._signing_head + _b64url(payload)
+            signature = hmac.new(self._key, signing_input, hashlib.sha256).digest()
+            token = (signing_input + b"." + _b64url(signature)).decode("ascii")
         return _Minted(token, stored, now + lifetime, lifetime)
 
     def _private_metadata(self, value: MetadataInput, public: dict[str, Any]) -> dict[str, Any]:
