@@ -115,7 +115,7 @@ async def _handle(request: web.Request) -> web.StreamResponse:
         EndpointRequest(
             request.method,
             request.path,
-            {k.lower(): v for k, v in list(request.headers.items())[::-1]},
+            request.headers,  # case-insensitive: the core's lower-case names match
             client=request.remote,
             read_body=read_body,
             native=request,
