@@ -1,7 +1,11 @@
 """``lk-metadata serve`` vs a minimal ``AccessToken`` endpoint: requests/second, p99, memory.
 
-Three processes on loopback: the token server (``create_app`` with every check
-on), the reference endpoint (``bench/reference_endpoint.py``: a bare aiohttp
+Servers on loopback, each its own process: ``lk-metadata serve --config FILE``
+started exactly as an operator starts it (the same edge and code path), on the
+memory store and on a local ``redis-server`` (Redis commands per request from
+``INFO commandstats``, commands run inside scripts included); ``TokenASGI``
+with the same config under uvicorn next to the FastAPI + ``AccessToken``
+endpoint of LiveKit's Python examples; the reference endpoint (``bench/reference_endpoint.py``: a bare aiohttp
 handler over ``livekit.api.AccessToken``, no checks) and, for each measurement,
 a separate load-generator process. The load generator is a minimal HTTP/1.1
 client on raw asyncio streams (keep-alive, ``--concurrency`` connections, a
@@ -49,6 +53,7 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+from pydantic import BaseModel
 
 from bench._harness import Result, Table, cpu_seconds, format_table, free_port
 
@@ -79,20 +84,108 @@ _REQUEST = {
 # ----------------------------------------------------------------------------- servers
 
 
+class BenchMetadata(BaseModel):
+    """The bench's metadata schema (``metadata.model`` of the served config)."""
+
+    department: str
+    language: str = "en"
+    tier: str = "standard"
+    customer_id: str | None = None
+    topic: str | None = None
+
+
+def _config_mapping(port: int, store: str = "memory") -> dict[str, Any]:
+    """The served config: every check on, limits high enough never to refuse."""
+    return {
+        "host": "127.0.0.1",
+        "port": port,
+        "api_key": _KEY,
+        "api_secret": _SECRET,
+        "store": store,
+        "auth": {"keys": [{"id": "bench", "key": _BEARER}]},
+        "rate_limit": {"rate": 1e9, "burst": 1_000_000_000},
+        "max_sessions": 10_000_000,
+        "max_sessions_per_principal": 10_000_000,
+        "private_keys": ["customer_id"],
+        "metadata": {
+            "allowed_keys": ["department", "language", "tier", "customer_id", "topic"],
+            "allowed_attribute_keys": ["plan"],
+            "model": "bench.bench_server:BenchMetadata",
+        },
+    }
+
+
+def _serve_command(port: int, store: str, workdir: Path) -> list[str]:
+    """``lk-metadata serve --config FILE``: the command an operator runs, as it is."""
+    path = workdir / f"serve-{port}.yaml"
+    path.write_bytes(orjson.dumps(_config_mapping(port, store)))  # JSON is YAML
+    return [str(Path(sys.executable).with_name("lk-metadata")), "serve", "--config", str(path)]
+
+
+def _serve_asgi(port: int) -> None:
+    """``TokenASGI`` (same config) under uvicorn, as a FastAPI user would run it."""
+    import uvicorn
+
+    from livekit.plugins.metadata.server.asgi import TokenASGI
+    from livekit.plugins.metadata.server.config import ServerConfig
+
+    _log_to_devnull()
+    app = TokenASGI(ServerConfig.from_mapping(_config_mapping(port)))
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def _serve_fastapi_reference(port: int) -> None:
+    """The FastAPI + ``AccessToken`` endpoint of LiveKit's Python examples, under uvicorn."""
+    import secrets
+
+    import uvicorn
+    from fastapi import FastAPI
+    from livekit import api
+
+    app = FastAPI()
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.post("/token", status_code=201)
+    async def token(body: dict[str, Any]) -> dict[str, str]:
+        identity = body.get("participant_identity") or "user-" + secrets.token_urlsafe(16)
+        room = body.get("room_name") or "room-" + secrets.token_urlsafe(16)
+        metadata = body.get("participant_metadata") or ""
+        at = (
+            api.AccessToken(_KEY, _SECRET)
+            .with_identity(identity)
+            .with_grants(api.VideoGrants(room_join=True, room=room))
+            .with_name(body.get("participant_name") or "")
+            .with_metadata(metadata)
+            .with_attributes(body.get("participant_attributes") or {})
+            .with_room_config(
+                api.RoomConfiguration(
+                    agents=[api.RoomAgentDispatch(agent_name="support", metadata=metadata)]
+                )
+            )
+        )
+        return {"server_url": "ws://127.0.0.1:7880", "participant_token": at.to_jwt()}
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
+
+
+def _log_to_devnull() -> None:
+    handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
+    log = logging.getLogger("livekit.plugins.metadata")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
 def _serve_ours(port: int) -> None:
     from aiohttp import web
-    from pydantic import BaseModel
 
     from livekit.plugins.metadata.server.app import create_app
     from livekit.plugins.metadata.server.config import ServerConfig
     from livekit.plugins.metadata.server.run import prepare_process
-
-    class BenchMetadata(BaseModel):
-        department: str
-        language: str = "en"
-        tier: str = "standard"
-        customer_id: str | None = None
-        topic: str | None = None
 
     handler = logging.StreamHandler(open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s %(message)s"))
@@ -101,23 +194,7 @@ def _serve_ours(port: int) -> None:
     log.setLevel(logging.INFO)
     log.propagate = False
 
-    config = ServerConfig.from_mapping(
-        {
-            "host": "127.0.0.1",
-            "port": port,
-            "api_key": _KEY,
-            "api_secret": _SECRET,
-            "auth": {"keys": [{"id": "bench", "key": _BEARER}]},
-            "rate_limit": {"rate": 1e9, "burst": 1_000_000_000},
-            "max_sessions": 10_000_000,
-            "private_keys": ["customer_id"],
-            "metadata": {
-                "allowed_keys": ["department", "language", "tier", "customer_id", "topic"],
-                "allowed_attribute_keys": ["plan"],
-            },
-        }
-    )
-    config.metadata_schema = BenchMetadata
+    config = ServerConfig.from_mapping(_config_mapping(port))
     app = create_app(config)
     prepare_process()  # as `lk-metadata serve` (server.run) does
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
@@ -150,16 +227,21 @@ def _serve_floor(port: int) -> None:
     web.run_app(app, host="127.0.0.1", port=port, print=None, access_log=None)
 
 
-def _spawn_server(kind: str) -> tuple[subprocess.Popen[bytes], int]:
+def _spawn_server(
+    kind: str, workdir: Path, redis_url: str = ""
+) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(_ROOT / "plugin"), str(_ROOT)])}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bench.bench_server", "--serve", kind, "--port", str(port)],
-        cwd=_ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-    )
+    if kind == "serve-memory":
+        cmd = _serve_command(port, "memory", workdir)
+    elif kind == "serve-redis":
+        cmd = _serve_command(port, redis_url, workdir)
+    else:
+        cmd = [sys.executable, "-m", "bench.bench_server", "--serve", kind, "--port", str(port)]
+    # The server's log (one line per request for serve) goes to a file, never a pipe.
+    log = open(workdir / f"{kind}.log", "wb")  # noqa: SIM115 - closed with the bench's tempdir
+    proc = subprocess.Popen(cmd, cwd=_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    proc.stderr = open(workdir / f"{kind}.log", "rb")  # noqa: SIM115 - read on early exit
     return proc, port
 
 
@@ -340,45 +422,97 @@ def _memory_table(n: int) -> Table:
 # ----------------------------------------------------------------------------- run
 
 
+def _redis_calls(url: str) -> int:
+    """Commands the Redis server has run so far (``INFO commandstats``, INFO itself left out)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        stats = client.info("commandstats")
+    finally:
+        client.close()
+    return sum(int(v["calls"]) for k, v in stats.items() if k != "cmdstat_info")
+
+
+def _start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    proc = subprocess.Popen(
+        ["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+         "--appendonly", "no", "--dir", str(workdir)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    url = f"redis://127.0.0.1:{port}/0"
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with contextlib.suppress(Exception):
+            _redis_calls(url)
+            return proc, url
+        time.sleep(0.05)
+    raise RuntimeError("redis-server did not start")
+
+
 def run(quick: bool = False) -> list[Table]:
     """Measure the servers; one table of requests/second, latency and server CPU per request."""
+    import tempfile
+
     requests = 400 if quick else 6000
-    repeats = 5 if quick else 7
+    repeats = 3 if quick else 5
     concurrency = 16
     procs: list[subprocess.Popen[bytes]] = []
-    try:
-        targets: dict[str, tuple[int, int, str | None]] = {}
-        spawned = []
-        for name, kind, bearer in (
-            (OURS, "ours", _BEARER),
-            (REFERENCE, "reference", None),
-            (FLOOR, "floor", None),
-        ):
-            proc, port = _spawn_server(kind)  # start all three, then wait for each
-            procs.append(proc)
-            spawned.append((name, kind, proc, port, bearer))
-        for name, kind, proc, port, bearer in spawned:
-            _wait_ready(kind, proc, port)
-            targets[name] = (proc.pid, port, bearer)
-        for pid, port, bearer in targets.values():  # warm-up, not recorded
-            _measure(pid, port, max(200, requests // 5), concurrency, bearer)
-        samples: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
-        names = list(targets)
-        for rep in range(repeats):
-            order = names[rep % len(names) :] + names[: rep % len(names)]
-            if rep % 2:
-                order.reverse()
-            for name in order:
-                samples[name].append(
-                    _measure(*targets[name][:2], requests, concurrency, targets[name][2])
-                )
-    finally:
-        for proc in procs:
-            _stop(proc)
-    return [_table(samples, requests, repeats, concurrency), _memory_table(100_000)]
+    redis_per_request: list[float] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = Path(tmp)
+        try:
+            redis_proc, redis_url = _start_redis(workdir)
+            procs.append(redis_proc)
+            targets: dict[str, tuple[int, int, str | None]] = {}
+            spawned = []
+            for name, kind, bearer in (
+                (OURS, "serve-memory", _BEARER),
+                (OURS_REDIS, "serve-redis", _BEARER),
+                (REFERENCE, "reference", None),
+                (ASGI, "asgi", _BEARER),
+                (FASTAPI_REFERENCE, "fastapi-reference", None),
+                (FLOOR, "floor", None),
+            ):
+                proc, port = _spawn_server(kind, workdir, redis_url)
+                procs.append(proc)
+                spawned.append((name, kind, proc, port, bearer))
+            for name, kind, proc, port, bearer in spawned:
+                _wait_ready(kind, proc, port)
+                targets[name] = (proc.pid, port, bearer)
+            for pid, port, bearer in targets.values():  # warm-up, not recorded
+                _measure(pid, port, max(200, requests // 5), concurrency, bearer)
+            samples: dict[str, list[dict[str, Any]]] = {name: [] for name in targets}
+            names = list(targets)
+            for rep in range(repeats):
+                order = names[rep % len(names) :] + names[: rep % len(names)]
+                if rep % 2:
+                    order.reverse()
+                for name in order:
+                    before = _redis_calls(redis_url) if name == OURS_REDIS else 0
+                    samples[name].append(
+                        _measure(*targets[name][:2], requests, concurrency, targets[name][2])
+                    )
+                    if name == OURS_REDIS:
+                        redis_per_request.append((_redis_calls(redis_url) - before) / requests)
+        finally:
+            for proc in procs:
+                _stop(proc)
+    table = _table(samples, requests, repeats, concurrency)
+    if redis_per_request:
+        table.note += (
+            f"\nRedis commands per request (`INFO commandstats` before and after, "
+            f"`lk-metadata serve` on Redis): {statistics.median(redis_per_request):.2f}."
+        )
+    return [table, _memory_table(20_000 if quick else 100_000)]
 
 
-OURS = "lk-metadata serve (all checks, a session per token)"
+OURS = "`lk-metadata serve`, store: memory (all checks, a session per token)"
+OURS_REDIS = "`lk-metadata serve`, store: local redis-server"
+ASGI = "TokenASGI under uvicorn (same config, memory)"
+FASTAPI_REFERENCE = "FastAPI + AccessToken under uvicorn"
 REFERENCE = "reference: aiohttp + AccessToken"
 FLOOR = "floor: aiohttp, constant 201 reply"
 
@@ -432,7 +566,9 @@ def _table(
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--serve", choices=["ours", "reference", "floor"])
+    parser.add_argument(
+        "--serve", choices=["ours", "reference", "floor", "asgi", "fastapi-reference"]
+    )
     parser.add_argument("--loadgen", action="store_true")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--requests", type=int, default=2000)
@@ -446,6 +582,10 @@ def main(argv: list[str] | None = None) -> None:
         _serve_reference(args.port)
     elif args.serve == "floor":
         _serve_floor(args.port)
+    elif args.serve == "asgi":
+        _serve_asgi(args.port)
+    elif args.serve == "fastapi-reference":
+        _serve_fastapi_reference(args.port)
     elif args.memory:
         sys.stdout.write(orjson.dumps(asyncio.run(_memory_per_session(args.memory))).decode())
     elif args.loadgen:

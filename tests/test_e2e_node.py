@@ -5,13 +5,15 @@
 * Tokens minted by ``livekit-server-sdk``'s ``AccessToken`` are ingested by our side:
   ``TokenIssuer.verify`` and the codec read them, and the real server lets them join.
 * ``livekit-client``'s ``TokenSource.endpoint`` gets a working token from our token
-  endpoint (``create_app``, what ``lk-metadata serve`` runs).
+  endpoint: ``create_app`` (what ``lk-metadata serve`` runs) and ``TokenASGI`` mounted
+  in a FastAPI app under uvicorn.
 
 Node and ``tests/node/node_modules`` are prerequisites: missing locally -> skip, CI -> fail.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import AsyncIterator
 
@@ -22,6 +24,7 @@ from pydantic import SecretStr
 
 from livekit.plugins.metadata.codec import SESSION_ATTRIBUTE, SESSION_KEY, parse_metadata
 from livekit.plugins.metadata.server.app import ServerConfig, create_app
+from livekit.plugins.metadata.server.asgi import TokenASGI
 from livekit.plugins.metadata.tokens.issuer import Dispatch, TokenIssuer
 from tests.fixtures.e2e import connected_room, lk_api, node_available, run_node, unique_room
 from tests.fixtures.livekit_server import LiveKitServer
@@ -129,9 +132,15 @@ async def test_node_minted_token_is_ingested_and_joins(livekit_server: LiveKitSe
             await lk.room.delete_room(api.DeleteRoomRequest(room=room))
 
 
-@pytest.fixture
-async def token_endpoint(livekit_server: LiveKitServer) -> AsyncIterator[str]:
-    """Our token endpoint (``create_app``) on a free loopback port; yields its URL."""
+@pytest.fixture(params=["aiohttp", "asgi"])
+async def token_endpoint(
+    livekit_server: LiveKitServer, request: pytest.FixtureRequest
+) -> AsyncIterator[str]:
+    """Our token endpoint on a free loopback port; yields its URL.
+
+    ``aiohttp``: ``create_app`` (what ``lk-metadata serve`` runs); ``asgi``:
+    ``TokenASGI`` mounted in a FastAPI app with a route of its own, under uvicorn.
+    """
     config = ServerConfig(
         host="127.0.0.1",
         port=0,
@@ -155,6 +164,10 @@ async def token_endpoint(livekit_server: LiveKitServer) -> AsyncIterator[str]:
             "allow_anonymous": True,
         },
     )
+    if request.param == "asgi":
+        async for url in _asgi_endpoint(config):
+            yield url
+        return
     app = create_app(config)
     runner = web.AppRunner(app)
     await runner.setup()
@@ -165,6 +178,32 @@ async def token_endpoint(livekit_server: LiveKitServer) -> AsyncIterator[str]:
         yield f"http://127.0.0.1:{port}/token"
     finally:
         await runner.cleanup()
+
+
+async def _asgi_endpoint(config: ServerConfig) -> AsyncIterator[str]:
+    import uvicorn
+    from fastapi import FastAPI
+
+    tokens = TokenASGI(config)
+    host = FastAPI()
+
+    @host.get("/hello")
+    async def hello() -> dict[str, str]:
+        return {"hello": "world"}
+
+    host.mount("/lk", tokens)
+    port = free_port()
+    server = uvicorn.Server(uvicorn.Config(host, host="127.0.0.1", port=port, log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    while not server.started:
+        assert not task.done()
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{port}/lk/token"
+    finally:
+        server.should_exit = True
+        await task
+        await tokens.aclose()
 
 
 async def test_livekit_client_endpoint_token_source(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import time
 import typing
@@ -1063,3 +1064,16 @@ def test_job_and_dispatch_errors_say_which_metadata(issuer: TokenIssuer) -> None
     with pytest.raises(InvalidAttributes) as attrs:
         issuer.mint("u", "r", dispatch=Dispatch("a", attributes={"lk.x": "y"}))
     assert attrs.value.message.startswith("dispatch 'a': attribute 'lk.x'")
+
+
+def test_tokens_are_signed_exactly_as_pyjwt_signs_them() -> None:
+    """A token is exactly what PyJWT signs for the same payload (PyJWT signs, never us)."""
+    issuer = TokenIssuer(KEY, SECRET)
+    token = issuer.mint("u", "r", metadata={"a": 1})
+    head, payload, _ = token.split(".")
+    claims = jwt.decode(token, SECRET, algorithms=["HS256"], options={"verify_aud": False})
+    assert claims["sub"] == "u"
+    padded = payload + "=" * (-len(payload) % 4)
+    raw = base64.urlsafe_b64decode(padded)
+    assert jwt.PyJWS().encode(raw, SECRET.encode(), algorithm="HS256") == token
+    assert head == token.split(".")[0]

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
-from aiohttp import web
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -232,9 +231,12 @@ def _check_json_object(value: Mapping[str, Any], what: str) -> None:
         )
 
 
-AuthorizeHook = Callable[[web.Request], "Principal | Awaitable[Principal | None] | None"]
-"""``authorize(request) -> Principal`` (sync or async). Return None (or raise
-``web.HTTPUnauthorized``) to refuse with 401; raise ``web.HTTPForbidden`` for 403."""
+AuthorizeHook = Callable[[Any], "Principal | Awaitable[Principal | None] | None"]
+"""``authorize(request) -> Principal`` (sync or async). The request is the
+framework's own (aiohttp's ``web.Request`` under ``serve``; the
+:class:`~.messages.EndpointRequest` under the ASGI adapter). Return None (or
+raise ``web.HTTPUnauthorized``) to refuse with 401; raise ``web.HTTPForbidden``
+for 403 (any framework's HTTP exception with a 4xx ``status``/``status_code``)."""
 
 
 class ApiKeyConfig(BaseModel):

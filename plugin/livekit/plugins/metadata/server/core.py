@@ -1,0 +1,290 @@
+"""The token endpoint as a library: one object, one async call, no web framework.
+
+:class:`TokenEndpoint` is built from a :class:`~.config.ServerConfig` (the
+checks, the issuer, the store, the limits) and answers an
+:class:`~.messages.EndpointRequest` with an :class:`~.messages.EndpointResponse`::
+
+    endpoint = TokenEndpoint.from_config(ServerConfig(...))
+    response = await endpoint.handle(
+        EndpointRequest("POST", "/token", {"content-type": "application/json"}, body=b"{}",
+                        client="127.0.0.1", principal=Principal(id="alice"))
+    )
+    response.status, response.headers, response.body
+
+Every adapter is a thin layer over it: ``create_app`` (aiohttp, what
+``lk-metadata serve`` runs) and :mod:`.asgi` (FastAPI, Starlette, Litestar, any
+ASGI server). Both give the same statuses and byte-identical JSON bodies, the
+same log line and the same metrics.
+
+Routes: ``POST``/``OPTIONS`` on ``config.path``, ``GET /healthz``, ``GET /readyz``,
+``GET /metrics``, ``GET /openapi.json`` (``HEAD`` as ``GET``); anything else is a
+JSON 404 or 405.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from pathlib import Path
+
+import orjson
+
+from ..errors import StoreError
+from ..log import logger
+from .build import build_state
+from .config import ServerConfig, is_loopback
+from .guard import failed_authentication, refuse_if_blocked
+from .messages import EndpointRequest, EndpointResponse, json_error
+from .pipeline import handle_token
+from .state import AppState, Refusal, digest, unauthorized
+
+__all__ = ["EndpointRequest", "EndpointResponse", "TokenEndpoint"]
+
+_READY_TIMEOUT = 3.0
+_JSON = "application/json"
+_GET_ALLOW = "GET, HEAD"
+_POST_ALLOW = "OPTIONS, POST"
+
+
+class TokenEndpoint:
+    """The token endpoint's checks and answers, framework-free.
+
+    Build it once (:meth:`from_config`), call :meth:`handle` per request, and
+    :meth:`aclose` it at shutdown (it closes the store and limits it built).
+    """
+
+    def __init__(self, state: AppState) -> None:
+        self.state = state
+        config = state.config
+        self._routes = {
+            config.path: "token",
+            "/healthz": "healthz",
+            "/readyz": "readyz",
+            "/metrics": "metrics",
+            "/openapi.json": "openapi",
+        }
+
+    @classmethod
+    def from_config(
+        cls, config: ServerConfig | None = None, *, warn_dev_keys: bool = True
+    ) -> TokenEndpoint:
+        """Build the endpoint (the same checks as :func:`~.app.create_app`).
+
+        Raises:
+            ConfigError: Missing credentials on a non-loopback host, no way to
+                authenticate callers, or an invalid rules file / schema / store URL.
+        """
+        return cls(build_state(config, warn_dev_keys=warn_dev_keys))
+
+    @property
+    def config(self) -> ServerConfig:
+        return self.state.config
+
+    async def aclose(self) -> None:
+        """Close the session store and the limits, if this endpoint built them."""
+        state = self.state
+        if state.owns_limits:
+            await state.limits.aclose()
+        if state.owns_sessions:
+            await state.sessions.aclose()
+
+    async def handle(self, request: EndpointRequest) -> EndpointResponse:
+        """Answer one request: JSON errors, CORS, metrics and the log line included."""
+        state = self.state
+        t0 = time.perf_counter()
+        code: str | None = None
+        endpoint = self._routes.get(request.path)
+        method = request.method
+        try:
+            response = await self._route(endpoint, method, request)
+        except Refusal as err:
+            code = err.code
+            response = json_error(err.status, err.code, err.message, err.headers)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            _log_internal_error(request, exc)
+            code = "internal"
+            response = json_error(500, "internal", "internal error")
+        if endpoint == "token":
+            if method not in ("POST", "OPTIONS"):
+                endpoint = "other"
+        elif endpoint is not None and method not in ("GET", "HEAD"):
+            endpoint = "other"
+
+        origin = request.headers.get("origin")
+        if origin is not None and origin in state.policy.cors_origins:
+            headers = response.headers
+            headers["Access-Control-Allow-Origin"] = origin
+            headers["Access-Control-Expose-Headers"] = "Retry-After"
+            headers["Vary"] = "Origin"
+
+        label = endpoint or "other"
+        state.metrics.count(label, response.status)
+        if label == "token" and logger.isEnabledFor(logging.INFO):
+            _log_request(request, response.status, code, (time.perf_counter() - t0) * 1000.0)
+        return response
+
+    async def _route(
+        self, endpoint: str | None, method: str, request: EndpointRequest
+    ) -> EndpointResponse:
+        state = self.state
+        if endpoint is None:
+            raise Refusal(404, "not_found", "no such endpoint")
+        if endpoint == "token":
+            if method == "POST":
+                return await handle_token(request, state)
+            if method == "OPTIONS":
+                return _preflight(request, state)
+            raise _not_allowed(method, _POST_ALLOW)
+        if method not in ("GET", "HEAD"):
+            raise _not_allowed(method, _GET_ALLOW)
+        if endpoint == "healthz":
+            return EndpointResponse(200, {"Content-Type": _JSON}, b'{"status":"ok"}')
+        if endpoint == "readyz":
+            return await _readyz(state)
+        await _check_operator(request, state)
+        if endpoint == "metrics":
+            from prometheus_client import CONTENT_TYPE_LATEST
+
+            return EndpointResponse(
+                200, {"Content-Type": CONTENT_TYPE_LATEST}, state.metrics.render()
+            )
+        return EndpointResponse(200, {"Content-Type": _JSON}, state.openapi)
+
+
+def _not_allowed(method: str, allow: str) -> Refusal:
+    return Refusal(
+        405,
+        "method_not_allowed",
+        f"method {method[:32]} is not allowed here",
+        {"Allow": allow},
+    )
+
+
+def _log_internal_error(request: EndpointRequest, exc: Exception) -> None:
+    # The exception's type and where it was raised; never its message, which
+    # third-party code may have filled with request data.
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    where = f"{Path(tb.tb_frame.f_code.co_filename).name}:{tb.tb_lineno}" if tb else "?"
+    logger.error(
+        "internal error in %s %s: %s at %s",
+        request.method,
+        request.path[:128],
+        type(exc).__name__,
+        where,
+        extra={"error_type": type(exc).__name__, "where": where},
+    )
+
+
+def _log_request(
+    request: EndpointRequest, status: int, code: str | None, latency_ms: float
+) -> None:
+    info = request.log
+    principal, room, agent = info.get("principal"), info.get("room"), info.get("agent")
+    logger.info(
+        "token request principal=%s room=%s agent=%s status=%d code=%s latency_ms=%.2f",
+        _log_safe(principal),
+        _log_safe(room),
+        _log_safe(agent),
+        status,
+        code or "-",
+        latency_ms,
+        extra={
+            "principal": principal,
+            "room": room,
+            "agent": agent,
+            "status": status,
+            "code": code,
+            "latency_ms": round(latency_ms, 3),
+        },
+    )
+
+
+def _log_safe(value: object) -> str:
+    if value is None:
+        return "-"
+    text = str(value)
+    return repr(text[:128]) if not text.isprintable() or " " in text else text[:128]
+
+
+async def _readyz(state: AppState) -> EndpointResponse:
+    """Readiness: 200 when the session store and the limits store answer, else 503.
+
+    Concurrent probes share one check in flight, so probing cannot multiply the
+    load on Redis.
+    """
+    task = state.readiness_task
+    if task is None or task.done():
+        task = asyncio.ensure_future(_readiness(state))
+        state.readiness_task = task
+    failed = await asyncio.shield(task)
+    if failed is None:
+        return EndpointResponse(200, {"Content-Type": _JSON}, b'{"status":"ready"}')
+    body = {
+        "status": "unready",
+        "error": {"code": "store_unavailable", "message": f"the {failed} cannot be reached"},
+    }
+    headers = {"Content-Type": _JSON, "Cache-Control": "no-store", "Retry-After": "5"}
+    return EndpointResponse(503, headers, orjson.dumps(body))
+
+
+async def _readiness(state: AppState) -> str | None:
+    """None when ready, else what cannot be reached: the session store or the limits store."""
+    checks = (
+        ("session store", getattr(state.sessions.store, "ping", None)),
+        ("limits store", getattr(state.limits, "ping", None)),
+    )
+    for what, ping in checks:
+        if ping is None:
+            continue
+        try:
+            await asyncio.wait_for(ping(), _READY_TIMEOUT)
+        except (StoreError, asyncio.TimeoutError, TimeoutError, OSError):
+            return what
+    return None
+
+
+async def _check_operator(request: EndpointRequest, state: AppState) -> None:
+    """``/metrics`` and ``/openapi.json``: the ``metrics_key`` if one is set, else loopback only.
+
+    A wrong or missing key counts against the failed-authentication limit, as on
+    ``/token``; the presented key is hashed and compared in constant time.
+    """
+    expected = state.operator_digest
+    if expected is None:
+        if not is_loopback(request.client or ""):
+            raise Refusal(
+                403,
+                "loopback_only",
+                "this endpoint answers loopback callers only (or set metrics_key)",
+            )
+        return
+    peer = request.client or "-"
+    refuse_if_blocked(peer, state)
+    scheme, _, presented = request.headers.get("authorization", "").partition(" ")
+    matches = hmac.compare_digest(digest(presented.strip()), expected)
+    if scheme.lower() != "bearer" or not matches:
+        await failed_authentication(peer, state)
+        raise unauthorized("this endpoint needs the metrics bearer key")
+
+
+def _preflight(request: EndpointRequest, state: AppState) -> EndpointResponse:
+    origin = request.headers.get("origin")
+    if origin is None:
+        return EndpointResponse(204, {"Allow": _POST_ALLOW}, b"")
+    if origin not in state.policy.cors_origins:
+        raise Refusal(403, "origin_not_allowed", "this origin may not call the token endpoint")
+    return EndpointResponse(
+        204,
+        {
+            "Access-Control-Allow-Methods": "POST, OPTIONS",
+            "Access-Control-Allow-Headers": "Authorization, Content-Type",
+            "Access-Control-Max-Age": "600",
+        },
+        b"",
+    )
