@@ -29,8 +29,10 @@ OWN = "livekit.plugins.metadata"
 
 EXTENSION_POINTS: dict[tuple[str, str], str] = {
     ("agent/plugin.py", "MetadataPlugin"): "livekit.agents.Plugin: how LiveKit plugins register",
-    ("loader.py", "_Resolver"): "PyYAML builds loaders from these mixins (yaml.Loader's own way)",
-    ("loader.py", "_Composer"): "PyYAML builds loaders from these mixins (yaml.Loader's own way)",
+    ("_yaml.py", "_Resolver"): "PyYAML builds loaders from these mixins (yaml.Loader's own way)",
+    ("_yaml.py", "_Composer"): "PyYAML builds loaders from these mixins (yaml.Loader's own way)",
+    ("agent/tools.py", "CallerSessionTools"): "livekit.agents.llm.Toolset: LiveKit's documented "
+    "form for a reusable set of function tools",
     ("tokens/issuer.py", "_PreparedHMAC"): "PyJWT's jwt.algorithms.Algorithm: documented "
     "for custom algorithms (register_algorithm)",
     ("server/edge.py", "_BadBody"): "aiohttp's HTTP exceptions are documented to be raised",

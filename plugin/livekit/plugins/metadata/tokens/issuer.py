@@ -708,8 +708,8 @@ class TokenIssuer:
         )
         stored = minted.stored
         assert stored is not None
-        protected = _protected_list(protected_keys, stored)
-        if protected:
+        if protected_keys:  # the private keys are in the owner record already
+            protected = _protected_list(protected_keys, stored)
             stored[SESSION_OWNER_KEY] = {**stored[SESSION_OWNER_KEY], "protected": protected}
         lifetime = minted.lifetime + self._session_grace
         await sessions.token_sessions.update(session_id, stored, ttl=lifetime)
