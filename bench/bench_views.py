@@ -62,7 +62,7 @@ def _child(plugin: Path, reps: int) -> dict[str, float]:
 
 
 def run(quick: bool = False, base: str = BASE) -> list[Table]:
-    rounds, reps = (3, 2) if quick else (5, 3)
+    rounds, reps = (3, 2) if quick else (7, 3)
     ours: dict[str, list[float]] = {}
     theirs: dict[str, list[float]] = {}
     with _worktree(base) as old:
