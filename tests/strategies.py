@@ -49,14 +49,11 @@ def examples(n: int) -> int:
     return max(n, n * settings().max_examples // 100)
 
 
-def metadata_keys(
-    min_size: int = 0, max_size: int = 12, *, alphabet: st.SearchStrategy[str] | None = None
-) -> st.SearchStrategy[str]:
+def metadata_keys(min_size: int = 0, max_size: int = 12) -> st.SearchStrategy[str]:
     """Top-level metadata keys a caller may send (never in the plugin's namespace)."""
-    chars = alphabet if alphabet is not None else st.characters(exclude_categories=("Cs",))
-    return st.text(chars, min_size=min_size, max_size=max_size).filter(
-        lambda k: not is_reserved_metadata_key(k)
-    )
+    return st.text(
+        st.characters(exclude_categories=("Cs",)), min_size=min_size, max_size=max_size
+    ).filter(lambda k: not is_reserved_metadata_key(k))
 
 
 def attribute_keys(max_size: int = 12) -> st.SearchStrategy[str]:

@@ -202,7 +202,7 @@ def test_redis_store_equals_the_model(redis_url: str) -> None:
         store = RedisStore.from_url(redis_url, timeout=5.0)
         return SessionManager(store, secret_key=SECRET, max_session_bytes=CAP), store
 
-    for run in _runner(make, examples=40):
+    for run in _runner(make, examples=examples(40)):
         run()
 
 
