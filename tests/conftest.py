@@ -8,7 +8,40 @@ when the server is missing and fail when ``CI=true``.
 
 from __future__ import annotations
 
+import os
+
 import pytest
+from hypothesis import HealthCheck, settings
+
+# -- hypothesis profiles --------------------------------------------------------------------
+# ``dev`` (default): hypothesis' defaults, with no timing limits (the machine may be busy).
+# ``ci`` (when CI=true): fresh random examples each run, and every failure prints the
+#   ``@reproduce_failure`` blob that replays it. No example database (CI has none anyway).
+# ``thorough``: ten times the examples of every property test (see tests.strategies.examples),
+#   no database, so ``--hypothesis-seed=N`` alone decides what is drawn. For hunting failures:
+#   HYPOTHESIS_PROFILE=thorough uv run pytest -m unit --hypothesis-seed=7
+# HYPOTHESIS_PROFILE (or pytest's --hypothesis-profile) picks a profile explicitly.
+_UNTIMED = [HealthCheck.too_slow]
+settings.register_profile("dev", deadline=None, suppress_health_check=_UNTIMED)
+settings.register_profile(
+    "ci",
+    deadline=None,
+    suppress_health_check=_UNTIMED,
+    print_blob=True,
+    derandomize=False,
+    database=None,
+)
+settings.register_profile(
+    "thorough",
+    deadline=None,
+    suppress_health_check=_UNTIMED,
+    max_examples=1000,
+    print_blob=True,
+    database=None,
+)
+settings.load_profile(
+    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") == "true" else "dev")
+)
 
 pytest_plugins = [
     "tests.fixtures.servers",

@@ -33,6 +33,7 @@ from livekit.plugins.metadata.errors import (
     MetadataTooLarge,
     SchemaViolation,
 )
+from tests.strategies import examples
 
 pytestmark = pytest.mark.unit
 
@@ -320,10 +321,9 @@ FUZZ_BATCH = 5  # 1,000 examples x 5 inputs = 5,000 fuzzed inputs per run
 
 
 @settings(
-    max_examples=FUZZ_EXAMPLES,
+    max_examples=examples(FUZZ_EXAMPLES),
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    derandomize=True,
 )
 @given(st.lists(_fuzz_inputs, min_size=FUZZ_BATCH, max_size=FUZZ_BATCH))
 def test_fuzz_parse_is_total(batch: list[str | bytes]) -> None:
@@ -334,7 +334,7 @@ def test_fuzz_parse_is_total(batch: list[str | bytes]) -> None:
 # -- round trip -------------------------------------------------------------------------------
 
 
-@settings(max_examples=150, deadline=None, derandomize=True)
+@settings(max_examples=examples(150), deadline=None)
 @given(_json_objects)
 def test_round_trip(obj: dict[str, Any]) -> None:
     text = serialize_metadata(obj)

@@ -45,6 +45,7 @@ from livekit.plugins.metadata.tokens.issuer import (
     TokenIssuer,
     VerifiedToken,
 )
+from tests.strategies import attribute_keys, examples, metadata_keys
 
 pytestmark = pytest.mark.unit
 
@@ -244,9 +245,10 @@ _json = st.recursive(
     lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
     max_leaves=8,
 )
-_md = st.dictionaries(_text, _json, max_size=4)
-_attr_key = _text.filter(lambda k: not k.startswith("lk."))
-_attrs = st.dictionaries(_attr_key, st.text(max_size=8), max_size=3)
+# Keys outside the reserved namespaces: refusing those is tested below
+# (test_reserved_keys_are_refused_wherever_a_caller_puts_them).
+_md = st.dictionaries(metadata_keys(min_size=1), _json, max_size=4)
+_attrs = st.dictionaries(attribute_keys(), st.text(max_size=8), max_size=3)
 
 
 def _field_values(annotation: Any) -> st.SearchStrategy[Any]:
@@ -306,7 +308,7 @@ _dispatch = st.builds(
 )
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(80), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     identity=_text,
     room=_text,
@@ -743,7 +745,7 @@ _claim_names = st.sampled_from(
 )
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(changes=st.dictionaries(_claim_names, _odd, min_size=1, max_size=3))
 def test_verify_is_total_over_odd_claim_shapes(changes: dict[str, Any]) -> None:
     """Whatever the claims of a signed token, verify returns or raises TokenVerificationError."""
@@ -907,6 +909,53 @@ async def test_reserved_namespace_is_refused(kwargs: dict[str, Any]) -> None:
         with pytest.raises(ReservedKey):
             issuer.mint("u", "r", **kwargs)
     assert len(sessions.store) == 0  # type: ignore[arg-type]
+
+
+_reserved_md_keys = st.builds(
+    str.__add__, st.sampled_from(["lk-metadata.", "lk-metadata.session"]), st.text(max_size=8)
+)
+_refused_attrs = st.builds(
+    lambda prefix, rest: (prefix + rest, InvalidAttributes if prefix == "lk." else ReservedKey),
+    st.sampled_from(["lk.", "lk-metadata."]),
+    st.text(max_size=8),
+)
+
+
+@settings(max_examples=examples(100), deadline=None)
+@given(
+    key=_reserved_md_keys,
+    value=_json,
+    others=_md,
+    where=st.sampled_from(["metadata", "metadata-json", "job_metadata", "dispatch"]),
+)
+def test_reserved_metadata_keys_are_refused_wherever_a_caller_puts_them(
+    key: str, value: Any, others: dict[str, Any], where: str
+) -> None:
+    """The counterpart of the parity property, whose strategies leave these keys out."""
+    md = {**others, key: value}
+    kwargs: dict[str, Any] = {
+        "metadata": {"metadata": md},
+        "metadata-json": {"metadata": orjson.dumps(md).decode()},
+        "job_metadata": {"dispatch": "a", "job_metadata": md},
+        "dispatch": {"dispatch": Dispatch("a", metadata=md)},
+    }[where]
+    with pytest.raises(ReservedKey) as info:
+        TokenIssuer(KEY, SECRET).mint("u", "r", **kwargs)
+    assert info.value.key.startswith("lk-metadata.")
+
+
+@settings(max_examples=examples(100), deadline=None)
+@given(refused=_refused_attrs, others=_attrs, in_dispatch=st.booleans())
+def test_reserved_attributes_are_refused_wherever_a_caller_puts_them(
+    refused: tuple[str, type[Exception]], others: dict[str, str], in_dispatch: bool
+) -> None:
+    key, error = refused
+    attrs = {**others, key: "v"}
+    kwargs: dict[str, Any] = (
+        {"dispatch": Dispatch("a", attributes=attrs)} if in_dispatch else {"attributes": attrs}
+    )
+    with pytest.raises(error):
+        TokenIssuer(KEY, SECRET).mint("u", "r", **kwargs)
 
 
 class RefusingStore(MemoryStore):

@@ -25,6 +25,7 @@ from livekit.plugins.metadata.sessions.redis import SIZE_FIELD, RedisStore
 from livekit.plugins.metadata.sessions.store import MergeAndGet, SessionStore
 from tests.fixtures.json_process import JsonLineProcess
 from tests.fixtures.redis_server import RedisServer
+from tests.strategies import examples
 
 pytestmark = pytest.mark.integration
 
@@ -482,7 +483,9 @@ def test_size_limit_matches_the_contract_model(redis_url: str) -> None:
                 model = after
             assert await s.get(sid) == model
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(
+        max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    )
     @given(_ops)
     def run(ops: list[tuple[dict[str, Any], list[str], int]]) -> None:
         loop.run_until_complete(check(ops))
@@ -588,7 +591,9 @@ def test_merge_and_get_equals_merge_then_get(redis_url: str) -> None:
             # the stored hashes (size bookkeeping included) are identical too
             assert await s.client.hgetall("lkmeta:" + a) == await s.client.hgetall("lkmeta:" + b)
 
-    @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+    @settings(
+        max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    )
     @given(_ops)
     def run(ops: list[tuple[dict[str, Any], list[str], int]]) -> None:
         loop.run_until_complete(check(ops))

@@ -34,6 +34,7 @@ from livekit.plugins.metadata.routing.formatting import format_explain, format_r
 from livekit.plugins.metadata.routing.route import Route
 from livekit.plugins.metadata.routing.router import MetadataRouter
 from tests.job_requests import Recorder, job_request
+from tests.strategies import examples
 
 pytestmark = pytest.mark.unit
 
@@ -641,7 +642,7 @@ def _metadata() -> st.SearchStrategy[dict[str, Any]]:
     )
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=examples(200), deadline=None)
 @given(
     rules=st.lists(_RULE, min_size=1, max_size=12),
     samples=st.lists(_metadata(), min_size=1, max_size=8),

@@ -25,6 +25,7 @@ from livekit.plugins.metadata.routing.formatting import format_explain
 from livekit.plugins.metadata.routing.phone import normalize_number, rule_number, rule_prefix
 from livekit.plugins.metadata.routing.router import MetadataRouter
 from tests.job_requests import Recorder, job_request
+from tests.strategies import examples
 
 pytestmark = pytest.mark.unit
 
@@ -329,7 +330,7 @@ def _attr_condition() -> st.SearchStrategy[Any]:
 _KEYS = ["sip.phoneNumber", "sip.trunkPhoneNumber", "k"]
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(
     rules=st.lists(
         st.fixed_dictionaries(

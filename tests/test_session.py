@@ -21,7 +21,7 @@ from livekit.plugins.metadata.sessions.manager import SessionManager
 from livekit.plugins.metadata.sessions.memory import MemoryStore
 from livekit.plugins.metadata.sessions.store import SessionStore
 from tests.clock import FakeClock
-from tests.strategies import json_values
+from tests.strategies import examples, json_values
 
 pytestmark = pytest.mark.unit
 
@@ -535,7 +535,7 @@ def test_default_store_is_a_new_memory_store() -> None:
 updates = st.dictionaries(st.text(max_size=6), json_values, max_size=5)
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=examples(80), deadline=None)
 @given(
     steps=st.lists(
         st.tuples(updates, st.lists(st.text(max_size=6), max_size=3), st.booleans()), max_size=8

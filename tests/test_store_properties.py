@@ -28,7 +28,7 @@ from livekit.plugins.metadata.sessions.manager import SessionManager
 from livekit.plugins.metadata.sessions.memory import MemoryStore
 from livekit.plugins.metadata.sessions.store import SessionStore
 from tests.clock import FakeClock
-from tests.strategies import json_values
+from tests.strategies import examples, json_values
 
 CAP = 400
 TTL = 60.0
@@ -191,7 +191,7 @@ def test_memory_store_equals_the_model() -> None:
         store = MemoryStore(clock=FakeClock())
         return SessionManager(store, secret_key=SECRET, max_session_bytes=CAP), store
 
-    for run in _runner(make, examples=300):
+    for run in _runner(make, examples=examples(300)):
         run()
 
 
@@ -204,7 +204,7 @@ def test_redis_store_equals_the_model(redis_url: str) -> None:
         store = RedisStore.from_url(redis_url, timeout=5.0)
         return SessionManager(store, secret_key=SECRET, max_session_bytes=CAP), store
 
-    for run in _runner(make, examples=40):
+    for run in _runner(make, examples=examples(40)):
         run()
 
 

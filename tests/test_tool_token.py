@@ -26,6 +26,7 @@ from livekit.plugins.metadata.sessions.tool_tokens import (
     derive_secret,
 )
 from tests.clock import FakeClock
+from tests.strategies import examples
 
 pytestmark = pytest.mark.unit
 
@@ -368,7 +369,7 @@ def test_malformed_tokens_return_false(tokens: ToolTokens, junk: object) -> None
     assert result is False
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(st.text(max_size=300))
 def test_validate_never_raises(token: str) -> None:
     t = ToolTokens(secret_key=SECRET)
@@ -380,7 +381,7 @@ call_ids = st.text(min_size=1, max_size=40).filter(lambda s: ":" not in s)
 function_names = st.text(min_size=1, max_size=30).filter(lambda s: ":" not in s and "." not in s)
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=examples(150), deadline=None)
 @given(call=call_ids, func=function_names, other=function_names)
 def test_round_trip_property(call: str, func: str, other: str) -> None:
     t = ToolTokens(secret_key=SECRET)
@@ -391,7 +392,7 @@ def test_round_trip_property(call: str, func: str, other: str) -> None:
     assert t.validate_token(call + "x", func, token) is False
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(call=call_ids.filter(lambda s: "." not in s), func=function_names)
 def test_interop_property(call: str, func: str) -> None:
     ours = ToolTokens(secret_key=SECRET)
@@ -582,7 +583,7 @@ def test_session_manager_debug_passthrough() -> None:
     assert sm.validate_tool_token("f", token, "c") is True
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=examples(60), deadline=None)
 @given(key=st.binary(min_size=1, max_size=200), call=st.text(B64URL, min_size=1, max_size=40))
 def test_signature_is_stdlib_hmac_for_any_key(key: bytes, call: str) -> None:
     """Keys shorter than, equal to and longer than the SHA-256 block sign as RFC 2104 says."""

@@ -36,6 +36,7 @@ import typer
 
 from .codec import DEFAULT_MAX_METADATA_BYTES, parse_metadata
 from .errors import ConfigError, MetadataError, MetadataPluginError
+from .version import __version__
 
 __all__ = ["DEV_SERVER_URL", "app", "main", "parse_duration"]
 
@@ -48,6 +49,25 @@ app = typer.Typer(
     rich_markup_mode=None,  # plain click help: no <bool>/<str> type columns
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"lk-metadata {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Show the version and exit."
+        ),
+    ] = False,
+) -> None:
+    pass
+
 
 ApiKey = Annotated[
     str | None,
