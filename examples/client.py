@@ -196,4 +196,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    status = main()
+    # LiveKit's native rtc runtime can abort the interpreter's own shutdown (a Rust panic,
+    # SIGABRT) after a connection failed: leave with the status decided here instead.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
