@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import logging
+import os
 import re
 import sys
 import time
@@ -910,6 +911,15 @@ def main() -> None:
     """Entry point of the ``lk-metadata`` command."""
     try:
         app(prog_name="lk-metadata")
+    except SystemExit as exc:
+        if "livekit.rtc" in sys.modules:  # `sip call` joined a room
+            # LiveKit's native rtc runtime can abort the interpreter's own shutdown (a Rust
+            # panic, SIGABRT): leave with the status the command decided.
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+        raise
     except Exception as exc:  # last resort: never a traceback on the terminal
         typer.echo(f"error: unexpected failure ({type(exc).__name__})", err=True)
         sys.exit(1)
