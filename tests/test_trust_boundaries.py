@@ -14,6 +14,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from livekit.plugins.metadata.sessions.manager import SessionManager
 from tests import trust_scenarios
+from tests.strategies import examples
 from tests.trust_scenarios import SCENARIOS
 
 pytestmark = pytest.mark.unit
@@ -89,7 +90,7 @@ _step = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=examples(60), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     room_name=st.sampled_from(["alice-session", "mallory-session", "support"]),
     steps=st.lists(_step, max_size=12),
