@@ -71,7 +71,7 @@ import dataclasses
 import os
 import re
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, Union
 
@@ -305,6 +305,10 @@ class ReferenceToken:
             f"ReferenceToken(session_id={self.session_id!r}, token=<{len(self.token)} chars>, "
             f"metadata=<keys {sorted(self.metadata)}>)"
         )
+
+
+SessionWriter = Callable[[str, dict[str, Any], int], Awaitable[None]]
+"""Writes a token session: ``(session_id, record, ttl_seconds)``; see ``amint(write_session=)``."""
 
 
 class _Router(Protocol):
@@ -649,6 +653,7 @@ class TokenIssuer:
         grants: GrantsInput | None = None,
         kind: str | None = None,
         room_config: api.RoomConfiguration | None = None,
+        write_session: SessionWriter | None = None,
     ) -> SessionToken:
         """Mint a token that owns a fresh session, and write that session first.
 
@@ -674,6 +679,10 @@ class TokenIssuer:
                 (e.g. trusted keys shown to the client): the agent never lets the
                 client's live metadata replace them. Private keys are always
                 protected.
+            write_session: Writes the session instead of
+                ``sessions.token_sessions.update(session_id, record, ttl=ttl)``
+                (the endpoint admits the request and writes in one store call).
+                What it raises propagates; no token is returned then.
             (others): As in :meth:`mint`.
 
         Returns:
@@ -712,7 +721,10 @@ class TokenIssuer:
             protected = _protected_list(protected_keys, stored)
             stored[SESSION_OWNER_KEY] = {**stored[SESSION_OWNER_KEY], "protected": protected}
         lifetime = minted.lifetime + self._session_grace
-        await sessions.token_sessions.update(session_id, stored, ttl=lifetime)
+        if write_session is None:
+            await sessions.token_sessions.update(session_id, stored, ttl=lifetime)
+        else:
+            await write_session(session_id, stored, lifetime)
         logger.debug(
             "stored a token session",
             extra={"session_id": session_id, "keys": len(stored)},
