@@ -49,6 +49,7 @@ pytest_plugins = [
     "tests.fixtures.redis_cluster",
     "tests.fixtures.redis_sentinel",
     "tests.fixtures.livekit_server",
+    "tests.fixtures.browser",
 ]
 
 _CATEGORIES = ("unit", "integration", "e2e")

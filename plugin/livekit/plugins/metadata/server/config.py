@@ -461,6 +461,11 @@ class ServerConfig(BaseModel):
     reference; the agent loads everything from the store."""
     edge: EdgeConfig = Field(default_factory=EdgeConfig)
     """HTTP edge limits: read deadlines, connections per peer, edge log budget."""
+    playground: bool | None = None
+    """The routing playground page at ``/playground`` (None: on when ``host`` is loopback)."""
+    playground_sdk_url: str | None = Field(default=None, pattern=r"^(https?://|/)[^\s\"'<>]*$")
+    """Where that page loads LiveKit's web SDK (``livekit-client.umd.js``) to join rooms;
+    None: no joining from the page (routing and explain work offline)."""
 
     authorize: AuthorizeHook | None = Field(default=None, exclude=True)
     metadata_schema: type[BaseModel] | None = Field(default=None, exclude=True)

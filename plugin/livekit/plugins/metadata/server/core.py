@@ -38,6 +38,7 @@ from .config import ServerConfig, is_loopback
 from .guard import failed_authentication, refuse_if_blocked
 from .messages import EndpointRequest, EndpointResponse, json_error
 from .pipeline import handle_token
+from .playground import PLAYGROUND_ENDPOINTS, PLAYGROUND_POST, handle_playground, playground_routes
 from .state import AppState, Refusal, digest, unauthorized
 
 __all__ = ["EndpointRequest", "EndpointResponse", "TokenEndpoint"]
@@ -59,6 +60,7 @@ class TokenEndpoint:
         self.state = state
         config = state.config
         self._routes = {
+            **playground_routes(config),  # /route, /explain; /playground when enabled
             config.path: "token",
             "/healthz": "healthz",
             "/readyz": "readyz",
@@ -111,6 +113,9 @@ class TokenEndpoint:
         if endpoint == "token":
             if method not in ("POST", "OPTIONS"):
                 endpoint = "other"
+        elif endpoint in PLAYGROUND_POST:
+            if method != "POST":
+                endpoint = "other"
         elif endpoint is not None and method not in ("GET", "HEAD"):
             endpoint = "other"
 
@@ -139,6 +144,8 @@ class TokenEndpoint:
             if method == "OPTIONS":
                 return _preflight(request, state)
             raise _not_allowed(method, _POST_ALLOW)
+        if endpoint in PLAYGROUND_ENDPOINTS:
+            return await handle_playground(endpoint, request, state)
         if method not in ("GET", "HEAD"):
             raise _not_allowed(method, _GET_ALLOW)
         if endpoint == "healthz":

@@ -14,6 +14,7 @@ from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from ..version import __version__
 from .models import ErrorBody, Health, TokenRequest, TokenResponse
+from .playground import ExplainResponse, RouteRequest, RouteResponse
 
 __all__ = ["TOKEN_ERRORS", "openapi_document"]
 
@@ -40,7 +41,22 @@ _MODELS: tuple[tuple[type[BaseModel], JsonSchemaMode], ...] = (
     (TokenResponse, "serialization"),
     (ErrorBody, "serialization"),
     (Health, "serialization"),
+    (RouteRequest, "validation"),
+    (RouteResponse, "serialization"),
+    (ExplainResponse, "serialization"),
 )
+_ROUTING_ERRORS: dict[int, str] = {
+    400: "Malformed JSON, fields, metadata or attributes.",
+    401: "A wrong or missing metrics bearer key (callers not on loopback).",
+    403: "Not on loopback and no metrics_key is configured (loopback_only).",
+    404: "Routing is off on this endpoint (rules: none).",
+    413: "Request body or metadata over the size limit.",
+    415: "Content-Type is not application/json with a UTF-8 charset.",
+    429: "Rate limit exceeded (the same buckets as the token endpoint), or too many "
+    "failed authentications.",
+    500: "Internal error (no details are disclosed).",
+    503: "The limits store is unavailable.",
+}
 
 
 def _json(ref: str, description: str) -> dict[str, Any]:
@@ -69,6 +85,28 @@ def _token_operation() -> dict[str, Any]:
             },
         },
         "responses": responses,
+    }
+
+
+def _routing_operation(operation_id: str, summary: str, ok: str, no_route: bool) -> dict[str, Any]:
+    """``POST /route`` and ``POST /explain`` (the routing playground's calls)."""
+    responses: dict[str, Any] = {"200": _json(ok, "The routing decision.")}
+    errors = dict(_ROUTING_ERRORS)
+    if no_route:
+        errors[422] = "No routing rule matches and the rules have no default (no_route)."
+    for status, text in sorted(errors.items()):
+        responses[str(status)] = _json("ErrorBody", text)
+        if status == 429:
+            responses[str(status)]["headers"] = _RETRY_AFTER
+    body = {"application/json": {"schema": {"$ref": "#/components/schemas/RouteRequest"}}}
+    return {
+        "post": {
+            "operationId": operation_id,
+            "summary": summary,
+            "security": [{"bearer": []}, {}],
+            "requestBody": {"required": False, "content": body},
+            "responses": responses,
+        }
     }
 
 
@@ -109,6 +147,20 @@ def openapi_document(path: str = "/token") -> dict[str, Any]:
                     },
                 },
             },
+            "/route": _routing_operation(
+                "route",
+                "The route the rules choose for some metadata and attributes (loopback "
+                "callers, or the metrics key).",
+                "RouteResponse",
+                no_route=True,
+            ),
+            "/explain": _routing_operation(
+                "explain",
+                "Every rule's verdict and the route, as `lk-metadata route --explain` "
+                "(loopback callers, or the metrics key).",
+                "ExplainResponse",
+                no_route=False,
+            ),
             "/healthz": _get("health", "Liveness check.", _json("Health", "The server is up.")),
             "/readyz": {
                 "get": {
