@@ -183,6 +183,9 @@ REFUSALS: list[tuple[str, str, str, bytes, dict[str, str], int, str]] = [
     ("method on token", "GET", "/token", b"", {}, 405, "method_not_allowed"),
     ("method on healthz", "POST", "/healthz", b"", {}, 405, "method_not_allowed"),
     ("no such path", "GET", "/nope", b"", {}, 404, "not_found"),
+    ("route media type", "POST", "/route", b"{}", {"Content-Type": "text/plain"}, 415, "unsupported_media_type"),
+    ("explain not json", "POST", "/explain", b"{nope", JSON, 400, "invalid_json"),
+    ("method on route", "GET", "/route", b"", {}, 405, "method_not_allowed"),
 ]  # fmt: skip
 COMPARED_HEADERS = ("Content-Type", "Cache-Control", "Retry-After", "Allow", "WWW-Authenticate")
 
@@ -254,6 +257,10 @@ async def test_companions_answer_alike(sides: Sides) -> None:
         a, b = await sides.both("GET", path)
         assert a.status == 200
         same(a, b)
+    a, b = await sides.both("POST", "/explain", b'{"metadata": {"department": "sales"}}', JSON)
+    assert a.status == 200
+    assert a.json()["route"]["agent"] == "sales"
+    same(a, b)
     a, b = await sides.both("OPTIONS", "/token")
     assert a.status == 204
     assert a.headers["Allow"] == b.headers["Allow"] == "OPTIONS, POST"

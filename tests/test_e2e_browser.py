@@ -53,7 +53,9 @@ def site() -> Iterator[int]:
 
 
 @pytest.fixture(scope="module")
-def agent(livekit_server: LiveKitServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerProcess]:
+def agent(
+    livekit_server: LiveKitServer, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[WorkerProcess]:
     """``examples/agent.py`` (the rules' ``router-demo`` worker) against the session's server."""
     log = tmp_path_factory.mktemp("browser-agent") / "worker.log"
     with worker_process(livekit_server, ["examples/agent.py", "start"], log_path=log) as worker:
@@ -170,7 +172,8 @@ def test_web_sdk_gets_a_token_from_serve_and_sees_the_route_and_the_re_route(
 ) -> None:
     endpoint, log = serve
     joined = _join_route_and_reroute(browser, site, endpoint)
-    assert joined["room"] and joined["identity"]
+    assert joined["room"]
+    assert joined["identity"]
     text = log.read_text(errors="replace")
     assert "status=204" in text  # the browser's CORS preflight, answered
     assert "status=201" in text
@@ -204,21 +207,23 @@ def test_a_refused_origin_gets_no_token_and_a_refused_request_shows_the_json_err
         shown = page.inner_text("#error")
     finally:
         page.close()
-    assert not refused["ok"] and "Failed to fetch" in refused["error"]
+    assert not refused["ok"]
+    assert "Failed to fetch" in refused["error"]
     assert "code=origin_not_allowed" in log.read_text(errors="replace")
-    request = urllib.request.Request(
+    request = urllib.request.Request(  # noqa: S310
         endpoint + "/token",
         method="OPTIONS",
         headers={"Origin": f"http://localhost:{site}", "Access-Control-Request-Method": "POST"},
     )
     with pytest.raises(urllib.error.HTTPError) as answer:
-        urllib.request.urlopen(request, timeout=5)
+        urllib.request.urlopen(request, timeout=5)  # noqa: S310 (http on loopback)
     assert answer.value.code == 403
     assert orjson.loads(answer.value.read())["error"]["code"] == "origin_not_allowed"
     assert "access-control-allow-origin" not in {k.lower() for k in answer.value.headers}
     # An allowed origin reads the endpoint's JSON error, and the page shows it.
     assert not bad["ok"]
-    assert "received 422" in shown and '"code":"reserved_key"' in shown
+    assert "received 422" in shown
+    assert '"code":"reserved_key"' in shown
 
 
 def test_the_playground_mints_joins_and_shows_the_agent_and_its_re_route(

@@ -43,7 +43,7 @@ rules:
     agent: support
 default: general
 """
-METADATA = '{"department": "support", "language": "es", "customer_id": "%s"}' % PRIVATE_VALUE
+METADATA = f'{{"department": "support", "language": "es", "customer_id": "{PRIVATE_VALUE}"}}'
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,8 @@ def test_the_playground_routes_explains_and_keeps_private_values(
 
         weight = _page_weight(served, serve.port)
         explained = [r for r in served if r.url.endswith("/explain")]
-        assert explained and all(r.status == 200 for r in explained)
+        assert explained
+        assert all(r.status == 200 for r in explained)
         for response in explained:
             assert PRIVATE_VALUE.encode() not in response.body()
         assert PRIVATE_VALUE not in page.inner_text("body")

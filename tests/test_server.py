@@ -963,7 +963,15 @@ async def test_healthz_metrics_openapi(serve: Serve) -> None:
     assert status == 200
     doc = orjson.loads(raw)
     assert doc["openapi"].startswith("3.")
-    assert set(doc["paths"]) == {"/token", "/healthz", "/readyz", "/metrics", "/openapi.json"}
+    assert set(doc["paths"]) == {
+        "/token",
+        "/healthz",
+        "/readyz",
+        "/metrics",
+        "/openapi.json",
+        "/route",
+        "/explain",
+    }
     assert doc == orjson.loads(orjson.dumps(openapi_document("/token")))
 
 
