@@ -14,9 +14,9 @@ import pytest
 from livekit import api
 
 from livekit.plugins.metadata.errors import DispatchError, NoRouteMatched, RoutingError
-from livekit.plugins.metadata.routing.outbound import outbound_call
+from livekit.plugins.metadata.provision.outbound import outbound_call
 from livekit.plugins.metadata.routing.router import MetadataRouter
-from livekit.plugins.metadata.routing.sip import (
+from livekit.plugins.metadata.provision.sip import (
     OWNER_ATTRIBUTE,
     apply_plan,
     default_scope,

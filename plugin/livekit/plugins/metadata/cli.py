@@ -655,7 +655,7 @@ Scope = Annotated[
 
 
 def _sip_scope(rules: Path, trunks: list[str] | None, scope: str | None) -> str:
-    from .routing.sip import default_scope
+    from .provision.sip import default_scope
 
     return scope if scope is not None else default_scope(trunks or (), rules)
 
@@ -664,7 +664,7 @@ def _sip_rules(
     rules: Path, trunks: list[str] | None, room_prefix: str, scope: str | None = None
 ) -> tuple[Any, list[str]]:
     from .routing.router import MetadataRouter
-    from .routing.sip import desired_dispatch_rules
+    from .provision.sip import desired_dispatch_rules
 
     router = MetadataRouter.from_file(rules)
     return desired_dispatch_rules(
@@ -680,7 +680,7 @@ def sip_export_command(
     rules: RulesFile, trunk: Trunks = None, room_prefix: RoomPrefix = "call-", scope: Scope = None
 ) -> None:
     """Print, as JSON, the SIP dispatch rules the routing rules call for."""
-    from .routing.sip import export_json
+    from .provision.sip import export_json
 
     with _errors():
         wanted, skipped = _sip_rules(rules, trunk, room_prefix, scope)
@@ -744,7 +744,7 @@ async def _sip_sync(
 ) -> None:
     from livekit import api
 
-    from .routing.sip import apply_plan, list_dispatch_rules, plan_sync
+    from .provision.sip import apply_plan, list_dispatch_rules, plan_sync
 
     async with api.LiveKitAPI(url, key, secret) as lkapi:
         existing = await list_dispatch_rules(lkapi)
@@ -851,7 +851,7 @@ def sip_call_command(
     url = _checked_url(url) or url
     headers = _parse_attributes(header, "--header") or {}
     from .routing.router import MetadataRouter
-    from .sip_call import place_call, plan_call
+    from .provision.sip_call import place_call, plan_call
     from .tokens.keys import resolve_keys
 
     try:

@@ -34,11 +34,11 @@ from urllib.parse import urlsplit
 
 from livekit import api, rtc
 
-from .errors import DispatchError, RoutingError
-from .routing.phone import normalize_number
-from .routing.router import MetadataRouter
-from .routing.sip import CALLED, CALLER, desired_dispatch_rules
-from .tokens.issuer import TokenIssuer
+from ..errors import DispatchError, RoutingError
+from ..routing.phone import normalize_number
+from ..routing.router import MetadataRouter
+from ..tokens.issuer import TokenIssuer
+from .sip import CALLED, CALLER, desired_dispatch_rules
 
 __all__ = [
     "CallPlan",

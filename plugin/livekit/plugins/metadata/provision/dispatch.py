@@ -34,7 +34,7 @@ from ..codec import (
 )
 from ..errors import DispatchError, RoutingError
 from ..log import logger
-from .route import Route
+from ..routing.route import Route
 
 if TYPE_CHECKING:
     from pydantic import BaseModel

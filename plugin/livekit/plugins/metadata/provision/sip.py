@@ -48,10 +48,10 @@ from livekit import api
 
 from ..codec import PLUGIN_ATTRIBUTE_PREFIX
 from ..errors import DispatchError
-from .conditions import Cond
+from ..routing.conditions import Cond
+from ..routing.router import MetadataRouter
+from ..routing.rules import Rule
 from .dispatch import server_call
-from .router import MetadataRouter
-from .rules import Rule
 
 __all__ = [
     "CALLED",

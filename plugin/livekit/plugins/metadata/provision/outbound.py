@@ -25,10 +25,10 @@ from typing import Any
 from livekit import api
 
 from ..codec import DEFAULT_MAX_METADATA_BYTES, PLUGIN_ATTRIBUTE_PREFIX, validate_attributes
+from ..routing.phone import normalize_number
+from ..routing.route import Route
+from ..routing.router import MetadataRouter
 from .dispatch import dispatch_request
-from .phone import normalize_number
-from .route import Route
-from .router import MetadataRouter
 from .sip import CALLED, CALLER
 
 __all__ = ["ROUTE_ATTRIBUTE", "RULE_ATTRIBUTE", "OutboundCall", "outbound_call"]
