@@ -663,8 +663,8 @@ def _sip_scope(rules: Path, trunks: list[str] | None, scope: str | None) -> str:
 def _sip_rules(
     rules: Path, trunks: list[str] | None, room_prefix: str, scope: str | None = None
 ) -> tuple[Any, list[str]]:
-    from .routing.router import MetadataRouter
     from .provision.sip import desired_dispatch_rules
+    from .routing.router import MetadataRouter
 
     router = MetadataRouter.from_file(rules)
     return desired_dispatch_rules(
@@ -850,8 +850,8 @@ def sip_call_command(
         )
     url = _checked_url(url) or url
     headers = _parse_attributes(header, "--header") or {}
-    from .routing.router import MetadataRouter
     from .provision.sip_call import place_call, plan_call
+    from .routing.router import MetadataRouter
     from .tokens.keys import resolve_keys
 
     try:

@@ -85,7 +85,7 @@ when called: routing sits below the agent wing and must import without
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -93,12 +93,12 @@ from typing import TYPE_CHECKING, Any
 from .._util import keys_for_log
 from ..codec import DEFAULT_MAX_METADATA_BYTES, json_type_name
 from ..errors import NoRouteMatched
-from ..loader import MAX_FILE_BYTES
+from ..loader import MAX_FILE_BYTES, load_file
 from .conditions import MISSING, lookup
 from .index import RuleIndex
 from .phone import number_problem
 from .route import ConditionFailure, Route, RuleTrace
-from .rules import RuleSet, Target, compile_rules, load_rules, rules_from_config
+from .rules import RuleSet, Target, rules_from_config
 
 if TYPE_CHECKING:
     from livekit.agents import JobRequest
@@ -141,9 +141,8 @@ def _check_inputs(metadata: Any, attributes: Any) -> Mapping[str, Any]:
 class MetadataRouter:
     """Ordered, first-match-wins routing rules with an optional default.
 
-    Build one with :meth:`from_file`, :meth:`from_dict`, :meth:`from_yaml`,
-    :meth:`from_json` or :meth:`from_toml`; the rule syntax is described in the
-    module docstring. A router is immutable and safe to share between tasks.
+    Build one with :meth:`from_file` or :meth:`from_dict`; the rule language is
+    described in ``docs/rules.md``. A router is immutable and safe to share between tasks.
 
     Example::
 
@@ -154,36 +153,14 @@ class MetadataRouter:
 
     __slots__ = ("_index", "_pending", "_set", "_source", "_targets")
 
-    def __init__(
-        self,
-        rules: Sequence[Mapping[str, Any]] = (),
-        *,
-        default: str | Mapping[str, Any] | None = None,
-        worker: str | None = None,
-        phone_region: str | None = None,
-        source: str | None = None,
-    ) -> None:
-        """Compile a rule set.
-
-        Args:
-            rules: The ordered rule mappings (see the module docstring).
-            default: An agent name, ``"reject"``, a target mapping, or ``None`` (no
-                default: no match raises :class:`NoRouteMatched`).
-            worker: The registered agent_name of the one worker that hosts every
-                agent (overrides a ``worker`` key of the rule set); per-rule
-                ``worker`` still wins.
-            phone_region: Region (``ES``, ``US``...) for national phone numbers.
-            source: Where the rules came from, for error messages (e.g. a path).
+    def __init__(self, rule_set: RuleSet, *, source: str | None = None) -> None:
+        """Wrap a compiled rule set; build routers with :meth:`from_dict` or :meth:`from_file`.
 
         Raises:
-            ConfigError: Any problem in the rules, naming the rule and the field.
+            TypeError: ``rule_set`` is not a compiled :class:`~.rules.RuleSet`.
         """
-        rule_set = compile_rules(
-            rules, default=default, worker=worker, phone_region=phone_region, source=source
-        )
-        self._init(rule_set, source)
-
-    def _init(self, rule_set: RuleSet, source: str | None) -> None:
+        if not isinstance(rule_set, RuleSet):
+            raise TypeError("build a MetadataRouter with from_dict() or from_file()")
         self._set = rule_set
         self._source = source
         self._targets = tuple(r.target for r in rule_set.rules)
@@ -200,49 +177,23 @@ class MetadataRouter:
         )
 
     @classmethod
-    def _of(cls, rule_set: RuleSet, source: str | None) -> MetadataRouter:
-        router = cls.__new__(cls)
-        router._init(rule_set, source)
-        return router
-
-    # ----------------------------------------------------------------- constructors
-
-    @classmethod
     def from_dict(
         cls, config: Mapping[str, Any], *, worker: str | None = None, source: str | None = None
     ) -> MetadataRouter:
         """Build a router from a mapping ``{rules, default, worker, phone_region}``.
 
+        Text in YAML, TOML or JSON: ``from_dict(loader.load_text(text, "yaml"))``.
+
         Args:
-            config: The rule set.
-            worker: Overrides the rule set's ``worker`` (see :class:`MetadataRouter`).
+            config: The rule set (see ``docs/rules.md``).
+            worker: The registered agent_name of the one worker that hosts every agent
+                (overrides the rule set's ``worker``; a rule's own ``worker`` still wins).
             source: Where the mapping came from, for error messages.
 
         Raises:
             ConfigError: The rule set is invalid (the message names rule and field).
         """
-        return cls._of(rules_from_config(config, worker=worker, source=source), source)
-
-    @classmethod
-    def from_yaml(
-        cls, text: str, *, worker: str | None = None, source: str | None = None
-    ) -> MetadataRouter:
-        """Build a router from YAML text (YAML 1.2 scalars; see :mod:`..loader`)."""
-        return cls._of(load_rules(text=text, fmt="yaml", worker=worker, source=source), source)
-
-    @classmethod
-    def from_json(
-        cls, text: str, *, worker: str | None = None, source: str | None = None
-    ) -> MetadataRouter:
-        """Build a router from JSON text (duplicate keys and NaN refused)."""
-        return cls._of(load_rules(text=text, fmt="json", worker=worker, source=source), source)
-
-    @classmethod
-    def from_toml(
-        cls, text: str, *, worker: str | None = None, source: str | None = None
-    ) -> MetadataRouter:
-        """Build a router from TOML text (``[[rules]]`` tables; dates refused)."""
-        return cls._of(load_rules(text=text, fmt="toml", worker=worker, source=source), source)
+        return cls(rules_from_config(config, worker=worker, source=source), source=source)
 
     @classmethod
     def from_file(
@@ -252,14 +203,15 @@ class MetadataRouter:
 
         Args:
             path: The rules file (a regular file of at most ``max_bytes``, 1 MiB by default).
-            worker: The worker name the rules' ``worker`` field must match, if any.
+            worker: As for :meth:`from_dict`.
             max_bytes: Largest rules file read.
 
         Raises:
             ConfigError: The file cannot be read, is not a regular file or too large,
                 has an unknown extension, does not parse, or holds an invalid rule set.
         """
-        return cls._of(load_rules(path, worker=worker, max_bytes=max_bytes), repr(str(path)))
+        data = load_file(path, max_bytes=max_bytes)
+        return cls.from_dict(data, worker=worker, source=repr(str(path)))
 
     # ----------------------------------------------------------------- introspection
 
