@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-__all__ = ["key_label", "keys_for_log", "non_finite_path", "redact_url"]
+__all__ = ["Refused", "child_path", "key_label", "keys_for_log", "non_finite_path", "redact_url"]
 
 KEY_LABEL_MAX = 64
 """Longest key shown in a message; longer ones are cut and end in ``...``."""
@@ -30,6 +30,28 @@ def key_label(key: object, *, quote: bool = True) -> str:
     if len(text) > KEY_LABEL_MAX:
         text = text[: KEY_LABEL_MAX - 3] + "..."
     return repr(text) if quote else text
+
+
+def child_path(path: str, key: object) -> str:
+    """The field path of ``key`` (a list index or a mapping key) under ``path``, for messages."""
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    label = key_label(key, quote=False)
+    return f"{path}.{label}" if path else label
+
+
+class Refused(Exception):
+    """A value a file reader (:mod:`.loader`, :mod:`._yaml`) will not hand out.
+
+    Carries the line (when the format can tell), the field path and the reason;
+    ``loader.load_text`` turns it into a ConfigError naming the file.
+    """
+
+    def __init__(self, line: int | None, path: str, reason: str) -> None:
+        super().__init__(reason)
+        self.line = line
+        self.path = path
+        self.reason = reason
 
 
 def keys_for_log(keys: Iterable[object]) -> str:

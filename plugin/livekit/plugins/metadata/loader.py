@@ -37,7 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from ._util import key_label
+from ._util import Refused, child_path, key_label
 from .errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -72,16 +72,6 @@ _SUFFIXES: dict[str, ConfigFormat] = {
 }
 
 
-class _Refused(Exception):
-    """Internal: a value the loader will not hand out (line, field path, reason)."""
-
-    def __init__(self, line: int | None, path: str, reason: str) -> None:
-        super().__init__(reason)
-        self.line = line
-        self.path = path
-        self.reason = reason
-
-
 def _error(source: str, line: int | None, path: str, reason: str) -> ConfigError:
     where = [source]
     if line is not None:
@@ -89,13 +79,6 @@ def _error(source: str, line: int | None, path: str, reason: str) -> ConfigError
     if path:
         where.append(f"field {path!r}")
     return ConfigError(f"{', '.join(where)}: {reason}")
-
-
-def _child(path: str, key: object) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    label = key_label(key, quote=False)
-    return f"{path}.{label}" if path else label
 
 
 # --------------------------------------------------------------------------- YAML
@@ -106,7 +89,7 @@ def _load_yaml(text: str) -> Any:
     # TOML or JSON file, never imports it (see ._yaml).
     from ._yaml import load_yaml
 
-    return load_yaml(text)
+    return load_yaml(text, max_values=MAX_VALUES)
 
 
 # --------------------------------------------------------------------------- TOML
@@ -126,14 +109,14 @@ def _check_json(value: Any, path: str) -> None:
     """Refuse what JSON cannot hold (TOML dates and times, NaN, infinities)."""
     if isinstance(value, dict):
         for k, v in value.items():
-            _check_json(v, _child(path, k))
+            _check_json(v, child_path(path, k))
     elif isinstance(value, list):
         for i, v in enumerate(value):
-            _check_json(v, _child(path, i))
+            _check_json(v, child_path(path, i))
     elif isinstance(value, float) and not math.isfinite(value):
-        raise _Refused(None, path, "NaN and infinities are not JSON numbers")
+        raise Refused(None, path, "NaN and infinities are not JSON numbers")
     elif not isinstance(value, (str, int, float, bool)) and value is not None:
-        raise _Refused(
+        raise Refused(
             None,
             path,
             f"a {type(value).__name__} is not a JSON value; quote it to mean the text",
@@ -144,7 +127,7 @@ def _load_toml(text: str) -> Any:
     data = tomllib.loads(text)
     try:
         _check_json(data, "")
-    except _Refused as exc:
+    except Refused as exc:
         exc.line = _toml_line(text, exc.path)
         raise
     return data
@@ -157,19 +140,19 @@ def _json_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise _Refused(None, key_label(key, quote=False), "duplicate key")
+            raise Refused(None, key_label(key, quote=False), "duplicate key")
         out[key] = value
     return out
 
 
 def _json_constant(name: str) -> Any:
-    raise _Refused(None, "", f"{name} is not a JSON number")
+    raise Refused(None, "", f"{name} is not a JSON number")
 
 
 def _load_json(text: str) -> Any:
     try:
         return json.loads(text, object_pairs_hook=_json_pairs, parse_constant=_json_constant)
-    except _Refused as exc:
+    except Refused as exc:
         if exc.reason == "duplicate key":
             # The hook sees no positions: the duplicate is the key's second spelling.
             spelled = json.dumps(exc.path)
@@ -229,7 +212,7 @@ def load_text(text: str | bytes, fmt: ConfigFormat, source: str = "<text>") -> A
             raise _error(source, None, "", f"not UTF-8 (byte {exc.start})") from None
     try:
         return parser(text)
-    except _Refused as exc:
+    except Refused as exc:
         raise _error(source, exc.line, exc.path, exc.reason) from None
     except tomllib.TOMLDecodeError as exc:
         raise _error(source, None, "", f"invalid TOML: {exc}") from None

@@ -288,4 +288,3 @@ def rules_from_config(
         phone_region=config.get("phone_region"),
         source=source,
     )
-
