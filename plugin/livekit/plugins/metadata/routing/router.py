@@ -1,86 +1,12 @@
 """MetadataRouter: one declarative rule set that maps metadata to an agent.
 
-The same rules run in three places: at token time (the token's agent dispatch,
-see ``TokenIssuer(router=...)`` and :func:`~livekit.plugins.metadata.routing.dispatch.ensure_dispatch`),
-in a worker's ``on_request`` handler (accept the job, or reject it with
-``terminate=False`` so another worker can take it), and inside the entrypoint
-(choose the ``Agent`` class, and optionally hand off when the metadata changes).
-
-Rule syntax (YAML shown; TOML, JSON and plain dicts have the same shape)::
-
-    worker: router-demo          # optional: every agent below is hosted by this one
-                                 # worker (its registered agent_name); without it each
-                                 # agent is dispatched under its own name
-    phone_region: ES             # optional: region for national phone numbers
-    rules:                       # ordered; the first rule whose conditions all hold wins
-      - name: blocked            # optional, unique; used in logs, explain() and Route.rule
-        when: {tenant: {in: [banned-co]}}
-        reject: true             # a rule may reject instead of naming an agent
-      - name: spanish-support
-        when:
-          department: support                 # equality (plain value)
-          language: {in: [es, es-MX]}         # membership
-        agent: support-es                     # the agent (and, without `worker`, the agent_name)
-        job_metadata: [department, language, customer]   # keys sent to the job (default: all)
-      - name: madrid-line                     # phone calls: the SIP participant's attributes
-        when_attributes:
-          sip.trunkPhoneNumber: {phone: "+34 910 000 000"}   # any spelling of the number
-          sip.phoneNumber: {phone_prefix: ["+34", "+351"]}   # caller's country / area
-        agent: sales-es
-      - name: vip
-        when:
-          caller.tier: vip                    # dotted path into nested objects
-          caller.id: {exists: true}
-          plan: {not: {in: [trial, free]}}    # negation of any condition
-          code: {prefix: "A-"}                # string prefix (or a list of prefixes)
-          email: {regex: '@example\\.com$'}   # re.search; compiled once at load time
-          age: {gte: 18, lt: 65}              # numbers; several operators = all must hold
-        agent: vip
-        deployment: staging                   # optional LiveKit deployment
-        attributes: {queue: priority}         # optional dispatch attributes (str -> str)
-        worker: vip-pool                      # optional per-rule override of `worker`
-      - agent: general                        # no `when`: matches everything
-    default: general             # or `default: reject`, or a full target mapping
-                                 # ({agent: ..., deployment: ..., ...}); without a
-                                 # default, no match raises NoRouteMatched
-
-Condition semantics:
-
-* ``when`` reads the metadata; ``when_attributes`` reads participant attributes,
-  whose names are taken verbatim (``sip.trunkPhoneNumber`` is one key, not a
-  path). Both take the same operators and must all hold.
-* Equality is type-strict: ``true`` never equals ``1``, ``"1"`` never equals ``1``
-  (``1`` equals ``1.0``). ``null`` matches a present ``null`` value.
-* A missing field fails every condition except ``exists: false`` and ``not``
-  (``not`` is plain negation, so ``{not: es}`` holds when the field is missing).
-  A hidden caller number is a missing attribute.
-* ``prefix``/``regex`` only match strings; ``gt/gte/lt/lte`` only match numbers
-  (booleans are not numbers). Anything else fails the condition.
-* ``phone`` (a number or a list) and ``phone_prefix`` (``"+1 415"`` or a list)
-  compare numbers in E.164 after libphonenumber read both sides: ``+34910000000``,
-  ``0034 910 000 000``, ``tel:+34-910-000-000``, ``sip:+34910000000@host`` and,
-  with ``phone_region: ES``, ``910 000 000`` are one number. A rule's numbers
-  must be valid (quote them in YAML); a value that is no phone number matches nothing.
-* Paths are split on ``.`` and walk nested objects only (no list indices).
-* A plain list is not a condition; write ``{in: [...]}``.
-* Files are read by :mod:`~livekit.plugins.metadata.loader`: YAML 1.2 scalars
-  (``language: no`` is the string ``"no"``), duplicate keys and dates refused.
-
-Every problem in a rule set raises :class:`~livekit.plugins.metadata.errors.ConfigError`
-at load time, naming the rule (name and index) and the field; routing itself
-never fails on a well-formed mapping. ``eq``, ``in``, ``phone`` and
-``phone_prefix`` conditions are indexed (:mod:`.index`), so a decision costs
-about the same with 10,000 rules as with 10, with exactly the first-match-wins
-result of a linear scan.
-
-Nothing here logs or raises with a metadata value: only keys, sizes, types,
-rule names and the rules' own expected values.
-
-The agent-side helpers (:meth:`MetadataRouter.select`,
-:meth:`~MetadataRouter.request_handler`, :meth:`~MetadataRouter.route_job_request`)
-are thin methods over :mod:`livekit.plugins.metadata.agent.selection`, imported
-when called: routing sits below the agent wing and must import without
-``livekit.agents``, while these methods stay where users have always found them.
+The rule language (conditions, targets, defaults, phone numbers), with examples the
+test suite runs, is in ``docs/rules.md``. The same rules run at token time, in a
+worker's ``on_request`` and in the entrypoint. Every problem in a rule set is a
+``ConfigError`` at load time (:mod:`.rules`); ``eq``, ``in``, ``phone`` and
+``phone_prefix`` conditions are indexed (:mod:`.index`) with exactly the
+first-match-wins result of a linear scan. Nothing here logs or raises with a
+metadata value.
 """
 
 from __future__ import annotations
