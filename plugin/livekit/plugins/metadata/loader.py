@@ -1,28 +1,17 @@
 """One loader for every YAML, TOML and JSON file the package reads.
 
-Rules files, the token server's config and anything else a user writes by hand
-go through :func:`load_file` (or :func:`load_text`), so they all read the same
-way and yield plain JSON data: ``dict`` (string keys), ``list``, ``str``,
-``int``, finite ``float``, ``bool`` and ``None``.
+Rules files, the token server's config and anything else a user writes by hand go
+through :func:`load_file` (or :func:`load_text`), so they all read the same way and
+yield plain JSON data: ``dict`` (string keys), ``list``, ``str``, ``int``, finite
+``float``, ``bool`` and ``None``. What it refuses (syntax errors, duplicate keys,
+values JSON cannot hold, YAML merge keys and alias bombs) is listed at
+:func:`load_text`; each refusal is a :class:`~livekit.plugins.metadata.errors.ConfigError`
+naming the file, the line (when the format can tell) and the field.
 
-What this loader refuses, each with a :class:`~livekit.plugins.metadata.errors.ConfigError`
-that names the file, the line (when the format can tell) and the field:
-
-* syntax errors (with line and column);
-* duplicate keys in a mapping (YAML, JSON; TOML refuses them itself);
-* values JSON cannot hold: dates and timestamps, binary, sets, ordered maps,
-  NaN and infinities, custom or Python tags, mapping keys that are not strings;
-* YAML merge keys (``<<``, not part of YAML 1.2) and documents whose aliases
-  expand beyond :data:`MAX_VALUES` values (the "billion laughs").
-
-YAML scalars follow the YAML 1.2 core schema: only ``true``/``false`` are
-booleans (``language: no`` is the string ``"no"``), ``0777`` is the decimal
-777, ``1_000`` and ``1:30`` are strings. An unquoted date such as
-``2024-01-01`` is refused rather than read as a string, because a YAML 1.1
-reader would have made it a date: quote it to mean the text.
-
-Messages never contain a value from the file (a config may hold secrets): only
-file names, line numbers, field paths, keys and type names.
+YAML scalars follow the YAML 1.2 core schema (:mod:`._yaml`): only ``true``/``false``
+are booleans (``language: no`` is the string ``"no"``). Messages never contain a
+value from the file (a config may hold secrets): only file names, line numbers,
+field paths, keys and type names.
 """
 
 from __future__ import annotations
@@ -188,7 +177,20 @@ def format_of(path: str | Path) -> ConfigFormat:
 
 
 def load_text(text: str | bytes, fmt: ConfigFormat, source: str = "<text>") -> Any:
-    """Parse ``text`` as ``fmt`` into JSON data (see the module docstring).
+    """Parse ``text`` as ``fmt`` into JSON data, refusing what JSON cannot hold.
+
+    Refused, each with a ConfigError naming ``source``, the line and the field:
+
+    * syntax errors (with line and column);
+    * duplicate keys in a mapping (YAML, JSON; TOML refuses them itself);
+    * values JSON cannot hold: dates and timestamps, binary, sets, ordered maps,
+      NaN and infinities, custom or Python tags, mapping keys that are not strings;
+    * YAML merge keys (``<<``, not part of YAML 1.2) and documents whose aliases
+      expand beyond :data:`MAX_VALUES` values (the "billion laughs").
+
+    In YAML, ``0777`` is the decimal 777, ``1_000`` and ``1:30`` are strings, and an
+    unquoted date such as ``2024-01-01`` is refused rather than read as a string
+    (a YAML 1.1 reader would have made it a date): quote it to mean the text.
 
     Args:
         text: The document (bytes are decoded as UTF-8).

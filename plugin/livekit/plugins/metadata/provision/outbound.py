@@ -12,8 +12,7 @@ country prefix chooses the agent whichever way the call goes::
     await lkapi.agent_dispatch.create_dispatch(call.dispatch)
     await lkapi.sip.create_sip_participant(call.participant)
 
-Sending them needs LiveKit's SIP service (LiveKit Cloud or a self-hosted
-``livekit/sip``); this module only builds the requests.
+Sending them needs LiveKit's SIP service (Cloud or self-hosted ``livekit/sip``).
 """
 
 from __future__ import annotations

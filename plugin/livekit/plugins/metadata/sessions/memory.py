@@ -125,7 +125,7 @@ class _Session:
 class MemoryStore:
     """In-process session storage with sliding TTLs and amortized O(1) cleanup.
 
-    The default store of :class:`~livekit.plugins.metadata.session.SessionManager`.
+    The default store of :class:`~livekit.plugins.metadata.sessions.manager.SessionManager`.
     Sessions live in this process only: use ``RedisStore`` to share them between
     workers.
 
