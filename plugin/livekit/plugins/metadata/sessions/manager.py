@@ -15,7 +15,6 @@ no id, whatever characters it holds, can address a session of another space.
 
 from __future__ import annotations
 
-import math
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
@@ -23,7 +22,7 @@ from typing import Any, Final, Literal, overload
 
 import orjson
 
-from .._util import key_label, non_finite_path
+from .._util import key_label, non_finite_path, positive_int, positive_number
 from ..log import logger
 from .memory import MemoryStore
 from .store import SessionStore
@@ -143,22 +142,6 @@ def _check_keys(keys: Iterable[str], what: str) -> list[str]:
             raise TypeError(f"{what} must contain str keys, not {type(key).__name__}")
         out.append(str(key))
     return out
-
-
-def _positive_number(value: object, name: str) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not 0 < value < math.inf  # also rejects NaN
-    ):
-        raise ValueError(f"{name} must be a positive, finite number")
-    return value
-
-
-def _int_at_least(value: object, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}")
-    return value
 
 
 class SessionSpace:
@@ -285,9 +268,9 @@ class SessionManager:
     ) -> None:
         if store is not None and not isinstance(store, SessionStore):
             raise TypeError(f"store must implement SessionStore, not {type(store).__name__}")
-        self._session_ttl = _positive_number(session_ttl, "session_ttl")
-        self._cleanup_threshold = _int_at_least(cleanup_threshold, "cleanup_threshold", 0)
-        self._max_bytes = _int_at_least(max_session_bytes, "max_session_bytes", 2)
+        self._session_ttl = positive_number(session_ttl, "session_ttl")
+        self._cleanup_threshold = positive_int(cleanup_threshold, "cleanup_threshold", low=0)
+        self._max_bytes = positive_int(max_session_bytes, "max_session_bytes", low=2)
         self._tokens = ToolTokens(
             secret_key=secret_key, token_expiry_secs=token_expiry_secs, clock=clock
         )
@@ -510,7 +493,7 @@ class SessionManager:
                 raise TypeError(f"updates must be a mapping, not {type(updates).__name__}")
             updates = dict(updates)
         remove_keys = _check_keys(remove, "remove")
-        lifetime = self._session_ttl if ttl is None else _positive_number(ttl, "ttl")
+        lifetime = self._session_ttl if ttl is None else positive_number(ttl, "ttl")
         fields = _encode(updates)
         store = self._store
         await store.merge(key, fields, remove=remove_keys, ttl=lifetime, max_bytes=self._max_bytes)
