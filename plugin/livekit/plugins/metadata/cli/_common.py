@@ -30,6 +30,7 @@ __all__ = [
     "parse_attributes",
     "parse_duration",
     "read_json_flag",
+    "url_option",
 ]
 
 ApiKey = Annotated[
@@ -52,6 +53,14 @@ ApiSecret = Annotated[
         help="LiveKit API secret (prefer the environment variable).",
     ),
 ]
+
+
+def url_option(help_text: str) -> Any:
+    """The ``--url`` option (``LIVEKIT_URL``), with this help text."""
+    return typer.Option(
+        "--url", envvar="LIVEKIT_URL", metavar="URL", show_default=False, help=help_text
+    )
+
 
 DEV_SERVER_URL = "ws://localhost:7880"
 """The URL of ``livekit-server --dev``: ``token --json``'s server_url when none is set."""

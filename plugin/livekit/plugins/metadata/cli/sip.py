@@ -19,6 +19,7 @@ from ._common import (
     fail,
     no_pyjwt_key_warning,
     parse_attributes,
+    url_option,
 )
 
 __all__ = ["sip_app"]
@@ -42,6 +43,7 @@ Trunks = Annotated[
         help="Inbound trunk id the rules apply to (repeatable; default: all).",
     ),
 ]
+ServerUrl = Annotated[str | None, url_option("LiveKit server URL.")]
 RoomPrefix = Annotated[
     str, typer.Option("--room-prefix", metavar="PREFIX", help="Prefix of the per-call rooms.")
 ]
@@ -102,16 +104,7 @@ def sip_sync_command(
     trunk: Trunks = None,
     room_prefix: RoomPrefix = "call-",
     scope: Scope = None,
-    url: Annotated[
-        str | None,
-        typer.Option(
-            "--url",
-            envvar="LIVEKIT_URL",
-            metavar="URL",
-            show_default=False,
-            help="LiveKit server URL.",
-        ),
-    ] = None,
+    url: ServerUrl = None,
     api_key: ApiKey = None,
     api_secret: ApiSecret = None,
 ) -> None:
@@ -212,20 +205,9 @@ def sip_call_command(
         float,
         typer.Option("--wait", metavar="SECONDS", min=0.1, help="Seconds to wait for the agent."),
     ] = 30.0,
-    room_prefix: Annotated[
-        str, typer.Option("--room-prefix", metavar="PREFIX", help="Prefix of the per-call rooms.")
-    ] = "call-",
+    room_prefix: RoomPrefix = "call-",
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
-    url: Annotated[
-        str | None,
-        typer.Option(
-            "--url",
-            envvar="LIVEKIT_URL",
-            metavar="URL",
-            show_default=False,
-            help="LiveKit server URL.",
-        ),
-    ] = None,
+    url: ServerUrl = None,
     api_key: ApiKey = None,
     api_secret: ApiSecret = None,
 ) -> None:

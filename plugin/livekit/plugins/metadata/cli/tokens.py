@@ -25,6 +25,7 @@ from ._common import (
     parse_attributes,
     parse_duration,
     read_json_flag,
+    url_option,
 )
 
 __all__ = ["token_command", "verify_command"]
@@ -92,14 +93,7 @@ AllowUpdate = Annotated[
     typer.Option("--allow-update-metadata", help="Let the participant update its own metadata."),
 ]
 Url = Annotated[
-    str | None,
-    typer.Option(
-        "--url",
-        envvar="LIVEKIT_URL",
-        metavar="URL",
-        show_default=False,
-        help=f"LiveKit URL for --json's server_url (default: {DEV_SERVER_URL}).",
-    ),
+    str | None, url_option(f"LiveKit URL for --json's server_url (default: {DEV_SERVER_URL}).")
 ]
 
 
