@@ -480,3 +480,16 @@ def test_real_processes() -> None:
     for text in (out, err, bad_out, bad_err):
         assert "Traceback" not in text
         assert SECRET not in text
+
+
+def test_the_module_docstring_names_every_command() -> None:
+    """``lk-metadata``'s docstring lists each command and sub-command it registers."""
+    import typer.main
+
+    group = typer.main.get_command(app)
+    assert isinstance(group, typer.main.TyperGroup)
+    doc = cli.__doc__ or ""
+    for name, command in group.commands.items():
+        assert f"``{name}" in doc, name
+        for sub in getattr(command, "commands", {}):
+            assert sub in doc.split(f"``{name} ", 1)[1].split("``", 1)[0], f"{name} {sub}"

@@ -21,7 +21,7 @@ from livekit.plugins.metadata.errors import (
     MetadataTooLarge,
     RoutingError,
 )
-from livekit.plugins.metadata.routing.dispatch import ensure_dispatch
+from livekit.plugins.metadata.provision.dispatch import ensure_dispatch
 from livekit.plugins.metadata.routing.router import MetadataRouter
 
 pytestmark = pytest.mark.unit

@@ -305,7 +305,7 @@ async def test_4_oversize_metadata_issuer_first_then_server(
 async def test_5_existing_room_ignores_token_dispatch_and_ensure_dispatch_fixes_it_once(
     livekit_server: LiveKitServer, example_worker: WorkerProcess
 ) -> None:
-    from livekit.plugins.metadata.routing.dispatch import ensure_dispatch
+    from livekit.plugins.metadata.provision.dispatch import ensure_dispatch
 
     router = _router()
     metadata = ROUTING_CASES[0]

@@ -25,8 +25,8 @@ from pathlib import Path
 import pytest
 from livekit import api, rtc
 
+from livekit.plugins.metadata.provision.sip import OWNER_ATTRIBUTE
 from livekit.plugins.metadata.routing.router import MetadataRouter
-from livekit.plugins.metadata.routing.sip import OWNER_ATTRIBUTE
 from tests.fixtures.e2e import (
     REPO,
     WorkerProcess,

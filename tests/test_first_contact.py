@@ -252,7 +252,7 @@ class _Client:
 
 async def test_a_server_without_sip_says_redis_is_required_and_how() -> None:
     from livekit.plugins.metadata.errors import DispatchError
-    from livekit.plugins.metadata.routing.sip import list_dispatch_rules
+    from livekit.plugins.metadata.provision.sip import list_dispatch_rules
 
     sip = _RefusingSip("internal", "sip not connected (redis required)", 500)
     with pytest.raises(DispatchError) as err:
@@ -265,7 +265,7 @@ async def test_a_server_without_sip_says_redis_is_required_and_how() -> None:
 
 async def test_a_wrong_key_or_secret_names_both_and_the_dev_pair() -> None:
     from livekit.plugins.metadata.errors import DispatchError
-    from livekit.plugins.metadata.routing.sip import list_dispatch_rules
+    from livekit.plugins.metadata.provision.sip import list_dispatch_rules
 
     with pytest.raises(DispatchError) as err:
         await list_dispatch_rules(_Client(_RefusingSip("unknown", "", 401)))  # type: ignore[arg-type]

@@ -54,9 +54,10 @@ router = MetadataRouter.from_dict(
 assert router.route({"department": "support"}).agent == "support"
 assert router.route({}).agent == "general"
 loaded("dict rules routed")
-MetadataRouter.from_json('{"rules": [], "default": "general"}')
+from livekit.plugins.metadata.loader import load_text
+MetadataRouter.from_dict(load_text('{"rules": [], "default": "general"}', "json"))
 loaded("json rules")
-MetadataRouter.from_yaml("rules: []\\ndefault: general\\n")
+MetadataRouter.from_dict(load_text("rules: []\\ndefault: general\\n", "yaml"))
 loaded("yaml rules")
 phone = MetadataRouter.from_dict(
     {"rules": [{"name": "line", "when_attributes": {"sip.trunkPhoneNumber": {"phone": "+34 910 000 000"}},

@@ -29,6 +29,7 @@ from livekit.plugins.metadata.errors import (
     NoRouteMatched,
     RoutingError,
 )
+from livekit.plugins.metadata.loader import load_text
 from livekit.plugins.metadata.routing.conditions import lookup
 from livekit.plugins.metadata.routing.formatting import format_explain, format_route, route_summary
 from livekit.plugins.metadata.routing.route import Route
@@ -37,6 +38,11 @@ from tests.job_requests import Recorder, job_request
 from tests.strategies import examples
 
 pytestmark = pytest.mark.unit
+
+
+def yaml_router(text: str, source: str | None = None) -> MetadataRouter:
+    """A router from YAML text, read as a rules file is."""
+    return MetadataRouter.from_dict(load_text(text, "yaml", source or "<yaml>"), source=source)
 
 
 def linear_scan(
@@ -125,7 +131,7 @@ default: general
 
 @pytest.fixture(scope="module")
 def router() -> MetadataRouter:
-    return MetadataRouter.from_yaml(RULES_YAML)
+    return yaml_router(RULES_YAML)
 
 
 ROUTING_CASES: list[tuple[str, dict[str, Any], str]] = [
@@ -434,11 +440,11 @@ def test_from_file_yaml_json_toml(tmp_path: Path) -> None:
 
 
 def test_yaml_uses_yaml12_booleans() -> None:
-    router = MetadataRouter.from_yaml("rules:\n  - when: {language: no}\n    agent: norwegian\n")
+    router = yaml_router("rules:\n  - when: {language: no}\n    agent: norwegian\n")
     assert router.route({"language": "no"}).agent == "norwegian"
     with pytest.raises(NoRouteMatched):
         router.route({"language": False})
-    flag = MetadataRouter.from_yaml("rules:\n  - when: {beta: true}\n    agent: b\n")
+    flag = yaml_router("rules:\n  - when: {beta: true}\n    agent: b\n")
     assert flag.route({"beta": True}).agent == "b"
 
 
@@ -533,7 +539,7 @@ def test_bad_rules_raise_config_error_naming_rule_and_field(
     text: str, where: str, details: list[str]
 ) -> None:
     with pytest.raises(ConfigError) as info:
-        MetadataRouter.from_yaml(text, source="rules.yaml")
+        yaml_router(text, source="rules.yaml")
     message = str(info.value)
     assert message.startswith("rules rules.yaml: ")
     assert where in message
@@ -568,7 +574,7 @@ def test_what_json_cannot_hold_is_refused_in_rules_files_by_the_loader(
     text: str, message: str
 ) -> None:
     with pytest.raises(ConfigError, match=message):
-        MetadataRouter.from_yaml(f"rules:\n  - {{name: r, agent: x, when: {{a: {text}}}}}")
+        yaml_router(f"rules:\n  - {{name: r, agent: x, when: {{a: {text}}}}}")
 
 
 def test_bad_files(tmp_path: Path) -> None:
@@ -595,9 +601,11 @@ def test_bad_files(tmp_path: Path) -> None:
 
 def test_constructor_argument_errors() -> None:
     with pytest.raises(ConfigError, match="'rules'"):
-        MetadataRouter("not a list")  # type: ignore[arg-type]
+        MetadataRouter.from_dict({"rules": "not a list"})
     with pytest.raises(ConfigError, match="'worker'"):
-        MetadataRouter([], default="g", worker=" ")
+        MetadataRouter.from_dict({"rules": [], "default": "g"}, worker=" ")
+    with pytest.raises(TypeError, match="from_dict"):
+        MetadataRouter([{"agent": "a"}])  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="must be a mapping"):
         MetadataRouter.from_dict([])  # type: ignore[arg-type]
 

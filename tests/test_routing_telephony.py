@@ -20,6 +20,7 @@ from livekit.agents.job import JobRequest
 
 from livekit.plugins.metadata.agent.selection import AgentFactoryMap, route_of
 from livekit.plugins.metadata.errors import ConfigError
+from livekit.plugins.metadata.loader import load_text
 from livekit.plugins.metadata.routing.conditions import lookup
 from livekit.plugins.metadata.routing.formatting import format_explain
 from livekit.plugins.metadata.routing.phone import normalize_number, rule_number, rule_prefix
@@ -28,6 +29,12 @@ from tests.job_requests import Recorder, job_request
 from tests.strategies import examples
 
 pytestmark = pytest.mark.unit
+
+
+def yaml_router(text: str, source: str | None = None) -> MetadataRouter:
+    """A router from YAML text, read as a rules file is."""
+    return MetadataRouter.from_dict(load_text(text, "yaml", source or "<yaml>"), source=source)
+
 
 MADRID = "+34910000000"
 BARCELONA = "+34930000000"
@@ -69,7 +76,7 @@ def linear_scan(router: MetadataRouter, md: dict[str, Any], attrs: dict[str, str
 
 @pytest.fixture
 def router() -> MetadataRouter:
-    return MetadataRouter.from_yaml(RULES, source="phone.yaml")
+    return yaml_router(RULES, source="phone.yaml")
 
 
 # --------------------------------------------------------------------------- normalization
@@ -159,7 +166,7 @@ def test_bad_rule_prefixes(text: Any) -> None:
 def test_a_bad_number_is_a_config_error_naming_the_rule(rule: str, field: str, reason: str) -> None:
     text = f"rules:\n  - name: line\n    when_attributes:\n      sip.trunkPhoneNumber: {rule}\n    agent: a\n"
     with pytest.raises(ConfigError) as info:
-        MetadataRouter.from_yaml(text, source="phone.yaml")
+        yaml_router(text, source="phone.yaml")
     message = str(info.value)
     assert message.startswith("rules phone.yaml: rule 'line' (rules[0])")
     assert field in message

@@ -14,9 +14,8 @@ import pytest
 from livekit import api
 
 from livekit.plugins.metadata.errors import DispatchError, NoRouteMatched, RoutingError
-from livekit.plugins.metadata.routing.outbound import outbound_call
-from livekit.plugins.metadata.routing.router import MetadataRouter
-from livekit.plugins.metadata.routing.sip import (
+from livekit.plugins.metadata.provision.outbound import outbound_call
+from livekit.plugins.metadata.provision.sip import (
     OWNER_ATTRIBUTE,
     apply_plan,
     default_scope,
@@ -24,6 +23,7 @@ from livekit.plugins.metadata.routing.sip import (
     export_json,
     plan_sync,
 )
+from livekit.plugins.metadata.routing.router import MetadataRouter
 
 pytestmark = pytest.mark.unit
 

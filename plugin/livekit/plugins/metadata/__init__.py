@@ -1,12 +1,15 @@
 """Metadata-driven sessions, tokens and agent routing for LiveKit Agents.
 
-See the README for the quick start. The public API is exactly ``__all__``.
+The top level holds the three front doors (the agent entrypoint, token minting,
+routing), the metadata codec and the errors worth catching; everything else is
+imported from its subpackage (``sessions``, ``tokens``, ``routing``, ``provision``,
+``server``, ``agent``). The public API is exactly ``__all__``, derived from
+``_PUBLIC``.
 
-Importing the package is instant: each public name is loaded from its
-submodule on first use (PEP 562), so a web backend that only mints tokens, and
-the ``lk-metadata`` command, never import ``livekit.agents``. The agent-side
-names (the adapter and the entrypoint helpers) pull it in, and importing them
-registers this package's LiveKit ``Plugin`` (see ``agent/plugin.py``).
+Importing the package is instant: each name is loaded from its module on first
+use (PEP 562), so a web backend that only mints tokens, and ``lk-metadata``,
+never import ``livekit.agents``. The agent-side names pull it in and register
+this package's LiveKit ``Plugin`` (see ``agent/plugin.py``).
 """
 
 from __future__ import annotations
@@ -14,194 +17,87 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .version import __version__
+from .version import __version__ as __version__
 
+# For type checkers only; tests/test_exports.py checks that it says what _PUBLIC says.
 if TYPE_CHECKING:
-    from .agent.adapter import AdapterStats, MetadataAdapter, PublishResult, SessionHandle
-    from .agent.selection import AgentFactoryMap, Selection, reroute, route_of
-    from .agent.views import RouteInput
+    from .agent.adapter import MetadataAdapter as MetadataAdapter, SessionHandle as SessionHandle
+    from .agent.selection import AgentFactoryMap as AgentFactoryMap
     from .codec import (
-        DEFAULT_MAX_ATTRIBUTES_BYTES,
-        DEFAULT_MAX_METADATA_BYTES,
-        MAX_DEPTH,
-        apply_attributes,
-        attributes_size,
-        parse_metadata,
-        serialize_metadata,
-        split_attribute_update,
-        validate_attributes,
-        validate_schema,
+        parse_metadata as parse_metadata,
+        serialize_metadata as serialize_metadata,
+        validate_attributes as validate_attributes,
     )
     from .errors import (
-        ConfigError,
-        DispatchError,
-        InvalidAttributes,
-        InvalidMetadataJSON,
-        InvalidSessionReference,
-        MetadataError,
-        MetadataNotAnObject,
-        MetadataPluginError,
-        MetadataTooLarge,
-        NoRouteMatched,
-        ReservedKey,
-        RoutingError,
-        SchemaViolation,
-        StoreError,
-        StoreFull,
-        StoreUnavailable,
-        TokenError,
-        TokenVerificationError,
+        ConfigError as ConfigError,
+        DispatchError as DispatchError,
+        InvalidAttributes as InvalidAttributes,
+        InvalidMetadataJSON as InvalidMetadataJSON,
+        MetadataError as MetadataError,
+        MetadataPluginError as MetadataPluginError,
+        MetadataTooLarge as MetadataTooLarge,
+        NoRouteMatched as NoRouteMatched,
+        ReservedKey as ReservedKey,
+        RoutingError as RoutingError,
+        StoreError as StoreError,
+        StoreFull as StoreFull,
+        StoreUnavailable as StoreUnavailable,
+        TokenError as TokenError,
+        TokenVerificationError as TokenVerificationError,
     )
-    from .routing.dispatch import ensure_dispatch
-    from .routing.formatting import format_explain, format_route
-    from .routing.outbound import OutboundCall, outbound_call
-    from .routing.phone import normalize_number
-    from .routing.route import ConditionFailure, Route, RuleTrace
-    from .routing.router import MetadataRouter
-    from .server.app import create_app
-    from .server.config import Principal, ServerConfig
-    from .server.limits import Limits, MemoryLimits, RedisLimits
-    from .sessions.manager import SessionManager
-    from .sessions.memory import MemoryStore
-    from .sessions.redis import RedisStore
-    from .sessions.store import MergeAndGet, SessionStore
-    from .sessions.tool_tokens import InsecureSecretWarning, ToolTokens
-    from .tokens.issuer import Dispatch, ReferenceToken, SessionToken, TokenIssuer, VerifiedToken
+    from .routing.route import Route as Route
+    from .routing.router import MetadataRouter as MetadataRouter
+    from .sessions.manager import SessionManager as SessionManager
+    from .sessions.memory import MemoryStore as MemoryStore
+    from .sessions.redis import RedisStore as RedisStore
+    from .tokens.issuer import (
+        Dispatch as Dispatch,
+        TokenIssuer as TokenIssuer,
+        VerifiedToken as VerifiedToken,
+    )
 
-_SOURCES: dict[str, tuple[str, ...]] = {
-    ".agent.adapter": ("AdapterStats", "MetadataAdapter", "PublishResult", "SessionHandle"),
-    ".agent.views": ("RouteInput",),
-    ".codec": (
-        "DEFAULT_MAX_ATTRIBUTES_BYTES",
-        "DEFAULT_MAX_METADATA_BYTES",
-        "MAX_DEPTH",
-        "apply_attributes",
-        "attributes_size",
-        "parse_metadata",
-        "serialize_metadata",
-        "split_attribute_update",
-        "validate_attributes",
-        "validate_schema",
-    ),
+_PUBLIC: dict[str, tuple[str, ...]] = {
+    # the agent entrypoint
+    ".agent.adapter": ("MetadataAdapter", "SessionHandle"),
+    ".agent.selection": ("AgentFactoryMap",),
+    ".sessions.manager": ("SessionManager",),
+    ".sessions.memory": ("MemoryStore",),
+    ".sessions.redis": ("RedisStore",),
+    # token minting
+    ".tokens.issuer": ("Dispatch", "TokenIssuer", "VerifiedToken"),
+    # routing
+    ".routing.router": ("MetadataRouter",),
+    ".routing.route": ("Route",),
+    # the metadata itself
+    ".codec": ("parse_metadata", "serialize_metadata", "validate_attributes"),
+    # the root error and the errors callers catch
     ".errors": (
         "ConfigError",
         "DispatchError",
         "InvalidAttributes",
         "InvalidMetadataJSON",
-        "InvalidSessionReference",
         "MetadataError",
-        "MetadataNotAnObject",
         "MetadataPluginError",
         "MetadataTooLarge",
         "NoRouteMatched",
         "ReservedKey",
         "RoutingError",
-        "SchemaViolation",
         "StoreError",
         "StoreFull",
         "StoreUnavailable",
         "TokenError",
         "TokenVerificationError",
     ),
-    ".routing.dispatch": ("ensure_dispatch",),
-    ".agent.selection": ("AgentFactoryMap", "Selection", "reroute", "route_of"),
-    ".routing.formatting": ("format_explain", "format_route"),
-    ".routing.route": ("ConditionFailure", "Route", "RuleTrace"),
-    ".routing.outbound": ("OutboundCall", "outbound_call"),
-    ".routing.phone": ("normalize_number",),
-    ".routing.router": ("MetadataRouter",),
-    ".server.app": ("create_app",),
-    ".server.config": ("Principal", "ServerConfig"),
-    ".server.limits": ("Limits", "MemoryLimits", "RedisLimits"),
-    ".sessions.manager": ("SessionManager",),
-    ".sessions.memory": ("MemoryStore",),
-    ".sessions.redis": ("RedisStore",),
-    ".sessions.store": ("MergeAndGet", "SessionStore"),
-    ".sessions.tool_tokens": ("InsecureSecretWarning", "ToolTokens"),
-    ".tokens.issuer": (
-        "Dispatch",
-        "ReferenceToken",
-        "SessionToken",
-        "TokenIssuer",
-        "VerifiedToken",
-    ),
 }
-"""Where each public name lives; the single source of ``__getattr__``."""
+"""The one table of public names: defining module -> names."""
 
-_LAZY: dict[str, str] = {name: module for module, names in _SOURCES.items() for name in names}
+_LAZY: dict[str, str] = {name: module for module, names in _PUBLIC.items() for name in names}
 
-__all__ = [
-    "DEFAULT_MAX_ATTRIBUTES_BYTES",
-    "DEFAULT_MAX_METADATA_BYTES",
-    "MAX_DEPTH",
-    "AdapterStats",
-    "AgentFactoryMap",
-    "ConditionFailure",
-    "ConfigError",
-    "Dispatch",
-    "DispatchError",
-    "InsecureSecretWarning",
-    "InvalidAttributes",
-    "InvalidMetadataJSON",
-    "InvalidSessionReference",
-    "Limits",
-    "MemoryLimits",
-    "MemoryStore",
-    "MergeAndGet",
-    "MetadataAdapter",
-    "MetadataError",
-    "MetadataNotAnObject",
-    "MetadataPluginError",
-    "MetadataRouter",
-    "MetadataTooLarge",
-    "NoRouteMatched",
-    "OutboundCall",
-    "Principal",
-    "PublishResult",
-    "RedisLimits",
-    "RedisStore",
-    "ReferenceToken",
-    "ReservedKey",
-    "Route",
-    "RouteInput",
-    "RoutingError",
-    "RuleTrace",
-    "SchemaViolation",
-    "Selection",
-    "ServerConfig",
-    "SessionHandle",
-    "SessionManager",
-    "SessionStore",
-    "SessionToken",
-    "StoreError",
-    "StoreFull",
-    "StoreUnavailable",
-    "TokenError",
-    "TokenIssuer",
-    "TokenVerificationError",
-    "ToolTokens",
-    "VerifiedToken",
-    "__version__",
-    "apply_attributes",
-    "attributes_size",
-    "create_app",
-    "ensure_dispatch",
-    "format_explain",
-    "format_route",
-    "normalize_number",
-    "outbound_call",
-    "parse_metadata",
-    "reroute",
-    "route_of",
-    "serialize_metadata",
-    "split_attribute_update",
-    "validate_attributes",
-    "validate_schema",
-]
+__all__ = sorted(["__version__", *_LAZY])  # derived from the one table
 
 
 def __getattr__(name: str) -> Any:
-    """Load a public name from its submodule on first use, then keep it here."""
+    """Load a public name from its module on first use, then keep it here."""
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,4 +1,4 @@
-"""Private helpers shared by every wing: safe labels for logs and errors, NaN checks, URL redaction.
+"""Private helpers shared by every wing: safe labels, NaN and range checks, URL redaction.
 
 Nothing here is public API. Each helper exists once so that what may appear in a
 log line or an error message (a key, never a value; a URL, never its password)
@@ -12,7 +12,16 @@ from collections.abc import Iterable
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-__all__ = ["key_label", "keys_for_log", "non_finite_path", "redact_url"]
+__all__ = [
+    "Refused",
+    "child_path",
+    "key_label",
+    "keys_for_log",
+    "non_finite_path",
+    "positive_int",
+    "positive_number",
+    "redact_url",
+]
 
 KEY_LABEL_MAX = 64
 """Longest key shown in a message; longer ones are cut and end in ``...``."""
@@ -30,6 +39,28 @@ def key_label(key: object, *, quote: bool = True) -> str:
     if len(text) > KEY_LABEL_MAX:
         text = text[: KEY_LABEL_MAX - 3] + "..."
     return repr(text) if quote else text
+
+
+def child_path(path: str, key: object) -> str:
+    """The field path of ``key`` (a list index or a mapping key) under ``path``, for messages."""
+    if isinstance(key, int):
+        return f"{path}[{key}]"
+    label = key_label(key, quote=False)
+    return f"{path}.{label}" if path else label
+
+
+class Refused(Exception):
+    """A value a file reader (:mod:`.loader`, :mod:`._yaml`) will not hand out.
+
+    Carries the line (when the format can tell), the field path and the reason;
+    ``loader.load_text`` turns it into a ConfigError naming the file.
+    """
+
+    def __init__(self, line: int | None, path: str, reason: str) -> None:
+        super().__init__(reason)
+        self.line = line
+        self.path = path
+        self.reason = reason
 
 
 def keys_for_log(keys: Iterable[object]) -> str:
@@ -58,6 +89,26 @@ def non_finite_path(value: Any) -> str | None:
         elif isinstance(node, (list, tuple)):
             stack.extend((v, f"{path}[{i}]") for i, v in enumerate(node))
     return None
+
+
+def positive_number(value: object, name: str, unit: str = "number") -> float:
+    """``value`` if it is a positive, finite number, else a ValueError naming ``name``.
+
+    Bools, NaN and infinities are not numbers here; ``unit`` ends the message
+    (``"number of seconds"``).
+    """
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
+        raise ValueError(f"{name} must be a positive, finite {unit}")
+    return value
+
+
+def positive_int(value: object, name: str, *, low: int = 1) -> int:
+    """``value`` if it is an int (not a bool) of at least ``low``, else a ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        raise ValueError(
+            f"{name} must be a positive int" if low == 1 else f"{name} must be an int >= {low}"
+        )
+    return value
 
 
 def redact_url(url: str) -> str:

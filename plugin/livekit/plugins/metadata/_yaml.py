@@ -3,7 +3,8 @@
 PyYAML costs tens of milliseconds to import; a rule set given as a dict, or a
 TOML or JSON file, never needs it. Everything here follows the rules of
 :mod:`.loader` (YAML 1.2 core schema, JSON values only, bounded aliases, no
-values in messages); :func:`.loader.load_text` is the entry point.
+values in messages); :func:`.loader.load_text` is the entry point. It imports
+nothing of :mod:`.loader` (which imports it lazily): no cycle.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from yaml.reader import Reader
 from yaml.resolver import BaseResolver
 from yaml.scanner import Scanner
 
-from .loader import MAX_VALUES, _child, _Refused
+from ._util import Refused, child_path
 
 __all__ = ["load_yaml"]
 
@@ -71,11 +72,11 @@ def _scalar(node: ScalarNode, path: str) -> Any:
         return text
     if tag == "null":
         if text not in ("", "~", "null", "Null", "NULL"):
-            raise _Refused(line, path, "!!null takes no value")
+            raise Refused(line, path, "!!null takes no value")
         return None
     if tag == "bool":
         if text.lower() not in ("true", "false"):
-            raise _Refused(line, path, "!!bool takes only true or false")
+            raise Refused(line, path, "!!bool takes only true or false")
         return text.lower() == "true"
     if tag == "int":
         try:
@@ -83,45 +84,46 @@ def _scalar(node: ScalarNode, path: str) -> Any:
                 return int(text[2:], 8 if text[1] == "o" else 16)
             return int(text)
         except ValueError:
-            raise _Refused(line, path, "not an integer") from None
+            raise Refused(line, path, "not an integer") from None
     if tag == "float":
         if text.lstrip("+-").lower() in (".inf", ".nan"):
-            raise _Refused(line, path, "NaN and infinities are not JSON numbers")
+            raise Refused(line, path, "NaN and infinities are not JSON numbers")
         try:
             number = float(text)
         except ValueError:
-            raise _Refused(line, path, "not a number") from None
+            raise Refused(line, path, "not a number") from None
         if not math.isfinite(number):  # e.g. 1e999
-            raise _Refused(line, path, "NaN and infinities are not JSON numbers")
+            raise Refused(line, path, "NaN and infinities are not JSON numbers")
         return number
     if tag == "timestamp":
-        raise _Refused(
+        raise Refused(
             line, path, "a date or timestamp is not a JSON value; quote it to mean the text"
         )
     if tag == "merge":
-        raise _Refused(line, path, "merge keys (<<) are not YAML 1.2; repeat the fields instead")
-    raise _Refused(line, path, f"the tag {node.tag!r} has no JSON value; use plain values")
+        raise Refused(line, path, "merge keys (<<) are not YAML 1.2; repeat the fields instead")
+    raise Refused(line, path, f"the tag {node.tag!r} has no JSON value; use plain values")
 
 
 class _Builder:
     """Turns a composed node graph into JSON data, with a budget for alias expansion."""
 
-    def __init__(self) -> None:
-        self.budget = MAX_VALUES
+    def __init__(self, max_values: int) -> None:
+        self.max_values = max_values
+        self.budget = max_values
         self.active: set[int] = set()
 
     def build(self, node: Node, path: str) -> Any:
         self.budget -= 1
         if self.budget < 0:
-            raise _Refused(
+            raise Refused(
                 node.start_mark.line + 1,
                 path,
-                f"the document expands to more than {MAX_VALUES:,} values (aliases)",
+                f"the document expands to more than {self.max_values:,} values (aliases)",
             )
         if isinstance(node, ScalarNode):
             return _scalar(node, path)
         if id(node) in self.active:
-            raise _Refused(node.start_mark.line + 1, path, "an alias refers to itself")
+            raise Refused(node.start_mark.line + 1, path, "an alias refers to itself")
         self.active.add(id(node))
         try:
             if isinstance(node, SequenceNode):
@@ -130,38 +132,36 @@ class _Builder:
                 return self._mapping(node, path)
         finally:
             self.active.discard(id(node))
-        raise _Refused(node.start_mark.line + 1, path, "unsupported YAML node")  # pragma: no cover
+        raise Refused(node.start_mark.line + 1, path, "unsupported YAML node")  # pragma: no cover
 
     def _sequence(self, node: SequenceNode, path: str) -> list[Any]:
         if node.tag != _TAG + "seq":
-            raise _Refused(
-                node.start_mark.line + 1, path, f"the tag {node.tag!r} has no JSON value"
-            )
-        return [self.build(item, _child(path, i)) for i, item in enumerate(node.value)]
+            raise Refused(node.start_mark.line + 1, path, f"the tag {node.tag!r} has no JSON value")
+        return [self.build(item, child_path(path, i)) for i, item in enumerate(node.value)]
 
     def _mapping(self, node: MappingNode, path: str) -> dict[str, Any]:
         if node.tag != _TAG + "map":
             what = "a set" if node.tag == _TAG + "set" else f"the tag {node.tag!r}"
-            raise _Refused(node.start_mark.line + 1, path, f"{what} has no JSON value")
+            raise Refused(node.start_mark.line + 1, path, f"{what} has no JSON value")
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
             line = key_node.start_mark.line + 1
             if not isinstance(key_node, ScalarNode):
-                raise _Refused(line, path, "mapping keys must be strings")
+                raise Refused(line, path, "mapping keys must be strings")
             key = _scalar(key_node, path)
             if not isinstance(key, str):
-                raise _Refused(line, path, "mapping keys must be strings (quote it)")
+                raise Refused(line, path, "mapping keys must be strings (quote it)")
             if key in out:
-                raise _Refused(line, _child(path, key), "duplicate key")
-            out[key] = self.build(value_node, _child(path, key))
+                raise Refused(line, child_path(path, key), "duplicate key")
+            out[key] = self.build(value_node, child_path(path, key))
         return out
 
 
-def load_yaml(text: str) -> Any:
-    """``text`` as JSON data (see :mod:`..loader`).
+def load_yaml(text: str, *, max_values: int) -> Any:
+    """``text`` as JSON data (see :mod:`.loader`), expanding to at most ``max_values`` values.
 
     Raises:
-        _Refused: A syntax error or a value the loader refuses (``load_text`` turns
+        Refused: A syntax error or a value the loader refuses (``load_text`` turns
             it into a ``ConfigError`` naming the source).
     """
     composer = _Composer(text)
@@ -171,14 +171,14 @@ def load_yaml(text: str) -> Any:
         raise _syntax(exc) from None
     finally:
         composer.dispose()
-    return None if node is None else _Builder().build(node, "")
+    return None if node is None else _Builder(max_values).build(node, "")
 
 
-def _syntax(exc: yaml.YAMLError) -> _Refused:
+def _syntax(exc: yaml.YAMLError) -> Refused:
     # str(exc) quotes a snippet of the document, which may hold a secret: keep
     # only the problem and its position.
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or type(exc).__name__
     if mark is None:
-        return _Refused(None, "", f"invalid YAML: {problem}")
-    return _Refused(mark.line + 1, "", f"invalid YAML at column {mark.column + 1}: {problem}")
+        return Refused(None, "", f"invalid YAML: {problem}")
+    return Refused(mark.line + 1, "", f"invalid YAML at column {mark.column + 1}: {problem}")

@@ -1,32 +1,16 @@
 """The metadata contract: LiveKit metadata strings <-> JSON objects, and attributes.
 
-LiveKit carries metadata as opaque strings (participant metadata, job/dispatch
-metadata, room metadata) and attributes as a ``str -> str`` map. This module is
-the one place that turns those into Python values and back, and it is *total*:
-:func:`parse_metadata` returns a ``dict`` or raises a
-:class:`~livekit.plugins.metadata.errors.MetadataError` subclass, and nothing
-else — whatever the input.
+LiveKit carries metadata as opaque strings (participant, job/dispatch and room
+metadata) and attributes as a ``str -> str`` map. This module is the one place that
+turns those into Python values and back, and it is *total*: :func:`parse_metadata`
+returns a ``dict`` or raises a :class:`~livekit.plugins.metadata.errors.MetadataError`
+subclass, and nothing else, whatever the input (the rules are in its docstring).
+Error messages carry positions, sizes and JSON types, never the input text.
 
-The contract:
-
-* ``None``, ``""`` or whitespace-only metadata means "no metadata": ``{}``.
-* Anything else must be a JSON **object** of at most ``max_bytes`` UTF-8 bytes
-  (default 64,000 — the strictest LiveKit server limit), counted before parsing.
-* Strict JSON: no ``NaN``/``Infinity``, no numbers that overflow a double, no
-  byte order mark, no invalid UTF-8 or lone surrogates, no trailing content.
-* Nesting at most :data:`MAX_DEPTH` (64) containers deep (deeper values break
-  ``==``, ``repr`` and ``copy.deepcopy`` near Python's recursion limit and
-  orjson's serializer at 255 levels). The check runs on the raw bytes at C
-  speed; see ``_bytes_depth_exceeds``.
-* Integers outside the 64-bit range are read as floats (orjson), and
-  :func:`serialize_metadata` refuses them.
-* Duplicate keys: the last one wins (as in every common JSON parser).
-* Error messages carry positions, sizes and JSON types — never the input text.
-
-Attributes follow LiveKit's rules: keys and values are strings; the sum of
-``len(key) + len(value)`` in UTF-8 bytes is at most 64 KiB; an empty value in an
-update means "delete this key"; keys starting with ``lk.`` are reserved for
-LiveKit itself.
+Attributes follow LiveKit's rules (:func:`validate_attributes`): keys and values are
+strings; the sum of ``len(key) + len(value)`` in UTF-8 bytes is at most 64 KiB; an
+empty value in an update means "delete this key"; keys starting with ``lk.`` are
+reserved for LiveKit itself.
 """
 
 from __future__ import annotations
@@ -260,6 +244,18 @@ def parse_metadata(
     schema: type[M] | None = None,
 ) -> dict[str, Any] | M:
     """Parse a LiveKit metadata string into a JSON object.
+
+    * ``None``, ``""`` or whitespace-only metadata means "no metadata": ``{}``.
+    * Anything else must be a JSON **object** of at most ``max_bytes`` UTF-8 bytes
+      (default 64,000, the strictest LiveKit server limit), counted before parsing.
+    * Strict JSON: no ``NaN``/``Infinity``, no numbers that overflow a double, no
+      byte order mark, no invalid UTF-8 or lone surrogates, no trailing content.
+    * Nesting at most :data:`MAX_DEPTH` (64) containers deep (deeper values break
+      ``==``, ``repr`` and ``copy.deepcopy`` near Python's recursion limit, and
+      orjson's serializer at 255 levels), checked on the raw bytes at C speed.
+    * Integers outside the 64-bit range are read as floats (orjson), and
+      :func:`serialize_metadata` refuses them.
+    * Duplicate keys: the last one wins (as in every common JSON parser).
 
     Args:
         raw: The metadata as LiveKit delivers it (``ctx.job.metadata``,

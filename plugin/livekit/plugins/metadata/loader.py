@@ -1,28 +1,17 @@
 """One loader for every YAML, TOML and JSON file the package reads.
 
-Rules files, the token server's config and anything else a user writes by hand
-go through :func:`load_file` (or :func:`load_text`), so they all read the same
-way and yield plain JSON data: ``dict`` (string keys), ``list``, ``str``,
-``int``, finite ``float``, ``bool`` and ``None``.
+Rules files, the token server's config and anything else a user writes by hand go
+through :func:`load_file` (or :func:`load_text`), so they all read the same way and
+yield plain JSON data: ``dict`` (string keys), ``list``, ``str``, ``int``, finite
+``float``, ``bool`` and ``None``. What it refuses (syntax errors, duplicate keys,
+values JSON cannot hold, YAML merge keys and alias bombs) is listed at
+:func:`load_text`; each refusal is a :class:`~livekit.plugins.metadata.errors.ConfigError`
+naming the file, the line (when the format can tell) and the field.
 
-What this loader refuses, each with a :class:`~livekit.plugins.metadata.errors.ConfigError`
-that names the file, the line (when the format can tell) and the field:
-
-* syntax errors (with line and column);
-* duplicate keys in a mapping (YAML, JSON; TOML refuses them itself);
-* values JSON cannot hold: dates and timestamps, binary, sets, ordered maps,
-  NaN and infinities, custom or Python tags, mapping keys that are not strings;
-* YAML merge keys (``<<``, not part of YAML 1.2) and documents whose aliases
-  expand beyond :data:`MAX_VALUES` values (the "billion laughs").
-
-YAML scalars follow the YAML 1.2 core schema: only ``true``/``false`` are
-booleans (``language: no`` is the string ``"no"``), ``0777`` is the decimal
-777, ``1_000`` and ``1:30`` are strings. An unquoted date such as
-``2024-01-01`` is refused rather than read as a string, because a YAML 1.1
-reader would have made it a date: quote it to mean the text.
-
-Messages never contain a value from the file (a config may hold secrets): only
-file names, line numbers, field paths, keys and type names.
+YAML scalars follow the YAML 1.2 core schema (:mod:`._yaml`): only ``true``/``false``
+are booleans (``language: no`` is the string ``"no"``). Messages never contain a
+value from the file (a config may hold secrets): only file names, line numbers,
+field paths, keys and type names.
 """
 
 from __future__ import annotations
@@ -37,7 +26,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
-from ._util import key_label
+from ._util import Refused, child_path, key_label
 from .errors import ConfigError
 
 if sys.version_info >= (3, 11):
@@ -72,16 +61,6 @@ _SUFFIXES: dict[str, ConfigFormat] = {
 }
 
 
-class _Refused(Exception):
-    """Internal: a value the loader will not hand out (line, field path, reason)."""
-
-    def __init__(self, line: int | None, path: str, reason: str) -> None:
-        super().__init__(reason)
-        self.line = line
-        self.path = path
-        self.reason = reason
-
-
 def _error(source: str, line: int | None, path: str, reason: str) -> ConfigError:
     where = [source]
     if line is not None:
@@ -89,13 +68,6 @@ def _error(source: str, line: int | None, path: str, reason: str) -> ConfigError
     if path:
         where.append(f"field {path!r}")
     return ConfigError(f"{', '.join(where)}: {reason}")
-
-
-def _child(path: str, key: object) -> str:
-    if isinstance(key, int):
-        return f"{path}[{key}]"
-    label = key_label(key, quote=False)
-    return f"{path}.{label}" if path else label
 
 
 # --------------------------------------------------------------------------- YAML
@@ -106,7 +78,7 @@ def _load_yaml(text: str) -> Any:
     # TOML or JSON file, never imports it (see ._yaml).
     from ._yaml import load_yaml
 
-    return load_yaml(text)
+    return load_yaml(text, max_values=MAX_VALUES)
 
 
 # --------------------------------------------------------------------------- TOML
@@ -126,14 +98,14 @@ def _check_json(value: Any, path: str) -> None:
     """Refuse what JSON cannot hold (TOML dates and times, NaN, infinities)."""
     if isinstance(value, dict):
         for k, v in value.items():
-            _check_json(v, _child(path, k))
+            _check_json(v, child_path(path, k))
     elif isinstance(value, list):
         for i, v in enumerate(value):
-            _check_json(v, _child(path, i))
+            _check_json(v, child_path(path, i))
     elif isinstance(value, float) and not math.isfinite(value):
-        raise _Refused(None, path, "NaN and infinities are not JSON numbers")
+        raise Refused(None, path, "NaN and infinities are not JSON numbers")
     elif not isinstance(value, (str, int, float, bool)) and value is not None:
-        raise _Refused(
+        raise Refused(
             None,
             path,
             f"a {type(value).__name__} is not a JSON value; quote it to mean the text",
@@ -144,7 +116,7 @@ def _load_toml(text: str) -> Any:
     data = tomllib.loads(text)
     try:
         _check_json(data, "")
-    except _Refused as exc:
+    except Refused as exc:
         exc.line = _toml_line(text, exc.path)
         raise
     return data
@@ -157,19 +129,19 @@ def _json_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
         if key in out:
-            raise _Refused(None, key_label(key, quote=False), "duplicate key")
+            raise Refused(None, key_label(key, quote=False), "duplicate key")
         out[key] = value
     return out
 
 
 def _json_constant(name: str) -> Any:
-    raise _Refused(None, "", f"{name} is not a JSON number")
+    raise Refused(None, "", f"{name} is not a JSON number")
 
 
 def _load_json(text: str) -> Any:
     try:
         return json.loads(text, object_pairs_hook=_json_pairs, parse_constant=_json_constant)
-    except _Refused as exc:
+    except Refused as exc:
         if exc.reason == "duplicate key":
             # The hook sees no positions: the duplicate is the key's second spelling.
             spelled = json.dumps(exc.path)
@@ -205,7 +177,20 @@ def format_of(path: str | Path) -> ConfigFormat:
 
 
 def load_text(text: str | bytes, fmt: ConfigFormat, source: str = "<text>") -> Any:
-    """Parse ``text`` as ``fmt`` into JSON data (see the module docstring).
+    """Parse ``text`` as ``fmt`` into JSON data, refusing what JSON cannot hold.
+
+    Refused, each with a ConfigError naming ``source``, the line and the field:
+
+    * syntax errors (with line and column);
+    * duplicate keys in a mapping (YAML, JSON; TOML refuses them itself);
+    * values JSON cannot hold: dates and timestamps, binary, sets, ordered maps,
+      NaN and infinities, custom or Python tags, mapping keys that are not strings;
+    * YAML merge keys (``<<``, not part of YAML 1.2) and documents whose aliases
+      expand beyond :data:`MAX_VALUES` values (the "billion laughs").
+
+    In YAML, ``0777`` is the decimal 777, ``1_000`` and ``1:30`` are strings, and an
+    unquoted date such as ``2024-01-01`` is refused rather than read as a string
+    (a YAML 1.1 reader would have made it a date): quote it to mean the text.
 
     Args:
         text: The document (bytes are decoded as UTF-8).
@@ -229,7 +214,7 @@ def load_text(text: str | bytes, fmt: ConfigFormat, source: str = "<text>") -> A
             raise _error(source, None, "", f"not UTF-8 (byte {exc.start})") from None
     try:
         return parser(text)
-    except _Refused as exc:
+    except Refused as exc:
         raise _error(source, exc.line, exc.path, exc.reason) from None
     except tomllib.TOMLDecodeError as exc:
         raise _error(source, None, "", f"invalid TOML: {exc}") from None

@@ -1,1 +1,1 @@
-"""Routing: rules that pick the agent from metadata, and explicit dispatch."""
+"""Routing: rules that pick the agent from metadata and participant attributes."""

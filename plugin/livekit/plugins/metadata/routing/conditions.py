@@ -4,7 +4,7 @@ A condition reads one field (a dotted path into the metadata for ``when:``, a
 verbatim participant attribute name for ``when_attributes:``) and holds an
 operator: ``eq`` (a plain value), ``in``, ``exists``, ``not``, ``prefix``,
 ``regex``, ``gt``/``gte``/``lt``/``lte``, ``phone`` and ``phone_prefix``. The
-semantics are described in :mod:`.router`; this module only compiles them.
+semantics are described in ``docs/rules.md``; this module only compiles them.
 
 Each compiled condition carries ``pred`` (the reference evaluation of a found
 value, used by ``explain()``), ``check`` (``pred(lookup(mapping))`` fused into

@@ -12,8 +12,7 @@ came out in E.164 (``+34910000000``):
   (:func:`normalize_number`, memoized), and anything that is not a possible number
   simply matches no phone condition.
 
-``phonenumbers`` (tens of milliseconds to import) is imported on the first call
-of a function here, so a rule set without a phone operator never loads it.
+``phonenumbers`` (tens of milliseconds to import) loads on first use only.
 """
 
 from __future__ import annotations

@@ -1,91 +1,17 @@
 """MetadataRouter: one declarative rule set that maps metadata to an agent.
 
-The same rules run in three places: at token time (the token's agent dispatch,
-see ``TokenIssuer(router=...)`` and :func:`~livekit.plugins.metadata.routing.dispatch.ensure_dispatch`),
-in a worker's ``on_request`` handler (accept the job, or reject it with
-``terminate=False`` so another worker can take it), and inside the entrypoint
-(choose the ``Agent`` class, and optionally hand off when the metadata changes).
-
-Rule syntax (YAML shown; TOML, JSON and plain dicts have the same shape)::
-
-    worker: router-demo          # optional: every agent below is hosted by this one
-                                 # worker (its registered agent_name); without it each
-                                 # agent is dispatched under its own name
-    phone_region: ES             # optional: region for national phone numbers
-    rules:                       # ordered; the first rule whose conditions all hold wins
-      - name: blocked            # optional, unique; used in logs, explain() and Route.rule
-        when: {tenant: {in: [banned-co]}}
-        reject: true             # a rule may reject instead of naming an agent
-      - name: spanish-support
-        when:
-          department: support                 # equality (plain value)
-          language: {in: [es, es-MX]}         # membership
-        agent: support-es                     # the agent (and, without `worker`, the agent_name)
-        job_metadata: [department, language, customer]   # keys sent to the job (default: all)
-      - name: madrid-line                     # phone calls: the SIP participant's attributes
-        when_attributes:
-          sip.trunkPhoneNumber: {phone: "+34 910 000 000"}   # any spelling of the number
-          sip.phoneNumber: {phone_prefix: ["+34", "+351"]}   # caller's country / area
-        agent: sales-es
-      - name: vip
-        when:
-          caller.tier: vip                    # dotted path into nested objects
-          caller.id: {exists: true}
-          plan: {not: {in: [trial, free]}}    # negation of any condition
-          code: {prefix: "A-"}                # string prefix (or a list of prefixes)
-          email: {regex: '@example\\.com$'}   # re.search; compiled once at load time
-          age: {gte: 18, lt: 65}              # numbers; several operators = all must hold
-        agent: vip
-        deployment: staging                   # optional LiveKit deployment
-        attributes: {queue: priority}         # optional dispatch attributes (str -> str)
-        worker: vip-pool                      # optional per-rule override of `worker`
-      - agent: general                        # no `when`: matches everything
-    default: general             # or `default: reject`, or a full target mapping
-                                 # ({agent: ..., deployment: ..., ...}); without a
-                                 # default, no match raises NoRouteMatched
-
-Condition semantics:
-
-* ``when`` reads the metadata; ``when_attributes`` reads participant attributes,
-  whose names are taken verbatim (``sip.trunkPhoneNumber`` is one key, not a
-  path). Both take the same operators and must all hold.
-* Equality is type-strict: ``true`` never equals ``1``, ``"1"`` never equals ``1``
-  (``1`` equals ``1.0``). ``null`` matches a present ``null`` value.
-* A missing field fails every condition except ``exists: false`` and ``not``
-  (``not`` is plain negation, so ``{not: es}`` holds when the field is missing).
-  A hidden caller number is a missing attribute.
-* ``prefix``/``regex`` only match strings; ``gt/gte/lt/lte`` only match numbers
-  (booleans are not numbers). Anything else fails the condition.
-* ``phone`` (a number or a list) and ``phone_prefix`` (``"+1 415"`` or a list)
-  compare numbers in E.164 after libphonenumber read both sides: ``+34910000000``,
-  ``0034 910 000 000``, ``tel:+34-910-000-000``, ``sip:+34910000000@host`` and,
-  with ``phone_region: ES``, ``910 000 000`` are one number. A rule's numbers
-  must be valid (quote them in YAML); a value that is no phone number matches nothing.
-* Paths are split on ``.`` and walk nested objects only (no list indices).
-* A plain list is not a condition; write ``{in: [...]}``.
-* Files are read by :mod:`~livekit.plugins.metadata.loader`: YAML 1.2 scalars
-  (``language: no`` is the string ``"no"``), duplicate keys and dates refused.
-
-Every problem in a rule set raises :class:`~livekit.plugins.metadata.errors.ConfigError`
-at load time, naming the rule (name and index) and the field; routing itself
-never fails on a well-formed mapping. ``eq``, ``in``, ``phone`` and
-``phone_prefix`` conditions are indexed (:mod:`.index`), so a decision costs
-about the same with 10,000 rules as with 10, with exactly the first-match-wins
-result of a linear scan.
-
-Nothing here logs or raises with a metadata value: only keys, sizes, types,
-rule names and the rules' own expected values.
-
-The agent-side helpers (:meth:`MetadataRouter.select`,
-:meth:`~MetadataRouter.request_handler`, :meth:`~MetadataRouter.route_job_request`)
-are thin methods over :mod:`livekit.plugins.metadata.agent.selection`, imported
-when called: routing sits below the agent wing and must import without
-``livekit.agents``, while these methods stay where users have always found them.
+The rule language (conditions, targets, defaults, phone numbers), with examples the
+test suite runs, is in ``docs/rules.md``. The same rules run at token time, in a
+worker's ``on_request`` and in the entrypoint. Every problem in a rule set is a
+``ConfigError`` at load time (:mod:`.rules`); ``eq``, ``in``, ``phone`` and
+``phone_prefix`` conditions are indexed (:mod:`.index`) with exactly the
+first-match-wins result of a linear scan. Nothing here logs or raises with a
+metadata value.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
@@ -93,12 +19,12 @@ from typing import TYPE_CHECKING, Any
 from .._util import keys_for_log
 from ..codec import DEFAULT_MAX_METADATA_BYTES, json_type_name
 from ..errors import NoRouteMatched
-from ..loader import MAX_FILE_BYTES
+from ..loader import MAX_FILE_BYTES, load_file
 from .conditions import MISSING, lookup
 from .index import RuleIndex
 from .phone import number_problem
 from .route import ConditionFailure, Route, RuleTrace
-from .rules import RuleSet, Target, compile_rules, load_rules, rules_from_config
+from .rules import RuleSet, Target, rules_from_config
 
 if TYPE_CHECKING:
     from livekit.agents import JobRequest
@@ -141,9 +67,8 @@ def _check_inputs(metadata: Any, attributes: Any) -> Mapping[str, Any]:
 class MetadataRouter:
     """Ordered, first-match-wins routing rules with an optional default.
 
-    Build one with :meth:`from_file`, :meth:`from_dict`, :meth:`from_yaml`,
-    :meth:`from_json` or :meth:`from_toml`; the rule syntax is described in the
-    module docstring. A router is immutable and safe to share between tasks.
+    Build one with :meth:`from_file` or :meth:`from_dict`; the rule language is
+    described in ``docs/rules.md``. A router is immutable and safe to share between tasks.
 
     Example::
 
@@ -154,36 +79,14 @@ class MetadataRouter:
 
     __slots__ = ("_index", "_pending", "_set", "_source", "_targets")
 
-    def __init__(
-        self,
-        rules: Sequence[Mapping[str, Any]] = (),
-        *,
-        default: str | Mapping[str, Any] | None = None,
-        worker: str | None = None,
-        phone_region: str | None = None,
-        source: str | None = None,
-    ) -> None:
-        """Compile a rule set.
-
-        Args:
-            rules: The ordered rule mappings (see the module docstring).
-            default: An agent name, ``"reject"``, a target mapping, or ``None`` (no
-                default: no match raises :class:`NoRouteMatched`).
-            worker: The registered agent_name of the one worker that hosts every
-                agent (overrides a ``worker`` key of the rule set); per-rule
-                ``worker`` still wins.
-            phone_region: Region (``ES``, ``US``...) for national phone numbers.
-            source: Where the rules came from, for error messages (e.g. a path).
+    def __init__(self, rule_set: RuleSet, *, source: str | None = None) -> None:
+        """Wrap a compiled rule set; build routers with :meth:`from_dict` or :meth:`from_file`.
 
         Raises:
-            ConfigError: Any problem in the rules, naming the rule and the field.
+            TypeError: ``rule_set`` is not a compiled :class:`~.rules.RuleSet`.
         """
-        rule_set = compile_rules(
-            rules, default=default, worker=worker, phone_region=phone_region, source=source
-        )
-        self._init(rule_set, source)
-
-    def _init(self, rule_set: RuleSet, source: str | None) -> None:
+        if not isinstance(rule_set, RuleSet):
+            raise TypeError("build a MetadataRouter with from_dict() or from_file()")
         self._set = rule_set
         self._source = source
         self._targets = tuple(r.target for r in rule_set.rules)
@@ -200,49 +103,23 @@ class MetadataRouter:
         )
 
     @classmethod
-    def _of(cls, rule_set: RuleSet, source: str | None) -> MetadataRouter:
-        router = cls.__new__(cls)
-        router._init(rule_set, source)
-        return router
-
-    # ----------------------------------------------------------------- constructors
-
-    @classmethod
     def from_dict(
         cls, config: Mapping[str, Any], *, worker: str | None = None, source: str | None = None
     ) -> MetadataRouter:
         """Build a router from a mapping ``{rules, default, worker, phone_region}``.
 
+        Text in YAML, TOML or JSON: ``from_dict(loader.load_text(text, "yaml"))``.
+
         Args:
-            config: The rule set.
-            worker: Overrides the rule set's ``worker`` (see :class:`MetadataRouter`).
+            config: The rule set (see ``docs/rules.md``).
+            worker: The registered agent_name of the one worker that hosts every agent
+                (overrides the rule set's ``worker``; a rule's own ``worker`` still wins).
             source: Where the mapping came from, for error messages.
 
         Raises:
             ConfigError: The rule set is invalid (the message names rule and field).
         """
-        return cls._of(rules_from_config(config, worker=worker, source=source), source)
-
-    @classmethod
-    def from_yaml(
-        cls, text: str, *, worker: str | None = None, source: str | None = None
-    ) -> MetadataRouter:
-        """Build a router from YAML text (YAML 1.2 scalars; see :mod:`..loader`)."""
-        return cls._of(load_rules(text=text, fmt="yaml", worker=worker, source=source), source)
-
-    @classmethod
-    def from_json(
-        cls, text: str, *, worker: str | None = None, source: str | None = None
-    ) -> MetadataRouter:
-        """Build a router from JSON text (duplicate keys and NaN refused)."""
-        return cls._of(load_rules(text=text, fmt="json", worker=worker, source=source), source)
-
-    @classmethod
-    def from_toml(
-        cls, text: str, *, worker: str | None = None, source: str | None = None
-    ) -> MetadataRouter:
-        """Build a router from TOML text (``[[rules]]`` tables; dates refused)."""
-        return cls._of(load_rules(text=text, fmt="toml", worker=worker, source=source), source)
+        return cls(rules_from_config(config, worker=worker, source=source), source=source)
 
     @classmethod
     def from_file(
@@ -252,14 +129,15 @@ class MetadataRouter:
 
         Args:
             path: The rules file (a regular file of at most ``max_bytes``, 1 MiB by default).
-            worker: The worker name the rules' ``worker`` field must match, if any.
+            worker: As for :meth:`from_dict`.
             max_bytes: Largest rules file read.
 
         Raises:
             ConfigError: The file cannot be read, is not a regular file or too large,
                 has an unknown extension, does not parse, or holds an invalid rule set.
         """
-        return cls._of(load_rules(path, worker=worker, max_bytes=max_bytes), repr(str(path)))
+        data = load_file(path, max_bytes=max_bytes)
+        return cls.from_dict(data, worker=worker, source=repr(str(path)))
 
     # ----------------------------------------------------------------- introspection
 

@@ -1,6 +1,6 @@
-"""Rule sets: read a rules file, check every field, compile the conditions once.
+"""Rule sets: check every field of a rule-set mapping, compile the conditions once.
 
-The syntax is documented in :mod:`.router`. Everything wrong in a rule set
+The syntax is documented in ``docs/rules.md``. Everything wrong in a rule set
 raises :class:`~livekit.plugins.metadata.errors.ConfigError` here, at load time,
 naming the rule (name and index) and the field; a compiled :class:`RuleSet` never
 fails on a well-formed mapping.
@@ -9,7 +9,6 @@ fails on a well-formed mapping.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -17,7 +16,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from ..codec import json_type_name, validate_attributes
 from ..errors import ConfigError
-from ..loader import MAX_FILE_BYTES, ConfigFormat, load_file, load_text
 from .conditions import Cond, Problem, compile_when, split_path
 from .phone import rule_region
 
@@ -27,7 +25,6 @@ __all__ = [
     "RuleSet",
     "Target",
     "compile_rules",
-    "load_rules",
     "rules_from_config",
 ]
 
@@ -291,29 +288,3 @@ def rules_from_config(
         phone_region=config.get("phone_region"),
         source=source,
     )
-
-
-def load_rules(
-    path: str | Path | None = None,
-    *,
-    text: str | None = None,
-    fmt: ConfigFormat | None = None,
-    worker: str | None = None,
-    source: str | None = None,
-    max_bytes: int = MAX_FILE_BYTES,
-) -> RuleSet:
-    """Read a rule set from a file (at most ``max_bytes``), or from ``text`` in format ``fmt``.
-
-    Raises:
-        ConfigError: The file cannot be read or parsed, or the rules are invalid.
-    """
-    if text is not None:
-        if fmt is None:
-            raise ValueError("fmt is required with text")
-        data = load_text(text, fmt, source or f"<{fmt}>")
-    elif path is not None:
-        data = load_file(path, max_bytes=max_bytes)
-        source = source or repr(str(path))
-    else:
-        raise ValueError("give a path or text")
-    return rules_from_config(data, worker=worker, source=source)

@@ -23,8 +23,8 @@ from ..log import logger
 from ..routing.router import MetadataRouter
 from ..sessions.manager import SessionManager
 from ..tokens.issuer import DEFAULT_TTL, TokenIssuer
-from ..tokens.keys import short_secret_warning
-from .config import DEV_API_KEY, DEV_API_SECRET, ServerConfig, open_room_warnings
+from ..tokens.keys import ApiKeys, key_warning, short_secret_warning
+from .config import ServerConfig, open_room_warnings
 from .limits import Limits, MemoryLimits, RedisLimits
 from .metrics import Metrics
 from .openapi import openapi_document
@@ -169,18 +169,10 @@ def _build_issuer(
     config: ServerConfig, sessions: SessionManager, warn_dev_keys: bool
 ) -> TokenIssuer:
     key, secret, dev = config.credentials()
-    if dev:
-        if warn_dev_keys:
-            logger.warning(
-                "LIVEKIT_API_KEY/LIVEKIT_API_SECRET are not set; using the LiveKit dev-server "
-                "keys (devkey/secret). Tokens only work with `livekit-server --dev`. Never use "
-                "this outside local development."
-            )
-        _silence_short_key_warning()
-    elif (key, secret) == (DEV_API_KEY, DEV_API_SECRET):
-        _silence_short_key_warning()  # the dev pair set on purpose: its shortness is known
-    elif (note := short_secret_warning(secret)) is not None:
+    note = key_warning(ApiKeys(key, secret, dev))
+    if note is not None and (warn_dev_keys or not dev):
         logger.warning(note)  # once, cleanly, instead of PyJWT's warning with a file path
+    if short_secret_warning(secret) is not None:
         _silence_short_key_warning()
     return TokenIssuer(
         key,

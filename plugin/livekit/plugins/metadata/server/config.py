@@ -28,6 +28,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from .._util import positive_int
 from ..codec import (
     DEFAULT_MAX_METADATA_BYTES,
     RESERVED_ATTRIBUTE_PREFIX,
@@ -201,12 +202,8 @@ class Principal:
             object.__setattr__(self, "public_keys", frozenset(self.public_keys))
         if self.grants is not None and not isinstance(self.grants, GrantPolicy):
             raise TypeError("Principal grants must be a GrantPolicy")
-        if self.max_sessions is not None and (
-            isinstance(self.max_sessions, bool)
-            or not isinstance(self.max_sessions, int)
-            or self.max_sessions < 1
-        ):
-            raise ValueError("Principal max_sessions must be a positive int")
+        if self.max_sessions is not None:
+            positive_int(self.max_sessions, "Principal max_sessions")
 
     def private_keys(self) -> frozenset[str]:
         """The trusted keys that stay in the store (all but :attr:`public_keys`)."""

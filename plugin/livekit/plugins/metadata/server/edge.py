@@ -48,6 +48,7 @@ from aiohttp.http_parser import HttpRequestParser
 from aiohttp.web_request import BaseRequest
 from pydantic import BaseModel, ConfigDict, Field
 
+from .._util import positive_int
 from ..log import logger
 
 __all__ = ["SERVER_HEADER", "EdgeConfig", "EdgeRunner", "SharedPeerCounts", "error_body"]
@@ -131,8 +132,7 @@ class SharedPeerCounts:
     _PROBES = 32
 
     def __init__(self, slots: int = 1 << 16) -> None:
-        if slots < 1:
-            raise ValueError("slots must be positive")
+        positive_int(slots, "slots")
         ctx = multiprocessing.get_context("fork")
         self._slots = slots
         self._keys = ctx.RawArray(ctypes.c_uint64, slots)

@@ -39,11 +39,11 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import math
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from .._util import positive_int, positive_number
 from ..errors import StoreUnavailable
 from ..log import logger
 
@@ -147,10 +147,8 @@ class Limits(Protocol):
 
 
 def _check_bucket(rate: float, burst: int) -> None:
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < math.inf:
-        raise ValueError("rate must be a positive, finite number")
-    if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
-        raise ValueError("burst must be a positive int")
+    positive_number(rate, "rate")
+    positive_int(burst, "burst")
 
 
 def _check_reservation(
@@ -158,14 +156,11 @@ def _check_reservation(
 ) -> None:
     if not isinstance(session_id, str) or not session_id:
         raise ValueError("session_id must be a non-empty str")
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl < math.inf:
-        raise ValueError("ttl must be a positive, finite number of seconds")
-    if isinstance(max_sessions, bool) or not isinstance(max_sessions, int) or max_sessions < 1:
-        raise ValueError("max_sessions must be a positive int")
+    positive_number(ttl, "ttl", "number of seconds")
+    positive_int(max_sessions, "max_sessions")
     if not isinstance(owner, str):
         raise ValueError("owner must be a str")
-    if isinstance(owner_max, bool) or not isinstance(owner_max, int) or owner_max < 0:
-        raise ValueError("owner_max must be an int >= 0 (0: no share)")
+    positive_int(owner_max, "owner_max (0: no share)", low=0)
 
 
 class MemoryLimits:
@@ -182,8 +177,7 @@ class MemoryLimits:
     def __init__(
         self, *, clock: Callable[[], float] = time.monotonic, max_buckets: int = MAX_BUCKETS
     ) -> None:
-        if isinstance(max_buckets, bool) or not isinstance(max_buckets, int) or max_buckets < 1:
-            raise ValueError("max_buckets must be a positive int")
+        positive_int(max_buckets, "max_buckets")
         self._clock = clock
         self._max_buckets = max_buckets
         self._buckets: dict[str, tuple[float, float]] = {}
@@ -509,8 +503,7 @@ class RedisLimits:
             raise TypeError("prefix must be a str")
         if "{" in prefix or "}" in prefix:
             raise ValueError("prefix must not contain braces: {limits} is the keys' hash tag")
-        if isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or not timeout > 0:
-            raise ValueError("timeout must be a positive number of seconds")
+        positive_number(timeout, "timeout", "number of seconds")
         self._client = client
         self._prefix = prefix
         self._tagged = prefix + TAG

@@ -1,44 +1,20 @@
 """SessionManager: SignalWire's session API, async, over a pluggable store.
 
-The metadata semantics are those of SignalWire's TypeScript edition, with its
-flaws fixed:
+Its method names (``create_session``, ``get/set/delete_session_metadata``,
+``generate_token``, ``validate_token``, ``activate_session``, ``end_session``...) are
+SignalWire's, the seed's API, kept for parity on :class:`SessionManager` itself; the
+semantics are those of SignalWire's TypeScript edition with its flaws fixed (see the
+class): writes merge, reads copy, sessions expire after their last write, values
+must be JSON and a session's size is bounded.
 
-* writes **merge** top-level keys into the session (creating it), never replace;
-  nested objects are replaced as a whole (a shallow merge);
-* reads return a **copy** (``{}`` for an unknown or expired session, never
-  ``None``): mutating it changes nothing stored;
-* sessions expire ``session_ttl`` seconds after their **last write**; expired
-  sessions are cleaned up automatically once more than ``cleanup_threshold``
-  are stored, in amortized O(1) per write (never a scan of every session);
-* every value must be JSON (checked at write time, so every store behaves the
-  same): ``NaN``/``Infinity``, datetimes, dataclasses, sets, bytes and other
-  non-JSON values are refused with an error naming the key, never the value;
-* a write that would make the session's compact JSON exceed
-  ``max_session_bytes`` raises ``MetadataTooLarge`` and changes nothing.
-
-Three key spaces share one store and never meet: sessions named by the user
-(the SignalWire API below), token sessions (:attr:`SessionManager.token_sessions`,
-one per minted token) and call sessions (:attr:`SessionManager.call_sessions`,
-keyed by what LiveKit assigns to the call). The store key is a fixed tag per
-space followed by the id, so no id, whatever characters it holds, can address
-a session of another space.
-
-Tool tokens (:class:`~.tool_token.ToolTokens`) are pure CPU, so their methods
-are synchronous; every method touching the store is ``async``.
-
-Example::
-
-    sessions = SessionManager(secret_key=os.environ["LIVEKIT_METADATA_SECRET"])
-    sid = sessions.create_session("call-abc123")
-    await sessions.set_session_metadata(sid, {"caller": "John"})
-    await sessions.set_session_metadata(sid, "priority", "high")
-    await sessions.get_session_metadata(sid)   # {'caller': 'John', 'priority': 'high'}
-    token = sessions.generate_token("transfer_call", sid)
+Three key spaces share one store and never meet: named sessions (the SignalWire
+API), token sessions (one per minted token) and call sessions (keyed by what LiveKit
+assigns to the call). Each store key is a fixed tag per space followed by the id, so
+no id, whatever characters it holds, can address a session of another space.
 """
 
 from __future__ import annotations
 
-import math
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
@@ -46,7 +22,7 @@ from typing import Any, Final, Literal, overload
 
 import orjson
 
-from .._util import key_label, non_finite_path
+from .._util import key_label, non_finite_path, positive_int, positive_number
 from ..log import logger
 from .memory import MemoryStore
 from .store import SessionStore
@@ -168,22 +144,6 @@ def _check_keys(keys: Iterable[str], what: str) -> list[str]:
     return out
 
 
-def _positive_number(value: object, name: str) -> float:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not 0 < value < math.inf  # also rejects NaN
-    ):
-        raise ValueError(f"{name} must be a positive, finite number")
-    return value
-
-
-def _int_at_least(value: object, name: str, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}")
-    return value
-
-
 class SessionSpace:
     """The sessions of one key space of a :class:`SessionManager`.
 
@@ -244,10 +204,37 @@ class SessionSpace:
 class SessionManager:
     """Session metadata and tool tokens, SignalWire-style, over any ``SessionStore``.
 
+    The SignalWire-parity methods (``create_session``, ``get_session_metadata``,
+    ``set_session_metadata``, ``update_session_metadata``, ``delete_session_metadata``,
+    ``generate_token``/``create_tool_token``, ``validate_token``/``validate_tool_token``,
+    ``debug_token``, ``activate_session``, ``end_session``) keep SignalWire's names and
+    argument orders, with its flaws fixed:
+
+    * writes **merge** top-level keys into the session (creating it), never replace;
+      nested objects are replaced as a whole (a shallow merge);
+    * reads return a **copy** (``{}`` for an unknown or expired session, never ``None``);
+    * sessions expire ``session_ttl`` seconds after their **last write**; expired
+      sessions are cleaned up once more than ``cleanup_threshold`` are stored, in
+      amortized O(1) per write;
+    * every value must be JSON (checked at write time, so every store behaves the
+      same), refused with an error naming the key, never the value;
+    * a write that would make the session's compact JSON exceed ``max_session_bytes``
+      raises ``MetadataTooLarge`` and changes nothing.
+
+    Tool tokens (:class:`~.tool_tokens.ToolTokens`) are pure CPU, so their methods are
+    synchronous; every method touching the store is ``async``::
+
+        sessions = SessionManager(secret_key=os.environ["LIVEKIT_METADATA_SECRET"])
+        sid = sessions.create_session("call-abc123")
+        await sessions.set_session_metadata(sid, {"caller": "John"})
+        await sessions.set_session_metadata(sid, "priority", "high")
+        await sessions.get_session_metadata(sid)   # {'caller': 'John', 'priority': 'high'}
+        token = sessions.generate_token("transfer_call", sid)
+
     Args:
         store: Where sessions live; ``None`` creates a new :class:`MemoryStore`
             (using ``clock``). Pass a ``RedisStore`` to share sessions between workers.
-        secret_key: Tool-token secret(s); see :class:`~.tool_token.ToolTokens`.
+        secret_key: Tool-token secret(s); see :class:`~.tool_tokens.ToolTokens`.
         token_expiry_secs: Tool-token lifetime in seconds (an int; 0 or less mints
             tokens that are already expired, as SignalWire's SDKs do).
         session_ttl: Seconds a session lives after its last write.
@@ -281,9 +268,9 @@ class SessionManager:
     ) -> None:
         if store is not None and not isinstance(store, SessionStore):
             raise TypeError(f"store must implement SessionStore, not {type(store).__name__}")
-        self._session_ttl = _positive_number(session_ttl, "session_ttl")
-        self._cleanup_threshold = _int_at_least(cleanup_threshold, "cleanup_threshold", 0)
-        self._max_bytes = _int_at_least(max_session_bytes, "max_session_bytes", 2)
+        self._session_ttl = positive_number(session_ttl, "session_ttl")
+        self._cleanup_threshold = positive_int(cleanup_threshold, "cleanup_threshold", low=0)
+        self._max_bytes = positive_int(max_session_bytes, "max_session_bytes", low=2)
         self._tokens = ToolTokens(
             secret_key=secret_key, token_expiry_secs=token_expiry_secs, clock=clock
         )
@@ -506,7 +493,7 @@ class SessionManager:
                 raise TypeError(f"updates must be a mapping, not {type(updates).__name__}")
             updates = dict(updates)
         remove_keys = _check_keys(remove, "remove")
-        lifetime = self._session_ttl if ttl is None else _positive_number(ttl, "ttl")
+        lifetime = self._session_ttl if ttl is None else positive_number(ttl, "ttl")
         fields = _encode(updates)
         store = self._store
         await store.merge(key, fields, remove=remove_keys, ttl=lifetime, max_bytes=self._max_bytes)

@@ -45,6 +45,7 @@ from typing import Any
 
 import orjson
 
+from .._util import positive_int, positive_number
 from ..errors import MetadataTooLarge
 from ..log import logger
 
@@ -125,7 +126,7 @@ class _Session:
 class MemoryStore:
     """In-process session storage with sliding TTLs and amortized O(1) cleanup.
 
-    The default store of :class:`~livekit.plugins.metadata.session.SessionManager`.
+    The default store of :class:`~livekit.plugins.metadata.sessions.manager.SessionManager`.
     Sessions live in this process only: use ``RedisStore`` to share them between
     workers.
 
@@ -152,10 +153,8 @@ class MemoryStore:
     ) -> None:
         if clock is not None and not callable(clock):
             raise TypeError("clock must be a callable returning seconds")
-        if max_sessions is not None and (
-            isinstance(max_sessions, bool) or not isinstance(max_sessions, int) or max_sessions < 1
-        ):
-            raise ValueError("max_sessions must be a positive int or None")
+        if max_sessions is not None:
+            positive_int(max_sessions, "max_sessions")
         self._clock: Callable[[], float] = clock if clock is not None else time.monotonic
         self._max_sessions = max_sessions
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
@@ -416,8 +415,7 @@ class MemoryStore:
 
 
 def _check_ttl(ttl: float) -> None:
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not 0 < ttl < math.inf:
-        raise ValueError("ttl must be a positive, finite number of seconds")
+    positive_number(ttl, "ttl", "number of seconds")
 
 
 def _too_large(size: int, limit: float) -> MetadataTooLarge:

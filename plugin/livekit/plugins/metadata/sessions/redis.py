@@ -49,7 +49,7 @@ from urllib.parse import unquote
 
 import orjson
 
-from .._util import redact_url
+from .._util import positive_int, positive_number, redact_url
 from ..errors import ConfigError, MetadataTooLarge, StoreUnavailable
 from ..log import logger
 
@@ -374,11 +374,7 @@ def _sentinel_client(url: str, pool_size: int, timeout: float) -> tuple[AnyRedis
 
 
 def _ttl_ms(ttl: float) -> int:
-    if isinstance(ttl, bool) or not isinstance(ttl, (int, float)) or not ttl > 0:
-        raise ValueError("ttl must be a positive number of seconds")
-    if math.isinf(ttl):
-        raise ValueError("ttl must be finite")
-    return max(1, math.ceil(ttl * 1000))
+    return max(1, math.ceil(positive_number(ttl, "ttl", "number of seconds") * 1000))
 
 
 class RedisStore:
@@ -544,8 +540,7 @@ class RedisStore:
         scheme = url.split("://", 1)[0].lower() if "://" in url else ""
         if scheme not in _SCHEMES:
             raise ValueError(f"url must start with {_SCHEMES_TEXT} (got {redact_url(url)!r})")
-        if isinstance(pool_size, bool) or not isinstance(pool_size, int) or pool_size < 1:
-            raise ValueError("pool_size must be a positive int")
+        positive_int(pool_size, "pool_size")
         _check_timeout(timeout)
         also_close: list[Any] = []
         try:
@@ -691,8 +686,7 @@ class RedisStore:
         want_result: int,
     ) -> list[Any]:
         ttl_ms = _ttl_ms(ttl)
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
-            raise ValueError("max_bytes must be a non-negative int")
+        positive_int(max_bytes, "max_bytes", low=0)
         parts: list[bytes] = []
         lengths: list[int] = []
         for name, value in fields.items():
@@ -853,12 +847,7 @@ def _too_large(size: int, limit: int) -> MetadataTooLarge:
 
 
 def _check_timeout(timeout: float) -> None:
-    if (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, (int, float))
-        or not 0 < timeout < math.inf
-    ):
-        raise ValueError("timeout must be a positive, finite number of seconds")
+    positive_number(timeout, "timeout", "number of seconds")
 
 
 async def _gated(

@@ -22,6 +22,7 @@ __all__ = [
     "MIN_SECRET_BYTES",
     "ApiKeys",
     "check_livekit_url",
+    "key_warning",
     "resolve_keys",
     "short_secret_warning",
 ]
@@ -34,11 +35,10 @@ DEV_API_SECRET = "secret"  # noqa: S105 - the public, documented dev-server secr
 
 DEV_KEYS_WARNING = (
     "WARNING: LIVEKIT_API_KEY / LIVEKIT_API_SECRET are not set. Using the LiveKit "
-    "dev-server keys (devkey / secret):\n"
-    "         tokens are only accepted by `livekit-server --dev`. Do not use this in "
-    "production."
+    "dev-server keys (devkey / secret): tokens are only accepted by `livekit-server --dev`. "
+    "Do not use this in production."
 )
-"""What a front door prints (to stderr) when it falls back to the dev-server keys."""
+"""What a front door says (stderr or log, one line) when it falls back to the dev-server keys."""
 
 MIN_SECRET_BYTES = 32
 """The shortest HS256 secret PyJWT does not warn about (``InsecureKeyLengthWarning``)."""
@@ -82,6 +82,20 @@ def short_secret_warning(secret: str) -> str | None:
         f"warning: the API secret is {size} bytes; HS256 needs at least {MIN_SECRET_BYTES} "
         "(PyJWT's InsecureKeyLengthWarning)"
     )
+
+
+def key_warning(keys: ApiKeys) -> str | None:
+    """The one line every front door says about these keys, or ``None``.
+
+    The dev fallback gets :data:`DEV_KEYS_WARNING`; a short secret gets
+    :func:`short_secret_warning`; the dev pair set on purpose gets nothing (its
+    shortness is known).
+    """
+    if keys.dev:
+        return DEV_KEYS_WARNING
+    if (keys.key, keys.secret) == (DEV_API_KEY, DEV_API_SECRET):
+        return None
+    return short_secret_warning(keys.secret)
 
 
 LIVEKIT_URL_SCHEMES = ("ws", "wss", "http", "https")

@@ -2,18 +2,10 @@
 
 ``lk-metadata sip call`` uses it to check, on a local ``livekit-server``, that a phone
 call reaches the agent the routing rules choose, without a phone, a trunk or
-LiveKit's SIP service:
-
-1. :func:`plan_call` picks the agent dispatch LiveKit's SIP service would use for the
-   dialed and the calling number: the dispatch rule ``sip sync`` creates from the same
-   rules file for those numbers (most specific first, as LiveKit matches them), else
-   the rules' route for the call (what a catch-all dispatch rule of your own would
-   send), or an explicit agent;
-2. :func:`place_call` joins a fresh room, named as an Individual dispatch rule names
-   it, with a token of participant kind ``sip`` carrying the attributes the SIP
-   service sets (``sip.phoneNumber``, ``sip.trunkPhoneNumber``, ``sip.callID``,
-   ``sip.callStatus``, ``sip.trunkID``, ``sip.h.*`` headers) and that dispatch; it
-   waits for the agent, reads its ``route`` attributes and hangs up (deletes the room).
+LiveKit's SIP service: :func:`plan_call` picks the agent dispatch LiveKit's SIP
+service would use for the two numbers, and :func:`place_call` joins a fresh room
+with a token of participant kind ``sip`` carrying the SIP service's attributes and
+that dispatch, waits for the agent, reads its ``route`` attributes and hangs up.
 
 What it does not simulate: SIP signalling and media (no INVITE, no audio, no DTMF),
 the trunk (no authentication, no number or address checks; ``sip.trunkID`` is only an
@@ -34,11 +26,11 @@ from urllib.parse import urlsplit
 
 from livekit import api, rtc
 
-from .errors import DispatchError, RoutingError
-from .routing.phone import normalize_number
-from .routing.router import MetadataRouter
-from .routing.sip import CALLED, CALLER, desired_dispatch_rules
-from .tokens.issuer import TokenIssuer
+from ..errors import DispatchError, RoutingError
+from ..routing.phone import normalize_number
+from ..routing.router import MetadataRouter
+from ..tokens.issuer import TokenIssuer
+from .sip import CALLED, CALLER, desired_dispatch_rules
 
 __all__ = [
     "CallPlan",
@@ -133,6 +125,11 @@ def plan_call(
 ) -> CallPlan:
     """The room, SIP participant and dispatch of a simulated call to ``to`` from ``caller``.
 
+    The dispatch is the one the dispatch rule ``sip sync`` creates from the same rules
+    for those numbers (most specific first, as LiveKit matches them), else the rules'
+    route for the call (what a catch-all dispatch rule of your own would send), or an
+    explicit ``agent``.
+
     Args:
         router: The routing rules (their dispatch rules and route choose the agent).
         to: The dialed number (``sip.trunkPhoneNumber``), as the trunk reports it.
@@ -217,6 +214,11 @@ async def place_call(
     on_step: Callable[[str], None] | None = None,
 ) -> CallResult:
     """Join ``plan.room`` as the SIP caller, wait for the agent and its route, hang up.
+
+    The room is named as an Individual dispatch rule names it; the token, of
+    participant kind ``sip``, carries the attributes the SIP service sets
+    (``sip.phoneNumber``, ``sip.trunkPhoneNumber``, ``sip.callID``, ``sip.callStatus``,
+    ``sip.trunkID``, ``sip.h.*`` headers) and the dispatch. Hanging up deletes the room.
 
     Args:
         url: The LiveKit server (``ws://``, ``wss://``, ``http://`` or ``https://``).

@@ -6,13 +6,8 @@ room; for a room that already exists LiveKit ignores it, and no agent comes.
 (``AgentDispatchService``): it lists the room's dispatches and creates one only
 if the routed agent (same ``agent_name`` and ``deployment``) is not there yet.
 
-Idempotence: repeated calls by **one** caller never add a second agent. It is
-*not* race-free across concurrent callers: list-then-create is two requests and
-LiveKit has no conditional create, so two processes calling at the same instant
-can both create a dispatch. Serialize per room (one token endpoint replica per
-room, a lock, or a Redis ``SET NX`` key) if that matters.
-
-Server errors are mapped to :class:`~livekit.plugins.metadata.errors.DispatchError`
+Repeated calls by one caller never add a second agent (not race-free across
+callers: see :func:`ensure_dispatch`). Server errors are mapped to :class:`~livekit.plugins.metadata.errors.DispatchError`
 with the Twirp code, HTTP status and what to check; neither the metadata nor the
 server's free-text message is echoed.
 """
@@ -34,7 +29,7 @@ from ..codec import (
 )
 from ..errors import DispatchError, RoutingError
 from ..log import logger
-from .route import Route
+from ..routing.route import Route
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
@@ -192,7 +187,10 @@ async def ensure_dispatch(
 
     Lists the room's dispatches and returns the first live one with the same
     ``agent_name`` and ``deployment``; otherwise creates one. Idempotent for one
-    caller, not across concurrent callers (see the module docstring).
+    caller, but *not* race-free across concurrent callers: list-then-create is two
+    requests and LiveKit has no conditional create, so two processes calling at the
+    same instant can both create a dispatch. Serialize per room (one token endpoint
+    replica per room, a lock, or a Redis ``SET NX`` key) if that matters.
 
     Args:
         lkapi: A ``livekit.api.LiveKitAPI`` (or anything with ``.agent_dispatch``).

@@ -1,34 +1,13 @@
 """LiveKit SIP dispatch rules compiled from the routing rules, and kept in sync.
 
-An inbound call reaches an agent in two steps. LiveKit's SIP service matches the
-call to a *dispatch rule* (by trunk, called number, calling number), creates a
-room and dispatches the rule's agents; then the agent's entrypoint routes on the
-SIP participant's attributes. Both steps can come from one rules file: every rule
-that matches the called number (``when_attributes: {sip.trunkPhoneNumber: {phone:
-...}}``) or the calling number (``sip.phoneNumber``) becomes part of a dispatch
-rule for its target agent:
-
-* ``numbers``: the called numbers (E.164), ``inbound_numbers``: the callers;
-* ``room_config.agents``: the target's agent_name, deployment and dispatch
-  attributes, with job metadata holding the rule's ``when`` equalities (so the
-  worker's ``on_request`` sees metadata the rule accepts);
-* an Individual rule: one room per call, named ``<room_prefix><caller>_<random>``.
-
-Rules are grouped per target (agent, job metadata and caller filter), one dispatch
-rule per group, named ``lk-metadata/<agent>`` (``#2``, ``#3``... for further groups
-of one agent).
-
-Ownership is recorded in each rule this tool creates, not in its name: the rule's
-public ``attributes`` field (LiveKit's ``SIPDispatchRuleInfo.attributes``, which
-the SIP participant also carries) holds :data:`OWNER_ATTRIBUTE` with the sync's
-*scope* as its value. :func:`plan_sync` creates, updates and deletes only rules
-carrying that marker with its own scope; a rule without the marker (made by hand,
-whatever its name) or with another scope (another sync) is never changed or
-deleted, and the plan says so and why. The scope defaults to the trunks
-(``trunks:ST_A,ST_B``), else the rules file's name (``rules:rules.yaml``):
-:func:`default_scope`; give ``--scope`` to keep two syncs apart by name.
-Prefix-only rules (``phone_prefix``) have no dispatch-rule equivalent; they are
-listed as skipped and route in the entrypoint behind a catch-all rule of your own.
+An inbound call reaches an agent in two steps: LiveKit's SIP service matches the call
+to a *dispatch rule* (by trunk, called and calling number), creates a room and
+dispatches the rule's agents; then the entrypoint routes on the SIP participant's
+attributes. Both steps come from one rules file: :func:`desired_dispatch_rules`
+turns every rule on ``sip.trunkPhoneNumber``/``sip.phoneNumber`` numbers into part
+of a dispatch rule for its target; :func:`plan_sync` and :func:`apply_plan` create,
+update and delete through the server only the rules this tool created in its scope
+(:data:`OWNER_ATTRIBUTE`, not the rule's name, records ownership).
 
 The server refuses two rules claiming the same trunk, number and caller; such a
 refusal is reported as a :class:`~livekit.plugins.metadata.errors.DispatchError`
@@ -48,10 +27,10 @@ from livekit import api
 
 from ..codec import PLUGIN_ATTRIBUTE_PREFIX
 from ..errors import DispatchError
-from .conditions import Cond
+from ..routing.conditions import Cond
+from ..routing.router import MetadataRouter
+from ..routing.rules import Rule
 from .dispatch import server_call
-from .router import MetadataRouter
-from .rules import Rule
 
 __all__ = [
     "CALLED",
@@ -234,6 +213,22 @@ def desired_dispatch_rules(
 ) -> tuple[list[api.SIPDispatchRuleInfo], list[str]]:
     """The dispatch rules the routing rules call for, and the rules that were skipped.
 
+    Every rule that matches the called number (``when_attributes:
+    {sip.trunkPhoneNumber: {phone: ...}}``) or the calling number (``sip.phoneNumber``)
+    becomes part of a dispatch rule for its target agent:
+
+    * ``numbers``: the called numbers (E.164), ``inbound_numbers``: the callers;
+    * ``room_config.agents``: the target's agent_name, deployment and dispatch
+      attributes, with job metadata holding the rule's ``when`` equalities (so the
+      worker's ``on_request`` sees metadata the rule accepts);
+    * an Individual rule: one room per call, named ``<room_prefix><caller>_<random>``.
+
+    Rules are grouped per target (agent, job metadata and caller filter), one dispatch
+    rule per group, named ``lk-metadata/<agent>`` (``#2``, ``#3``... for further
+    groups of one agent). Prefix-only rules (``phone_prefix``) have no dispatch-rule
+    equivalent: they are listed as skipped and route in the entrypoint behind a
+    catch-all rule of your own.
+
     Args:
         router: The routing rules.
         trunk_ids: Inbound trunks the dispatch rules apply to (empty: every trunk).
@@ -371,9 +366,13 @@ def plan_sync(
         skipped: Routing rules left out, and why (passed on to the plan).
         scope: The sync's scope (default: the one the wanted rules carry).
 
-    A server rule is ours only if its :data:`OWNER_ATTRIBUTE` attribute equals
-    ``scope``; every other rule (no marker, whatever its name, or another scope)
-    is listed in :attr:`SyncPlan.foreign` with the reason and never touched.
+    A server rule is ours only if its :data:`OWNER_ATTRIBUTE` attribute (the rule's
+    public ``attributes``, which the SIP participant also carries) equals ``scope``;
+    every other rule (no marker, whatever its name, or another scope) is listed in
+    :attr:`SyncPlan.foreign` with the reason and never touched. The scope defaults
+    to the trunks (``trunks:ST_A,ST_B``), else the rules file's name
+    (``rules:rules.yaml``): :func:`default_scope`; give ``--scope`` to keep two
+    syncs apart by name.
 
     Raises:
         ValueError: No scope given and the wanted rules carry none, or several.

@@ -12,8 +12,7 @@ country prefix chooses the agent whichever way the call goes::
     await lkapi.agent_dispatch.create_dispatch(call.dispatch)
     await lkapi.sip.create_sip_participant(call.participant)
 
-Sending them needs LiveKit's SIP service (LiveKit Cloud or a self-hosted
-``livekit/sip``); this module only builds the requests.
+Sending them needs LiveKit's SIP service (Cloud or self-hosted ``livekit/sip``).
 """
 
 from __future__ import annotations
@@ -25,10 +24,10 @@ from typing import Any
 from livekit import api
 
 from ..codec import DEFAULT_MAX_METADATA_BYTES, PLUGIN_ATTRIBUTE_PREFIX, validate_attributes
+from ..routing.phone import normalize_number
+from ..routing.route import Route
+from ..routing.router import MetadataRouter
 from .dispatch import dispatch_request
-from .phone import normalize_number
-from .route import Route
-from .router import MetadataRouter
 from .sip import CALLED, CALLER
 
 __all__ = ["ROUTE_ATTRIBUTE", "RULE_ATTRIBUTE", "OutboundCall", "outbound_call"]

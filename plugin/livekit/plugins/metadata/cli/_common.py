@@ -1,0 +1,218 @@
+"""What every ``lk-metadata`` command shares: key and URL options, JSON flags, one-line errors."""
+
+from __future__ import annotations
+
+import re
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Annotated, Any, NoReturn
+
+import orjson
+import typer
+
+from ..codec import DEFAULT_MAX_METADATA_BYTES, parse_metadata
+from ..errors import ConfigError, MetadataError, MetadataPluginError
+
+__all__ = [
+    "DEV_SERVER_URL",
+    "ApiKey",
+    "ApiSecret",
+    "announce_keys",
+    "checked_url",
+    "dumps",
+    "exit_on_errors",
+    "fail",
+    "issuer_for",
+    "no_pyjwt_key_warning",
+    "parse_attributes",
+    "parse_duration",
+    "read_json_flag",
+    "url_option",
+]
+
+ApiKey = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        envvar="LIVEKIT_API_KEY",
+        metavar="KEY",
+        show_default=False,
+        help="LiveKit API key.",
+    ),
+]
+ApiSecret = Annotated[
+    str | None,
+    typer.Option(
+        "--api-secret",
+        envvar="LIVEKIT_API_SECRET",
+        metavar="SECRET",
+        show_default=False,
+        help="LiveKit API secret (prefer the environment variable).",
+    ),
+]
+
+
+def url_option(help_text: str) -> Any:
+    """The ``--url`` option (``LIVEKIT_URL``), with this help text."""
+    return typer.Option(
+        "--url", envvar="LIVEKIT_URL", metavar="URL", show_default=False, help=help_text
+    )
+
+
+DEV_SERVER_URL = "ws://localhost:7880"
+"""The URL of ``livekit-server --dev``: ``token --json``'s server_url when none is set."""
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d*)?|\.\d+)(ns|us|µs|μs|ms|s|m|h)")
+_UNIT_SECONDS = {
+    "ns": 1e-9,
+    "us": 1e-6,
+    "µs": 1e-6,
+    "μs": 1e-6,
+    "ms": 1e-3,
+    "s": 1.0,
+    "m": 60.0,
+    "h": 3600.0,
+}
+
+
+def parse_duration(text: str) -> timedelta:
+    """Parse a Go-style duration (``90s``, ``10m``, ``1h30m``, ``1.5h``).
+
+    Raises:
+        ValueError: Not a duration with units.
+    """
+    value = text.strip()
+    if not value:
+        raise ValueError("empty duration")
+    pos = 0
+    total = 0.0
+    while pos < len(value):
+        match = _DURATION_PART.match(value, pos)
+        if match is None:
+            raise ValueError(f"invalid duration {text!r}: use e.g. 90s, 10m or 1h30m")
+        total += float(match.group(1)) * _UNIT_SECONDS[match.group(2)]
+        pos = match.end()
+    return timedelta(seconds=total)
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def exit_on_errors() -> Iterator[None]:
+    """Turn our errors into one ``error:`` line and an exit code (no traceback)."""
+    try:
+        yield
+    except (MetadataError, ValueError, TypeError) as exc:
+        fail(_message(exc), 2)
+    except MetadataPluginError as exc:
+        fail(exc.message, 1)
+    except OSError as exc:
+        fail(f"{exc.strerror or type(exc).__name__}: {exc.filename or ''}".rstrip(": "), 1)
+
+
+def _message(exc: Exception) -> str:
+    if isinstance(exc, MetadataPluginError):
+        return exc.message
+    text = str(exc).splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def read_json_flag(value: str | None, flag: str) -> dict[str, Any] | None:
+    """``JSON`` or ``@file`` -> dict, or exit 2 naming ``flag``."""
+    if value is None:
+        return None
+    text = value
+    if value.startswith("@"):
+        path = Path(value[1:])
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise typer.BadParameter(
+                f"cannot read {path}: {_file_problem(exc)}", param_hint=f"'{flag}'"
+            ) from None
+    try:
+        return parse_metadata(text, max_bytes=DEFAULT_MAX_METADATA_BYTES)
+    except MetadataError as exc:
+        raise typer.BadParameter(exc.message, param_hint=f"'{flag}'") from None
+
+
+def _file_problem(exc: OSError | UnicodeDecodeError) -> str:
+    """Why a file could not be read, as the OS says it (``No such file or directory``)."""
+    if isinstance(exc, UnicodeDecodeError):
+        return "not UTF-8 text"
+    return exc.strerror or type(exc).__name__
+
+
+def parse_attributes(items: list[str] | None, flag: str = "--attribute") -> dict[str, str] | None:
+    if not items:
+        return None
+    out: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise typer.BadParameter("expected key=value", param_hint=f"'{flag}'")
+        out[key] = value
+    return out
+
+
+def checked_url(url: str | None) -> str | None:
+    """``url`` if it is a LiveKit URL (ws/wss/http/https with a host), else exit 1 saying so."""
+    if not url:
+        return url
+    from ..tokens.keys import check_livekit_url
+
+    try:
+        return check_livekit_url(url, setting="--url / LIVEKIT_URL")
+    except ConfigError as exc:
+        fail(exc.message, 1)
+
+
+def issuer_for(api_key: str | None, api_secret: str | None, leeway: timedelta | None = None) -> Any:
+    """A TokenIssuer for these keys, or the dev-server keys (with ``serve``'s warning).
+
+    PyJWT's ``InsecureKeyLengthWarning`` (printed with a file path, on every
+    token) is replaced by one clean line; with the dev keys the dev warning says it all.
+    """
+    from ..tokens.issuer import TokenIssuer
+    from ..tokens.keys import resolve_keys
+
+    try:
+        keys = resolve_keys(api_key, api_secret)
+    except ConfigError as exc:
+        fail(exc.message, 1)
+    announce_keys(keys)
+    try:
+        if leeway is not None:
+            return TokenIssuer(keys.key, keys.secret, leeway=leeway)
+        return TokenIssuer(keys.key, keys.secret)
+    except ConfigError as exc:
+        fail(exc.message, 1)
+
+
+def announce_keys(keys: Any) -> None:
+    """Say once, cleanly, what is weak about these keys (the dev pair set on purpose: nothing)."""
+    from ..tokens.keys import key_warning
+
+    if (note := key_warning(keys)) is not None:
+        typer.echo(note, err=True)
+
+
+@contextmanager
+def no_pyjwt_key_warning() -> Iterator[None]:
+    """Silence PyJWT's per-token InsecureKeyLengthWarning (``_issuer`` said it once, cleanly)."""
+    from jwt.warnings import InsecureKeyLengthWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", InsecureKeyLengthWarning)
+        yield
+
+
+def dumps(value: Any, *, pretty: bool = True) -> str:
+    option = orjson.OPT_INDENT_2 if pretty else 0
+    return orjson.dumps(value, option=option).decode()

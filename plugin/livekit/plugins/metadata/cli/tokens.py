@@ -1,0 +1,297 @@
+"""``lk-metadata token`` and ``verify``: mint a join token, check one and print its claims."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+import time
+from datetime import timedelta
+from typing import Annotated, Any
+
+import typer
+
+from ..codec import parse_metadata
+from ..errors import MetadataError, MetadataPluginError
+from ._common import (
+    DEV_SERVER_URL,
+    ApiKey,
+    ApiSecret,
+    checked_url,
+    dumps,
+    exit_on_errors,
+    fail,
+    issuer_for,
+    no_pyjwt_key_warning,
+    parse_attributes,
+    parse_duration,
+    read_json_flag,
+    url_option,
+)
+
+__all__ = ["token_command", "verify_command"]
+
+
+def _remaining(seconds: float) -> str:
+    sign = "in " if seconds >= 0 else ""
+    suffix = "" if seconds >= 0 else " ago"
+    s = int(abs(seconds))
+    h, rem = divmod(s, 3600)
+    m, sec = divmod(rem, 60)
+    parts = [f"{h}h"] if h else []
+    if m or h:
+        parts.append(f"{m}m")
+    parts.append(f"{sec}s")
+    return sign + "".join(parts) + suffix
+
+
+Identity = Annotated[
+    str, typer.Option("--identity", "-i", metavar="IDENTITY", help="Participant identity.")
+]
+Room = Annotated[
+    str, typer.Option("--room", "-r", metavar="ROOM", help="Room to join (the only one granted).")
+]
+Name = Annotated[str | None, typer.Option("--name", "-n", metavar="NAME", help="Display name.")]
+Metadata = Annotated[
+    str | None,
+    typer.Option(
+        "--metadata", "-m", metavar="JSON", help="Participant metadata: a JSON object or @file."
+    ),
+]
+Attribute = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--attribute",
+        "-a",
+        metavar="KEY=VALUE",
+        help="Participant attribute (repeatable).",
+    ),
+]
+Agent = Annotated[
+    str | None,
+    typer.Option("--agent", metavar="AGENT", help="Dispatch this agent when the room is created."),
+]
+Deployment = Annotated[
+    str | None,
+    typer.Option(
+        "--deployment", "-d", metavar="DEPLOYMENT", help="Agent deployment (with --agent)."
+    ),
+]
+JobMetadata = Annotated[
+    str | None,
+    typer.Option(
+        "--job-metadata", metavar="JSON", help="Job metadata for the agent: JSON object or @file."
+    ),
+]
+ValidFor = Annotated[
+    str,
+    typer.Option(
+        "--valid-for", metavar="DURATION", help="Token lifetime, Go-style: 90s, 10m, 1h30m."
+    ),
+]
+AllowUpdate = Annotated[
+    bool,
+    typer.Option("--allow-update-metadata", help="Let the participant update its own metadata."),
+]
+Url = Annotated[
+    str | None, url_option(f"LiveKit URL for --json's server_url (default: {DEV_SERVER_URL}).")
+]
+
+
+def token_command(
+    identity: Identity,
+    room: Room,
+    name: Name = None,
+    metadata: Metadata = None,
+    attribute: Attribute = None,
+    agent: Agent = None,
+    deployment: Deployment = None,
+    job_metadata: JobMetadata = None,
+    valid_for: ValidFor = "10m",
+    allow_update_metadata: AllowUpdate = False,
+    as_json: Annotated[
+        bool,
+        typer.Option("--json", help="Print {server_url, participant_token}, as the endpoint does."),
+    ] = False,
+    url: Url = None,
+    api_key: ApiKey = None,
+    api_secret: ApiSecret = None,
+) -> None:
+    """Mint a join token carrying metadata, attributes and an agent dispatch.
+
+    Least privilege: room join for ROOM only; no admin grants; the participant
+    cannot change its own metadata unless --allow-update-metadata is given.
+    Without LIVEKIT_API_KEY/LIVEKIT_API_SECRET the livekit-server --dev keys are used.
+    """
+    md = read_json_flag(metadata, "--metadata")
+    job = read_json_flag(job_metadata, "--job-metadata")
+    attrs = parse_attributes(attribute)
+    ttl = _parse_valid_for(valid_for)
+    url = checked_url(url)
+    if (deployment is not None or job is not None) and not agent:
+        raise typer.BadParameter("needs --agent", param_hint="'--deployment/--job-metadata'")
+
+    from ..tokens.issuer import Dispatch
+
+    issuer = issuer_for(api_key, api_secret)
+    with exit_on_errors(), no_pyjwt_key_warning():
+        token = issuer.mint(
+            identity,
+            room,
+            name=name,
+            metadata=md,
+            attributes=attrs,
+            dispatch=[Dispatch(agent, metadata=job, deployment=deployment)] if agent else [],
+            can_update_own_metadata=allow_update_metadata,
+            ttl=ttl,
+        )
+    if not as_json:
+        typer.echo(token)
+        return
+    if not url:
+        typer.echo(f"warning: LIVEKIT_URL is not set; server_url is {DEV_SERVER_URL}", err=True)
+    typer.echo(dumps({"server_url": url or DEV_SERVER_URL, "participant_token": token}))
+
+
+def _parse_valid_for(valid_for: str) -> timedelta:
+    try:
+        ttl = parse_duration(valid_for)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--valid-for'") from None
+    if ttl.total_seconds() < 1:
+        raise typer.BadParameter("must be at least 1s", param_hint="'--valid-for'")
+    return ttl
+
+
+_MAX_STDIN_TOKEN = 64 * 1024
+
+
+def _stdin_token() -> str:
+    """The token on standard input: any bytes are read; only printable ASCII is a token."""
+    raw = sys.stdin.buffer.read(_MAX_STDIN_TOKEN + 1)
+    if len(raw) > _MAX_STDIN_TOKEN:
+        fail(f"token is invalid: standard input is over {_MAX_STDIN_TOKEN} bytes", 1)
+    text = raw.strip()
+    if not text or not all(0x21 <= b <= 0x7E for b in text):
+        fail("token is invalid: standard input does not hold a token (printable ASCII)", 1)
+    return text.decode("ascii")
+
+
+def verify_command(
+    token: Annotated[
+        str,
+        typer.Argument(metavar="TOKEN", hidden=True, show_default=False),  # in the docstring
+    ] = "-",  # noqa: S107 - "-" means stdin, not a password
+    as_json: Annotated[bool, typer.Option("--json", help="Print the claims as JSON.")] = False,
+    leeway: Annotated[
+        str,
+        typer.Option(
+            "--leeway",
+            metavar="DURATION",
+            help="Clock skew allowed on expiry and not-before, Go-style (0s: none).",
+        ),
+    ] = "60s",
+    api_key: ApiKey = None,
+    api_secret: ApiSecret = None,
+) -> None:
+    """Verify a token (signature, issuer, expiry, claims, joinable) and print its claims.
+
+    TOKEN is the token; without it (or with -) it is read from stdin. A token that expired (or starts) less than --leeway ago is valid only within the
+    leeway, and the output says so.
+    """
+    if token == "-":  # noqa: S105 - "-" means stdin, not a password
+        token = _stdin_token()
+    try:
+        skew = parse_duration(leeway)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="'--leeway'") from None
+    issuer = issuer_for(api_key, api_secret, skew)
+    try:
+        with no_pyjwt_key_warning():
+            verified = issuer.verify(token)
+    except MetadataPluginError as exc:
+        fail(f"token is invalid: {exc.message}", 1)
+    dispatches = [_dispatch_view(d) for d in verified.dispatches]
+    grace = _leeway_note(verified, skew)
+    if as_json:
+        out = {
+            "valid": True,
+            "within_leeway_only": grace is not None,
+            "identity": verified.identity,
+            "name": verified.name,
+            "room": verified.room,
+            "kind": verified.kind,
+            "issuer": verified.issuer,
+            "not_before": verified.not_before.isoformat() if verified.not_before else None,
+            "expires_at": verified.expires_at.isoformat(),
+            "grants": verified.grant_claims,
+            "attributes": verified.attributes,
+            "metadata": verified.metadata,
+            "dispatches": dispatches,
+        }
+        typer.echo(dumps(out))
+        return
+    lines = _verified_lines(verified, dispatches)
+    if grace is not None:
+        lines[0] = f"valid:      yes, only within the leeway: {grace}"
+    typer.echo("\n".join(lines))
+
+
+def _leeway_note(verified: Any, leeway: timedelta) -> str | None:
+    """Why the token is valid only thanks to the leeway, or None when it is valid outright."""
+    now = time.time()
+    allowed = f"(--leeway {int(leeway.total_seconds())}s; --leeway 0s refuses it)"
+    expired = now - verified.expires_at.timestamp()
+    if expired >= 0:
+        return f"it expired {_remaining(-expired).removesuffix(' ago')} ago {allowed}"
+    if verified.not_before is not None and verified.not_before.timestamp() > now:
+        early = verified.not_before.timestamp() - now
+        return f"it is not valid for another {_remaining(early).removeprefix('in ')} {allowed}"
+    return None
+
+
+def _dispatch_view(dispatch: Any) -> dict[str, Any]:
+    job: Any = dispatch.metadata
+    if isinstance(job, str):
+        with contextlib.suppress(MetadataError):  # else shown as the raw string
+            job = parse_metadata(job)
+    entry: dict[str, Any] = {"agent_name": dispatch.agent_name}
+    if dispatch.deployment:
+        entry["deployment"] = dispatch.deployment
+    if job is not None:
+        entry["metadata"] = job
+    if dispatch.attributes:
+        entry["attributes"] = dict(dispatch.attributes)
+    return entry
+
+
+def _verified_lines(verified: Any, dispatches: list[dict[str, Any]]) -> list[str]:
+    left = verified.expires_at.timestamp() - time.time()
+    lines = [
+        "valid:      yes (signature, issuer, expiry and claims checked)",
+        f"identity:   {verified.identity}",
+    ]
+    if verified.name:
+        lines.append(f"name:       {verified.name}")
+    lines.append(f"room:       {verified.room}")
+    if verified.kind:
+        lines.append(f"kind:       {verified.kind}")
+    lines.append(f"issuer:     {verified.issuer}")
+    if verified.not_before:
+        lines.append(f"not before: {verified.not_before.isoformat()}")
+    lines.append(f"expires:    {verified.expires_at.isoformat()} ({_remaining(left)})")
+    lines.append(f"grants:     {dumps(verified.grant_claims, pretty=False)}")
+    if verified.attributes:
+        lines.append(f"attributes: {dumps(verified.attributes, pretty=False)}")
+    lines.append("metadata:")
+    lines.extend("  " + line for line in dumps(verified.metadata).splitlines())
+    for entry in dispatches:
+        head = f"dispatch:   {entry['agent_name']}"
+        if "deployment" in entry:
+            head += f" (deployment {entry['deployment']})"
+        lines.append(head)
+        if "metadata" in entry:
+            lines.append("  job metadata:")
+            lines.extend("    " + line for line in dumps(entry["metadata"]).splitlines())
+        if "attributes" in entry:
+            lines.append(f"  job attributes: {dumps(entry['attributes'], pretty=False)}")
+    return lines
