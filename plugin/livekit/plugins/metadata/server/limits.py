@@ -27,6 +27,7 @@ from .._lua import lua_source
 from ..errors import StoreUnavailable
 from ..log import logger
 from ..sessions.redis import SESSION_LIBRARY
+from ..sessions.redis_batch import ScriptBatch
 from ..sessions.store import too_large
 
 if TYPE_CHECKING:
@@ -375,6 +376,8 @@ class RedisLimits:
         self._admit = client.register_script(_ADMIT_LUA)
         self._release = client.register_script(_RELEASE_LUA)
         self._admit_write = client.register_script(_ADMIT_WRITE_LUA)
+        # Calls of one loop pass share a pipeline (one server or Sentinel; a Cluster routes per key).
+        self._batch = None if self._prepare is not None else ScriptBatch(client)
         self._corrupt = 0
 
     @classmethod
@@ -459,6 +462,11 @@ class RedisLimits:
                 f"({op}: {type(exc).__name__})"
             ) from None
 
+    def _script(self, script: Any, keys: list[str], args: list[Any]) -> Awaitable[Any]:
+        if self._batch is None:
+            return script(keys=keys, args=args)  # type: ignore[no-any-return]
+        return self._batch.run(script, keys, args)
+
     async def _prepared(self, call: Awaitable[Any]) -> Any:
         if self._prepare is not None:
             await self._prepare()
@@ -468,7 +476,7 @@ class RedisLimits:
         """Take one token from ``key``'s shared bucket; ``0.0`` if allowed, else seconds."""
         _check_bucket(rate, burst)
         args = [self._now(), repr(1e6 / rate), burst]
-        call = self._hit(keys=[self._tagged + "rate:" + key], args=args)
+        call = self._script(self._hit, [self._tagged + "rate:" + key], args)
         answer = await self._call("hit", call)
         wait_us, bad = _pair(answer)
         self._count_corrupt(bad, "rate")
@@ -478,7 +486,9 @@ class RedisLimits:
         """Count ``session_id`` as live for ``ttl`` seconds across replicas; False if full."""
         _check_reservation(session_id, ttl, max_sessions)
         args = [self._now(), session_id, round(ttl * 1e6), max_sessions]
-        answer = await self._call("reserve", self._reserve(keys=[self._sessions_key], args=args))
+        answer = await self._call(
+            "reserve", self._script(self._reserve, [self._sessions_key], args)
+        )
         ok, bad = _pair(answer)
         self._count_corrupt(bad, "sessions")
         return ok == 1
@@ -486,7 +496,7 @@ class RedisLimits:
     async def release_session(self, session_id: str, owner: str = "") -> None:
         """Stop counting ``session_id`` (in its ``owner``'s share too)."""
         keys = [self._sessions_key, self._owner_key(owner)]
-        await self._call("release", self._release(keys=keys, args=[session_id]))
+        await self._call("release", self._script(self._release, keys, [session_id]))
 
     def _admission(
         self, buckets: Sequence[Bucket], reservation: Reservation | None
@@ -522,7 +532,7 @@ class RedisLimits:
     ) -> Admission:
         """Every bucket and the reservation across replicas, all or nothing: one script run."""
         keys, args = self._admission(buckets, reservation)
-        answer = await self._call("admit", self._admit(keys=keys, args=args))
+        answer = await self._call("admit", self._script(self._admit, keys, args))
         try:
             outcome, wait_us, bad = (int(x) for x in answer)
         except (TypeError, ValueError):
@@ -555,7 +565,7 @@ class RedisLimits:
             raise RuntimeError("admit_write needs limits made by RedisLimits.from_store")
         keys, args = self._admission(buckets, reservation)
         key, merge_args = store.merge_arguments(write)
-        call = self._admit_write(keys=[*keys, key], args=[*args, *merge_args])
+        call = self._script(self._admit_write, [*keys, key], [*args, *merge_args])
         answer = await self._call("admit", call)
         try:
             outcome, wait_us, bad, size = (int(x) for x in answer)
@@ -569,7 +579,7 @@ class RedisLimits:
     async def live_sessions(self) -> int:
         """How many reserved sessions are live now (all replicas together)."""
         count = await self._call(
-            "count", self._count(keys=[self._sessions_key], args=[self._now()])
+            "count", self._script(self._count, [self._sessions_key], [self._now()])
         )
         return int(count)
 
@@ -580,7 +590,7 @@ class RedisLimits:
     async def owner_sessions(self, owner: str) -> int:
         """How many live sessions ``owner`` holds now (all replicas together)."""
         count = await self._call(
-            "count", self._count(keys=[self._owner_key(owner)], args=[self._now()])
+            "count", self._script(self._count, [self._owner_key(owner)], [self._now()])
         )
         return int(count)
 
