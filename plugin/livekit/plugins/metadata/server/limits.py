@@ -377,7 +377,7 @@ class RedisLimits:
         self._release = client.register_script(_RELEASE_LUA)
         self._admit_write = client.register_script(_ADMIT_WRITE_LUA)
         # Calls of one loop pass share a pipeline (one server or Sentinel; a Cluster routes per key).
-        self._batch = None if self._prepare is not None else ScriptBatch(client)
+        self._batch = None if self._prepare is not None else ScriptBatch(client, self._timeout)
         self._corrupt = 0
 
     @classmethod
@@ -455,6 +455,10 @@ class RedisLimits:
 
     async def _call(self, op: str, call: Awaitable[Any]) -> Any:
         try:
+            if isinstance(
+                call, asyncio.Future
+            ):  # a ScriptBatch reply: the batch keeps the deadline
+                return await call
             return await asyncio.wait_for(self._prepared(call), self._timeout)
         except self._failures as exc:
             raise StoreUnavailable(

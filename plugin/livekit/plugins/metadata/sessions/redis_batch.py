@@ -23,12 +23,18 @@ _Call = tuple[Any, Sequence[Any], Sequence[Any], "asyncio.Future[Any]"]
 
 
 class ScriptBatch:
-    """Runs registered scripts (redis-py ``Script`` objects) in per-loop-pass pipelines."""
+    """Runs registered scripts (redis-py ``Script`` objects) in per-loop-pass pipelines.
 
-    def __init__(self, client: Any) -> None:
+    A batch that is not answered within ``timeout`` seconds (a connection to wait
+    for included) fails each of its calls with ``TimeoutError``: one deadline per
+    batch rather than a timer per call.
+    """
+
+    def __init__(self, client: Any, timeout: float) -> None:
         from redis.exceptions import NoScriptError
 
         self._client = client
+        self._timeout = timeout
         self._pending: list[_Call] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self._no_script = NoScriptError
@@ -53,14 +59,7 @@ class ScriptBatch:
 
     async def _send(self, batch: list[_Call]) -> None:
         try:
-            replies = await self._execute(batch)
-            missing = [i for i, r in enumerate(replies) if isinstance(r, self._no_script)]
-            if missing:  # the server forgot the scripts: load each once, send those again
-                for script in {id(batch[i][0]): batch[i][0] for i in missing}.values():
-                    await self._client.script_load(script.script)
-                again = await self._execute([batch[i] for i in missing])
-                for i, reply in zip(missing, again, strict=True):
-                    replies[i] = reply
+            replies = await asyncio.wait_for(self._answer(batch), self._timeout)
         except BaseException as exc:  # the pipeline failed as a whole: every caller hears it
             for *_, future in batch:
                 if future.done():
@@ -79,6 +78,17 @@ class ScriptBatch:
                 future.set_exception(reply)
             else:
                 future.set_result(reply)
+
+    async def _answer(self, batch: list[_Call]) -> list[Any]:
+        replies = await self._execute(batch)
+        missing = [i for i, r in enumerate(replies) if isinstance(r, self._no_script)]
+        if missing:  # the server forgot the scripts: load each once, send those again
+            for script in {id(batch[i][0]): batch[i][0] for i in missing}.values():
+                await self._client.script_load(script.script)
+            again = await self._execute([batch[i] for i in missing])
+            for i, reply in zip(missing, again, strict=True):
+                replies[i] = reply
+        return replies
 
     async def _execute(self, batch: list[_Call]) -> list[Any]:
         pipe = self._client.pipeline(transaction=False)
