@@ -94,14 +94,8 @@ class Limits(Protocol):
         ...
 
     async def reserve_session(self, session_id: str, ttl: float, max_sessions: int) -> bool:
-        """Count ``session_id`` as live for ``ttl`` seconds unless the cap is reached.
-
-        Reserving an id that is already live refreshes its expiry and succeeds.
-
-        Returns:
-            ``False`` when ``max_sessions`` live sessions are already reserved
-            (nothing changed; no session is ever evicted), else ``True``.
-        """
+        """Count ``session_id`` as live for ``ttl`` s; ``False`` (nothing changed, nothing
+        evicted) when ``max_sessions`` are live. A live id is refreshed and succeeds."""
         ...
 
     async def release_session(self, session_id: str, owner: str = "") -> None:
@@ -113,11 +107,9 @@ class Limits(Protocol):
     ) -> Admission:
         """Take one token from every bucket and make the reservation, or change nothing.
 
-        All or nothing, in one step (one round trip for a shared backend). When a
-        bucket is empty the answer's ``wait`` is the longest wait among the empty
-        ones; when the reservation does not fit, ``full`` (the cap) or
-        ``owner_full`` (the owner's share) is true; either way no token is taken
-        and nothing is reserved.
+        One step (one round trip when shared). An empty bucket: ``wait``, the longest
+        wait; a reservation that does not fit: ``full`` (the cap) or ``owner_full``
+        (the owner's share); either way no token is taken and nothing is reserved.
         """
         ...
 
@@ -319,11 +311,8 @@ class RedisLimits:
     Keys: ``<prefix>{limits}rate:<key>`` (a string, per bucket, expiring when
     the bucket would be full again), ``<prefix>{limits}sessions`` (a sorted set
     of reserved session ids scored by expiry, expiring with its last member) and
-    ``<prefix>{limits}owner:<owner>`` (the same, per owner with a share). The
-    hash tag puts them all in one slot, so :meth:`admit` checks every bucket and
-    the cap in one script, on one node of a Redis Cluster too (the prefix may not
-    contain braces). The clock is Redis's own ``TIME``, so replicas with skewed
-    clocks still agree.
+    ``<prefix>{limits}owner:<owner>`` (the same, per owner with a share): one
+    slot, so :meth:`admit` is one script on a Cluster too (no braces in the prefix).
 
     Args:
         client: A ``redis.asyncio.Redis`` or ``redis.asyncio.RedisCluster``.
