@@ -187,3 +187,30 @@ async def test_on_a_cluster_two_steps_and_a_failed_write_releases_its_reservatio
     assert status == 413, body
     assert await limits.live_sessions() == before + 2  # the refused write's slot was released
     assert len(await _token_keys(store.client)) == 2
+
+
+async def test_a_request_whose_minting_fails_counts_against_its_rate(
+    serve_on: Serve, redis_url: str
+) -> None:
+    c, limits, store = await serve_on(
+        redis_url,
+        rate_limit={"rate": 0.001, "burst": 1},
+        metadata={"max_bytes": 600},
+        auth={
+            "keys": [
+                {
+                    "id": "crm",
+                    "key": "k" * 32,
+                    "trusted_metadata": {"note": "n" * 400},
+                    "public_keys": ["note"],
+                }
+            ]
+        },
+    )
+    body = {"participant_metadata": orjson.dumps({"mine": "m" * 400}).decode()}
+    status, answer, _ = await c.post(body, bearer="k" * 32)
+    assert status == 413, answer  # the token's metadata (client's + trusted) is over the limit
+    assert await _token_keys(store.client) == []
+    assert await limits.live_sessions() == 0
+    status, answer, _ = await c.post({}, bearer="k" * 32)
+    assert status == 429, answer
