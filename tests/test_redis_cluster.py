@@ -107,7 +107,7 @@ async def test_an_unreachable_topology_is_unavailable_and_redacted(template: str
 
 def test_every_script_touches_only_keys_1() -> None:
     """The Lua sources name no key but ``KEYS[1]`` (held in ``key``): one slot per call."""
-    for source in (redis_module._MERGE_LUA, redis_module._REMOVE_LUA):
+    for source in (redis_module.MERGE_SCRIPT, redis_module.REMOVE_SCRIPT):
         assert "KEYS[2]" not in source
         assert "KEYS[1]" in source
         targets = re.findall(r"redis\.call\('(\w+)',\s*([^,)]+)", source)

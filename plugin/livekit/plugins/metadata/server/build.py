@@ -107,9 +107,11 @@ def _build_sessions(config: ServerConfig) -> tuple[SessionManager, bool]:
         return config.sessions, False
     store = None
     if config.store != "memory":
-        if not config.store.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError("store must be 'memory' or a redis://, rediss:// or unix:// URL")
         from ..sessions.redis import RedisStore
+        from ..sessions.redis_url import SCHEMES, SCHEMES_TEXT
+
+        if config.store.partition("://")[0].lower() not in SCHEMES or "://" not in config.store:
+            raise ConfigError(f"store must be 'memory' or a {SCHEMES_TEXT} URL")
 
         store = RedisStore.from_url(config.store)
     # The token server never signs tool tokens; a throwaway key avoids a

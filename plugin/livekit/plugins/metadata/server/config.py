@@ -393,7 +393,8 @@ class ServerConfig(BaseModel):
     default_agent: str | None = None
     """Agent dispatched when routing is disabled (None: no dispatch)."""
     store: str = "memory"
-    """``"memory"`` or a ``redis://`` / ``rediss://`` / ``unix://`` URL."""
+    """``"memory"`` or a Redis URL: ``redis://``, ``rediss://``, ``unix://`` (one server),
+    ``redis+sentinel://`` or ``redis+cluster://`` (see ``RedisStore.from_url``)."""
 
     @field_validator("server_url")
     @classmethod

@@ -1,38 +1,17 @@
 """Shared limits for the token endpoint: request rates and the live-session cap.
 
-The endpoint asks one :class:`Limits` object, once per request, whether the
-caller may make a request now (a token bucket per key: the principal's and the
-client address's) and whether one more token session may start (a cap on live
-sessions that refuses when full and never evicts): :meth:`Limits.admit`, all or
-nothing, one round trip. A reservation may name an owner (the principal; an
-anonymous caller's address) with a share of its own: the owner's live sessions
-are capped too, in the same step, so one principal cannot fill the whole cap.
-:meth:`Limits.hit` and :meth:`Limits.reserve_session` ask one question each
-(failed authentications use ``hit``).
-
-* :class:`MemoryLimits` answers from process memory: each endpoint replica
-  enforces its own limits (what the endpoint uses with the memory store).
-* :class:`RedisLimits` answers from Redis, so every replica that shares the
-  Redis shares the limits: N replicas admit the configured rate once, not N
-  times. Each answer is one Lua script run (one round trip). Every limits key
-  carries the hash tag ``{limits}``, so all of them live in one hash slot and a
-  script may touch several of them on Redis Cluster too.
-
-Token bucket semantics (both classes): a bucket holds at most ``burst`` tokens
-and refills at ``rate`` tokens per second; a request takes one token. The
-answer is ``0.0`` when allowed, else the seconds until a token is available
-(what a ``Retry-After`` header carries). The Redis version stores the bucket as
-its "theoretical arrival time" (GCRA), which gives the same answers as a bucket
-holding ``burst - (tat - now) * rate`` tokens, in one string key that expires
-as soon as the bucket would be full again.
-
-Fail closed: every number read back from Redis is checked before it is used.
-A bucket value that is not a finite, non-negative number at most one full
-bucket ahead (``inf``, ``1e30``, ``abc``) counts as an *empty* bucket and is
-rewritten as one; a session expiry beyond the reservation's lifetime is pulled
-back to it (the session still counts). Such a value never admits a request;
-each is counted (:attr:`RedisLimits.corrupt_values`, ``/metrics``) and the
-first is logged once (the kind of key, never its value).
+:meth:`Limits.admit` asks, once per request and all or nothing, whether the caller
+may make a request now (a token bucket per key: the principal's, the peer's) and
+whether one more token session may start (a cap that refuses when full, never
+evicts, with a share per owner). :class:`MemoryLimits` answers from process memory
+(each replica its own); :class:`RedisLimits` from Redis, so replicas share them:
+one Lua script per answer (``*.lua`` here), every key tagged ``{limits}`` (one
+slot on a Cluster), Redis's ``TIME`` as the clock, buckets stored as GCRA arrival
+times. On a single server or Sentinel, :meth:`RedisLimits.admit_write` also
+writes the token session in the same script (one round trip per token).
+Fail closed: a corrupt value read back (``inf``, ``abc``) reads as an empty bucket
+or a live session, is repaired, counted (:attr:`RedisLimits.corrupt_values`) and
+logged once without its value.
 """
 
 from __future__ import annotations
@@ -43,12 +22,17 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
 
+from .._lua import lua_source
 from .._util import positive_int, positive_number
 from ..errors import StoreUnavailable
 from ..log import logger
+from ..sessions.redis import SESSION_LIBRARY
+from ..sessions.redis_batch import ScriptBatch
+from ..sessions.store import too_large
 
 if TYPE_CHECKING:
     from ..sessions.redis import RedisStore
+    from ..sessions.store import SessionWrite
 
 __all__ = ["Admission", "Bucket", "Limits", "MemoryLimits", "RedisLimits", "Reservation"]
 
@@ -57,7 +41,6 @@ MAX_BUCKETS = 100_000
 
 DEFAULT_PREFIX = "lkmeta-limits:"
 """Key prefix of :class:`RedisLimits` when not derived from a store."""
-
 
 TAG = "{limits}"
 """Hash tag of every :class:`RedisLimits` key: one slot, so one script can touch several."""
@@ -111,21 +94,12 @@ class Limits(Protocol):
         ...
 
     async def reserve_session(self, session_id: str, ttl: float, max_sessions: int) -> bool:
-        """Count ``session_id`` as live for ``ttl`` seconds unless the cap is reached.
-
-        Reserving an id that is already live refreshes its expiry and succeeds.
-
-        Returns:
-            ``False`` when ``max_sessions`` live sessions are already reserved
-            (nothing changed; no session is ever evicted), else ``True``.
-        """
+        """Count ``session_id`` as live for ``ttl`` s; ``False`` (nothing changed, nothing
+        evicted) when ``max_sessions`` are live. A live id is refreshed and succeeds."""
         ...
 
     async def release_session(self, session_id: str, owner: str = "") -> None:
-        """Stop counting ``session_id`` (and, with its ``owner``, in the owner's share).
-
-        No error if it is not reserved.
-        """
+        """Stop counting ``session_id`` (and in its ``owner``'s share); no error if not reserved."""
         ...
 
     async def admit(
@@ -133,11 +107,9 @@ class Limits(Protocol):
     ) -> Admission:
         """Take one token from every bucket and make the reservation, or change nothing.
 
-        All or nothing, in one step (one round trip for a shared backend). When a
-        bucket is empty the answer's ``wait`` is the longest wait among the empty
-        ones; when the reservation does not fit, ``full`` (the cap) or
-        ``owner_full`` (the owner's share) is true; either way no token is taken
-        and nothing is reserved.
+        One step (one round trip when shared). An empty bucket: ``wait``, the longest
+        wait; a reservation that does not fit: ``full`` (the cap) or ``owner_full``
+        (the owner's share); either way no token is taken and nothing is reserved.
         """
         ...
 
@@ -306,155 +278,13 @@ class MemoryLimits:
         """Nothing to release."""
 
 
-# Every script gets ``now`` in microseconds as ARGV[1] ('' = the server's own TIME, so
-# replicas with skewed clocks agree). ``bad`` counts corrupt values met (and repaired).
-_LUA_NOW = r"""
-local now = tonumber(ARGV[1])
-if not now then
-  local t = redis.call('TIME')
-  now = tonumber(t[1]) * 1000000 + tonumber(t[2])
-end
-local bad = 0
-local function fmt(x) return string.format('%.0f', x) end
-local function px(us) return fmt(math.min(math.ceil(us / 1000) + 1, 1e13)) end
-"""
-
-# A bucket's theoretical arrival time (TAT, microseconds): missing means a full bucket;
-# anything but a finite number in [0, now + burst * interval] is corrupt and reads as
-# (and is rewritten as) an empty bucket: fail closed.
-_LUA_TAT = r"""
-local function read_tat(key, interval, burst)
-  local raw = redis.call('GET', key)
-  if not raw then return now end
-  local top = now + burst * interval
-  local tat = tonumber(raw)
-  if tat == nil or tat ~= tat or tat < 0 or tat > top then
-    bad = bad + 1
-    redis.call('SET', key, fmt(top), 'PX', px(top - now))
-    return top
-  end
-  if tat < now then tat = now end
-  return tat
-end
-local function capped(w) return math.ceil(math.min(w, 4e15)) end
-"""
-
-# A sorted set of live sessions (score = expiry in microseconds): expired members are
-# dropped; an expiry beyond now + ttl is corrupt and pulled back to it (still live).
-_LUA_LIVE = r"""
-local function expire(key)
-  local last = redis.call('ZRANGE', key, -1, -1, 'WITHSCORES')
-  if last[2] then
-    redis.call('PEXPIRE', key, px(tonumber(last[2]) - now))
-  end
-end
-local function live(key, ttl)
-  redis.call('ZREMRANGEBYSCORE', key, '-inf', fmt(now))
-  local top = fmt(now + ttl)
-  local far = redis.call('ZRANGEBYSCORE', key, '(' .. top, '+inf')
-  for _, member in ipairs(far) do
-    bad = bad + 1
-    redis.call('ZADD', key, top, member)
-  end
-  if #far > 0 then expire(key) end
-end
-local function add(key, member, ttl)
-  redis.call('ZADD', key, fmt(now + ttl), member)
-  expire(key)
-end
-"""
-
-# KEYS[1] the bucket. ARGV: now_us, interval_us (1e6 / rate), burst. Returns {0, bad} if
-# allowed, else {wait_us, bad}.
-_HIT_LUA = (
-    _LUA_NOW
-    + _LUA_TAT
-    + r"""
-local interval = tonumber(ARGV[2])
-local tat = read_tat(KEYS[1], interval, tonumber(ARGV[3]))
-local new_tat = tat + interval
-local wait = new_tat - now - tonumber(ARGV[3]) * interval
-if wait > 0 then return {capped(wait), bad} end
-redis.call('SET', KEYS[1], fmt(new_tat), 'PX', px(new_tat - now))
-return {0, bad}
-"""
-)
-
-# KEYS[1] the sessions set. ARGV: now_us, session_id, ttl_us, max_sessions. Returns
-# {1, bad} if reserved, {0, bad} when full (nothing else changed; no eviction).
-_RESERVE_LUA = (
-    _LUA_NOW
-    + _LUA_LIVE
-    + r"""
-local ttl = tonumber(ARGV[3])
-live(KEYS[1], ttl)
-if not redis.call('ZSCORE', KEYS[1], ARGV[2]) then
-  if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[4]) then return {0, bad} end
-end
-add(KEYS[1], ARGV[2], ttl)
-return {1, bad}
-"""
-)
-
-# ARGV: now_us. Returns how many members are live.
-_COUNT_LUA = (
-    _LUA_NOW
-    + r"""
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', fmt(now))
-return redis.call('ZCARD', KEYS[1])
-"""
-)
-
-# KEYS[1] the sessions set, KEYS[2] the owner's sessions set, ARGV[1] the session id.
-_RELEASE_LUA = r"""
-redis.call('ZREM', KEYS[1], ARGV[1])
-redis.call('ZREM', KEYS[2], ARGV[1])
-return 0
-"""
-
-# KEYS[1] the sessions set, KEYS[2] the owner's sessions set, KEYS[3..n+2] the buckets
-# (all in the {limits} slot). ARGV: now_us, n, then interval_us and burst per bucket,
-# then session_id ('' for no reservation), ttl_us, max_sessions, owner_max (0: no
-# share). Returns {outcome, wait_us, bad}: outcome 0 admitted (one token taken from
-# each bucket, the session reserved in both sets), 1 rate limited, 2 full, 3 the
-# owner's share is used up; when refused, nothing changed but repairs.
-_ADMIT_LUA = (
-    _LUA_NOW
-    + _LUA_TAT
-    + _LUA_LIVE
-    + r"""
-local n = tonumber(ARGV[2])
-local wait = 0
-local tats = {}
-for i = 1, n do
-  local interval = tonumber(ARGV[1 + 2 * i])
-  local burst = tonumber(ARGV[2 + 2 * i])
-  tats[i] = read_tat(KEYS[i + 2], interval, burst) + interval
-  local w = tats[i] - now - burst * interval
-  if w > wait then wait = w end
-end
-if wait > 0 then return {1, capped(wait), bad} end
-local sid = ARGV[3 + 2 * n]
-if sid ~= '' then
-  local ttl = tonumber(ARGV[4 + 2 * n])
-  local owner_max = tonumber(ARGV[6 + 2 * n])
-  live(KEYS[1], ttl)
-  if owner_max > 0 then live(KEYS[2], ttl) end
-  if not redis.call('ZSCORE', KEYS[1], sid) then
-    if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[5 + 2 * n]) then return {2, 0, bad} end
-    if owner_max > 0 and redis.call('ZCARD', KEYS[2]) >= owner_max then
-      return {3, 0, bad}
-    end
-  end
-  add(KEYS[1], sid, ttl)
-  if owner_max > 0 then add(KEYS[2], sid, ttl) end
-end
-for i = 1, n do
-  redis.call('SET', KEYS[i + 2], fmt(tats[i]), 'PX', px(tats[i] - now))
-end
-return {0, 0, bad}
-"""
-)
+_LIBRARY = "server/limits.lua"
+_HIT_LUA = lua_source(_LIBRARY, "server/hit.lua")
+_RESERVE_LUA = lua_source(_LIBRARY, "server/reserve.lua")
+_COUNT_LUA = lua_source(_LIBRARY, "server/count.lua")
+_RELEASE_LUA = lua_source("server/release.lua")
+_ADMIT_LUA = lua_source(_LIBRARY, "server/admit.lua")
+_ADMIT_WRITE_LUA = lua_source(_LIBRARY, SESSION_LIBRARY, "server/admit_write.lua")
 
 _MAX_WAIT_US = 4 * 10**15
 """Longest wait a script answers (about 127 years); more is a corrupt answer."""
@@ -475,11 +305,8 @@ class RedisLimits:
     Keys: ``<prefix>{limits}rate:<key>`` (a string, per bucket, expiring when
     the bucket would be full again), ``<prefix>{limits}sessions`` (a sorted set
     of reserved session ids scored by expiry, expiring with its last member) and
-    ``<prefix>{limits}owner:<owner>`` (the same, per owner with a share). The
-    hash tag puts them all in one slot, so :meth:`admit` checks every bucket and
-    the cap in one script, on one node of a Redis Cluster too (the prefix may not
-    contain braces). The clock is Redis's own ``TIME``, so replicas with skewed
-    clocks still agree.
+    ``<prefix>{limits}owner:<owner>`` (the same, per owner with a share): one
+    slot, so :meth:`admit` is one script on a Cluster too (no braces in the prefix).
 
     Args:
         client: A ``redis.asyncio.Redis`` or ``redis.asyncio.RedisCluster``.
@@ -495,7 +322,6 @@ class RedisLimits:
         prefix: str = DEFAULT_PREFIX,
         timeout: float = 5.0,
         clock: Callable[[], float] | None = None,
-        _where: str = "the configured URL",
     ) -> None:
         import redis.exceptions
 
@@ -510,7 +336,8 @@ class RedisLimits:
         self._sessions_key = self._tagged + "sessions"
         self._timeout = float(timeout)
         self._clock = clock
-        self._where = _where
+        self._where = "the configured URL"
+        self._store: RedisStore | None = None
         from redis.asyncio.cluster import RedisCluster
 
         self._failures: tuple[type[Exception], ...] = (
@@ -530,6 +357,9 @@ class RedisLimits:
         self._count = client.register_script(_COUNT_LUA)
         self._admit = client.register_script(_ADMIT_LUA)
         self._release = client.register_script(_RELEASE_LUA)
+        self._admit_write = client.register_script(_ADMIT_WRITE_LUA)
+        # Calls of one loop pass share a pipeline (one server or Sentinel; a Cluster routes per key).
+        self._batch = None if self._prepare is not None else ScriptBatch(client, self._timeout)
         self._corrupt = 0
 
     @classmethod
@@ -540,15 +370,20 @@ class RedisLimits:
 
         The key prefix is derived from the store's so that no session key can
         collide with a limits key (``lkmeta:`` gives ``lkmeta-limits:``). The
-        store keeps owning the client: :meth:`aclose` leaves it open.
+        store keeps owning the client: :meth:`aclose` leaves it open. On one
+        server or Sentinel (not a Cluster, where the session and the limits live
+        in different slots) and with ``durability="primary"``, :meth:`admit_write`
+        may write the store's sessions too.
         """
-        return cls(
-            store.client,
-            prefix=_derived_prefix(store.prefix),
-            timeout=store.timeout,
-            clock=clock,
-            _where=store.url,
+        from redis.asyncio.cluster import RedisCluster
+
+        limits = cls(
+            store.client, prefix=_derived_prefix(store.prefix), timeout=store.timeout, clock=clock
         )
+        limits._where = store.url
+        if not isinstance(store.client, RedisCluster) and store.durability == "primary":
+            limits._store = store
+        return limits
 
     def __repr__(self) -> str:
         return f"RedisLimits(prefix={self._prefix!r}, timeout={self._timeout})"
@@ -602,12 +437,21 @@ class RedisLimits:
 
     async def _call(self, op: str, call: Awaitable[Any]) -> Any:
         try:
+            if isinstance(
+                call, asyncio.Future
+            ):  # a ScriptBatch reply: the batch keeps the deadline
+                return await call
             return await asyncio.wait_for(self._prepared(call), self._timeout)
         except self._failures as exc:
             raise StoreUnavailable(
                 f"Redis at {self._where} is unavailable for the endpoint's limits "
                 f"({op}: {type(exc).__name__})"
             ) from None
+
+    def _script(self, script: Any, keys: list[str], args: list[Any]) -> Awaitable[Any]:
+        if self._batch is None:
+            return script(keys=keys, args=args)  # type: ignore[no-any-return]
+        return self._batch.run(script, keys, args)
 
     async def _prepared(self, call: Awaitable[Any]) -> Any:
         if self._prepare is not None:
@@ -618,7 +462,7 @@ class RedisLimits:
         """Take one token from ``key``'s shared bucket; ``0.0`` if allowed, else seconds."""
         _check_bucket(rate, burst)
         args = [self._now(), repr(1e6 / rate), burst]
-        call = self._hit(keys=[self._tagged + "rate:" + key], args=args)
+        call = self._script(self._hit, [self._tagged + "rate:" + key], args)
         answer = await self._call("hit", call)
         wait_us, bad = _pair(answer)
         self._count_corrupt(bad, "rate")
@@ -628,7 +472,9 @@ class RedisLimits:
         """Count ``session_id`` as live for ``ttl`` seconds across replicas; False if full."""
         _check_reservation(session_id, ttl, max_sessions)
         args = [self._now(), session_id, round(ttl * 1e6), max_sessions]
-        answer = await self._call("reserve", self._reserve(keys=[self._sessions_key], args=args))
+        answer = await self._call(
+            "reserve", self._script(self._reserve, [self._sessions_key], args)
+        )
         ok, bad = _pair(answer)
         self._count_corrupt(bad, "sessions")
         return ok == 1
@@ -636,12 +482,12 @@ class RedisLimits:
     async def release_session(self, session_id: str, owner: str = "") -> None:
         """Stop counting ``session_id`` (in its ``owner``'s share too)."""
         keys = [self._sessions_key, self._owner_key(owner)]
-        await self._call("release", self._release(keys=keys, args=[session_id]))
+        await self._call("release", self._script(self._release, keys, [session_id]))
 
-    async def admit(
-        self, buckets: Sequence[Bucket], reservation: Reservation | None = None
-    ) -> Admission:
-        """Every bucket and the reservation across replicas, all or nothing: one script run."""
+    def _admission(
+        self, buckets: Sequence[Bucket], reservation: Reservation | None
+    ) -> tuple[list[str], list[Any]]:
+        """``admission()``'s KEYS and ARGV (``limits.lua``)."""
         owner = "" if reservation is None else reservation.owner
         keys = [self._sessions_key, self._owner_key(owner)]
         args: list[Any] = [self._now(), len(buckets)]
@@ -655,11 +501,9 @@ class RedisLimits:
             _check_reservation(*reservation)
             session_id, ttl, max_sessions, _, owner_max = reservation
             args += [session_id, round(ttl * 1e6), max_sessions, owner_max]
-        answer = await self._call("admit", self._admit(keys=keys, args=args))
-        try:
-            outcome, wait_us, bad = (int(x) for x in answer)
-        except (TypeError, ValueError):
-            outcome, wait_us, bad = -1, 0, 1
+        return keys, args
+
+    def _answer(self, outcome: int, wait_us: int, bad: int) -> Admission:
         self._count_corrupt(bad, "rate/sessions")
         if outcome == 0:
             return Admission()
@@ -669,10 +513,59 @@ class RedisLimits:
             return Admission(owner_full=True)
         return Admission(wait=self._wait(wait_us if outcome == 1 else -1, "rate"))
 
+    async def admit(
+        self, buckets: Sequence[Bucket], reservation: Reservation | None = None
+    ) -> Admission:
+        """Every bucket and the reservation across replicas, all or nothing: one script run."""
+        keys, args = self._admission(buckets, reservation)
+        answer = await self._call("admit", self._script(self._admit, keys, args))
+        try:
+            outcome, wait_us, bad = (int(x) for x in answer)
+        except (TypeError, ValueError):
+            outcome, wait_us, bad = -1, 0, 1
+        return self._answer(outcome, wait_us, bad)
+
+    def writes_sessions_of(self, store: object) -> bool:
+        """True if :meth:`admit_write` can write ``store``'s sessions (see :meth:`from_store`)."""
+        return store is not None and store is self._store
+
+    async def admit_write(
+        self, buckets: Sequence[Bucket], reservation: Reservation, write: SessionWrite
+    ) -> Admission:
+        """:meth:`admit`, and when admitted the store's ``merge`` of ``write``: one script run.
+
+        All or nothing: a request refused by a bucket or the cap writes nothing and
+        takes no token (as :meth:`admit`); a session over ``write.max_bytes``
+        raises ``MetadataTooLarge`` having taken the rate tokens only (a refused
+        request counts against its rates) and reserved nothing. The session is
+        written exactly as ``RedisStore.merge`` writes it (the same Lua functions).
+
+        Raises:
+            MetadataTooLarge: The session would be over ``write.max_bytes``.
+            StoreUnavailable: Redis failed (e.g. out of memory): nothing was written.
+            RuntimeError: These limits were not made by :meth:`from_store` on one
+                server or Sentinel.
+        """
+        store = self._store
+        if store is None:
+            raise RuntimeError("admit_write needs limits made by RedisLimits.from_store")
+        keys, args = self._admission(buckets, reservation)
+        key, merge_args = store.merge_arguments(write)
+        call = self._script(self._admit_write, [*keys, key], [*args, *merge_args])
+        answer = await self._call("admit", call)
+        try:
+            outcome, wait_us, bad, size = (int(x) for x in answer)
+        except (TypeError, ValueError):
+            outcome, wait_us, bad, size = -1, 0, 1, 0
+        if outcome == 4:
+            self._count_corrupt(bad, "rate/sessions")
+            raise too_large(size, write.max_bytes)
+        return self._answer(outcome, wait_us, bad)
+
     async def live_sessions(self) -> int:
         """How many reserved sessions are live now (all replicas together)."""
         count = await self._call(
-            "count", self._count(keys=[self._sessions_key], args=[self._now()])
+            "count", self._script(self._count, [self._sessions_key], [self._now()])
         )
         return int(count)
 
@@ -683,7 +576,7 @@ class RedisLimits:
     async def owner_sessions(self, owner: str) -> int:
         """How many live sessions ``owner`` holds now (all replicas together)."""
         count = await self._call(
-            "count", self._count(keys=[self._owner_key(owner)], args=[self._now()])
+            "count", self._script(self._count, [self._owner_key(owner)], [self._now()])
         )
         return int(count)
 

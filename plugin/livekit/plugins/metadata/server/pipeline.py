@@ -42,10 +42,10 @@ from ..errors import (
     StoreFull,
 )
 from ..routing.router import MetadataRouter, Route
-from ..tokens.issuer import Dispatch
+from ..tokens.issuer import Dispatch, SessionWriter
 from .config import AuthorizeHook, Principal, ServerConfig
 from .guard import failed_authentication, refuse_if_blocked
-from .limits import Bucket, Reservation
+from .limits import Admission, Bucket, RedisLimits, Reservation
 from .messages import EndpointRequest, EndpointResponse
 from .models import TokenRequest
 from .placement import (
@@ -152,12 +152,17 @@ async def handle_token(request: EndpointRequest, state: AppState) -> EndpointRes
     log["agent"] = choice.agent or None
     owner = _session_owner(request, principal)
     share = state.config.session_share(principal)
-    slot = await _admit(state, buckets, secrets.token_urlsafe(16), (owner, share))
-    try:
-        token = await _mint_and_store(parsed, grant, choice, state)
-    except BaseException:
-        await _release_session(slot, state, owner)
-        raise
+    limits = state.limits
+    if isinstance(limits, RedisLimits) and limits.writes_sessions_of(state.sessions.store):
+        reservation = _reservation(state, secrets.token_urlsafe(16), (owner, share))
+        token = await _mint_admitted(parsed, grant, choice, state, limits, buckets, reservation)
+    else:
+        slot = await _admit(state, buckets, secrets.token_urlsafe(16), (owner, share))
+        try:
+            token = await _mint_and_store(parsed, grant, choice, state)
+        except BaseException:
+            await _release_session(slot, state, owner)
+            raise
     state.metrics.route(choice.agent, choice.source)
     return _answer(token, grant, state)
 
@@ -218,6 +223,12 @@ def _session_owner(request: EndpointRequest, principal: Principal) -> str:
     return "principal:" + principal.id
 
 
+def _reservation(state: AppState, slot: str, share: tuple[str, int]) -> Reservation:
+    """One more live session under ``max_sessions`` and the owner's ``share``."""
+    config = state.config
+    return Reservation(slot, config.token_session_ttl(), config.max_sessions, share[0], share[1])
+
+
 async def _admit(
     state: AppState,
     buckets: list[Bucket],
@@ -231,18 +242,19 @@ async def _admit(
     sessions)`` is used up (nothing evicted); otherwise the reserved slot (a random
     id of its own, live as long as a token session), to release if minting fails.
     """
-    config = state.config
-    reservation = (
-        None
-        if slot is None
-        else Reservation(slot, config.token_session_ttl(), config.max_sessions, share[0], share[1])
-    )
+    reservation = None if slot is None else _reservation(state, slot, share)
     if not buckets and reservation is None:
         return ""
     try:
         answer = await state.limits.admit(buckets, reservation)
     except StoreError:
         raise _store_unavailable() from None
+    _check_admission(answer, state, reserved=slot is not None)
+    return slot or ""
+
+
+def _check_admission(answer: Admission, state: AppState, *, reserved: bool) -> None:
+    """The refusal of a request the limits did not admit (429 or 503); else count it."""
     if answer.wait > 0.0:
         raise _too_many("rate_limited", "too many token requests", answer.wait)
     if answer.full:
@@ -251,9 +263,43 @@ async def _admit(
     if answer.owner_full:
         state.metrics.refuse("store_share_full")
         raise _share_full()
-    if slot is not None:
+    if reserved:
         state.metrics.sessions_created += 1
-    return slot or ""
+
+
+async def _mint_admitted(
+    parsed: _Parsed,
+    grant: _Grant,
+    choice: _Choice,
+    state: AppState,
+    limits: RedisLimits,
+    buckets: list[Bucket],
+    reservation: Reservation,
+) -> str:
+    """Mint, then admit the request and write its session in one script (one Redis node).
+
+    Refused by its rates or the cap, the request writes nothing; minting that
+    fails before the write still counts against the rates (as :func:`_admit`
+    first would); a failure after the admission releases the reservation.
+    """
+    step = "mint"
+
+    async def admit_and_write(session_id: str, record: dict[str, Any], ttl: int) -> None:
+        nonlocal step
+        step = "admit"
+        write = state.sessions.token_sessions.prepare(session_id, record, ttl=ttl)
+        answer = await limits.admit_write(buckets, reservation, write)
+        _check_admission(answer, state, reserved=True)
+        step = "admitted"
+
+    try:
+        return await _mint_and_store(parsed, grant, choice, state, admit_and_write)
+    except BaseException:
+        if step == "mint":
+            await _admit(state, buckets, None)  # a refused request counts against its rates
+        elif step == "admitted":
+            await _release_session(reservation.session_id, state, reservation.owner)
+        raise
 
 
 async def _failed_authentication(peer: str, state: AppState) -> None:
@@ -638,12 +684,19 @@ def _store_unavailable() -> Refusal:
     return Refusal(503, "store_unavailable", "the session store is unavailable; retry later")
 
 
-async def _mint_and_store(parsed: _Parsed, grant: _Grant, choice: _Choice, state: AppState) -> str:
+async def _mint_and_store(
+    parsed: _Parsed,
+    grant: _Grant,
+    choice: _Choice,
+    state: AppState,
+    write_session: SessionWriter | None = None,
+) -> str:
     """Mint, and write the token's own session before the token is handed out.
 
     ``amint`` creates the session id (never the client), stores public and
-    private metadata there with an owner record, and puts the id into the
-    participant attribute and every dispatch's job metadata.
+    private metadata there with an owner record (through ``write_session`` when
+    given), and puts the id into the participant attribute and every dispatch's
+    job metadata.
     """
     t0 = time.perf_counter()
     try:
@@ -659,6 +712,7 @@ async def _mint_and_store(parsed: _Parsed, grant: _Grant, choice: _Choice, state
             can_update_own_metadata=state.config.allow_update_own_metadata,
             grants=grant.video,
             room_config=_room_config_extra(parsed.room_config),
+            write_session=write_session,
         )
     except MetadataTooLarge as exc:
         raise Refusal(413, "metadata_too_large", exc.message) from None

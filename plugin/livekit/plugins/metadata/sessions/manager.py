@@ -25,7 +25,7 @@ import orjson
 from .._util import key_label, non_finite_path, positive_int, positive_number
 from ..log import logger
 from .memory import MemoryStore
-from .store import SessionStore
+from .store import SessionStore, SessionWrite
 from .tool_tokens import DEFAULT_TOKEN_EXPIRY_SECS, SecretInput, ToolTokens
 
 __all__ = [
@@ -190,6 +190,15 @@ class SessionSpace:
         """Merge ``updates`` and remove ``remove`` in one atomic write (see
         :meth:`SessionManager.update_session_metadata`)."""
         await self._manager._write(self.key(session_id), updates, remove, ttl)
+
+    def prepare(
+        self, session_id: str, updates: Mapping[str, Any], *, ttl: float | None = None
+    ) -> SessionWrite:
+        """What :meth:`update` (without ``remove``) hands the store: for a caller that
+        writes it itself in a larger atomic step (the endpoint's admission on Redis)."""
+        manager = self._manager
+        fields, lifetime = manager._encoded(updates, ttl)
+        return SessionWrite(self.key(session_id), fields, lifetime, manager.max_session_bytes)
 
     async def delete(self, session_id: str) -> bool:
         """Delete the session; True if it existed."""
@@ -488,17 +497,23 @@ class SessionManager:
         ttl: float | None,
     ) -> None:
         """The one merge path of every space: validate, encode, merge, maybe clean up."""
-        if type(updates) is not dict:
-            if not isinstance(updates, Mapping):
-                raise TypeError(f"updates must be a mapping, not {type(updates).__name__}")
-            updates = dict(updates)
+        fields, lifetime = self._encoded(updates, ttl)
         remove_keys = _check_keys(remove, "remove")
-        lifetime = self._session_ttl if ttl is None else positive_number(ttl, "ttl")
-        fields = _encode(updates)
         store = self._store
         await store.merge(key, fields, remove=remove_keys, ttl=lifetime, max_bytes=self._max_bytes)
         if self._cleanup_due():
             await store.cleanup()
+
+    def _encoded(
+        self, updates: Mapping[str, Any], ttl: float | None
+    ) -> tuple[dict[str, bytes], float]:
+        """``updates`` checked and encoded, and the TTL they are written with."""
+        if type(updates) is not dict:
+            if not isinstance(updates, Mapping):
+                raise TypeError(f"updates must be a mapping, not {type(updates).__name__}")
+            updates = dict(updates)
+        lifetime = self._session_ttl if ttl is None else positive_number(ttl, "ttl")
+        return _encode(updates), lifetime
 
     def _cleanup_due(self) -> bool:
         """Whether this write should be followed by a store cleanup."""
@@ -578,11 +593,7 @@ class SessionManager:
         Raises:
             ValueError: ``max_age`` is not a number.
         """
-        if max_age is not None and (
-            isinstance(max_age, bool) or not isinstance(max_age, (int, float)) or max_age != max_age
-        ):
-            raise ValueError("max_age must be a number of seconds or None")
-        return await self._store.cleanup(max_age=max_age)
+        return await self._store.cleanup(max_age=max_age)  # the store checks max_age
 
     # -- tool tokens (delegated to ToolTokens) -----------------------------------------
 

@@ -46,8 +46,8 @@ from typing import Any
 import orjson
 
 from .._util import positive_int, positive_number
-from ..errors import MetadataTooLarge
 from ..log import logger
+from .store import check_max_age, too_large
 
 __all__ = ["MemoryStore"]
 
@@ -326,7 +326,7 @@ class MemoryStore:
             count -= 1
         size = total + count + 1 if count else 2
         if size > max_bytes:
-            raise _too_large(size, max_bytes)
+            raise too_large(size, max_bytes)
         # Commit: nothing below can fail.
         expires = now + ttl
         if s is None:
@@ -402,10 +402,7 @@ class MemoryStore:
 
         ``cleanup(max_age=0)`` removes every session. Returns how many were removed.
         """
-        if max_age is not None and (
-            isinstance(max_age, bool) or not isinstance(max_age, (int, float)) or max_age != max_age
-        ):
-            raise ValueError("max_age must be a number of seconds or None")
+        check_max_age(max_age)
         return self._cleanup_sync(max_age)
 
     async def aclose(self) -> None:
@@ -416,11 +413,3 @@ class MemoryStore:
 
 def _check_ttl(ttl: float) -> None:
     positive_number(ttl, "ttl", "number of seconds")
-
-
-def _too_large(size: int, limit: float) -> MetadataTooLarge:
-    return MetadataTooLarge(
-        f"session metadata would be {size} bytes, over the limit of {limit}; nothing was changed",
-        size=size,
-        limit=int(limit),
-    )

@@ -1,41 +1,15 @@
 """RedisStore: session metadata shared by many workers through Redis (the ``redis`` extra).
 
-Layout: one hash per session, named ``prefix + session_id``; one field per
-top-level key (the key's UTF-8 bytes); the value is the compact JSON the
-``SessionManager`` already encoded. Nothing is ever read, modified in Python and
-written back, so concurrent writers on any number of hosts never lose each
-other's keys.
-
-Every write is **one atomic round trip**: a Lua script (run through redis-py's
-``register_script()``: ``EVALSHA``, reloaded by redis-py when a restarted server
-forgot it) that computes the
-resulting size under the size contract of :mod:`.store`, refuses when it would
-exceed ``max_bytes`` (the session stays exactly as it was), and otherwise applies
-``HSET``/``HDEL`` and the sliding ``PEXPIRE`` together. :meth:`RedisStore.merge_and_get`
-(the optional :class:`~.store.MergeAndGet` operation) runs the same script, which
-then also returns the hash as written: merge plus read in one round trip.
-
-Size bookkeeping: each hash carries one reserved field, ``b"\\xff"`` (a byte that
-never occurs in UTF-8, so it cannot collide with a key), holding
-``S = sum(entry_size(key, value) + 1)`` over the session's entries; the
-session's size under the contract is then ``1 + S`` (``2``, i.e. ``{}``, when
-``S == 0``), with no ``HLEN``. The script measures the JSON length of each key it
-adds or removes, escaping exactly as orjson (and so :func:`~.store.entry_size`,
-which the ``MemoryStore`` uses) does, so the limit is enforced identically; an
-update of an existing key needs only the value lengths. A merge costs O(fields
-touched), not O(session size), and the client sends only keys and values. A hash found without the reserved field (written by something else) is
-measured once inside the script from its contents.
-The hash belongs to the store: write it only through ``RedisStore``.
-
-Expiry is Redis's own: ``cleanup()`` returns 0. Redis does not record when a hash
-was last written, so ``cleanup(max_age=...)`` cannot select by age either; it
-returns 0 as well and sessions expire by their TTL.
-
-Failures (connection refused, timeouts, a full pool, server errors) raise
-:class:`~.errors.StoreUnavailable` with the URL's password redacted and the cause
-chained. ``get`` is idempotent and retries with a bounded backoff; every
-operation, retries included, finishes or fails within ``timeout`` seconds. The
-pool reconnects by itself, so the same store keeps working once Redis is back.
+One hash per session (``prefix + session_id``), one field per top-level key holding
+the compact JSON the ``SessionManager`` encoded, and a reserved field ``b"\\xff"``
+(never UTF-8) holding the entry sizes' sum, so the size contract of :mod:`.store`
+is checked without ``HLEN``. Every write is one atomic Lua script (``merge.lua``,
+``remove.lua`` over ``session.lua``, sent as ``EVALSHA``): it refuses a result over
+``max_bytes`` leaving the session as it was, else applies ``HSET``/``HDEL`` and the
+sliding ``PEXPIRE`` together; nothing is read, changed in Python and written back.
+Expiry is Redis's own (``cleanup()`` returns 0). Failures raise
+:class:`~.errors.StoreUnavailable` with the password redacted; every operation,
+retries included, ends within ``timeout``. URLs are read by :mod:`.redis_url`.
 """
 
 from __future__ import annotations
@@ -45,13 +19,15 @@ import math
 import sys
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any, Literal, TypeVar
-from urllib.parse import unquote
 
 import orjson
 
+from .._lua import lua_source
 from .._util import positive_int, positive_number, redact_url
-from ..errors import ConfigError, MetadataTooLarge, StoreUnavailable
+from ..errors import ConfigError, StoreUnavailable
 from ..log import logger
+from .redis_url import Connection, connect, describe
+from .store import SessionWrite, check_max_age, too_large
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
@@ -59,7 +35,7 @@ if TYPE_CHECKING:
 
     AnyRedis = Redis | RedisCluster
 
-__all__ = ["RedisStore"]
+__all__ = ["MERGE_SCRIPT", "REMOVE_SCRIPT", "SESSION_LIBRARY", "RedisStore"]
 
 T = TypeVar("T")
 
@@ -76,183 +52,14 @@ DEFAULT_WAIT_TIMEOUT = 1.0
 Durability = Literal["primary", "wait"]
 """``"primary"``: acknowledged by the primary; ``"wait"``: also by at least one replica."""
 
-_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "redis+sentinel")
-_SCHEMES_TEXT = "redis://, rediss://, unix://, redis+cluster:// or redis+sentinel://"
+SESSION_LIBRARY = "sessions/session.lua"
+"""The session scripts' shared functions (also used by the endpoint's admission script)."""
+MERGE_SCRIPT = lua_source(SESSION_LIBRARY, "sessions/merge.lua")
+REMOVE_SCRIPT = lua_source(SESSION_LIBRARY, "sessions/remove.lua")
 
 _GET_ATTEMPTS = 4
 _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 0.5
-
-# The Lua below avoids local functions (a closure per run costs more than the
-# redis.call()s) and keeps redis.call()s few. Lists are sent in chunks of 1000
-# because Lua's unpack() has a stack limit. A key's JSON length is measured here,
-# only when it is added or removed (an update needs no key length), escaping
-# exactly as orjson does (\" \\ \b \t \n \f \r, other control characters as
-# \u00XX, nothing else); a plain key costs one string.find. A hash that lacks
-# the reserved field is measured from its contents the same way.
-#
-# ``_LUA_ELEN`` is spliced in with ``f`` bound to a key: it sets ``el`` to
-# entry_size(key, b"") = len(orjson.dumps(key)) + 1.
-_LUA_ELEN = r"""
-  if string.find(f, '[%z\1-\31"\\]') then
-    local _, q = string.gsub(f, '["\\]', '')
-    local _, e = string.gsub(f, '[\8\9\10\12\13]', '')
-    local _, c = string.gsub(f, '[%z\1-\31]', '')
-    el = #f + 3 + q + e + 5 * (c - e)
-  else
-    el = #f + 3
-  end
-"""
-
-_LUA_READ = (
-    r"""
-local key = KEYS[1]
-local old
-if #names <= 1000 then
-  old = redis.call('HMGET', key, unpack(names))
-else
-  old = {}
-  for j = 1, #names, 1000 do
-    local part = redis.call('HMGET', key, unpack(names, j, math.min(j + 999, #names)))
-    for k = 1, #part do old[#old + 1] = part[k] end
-  end
-end
-local el
-local s = tonumber(old[1])
-if not s then
-  s = 0
-  local all = redis.call('HGETALL', key)
-  for i = 1, #all, 2 do
-    local f = all[i]
-"""
-    + _LUA_ELEN
-    + r"""
-    s = s + el + 1 + #all[i + 1]
-  end
-end
-"""
-)
-
-# KEYS[1] session hash. ARGV: max_bytes, ttl_ms, want_result, lengths, blob, then
-# the fields to remove (disjoint from the set fields). The fields to set travel
-# packed: ``blob`` is key1 value1 key2 value2 ... concatenated and ``lengths`` their
-# byte lengths in decimal, comma-separated; two arguments instead of 2 x N saves
-# the client most of its per-argument encoding work, and the script splits them
-# with string.sub.
-# Returns -size if refused (nothing written); otherwise the new size, or with
-# want_result == '1' the session after the write as one JSON object text (the
-# stored values are compact JSON already; keys are quoted, or escaped by cjson
-# when they need it; the reserved field left out): one bulk reply that the client
-# decodes with a single orjson.loads, rather than 2 x N bulk strings to parse.
-_MERGE_LUA = (
-    r"""
-local data = ARGV[5]
-local kv = {}
-local pos = 1
-for l in string.gmatch(ARGV[4], '%d+') do
-  local e = pos + tonumber(l)
-  kv[#kv + 1] = string.sub(data, pos, e - 1)
-  pos = e
-end
-local names = {'\255'}
-for i = 1, #kv, 2 do names[#names + 1] = kv[i] end
-for i = 6, #ARGV do names[#names + 1] = ARGV[i] end
-"""
-    + _LUA_READ
-    + r"""
-local n = 1
-for i = 1, #kv, 2 do
-  n = n + 1
-  local prev = old[n]
-  if prev then
-    s = s - #prev + #kv[i + 1]
-  else
-    local f = kv[i]
-"""
-    + _LUA_ELEN
-    + r"""
-    s = s + el + #kv[i + 1] + 1
-  end
-end
-local hdel = {}
-for i = 6, #ARGV do
-  n = n + 1
-  local prev = old[n]
-  if prev then
-    local f = ARGV[i]
-"""
-    + _LUA_ELEN
-    + r"""
-    s = s - el - #prev - 1
-    hdel[#hdel + 1] = f
-  end
-end
-local size = 2
-if s > 0 then size = 1 + s end
-if size > tonumber(ARGV[1]) then return -size end
-for j = 1, #hdel, 1000 do
-  redis.call('HDEL', key, unpack(hdel, j, math.min(j + 999, #hdel)))
-end
-if #kv <= 998 then
-  redis.call('HSET', key, '\255', s, unpack(kv))
-else
-  redis.call('HSET', key, '\255', s)
-  for j = 1, #kv, 1000 do
-    redis.call('HSET', key, unpack(kv, j, math.min(j + 999, #kv)))
-  end
-end
-redis.call('PEXPIRE', key, ARGV[2])
-if ARGV[3] ~= '1' then return size end
-local all = redis.call('HGETALL', key)
-local parts = {}
-for i = 1, #all, 2 do
-  local f = all[i]
-  if f ~= '\255' then
-    if string.find(f, '[%z\1-\31"\\]') then f = cjson.encode(f) else f = '"' .. f .. '"' end
-    parts[#parts + 1] = f .. ':' .. all[i + 1]
-  end
-end
-return '{' .. table.concat(parts, ',') .. '}'
-"""
-)
-
-# KEYS[1] session hash. ARGV: ttl_ms, then the fields to remove (distinct).
-# Returns how many keys existed. The TTL is refreshed when keys remain; a session
-# left without keys is deleted.
-_REMOVE_LUA = (
-    r"""
-local names = {'\255'}
-for i = 2, #ARGV do names[#names + 1] = ARGV[i] end
-"""
-    + _LUA_READ
-    + r"""
-local hdel = {}
-local n = 1
-for i = 2, #ARGV do
-  n = n + 1
-  local prev = old[n]
-  if prev then
-    local f = ARGV[i]
-"""
-    + _LUA_ELEN
-    + r"""
-    s = s - el - #prev - 1
-    hdel[#hdel + 1] = f
-  end
-end
-if #hdel == 0 then return 0 end
-if s <= 0 then
-  redis.call('DEL', key)
-  return #hdel
-end
-for j = 1, #hdel, 1000 do
-  redis.call('HDEL', key, unpack(hdel, j, math.min(j + 999, #hdel)))
-end
-redis.call('HSET', key, '\255', s)
-redis.call('PEXPIRE', key, ARGV[1])
-return #hdel
-"""
-)
 
 
 def _import_redis() -> Any:
@@ -262,115 +69,6 @@ def _import_redis() -> Any:
     except ImportError as exc:  # pragma: no cover - exercised without the extra
         raise ConfigError(_INSTALL_HINT) from exc
     return redis
-
-
-def _describe_client(client: AnyRedis) -> str:
-    nodes = getattr(getattr(client, "nodes_manager", None), "startup_nodes", None)
-    if nodes:  # a RedisCluster
-        return "redis+cluster://" + ",".join(sorted(nodes))
-    kw = client.get_connection_kwargs()
-    if kw.get("path"):
-        return f"unix://{kw['path']}?db={kw.get('db', 0)}"
-    return f"redis://{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
-
-
-def _split_hosts(
-    url: str, default_port: int
-) -> tuple[str | None, str | None, list[tuple[str, int]], str]:
-    """Parse ``scheme://[[user]:password@]host[:port][,host[:port]...][/path]``.
-
-    Returns the user name, the password (both percent-decoded), the hosts and the
-    path without its leading ``/``. Raises ``ValueError`` (with no password in it).
-    """
-    rest = url.split("://", 1)[1]
-    netloc, _, path = rest.partition("/")
-    if "?" in netloc or "?" in path or "#" in rest:
-        raise ValueError("query strings and fragments are not supported in this URL form")
-    userinfo, at, hostlist = netloc.rpartition("@")
-    username = password = None
-    if at:  # as redis-py reads redis://user:password@host
-        user, sep, secret = userinfo.partition(":")
-        username = unquote(user) or None
-        password = unquote(secret) if sep else None
-    hosts: list[tuple[str, int]] = []
-    for item in hostlist.split(","):
-        if item.startswith("["):
-            host, _, tail = item[1:].partition("]")
-            port_text = tail[1:] if tail.startswith(":") else ""
-        else:
-            host, _, port_text = item.partition(":")
-        if not host:
-            raise ValueError("every host needs a name")
-        port = int(port_text) if port_text else default_port
-        if not 0 < port < 65536:
-            raise ValueError("port out of range")
-        hosts.append((host, port))
-    return username, password, hosts, path
-
-
-def _no_retry() -> Any:
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    return Retry(NoBackoff(), 0)
-
-
-def _single_client(url: str, pool_size: int, timeout: float) -> AnyRedis:
-    """``redis://``, ``rediss://``, ``unix://``: a bounded, blocking pool."""
-    import redis.asyncio
-
-    pool = redis.asyncio.BlockingConnectionPool.from_url(
-        url,
-        max_connections=pool_size,
-        timeout=timeout,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=_no_retry(),
-        decode_responses=False,
-    )
-    return redis.asyncio.Redis.from_pool(pool)
-
-
-def _cluster_client(url: str, pool_size: int, timeout: float) -> AnyRedis:
-    """``redis+cluster://``: redis-py's own ``RedisCluster`` (it does all the routing)."""
-    from redis.asyncio.cluster import ClusterNode, RedisCluster
-
-    username, password, hosts, path = _split_hosts(url, 6379)
-    if path.strip("/") not in ("", "0"):
-        raise ValueError("a Redis Cluster has only database 0")
-    return RedisCluster(
-        startup_nodes=[ClusterNode(host, port) for host, port in hosts],
-        username=username,
-        password=password,
-        max_connections=pool_size,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=_no_retry(),
-        decode_responses=False,
-    )
-
-
-def _sentinel_client(url: str, pool_size: int, timeout: float) -> tuple[AnyRedis, list[Any]]:
-    """``redis+sentinel://``: the master of a service, found (and re-found) by redis-py's Sentinel."""
-    from redis.asyncio.sentinel import Sentinel
-
-    username, password, hosts, path = _split_hosts(url, 26379)
-    service, _, db_text = path.strip("/").partition("/")
-    if not service or "/" in db_text:
-        raise ValueError("the path must be /service_name or /service_name/db")
-    db = int(db_text) if db_text else 0
-    socket_kwargs = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
-    sentinel = Sentinel(  # type: ignore[no-untyped-call]
-        hosts,
-        sentinel_kwargs=dict(socket_kwargs),
-        username=username,
-        password=password,
-        db=db,
-        retry=_no_retry(),
-        **socket_kwargs,
-    )
-    client = sentinel.master_for(service, max_connections=pool_size, decode_responses=False)
-    return client, list(sentinel.sentinels)
 
 
 def _ttl_ms(ttl: float) -> int:
@@ -383,7 +81,7 @@ class RedisStore:
     Example::
 
         store = RedisStore.from_url("redis://127.0.0.1:6379/0")
-        sessions = SessionManager(store=store, secret=shared_secret)
+        sessions = SessionManager(store, secret_key=shared_secret)
         ...
         await store.aclose()
 
@@ -425,10 +123,6 @@ class RedisStore:
         timeout: float = DEFAULT_TIMEOUT,
         durability: Durability = "primary",
         wait_timeout: float | None = None,
-        _owns_client: bool = False,
-        _url: str | None = None,
-        _gate: int | None = None,
-        _also_close: Collection[Any] = (),
     ) -> None:
         redis = _import_redis()
         from redis.asyncio.cluster import RedisCluster
@@ -453,16 +147,16 @@ class RedisStore:
         self._timeout = float(timeout)
         self._durability: Durability = durability
         self._wait_ms = max(1, math.ceil(wait_timeout * 1000))
-        self._owns_client = _owns_client
-        self._also_close = list(_also_close)
-        self._gate = asyncio.Semaphore(_gate) if _gate is not None else None
+        self._owns_client = False
+        self._also_close: list[Any] = []
+        self._gate: asyncio.Semaphore | None = None
         # RedisCluster learns the topology on first use, but concurrent first
         # commands race inside redis-py (connections closed under them): every
         # call first awaits initialize(), a lock-guarded no-op once it is known.
         self._prepare: Callable[[], Awaitable[Any]] | None = (
             client.initialize if isinstance(client, RedisCluster) else None
         )
-        self._where = redact_url(_url) if _url is not None else _describe_client(client)
+        self._where = describe(client)
         password = client.get_connection_kwargs().get("password")
         self._password: str | None = password if isinstance(password, str) else None
         exc_mod = redis.exceptions
@@ -486,8 +180,8 @@ class RedisStore:
         # exactly one key, the session's hash (KEYS[1]); nothing else is read or
         # written. So each session lives in one hash slot, and every call runs on
         # the one Redis Cluster node that owns it, with no cross-slot operation.
-        self._merge = client.register_script(_MERGE_LUA)
-        self._remove = client.register_script(_REMOVE_LUA)
+        self._merge = client.register_script(MERGE_SCRIPT)
+        self._remove = client.register_script(REMOVE_SCRIPT)
 
     @classmethod
     def from_url(
@@ -535,38 +229,26 @@ class RedisStore:
             ValueError: An argument is invalid (the message never shows the password).
         """
         _import_redis()
-        if not isinstance(url, str) or not url:
-            raise ValueError(f"url must be a non-empty URL of the forms: {_SCHEMES_TEXT}")
-        scheme = url.split("://", 1)[0].lower() if "://" in url else ""
-        if scheme not in _SCHEMES:
-            raise ValueError(f"url must start with {_SCHEMES_TEXT} (got {redact_url(url)!r})")
         positive_int(pool_size, "pool_size")
         _check_timeout(timeout)
-        also_close: list[Any] = []
-        try:
-            if scheme == "redis+cluster":
-                client = _cluster_client(url, pool_size, timeout)
-            elif scheme == "redis+sentinel":
-                client, also_close = _sentinel_client(url, pool_size, timeout)
-            else:
-                client = _single_client(url, pool_size, timeout)
-        except ValueError as exc:
-            reason = str(exc) if scheme in ("redis+cluster", "redis+sentinel") else "bad form"
-            raise ValueError(
-                f"url is not a valid Redis URL ({reason}): {redact_url(url)}"
-            ) from None
-        return cls(
-            client,
+        connection = connect(url, pool_size, timeout)
+        store = cls(
+            connection.client,
             prefix=prefix,
             timeout=timeout,
             durability=durability,
             wait_timeout=wait_timeout,
-            _owns_client=True,
-            _url=url,
-            # Cluster and Sentinel pools raise when full: a gate bounds them instead.
-            _gate=pool_size if scheme in ("redis+cluster", "redis+sentinel") else None,
-            _also_close=also_close,
         )
+        store._own(connection, url)
+        return store
+
+    def _own(self, connection: Connection, url: str) -> None:
+        """Own the client made from ``url`` (closed by :meth:`aclose`), as ``from_url`` does."""
+        self._owns_client = True
+        self._also_close = list(connection.also_close)
+        if connection.gate is not None:  # Cluster and Sentinel pools raise when full
+            self._gate = asyncio.Semaphore(connection.gate)
+        self._where = redact_url(url)
 
     def __repr__(self) -> str:
         return f"RedisStore(url={self._where!r}, prefix={self._prefix!r}, timeout={self._timeout})"
@@ -596,6 +278,21 @@ class RedisStore:
         if not isinstance(session_id, str) or not session_id:
             raise ValueError("session_id must be a non-empty str")
         return self._prefix + session_id
+
+    @property
+    def durability(self) -> Durability:
+        """What an acknowledged write promises (``"primary"`` or ``"wait"``)."""
+        return self._durability
+
+    def merge_arguments(self, write: SessionWrite) -> tuple[str, list[Any]]:
+        """The hash key and ``merge.lua``'s ``ARGV`` for ``write``: what :meth:`merge` sends.
+
+        For a caller that runs the same merge inside a larger script on this
+        store's Redis (the endpoint admits a request and writes its token session
+        in one script); the session then reads back exactly as after ``merge``.
+        """
+        args = self._merge_args(write.fields, (), write.ttl, write.max_bytes, 0)
+        return self.key(write.key), args
 
     # -- failure handling -------------------------------------------------------------
 
@@ -732,7 +429,7 @@ class RedisStore:
         args = self._merge_args(fields, remove, ttl, max_bytes, 0)
         size: int = await self._run("merge", lambda: self._script(self._merge, key, args))
         if size < 0:
-            raise _too_large(-size, max_bytes)
+            raise too_large(-size, max_bytes)
 
     async def merge_and_get(
         self,
@@ -763,7 +460,7 @@ class RedisStore:
         args = self._merge_args(fields, remove, ttl, max_bytes, 1)
         raw = await self._run("merge", lambda: self._script(self._merge, key, args))
         if type(raw) is int:
-            raise _too_large(-raw, max_bytes)
+            raise too_large(-raw, max_bytes)
         out: dict[str, Any] = orjson.loads(raw)
         return out
 
@@ -820,10 +517,7 @@ class RedisStore:
         Redis keeps no last-write time per hash, so ``max_age`` cannot select
         sessions here either; sessions still expire ``ttl`` after their last write.
         """
-        if max_age is not None and (
-            isinstance(max_age, bool) or not isinstance(max_age, (int, float)) or max_age != max_age
-        ):
-            raise ValueError("max_age must be a number of seconds or None")
+        check_max_age(max_age)
         return 0
 
     async def aclose(self) -> None:
@@ -836,14 +530,6 @@ class RedisStore:
     async def ping(self) -> bool:
         """True if Redis answers; raises ``StoreUnavailable`` otherwise."""
         return bool(await self._run("ping", lambda: self._client.ping(), attempts=_GET_ATTEMPTS))
-
-
-def _too_large(size: int, limit: int) -> MetadataTooLarge:
-    return MetadataTooLarge(
-        f"session metadata would be {size} bytes, over the limit of {limit}; nothing was changed",
-        size=size,
-        limit=limit,
-    )
 
 
 def _check_timeout(timeout: float) -> None:

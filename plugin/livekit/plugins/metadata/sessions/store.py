@@ -26,11 +26,21 @@ the result must be the same either way.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 import orjson
 
-__all__ = ["MergeAndGet", "SessionStore", "entry_size", "object_size"]
+from ..errors import MetadataTooLarge
+
+__all__ = [
+    "MergeAndGet",
+    "SessionStore",
+    "SessionWrite",
+    "check_max_age",
+    "entry_size",
+    "object_size",
+    "too_large",
+]
 
 
 def entry_size(key: str, encoded_value: bytes) -> int:
@@ -45,6 +55,25 @@ def object_size(entry_sizes_total: int, count: int) -> int:
     ``len(orjson.dumps(dict(decoded items)))``.
     """
     return 2 + entry_sizes_total + max(count - 1, 0)
+
+
+class SessionWrite(NamedTuple):
+    """One ``merge`` as the ``SessionManager`` hands it to the store (keys encoded, checked)."""
+
+    key: str
+    """The store key (the space's tag and the session id)."""
+    fields: dict[str, bytes]
+    """Top-level keys to set, each value compact JSON."""
+    ttl: float
+    max_bytes: int
+
+
+def check_max_age(max_age: object) -> None:
+    """``cleanup(max_age=)``'s one check: None or a number of seconds (not NaN, not a bool)."""
+    if max_age is not None and (
+        isinstance(max_age, bool) or not isinstance(max_age, (int, float)) or max_age != max_age
+    ):
+        raise ValueError("max_age must be a number of seconds or None")
 
 
 @runtime_checkable
@@ -131,3 +160,13 @@ class MergeAndGet(Protocol):
         ``MetadataTooLarge`` nothing changed and nothing is returned.
         """
         ...
+
+
+def too_large(size: int, limit: float) -> MetadataTooLarge:
+    """The refusal of a write whose session would be ``size`` bytes, over ``limit``."""
+    return MetadataTooLarge(
+        f"session metadata would be {size} bytes, over the limit of {int(limit)}; "
+        "nothing was changed",
+        size=size,
+        limit=int(limit),
+    )

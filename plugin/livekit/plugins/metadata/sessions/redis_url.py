@@ -1,0 +1,168 @@
+"""Redis URLs to redis-py clients: one server, a Redis Cluster, or a Sentinel-managed master.
+
+``connect`` reads ``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``
+and ``redis+sentinel://`` URLs (forms in :meth:`.redis.RedisStore.from_url`) and
+returns the client with what its owner must also close and how many calls may be
+in flight. ``describe`` names a given client for messages (no password).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, NamedTuple
+from urllib.parse import unquote
+
+from .._util import redact_url
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
+    from redis.asyncio.cluster import RedisCluster
+
+    AnyRedis = Redis | RedisCluster
+
+__all__ = ["SCHEMES", "SCHEMES_TEXT", "Connection", "connect", "describe", "split_hosts"]
+
+SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "redis+sentinel")
+SCHEMES_TEXT = "redis://, rediss://, unix://, redis+cluster:// or redis+sentinel://"
+
+
+class Connection(NamedTuple):
+    """A client made from a URL, and what its owner needs besides it."""
+
+    client: AnyRedis
+    also_close: list[Any]
+    """Further clients to close with it (a Sentinel's own connections)."""
+    gate: int | None
+    """Calls allowed in flight (Cluster and Sentinel pools raise when full); None: the pool waits."""
+
+
+def connect(url: str, pool_size: int, timeout: float) -> Connection:
+    """A client for ``url`` with at most ``pool_size`` connections and ``timeout`` everywhere.
+
+    Raises:
+        ValueError: Not one of the URL forms (the message never shows the password).
+    """
+    if not isinstance(url, str) or not url:
+        raise ValueError(f"url must be a non-empty URL of the forms: {SCHEMES_TEXT}")
+    scheme = url.split("://", 1)[0].lower() if "://" in url else ""
+    if scheme not in SCHEMES:
+        raise ValueError(f"url must start with {SCHEMES_TEXT} (got {redact_url(url)!r})")
+    try:
+        if scheme == "redis+cluster":
+            return Connection(_cluster_client(url, pool_size, timeout), [], pool_size)
+        if scheme == "redis+sentinel":
+            client, sentinels = _sentinel_client(url, pool_size, timeout)
+            return Connection(client, sentinels, pool_size)
+        return Connection(_single_client(url, pool_size, timeout), [], None)
+    except ValueError as exc:
+        reason = str(exc) if scheme in ("redis+cluster", "redis+sentinel") else "bad form"
+        raise ValueError(f"url is not a valid Redis URL ({reason}): {redact_url(url)}") from None
+
+
+def describe(client: AnyRedis) -> str:
+    """Where a given client connects, as a URL without credentials."""
+    nodes = getattr(getattr(client, "nodes_manager", None), "startup_nodes", None)
+    if nodes:  # a RedisCluster
+        return "redis+cluster://" + ",".join(sorted(nodes))
+    kw = client.get_connection_kwargs()
+    if kw.get("path"):
+        return f"unix://{kw['path']}?db={kw.get('db', 0)}"
+    return f"redis://{kw.get('host', 'localhost')}:{kw.get('port', 6379)}/{kw.get('db', 0)}"
+
+
+def split_hosts(
+    url: str, default_port: int
+) -> tuple[str | None, str | None, list[tuple[str, int]], str]:
+    """Parse ``scheme://[[user]:password@]host[:port][,host[:port]...][/path]``.
+
+    Returns the user name, the password (both percent-decoded), the hosts and the
+    path without its leading ``/``. Raises ``ValueError`` (with no password in it).
+    """
+    rest = url.split("://", 1)[1]
+    netloc, _, path = rest.partition("/")
+    if "?" in netloc or "?" in path or "#" in rest:
+        raise ValueError("query strings and fragments are not supported in this URL form")
+    userinfo, at, hostlist = netloc.rpartition("@")
+    username = password = None
+    if at:  # as redis-py reads redis://user:password@host
+        user, sep, secret = userinfo.partition(":")
+        username = unquote(user) or None
+        password = unquote(secret) if sep else None
+    hosts: list[tuple[str, int]] = []
+    for item in hostlist.split(","):
+        if item.startswith("["):
+            host, _, tail = item[1:].partition("]")
+            port_text = tail[1:] if tail.startswith(":") else ""
+        else:
+            host, _, port_text = item.partition(":")
+        if not host:
+            raise ValueError("every host needs a name")
+        port = int(port_text) if port_text else default_port
+        if not 0 < port < 65536:
+            raise ValueError("port out of range")
+        hosts.append((host, port))
+    return username, password, hosts, path
+
+
+def _no_retry() -> Any:
+    from redis.backoff import NoBackoff
+    from redis.retry import Retry
+
+    return Retry(NoBackoff(), 0)
+
+
+def _single_client(url: str, pool_size: int, timeout: float) -> AnyRedis:
+    """``redis://``, ``rediss://``, ``unix://``: a bounded, blocking pool."""
+    import redis.asyncio
+
+    pool = redis.asyncio.BlockingConnectionPool.from_url(
+        url,
+        max_connections=pool_size,
+        timeout=timeout,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=_no_retry(),
+        decode_responses=False,
+    )
+    return redis.asyncio.Redis.from_pool(pool)
+
+
+def _cluster_client(url: str, pool_size: int, timeout: float) -> AnyRedis:
+    """``redis+cluster://``: redis-py's own ``RedisCluster`` (it does all the routing)."""
+    from redis.asyncio.cluster import ClusterNode, RedisCluster
+
+    username, password, hosts, path = split_hosts(url, 6379)
+    if path.strip("/") not in ("", "0"):
+        raise ValueError("a Redis Cluster has only database 0")
+    return RedisCluster(
+        startup_nodes=[ClusterNode(host, port) for host, port in hosts],
+        username=username,
+        password=password,
+        max_connections=pool_size,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        retry=_no_retry(),
+        decode_responses=False,
+    )
+
+
+def _sentinel_client(url: str, pool_size: int, timeout: float) -> tuple[AnyRedis, list[Any]]:
+    """``redis+sentinel://``: the master of a service, found (and re-found) by redis-py's Sentinel."""
+    from redis.asyncio.sentinel import Sentinel
+
+    username, password, hosts, path = split_hosts(url, 26379)
+    service, _, db_text = path.strip("/").partition("/")
+    if not service or "/" in db_text:
+        raise ValueError("the path must be /service_name or /service_name/db")
+    db = int(db_text) if db_text else 0
+    socket_kwargs = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        hosts,
+        sentinel_kwargs=dict(socket_kwargs),
+        username=username,
+        password=password,
+        db=db,
+        retry=_no_retry(),
+        **socket_kwargs,
+    )
+    client = sentinel.master_for(service, max_connections=pool_size, decode_responses=False)
+    return client, list(sentinel.sentinels)
