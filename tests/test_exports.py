@@ -19,7 +19,7 @@ EXPECTED = {
     "InsecureSecretWarning", "InvalidAttributes", "InvalidMetadataJSON", "InvalidSessionReference", "MemoryStore", "MergeAndGet",
     "MetadataAdapter", "MetadataError", "MetadataNotAnObject", "MetadataPluginError",
     "MetadataRouter", "MetadataTooLarge", "NoRouteMatched", "Principal", "PublishResult",
-    "RedisStore", "ReferenceToken", "ReservedKey", "Route", "RouteInput", "RoutingError", "RuleTrace", "SchemaViolation",
+    "RedisStore", "ReservedKey", "Route", "RouteInput", "RoutingError", "RuleTrace", "SchemaViolation",
     "Selection", "ServerConfig", "SessionHandle", "SessionManager", "SessionStore", "StoreError",
     "StoreFull", "StoreUnavailable", "TokenError", "TokenIssuer", "TokenVerificationError", "ToolTokens",
     "VerifiedToken", "__version__", "SessionToken", "OutboundCall", "outbound_call",

@@ -1,4 +1,4 @@
-"""Unit tests for TokenIssuer: claims parity with AccessToken, validation, verify, reference mode."""
+"""Unit tests for TokenIssuer: claims parity with AccessToken, validation, verify, token sessions."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from livekit import api
 from livekit.api.access_token import Claims
 from pydantic import BaseModel
 
-from livekit.plugins.metadata.codec import SESSION_ATTRIBUTE, SESSION_KEY, serialize_metadata
+from livekit.plugins.metadata.codec import SESSION_KEY, SESSION_OWNER_KEY, serialize_metadata
 from livekit.plugins.metadata.errors import (
     ConfigError,
     InvalidAttributes,
@@ -38,9 +38,7 @@ from livekit.plugins.metadata.sessions.memory import MemoryStore
 from livekit.plugins.metadata.tokens.claims import GRANT_CLAIMS
 from livekit.plugins.metadata.tokens.issuer import (
     DEFAULT_TTL,
-    SESSION_OWNER_KEY,
     Dispatch,
-    ReferenceToken,
     SessionToken,
     TokenIssuer,
     VerifiedToken,
@@ -774,9 +772,8 @@ def test_reprs_hide_values(issuer: TokenIssuer) -> None:
     v = issuer.verify(token)
     assert SENTINEL not in repr(v)
     assert token not in repr(v)
-    ref = issuer.mint_reference("u", "r", metadata={"m": SENTINEL})
-    assert SENTINEL not in repr(ref)
-    assert ref.token not in repr(ref)
+    claim = issuer.metadata_claim({"m": SENTINEL})
+    assert SENTINEL not in repr(claim)
 
 
 # --------------------------------------------------------------------------- token sessions
@@ -828,7 +825,7 @@ async def test_amint_gives_each_token_its_own_session() -> None:
     }
     claims = decode(minted.token)
     assert claims["metadata"] == '{"department":"support"}'
-    assert claims["attributes"] == {"queue": "vip", SESSION_ATTRIBUTE: minted.session_id}
+    assert claims["attributes"] == {"queue": "vip", SESSION_KEY: minted.session_id}
     (agent,) = claims["roomConfig"]["agents"]
     assert orjson.loads(agent["metadata"]) == {"lang": "es", SESSION_KEY: minted.session_id}
     assert minted.expires_at.timestamp() == claims["exp"]
@@ -841,7 +838,7 @@ async def test_amint_gives_each_token_its_own_session() -> None:
 
     again = await issuer.amint("caller-1", "support-43", metadata={"department": "support"})
     assert again.session_id != minted.session_id
-    assert decode(again.token)["attributes"] == {SESSION_ATTRIBUTE: again.session_id}
+    assert decode(again.token)["attributes"] == {SESSION_KEY: again.session_id}
 
 
 async def test_amint_session_ttl_is_token_ttl_plus_grace() -> None:
@@ -893,7 +890,7 @@ async def test_amint_private_keys_never_reach_the_token() -> None:
         {"metadata": '{"lk-metadata.owner": 1}'},
         {"metadata": '{"lk\\u002dmetadata.session": "x"}'},
         {"private_metadata": {"lk-metadata.x": 1}},
-        {"attributes": {SESSION_ATTRIBUTE: "x"}},
+        {"attributes": {SESSION_KEY: "x"}},
         {"dispatch": "a", "job_metadata": {SESSION_KEY: "x"}},
         {"dispatch": Dispatch("a", metadata={"lk-metadata.y": 1})},
         {"dispatch": Dispatch("a", attributes={"lk-metadata.y": "1"})},
@@ -984,31 +981,6 @@ async def test_amint_needs_sessions_and_stores_nothing_invalid(issuer: TokenIssu
     with pytest.raises(MetadataTooLarge):
         await issuer.amint("u", "r", private_metadata={"a": "x" * 64_001})
     assert len(sessions.store) == 0  # type: ignore[arg-type]
-
-
-def test_deprecated_mint_reference_still_works(issuer: TokenIssuer) -> None:
-    ref = issuer.mint_reference(
-        "u",
-        "room-9",
-        metadata={"big": "x" * 1000, "tier": "gold"},
-        dispatch="triage",
-        job_metadata={"lang": "es"},
-    )
-    assert isinstance(ref, ReferenceToken)
-    assert ref.session_id == "room-9"
-    assert ref.metadata == {"big": "x" * 1000, "tier": "gold", "lang": "es"}
-    claims = decode(ref.token)
-    assert "metadata" not in claims
-    assert claims["roomConfig"] == {
-        "agents": [{"agentName": "triage", "metadata": '{"session":"room-9"}'}]
-    }
-    custom = issuer.mint_reference(
-        "u", "room-9", session_id="s-1", metadata='{"a":1}', dispatch="t"
-    )
-    assert custom.session_id == "s-1"
-    assert custom.metadata == {"a": 1}
-    with pytest.raises(ValueError, match="session_id must not be empty"):
-        issuer.mint_reference("u", "r", session_id="")
 
 
 # --------------------------------------------------------------------------- routing

@@ -66,7 +66,7 @@ if TYPE_CHECKING:
     from .sessions.redis import RedisStore
     from .sessions.store import MergeAndGet, SessionStore
     from .sessions.tool_tokens import InsecureSecretWarning, ToolTokens
-    from .tokens.issuer import Dispatch, ReferenceToken, SessionToken, TokenIssuer, VerifiedToken
+    from .tokens.issuer import Dispatch, SessionToken, TokenIssuer, VerifiedToken
 
 _SOURCES: dict[str, tuple[str, ...]] = {
     ".agent.adapter": ("AdapterStats", "MetadataAdapter", "PublishResult", "SessionHandle"),
@@ -120,7 +120,6 @@ _SOURCES: dict[str, tuple[str, ...]] = {
     ".sessions.tool_tokens": ("InsecureSecretWarning", "ToolTokens"),
     ".tokens.issuer": (
         "Dispatch",
-        "ReferenceToken",
         "SessionToken",
         "TokenIssuer",
         "VerifiedToken",
@@ -160,7 +159,6 @@ __all__ = [
     "PublishResult",
     "RedisLimits",
     "RedisStore",
-    "ReferenceToken",
     "ReservedKey",
     "Route",
     "RouteInput",
