@@ -72,7 +72,9 @@ def _handle(
     async def setup(ctx: Any) -> SessionHandle:
         sid = sessions.create_session()
         owner = {"identity": "ada", "room": room.name, "protected": ["customer"]}
-        await sessions.token_sessions.update(sid, {**PUBLIC, "customer": "C-1", SESSION_OWNER_KEY: owner})
+        await sessions.token_sessions.update(
+            sid, {**PUBLIC, "customer": "C-1", SESSION_OWNER_KEY: owner}
+        )
         ada = _Participant("ada", {SESSION_KEY: sid})
         room.remote_participants["ada"] = ada
         return await MetadataAdapter(sessions).attach(ctx, ada)  # type: ignore[arg-type]

@@ -134,9 +134,7 @@ async def test_untrusted_references_are_invalid_metadata_never_a_crash(
         "missing": "no-such-session-0123456789abcdef",
         "not-a-string": "",
     }[case]
-    mallory = Participant(
-        "mallory", metadata='{"name": "M"}', attributes={SESSION_KEY: reference}
-    )
+    mallory = Participant("mallory", metadata='{"name": "M"}', attributes={SESSION_KEY: reference})
     room.join(mallory)
     with fake_job_context(room=room) as ctx:
         handle = await MetadataAdapter(sessions).attach(ctx, mallory)  # type: ignore[arg-type]

@@ -35,6 +35,7 @@ from livekit.plugins.metadata.errors import (
 from livekit.plugins.metadata.routing.router import MetadataRouter
 from livekit.plugins.metadata.sessions.manager import SessionManager
 from livekit.plugins.metadata.sessions.memory import MemoryStore
+from livekit.plugins.metadata.tokens import minting
 from livekit.plugins.metadata.tokens.claims import GRANT_CLAIMS
 from livekit.plugins.metadata.tokens.issuer import (
     DEFAULT_TTL,
@@ -43,6 +44,7 @@ from livekit.plugins.metadata.tokens.issuer import (
     TokenIssuer,
     VerifiedToken,
 )
+from livekit.plugins.metadata.tokens.minting import MetadataClaim
 from tests.strategies import attribute_keys, examples, metadata_keys
 
 pytestmark = pytest.mark.unit
@@ -981,6 +983,72 @@ async def test_amint_needs_sessions_and_stores_nothing_invalid(issuer: TokenIssu
     with pytest.raises(MetadataTooLarge):
         await issuer.amint("u", "r", private_metadata={"a": "x" * 64_001})
     assert len(sessions.store) == 0  # type: ignore[arg-type]
+
+
+# --------------------------------------------------------------------------- metadata claims
+
+
+def test_a_metadata_claim_mints_the_same_claims(issuer: TokenIssuer) -> None:
+    md = {"tier": "gold", "n": 3}
+    claim = issuer.metadata_claim(md)
+    assert (claim.text, claim.data) == ('{"tier":"gold","n":3}', md)
+    plain = without_times(decode(issuer.mint("u", "r", metadata=md, dispatch=Dispatch("a", md))))
+    for dispatch in (Dispatch("a", md), api.RoomAgentDispatch(agent_name="a", metadata=claim.text)):
+        token = issuer.mint("u", "r", metadata=claim, dispatch=dispatch)
+        assert without_times(decode(token)) == plain
+
+
+async def test_amint_with_a_metadata_claim_serializes_nothing_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The endpoint's path: the claim's text is the participant claim and, with the
+    session key appended, the job metadata; nothing is parsed or serialized again."""
+    issuer, sessions = token_sessions()
+    md = {"lang": "es", "tier": "gold"}
+    claim = issuer.metadata_claim(md)
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("metadata serialized or parsed again")
+
+    monkeypatch.setattr(minting, "serialize_metadata", forbidden)
+    monkeypatch.setattr(minting, "parse_metadata", forbidden)
+    minted = await issuer.amint(
+        "u", "r", metadata=claim, protected_keys=["tier"], dispatch=[Dispatch("a", md), "b"]
+    )
+    claims = decode(minted.token)
+    assert claims["metadata"] == claim.text
+    first, second = claims["roomConfig"]["agents"]
+    sid = minted.session_id
+    assert first["metadata"] == orjson.dumps({**md, SESSION_KEY: sid}).decode()
+    assert second["metadata"] == orjson.dumps({SESSION_KEY: sid}).decode()
+    owner = {"identity": "u", "room": "r", "protected": ["tier"]}
+    assert await sessions.token_sessions.get(sid) == {**md, SESSION_OWNER_KEY: owner}
+
+
+def test_metadata_claims_are_checked_and_made_only_by_an_issuer(issuer: TokenIssuer) -> None:
+    with pytest.raises(ReservedKey):
+        issuer.metadata_claim({SESSION_KEY: "x"})
+    with pytest.raises(MetadataTooLarge):
+        issuer.metadata_claim({"a": "x" * 64_001})
+    forged = MetadataClaim(orjson.dumps({SESSION_KEY: "x"}).decode(), {SESSION_KEY: "x"})
+    with pytest.raises(TypeError, match="metadata_claim"):
+        issuer.mint("u", "r", metadata=forged)
+    small = TokenIssuer(KEY, SECRET, max_metadata_bytes=10)
+    with pytest.raises(MetadataTooLarge):
+        small.mint("u", "r", metadata=issuer.metadata_claim({"a": "x" * 20}))
+
+
+async def test_the_session_key_counts_against_the_job_metadata_limit() -> None:
+    issuer, sessions = token_sessions(max_metadata_bytes=40)
+    md = {"k": "x" * 20}  # 28 bytes; with the session key well over 40
+    with pytest.raises(MetadataTooLarge, match="dispatch 'a' metadata"):
+        await issuer.amint("u", "r", metadata=md, dispatch=Dispatch("a", md))
+    assert len(sessions.store) == 0  # type: ignore[arg-type]
+
+
+def test_an_unknown_mint_keyword_is_a_type_error(issuer: TokenIssuer) -> None:
+    with pytest.raises(TypeError, match="metdata"):
+        issuer.mint("u", "r", metdata={"a": 1})  # type: ignore[call-arg]
 
 
 # --------------------------------------------------------------------------- routing

@@ -339,6 +339,34 @@ async def test_routing_disabled_dispatches_default_agent_or_none(serve: Serve) -
     assert orjson.loads(claims.room_config.agents[0].metadata) == {"a": 1, SESSION_KEY: sid}
 
 
+async def test_the_endpoint_serializes_the_metadata_once(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The endpoint parsed and checked the client's metadata: the issuer serializes the
+    public metadata once (the claim) and reuses it for the default agent's job metadata."""
+    from livekit.plugins.metadata.tokens import minting
+
+    calls: list[str] = []
+
+    def counted(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            calls.append(fn.__name__)
+            return fn(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(minting, "serialize_metadata", counted(minting.serialize_metadata))
+    monkeypatch.setattr(minting, "parse_metadata", counted(minting.parse_metadata))
+    c = await serve(rules="none", router=None, default_agent="solo")
+    claims = await c.token({"participant_metadata": '{"a": 1, "b": "x"}'})
+    assert calls == ["serialize_metadata"]
+    assert claims.metadata == '{"a":1,"b":"x"}'
+    assert claims.room_config is not None
+    sid = claims.attributes[SESSION_KEY]
+    job = orjson.loads(claims.room_config.agents[0].metadata)
+    assert job == {"a": 1, "b": "x", SESSION_KEY: sid}
+
+
 # ---------------------------------------------------------------------------- token sessions
 
 

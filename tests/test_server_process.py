@@ -417,10 +417,7 @@ async def test_a_caller_rejoins_only_their_own_room(serve_process: Start, post: 
         first["room_name"],
         first["participant_identity"],
     )
-    assert (
-        claims_of(again).attributes[SESSION_KEY]
-        != claims_of(first).attributes[SESSION_KEY]
-    )
+    assert claims_of(again).attributes[SESSION_KEY] != claims_of(first).attributes[SESSION_KEY]
     forged = (
         api.AccessToken(KEY, "not-the-server-secret-" + "y" * 30)
         .with_identity(first["participant_identity"])

@@ -14,19 +14,20 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Iterable
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 from typing import TYPE_CHECKING, Any
 
 from ..codec import DEFAULT_MAX_ATTRIBUTES_BYTES, DEFAULT_MAX_METADATA_BYTES
 from ..errors import ConfigError
+from ..log import logger
 from .claims import ttl_seconds
 from .minting import ClaimsBuilder, Dispatch, MetadataClaim, MetadataInput, MintOptions, _Router
 from .session_token import (
     DEFAULT_SESSION_GRACE,
-    Minted,
     SessionToken,
     SessionWriter,
-    mint_with_session,
+    session_record,
+    write,
 )
 from .signing import Signer
 from .verifying import VerifiedToken, decode, verified_token
@@ -191,8 +192,8 @@ class TokenIssuer:
                 name, a bad ttl, kind or grant room.
             TypeError: An argument has the wrong type, or an unknown keyword.
         """
-        built = self._builder.build(identity, room, options)
-        return self._sign(built.claims, identity, options.get("ttl"))[0]
+        claims = self._builder.build(identity, room, options)[0]
+        return self._sign(claims, identity, options.get("ttl"))[0]
 
     async def amint(
         self,
@@ -232,27 +233,18 @@ class TokenIssuer:
         sessions = self._sessions
         if sessions is None:
             raise ConfigError("amint needs a session manager: pass sessions= to TokenIssuer")
-
-        def mint(session_id: str) -> Minted:
-            built = self._builder.build(
-                identity,
-                room,
-                options,
-                session_id=session_id,
-                private_metadata=private_metadata,
-            )
-            token, expires, lifetime = self._sign(built.claims, identity, options.get("ttl"))
-            return Minted(token, expires, lifetime, built.public, built.private)
-
-        return await mint_with_session(
-            sessions,
-            mint,
-            identity=identity,
-            room=room,
-            protected_keys=protected_keys,
-            grace=self._session_grace,
-            write_session=write_session,
+        session_id = sessions.create_session()
+        claims, public, private = self._builder.build(
+            identity, room, options, session_id=session_id, private_metadata=private_metadata
         )
+        token, expires, lifetime = self._sign(claims, identity, options.get("ttl"))
+        record = session_record(identity, room, public, private, protected_keys)
+        ttl = lifetime + self._session_grace
+        await write(sessions, session_id, record, ttl, write_session)
+        logger.debug(
+            "stored a token session", extra={"session_id": session_id, "keys": len(record)}
+        )
+        return SessionToken(token, session_id, datetime.fromtimestamp(expires, tz=timezone.utc))
 
     def metadata_claim(self, metadata: MetadataInput) -> MetadataClaim:
         """Check and serialize metadata once, for one or several mints.

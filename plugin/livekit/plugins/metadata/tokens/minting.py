@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypedDict, Union
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, Union
 
 import orjson
 from google.protobuf.json_format import MessageToDict
@@ -47,26 +47,30 @@ _RESERVED_IN_JSON = '"' + PLUGIN_ATTRIBUTE_PREFIX
 _SEAL = object()
 
 
-@dataclasses.dataclass(frozen=True, repr=False, eq=False)
 class MetadataClaim:
     """Metadata checked and serialized once, by :meth:`TokenIssuer.metadata_claim`.
 
     Pass it as ``metadata``/``job_metadata``/``private_metadata`` or as a
     dispatch's metadata: it is used as is, not parsed, serialized or checked
     again. A dispatch whose metadata is ``data`` itself, or the string ``text``,
-    reuses it too.
+    reuses it too. Made only by an issuer; treat it as read-only.
 
     Attributes:
         text: The compact JSON claim (``""`` for no metadata).
         data: The mapping it was made from (not copied).
+        size: ``text`` in UTF-8 bytes.
     """
 
-    text: str
-    data: dict[str, Any]
-    _seal: object = dataclasses.field(default=None, compare=False)
+    __slots__ = ("_seal", "data", "size", "text")
+
+    def __init__(self, text: str, data: dict[str, Any], _seal: object = None) -> None:
+        self.text = text
+        self.data = data
+        self.size = len(text) if text.isascii() else len(text.encode("utf-8"))
+        self._seal = _seal
 
     def __repr__(self) -> str:
-        return f"MetadataClaim(<{len(self.text)} chars, keys {sorted(self.data)}>)"
+        return f"MetadataClaim(<{self.size} bytes, keys {sorted(self.data)}>)"
 
 
 MetadataInput = Union[Mapping[str, Any], "BaseModel", str, MetadataClaim]
@@ -149,12 +153,9 @@ MINT_OPTIONS: frozenset[str] = MintOptions.__optional_keys__
 """The names of :class:`MintOptions`."""
 
 
-class Built(NamedTuple):
-    """Claims without ``sub``/``iss``/``nbf``/``exp``, and the checked public and private keys."""
-
-    claims: dict[str, Any]
-    public: dict[str, Any] | None
-    private: dict[str, Any]
+Built = tuple[dict[str, Any], "dict[str, Any] | None", dict[str, Any]]
+"""What :meth:`ClaimsBuilder.build` returns: the claims (without ``sub``/``iss``/``nbf``/
+``exp``), the checked public metadata and the private keys."""
 
 
 class _Router(Protocol):
@@ -178,8 +179,15 @@ class ClaimsBuilder:
 
     def metadata_claim(self, value: MetadataInput, what: str = "metadata") -> MetadataClaim:
         """``value`` checked and serialized once (see :class:`MetadataClaim`)."""
-        text, data = self._metadata(value, what, want_dict=True)
-        return MetadataClaim(text, data or {}, _SEAL)
+        if isinstance(value, MetadataClaim):
+            return value
+        try:
+            text, data = self._serialize(value, what, want_dict=True)
+        except MetadataError as exc:
+            raise exc if what == "metadata" else _prefix(exc, what) from None
+        assert data is not None  # want_dict
+        refuse_reserved(data, what)
+        return MetadataClaim(text, data, _SEAL)
 
     def build(
         self,
@@ -242,7 +250,7 @@ class ClaimsBuilder:
             raise ValueError("job_metadata needs a dispatch (pass dispatch= or configure a router)")
         if room_claim is not None:
             claims["roomConfig"] = room_claim
-        return Built(claims, md_dict, private)
+        return claims, md_dict, private
 
     # ----------------------------------------------------------------- metadata
 
@@ -268,9 +276,8 @@ class ClaimsBuilder:
     def _claimed(self, value: MetadataClaim, what: str) -> _Claim:
         if value._seal is not _SEAL:
             raise TypeError(f"{what}: make a MetadataClaim with TokenIssuer.metadata_claim()")
-        size = len(value.text.encode("utf-8"))
-        if size > self.max_metadata_bytes:
-            exc = _too_large(size, self.max_metadata_bytes)
+        if value.size > self.max_metadata_bytes:
+            exc = _too_large(value.size, self.max_metadata_bytes)
             raise exc if what == "metadata" else _prefix(exc, what)
         return value.text, value.data
 
@@ -341,7 +348,7 @@ class ClaimsBuilder:
         """The ``roomConfig.agents`` list and each one's job metadata (text, dict)."""
         job: _Claim = ("", None)
         if job_metadata is not None:
-            if _same(job_metadata, metadata):
+            if job_metadata is metadata or _same(job_metadata, metadata):
                 job = _reused(md, want_dict)
             else:
                 job = self._metadata(job_metadata, "job_metadata", want_dict=want_dict)
@@ -356,7 +363,7 @@ class ClaimsBuilder:
                     raise ValueError(
                         f"dispatch {agent_name!r} has its own metadata; do not also pass job_metadata"
                     )
-                if _same(own, metadata):  # the participant metadata itself
+                if own is metadata or _same(own, metadata):  # the participant metadata
                     this = _reused(md, want_dict)
                 else:
                     what = f"dispatch {agent_name!r} metadata"
@@ -404,7 +411,7 @@ class ClaimsBuilder:
                 continue
             # The checked compact text with the session key appended: no re-encode.
             linked = text[:-1] + "," + member if job else "{" + member
-            size = len(linked.encode("utf-8"))
+            size = _utf8_size(linked)
             if size > limit:
                 raise _prefix(_too_large(size, limit), what)
             agent["metadata"] = linked
@@ -432,6 +439,10 @@ def _prefix(exc: MetadataError, what: str) -> MetadataError:
     return exc
 
 
+def _utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode("utf-8"))  # isascii: O(1)
+
+
 def _too_large(size: int, limit: int) -> MetadataTooLarge:
     return MetadataTooLarge(
         f"serialized metadata is {size} bytes, over the limit of {limit} bytes",
@@ -441,9 +452,7 @@ def _too_large(size: int, limit: int) -> MetadataTooLarge:
 
 
 def _same(value: object, metadata: object) -> bool:
-    """``value`` is the participant metadata (or, for a :class:`MetadataClaim`, its source)."""
-    if value is metadata:
-        return True
+    """``value`` is the source of the participant's :class:`MetadataClaim`, or its text."""
     if isinstance(metadata, MetadataClaim):
         return value is metadata.data or (isinstance(value, str) and value == metadata.text)
     return False

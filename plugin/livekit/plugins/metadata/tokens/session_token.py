@@ -1,30 +1,30 @@
-"""A session per token (``TokenIssuer.amint``): create, mint against it, record the owner, write.
+"""A session per token (``TokenIssuer.amint``): what the session holds, and its write.
 
-The session id comes from ``SessionManager.create_session()`` (never from a
-caller); the session holds the public and private metadata and the owner record
-:data:`~livekit.plugins.metadata.codec.SESSION_OWNER_KEY`, and is written before
-the token is returned, so a token never points at a session that does not exist.
+``amint`` takes the session id from ``SessionManager.create_session()`` (never from
+a caller), mints against it, and writes :func:`session_record` (public and
+private metadata, the owner record
+:data:`~livekit.plugins.metadata.codec.SESSION_OWNER_KEY`) with :func:`write`
+before the token is returned: a token never points at a session that does not exist.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any, NamedTuple
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
 
 from ..codec import SESSION_OWNER_KEY
-from ..log import logger
 
 if TYPE_CHECKING:
     from ..sessions.manager import SessionManager
 
 __all__ = [
     "DEFAULT_SESSION_GRACE",
-    "Minted",
     "SessionToken",
     "SessionWriter",
-    "mint_with_session",
+    "session_record",
+    "write",
 ]
 
 DEFAULT_SESSION_GRACE = timedelta(minutes=10)
@@ -64,49 +64,43 @@ class SessionToken:
         )
 
 
-class Minted(NamedTuple):
-    """A signed token linked to a session, with what that session must hold."""
-
-    token: str
-    expires: int
-    lifetime: int
-    public: dict[str, Any] | None
-    private: dict[str, Any]
-
-
-async def mint_with_session(
-    sessions: SessionManager,
-    mint: Callable[[str], Minted],
-    *,
+def session_record(
     identity: str,
     room: str,
+    public: Mapping[str, Any] | None,
+    private: Mapping[str, Any],
     protected_keys: Iterable[str],
-    grace: int,
-    write_session: SessionWriter | None,
-) -> SessionToken:
-    """Create a session, ``mint(session_id)``, write the session, return the token.
+) -> dict[str, Any]:
+    """What a token session holds: public and private keys, and the owner record.
 
-    The session lives ``grace`` seconds longer than the token. ``write_session``
-    replaces ``sessions.token_sessions.update``; what either raises propagates
-    and no token is returned.
+    The owner record names the identity and room that may use the session and
+    (``protected``) the keys the server decided: the private keys and
+    ``protected_keys``.
+
+    Raises:
+        TypeError: ``protected_keys`` is a str or holds a non-str.
     """
-    session_id = sessions.create_session()
-    minted = mint(session_id)
-    record = {**(minted.public or {}), **minted.private}
+    record = {**(public or {}), **private}
     owner: dict[str, Any] = {"identity": identity, "room": room}
-    if minted.private:
-        owner["protected"] = sorted(minted.private)
-    if protected_keys:  # the private keys are in the owner record already
-        owner["protected"] = _protected_list(protected_keys, minted.private)
+    if protected_keys:
+        owner["protected"] = _protected_list(protected_keys, private)
+    elif private:
+        owner["protected"] = sorted(private)
     record[SESSION_OWNER_KEY] = owner
-    ttl = minted.lifetime + grace
+    return record
+
+
+def write(
+    sessions: SessionManager,
+    session_id: str,
+    record: dict[str, Any],
+    ttl: int,
+    write_session: SessionWriter | None,
+) -> Awaitable[None]:
+    """Write the session with ``write_session``, else ``sessions.token_sessions.update``."""
     if write_session is None:
-        await sessions.token_sessions.update(session_id, record, ttl=ttl)
-    else:
-        await write_session(session_id, record, ttl)
-    logger.debug("stored a token session", extra={"session_id": session_id, "keys": len(record)})
-    expires_at = datetime.fromtimestamp(minted.expires, tz=timezone.utc)
-    return SessionToken(minted.token, session_id, expires_at)
+        return sessions.token_sessions.update(session_id, record, ttl=ttl)
+    return write_session(session_id, record, ttl)
 
 
 def _protected_list(keys: Iterable[str], private: Mapping[str, Any]) -> list[str]:

@@ -34,6 +34,7 @@ class _CheckedSecretHS256(Algorithm):
     def __init__(self, secret: bytes) -> None:
         self._pyjwt = jwt.PyJWS().get_algorithm_by_name(_HS256)
         self.secret: bytes = self._pyjwt.prepare_key(secret)
+        self._length_warning = self._pyjwt.check_key_length(self.secret)
 
     def prepare_key(self, key: Any) -> Any:
         if key is self.secret:
@@ -41,6 +42,8 @@ class _CheckedSecretHS256(Algorithm):
         return self._pyjwt.prepare_key(key)
 
     def check_key_length(self, key: Any) -> str | None:
+        if key is self.secret:
+            return self._length_warning
         return self._pyjwt.check_key_length(key)
 
     def sign(self, msg: bytes, key: Any) -> bytes:
