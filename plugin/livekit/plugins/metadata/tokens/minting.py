@@ -214,7 +214,8 @@ class ClaimsBuilder:
         router = self.router if dispatch is None else None
         want_dict = linked or router is not None
 
-        claims = participant_claims(options.get("name"), options.get("kind"))
+        name, kind = options.get("name"), options.get("kind")
+        claims = {} if name is None and kind is None else participant_claims(name, kind)
         metadata = options.get("metadata")
         md: _Claim = ("", None)
         if metadata is not None:
@@ -231,11 +232,12 @@ class ClaimsBuilder:
                 can_update_own_metadata=options.get("can_update_own_metadata", False),
             )
         )
-        attrs = self._attributes(options.get("attributes"), session_id)
-        if attrs is not None:
-            claims["attributes"] = attrs
+        attributes = options.get("attributes")
+        if attributes is not None or linked:
+            claims["attributes"] = self._attributes(attributes, session_id)
 
-        room_claim = room_config_claim(options.get("room_config"))
+        room_config = options.get("room_config")
+        room_claim = None if room_config is None else room_config_claim(room_config)
         md_dict = md[1]
         route_on = {**md_dict, **private} if private and md_dict else (private or md_dict)
         job_metadata = options.get("job_metadata")
@@ -318,9 +320,7 @@ class ClaimsBuilder:
 
     def _attributes(
         self, attributes: Mapping[str, str] | None, session_id: str | None
-    ) -> dict[str, str] | None:
-        if attributes is None and session_id is None:
-            return None
+    ) -> dict[str, str]:
         limit = self.max_attributes_bytes
         checked = validate_attributes(attributes, max_bytes=limit)
         refuse_reserved(checked, "attributes")
