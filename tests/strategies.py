@@ -3,7 +3,7 @@
 Hypothesis also draws string constants it finds in the project's own source (such as
 ``"lk-metadata."`` or ``"lk."``), so a key strategy that merely makes a reserved key
 unlikely still draws one now and then. The key strategies here exclude what the code
-rightly refuses; the refusals have their own tests (``tests/test_issuer.py``).
+rightly refuses; the refusals have their own tests (``tests/test_token_sessions.py``).
 """
 
 from __future__ import annotations

@@ -18,8 +18,8 @@ import pytest
 from livekit import rtc
 
 from livekit.plugins.metadata.agent.adapter import MetadataAdapter
-from livekit.plugins.metadata.agent.views import OWNER_KEY, RouteInput
-from livekit.plugins.metadata.codec import SESSION_ATTRIBUTE, SESSION_KEY
+from livekit.plugins.metadata.agent.views import RouteInput
+from livekit.plugins.metadata.codec import SESSION_KEY, SESSION_OWNER_KEY
 from livekit.plugins.metadata.errors import InvalidSessionReference
 from livekit.plugins.metadata.sessions.manager import SessionManager
 from tests.test_adapter import Participant, Room, fake_job_context, shutdown
@@ -42,7 +42,7 @@ async def token_session(
     owner: dict[str, Any] = {"identity": identity, "room": room}
     if protected:
         owner["protected"] = sorted(protected)
-    await sessions.token_sessions.update(sid, {**metadata, OWNER_KEY: owner})
+    await sessions.token_sessions.update(sid, {**metadata, SESSION_OWNER_KEY: owner})
     return sid
 
 
@@ -57,7 +57,7 @@ async def caller(
     attributes: dict[str, str] | None = None,
 ) -> Participant:
     sid = await token_session(sessions, identity, room, {**public, **private}, list(private))
-    attrs = {SESSION_ATTRIBUTE: sid, **(attributes or {})}
+    attrs = {SESSION_KEY: sid, **(attributes or {})}
     return Participant(
         identity, metadata=orjson.dumps(public).decode(), attributes=attrs, kind=kind
     )
@@ -134,9 +134,7 @@ async def test_untrusted_references_are_invalid_metadata_never_a_crash(
         "missing": "no-such-session-0123456789abcdef",
         "not-a-string": "",
     }[case]
-    mallory = Participant(
-        "mallory", metadata='{"name": "M"}', attributes={SESSION_ATTRIBUTE: reference}
-    )
+    mallory = Participant("mallory", metadata='{"name": "M"}', attributes={SESSION_KEY: reference})
     room.join(mallory)
     with fake_job_context(room=room) as ctx:
         handle = await MetadataAdapter(sessions).attach(ctx, mallory)  # type: ignore[arg-type]
@@ -157,7 +155,7 @@ async def test_untrusted_references_are_invalid_metadata_never_a_crash(
 async def test_an_expired_token_session_is_invalid() -> None:
     sessions, room = SessionManager(), Room()
     ada = await caller(sessions, "ada", {"a": 1}, {"customer": PRIVATE})
-    await sessions.token_sessions.delete(ada.attributes[SESSION_ATTRIBUTE])  # as a TTL would
+    await sessions.token_sessions.delete(ada.attributes[SESSION_KEY])  # as a TTL would
     room.join(ada)
     with fake_job_context(room=room) as ctx:
         handle = await MetadataAdapter(sessions).attach(ctx, ada)  # type: ignore[arg-type]

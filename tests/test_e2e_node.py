@@ -22,7 +22,7 @@ from aiohttp import web
 from livekit import api
 from pydantic import SecretStr
 
-from livekit.plugins.metadata.codec import SESSION_ATTRIBUTE, SESSION_KEY, parse_metadata
+from livekit.plugins.metadata.codec import SESSION_KEY, parse_metadata
 from livekit.plugins.metadata.server.app import ServerConfig, create_app
 from livekit.plugins.metadata.server.asgi import TokenASGI
 from livekit.plugins.metadata.tokens.issuer import Dispatch, TokenIssuer
@@ -231,8 +231,8 @@ async def test_livekit_client_endpoint_token_source(
     assert payload["sub"] == "web-caller"
     assert payload["video"]["room"] == room
     assert json.loads(payload["metadata"]) == METADATA
-    session_id = payload["attributes"][SESSION_ATTRIBUTE]  # the token's own session
-    assert payload["attributes"] == {**ATTRIBUTES, SESSION_ATTRIBUTE: session_id}
+    session_id = payload["attributes"][SESSION_KEY]  # the token's own session
+    assert payload["attributes"] == {**ATTRIBUTES, SESSION_KEY: session_id}
     (agent,) = payload["roomConfig"]["agents"]
     assert agent["agentName"] == "support-agent"
     assert json.loads(agent["metadata"])[SESSION_KEY] == session_id

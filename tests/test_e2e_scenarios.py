@@ -35,7 +35,7 @@ import aiohttp
 import pytest
 from livekit import api, rtc
 
-from livekit.plugins.metadata.codec import SESSION_ATTRIBUTE, SESSION_KEY
+from livekit.plugins.metadata.codec import SESSION_KEY
 from livekit.plugins.metadata.errors import MetadataTooLarge
 from livekit.plugins.metadata.routing.router import MetadataRouter
 from livekit.plugins.metadata.tokens.issuer import Dispatch, TokenIssuer
@@ -450,7 +450,7 @@ async def test_6_two_workers_share_redis_and_load_referenced_metadata(
             verified = issuer.verify(body["participant_token"])
             # Only the token session's reference travels in the token's dispatch.
             assert [d.agent_name for d in verified.dispatches] == [SHARED]
-            session_id = verified.attributes[SESSION_ATTRIBUTE]
+            session_id = verified.attributes[SESSION_KEY]
             assert json.loads(str(verified.dispatches[0].metadata)) == {SESSION_KEY: session_id}
             assert verified.metadata == {}
             assert "history" not in body["participant_token"]

@@ -90,7 +90,7 @@ async def test_a_room_named_after_a_session_id_reaches_nothing(
     import jwt
     import redis.asyncio as redis_asyncio
 
-    from livekit.plugins.metadata.codec import SESSION_ATTRIBUTE
+    from livekit.plugins.metadata.codec import SESSION_KEY
     from tests.fixtures.lk_serve import Secrets, start_serve, stop_serve
 
     key = "frontend-key-0123456789abcdef"
@@ -129,7 +129,7 @@ async def test_a_room_named_after_a_session_id_reaches_nothing(
                     alice_room, {"department": "support", "customer_id": "C-ALICE", "pin": "7431"}
                 )
                 alice_sid = jwt.decode(alice, options={"verify_signature": False})["attributes"][
-                    SESSION_ATTRIBUTE
+                    SESSION_KEY
                 ]
                 stored_key = f"lkmeta:t:{alice_sid}"
                 async with connected_room(livekit_server, alice) as alice_in:
@@ -166,7 +166,7 @@ async def test_attributes_shared_rooms_and_shared_identities_reach_nothing(
     import aiohttp
     import jwt
 
-    from livekit.plugins.metadata.codec import SESSION_ATTRIBUTE
+    from livekit.plugins.metadata.codec import SESSION_KEY
     from tests.fixtures.lk_serve import Secrets, start_serve, stop_serve
 
     key = "frontend-key-0123456789abcdef"
@@ -260,7 +260,7 @@ async def test_attributes_shared_rooms_and_shared_identities_reach_nothing(
                         assert "pin" not in json.loads(call)
                 alice_sid = jwt.decode(
                     alice["participant_token"], options={"verify_signature": False}
-                )["attributes"][SESSION_ATTRIBUTE]
+                )["attributes"][SESSION_KEY]
                 # Attack 4: a second token for identity "alice" in Alice's room.
                 async with connected_room(livekit_server, alice["participant_token"]) as a:
                     await wait_for_remote_attribute(a, "view.alice", predicate=view_is(alice_view))

@@ -18,7 +18,7 @@ import redis.asyncio
 from aiohttp import web
 from aiohttp.test_utils import TestClient, TestServer
 
-from livekit.plugins.metadata.codec import SESSION_ATTRIBUTE
+from livekit.plugins.metadata.codec import SESSION_KEY
 from livekit.plugins.metadata.server.app import create_app
 from livekit.plugins.metadata.server.limits import RedisLimits
 from livekit.plugins.metadata.server.state import STATE
@@ -86,7 +86,7 @@ async def test_one_script_call_per_token_and_the_session_reads_as_update_writes_
     md = {"department": "support", "blob": 'private "quoted" \u00e9\n', "n": [1, {"a": None}]}
     claims = await c.token({"participant_metadata": orjson.dumps(md).decode()})
     assert await _evalsha_calls(raw) - before == 1
-    session_id = claims.attributes[SESSION_ATTRIBUTE]
+    session_id = claims.attributes[SESSION_KEY]
     stored = await c.sessions.token_sessions.get(session_id)
     assert {k: v for k, v in stored.items() if k in md} == md
     # The same record written by the normal API is the same hash, byte for byte, same TTL.

@@ -1,8 +1,7 @@
-"""Unit tests for TokenIssuer: claims parity with AccessToken, validation, verify, reference mode."""
+"""Unit tests for TokenIssuer.mint: claims parity with AccessToken, validation, configuration."""
 
 from __future__ import annotations
 
-import base64
 import dataclasses
 import time
 import typing
@@ -10,7 +9,6 @@ from datetime import timedelta
 from typing import Any
 
 import jwt
-import orjson
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 from jwt.warnings import InsecureKeyLengthWarning
@@ -18,48 +16,34 @@ from livekit import api
 from livekit.api.access_token import Claims
 from pydantic import BaseModel
 
-from livekit.plugins.metadata.codec import SESSION_ATTRIBUTE, SESSION_KEY, serialize_metadata
+from livekit.plugins.metadata.codec import serialize_metadata
 from livekit.plugins.metadata.errors import (
     ConfigError,
     InvalidAttributes,
     InvalidMetadataJSON,
     MetadataNotAnObject,
     MetadataTooLarge,
-    NoRouteMatched,
-    ReservedKey,
-    RoutingError,
-    StoreFull,
-    StoreUnavailable,
-    TokenVerificationError,
 )
-from livekit.plugins.metadata.routing.router import MetadataRouter
-from livekit.plugins.metadata.sessions.manager import SessionManager
-from livekit.plugins.metadata.sessions.memory import MemoryStore
 from livekit.plugins.metadata.tokens.claims import GRANT_CLAIMS
 from livekit.plugins.metadata.tokens.issuer import (
     DEFAULT_TTL,
-    SESSION_OWNER_KEY,
     Dispatch,
-    ReferenceToken,
-    SessionToken,
     TokenIssuer,
     VerifiedToken,
 )
-from tests.strategies import attribute_keys, examples, metadata_keys
+from tests.strategies import examples
+from tests.token_helpers import (
+    KEY,
+    SECRET,
+    SENTINEL,
+    attribute_maps,
+    decode,
+    metadata_dicts,
+    short_text,
+    without_times,
+)
 
 pytestmark = pytest.mark.unit
-
-KEY = "APItestkey"
-SECRET = "test-secret-" + "s" * 40
-SENTINEL = "hunter2-sentinel-value"
-
-
-def decode(token: str, secret: str = SECRET, key: str = KEY) -> dict[str, Any]:
-    return jwt.decode(token, secret, algorithms=["HS256"], issuer=key)
-
-
-def without_times(claims: dict[str, Any]) -> dict[str, Any]:
-    return {k: v for k, v in claims.items() if k not in ("nbf", "exp")}
 
 
 @pytest.fixture
@@ -232,24 +216,6 @@ def test_room_config_settings(issuer: TokenIssuer) -> None:
 
 # --------------------------------------------------------------------------- parity property
 
-_text = st.text(st.characters(blacklist_categories=("Cs",)), min_size=1, max_size=12)
-_json_scalar = st.one_of(
-    st.none(),
-    st.booleans(),
-    st.integers(-(2**53), 2**53),
-    st.floats(allow_nan=False, allow_infinity=False),
-    _text,
-)
-_json = st.recursive(
-    _json_scalar,
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(_text, inner, max_size=3),
-    max_leaves=8,
-)
-# Keys outside the reserved namespaces: refusing those is tested below
-# (test_reserved_keys_are_refused_wherever_a_caller_puts_them).
-_md = st.dictionaries(metadata_keys(min_size=1), _json, max_size=4)
-_attrs = st.dictionaries(attribute_keys(), st.text(max_size=8), max_size=3)
-
 
 def _field_values(annotation: Any) -> st.SearchStrategy[Any]:
     """Values for one grant field, read from its type (so new livekit-api grants get tested)."""
@@ -260,9 +226,9 @@ def _field_values(annotation: Any) -> st.SearchStrategy[Any]:
     if annotation is bool:
         return st.booleans()
     if annotation is str:
-        return st.just("") | _text
+        return st.just("") | short_text
     if typing.get_origin(annotation) is list:
-        return st.lists(_text, max_size=3)
+        return st.lists(short_text, max_size=3)
     raise AssertionError(f"no strategy for grant field type {annotation!r}")
 
 
@@ -301,21 +267,21 @@ def test_every_grant_type_of_livekit_api_is_supported() -> None:
 
 _dispatch = st.builds(
     Dispatch,
-    agent_name=_text.filter(str.strip),
-    metadata=st.none() | _md,
-    deployment=st.none() | st.just("") | _text,
-    attributes=st.none() | _attrs,
+    agent_name=short_text.filter(str.strip),
+    metadata=st.none() | metadata_dicts,
+    deployment=st.none() | st.just("") | short_text,
+    attributes=st.none() | attribute_maps,
 )
 
 
 @settings(max_examples=examples(80), deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
-    identity=_text,
-    room=_text,
-    name=st.none() | st.just("") | _text,
+    identity=short_text,
+    room=short_text,
+    name=st.none() | st.just("") | short_text,
     kind=st.sampled_from([None, "standard", "agent", "sip"]),
-    metadata=st.none() | _md,
-    attributes=st.none() | _attrs,
+    metadata=st.none() | metadata_dicts,
+    attributes=st.none() | attribute_maps,
     dispatches=st.lists(_dispatch, max_size=3),
     flag=st.booleans(),
     grants=st.none() | _grant(api.VideoGrants) | _grant_sets,
@@ -535,594 +501,3 @@ def test_bad_constructor_arguments() -> None:
         TokenIssuer(KEY, SECRET, sessions=object())  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="ttl"):
         TokenIssuer(KEY, SECRET, ttl=timedelta(0))
-
-
-# --------------------------------------------------------------------------- verify errors
-
-
-def _check_failure(issuer: TokenIssuer, token: str, fragment: str) -> None:
-    with pytest.raises(TokenVerificationError) as info:
-        issuer.verify(token)
-    assert fragment in info.value.message
-    assert not token or token not in info.value.message
-    assert info.value.__cause__ is None
-
-
-def test_verify_expired(issuer: TokenIssuer) -> None:
-    old = TokenIssuer(KEY, SECRET, clock=lambda: time.time() - 3600)
-    _check_failure(issuer, old.mint("u", "r"), "expired")
-
-
-def test_verify_not_yet_valid(issuer: TokenIssuer) -> None:
-    future = TokenIssuer(KEY, SECRET, clock=lambda: time.time() + 3600)
-    _check_failure(issuer, future.mint("u", "r"), "not valid yet")
-
-
-def test_verify_wrong_secret_and_wrong_key(issuer: TokenIssuer) -> None:
-    _check_failure(issuer, TokenIssuer(KEY, "x" * 40).mint("u", "r"), "signature check failed")
-    _check_failure(issuer, TokenIssuer("APIother", SECRET).mint("u", "r"), "issuer check failed")
-
-
-def test_verify_malformed_and_missing_exp(issuer: TokenIssuer) -> None:
-    _check_failure(issuer, "not-a-token", "malformed")
-    _check_failure(issuer, "", "malformed")
-    no_exp = jwt.encode({"sub": "u", "iss": KEY}, SECRET, algorithm="HS256")
-    _check_failure(issuer, no_exp, "no 'exp' claim")
-    none_alg = jwt.encode({"sub": "u", "iss": KEY, "exp": time.time() + 60}, None, algorithm="none")
-    _check_failure(issuer, none_alg, "algorithm check failed")
-
-
-def test_verify_tampered_payload(issuer: TokenIssuer) -> None:
-    header, payload, sig = issuer.mint("u", "r", metadata={"role": "user"}).split(".")
-    claims = orjson.loads(jwt.utils.base64url_decode(payload))
-    claims["metadata"] = '{"role":"admin"}'
-    forged = ".".join([header, jwt.utils.base64url_encode(orjson.dumps(claims)).decode(), sig])
-    _check_failure(issuer, forged, "signature check failed")
-
-
-def test_verify_rejects_non_object_metadata_claim(issuer: TokenIssuer) -> None:
-    token = (
-        api.AccessToken(KEY, SECRET)
-        .with_identity("u")
-        .with_metadata(SENTINEL)
-        .with_grants(api.VideoGrants(room_join=True, room="r"))
-        .to_jwt()
-    )
-    with pytest.raises(TokenVerificationError) as info:
-        issuer.verify(token)
-    assert info.value.message.startswith("metadata claim:")
-    assert SENTINEL not in info.value.message
-
-
-# --------------------------------------------------------------------------- odd claims (#14.4)
-
-
-def signed(**claims: Any) -> str:
-    """A validly signed token: a joinable base with ``claims`` replacing (``None`` removes)."""
-    payload: dict[str, Any] = {
-        "sub": "u",
-        "iss": KEY,
-        "nbf": int(time.time()) - 5,
-        "exp": int(time.time()) + 600,
-        "video": {"roomJoin": True, "room": "r"},
-    }
-    for key, value in claims.items():
-        if value is None:
-            payload.pop(key, None)
-        else:
-            payload[key] = value
-    return jwt.encode(payload, SECRET, algorithm="HS256")
-
-
-def refusal(issuer: TokenIssuer, claims: dict[str, Any]) -> str:
-    """The message of verify's TokenVerificationError for a token signed with ``claims``."""
-    with pytest.raises(TokenVerificationError) as info:
-        issuer.verify(signed(**claims))
-    assert info.value.__cause__ is None
-    return info.value.message
-
-
-@pytest.mark.parametrize(
-    ("claims", "named"),
-    [
-        ({"metadata": {"a": SENTINEL}}, "metadata"),
-        ({"metadata": 5}, "metadata"),
-        ({"metadata": [SENTINEL]}, "metadata"),
-        ({"metadata": f"[{SENTINEL!r}]"}, "metadata"),
-        ({"exp": 1e20}, "exp"),
-        ({"exp": 2**70}, "exp"),
-        ({"exp": "soon"}, "exp"),
-        ({"exp": [1]}, "exp"),
-        ({"nbf": "x"}, "nbf"),
-        ({"nbf": -(10**20)}, "nbf"),
-        ({"iat": {"a": 1}}, "iat"),
-        ({"roomConfig": {"agents": "x"}}, "roomConfig"),
-        ({"roomConfig": {"agents": [{"agentName": 5}]}}, "roomConfig"),
-        ({"roomConfig": {"emptyTimeout": SENTINEL}}, "roomConfig"),
-        ({"roomConfig": [1]}, "roomConfig"),
-        ({"roomConfig": "x"}, "roomConfig"),
-        ({"attributes": ["k", SENTINEL]}, "attributes"),
-        ({"attributes": {"k": 1}}, "attributes"),
-        ({"attributes": "k=v"}, "attributes"),
-        ({"video": ["roomJoin"]}, "video"),
-        ({"video": {"roomJoin": True, "room": 5}}, "video"),
-        ({"video": {"roomJoin": "yes", "room": "r"}}, "video"),
-        ({"video": {"roomJoin": True, "room": "r", "canPublishSources": "camera"}}, "video"),
-        ({"video": {"roomJoin": True, "room": "r", "canPublishSources": [1]}}, "video"),
-        ({"sip": "admin"}, "sip"),
-        ({"sip": {"call": 1}}, "sip"),
-        ({"agent": {"admin": None, "dispatchAdmin": "x"}}, "agent"),
-        ({"agentThread": {"threadIds": "t"}}, "agentThread"),
-        ({"name": 5}, "name"),
-        ({"kind": ["sip"]}, "kind"),
-        ({"kind": "superuser"}, "kind"),
-        ({"sha256": 1}, "sha256"),
-        ({"roomPreset": {}}, "roomPreset"),
-        ({"sub": 5}, "sub"),
-        ({"sub": "x" * 300}, "sub"),
-    ],
-)
-def test_verify_names_every_malformed_claim(
-    issuer: TokenIssuer, claims: dict[str, Any], named: str
-) -> None:
-    message = refusal(issuer, claims)
-    assert f"{named!r}" in message or f"{named} claim" in message
-    assert SENTINEL not in message
-
-
-@pytest.mark.parametrize(
-    ("claims", "fragment"),
-    [
-        ({"sub": None}, "no participant identity"),
-        ({"sub": ""}, "no participant identity"),
-        ({"video": None}, "no video grant"),
-        ({"video": {"room": "r"}}, "no roomJoin"),
-        ({"video": {"roomJoin": False, "room": "r"}}, "no roomJoin"),
-        ({"video": {"roomJoin": True}}, "names no room"),
-    ],
-)
-def test_verify_reports_tokens_livekit_would_not_let_join(
-    issuer: TokenIssuer, claims: dict[str, Any], fragment: str
-) -> None:
-    message = refusal(issuer, claims)
-    assert fragment in message
-    assert "LiveKit" in message
-    # Not a join token, but well formed: verify(require_join=False) accepts it.
-    verified = issuer.verify(signed(**claims), require_join=False)
-    assert verified.identity == ((claims["sub"] or "") if "sub" in claims else "u")
-
-
-def test_verify_accepts_every_grant_and_unknown_fields(issuer: TokenIssuer) -> None:
-    grants = [api.VideoGrants(room_join=True, hidden=True), api.SIPGrants(call=True)]
-    verified = issuer.verify(issuer.mint("u", "r", grants=grants))
-    assert verified.claims.sip == api.SIPGrants(call=True)
-    assert verified.claims.inference is None
-    assert verified.grants.hidden is True
-    assert verified.grant_claims == {
-        "video": {
-            "roomJoin": True,
-            "room": "r",
-            "canPublish": True,
-            "canSubscribe": True,
-            "canPublishData": True,
-            "hidden": True,
-        },
-        "sip": {"admin": False, "call": True},
-    }
-    # Fields a later LiveKit adds are ignored, as TokenVerifier does.
-    later = signed(video={"roomJoin": True, "room": "r", "canTeleport": True}, future={"x": 1})
-    assert issuer.verify(later).room == "r"
-
-
-_odd = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
-    lambda inner: (
-        st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner, max_size=3)
-    ),
-    max_leaves=6,
-)
-_claim_names = st.sampled_from(
-    [
-        "sub",
-        "name",
-        "kind",
-        "metadata",
-        "attributes",
-        "video",
-        "sip",
-        "inference",
-        "observability",
-        "agent",
-        "agentEndpoint",
-        "agentThread",
-        "roomConfig",
-        "sha256",
-        "roomPreset",
-        "exp",
-        "nbf",
-        "iat",
-    ]
-)
-
-
-@settings(max_examples=examples(300), deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(changes=st.dictionaries(_claim_names, _odd, min_size=1, max_size=3))
-def test_verify_is_total_over_odd_claim_shapes(changes: dict[str, Any]) -> None:
-    """Whatever the claims of a signed token, verify returns or raises TokenVerificationError."""
-    issuer = TokenIssuer(KEY, SECRET)
-    token = signed(**{k: v for k, v in changes.items() if v is not None})
-    outcome: VerifiedToken | TokenVerificationError
-    try:
-        outcome = issuer.verify(token, require_join=False)
-    except TokenVerificationError as exc:
-        outcome = exc
-    if isinstance(outcome, TokenVerificationError):
-        assert outcome.__cause__ is None
-    else:
-        assert isinstance(outcome.metadata, dict)
-
-
-def test_verify_type_error(issuer: TokenIssuer) -> None:
-    with pytest.raises(TypeError, match="token must be a str"):
-        issuer.verify(b"abc")  # type: ignore[arg-type]
-
-
-def test_reprs_hide_values(issuer: TokenIssuer) -> None:
-    d = Dispatch("a", metadata={"secret": SENTINEL}, attributes={"k": SENTINEL})
-    assert SENTINEL not in repr(d)
-    token = issuer.mint("u", "r", metadata={"m": SENTINEL}, dispatch=d)
-    v = issuer.verify(token)
-    assert SENTINEL not in repr(v)
-    assert token not in repr(v)
-    ref = issuer.mint_reference("u", "r", metadata={"m": SENTINEL})
-    assert SENTINEL not in repr(ref)
-    assert ref.token not in repr(ref)
-
-
-# --------------------------------------------------------------------------- token sessions
-
-
-def token_sessions(**kwargs: Any) -> tuple[TokenIssuer, SessionManager]:
-    sessions = SessionManager(secret_key="k" * 32)
-    return TokenIssuer(KEY, SECRET, sessions=sessions, **kwargs), sessions
-
-
-async def test_amint_records_the_keys_the_server_decided() -> None:
-    issuer, sessions = token_sessions()
-    minted = await issuer.amint(
-        "caller-1",
-        "room-1",
-        metadata={"department": "support", "channel": "web"},
-        private_metadata={"crm_id": "C-42"},
-        protected_keys=["channel"],
-    )
-    stored = await sessions.token_sessions.get(minted.session_id)
-    assert stored[SESSION_OWNER_KEY]["protected"] == ["channel", "crm_id"]
-    # nothing a client names reaches the token space: the same id is not a named session
-    assert await sessions.get_session_metadata(minted.session_id) == {}
-    with pytest.raises(TypeError):
-        await issuer.amint("caller-1", "room-1", protected_keys="channel")
-
-
-async def test_amint_gives_each_token_its_own_session() -> None:
-    issuer, sessions = token_sessions()
-    minted = await issuer.amint(
-        "caller-1",
-        "support-43",
-        metadata={"department": "support"},
-        private_metadata={"customer_id": SENTINEL, "tier": "gold"},
-        attributes={"queue": "vip"},
-        dispatch=Dispatch("triage", metadata={"lang": "es"}),
-    )
-    assert isinstance(minted, SessionToken)
-    assert len(minted.session_id) >= 22  # 128 random bits, base64url
-    assert await sessions.token_sessions.get(minted.session_id) == {
-        "department": "support",
-        "customer_id": SENTINEL,
-        "tier": "gold",
-        SESSION_OWNER_KEY: {
-            "identity": "caller-1",
-            "room": "support-43",
-            "protected": ["customer_id", "tier"],  # the private keys
-        },
-    }
-    claims = decode(minted.token)
-    assert claims["metadata"] == '{"department":"support"}'
-    assert claims["attributes"] == {"queue": "vip", SESSION_ATTRIBUTE: minted.session_id}
-    (agent,) = claims["roomConfig"]["agents"]
-    assert orjson.loads(agent["metadata"]) == {"lang": "es", SESSION_KEY: minted.session_id}
-    assert minted.expires_at.timestamp() == claims["exp"]
-    # The session id is the only thing that links the token to the private keys.
-    raw = orjson.dumps(claims).decode()
-    for private in (SENTINEL, "customer_id", "gold"):
-        assert private not in raw
-    assert SENTINEL not in repr(minted)
-    assert minted.token not in repr(minted)
-
-    again = await issuer.amint("caller-1", "support-43", metadata={"department": "support"})
-    assert again.session_id != minted.session_id
-    assert decode(again.token)["attributes"] == {SESSION_ATTRIBUTE: again.session_id}
-
-
-async def test_amint_session_ttl_is_token_ttl_plus_grace() -> None:
-    now = [1_000_000.0]
-    sessions = SessionManager(
-        MemoryStore(clock=lambda: now[0]), secret_key="k" * 32, clock=lambda: now[0]
-    )
-    issuer = TokenIssuer(KEY, SECRET, sessions=sessions, session_grace=30, clock=lambda: now[0])
-    assert issuer.session_grace == timedelta(seconds=30)
-    minted = await issuer.amint("u", "r", metadata={"a": 1}, ttl=60)
-    now[0] += 89
-    assert await sessions.token_sessions.get(minted.session_id) != {}
-    now[0] += 2
-    assert await sessions.token_sessions.get(minted.session_id) == {}
-
-
-async def test_amint_private_keys_never_reach_the_token() -> None:
-    router = MetadataRouter.from_dict(
-        {
-            "rules": [
-                {
-                    "when": {"tier": "gold"},
-                    "agent": "vip",
-                    "job_metadata": ["lang", "tier"],
-                }
-            ]
-        }
-    )
-    issuer, sessions = token_sessions(router=router)
-    minted = await issuer.amint(
-        "u", "r", metadata={"lang": "es"}, private_metadata={"tier": "gold"}
-    )
-    claims = decode(minted.token)
-    # Routed on public + private keys; the rule's pick of a private key is left out.
-    (agent,) = claims["roomConfig"]["agents"]
-    assert agent["agentName"] == "vip"
-    assert orjson.loads(agent["metadata"]) == {"lang": "es", SESSION_KEY: minted.session_id}
-    assert "gold" not in orjson.dumps(claims).decode()
-    stored = await sessions.token_sessions.get(minted.session_id)
-    assert stored["tier"] == "gold"
-    with pytest.raises(ValueError, match="both metadata and private_metadata"):
-        await issuer.amint("u", "r", metadata={"tier": "x"}, private_metadata={"tier": "y"})
-
-
-@pytest.mark.parametrize(
-    "kwargs",
-    [
-        {"metadata": {SESSION_KEY: "someone-else"}},
-        {"metadata": '{"lk-metadata.owner": 1}'},
-        {"metadata": '{"lk\\u002dmetadata.session": "x"}'},
-        {"private_metadata": {"lk-metadata.x": 1}},
-        {"attributes": {SESSION_ATTRIBUTE: "x"}},
-        {"dispatch": "a", "job_metadata": {SESSION_KEY: "x"}},
-        {"dispatch": Dispatch("a", metadata={"lk-metadata.y": 1})},
-        {"dispatch": Dispatch("a", attributes={"lk-metadata.y": "1"})},
-    ],
-)
-async def test_reserved_namespace_is_refused(kwargs: dict[str, Any]) -> None:
-    issuer, sessions = token_sessions()
-    with pytest.raises(ReservedKey) as info:
-        await issuer.amint("u", "r", **kwargs)
-    assert info.value.key.startswith("lk-metadata.")
-    assert "lk-metadata." in info.value.message
-    if "private_metadata" not in kwargs:
-        with pytest.raises(ReservedKey):
-            issuer.mint("u", "r", **kwargs)
-    assert len(sessions.store) == 0  # type: ignore[arg-type]
-
-
-_reserved_md_keys = st.builds(
-    str.__add__, st.sampled_from(["lk-metadata.", "lk-metadata.session"]), st.text(max_size=8)
-)
-_refused_attrs = st.builds(
-    lambda prefix, rest: (prefix + rest, InvalidAttributes if prefix == "lk." else ReservedKey),
-    st.sampled_from(["lk.", "lk-metadata."]),
-    st.text(max_size=8),
-)
-
-
-@settings(max_examples=examples(100), deadline=None)
-@given(
-    key=_reserved_md_keys,
-    value=_json,
-    others=_md,
-    where=st.sampled_from(["metadata", "metadata-json", "job_metadata", "dispatch"]),
-)
-def test_reserved_metadata_keys_are_refused_wherever_a_caller_puts_them(
-    key: str, value: Any, others: dict[str, Any], where: str
-) -> None:
-    """The counterpart of the parity property, whose strategies leave these keys out."""
-    md = {**others, key: value}
-    kwargs: dict[str, Any] = {
-        "metadata": {"metadata": md},
-        "metadata-json": {"metadata": orjson.dumps(md).decode()},
-        "job_metadata": {"dispatch": "a", "job_metadata": md},
-        "dispatch": {"dispatch": Dispatch("a", metadata=md)},
-    }[where]
-    with pytest.raises(ReservedKey) as info:
-        TokenIssuer(KEY, SECRET).mint("u", "r", **kwargs)
-    assert info.value.key.startswith("lk-metadata.")
-
-
-@settings(max_examples=examples(100), deadline=None)
-@given(refused=_refused_attrs, others=_attrs, in_dispatch=st.booleans())
-def test_reserved_attributes_are_refused_wherever_a_caller_puts_them(
-    refused: tuple[str, type[Exception]], others: dict[str, str], in_dispatch: bool
-) -> None:
-    key, error = refused
-    attrs = {**others, key: "v"}
-    kwargs: dict[str, Any] = (
-        {"dispatch": Dispatch("a", attributes=attrs)} if in_dispatch else {"attributes": attrs}
-    )
-    with pytest.raises(error):
-        TokenIssuer(KEY, SECRET).mint("u", "r", **kwargs)
-
-
-class RefusingStore(MemoryStore):
-    def __init__(self, error: Exception) -> None:
-        super().__init__()
-        self.error = error
-
-    async def merge(self, *args: Any, **kwargs: Any) -> None:
-        raise self.error
-
-
-@pytest.mark.parametrize("error", [StoreFull("full"), StoreUnavailable("down")])
-async def test_amint_propagates_store_refusal(error: Exception) -> None:
-    sessions = SessionManager(RefusingStore(error), secret_key="k" * 32)
-    issuer = TokenIssuer(KEY, SECRET, sessions=sessions)
-    with pytest.raises(type(error)):
-        await issuer.amint("u", "r", metadata={"a": 1}, private_metadata={"p": 2})
-
-
-async def test_amint_needs_sessions_and_stores_nothing_invalid(issuer: TokenIssuer) -> None:
-    with pytest.raises(ConfigError, match="sessions="):
-        await issuer.amint("u", "r", metadata={"a": 1})
-    issuer, sessions = token_sessions()
-    with pytest.raises(InvalidAttributes):
-        await issuer.amint("u", "r", metadata={"a": 1}, attributes={"lk.x": "y"})
-    with pytest.raises(MetadataTooLarge):
-        await issuer.amint("u", "r", private_metadata={"a": "x" * 64_001})
-    assert len(sessions.store) == 0  # type: ignore[arg-type]
-
-
-def test_deprecated_mint_reference_still_works(issuer: TokenIssuer) -> None:
-    ref = issuer.mint_reference(
-        "u",
-        "room-9",
-        metadata={"big": "x" * 1000, "tier": "gold"},
-        dispatch="triage",
-        job_metadata={"lang": "es"},
-    )
-    assert isinstance(ref, ReferenceToken)
-    assert ref.session_id == "room-9"
-    assert ref.metadata == {"big": "x" * 1000, "tier": "gold", "lang": "es"}
-    claims = decode(ref.token)
-    assert "metadata" not in claims
-    assert claims["roomConfig"] == {
-        "agents": [{"agentName": "triage", "metadata": '{"session":"room-9"}'}]
-    }
-    custom = issuer.mint_reference(
-        "u", "room-9", session_id="s-1", metadata='{"a":1}', dispatch="t"
-    )
-    assert custom.session_id == "s-1"
-    assert custom.metadata == {"a": 1}
-    with pytest.raises(ValueError, match="session_id must not be empty"):
-        issuer.mint_reference("u", "r", session_id="")
-
-
-# --------------------------------------------------------------------------- routing
-
-
-@dataclasses.dataclass
-class StandInRoute:
-    agent: str = ""
-    agent_name: str = ""
-    deployment: str | None = None
-    attributes: dict[str, str] = dataclasses.field(default_factory=dict)
-    metadata: dict[str, Any] = dataclasses.field(default_factory=dict)
-    rule: str | None = None
-    rejected: bool = False
-
-
-class StandInRouter:
-    def __init__(self, route: StandInRoute) -> None:
-        self.result = route
-        self.seen: list[dict[str, Any]] = []
-
-    def route(self, metadata: Any) -> StandInRoute:
-        self.seen.append(dict(metadata))
-        return self.result
-
-
-def test_router_chooses_dispatch_when_none_given() -> None:
-    router = StandInRouter(
-        StandInRoute(
-            agent="support",
-            agent_name="pool",
-            deployment="stg",
-            attributes={"q": "1"},
-            metadata={"dept": "support"},
-        )
-    )
-    issuer = TokenIssuer(KEY, SECRET, router=router)
-    claims = decode(issuer.mint("u", "r", metadata='{"dept": "support", "x": 1}'))
-    assert router.seen == [{"dept": "support", "x": 1}]
-    assert claims["roomConfig"]["agents"] == [
-        {
-            "agentName": "pool",
-            "metadata": '{"dept":"support"}',
-            "deployment": "stg",
-            "attributes": {"q": "1"},
-        }
-    ]
-    # job_metadata replaces the rule's job metadata; explicit dispatch skips the router.
-    claims = decode(issuer.mint("u", "r", metadata={"a": 1}, job_metadata={"j": 2}))
-    assert claims["roomConfig"]["agents"][0]["metadata"] == '{"j":2}'
-    assert "roomConfig" not in decode(issuer.mint("u", "r", metadata={"a": 1}, dispatch=[]))
-    assert decode(issuer.mint("u", "r", dispatch="other"))["roomConfig"]["agents"] == [
-        {"agentName": "other"}
-    ]
-    assert len(router.seen) == 2
-
-
-def test_router_rejection_and_no_agent() -> None:
-    rejecting = TokenIssuer(
-        KEY, SECRET, router=StandInRouter(StandInRoute(rejected=True, rule="b"))
-    )
-    with pytest.raises(RoutingError, match="rejected by routing rule 'b'"):
-        rejecting.mint("u", "r", metadata={"x": SENTINEL})
-    no_agent = TokenIssuer(KEY, SECRET, router=StandInRouter(StandInRoute()))
-    assert "roomConfig" not in decode(no_agent.mint("u", "r", metadata={"x": 1}))
-
-
-def test_real_metadata_router() -> None:
-    router = MetadataRouter.from_dict(
-        {
-            "rules": [
-                {"name": "blocked", "when": {"tenant": "banned"}, "reject": True},
-                {
-                    "name": "es",
-                    "when": {"lang": "es"},
-                    "agent": "support-es",
-                    "job_metadata": ["lang"],
-                },
-            ],
-        }
-    )
-    issuer = TokenIssuer(KEY, SECRET, router=router)
-    claims = decode(issuer.mint("u", "r", metadata={"lang": "es", "tier": "gold"}))
-    assert claims["roomConfig"]["agents"] == [
-        {"agentName": "support-es", "metadata": '{"lang":"es"}'}
-    ]
-    with pytest.raises(RoutingError, match="blocked"):
-        issuer.mint("u", "r", metadata={"tenant": "banned"})
-    with pytest.raises(NoRouteMatched):
-        issuer.mint("u", "r", metadata={"lang": "fr"})
-
-
-def test_job_and_dispatch_errors_say_which_metadata(issuer: TokenIssuer) -> None:
-    with pytest.raises(MetadataNotAnObject) as info:
-        issuer.mint("u", "r", dispatch="a", job_metadata="[1]")
-    assert info.value.message == "job_metadata: metadata must be a JSON object, got a JSON array"
-    assert info.value.json_type == "array"
-    with pytest.raises(MetadataTooLarge) as too_large:
-        issuer.mint("u", "r", dispatch=Dispatch("a", metadata={"k": "x" * 64_000}))
-    assert too_large.value.message.startswith("dispatch 'a' metadata: ")
-    assert too_large.value.limit == 64_000
-    with pytest.raises(InvalidAttributes) as attrs:
-        issuer.mint("u", "r", dispatch=Dispatch("a", attributes={"lk.x": "y"}))
-    assert attrs.value.message.startswith("dispatch 'a': attribute 'lk.x'")
-
-
-def test_tokens_are_signed_exactly_as_pyjwt_signs_them() -> None:
-    """A token is exactly what PyJWT signs for the same payload (PyJWT signs, never us)."""
-    issuer = TokenIssuer(KEY, SECRET)
-    token = issuer.mint("u", "r", metadata={"a": 1})
-    head, payload, _ = token.split(".")
-    claims = jwt.decode(token, SECRET, algorithms=["HS256"], options={"verify_aud": False})
-    assert claims["sub"] == "u"
-    padded = payload + "=" * (-len(payload) % 4)
-    raw = base64.urlsafe_b64decode(padded)
-    assert jwt.PyJWS().encode(raw, SECRET.encode(), algorithm="HS256") == token
-    assert head == token.split(".")[0]

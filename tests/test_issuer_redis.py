@@ -7,9 +7,10 @@ import orjson
 import pytest
 import redis.asyncio as aioredis
 
+from livekit.plugins.metadata.codec import SESSION_OWNER_KEY
 from livekit.plugins.metadata.sessions.manager import SessionManager
 from livekit.plugins.metadata.sessions.redis import RedisStore
-from livekit.plugins.metadata.tokens.issuer import SESSION_OWNER_KEY, TokenIssuer
+from livekit.plugins.metadata.tokens.issuer import TokenIssuer
 
 pytestmark = pytest.mark.integration
 

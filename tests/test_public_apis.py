@@ -33,8 +33,8 @@ EXTENSION_POINTS: dict[tuple[str, str], str] = {
     ("_yaml.py", "_Composer"): "PyYAML builds loaders from these mixins (yaml.Loader's own way)",
     ("agent/tools.py", "CallerSessionTools"): "livekit.agents.llm.Toolset: LiveKit's documented "
     "form for a reusable set of function tools",
-    ("tokens/issuer.py", "_PreparedHMAC"): "PyJWT's jwt.algorithms.Algorithm: documented "
-    "for custom algorithms (register_algorithm)",
+    ("tokens/signing.py", "_CheckedSecretHS256"): "jwt.algorithms.Algorithm: PyJWT's API "
+    "reference documents it as the interface of an algorithm (PyJWS.register_algorithm)",
     ("server/edge.py", "_BadBody"): "aiohttp's HTTP exceptions are documented to be raised",
     ("server/edge.py", "_BodyTimeout"): "aiohttp's HTTP exceptions are documented to be raised",
     ("server/edge.py", "_ClientGone"): "aiohttp's HTTP exceptions are documented to be raised",

@@ -28,7 +28,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from livekit import api
 from pydantic import BaseModel
 
-from livekit.plugins.metadata.codec import SESSION_ATTRIBUTE, SESSION_KEY
+from livekit.plugins.metadata.codec import SESSION_KEY, SESSION_OWNER_KEY
 from livekit.plugins.metadata.errors import ConfigError, StoreUnavailable
 from livekit.plugins.metadata.routing.router import MetadataRouter
 from livekit.plugins.metadata.server.app import create_app
@@ -38,7 +38,6 @@ from livekit.plugins.metadata.server.models import TokenRequest
 from livekit.plugins.metadata.server.openapi import openapi_document
 from livekit.plugins.metadata.sessions.manager import SessionManager
 from livekit.plugins.metadata.sessions.memory import MemoryStore
-from livekit.plugins.metadata.tokens.issuer import SESSION_OWNER_KEY
 from tests.fixtures.servers import free_port
 
 pytestmark = pytest.mark.unit
@@ -134,7 +133,7 @@ class Client:
 
     async def session_of(self, claims: api.Claims) -> dict[str, Any]:
         """What the token's own session holds for the agent (its owner record checked apart)."""
-        stored = await self.sessions.token_sessions.get(claims.attributes[SESSION_ATTRIBUTE])
+        stored = await self.sessions.token_sessions.get(claims.attributes[SESSION_KEY])
         owner = stored.pop(SESSION_OWNER_KEY, None)
         if stored:
             assert claims.video is not None
@@ -210,8 +209,8 @@ async def test_routed_token_verifies_and_owns_a_session(serve: Serve) -> None:
     assert not claims.video.can_update_own_metadata
     assert not claims.video.room_admin
     assert orjson.loads(claims.metadata) == md
-    session_id = claims.attributes[SESSION_ATTRIBUTE]
-    assert claims.attributes == {"plan": "pro", SESSION_ATTRIBUTE: session_id}
+    session_id = claims.attributes[SESSION_KEY]
+    assert claims.attributes == {"plan": "pro", SESSION_KEY: session_id}
     assert len(session_id) >= 22  # 128 random bits
     assert claims.room_config is not None
     (agent,) = claims.room_config.agents
@@ -234,7 +233,7 @@ async def test_default_route_and_generated_names_are_unguessable(serve: Serve) -
         assert len(claims.video.room) >= 5 + 20
         assert claims.room_config is not None
         assert [a.agent_name for a in claims.room_config.agents] == ["general"]
-        seen.add((claims.identity, claims.video.room, claims.attributes[SESSION_ATTRIBUTE]))
+        seen.add((claims.identity, claims.video.room, claims.attributes[SESSION_KEY]))
     assert len(seen) == 3
 
 
@@ -257,7 +256,7 @@ async def test_client_agent_from_allowlist_camel_case(serve: Serve) -> None:
     assert claims.room_config is not None
     (agent,) = claims.room_config.agents
     assert agent.agent_name == "vip"
-    sid = claims.attributes[SESSION_ATTRIBUTE]
+    sid = claims.attributes[SESSION_KEY]
     assert orjson.loads(agent.metadata) == {"department": "support", "topic": "x", SESSION_KEY: sid}
     assert await c.session_of(claims) == {"department": "support", "topic": "x"}
 
@@ -324,7 +323,7 @@ async def test_reference_mode_token_carries_only_the_session_reference(serve: Se
     assert claims.room_config is not None
     (agent,) = claims.room_config.agents
     assert agent.agent_name == "sales"
-    sid = claims.attributes[SESSION_ATTRIBUTE]
+    sid = claims.attributes[SESSION_KEY]
     assert orjson.loads(agent.metadata) == {SESSION_KEY: sid}
     assert await c.session_of(claims) == {"department": "sales", "n": 1}
 
@@ -336,8 +335,36 @@ async def test_routing_disabled_dispatches_default_agent_or_none(serve: Serve) -
     claims = await c.token({"participant_metadata": '{"a": 1}'})
     assert claims.room_config is not None
     assert claims.room_config.agents[0].agent_name == "solo"
-    sid = claims.attributes[SESSION_ATTRIBUTE]
+    sid = claims.attributes[SESSION_KEY]
     assert orjson.loads(claims.room_config.agents[0].metadata) == {"a": 1, SESSION_KEY: sid}
+
+
+async def test_the_endpoint_serializes_the_metadata_once(
+    serve: Serve, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The endpoint parsed and checked the client's metadata: the issuer serializes the
+    public metadata once (the claim) and reuses it for the default agent's job metadata."""
+    from livekit.plugins.metadata.tokens import minting
+
+    calls: list[str] = []
+
+    def counted(fn: Callable[..., Any]) -> Callable[..., Any]:
+        def call(*args: Any, **kwargs: Any) -> Any:
+            calls.append(fn.__name__)
+            return fn(*args, **kwargs)
+
+        return call
+
+    monkeypatch.setattr(minting, "serialize_metadata", counted(minting.serialize_metadata))
+    monkeypatch.setattr(minting, "parse_metadata", counted(minting.parse_metadata))
+    c = await serve(rules="none", router=None, default_agent="solo")
+    claims = await c.token({"participant_metadata": '{"a": 1, "b": "x"}'})
+    assert calls == ["serialize_metadata"]
+    assert claims.metadata == '{"a":1,"b":"x"}'
+    assert claims.room_config is not None
+    sid = claims.attributes[SESSION_KEY]
+    job = orjson.loads(claims.room_config.agents[0].metadata)
+    assert job == {"a": 1, "b": "x", SESSION_KEY: sid}
 
 
 # ---------------------------------------------------------------------------- token sessions
@@ -360,7 +387,7 @@ async def test_callers_of_one_room_cannot_touch_each_others_sessions(serve: Serv
     assert await c.session_of(alice) == {"department": "support"}
     assert await c.session_of(mallory) == {"department": "sales", "customer": "attacker"}
     assert await c.session_of(bob) == {"department": "support", "b": 2}
-    ids = {t.attributes[SESSION_ATTRIBUTE] for t in (alice, mallory, bob)}
+    ids = {t.attributes[SESSION_KEY] for t in (alice, mallory, bob)}
     assert len(ids) == 3
 
 
@@ -376,7 +403,7 @@ async def test_callers_of_one_room_cannot_touch_each_others_sessions(serve: Serv
             id="metadata-key",
         ),
         pytest.param(
-            {"participant_attributes": {SESSION_ATTRIBUTE: "abc"}},
+            {"participant_attributes": {SESSION_KEY: "abc"}},
             422,
             "reserved_key",
             id="attribute",
@@ -661,7 +688,7 @@ async def test_dev_keys_on_loopback_with_warning(
     assert claims.room_config is not None
     (agent,) = claims.room_config.agents  # the bundled example rules: one worker hosts all
     assert agent.agent_name == "router-demo"
-    sid = claims.attributes[SESSION_ATTRIBUTE]
+    sid = claims.attributes[SESSION_KEY]
     assert orjson.loads(agent.metadata) == {"department": "sales", SESSION_KEY: sid}
 
 
@@ -1439,7 +1466,7 @@ def test_allowed_service_attribute_keys_are_validated(key: str) -> None:
         make_config(metadata={"allowed_service_attribute_keys": [key]})
 
 
-@pytest.mark.parametrize("key", ["tier", "crm_id", "customer", SESSION_ATTRIBUTE])
+@pytest.mark.parametrize("key", ["tier", "crm_id", "customer", SESSION_KEY])
 async def test_an_attribute_named_like_a_server_decided_key_is_refused(
     serve: Serve, key: str
 ) -> None:
@@ -1459,7 +1486,7 @@ async def test_an_attribute_named_like_a_server_decided_key_is_refused(
     )
     status, body, _ = await c.post({"participant_attributes": {key: "forged-x"}}, bearer=BEARER)
     assert status == 422
-    expected = "reserved_key" if key == SESSION_ATTRIBUTE else "protected_attribute_key"
+    expected = "reserved_key" if key == SESSION_KEY else "protected_attribute_key"
     assert error_code(body) == expected
     assert key in body["error"]["message"]
     assert "forged-x" not in orjson.dumps(body).decode()
@@ -1481,7 +1508,7 @@ async def test_public_trusted_keys_are_recorded_as_protected(serve: Serve) -> No
     )
     claims = await c.token({"participant_metadata": '{"tier": "vip", "a": 1}'}, bearer=BEARER)
     assert orjson.loads(claims.metadata) == {"tier": "basic", "a": 1}
-    stored = await c.sessions.token_sessions.get(claims.attributes[SESSION_ATTRIBUTE])
+    stored = await c.sessions.token_sessions.get(claims.attributes[SESSION_KEY])
     assert sorted(stored[SESSION_OWNER_KEY]["protected"]) == ["crm_id", "tier"]
 
 
@@ -1523,7 +1550,7 @@ async def test_a_rejoin_leads_nowhere_else(serve: Serve) -> None:
         first["participant_identity"]
     )
     forged = forged.with_grants(api.VideoGrants(room_join=True, room=first["room_name"]))
-    forged = forged.with_attributes({SESSION_ATTRIBUTE: "whatever"})
+    forged = forged.with_attributes({SESSION_KEY: "whatever"})
     status, body, _ = await c.post({"rejoin_token": forged.to_jwt()})
     assert (status, error_code(body)) == (403, "rejoin_refused")
     assert first["room_name"] not in orjson.dumps(body).decode()

@@ -26,10 +26,9 @@ import orjson
 import pytest
 from livekit import api
 
-from livekit.plugins.metadata.codec import SESSION_ATTRIBUTE, SESSION_KEY
+from livekit.plugins.metadata.codec import SESSION_KEY, SESSION_OWNER_KEY
 from livekit.plugins.metadata.sessions.manager import SessionManager
 from livekit.plugins.metadata.sessions.redis import RedisStore
-from livekit.plugins.metadata.tokens.issuer import SESSION_OWNER_KEY
 from tests.fixtures.servers import free_port
 
 pytestmark = pytest.mark.integration
@@ -183,7 +182,7 @@ async def test_poisoning_and_several_callers_keep_separate_sessions(
         OPEN,
     )
     assert status == 201
-    sessions = [claims_of(x).attributes[SESSION_ATTRIBUTE] for x in (a, m, b)]
+    sessions = [claims_of(x).attributes[SESSION_KEY] for x in (a, m, b)]
     assert len(set(sessions)) == 3
     assert await stored(store, sessions[0]) == {"department": "support"}
     assert await stored(store, sessions[1]) == {"department": "sales", "x": "evil"}
@@ -205,7 +204,7 @@ async def test_a_63984_byte_object_blocks_nobody(
         server, {**room, "participant_metadata": md({"department": "support"})}
     )
     assert status == 201, answer
-    sid = claims_of(answer).attributes[SESSION_ATTRIBUTE]
+    sid = claims_of(answer).attributes[SESSION_KEY]
     assert await stored(store, sid) == {"department": "support"}
 
 
@@ -249,7 +248,7 @@ async def test_a_decoded_token_holds_no_private_value(
     ):
         assert private not in text
     claims = claims_of(answer)
-    sid = claims.attributes[SESSION_ATTRIBUTE]
+    sid = claims.attributes[SESSION_KEY]
     assert orjson.loads(claims.metadata) == {"department": "support", "channel": "web"}
     assert claims.room_config is not None
     assert orjson.loads(claims.room_config.agents[0].metadata)[SESSION_KEY] == sid
@@ -266,7 +265,7 @@ async def test_a_full_store_answers_503_and_keeps_every_session(
     for n in (1, 2):
         status, answer, _ = await post(server, {"participant_metadata": md({"n": n})})
         assert status == 201
-        made.append(claims_of(answer).attributes[SESSION_ATTRIBUTE])
+        made.append(claims_of(answer).attributes[SESSION_KEY])
     status, answer, headers = await post(server, {"participant_metadata": md({"n": 3})})
     assert status == 503
     assert answer["error"]["code"] == "store_full"
@@ -403,7 +402,7 @@ async def test_an_attribute_named_like_a_trusted_or_private_key_is_refused(
         assert "forged-9" not in json.dumps(answer)
     status, answer, _ = await post(server, {"participant_attributes": {"plan": "pro"}}, TENANT)
     assert status == 201, answer
-    sid = claims_of(answer).attributes[SESSION_ATTRIBUTE]
+    sid = claims_of(answer).attributes[SESSION_KEY]
     owner = (await store.token_sessions.get(sid))[SESSION_OWNER_KEY]
     assert sorted(owner["protected"]) == ["crm_id", "tier"]
 
@@ -418,15 +417,12 @@ async def test_a_caller_rejoins_only_their_own_room(serve_process: Start, post: 
         first["room_name"],
         first["participant_identity"],
     )
-    assert (
-        claims_of(again).attributes[SESSION_ATTRIBUTE]
-        != claims_of(first).attributes[SESSION_ATTRIBUTE]
-    )
+    assert claims_of(again).attributes[SESSION_KEY] != claims_of(first).attributes[SESSION_KEY]
     forged = (
         api.AccessToken(KEY, "not-the-server-secret-" + "y" * 30)
         .with_identity(first["participant_identity"])
         .with_grants(api.VideoGrants(room_join=True, room=first["room_name"]))
-        .with_attributes({SESSION_ATTRIBUTE: claims_of(first).attributes[SESSION_ATTRIBUTE]})
+        .with_attributes({SESSION_KEY: claims_of(first).attributes[SESSION_KEY]})
     )
     status, refused, _ = await post(server, {"rejoin_token": forged.to_jwt()}, OPEN)
     assert status == 403

@@ -20,7 +20,7 @@ import orjson
 import pytest
 
 from livekit.plugins.metadata.agent.adapter import MetadataAdapter
-from livekit.plugins.metadata.codec import SESSION_ATTRIBUTE
+from livekit.plugins.metadata.codec import SESSION_KEY
 from livekit.plugins.metadata.sessions.manager import SessionManager
 from livekit.plugins.metadata.sessions.redis import RedisStore
 from livekit.plugins.metadata.tokens.issuer import Dispatch, TokenIssuer
@@ -138,4 +138,4 @@ async def test_two_callers_one_room_one_redis_two_workers(
     assert seen["ada"]["customer_id"] == "crm-ada-PRIVATE"
     assert seen["call"] == {"route": "support-es"}
     assert seen["foreign"] == "InvalidSessionReference"
-    assert _claims(ada.token)["attributes"][SESSION_ATTRIBUTE] == ada.session_id
+    assert _claims(ada.token)["attributes"][SESSION_KEY] == ada.session_id

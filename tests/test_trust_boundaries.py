@@ -103,7 +103,7 @@ def test_client_input_never_moves_what_the_server_decided(
 
 async def _client_input_scenario(room_name: str, steps: list[tuple[Any, ...]]) -> None:
     from livekit.plugins.metadata.agent.adapter import MetadataAdapter
-    from livekit.plugins.metadata.codec import SESSION_ATTRIBUTE
+    from livekit.plugins.metadata.codec import SESSION_KEY
     from tests.test_adapter import Participant, Room, fake_job_context, shutdown
     from tests.trust_scenarios import issuer, joined, raw
 
@@ -146,7 +146,7 @@ async def _client_input_scenario(room_name: str, steps: list[tuple[Any, ...]]) -
             else:
                 other = "mallory" if who == "alice" else "alice"
                 ref = {"own": minted[who].session_id, "other": minted[other].session_id}
-                attrs = {SESSION_ATTRIBUTE: ref[step[2]]} if step[2] != "none" else {}
+                attrs = {SESSION_KEY: ref[step[2]]} if step[2] != "none" else {}
                 people[who] = Participant(who, metadata=people[who].metadata, attributes=attrs)
                 room.join(people[who])
                 bound[who] = step[2] == "own" and room.name == "shared-room"

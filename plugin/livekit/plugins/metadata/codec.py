@@ -26,6 +26,7 @@ from .errors import (
     InvalidMetadataJSON,
     MetadataNotAnObject,
     MetadataTooLarge,
+    ReservedKey,
     SchemaViolation,
 )
 
@@ -39,12 +40,13 @@ __all__ = [
     "PLUGIN_ATTRIBUTE_PREFIX",
     "RESERVED_ATTRIBUTE_PREFIX",
     "SERVICE_ATTRIBUTE_PREFIXES",
-    "SESSION_ATTRIBUTE",
     "SESSION_KEY",
+    "SESSION_OWNER_KEY",
     "apply_attributes",
     "attributes_size",
     "json_type_name",
     "parse_metadata",
+    "refuse_reserved",
     "serialize_metadata",
     "split_attribute_update",
     "validate_attributes",
@@ -69,14 +71,16 @@ PLUGIN_ATTRIBUTE_PREFIX = "lk-metadata."
 Only the plugin writes keys in it: a client request that sends one is refused,
 so a caller can never choose, send or override what the plugin puts there."""
 
-SESSION_ATTRIBUTE = PLUGIN_ATTRIBUTE_PREFIX + "session"
-"""The participant attribute that carries the id of the participant's token session.
+SESSION_KEY = PLUGIN_ATTRIBUTE_PREFIX + "session"
+"""The participant attribute and job-metadata key that carry a token's session id.
 
 Set in the token by the issuer (never by the client); the agent reads the
 participant's private keys from that session."""
 
-SESSION_KEY = SESSION_ATTRIBUTE
-"""The job-metadata key that carries the token session id of the token that dispatched the job."""
+SESSION_OWNER_KEY = PLUGIN_ATTRIBUTE_PREFIX + "owner"
+"""Session key of a token session's owner record,
+``{"identity": ..., "room": ..., "protected": [...]}``, written by ``TokenIssuer.amint``:
+who may use the session, and which keys the server decided (``protected``)."""
 
 SERVICE_ATTRIBUTE_PREFIXES = ("sip.", RESERVED_ATTRIBUTE_PREFIX)
 """Attribute namespaces LiveKit's services set on their own participants.
@@ -410,6 +414,22 @@ def _encode_reason(exc: orjson.JSONEncodeError) -> str:
     # orjson's messages name types ("Type is not JSON serializable: set",
     # "Dict key must be str"), never values; keep only that first clause.
     return str(exc).split("\n", 1)[0]
+
+
+def refuse_reserved(keys: Iterable[str], what: str) -> None:
+    """Raise :class:`ReservedKey` for the first key in the plugin's own namespace.
+
+    Only the plugin writes keys under :data:`PLUGIN_ATTRIBUTE_PREFIX` (they carry the
+    token-session reference): a caller's metadata or attribute key there is refused.
+    """
+    for key in keys:
+        if key.startswith(PLUGIN_ATTRIBUTE_PREFIX):
+            raise ReservedKey(
+                f"{what}: key {key_label(key)} is in the namespace {PLUGIN_ATTRIBUTE_PREFIX!r}, "
+                "which only this plugin writes (it carries the token-session reference); "
+                "use another key",
+                key=key_label(key, quote=False),
+            )
 
 
 def attributes_size(attributes: Mapping[str, str]) -> int:

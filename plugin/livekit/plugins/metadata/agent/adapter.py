@@ -67,7 +67,6 @@ from .._util import key_label, keys_for_log
 from ..codec import (
     DEFAULT_MAX_ATTRIBUTES_BYTES,
     DEFAULT_MAX_METADATA_BYTES,
-    SESSION_ATTRIBUTE,
     SESSION_KEY,
     apply_attributes,
     attributes_size,
@@ -683,7 +682,7 @@ class SessionHandle:
         identity = participant.identity
         attributes = dict(participant.attributes)
         view = ParticipantView(participant, protected=self._adapter._protected)
-        reference = attributes.get(SESSION_ATTRIBUTE)
+        reference = attributes.get(SESSION_KEY)
         if reference is not None:
             await self._bind(view, reference, raise_=raise_)
         elif self._job_reference is not None:

@@ -40,8 +40,9 @@ from ..errors import ConfigError, MetadataError
 from ..loader import load_file
 from ..routing.router import MetadataRouter
 from ..sessions.manager import SessionManager
-from ..tokens.issuer import DEFAULT_SESSION_GRACE, DEFAULT_TTL
+from ..tokens.issuer import DEFAULT_TTL
 from ..tokens.keys import DEV_API_KEY, DEV_API_SECRET, check_livekit_url
+from ..tokens.session_token import DEFAULT_SESSION_GRACE
 from .edge import EdgeConfig
 from .limits import Limits
 

@@ -29,6 +29,7 @@ from ..codec import (
     PLUGIN_ATTRIBUTE_PREFIX,
     SESSION_KEY,
     parse_metadata,
+    refuse_reserved,
     validate_attributes,
 )
 from ..errors import (
@@ -42,7 +43,8 @@ from ..errors import (
     StoreFull,
 )
 from ..routing.router import MetadataRouter, Route
-from ..tokens.issuer import Dispatch, SessionWriter
+from ..tokens.issuer import Dispatch
+from ..tokens.session_token import SessionWriter
 from .config import AuthorizeHook, Principal, ServerConfig
 from .guard import failed_authentication, refuse_if_blocked
 from .limits import Admission, Bucket, RedisLimits, Reservation
@@ -416,16 +418,12 @@ def _request_refusal(exc: ValidationError) -> Refusal:
     return Refusal(400, "invalid_request", f"{head} must be a string")
 
 
-def _refuse_reserved(keys: Iterable[str], what: str) -> None:
-    """No client-written key may use this plugin's namespace (it carries the session id)."""
-    reserved = [k for k in keys if k.startswith(PLUGIN_ATTRIBUTE_PREFIX)]
-    if reserved:
-        raise Refusal(
-            422,
-            "reserved_key",
-            f"{what} keys {', '.join(key_label(k) for k in reserved[:5])} use the prefix "
-            f"{PLUGIN_ATTRIBUTE_PREFIX!r}, which only the server writes",
-        )
+def _check_reserved(keys: Iterable[str], what: str) -> None:
+    """codec's :func:`refuse_reserved` (no client key in the plugin's namespace), as a 422."""
+    try:
+        refuse_reserved(keys, what)
+    except ReservedKey as exc:
+        raise Refusal(422, "reserved_key", exc.message) from None
 
 
 def _client_metadata(raw: str | None, state: AppState, what: str) -> dict[str, Any]:
@@ -435,7 +433,7 @@ def _client_metadata(raw: str | None, state: AppState, what: str) -> dict[str, A
         raise Refusal(413, "metadata_too_large", f"{what}: {exc.message}") from None
     except MetadataError as exc:
         raise Refusal(400, "invalid_metadata", f"{what}: {exc.message}") from None
-    _refuse_reserved(metadata, what)
+    _check_reserved(metadata, what)
     return metadata
 
 
@@ -444,7 +442,7 @@ def _client_attributes(raw: Mapping[str, str] | None, state: AppState) -> dict[s
         attributes = validate_attributes(raw, allow_reserved=True)  # lk.: a 422 of its own
     except InvalidAttributes as exc:
         raise Refusal(400, "invalid_attributes", exc.message) from None
-    _refuse_reserved(attributes, "participant_attributes")
+    _check_reserved(attributes, "participant_attributes")
     service = state.policy.service_attr_keys
     refuse_service_attributes(attributes, service)
     allowed = state.policy.allowed_attr_keys
@@ -493,7 +491,7 @@ def _room_config(
         validate_attributes(dict(agents[0].attributes))
     except InvalidAttributes as exc:
         raise Refusal(400, "invalid_attributes", exc.message) from None
-    _refuse_reserved(agents[0].attributes, "room_config.agents[0].attributes")
+    _check_reserved(agents[0].attributes, "room_config.agents[0].attributes")
     return room_config, agents[0]
 
 
@@ -700,11 +698,12 @@ async def _mint_and_store(
     """
     t0 = time.perf_counter()
     try:
+        public = state.issuer.metadata_claim(grant.public) if grant.public else None
         minted = await state.issuer.amint(
             grant.identity,
             grant.room,
             name=parsed.name,
-            metadata=grant.public or None,
+            metadata=public,  # serialized once; a dispatch of the same metadata reuses it
             private_metadata=grant.private or None,
             protected_keys=grant.protected,
             attributes=parsed.attributes or None,

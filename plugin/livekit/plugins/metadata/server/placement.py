@@ -31,9 +31,8 @@ import jwt
 from livekit import api
 
 from .._util import key_label
-from ..codec import SERVICE_ATTRIBUTE_PREFIXES, SESSION_ATTRIBUTE
+from ..codec import SERVICE_ATTRIBUTE_PREFIXES, SESSION_KEY, SESSION_OWNER_KEY
 from ..errors import StoreError
-from ..tokens.issuer import SESSION_OWNER_KEY
 from .config import Principal
 from .state import AppState, Refusal
 
@@ -165,7 +164,7 @@ def _claimed(payload: Mapping[str, Any]) -> tuple[str, str, str]:
     video = payload.get("video")
     attributes = payload.get("attributes")
     room = video.get("room") if isinstance(video, dict) else None
-    session = attributes.get(SESSION_ATTRIBUTE) if isinstance(attributes, dict) else None
+    session = attributes.get(SESSION_KEY) if isinstance(attributes, dict) else None
     if not (isinstance(identity, str) and isinstance(room, str) and isinstance(session, str)):
         raise _rejoin_refused("the token has no room, identity or session of this server")
     if not identity or not room or not session:
