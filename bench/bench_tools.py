@@ -28,10 +28,10 @@ import orjson
 from livekit import rtc
 from livekit.agents.testing import fake_job_context
 
-from livekit.plugins.metadata.agent.adapter import MetadataAdapter, SessionHandle
+from livekit.plugins.metadata.agent.adapter import MetadataAdapter
+from livekit.plugins.metadata.agent.handle import SessionHandle
 from livekit.plugins.metadata.agent.tools import CallerSession, CallerSessionTools
-from livekit.plugins.metadata.agent.views import OWNER_KEY
-from livekit.plugins.metadata.codec import SESSION_ATTRIBUTE
+from livekit.plugins.metadata.codec import SESSION_ATTRIBUTE, SESSION_OWNER_KEY
 from livekit.plugins.metadata.sessions.manager import SessionManager
 from livekit.plugins.metadata.sessions.redis import RedisStore
 
@@ -73,7 +73,9 @@ def _handle(
     async def setup(ctx: Any) -> SessionHandle:
         sid = sessions.create_session()
         owner = {"identity": "ada", "room": room.name, "protected": ["customer"]}
-        await sessions.token_sessions.update(sid, {**PUBLIC, "customer": "C-1", OWNER_KEY: owner})
+        await sessions.token_sessions.update(
+            sid, {**PUBLIC, "customer": "C-1", SESSION_OWNER_KEY: owner}
+        )
         ada = _Participant("ada", {SESSION_ATTRIBUTE: sid})
         room.remote_participants["ada"] = ada
         return await MetadataAdapter(sessions).attach(ctx, ada)  # type: ignore[arg-type]

@@ -57,6 +57,7 @@ __all__ = [
     "SERVICE_ATTRIBUTE_PREFIXES",
     "SESSION_ATTRIBUTE",
     "SESSION_KEY",
+    "SESSION_OWNER_KEY",
     "apply_attributes",
     "attributes_size",
     "json_type_name",
@@ -93,6 +94,10 @@ participant's private keys from that session."""
 
 SESSION_KEY = SESSION_ATTRIBUTE
 """The job-metadata key that carries the token session id of the token that dispatched the job."""
+
+SESSION_OWNER_KEY = PLUGIN_ATTRIBUTE_PREFIX + "owner"
+"""The token-session key of its owner record, ``{"identity", "room", "protected"}``: written
+by the issuer, checked by the agent before it binds a participant to the session."""
 
 SERVICE_ATTRIBUTE_PREFIXES = ("sip.", RESERVED_ATTRIBUTE_PREFIX)
 """Attribute namespaces LiveKit's services set on their own participants.

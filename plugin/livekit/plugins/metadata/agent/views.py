@@ -21,7 +21,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import orjson
 from livekit import rtc
 
-from ..codec import PLUGIN_ATTRIBUTE_PREFIX, SERVICE_ATTRIBUTE_PREFIXES, attributes_size
+from ..codec import (
+    PLUGIN_ATTRIBUTE_PREFIX,
+    SERVICE_ATTRIBUTE_PREFIXES,
+    SESSION_OWNER_KEY,
+    attributes_size,
+)
 from ..errors import (
     InvalidAttributes,
     InvalidSessionReference,
@@ -29,23 +34,17 @@ from ..errors import (
     ProtectedKey,
     ReservedKey,
 )
-from ..tokens.issuer import SESSION_OWNER_KEY
 
 if TYPE_CHECKING:
     from ..sessions.manager import SessionManager
 
 __all__ = [
-    "OWNER_KEY",
     "ParticipantView",
     "RouteInput",
     "TokenSession",
     "resolve_token_session",
     "without_plugin_keys",
 ]
-
-OWNER_KEY = SESSION_OWNER_KEY
-"""Session key of the owner record the issuer writes (same string as
-:data:`~livekit.plugins.metadata.tokens.issuer.SESSION_OWNER_KEY`)."""
 
 _MAX_REFERENCE = 256
 _MISSING = object()
@@ -290,7 +289,7 @@ async def resolve_token_session(
             "no such token session in this worker's store (expired, lost in a restart, or "
             "the endpoint uses another store: share one, e.g. Redis)"
         )
-    owner = data.get(OWNER_KEY)
+    owner = data.get(SESSION_OWNER_KEY)
     if not isinstance(owner, Mapping) or owner.get("room") != room:
         raise InvalidSessionReference(
             "session reference names a session of another room (or one without an owner record)"

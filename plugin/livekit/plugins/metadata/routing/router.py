@@ -75,12 +75,6 @@ result of a linear scan.
 
 Nothing here logs or raises with a metadata value: only keys, sizes, types,
 rule names and the rules' own expected values.
-
-The agent-side helpers (:meth:`MetadataRouter.select`,
-:meth:`~MetadataRouter.request_handler`, :meth:`~MetadataRouter.route_job_request`)
-are thin methods over :mod:`livekit.plugins.metadata.agent.selection`, imported
-when called: routing sits below the agent wing and must import without
-``livekit.agents``, while these methods stay where users have always found them.
 """
 
 from __future__ import annotations
@@ -88,10 +82,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .._util import keys_for_log
-from ..codec import DEFAULT_MAX_METADATA_BYTES, json_type_name
+from ..codec import json_type_name
 from ..errors import NoRouteMatched
 from ..loader import MAX_FILE_BYTES
 from .conditions import MISSING, lookup
@@ -99,11 +93,6 @@ from .index import RuleIndex
 from .phone import number_problem
 from .route import ConditionFailure, Route, RuleTrace
 from .rules import RuleSet, Target, compile_rules, load_rules, rules_from_config
-
-if TYPE_CHECKING:
-    from livekit.agents import JobRequest
-
-    from ..agent.selection import AgentFactory, MetadataSource, RequestHandler, Selection
 
 # Route and its trace types are re-exported: the router returns them, and code has
 # imported them from here since the router was one module.
@@ -430,79 +419,6 @@ class MetadataRouter:
         if self._set.default is not None:
             trace.append(RuleTrace(None, None, self._set.default.label, True, not chosen))
         return trace
-
-    # ----------------------------------------------------------------- agent side
-
-    async def route_job_request(
-        self,
-        req: JobRequest,
-        *,
-        agent_name: str | None = None,
-        metadata_from: MetadataSource = "job",
-        max_bytes: int = DEFAULT_MAX_METADATA_BYTES,
-        publish_route: bool = False,
-    ) -> Route | None:
-        """Answer a job request (see :func:`~..agent.selection.route_job_request`)."""
-        from ..agent.selection import route_job_request  # the agent wing; see module doc
-
-        return await route_job_request(
-            self,
-            req,
-            agent_name=agent_name,
-            metadata_from=metadata_from,
-            max_bytes=max_bytes,
-            publish_route=publish_route,
-        )
-
-    def request_handler(
-        self,
-        agent_name: str | None = None,
-        *,
-        metadata_from: MetadataSource = "job",
-        max_bytes: int = DEFAULT_MAX_METADATA_BYTES,
-        publish_route: bool = False,
-    ) -> RequestHandler:
-        """A ready ``on_request`` handler (see :func:`~..agent.selection.request_handler`).
-
-        Invalid job metadata is routed as empty metadata (the default agent), so
-        the job is rejected only when its route is another worker's; the handler's
-        ``stats`` count accepted, rejected and invalid requests.
-
-        Example::
-
-            @server.rtc_session(agent_name="support", on_request=router.request_handler())
-            async def entrypoint(ctx: JobContext) -> None: ...
-        """
-        from ..agent.selection import request_handler  # the agent wing; see module doc
-
-        return request_handler(
-            self,
-            agent_name,
-            metadata_from=metadata_from,
-            max_bytes=max_bytes,
-            publish_route=publish_route,
-        )
-
-    def select(
-        self,
-        metadata: Mapping[str, Any] | str | bytes | None,
-        factories: Mapping[str, AgentFactory],
-        *,
-        attributes: Mapping[str, str] | None = None,
-        fallback: str | None = None,
-        max_bytes: int = DEFAULT_MAX_METADATA_BYTES,
-    ) -> Selection:
-        """Route and build the Agent for the route (see :func:`~..agent.selection.select`)."""
-        from ..agent.selection import select  # the agent wing; see module doc
-
-        return select(
-            self,
-            metadata,
-            factories,
-            attributes=attributes,
-            fallback=fallback,
-            max_bytes=max_bytes,
-        )
 
 
 def _unreadable_number(value: str, region: str | None) -> str | None:
