@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from livekit.plugins.metadata.agent.selection import (
+from livekit.plugins.metadata.agent.requests import (
     RequestStats,
     request_handler,
     route_job_request,

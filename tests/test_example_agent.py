@@ -18,7 +18,8 @@ import pytest
 from livekit.agents.job import JobAcceptArguments, JobRequest
 from livekit.protocol import agent as agent_proto, models
 
-from livekit.plugins.metadata.agent.selection import request_handler, route_of
+from livekit.plugins.metadata.agent.requests import request_handler
+from livekit.plugins.metadata.agent.selection import route_of
 from livekit.plugins.metadata.routing.router import MetadataRouter
 
 pytestmark = pytest.mark.unit

@@ -22,14 +22,8 @@ from livekit.agents import Agent, AgentSession
 from livekit.agents.job import JobContext, JobRequest
 from livekit.agents.testing import fake_job_context as _fake_job_context
 
-from livekit.plugins.metadata.agent.selection import (
-    AgentFactoryMap,
-    request_handler,
-    reroute,
-    route_job_request,
-    route_of,
-    select,
-)
+from livekit.plugins.metadata.agent.requests import request_handler, route_job_request
+from livekit.plugins.metadata.agent.selection import AgentFactoryMap, reroute, route_of, select
 from livekit.plugins.metadata.errors import (
     ConfigError,
     InvalidMetadataJSON,

@@ -18,13 +18,8 @@ from hypothesis import given, settings, strategies as st
 from livekit.agents import Agent
 from livekit.agents.job import JobRequest
 
-from livekit.plugins.metadata.agent.selection import (
-    AgentFactoryMap,
-    request_handler,
-    route_job_request,
-    route_of,
-    select,
-)
+from livekit.plugins.metadata.agent.requests import request_handler, route_job_request
+from livekit.plugins.metadata.agent.selection import AgentFactoryMap, route_of, select
 from livekit.plugins.metadata.errors import ConfigError
 from livekit.plugins.metadata.routing.conditions import lookup
 from livekit.plugins.metadata.routing.formatting import format_explain

@@ -43,7 +43,7 @@ from livekit.plugins.metadata import (
     Route,
 )
 from livekit.plugins.metadata.agent.prewarm import job_sessions, preload_modules, prepare_process
-from livekit.plugins.metadata.agent.selection import request_handler
+from livekit.plugins.metadata.agent.requests import request_handler
 
 logger = logging.getLogger("phone-demo")
 

@@ -1,26 +1,18 @@
 """Function tools that read and write the caller's session, through LiveKit's ``RunContext``.
 
-A tool serves one caller: the one the ``AgentSession`` talks to. The entrypoint puts
-that caller's :class:`CallerSession` in the session's ``userdata`` (LiveKit's own way
-to hand state to tools), and every tool reaches it, typed, from its ``RunContext``::
+The entrypoint puts the served caller's :class:`CallerSession` in the ``AgentSession``'s
+``userdata`` (LiveKit's way to hand state to tools); every tool reaches it, typed::
 
     handle = await adapter.attach(ctx, on_change=on_change)
-    caller = handle.route_input()
-    session = AgentSession(userdata=CallerSession(handle, caller.identity))
+    session = AgentSession(userdata=CallerSession(handle, handle.route_input().identity))
 
     @function_tool
     async def lookup_order(context: RunContext[CallerSession]) -> str:
         view = context.userdata.metadata()   # this caller's view, private keys included
-        ...
 
-:class:`CallerSessionTools` is a ready LiveKit ``Toolset`` the developer opts into:
-allow-listed reads, allow-listed writes checked like client metadata, and a
-``transfer`` tool whose destination the routing rules decide. Writes land in the
-caller's view through :meth:`SessionHandle.update_participant`, so a write that
-changes the route hands off once, on the adapter's ``on_change`` path.
-
-:func:`sign_tool_call` and :func:`verify_tool_call` carry a call that leaves the
-process (a webhook) with the session's tool token, in SignalWire's format.
+:class:`CallerSessionTools` is a ready ``Toolset`` (allow-listed reads and writes, and a
+``transfer`` the rules decide); a write that changes the route hands off once, on the
+adapter's ``on_change`` path. :func:`sign_tool_call` signs a call that leaves the process.
 """
 
 from __future__ import annotations

@@ -356,7 +356,7 @@ class MetadataRouter:
         Otherwise every agent_name a rule (or the default) could still choose once
         the attributes are known, ``""`` standing for ``reject`` and for no match.
         A job-request handler uses this to accept a phone call whose number it
-        cannot see yet (see :mod:`livekit.plugins.metadata.agent.selection`).
+        cannot see yet (see :mod:`livekit.plugins.metadata.agent.requests`).
         """
         _check_inputs(metadata, None)
         names: set[str] = set()
