@@ -119,7 +119,7 @@ def _adapter_entrypoint(rules: str | None, store: str, track: str = "first") -> 
                     ("attrs", handle.participant_attributes),
                 ):
                     name = f"{prefix}.{identity}"
-                    value = _json(await read(identity))
+                    value = _json(read(identity))
                     if views.get(name) != value:
                         views[name] = changed[name] = value
             if changed:
