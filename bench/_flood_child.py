@@ -8,6 +8,7 @@ seconds from the last update to the final state's re-route having run.
 from __future__ import annotations
 
 import asyncio
+import inspect
 import sys
 import time
 
@@ -50,7 +51,9 @@ async def flood(n: int, rate: float) -> dict[str, float]:
         handle_box: list[object] = []
 
         async def on_change(identity: str) -> None:
-            view = await handle_box[0].participant_metadata(identity)  # type: ignore[attr-defined]
+            view = handle_box[0].participant_metadata(identity)  # type: ignore[attr-defined]
+            if inspect.isawaitable(view):  # the baseline's method was async
+                view = await view
             await asyncio.sleep(HANDOFF)
             routes.append(view.get("department"))
             if view.get("n") == n - 1:

@@ -10,10 +10,9 @@ participant metadata: a profile plus a list of small objects), one table with:
 * ``codec parse_metadata + dict.update``: the same merge through the metadata
   contract (size limit, UTF-8, strict JSON, object check, exact nesting bound);
   target ≤ 1.2× the baseline (validation costs ≤ 20 %);
-* ``adapter update path (SessionManager + MemoryStore)``: an extra row, not part
-  of the target — what one participant-metadata change costs inside
-  ``MetadataAdapter`` (parse, size-checked encode of every top-level value, atomic
-  merge into the store), without the event-queue hop.
+* ``adapter update path (a caller's view)``: an extra row, not part of the target —
+  what one participant-metadata room event costs inside ``MetadataAdapter`` (parse,
+  merge into the caller's view with its size check, counters).
 
 Run: ``uv run python -m bench.bench_codec [--quick]``.
 """
@@ -91,27 +90,50 @@ def _codec(data: bytes) -> Case:
     return Case("codec parse_metadata + dict.update", fn)
 
 
+class _Caller:
+    """A stand-in remote participant (what the adapter reads of one)."""
+
+    identity = "caller"
+    sid = "PA_caller"
+    metadata = ""
+    kind = 0  # PARTICIPANT_KIND_STANDARD
+
+    def __init__(self) -> None:
+        self.attributes: dict[str, str] = {}
+
+
 def _adapter(data: bytes) -> Case:
+    from livekit import rtc
     from livekit.agents.testing import fake_job_context
 
     from livekit.plugins.metadata.agent.adapter import MetadataAdapter
     from livekit.plugins.metadata.sessions.manager import SessionManager
 
-    sessions = SessionManager(max_session_bytes=1_000_000)
-    adapter = MetadataAdapter(sessions)
+    class _Room(rtc.EventEmitter[str]):
+        name = "bench"
+        metadata = ""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.remote_participants: dict[str, _Caller] = {}
+
+        def isconnected(self) -> bool:
+            return True
+
+    adapter = MetadataAdapter(SessionManager(), flood_rate=1e12)
     text = data.decode()
-    state: dict[str, Any] = {}
+    room, caller = _Room(), _Caller()
 
     async def make(loops: int) -> None:
-        if "handle" not in state:
-            with fake_job_context(job_metadata="") as ctx:
-                state["handle"] = await adapter.load_job(ctx)
+        if not room.remote_participants:
+            room.remote_participants[caller.identity] = caller
+            with fake_job_context(room=room) as ctx:  # type: ignore[arg-type]
+                await adapter.attach(ctx, caller)  # type: ignore[arg-type]
                 ctx._tempdir.cleanup()
-        handle = state["handle"]
         for _ in range(loops):
-            await handle._apply_metadata("participant metadata", text, identity="caller")
+            room.emit("participant_metadata_changed", caller, "", text)
 
-    return Case("adapter update path (SessionManager + MemoryStore)", run_async_loop(make))
+    return Case("adapter update path (a caller's view)", run_async_loop(make))
 
 
 def run(quick: bool = False) -> list[Table]:

@@ -28,7 +28,8 @@ import orjson
 from livekit import rtc
 from livekit.agents.testing import fake_job_context
 
-from livekit.plugins.metadata.agent.adapter import MetadataAdapter, SessionHandle
+from livekit.plugins.metadata.agent.adapter import MetadataAdapter
+from livekit.plugins.metadata.agent.handle import SessionHandle
 from livekit.plugins.metadata.agent.tools import CallerSession, CallerSessionTools
 from livekit.plugins.metadata.codec import SESSION_KEY, SESSION_OWNER_KEY
 from livekit.plugins.metadata.sessions.manager import SessionManager

@@ -7,7 +7,7 @@ Run against any LiveKit server (LIVEKIT_URL / LIVEKIT_API_KEY / LIVEKIT_API_SECR
 The worker registers as ``LK_AGENT_NAME`` (default ``router-demo``; explicit
 dispatch only) and serves every agent in the rules. For each job it:
 
-1. answers the job request with ``router.request_handler()``: accept when the
+1. answers the job request with ``request_handler(router)``: accept when the
    job's metadata routes to this worker, else ``reject(terminate=False)``;
 2. attaches the MetadataAdapter: the job's metadata in the call session (keyed
    by the room sid LiveKit assigned), the caller's own view (its token session,
@@ -73,6 +73,7 @@ from livekit.plugins.metadata import (
     Route,
 )
 from livekit.plugins.metadata.agent.prewarm import job_sessions, preload_modules, prepare_process
+from livekit.plugins.metadata.agent.requests import request_handler
 from livekit.plugins.metadata.agent.tools import CallerSession
 
 logger = logging.getLogger("router-demo")
@@ -95,7 +96,7 @@ async def my_customer_id(context: RunContext[CallerSession]) -> str:
     """The caller's customer id, when the caller asks for it. Say it only to this caller."""
     # The caller's own view: its private keys (never in its token or the room) included.
     # The answer goes to this caller's conversation only; nothing is published.
-    view = await context.userdata.metadata()
+    view = context.userdata.metadata()
     customer = view.get("customer_id")
     return str(customer) if customer is not None else "no customer id on file"
 
@@ -278,7 +279,7 @@ def _turn_handling(speech: bool) -> dict[str, Any]:
     return {"turn_handling": {"turn_detection": "manual", "interruption": {"enabled": False}}}
 
 
-@server.rtc_session(agent_name=AGENT_NAME, on_request=ROUTER.request_handler())
+@server.rtc_session(agent_name=AGENT_NAME, on_request=request_handler(ROUTER))
 async def entrypoint(ctx: JobContext) -> None:
     """Attach the adapter, route, start the chosen Agent, publish and follow the decision."""
     started = asyncio.Event()
@@ -292,7 +293,7 @@ async def entrypoint(ctx: JobContext) -> None:
         # one re-route per settled state; none is missed, even one that arrives
         # before the session below has started.
         await started.wait()
-        caller = await handle.route_input()
+        caller = handle.route_input()
         if session is not None and AGENTS.reroute(
             session, caller.metadata, attributes=caller.attributes
         ):
@@ -303,7 +304,7 @@ async def entrypoint(ctx: JobContext) -> None:
             )
 
     handle = await adapter.attach(ctx, on_change=on_change)
-    caller = await handle.route_input()  # the caller's view, under the job's metadata
+    caller = handle.route_input()  # the caller's view, under the job's metadata
     route, agent = choose_agent(caller.metadata, caller.attributes)
     logger.info("job %s: agent %r chosen by %s", ctx.job.id, route.agent, route.label)
 

@@ -98,7 +98,7 @@ def _adapter_entrypoint(rules: str | None, store: str, track: str = "first") -> 
         adapter = MetadataAdapter(sessions, track=track)  # type: ignore[arg-type]
         handle = await adapter.attach(ctx)
         snapshot = await handle.get()
-        caller = await handle.route_input()
+        caller = handle.route_input()
         routed = router.route(caller.metadata, attributes=caller.attributes) if router else None
         route = routed.agent if routed is not None else "adapter"
         published = _json(snapshot)
@@ -119,7 +119,7 @@ def _adapter_entrypoint(rules: str | None, store: str, track: str = "first") -> 
                     ("attrs", handle.participant_attributes),
                 ):
                     name = f"{prefix}.{identity}"
-                    value = _json(await read(identity))
+                    value = _json(read(identity))
                     if views.get(name) != value:
                         views[name] = changed[name] = value
             if changed:

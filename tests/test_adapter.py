@@ -23,7 +23,9 @@ from livekit.agents.testing import fake_job_context as _fake_job_context
 from livekit.protocol import agent as agent_proto, models
 from pydantic import BaseModel
 
-from livekit.plugins.metadata.agent.adapter import MetadataAdapter, PublishResult, SessionHandle
+from livekit.plugins.metadata.agent.adapter import MetadataAdapter
+from livekit.plugins.metadata.agent.handle import SessionHandle
+from livekit.plugins.metadata.agent.publish import PublishResult
 from livekit.plugins.metadata.errors import (
     InvalidAttributes,
     InvalidMetadataJSON,
@@ -173,7 +175,7 @@ async def test_load_job_merges_job_metadata_and_attributes(
     assert await handle.get() == {"agent": "triage", "lang": "en"}
     assert await sessions.call_sessions.get(ctx.job.room.sid) == {"agent": "triage", "lang": "en"}
     assert await sessions.get_session_metadata("room-1") == {}  # the room name keys nothing
-    routed = await handle.route_input()
+    routed = handle.route_input()
     assert routed == ({"agent": "triage", "lang": "en"}, {"tier": "gold", "lang": "es"}, None)
     assert room.listener_count() == before  # never touched the room
     assert await adapter.load_job(ctx) is handle  # same handle, not re-applied
@@ -220,7 +222,7 @@ async def test_bad_job_metadata_is_logged_and_counted_not_raised(
         adapter = MetadataAdapter(sessions)
         handle = await adapter.load_job(c)
         assert await handle.get() == {}
-        assert (await handle.route_input()).attributes == {"tier": "gold"}  # still applies
+        assert handle.route_input().attributes == {"tier": "gold"}  # still applies
         assert handle.invalid_updates == 1
         assert adapter.stats.invalid == 1
         assert "job metadata" in caplog.text
@@ -264,15 +266,15 @@ async def test_attach_precedence_with_given_participant(
         "tier": "room",
         "a": "room",
     }
-    assert await handle.participant_metadata("caller") == {
+    assert handle.participant_metadata("caller") == {
         "tier": "bronze",
         "name": "Ada",
         "a": "participant-md",
     }
     # The caller's attribute "a" would shadow the dispatcher's job attribute: refused.
-    assert await handle.participant_attributes("caller") == {}
+    assert handle.participant_attributes("caller") == {}
     assert adapter.stats.refused == 1
-    routed = await handle.route_input()
+    routed = handle.route_input()
     assert routed.metadata == {
         "agent": "triage",  # job metadata
         "lang": "en",
@@ -296,7 +298,7 @@ async def test_attach_waits_for_a_participant(
     room.join(Participant("caller", metadata='{"name": "Ada"}'))
     handle = await asyncio.wait_for(task, 5)
     assert handle.tracked == {"caller"}
-    assert (await handle.participant_metadata("caller"))["name"] == "Ada"
+    assert handle.participant_metadata("caller")["name"] == "Ada"
     await shutdown(ctx)
 
 
@@ -313,8 +315,8 @@ async def test_attach_with_bad_participant_metadata(
     adapter = MetadataAdapter(sessions)
     handle = await adapter.attach(ctx, caller)  # type: ignore[arg-type]
     assert await handle.get() == {"agent": "triage", "lang": "en"}
-    assert await handle.participant_metadata("caller") == {}
-    assert await handle.participant_attributes("caller") == {"tier": "gold"}
+    assert handle.participant_metadata("caller") == {}
+    assert handle.participant_attributes("caller") == {"tier": "gold"}
     assert handle.invalid_updates == 1
     await shutdown(ctx)
 
@@ -339,12 +341,12 @@ async def test_schema_applies_to_every_metadata_document(
         caller = Participant("caller", metadata='{"name": "Ada", "age": 3}')
         adapter = MetadataAdapter(sessions, schema=Caller)
         handle = await adapter.attach(c, caller)  # type: ignore[arg-type]
-        view = await handle.participant_metadata("caller")
+        view = handle.participant_metadata("caller")
         assert view == {"name": "Ada", "age": 3}  # the object, not the model
         assert await handle.get() == {"name": "Job"}
         room.change_metadata(caller, '{"age": "' + SECRET + '"}')
         await handle.wait_idle()
-        assert await handle.participant_metadata("caller") == {"name": "Ada", "age": 3}
+        assert handle.participant_metadata("caller") == {"name": "Ada", "age": 3}
         assert handle.invalid_updates == 1
         await shutdown(c)
     with fake_job_context(room=room, job_metadata='{"age": 1}') as c2:
@@ -373,9 +375,9 @@ async def test_events_merge_in_order_and_ignore_others(
     room.change_room_metadata('{"step": "room"}')  # room sync is off
     await handle.wait_idle()
     assert await handle.get() == {"agent": "triage", "lang": "en"}
-    assert await handle.participant_metadata("caller") == {"step": 1, "extra": True}
-    assert await handle.participant_attributes("caller") == {"color": "red"}
-    assert await handle.participant_metadata("other") == {}  # not tracked
+    assert handle.participant_metadata("caller") == {"step": 1, "extra": True}
+    assert handle.participant_attributes("caller") == {"color": "red"}
+    assert handle.participant_metadata("other") == {}  # not tracked
     await shutdown(ctx)
 
 
@@ -388,7 +390,7 @@ async def test_attribute_removed_from_snapshot_is_deleted(
     del caller.attributes["b"]
     room.emit("participant_attributes_changed", {"b": "2"}, caller)
     await handle.wait_idle()
-    assert await handle.participant_attributes("caller") == {"a": "1"}
+    assert handle.participant_attributes("caller") == {"a": "1"}
     await shutdown(ctx)
 
 
@@ -415,8 +417,8 @@ async def test_reconnected_caller_is_reloaded(
     again = Participant("caller", metadata='{"v": 2}', attributes={"back": "yes"})
     room.join(again)
     await handle.wait_idle()
-    assert await handle.participant_metadata("caller") == {"v": 2}
-    assert await handle.participant_attributes("caller") == {"back": "yes"}
+    assert handle.participant_metadata("caller") == {"v": 2}
+    assert handle.participant_attributes("caller") == {"back": "yes"}
     await shutdown(ctx)
 
 
@@ -428,9 +430,9 @@ async def test_protected_keys(ctx: JobContext, room: Room, sessions: SessionMana
     room.change_attributes(caller, {"agent": "root", "x": "1"})
     room.change_attributes(caller, {"agent": ""})
     await handle.wait_idle()
-    assert await handle.participant_metadata("caller") == {"name": "Ada"}
-    assert await handle.participant_attributes("caller") == {"x": "1"}
-    routed = await handle.route_input()
+    assert handle.participant_metadata("caller") == {"name": "Ada"}
+    assert handle.participant_attributes("caller") == {"x": "1"}
+    routed = handle.route_input()
     assert routed.metadata["agent"] == "triage"  # the job's, never the client's
     assert "agent" not in routed.attributes
     assert (await handle.get())["agent"] == "triage"
@@ -460,7 +462,7 @@ async def test_invalid_update_leaves_session_unchanged(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="livekit.plugins.metadata")
     caller = Participant("caller", metadata='{"name": "Ada"}', attributes={"tier": "gold"})
-    adapter = MetadataAdapter(sessions, max_bytes=65_536, max_attribute_bytes=4_000)
+    adapter = MetadataAdapter(sessions, max_bytes=65_536, max_attributes_bytes=4_000)
     if kind == "metadata" and len(payload) < 65_536:
         adapter = MetadataAdapter(sessions, max_bytes=4_000)
     handle = await adapter.attach(ctx, caller)  # type: ignore[arg-type]
@@ -468,9 +470,9 @@ async def test_invalid_update_leaves_session_unchanged(
     async def state() -> tuple[dict[str, Any], ...]:
         return (
             await handle.get(),
-            await handle.participant_metadata("caller"),
-            await handle.participant_attributes("caller"),
-            (await handle.route_input())._asdict(),
+            handle.participant_metadata("caller"),
+            handle.participant_attributes("caller"),
+            handle.route_input()._asdict(),
         )
 
     before = await state()
@@ -488,7 +490,7 @@ async def test_invalid_update_leaves_session_unchanged(
     # The worker is still alive: the next valid update applies.
     room.change_metadata(caller, '{"after": 1}')
     await handle.wait_idle()
-    assert (await handle.participant_metadata("caller"))["after"] == 1
+    assert handle.participant_metadata("caller")["after"] == 1
     await shutdown(ctx)
 
 
@@ -517,8 +519,8 @@ async def test_ordering_of_1000_interleaved_events(
         if i % 97 == 0:
             await asyncio.sleep(0)  # let the worker interleave with the producer
     await handle.wait_idle()
-    assert await handle.participant_metadata("caller") == expected
-    assert await handle.participant_attributes("caller") == expected_attributes
+    assert handle.participant_metadata("caller") == expected
+    assert handle.participant_attributes("caller") == expected_attributes
     assert await handle.get() == {"agent": "triage", "lang": "en"}
     assert handle.applied_updates >= 1000
     assert handle.invalid_updates == 0
@@ -538,10 +540,10 @@ def test_fuzzed_updates_merge_or_leave_the_session_unchanged(raw: str) -> None:
         with fake_job_context(room=room) as c:
             caller = Participant("caller", metadata='{"keep": 1}')
             handle = await MetadataAdapter(SessionManager()).attach(c, caller)  # type: ignore[arg-type]
-            before = await handle.participant_metadata("caller")
+            before = handle.participant_metadata("caller")
             room.change_metadata(caller, raw)
             await handle.wait_idle()
-            after = await handle.participant_metadata("caller")
+            after = handle.participant_metadata("caller")
             try:
                 parsed = orjson.loads(raw) if raw.strip(" \t\r\n") else {}
             except orjson.JSONDecodeError:
@@ -576,7 +578,7 @@ async def test_shutdown_unsubscribes_and_deletes_per_config(
     assert room.listener_count() == before
     room.change_metadata(caller, '{"late": true}')
     await asyncio.sleep(0)
-    view = await handle.participant_metadata("caller")
+    view = handle.participant_metadata("caller")
     assert view["queued"] is True
     assert "late" not in view
     stored = await sessions.call_sessions.get(ctx.job.room.sid)

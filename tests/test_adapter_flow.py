@@ -36,7 +36,7 @@ async def test_a_flood_costs_one_on_change_per_settled_state() -> None:
         handle_box: list[Any] = []
 
         async def on_change(identity: str) -> None:
-            routed = await handle_box[0].route_input()
+            routed = handle_box[0].route_input()
             calls.append((identity, routed.metadata.get("department"), routed.metadata.get("k")))
             await asyncio.sleep(0.01)  # a handoff takes time; updates keep arriving
 
@@ -51,7 +51,7 @@ async def test_a_flood_costs_one_on_change_per_settled_state() -> None:
             if i % 100 == 0:
                 await asyncio.sleep(0)  # on_change starts while the flood goes on
         await handle.wait_idle()
-        assert await handle.participant_metadata("ada") == expected  # no key's last value lost
+        assert handle.participant_metadata("ada") == expected  # no key's last value lost
         assert calls[-1] == ("ada", "sales", 999)  # the final state
         assert len(calls) <= 11  # one per settled state, not one per update
         assert adapter.stats.applied >= 1000
@@ -73,7 +73,7 @@ async def test_a_single_update_re_routes_at_once() -> None:
         handle = await MetadataAdapter(SessionManager()).attach(ctx, ada, on_change=on_change)  # type: ignore[arg-type]
         room.change_metadata(ada, '{"department": "sales"}')
         # Applied synchronously in the event callback: the view is current before any await.
-        assert (await handle.participant_metadata("ada"))["department"] == "sales"
+        assert handle.participant_metadata("ada")["department"] == "sales"
         await asyncio.wait_for(seen.wait(), 5)
         await shutdown(ctx)
 
@@ -95,8 +95,8 @@ async def test_a_slow_on_change_never_holds_up_later_updates() -> None:
         await asyncio.wait_for(started.wait(), 5)
         for n in range(2, 50):
             room.change_metadata(ada, orjson.dumps({"n": n}).decode())
-        assert (await handle.participant_metadata("ada"))["n"] == 49  # applied meanwhile
-        assert (await handle.route_input()).metadata["n"] == 49
+        assert handle.participant_metadata("ada")["n"] == 49  # applied meanwhile
+        assert handle.route_input().metadata["n"] == 49
         release.set()
         await handle.wait_idle()
         await shutdown(ctx)
@@ -135,7 +135,7 @@ async def test_callers_who_leave_are_forgotten() -> None:
         assert handle.participants == ()
         room.join(Participant("first", metadata='{"a": 2}'))
         await handle.wait_idle()
-        assert await handle.participant_metadata("first") == {"a": 2}
+        assert handle.participant_metadata("first") == {"a": 2}
         await shutdown(ctx)
 
 
@@ -166,9 +166,9 @@ class FlakyStore(MemoryStore):
 async def test_a_store_outage_converges_without_another_update(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    from livekit.plugins.metadata.agent import adapter as adapter_module
+    from livekit.plugins.metadata.agent import options
 
-    monkeypatch.setattr(adapter_module, "_RETRY_FIRST", 0.01)
+    monkeypatch.setattr(options, "_RETRY_FIRST", 0.01)
     caplog.set_level(logging.INFO, logger="livekit.plugins.metadata")
     store = FlakyStore()
     sessions = SessionManager(store, secret_key=SECRET)
@@ -188,19 +188,20 @@ async def test_a_store_outage_converges_without_another_update(
         adapter = MetadataAdapter(sessions, sync_room_metadata=True)
         handle = await adapter.attach(ctx, ada, on_change=on_change)  # type: ignore[arg-type]
         # Routing does not wait for the store: the public metadata is there at once.
-        assert (await handle.route_input()).metadata == {"agent": "x", "department": "support"}
+        assert handle.route_input().metadata == {"agent": "x", "department": "support"}
         room.change_metadata(ada, '{"department": "sales"}')
         room.change_room_metadata('{"topic": "outage"}')
-        assert (await handle.route_input()).metadata["department"] == "sales"
+        assert handle.route_input().metadata["department"] == "sales"
         await asyncio.sleep(0.05)
         store.down = False  # Redis is back: nothing more is sent
         for _ in range(200):
-            if (await handle.route_input()).metadata.get("tier") == "vip" and (
-                await handle.get()
-            ).get("topic") == "outage":
+            if (
+                handle.route_input().metadata.get("tier") == "vip"
+                and (await handle.get()).get("topic") == "outage"
+            ):
                 break
             await asyncio.sleep(0.02)
-        routed = await handle.route_input()
+        routed = handle.route_input()
         assert routed.metadata == {"agent": "x", "department": "sales", "tier": "vip"}
         assert await handle.get() == {"agent": "x", "topic": "outage"}  # retried writes landed
         assert "ada" in changes  # on_change ran for the late binding
@@ -225,7 +226,7 @@ async def test_a_paced_flood_costs_a_handful_of_calls_and_ends_on_the_final_stat
         handle_box: list[Any] = []
 
         async def on_change(identity: str) -> None:
-            calls.append((await handle_box[0].participant_metadata(identity))["n"])
+            calls.append(handle_box[0].participant_metadata(identity)["n"])
 
         adapter = MetadataAdapter(SessionManager(), settle=0.05)
         handle = await adapter.attach(ctx, ada, on_change=on_change)  # type: ignore[arg-type]

@@ -69,12 +69,12 @@ async def test_the_agent_reads_private_keys_through_the_participant_session() ->
     room.join(ada)
     with fake_job_context(room=room, job_metadata='{"agent": "triage"}') as ctx:
         handle = await MetadataAdapter(sessions).attach(ctx, ada)  # type: ignore[arg-type]
-        assert await handle.participant_metadata("ada") == {
+        assert handle.participant_metadata("ada") == {
             "department": "support",
             "customer": PRIVATE,
         }
         assert await handle.get() == {"agent": "triage"}  # the call session: no caller's keys
-        assert await handle.route_input() == RouteInput(
+        assert handle.route_input() == RouteInput(
             {"agent": "triage", "department": "support", "customer": PRIVATE}, {}, "ada"
         )
         assert handle.invalid_updates == 0
@@ -98,9 +98,9 @@ async def test_precedence_the_server_decides_and_attributes_stay_attributes() ->
     with fake_job_context(room=room, job_metadata=job_md) as ctx:
         adapter = MetadataAdapter(sessions)
         handle = await adapter.attach(ctx, ada)  # type: ignore[arg-type]
-        view = await handle.participant_metadata("ada")
+        view = handle.participant_metadata("ada")
         assert view == {"tier": "token", "lang": "en", "shared": "live", "customer": PRIVATE}
-        routed = await handle.route_input()
+        routed = handle.route_input()
         assert routed.metadata == {
             "agent": "x",  # job metadata
             "tier": "token",  # the participant's token session over the job's metadata
@@ -113,9 +113,9 @@ async def test_precedence_the_server_decides_and_attributes_stay_attributes() ->
         room.change_metadata(ada, orjson.dumps({"customer": "forged", "shared": "new"}).decode())
         room.change_attributes(ada, {"customer": "forged-too"})
         await handle.wait_idle()
-        assert (await handle.participant_metadata("ada"))["customer"] == PRIVATE
-        assert (await handle.participant_metadata("ada"))["shared"] == "new"
-        assert "customer" not in await handle.participant_attributes("ada")
+        assert handle.participant_metadata("ada")["customer"] == PRIVATE
+        assert handle.participant_metadata("ada")["shared"] == "new"
+        assert "customer" not in handle.participant_attributes("ada")
         assert "customer" not in await handle.get()
         assert adapter.stats.refused == 2
         await shutdown(ctx)
@@ -138,7 +138,7 @@ async def test_untrusted_references_are_invalid_metadata_never_a_crash(
     room.join(mallory)
     with fake_job_context(room=room) as ctx:
         handle = await MetadataAdapter(sessions).attach(ctx, mallory)  # type: ignore[arg-type]
-        assert await handle.participant_metadata("mallory") == {"name": "M"}
+        assert handle.participant_metadata("mallory") == {"name": "M"}
         assert PRIVATE not in orjson.dumps(await handle.get()).decode()
         assert handle.invalid_updates == 1
         assert "session reference" in caplog.text
@@ -159,7 +159,7 @@ async def test_an_expired_token_session_is_invalid() -> None:
     room.join(ada)
     with fake_job_context(room=room) as ctx:
         handle = await MetadataAdapter(sessions).attach(ctx, ada)  # type: ignore[arg-type]
-        assert await handle.participant_metadata("ada") == {"a": 1}
+        assert handle.participant_metadata("ada") == {"a": 1}
         assert handle.invalid_updates == 1
         await shutdown(ctx)
 
@@ -172,7 +172,7 @@ async def test_a_job_reference_binds_nothing_by_itself() -> None:
     with fake_job_context(room=room, job_metadata=job_md) as ctx:
         handle = await MetadataAdapter(sessions).load_job(ctx)
         assert await handle.get() == {"agent": "x"}
-        assert (await handle.route_input()).metadata == {"agent": "x"}
+        assert handle.route_input().metadata == {"agent": "x"}
         assert handle.invalid_updates == 0
 
 
@@ -187,15 +187,15 @@ async def test_several_callers_keep_their_own_view_and_route_on_the_first() -> N
         room.join(bob)  # a second caller joins later
         await handle.wait_idle()
         assert handle.participants == ("ada", "bob")
-        assert await handle.participant_metadata("ada") == {
+        assert handle.participant_metadata("ada") == {
             "department": "support",
             "customer": "c-ada",
         }
-        assert await handle.participant_metadata("bob") == {
+        assert handle.participant_metadata("bob") == {
             "department": "sales",
             "customer": "c-bob",
         }
-        assert (await handle.route_input()).identity == "ada"
+        assert handle.route_input().identity == "ada"
         await shutdown(ctx)
 
     def last(participants: Sequence[rtc.Participant]) -> rtc.Participant | None:
@@ -203,7 +203,7 @@ async def test_several_callers_keep_their_own_view_and_route_on_the_first() -> N
 
     with fake_job_context(room=room) as ctx:
         handle = await MetadataAdapter(sessions, track="all", route_on=last).attach(ctx, ada)  # type: ignore[arg-type]
-        routed = await handle.route_input()
+        routed = handle.route_input()
         assert routed.identity == "bob"
         assert routed.metadata["department"] == "sales"
         await shutdown(ctx)
@@ -227,7 +227,7 @@ async def test_sip_calls_route_on_the_sip_participant_and_a_hidden_number_is_mis
         )
         room.join(phone)
         handle = await asyncio.wait_for(task, 5)
-        routed = await handle.route_input()
+        routed = handle.route_input()
         assert routed.identity == "sip_caller"
         assert routed.attributes == {"sip.trunkPhoneNumber": "+34910000000", "sip.callID": "SCL_1"}
         assert "sip.phoneNumber" not in routed.attributes
@@ -245,7 +245,7 @@ async def test_on_change_sees_an_update_sent_the_moment_attach_returns() -> None
         handle_box: list[Any] = []
 
         async def on_change(identity: str) -> None:
-            routed = await handle_box[0].route_input()
+            routed = handle_box[0].route_input()
             seen.append(
                 (identity, routed.metadata.get("department"), routed.attributes.get("department"))
             )
@@ -281,7 +281,7 @@ async def test_a_failing_on_change_is_logged_and_the_worker_goes_on(
         room.change_metadata(ada, '{"n": 2}')
         await handle.wait_idle()
         assert calls == ["ada", "ada"]
-        assert (await handle.participant_metadata("ada"))["n"] == 2
+        assert handle.participant_metadata("ada")["n"] == 2
         assert "on_change failed" in caplog.text
         await shutdown(ctx)
 

@@ -17,7 +17,11 @@ from typing import Any
 
 import pytest
 
-from livekit.plugins.metadata.agent.selection import RequestStats, route_job_request
+from livekit.plugins.metadata.agent.requests import (
+    RequestStats,
+    request_handler,
+    route_job_request,
+)
 from livekit.plugins.metadata.routing.router import MetadataRouter
 from tests.job_requests import job_request
 
@@ -53,7 +57,7 @@ def router() -> MetadataRouter:
 async def test_the_default_agents_worker_accepts_a_job_with_invalid_metadata(
     router: MetadataRouter, metadata: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    handler = router.request_handler(publish_route=True)
+    handler = request_handler(router, publish_route=True)
     req, rec = job_request(metadata, agent_name="general")
     with caplog.at_level(logging.DEBUG, logger="livekit.plugins.metadata"):
         await handler(req)
@@ -71,7 +75,7 @@ async def test_the_default_agents_worker_accepts_a_job_with_invalid_metadata(
 async def test_another_workers_handler_rejects_it_without_terminating(
     router: MetadataRouter, metadata: str
 ) -> None:
-    handler = router.request_handler()
+    handler = request_handler(router)
     req, rec = job_request(metadata, agent_name="sales")
     await handler(req)
     assert rec.accepted == []
@@ -82,10 +86,10 @@ async def test_another_workers_handler_rejects_it_without_terminating(
 async def test_one_worker_hosting_every_agent_accepts_it() -> None:
     """The example's layout (``worker: router-demo``): the default is this worker's too."""
     router = MetadataRouter.from_dict({**RULES, "worker": "router-demo"})
-    handler = router.request_handler()
+    handler = request_handler(router)
     for raw in BAD_METADATA.values():
         req, rec = job_request(raw, agent_name="router-demo")
-        route = await router.route_job_request(req)
+        route = await route_job_request(router, req)
         assert route is not None
         assert route.agent == "general"
         assert route.is_default
@@ -144,7 +148,7 @@ async def test_a_failing_metadata_source_routes_as_empty_metadata(
     def boom(req: Any) -> str:
         raise RuntimeError(SECRET)
 
-    handler = router.request_handler(metadata_from=boom)
+    handler = request_handler(router, metadata_from=boom)
     req, rec = job_request("", agent_name="general")
     with caplog.at_level(logging.DEBUG, logger="livekit.plugins.metadata"):
         await handler(req)
@@ -156,9 +160,9 @@ async def test_a_failing_metadata_source_routes_as_empty_metadata(
 
 async def test_invalid_room_metadata_and_bytes_are_handled_alike(router: MetadataRouter) -> None:
     req, rec = job_request("", agent_name="general", room_metadata="[1]")
-    await router.request_handler(metadata_from="room")(req)
+    await request_handler(router, metadata_from="room")(req)
     assert len(rec.accepted) == 1
-    handler = router.request_handler(metadata_from=lambda r: b"\xff\xfe")
+    handler = request_handler(router, metadata_from=lambda r: b"\xff\xfe")
     req, rec = job_request("", agent_name="general")
     await handler(req)
     assert len(rec.accepted) == 1
@@ -166,7 +170,7 @@ async def test_invalid_room_metadata_and_bytes_are_handled_alike(router: Metadat
 
 
 async def test_valid_metadata_is_answered_and_counted_as_before(router: MetadataRouter) -> None:
-    handler = router.request_handler()
+    handler = request_handler(router)
     req, rec = job_request(json.dumps({"department": "sales"}), agent_name="sales")
     await handler(req)
     req2, rec2 = job_request(json.dumps({"department": "sales"}), agent_name="general")

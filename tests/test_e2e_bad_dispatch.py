@@ -2,7 +2,7 @@
 
 An explicit dispatch (``create_dispatch``) to the ``examples/agent.py`` worker whose job
 metadata is not JSON, an array, 100 KB or nested 10,000 deep: the worker's
-``on_request`` (``router.request_handler()``) used to reject such a job with
+``on_request`` (``request_handler(router)``) used to reject such a job with
 ``terminate=False``, no worker took it and no agent ever joined the caller's room. Now
 the job is accepted, an agent joins, and it routes to the rules' default (``general``),
 as the example's docstring promises. The worker's log names the job and the size, never

@@ -18,6 +18,7 @@ import pytest
 from livekit.agents.job import JobAcceptArguments, JobRequest
 from livekit.protocol import agent as agent_proto, models
 
+from livekit.plugins.metadata.agent.requests import request_handler
 from livekit.plugins.metadata.agent.selection import route_of
 from livekit.plugins.metadata.routing.router import MetadataRouter
 
@@ -126,7 +127,7 @@ def test_rules_file_is_the_documented_one(example: ModuleType) -> None:
 
 
 async def test_on_request_accepts_jobs_routed_to_this_worker(example: ModuleType) -> None:
-    handler = example.ROUTER.request_handler()
+    handler = request_handler(example.ROUTER)
     answers: list[Any] = []
 
     async def on_reject(terminate: bool) -> None:

@@ -22,7 +22,8 @@ from livekit.agents import Agent, AgentSession
 from livekit.agents.job import JobContext, JobRequest
 from livekit.agents.testing import fake_job_context as _fake_job_context
 
-from livekit.plugins.metadata.agent.selection import AgentFactoryMap, reroute, route_of
+from livekit.plugins.metadata.agent.requests import request_handler, route_job_request
+from livekit.plugins.metadata.agent.selection import AgentFactoryMap, reroute, route_of, select
 from livekit.plugins.metadata.errors import (
     ConfigError,
     InvalidMetadataJSON,
@@ -682,7 +683,7 @@ SPANISH = json.dumps({"department": "support", "language": "es", "pin": SECRET})
 
 async def test_request_handler_accepts_its_own_route(router: MetadataRouter) -> None:
     req, rec = _request(SPANISH)
-    await router.request_handler("support-es")(req)
+    await request_handler(router, "support-es")(req)
     assert len(rec.accepted) == 1
     assert rec.accepted[0].attributes is None
     assert rec.rejected == []
@@ -690,10 +691,10 @@ async def test_request_handler_accepts_its_own_route(router: MetadataRouter) -> 
 
 async def test_request_handler_defaults_to_the_jobs_agent_name(router: MetadataRouter) -> None:
     req, rec = _request(SPANISH, agent_name="support-es")
-    await router.request_handler()(req)
+    await request_handler(router)(req)
     assert len(rec.accepted) == 1
     req, rec = _request(SPANISH, agent_name="sales")
-    await router.request_handler()(req)
+    await request_handler(router)(req)
     assert rec.rejected == [False]
 
 
@@ -713,7 +714,7 @@ async def test_request_handler_rejects_without_terminating(
 ) -> None:
     req, rec = _request(metadata)
     with caplog.at_level(logging.DEBUG, logger="livekit.plugins.metadata"):
-        await router.request_handler("support-es")(req)
+        await request_handler(router, "support-es")(req)
     assert rec.rejected == [False], why
     assert rec.accepted == []
     assert "AJ_test" in caplog.text
@@ -727,7 +728,7 @@ async def test_request_handler_never_logs_values(
     for md in (bad, json.dumps({"department": "sales", "pin": SECRET})):
         req, _ = _request(md)
         with caplog.at_level(logging.DEBUG, logger="livekit.plugins.metadata"):
-            await router.request_handler("support-es")(req)
+            await request_handler(router, "support-es")(req)
     assert caplog.records
     assert SECRET not in caplog.text
 
@@ -735,38 +736,38 @@ async def test_request_handler_never_logs_values(
 async def test_request_handler_no_match_without_default_rejects() -> None:
     router = MetadataRouter.from_dict({"rules": [{"when": {"d": "x"}, "agent": "a"}]})
     req, rec = _request(json.dumps({"d": "y"}), agent_name="a")
-    await router.request_handler()(req)
+    await request_handler(router)(req)
     assert rec.rejected == [False]
 
 
 async def test_request_handler_publish_route_and_sources(router: MetadataRouter) -> None:
     req, rec = _request(SPANISH)
-    await router.request_handler("support-es", publish_route=True)(req)
+    await request_handler(router, "support-es", publish_route=True)(req)
     assert rec.accepted[0].attributes == {"route": "support-es", "route.rule": "support-es"}
 
     req, rec = _request("", room_metadata=json.dumps({"department": "sales"}), agent_name="sales")
-    await router.request_handler(metadata_from="room")(req)
+    await request_handler(router, metadata_from="room")(req)
     assert len(rec.accepted) == 1
 
     req, rec = _request("", agent_name="sales")
-    await router.request_handler(metadata_from=lambda r: {"department": "sales"})(req)
+    await request_handler(router, metadata_from=lambda r: {"department": "sales"})(req)
     assert len(rec.accepted) == 1
 
     def boom(r: JobRequest) -> str:
         raise RuntimeError(SECRET)
 
     req, rec = _request("", agent_name="sales")
-    await router.request_handler(metadata_from=boom)(req)
+    await request_handler(router, metadata_from=boom)(req)
     assert rec.rejected == [False]
 
 
 async def test_route_job_request_returns_the_route(router: MetadataRouter) -> None:
     req, _ = _request(SPANISH)
-    route = await router.route_job_request(req)
+    route = await route_job_request(router, req)
     assert route is not None
     assert route.agent == "support-es"
     req, _ = _request(SPANISH, agent_name="other")
-    assert await router.route_job_request(req) is None
+    assert await route_job_request(router, req) is None
 
 
 def test_accepts(router: MetadataRouter) -> None:
@@ -779,9 +780,9 @@ def test_accepts(router: MetadataRouter) -> None:
 
 def test_request_handler_argument_errors(router: MetadataRouter) -> None:
     with pytest.raises(ValueError, match="agent_name"):
-        router.request_handler("")
+        request_handler(router, "")
     with pytest.raises(ValueError, match="metadata_from"):
-        router.request_handler(metadata_from="participant")  # type: ignore[arg-type]
+        request_handler(router, metadata_from="participant")  # type: ignore[arg-type]
 
 
 # ------------------------------------------------------------------------ entrypoint
@@ -829,7 +830,7 @@ FACTORIES: dict[str, Any] = {
 async def test_select_inside_fake_job_context(job_metadata: str, expected: type[Agent]) -> None:
     router = MetadataRouter.from_dict(SMALL)
     with fake_job_context(job_metadata=job_metadata) as ctx:
-        route, agent = router.select(ctx.job.metadata, FACTORIES)
+        route, agent = select(router, ctx.job.metadata, FACTORIES)
     assert type(agent) is expected
     assert route_of(agent) is route
     if expected is SpanishSupportAgent:
@@ -839,23 +840,23 @@ async def test_select_inside_fake_job_context(job_metadata: str, expected: type[
 async def test_select_fallback_and_errors() -> None:
     router = MetadataRouter.from_dict(SMALL)
     with pytest.raises(InvalidMetadataJSON):
-        router.select("{bad", FACTORIES)
-    route, agent = router.select("{bad", FACTORIES, fallback="general")
+        select(router, "{bad", FACTORIES)
+    route, agent = select(router, "{bad", FACTORIES, fallback="general")
     assert route.is_fallback
     assert route.label == "fallback"
     assert type(agent) is GeneralAgent
     with pytest.raises(RoutingError, match="reject"):
-        router.select({"blocked": True}, FACTORIES)
-    assert router.select({"blocked": True}, FACTORIES, fallback="support").route.is_fallback
+        select(router, {"blocked": True}, FACTORIES)
+    assert select(router, {"blocked": True}, FACTORIES, fallback="support").route.is_fallback
     with pytest.raises(ConfigError, match="no Agent factory"):
-        router.select({"department": "support"}, {"general": GeneralAgent})
+        select(router, {"department": "support"}, {"general": GeneralAgent})
     with pytest.raises(ConfigError, match="fallback"):
-        router.select({}, FACTORIES, fallback="nope")
+        select(router, {}, FACTORIES, fallback="nope")
     no_default = MetadataRouter.from_dict({"rules": SMALL["rules"]})
     with pytest.raises(NoRouteMatched):
-        no_default.select({}, FACTORIES)
+        select(no_default, {}, FACTORIES)
     with pytest.raises(TypeError, match="not an Agent"):
-        router.select({}, {"general": lambda route: "not an agent"})
+        select(router, {}, {"general": lambda route: "not an agent"})
 
 
 async def test_agent_factory_map_checks_coverage() -> None:

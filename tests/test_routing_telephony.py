@@ -18,7 +18,8 @@ from hypothesis import given, settings, strategies as st
 from livekit.agents import Agent
 from livekit.agents.job import JobRequest
 
-from livekit.plugins.metadata.agent.selection import AgentFactoryMap, route_of
+from livekit.plugins.metadata.agent.requests import request_handler, route_job_request
+from livekit.plugins.metadata.agent.selection import AgentFactoryMap, route_of, select
 from livekit.plugins.metadata.errors import ConfigError
 from livekit.plugins.metadata.loader import load_text
 from livekit.plugins.metadata.routing.conditions import lookup
@@ -294,7 +295,7 @@ def test_select_builds_the_agent_for_the_dialed_number(router: MetadataRouter) -
     route, agent = agents.select("{}", attributes={"sip.trunkPhoneNumber": MADRID})
     assert isinstance(agent, Madrid)
     assert route_of(agent) == route
-    route, agent = router.select(None, factories, attributes={"sip.phoneNumber": "+12125550100"})
+    route, agent = select(router, None, factories, attributes={"sip.phoneNumber": "+12125550100"})
     assert isinstance(agent, General)
     assert route.is_default
 
@@ -422,7 +423,7 @@ def test_pending_agent_names_lists_what_attributes_could_still_choose() -> None:
 
 async def test_a_job_whose_route_needs_attributes_is_accepted(router: MetadataRouter) -> None:
     req, rec = _request({}, "phone-agents")
-    assert await router.route_job_request(req) is None  # the entrypoint decides
+    assert await route_job_request(router, req) is None  # the entrypoint decides
     assert len(rec.accepted) == 1
     assert rec.rejected == []
 
@@ -435,11 +436,11 @@ async def test_a_job_no_possible_route_of_which_is_ours_is_rejected() -> None:
         }
     )
     req, rec = _request({}, "someone-else")
-    await router.request_handler()(req)
+    await request_handler(router)(req)
     assert rec.accepted == []
     assert rec.rejected == [False]
     req, rec = _request({}, "a")
-    await router.request_handler()(req)
+    await request_handler(router)(req)
     assert len(rec.accepted) == 1
 
 
@@ -454,9 +455,9 @@ async def test_a_job_decided_by_metadata_alone_is_answered_as_before() -> None:
         }
     )
     req, rec = _request({"dept": "sales"}, "a")
-    assert await router.route_job_request(req) is None
+    assert await route_job_request(router, req) is None
     assert rec.rejected == [False]
     req, rec = _request({"dept": "sales"}, "sales")
-    route = await router.route_job_request(req)
+    route = await route_job_request(router, req)
     assert route is not None
     assert route.agent == "sales"

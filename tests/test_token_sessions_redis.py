@@ -90,13 +90,13 @@ async def test_two_callers_one_room_one_redis_two_workers(
         handle = await MetadataAdapter(sessions, track="all").attach(ctx)
         room.join(_joined(bob.token))
         await handle.wait_idle()
-        assert await handle.participant_metadata("ada") == {
+        assert handle.participant_metadata("ada") == {
             "department": "support",
             "language": "es",
             "customer_id": "crm-ada-PRIVATE",
         }
-        assert (await handle.participant_metadata("bob"))["customer_id"] == "crm-bob-PRIVATE"
-        routed = await handle.route_input()
+        assert handle.participant_metadata("bob")["customer_id"] == "crm-bob-PRIVATE"
+        routed = handle.route_input()
         assert routed.identity == "ada"
         assert routed.metadata["customer_id"] == "crm-ada-PRIVATE"
         assert handle.invalid_updates == 0

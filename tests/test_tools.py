@@ -13,7 +13,8 @@ import pytest
 from livekit.agents import Agent, AgentSession, RunContext, function_tool
 from pydantic import BaseModel
 
-from livekit.plugins.metadata.agent.adapter import MetadataAdapter, SessionHandle
+from livekit.plugins.metadata.agent.adapter import MetadataAdapter
+from livekit.plugins.metadata.agent.handle import SessionHandle
 from livekit.plugins.metadata.agent.selection import AgentFactoryMap
 from livekit.plugins.metadata.agent.tools import (
     TOOL_TOKEN_HEADER,
@@ -64,10 +65,11 @@ async def call(
     adapter_options: dict[str, Any] | None = None,
     built: list[str] | None = None,
     sessions: SessionManager | None = None,
+    room: Room | None = None,
 ) -> AsyncIterator[tuple[AgentSession[CallerSession], SessionHandle, ScriptedLLM]]:
     """One caller (public department/tier, private customer) in a job whose on_change
     re-routes with the rules, and a started AgentSession whose userdata is its session."""
-    sessions, room = sessions or SessionManager(), Room()
+    sessions, room = sessions or SessionManager(), room or Room()
     ada = await caller(
         sessions, "ada", {"department": "support", "tier": "silver"}, {"customer": PRIVATE}
     )
@@ -86,14 +88,14 @@ async def call(
     session_ref: list[AgentSession[CallerSession]] = []
 
     async def on_change(identity: str) -> None:
-        routed = await handle.route_input()
+        routed = handle.route_input()
         if session_ref:
             agents.reroute(session_ref[0], routed.metadata, attributes=routed.attributes)
 
     with fake_job_context(room=room) as ctx:
         adapter = MetadataAdapter(sessions, **(adapter_options or {}))
         handle = await adapter.attach(ctx, ada, on_change=on_change)  # type: ignore[arg-type]
-        routed = await handle.route_input()
+        routed = handle.route_input()
         assert routed.identity == "ada"
         _, agent = agents.select(routed.metadata, attributes=routed.attributes)
         model = ScriptedLLM(turns)
@@ -111,7 +113,7 @@ async def test_a_tool_reads_a_private_key_of_the_caller_it_serves() -> None:
     @function_tool
     async def customer_id(context: RunContext[CallerSession]) -> str:
         """The caller's customer id."""
-        view = await context.userdata.metadata()  # typed: the caller's own view
+        view = context.userdata.metadata()  # typed: the caller's own view
         return str(view["customer"])
 
     tools: list[Any] = [customer_id, CallerSessionTools(read=["customer"], read_public=True)]
@@ -163,17 +165,17 @@ async def test_a_refused_write_changes_nothing_and_tells_the_llm_why(
     turns: list[Turn] = [[("update_caller_data", {"key": key, "value": value})]]
     options = {"max_bytes": 300, "schema": Tier}
     async with call(turns, tools, adapter_options=options) as (session, handle, _model):
-        before = await handle.participant_metadata("ada")
+        before = handle.participant_metadata("ada")
         result = await session.run(user_input="change it")
         result.expect.next_event().is_function_call(name="update_caller_data")
         out = result.expect.next_event().is_function_call_output().event().item.output
         assert out.startswith("refused")
         assert why in out
         assert value not in out  # the LLM is told why, never the value echoed back
-        assert await handle.participant_metadata("ada") == before
+        assert handle.participant_metadata("ada") == before
         where = handle.caller_session_id("ada")
         assert where is not None
-        assert await handle._adapter.sessions.call_sessions.get(where) == {}
+        assert await handle.space.get(where) == {}
 
 
 async def test_a_write_that_changes_the_route_hands_off_once() -> None:
@@ -197,13 +199,13 @@ async def test_a_write_that_changes_the_route_hands_off_once() -> None:
         result.expect.contains_agent_handoff(new_agent_type=SalesAgent)
         assert isinstance(session.current_agent, SalesAgent)
         assert built == ["support", "sales"]  # one handoff for two writes
-        view = await handle.participant_metadata("ada")
+        view = handle.participant_metadata("ada")
         assert view["department"] == "sales"
         assert view["note"] == "wants a quote"
-        assert (await handle.route_input()).metadata["department"] == "sales"
+        assert handle.route_input().metadata["department"] == "sales"
         where = handle.caller_session_id("ada")
         assert where is not None
-        stored = await handle._adapter.sessions.call_sessions.get(where)
+        stored = await handle.space.get(where)
         assert stored == {"department": "sales", "note": "wants a quote"}
         assert "department" not in await handle.get()  # the call session stays the job's
 
@@ -249,29 +251,29 @@ async def test_concurrent_writes_from_two_tools_lose_nothing() -> None:
         caller_of = session.userdata
         many = [caller_of.update({f"k{i}": i}) for i in range(20)]
         await asyncio.gather(*many)
-        view = await handle.participant_metadata("ada")
+        view = handle.participant_metadata("ada")
         assert view["a"] == "1"
         assert view["b"] == "2"
         assert all(view[f"k{i}"] == i for i in range(20))
         where = handle.caller_session_id("ada")
         assert where is not None
-        stored = await handle._adapter.sessions.call_sessions.get(where)
+        stored = await handle.space.get(where)
         assert stored == {"a": "1", "b": "2", **{f"k{i}": i for i in range(20)}}
 
 
 async def test_the_client_overrides_a_tool_write_only_with_a_new_value() -> None:
-    async with call([], []) as (session, handle, _model):
-        room: Room = handle._ctx.room  # type: ignore[assignment]
+    room = Room()
+    async with call([], [], room=room) as (session, handle, _model):
         ada = room.remote_participants["ada"]
         await session.userdata.update({"department": "sales"})
         # The client re-sends its unchanged document: the tool's write stands.
         room.change_metadata(ada, '{"department": "support", "tier": "silver", "x": 1}')
         await handle.wait_idle()
-        assert (await handle.participant_metadata("ada"))["department"] == "sales"
+        assert handle.participant_metadata("ada")["department"] == "sales"
         # A new value from the client for that key: the newest intent wins.
         room.change_metadata(ada, '{"department": "billing"}')
         await handle.wait_idle()
-        assert (await handle.participant_metadata("ada"))["department"] == "billing"
+        assert handle.participant_metadata("ada")["department"] == "billing"
 
 
 def test_caller_session_is_found_in_userdata_or_its_attribute() -> None:
@@ -337,7 +339,7 @@ async def test_the_example_worker_tools_answer_privately_and_hand_off() -> None:
     handoffs: list[str] = []
 
     async def on_change(identity: str) -> None:
-        routed = await handle.route_input()
+        routed = handle.route_input()
         if session_ref and example.AGENTS.reroute(
             session_ref[0], routed.metadata, attributes=routed.attributes
         ):
@@ -349,7 +351,7 @@ async def test_the_example_worker_tools_answer_privately_and_hand_off() -> None:
     ]
     with fake_job_context(room=room) as ctx:
         handle = await MetadataAdapter(sessions).attach(ctx, ada, on_change=on_change)  # type: ignore[arg-type]
-        routed = await handle.route_input()
+        routed = handle.route_input()
         _, agent = example.choose_agent(routed.metadata, routed.attributes)
         assert isinstance(agent, example.SupportAgent)
         session: AgentSession[CallerSession] = AgentSession(
@@ -372,7 +374,7 @@ async def test_the_example_worker_tools_answer_privately_and_hand_off() -> None:
 
 async def test_update_participant_refuses_bad_input_and_untracked_callers() -> None:
     async with call([], []) as (session, handle, _model):
-        before = await handle.participant_metadata("ada")
+        before = handle.participant_metadata("ada")
         with pytest.raises(LookupError):
             await handle.update_participant("nobody", {"a": 1})
         with pytest.raises(TypeError):
@@ -381,14 +383,14 @@ async def test_update_participant_refuses_bad_input_and_untracked_callers() -> N
             await handle.update_participant("ada", {1: "a"})  # type: ignore[dict-item]
         with pytest.raises(ProtectedKey):
             await handle.update_participant("ada", {}, remove=["customer"])
-        assert await handle.participant_metadata("ada") == before
+        assert handle.participant_metadata("ada") == before
         assert handle.participant_protected("ada") == frozenset({"customer"})
         assert handle.participant_protected("nobody") == frozenset()
         assert handle.caller_session_id("nobody") is None
         # A removal drops what a tool wrote, never what the client or the server set.
         await session.userdata.update({"note": "x"})
         await session.userdata.update({}, remove=["note"])
-        assert await handle.participant_metadata("ada") == before
-        routed = await session.userdata.route_input()
+        assert handle.participant_metadata("ada") == before
+        routed = session.userdata.route_input()
         assert routed.identity == "ada"
         assert routed.metadata["customer"] == PRIVATE

@@ -53,7 +53,7 @@ async def test_tool_writes_on_redis(sessions: SessionManager) -> None:
         assert where is not None
         stored = await sessions.call_sessions.get(where)
         assert stored == {"note": "vip", "department": "sales", **{f"k{i}": i for i in range(30)}}
-        view = await handle.participant_metadata("ada")
+        view = handle.participant_metadata("ada")
         assert all(view[f"k{i}"] == i for i in range(30))
         await handle.aclose(delete=True)
         assert await sessions.call_sessions.get(where) == {}

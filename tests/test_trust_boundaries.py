@@ -152,8 +152,8 @@ async def _client_input_scenario(room_name: str, steps: list[tuple[Any, ...]]) -
                 bound[who] = step[2] == "own" and room.name == "shared-room"
             await handle.wait_idle()
             for w in people:
-                view = await handle.participant_metadata(w)
-                attrs_view = await handle.participant_attributes(w)
+                view = handle.participant_metadata(w)
+                attrs_view = handle.participant_attributes(w)
                 mine = stored[w]
                 for key in ("tier", "crm_id", "channel"):
                     if bound[w]:
@@ -200,7 +200,7 @@ async def _job_metadata_row(sessions: SessionManager) -> None:
     with fake_job_context(room=Room(), job_metadata='{"department": "sales"}') as ctx:
         handle = await MetadataAdapter(sessions).load_job(ctx)
         assert await sessions.call_sessions.get(ctx.job.room.sid) == {"department": "sales"}
-        assert (await handle.route_input()).metadata == {"department": "sales"}
+        assert handle.route_input().metadata == {"department": "sales"}
 
 
 async def _spaces_row(sessions: SessionManager) -> None:

@@ -92,7 +92,7 @@ async def room_named_after_a_session_id(sessions: SessionManager) -> None:
     with fake_job_context(room=room, job_metadata=job_metadata(mallory.token)) as ctx:
         adapter = MetadataAdapter(sessions, delete_on_shutdown=True)
         handle = await adapter.attach(ctx, participant)  # type: ignore[arg-type]
-        routed = await handle.route_input()
+        routed = handle.route_input()
         assert routed.metadata["customer_id"] == MALLORY_CRM
         assert PIN not in orjson.dumps(routed._asdict()).decode()
         assert PIN not in orjson.dumps(await handle.get()).decode()
@@ -130,15 +130,13 @@ async def attributes_cannot_override_trusted_metadata(sessions: SessionManager) 
         )
         await handle.wait_idle()
         for view in (
-            (await handle.route_input()).metadata,
-            await handle.participant_metadata("caller"),
+            handle.route_input().metadata,
+            handle.participant_metadata("caller"),
         ):
             assert (view["tier"], view["crm_id"], view["channel"]) == ("basic", ALICE_CRM, "web")
-        routed = await handle.route_input()
+        routed = handle.route_input()
         assert not {"tier", "crm_id", "channel"} & set(routed.attributes)
-        assert not {"tier", "crm_id", "channel"} & set(
-            await handle.participant_attributes("caller")
-        )
+        assert not {"tier", "crm_id", "channel"} & set(handle.participant_attributes("caller"))
         assert MALLORY_CRM not in orjson.dumps(await handle.get()).decode()
         assert RULES.route(routed.metadata, attributes=routed.attributes).agent == "support"
         assert adapter.stats.refused >= 3
@@ -157,10 +155,10 @@ async def callers_never_share_the_call_session(sessions: SessionManager) -> None
         handle = await MetadataAdapter(sessions, track="all").attach(ctx)
         room.join(joined(bob.token))
         await handle.wait_idle()
-        assert (await handle.participant_metadata("ada"))["customer_id"] == ALICE_CRM
-        assert (await handle.participant_metadata("bob"))["customer_id"] == MALLORY_CRM
+        assert handle.participant_metadata("ada")["customer_id"] == ALICE_CRM
+        assert handle.participant_metadata("bob")["customer_id"] == MALLORY_CRM
         assert "customer_id" not in await handle.get()
-        assert (await handle.route_input()).metadata["customer_id"] == ALICE_CRM
+        assert handle.route_input().metadata["customer_id"] == ALICE_CRM
         await shutdown(ctx)
 
 
@@ -181,7 +179,7 @@ async def a_second_token_with_the_same_identity(sessions: SessionManager) -> Non
     room.join(participant)
     with fake_job_context(room=room, job_metadata=job_metadata(alice.token)) as ctx:
         handle = await MetadataAdapter(sessions).attach(ctx, participant)  # type: ignore[arg-type]
-        routed = await handle.route_input()
+        routed = handle.route_input()
         assert PIN not in orjson.dumps(routed._asdict()).decode()
         assert routed.metadata["department"] == "sales"  # the impostor's own data
         await shutdown(ctx)
@@ -190,7 +188,7 @@ async def a_second_token_with_the_same_identity(sessions: SessionManager) -> Non
     room.join(stranger)
     with fake_job_context(room=room, job_metadata=job_metadata(alice.token)) as ctx:
         handle = await MetadataAdapter(sessions).attach(ctx, stranger)  # type: ignore[arg-type]
-        assert await handle.participant_metadata("alice") == {"department": "sales"}
+        assert handle.participant_metadata("alice") == {"department": "sales"}
         await shutdown(ctx)
     assert await raw(sessions, "token", alice.session_id) == before
 
@@ -208,16 +206,16 @@ async def phone_numbers_only_from_sip_participants(sessions: SessionManager) -> 
         handle = await adapter.attach(ctx, web_caller)  # type: ignore[arg-type]
         room.change_attributes(web_caller, {"sip.phoneNumber": "+34600000001", "lk.x": "1"})
         await handle.wait_idle()
-        routed = await handle.route_input()
+        routed = handle.route_input()
         assert not any(k.startswith(("sip.", "lk.")) for k in routed.attributes)
-        assert await handle.participant_attributes("web") == {}
+        assert handle.participant_attributes("web") == {}
         assert PHONE_RULES.route(routed.metadata, attributes=routed.attributes).agent == "reception"
         await shutdown(ctx)
     phone = Participant("sip_+34600000000", attributes=dict(forged), kind=SIP)
     room.join(phone)
     with fake_job_context(room=room) as ctx:
         handle = await MetadataAdapter(sessions, route_on="sip").attach(ctx, phone)  # type: ignore[arg-type]
-        routed = await handle.route_input()
+        routed = handle.route_input()
         assert routed.attributes == forged
         assert PHONE_RULES.route(routed.metadata, attributes=routed.attributes).agent == "sales"
         await shutdown(ctx)

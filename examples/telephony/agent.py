@@ -9,7 +9,7 @@ Run against a LiveKit server with SIP (LIVEKIT_URL / LIVEKIT_API_KEY / LIVEKIT_A
 ``sip sync`` creates one LiveKit dispatch rule per agent for the numbers in the rules
 (all dispatching to this worker, ``phone-agents``). For each call the worker:
 
-1. accepts the job in ``on_request`` (``router.request_handler()``): the numbers only
+1. accepts the job in ``on_request`` (``request_handler(router)``): the numbers only
    arrive with the SIP participant, so a job whose route depends on them is accepted
    and routed in the entrypoint;
 2. attaches the MetadataAdapter with ``route_on="sip"``: it waits for the caller, a
@@ -43,6 +43,7 @@ from livekit.plugins.metadata import (
     Route,
 )
 from livekit.plugins.metadata.agent.prewarm import job_sessions, preload_modules, prepare_process
+from livekit.plugins.metadata.agent.requests import request_handler
 
 logger = logging.getLogger("phone-demo")
 
@@ -103,12 +104,12 @@ def _session_kwargs() -> dict[str, Any]:
     }
 
 
-@server.rtc_session(agent_name=AGENT_NAME, on_request=ROUTER.request_handler())
+@server.rtc_session(agent_name=AGENT_NAME, on_request=request_handler(ROUTER))
 async def entrypoint(ctx: JobContext) -> None:
     """Wait for the SIP caller, route on its numbers, start that line's Agent."""
     adapter = MetadataAdapter(job_sessions(ctx), route_on="sip")
     handle = await adapter.attach(ctx)
-    caller = await handle.route_input()
+    caller = handle.route_input()
     route, agent = AGENTS.select(caller.metadata, attributes=caller.attributes)
     logger.info("job %s: agent %r chosen by %s", ctx.job.id, route.agent, route.label)
 

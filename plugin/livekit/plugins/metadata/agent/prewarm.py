@@ -1,36 +1,16 @@
 """Load once per worker what every job would otherwise load again.
 
-LiveKit runs each job in a process of its own (livekit-agents 1.8: one job per
-process, started from a forkserver on Linux; with ``JobExecutorType.THREAD``, one
-job per thread, each with its own event loop). Whatever the entrypoint imports or
-builds, every job pays for again: the plugin's modules, ``redis.asyncio`` (about
-0.2 s of CPU and 20 MB per process), a Redis client. Two documented hooks of
-``AgentServer`` move that work out of the job:
-
-* ``preload_modules``: imported **once**, in the forkserver, and shared by every
-  job process copy-on-write. :func:`preload_modules` names the plugin's agent side,
-  plus what this process loaded to build its rules (``phonenumbers`` for phone
-  operators, the YAML reader) and, with ``redis=True``, the Redis client library.
-* ``setup_fnc`` (prewarm): runs in each job process before it is offered a job, with
-  the process's ``userdata``. :func:`prepare_process` builds the
-  :class:`~..sessions.manager.SessionManager` and its store there (a Redis client
-  opens no connection and binds to no event loop until its first command).
-
-In the entrypoint, :func:`job_sessions` hands the job that SessionManager and closes
-it when the job shuts down. Should a process ever run a second job (another event
-loop), that job gets a SessionManager of its own, built from the same settings:
-a Redis connection is bound to the loop it was opened on and is never shared.
-
-Example::
-
-    def prewarm(proc: JobProcess) -> None:
-        prepare_process(proc, redis_url=os.environ.get("REDIS_URL"))
+LiveKit runs each job in a process of its own (from a forkserver on Linux), so what
+the entrypoint imports or builds, every job pays for again: the plugin's modules,
+``redis.asyncio`` (about 0.2 s of CPU and 20 MB per process), a Redis client. Two
+documented ``AgentServer`` hooks move that out of the job: :func:`preload_modules`
+(imported once, in the forkserver, shared copy-on-write) and, in the setup function,
+:func:`prepare_process` (this process's SessionManager, built before it gets a job);
+the entrypoint takes it with :func:`job_sessions`, which closes it at shutdown::
 
     server = AgentServer(setup_fnc=prewarm, preload_modules=preload_modules(redis=True))
-
-    @server.rtc_session(agent_name="my-agent")
-    async def entrypoint(ctx: JobContext) -> None:
-        adapter = MetadataAdapter(job_sessions(ctx))
+    # prewarm(proc): prepare_process(proc, redis_url=os.environ.get("REDIS_URL"))
+    # entrypoint:    adapter = MetadataAdapter(job_sessions(ctx))
 """
 
 from __future__ import annotations
@@ -53,6 +33,7 @@ USERDATA_KEY = "livekit.plugins.metadata"
 
 _AGENT_SIDE = (
     "livekit.plugins.metadata.agent.adapter",
+    "livekit.plugins.metadata.agent.requests",
     "livekit.plugins.metadata.agent.selection",
     "livekit.plugins.metadata.routing.router",
     "livekit.plugins.metadata.sessions.manager",

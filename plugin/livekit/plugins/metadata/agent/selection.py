@@ -1,25 +1,10 @@
-"""Agent-side routing: answer job requests and build the routed Agent in the entrypoint.
+"""Agent-side routing in the entrypoint: build the routed Agent, and hand off when it changes.
 
-A worker uses one rule set twice. In ``on_request`` (:func:`request_handler`) it
-accepts the jobs whose metadata routes to it and rejects the others with
-``terminate=False``, so LiveKit offers them to another worker. Invalid job
-metadata (not JSON, not an object, too large or too deep) is handled like
-invalid participant metadata: logged without values, counted, and routed as
-empty metadata (the default agent, unless a rule matches ``{}``), so the worker
-of that route still takes the job and the caller gets an answer. In the entrypoint
-(:func:`select`, :class:`AgentFactoryMap`) it builds the ``Agent`` class the
-route names, and :func:`reroute` hands a running session to another Agent when
-its metadata changes.
-
-Phone calls: a SIP caller's numbers (``sip.phoneNumber``, ``sip.trunkPhoneNumber``)
-arrive as attributes of the SIP participant, which joins after the job was
-offered. A job request therefore never sees them, and a handler that rejected
-every job it could not route yet would turn every call away. So when the decision
-depends on ``when_attributes`` that cannot be known at request time, the handler
-accepts the job if any route the attributes could still choose is this worker's,
-and leaves the choice to the entrypoint, which routes again with the caller's
-attributes (``select(..., attributes=...)``).
-
+:func:`select` (or :class:`AgentFactoryMap`) routes the caller's metadata and attributes
+(``SessionHandle.route_input()``) with the rules and builds the ``Agent`` the route
+names; :func:`reroute` hands a running session to another Agent when they change. A
+SIP caller's numbers arrive as attributes after the job was offered, so the job
+request is answered by :mod:`.requests` and the entrypoint routes again with them.
 This is the routing code that imports ``livekit.agents``; :mod:`..routing` does not.
 """
 
@@ -28,10 +13,8 @@ from __future__ import annotations
 import contextlib
 import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, Union
+from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
-from .._util import keys_for_log
 from ..codec import DEFAULT_MAX_METADATA_BYTES, parse_metadata
 from ..errors import ConfigError, MetadataError, NoRouteMatched, RoutingError
 from ..log import logger
@@ -45,19 +28,13 @@ if TYPE_CHECKING:
         AgentSession,
         CloseEvent,
         ConversationItemAddedEvent,
-        JobRequest,
     )
 
 __all__ = [
     "AgentFactory",
     "AgentFactoryMap",
-    "MetadataSource",
-    "RequestHandler",
-    "RequestStats",
     "Selection",
-    "request_handler",
     "reroute",
-    "route_job_request",
     "route_of",
     "select",
 ]
@@ -65,228 +42,12 @@ __all__ = [
 AgentFactory = Union["type[Agent]", Callable[[Route], "Agent"]]
 """An ``Agent`` subclass (called with no arguments) or a callable ``(route) -> Agent``."""
 
-MetadataSource = (
-    Literal["job", "room"] | Callable[["JobRequest"], "str | bytes | Mapping[str, Any] | None"]
-)
-"""Where a job request's metadata comes from: the job's, the room's, or a callable."""
-
 
 class Selection(NamedTuple):
     """The result of :func:`select`: the route and the Agent built for it."""
 
     route: Route
     agent: Agent
-
-
-# --------------------------------------------------------------------------- job requests
-
-
-def _check_source(metadata_from: Any) -> None:
-    if metadata_from not in ("job", "room") and not callable(metadata_from):
-        raise ValueError("metadata_from must be 'job', 'room' or a callable")
-
-
-@dataclass
-class RequestStats:
-    """Counters of the answers given to job requests (one per request).
-
-    Attributes:
-        accepted: Jobs accepted by this worker.
-        rejected: Jobs rejected with ``terminate=False`` (another worker's route, a
-            ``reject`` rule, or no match without a default).
-        invalid: Jobs whose metadata was invalid and was routed as empty metadata
-            (also counted as accepted or rejected).
-    """
-
-    accepted: int = 0
-    rejected: int = 0
-    invalid: int = 0
-
-
-def _raw_size(raw: Any) -> int | None:
-    if isinstance(raw, str):
-        return len(raw.encode("utf-8", "surrogatepass"))
-    if isinstance(raw, (bytes, bytearray)):
-        return len(raw)
-    return None
-
-
-def _request_metadata(
-    req: JobRequest, metadata_from: MetadataSource, max_bytes: int, stats: RequestStats
-) -> dict[str, Any]:
-    """The job request's metadata; ``{}`` (logged and counted) when it cannot be read."""
-    raw: Any = None
-    try:
-        if metadata_from == "job":
-            raw = req.job.metadata
-        elif metadata_from == "room":
-            raw = req.room.metadata
-        else:
-            raw = metadata_from(req)
-        return dict(raw) if isinstance(raw, Mapping) else parse_metadata(raw, max_bytes=max_bytes)
-    except MetadataError as exc:
-        what = f"invalid metadata ({type(exc).__name__}, {_raw_size(raw)} bytes)"
-    except Exception as exc:
-        what = f"metadata_from failed ({type(exc).__name__})"
-    stats.invalid += 1
-    logger.warning("job %s: %s; routing it as empty metadata", req.id, what)
-    return {}
-
-
-async def _accept(
-    req: JobRequest, stats: RequestStats, attributes: dict[str, str] | None = None
-) -> None:
-    stats.accepted += 1
-    await req.accept(attributes=attributes)
-
-
-async def _reject(req: JobRequest, stats: RequestStats) -> None:
-    stats.rejected += 1
-    await req.reject(terminate=False)
-
-
-async def _decide(
-    router: MetadataRouter,
-    req: JobRequest,
-    md: dict[str, Any],
-    me: str,
-    publish: bool,
-    stats: RequestStats,
-) -> Route | None:
-    pending = router.pending_agent_names(md)
-    if pending is not None:
-        # The route depends on participant attributes (a SIP caller's numbers) that
-        # only exist once the caller joins: accept if it may be ours (module doc).
-        if me in pending:
-            logger.info("job %s: accepting: the route depends on participant attributes", req.id)
-            await _accept(req, stats)
-        else:
-            logger.info("job %s: rejecting (terminate=False): no possible route is ours", req.id)
-            await _reject(req, stats)
-        return None
-    try:
-        route = router.route(md)
-    except NoRouteMatched:
-        logger.info(
-            "job %s: rejecting (terminate=False): no rule matched (keys %s)",
-            req.id,
-            keys_for_log(sorted(md)),
-        )
-        await _reject(req, stats)
-        return None
-    if route.rejected or route.agent_name != me:
-        logger.info(
-            "job %s: rejecting (terminate=False): routed to %s by %s, this worker is %r",
-            req.id,
-            "reject" if route.rejected else repr(route.agent_name),
-            route.label,
-            me,
-        )
-        await _reject(req, stats)
-        return None
-    attrs = {"route": route.agent, "route.rule": route.label} if publish else None
-    logger.info("job %s: accepting: agent %r by %s", req.id, route.agent, route.label)
-    await _accept(req, stats, attrs)
-    return route
-
-
-async def route_job_request(
-    router: MetadataRouter,
-    req: JobRequest,
-    *,
-    agent_name: str | None = None,
-    metadata_from: MetadataSource = "job",
-    max_bytes: int = DEFAULT_MAX_METADATA_BYTES,
-    publish_route: bool = False,
-    stats: RequestStats | None = None,
-) -> Route | None:
-    """Answer a job request: accept it if its metadata routes to this worker.
-
-    The job is accepted when the route's ``agent_name`` equals ``agent_name``
-    (default: the name the job was dispatched to, ``req.agent_name``, i.e. this
-    worker's registered name). Otherwise (another worker's route, no match
-    without a default, a ``reject`` route) it is rejected with
-    ``terminate=False`` so the server can offer it to another worker. Invalid
-    metadata, or a ``metadata_from`` callable that fails, is logged, counted
-    (``stats.invalid``) and routed as empty metadata, so the job still reaches
-    the default agent's worker instead of being turned away by every worker.
-    When the route depends on participant attributes (``when_attributes``), the
-    job is accepted if it may route here, and the entrypoint decides (see the
-    module docstring). Logs carry the job id, keys and sizes only.
-
-    Args:
-        router: The rules.
-        req: The ``JobRequest`` given to ``on_request``.
-        agent_name: This worker's agent_name (default ``req.agent_name``).
-        metadata_from: ``"job"`` (``req.job.metadata``, default), ``"room"``
-            (``req.room.metadata``) or a callable ``(req) -> str | bytes | Mapping | None``.
-        max_bytes: Size limit for the metadata string.
-        publish_route: Accept with agent-participant attributes ``route`` and
-            ``route.rule`` set to the decision.
-        stats: Counters to update (see :class:`RequestStats`).
-
-    Returns:
-        The route if the job was accepted with a decision; ``None`` if it was
-        rejected, or accepted while the route waits for participant attributes.
-    """
-    _check_source(metadata_from)
-    stats = stats if stats is not None else RequestStats()
-    md = _request_metadata(req, metadata_from, max_bytes, stats)
-    me = agent_name if agent_name is not None else req.agent_name
-    return await _decide(router, req, md, me, publish_route, stats)
-
-
-class RequestHandler:
-    """An ``on_request`` handler (see :func:`request_handler`) that counts its answers."""
-
-    __slots__ = ("_agent_name", "_max_bytes", "_metadata_from", "_publish", "_router", "stats")
-
-    def __init__(
-        self,
-        router: MetadataRouter,
-        agent_name: str | None,
-        metadata_from: MetadataSource,
-        max_bytes: int,
-        publish_route: bool,
-    ) -> None:
-        self._router = router
-        self._agent_name = agent_name
-        self._metadata_from = metadata_from
-        self._max_bytes = max_bytes
-        self._publish = publish_route
-        self.stats = RequestStats()
-        """What this handler answered so far."""
-
-    async def __call__(self, req: JobRequest) -> None:
-        """Answer ``req`` (see :func:`route_job_request`)."""
-        await route_job_request(
-            self._router,
-            req,
-            agent_name=self._agent_name,
-            metadata_from=self._metadata_from,
-            max_bytes=self._max_bytes,
-            publish_route=self._publish,
-            stats=self.stats,
-        )
-
-
-def request_handler(
-    router: MetadataRouter,
-    agent_name: str | None = None,
-    *,
-    metadata_from: MetadataSource = "job",
-    max_bytes: int = DEFAULT_MAX_METADATA_BYTES,
-    publish_route: bool = False,
-) -> RequestHandler:
-    """A ready ``on_request`` handler for ``AgentServer.rtc_session(on_request=...)``.
-
-    See :func:`route_job_request` for the decision and the arguments; the
-    handler's ``stats`` (:class:`RequestStats`) count its answers.
-    """
-    if agent_name is not None and (not isinstance(agent_name, str) or not agent_name):
-        raise ValueError("agent_name must be a non-empty string or None")
-    _check_source(metadata_from)
-    return RequestHandler(router, agent_name, metadata_from, max_bytes, publish_route)
 
 
 # --------------------------------------------------------------------------- entrypoint

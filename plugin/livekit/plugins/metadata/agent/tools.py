@@ -1,26 +1,18 @@
 """Function tools that read and write the caller's session, through LiveKit's ``RunContext``.
 
-A tool serves one caller: the one the ``AgentSession`` talks to. The entrypoint puts
-that caller's :class:`CallerSession` in the session's ``userdata`` (LiveKit's own way
-to hand state to tools), and every tool reaches it, typed, from its ``RunContext``::
+The entrypoint puts the served caller's :class:`CallerSession` in the ``AgentSession``'s
+``userdata`` (LiveKit's way to hand state to tools); every tool reaches it, typed::
 
     handle = await adapter.attach(ctx, on_change=on_change)
-    caller = await handle.route_input()
-    session = AgentSession(userdata=CallerSession(handle, caller.identity))
+    session = AgentSession(userdata=CallerSession(handle, handle.route_input().identity))
 
     @function_tool
     async def lookup_order(context: RunContext[CallerSession]) -> str:
-        view = await context.userdata.metadata()   # this caller's view, private keys included
-        ...
+        view = context.userdata.metadata()   # this caller's view, private keys included
 
-:class:`CallerSessionTools` is a ready LiveKit ``Toolset`` the developer opts into:
-allow-listed reads, allow-listed writes checked like client metadata, and a
-``transfer`` tool whose destination the routing rules decide. Writes land in the
-caller's view through :meth:`SessionHandle.update_participant`, so a write that
-changes the route hands off once, on the adapter's ``on_change`` path.
-
-:func:`sign_tool_call` and :func:`verify_tool_call` carry a call that leaves the
-process (a webhook) with the session's tool token, in SignalWire's format.
+:class:`CallerSessionTools` is a ready ``Toolset`` (allow-listed reads and writes, and a
+``transfer`` the rules decide); a write that changes the route hands off once, on the
+adapter's ``on_change`` path. :func:`sign_tool_call` signs a call that leaves the process.
 """
 
 from __future__ import annotations
@@ -42,7 +34,7 @@ from .views import RouteInput
 if TYPE_CHECKING:
     from ..routing.router import MetadataRouter
     from ..sessions.manager import SessionManager
-    from .adapter import SessionHandle
+    from .handle import SessionHandle
 
 __all__ = [
     "TOOL_TOKEN_HEADER",
@@ -63,21 +55,21 @@ class CallerSession:
     """The session of the caller an ``AgentSession`` serves: put it in ``userdata``.
 
     Args:
-        handle: The job's :class:`~livekit.plugins.metadata.agent.adapter.SessionHandle`.
-        identity: The caller's identity (``(await handle.route_input()).identity``).
+        handle: The job's :class:`~livekit.plugins.metadata.agent.handle.SessionHandle`.
+        identity: The caller's identity (``handle.route_input().identity``).
     """
 
     handle: SessionHandle
     identity: str
 
-    async def metadata(self) -> dict[str, Any]:
+    def metadata(self) -> dict[str, Any]:
         """The caller's own view: token session (private keys included) under its live
         metadata and what tools wrote. Never another caller's keys."""
-        return await self.handle.participant_metadata(self.identity)
+        return self.handle.participant_metadata(self.identity)
 
-    async def attributes(self) -> dict[str, str]:
+    def attributes(self) -> dict[str, str]:
         """The caller's live attributes."""
-        return await self.handle.participant_attributes(self.identity)
+        return self.handle.participant_attributes(self.identity)
 
     @property
     def protected(self) -> frozenset[str]:
@@ -88,9 +80,9 @@ class CallerSession:
         """Write keys to the caller's view (see ``SessionHandle.update_participant``)."""
         await self.handle.update_participant(self.identity, updates, remove=remove)
 
-    async def route_input(self) -> RouteInput:
+    def route_input(self) -> RouteInput:
         """What the rules route this caller on: the job's metadata under its view."""
-        return await self.handle.participant_route_input(self.identity)
+        return self.handle.participant_route_input(self.identity)
 
 
 def caller_session(context: RunContext[Any]) -> CallerSession:
@@ -185,7 +177,7 @@ class CallerSessionTools(Toolset):
         protected = caller.protected
         if key not in self._readable and (not self._read_public or key in protected):
             return f"refused: {key!r} is not readable"
-        view = await caller.metadata()
+        view = caller.metadata()
         if key not in view:
             return f"{key!r} is not set"
         return orjson.dumps(view[key]).decode()
@@ -219,7 +211,7 @@ class CallerSessionTools(Toolset):
         answer = await self._write(caller, key, destination)
         if not answer.startswith("ok") or self._router is None:
             return answer
-        routed = await caller.route_input()
+        routed = caller.route_input()
         try:
             route = self._router.route(routed.metadata, attributes=routed.attributes)
         except RoutingError:

@@ -35,7 +35,7 @@ class Route:
             reduced to the rule's ``job_metadata`` keys. Never shown in ``repr``.
         rejected: The rules say this metadata must not get an agent.
         is_default: The rule set's ``default`` was used (no rule matched).
-        is_fallback: A caller-supplied fallback was used (see :meth:`MetadataRouter.select`).
+        is_fallback: A caller-supplied fallback was used (see :func:`~livekit.plugins.metadata.agent.selection.select`).
     """
 
     agent: str

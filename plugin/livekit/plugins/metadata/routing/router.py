@@ -14,10 +14,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .._util import keys_for_log
-from ..codec import DEFAULT_MAX_METADATA_BYTES, json_type_name
+from ..codec import json_type_name
 from ..errors import NoRouteMatched
 from ..loader import MAX_FILE_BYTES, load_file
 from .conditions import MISSING, lookup
@@ -25,11 +25,6 @@ from .index import RuleIndex
 from .phone import number_problem
 from .route import ConditionFailure, Route, RuleTrace
 from .rules import RuleSet, Target, rules_from_config
-
-if TYPE_CHECKING:
-    from livekit.agents import JobRequest
-
-    from ..agent.selection import AgentFactory, MetadataSource, RequestHandler, Selection
 
 # Route and its trace types are re-exported: the router returns them, and code has
 # imported them from here since the router was one module.
@@ -245,7 +240,7 @@ class MetadataRouter:
         Otherwise every agent_name a rule (or the default) could still choose once
         the attributes are known, ``""`` standing for ``reject`` and for no match.
         A job-request handler uses this to accept a phone call whose number it
-        cannot see yet (see :mod:`livekit.plugins.metadata.agent.selection`).
+        cannot see yet (see :mod:`livekit.plugins.metadata.agent.requests`).
         """
         _check_inputs(metadata, None)
         names: set[str] = set()
@@ -308,79 +303,6 @@ class MetadataRouter:
         if self._set.default is not None:
             trace.append(RuleTrace(None, None, self._set.default.label, True, not chosen))
         return trace
-
-    # ----------------------------------------------------------------- agent side
-
-    async def route_job_request(
-        self,
-        req: JobRequest,
-        *,
-        agent_name: str | None = None,
-        metadata_from: MetadataSource = "job",
-        max_bytes: int = DEFAULT_MAX_METADATA_BYTES,
-        publish_route: bool = False,
-    ) -> Route | None:
-        """Answer a job request (see :func:`~..agent.selection.route_job_request`)."""
-        from ..agent.selection import route_job_request  # the agent wing; see module doc
-
-        return await route_job_request(
-            self,
-            req,
-            agent_name=agent_name,
-            metadata_from=metadata_from,
-            max_bytes=max_bytes,
-            publish_route=publish_route,
-        )
-
-    def request_handler(
-        self,
-        agent_name: str | None = None,
-        *,
-        metadata_from: MetadataSource = "job",
-        max_bytes: int = DEFAULT_MAX_METADATA_BYTES,
-        publish_route: bool = False,
-    ) -> RequestHandler:
-        """A ready ``on_request`` handler (see :func:`~..agent.selection.request_handler`).
-
-        Invalid job metadata is routed as empty metadata (the default agent), so
-        the job is rejected only when its route is another worker's; the handler's
-        ``stats`` count accepted, rejected and invalid requests.
-
-        Example::
-
-            @server.rtc_session(agent_name="support", on_request=router.request_handler())
-            async def entrypoint(ctx: JobContext) -> None: ...
-        """
-        from ..agent.selection import request_handler  # the agent wing; see module doc
-
-        return request_handler(
-            self,
-            agent_name,
-            metadata_from=metadata_from,
-            max_bytes=max_bytes,
-            publish_route=publish_route,
-        )
-
-    def select(
-        self,
-        metadata: Mapping[str, Any] | str | bytes | None,
-        factories: Mapping[str, AgentFactory],
-        *,
-        attributes: Mapping[str, str] | None = None,
-        fallback: str | None = None,
-        max_bytes: int = DEFAULT_MAX_METADATA_BYTES,
-    ) -> Selection:
-        """Route and build the Agent for the route (see :func:`~..agent.selection.select`)."""
-        from ..agent.selection import select  # the agent wing; see module doc
-
-        return select(
-            self,
-            metadata,
-            factories,
-            attributes=attributes,
-            fallback=fallback,
-            max_bytes=max_bytes,
-        )
 
 
 def _unreadable_number(value: str, region: str | None) -> str | None:

@@ -1,0 +1,459 @@
+"""SessionHandle: one job's call session and the views of its callers, for the entrypoint and tools.
+
+Two places, never mixed: the call session (``get()``/``set()``) in the store's call key
+space, keyed by what LiveKit assigned (the room sid, else the job id), holding the job's
+metadata, room metadata when synced and what the agent writes; and each caller's view
+(``participant_metadata()``/``participant_attributes()``) in the job's memory: its own
+token session (bound by reference) under its live metadata, its attributes apart
+(precedence: :mod:`.views`). Room events are applied by :mod:`.tracking`, ``on_change``
+is coalesced by :mod:`.settle`, call-session writes queue in :mod:`.writer`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from livekit import rtc
+
+from .._util import key_label, keys_for_log
+from ..codec import serialize_metadata, validate_schema
+from ..errors import MetadataError, StoreError
+from ..log import logger
+from .options import AdapterOptions, OnChange, PublishAs
+from .publish import Publisher, PublishResult, publish_keys
+from .report import AdapterStats, Reporter
+from .settle import ChangeNotifier
+from .tracking import Tracker
+from .views import RouteInput
+from .writer import CallSessionWriter
+
+if TYPE_CHECKING:
+    from livekit import api as lkapi
+    from livekit.agents import JobContext
+
+    from ..sessions.manager import SessionManager, SessionSpace
+
+__all__ = ["SessionHandle"]
+
+
+class SessionHandle:
+    """The session of one job: read and write it, wait for queued updates, publish keys.
+
+    Created by :meth:`MetadataAdapter.load_job` / :meth:`MetadataAdapter.attach`
+    (which hands down its checked options, its session manager and its ``stats``);
+    not meant to be constructed directly.
+    """
+
+    def __init__(
+        self,
+        ctx: JobContext,
+        session_id: str,
+        space: SessionSpace,
+        *,
+        sessions: SessionManager,
+        options: AdapterOptions,
+        stats: AdapterStats,
+        on_close: Callable[[SessionHandle], None] | None = None,
+    ) -> None:
+        self._id = session_id
+        self._space = space
+        self._sessions = sessions
+        self._options = options
+        self._on_close = on_close
+        self._idle = asyncio.Event()
+        self._report = Reporter(session_id, stats)
+        self._notifier = ChangeNotifier(
+            session_id,
+            settle=options.settle,
+            flood_rate=options.flood_rate,
+            stats=stats,
+            idle=self._idle,
+        )
+        self._writer = CallSessionWriter(space, session_id, self._report)
+        self._tracker = Tracker(
+            ctx,
+            sessions=sessions,
+            options=options,
+            reporter=self._report,
+            notifier=self._notifier,
+            writer=self._writer,
+            idle=self._idle,
+        )
+        self._publisher = Publisher(ctx, options.max_bytes, options.max_attributes_bytes)
+        self._room: rtc.Room | None = None
+        self._subscriptions: list[tuple[str, Callable[..., None]]] = []
+        self._agent_writes = asyncio.Lock()
+        self._agent_keys: set[str] = set()
+
+    def __repr__(self) -> str:
+        return (
+            f"SessionHandle(id={self._id!r}, tracked={sorted(self._tracker.tracked)!r}, "
+            f"applied={self.applied_updates}, invalid={self.invalid_updates}, "
+            f"failed={self.failed_updates}, closed={self.closed})"
+        )
+
+    @property
+    def id(self) -> str:
+        """The call session's id: the room sid LiveKit assigned (or ``session_id(ctx)``).
+
+        Another worker, a webhook handler (``event.room.sid``) or a tool finds the
+        call session with ``sessions.call_sessions.get(room_sid)``.
+        """
+        return self._id
+
+    @property
+    def space(self) -> SessionSpace:
+        """The key space of the call session: ``call``, or ``named`` with ``session_id=``."""
+        return self._space
+
+    @property
+    def tracked(self) -> frozenset[str]:
+        """Identities of the participants whose changes are merged into the session."""
+        return frozenset(self._tracker.tracked)
+
+    @property
+    def closed(self) -> bool:
+        """True once the handle was closed (at job shutdown or by :meth:`aclose`)."""
+        return self._tracker.closed
+
+    @property
+    def participants(self) -> tuple[str, ...]:
+        """Identities of the tracked participants, in the order they were first tracked."""
+        return tuple(self._tracker.views)
+
+    @property
+    def applied_updates(self) -> int:
+        """Updates merged into this session."""
+        return self._report.applied
+
+    @property
+    def invalid_updates(self) -> int:
+        """Updates rejected as invalid input (the session was left unchanged)."""
+        return self._report.invalid
+
+    @property
+    def failed_updates(self) -> int:
+        """Updates the store could not apply."""
+        return self._report.failed
+
+    # -- the agent's view ------------------------------------------------------------------
+
+    def participant_metadata(self, identity: str) -> dict[str, Any]:
+        """One participant's own view: its token session overlaid with its live metadata.
+
+        This is what a tool serving that caller reads. Includes the private keys
+        only its token session holds (never in any token); the keys the server
+        decided are never the client's. ``{}`` for a participant that is not
+        tracked. Other callers' metadata and any attribute never mix in.
+        """
+        view = self._tracker.views.get(identity)
+        return dict(view.metadata) if view is not None else {}
+
+    def participant_attributes(self, identity: str) -> dict[str, str]:
+        """One participant's live attributes (without ``lk-metadata.*``); ``{}`` if untracked."""
+        view = self._tracker.views.get(identity)
+        return dict(view.attributes) if view is not None else {}
+
+    def participant_protected(self, identity: str) -> frozenset[str]:
+        """The keys of a caller's view the server decided (never written by client or
+        tool): its private and trusted keys plus ``protected_keys``; empty if untracked."""
+        view = self._tracker.views.get(identity)
+        return view.protected if view is not None else frozenset()
+
+    def caller_session_id(self, identity: str) -> str | None:
+        """Where :meth:`update_participant` persists a caller's agent-side writes: the
+        call key space's ``"<call session id>/<participant sid>"`` (both assigned by
+        LiveKit, never chosen by a client); None for an untracked participant."""
+        view = self._tracker.views.get(identity)
+        if view is None:
+            return None
+        return f"{self._id}/{view.participant.sid or identity}"
+
+    async def update_participant(
+        self, identity: str, updates: Mapping[str, Any], *, remove: Iterable[str] = ()
+    ) -> None:
+        """Agent-side write to one caller's view (what a tool writes), checked like client
+        metadata and persisted before it shows.
+
+        The keys land in the caller's view over its live metadata (a later new value
+        from the client for the same key wins) and in the store
+        (:meth:`caller_session_id`); then ``on_change(identity)`` is asked for, on the
+        same coalescing path as client updates, so a write that changes the route
+        hands off once. Writes are applied one at a time, in call order.
+
+        Raises:
+            LookupError: The participant is not tracked.
+            ReservedKey: A key in the plugin's ``lk-metadata.`` namespace.
+            ProtectedKey: A key the server decided.
+            MetadataTooLarge: The view would be over the adapter's ``max_bytes``.
+            SchemaViolation: With a ``schema``, the caller's live metadata with
+                the write does not satisfy it.
+            TypeError: A value JSON cannot hold.
+            StoreError: The store could not persist it (the view is unchanged).
+        """
+        updates = dict(updates)
+        removed = list(dict.fromkeys(remove))
+        for key in [*updates, *removed]:
+            if not isinstance(key, str):
+                raise TypeError(f"keys must be str, not {type(key).__name__}")
+        views = self._tracker.views
+        async with self._agent_writes:
+            view = views.get(identity)
+            if view is None or self.closed:
+                raise LookupError("the participant is not tracked by this session")
+            serialize_metadata(updates, max_bytes=1 << 30)  # only JSON values
+            agent = view.check_agent_write(updates, removed, self._options.max_bytes)
+            if self._options.schema is not None:
+                validate_schema({**view.live, **agent}, self._options.schema)
+            where = self.caller_session_id(identity)
+            assert where is not None
+            try:
+                await self._sessions.call_sessions.update(where, updates, remove=removed)
+            except StoreError as exc:
+                self._report.store_failed(
+                    "an agent write to a participant's view", exc, raise_=True
+                )
+            if views.get(identity) is not view:
+                raise LookupError("the participant left or reconnected during the write")
+            # A key the server decided since (a view bound late) is hidden by view.metadata.
+            view.agent = {k: v for k, v in {**view.agent, **updates}.items() if k not in removed}
+            self._agent_keys.add(where)
+            self._report.count_applied()
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "metadata adapter: agent wrote %s to participant %s",
+                    keys_for_log([*updates, *removed]),
+                    key_label(identity),
+                )
+        self._notifier.mark(identity, at_once=True)  # the agent's own write: no flood to wait out
+
+    def route_input(self) -> RouteInput:
+        """The metadata, attributes and identity of the participant to route on.
+
+        Chosen by the adapter's ``route_on``: by default the first tracked
+        standard or SIP participant. ``metadata`` is the job's metadata overlaid
+        with that participant's view; ``attributes`` its live attributes under the
+        job's. With no participant it is the job's alone and ``identity`` is None.
+        """
+        tracker = self._tracker
+        view = tracker.route_view()
+        if view is None:
+            return RouteInput(dict(tracker.job_view), dict(tracker.job_attributes), None)
+        return view.route_input(tracker.job_view, tracker.job_attributes)
+
+    def participant_route_input(self, identity: str) -> RouteInput:
+        """What the rules would route on for this caller: the job's metadata under its
+        view, its attributes under the job's (the job's alone if it is not tracked)."""
+        tracker = self._tracker
+        view = tracker.views.get(identity)
+        if view is None:
+            return RouteInput(dict(tracker.job_view), dict(tracker.job_attributes), None)
+        return view.route_input(tracker.job_view, tracker.job_attributes)
+
+    # -- reading and writing -------------------------------------------------------------
+
+    async def get(self) -> dict[str, Any]:
+        """A copy of the call session (``{}`` if it holds nothing): the job's metadata,
+        room metadata when synced, and what the agent wrote. No caller's keys."""
+        return await self._space.get(self._id)
+
+    async def set(self, mapping_or_key: Mapping[str, Any] | str, value: Any = None, /) -> None:
+        """Merge keys into the session: ``set({"k": v})`` or ``set("k", v)``.
+
+        Raises:
+            TypeError: A non-str key or a value JSON cannot hold.
+            MetadataTooLarge: The session would exceed its size limit (unchanged).
+        """
+        if isinstance(mapping_or_key, str):
+            await self._space.update(self._id, {mapping_or_key: value})
+        else:
+            await self._space.update(self._id, mapping_or_key)
+
+    async def update(self, updates: Mapping[str, Any], *, remove: Iterable[str] = ()) -> None:
+        """Merge ``updates`` and remove ``remove`` in one atomic write.
+
+        Raises:
+            TypeError: A non-str key or a value JSON cannot hold.
+            MetadataTooLarge: The session would exceed its size limit (unchanged).
+        """
+        await self._space.update(self._id, updates, remove=remove)
+
+    async def wait_idle(self) -> None:
+        """Wait until every room event received so far is applied, its ``on_change`` has
+        run, and the call session holds what was written to it (or a write is failing
+        and waits to be retried)."""
+        while not self.closed and (self._tracker.building or self._notifier.busy):
+            self._idle.clear()
+            await self._idle.wait()
+        await self._writer.wait_settled()
+
+    # -- following the room ----------------------------------------------------------------
+
+    async def load_job(self) -> None:
+        """Merge the job's metadata and attributes (once; see :meth:`MetadataAdapter.load_job`)."""
+        await self._tracker.load_job()
+
+    def follow(self, room: rtc.Room, *, on_change: OnChange | None = None) -> None:
+        """Subscribe to the room's events (once), and run ``on_change`` after each settled
+        change (see :meth:`MetadataAdapter.attach`); ``None`` keeps the one installed."""
+        if on_change is not None:
+            self._notifier.callback = on_change
+        if self._room is not None:
+            return
+        self._room = room
+        tracker = self._tracker
+        subs: list[tuple[str, Callable[..., None]]] = [
+            ("participant_metadata_changed", tracker.on_metadata_changed),
+            ("participant_attributes_changed", tracker.on_attributes_changed),
+            ("participant_connected", tracker.on_participant_connected),
+            ("participant_disconnected", tracker.on_participant_disconnected),
+        ]
+        if self._options.sync_room_metadata:
+            subs.append(("room_metadata_changed", tracker.on_room_metadata_changed))
+        for event, callback in subs:
+            room.on(event, callback)  # type: ignore[arg-type]
+        self._subscriptions = subs
+        if self._options.sync_room_metadata:
+            tracker.on_room_metadata_changed("", room.metadata)
+
+    async def track(self, participant: rtc.Participant) -> None:
+        """Build a participant's view now and follow its changes.
+
+        Raises:
+            MetadataError: With ``on_invalid="raise"``, when the participant's
+                current metadata or attributes are invalid (it is then not tracked).
+            RuntimeError: The handle is closed or has no room (use ``attach``).
+        """
+        if self.closed:
+            raise RuntimeError("this session handle is closed")
+        if self._room is None:
+            raise RuntimeError("track() needs a room; use MetadataAdapter.attach(ctx)")
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        # One synchronous block: no event can slip between the snapshot and tracking.
+        self._tracker.tracked.add(participant.identity)
+        self._tracker.snapshot(participant, done)
+        try:
+            await done
+        except MetadataError:
+            self._tracker.tracked.discard(participant.identity)
+            raise
+
+    def _unsubscribe(self) -> None:
+        room = self._room
+        if room is None:
+            return
+        for event, callback in self._subscriptions:
+            with contextlib.suppress(Exception):
+                room.off(event, callback)  # type: ignore[arg-type]
+        self._subscriptions = []
+
+    # -- write-back ----------------------------------------------------------------------------
+
+    async def publish(
+        self,
+        keys: Iterable[str],
+        *,
+        as_: PublishAs = "attributes",
+        participant: str | None = None,
+        timeout: float | None = None,
+        api: lkapi.LiveKitAPI | None = None,
+    ) -> PublishResult:
+        """Publish chosen session keys as participant attributes or metadata.
+
+        With ``participant=None`` the keys go to the agent's own participant
+        through the SDK setters. Those ignore server errors, so the write is
+        confirmed by reading the value back (waiting for the change event up to
+        ``timeout`` seconds). With ``participant="<identity>"`` the keys go to
+        that participant through the server API (``UpdateParticipant``), whose
+        answer confirms them.
+
+        Attributes: string values are sent as they are, other values as compact
+        JSON; a key missing from the session is sent empty, which deletes the
+        attribute. Metadata: the participant's current metadata (as this agent
+        sees it; ``{}`` if it is not a JSON object) is merged with the keys
+        (missing keys removed) and sent as one JSON object, never as an empty
+        string (the server skips empty metadata; ``{}`` clears it instead).
+
+        Args:
+            keys: Session keys to publish.
+            as_: ``"attributes"`` or ``"metadata"``.
+            participant: Another participant's identity, or None for the agent.
+            timeout: Seconds to wait for confirmation (default: the adapter's
+                ``confirm_timeout``).
+            api: The server API client for remote writes (default ``ctx.api``).
+
+        Returns:
+            A :class:`~.publish.PublishResult`; ``confirmed`` is False if the value
+            could not be read back in time (a warning is logged).
+
+        Raises:
+            InvalidAttributes: The attributes would be invalid or over 64 KiB.
+            MetadataTooLarge: The metadata would be over the adapter's ``max_bytes``.
+            ValueError: ``as_`` is unknown or ``keys`` is empty.
+        """
+        key_list = publish_keys(keys, as_)
+        wait = self._options.confirm_timeout if timeout is None else timeout
+        session = await self.get()
+        return await self._publisher.publish(session, key_list, as_, participant, wait, api)
+
+    # -- shutdown ----------------------------------------------------------------------------
+
+    async def aclose(self, *, delete: bool | None = None) -> None:
+        """Stop following the room, let pending writes land, then delete or keep the session.
+
+        Called automatically at job shutdown. Idempotent.
+
+        Args:
+            delete: Delete the call session (True) or leave it to the store's
+                TTL (False); default: the adapter's ``delete_on_shutdown``. A
+                session named with ``session_id=`` is never deleted here.
+        """
+        if self.closed:
+            return
+        self._tracker.close()
+        self._notifier.close()
+        self._writer.close()
+        self._unsubscribe()
+        # Views still being built and call-session writes in flight get drain_timeout.
+        writer = self._writer.task
+        waiting = [*self._tracker.tasks(retries=False), *([writer] if writer is not None else [])]
+        if waiting:
+            await asyncio.wait(
+                [t for t in waiting if not t.done()] or waiting,
+                timeout=self._options.drain_timeout,
+            )
+        tasks = [*self._tracker.tasks(), writer, self._notifier.task]
+        for task in tasks:
+            if task is not None and not task.done():
+                task.cancel()
+        for task in tasks:
+            if task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._tracker.release()
+        self._idle.set()
+        self._writer.closed_down()
+        if self._on_close is not None:
+            self._on_close(self)
+        await self._delete(self._options.delete_on_shutdown if delete is None else delete)
+
+    async def _delete(self, should_delete: bool) -> None:
+        if should_delete and self._space is not self._sessions.call_sessions:
+            logger.warning(
+                "metadata adapter: kept session %s: only a call session is deleted at "
+                "shutdown, and this one was named with session_id=",
+                key_label(self._id),
+            )
+        elif should_delete:
+            try:
+                for where in self._agent_keys:
+                    await self._space.delete(where)
+                await self._space.delete(self._id)
+            except StoreError as exc:
+                logger.warning(
+                    "metadata adapter: could not delete session %s: %s", key_label(self._id), exc
+                )

@@ -1,0 +1,166 @@
+"""The adapter's options, checked once and handed down to every session handle as one object."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from livekit import rtc
+
+from ..codec import parse_metadata, validate_schema
+
+if TYPE_CHECKING:
+    from livekit.agents import JobContext
+    from pydantic import BaseModel
+
+__all__ = [
+    "DEFAULT_PARTICIPANT_KINDS",
+    "AdapterOptions",
+    "OnChange",
+    "OnInvalid",
+    "PublishAs",
+    "RouteOn",
+    "SessionIdFactory",
+    "Track",
+    "backoff",
+]
+
+DEFAULT_PARTICIPANT_KINDS: tuple[int, ...] = (
+    rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD,
+    rtc.ParticipantKind.PARTICIPANT_KIND_SIP,
+    rtc.ParticipantKind.PARTICIPANT_KIND_CONNECTOR,
+)
+"""Participant kinds :meth:`MetadataAdapter.attach` waits for (agents are excluded)."""
+
+OnInvalid = Literal["log", "raise"]
+PublishAs = Literal["attributes", "metadata"]
+SessionIdFactory = Callable[["JobContext"], str]
+OnChange = Callable[[str], Awaitable[None]]
+"""``await on_change(identity)`` after each update of a tracked participant was applied."""
+RouteOn = Literal["first", "sip"] | Callable[[Sequence[rtc.Participant]], "rtc.Participant | None"]
+Track = Literal["first", "all"]
+
+_RETRY_FIRST = 0.5
+_RETRY_MAX = 30.0
+"""Backoff of store retries (a token session to read, a call-session write), in seconds."""
+
+
+def backoff() -> Iterator[float]:
+    """Delays between store retries: 0.5 s doubling to 30 s (read when a retry starts)."""
+    delay = _RETRY_FIRST
+    while True:
+        yield delay
+        delay = min(delay * 2, _RETRY_MAX)
+
+
+def _seconds(name: str, number: object) -> float:
+    if not isinstance(number, (int, float)) or not number >= 0:
+        raise ValueError(f"{name} must be a number of seconds >= 0")
+    return float(number)
+
+
+@dataclass(frozen=True)
+class AdapterOptions:
+    """Every option of a :class:`~.adapter.MetadataAdapter`, checked (see its docstring)."""
+
+    session_id: SessionIdFactory | None
+    schema: type[BaseModel] | None
+    raise_invalid: bool
+    kinds: tuple[int, ...]
+    max_bytes: int
+    max_attributes_bytes: int
+    sync_room_metadata: bool
+    delete_on_shutdown: bool
+    protected: frozenset[str]
+    confirm_timeout: float
+    drain_timeout: float
+    route_on: RouteOn
+    track_all: bool
+    flood_rate: float
+    settle: float
+
+    @classmethod
+    def check(
+        cls,
+        *,
+        session_id: SessionIdFactory | None,
+        schema: type[BaseModel] | None,
+        on_invalid: OnInvalid,
+        participant_kinds: Iterable[int],
+        max_bytes: int,
+        max_attributes_bytes: int,
+        sync_room_metadata: bool,
+        delete_on_shutdown: bool,
+        protected_keys: Iterable[str],
+        confirm_timeout: float,
+        drain_timeout: float,
+        route_on: RouteOn,
+        track: Track,
+        flood_rate: float,
+        settle: float,
+    ) -> AdapterOptions:
+        """The options, or ``ValueError``/``TypeError`` naming the first one out of range."""
+        if on_invalid not in ("log", "raise"):
+            raise ValueError("on_invalid must be 'log' or 'raise'")
+        if not callable(route_on) and route_on not in ("first", "sip"):
+            raise ValueError("route_on must be 'first', 'sip' or a callable")
+        if track not in ("first", "all"):
+            raise ValueError("track must be 'first' or 'all'")
+        if session_id is not None and not callable(session_id):
+            raise TypeError("session_id must be a callable (ctx) -> str or None")
+        if session_id is not None and delete_on_shutdown:
+            raise ValueError(
+                "delete_on_shutdown deletes only the call session the job owns; a session "
+                "named with session_id= is yours to delete"
+            )
+        if schema is not None:
+            from pydantic import BaseModel as _BaseModel
+
+            if not (isinstance(schema, type) and issubclass(schema, _BaseModel)):
+                raise TypeError("schema must be a pydantic model class or None")
+        sizes = (("max_bytes", max_bytes), ("max_attributes_bytes", max_attributes_bytes))
+        for name, value in sizes:
+            if type(value) is not int or value < 2:
+                raise ValueError(f"{name} must be an int >= 2")
+        if isinstance(settle, bool) or not isinstance(settle, (int, float)) or not 0 <= settle < 60:
+            raise ValueError("settle must be a number of seconds in [0, 60)")
+        if (
+            isinstance(flood_rate, bool)
+            or not isinstance(flood_rate, (int, float))
+            or not 0 < flood_rate < float("inf")
+        ):
+            raise ValueError("flood_rate must be a number of updates per second > 0")
+        confirm = _seconds("confirm_timeout", confirm_timeout)
+        drain = _seconds("drain_timeout", drain_timeout)
+        kinds = tuple(participant_kinds)
+        if not kinds:
+            raise ValueError("participant_kinds must name at least one kind")
+        return cls(
+            session_id=session_id,
+            schema=schema,
+            raise_invalid=on_invalid == "raise",
+            kinds=kinds,
+            max_bytes=max_bytes,
+            max_attributes_bytes=max_attributes_bytes,
+            sync_room_metadata=bool(sync_room_metadata),
+            delete_on_shutdown=bool(delete_on_shutdown),
+            protected=frozenset(protected_keys),
+            confirm_timeout=confirm,
+            drain_timeout=drain,
+            route_on=route_on,
+            track_all=track == "all",
+            flood_rate=float(flood_rate),
+            settle=float(settle),
+        )
+
+    def parse(self, raw: str | bytes | None) -> dict[str, Any]:
+        """A metadata document within ``max_bytes`` satisfying ``schema``.
+
+        Raises:
+            MetadataError: It is not.
+        """
+        obj = parse_metadata(raw, max_bytes=self.max_bytes)
+        if self.schema is not None:
+            validate_schema(obj, self.schema)
+        return obj
