@@ -205,6 +205,7 @@ _CONNECTION: contextvars.ContextVar[EdgeProtocol | None] = contextvars.ContextVa
 """The edge connection whose aiohttp task is running (set in that task's context)."""
 
 _WAIT_HEAD, _IN_REQUEST, _IDLE = 0, 1, 2
+_HEAD_MAX = 1024  # bytes of an answer's start the edge looks at (status, Content-Type)
 
 
 class _AiohttpLog:
@@ -258,13 +259,17 @@ class _EdgeTransport(asyncio.Transport):
         self._conn = conn
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if data[:7] == b"HTTP/1." and not self._conn.answer(bytes(data[:4096])):
+        if data[:7] == b"HTTP/1." and not self._conn.answer(bytes(data[:_HEAD_MAX])):
             return
         self._raw.write(data)
 
     def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
         chunks = list(list_of_data)
-        if chunks and chunks[0][:7] == b"HTTP/1." and not self._conn.answer(bytes(chunks[0])):
+        if (
+            chunks
+            and chunks[0][:7] == b"HTTP/1."
+            and not self._conn.answer(bytes(chunks[0][:_HEAD_MAX]))
+        ):
             return
         self._raw.writelines(chunks)
 
