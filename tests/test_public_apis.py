@@ -37,6 +37,10 @@ EXTENSION_POINTS: dict[tuple[str, str], str] = {
     "for custom algorithms (register_algorithm)",
     ("server/edge.py", "EdgeProtocol"): "asyncio.Protocol: asyncio's documented base for "
     "protocols (it wraps aiohttp's documented web.Server protocol factory)",
+    ("server/run.py", "LoopFlushedHandler"): "logging.StreamHandler: logging's documented base "
+    "for handlers that write to a stream",
+    ("server/run.py", "CachedTimeFormatter"): "logging.Formatter: documented to be subclassed "
+    "to override formatTime",
     ("server/edge.py", "_EdgeTransport"): "asyncio.Transport: asyncio's documented transport "
     "interface, implemented by delegating to the socket's transport",
 }

@@ -195,7 +195,7 @@ def _log_request(
         _LOG_LINE,
         f"token request principal={_log_safe(principal)} room={_log_safe(room)} "
         f"agent={_log_safe(agent)} status={status} code={code or '-'} latency_ms={latency_ms:.2f}",
-        None,
+        (),
         None,
         "_log_request",
         {

@@ -205,6 +205,7 @@ _CONNECTION: contextvars.ContextVar[EdgeProtocol | None] = contextvars.ContextVa
 """The edge connection whose aiohttp task is running (set in that task's context)."""
 
 _WAIT_HEAD, _IN_REQUEST, _IDLE = 0, 1, 2
+_ERROR_CLASSES = (b"4", b"5")
 _HEAD_MAX = 1024  # bytes of an answer's start the edge looks at (status, Content-Type)
 
 
@@ -259,8 +260,12 @@ class _EdgeTransport(asyncio.Transport):
         self._conn = conn
 
     def write(self, data: bytes | bytearray | memoryview) -> None:
-        if data[:7] == b"HTTP/1." and not self._conn.answer(bytes(data[:_HEAD_MAX])):
-            return
+        if data[:7] == b"HTTP/1.":
+            if data[9:10] in _ERROR_CLASSES:
+                if not self._conn.answer(bytes(data[:_HEAD_MAX])):
+                    return
+            elif data[9:10] != b"1":  # 2xx/3xx: the request is answered
+                self._conn.answered()
         self._raw.write(data)
 
     def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
@@ -458,15 +463,19 @@ class EdgeProtocol(asyncio.Protocol):
 
     # -- answers aiohttp writes
 
-    def answer(self, head: bytes) -> bool:
-        """An answer starts (``head``: its first bytes): False when the edge answered instead."""
-        if head[9:10] == b"1":
-            return True  # 100 Continue: the request goes on
+    def answered(self) -> None:
+        """An answer starts: the next bytes begin a new request."""
         self.stage = _IDLE
         self.tail = b""
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
+
+    def answer(self, head: bytes) -> bool:
+        """An answer starts (``head``: its first bytes): False when the edge answered instead."""
+        if head[9:10] == b"1":
+            return True  # 100 Continue: the request goes on
+        self.answered()
         status = _foreign_error(head)
         if not status:
             return True

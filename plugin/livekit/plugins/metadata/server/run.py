@@ -117,7 +117,7 @@ def _buffered_stderr() -> TextIO:
         fd = sys.stderr.fileno()
     except (AttributeError, OSError, ValueError):
         return sys.stderr  # not a real file (a test runner's capture): as it is
-    return open(  # noqa: SIM115 - the process's log stream, open until exit
+    return open(
         fd, "w", buffering=1 << 16, encoding="utf-8", errors="backslashreplace", closefd=False
     )
 
@@ -158,7 +158,7 @@ class CachedTimeFormatter(logging.Formatter):
         self.second = -1
         self.stamp = ""
 
-    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:  # noqa: N802
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         if datefmt is not None:
             return super().formatTime(record, datefmt)
         second = int(record.created)
