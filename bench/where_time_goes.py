@@ -1,13 +1,13 @@
-"""Where a token request's server CPU goes: each step of the core, timed in process.
+"""Where a token request's server CPU goes: each step, timed inside a serving process.
 
-Builds the endpoint exactly as ``bench/bench_server.py`` configures ``lk-metadata
-serve`` (memory store, every check on, a session per token), answers the bench's
-request in a loop without HTTP, and times each step by wrapping it. The HTTP
-layer (aiohttp's parser and writer, the edge) is the rest of the served CPU per
-request, which ``bench_server`` measures: pass it as ``--served-us`` to get the
-table ``bench/README.md`` shows.
+Serves the app as ``lk-metadata serve`` does (``create_app`` through the edge,
+the bench's config: memory store, every check on, a session per token, the log
+line written as ``serve`` writes it) in this process, drives it with
+``bench_server``'s load generator (a separate process), and takes this process's
+CPU per request; a second pass times each step by wrapping it (the wrappers'
+own cost spread in proportion). The HTTP layer is the served CPU outside the core.
 
-Run: ``uv run python -m bench.where_time_goes [--served-us 320]``.
+Run: ``uv run python -m bench.where_time_goes [--requests 20000]``.
 """
 
 from __future__ import annotations
@@ -16,19 +16,26 @@ import argparse
 import asyncio
 import functools
 import gc
-import io
 import logging
+import os
+import socket
+import sys
 import time
 from typing import Any
 
 import orjson
 
-from bench.bench_server import _BEARER, _REQUEST, _config_mapping
+from bench.bench_server import _BEARER, _config_mapping
 from livekit.plugins.metadata.server import core, pipeline
+from livekit.plugins.metadata.server.app import create_app
 from livekit.plugins.metadata.server.config import ServerConfig
 from livekit.plugins.metadata.server.core import TokenEndpoint
-from livekit.plugins.metadata.server.messages import EndpointRequest
-from livekit.plugins.metadata.server.run import CachedTimeFormatter, LoopFlushedHandler
+from livekit.plugins.metadata.server.edge import edge_runner, serve_edge
+from livekit.plugins.metadata.server.run import (
+    LOG_FORMAT,
+    CachedTimeFormatter,
+    LoopFlushedHandler,
+)
 from livekit.plugins.metadata.sessions.manager import SessionSpace
 from livekit.plugins.metadata.tokens.issuer import TokenIssuer
 
@@ -73,64 +80,77 @@ def _wrap(owner: Any, name: str, spent: dict[str, int], label: str) -> None:
         setattr(owner, name, timed)
 
 
-async def _loop(endpoint: TokenEndpoint, n: int) -> float:
-    body = orjson.dumps(_REQUEST)
-    headers = {"content-type": "application/json", "authorization": f"Bearer {_BEARER}"}
+async def _served(port: int, n: int) -> float:
+    """Server CPU seconds per request of this process while the bench's load generator runs."""
+    cmd = [sys.executable, "-m", "bench.bench_server", "--loadgen", "--port", str(port)]
+    cmd += ["--requests", str(n), "--concurrency", "16", "--bearer", _BEARER]
     t0 = time.process_time()
-    for _ in range(n):
-        answer = await endpoint.handle(
-            EndpointRequest("POST", "/token", headers, body=body, client="127.0.0.1")
-        )
-        if answer.status != 201:
-            raise RuntimeError(answer.body.decode())
-    return (time.process_time() - t0) / n
+    proc = await asyncio.create_subprocess_exec(*cmd, stdout=asyncio.subprocess.PIPE)
+    out, _ = await proc.communicate()
+    cpu = (time.process_time() - t0) / n
+    statuses = orjson.loads(out)["statuses"]
+    if set(statuses) != {"201"}:
+        raise RuntimeError(f"non-201 answers: {statuses}")
+    return cpu
 
 
-def measure(n: int) -> tuple[float, dict[str, float]]:
-    """CPU µs per request of ``TokenEndpoint.handle``, and µs per step (wrapped run)."""
-    handler = LoopFlushedHandler(io.StringIO())
-    handler.setFormatter(CachedTimeFormatter("%(asctime)s %(levelname)s %(message)s"))
+async def _measure(n: int) -> tuple[float, dict[str, float]]:
+    config = ServerConfig.from_mapping(_config_mapping(0))
+    runner = edge_runner(create_app(config, warn_dev_keys=False), config.edge)
+    await runner.setup()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    servers = await serve_edge(runner, [sock], config.edge)
+    port = sock.getsockname()[1]
+    mint, write, handler = "mint (claims, JWT signing)", "session write (memory store)", "-"
+    try:
+        gc.collect()
+        gc.freeze()
+        await _served(port, n // 5)  # warm-up
+        total = await _served(port, n)
+        spent: dict[str, int] = {label: 0 for label, _, _ in STEPS}
+        for label, owner, name in STEPS:
+            _wrap(owner, name, spent, label)
+        spent[mint] = spent[write] = spent[handler] = 0
+        _wrap(TokenIssuer, "amint", spent, mint)
+        _wrap(SessionSpace, "update", spent, write)
+        _wrap(TokenEndpoint, "handle", spent, handler)
+        wrapped = await _served(port, n)
+    finally:
+        for server in servers:
+            server.close()
+        await runner.cleanup()
+    spent[mint] -= spent[write]  # amint includes the write
+    scale = total / wrapped  # the wrappers' own cost, spread in proportion
+    steps = {label: ns / n / 1000 * scale for label, ns in spent.items()}
+    handler_us = steps.pop(handler)
+    steps["core: routes, JSON errors, metrics, CORS"] = handler_us - sum(steps.values())
+    steps["HTTP: aiohttp parse/write, the edge, the adapter, event loop"] = total * 1e6 - handler_us
+    return total * 1e6, steps
+
+
+def _quiet_log() -> None:
+    """The log line as ``serve`` writes it (its handler and formatter), into /dev/null."""
+    handler = LoopFlushedHandler(open(os.devnull, "w"))  # noqa: SIM115 - open until exit
+    handler.setFormatter(CachedTimeFormatter(LOG_FORMAT))
     log = logging.getLogger("livekit.plugins.metadata")
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     log.propagate = False
-    endpoint = TokenEndpoint.from_config(ServerConfig.from_mapping(_config_mapping(0)))
-    gc.collect()
-    gc.freeze()
-    asyncio.run(_loop(endpoint, n // 5))
-    total = asyncio.run(_loop(endpoint, n))
-    spent: dict[str, int] = {label: 0 for label, _, _ in STEPS}
-    for label, owner, name in STEPS:
-        _wrap(owner, name, spent, label)
-    mint, write = "mint (claims, JWT signing)", "session write (memory store)"
-    spent[mint] = spent[write] = 0
-    _wrap(TokenIssuer, "amint", spent, mint)
-    _wrap(SessionSpace, "update", spent, write)
-    t0 = time.perf_counter_ns()
-    asyncio.run(_loop(endpoint, n))
-    wall = time.perf_counter_ns() - t0
-    spent[mint] -= spent[write]  # amint includes the write
-    steps = {label: ns / n / 1000 for label, ns in spent.items()}
-    scale = total * 1e6 / (wall / n / 1000)  # wrappers' own cost spread in proportion
-    steps = {label: us * scale for label, us in steps.items()}
-    steps["core: routes, JSON errors, metrics, CORS"] = total * 1e6 - sum(steps.values())
-    return total * 1e6, steps
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--requests", type=int, default=20000)
-    parser.add_argument("--served-us", type=float, default=0.0, help="serve's CPU/request")
     args = parser.parse_args(argv)
-    total, steps = measure(args.requests)
-    served = args.served_us or total
-    rows: list[tuple[str, float]] = sorted(steps.items(), key=lambda kv: -kv[1])
-    if args.served_us:
-        rows.append(("HTTP: aiohttp parse/write, edge, event loop", served - total))
+    _quiet_log()
+    total, steps = asyncio.run(_measure(args.requests))
     print("| step | µs/request | share |\n|---|---|---|")
-    for label, us in rows:
-        print(f"| {label} | {us:.1f} | {100 * us / served:.0f} % |")
-    print(f"| **total** | **{served:.0f}** | 100 % |")
+    for label, us in sorted(steps.items(), key=lambda kv: -kv[1]):
+        print(f"| {label} | {us:.1f} | {100 * us / total:.0f} % |")
+    print(f"| **server CPU per request** | **{total:.0f}** | 100 % |")
 
 
 if __name__ == "__main__":

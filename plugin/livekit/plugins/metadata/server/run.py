@@ -16,7 +16,14 @@ from .app import create_app
 from .config import Principal, RateLimit, ServerConfig
 from .workers import bind_sockets, run_workers, serve
 
-__all__ = ["memory_workers_note", "prepare_process", "run"]
+__all__ = [
+    "LOG_FORMAT",
+    "CachedTimeFormatter",
+    "LoopFlushedHandler",
+    "memory_workers_note",
+    "prepare_process",
+    "run",
+]
 
 
 def run(
@@ -102,11 +109,17 @@ def memory_workers_note(config: ServerConfig, workers: int) -> str:
     )
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+"""The format of ``lk-metadata serve``'s log lines (when nothing else configured logging)."""
+
+
 def _setup_logging() -> None:
     if not logging.getLogger().handlers and not logger.handlers:
         handler = LoopFlushedHandler(_buffered_stderr())
-        handler.setFormatter(CachedTimeFormatter("%(asctime)s %(levelname)s %(message)s"))
+        handler.setFormatter(CachedTimeFormatter(LOG_FORMAT))
         logging.basicConfig(level=logging.INFO, handlers=[handler])
+        # This process's own log format names no thread or process: skip collecting them.
+        logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)
 
@@ -155,6 +168,7 @@ class CachedTimeFormatter(logging.Formatter):
 
     def __init__(self, fmt: str) -> None:
         super().__init__(fmt)
+        self.fast = fmt == LOG_FORMAT  # this format is built directly, without the % mapping
         self.second = -1
         self.stamp = ""
 
@@ -166,6 +180,12 @@ class CachedTimeFormatter(logging.Formatter):
             self.second = second
             self.stamp = time.strftime(self.default_time_format, self.converter(record.created))
         return f"{self.stamp},{int(record.msecs):03d}"
+
+    def format(self, record: logging.LogRecord) -> str:
+        if self.fast and not record.exc_info and not record.exc_text and not record.stack_info:
+            record.message = message = record.getMessage()
+            return f"{self.formatTime(record)} {record.levelname} {message}"
+        return super().format(record)
 
 
 def _print_banner(config: ServerConfig, port: int, workers: int) -> None:
