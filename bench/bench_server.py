@@ -457,7 +457,7 @@ def run(quick: bool = False) -> list[Table]:
     import tempfile
 
     requests = 400 if quick else 6000
-    repeats = 3 if quick else 5
+    repeats = 3
     concurrency = 16
     procs: list[subprocess.Popen[bytes]] = []
     redis_per_request: list[float] = []

@@ -35,9 +35,14 @@ EXTENSION_POINTS: dict[tuple[str, str], str] = {
     "form for a reusable set of function tools",
     ("tokens/signing.py", "_CheckedSecretHS256"): "jwt.algorithms.Algorithm: PyJWT's API "
     "reference documents it as the interface of an algorithm (PyJWS.register_algorithm)",
-    ("server/edge.py", "_BadBody"): "aiohttp's HTTP exceptions are documented to be raised",
-    ("server/edge.py", "_BodyTimeout"): "aiohttp's HTTP exceptions are documented to be raised",
-    ("server/edge.py", "_ClientGone"): "aiohttp's HTTP exceptions are documented to be raised",
+    ("server/edge.py", "EdgeProtocol"): "asyncio.Protocol: asyncio's documented base for "
+    "protocols (it wraps aiohttp's documented web.Server protocol factory)",
+    ("server/run.py", "LoopFlushedHandler"): "logging.StreamHandler: logging's documented base "
+    "for handlers that write to a stream",
+    ("server/run.py", "CachedTimeFormatter"): "logging.Formatter: documented to be subclassed "
+    "to override formatTime",
+    ("server/edge.py", "_EdgeTransport"): "asyncio.Transport: asyncio's documented transport "
+    "interface, implemented by delegating to the socket's transport",
 }
 """(file, class) subclassing a dependency's documented extension point, and why."""
 
@@ -48,22 +53,7 @@ PUBLIC_UNDERSCORE = {
 
 EXEMPT_BASES = {"pydantic": "BaseModel is pydantic's documented way to declare models"}
 
-KNOWN_GAPS: set[tuple[str, str]] = {
-    # server/edge.py, issue 24 (not closed yet): the edge of `lk-metadata serve` hooks
-    # aiohttp's connection handler for header/body deadlines, the per-peer cap and
-    # JSON answers to malformed requests.
-    ("server/edge.py", "class _EdgeHandler(web.RequestHandler)"),
-    ("server/edge.py", "class _EdgeServer(web.Server)"),
-    ("server/edge.py", "class EdgeRunner(web.AppRunner)"),
-    ("server/edge.py", "._request_count"),
-    ("server/edge.py", "._read_bufsize"),
-    ("server/edge.py", "._messages"),
-    ("server/edge.py", "._request_in_progress"),
-    ("server/edge.py", "._max_msg_queue_size"),
-    ("server/edge.py", "._loop"),
-    ("server/edge.py", "._kwargs"),
-    ("server/edge.py", "._parser"),
-}
+KNOWN_GAPS: set[tuple[str, str]] = set()
 
 
 def _sources() -> dict[str, ast.Module]:

@@ -36,6 +36,8 @@ principal, room, routed agent, status and latency only.
 
 from __future__ import annotations
 
+import asyncio
+
 from aiohttp import web
 
 from .config import (
@@ -51,6 +53,7 @@ from .config import (
     ServerConfig,
 )
 from .core import TokenEndpoint
+from .edge import SERVER_HEADER, error_body
 from .messages import EndpointRequest
 from .openapi import openapi_document
 from .pipeline import HTTP_CODES
@@ -97,19 +100,37 @@ def create_app(
     app[STATE] = endpoint.state
     app[ENDPOINT] = endpoint
     # One catch-all route: the core routes, and answers 404/405 as JSON itself.
-    app.router.add_route("*", "/{tail:.*}", _handle)
+    app.router.add_route("*", "/{tail:.*}", _handle, expect_handler=_expect)
     app.on_cleanup.append(_on_cleanup)
     return app
 
 
 async def _handle(request: web.Request) -> web.StreamResponse:
     endpoint = request.app[ENDPOINT]
+    close = False
 
     async def read_body() -> bytes:
+        nonlocal close
         try:
-            return await request.read()
-        except web.HTTPException as exc:  # over client_max_size; the edge's body signals
+            if request.content.is_eof():  # the whole body is in: no deadline to keep
+                return await request.read()
+            return await asyncio.wait_for(request.read(), endpoint.config.edge.body_timeout)
+        except web.HTTPException as exc:  # over client_max_size
             raise _read_refusal(exc) from None
+        except (asyncio.TimeoutError, TimeoutError):
+            close = True
+            seconds = endpoint.config.edge.body_timeout
+            raise Refusal(
+                408, "request_timeout", f"request body not received within {seconds:g} s"
+            ) from None
+        except web.RequestPayloadError:  # broken framing; its message may quote the bytes
+            close = True
+            raise Refusal(400, "bad_request", "malformed request body") from None
+        except ConnectionError:
+            close = True
+            raise Refusal(
+                400, "bad_request", "connection closed before the request body was complete"
+            ) from None
 
     answer = await endpoint.handle(
         EndpointRequest(
@@ -121,7 +142,33 @@ async def _handle(request: web.Request) -> web.StreamResponse:
             native=request,
         )
     )
-    return web.Response(status=answer.status, headers=answer.headers, body=answer.body)
+    headers = answer.headers
+    headers["Server"] = SERVER_HEADER
+    response = web.Response(status=answer.status, headers=headers, body=answer.body)
+    if close:  # send the answer, then close: no lingering read of what the client still sends
+        response.force_close()
+        await response.prepare(request)
+        await response.write_eof()
+        if request.transport is not None:
+            request.transport.close()
+    return response
+
+
+async def _expect(request: web.Request) -> web.StreamResponse | None:
+    """``Expect``: 100-continue, else a JSON 417 (aiohttp's own answer echoes the value)."""
+    if request.headers.get("Expect", "").lower() != "100-continue":
+        response = web.Response(
+            status=417,
+            headers={"Content-Type": "application/json", "Cache-Control": "no-store"},
+            body=error_body("expectation_failed", "only 'Expect: 100-continue' is supported"),
+        )
+        response.headers["Server"] = SERVER_HEADER
+        response.force_close()
+        return response
+    transport = request.transport
+    if request.version >= (1, 1) and transport is not None:
+        transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    return None
 
 
 def _read_refusal(exc: web.HTTPException) -> Refusal:

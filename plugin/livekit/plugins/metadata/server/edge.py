@@ -1,57 +1,43 @@
-"""The HTTP process edge: what happens to bytes before (and around) the application.
+"""The HTTP process edge of ``lk-metadata serve``, on public APIs only.
 
-aiohttp parses each request before any middleware runs. Left alone it logs a
-rejected request at ERROR with a traceback holding the raw bytes (a bearer key,
-a metadata value), answers with a ``text/plain`` 400 echoing them, waits for a
-slow sender indefinitely and names its own and Python's version in ``Server``.
-This module puts a thin layer between the socket and the app:
-
-* **Malformed requests** (request line, headers, chunked framing) get the same
-  ``{"error": {"code", "message"}}`` JSON 400 as every other error; the log
-  line names the error class, the peer and a byte count, never the bytes. Any
-  other error answer made outside the app's middleware (aiohttp's ``Expect``
-  handling echoes the header) is replaced by the JSON body of its status.
-* **Read deadlines.** A request's headers must be complete ``header_timeout``
-  seconds after the connection opened (or after its first byte, on a kept-alive
-  connection); its body ``body_timeout`` seconds after the headers. Either miss
-  is answered 408 with a JSON body and the connection is closed.
-* **Connections per peer** are capped: a connection over the cap is answered
-  ``429 too_many_connections`` (JSON, ``Retry-After: 1``) and closed at once,
-  before any request byte is read. With ``--workers N`` the count lives in
-  memory shared by every worker (:class:`SharedPeerCounts`), so the cap holds
-  for the whole server, not per process.
-* **Bounded error logging.** At most ``log_burst`` edge log lines per peer per
-  ``log_window`` seconds (and ten times that over all peers); what is dropped is
-  counted in one summary line when the window turns.
-* **``Server: lk-metadata``** on every answer, no versions.
-
-Serve an app through :class:`EdgeRunner` (what ``lk-metadata serve`` does) to get
-all of this; :class:`EdgeConfig` is the ``edge`` section of the server config.
+aiohttp's low-level ``web.Server`` is a documented protocol factory for
+``loop.create_server``; :class:`EdgeProtocol` (an ``asyncio.Protocol`` of ours)
+stands between the socket and it and adds: the per-peer connection cap (429
+before a byte is read), the header deadline (408), JSON bodies (no echo, no
+traceback, a budgeted log line) for every error aiohttp answers itself, and
+``Server: lk-metadata``. The body deadline, ``Expect`` and broken body framing
+are the app's (:mod:`.app`). :func:`serve_edge` starts it on bound sockets;
+:class:`EdgeConfig` is the ``edge`` section of the server config.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import hashlib
+import contextvars
 import logging
-import multiprocessing
+import socket
 import time
 from collections import OrderedDict
+from collections.abc import Iterable
 from email.utils import formatdate
 from http import HTTPStatus
 from typing import Any
 
 import orjson
 from aiohttp import web
-from aiohttp.http_parser import HttpRequestParser
-from aiohttp.web_request import BaseRequest
 from pydantic import BaseModel, ConfigDict, Field
 
-from .._util import positive_int
 from ..log import logger
+from .peers import SharedPeerCounts
 
-__all__ = ["SERVER_HEADER", "EdgeConfig", "EdgeRunner", "SharedPeerCounts", "error_body"]
+__all__ = [
+    "SERVER_HEADER",
+    "EdgeConfig",
+    "EdgeProtocol",
+    "edge_runner",
+    "error_body",
+    "serve_edge",
+]
 
 SERVER_HEADER = "lk-metadata"
 """The ``Server`` header of every answer: the product only, no version."""
@@ -118,70 +104,6 @@ class _LogBudget:
         return True, dropped
 
 
-class SharedPeerCounts:
-    """Open connections per peer, counted in memory every forked worker shares.
-
-    Made in the parent before the workers are forked (``lk-metadata serve
-    --workers N``); each worker's edge admits and releases connections here, so
-    ``max_connections_per_peer`` holds for the whole server. The table is a fixed
-    open-addressing hash of ``slots`` entries (peer digest, count) behind one
-    process-shared lock; a peer that finds no free entry within a few probes (more
-    than ``slots`` distinct peers at once) is counted by its worker alone.
-    """
-
-    _PROBES = 32
-
-    def __init__(self, slots: int = 1 << 16) -> None:
-        positive_int(slots, "slots")
-        ctx = multiprocessing.get_context("fork")
-        self._slots = slots
-        self._keys = ctx.RawArray(ctypes.c_uint64, slots)
-        self._counts = ctx.RawArray(ctypes.c_int64, slots)
-        self._lock = ctx.Lock()
-
-    @staticmethod
-    def _digest(peer: str) -> int:
-        h = int.from_bytes(hashlib.blake2b(peer.encode(), digest_size=8).digest(), "big")
-        return h or 1  # 0 marks a never-used entry
-
-    def _find(self, key: int, claim: bool) -> int | None:
-        keys, counts, n = self._keys, self._counts, self._slots
-        free = None
-        for i in range(self._PROBES):
-            at = (key + i) % n
-            k = keys[at]
-            if k == key:
-                return at
-            if free is None and counts[at] == 0:
-                free = at
-            if k == 0:
-                break
-        if claim and free is not None:
-            keys[free] = key
-            return free
-        return None
-
-    def admit(self, peer: str, cap: int) -> bool | None:
-        """One more connection for ``peer`` unless ``cap`` are open (None: no entry)."""
-        key = self._digest(peer)
-        with self._lock:
-            at = self._find(key, claim=True)
-            if at is None:
-                return None
-            if self._counts[at] >= cap:
-                return False
-            self._counts[at] += 1
-            return True
-
-    def release(self, peer: str) -> None:
-        """One connection of ``peer`` closed."""
-        key = self._digest(peer)
-        with self._lock:
-            at = self._find(key, claim=False)
-            if at is not None and self._counts[at] > 0:
-                self._counts[at] -= 1
-
-
 class _EdgeState:
     """What all connections of one server share: open connections per peer, the log budget."""
 
@@ -227,36 +149,7 @@ class _EdgeState:
             logger.log(level, message, *args, extra={"peer": peer})
 
 
-# --------------------------------------------------------------------------- signals
-
-
-class _BadBody(web.HTTPBadRequest):
-    """Raised from ``request.read()`` when the body's framing is broken.
-
-    aiohttp puts its parser's message (which may quote body bytes) into the
-    exception; this one carries only a fixed reason, which the app answers as a
-    JSON 400 like any other ``HTTPException``.
-    """
-
-    def __init__(self, *_detail: object) -> None:
-        super().__init__(reason="malformed request body")
-
-
-class _BodyTimeout(web.HTTPRequestTimeout):
-    """Raised from ``request.read()`` when the body missed its deadline."""
-
-    def __init__(self, seconds: float) -> None:
-        super().__init__(reason=f"request body not received within {seconds:g} s")
-
-
-class _ClientGone(web.HTTPBadRequest):
-    """Raised from ``request.read()`` when the client closed before the body was complete."""
-
-    def __init__(self) -> None:
-        super().__init__(reason="connection closed before the request body was complete")
-
-
-_SIGNALS = (_BadBody, _BodyTimeout, _ClientGone)
+# --------------------------------------------------------------------------- answers
 
 
 def _status_code(status: int) -> str:
@@ -271,18 +164,14 @@ def _phrase(status: int) -> str:
         return "error"
 
 
-def _json_answer(status: int, code: str, message: str) -> web.Response:
-    resp = web.Response(status=status, body=error_body(code, message))
-    resp.content_type = "application/json"
-    resp.headers["Cache-Control"] = "no-store"
-    resp.headers["Server"] = SERVER_HEADER
-    return resp
-
-
 def _raw_answer(status: int, code: str, message: str, extra: str = "") -> bytes:
     body = error_body(code, message)
+    try:
+        reason = HTTPStatus(status).phrase
+    except ValueError:
+        reason = "Error"
     head = (
-        f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+        f"HTTP/1.1 {status} {reason}\r\n"
         f"Server: {SERVER_HEADER}\r\n"
         f"Date: {formatdate(usegmt=True)}\r\n"
         "Content-Type: application/json\r\n"
@@ -294,275 +183,377 @@ def _raw_answer(status: int, code: str, message: str, extra: str = "") -> bytes:
     return head.encode("ascii") + body
 
 
+def _foreign_error(data: bytes) -> int:
+    """The status of an error answer aiohttp made itself (not JSON), else 0."""
+    if data[9:10] not in (b"4", b"5") or len(data) < 12:
+        return 0
+    end = data.find(b"\r\n\r\n")
+    head = data[: end if end >= 0 else len(data)]
+    if b"\r\nContent-Type: application/json" in head:
+        return 0  # the app's own answer
+    try:
+        return int(data[9:12])
+    except ValueError:
+        return 0
+
+
 # --------------------------------------------------------------------------- protocol
 
+_CONNECTION: contextvars.ContextVar[EdgeProtocol | None] = contextvars.ContextVar(
+    "lk_metadata_edge_connection", default=None
+)
+"""The edge connection whose aiohttp task is running (set in that task's context)."""
 
-class _EdgeHandler(web.RequestHandler):
-    """aiohttp's connection protocol with deadlines, a per-peer cap and sanitized errors."""
+_WAIT_HEAD, _IN_REQUEST, _IDLE = 0, 1, 2
+_ERROR_CLASSES = (b"4", b"5")
+_HEAD_MAX = 1024  # bytes of an answer's start the edge looks at (status, Content-Type)
 
-    def __init__(self, manager: web.Server, *, edge: _EdgeState, **kwargs: Any) -> None:
-        super().__init__(manager, **kwargs)
-        self._edge = edge
-        self._peer = "-"
-        self._admitted = False
-        self._received = 0
-        self._header_timer: asyncio.TimerHandle | None = None
-        self._header_mark = 0
-        self._body_timer: asyncio.TimerHandle | None = None
-        self._open_body: Any = None
-        self._timed_out = False
-        # The same parser aiohttp builds, except that broken body framing raises
-        # _BadBody (a JSON 400 through the app) instead of a message-carrying error.
-        self._parser = HttpRequestParser(
-            self,
-            kwargs["loop"],
-            self._read_bufsize,
-            max_line_size=self.max_line_size,
-            max_field_size=self.max_field_size,
-            max_headers=self.max_headers,
-            payload_exception=_BadBody,
-            auto_decompress=kwargs.get("auto_decompress", True),
-            max_msg_queue_size=self._max_msg_queue_size,
-        )
+
+class _AiohttpLog:
+    """The ``logger`` aiohttp's connection handler gets (a documented ``AppRunner`` argument).
+
+    aiohttp logs a rejected request with a traceback that holds the request's
+    bytes; this logger keeps only the exception's class, for the edge's own line.
+    """
+
+    def _note(self, level: int, kw: dict[str, Any]) -> None:
+        conn = _CONNECTION.get()
+        exc = kw.get("exc_info")
+        kind = type(exc).__name__ if isinstance(exc, BaseException) else "-"
+        if conn is not None:
+            conn.note_error(level, kind)
+
+    def debug(self, *args: Any, **kw: Any) -> None:
+        self._note(logging.DEBUG, kw)
+
+    def info(self, *args: Any, **kw: Any) -> None:
+        self._note(logging.INFO, kw)
+
+    def warning(self, *args: Any, **kw: Any) -> None:
+        self._note(logging.WARNING, kw)
+
+    def error(self, *args: Any, **kw: Any) -> None:
+        self._note(logging.ERROR, kw)
+
+    def exception(self, *args: Any, **kw: Any) -> None:
+        self._note(logging.ERROR, kw)
+
+    def log(self, level: int, *args: Any, **kw: Any) -> None:
+        self._note(level, kw)
+
+    def isEnabledFor(self, level: int) -> bool:
+        return True
+
+
+class _EdgeTransport(asyncio.Transport):
+    """The transport aiohttp writes to: the socket's, with error answers made JSON.
+
+    ``asyncio.Transport`` is asyncio's documented transport interface; this one
+    delegates every call to the real transport.
+    """
+
+    __slots__ = ("_conn", "_raw")
+
+    def __init__(self, raw: asyncio.Transport, conn: EdgeProtocol) -> None:
+        super().__init__()
+        self._raw = raw
+        self._conn = conn
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if data[:7] == b"HTTP/1.":
+            if data[9:10] in _ERROR_CLASSES:
+                if not self._conn.answer(bytes(data[:_HEAD_MAX])):
+                    return
+            elif data[9:10] != b"1":  # 2xx/3xx: the request is answered
+                self._conn.answered()
+        self._raw.write(data)
+
+    def writelines(self, list_of_data: Iterable[bytes | bytearray | memoryview]) -> None:
+        chunks = list(list_of_data)
+        if (
+            chunks
+            and chunks[0][:7] == b"HTTP/1."
+            and not self._conn.answer(bytes(chunks[0][:_HEAD_MAX]))
+        ):
+            return
+        self._raw.writelines(chunks)
+
+    def is_closing(self) -> bool:
+        return self._raw.is_closing()
+
+    def close(self) -> None:
+        self._raw.close()
+
+    def abort(self) -> None:
+        self._raw.abort()
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return self._raw.get_extra_info(name, default)
+
+    def pause_reading(self) -> None:
+        self._raw.pause_reading()
+
+    def resume_reading(self) -> None:
+        self._raw.resume_reading()
+
+    def is_reading(self) -> bool:
+        return self._raw.is_reading()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        self._raw.set_write_buffer_limits(high, low)
+
+    def get_write_buffer_size(self) -> int:
+        return self._raw.get_write_buffer_size()
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._raw.get_write_buffer_limits()
+
+    def can_write_eof(self) -> bool:
+        return self._raw.can_write_eof()
+
+    def write_eof(self) -> None:
+        self._raw.write_eof()
+
+    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
+        self._raw.set_protocol(protocol)
+
+    def get_protocol(self) -> asyncio.BaseProtocol:
+        return self._raw.get_protocol()
+
+
+class EdgeProtocol(asyncio.Protocol):
+    """One connection: the cap, the header deadline and JSON errors around aiohttp's handler.
+
+    ``asyncio.Protocol`` is asyncio's documented base for protocols; aiohttp's
+    handler (from the ``web.Server`` protocol factory) gets every event after
+    the edge's checks, through :class:`_EdgeTransport`.
+    """
+
+    __slots__ = (
+        "admitted",
+        "edge",
+        "error_kind",
+        "factory",
+        "inner",
+        "peer",
+        "raw",
+        "received",
+        "stage",
+        "tail",
+        "timer",
+    )
+
+    def __init__(self, factory: web.Server, edge: _EdgeState) -> None:
+        self.factory = factory
+        self.edge = edge
+        self.inner: asyncio.Protocol | None = None
+        self.raw: asyncio.Transport | None = None
+        self.peer = "-"
+        self.admitted = False
+        self.received = 0
+        self.stage = _WAIT_HEAD
+        self.tail = b""
+        self.timer: asyncio.TimerHandle | None = None
+        self.error_kind: str | None = None
 
     # -- connection life
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
+        assert isinstance(transport, asyncio.Transport)
+        self.raw = transport
         peername = transport.get_extra_info("peername")
         if isinstance(peername, tuple) and peername:
-            self._peer = str(peername[0])
-        if not self._edge.admit(self._peer):
-            self._edge.log(
+            self.peer = str(peername[0])
+        edge = self.edge
+        if not edge.admit(self.peer):
+            edge.log(
                 logging.WARNING,
-                self._peer,
+                self.peer,
                 "edge: refused a connection from %s: %d already open",
-                self._peer,
-                self._edge.config.max_connections_per_peer,
+                self.peer,
+                edge.config.max_connections_per_peer,
             )
-            self._answer_and_close(
-                429,
-                "too_many_connections",
-                "too many open connections from this address; retry later",
-                "Retry-After: 1\r\n",
+            transport.write(
+                _raw_answer(
+                    429,
+                    "too_many_connections",
+                    "too many open connections from this address; retry later",
+                    "Retry-After: 1\r\n",
+                )
             )
+            transport.close()
             return
-        self._admitted = True
-        self._arm_header_deadline()
+        self.admitted = True
+        self.timer = asyncio.get_running_loop().call_later(
+            edge.config.header_timeout, self._header_deadline
+        )
+        # aiohttp starts the connection's task here; it copies this context, so
+        # what the handler logs is attributed to this connection.
+        contextvars.copy_context().run(self._start, _EdgeTransport(transport, self))
 
-    def connection_lost(self, exc: BaseException | None) -> None:
-        self._cancel_timers()
-        if self._admitted:
-            self._admitted = False
-            self._edge.release(self._peer)
-        body = self._open_body
-        if body is not None and not body.is_eof():
-            body.set_exception(_ClientGone())
-        super().connection_lost(exc)
+    def _start(self, transport: _EdgeTransport) -> None:
+        _CONNECTION.set(self)
+        inner = self.factory()
+        self.inner = inner
+        inner.connection_made(transport)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.admitted:
+            self.admitted = False
+            self.edge.release(self.peer)
+        if self.inner is not None:
+            self.inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.inner is not None:
+            self.inner.resume_writing()
+
+    def eof_received(self) -> bool | None:
+        return self.inner.eof_received() if self.inner is not None else None
 
     def data_received(self, data: bytes) -> None:
-        self._received += len(data)
-        body = self._open_body
-        if (
-            data
-            and self._header_timer is None
-            and not self._request_in_progress
-            and not self._messages
-            and (body is None or body.is_eof())
-        ):
-            self._arm_header_deadline()
-        count = self._request_count
-        super().data_received(data)
-        if self._request_count != count:
-            self._on_headers_complete()
+        self.received += len(data)
+        if self.stage != _IN_REQUEST:
+            seen = self.tail + data if self.tail else data
+            if b"\r\n\r\n" in seen:
+                self.stage = _IN_REQUEST
+                self.tail = b""
+                if self.timer is not None:
+                    self.timer.cancel()
+                    self.timer = None
+            else:
+                self.tail = seen[-3:]
+                if self.stage == _IDLE:
+                    self.stage = _WAIT_HEAD
+                    self.timer = asyncio.get_running_loop().call_later(
+                        self.edge.config.header_timeout, self._header_deadline
+                    )
+        if self.inner is not None:
+            self.inner.data_received(data)
 
-    # -- deadlines
-
-    def _arm_header_deadline(self) -> None:
-        self._header_mark = self._request_count
-        self._header_timer = self._loop.call_later(
-            self._edge.config.header_timeout, self._header_deadline
-        )
-
-    def _cancel_timers(self) -> None:
-        for timer in (self._header_timer, self._body_timer):
-            if timer is not None:
-                timer.cancel()
-        self._header_timer = self._body_timer = None
-
-    def _on_headers_complete(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.cancel()
-            self._header_timer = None
-        if not self._messages:
-            return
-        _, payload = self._messages[-1]
-        if payload.is_eof():
-            return
-        if self._body_timer is not None:
-            self._body_timer.cancel()
-        self._open_body = payload
-        self._body_timer = self._loop.call_later(
-            self._edge.config.body_timeout, self._body_deadline, payload
-        )
+    # -- the header deadline
 
     def _header_deadline(self) -> None:
-        self._header_timer = None
-        if (
-            self.transport is None
-            or self._request_count != self._header_mark
-            or self._request_in_progress
-            or self._messages
-        ):
+        self.timer = None
+        raw = self.raw
+        if self.stage != _WAIT_HEAD or raw is None or raw.is_closing():
             return
-        seconds = self._edge.config.header_timeout
-        self._edge.log(
+        seconds = self.edge.config.header_timeout
+        self.edge.log(
             logging.WARNING,
-            self._peer,
+            self.peer,
             "edge: no complete request headers from %s within %g s (%d bytes)",
-            self._peer,
+            self.peer,
             seconds,
-            self._received,
+            self.received,
         )
-        self._answer_and_close(
-            408, "request_timeout", f"request headers not received within {seconds:g} s"
+        raw.write(
+            _raw_answer(
+                408, "request_timeout", f"request headers not received within {seconds:g} s"
+            )
         )
+        raw.close()
 
-    def _body_deadline(self, payload: Any) -> None:
-        self._body_timer = None
-        if payload.is_eof() or self.transport is None:
-            return
-        seconds = self._edge.config.body_timeout
-        self._timed_out = True
-        self._edge.log(
-            logging.WARNING,
-            self._peer,
-            "edge: request body from %s not received within %g s (%d bytes)",
-            self._peer,
-            seconds,
-            self._received,
-        )
-        payload.set_exception(_BodyTimeout(seconds))
+    # -- answers aiohttp writes
 
-    def _answer_and_close(self, status: int, code: str, message: str, extra: str = "") -> None:
-        transport = self.transport
-        if transport is not None and not transport.is_closing():
-            transport.write(_raw_answer(status, code, message, extra))
-        self.force_close()
+    def answered(self) -> None:
+        """An answer starts: the next bytes begin a new request."""
+        self.stage = _IDLE
+        self.tail = b""
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
 
-    # -- answers and logs
-
-    async def finish_response(
-        self, request: BaseRequest, resp: web.StreamResponse, start_time: float | None
-    ) -> tuple[web.StreamResponse, bool]:
-        if not resp.prepared:
-            if resp.status >= 400 and resp.content_type != "application/json":
-                # An answer made outside the app's middleware (aiohttp's own Expect
-                # handling, say) may echo request bytes: answer in JSON instead.
-                resp = _json_answer(resp.status, _status_code(resp.status), _phrase(resp.status))
-            resp.headers["Server"] = SERVER_HEADER
-            if self._timed_out:
-                resp.force_close()
-        return await super().finish_response(request, resp, start_time)
-
-    def handle_error(
-        self,
-        request: BaseRequest,
-        status: int = 500,
-        exc: BaseException | None = None,
-        message: str | None = None,
-    ) -> web.StreamResponse:
-        if request.writer.output_size > 0:
-            raise ConnectionError("the answer has already started")
-        kind = type(exc).__name__ if exc is not None else "-"
+    def answer(self, head: bytes) -> bool:
+        """An answer starts (``head``: its first bytes): False when the edge answered instead."""
+        if head[9:10] == b"1":
+            return True  # 100 Continue: the request goes on
+        self.answered()
+        status = _foreign_error(head)
+        if not status:
+            return True
+        # An error answer aiohttp made itself (text/plain or HTML, it may echo
+        # request bytes): the endpoint's JSON instead, then close.
+        kind, self.error_kind = self.error_kind or "-", None
         if status < 500:
-            level, code, text = logging.WARNING, "bad_request", f"malformed HTTP request ({kind})"
-            self._edge.log(
-                level,
-                self._peer,
+            code, text = (
+                ("bad_request", f"malformed HTTP request ({kind})")
+                if status == 400
+                else (_status_code(status), _phrase(status))
+            )
+            self.edge.log(
+                logging.WARNING,
+                self.peer,
                 "edge: malformed HTTP request from %s (%s, %d bytes)",
-                self._peer,
+                self.peer,
                 kind,
-                self._received,
+                self.received,
             )
         else:
-            code = "timeout" if status == 504 else "internal"
-            text = "the request timed out" if status == 504 else "internal error"
-            self._edge.log(
-                logging.ERROR, self._peer, "edge: %d for %s (%s)", status, self._peer, kind
-            )
-        resp = _json_answer(status, code, text)
-        resp.headers["Connection"] = "close"
-        resp.force_close()
-        return resp
+            code, text = "internal", "internal error"
+            self.edge.log(logging.ERROR, self.peer, "edge: %d for %s (%s)", status, self.peer, kind)
+        raw = self.raw
+        if raw is not None and not raw.is_closing():
+            raw.write(_raw_answer(status, code, text))
+            raw.close()
+        return False
 
-    def log_exception(self, *args: Any, **kw: Any) -> None:
-        exc = kw.get("exc_info")
-        if isinstance(exc, _SIGNALS):
-            return  # our own deadline/framing signals surfacing in aiohttp's body drain
-        kind = type(exc).__name__ if isinstance(exc, BaseException) else "-"
-        self._edge.log(
-            logging.ERROR, self._peer, "edge: connection error from %s (%s)", self._peer, kind
+    def note_error(self, level: int, kind: str) -> None:
+        """aiohttp logged about this connection: keep the class; log it if no answer follows."""
+        self.error_kind = kind
+        if level >= logging.WARNING:
+            asyncio.get_running_loop().call_soon(self._unanswered_error)
+
+    def _unanswered_error(self) -> None:
+        kind = self.error_kind
+        if kind is None:
+            return  # answer() logged it
+        self.error_kind = None
+        self.edge.log(
+            logging.ERROR, self.peer, "edge: connection error from %s (%s)", self.peer, kind
         )
 
 
-class _EdgeServer(web.Server):
-    """aiohttp's low-level server, building :class:`_EdgeHandler` connections."""
-
-    def __init__(self, base: web.Server, edge: _EdgeState) -> None:
-        handler = base.request_handler
-
-        async def guarded(request: BaseRequest) -> web.StreamResponse:
-            # aiohttp answers an unknown Expect with a text 417 quoting the value,
-            # and fails with a 500 when the value is not UTF-8: refuse it here.
-            expect = request.headers.get("Expect")
-            if expect is not None and expect.lower() != "100-continue":
-                resp = _json_answer(
-                    417, "expectation_failed", "only 'Expect: 100-continue' is supported"
-                )
-                resp.force_close()
-                return resp
-            return await handler(request)
-
-        super().__init__(
-            guarded,
-            request_factory=base.request_factory,
-            handler_cancellation=base.handler_cancellation,
-            loop=asyncio.get_running_loop(),
-            **base._kwargs,
-        )
-        self._edge = edge
-
-    def __call__(self) -> web.RequestHandler:
-        return _EdgeHandler(self, loop=self._loop, edge=self._edge, **self._kwargs)
+# --------------------------------------------------------------------------- serving
 
 
-class EdgeRunner(web.AppRunner):
-    """An ``AppRunner`` whose connections go through the edge (see the module docstring).
+def edge_runner(app: web.Application, edge: EdgeConfig) -> web.AppRunner:
+    """aiohttp's ``AppRunner`` with the edge's documented settings (no access log)."""
+    return web.AppRunner(
+        app,
+        handle_signals=False,
+        access_log=None,
+        keepalive_timeout=edge.keepalive_timeout,
+        logger=_AiohttpLog(),
+    )
 
-    Args:
-        app: The application to serve.
-        edge: The edge limits (default: :class:`EdgeConfig` defaults).
-        peer_counts: Connection counts shared with other worker processes (None:
-            this process counts alone).
-        **kwargs: Passed to ``aiohttp.web.AppRunner`` (``access_log`` defaults to None,
-            ``keepalive_timeout`` comes from ``edge``).
+
+async def serve_edge(
+    runner: web.AppRunner,
+    sockets: list[socket.socket],
+    edge: EdgeConfig,
+    *,
+    peer_counts: SharedPeerCounts | None = None,
+    backlog: int = 1024,
+) -> list[asyncio.Server]:
+    """Listen on bound ``sockets`` through the edge (``runner`` set up); close them to stop.
+
+    ``peer_counts``: connection counts shared with sibling workers (None: this
+    process counts alone).
     """
-
-    def __init__(
-        self,
-        app: web.Application,
-        *,
-        edge: EdgeConfig | None = None,
-        peer_counts: SharedPeerCounts | None = None,
-        **kwargs: Any,
-    ) -> None:
-        self.edge = edge or EdgeConfig()
-        self.peer_counts = peer_counts
-        kwargs.setdefault("access_log", None)
-        kwargs["keepalive_timeout"] = self.edge.keepalive_timeout
-        super().__init__(app, **kwargs)
-
-    async def _make_server(self) -> web.Server:
-        base = await super()._make_server()
-        return _EdgeServer(base, _EdgeState(self.edge, self.peer_counts))
+    factory = runner.server  # aiohttp's documented low-level server: a protocol factory
+    if factory is None:
+        raise RuntimeError("call runner.setup() first")
+    state = _EdgeState(edge, peer_counts)
+    loop = asyncio.get_running_loop()
+    return [
+        await loop.create_server(lambda: EdgeProtocol(factory, state), sock=sock, backlog=backlog)
+        for sock in sockets
+    ]

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
+from typing import TextIO
 
 from .._util import redact_url
 from ..errors import ConfigError
@@ -14,7 +16,14 @@ from .app import create_app
 from .config import Principal, RateLimit, ServerConfig
 from .workers import bind_sockets, run_workers, serve
 
-__all__ = ["memory_workers_note", "prepare_process", "run"]
+__all__ = [
+    "LOG_FORMAT",
+    "CachedTimeFormatter",
+    "LoopFlushedHandler",
+    "memory_workers_note",
+    "prepare_process",
+    "run",
+]
 
 
 def run(
@@ -100,11 +109,83 @@ def memory_workers_note(config: ServerConfig, workers: int) -> str:
     )
 
 
+LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
+"""The format of ``lk-metadata serve``'s log lines (when nothing else configured logging)."""
+
+
 def _setup_logging() -> None:
     if not logging.getLogger().handlers and not logger.handlers:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+        handler = LoopFlushedHandler(_buffered_stderr())
+        handler.setFormatter(CachedTimeFormatter(LOG_FORMAT))
+        logging.basicConfig(level=logging.INFO, handlers=[handler])
+        # This process's own log format names no thread or process: skip collecting them.
+        logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     if logger.level == logging.NOTSET:
         logger.setLevel(logging.INFO)
+
+
+def _buffered_stderr() -> TextIO:
+    """stderr, block-buffered (the handler flushes it once per event-loop iteration)."""
+    try:
+        fd = sys.stderr.fileno()
+    except (AttributeError, OSError, ValueError):
+        return sys.stderr  # not a real file (a test runner's capture): as it is
+    return open(
+        fd, "w", buffering=1 << 16, encoding="utf-8", errors="backslashreplace", closefd=False
+    )
+
+
+class LoopFlushedHandler(logging.StreamHandler[TextIO]):
+    """A ``StreamHandler`` that flushes once per event-loop iteration, not per line.
+
+    ``logging.StreamHandler`` is logging's documented base for stream handlers.
+    Under load many requests finish in one iteration: their lines reach the
+    stream in one write. Outside a running loop (start-up, exit) it flushes at once.
+    """
+
+    def __init__(self, stream: TextIO) -> None:
+        super().__init__(stream)
+        self.flush_pending = False
+
+    def flush(self) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            self.flush_pending = False
+            super().flush()
+            return
+        if not self.flush_pending:
+            self.flush_pending = True
+            loop.call_soon(self.flush_now)
+
+    def flush_now(self) -> None:
+        self.flush_pending = False
+        super().flush()
+
+
+class CachedTimeFormatter(logging.Formatter):
+    """``logging.Formatter`` (documented to override ``formatTime``), one strftime per second."""
+
+    def __init__(self, fmt: str) -> None:
+        super().__init__(fmt)
+        self.fast = fmt == LOG_FORMAT  # this format is built directly, without the % mapping
+        self.second = -1
+        self.stamp = ""
+
+    def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
+        if datefmt is not None:
+            return super().formatTime(record, datefmt)
+        second = int(record.created)
+        if second != self.second:
+            self.second = second
+            self.stamp = time.strftime(self.default_time_format, self.converter(record.created))
+        return f"{self.stamp},{int(record.msecs):03d}"
+
+    def format(self, record: logging.LogRecord) -> str:
+        if self.fast and not record.exc_info and not record.exc_text and not record.stack_info:
+            record.message = message = record.getMessage()
+            return f"{self.formatTime(record)} {record.levelname} {message}"
+        return super().format(record)
 
 
 def _print_banner(config: ServerConfig, port: int, workers: int) -> None:

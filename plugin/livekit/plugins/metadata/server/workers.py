@@ -1,7 +1,7 @@
 """Listening sockets and serving processes for ``lk-metadata serve [--workers N]``.
 
 One process: bind, build the app, serve it through the HTTP edge
-(:class:`~livekit.plugins.metadata.server.edge.EdgeRunner`) until SIGINT/SIGTERM.
+(:func:`~livekit.plugins.metadata.server.edge.serve_edge`) until SIGINT/SIGTERM.
 
 N processes: the parent checks the address is free and keeps it reserved, then
 forks N workers. Where the OS has ``SO_REUSEPORT`` each worker binds its own
@@ -9,7 +9,7 @@ socket to the port and the kernel spreads connections over them; elsewhere the
 parent listens once and every worker accepts on that inherited socket. Each
 worker builds its own app (own event loop, own store client) and tells the
 parent when it listens; open connections per peer are counted in memory all
-workers share (:class:`~livekit.plugins.metadata.server.edge.SharedPeerCounts`),
+workers share (:class:`~livekit.plugins.metadata.server.peers.SharedPeerCounts`),
 so ``edge.max_connections_per_peer`` holds for the whole server; the parent prints the banner only then, stops every
 worker on SIGINT/SIGTERM, and stops the rest if one dies.
 """
@@ -35,7 +35,8 @@ from ..errors import ConfigError
 from ..log import logger
 from .app import create_app
 from .config import ServerConfig
-from .edge import EdgeConfig, EdgeRunner, SharedPeerCounts
+from .edge import EdgeConfig, edge_runner, serve_edge
+from .peers import SharedPeerCounts
 
 __all__ = ["bind_sockets", "run_workers", "serve"]
 
@@ -122,19 +123,21 @@ async def serve(
     ``peer_counts``: connection counts shared with sibling workers (None: this
     process counts alone).
     """
-    runner = EdgeRunner(app, edge=edge, handle_signals=False, peer_counts=peer_counts)
+    runner = edge_runner(app, edge)
     await runner.setup()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    servers: list[asyncio.Server] = []
     try:
-        for sock in sockets:
-            await web.SockSite(runner, sock, backlog=_BACKLOG).start()
+        servers = await serve_edge(runner, sockets, edge, peer_counts=peer_counts, backlog=_BACKLOG)
         if ready is not None:
             ready()
         await stop.wait()
     finally:
+        for server in servers:
+            server.close()
         await runner.cleanup()
 
 
