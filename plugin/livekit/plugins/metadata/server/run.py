@@ -6,7 +6,7 @@ import asyncio
 import logging
 import sys
 import time
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from .._util import redact_url
 from ..errors import ConfigError
@@ -135,7 +135,13 @@ def _buffered_stderr() -> TextIO:
     )
 
 
-class LoopFlushedHandler(logging.StreamHandler[TextIO]):
+if TYPE_CHECKING:
+    _StreamHandler = logging.StreamHandler[TextIO]
+else:  # generic at runtime only from Python 3.11
+    _StreamHandler = logging.StreamHandler
+
+
+class LoopFlushedHandler(_StreamHandler):
     """A ``StreamHandler`` that flushes once per event-loop iteration, not per line.
 
     ``logging.StreamHandler`` is logging's documented base for stream handlers.
