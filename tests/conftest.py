@@ -44,6 +44,7 @@ settings.load_profile(
 )
 
 pytest_plugins = [
+    "tests.fixtures.fakes",
     "tests.fixtures.servers",
     "tests.fixtures.redis_server",
     "tests.fixtures.redis_cluster",

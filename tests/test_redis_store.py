@@ -11,7 +11,7 @@ import os
 import sys
 import textwrap
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +27,7 @@ from tests.fixtures.json_process import JsonLineProcess
 from tests.fixtures.redis_server import RedisServer
 from tests.strategies import examples
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.store("redis")]
 
 ROOT = Path(__file__).resolve().parents[1]
 BIG = 10_000_000
@@ -42,15 +42,6 @@ def _env() -> dict[str, str]:
 
 def _dumps(mapping: dict[str, Any]) -> dict[str, bytes]:
     return {k: orjson.dumps(v) for k, v in mapping.items()}
-
-
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[RedisStore]:
-    s = RedisStore.from_url(redis_url, timeout=5.0)
-    try:
-        yield s
-    finally:
-        await s.aclose()
 
 
 # --- basic contract -------------------------------------------------------------------

@@ -117,7 +117,7 @@ def serve_process(tmp_path: Path, redis_url: str) -> Iterator[Start]:
 
 
 @pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[SessionManager]:
+async def agent_sessions(redis_url: str) -> AsyncIterator[SessionManager]:
     """The sessions the server processes write, read as an agent worker would."""
     sessions = SessionManager(RedisStore.from_url(redis_url), secret_key=b"k" * 32)
     yield sessions
@@ -143,9 +143,9 @@ async def post() -> AsyncIterator[Post]:
         yield send
 
 
-async def stored(store: SessionManager, session_id: str) -> dict[str, Any]:
+async def stored(agent_sessions: SessionManager, session_id: str) -> dict[str, Any]:
     """A token session as the agent reads it, without the issuer's owner record."""
-    data = await store.token_sessions.get(session_id)
+    data = await agent_sessions.token_sessions.get(session_id)
     data.pop(SESSION_OWNER_KEY, None)
     return data
 
@@ -163,7 +163,7 @@ def md(value: dict[str, Any]) -> str:
 
 
 async def test_poisoning_and_several_callers_keep_separate_sessions(
-    serve_process: Start, post: Post, store: SessionManager
+    serve_process: Start, post: Post, agent_sessions: SessionManager
 ) -> None:
     server = serve_process(auth=keys(("web-frontend", OPEN, {})))
     room = "support-43"
@@ -185,14 +185,14 @@ async def test_poisoning_and_several_callers_keep_separate_sessions(
     assert status == 201
     sessions = [claims_of(x).attributes[SESSION_ATTRIBUTE] for x in (a, m, b)]
     assert len(set(sessions)) == 3
-    assert await stored(store, sessions[0]) == {"department": "support"}
-    assert await stored(store, sessions[1]) == {"department": "sales", "x": "evil"}
-    assert await stored(store, sessions[2]) == {"department": "support", "caller": "b"}
-    assert await stored(store, room) == {}
+    assert await stored(agent_sessions, sessions[0]) == {"department": "support"}
+    assert await stored(agent_sessions, sessions[1]) == {"department": "sales", "x": "evil"}
+    assert await stored(agent_sessions, sessions[2]) == {"department": "support", "caller": "b"}
+    assert await stored(agent_sessions, room) == {}
 
 
 async def test_a_63984_byte_object_blocks_nobody(
-    serve_process: Start, post: Post, store: SessionManager
+    serve_process: Start, post: Post, agent_sessions: SessionManager
 ) -> None:
     server = serve_process(auth={"allow_anonymous": True}, rules="none")  # no job metadata copy
     room = {"room_name": "support-43"}
@@ -206,7 +206,7 @@ async def test_a_63984_byte_object_blocks_nobody(
     )
     assert status == 201, answer
     sid = claims_of(answer).attributes[SESSION_ATTRIBUTE]
-    assert await stored(store, sid) == {"department": "support"}
+    assert await stored(agent_sessions, sid) == {"department": "support"}
 
 
 def test_overlapping_prefixes_stop_the_process_naming_both_keys(
@@ -227,7 +227,7 @@ def test_overlapping_prefixes_stop_the_process_naming_both_keys(
 
 
 async def test_a_decoded_token_holds_no_private_value(
-    serve_process: Start, post: Post, store: SessionManager
+    serve_process: Start, post: Post, agent_sessions: SessionManager
 ) -> None:
     trusted = {"crm_id": "CRM-000-PRIVATE", "tier": "platinum-private", "channel": "web"}
     server = serve_process(
@@ -253,11 +253,11 @@ async def test_a_decoded_token_holds_no_private_value(
     assert orjson.loads(claims.metadata) == {"department": "support", "channel": "web"}
     assert claims.room_config is not None
     assert orjson.loads(claims.room_config.agents[0].metadata)[SESSION_KEY] == sid
-    assert await stored(store, sid) == {**client, **trusted}
+    assert await stored(agent_sessions, sid) == {**client, **trusted}
 
 
 async def test_a_full_store_answers_503_and_keeps_every_session(
-    serve_process: Start, post: Post, store: SessionManager
+    serve_process: Start, post: Post, agent_sessions: SessionManager
 ) -> None:
     server = serve_process(
         auth={"allow_anonymous": True}, max_sessions=2, max_sessions_per_principal=2
@@ -271,7 +271,7 @@ async def test_a_full_store_answers_503_and_keeps_every_session(
     assert status == 503
     assert answer["error"]["code"] == "store_full"
     assert int(headers["Retry-After"]) >= 1
-    assert [await stored(store, s) for s in made] == [{"n": 1}, {"n": 2}]
+    assert [await stored(agent_sessions, s) for s in made] == [{"n": 1}, {"n": 2}]
 
 
 async def test_two_replicas_share_one_principal_rate_limit(
@@ -385,7 +385,7 @@ async def test_forged_service_attributes_are_refused_and_an_allowed_one_accepted
 
 
 async def test_an_attribute_named_like_a_trusted_or_private_key_is_refused(
-    serve_process: Start, post: Post, store: SessionManager
+    serve_process: Start, post: Post, agent_sessions: SessionManager
 ) -> None:
     """#21: attributes never shadow what the server decided; public trusted keys protected."""
     trusted = {"tier": "basic", "crm_id": "C-42"}
@@ -404,7 +404,7 @@ async def test_an_attribute_named_like_a_trusted_or_private_key_is_refused(
     status, answer, _ = await post(server, {"participant_attributes": {"plan": "pro"}}, TENANT)
     assert status == 201, answer
     sid = claims_of(answer).attributes[SESSION_ATTRIBUTE]
-    owner = (await store.token_sessions.get(sid))[SESSION_OWNER_KEY]
+    owner = (await agent_sessions.token_sessions.get(sid))[SESSION_OWNER_KEY]
     assert sorted(owner["protected"]) == ["crm_id", "tier"]
 
 

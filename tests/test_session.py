@@ -71,11 +71,6 @@ class UnsizedStore:
         await self.inner.aclose()
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
 @pytest.fixture(params=["default-memory-store", "memory-subclass", "unsized-protocol"])
 async def sm(request: pytest.FixtureRequest, clock: FakeClock) -> AsyncIterator[SessionManager]:
     store: SessionStore | None
