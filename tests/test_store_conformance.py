@@ -13,6 +13,8 @@ import asyncio
 
 import pytest
 
+from livekit.plugins.metadata.sessions.redis import RedisStore
+from livekit.plugins.metadata.sessions.store import SessionStore
 from tests.fixtures.fakes import REDIS_KINDS
 from tests.store_conformance import StoreConformance
 
@@ -41,3 +43,7 @@ class TestRedisStoreConformance(StoreConformance):
     @pytest.fixture
     def clock(self) -> _RealTime:
         return _RealTime()
+
+    async def reopen(self, store: SessionStore) -> SessionStore | None:
+        assert isinstance(store, RedisStore)
+        return RedisStore.from_url(store.url)  # the test servers have no password
