@@ -28,11 +28,11 @@ from livekit import api
 
 from livekit.plugins.metadata.codec import SESSION_ATTRIBUTE, SESSION_KEY
 from livekit.plugins.metadata.sessions.manager import SessionManager
-from livekit.plugins.metadata.sessions.redis import RedisStore
 from livekit.plugins.metadata.tokens.issuer import SESSION_OWNER_KEY
 from tests.fixtures.servers import free_port
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.store("redis")]
+"""``sessions``: what the server processes wrote, read as an agent worker would."""
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "APIprocesskey"
@@ -116,14 +116,6 @@ def serve_process(tmp_path: Path, redis_url: str) -> Iterator[Start]:
         proc.stop()
 
 
-@pytest.fixture
-async def agent_sessions(redis_url: str) -> AsyncIterator[SessionManager]:
-    """The sessions the server processes write, read as an agent worker would."""
-    sessions = SessionManager(RedisStore.from_url(redis_url), secret_key=b"k" * 32)
-    yield sessions
-    await sessions.aclose()
-
-
 Post = Callable[..., Awaitable[tuple[int, dict[str, Any], Any]]]
 
 
@@ -143,9 +135,9 @@ async def post() -> AsyncIterator[Post]:
         yield send
 
 
-async def stored(agent_sessions: SessionManager, session_id: str) -> dict[str, Any]:
+async def stored(sessions: SessionManager, session_id: str) -> dict[str, Any]:
     """A token session as the agent reads it, without the issuer's owner record."""
-    data = await agent_sessions.token_sessions.get(session_id)
+    data = await sessions.token_sessions.get(session_id)
     data.pop(SESSION_OWNER_KEY, None)
     return data
 
@@ -163,7 +155,7 @@ def md(value: dict[str, Any]) -> str:
 
 
 async def test_poisoning_and_several_callers_keep_separate_sessions(
-    serve_process: Start, post: Post, agent_sessions: SessionManager
+    serve_process: Start, post: Post, sessions: SessionManager
 ) -> None:
     server = serve_process(auth=keys(("web-frontend", OPEN, {})))
     room = "support-43"
@@ -183,16 +175,16 @@ async def test_poisoning_and_several_callers_keep_separate_sessions(
         OPEN,
     )
     assert status == 201
-    sessions = [claims_of(x).attributes[SESSION_ATTRIBUTE] for x in (a, m, b)]
-    assert len(set(sessions)) == 3
-    assert await stored(agent_sessions, sessions[0]) == {"department": "support"}
-    assert await stored(agent_sessions, sessions[1]) == {"department": "sales", "x": "evil"}
-    assert await stored(agent_sessions, sessions[2]) == {"department": "support", "caller": "b"}
-    assert await stored(agent_sessions, room) == {}
+    ids = [claims_of(x).attributes[SESSION_ATTRIBUTE] for x in (a, m, b)]
+    assert len(set(ids)) == 3
+    assert await stored(sessions, ids[0]) == {"department": "support"}
+    assert await stored(sessions, ids[1]) == {"department": "sales", "x": "evil"}
+    assert await stored(sessions, ids[2]) == {"department": "support", "caller": "b"}
+    assert await stored(sessions, room) == {}
 
 
 async def test_a_63984_byte_object_blocks_nobody(
-    serve_process: Start, post: Post, agent_sessions: SessionManager
+    serve_process: Start, post: Post, sessions: SessionManager
 ) -> None:
     server = serve_process(auth={"allow_anonymous": True}, rules="none")  # no job metadata copy
     room = {"room_name": "support-43"}
@@ -206,7 +198,7 @@ async def test_a_63984_byte_object_blocks_nobody(
     )
     assert status == 201, answer
     sid = claims_of(answer).attributes[SESSION_ATTRIBUTE]
-    assert await stored(agent_sessions, sid) == {"department": "support"}
+    assert await stored(sessions, sid) == {"department": "support"}
 
 
 def test_overlapping_prefixes_stop_the_process_naming_both_keys(
@@ -227,7 +219,7 @@ def test_overlapping_prefixes_stop_the_process_naming_both_keys(
 
 
 async def test_a_decoded_token_holds_no_private_value(
-    serve_process: Start, post: Post, agent_sessions: SessionManager
+    serve_process: Start, post: Post, sessions: SessionManager
 ) -> None:
     trusted = {"crm_id": "CRM-000-PRIVATE", "tier": "platinum-private", "channel": "web"}
     server = serve_process(
@@ -253,11 +245,11 @@ async def test_a_decoded_token_holds_no_private_value(
     assert orjson.loads(claims.metadata) == {"department": "support", "channel": "web"}
     assert claims.room_config is not None
     assert orjson.loads(claims.room_config.agents[0].metadata)[SESSION_KEY] == sid
-    assert await stored(agent_sessions, sid) == {**client, **trusted}
+    assert await stored(sessions, sid) == {**client, **trusted}
 
 
 async def test_a_full_store_answers_503_and_keeps_every_session(
-    serve_process: Start, post: Post, agent_sessions: SessionManager
+    serve_process: Start, post: Post, sessions: SessionManager
 ) -> None:
     server = serve_process(
         auth={"allow_anonymous": True}, max_sessions=2, max_sessions_per_principal=2
@@ -271,7 +263,7 @@ async def test_a_full_store_answers_503_and_keeps_every_session(
     assert status == 503
     assert answer["error"]["code"] == "store_full"
     assert int(headers["Retry-After"]) >= 1
-    assert [await stored(agent_sessions, s) for s in made] == [{"n": 1}, {"n": 2}]
+    assert [await stored(sessions, s) for s in made] == [{"n": 1}, {"n": 2}]
 
 
 async def test_two_replicas_share_one_principal_rate_limit(
@@ -385,7 +377,7 @@ async def test_forged_service_attributes_are_refused_and_an_allowed_one_accepted
 
 
 async def test_an_attribute_named_like_a_trusted_or_private_key_is_refused(
-    serve_process: Start, post: Post, agent_sessions: SessionManager
+    serve_process: Start, post: Post, sessions: SessionManager
 ) -> None:
     """#21: attributes never shadow what the server decided; public trusted keys protected."""
     trusted = {"tier": "basic", "crm_id": "C-42"}
@@ -404,7 +396,7 @@ async def test_an_attribute_named_like_a_trusted_or_private_key_is_refused(
     status, answer, _ = await post(server, {"participant_attributes": {"plan": "pro"}}, TENANT)
     assert status == 201, answer
     sid = claims_of(answer).attributes[SESSION_ATTRIBUTE]
-    owner = (await agent_sessions.token_sessions.get(sid))[SESSION_OWNER_KEY]
+    owner = (await sessions.token_sessions.get(sid))[SESSION_OWNER_KEY]
     assert sorted(owner["protected"]) == ["crm_id", "tier"]
 
 
