@@ -15,7 +15,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
 import urllib.request
 import warnings
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ from livekit import api
 
 from livekit.plugins.metadata import __version__
 from livekit.plugins.metadata.tokens.issuer import TokenIssuer
-from tests.fixtures.servers import free_port
+from tests.fixtures.lk_serve import launch_serve, stop_serve
 
 pytestmark = pytest.mark.integration
 
@@ -250,49 +249,29 @@ def test_verify_reads_any_bytes_on_stdin_and_answers_clearly(stdin: bytes) -> No
 # --------------------------------------------------------------------------- lk-metadata serve
 
 
-def test_serve_command_as_a_subprocess() -> None:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEKIT_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "plugin"), str(ROOT)])
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "livekit.plugins.metadata.cli", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+def test_serve_command_as_a_subprocess(tmp_path: Path) -> None:
+    """``lk-metadata serve`` with no config: dev keys (said on stderr), the default rules."""
+    server = launch_serve(tmp_path, edge_defaults=False, split_stderr=True)
     try:
-        body = None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                req = urllib.request.Request(
-                    f"http://127.0.0.1:{port}/token",
-                    data=orjson.dumps({"participant_metadata": '{"department": "sales"}'}),
-                    headers={"Content-Type": "application/json"},
-                    method="POST",
-                )
-                with urllib.request.urlopen(req, timeout=2) as resp:  # noqa: S310 - loopback http
-                    assert resp.status == 201
-                    body = orjson.loads(resp.read())
-                    break
-            except OSError:
-                time.sleep(0.2)
-        assert body is not None, "the server never answered"
+        server.wait_ready(30)
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{server.port}/token",
+            data=orjson.dumps({"participant_metadata": '{"department": "sales"}'}),
+            headers={"Content-Type": "application/json"},
+            method="POST",
+        )
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback http
+            assert resp.status == 201
+            body = orjson.loads(resp.read())
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             claims = api.TokenVerifier("devkey", "secret").verify(body["participant_token"])
         assert claims.room_config is not None
         assert claims.room_config.agents[0].agent_name == "router-demo"
     finally:
-        proc.terminate()
-        try:
-            out, err = proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-    stdout = out.decode()
-    assert f"http://127.0.0.1:{port}/token" in stdout
+        stop_serve(server)
+    stdout, stderr = server.log_bytes().decode(), server.stderr_text()
+    assert f"http://127.0.0.1:{server.port}/token" in stdout
     assert "curl" in stdout
-    assert "devkey" in err.decode()
-    assert body["participant_token"] not in stdout + err.decode()
+    assert "devkey" in stderr
+    assert body["participant_token"] not in stdout + stderr

@@ -12,10 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -29,7 +25,7 @@ from livekit import api
 from livekit.plugins.metadata.codec import SESSION_ATTRIBUTE, SESSION_KEY
 from livekit.plugins.metadata.sessions.manager import SessionManager
 from livekit.plugins.metadata.tokens.issuer import SESSION_OWNER_KEY
-from tests.fixtures.servers import free_port
+from tests.fixtures.lk_serve import ServeProcess, launch_serve
 
 pytestmark = [pytest.mark.integration, pytest.mark.store("redis")]
 """``sessions``: what the server processes wrote, read as an agent worker would."""
@@ -42,56 +38,7 @@ OPEN = "open-key-0123456789abcdef"
 START_TIMEOUT = 30.0
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEKIT_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "plugin"), str(ROOT)])
-    env["LIVEKIT_API_KEY"] = KEY
-    env["LIVEKIT_API_SECRET"] = SECRET
-    return env
-
-
-class ServeProcess:
-    """One ``lk-metadata serve`` process on 127.0.0.1, stopped by PID."""
-
-    def __init__(self, config_path: Path, port: int) -> None:
-        self.port = port
-        self.base = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "livekit.plugins.metadata.cli", "serve"),
-                *("--config", str(config_path), "--port", str(port)),
-            ],
-            cwd=ROOT,
-            env=_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-
-    def wait_ready(self) -> None:
-        import urllib.request
-
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                _, err = self.proc.communicate()
-                raise AssertionError(f"serve exited: {err.decode()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.base}/healthz", timeout=1):  # noqa: S310
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError("the server never answered /healthz")
-
-    def stop(self) -> str:
-        """Stop the process (SIGTERM, then SIGKILL); its stdout and stderr."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-        try:
-            out, err = self.proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            out, err = self.proc.communicate()
-        return (out + err).decode(errors="replace")
+ENV = {"LIVEKIT_API_KEY": KEY, "LIVEKIT_API_SECRET": SECRET}
 
 
 Start = Callable[..., ServeProcess]
@@ -104,11 +51,9 @@ def serve_process(tmp_path: Path, redis_url: str) -> Iterator[Start]:
 
     def start(**config: Any) -> ServeProcess:
         cfg = {"store": redis_url, "rules": str(ROOT / "examples" / "rules.yaml"), **config}
-        path = tmp_path / f"server-{len(started)}.json"
-        path.write_text(json.dumps(cfg))
-        proc = ServeProcess(path, free_port())
+        proc = launch_serve(tmp_path, cfg, edge_defaults=False, env=ENV)
         started.append(proc)
-        proc.wait_ready()
+        proc.wait_ready(START_TIMEOUT)
         return proc
 
     yield start
@@ -208,9 +153,7 @@ def test_overlapping_prefixes_stop_the_process_naming_both_keys(
         ("acme", TENANT, {"room_prefix": "acme-"}),
         ("acme-corp", OPEN, {"room_prefix": "acme-corp-"}),
     )
-    path = tmp_path / "overlap.json"
-    path.write_text(json.dumps({"store": redis_url, "auth": auth}))
-    proc = ServeProcess(path, free_port())
+    proc = launch_serve(tmp_path, {"store": redis_url, "auth": auth}, edge_defaults=False, env=ENV)
     assert proc.proc.wait(timeout=START_TIMEOUT) != 0
     err = proc.stop()
     assert "overlap" in err
@@ -290,10 +233,9 @@ async def test_two_replicas_share_one_principal_rate_limit(
 def test_the_banner_redacts_a_store_password_in_the_query(tmp_path: Path) -> None:
     """#14.6: one URL redactor (``_util.redact_url``) also hides ``?password=``."""
     secret = "Sup3r-Secret-Pw-4711"
-    path = tmp_path / "pw.json"
-    path.write_text(json.dumps({"store": f"redis://127.0.0.1:1/0?password={secret}"}))
-    proc = ServeProcess(path, free_port())
-    proc.wait_ready()  # the store connects lazily: the server answers /healthz
+    config = {"store": f"redis://127.0.0.1:1/0?password={secret}"}
+    proc = launch_serve(tmp_path, config, edge_defaults=False, env=ENV)
+    proc.wait_ready(START_TIMEOUT)  # the store connects lazily: the server answers /healthz
     text = proc.stop()
     assert "password=***" in text
     assert secret not in text
