@@ -25,6 +25,7 @@ import orjson
 import pytest
 from livekit import api
 
+import livekit.plugins.metadata as md
 from livekit.plugins.metadata import __version__
 from livekit.plugins.metadata.tokens.issuer import TokenIssuer
 from tests.fixtures.lk_serve import launch_serve, stop_serve
@@ -275,3 +276,75 @@ def test_serve_command_as_a_subprocess(tmp_path: Path) -> None:
     assert "curl" in stdout
     assert "devkey" in stderr
     assert body["participant_token"] not in stdout + stderr
+
+
+# --------------------------------------------------------------------------- imports and the Plugin record
+
+AGENT_SIDE = {
+    "AdapterStats", "MetadataAdapter", "PublishResult", "RouteInput", "SessionHandle",
+    "AgentFactoryMap", "Selection", "reroute", "route_of",
+}  # fmt: skip
+"""Names whose modules import ``livekit.agents`` (the agent wing)."""
+
+
+def _python(code: str) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` in a fresh interpreter (sys.modules and Plugin registry start empty)."""
+    return subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+CORE = sorted(set(md.__all__) - AGENT_SIDE)
+IMPORTS = {
+    # what is imported -> the LiveKit modules it must not load
+    "the bare package": ("import livekit.plugins.metadata", ("livekit.a", "livekit.rtc")),
+    "the core names and the CLI": (
+        "import livekit.plugins.metadata as md, livekit.plugins.metadata.cli\n"
+        f"for name in {CORE!r}: getattr(md, name)",
+        ("livekit.agents", "livekit.rtc"),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(IMPORTS))
+def test_imports_without_the_agents_framework(case: str) -> None:
+    """The package loads no SDK; the core and the CLI never load livekit.agents or rtc."""
+    code, forbidden = IMPORTS[case]
+    result = _python(
+        f"import sys\n{code}\nprint(sorted(m for m in sys.modules if m.startswith({forbidden!r})))"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[]"
+
+
+def test_importing_the_adapter_registers_the_plugin_once() -> None:
+    """In a fresh worker-like process, the agent wing registers exactly one Plugin record."""
+    result = _python(
+        "from livekit.agents import Plugin\n"
+        "before = [p.package for p in Plugin.registered_plugins]\n"
+        "from livekit.plugins.metadata import MetadataAdapter\n"
+        "from livekit.plugins.metadata.agent.plugin import register\n"
+        "again = register()\n"
+        "mine = [p for p in Plugin.registered_plugins if p.package == 'livekit.plugins.metadata']\n"
+        "import livekit.plugins.metadata as md\n"
+        "print(before.count('livekit.plugins.metadata'), len(mine), again,"
+        " mine[0].version == md.__version__, mine[0].title)"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["0", "1", "False", "True", "livekit.plugins.metadata"]
+
+
+def test_registration_off_the_main_thread_does_not_raise() -> None:
+    """LiveKit refuses registrations off the main thread: the record waits, the job goes on."""
+    result = _python(
+        "import threading\n"
+        "from livekit.agents import Plugin\n"
+        "from livekit.plugins.metadata.agent import plugin\n"
+        "Plugin.registered_plugins.clear()\n"
+        "out = []\n"
+        "t = threading.Thread(target=lambda: out.append(plugin.register()))\n"
+        "t.start(); t.join()\n"
+        "print(out, len(Plugin.registered_plugins), plugin.register(), len(Plugin.registered_plugins))"
+    )
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "[False] 0 True 1"
