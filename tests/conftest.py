@@ -4,6 +4,9 @@ Every test module declares exactly one category marker (``unit``, ``integration`
 or ``e2e``) through ``pytestmark``; collection fails otherwise, so no test can
 slip out of its tier. Tiers that need a real server skip locally with a message
 when the server is missing and fail when ``CI=true``.
+
+Fixtures shared by every module live in ``tests/fixtures/`` (``fakes``: the one ``clock``,
+``store`` and ``sessions``; ``lk_serve``: the one ``lk-metadata serve`` launcher; the servers).
 """
 
 from __future__ import annotations
@@ -44,6 +47,7 @@ settings.load_profile(
 )
 
 pytest_plugins = [
+    "tests.fixtures.fakes",
     "tests.fixtures.servers",
     "tests.fixtures.redis_server",
     "tests.fixtures.redis_cluster",

@@ -1,10 +1,8 @@
-"""Unit tests for ``lk-metadata``: through typer's CliRunner and as a real subprocess."""
+"""Unit tests for ``lk-metadata`` through typer's CliRunner (real processes: test_processes.py)."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -444,42 +442,6 @@ def test_main_never_shows_a_traceback(
     assert info.value.code == 1
     err = capsys.readouterr().err
     assert err == "error: unexpected failure (RuntimeError)\n"
-
-
-# --------------------------------------------------------------------------- subprocess
-# Two real processes, started together: each pays the full ``livekit.agents`` import.
-
-
-def start_cli(*args: str, script: bool = False) -> subprocess.Popen[str]:
-    env = {**os.environ, **ENV}
-    entry = Path(sys.executable).with_name("lk-metadata")
-    if script and entry.exists():
-        command = [str(entry), *args]
-    else:
-        command = [sys.executable, "-m", "livekit.plugins.metadata.cli", *args]
-    return subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env
-    )
-
-
-def test_real_processes() -> None:
-    """``python -m ...cli`` mints a verifiable token; the console script exits 2 cleanly."""
-    minting = start_cli("token", "-i", "u", "-r", "r", "-m", '{"a": 1}', "--agent", "triage")
-    failing = start_cli("token", "-i", "u", "-r", "r", "--metadata", "{nope", script=True)
-    out, err = minting.communicate(timeout=120)
-    bad_out, bad_err = failing.communicate(timeout=120)
-
-    assert minting.returncode == 0, err
-    verified = TokenIssuer(KEY, SECRET).verify(out.strip())
-    assert verified.metadata == {"a": 1}
-    assert [d.agent_name for d in verified.dispatches] == ["triage"]
-
-    assert failing.returncode == 2
-    assert "--metadata" in bad_err
-    assert bad_out == ""
-    for text in (out, err, bad_out, bad_err):
-        assert "Traceback" not in text
-        assert SECRET not in text
 
 
 def test_the_module_docstring_names_every_command() -> None:

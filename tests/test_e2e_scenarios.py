@@ -22,11 +22,7 @@ Python rtc participants, the server API, a real ``redis-server`` and
 from __future__ import annotations
 
 import json
-import os
-import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -50,7 +46,7 @@ from tests.fixtures.e2e import (
     worker_process,
 )
 from tests.fixtures.livekit_server import LiveKitServer
-from tests.fixtures.servers import free_port
+from tests.fixtures.lk_serve import start_serve, stop_serve
 
 pytestmark = pytest.mark.e2e
 
@@ -375,55 +371,21 @@ def shared_workers(
 @pytest.fixture
 def token_server(livekit_server: LiveKitServer, redis_server: Any, tmp_path: Path) -> Iterator[str]:
     """``lk-metadata serve`` as a real process: reference mode, Redis store; yields its URL."""
-    port = free_port()
-    config = tmp_path / "token_server.yaml"
-    config.write_text(
-        json.dumps(
-            {
-                "host": "127.0.0.1",
-                "port": port,
-                "server_url": livekit_server.url,
-                "rules": "none",
-                "default_agent": SHARED,
-                "store": redis_server.url,
-                "reference_mode": True,
-                "rate_limit": None,
-            }
-        )
+    config = {
+        "server_url": livekit_server.url,
+        "rules": "none",
+        "default_agent": SHARED,
+        "store": redis_server.url,
+        "reference_mode": True,
+        "rate_limit": None,
+    }
+    server = start_serve(
+        tmp_path, config, edge_defaults=False, env=livekit_server.env(), startup_timeout=30
     )
-    log = tmp_path / "serve.log"
-    env = {**os.environ, **livekit_server.env()}
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "livekit.plugins.metadata.cli",
-                "serve",
-                "--config",
-                str(config),
-            ],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            env=env,
-            cwd=REPO,
-        )
     try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
-                    break
-            except OSError:
-                if proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(
-                        "lk-metadata serve did not start:\n" + log.read_text()
-                    ) from None
-                time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}/token"
+        yield f"{server.base}/token"
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop_serve(server)
 
 
 async def test_6_two_workers_share_redis_and_load_referenced_metadata(

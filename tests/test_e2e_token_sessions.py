@@ -8,7 +8,6 @@ that no token carried, and routes the first caller as ``examples/rules.yaml`` sa
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -28,18 +27,11 @@ from tests.fixtures.e2e import (
     worker_process,
 )
 from tests.fixtures.livekit_server import LiveKitServer
-from tests.test_token_sessions_redis import redis_sessions
 
-pytestmark = pytest.mark.e2e
+pytestmark = [pytest.mark.e2e, pytest.mark.store("redis")]
 
 AGENT_NAME = "e2e-views"
 RULES = REPO / "examples" / "rules.yaml"
-
-
-@pytest.fixture
-async def sessions(redis_url: str) -> AsyncIterator[SessionManager]:
-    async with redis_sessions(redis_url) as manager:
-        yield manager
 
 
 def _claims_text(token: str) -> str:

@@ -6,8 +6,6 @@ from __future__ import annotations
 import ast
 import importlib
 import inspect
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,17 +14,7 @@ import livekit.plugins.metadata as md
 
 pytestmark = pytest.mark.unit
 
-AGENT_SIDE = {"MetadataAdapter", "SessionHandle", "AgentFactoryMap"}
-"""Names whose modules import ``livekit.agents`` (the agent wing)."""
-
 INIT = Path(md.__file__)
-
-
-def _python(code: str) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` in a fresh interpreter (sys.modules and Plugin registry start empty)."""
-    return subprocess.run(
-        [sys.executable, "-c", code], capture_output=True, text=True, timeout=120, check=False
-    )
 
 
 def test_all_is_derived_from_the_one_table() -> None:
@@ -109,59 +97,3 @@ def test_every_error_derives_from_the_one_root() -> None:
     ]
     assert len(errors) == len(md._PUBLIC[".errors"])
     assert all(issubclass(e, md.MetadataPluginError) for e in errors)
-
-
-CORE = sorted(set(md.__all__) - AGENT_SIDE)
-IMPORTS = {
-    # what is imported -> the LiveKit modules it must not load
-    "the bare package": ("import livekit.plugins.metadata", ("livekit.a", "livekit.rtc")),
-    "the core names and the CLI": (
-        "import livekit.plugins.metadata as md, livekit.plugins.metadata.cli\n"
-        f"for name in {CORE!r}: getattr(md, name)",
-        ("livekit.agents", "livekit.rtc"),
-    ),
-}
-
-
-@pytest.mark.parametrize("case", sorted(IMPORTS))
-def test_imports_without_the_agents_framework(case: str) -> None:
-    """The package loads no SDK; the core and the CLI never load livekit.agents or rtc."""
-    code, forbidden = IMPORTS[case]
-    result = _python(
-        f"import sys\n{code}\nprint(sorted(m for m in sys.modules if m.startswith({forbidden!r})))"
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[]"
-
-
-def test_importing_the_adapter_registers_the_plugin_once() -> None:
-    """In a fresh worker-like process, the agent wing registers exactly one Plugin record."""
-    result = _python(
-        "from livekit.agents import Plugin\n"
-        "before = [p.package for p in Plugin.registered_plugins]\n"
-        "from livekit.plugins.metadata import MetadataAdapter\n"
-        "from livekit.plugins.metadata.agent.plugin import register\n"
-        "again = register()\n"
-        "mine = [p for p in Plugin.registered_plugins if p.package == 'livekit.plugins.metadata']\n"
-        "import livekit.plugins.metadata as md\n"
-        "print(before.count('livekit.plugins.metadata'), len(mine), again,"
-        " mine[0].version == md.__version__, mine[0].title)"
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.split() == ["0", "1", "False", "True", "livekit.plugins.metadata"]
-
-
-def test_registration_off_the_main_thread_does_not_raise() -> None:
-    """LiveKit refuses registrations off the main thread: the record waits, the job goes on."""
-    result = _python(
-        "import threading\n"
-        "from livekit.agents import Plugin\n"
-        "from livekit.plugins.metadata.agent import plugin\n"
-        "Plugin.registered_plugins.clear()\n"
-        "out = []\n"
-        "t = threading.Thread(target=lambda: out.append(plugin.register()))\n"
-        "t.start(); t.join()\n"
-        "print(out, len(Plugin.registered_plugins), plugin.register(), len(Plugin.registered_plugins))"
-    )
-    assert result.returncode == 0, result.stderr
-    assert result.stdout.strip() == "[False] 0 True 1"

@@ -8,7 +8,6 @@ must together admit no more than one bucket's worth.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -189,11 +188,8 @@ class LimitsContract:
 
 
 @pytest.mark.unit
+@pytest.mark.clock(1_000.0)
 class TestMemoryLimits(LimitsContract):
-    @pytest.fixture
-    def clock(self) -> FakeClock:
-        return FakeClock(now=1_000.0)
-
     @pytest.fixture
     def limits(self, clock: FakeClock) -> MemoryLimits:
         return MemoryLimits(clock=clock)
@@ -218,17 +214,9 @@ class TestMemoryLimits(LimitsContract):
 
 
 @pytest.mark.integration
+@pytest.mark.clock(1_700_000_000.0)
+@pytest.mark.store("redis")
 class TestRedisLimits(LimitsContract):
-    @pytest.fixture
-    def clock(self) -> FakeClock:
-        return FakeClock(now=1_700_000_000.0)
-
-    @pytest.fixture
-    async def store(self, redis_url: str) -> AsyncIterator[RedisStore]:
-        s = RedisStore.from_url(redis_url)
-        yield s
-        await s.aclose()
-
     @pytest.fixture
     def limits(self, store: RedisStore, clock: FakeClock) -> RedisLimits:
         return RedisLimits.from_store(store, clock=clock)

@@ -17,16 +17,6 @@ pytestmark = pytest.mark.unit
 NEEDLE = "S3NSITIVE-VALUE-4242"
 
 
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock()
-
-
-@pytest.fixture
-def store(clock: FakeClock) -> MemoryStore:
-    return MemoryStore(clock=clock)
-
-
 async def test_containers_and_scalars_swap(store: MemoryStore) -> None:
     await store.merge("s", enc({"a": [1], "b": "x"}), ttl=10, max_bytes=1000)
     await store.merge(

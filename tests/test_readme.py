@@ -2,8 +2,9 @@
 
 Python blocks run as scripts in a fresh interpreter from the repository root;
 ``sh`` blocks run line by line (continuations joined) with ``uv run`` replaced by
-this interpreter's environment. Blocks that need Redis run in the integration
-tier (``tests/test_readme_redis.py``); the few marked not runnable are counted.
+this interpreter's environment. Integration tier: each block is a fresh process.
+Blocks that need Redis are in ``tests/test_readme_redis.py``; the few marked not
+runnable are counted.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import pytest
 
 from tests.readme_blocks import REPO, Block, blocks
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration
 
 FILES = ("README.md", "examples/README.md")
 ALL = blocks(*FILES)

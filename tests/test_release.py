@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -48,17 +47,6 @@ def test_version_option_prints_the_version() -> None:
     # Eager: it answers before any command or its required options are looked at.
     result = CliRunner().invoke(app, ["--version", "route"])
     assert (result.exit_code, result.stdout) == (0, f"lk-metadata {__version__}\n")
-
-
-def test_version_option_of_the_installed_command() -> None:
-    done = subprocess.run(
-        [sys.executable, "-m", "livekit.plugins.metadata.cli", "--version"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-    assert (done.returncode, done.stdout) == (0, f"lk-metadata {__version__}\n"), done.stderr
 
 
 def test_license_is_apache_2_and_shipped_in_both_artifacts() -> None:

@@ -25,6 +25,7 @@ from livekit.plugins.metadata.agent.selection import AgentFactoryMap, reroute, r
 from livekit.plugins.metadata.errors import NoRouteMatched
 from livekit.plugins.metadata.routing.route import Route
 from livekit.plugins.metadata.routing.router import MetadataRouter
+from tests.strategies import examples
 
 pytestmark = pytest.mark.unit
 
@@ -174,7 +175,8 @@ def running(session: AgentSession[Any]) -> str | None:
     return None if route is None else route.agent
 
 
-SEEDS = range(40)
+SEEDS = range(examples(20))
+"""20 floods of ``UPDATES`` under the dev and ci profiles, 200 under ``thorough``."""
 UPDATES = 200
 
 

@@ -12,12 +12,8 @@ import base64
 import hashlib
 import logging
 import os
-import subprocess
-import sys
-import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +34,6 @@ from livekit.plugins.metadata.server.models import TokenRequest
 from livekit.plugins.metadata.server.openapi import openapi_document
 from livekit.plugins.metadata.sessions.manager import SessionManager
 from livekit.plugins.metadata.sessions.memory import MemoryStore
-from tests.fixtures.servers import free_port
 
 pytestmark = pytest.mark.unit
 
@@ -1176,154 +1171,6 @@ def test_bundled_rules_match_examples() -> None:
     bundled = ROOT / "plugin" / "livekit" / "plugins" / "metadata" / "server" / "default_rules.yaml"
     example = ROOT / "examples" / "rules.yaml"
     assert bundled.read_bytes() == example.read_bytes()
-
-
-# ---------------------------------------------------------------------------- schemathesis
-
-
-@contextmanager
-def threaded_server(config: ServerConfig) -> Iterator[str]:
-    """The app on its own event loop in a thread, for blocking clients."""
-    loop = asyncio.new_event_loop()
-    ready = threading.Event()
-    holder: dict[str, Any] = {}
-
-    async def start() -> None:
-        runner = web.AppRunner(create_app(config), access_log=None)
-        await runner.setup()
-        site = web.TCPSite(runner, "127.0.0.1", 0)
-        await site.start()
-        holder["runner"] = runner
-        holder["port"] = runner.addresses[0][1]
-
-    def target() -> None:
-        asyncio.set_event_loop(loop)
-        loop.run_until_complete(start())
-        ready.set()
-        loop.run_forever()
-        loop.run_until_complete(holder["runner"].cleanup())
-        loop.close()
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    assert ready.wait(10)
-    try:
-        yield f"http://127.0.0.1:{holder['port']}"
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join(10)
-
-
-def test_schemathesis_finds_no_server_errors() -> None:
-    import schemathesis
-    from hypothesis import HealthCheck, given, settings
-    from schemathesis import GenerationMode
-    from schemathesis.checks import (
-        content_type_conformance,
-        not_a_server_error,
-        response_headers_conformance,
-        response_schema_conformance,
-        status_code_conformance,
-    )
-
-    conformance = [
-        not_a_server_error,
-        status_code_conformance,
-        content_type_conformance,
-        response_headers_conformance,
-        response_schema_conformance,
-    ]
-
-    config = make_config(
-        rate_limit=None,
-        allowed_agents=["sales"],
-        cors_origins=["https://app.example.com"],
-    )
-    failures: list[str] = []
-    calls = 0
-    with threaded_server(config) as base:
-        schema = schemathesis.openapi.from_url(f"{base}/openapi.json")
-        for result in schema.get_all_operations():
-            operation = result.ok()
-            has_body = operation.method.upper() == "POST"
-            modes = [GenerationMode.POSITIVE, GenerationMode.NEGATIVE] if has_body else []
-            for mode in modes or [GenerationMode.POSITIVE]:
-                strategy = operation.as_strategy(generation_mode=mode)
-
-                @settings(
-                    max_examples=30 if has_body else 5,
-                    deadline=None,
-                    database=None,
-                    derandomize=True,
-                    suppress_health_check=list(HealthCheck),
-                )
-                @given(case=strategy)
-                def check(case: Any) -> None:
-                    nonlocal calls
-                    calls += 1
-                    response = case.call(base_url=base, timeout=10)
-                    if response.status_code >= 500:
-                        failures.append(f"{case.method} {case.path}: {response.status_code}")
-                    case.validate_response(response, checks=conformance)
-
-                check()
-    assert calls > 60
-    assert failures == []
-
-
-# ---------------------------------------------------------------------------- real process
-
-
-def test_serve_command_as_a_subprocess() -> None:
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEKIT_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "plugin"), str(ROOT)])
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "livekit.plugins.metadata.cli", "serve", "--port", str(port)],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        body = None
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                import urllib.request
-
-                req = urllib.request.Request(
-                    f"http://127.0.0.1:{port}/token",
-                    data=orjson.dumps({"participant_metadata": '{"department": "sales"}'}),
-                    headers={"Content-Type": "application/json"},
-                    method="POST",
-                )
-                with urllib.request.urlopen(req, timeout=2) as resp:  # noqa: S310 - loopback http
-                    assert resp.status == 201
-                    body = orjson.loads(resp.read())
-                    break
-            except OSError:
-                time.sleep(0.2)
-        assert body is not None, "the server never answered"
-        import warnings
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            claims = api.TokenVerifier("devkey", "secret").verify(body["participant_token"])
-        assert claims.room_config is not None
-        assert claims.room_config.agents[0].agent_name == "router-demo"
-    finally:
-        proc.terminate()
-        try:
-            out, err = proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            out, err = proc.communicate()
-    stdout = out.decode()
-    assert f"http://127.0.0.1:{port}/token" in stdout
-    assert "curl" in stdout
-    assert "devkey" in err.decode()
-    assert body["participant_token"] not in stdout + err.decode()
 
 
 @pytest.mark.parametrize(

@@ -12,10 +12,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -28,10 +24,10 @@ from livekit import api
 
 from livekit.plugins.metadata.codec import SESSION_KEY, SESSION_OWNER_KEY
 from livekit.plugins.metadata.sessions.manager import SessionManager
-from livekit.plugins.metadata.sessions.redis import RedisStore
-from tests.fixtures.servers import free_port
+from tests.fixtures.lk_serve import ServeProcess, launch_serve
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.store("redis")]
+"""``sessions``: what the server processes wrote, read as an agent worker would."""
 
 ROOT = Path(__file__).resolve().parent.parent
 KEY = "APIprocesskey"
@@ -41,56 +37,7 @@ OPEN = "open-key-0123456789abcdef"
 START_TIMEOUT = 30.0
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("LIVEKIT_")}
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "plugin"), str(ROOT)])
-    env["LIVEKIT_API_KEY"] = KEY
-    env["LIVEKIT_API_SECRET"] = SECRET
-    return env
-
-
-class ServeProcess:
-    """One ``lk-metadata serve`` process on 127.0.0.1, stopped by PID."""
-
-    def __init__(self, config_path: Path, port: int) -> None:
-        self.port = port
-        self.base = f"http://127.0.0.1:{port}"
-        self.proc = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "livekit.plugins.metadata.cli", "serve"),
-                *("--config", str(config_path), "--port", str(port)),
-            ],
-            cwd=ROOT,
-            env=_env(),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-
-    def wait_ready(self) -> None:
-        import urllib.request
-
-        deadline = time.monotonic() + START_TIMEOUT
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                _, err = self.proc.communicate()
-                raise AssertionError(f"serve exited: {err.decode()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{self.base}/healthz", timeout=1):  # noqa: S310
-                    return
-            except OSError:
-                time.sleep(0.1)
-        raise AssertionError("the server never answered /healthz")
-
-    def stop(self) -> str:
-        """Stop the process (SIGTERM, then SIGKILL); its stdout and stderr."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-        try:
-            out, err = self.proc.communicate(timeout=10)
-        except subprocess.TimeoutExpired:
-            os.kill(self.proc.pid, signal.SIGKILL)
-            out, err = self.proc.communicate()
-        return (out + err).decode(errors="replace")
+ENV = {"LIVEKIT_API_KEY": KEY, "LIVEKIT_API_SECRET": SECRET}
 
 
 Start = Callable[..., ServeProcess]
@@ -103,24 +50,14 @@ def serve_process(tmp_path: Path, redis_url: str) -> Iterator[Start]:
 
     def start(**config: Any) -> ServeProcess:
         cfg = {"store": redis_url, "rules": str(ROOT / "examples" / "rules.yaml"), **config}
-        path = tmp_path / f"server-{len(started)}.json"
-        path.write_text(json.dumps(cfg))
-        proc = ServeProcess(path, free_port())
+        proc = launch_serve(tmp_path, cfg, edge_defaults=False, env=ENV)
         started.append(proc)
-        proc.wait_ready()
+        proc.wait_ready(START_TIMEOUT)
         return proc
 
     yield start
     for proc in started:
         proc.stop()
-
-
-@pytest.fixture
-async def store(redis_url: str) -> AsyncIterator[SessionManager]:
-    """The sessions the server processes write, read as an agent worker would."""
-    sessions = SessionManager(RedisStore.from_url(redis_url), secret_key=b"k" * 32)
-    yield sessions
-    await sessions.aclose()
 
 
 Post = Callable[..., Awaitable[tuple[int, dict[str, Any], Any]]]
@@ -142,9 +79,9 @@ async def post() -> AsyncIterator[Post]:
         yield send
 
 
-async def stored(store: SessionManager, session_id: str) -> dict[str, Any]:
+async def stored(sessions: SessionManager, session_id: str) -> dict[str, Any]:
     """A token session as the agent reads it, without the issuer's owner record."""
-    data = await store.token_sessions.get(session_id)
+    data = await sessions.token_sessions.get(session_id)
     data.pop(SESSION_OWNER_KEY, None)
     return data
 
@@ -162,7 +99,7 @@ def md(value: dict[str, Any]) -> str:
 
 
 async def test_poisoning_and_several_callers_keep_separate_sessions(
-    serve_process: Start, post: Post, store: SessionManager
+    serve_process: Start, post: Post, sessions: SessionManager
 ) -> None:
     server = serve_process(auth=keys(("web-frontend", OPEN, {})))
     room = "support-43"
@@ -182,16 +119,16 @@ async def test_poisoning_and_several_callers_keep_separate_sessions(
         OPEN,
     )
     assert status == 201
-    sessions = [claims_of(x).attributes[SESSION_KEY] for x in (a, m, b)]
-    assert len(set(sessions)) == 3
-    assert await stored(store, sessions[0]) == {"department": "support"}
-    assert await stored(store, sessions[1]) == {"department": "sales", "x": "evil"}
-    assert await stored(store, sessions[2]) == {"department": "support", "caller": "b"}
-    assert await stored(store, room) == {}
+    ids = [claims_of(x).attributes[SESSION_KEY] for x in (a, m, b)]
+    assert len(set(ids)) == 3
+    assert await stored(sessions, ids[0]) == {"department": "support"}
+    assert await stored(sessions, ids[1]) == {"department": "sales", "x": "evil"}
+    assert await stored(sessions, ids[2]) == {"department": "support", "caller": "b"}
+    assert await stored(sessions, room) == {}
 
 
 async def test_a_63984_byte_object_blocks_nobody(
-    serve_process: Start, post: Post, store: SessionManager
+    serve_process: Start, post: Post, sessions: SessionManager
 ) -> None:
     server = serve_process(auth={"allow_anonymous": True}, rules="none")  # no job metadata copy
     room = {"room_name": "support-43"}
@@ -205,7 +142,7 @@ async def test_a_63984_byte_object_blocks_nobody(
     )
     assert status == 201, answer
     sid = claims_of(answer).attributes[SESSION_KEY]
-    assert await stored(store, sid) == {"department": "support"}
+    assert await stored(sessions, sid) == {"department": "support"}
 
 
 def test_overlapping_prefixes_stop_the_process_naming_both_keys(
@@ -215,9 +152,7 @@ def test_overlapping_prefixes_stop_the_process_naming_both_keys(
         ("acme", TENANT, {"room_prefix": "acme-"}),
         ("acme-corp", OPEN, {"room_prefix": "acme-corp-"}),
     )
-    path = tmp_path / "overlap.json"
-    path.write_text(json.dumps({"store": redis_url, "auth": auth}))
-    proc = ServeProcess(path, free_port())
+    proc = launch_serve(tmp_path, {"store": redis_url, "auth": auth}, edge_defaults=False, env=ENV)
     assert proc.proc.wait(timeout=START_TIMEOUT) != 0
     err = proc.stop()
     assert "overlap" in err
@@ -226,7 +161,7 @@ def test_overlapping_prefixes_stop_the_process_naming_both_keys(
 
 
 async def test_a_decoded_token_holds_no_private_value(
-    serve_process: Start, post: Post, store: SessionManager
+    serve_process: Start, post: Post, sessions: SessionManager
 ) -> None:
     trusted = {"crm_id": "CRM-000-PRIVATE", "tier": "platinum-private", "channel": "web"}
     server = serve_process(
@@ -252,11 +187,11 @@ async def test_a_decoded_token_holds_no_private_value(
     assert orjson.loads(claims.metadata) == {"department": "support", "channel": "web"}
     assert claims.room_config is not None
     assert orjson.loads(claims.room_config.agents[0].metadata)[SESSION_KEY] == sid
-    assert await stored(store, sid) == {**client, **trusted}
+    assert await stored(sessions, sid) == {**client, **trusted}
 
 
 async def test_a_full_store_answers_503_and_keeps_every_session(
-    serve_process: Start, post: Post, store: SessionManager
+    serve_process: Start, post: Post, sessions: SessionManager
 ) -> None:
     server = serve_process(
         auth={"allow_anonymous": True}, max_sessions=2, max_sessions_per_principal=2
@@ -270,7 +205,7 @@ async def test_a_full_store_answers_503_and_keeps_every_session(
     assert status == 503
     assert answer["error"]["code"] == "store_full"
     assert int(headers["Retry-After"]) >= 1
-    assert [await stored(store, s) for s in made] == [{"n": 1}, {"n": 2}]
+    assert [await stored(sessions, s) for s in made] == [{"n": 1}, {"n": 2}]
 
 
 async def test_two_replicas_share_one_principal_rate_limit(
@@ -297,10 +232,9 @@ async def test_two_replicas_share_one_principal_rate_limit(
 def test_the_banner_redacts_a_store_password_in_the_query(tmp_path: Path) -> None:
     """#14.6: one URL redactor (``_util.redact_url``) also hides ``?password=``."""
     secret = "Sup3r-Secret-Pw-4711"
-    path = tmp_path / "pw.json"
-    path.write_text(json.dumps({"store": f"redis://127.0.0.1:1/0?password={secret}"}))
-    proc = ServeProcess(path, free_port())
-    proc.wait_ready()  # the store connects lazily: the server answers /healthz
+    config = {"store": f"redis://127.0.0.1:1/0?password={secret}"}
+    proc = launch_serve(tmp_path, config, edge_defaults=False, env=ENV)
+    proc.wait_ready(START_TIMEOUT)  # the store connects lazily: the server answers /healthz
     text = proc.stop()
     assert "password=***" in text
     assert secret not in text
@@ -384,7 +318,7 @@ async def test_forged_service_attributes_are_refused_and_an_allowed_one_accepted
 
 
 async def test_an_attribute_named_like_a_trusted_or_private_key_is_refused(
-    serve_process: Start, post: Post, store: SessionManager
+    serve_process: Start, post: Post, sessions: SessionManager
 ) -> None:
     """#21: attributes never shadow what the server decided; public trusted keys protected."""
     trusted = {"tier": "basic", "crm_id": "C-42"}
@@ -403,7 +337,7 @@ async def test_an_attribute_named_like_a_trusted_or_private_key_is_refused(
     status, answer, _ = await post(server, {"participant_attributes": {"plan": "pro"}}, TENANT)
     assert status == 201, answer
     sid = claims_of(answer).attributes[SESSION_KEY]
-    owner = (await store.token_sessions.get(sid))[SESSION_OWNER_KEY]
+    owner = (await sessions.token_sessions.get(sid))[SESSION_OWNER_KEY]
     assert sorted(owner["protected"]) == ["crm_id", "tier"]
 
 

@@ -10,29 +10,20 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import pytest
 
-from livekit.plugins.metadata.sessions.memory import MemoryStore
 from livekit.plugins.metadata.sessions.redis import RedisStore
-from tests.clock import FakeClock
+from livekit.plugins.metadata.sessions.store import SessionStore
+from tests.fixtures.fakes import REDIS_KINDS
 from tests.store_conformance import StoreConformance
 
 
 @pytest.mark.unit
 class TestMemoryStoreConformance(StoreConformance):
+    """``store`` and ``clock``: the suite's fixtures (a MemoryStore on the fake clock)."""
+
     TTL = 60.0
-
-    @pytest.fixture
-    def clock(self) -> FakeClock:
-        return FakeClock()
-
-    @pytest.fixture
-    async def store(self, clock: FakeClock) -> AsyncIterator[MemoryStore]:
-        s = MemoryStore(clock=clock)
-        yield s
-        await s.aclose()
 
 
 class _RealTime:
@@ -42,16 +33,8 @@ class _RealTime:
         await asyncio.sleep(seconds)
 
 
-_TOPOLOGIES = [
-    pytest.param(("redis_url", "primary"), id="single"),
-    pytest.param(("redis_cluster_url", "primary"), id="cluster"),
-    pytest.param(("redis_cluster_url", "wait"), id="cluster-wait"),
-    pytest.param(("redis_sentinel_url", "primary"), id="sentinel"),
-    pytest.param(("redis_sentinel_url", "wait"), id="sentinel-wait"),
-]
-
-
 @pytest.mark.integration
+@pytest.mark.parametrize("store", sorted(REDIS_KINDS), indirect=True)
 class TestRedisStoreConformance(StoreConformance):
     TTL = 0.5  # expiry tests sleep multiples of this; far above a loopback round trip
     CLEANUP_COUNTS = False  # native expiry: cleanup() returns 0
@@ -61,9 +44,6 @@ class TestRedisStoreConformance(StoreConformance):
     def clock(self) -> _RealTime:
         return _RealTime()
 
-    @pytest.fixture(params=_TOPOLOGIES)
-    async def store(self, request: pytest.FixtureRequest) -> AsyncIterator[RedisStore]:
-        url_fixture, durability = request.param
-        s = RedisStore.from_url(request.getfixturevalue(url_fixture), durability=durability)
-        yield s
-        await s.aclose()
+    async def reopen(self, store: SessionStore) -> SessionStore | None:
+        assert isinstance(store, RedisStore)
+        return RedisStore.from_url(store.url)  # the test servers have no password

@@ -8,11 +8,9 @@ second process (another worker) reads the same sessions from the same Redis.
 
 from __future__ import annotations
 
-import contextlib
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator
 from typing import Any
 
 import jwt
@@ -22,30 +20,14 @@ import pytest
 from livekit.plugins.metadata.agent.adapter import MetadataAdapter
 from livekit.plugins.metadata.codec import SESSION_KEY
 from livekit.plugins.metadata.sessions.manager import SessionManager
-from livekit.plugins.metadata.sessions.redis import RedisStore
 from livekit.plugins.metadata.tokens.issuer import Dispatch, TokenIssuer
+from tests.fixtures.fakes import SESSIONS_SECRET
 from tests.test_adapter import Participant, Room, fake_job_context, shutdown
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.store("redis")]
 
 KEY, SECRET = "devkey", "integration-secret-0123456789abcdefghij"
-TOOL_SECRET = "tool-token-secret-0123456789abcdefghijkl"
-
-
-@contextlib.asynccontextmanager
-async def redis_sessions(url: str) -> AsyncIterator[SessionManager]:
-    """A SessionManager over a RedisStore at ``url`` with a shared tool-token secret."""
-    store = RedisStore.from_url(url, timeout=5.0)
-    try:
-        yield SessionManager(store, secret_key=TOOL_SECRET)
-    finally:
-        await store.aclose()
-
-
-@pytest.fixture
-async def sessions(redis_url: str) -> AsyncIterator[SessionManager]:
-    async with redis_sessions(redis_url) as manager:
-        yield manager
+TOOL_SECRET = SESSIONS_SECRET  # the sessions fixture's, shared with the second worker
 
 
 def _claims(token: str) -> dict[str, Any]:

@@ -28,17 +28,13 @@ from livekit.plugins.metadata.sessions.tool_tokens import (
 from tests.clock import FakeClock
 from tests.strategies import examples
 
-pytestmark = pytest.mark.unit
-
 SECRET = "test-secret-0123456789abcdef0123456789abcdef"
 OTHER = "other-secret-0123456789abcdef0123456789abcde"
 NOW = 1_795_000_000.25
+
+pytestmark = [pytest.mark.unit, pytest.mark.clock(NOW)]
+
 B64URL = string.ascii_letters + string.digits + "-_"
-
-
-@pytest.fixture
-def clock() -> FakeClock:
-    return FakeClock(NOW)
 
 
 @pytest.fixture

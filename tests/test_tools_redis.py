@@ -4,7 +4,6 @@ lose nothing, a routing write hands off once, and the caller's key goes with the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -12,20 +11,10 @@ import pytest
 from livekit.plugins.metadata.agent.tools import CallerSessionTools
 from livekit.plugins.metadata.routing.router import MetadataRouter
 from livekit.plugins.metadata.sessions.manager import SessionManager
-from livekit.plugins.metadata.sessions.redis import RedisStore
 from tests.scripted_llm import Turn
 from tests.test_tools import RULES, SalesAgent, call
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def sessions(redis_url: str) -> AsyncIterator[SessionManager]:
-    store = RedisStore.from_url(redis_url, timeout=5.0)
-    try:
-        yield SessionManager(store, secret_key="t" * 40)
-    finally:
-        await store.aclose()
+pytestmark = [pytest.mark.integration, pytest.mark.store("redis")]
 
 
 async def test_tool_writes_on_redis(sessions: SessionManager) -> None:

@@ -3,7 +3,7 @@ the key spaces as Redis keys (no id of one space is a key of another)."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 
 import pytest
 
@@ -11,16 +11,7 @@ from livekit.plugins.metadata.sessions.manager import SessionManager
 from livekit.plugins.metadata.sessions.redis import RedisStore
 from tests.trust_scenarios import SCENARIOS
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture
-async def sessions(redis_url: str) -> AsyncIterator[SessionManager]:
-    store = RedisStore.from_url(redis_url, timeout=5.0)
-    try:
-        yield SessionManager(store, secret_key="t" * 40)
-    finally:
-        await store.aclose()
+pytestmark = [pytest.mark.integration, pytest.mark.store("redis")]
 
 
 @pytest.mark.parametrize("scenario", SCENARIOS, ids=lambda f: f.__name__)
