@@ -20,10 +20,9 @@ from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Final, Literal, overload
 
-import orjson
-
-from .._util import key_label, non_finite_path, positive_int, positive_number
+from .._util import positive_int, positive_number
 from ..log import logger
+from .encoding import MAX_SESSION_ID_LENGTH, check_keys, check_session_id, encode
 from .memory import MemoryStore
 from .store import SessionStore, SessionWrite
 from .tool_tokens import DEFAULT_TOKEN_EXPIRY_SECS, SecretInput, ToolTokens
@@ -32,7 +31,6 @@ __all__ = [
     "DEFAULT_CLEANUP_THRESHOLD",
     "DEFAULT_MAX_SESSION_BYTES",
     "DEFAULT_SESSION_TTL",
-    "MAX_SESSION_ID_LENGTH",
     "SessionManager",
     "SessionSpace",
 ]
@@ -46,102 +44,7 @@ DEFAULT_CLEANUP_THRESHOLD: Final = 1000
 DEFAULT_MAX_SESSION_BYTES: Final = 64_000
 """Largest compact JSON size of one session (the strictest LiveKit metadata limit)."""
 
-MAX_SESSION_ID_LENGTH: Final = 256
-"""Longest accepted session id, in characters."""
-
 _MISSING: Any = object()
-
-_dumps = orjson.dumps
-_JSON_ERROR = orjson.JSONEncodeError
-# datetimes and dataclasses are not JSON: make orjson refuse them instead of converting.
-_OPTS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
-
-
-def _encode_value(key: str, value: Any) -> bytes:
-    t = type(value)
-    try:
-        if t is str or t is int or t is bool or value is None:
-            return _dumps(value)
-        if t is float:
-            if value - value != 0.0:  # NaN or +-Infinity
-                raise ValueError(
-                    f"metadata value for key {key_label(key)} is NaN or infinite, "
-                    "which JSON cannot hold"
-                )
-            return _dumps(value)
-        encoded = _dumps(value, option=_OPTS)
-    except _JSON_ERROR as exc:
-        reason = str(exc).split("\n", 1)[0]
-        raise TypeError(
-            f"metadata value for key {key_label(key)} is not JSON-serializable ({reason})"
-        ) from None
-    if encoded.find(b"null") != -1 and non_finite_path(value) is not None:
-        raise ValueError(
-            f"metadata value for key {key_label(key)} contains NaN or infinity, "
-            "which JSON cannot hold"
-        )
-    return encoded
-
-
-def _check_key(key: object) -> str:
-    """``key`` as an exact str that JSON can hold; TypeError naming it otherwise."""
-    if not isinstance(key, str):
-        raise TypeError(f"metadata keys must be str, not {type(key).__name__}")
-    try:
-        key.encode()
-    except UnicodeEncodeError:
-        raise TypeError(
-            f"metadata key {key_label(key)} is not valid UTF-8 (a lone surrogate)"
-        ) from None
-    return str(key)
-
-
-def _encode(metadata: Mapping[str, Any]) -> dict[str, bytes]:
-    """Validate every key and value; compact JSON per value (the store's input)."""
-    out: dict[str, bytes] = {}
-    for key, value in metadata.items():
-        t = type(value)
-        # The common case: an exact str key that is ASCII (so valid UTF-8) and a
-        # scalar orjson either encodes exactly or refuses (a lone surrogate, an int
-        # beyond 64 bits): then the general path below says why.
-        if (t is str or t is int or t is bool or value is None) and (
-            type(key) is str and key.isascii()
-        ):
-            try:
-                out[key] = _dumps(value)
-                continue
-            except _JSON_ERROR:
-                pass
-        key = _check_key(key)
-        out[key] = _encode_value(key, value)
-    return out
-
-
-def _check_session_id(session_id: object) -> str:
-    if type(session_id) is str and 0 < len(session_id) <= MAX_SESSION_ID_LENGTH:
-        return session_id
-    if not isinstance(session_id, str):
-        raise TypeError(f"session_id must be a str, not {type(session_id).__name__}")
-    if not session_id:
-        raise ValueError("session_id must not be empty")
-    if len(session_id) > MAX_SESSION_ID_LENGTH:
-        raise ValueError(
-            f"session_id is {len(session_id)} characters, over the limit of {MAX_SESSION_ID_LENGTH}"
-        )
-    return str(session_id)
-
-
-def _check_keys(keys: Iterable[str], what: str) -> list[str]:
-    if isinstance(keys, (str, bytes)):
-        raise TypeError(
-            f"{what} must be an iterable of str keys, not a single {type(keys).__name__}"
-        )
-    out = []
-    for key in keys:
-        if not isinstance(key, str):
-            raise TypeError(f"{what} must contain str keys, not {type(key).__name__}")
-        out.append(str(key))
-    return out
 
 
 class SessionSpace:
@@ -172,7 +75,7 @@ class SessionSpace:
             TypeError, ValueError: Not a session id (empty, too long, not a str).
         """
         if type(session_id) is not str or not 0 < len(session_id) <= MAX_SESSION_ID_LENGTH:
-            session_id = _check_session_id(session_id)
+            session_id = check_session_id(session_id)
         return self._tag + session_id
 
     async def get(self, session_id: str) -> dict[str, Any]:
@@ -411,7 +314,7 @@ class SessionManager:
         """
         if call_id is None or call_id == "":
             return secrets.token_urlsafe(16)
-        return _check_session_id(call_id)
+        return check_session_id(call_id)
 
     @overload
     async def set_session_metadata(
@@ -439,7 +342,7 @@ class SessionManager:
                 is left exactly as it was.
         """
         if type(session_id) is not str or not 0 < len(session_id) <= MAX_SESSION_ID_LENGTH:
-            session_id = _check_session_id(session_id)
+            session_id = check_session_id(session_id)
         result: Literal[True] | None
         if value is _MISSING:
             if type(metadata) is not dict:
@@ -450,21 +353,16 @@ class SessionManager:
                         f"metadata must be a mapping (or pass key, value), "
                         f"not {type(metadata).__name__}"
                     )
-            fields = _encode(metadata)
+            fields = encode(metadata)
             result = None
         else:
             if type(metadata) is not str:
                 if not isinstance(metadata, str):
                     raise TypeError(f"key must be a str, not {type(metadata).__name__}")
                 metadata = str(metadata)
-            fields = _encode({metadata: value})
+            fields = encode({metadata: value})
             result = True
-        store = self._store
-        await store.merge(
-            self._named.key(session_id), fields, ttl=self._session_ttl, max_bytes=self._max_bytes
-        )
-        if self._cleanup_due():
-            await store.cleanup()
+        await self._merge(self._named.key(session_id), fields, [], self._session_ttl)
         return result
 
     async def update_session_metadata(
@@ -498,11 +396,14 @@ class SessionManager:
     ) -> None:
         """The one merge path of every space: validate, encode, merge, maybe clean up."""
         fields, lifetime = self._encoded(updates, ttl)
-        remove_keys = _check_keys(remove, "remove")
-        store = self._store
-        await store.merge(key, fields, remove=remove_keys, ttl=lifetime, max_bytes=self._max_bytes)
+        await self._merge(key, fields, check_keys(remove, "remove"), lifetime)
+
+    async def _merge(
+        self, key: str, fields: dict[str, bytes], remove: list[str], ttl: float
+    ) -> None:
+        await self._store.merge(key, fields, remove=remove, ttl=ttl, max_bytes=self._max_bytes)
         if self._cleanup_due():
-            await store.cleanup()
+            await self._store.cleanup()
 
     def _encoded(
         self, updates: Mapping[str, Any], ttl: float | None
@@ -513,7 +414,7 @@ class SessionManager:
                 raise TypeError(f"updates must be a mapping, not {type(updates).__name__}")
             updates = dict(updates)
         lifetime = self._session_ttl if ttl is None else positive_number(ttl, "ttl")
-        return _encode(updates), lifetime
+        return encode(updates), lifetime
 
     def _cleanup_due(self) -> bool:
         """Whether this write should be followed by a store cleanup."""
@@ -545,7 +446,7 @@ class SessionManager:
                 is left exactly as it was.
         """
         if type(session_id) is not str or not 0 < len(session_id) <= MAX_SESSION_ID_LENGTH:
-            session_id = _check_session_id(session_id)
+            session_id = check_session_id(session_id)
         if type(metadata) is not dict:
             if not isinstance(metadata, Mapping) or isinstance(metadata, str):
                 raise TypeError(f"metadata must be a mapping, not {type(metadata).__name__}")
@@ -555,13 +456,9 @@ class SessionManager:
         if merge_and_get is None:  # MemoryStore (no round trip to save) and plain stores
             await self.set_session_metadata(session_id, metadata)
             return await self.get_session_metadata(session_id)
-        fields = _encode(metadata)
+        key = self._named.key(session_id)
         merged: dict[str, Any] = await merge_and_get(
-            self._named.key(session_id),
-            fields,
-            remove=(),
-            ttl=self._session_ttl,
-            max_bytes=self._max_bytes,
+            key, encode(metadata), ttl=self._session_ttl, max_bytes=self._max_bytes
         )
         if self._cleanup_due():
             await store.cleanup()
@@ -578,7 +475,7 @@ class SessionManager:
     async def remove_session_keys(self, session_id: str, keys: Iterable[str]) -> int:
         """Remove top-level keys; returns how many existed. A session left empty is deleted."""
         key = self._named.key(session_id)
-        return await self._store.remove_keys(key, _check_keys(keys, "keys"), ttl=self._session_ttl)
+        return await self._store.remove_keys(key, check_keys(keys, "keys"), ttl=self._session_ttl)
 
     async def touch_session(self, session_id: str) -> bool:
         """Restart the session's TTL without changing it; True if it exists."""
