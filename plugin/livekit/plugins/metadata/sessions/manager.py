@@ -180,32 +180,41 @@ class SessionManager:
     ) -> None:
         if store is not None and not isinstance(store, SessionStore):
             raise TypeError(f"store must implement SessionStore, not {type(store).__name__}")
-        self._session_ttl = positive_number(session_ttl, "session_ttl")
-        self._cleanup_threshold = positive_int(cleanup_threshold, "cleanup_threshold", low=0)
-        self._max_bytes = positive_int(max_session_bytes, "max_session_bytes", low=2)
-        self._tokens = ToolTokens(
+        self.session_ttl: Final = positive_number(session_ttl, "session_ttl")
+        """Seconds a session lives after its last write."""
+        self.cleanup_threshold: Final = positive_int(cleanup_threshold, "cleanup_threshold", low=0)
+        """Automatic cleanup runs when a write leaves more sessions than this."""
+        self.max_session_bytes: Final = positive_int(max_session_bytes, "max_session_bytes", low=2)
+        """Largest compact JSON size of one session, in bytes."""
+        self.tokens: Final = ToolTokens(
             secret_key=secret_key, token_expiry_secs=token_expiry_secs, clock=clock
         )
-        self._store: SessionStore = store if store is not None else MemoryStore(clock=clock)
-        self._sized = hasattr(self._store, "__len__")
-        shared = not isinstance(self._store, MemoryStore)
-        if shared and self._tokens.secret_source == "random per process":  # noqa: S105
+        """The tool-token signer/validator the token methods delegate to."""
+        self.store: Final[SessionStore] = store if store is not None else MemoryStore(clock=clock)
+        """The session store."""
+        self._sized = hasattr(self.store, "__len__")
+        shared = not isinstance(self.store, MemoryStore)
+        if shared and self.tokens.secret_source == "random per process":  # noqa: S105
             # A shared store means several workers: tokens signed here must validate there.
             logger.warning(
                 "SessionManager uses a shared store (%s) but no tool-token secret is configured: "
                 "tool tokens minted by this process will NOT validate on other workers or after "
                 "a restart. Set secret_key=, LIVEKIT_METADATA_SECRET or LIVEKIT_API_SECRET.",
-                type(self._store).__name__,
+                type(self.store).__name__,
             )
         self._writes_since_cleanup = 0
-        self._named = SessionSpace(self, "named", "u:")
-        self._token_space = SessionSpace(self, "token", "t:")
-        self._call_space = SessionSpace(self, "call", "c:")
+        self.named_sessions: Final = SessionSpace(self, "named", "u:")
+        """Sessions named by the caller of this API (``create_session("call-1")``); the
+        SignalWire methods (``get_session_metadata``...) work on this space."""
+        self.token_sessions: Final = SessionSpace(self, "token", "t:")
+        """One session per minted token (``TokenIssuer.amint``, the token endpoint)."""
+        self.call_sessions: Final = SessionSpace(self, "call", "c:")
+        """One session per call, keyed by the LiveKit room sid (``MetadataAdapter``)."""
 
     def __repr__(self) -> str:
         return (
-            f"SessionManager(store={self._store!r}, session_ttl={self._session_ttl}, "
-            f"max_session_bytes={self._max_bytes}, tokens={self._tokens!r})"
+            f"SessionManager(store={self.store!r}, session_ttl={self.session_ttl}, "
+            f"max_session_bytes={self.max_session_bytes}, tokens={self.tokens!r})"
         )
 
     async def __aenter__(self) -> SessionManager:
@@ -221,85 +230,35 @@ class SessionManager:
 
     async def aclose(self) -> None:
         """Close the store (a ``RedisStore`` releases its pool; a ``MemoryStore`` empties)."""
-        await self._store.aclose()
+        await self.store.aclose()
 
     # -- configuration -------------------------------------------------------------
 
     @property
-    def store(self) -> SessionStore:
-        """The session store."""
-        return self._store
-
-    @property
-    def named_sessions(self) -> SessionSpace:
-        """Sessions named by the caller of this API (``create_session("call-1")``).
-
-        The SignalWire methods (``get_session_metadata``, ``set_session_metadata``,
-        ...) work on this space.
-        """
-        return self._named
-
-    @property
-    def token_sessions(self) -> SessionSpace:
-        """One session per minted token (``TokenIssuer.amint``, the token endpoint)."""
-        return self._token_space
-
-    @property
-    def call_sessions(self) -> SessionSpace:
-        """One session per call, keyed by the LiveKit room sid (``MetadataAdapter``)."""
-        return self._call_space
-
-    @property
-    def tokens(self) -> ToolTokens:
-        """The tool-token signer/validator the token methods delegate to."""
-        return self._tokens
-
-    @property
-    def session_ttl(self) -> float:
-        """Seconds a session lives after its last write."""
-        return self._session_ttl
-
-    @property
-    def max_session_bytes(self) -> int:
-        """Largest compact JSON size of one session, in bytes."""
-        return self._max_bytes
-
-    @property
-    def cleanup_threshold(self) -> int:
-        """Automatic cleanup runs when a write leaves more sessions than this."""
-        return self._cleanup_threshold
-
-    @property
     def secret_key(self) -> str | bytes:
         """The tool-token signing secret. **Sensitive**: never log or display it."""
-        return self._tokens.secret_key
+        return self.tokens.secret_key
 
     @property
     def token_expiry_secs(self) -> int:
         """Lifetime of newly minted tool tokens, in seconds."""
-        return self._tokens.token_expiry_secs
+        return self.tokens.token_expiry_secs
 
     @token_expiry_secs.setter
     def token_expiry_secs(self, value: int) -> None:
-        self._tokens.token_expiry_secs = value
+        self.tokens.token_expiry_secs = value
 
     @property
     def debug_mode(self) -> bool:
         """Whether :meth:`debug_token` is enabled."""
-        return self._tokens.debug_mode
+        return self.tokens.debug_mode
 
     @debug_mode.setter
     def debug_mode(self, value: bool) -> None:
-        self._tokens.debug_mode = value
+        self.tokens.debug_mode = value
 
-    @property
-    def _debug_mode(self) -> bool:
-        """SignalWire's private flag name for :attr:`debug_mode` (same flag)."""
-        return self._tokens.debug_mode
-
-    @_debug_mode.setter
-    def _debug_mode(self, value: bool) -> None:
-        self._tokens.debug_mode = value
+    _debug_mode = debug_mode
+    """SignalWire's private flag name for :attr:`debug_mode` (same flag)."""
 
     # -- sessions --------------------------------------------------------------------
 
@@ -362,7 +321,7 @@ class SessionManager:
                 metadata = str(metadata)
             fields = encode({metadata: value})
             result = True
-        await self._merge(self._named.key(session_id), fields, [], self._session_ttl)
+        await self._merge(self.named_sessions.key(session_id), fields, [], self.session_ttl)
         return result
 
     async def update_session_metadata(
@@ -385,7 +344,7 @@ class SessionManager:
             ValueError: An invalid session id or a NaN/infinite number.
             MetadataTooLarge: The session would exceed ``max_session_bytes``.
         """
-        await self._write(self._named.key(session_id), updates, remove, ttl)
+        await self._write(self.named_sessions.key(session_id), updates, remove, ttl)
 
     async def _write(
         self,
@@ -401,9 +360,11 @@ class SessionManager:
     async def _merge(
         self, key: str, fields: dict[str, bytes], remove: list[str], ttl: float
     ) -> None:
-        await self._store.merge(key, fields, remove=remove, ttl=ttl, max_bytes=self._max_bytes)
+        await self.store.merge(
+            key, fields, remove=remove, ttl=ttl, max_bytes=self.max_session_bytes
+        )
         if self._cleanup_due():
-            await self._store.cleanup()
+            await self.store.cleanup()
 
     def _encoded(
         self, updates: Mapping[str, Any], ttl: float | None
@@ -413,17 +374,17 @@ class SessionManager:
             if not isinstance(updates, Mapping):
                 raise TypeError(f"updates must be a mapping, not {type(updates).__name__}")
             updates = dict(updates)
-        lifetime = self._session_ttl if ttl is None else positive_number(ttl, "ttl")
+        lifetime = self.session_ttl if ttl is None else positive_number(ttl, "ttl")
         return encode(updates), lifetime
 
     def _cleanup_due(self) -> bool:
         """Whether this write should be followed by a store cleanup."""
         if self._sized:
-            return len(self._store) > self._cleanup_threshold  # type: ignore[arg-type]
+            return len(self.store) > self.cleanup_threshold  # type: ignore[arg-type]
         # A store that cannot say how many sessions it holds (e.g. Redis, which
         # expires natively) is asked to clean up once every `threshold` writes.
         self._writes_since_cleanup += 1
-        if self._writes_since_cleanup > self._cleanup_threshold:
+        if self._writes_since_cleanup > self.cleanup_threshold:
             self._writes_since_cleanup = 0
             return True
         return False
@@ -451,14 +412,14 @@ class SessionManager:
             if not isinstance(metadata, Mapping) or isinstance(metadata, str):
                 raise TypeError(f"metadata must be a mapping, not {type(metadata).__name__}")
             metadata = dict(metadata)
-        store = self._store
+        store = self.store
         merge_and_get = getattr(store, "merge_and_get", None)
         if merge_and_get is None:  # MemoryStore (no round trip to save) and plain stores
             await self.set_session_metadata(session_id, metadata)
             return await self.get_session_metadata(session_id)
-        key = self._named.key(session_id)
+        key = self.named_sessions.key(session_id)
         merged: dict[str, Any] = await merge_and_get(
-            key, encode(metadata), ttl=self._session_ttl, max_bytes=self._max_bytes
+            key, encode(metadata), ttl=self.session_ttl, max_bytes=self.max_session_bytes
         )
         if self._cleanup_due():
             await store.cleanup()
@@ -466,20 +427,20 @@ class SessionManager:
 
     async def get_session_metadata(self, session_id: str) -> dict[str, Any]:
         """A copy of the session's metadata; ``{}`` if unknown or expired (never ``None``)."""
-        return await self._store.get(self._named.key(session_id))
+        return await self.store.get(self.named_sessions.key(session_id))
 
     async def delete_session_metadata(self, session_id: str) -> bool:
         """Delete the session and everything kept for it; True if it existed."""
-        return await self._named.delete(session_id)
+        return await self.named_sessions.delete(session_id)
 
     async def remove_session_keys(self, session_id: str, keys: Iterable[str]) -> int:
         """Remove top-level keys; returns how many existed. A session left empty is deleted."""
-        key = self._named.key(session_id)
-        return await self._store.remove_keys(key, check_keys(keys, "keys"), ttl=self._session_ttl)
+        key = self.named_sessions.key(session_id)
+        return await self.store.remove_keys(key, check_keys(keys, "keys"), ttl=self.session_ttl)
 
     async def touch_session(self, session_id: str) -> bool:
         """Restart the session's TTL without changing it; True if it exists."""
-        return await self._named.touch(session_id)
+        return await self.named_sessions.touch(session_id)
 
     async def cleanup(self, max_age: float | None = None) -> int:
         """Remove sessions last written more than ``max_age`` (default ``session_ttl``) ago.
@@ -490,29 +451,29 @@ class SessionManager:
         Raises:
             ValueError: ``max_age`` is not a number.
         """
-        return await self._store.cleanup(max_age=max_age)  # the store checks max_age
+        return await self.store.cleanup(max_age=max_age)  # the store checks max_age
 
     # -- tool tokens (delegated to ToolTokens) -----------------------------------------
 
     def generate_token(self, function_name: str, call_id: str) -> str:
         """Mint a tool token; see :meth:`ToolTokens.generate_token`."""
-        return self._tokens.generate_token(function_name, call_id)
+        return self.tokens.generate_token(function_name, call_id)
 
     def create_tool_token(self, tool_name: str, call_id: str) -> str:
         """Alias of :meth:`generate_token`."""
-        return self._tokens.generate_token(tool_name, call_id)
+        return self.tokens.generate_token(tool_name, call_id)
 
     def validate_token(self, call_id: str, function_name: str, token: str) -> bool:
         """Check a tool token; never raises. See :meth:`ToolTokens.validate_token`."""
-        return self._tokens.validate_token(call_id, function_name, token)
+        return self.tokens.validate_token(call_id, function_name, token)
 
     def validate_tool_token(self, function_name: str, token: str, call_id: str) -> bool:
         """Alias of :meth:`validate_token`, with SignalWire's argument order for it."""
-        return self._tokens.validate_token(call_id, function_name, token)
+        return self.tokens.validate_token(call_id, function_name, token)
 
     def debug_token(self, token: str) -> dict[str, Any]:
         """Describe a token's fields (debug mode only); see :meth:`ToolTokens.debug_token`."""
-        return self._tokens.debug_token(token)
+        return self.tokens.debug_token(token)
 
     # -- SignalWire's legacy call lifecycle (no-ops) ------------------------------------
 
