@@ -32,8 +32,8 @@ from .views import RouteInput
 from .writer import CallSessionWriter
 
 if TYPE_CHECKING:
-    from livekit import api as lkapi
     from livekit.agents import JobContext
+    from livekit.api import LiveKitAPI
 
     from ..sessions.manager import SessionManager, SessionSpace
 
@@ -360,7 +360,7 @@ class SessionHandle:
         as_: PublishAs = "attributes",
         participant: str | None = None,
         timeout: float | None = None,
-        api: lkapi.LiveKitAPI | None = None,
+        api: LiveKitAPI | None = None,
     ) -> PublishResult:
         """Publish chosen session keys as participant attributes or metadata.
 
