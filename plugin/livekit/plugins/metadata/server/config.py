@@ -100,7 +100,7 @@ class Credentials(NamedTuple):
 
 
 class RateLimit(BaseModel):
-    """A token bucket: ``rate`` requests per second on average, bursts of ``burst``."""
+    """A rate bucket: ``rate`` requests per second on average, bursts of ``burst``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
