@@ -1,16 +1,9 @@
 """SessionManager: SignalWire's session API, async, over a pluggable store.
 
-Its method names (``create_session``, ``get/set/delete_session_metadata``,
-``generate_token``, ``validate_token``, ``activate_session``, ``end_session``...) are
-SignalWire's, the seed's API, kept for parity on :class:`SessionManager` itself; the
-semantics are those of SignalWire's TypeScript edition with its flaws fixed (see the
-class): writes merge, reads copy, sessions expire after their last write, values
-must be JSON and a session's size is bounded.
-
-Three key spaces share one store and never meet: named sessions (the SignalWire
-API), token sessions (one per minted token) and call sessions (keyed by what LiveKit
-assigns to the call). Each store key is a fixed tag per space followed by the id, so
-no id, whatever characters it holds, can address a session of another space.
+Three key spaces (:class:`SessionSpace`) share one store and never meet: named
+sessions (the SignalWire API), token sessions (one per minted token) and call
+sessions (keyed by what LiveKit assigns to the call). Each store key is a fixed tag
+per space followed by the id, so no id can address a session of another space.
 """
 
 from __future__ import annotations
@@ -116,32 +109,13 @@ class SessionSpace:
 class SessionManager:
     """Session metadata and tool tokens, SignalWire-style, over any ``SessionStore``.
 
-    The SignalWire-parity methods (``create_session``, ``get_session_metadata``,
-    ``set_session_metadata``, ``update_session_metadata``, ``delete_session_metadata``,
-    ``generate_token``/``create_tool_token``, ``validate_token``/``validate_tool_token``,
-    ``debug_token``, ``activate_session``, ``end_session``) keep SignalWire's names and
-    argument orders, with its flaws fixed:
-
-    * writes **merge** top-level keys into the session (creating it), never replace;
-      nested objects are replaced as a whole (a shallow merge);
-    * reads return a **copy** (``{}`` for an unknown or expired session, never ``None``);
-    * sessions expire ``session_ttl`` seconds after their **last write**; expired
-      sessions are cleaned up once more than ``cleanup_threshold`` are stored, in
-      amortized O(1) per write;
-    * every value must be JSON (checked at write time, so every store behaves the
-      same), refused with an error naming the key, never the value;
-    * a write that would make the session's compact JSON exceed ``max_session_bytes``
-      raises ``MetadataTooLarge`` and changes nothing.
-
-    Tool tokens (:class:`~.tool_tokens.ToolTokens`) are pure CPU, so their methods are
-    synchronous; every method touching the store is ``async``::
-
-        sessions = SessionManager(secret_key=os.environ["LIVEKIT_METADATA_SECRET"])
-        sid = sessions.create_session("call-abc123")
-        await sessions.set_session_metadata(sid, {"caller": "John"})
-        await sessions.set_session_metadata(sid, "priority", "high")
-        await sessions.get_session_metadata(sid)   # {'caller': 'John', 'priority': 'high'}
-        token = sessions.generate_token("transfer_call", sid)
+    The SignalWire-parity methods keep SignalWire's names and argument orders, with
+    its flaws fixed (README, "Sessions"): writes merge top-level keys (shallow),
+    reads return a copy (``{}`` when unknown), sessions expire ``session_ttl``
+    seconds after their last write, values must be JSON (errors name the key, never
+    the value) and a write over ``max_session_bytes`` raises ``MetadataTooLarge``
+    and changes nothing. Tool-token methods (:class:`~.tool_tokens.ToolTokens`) are
+    synchronous; every method touching the store is ``async``.
 
     Args:
         store: Where sessions live; ``None`` creates a new :class:`MemoryStore`

@@ -96,19 +96,10 @@ class RedisStore:
         wait_timeout: With ``durability="wait"``: how long a write waits for a
             replica (at most ``timeout``; default 1 s or ``timeout`` if shorter).
 
-    Durability (Redis replicates asynchronously):
-
-    * ``"primary"`` (default): a write returns once the primary applied it. If
-      the primary then dies before a replica copied it, the replica that takes
-      over does not have it: an acknowledged write can be lost in a failover
-      (measured in ``tests/test_redis_failover.py``).
-    * ``"wait"``: a write returns only after ``WAIT 1`` confirmed that at least
-      one replica has it, in the same round trip; if none confirms within
-      ``wait_timeout`` it raises ``StoreUnavailable`` (the write may or may not
-      survive). Sentinel and Cluster promote the most up-to-date replica, so a
-      confirmed write survives the failover of its primary. It does not survive
-      losing the primary *and* that replica, and a server without replicas
-      refuses every write. Reads are unchanged.
+    Durability (README, "Durability"): with ``"primary"`` (default) a write returns
+    once the primary applied it and can be lost in a failover; with ``"wait"`` it
+    returns only after ``WAIT 1`` confirmed a replica has it within ``wait_timeout``,
+    else raises ``StoreUnavailable`` (a server without replicas refuses every write).
 
     Raises:
         ConfigError: The ``redis`` package is not installed.
