@@ -274,8 +274,7 @@ class SessionManager:
             MetadataTooLarge: The session would exceed ``max_session_bytes``; it
                 is left exactly as it was.
         """
-        if type(session_id) is not str or not 0 < len(session_id) <= MAX_SESSION_ID_LENGTH:
-            session_id = check_session_id(session_id)
+        key = self.named_sessions.key(session_id)
         result: Literal[True] | None
         if value is _MISSING:
             if type(metadata) is not dict:
@@ -295,7 +294,7 @@ class SessionManager:
                 metadata = str(metadata)
             fields = encode({metadata: value})
             result = True
-        await self._merge(self.named_sessions.key(session_id), fields, [], self.session_ttl)
+        await self._merge(key, fields, [], self.session_ttl)
         return result
 
     async def update_session_metadata(
@@ -380,8 +379,7 @@ class SessionManager:
             MetadataTooLarge: The session would exceed ``max_session_bytes``; it
                 is left exactly as it was.
         """
-        if type(session_id) is not str or not 0 < len(session_id) <= MAX_SESSION_ID_LENGTH:
-            session_id = check_session_id(session_id)
+        key = self.named_sessions.key(session_id)
         if type(metadata) is not dict:
             if not isinstance(metadata, Mapping) or isinstance(metadata, str):
                 raise TypeError(f"metadata must be a mapping, not {type(metadata).__name__}")
@@ -391,7 +389,6 @@ class SessionManager:
         if merge_and_get is None:  # MemoryStore (no round trip to save) and plain stores
             await self.set_session_metadata(session_id, metadata)
             return await self.get_session_metadata(session_id)
-        key = self.named_sessions.key(session_id)
         merged: dict[str, Any] = await merge_and_get(
             key, encode(metadata), ttl=self.session_ttl, max_bytes=self.max_session_bytes
         )
