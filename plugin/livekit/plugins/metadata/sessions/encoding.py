@@ -12,6 +12,7 @@ from typing import Any, Final
 import orjson
 
 from .._util import key_label, non_finite_path
+from ..codec import json_error_reason
 
 __all__ = ["MAX_SESSION_ID_LENGTH", "check_keys", "check_session_id", "encode"]
 
@@ -38,9 +39,9 @@ def _encode_value(key: str, value: Any) -> bytes:
             return _dumps(value)
         encoded = _dumps(value, option=_OPTS)
     except _JSON_ERROR as exc:
-        reason = str(exc).split("\n", 1)[0]
         raise TypeError(
-            f"metadata value for key {key_label(key)} is not JSON-serializable ({reason})"
+            f"metadata value for key {key_label(key)} is not JSON-serializable "
+            f"({json_error_reason(exc)})"
         ) from None
     if encoded.find(b"null") != -1 and non_finite_path(value) is not None:
         raise ValueError(
