@@ -444,7 +444,7 @@ INVALID_UPDATES = [
     ("metadata", "[1, 2]"),
     ("metadata", '"' + SECRET + '"'),
     ("metadata", '{"a": NaN}'),
-    ("metadata", '{"x": "' + "y" * 70_000 + '"}'),  # over max_bytes
+    ("metadata", '{"x": "' + "y" * 70_000 + '"}'),  # over max_metadata_bytes
     ("metadata", '{"x": "' + "y" * 5_000 + '"}'),  # the view would exceed 4,000 bytes
     ("attributes", {"big": "z" * 70_000}),
     ("attributes", {"huge": "z" * 5_000}),  # the view's attributes would exceed 4,000 bytes
@@ -462,9 +462,9 @@ async def test_invalid_update_leaves_session_unchanged(
 ) -> None:
     caplog.set_level(logging.WARNING, logger="livekit.plugins.metadata")
     caller = Participant("caller", metadata='{"name": "Ada"}', attributes={"tier": "gold"})
-    adapter = MetadataAdapter(sessions, max_bytes=65_536, max_attributes_bytes=4_000)
+    adapter = MetadataAdapter(sessions, max_metadata_bytes=65_536, max_attributes_bytes=4_000)
     if kind == "metadata" and len(payload) < 65_536:
-        adapter = MetadataAdapter(sessions, max_bytes=4_000)
+        adapter = MetadataAdapter(sessions, max_metadata_bytes=4_000)
     handle = await adapter.attach(ctx, caller)  # type: ignore[arg-type]
 
     async def state() -> tuple[dict[str, Any], ...]:
@@ -678,7 +678,7 @@ async def test_publish_size_checks_happen_before_sending(
     with pytest.raises(InvalidAttributes, match="reserves"):
         await handle.publish(["lk.agent.name"])
     await handle.set("blob", "b" * 3_000)
-    adapter_small = MetadataAdapter(sessions, max_bytes=1_000)
+    adapter_small = MetadataAdapter(sessions, max_metadata_bytes=1_000)
     with fake_job_context(room=room) as c2:
         small = await adapter_small.load_job(_same_session(c2, ctx))
         with pytest.raises(MetadataTooLarge):
@@ -755,8 +755,8 @@ def test_option_validation(sessions: SessionManager) -> None:
         MetadataAdapter(sessions, session_id="fixed")  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="schema"):
         MetadataAdapter(sessions, schema=dict)  # type: ignore[arg-type]
-    with pytest.raises(ValueError, match="max_bytes"):
-        MetadataAdapter(sessions, max_bytes=0)
+    with pytest.raises(ValueError, match="max_metadata_bytes"):
+        MetadataAdapter(sessions, max_metadata_bytes=0)
     with pytest.raises(ValueError, match="participant_kinds"):
         MetadataAdapter(sessions, participant_kinds=[])
     assert "MetadataAdapter(" in repr(MetadataAdapter(sessions))

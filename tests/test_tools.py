@@ -163,7 +163,7 @@ async def test_a_refused_write_changes_nothing_and_tells_the_llm_why(
         CallerSessionTools(write=["customer", "note", "tier", "lk-metadata.session"])
     ]
     turns: list[Turn] = [[("update_caller_data", {"key": key, "value": value})]]
-    options = {"max_bytes": 300, "schema": Tier}
+    options = {"max_metadata_bytes": 300, "schema": Tier}
     async with call(turns, tools, adapter_options=options) as (session, handle, _model):
         before = handle.participant_metadata("ada")
         result = await session.run(user_input="change it")

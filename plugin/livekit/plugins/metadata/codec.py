@@ -44,6 +44,7 @@ __all__ = [
     "SESSION_OWNER_KEY",
     "apply_attributes",
     "attributes_size",
+    "json_error_reason",
     "json_type_name",
     "parse_metadata",
     "refuse_reserved",
@@ -388,7 +389,7 @@ def serialize_metadata(
     try:
         data = orjson.dumps(value)
     except orjson.JSONEncodeError as exc:
-        reason = _encode_reason(exc)
+        reason = json_error_reason(exc)
         if reason.startswith("Recursion limit"):
             raise InvalidMetadataJSON(f"metadata nests deeper than {MAX_DEPTH} levels") from None
         raise TypeError(f"metadata is not JSON-serializable: {reason}") from None
@@ -410,7 +411,7 @@ def serialize_metadata(
     return data.decode("utf-8")
 
 
-def _encode_reason(exc: orjson.JSONEncodeError) -> str:
+def json_error_reason(exc: orjson.JSONEncodeError) -> str:
     # orjson's messages name types ("Type is not JSON serializable: set",
     # "Dict key must be str"), never values; keep only that first clause.
     return str(exc).split("\n", 1)[0]

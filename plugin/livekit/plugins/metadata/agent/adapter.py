@@ -81,7 +81,7 @@ class MetadataAdapter:
             :class:`~livekit.plugins.metadata.errors.MetadataError`).
         participant_kinds: Kinds of participant ``attach`` waits for; default
             standard, SIP and connector (never agents).
-        max_bytes: Largest metadata document accepted, in UTF-8 bytes.
+        max_metadata_bytes: Largest metadata document accepted, in UTF-8 bytes.
         max_attributes_bytes: Largest attribute map (LiveKit: 64 KiB).
         sync_room_metadata: Also merge room metadata and its changes.
         delete_on_shutdown: Delete the call session at job shutdown (default:
@@ -125,7 +125,7 @@ class MetadataAdapter:
         schema: type[BaseModel] | None = None,
         on_invalid: OnInvalid = "log",
         participant_kinds: Iterable[int] = DEFAULT_PARTICIPANT_KINDS,
-        max_bytes: int = DEFAULT_MAX_METADATA_BYTES,
+        max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
         max_attributes_bytes: int = DEFAULT_MAX_ATTRIBUTES_BYTES,
         sync_room_metadata: bool = False,
         delete_on_shutdown: bool = False,
@@ -142,7 +142,7 @@ class MetadataAdapter:
             schema=schema,
             on_invalid=on_invalid,
             participant_kinds=participant_kinds,
-            max_bytes=max_bytes,
+            max_metadata_bytes=max_metadata_bytes,
             max_attributes_bytes=max_attributes_bytes,
             sync_room_metadata=sync_room_metadata,
             delete_on_shutdown=delete_on_shutdown,

@@ -32,8 +32,8 @@ from .views import RouteInput
 from .writer import CallSessionWriter
 
 if TYPE_CHECKING:
-    from livekit import api as lkapi
     from livekit.agents import JobContext
+    from livekit.api import LiveKitAPI
 
     from ..sessions.manager import SessionManager, SessionSpace
 
@@ -83,7 +83,7 @@ class SessionHandle:
             writer=self._writer,
             idle=self._idle,
         )
-        self._publisher = Publisher(ctx, options.max_bytes, options.max_attributes_bytes)
+        self._publisher = Publisher(ctx, options.max_metadata_bytes, options.max_attributes_bytes)
         self._room: rtc.Room | None = None
         self._subscriptions: list[tuple[str, Callable[..., None]]] = []
         self._agent_writes = asyncio.Lock()
@@ -189,7 +189,7 @@ class SessionHandle:
             LookupError: The participant is not tracked.
             ReservedKey: A key in the plugin's ``lk-metadata.`` namespace.
             ProtectedKey: A key the server decided.
-            MetadataTooLarge: The view would be over the adapter's ``max_bytes``.
+            MetadataTooLarge: The view would be over the adapter's ``max_metadata_bytes``.
             SchemaViolation: With a ``schema``, the caller's live metadata with
                 the write does not satisfy it.
             TypeError: A value JSON cannot hold.
@@ -206,7 +206,7 @@ class SessionHandle:
             if view is None or self.closed:
                 raise LookupError("the participant is not tracked by this session")
             serialize_metadata(updates, max_bytes=1 << 30)  # only JSON values
-            agent = view.check_agent_write(updates, removed, self._options.max_bytes)
+            agent = view.check_agent_write(updates, removed, self._options.max_metadata_bytes)
             if self._options.schema is not None:
                 validate_schema({**view.live, **agent}, self._options.schema)
             where = self.caller_session_id(identity)
@@ -360,7 +360,7 @@ class SessionHandle:
         as_: PublishAs = "attributes",
         participant: str | None = None,
         timeout: float | None = None,
-        api: lkapi.LiveKitAPI | None = None,
+        api: LiveKitAPI | None = None,
     ) -> PublishResult:
         """Publish chosen session keys as participant attributes or metadata.
 
@@ -392,7 +392,7 @@ class SessionHandle:
 
         Raises:
             InvalidAttributes: The attributes would be invalid or over 64 KiB.
-            MetadataTooLarge: The metadata would be over the adapter's ``max_bytes``.
+            MetadataTooLarge: The metadata would be over the adapter's ``max_metadata_bytes``.
             ValueError: ``as_`` is unknown or ``keys`` is empty.
         """
         key_list = publish_keys(keys, as_)

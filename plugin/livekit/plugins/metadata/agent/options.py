@@ -68,7 +68,7 @@ class AdapterOptions:
     schema: type[BaseModel] | None
     raise_invalid: bool
     kinds: tuple[int, ...]
-    max_bytes: int
+    max_metadata_bytes: int
     max_attributes_bytes: int
     sync_room_metadata: bool
     delete_on_shutdown: bool
@@ -88,7 +88,7 @@ class AdapterOptions:
         schema: type[BaseModel] | None,
         on_invalid: OnInvalid,
         participant_kinds: Iterable[int],
-        max_bytes: int,
+        max_metadata_bytes: int,
         max_attributes_bytes: int,
         sync_room_metadata: bool,
         delete_on_shutdown: bool,
@@ -119,7 +119,10 @@ class AdapterOptions:
 
             if not (isinstance(schema, type) and issubclass(schema, _BaseModel)):
                 raise TypeError("schema must be a pydantic model class or None")
-        sizes = (("max_bytes", max_bytes), ("max_attributes_bytes", max_attributes_bytes))
+        sizes = (
+            ("max_metadata_bytes", max_metadata_bytes),
+            ("max_attributes_bytes", max_attributes_bytes),
+        )
         for name, value in sizes:
             if type(value) is not int or value < 2:
                 raise ValueError(f"{name} must be an int >= 2")
@@ -141,7 +144,7 @@ class AdapterOptions:
             schema=schema,
             raise_invalid=on_invalid == "raise",
             kinds=kinds,
-            max_bytes=max_bytes,
+            max_metadata_bytes=max_metadata_bytes,
             max_attributes_bytes=max_attributes_bytes,
             sync_room_metadata=bool(sync_room_metadata),
             delete_on_shutdown=bool(delete_on_shutdown),
@@ -155,12 +158,12 @@ class AdapterOptions:
         )
 
     def parse(self, raw: str | bytes | None) -> dict[str, Any]:
-        """A metadata document within ``max_bytes`` satisfying ``schema``.
+        """A metadata document within ``max_metadata_bytes`` satisfying ``schema``.
 
         Raises:
             MetadataError: It is not.
         """
-        obj = parse_metadata(raw, max_bytes=self.max_bytes)
+        obj = parse_metadata(raw, max_bytes=self.max_metadata_bytes)
         if self.schema is not None:
             validate_schema(obj, self.schema)
         return obj

@@ -28,8 +28,8 @@ from ..log import logger
 from .options import PublishAs
 
 if TYPE_CHECKING:
-    from livekit import api as lkapi
     from livekit.agents import JobContext
+    from livekit.api import LiveKitAPI
     from livekit.rtc.room import EventTypes
 
 __all__ = ["PublishResult", "Publisher", "publish_keys"]
@@ -95,7 +95,7 @@ class Publisher:
         as_: PublishAs,
         participant: str | None,
         timeout: float,
-        api: lkapi.LiveKitAPI | None,
+        api: LiveKitAPI | None,
     ) -> PublishResult:
         if participant is None:
             return await self._local(session, keys, as_, timeout)
@@ -175,9 +175,9 @@ class Publisher:
         keys: list[str],
         as_: PublishAs,
         identity: str,
-        api: lkapi.LiveKitAPI | None,
+        api: LiveKitAPI | None,
     ) -> PublishResult:
-        from livekit import api as lkapi
+        from livekit.api import UpdateParticipantRequest
 
         ctx = self.ctx
         room_name = ctx.job.room.name or ctx.room.name
@@ -187,15 +187,11 @@ class Publisher:
                 session, keys, dict(known.attributes) if known is not None else {}
             )
             size = attributes_size(update)
-            request = lkapi.UpdateParticipantRequest(
-                room=room_name, identity=identity, attributes=update
-            )
+            request = UpdateParticipantRequest(room=room_name, identity=identity, attributes=update)
         else:
             text = self._metadata_text(session, keys, known.metadata if known is not None else "")
             size = len(text.encode("utf-8"))
-            request = lkapi.UpdateParticipantRequest(
-                room=room_name, identity=identity, metadata=text
-            )
+            request = UpdateParticipantRequest(room=room_name, identity=identity, metadata=text)
         client = api if api is not None else ctx.api
         info = await client.room.update_participant(request)
         if as_ == "attributes":

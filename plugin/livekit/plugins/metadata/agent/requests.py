@@ -71,7 +71,7 @@ def _raw_size(raw: Any) -> int | None:
 
 
 def _request_metadata(
-    req: JobRequest, metadata_from: MetadataSource, max_bytes: int, stats: RequestStats
+    req: JobRequest, metadata_from: MetadataSource, max_metadata_bytes: int, stats: RequestStats
 ) -> dict[str, Any]:
     """The job request's metadata; ``{}`` (logged and counted) when it cannot be read."""
     raw: Any = None
@@ -82,7 +82,11 @@ def _request_metadata(
             raw = req.room.metadata
         else:
             raw = metadata_from(req)
-        return dict(raw) if isinstance(raw, Mapping) else parse_metadata(raw, max_bytes=max_bytes)
+        return (
+            dict(raw)
+            if isinstance(raw, Mapping)
+            else parse_metadata(raw, max_bytes=max_metadata_bytes)
+        )
     except MetadataError as exc:
         what = f"invalid metadata ({type(exc).__name__}, {_raw_size(raw)} bytes)"
     except Exception as exc:
@@ -155,7 +159,7 @@ async def route_job_request(
     *,
     agent_name: str | None = None,
     metadata_from: MetadataSource = "job",
-    max_bytes: int = DEFAULT_MAX_METADATA_BYTES,
+    max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
     publish_route: bool = False,
     stats: RequestStats | None = None,
 ) -> Route | None:
@@ -179,7 +183,7 @@ async def route_job_request(
         agent_name: This worker's agent_name (default ``req.agent_name``).
         metadata_from: ``"job"`` (``req.job.metadata``, default), ``"room"``
             (``req.room.metadata``) or a callable ``(req) -> str | bytes | Mapping | None``.
-        max_bytes: Size limit for the metadata string.
+        max_metadata_bytes: Size limit for the metadata string.
         publish_route: Accept with agent-participant attributes ``route`` and
             ``route.rule`` set to the decision.
         stats: Counters to update (see :class:`RequestStats`).
@@ -190,7 +194,7 @@ async def route_job_request(
     """
     _check_source(metadata_from)
     stats = stats if stats is not None else RequestStats()
-    md = _request_metadata(req, metadata_from, max_bytes, stats)
+    md = _request_metadata(req, metadata_from, max_metadata_bytes, stats)
     me = agent_name if agent_name is not None else req.agent_name
     return await _decide(router, req, md, me, publish_route, stats)
 
@@ -198,20 +202,27 @@ async def route_job_request(
 class RequestHandler:
     """An ``on_request`` handler (see :func:`request_handler`) that counts its answers."""
 
-    __slots__ = ("_agent_name", "_max_bytes", "_metadata_from", "_publish", "_router", "stats")
+    __slots__ = (
+        "_agent_name",
+        "_max_metadata_bytes",
+        "_metadata_from",
+        "_publish",
+        "_router",
+        "stats",
+    )
 
     def __init__(
         self,
         router: MetadataRouter,
         agent_name: str | None,
         metadata_from: MetadataSource,
-        max_bytes: int,
+        max_metadata_bytes: int,
         publish_route: bool,
     ) -> None:
         self._router = router
         self._agent_name = agent_name
         self._metadata_from = metadata_from
-        self._max_bytes = max_bytes
+        self._max_metadata_bytes = max_metadata_bytes
         self._publish = publish_route
         self.stats = RequestStats()
         """What this handler answered so far."""
@@ -223,7 +234,7 @@ class RequestHandler:
             req,
             agent_name=self._agent_name,
             metadata_from=self._metadata_from,
-            max_bytes=self._max_bytes,
+            max_metadata_bytes=self._max_metadata_bytes,
             publish_route=self._publish,
             stats=self.stats,
         )
@@ -234,7 +245,7 @@ def request_handler(
     agent_name: str | None = None,
     *,
     metadata_from: MetadataSource = "job",
-    max_bytes: int = DEFAULT_MAX_METADATA_BYTES,
+    max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
     publish_route: bool = False,
 ) -> RequestHandler:
     """A ready ``on_request`` handler for ``AgentServer.rtc_session(on_request=...)``.
@@ -245,4 +256,4 @@ def request_handler(
     if agent_name is not None and (not isinstance(agent_name, str) or not agent_name):
         raise ValueError("agent_name must be a non-empty string or None")
     _check_source(metadata_from)
-    return RequestHandler(router, agent_name, metadata_from, max_bytes, publish_route)
+    return RequestHandler(router, agent_name, metadata_from, max_metadata_bytes, publish_route)

@@ -158,7 +158,7 @@ def select(
     *,
     attributes: Mapping[str, str] | None = None,
     fallback: str | None = None,
-    max_bytes: int = DEFAULT_MAX_METADATA_BYTES,
+    max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
 ) -> Selection:
     """Route ``metadata`` (and ``attributes``) and build the Agent for the route.
 
@@ -173,7 +173,7 @@ def select(
         fallback: An agent name in ``factories`` used when the metadata is
             invalid, nothing matches, the route is ``reject`` or names an agent
             without a factory. Without it those cases raise.
-        max_bytes: Size limit for a raw metadata string.
+        max_metadata_bytes: Size limit for a raw metadata string.
 
     Returns:
         ``Selection(route, agent)``; the agent remembers its route (:func:`route_of`).
@@ -191,7 +191,7 @@ def select(
         md = (
             metadata
             if isinstance(metadata, Mapping)
-            else parse_metadata(metadata, max_bytes=max_bytes)
+            else parse_metadata(metadata, max_bytes=max_metadata_bytes)
         )
         if attributes:
             _note_unreadable_numbers(router, attributes)

@@ -380,7 +380,7 @@ class Tracker:
         if view is None:
             return False
         try:
-            refused = view.accept_metadata(obj, self._options.max_bytes)
+            refused = view.accept_metadata(obj, self._options.max_metadata_bytes)
         except MetadataError as exc:
             size = raw_size(raw)
             self._report.invalid_input(source, exc, size=size, keys=list(obj), raise_=raise_)

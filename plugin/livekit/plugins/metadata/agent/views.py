@@ -168,7 +168,14 @@ class ParticipantView:
         agent = {**self.agent, **updates}
         for key in remove:
             agent.pop(key, None)
-        size = len(orjson.dumps({**self.session, **self.live, **agent}))
+        self._check_size(self.live, agent, max_bytes)
+        return agent
+
+    def _check_size(
+        self, live: Mapping[str, Any], agent: Mapping[str, Any], max_bytes: int
+    ) -> None:
+        """Refuse a view over ``max_bytes`` (or its token session's own size, if larger)."""
+        size = len(orjson.dumps({**self.session, **live, **agent}))
         limit = max(max_bytes, len(orjson.dumps(self.session)))
         if size > limit:
             raise MetadataTooLarge(
@@ -176,7 +183,6 @@ class ParticipantView:
                 size=size,
                 limit=limit,
             )
-        return agent
 
     def accept_metadata(self, update: Mapping[str, Any], max_bytes: int) -> list[str]:
         """Merge a live metadata update; returns the refused (protected or plugin) keys.
@@ -195,14 +201,7 @@ class ParticipantView:
             update = {k: v for k, v in update.items() if k not in refused}
         if update:
             merged = {**self.live, **update}
-            size = len(orjson.dumps({**self.session, **merged, **self.agent}))
-            limit = max(max_bytes, len(orjson.dumps(self.session)))
-            if size > limit:
-                raise MetadataTooLarge(
-                    f"participant view would be {size} bytes, over the limit of {limit} bytes",
-                    size=size,
-                    limit=limit,
-                )
+            self._check_size(merged, self.agent, max_bytes)
             # A new value from the client for a key the agent wrote: the newest intent wins.
             for key, value in update.items():
                 if key in self.agent and self.live.get(key, _MISSING) != value:

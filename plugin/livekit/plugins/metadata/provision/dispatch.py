@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Mapping
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypedDict, TypeVar
 
 import aiohttp
 from livekit import api
@@ -33,8 +33,15 @@ from ..routing.route import Route
 
 if TYPE_CHECKING:
     from pydantic import BaseModel
+    from typing_extensions import Unpack
 
-__all__ = ["AgentDispatchClient", "dispatch_request", "ensure_dispatch", "server_call"]
+__all__ = [
+    "AgentDispatchClient",
+    "DispatchOptions",
+    "dispatch_request",
+    "ensure_dispatch",
+    "server_call",
+]
 
 T = TypeVar("T")
 
@@ -109,14 +116,17 @@ def _metadata_text(metadata: Mapping[str, Any] | BaseModel | str | None, max_byt
     return serialize_metadata(metadata, max_bytes=max_bytes)
 
 
+class DispatchOptions(TypedDict, total=False):
+    """The keywords of :func:`ensure_dispatch` and :func:`dispatch_request` (documented there)."""
+
+    metadata: Mapping[str, Any] | BaseModel | str | None
+    attributes: Mapping[str, str] | None
+    deployment: str | None
+    max_metadata_bytes: int
+
+
 def dispatch_request(
-    room: str,
-    route_or_agent: Route | str,
-    *,
-    metadata: Mapping[str, Any] | BaseModel | str | None = None,
-    attributes: Mapping[str, str] | None = None,
-    deployment: str | None = None,
-    max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
+    room: str, route_or_agent: Route | str, **options: Unpack[DispatchOptions]
 ) -> api.CreateAgentDispatchRequest:
     """The ``CreateAgentDispatchRequest`` for a route (or an agent name) and a room.
 
@@ -131,6 +141,9 @@ def dispatch_request(
     """
     if not isinstance(room, str) or not room:
         raise ValueError("room must be a non-empty string")
+    metadata = options.get("metadata")
+    attributes = options.get("attributes")
+    deployment = options.get("deployment")
     if isinstance(route_or_agent, Route):
         if route_or_agent.rejected:
             raise RoutingError(
@@ -151,7 +164,9 @@ def dispatch_request(
     return api.CreateAgentDispatchRequest(
         agent_name=agent_name,
         room=room,
-        metadata=_metadata_text(metadata, max_metadata_bytes),
+        metadata=_metadata_text(
+            metadata, options.get("max_metadata_bytes", DEFAULT_MAX_METADATA_BYTES)
+        ),
         deployment=deployment or "",
         attributes=validate_attributes(attributes),
     )
@@ -177,11 +192,7 @@ async def ensure_dispatch(
     lkapi: AgentDispatchClient,
     room: str,
     route_or_agent: Route | str,
-    *,
-    metadata: Mapping[str, Any] | BaseModel | str | None = None,
-    attributes: Mapping[str, str] | None = None,
-    deployment: str | None = None,
-    max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
+    **options: Unpack[DispatchOptions],
 ) -> api.AgentDispatch:
     """Make sure the routed agent is dispatched to ``room``, creating it at most once.
 
@@ -214,14 +225,7 @@ async def ensure_dispatch(
         InvalidAttributes: The attributes are not a valid LiveKit attribute map.
         ValueError: ``room`` or the agent name is empty.
     """
-    request = dispatch_request(
-        room,
-        route_or_agent,
-        metadata=metadata,
-        attributes=attributes,
-        deployment=deployment,
-        max_metadata_bytes=max_metadata_bytes,
-    )
+    request = dispatch_request(room, route_or_agent, **options)
     service = lkapi.agent_dispatch
     existing = await server_call(
         "list the room's agent dispatches", service.list_dispatch(room_name=room)

@@ -1,6 +1,6 @@
 -- admit.lua and the token session's merge.lua in one step, all or nothing: a
 -- request refused by its rates or the cap writes nothing; a session over its
--- size limit takes its rate tokens (a refused request counts) and nothing else.
+-- size limit takes its rate credits (a refused request counts) and nothing else.
 -- KEYS and ARGV as admission() (limits.lua), then KEYS[n+3] the session hash and
 -- ARGV[7+2n..] merge.lua's max_bytes, ttl_ms, want_result (ignored), lengths,
 -- data. Returns {outcome, wait_us, bad, size}: outcome 4 = over max_bytes.

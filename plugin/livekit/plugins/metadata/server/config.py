@@ -12,7 +12,7 @@ import hashlib
 import ipaddress
 import os
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
 
@@ -100,7 +100,7 @@ class Credentials(NamedTuple):
 
 
 class RateLimit(BaseModel):
-    """A token bucket: ``rate`` requests per second on average, bursts of ``burst``."""
+    """A rate bucket: ``rate`` requests per second on average, bursts of ``burst``."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -164,6 +164,8 @@ class Principal:
             in); never for a key that sits in a browser page. Prefer pinning
             ``identity`` from the ``authorize`` hook.
         grants: Narrow what the token grants (None: publish, subscribe and data).
+        max_sessions: This caller's share of the live-session cap (None: the server's
+            ``max_sessions_per_principal``).
     """
 
     id: str
@@ -177,8 +179,6 @@ class Principal:
     client_identity: bool = False
     grants: GrantPolicy | None = None
     max_sessions: int | None = None
-    """This caller's share of the live-session cap (None: the server's
-    ``max_sessions_per_principal``)."""
 
     def __post_init__(self) -> None:
         if not isinstance(self.id, str) or not self.id:
@@ -229,6 +229,20 @@ def _check_json_object(value: Mapping[str, Any], what: str) -> None:
         )
 
 
+def _check_key_strength(key: SecretStr | None, what: str) -> None:
+    if key is not None and len(key.get_secret_value()) < 16:
+        raise ValueError(f"{what} must be at least 16 characters")
+
+
+def _key_digest(key: SecretStr | None, key_sha256: str | None) -> bytes | None:
+    """The SHA-256 a presented key is compared against: the configured hex, or the key's."""
+    if key_sha256 is not None:
+        return bytes.fromhex(key_sha256)
+    if key is None:
+        return None
+    return hashlib.sha256(key.get_secret_value().encode("utf-8")).digest()
+
+
 AuthorizeHook = Callable[[Any], "Principal | Awaitable[Principal | None] | None"]
 """``authorize(request) -> Principal`` (sync or async). The request is the
 framework's own (aiohttp's ``web.Request`` under ``serve``; the
@@ -238,7 +252,7 @@ for 403 (any framework's HTTP exception with a 4xx ``status``/``status_code``)."
 
 
 class ApiKeyConfig(BaseModel):
-    """One bearer key and the principal it stands for.
+    """One bearer key and the principal it stands for (the other fields: see :class:`Principal`).
 
     Give the key either as-is (``key``, e.g. from an environment-expanded config)
     or as the lowercase hex SHA-256 of the key (``key_sha256``), so the config file
@@ -256,48 +270,29 @@ class ApiKeyConfig(BaseModel):
     rate_limit: RateLimit | None = None
     room_prefix: str | None = Field(default=None, min_length=1, max_length=_MAX_ROOM_PREFIX_LEN)
     public_keys: list[str] = Field(default_factory=list)
-    """``trusted_metadata`` keys that may appear in the token; the others stay in the store."""
     client_room: bool = False
-    """Honour the client's ``room_name`` (within ``room_prefix``); default: server-chosen."""
     client_identity: bool = False
-    """Honour the client's ``participant_identity``: only for a key held by a backend that
-    authenticates its users, never for a key in a web page; default: server-chosen."""
     grants: GrantPolicy | None = None
-    """Narrow the token's rights (default: publish, subscribe, publish data)."""
     max_sessions: int | None = Field(default=None, ge=1)
-    """This key's share of the live-session cap (None: ``max_sessions_per_principal``)."""
 
     @model_validator(mode="after")
     def _one_key(self) -> ApiKeyConfig:
         if (self.key is None) == (self.key_sha256 is None):
             raise ValueError("give exactly one of 'key' or 'key_sha256'")
-        if self.key is not None and len(self.key.get_secret_value()) < 16:
-            raise ValueError("bearer keys must be at least 16 characters")
+        _check_key_strength(self.key, "bearer keys")
         _check_json_object(self.trusted_metadata, "trusted_metadata")
         return self
 
     def digest(self) -> bytes:
         """The SHA-256 digest the presented key is compared against."""
-        if self.key_sha256 is not None:
-            return bytes.fromhex(self.key_sha256)
-        assert self.key is not None
-        return hashlib.sha256(self.key.get_secret_value().encode("utf-8")).digest()
+        digest = _key_digest(self.key, self.key_sha256)
+        assert digest is not None
+        return digest
 
     def principal(self) -> Principal:
         """The principal a request carrying this key acts as."""
-        return Principal(
-            id=self.id,
-            identity=self.identity,
-            trusted_metadata=dict(self.trusted_metadata),
-            allowed_agents=None if self.allowed_agents is None else frozenset(self.allowed_agents),
-            rate_limit=self.rate_limit,
-            room_prefix=self.room_prefix,
-            public_keys=frozenset(self.public_keys),
-            client_room=self.client_room,
-            client_identity=self.client_identity,
-            grants=self.grants,
-            max_sessions=self.max_sessions,
-        )
+        values = {f.name: getattr(self, f.name) for f in fields(Principal)}
+        return Principal(**{**values, "trusted_metadata": dict(self.trusted_metadata)})
 
 
 class AuthConfig(BaseModel):
@@ -476,17 +471,12 @@ class ServerConfig(BaseModel):
     def _metrics_key_strength(self) -> ServerConfig:
         if self.metrics_key is not None and self.metrics_key_sha256 is not None:
             raise ValueError("give at most one of 'metrics_key' or 'metrics_key_sha256'")
-        if self.metrics_key is not None and len(self.metrics_key.get_secret_value()) < 16:
-            raise ValueError("metrics_key must be at least 16 characters, like bearer keys")
+        _check_key_strength(self.metrics_key, "metrics_key")
         return self
 
     def metrics_digest(self) -> bytes | None:
         """The SHA-256 a presented metrics key is compared against (None: no key)."""
-        if self.metrics_key_sha256 is not None:
-            return bytes.fromhex(self.metrics_key_sha256)
-        if self.metrics_key is None:
-            return None
-        return hashlib.sha256(self.metrics_key.get_secret_value().encode("utf-8")).digest()
+        return _key_digest(self.metrics_key, self.metrics_key_sha256)
 
     def session_share(self, principal: Principal) -> int:
         """How many live sessions ``principal`` may hold (its share of ``max_sessions``)."""

@@ -82,7 +82,7 @@ local function admission()
   return 0, 0, tats
 end
 
--- Take one token from every bucket (the TATs admission() computed).
+-- Take one credit from every bucket (the TATs admission() computed).
 local function take(tats)
   for i = 1, #tats do
     redis.call('SET', KEYS[i + 2], fmt(tats[i]), 'PX', px(tats[i] - now))

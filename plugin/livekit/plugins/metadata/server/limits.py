@@ -1,7 +1,7 @@
 """Shared limits for the token endpoint: request rates and the live-session cap.
 
 :meth:`Limits.admit` asks, once per request and all or nothing, whether the caller
-may make a request now (a token bucket per key: the principal's, the peer's) and
+may make a request now (a rate bucket of credits per key: the principal's, the peer's) and
 whether one more token session may start (a cap that refuses when full, never
 evicts, with a share per owner). :class:`MemoryLimits` answers from process memory
 (each replica its own); :class:`RedisLimits` from Redis, so replicas share them:
@@ -47,7 +47,7 @@ TAG = "{limits}"
 
 
 class Bucket(NamedTuple):
-    """A token bucket to take one token from: ``burst`` tokens, refilled at ``rate``/s."""
+    """A rate bucket to take one credit from: ``burst`` credits, refilled at ``rate``/s."""
 
     key: str
     rate: float
@@ -78,7 +78,7 @@ class Admission(NamedTuple):
 
     @property
     def admitted(self) -> bool:
-        """True when the request may go on (a token was taken from every bucket)."""
+        """True when the request may go on (a credit was taken from every bucket)."""
         return self.wait <= 0.0 and not self.full and not self.owner_full
 
 
@@ -86,10 +86,10 @@ class Limits(Protocol):
     """What the token endpoint needs to enforce its limits (in-process or shared)."""
 
     async def hit(self, key: str, rate: float, burst: int) -> float:
-        """Take one token from ``key``'s bucket.
+        """Take one credit from ``key``'s bucket.
 
         Returns:
-            ``0.0`` if allowed, else the seconds until a token is available.
+            ``0.0`` if allowed, else the seconds until a credit is available.
         """
         ...
 
@@ -105,11 +105,11 @@ class Limits(Protocol):
     async def admit(
         self, buckets: Sequence[Bucket], reservation: Reservation | None = None
     ) -> Admission:
-        """Take one token from every bucket and make the reservation, or change nothing.
+        """Take one credit from every bucket and make the reservation, or change nothing.
 
         One step (one round trip when shared). An empty bucket: ``wait``, the longest
         wait; a reservation that does not fit: ``full`` (the cap) or ``owner_full``
-        (the owner's share); either way no token is taken and nothing is reserved.
+        (the owner's share); either way no credit is taken and nothing is reserved.
         """
         ...
 
@@ -162,27 +162,27 @@ class MemoryLimits:
         return f"MemoryLimits(buckets={len(self._buckets)}, sessions={len(self._live)})"
 
     async def hit(self, key: str, rate: float, burst: int) -> float:
-        """Take one token from ``key``'s bucket; ``0.0`` if allowed, else seconds to wait."""
+        """Take one credit from ``key``'s bucket; ``0.0`` if allowed, else seconds to wait."""
         _check_bucket(rate, burst)
         now = self._clock()
-        tokens = self._level(key, rate, burst, now)
-        if tokens >= 1.0:
-            self._store(key, tokens - 1.0, now)
+        level = self._level(key, rate, burst, now)
+        if level >= 1.0:
+            self._store(key, level - 1.0, now)
             return 0.0
-        self._store(key, tokens, now)
-        return (1.0 - tokens) / rate
+        self._store(key, level, now)
+        return (1.0 - level) / rate
 
     def _level(self, key: str, rate: float, burst: int, now: float) -> float:
-        """Tokens in ``key``'s bucket at ``now`` (a new bucket is full)."""
+        """Credits in ``key``'s bucket at ``now`` (a new bucket is full)."""
         entry = self._buckets.get(key)
         if entry is None:
             return float(burst)
         return min(float(burst), entry[0] + (now - entry[1]) * rate)
 
-    def _store(self, key: str, tokens: float, now: float) -> None:
+    def _store(self, key: str, level: float, now: float) -> None:
         if key not in self._buckets and len(self._buckets) >= self._max_buckets:
             self._buckets.pop(next(iter(self._buckets)))
-        self._buckets[key] = (tokens, now)
+        self._buckets[key] = (level, now)
 
     def _drop_expired(self, now: float) -> None:
         expiries, live = self._expiries, self._live
@@ -239,7 +239,7 @@ class MemoryLimits:
     async def admit(
         self, buckets: Sequence[Bucket], reservation: Reservation | None = None
     ) -> Admission:
-        """One token from every bucket and the reservation, or nothing (see :class:`Limits`)."""
+        """One credit from every bucket and the reservation, or nothing (see :class:`Limits`)."""
         for bucket in buckets:
             _check_bucket(bucket.rate, bucket.burst)
         if reservation is not None:
@@ -459,7 +459,7 @@ class RedisLimits:
         return await call
 
     async def hit(self, key: str, rate: float, burst: int) -> float:
-        """Take one token from ``key``'s shared bucket; ``0.0`` if allowed, else seconds."""
+        """Take one credit from ``key``'s shared bucket; ``0.0`` if allowed, else seconds."""
         _check_bucket(rate, burst)
         args = [self._now(), repr(1e6 / rate), burst]
         call = self._script(self._hit, [self._tagged + "rate:" + key], args)
@@ -535,8 +535,8 @@ class RedisLimits:
         """:meth:`admit`, and when admitted the store's ``merge`` of ``write``: one script run.
 
         All or nothing: a request refused by a bucket or the cap writes nothing and
-        takes no token (as :meth:`admit`); a session over ``write.max_bytes``
-        raises ``MetadataTooLarge`` having taken the rate tokens only (a refused
+        takes no credit (as :meth:`admit`); a session over ``write.max_bytes``
+        raises ``MetadataTooLarge`` having taken the rate credits only (a refused
         request counts against its rates) and reserved nothing. The session is
         written exactly as ``RedisStore.merge`` writes it (the same Lua functions).
 

@@ -1,16 +1,9 @@
 """SessionManager: SignalWire's session API, async, over a pluggable store.
 
-Its method names (``create_session``, ``get/set/delete_session_metadata``,
-``generate_token``, ``validate_token``, ``activate_session``, ``end_session``...) are
-SignalWire's, the seed's API, kept for parity on :class:`SessionManager` itself; the
-semantics are those of SignalWire's TypeScript edition with its flaws fixed (see the
-class): writes merge, reads copy, sessions expire after their last write, values
-must be JSON and a session's size is bounded.
-
-Three key spaces share one store and never meet: named sessions (the SignalWire
-API), token sessions (one per minted token) and call sessions (keyed by what LiveKit
-assigns to the call). Each store key is a fixed tag per space followed by the id, so
-no id, whatever characters it holds, can address a session of another space.
+Three key spaces (:class:`SessionSpace`) share one store and never meet: named
+sessions (the SignalWire API), token sessions (one per minted token) and call
+sessions (keyed by what LiveKit assigns to the call). Each store key is a fixed tag
+per space followed by the id, so no id can address a session of another space.
 """
 
 from __future__ import annotations
@@ -20,10 +13,9 @@ from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Final, Literal, overload
 
-import orjson
-
-from .._util import key_label, non_finite_path, positive_int, positive_number
+from .._util import positive_int, positive_number
 from ..log import logger
+from .encoding import MAX_SESSION_ID_LENGTH, check_keys, check_session_id, encode
 from .memory import MemoryStore
 from .store import SessionStore, SessionWrite
 from .tool_tokens import DEFAULT_TOKEN_EXPIRY_SECS, SecretInput, ToolTokens
@@ -32,7 +24,6 @@ __all__ = [
     "DEFAULT_CLEANUP_THRESHOLD",
     "DEFAULT_MAX_SESSION_BYTES",
     "DEFAULT_SESSION_TTL",
-    "MAX_SESSION_ID_LENGTH",
     "SessionManager",
     "SessionSpace",
 ]
@@ -46,102 +37,7 @@ DEFAULT_CLEANUP_THRESHOLD: Final = 1000
 DEFAULT_MAX_SESSION_BYTES: Final = 64_000
 """Largest compact JSON size of one session (the strictest LiveKit metadata limit)."""
 
-MAX_SESSION_ID_LENGTH: Final = 256
-"""Longest accepted session id, in characters."""
-
 _MISSING: Any = object()
-
-_dumps = orjson.dumps
-_JSON_ERROR = orjson.JSONEncodeError
-# datetimes and dataclasses are not JSON: make orjson refuse them instead of converting.
-_OPTS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
-
-
-def _encode_value(key: str, value: Any) -> bytes:
-    t = type(value)
-    try:
-        if t is str or t is int or t is bool or value is None:
-            return _dumps(value)
-        if t is float:
-            if value - value != 0.0:  # NaN or +-Infinity
-                raise ValueError(
-                    f"metadata value for key {key_label(key)} is NaN or infinite, "
-                    "which JSON cannot hold"
-                )
-            return _dumps(value)
-        encoded = _dumps(value, option=_OPTS)
-    except _JSON_ERROR as exc:
-        reason = str(exc).split("\n", 1)[0]
-        raise TypeError(
-            f"metadata value for key {key_label(key)} is not JSON-serializable ({reason})"
-        ) from None
-    if encoded.find(b"null") != -1 and non_finite_path(value) is not None:
-        raise ValueError(
-            f"metadata value for key {key_label(key)} contains NaN or infinity, "
-            "which JSON cannot hold"
-        )
-    return encoded
-
-
-def _check_key(key: object) -> str:
-    """``key`` as an exact str that JSON can hold; TypeError naming it otherwise."""
-    if not isinstance(key, str):
-        raise TypeError(f"metadata keys must be str, not {type(key).__name__}")
-    try:
-        key.encode()
-    except UnicodeEncodeError:
-        raise TypeError(
-            f"metadata key {key_label(key)} is not valid UTF-8 (a lone surrogate)"
-        ) from None
-    return str(key)
-
-
-def _encode(metadata: Mapping[str, Any]) -> dict[str, bytes]:
-    """Validate every key and value; compact JSON per value (the store's input)."""
-    out: dict[str, bytes] = {}
-    for key, value in metadata.items():
-        t = type(value)
-        # The common case: an exact str key that is ASCII (so valid UTF-8) and a
-        # scalar orjson either encodes exactly or refuses (a lone surrogate, an int
-        # beyond 64 bits): then the general path below says why.
-        if (t is str or t is int or t is bool or value is None) and (
-            type(key) is str and key.isascii()
-        ):
-            try:
-                out[key] = _dumps(value)
-                continue
-            except _JSON_ERROR:
-                pass
-        key = _check_key(key)
-        out[key] = _encode_value(key, value)
-    return out
-
-
-def _check_session_id(session_id: object) -> str:
-    if type(session_id) is str and 0 < len(session_id) <= MAX_SESSION_ID_LENGTH:
-        return session_id
-    if not isinstance(session_id, str):
-        raise TypeError(f"session_id must be a str, not {type(session_id).__name__}")
-    if not session_id:
-        raise ValueError("session_id must not be empty")
-    if len(session_id) > MAX_SESSION_ID_LENGTH:
-        raise ValueError(
-            f"session_id is {len(session_id)} characters, over the limit of {MAX_SESSION_ID_LENGTH}"
-        )
-    return str(session_id)
-
-
-def _check_keys(keys: Iterable[str], what: str) -> list[str]:
-    if isinstance(keys, (str, bytes)):
-        raise TypeError(
-            f"{what} must be an iterable of str keys, not a single {type(keys).__name__}"
-        )
-    out = []
-    for key in keys:
-        if not isinstance(key, str):
-            raise TypeError(f"{what} must contain str keys, not {type(key).__name__}")
-        out.append(str(key))
-    return out
 
 
 class SessionSpace:
@@ -172,7 +68,7 @@ class SessionSpace:
             TypeError, ValueError: Not a session id (empty, too long, not a str).
         """
         if type(session_id) is not str or not 0 < len(session_id) <= MAX_SESSION_ID_LENGTH:
-            session_id = _check_session_id(session_id)
+            session_id = check_session_id(session_id)
         return self._tag + session_id
 
     async def get(self, session_id: str) -> dict[str, Any]:
@@ -213,32 +109,13 @@ class SessionSpace:
 class SessionManager:
     """Session metadata and tool tokens, SignalWire-style, over any ``SessionStore``.
 
-    The SignalWire-parity methods (``create_session``, ``get_session_metadata``,
-    ``set_session_metadata``, ``update_session_metadata``, ``delete_session_metadata``,
-    ``generate_token``/``create_tool_token``, ``validate_token``/``validate_tool_token``,
-    ``debug_token``, ``activate_session``, ``end_session``) keep SignalWire's names and
-    argument orders, with its flaws fixed:
-
-    * writes **merge** top-level keys into the session (creating it), never replace;
-      nested objects are replaced as a whole (a shallow merge);
-    * reads return a **copy** (``{}`` for an unknown or expired session, never ``None``);
-    * sessions expire ``session_ttl`` seconds after their **last write**; expired
-      sessions are cleaned up once more than ``cleanup_threshold`` are stored, in
-      amortized O(1) per write;
-    * every value must be JSON (checked at write time, so every store behaves the
-      same), refused with an error naming the key, never the value;
-    * a write that would make the session's compact JSON exceed ``max_session_bytes``
-      raises ``MetadataTooLarge`` and changes nothing.
-
-    Tool tokens (:class:`~.tool_tokens.ToolTokens`) are pure CPU, so their methods are
-    synchronous; every method touching the store is ``async``::
-
-        sessions = SessionManager(secret_key=os.environ["LIVEKIT_METADATA_SECRET"])
-        sid = sessions.create_session("call-abc123")
-        await sessions.set_session_metadata(sid, {"caller": "John"})
-        await sessions.set_session_metadata(sid, "priority", "high")
-        await sessions.get_session_metadata(sid)   # {'caller': 'John', 'priority': 'high'}
-        token = sessions.generate_token("transfer_call", sid)
+    The SignalWire-parity methods keep SignalWire's names and argument orders, with
+    its flaws fixed (README, "Sessions"): writes merge top-level keys (shallow),
+    reads return a copy (``{}`` when unknown), sessions expire ``session_ttl``
+    seconds after their last write, values must be JSON (errors name the key, never
+    the value) and a write over ``max_session_bytes`` raises ``MetadataTooLarge``
+    and changes nothing. Tool-token methods (:class:`~.tool_tokens.ToolTokens`) are
+    synchronous; every method touching the store is ``async``.
 
     Args:
         store: Where sessions live; ``None`` creates a new :class:`MemoryStore`
@@ -277,32 +154,41 @@ class SessionManager:
     ) -> None:
         if store is not None and not isinstance(store, SessionStore):
             raise TypeError(f"store must implement SessionStore, not {type(store).__name__}")
-        self._session_ttl = positive_number(session_ttl, "session_ttl")
-        self._cleanup_threshold = positive_int(cleanup_threshold, "cleanup_threshold", low=0)
-        self._max_bytes = positive_int(max_session_bytes, "max_session_bytes", low=2)
-        self._tokens = ToolTokens(
+        self.session_ttl: Final = positive_number(session_ttl, "session_ttl")
+        """Seconds a session lives after its last write."""
+        self.cleanup_threshold: Final = positive_int(cleanup_threshold, "cleanup_threshold", low=0)
+        """Automatic cleanup runs when a write leaves more sessions than this."""
+        self.max_session_bytes: Final = positive_int(max_session_bytes, "max_session_bytes", low=2)
+        """Largest compact JSON size of one session, in bytes."""
+        self.tokens: Final = ToolTokens(
             secret_key=secret_key, token_expiry_secs=token_expiry_secs, clock=clock
         )
-        self._store: SessionStore = store if store is not None else MemoryStore(clock=clock)
-        self._sized = hasattr(self._store, "__len__")
-        shared = not isinstance(self._store, MemoryStore)
-        if shared and self._tokens.secret_source == "random per process":  # noqa: S105
+        """The tool-token signer/validator the token methods delegate to."""
+        self.store: Final[SessionStore] = store if store is not None else MemoryStore(clock=clock)
+        """The session store."""
+        self._sized = hasattr(self.store, "__len__")
+        shared = not isinstance(self.store, MemoryStore)
+        if shared and self.tokens.secret_source == "random per process":  # noqa: S105
             # A shared store means several workers: tokens signed here must validate there.
             logger.warning(
                 "SessionManager uses a shared store (%s) but no tool-token secret is configured: "
                 "tool tokens minted by this process will NOT validate on other workers or after "
                 "a restart. Set secret_key=, LIVEKIT_METADATA_SECRET or LIVEKIT_API_SECRET.",
-                type(self._store).__name__,
+                type(self.store).__name__,
             )
         self._writes_since_cleanup = 0
-        self._named = SessionSpace(self, "named", "u:")
-        self._token_space = SessionSpace(self, "token", "t:")
-        self._call_space = SessionSpace(self, "call", "c:")
+        self.named_sessions: Final = SessionSpace(self, "named", "u:")
+        """Sessions named by the caller of this API (``create_session("call-1")``); the
+        SignalWire methods (``get_session_metadata``...) work on this space."""
+        self.token_sessions: Final = SessionSpace(self, "token", "t:")
+        """One session per minted token (``TokenIssuer.amint``, the token endpoint)."""
+        self.call_sessions: Final = SessionSpace(self, "call", "c:")
+        """One session per call, keyed by the LiveKit room sid (``MetadataAdapter``)."""
 
     def __repr__(self) -> str:
         return (
-            f"SessionManager(store={self._store!r}, session_ttl={self._session_ttl}, "
-            f"max_session_bytes={self._max_bytes}, tokens={self._tokens!r})"
+            f"SessionManager(store={self.store!r}, session_ttl={self.session_ttl}, "
+            f"max_session_bytes={self.max_session_bytes}, tokens={self.tokens!r})"
         )
 
     async def __aenter__(self) -> SessionManager:
@@ -318,85 +204,35 @@ class SessionManager:
 
     async def aclose(self) -> None:
         """Close the store (a ``RedisStore`` releases its pool; a ``MemoryStore`` empties)."""
-        await self._store.aclose()
+        await self.store.aclose()
 
     # -- configuration -------------------------------------------------------------
 
     @property
-    def store(self) -> SessionStore:
-        """The session store."""
-        return self._store
-
-    @property
-    def named_sessions(self) -> SessionSpace:
-        """Sessions named by the caller of this API (``create_session("call-1")``).
-
-        The SignalWire methods (``get_session_metadata``, ``set_session_metadata``,
-        ...) work on this space.
-        """
-        return self._named
-
-    @property
-    def token_sessions(self) -> SessionSpace:
-        """One session per minted token (``TokenIssuer.amint``, the token endpoint)."""
-        return self._token_space
-
-    @property
-    def call_sessions(self) -> SessionSpace:
-        """One session per call, keyed by the LiveKit room sid (``MetadataAdapter``)."""
-        return self._call_space
-
-    @property
-    def tokens(self) -> ToolTokens:
-        """The tool-token signer/validator the token methods delegate to."""
-        return self._tokens
-
-    @property
-    def session_ttl(self) -> float:
-        """Seconds a session lives after its last write."""
-        return self._session_ttl
-
-    @property
-    def max_session_bytes(self) -> int:
-        """Largest compact JSON size of one session, in bytes."""
-        return self._max_bytes
-
-    @property
-    def cleanup_threshold(self) -> int:
-        """Automatic cleanup runs when a write leaves more sessions than this."""
-        return self._cleanup_threshold
-
-    @property
     def secret_key(self) -> str | bytes:
         """The tool-token signing secret. **Sensitive**: never log or display it."""
-        return self._tokens.secret_key
+        return self.tokens.secret_key
 
     @property
     def token_expiry_secs(self) -> int:
         """Lifetime of newly minted tool tokens, in seconds."""
-        return self._tokens.token_expiry_secs
+        return self.tokens.token_expiry_secs
 
     @token_expiry_secs.setter
     def token_expiry_secs(self, value: int) -> None:
-        self._tokens.token_expiry_secs = value
+        self.tokens.token_expiry_secs = value
 
     @property
     def debug_mode(self) -> bool:
         """Whether :meth:`debug_token` is enabled."""
-        return self._tokens.debug_mode
+        return self.tokens.debug_mode
 
     @debug_mode.setter
     def debug_mode(self, value: bool) -> None:
-        self._tokens.debug_mode = value
+        self.tokens.debug_mode = value
 
-    @property
-    def _debug_mode(self) -> bool:
-        """SignalWire's private flag name for :attr:`debug_mode` (same flag)."""
-        return self._tokens.debug_mode
-
-    @_debug_mode.setter
-    def _debug_mode(self, value: bool) -> None:
-        self._tokens.debug_mode = value
+    _debug_mode = debug_mode
+    """SignalWire's private flag name for :attr:`debug_mode` (same flag)."""
 
     # -- sessions --------------------------------------------------------------------
 
@@ -411,7 +247,7 @@ class SessionManager:
         """
         if call_id is None or call_id == "":
             return secrets.token_urlsafe(16)
-        return _check_session_id(call_id)
+        return check_session_id(call_id)
 
     @overload
     async def set_session_metadata(
@@ -438,8 +274,7 @@ class SessionManager:
             MetadataTooLarge: The session would exceed ``max_session_bytes``; it
                 is left exactly as it was.
         """
-        if type(session_id) is not str or not 0 < len(session_id) <= MAX_SESSION_ID_LENGTH:
-            session_id = _check_session_id(session_id)
+        key = self.named_sessions.key(session_id)
         result: Literal[True] | None
         if value is _MISSING:
             if type(metadata) is not dict:
@@ -450,21 +285,16 @@ class SessionManager:
                         f"metadata must be a mapping (or pass key, value), "
                         f"not {type(metadata).__name__}"
                     )
-            fields = _encode(metadata)
+            fields = encode(metadata)
             result = None
         else:
             if type(metadata) is not str:
                 if not isinstance(metadata, str):
                     raise TypeError(f"key must be a str, not {type(metadata).__name__}")
                 metadata = str(metadata)
-            fields = _encode({metadata: value})
+            fields = encode({metadata: value})
             result = True
-        store = self._store
-        await store.merge(
-            self._named.key(session_id), fields, ttl=self._session_ttl, max_bytes=self._max_bytes
-        )
-        if self._cleanup_due():
-            await store.cleanup()
+        await self._merge(key, fields, [], self.session_ttl)
         return result
 
     async def update_session_metadata(
@@ -487,7 +317,7 @@ class SessionManager:
             ValueError: An invalid session id or a NaN/infinite number.
             MetadataTooLarge: The session would exceed ``max_session_bytes``.
         """
-        await self._write(self._named.key(session_id), updates, remove, ttl)
+        await self._write(self.named_sessions.key(session_id), updates, remove, ttl)
 
     async def _write(
         self,
@@ -498,11 +328,16 @@ class SessionManager:
     ) -> None:
         """The one merge path of every space: validate, encode, merge, maybe clean up."""
         fields, lifetime = self._encoded(updates, ttl)
-        remove_keys = _check_keys(remove, "remove")
-        store = self._store
-        await store.merge(key, fields, remove=remove_keys, ttl=lifetime, max_bytes=self._max_bytes)
+        await self._merge(key, fields, check_keys(remove, "remove"), lifetime)
+
+    async def _merge(
+        self, key: str, fields: dict[str, bytes], remove: list[str], ttl: float
+    ) -> None:
+        await self.store.merge(
+            key, fields, remove=remove, ttl=ttl, max_bytes=self.max_session_bytes
+        )
         if self._cleanup_due():
-            await store.cleanup()
+            await self.store.cleanup()
 
     def _encoded(
         self, updates: Mapping[str, Any], ttl: float | None
@@ -512,17 +347,17 @@ class SessionManager:
             if not isinstance(updates, Mapping):
                 raise TypeError(f"updates must be a mapping, not {type(updates).__name__}")
             updates = dict(updates)
-        lifetime = self._session_ttl if ttl is None else positive_number(ttl, "ttl")
-        return _encode(updates), lifetime
+        lifetime = self.session_ttl if ttl is None else positive_number(ttl, "ttl")
+        return encode(updates), lifetime
 
     def _cleanup_due(self) -> bool:
         """Whether this write should be followed by a store cleanup."""
         if self._sized:
-            return len(self._store) > self._cleanup_threshold  # type: ignore[arg-type]
+            return len(self.store) > self.cleanup_threshold  # type: ignore[arg-type]
         # A store that cannot say how many sessions it holds (e.g. Redis, which
         # expires natively) is asked to clean up once every `threshold` writes.
         self._writes_since_cleanup += 1
-        if self._writes_since_cleanup > self._cleanup_threshold:
+        if self._writes_since_cleanup > self.cleanup_threshold:
             self._writes_since_cleanup = 0
             return True
         return False
@@ -544,24 +379,18 @@ class SessionManager:
             MetadataTooLarge: The session would exceed ``max_session_bytes``; it
                 is left exactly as it was.
         """
-        if type(session_id) is not str or not 0 < len(session_id) <= MAX_SESSION_ID_LENGTH:
-            session_id = _check_session_id(session_id)
+        key = self.named_sessions.key(session_id)
         if type(metadata) is not dict:
             if not isinstance(metadata, Mapping) or isinstance(metadata, str):
                 raise TypeError(f"metadata must be a mapping, not {type(metadata).__name__}")
             metadata = dict(metadata)
-        store = self._store
+        store = self.store
         merge_and_get = getattr(store, "merge_and_get", None)
         if merge_and_get is None:  # MemoryStore (no round trip to save) and plain stores
             await self.set_session_metadata(session_id, metadata)
             return await self.get_session_metadata(session_id)
-        fields = _encode(metadata)
         merged: dict[str, Any] = await merge_and_get(
-            self._named.key(session_id),
-            fields,
-            remove=(),
-            ttl=self._session_ttl,
-            max_bytes=self._max_bytes,
+            key, encode(metadata), ttl=self.session_ttl, max_bytes=self.max_session_bytes
         )
         if self._cleanup_due():
             await store.cleanup()
@@ -569,20 +398,20 @@ class SessionManager:
 
     async def get_session_metadata(self, session_id: str) -> dict[str, Any]:
         """A copy of the session's metadata; ``{}`` if unknown or expired (never ``None``)."""
-        return await self._store.get(self._named.key(session_id))
+        return await self.store.get(self.named_sessions.key(session_id))
 
     async def delete_session_metadata(self, session_id: str) -> bool:
         """Delete the session and everything kept for it; True if it existed."""
-        return await self._named.delete(session_id)
+        return await self.named_sessions.delete(session_id)
 
     async def remove_session_keys(self, session_id: str, keys: Iterable[str]) -> int:
         """Remove top-level keys; returns how many existed. A session left empty is deleted."""
-        key = self._named.key(session_id)
-        return await self._store.remove_keys(key, _check_keys(keys, "keys"), ttl=self._session_ttl)
+        key = self.named_sessions.key(session_id)
+        return await self.store.remove_keys(key, check_keys(keys, "keys"), ttl=self.session_ttl)
 
     async def touch_session(self, session_id: str) -> bool:
         """Restart the session's TTL without changing it; True if it exists."""
-        return await self._named.touch(session_id)
+        return await self.named_sessions.touch(session_id)
 
     async def cleanup(self, max_age: float | None = None) -> int:
         """Remove sessions last written more than ``max_age`` (default ``session_ttl``) ago.
@@ -593,29 +422,29 @@ class SessionManager:
         Raises:
             ValueError: ``max_age`` is not a number.
         """
-        return await self._store.cleanup(max_age=max_age)  # the store checks max_age
+        return await self.store.cleanup(max_age=max_age)  # the store checks max_age
 
     # -- tool tokens (delegated to ToolTokens) -----------------------------------------
 
     def generate_token(self, function_name: str, call_id: str) -> str:
         """Mint a tool token; see :meth:`ToolTokens.generate_token`."""
-        return self._tokens.generate_token(function_name, call_id)
+        return self.tokens.generate_token(function_name, call_id)
 
     def create_tool_token(self, tool_name: str, call_id: str) -> str:
         """Alias of :meth:`generate_token`."""
-        return self._tokens.generate_token(tool_name, call_id)
+        return self.tokens.generate_token(tool_name, call_id)
 
     def validate_token(self, call_id: str, function_name: str, token: str) -> bool:
         """Check a tool token; never raises. See :meth:`ToolTokens.validate_token`."""
-        return self._tokens.validate_token(call_id, function_name, token)
+        return self.tokens.validate_token(call_id, function_name, token)
 
     def validate_tool_token(self, function_name: str, token: str, call_id: str) -> bool:
         """Alias of :meth:`validate_token`, with SignalWire's argument order for it."""
-        return self._tokens.validate_token(call_id, function_name, token)
+        return self.tokens.validate_token(call_id, function_name, token)
 
     def debug_token(self, token: str) -> dict[str, Any]:
         """Describe a token's fields (debug mode only); see :meth:`ToolTokens.debug_token`."""
-        return self._tokens.debug_token(token)
+        return self.tokens.debug_token(token)
 
     # -- SignalWire's legacy call lifecycle (no-ops) ------------------------------------
 

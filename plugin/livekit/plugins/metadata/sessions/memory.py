@@ -1,35 +1,11 @@
 """MemoryStore: the embedded, in-process :class:`~.store.SessionStore` (the default).
 
-Layout: one ``OrderedDict`` from session id to a small record, kept in the order
-of the sessions' last writes (a write moves its session to the young end). A
-record holds the session's entries exactly as they appear in its compact JSON,
-``key -> b'"key":value'``, and their total length.
-
-The stored bytes are the only truth about size: the session's size under the
-contract of :mod:`.store` is ``2 + total + commas``, and an entry's old length is
-read from the entry itself, so there is no per-key bookkeeping that could drift
-from the data. Every change of entries goes through one method,
-:meth:`MemoryStore._write`, which computes the resulting size, refuses it or
-commits it, and only then touches the record: a refused or failed write leaves
-everything (entries, total, write order, expiry bounds) as it was.
-
-Reads decode the whole session with one orjson call over the joined entries, so
-a read returns a true deep copy: mutating it never changes the store, and
-nothing a writer passed in is aliased. A session whose values are all scalars
-also keeps the decoded dict until its next write, so repeated reads of it cost a
-shallow copy.
-
-Expiry and cleanup are amortized O(1): the oldest session sits at the old end,
-so :meth:`MemoryStore.cleanup` pops expired sessions from there and stops at the
-first fresh one, and a lower bound on the next expiry makes the common "nothing
-has expired" case a single comparison. Only when different TTLs are mixed, so
-that expiry order no longer follows write order, does a cleanup that has
-something to remove scan all sessions (until the order holds again). ``delete``
-removes a session and its timestamp together: nothing is left behind.
-
-Concurrency: no method awaits anything, so on one event loop every call is
-atomic and no lock is needed. The store is not thread-safe; use it from one
-event loop.
+One ``OrderedDict`` from session id to a record of the session's compact JSON
+entries, in the order of last writes; every change goes through
+:meth:`MemoryStore._write`, which refuses or commits a size before touching
+anything. Reads are deep copies; expiry and cleanup are amortized O(1). No method
+awaits, so each call is atomic on one event loop (not thread-safe). The layout
+and its invariants are described in ``docs/sessions.md``.
 """
 
 from __future__ import annotations

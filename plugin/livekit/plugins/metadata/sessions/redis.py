@@ -18,7 +18,7 @@ import asyncio
 import math
 import sys
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from typing import TYPE_CHECKING, Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
 import orjson
 
@@ -96,19 +96,10 @@ class RedisStore:
         wait_timeout: With ``durability="wait"``: how long a write waits for a
             replica (at most ``timeout``; default 1 s or ``timeout`` if shorter).
 
-    Durability (Redis replicates asynchronously):
-
-    * ``"primary"`` (default): a write returns once the primary applied it. If
-      the primary then dies before a replica copied it, the replica that takes
-      over does not have it: an acknowledged write can be lost in a failover
-      (measured in ``tests/test_redis_failover.py``).
-    * ``"wait"``: a write returns only after ``WAIT 1`` confirmed that at least
-      one replica has it, in the same round trip; if none confirms within
-      ``wait_timeout`` it raises ``StoreUnavailable`` (the write may or may not
-      survive). Sentinel and Cluster promote the most up-to-date replica, so a
-      confirmed write survives the failover of its primary. It does not survive
-      losing the primary *and* that replica, and a server without replicas
-      refuses every write. Reads are unchanged.
+    Durability (README, "Durability"): with ``"primary"`` (default) a write returns
+    once the primary applied it and can be lost in a failover; with ``"wait"`` it
+    returns only after ``WAIT 1`` confirmed a replica has it within ``wait_timeout``,
+    else raises ``StoreUnavailable`` (a server without replicas refuses every write).
 
     Raises:
         ConfigError: The ``redis`` package is not installed.
@@ -141,10 +132,13 @@ class RedisStore:
             raise ValueError("wait_timeout must not exceed timeout")
         if client.get_encoder().decode_responses:
             raise ValueError("client must be created with decode_responses=False")
-        self._client: AnyRedis = client
+        self.client: Final[AnyRedis] = client
+        """The underlying ``redis.asyncio.Redis`` or ``RedisCluster`` client."""
         self._cluster = isinstance(client, RedisCluster)
-        self._prefix = prefix
-        self._timeout = float(timeout)
+        self.prefix: Final = prefix
+        """The key prefix."""
+        self.timeout: Final = float(timeout)
+        """Seconds after which any operation gives up with ``StoreUnavailable``."""
         self._durability: Durability = durability
         self._wait_ms = max(1, math.ceil(wait_timeout * 1000))
         self._owns_client = False
@@ -251,33 +245,18 @@ class RedisStore:
         self._where = redact_url(url)
 
     def __repr__(self) -> str:
-        return f"RedisStore(url={self._where!r}, prefix={self._prefix!r}, timeout={self._timeout})"
-
-    @property
-    def client(self) -> AnyRedis:
-        """The underlying ``redis.asyncio.Redis`` or ``RedisCluster`` client."""
-        return self._client
-
-    @property
-    def prefix(self) -> str:
-        """The key prefix."""
-        return self._prefix
+        return f"RedisStore(url={self._where!r}, prefix={self.prefix!r}, timeout={self.timeout})"
 
     @property
     def url(self) -> str:
         """Where the store connects, password redacted (safe for logs and messages)."""
         return self._where
 
-    @property
-    def timeout(self) -> float:
-        """Seconds after which any operation gives up with ``StoreUnavailable``."""
-        return self._timeout
-
     def key(self, session_id: str) -> str:
         """The Redis key of a session's hash."""
         if not isinstance(session_id, str) or not session_id:
             raise ValueError("session_id must be a non-empty str")
-        return self._prefix + session_id
+        return self.prefix + session_id
 
     @property
     def durability(self) -> Durability:
@@ -303,7 +282,7 @@ class RedisStore:
         if len(detail) > 200:
             detail = detail[:200] + "…"
         if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) and not detail:
-            detail = f"no answer within {self._timeout:g} s"
+            detail = f"no answer within {self.timeout:g} s"
         logger.warning("redis store %s failed at %s: %s", op, self._where, type(exc).__name__)
         return StoreUnavailable(
             f"Redis at {self._where} is unavailable ({op}: {type(exc).__name__}: {detail}); "
@@ -313,7 +292,7 @@ class RedisStore:
     async def _run(self, op: str, call: Callable[[], Awaitable[T]], *, attempts: int = 1) -> T:
         """Run ``call`` within the deadline; retry connection failures ``attempts`` times."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self._timeout
+        deadline = loop.time() + self.timeout
         attempt = 0
         while True:
             attempt += 1
@@ -340,7 +319,7 @@ class RedisStore:
         cache with an extra round trip on every call. On a cluster the ``WAIT``
         is pinned to the node that owns the key, which is where the write goes.
         """
-        client: Any = self._client  # Redis or RedisCluster: their pipelines differ
+        client: Any = self.client  # Redis or RedisCluster: their pipelines differ
         pipe = client.pipeline(transaction=False)
         queue(pipe)
         try:
@@ -471,7 +450,7 @@ class RedisStore:
             StoreUnavailable: Redis stayed unreachable for the whole ``timeout``.
         """
         key = self.key(session_id)
-        raw = await self._run("get", lambda: self._client.hgetall(key), attempts=_GET_ATTEMPTS)
+        raw = await self._run("get", lambda: self.client.hgetall(key), attempts=_GET_ATTEMPTS)
         raw.pop(SIZE_FIELD, None)
         out: dict[str, Any] = {}
         for name, value in raw.items():
@@ -485,7 +464,7 @@ class RedisStore:
         if self._durability == "wait":
             deleted = await self._run("delete", lambda: self._waited(key, lambda p: p.delete(key)))
             return bool(deleted)
-        return bool(await self._run("delete", lambda: self._client.delete(key)))
+        return bool(await self._run("delete", lambda: self.client.delete(key)))
 
     async def remove_keys(self, session_id: str, keys: Collection[str], *, ttl: float) -> int:
         """Atomically remove top-level keys; returns how many existed.
@@ -509,7 +488,7 @@ class RedisStore:
                 "touch", lambda: self._waited(key, lambda p: p.pexpire(key, ttl_ms))
             )
             return bool(touched)
-        return bool(await self._run("touch", lambda: self._client.pexpire(key, ttl_ms)))
+        return bool(await self._run("touch", lambda: self.client.pexpire(key, ttl_ms)))
 
     async def cleanup(self, *, max_age: float | None = None) -> int:
         """Return 0: Redis expires sessions by their TTL.
@@ -523,13 +502,13 @@ class RedisStore:
     async def aclose(self) -> None:
         """Close the client and its pool if this store created them (``from_url``)."""
         if self._owns_client:
-            await self._client.aclose()
+            await self.client.aclose()
             for extra in self._also_close:
                 await extra.aclose()
 
     async def ping(self) -> bool:
         """True if Redis answers; raises ``StoreUnavailable`` otherwise."""
-        return bool(await self._run("ping", lambda: self._client.ping(), attempts=_GET_ATTEMPTS))
+        return bool(await self._run("ping", lambda: self.client.ping(), attempts=_GET_ATTEMPTS))
 
 
 def _check_timeout(timeout: float) -> None:

@@ -103,11 +103,17 @@ def split_hosts(
     return username, password, hosts, path
 
 
-def _no_retry() -> Any:
+def _client_options(timeout: float) -> dict[str, Any]:
+    """What every client here shares: the timeouts, no retries (the store retries), bytes."""
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
-    return Retry(NoBackoff(), 0)
+    return {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "retry": Retry(NoBackoff(), 0),
+        "decode_responses": False,
+    }
 
 
 def _single_client(url: str, pool_size: int, timeout: float) -> AnyRedis:
@@ -118,10 +124,7 @@ def _single_client(url: str, pool_size: int, timeout: float) -> AnyRedis:
         url,
         max_connections=pool_size,
         timeout=timeout,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=_no_retry(),
-        decode_responses=False,
+        **_client_options(timeout),
     )
     return redis.asyncio.Redis.from_pool(pool)
 
@@ -138,10 +141,7 @@ def _cluster_client(url: str, pool_size: int, timeout: float) -> AnyRedis:
         username=username,
         password=password,
         max_connections=pool_size,
-        socket_timeout=timeout,
-        socket_connect_timeout=timeout,
-        retry=_no_retry(),
-        decode_responses=False,
+        **_client_options(timeout),
     )
 
 
@@ -154,15 +154,14 @@ def _sentinel_client(url: str, pool_size: int, timeout: float) -> tuple[AnyRedis
     if not service or "/" in db_text:
         raise ValueError("the path must be /service_name or /service_name/db")
     db = int(db_text) if db_text else 0
-    socket_kwargs = {"socket_timeout": timeout, "socket_connect_timeout": timeout}
+    options = _client_options(timeout)
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
         hosts,
-        sentinel_kwargs=dict(socket_kwargs),
+        sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
         username=username,
         password=password,
         db=db,
-        retry=_no_retry(),
-        **socket_kwargs,
+        **options,
     )
-    client = sentinel.master_for(service, max_connections=pool_size, decode_responses=False)
+    client = sentinel.master_for(service, max_connections=pool_size)
     return client, list(sentinel.sentinels)

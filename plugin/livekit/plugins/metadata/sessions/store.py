@@ -1,26 +1,11 @@
 """The storage seam: the async ``SessionStore`` protocol every backend implements.
 
-A session is a flat JSON object: top-level keys mapped to JSON values. The
-``SessionManager`` encodes every value to compact JSON (orjson) *before* it
-reaches a store, so JSON-serializability is checked once, at write time, in the
-same way for every backend, and a backend such as Redis can store the encoded
-bytes as they are (one hash field per top-level key).
-
-Size contract (identical for every backend): the size of a session is the
-length in bytes of its compact JSON serialization, which is exactly
-:func:`object_size` of its entries. A merge that would make that size exceed
-``max_bytes`` raises :class:`~livekit.plugins.metadata.errors.MetadataTooLarge`
-and leaves the session exactly as it was.
-
-TTL contract: every successful write (merge, remove_keys) and ``touch`` sets
-the session's expiry to *now + ttl* (a sliding TTL measured from the last
-write). An expired session reads as ``{}``.
-
-Optional fused operation: a backend whose round trips dominate (Redis) may also
-implement :class:`MergeAndGet`, a merge that returns the resulting session in the
-same round trip. Callers test for it with ``isinstance(store, MergeAndGet)`` (or
-``hasattr(store, "merge_and_get")``) and otherwise call ``merge`` then ``get``;
-the result must be the same either way.
+A session is a flat JSON object whose values the ``SessionManager`` encodes to
+compact JSON before they reach a store. Every backend keeps the same contracts
+(``docs/sessions.md``): a session's size is the length of its compact JSON
+(:func:`object_size`) and a merge over ``max_bytes`` raises ``MetadataTooLarge``
+changing nothing; every write and ``touch`` sets expiry to *now + ttl*; the
+optional :class:`MergeAndGet` returns the same result as ``merge`` then ``get``.
 """
 
 from __future__ import annotations

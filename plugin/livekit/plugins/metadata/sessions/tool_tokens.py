@@ -1,43 +1,13 @@
 """HMAC tool tokens in SignalWire's wire format, with its flaws fixed.
 
 A tool token authorizes one function (tool) for one call/session until it
-expires. The wire format is byte-compatible with SignalWire's ``SessionManager``
-(Python and TypeScript editions), so the two interoperate with a shared secret:
+expires; byte-compatible with SignalWire's ``SessionManager`` (Python and
+TypeScript editions) under a shared secret. The wire format and what is fixed
+(no field shifting, strict decoding, constant-time comparison, total validation,
+secret rotation, no signing oracle) are in ``docs/sessions.md``.
 
-* plain text ``{call_id}.{function}.{expiry}.{nonce}.{signature}``;
-* ``expiry`` = ``floor(now) + token_expiry_secs`` in decimal, ``nonce`` = 8
-  random bytes as 16 lowercase hex characters;
-* ``signature`` = lowercase hex HMAC-SHA256, keyed by the secret's UTF-8 bytes,
-  over ``{call_id}:{function}:{expiry}:{nonce}``;
-* the token is the padded base64url encoding of the plain text.
-
-What is fixed, compared with the reference implementations:
-
-* **No field shifting.** Function names may contain neither ``:`` nor ``.``, and
-  call ids may not contain ``:`` (refused when minting, rejected when
-  validating), so the ``.``-joined token and the ``:``-joined MAC input can
-  never be re-split differently. Call ids *may* contain ``.``: tokens are parsed
-  from the right.
-* **Strict, canonical decoding.** Only the base64url alphabet, with or without
-  padding (so unpadded TypeScript tokens work), and only the canonical encoding
-  of the decoded bytes; the expiry must be ASCII digits.
-* **Constant-time comparison** (``hmac.compare_digest``) and one expiry rule
-  everywhere: a token is expired from the second its expiry names
-  (``expiry <= now``).
-* **Total validation.** :meth:`ToolTokens.validate_token` returns ``False`` for
-  any malformed input and never raises.
-* **A configured, shared secret with rotation.** ``secret_key`` (str, bytes, or
-  a list: sign with the first, accept any), else ``LIVEKIT_METADATA_SECRET``,
-  else a key derived from ``LIVEKIT_API_SECRET`` (HKDF-SHA256 with a fixed
-  label, so it is not the API secret itself), else a random per-process secret
-  with a logged warning. Secrets under 32 bytes raise
-  :class:`InsecureSecretWarning`; an empty secret is a ``ConfigError``.
-* **No signing oracle.** :meth:`ToolTokens.debug_token` works only in debug mode,
-  never computes a signature and never reveals the secret.
-
-Tokens are bearer credentials that can be replayed until they expire (the
-nonce is not tracked, as in the reference: the platform re-calls the same URL).
-Keep the lifetime short and keep tokens out of logs.
+Tokens are bearer credentials that can be replayed until they expire: keep the
+lifetime short and keep tokens out of logs.
 """
 
 from __future__ import annotations
