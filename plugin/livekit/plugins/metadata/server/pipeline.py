@@ -99,13 +99,12 @@ async def handle_token(request: EndpointRequest, state: AppState) -> EndpointRes
     try:
         parsed = parsing.parse(await request.read(), state)
         target = await _rejoin(parsed, principal, state)
-        grant = _apply_policy(parsed, principal, state, target)
-        log["room"] = grant.room
-        choice = _choose_dispatch(parsed, grant, principal, state)
+        decision = _apply_policy(parsed, principal, state, target)
+        log["room"] = decision.room
+        choice = _choose_dispatch(parsed, decision, principal, state)
     except Refusal:
-        await admission.admit(
-            state, buckets, None
-        )  # a refused request counts against its rates too
+        # a refused request counts against its rates too
+        await admission.admit(state, buckets, None)
         raise
     log["agent"] = choice.agent or None
     owner = admission.session_owner(request, principal)
@@ -113,16 +112,16 @@ async def handle_token(request: EndpointRequest, state: AppState) -> EndpointRes
     limits = state.limits
     if isinstance(limits, RedisLimits) and limits.writes_sessions_of(state.sessions.store):
         reservation = admission.make_reservation(state, secrets.token_urlsafe(16), (owner, share))
-        token = await _mint_admitted(parsed, grant, choice, state, limits, buckets, reservation)
+        token = await _mint_admitted(parsed, decision, choice, state, limits, buckets, reservation)
     else:
         slot = await admission.admit(state, buckets, secrets.token_urlsafe(16), (owner, share))
         try:
-            token = await _mint_and_store(parsed, grant, choice, state)
+            token = await _mint_and_store(parsed, decision, choice, state)
         except BaseException:
             await admission.release_session(slot, state, owner)
             raise
     state.metrics.route(choice.agent, choice.source)
-    return _answer(token, grant, state)
+    return _answer(token, decision, state)
 
 
 async def _authorize(request: EndpointRequest, state: AppState) -> tuple[Principal, list[Bucket]]:
@@ -151,7 +150,7 @@ async def _authorize(request: EndpointRequest, state: AppState) -> tuple[Princip
 
 async def _mint_admitted(
     parsed: ParsedRequest,
-    grant: PolicyDecision,
+    decision: PolicyDecision,
     choice: _Choice,
     state: AppState,
     limits: RedisLimits,
@@ -175,7 +174,7 @@ async def _mint_admitted(
         step = "admitted"
 
     try:
-        return await _mint_and_store(parsed, grant, choice, state, admit_and_write)
+        return await _mint_and_store(parsed, decision, choice, state, admit_and_write)
     except BaseException:
         if step == "mint":
             await admission.admit(
@@ -320,7 +319,7 @@ def _check_metadata_policy(
 
 
 def _choose_dispatch(
-    parsed: ParsedRequest, grant: PolicyDecision, principal: Principal, state: AppState
+    parsed: ParsedRequest, decision: PolicyDecision, principal: Principal, state: AppState
 ) -> _Choice:
     """A client-chosen agent only from an allowlist; otherwise the router or the default.
 
@@ -338,9 +337,9 @@ def _choose_dispatch(
         )
         if agent not in allowed:
             raise Refusal(403, "agent_not_allowed", "this agent may not be requested")
-        return _Choice(_client_dispatch(request, grant.public), agent, "client")
+        return _Choice(_client_dispatch(request, decision.public), agent, "client")
     if state.router is not None:
-        route = _route(state.router, grant.metadata)
+        route = _route(state.router, decision.metadata)
         if (
             route.agent_name
             and allowed_for_principal is not None
@@ -349,14 +348,14 @@ def _choose_dispatch(
             )
         ):
             raise Refusal(403, "agent_not_allowed", "this caller may not use the routed agent")
-        dispatch = _dispatch_from_route(route, grant) if route.agent_name else None
+        dispatch = _dispatch_from_route(route, decision) if route.agent_name else None
         return _Choice(dispatch, route.agent or "", "router")
     default = state.config.default_agent
     if not default:
         return _Choice(None, "", "none")
     if allowed_for_principal is not None and default not in allowed_for_principal:
         raise Refusal(403, "agent_not_allowed", "this caller may not use this agent")
-    return _Choice(Dispatch(agent_name=default, metadata=grant.public), default, "default")
+    return _Choice(Dispatch(agent_name=default, metadata=decision.public), default, "default")
 
 
 def _route(router: MetadataRouter, metadata: Mapping[str, Any]) -> Route:
@@ -418,7 +417,7 @@ def _room_config_extra(room_config: api.RoomConfiguration | None) -> api.RoomCon
 
 async def _mint_and_store(
     parsed: ParsedRequest,
-    grant: PolicyDecision,
+    decision: PolicyDecision,
     choice: _Choice,
     state: AppState,
     write_session: SessionWriter | None = None,
@@ -432,18 +431,18 @@ async def _mint_and_store(
     """
     t0 = time.perf_counter()
     try:
-        public = state.issuer.metadata_claim(grant.public) if grant.public else None
+        public = state.issuer.metadata_claim(decision.public) if decision.public else None
         minted = await state.issuer.amint(
-            grant.identity,
-            grant.room,
+            decision.identity,
+            decision.room,
             name=parsed.name,
             metadata=public,  # serialized once; a dispatch of the same metadata reuses it
-            private_metadata=grant.private or None,
-            protected_keys=grant.protected,
+            private_metadata=decision.private or None,
+            protected_keys=decision.protected,
             attributes=parsed.attributes or None,
             dispatch=[] if choice.dispatch is None else choice.dispatch,
             can_update_own_metadata=state.config.allow_update_own_metadata,
-            grants=grant.video,
+            grants=decision.video,
             room_config=_room_config_extra(parsed.room_config),
             write_session=write_session,
         )
@@ -464,12 +463,12 @@ async def _mint_and_store(
     return minted.token
 
 
-def _answer(token: str, grant: PolicyDecision, state: AppState) -> EndpointResponse:
+def _answer(token: str, decision: PolicyDecision, state: AppState) -> EndpointResponse:
     """LiveKit's two fields, and the room and identity the server put in the token."""
     body = {
         "server_url": state.config.server_url,
         "participant_token": token,
-        "room_name": grant.room,
-        "participant_identity": grant.identity,
+        "room_name": decision.room,
+        "participant_identity": decision.identity,
     }
     return EndpointResponse(201, dict(_TOKEN_HEADERS), orjson.dumps(body))
