@@ -26,7 +26,7 @@ from typing import Any
 import orjson
 
 from bench.bench_server import _BEARER, _config_mapping
-from livekit.plugins.metadata.server import core, pipeline
+from livekit.plugins.metadata.server import admission, core, parsing, pipeline
 from livekit.plugins.metadata.server.app import create_app
 from livekit.plugins.metadata.server.config import ServerConfig
 from livekit.plugins.metadata.server.core import TokenEndpoint
@@ -42,12 +42,12 @@ from livekit.plugins.metadata.tokens.issuer import TokenIssuer
 __all__ = ["main"]
 
 STEPS = [
-    ("framing (size, content type)", pipeline, "_check_framing"),
+    ("framing (size, content type)", parsing, "check_framing"),
     ("authorize (bearer key, rate buckets)", pipeline, "_authorize"),
-    ("parse (JSON, request model, metadata codec, attributes)", pipeline, "_parse"),
+    ("parse (JSON, request model, metadata codec, attributes)", parsing, "parse"),
     ("policy (schema, keys, room and identity)", pipeline, "_apply_policy"),
     ("routing (rules index, dispatch)", pipeline, "_choose_dispatch"),
-    ("admission (rate limits, session cap)", pipeline, "_admit"),
+    ("admission (rate limits, session cap)", admission, "admit"),
     ("answer (JSON body)", pipeline, "_answer"),
     ("log line (record, format, write)", core, "_log_request"),
 ]

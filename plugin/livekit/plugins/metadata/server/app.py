@@ -13,7 +13,7 @@ ignored unless the principal opts in (``client_room`` within its ``room_prefix``
 
 This module is the aiohttp adapter over the framework-free core
 (:class:`~.core.TokenEndpoint`); :mod:`.asgi` is the ASGI one. The core's token
-request runs one small function per step (``pipeline.py``):
+request runs one small function per step (``pipeline.py``, ``parsing.py``, ``admission.py``):
 framing (size, UTF-8 JSON) → authorize (bearer keys or a user hook; rate limits
 per principal and peer, failed authentications per peer) → parse (the
 request model, metadata through the codec, attributes, ``room_config`` with
@@ -56,7 +56,7 @@ from .core import TokenEndpoint
 from .edge import SERVER_HEADER, error_body
 from .messages import EndpointRequest
 from .openapi import openapi_document
-from .pipeline import HTTP_CODES
+from .refusals import HTTP_CODES
 from .state import STATE, Refusal
 
 __all__ = [
