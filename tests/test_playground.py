@@ -214,3 +214,15 @@ def test_the_openapi_document_lists_both_calls() -> None:
         assert {"400", "401", "403", "413", "415", "429"} <= set(post["responses"])
     assert "422" in doc["paths"]["/route"]["post"]["responses"]
     assert {"RouteRequest", "RouteSummary", "RuleVerdict"} <= set(doc["components"]["schemas"])
+
+
+@pytest.mark.parametrize(("playground", "shown"), [(None, True), (False, False)])
+def test_the_start_up_lines_name_the_playground_when_it_is_on(
+    capsys: pytest.CaptureFixture[str], playground: bool | None, shown: bool
+) -> None:
+    from livekit.plugins.metadata.server.run import _print_banner
+
+    _print_banner(ServerConfig(host="127.0.0.1", playground=playground), 8080, 1)
+    out = capsys.readouterr().out
+    assert ("routing playground: http://127.0.0.1:8080/playground" in out) is shown
+    assert "listening on http://127.0.0.1:8080/token" in out

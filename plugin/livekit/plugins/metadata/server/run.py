@@ -14,6 +14,7 @@ from ..log import logger
 from ..tokens.keys import DEV_KEYS_WARNING
 from .app import create_app
 from .config import Principal, RateLimit, ServerConfig
+from .playground import playground_enabled
 from .workers import bind_sockets, run_workers, serve
 
 __all__ = [
@@ -207,7 +208,8 @@ def _print_banner(config: ServerConfig, port: int, workers: int) -> None:
         + "\n"
         f"  LiveKit URL handed to clients: {config.server_url}\n"
         f"  routing: {routing}; store: {redact_url(config.store)}\n"
-        "Try it:\n"
+        + (f"  routing playground: {base}/playground\n" if playground_enabled(config) else "")
+        + "Try it:\n"
         f"  curl -s -X POST {base}{config.path}{auth_hint} -H 'Content-Type: application/json' "
         '-d \'{"participant_metadata": "{\\"department\\": \\"support\\"}"}\'',
         flush=True,
