@@ -108,21 +108,21 @@ _loads = orjson.loads
 _DecodeError = orjson.JSONDecodeError
 
 
+_JSON_TYPE_NAMES: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    (dict, "object"),
+    (list, "array"),
+    (str, "string"),
+    (bool, "boolean"),
+    ((int, float), "number"),
+    (type(None), "null"),
+)
+
+
 def json_type_name(value: object) -> str:
     """The JSON type name of a parsed value (``object``, ``array``, ``string``, ...)."""
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if value is None:
-        return "null"
-    return type(value).__name__
+    return next(
+        (name for kind, name in _JSON_TYPE_NAMES if isinstance(value, kind)), type(value).__name__
+    )
 
 
 def _to_bytes(raw: str | bytes | bytearray | memoryview) -> bytes:

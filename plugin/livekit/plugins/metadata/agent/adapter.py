@@ -137,7 +137,7 @@ class MetadataAdapter:
         flood_rate: float = 20.0,
         settle: float = 0.25,
     ) -> None:
-        self._options = AdapterOptions.check(
+        self.options = AdapterOptions.check(
             session_id=session_id,
             schema=schema,
             on_invalid=on_invalid,
@@ -154,7 +154,9 @@ class MetadataAdapter:
             flood_rate=flood_rate,
             settle=settle,
         )
-        self._sessions = sessions
+        """The checked options every session handle of this adapter is given."""
+        self.sessions = sessions
+        """The session manager sessions are written to."""
         self._handles: weakref.WeakKeyDictionary[JobContext, SessionHandle] = (
             weakref.WeakKeyDictionary()
         )
@@ -162,22 +164,12 @@ class MetadataAdapter:
         """Counters over every session this adapter handled."""
 
     def __repr__(self) -> str:
-        options = self._options
+        o = self.options
+        on_invalid = "raise" if o.raise_invalid else "log"
         return (
-            f"MetadataAdapter(on_invalid={'raise' if options.raise_invalid else 'log'!r}, "
-            f"sync_room_metadata={options.sync_room_metadata}, "
-            f"delete_on_shutdown={options.delete_on_shutdown}, stats={self.stats!r})"
+            f"MetadataAdapter(on_invalid={on_invalid!r}, sync_room_metadata="
+            f"{o.sync_room_metadata}, delete_on_shutdown={o.delete_on_shutdown}, stats={self.stats!r})"
         )
-
-    @property
-    def options(self) -> AdapterOptions:
-        """The checked options every session handle of this adapter is given."""
-        return self._options
-
-    @property
-    def sessions(self) -> SessionManager:
-        """The session manager sessions are written to."""
-        return self._sessions
 
     def session_id_for(self, ctx: JobContext) -> str:
         """The call session's id of a job: ``session_id(ctx)``, else the room sid
@@ -187,7 +179,7 @@ class MetadataAdapter:
             ValueError: The id is empty.
             TypeError: The ``session_id`` callable returned something other than str.
         """
-        factory = self._options.session_id
+        factory = self.options.session_id
         if factory is not None:
             sid = factory(ctx)
             if not isinstance(sid, str):
@@ -204,8 +196,8 @@ class MetadataAdapter:
         handle = self._handles.get(ctx)
         if handle is not None and not handle.closed:
             return handle
-        sessions = self._sessions
-        named = self._options.session_id is not None
+        sessions = self.sessions
+        named = self.options.session_id is not None
         space = sessions.named_sessions if named else sessions.call_sessions
 
         def forget(closed: SessionHandle) -> None:
@@ -217,7 +209,7 @@ class MetadataAdapter:
             self.session_id_for(ctx),
             space,
             sessions=sessions,
-            options=self._options,
+            options=self.options,
             stats=self.stats,
             on_close=forget,
         )
@@ -281,7 +273,7 @@ class MetadataAdapter:
         """
         handle = await self.load_job(ctx)
         await ctx.connect()
-        options = self._options
+        options = self.options
         if participant is None:
             sip = options.route_on == "sip"
             kinds = [rtc.ParticipantKind.PARTICIPANT_KIND_SIP] if sip else list(options.kinds)
@@ -305,7 +297,7 @@ class MetadataAdapter:
         """
         raw = req.job.metadata
         try:
-            obj = self._options.parse(raw)
+            obj = self.options.parse(raw)
         except MetadataError as exc:
             self.stats.invalid += 1
             logger.warning(
@@ -314,7 +306,7 @@ class MetadataAdapter:
                 raw_size(raw),
                 exc,
             )
-            if self._options.raise_invalid:
+            if self.options.raise_invalid:
                 raise
             return {}
         return obj

@@ -78,7 +78,7 @@ class SessionHandle:
             ctx,
             sessions=sessions,
             options=options,
-            reporter=self._report,
+            report=self._report,
             notifier=self._notifier,
             writer=self._writer,
             idle=self._idle,

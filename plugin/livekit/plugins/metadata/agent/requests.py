@@ -13,7 +13,7 @@ route the attributes could still choose is this worker's, and the entrypoint dec
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from .._util import keys_for_log
@@ -199,43 +199,27 @@ async def route_job_request(
     return await _decide(router, req, md, me, publish_route, stats)
 
 
+@dataclass(slots=True)
 class RequestHandler:
     """An ``on_request`` handler (see :func:`request_handler`) that counts its answers."""
 
-    __slots__ = (
-        "_agent_name",
-        "_max_metadata_bytes",
-        "_metadata_from",
-        "_publish",
-        "_router",
-        "stats",
-    )
-
-    def __init__(
-        self,
-        router: MetadataRouter,
-        agent_name: str | None,
-        metadata_from: MetadataSource,
-        max_metadata_bytes: int,
-        publish_route: bool,
-    ) -> None:
-        self._router = router
-        self._agent_name = agent_name
-        self._metadata_from = metadata_from
-        self._max_metadata_bytes = max_metadata_bytes
-        self._publish = publish_route
-        self.stats = RequestStats()
-        """What this handler answered so far."""
+    router: MetadataRouter
+    agent_name: str | None
+    metadata_from: MetadataSource
+    max_metadata_bytes: int
+    publish_route: bool
+    stats: RequestStats = field(default_factory=RequestStats, init=False)
+    """What this handler answered so far."""
 
     async def __call__(self, req: JobRequest) -> None:
         """Answer ``req`` (see :func:`route_job_request`)."""
         await route_job_request(
-            self._router,
+            self.router,
             req,
-            agent_name=self._agent_name,
-            metadata_from=self._metadata_from,
-            max_metadata_bytes=self._max_metadata_bytes,
-            publish_route=self._publish,
+            agent_name=self.agent_name,
+            metadata_from=self.metadata_from,
+            max_metadata_bytes=self.max_metadata_bytes,
+            publish_route=self.publish_route,
             stats=self.stats,
         )
 

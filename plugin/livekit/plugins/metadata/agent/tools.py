@@ -108,17 +108,19 @@ def caller_session(context: RunContext[Any]) -> CallerSession:
     )
 
 
+_WHY: tuple[tuple[type[Exception], str | None], ...] = (
+    (ProtectedKey, "the server decided this key; it cannot be changed"),
+    (ReservedKey, "the key is reserved"),
+    (MetadataError, None),  # its typed message, which never carries values
+    (StoreError, "the session store is unavailable; try again later"),
+    (LookupError, "the caller has left"),
+)
+
+
 def _why(exc: Exception) -> str:
-    if isinstance(exc, ProtectedKey):
-        return "the server decided this key; it cannot be changed"
-    if isinstance(exc, ReservedKey):
-        return "the key is reserved"
-    if isinstance(exc, MetadataError):
-        return str(exc)  # typed messages never carry values
-    if isinstance(exc, StoreError):
-        return "the session store is unavailable; try again later"
-    if isinstance(exc, LookupError):
-        return "the caller has left"
+    for kind, why in _WHY:
+        if isinstance(exc, kind):
+            return str(exc) if why is None else why
     return "the value is not valid"
 
 

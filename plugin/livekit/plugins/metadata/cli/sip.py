@@ -154,57 +154,43 @@ async def _sip_sync(
         typer.echo(f"applied {plan.changes} change(s)")
 
 
+def _opt(flag: str, metavar: str, help: str, **extra: Any) -> Any:
+    return typer.Option(flag, metavar=metavar, help=help, **extra)
+
+
+To = Annotated[
+    str, _opt("--to", "NUMBER", "The number dialed (sip.trunkPhoneNumber).", show_default=False)
+]
+From = Annotated[
+    str | None, _opt("--from", "NUMBER", "The caller's number (sip.phoneNumber); omit: hidden.")
+]
+CallRules = Annotated[
+    Path | None,
+    _opt(
+        "--rules", "FILE", "Routing rules: the dispatch `sip sync` would create for these numbers."
+    ),
+]
+Agent = Annotated[str | None, _opt("--agent", "AGENT", "Dispatch this agent name instead.")]
+Header = Annotated[
+    list[str] | None, _opt("--header", "NAME=VALUE", "A SIP header, as sip.h.NAME (repeatable).")
+]
+Trunk = Annotated[
+    str | None, _opt("--trunk", "ID", "The inbound trunk id (attribute sip.trunkID).")
+]
+Expect = Annotated[str | None, _opt("--expect", "AGENT", "Exit 1 unless this agent answers.")]
+Wait = Annotated[float, _opt("--wait", "SECONDS", "Seconds to wait for the agent.", min=0.1)]
+
+
 @sip_app.command("call")
 def sip_call_command(
-    to: Annotated[
-        str,
-        typer.Option(
-            "--to",
-            metavar="NUMBER",
-            help="The number dialed (sip.trunkPhoneNumber).",
-            show_default=False,
-        ),
-    ],
-    caller: Annotated[
-        str | None,
-        typer.Option(
-            "--from",
-            metavar="NUMBER",
-            help="The caller's number (sip.phoneNumber); omit it for a hidden number.",
-        ),
-    ] = None,
-    rules: Annotated[
-        Path | None,
-        typer.Option(
-            "--rules",
-            metavar="FILE",
-            help="Routing rules: the dispatch `sip sync` would create for these numbers.",
-        ),
-    ] = None,
-    agent: Annotated[
-        str | None,
-        typer.Option("--agent", metavar="AGENT", help="Dispatch this agent name instead."),
-    ] = None,
-    header: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--header",
-            metavar="NAME=VALUE",
-            help="A SIP header, as attribute sip.h.NAME (repeatable).",
-        ),
-    ] = None,
-    trunk: Annotated[
-        str | None,
-        typer.Option("--trunk", metavar="ID", help="The inbound trunk id (attribute sip.trunkID)."),
-    ] = None,
-    expect: Annotated[
-        str | None,
-        typer.Option("--expect", metavar="AGENT", help="Exit 1 unless this agent answers."),
-    ] = None,
-    wait: Annotated[
-        float,
-        typer.Option("--wait", metavar="SECONDS", min=0.1, help="Seconds to wait for the agent."),
-    ] = 30.0,
+    to: To,
+    caller: From = None,
+    rules: CallRules = None,
+    agent: Agent = None,
+    header: Header = None,
+    trunk: Trunk = None,
+    expect: Expect = None,
+    wait: Wait = 30.0,
     room_prefix: RoomPrefix = "call-",
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
     url: ServerUrl = None,
