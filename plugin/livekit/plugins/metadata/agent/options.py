@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from livekit import rtc
 
+from .._util import positive_int, positive_number
 from ..codec import parse_metadata, validate_schema
 
 if TYPE_CHECKING:
@@ -119,21 +120,11 @@ class AdapterOptions:
 
             if not (isinstance(schema, type) and issubclass(schema, _BaseModel)):
                 raise TypeError("schema must be a pydantic model class or None")
-        sizes = (
-            ("max_metadata_bytes", max_metadata_bytes),
-            ("max_attributes_bytes", max_attributes_bytes),
-        )
-        for name, value in sizes:
-            if type(value) is not int or value < 2:
-                raise ValueError(f"{name} must be an int >= 2")
+        positive_int(max_metadata_bytes, "max_metadata_bytes", low=2)
+        positive_int(max_attributes_bytes, "max_attributes_bytes", low=2)
         if isinstance(settle, bool) or not isinstance(settle, (int, float)) or not 0 <= settle < 60:
             raise ValueError("settle must be a number of seconds in [0, 60)")
-        if (
-            isinstance(flood_rate, bool)
-            or not isinstance(flood_rate, (int, float))
-            or not 0 < flood_rate < float("inf")
-        ):
-            raise ValueError("flood_rate must be a number of updates per second > 0")
+        positive_number(flood_rate, "flood_rate", "number of updates per second")
         confirm = _seconds("confirm_timeout", confirm_timeout)
         drain = _seconds("drain_timeout", drain_timeout)
         kinds = tuple(participant_kinds)
