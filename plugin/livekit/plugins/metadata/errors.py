@@ -1,34 +1,8 @@
-"""The error tree of ``livekit.plugins.metadata``.
+"""The error tree of ``livekit.plugins.metadata`` (drawn in ``docs/errors.md``).
 
-Every error this package raises on purpose derives from one root, so callers can
-catch the whole family or a single leaf::
-
-    MetadataPluginError
-    ├── MetadataError                 metadata (JSON or attributes) was rejected
-    │   ├── InvalidMetadataJSON       not valid JSON / UTF-8 / finite numbers / too deep
-    │   ├── MetadataNotAnObject       valid JSON, but not an object
-    │   ├── MetadataTooLarge          over the byte limit
-    │   ├── SchemaViolation           the pydantic schema rejected it
-    │   ├── InvalidAttributes         LiveKit attributes: not str->str, reserved key, too large
-    │   ├── ReservedKey               a caller used the plugin's own ``lk-metadata.`` namespace
-    │   └── InvalidSessionReference   a session reference names a missing, expired or foreign session
-    ├── StoreError                    a session store failed
-    │   ├── StoreUnavailable          the backend (e.g. Redis) cannot be reached in time
-    │   └── StoreFull                 the session cap is reached; nothing was evicted
-    ├── TokenError                    an access token could not be minted or verified
-    │   └── TokenVerificationError    signature, issuer, expiry or format check failed
-    ├── RoutingError                  routing metadata to an agent failed
-    │   ├── NoRouteMatched            no rule matched and the rule set has no default
-    │   └── DispatchError             the server refused to list or create a dispatch
-    └── ConfigError                   configuration is missing or invalid
-
-Messages say what was wrong and what to do about it. None of them contains a
-metadata value, a token or a secret: only keys, sizes, types and positions.
-
-Bad *arguments* (wrong Python types, empty ids) raise the builtin ``TypeError``
-or ``ValueError``, as LiveKit's own plugins do. ``MetadataError`` also derives
-from ``ValueError`` so code that already catches ``ValueError`` around
-``json.loads`` keeps working.
+Every error raised on purpose derives from :class:`MetadataPluginError`. Messages say what
+was wrong and what to do, never a metadata value, a token or a secret. Bad arguments raise
+the builtin ``TypeError``/``ValueError``; :class:`MetadataError` is also a ``ValueError``.
 """
 
 from __future__ import annotations

@@ -70,18 +70,12 @@ def _error(source: str, line: int | None, path: str, reason: str) -> ConfigError
     return ConfigError(f"{', '.join(where)}: {reason}")
 
 
-# --------------------------------------------------------------------------- YAML
-
-
 def _load_yaml(text: str) -> Any:
     # PyYAML only when a YAML document is read: a rule set given as a dict, or a
     # TOML or JSON file, never imports it (see ._yaml).
     from ._yaml import load_yaml
 
     return load_yaml(text, max_values=MAX_VALUES)
-
-
-# --------------------------------------------------------------------------- TOML
 
 
 def _toml_line(text: str, path: str) -> int | None:
@@ -122,9 +116,6 @@ def _load_toml(text: str) -> Any:
     return data
 
 
-# --------------------------------------------------------------------------- JSON
-
-
 def _json_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
@@ -150,8 +141,6 @@ def _load_json(text: str) -> Any:
                 exc.line = text.count("\n", 0, starts[1]) + 1
         raise
 
-
-# --------------------------------------------------------------------------- entry points
 
 _PARSERS: dict[ConfigFormat, Callable[[str], Any]] = {
     "yaml": _load_yaml,

@@ -140,8 +140,6 @@ class SessionHandle:
         """Updates the store could not apply."""
         return self._report.failed
 
-    # -- the agent's view ------------------------------------------------------------------
-
     def participant_metadata(self, identity: str) -> dict[str, Any]:
         """One participant's own view: its token session overlaid with its live metadata.
 
@@ -254,8 +252,6 @@ class SessionHandle:
             return RouteInput(dict(tracker.job_view), dict(tracker.job_attributes), None)
         return view.route_input(tracker.job_view, tracker.job_attributes)
 
-    # -- reading and writing -------------------------------------------------------------
-
     async def get(self) -> dict[str, Any]:
         """A copy of the call session (``{}`` if it holds nothing): the job's metadata,
         room metadata when synced, and what the agent wrote. No caller's keys."""
@@ -290,8 +286,6 @@ class SessionHandle:
             self._idle.clear()
             await self._idle.wait()
         await self._writer.wait_settled()
-
-    # -- following the room ----------------------------------------------------------------
 
     async def load_job(self) -> None:
         """Merge the job's metadata and attributes (once; see :meth:`MetadataAdapter.load_job`)."""
@@ -351,8 +345,6 @@ class SessionHandle:
                 room.off(event, callback)  # type: ignore[arg-type]
         self._subscriptions = []
 
-    # -- write-back ----------------------------------------------------------------------------
-
     async def publish(
         self,
         keys: Iterable[str],
@@ -399,8 +391,6 @@ class SessionHandle:
         wait = self._options.confirm_timeout if timeout is None else timeout
         session = await self.get()
         return await self._publisher.publish(session, key_list, as_, participant, wait, api)
-
-    # -- shutdown ----------------------------------------------------------------------------
 
     async def aclose(self, *, delete: bool | None = None) -> None:
         """Stop following the room, let pending writes land, then delete or keep the session.

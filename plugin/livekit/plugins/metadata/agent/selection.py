@@ -50,8 +50,6 @@ class Selection(NamedTuple):
     agent: Agent
 
 
-# --------------------------------------------------------------------------- entrypoint
-
 _ROUTES: weakref.WeakKeyDictionary[Any, Route] = weakref.WeakKeyDictionary()
 
 

@@ -172,8 +172,6 @@ class CallerSessionTools(Toolset):
             tools.append(self._transfer_tool())
         super().__init__(id=id, tools=tools)
 
-    # -- the checks, usable without an LLM ----------------------------------------------
-
     async def read_key(self, caller: CallerSession, key: str) -> str:
         """What ``read_caller_data`` answers: the value as JSON, or why not."""
         protected = caller.protected
@@ -221,8 +219,6 @@ class CallerSessionTools(Toolset):
         if route.rejected:
             return "ok: saved, but the rules route this call to no agent"
         return f"ok: the {route.agent} agent takes over"
-
-    # -- the LiveKit tools -------------------------------------------------------------
 
     def _read_tool(self) -> Any:
         keys = sorted(self._readable)
@@ -274,9 +270,6 @@ class CallerSessionTools(Toolset):
             return await self.transfer(caller_session(context), destination)
 
         return function_tool(transfer, description=description)
-
-
-# -- calls that leave the process ------------------------------------------------------------
 
 
 class SignedToolCall(NamedTuple):

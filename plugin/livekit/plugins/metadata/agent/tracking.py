@@ -109,8 +109,6 @@ class Tracker:
         kinds = (rtc.ParticipantKind.PARTICIPANT_KIND_SIP,) if route_on == "sip" else _ROUTE_KINDS
         return next((v for v in views if v.participant.kind in kinds), None)
 
-    # -- room callbacks: plain functions, applied at once, in arrival order -------------------
-
     def _received(self, identity: str) -> bool:
         """Count an event of a tracked participant; True if it is to be applied."""
         if self.closed or identity not in self.tracked:
@@ -186,8 +184,6 @@ class Tracker:
             self.report.invalid_input("room metadata", exc, size=size, keys=(), raise_=False)
             return
         self.writer.queue(without_plugin_keys(obj))
-
-    # -- building a view (the only part that reads the store) -----------------------------
 
     def snapshot(self, participant: rtc.Participant, done: asyncio.Future[None] | None) -> None:
         """Start building a fresh view; changes until it is built wait in ``_pending``."""
@@ -348,8 +344,6 @@ class Tracker:
             checked = {}
         self.job_attributes = {k: v for k, v in without_plugin_keys(checked).items() if v != ""}
         self.job_view = {k: v for k, v in job.items() if v != ""}
-
-    # -- applying one change ----------------------------------------------------------------
 
     def apply(self, identity: str, change: Change, *, raise_: bool = False) -> bool:
         """One change into a participant's view; True if the view changed."""

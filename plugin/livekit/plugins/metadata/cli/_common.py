@@ -205,7 +205,7 @@ def announce_keys(keys: Any) -> None:
 
 @contextmanager
 def no_pyjwt_key_warning() -> Iterator[None]:
-    """Silence PyJWT's per-token InsecureKeyLengthWarning (``_issuer`` said it once, cleanly)."""
+    """Silence PyJWT's per-token InsecureKeyLengthWarning (:func:`announce_keys` said it once, cleanly)."""
     from jwt.warnings import InsecureKeyLengthWarning
 
     with warnings.catch_warnings():

@@ -105,9 +105,6 @@ class SipClient(Protocol):
     def sip(self) -> _SipService: ...
 
 
-# --------------------------------------------------------------------------- compile
-
-
 def _numbers(conds: Iterable[Cond], attribute: str) -> frozenset[str]:
     out: set[str] = set()
     for c in conds:
@@ -289,9 +286,6 @@ def export_json(rules: Sequence[api.SIPDispatchRuleInfo]) -> str:
     return json.dumps([_view(r) | {"name": r.name} for r in rules], indent=2, sort_keys=True)
 
 
-# --------------------------------------------------------------------------- plan
-
-
 @dataclass(frozen=True)
 class SyncPlan:
     """What :func:`apply_plan` will do to the server's dispatch rules.
@@ -415,9 +409,6 @@ def _scope_of(wanted: Sequence[api.SIPDispatchRuleInfo]) -> str:
     (scope,) = scopes
     assert scope is not None
     return scope
-
-
-# --------------------------------------------------------------------------- server calls
 
 
 NO_SIP_HINT = (

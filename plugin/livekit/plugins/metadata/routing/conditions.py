@@ -149,9 +149,6 @@ def split_path(path: str) -> tuple[str, ...]:
     return parts
 
 
-# --------------------------------------------------------------------------- operators
-
-
 def _check_scalar(where: str, arg: Any, what: str) -> None:
     if not isinstance(arg, _SCALARS):
         raise Problem(where, what + f", got {json_type_name(arg)}")
@@ -352,9 +349,6 @@ def _ops(where: str, spec: Mapping[Any, Any]) -> list[tuple[str, Any]]:
             raise Problem(where, "operator names must be strings")
         out.append((op, arg))
     return out
-
-
-# --------------------------------------------------------------------------- fused checks
 
 
 def _make_check(parts: tuple[str, ...], pred: Pred) -> Pred:

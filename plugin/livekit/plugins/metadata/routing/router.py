@@ -134,8 +134,6 @@ class MetadataRouter:
         data = load_file(path, max_bytes=max_bytes)
         return cls.from_dict(data, worker=worker, source=repr(str(path)))
 
-    # ----------------------------------------------------------------- introspection
-
     @property
     def rule_set(self) -> RuleSet:
         """The compiled rules (read-only), e.g. for ``lk-metadata sip sync``."""
@@ -174,8 +172,6 @@ class MetadataRouter:
             f"MetadataRouter(rules={len(self._set.rules)}, default={default!r}, "
             f"source={self._source})"
         )
-
-    # ----------------------------------------------------------------- routing
 
     def match_index(
         self, metadata: Mapping[str, Any], *, attributes: Mapping[str, str] | None = None
