@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from livekit import rtc
 
-from .._util import key_label
+from .._util import key_label, raw_size
 from ..codec import DEFAULT_MAX_ATTRIBUTES_BYTES, DEFAULT_MAX_METADATA_BYTES
 from ..errors import MetadataError
 from ..log import logger
@@ -38,7 +38,7 @@ from .options import (
     Track,
 )
 from .publish import PublishResult
-from .report import AdapterStats, raw_size
+from .report import AdapterStats
 from .views import RouteInput
 
 if TYPE_CHECKING:

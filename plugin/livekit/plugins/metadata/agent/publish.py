@@ -37,17 +37,11 @@ __all__ = ["PublishResult", "Publisher", "publish_keys"]
 
 @dataclass(frozen=True)
 class PublishResult:
-    """Outcome of :meth:`SessionHandle.publish`.
+    """Outcome of :meth:`SessionHandle.publish`; ``bool(result)`` is ``confirmed``.
 
-    ``bool(result)`` is ``result.confirmed``.
-
-    Attributes:
-        confirmed: The new value was read back from the participant (local) or
-            returned by the server (remote) before the timeout.
-        target: ``"attributes"`` or ``"metadata"``.
-        identity: The participant written to.
-        keys: The session keys published (missing ones were cleared).
-        size: Bytes sent: the serialized metadata, or the attribute update's size.
+    ``confirmed``: read back (local) or returned by the server (remote) in time;
+    ``target``: ``"attributes"`` or ``"metadata"``; ``identity``: who was written to;
+    ``keys``: the keys published (missing ones cleared); ``size``: bytes sent.
     """
 
     confirmed: bool

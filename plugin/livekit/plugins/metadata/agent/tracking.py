@@ -17,12 +17,12 @@ from typing import TYPE_CHECKING, Any
 
 from livekit import rtc
 
-from .._util import key_label
+from .._util import key_label, raw_size
 from ..codec import SESSION_KEY, validate_attributes
 from ..errors import InvalidSessionReference, MetadataError, StoreError
 from ..log import logger
 from .options import AdapterOptions, backoff
-from .report import Reporter, raw_size
+from .report import Reporter
 from .settle import ChangeNotifier
 from .views import ParticipantView, resolve_token_session, without_plugin_keys
 from .writer import CallSessionWriter
