@@ -1,8 +1,7 @@
-"""Private helpers shared by every wing: safe labels, NaN and range checks, URL redaction.
+"""Private helpers shared by every wing: safe labels, sizes, NaN and range checks, URLs.
 
-Nothing here is public API. Each helper exists once so that what may appear in a
-log line or an error message (a key, never a value; a URL, never its password)
-is decided in one place.
+Each exists once, so what may appear in a log line or an error message (a key, never a
+value; a URL, never its password) is decided in one place.
 """
 
 from __future__ import annotations
