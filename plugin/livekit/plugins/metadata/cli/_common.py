@@ -23,6 +23,7 @@ __all__ = [
     "announce_keys",
     "checked_url",
     "dumps",
+    "duration_flag",
     "exit_on_errors",
     "fail",
     "issuer_for",
@@ -30,6 +31,7 @@ __all__ = [
     "parse_attributes",
     "parse_duration",
     "read_json_flag",
+    "server_url",
     "url_option",
 ]
 
@@ -159,6 +161,23 @@ def parse_attributes(items: list[str] | None, flag: str = "--attribute") -> dict
             raise typer.BadParameter("expected key=value", param_hint=f"'{flag}'")
         out[key] = value
     return out
+
+
+def server_url(url: str | None) -> str:
+    """The ``--url`` a command needs (checked as :func:`checked_url`), else exit 1 saying so."""
+    if not url:
+        fail(
+            "LiveKit server URL is not set: set LIVEKIT_URL (e.g. ws://127.0.0.1:7880) or pass --url"
+        )
+    return checked_url(url) or url
+
+
+def duration_flag(text: str, flag: str) -> timedelta:
+    """``parse_duration(text)``, or exit 2 naming ``flag``."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=f"'{flag}'") from None
 
 
 def checked_url(url: str | None) -> str | None:

@@ -13,12 +13,12 @@ from ._common import (
     ApiKey,
     ApiSecret,
     announce_keys,
-    checked_url,
     dumps,
     exit_on_errors,
     fail,
     no_pyjwt_key_warning,
     parse_attributes,
+    server_url,
     url_option,
 )
 
@@ -116,9 +116,7 @@ def sip_sync_command(
     """
     import asyncio
 
-    if not url:
-        fail("LiveKit server URL is not set: set LIVEKIT_URL or pass --url", 1)
-    url = checked_url(url) or url
+    url = server_url(url)
     if not api_key or not api_secret:
         fail("set LIVEKIT_API_KEY and LIVEKIT_API_SECRET (or pass --api-key/--api-secret)", 1)
     from ..tokens.keys import ApiKeys
@@ -215,12 +213,7 @@ def sip_call_command(
 
     if rules is None and not agent:
         raise typer.BadParameter("pass --rules FILE or --agent NAME", param_hint="'--rules'")
-    if not url:
-        fail(
-            "LiveKit server URL is not set: set LIVEKIT_URL (e.g. ws://127.0.0.1:7880) or pass --url",
-            1,
-        )
-    url = checked_url(url) or url
+    url = server_url(url)
     headers = parse_attributes(header, "--header") or {}
     from ..provision.sip_call import place_call, plan_call
     from ..routing.router import MetadataRouter
