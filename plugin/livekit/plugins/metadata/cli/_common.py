@@ -20,6 +20,7 @@ __all__ = [
     "DEV_SERVER_URL",
     "ApiKey",
     "ApiSecret",
+    "RulesFile",
     "announce_keys",
     "checked_url",
     "dumps",
@@ -53,6 +54,14 @@ ApiSecret = Annotated[
         metavar="SECRET",
         show_default=False,
         help="LiveKit API secret (prefer the environment variable).",
+    ),
+]
+
+
+RulesFile = Annotated[
+    Path,
+    typer.Option(
+        "--rules", metavar="FILE", help="Rules file (YAML, TOML or JSON).", show_default=False
     ),
 ]
 

@@ -12,6 +12,7 @@ from ..errors import ConfigError
 from ._common import (
     ApiKey,
     ApiSecret,
+    RulesFile,
     announce_keys,
     dumps,
     exit_on_errors,
@@ -29,12 +30,6 @@ sip_app = typer.Typer(
     no_args_is_help=True,
 )
 
-RulesFile = Annotated[
-    Path,
-    typer.Option(
-        "--rules", metavar="FILE", help="Rules file (YAML, TOML or JSON).", show_default=False
-    ),
-]
 Trunks = Annotated[
     list[str] | None,
     typer.Option(
