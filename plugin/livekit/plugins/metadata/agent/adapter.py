@@ -119,7 +119,7 @@ class MetadataAdapter:
         flood_rate: float = 20.0,
         settle: float = 0.25,
     ) -> None:
-        self.options = AdapterOptions.check(
+        self.options = AdapterOptions(
             session_id=session_id,
             schema=schema,
             on_invalid=on_invalid,
