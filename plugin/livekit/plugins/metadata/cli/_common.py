@@ -32,6 +32,7 @@ __all__ = [
     "parse_attributes",
     "parse_duration",
     "read_json_flag",
+    "resolved_keys",
     "server_url",
     "url_option",
 ]
@@ -208,6 +209,18 @@ def issuer_for(api_key: str | None, api_secret: str | None, leeway: timedelta | 
     token) is replaced by one clean line; with the dev keys the dev warning says it all.
     """
     from ..tokens.issuer import TokenIssuer
+
+    keys = resolved_keys(api_key, api_secret)
+    try:
+        if leeway is not None:
+            return TokenIssuer(keys.key, keys.secret, leeway=leeway)
+        return TokenIssuer(keys.key, keys.secret)
+    except ConfigError as exc:
+        fail(exc.message, 1)
+
+
+def resolved_keys(api_key: str | None, api_secret: str | None) -> Any:
+    """The keys to use (else the dev-server keys), announced; exit 1 when they are unusable."""
     from ..tokens.keys import resolve_keys
 
     try:
@@ -215,12 +228,7 @@ def issuer_for(api_key: str | None, api_secret: str | None, leeway: timedelta | 
     except ConfigError as exc:
         fail(exc.message, 1)
     announce_keys(keys)
-    try:
-        if leeway is not None:
-            return TokenIssuer(keys.key, keys.secret, leeway=leeway)
-        return TokenIssuer(keys.key, keys.secret)
-    except ConfigError as exc:
-        fail(exc.message, 1)
+    return keys
 
 
 def announce_keys(keys: Any) -> None:

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 
 import typer
 
-from ..errors import ConfigError
 from ._common import (
     ApiKey,
     ApiSecret,
@@ -19,6 +18,7 @@ from ._common import (
     fail,
     no_pyjwt_key_warning,
     parse_attributes,
+    resolved_keys,
     server_url,
     url_option,
 )
@@ -212,13 +212,8 @@ def sip_call_command(
     headers = parse_attributes(header, "--header") or {}
     from ..provision.sip_call import place_call, plan_call
     from ..routing.router import MetadataRouter
-    from ..tokens.keys import resolve_keys
 
-    try:
-        keys = resolve_keys(api_key, api_secret)
-    except ConfigError as exc:
-        fail(exc.message, 1)
-    announce_keys(keys)
+    keys = resolved_keys(api_key, api_secret)
     # LiveKit's SDK logs each failed connection attempt, the token included: the one
     # error line below says what to do instead.
     logging.getLogger("livekit").setLevel(logging.CRITICAL + 1)
