@@ -316,16 +316,13 @@ def validate_schema(obj: Mapping[str, Any], schema: type[M]) -> M:
 def serialize_metadata(
     obj: Mapping[str, Any] | BaseModel, *, max_bytes: int = DEFAULT_MAX_METADATA_BYTES
 ) -> str:
-    """Serialize a mapping or pydantic model to compact JSON for a LiveKit metadata field.
-
-    ``parse_metadata(serialize_metadata(x)) == x`` for every JSON-able dict.
+    """A mapping or pydantic model as compact JSON; ``parse_metadata`` gives it back.
 
     Raises:
-        TypeError: ``obj`` is not a mapping/model, has non-str keys, or holds a value
-            JSON cannot represent (the message names the key path, never the value).
-        ValueError: a float is NaN or infinite (JSON has no such numbers).
-        InvalidMetadataJSON: the value nests deeper than :data:`MAX_DEPTH`.
-        MetadataTooLarge: the result is over ``max_bytes`` UTF-8 bytes.
+        TypeError: Not a mapping/model, non-str keys, or a value JSON cannot hold.
+        ValueError: A float is NaN or infinite.
+        InvalidMetadataJSON: It nests deeper than :data:`MAX_DEPTH`.
+        MetadataTooLarge: The result is over ``max_bytes`` UTF-8 bytes.
     """
     if isinstance(obj, Mapping):
         value: Any = obj if isinstance(obj, dict) else dict(obj)

@@ -168,11 +168,8 @@ class SessionHandle:
 
         Raises:
             LookupError: The participant is not tracked.
-            ReservedKey: A key in the plugin's ``lk-metadata.`` namespace.
-            ProtectedKey: A key the server decided.
-            MetadataTooLarge: The view would be over the adapter's ``max_metadata_bytes``.
-            SchemaViolation: With a ``schema``, the caller's live metadata with
-                the write does not satisfy it.
+            ReservedKey, ProtectedKey: A plugin key, or one the server decided.
+            MetadataTooLarge, SchemaViolation: The view would be too large, or not fit ``schema``.
             TypeError: A value JSON cannot hold.
             StoreError: The store could not persist it (the view is unchanged).
         """

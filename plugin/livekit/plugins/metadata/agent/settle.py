@@ -1,10 +1,8 @@
 """``on_change`` once per settled state: coalescing of a participant's changes, flood accounting.
 
-The first change after a quiet ``settle`` interval is delivered at once; changes that
-follow within ``settle`` fold into one call, made when the participant has been quiet
-for ``settle`` seconds, or at the latest ``8 * settle`` after the first change still
-waiting, so a flood that never pauses still moves on. The call reads the latest state
-and runs in a task of its own, never blocking the events that follow.
+The first change after a quiet spell is delivered at once; later ones fold into one
+call, made after ``settle`` quiet seconds (at the latest ``8 * settle`` after the first),
+reading the latest state in a task of its own.
 """
 
 from __future__ import annotations

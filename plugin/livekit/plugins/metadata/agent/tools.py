@@ -52,12 +52,8 @@ TOOL_TOKEN_HEADER = "X-Tool-Token"  # noqa: S105 (a header name)
 
 @dataclass(frozen=True)
 class CallerSession:
-    """The session of the caller an ``AgentSession`` serves: put it in ``userdata``.
-
-    Args:
-        handle: The job's :class:`~livekit.plugins.metadata.agent.handle.SessionHandle`.
-        identity: The caller's identity (``handle.route_input().identity``).
-    """
+    """The session of the caller an ``AgentSession`` serves (the job's ``handle`` and the
+    caller's ``identity``): put it in ``userdata``."""
 
     handle: SessionHandle
     identity: str
@@ -86,12 +82,8 @@ class CallerSession:
 
 
 def caller_session(context: RunContext[Any]) -> CallerSession:
-    """The :class:`CallerSession` of a tool call: ``userdata`` itself, or its
-    ``caller_session`` attribute when the developer keeps their own userdata.
-
-    Raises:
-        RuntimeError: The session's userdata holds no CallerSession.
-    """
+    """The :class:`CallerSession` of a tool call: ``userdata``, or its ``caller_session``
+    attribute (RuntimeError when there is none)."""
     try:
         data = context.userdata
     except ValueError:
@@ -128,19 +120,12 @@ class CallerSessionTools(Toolset):
     """LiveKit tools that let the LLM read and write named keys of the caller's session.
 
     Args:
-        read: Keys the LLM may read. A key the server decided (private or trusted)
-            is readable only when listed here.
-        write: Keys the LLM may write. A key the server decided is never written,
-            listed or not; every write is checked like client metadata (size,
-            schema, reserved ``lk-metadata.`` keys). A refused write changes
-            nothing and the tool result says why.
-        read_public: Also let the LLM read every key the server did not decide
-            (the caller's public metadata).
-        transfer_key: Adds a ``transfer`` tool that sets this key (e.g.
-            ``"department"``) to one of ``destinations``; the routing rules,
-            not the tool, decide which Agent answers then.
-        destinations: The values ``transfer`` accepts.
-        router: Optional rules to say in the transfer's result which agent answers.
+        read: Keys the LLM may read (a key the server decided only when listed).
+        write: Keys the LLM may write, never one the server decided; each write is
+            checked like client metadata, and a refused one changes nothing.
+        read_public: Also every key the server did not decide.
+        transfer_key: Adds a ``transfer`` tool setting this key to one of
+            ``destinations``; the rules (``router``, to name who answers) decide.
         id: The toolset's id.
     """
 
@@ -284,9 +269,8 @@ def sign_tool_call(
 ) -> SignedToolCall:
     """Sign a call of ``function`` for ``call_id`` (e.g. ``handle.id``) with a tool token.
 
-    The body is SignalWire's shape (``function``, ``call_id``, ``argument``); the
-    token (SignalWire's format, scoped to this function and call, expiring) goes in
-    the :data:`TOOL_TOKEN_HEADER` header, never in the URL.
+    The body is SignalWire's shape; the token (scoped, expiring) goes in the
+    :data:`TOOL_TOKEN_HEADER` header, never in the URL.
     """
     token = sessions.create_tool_token(function, call_id)
     body = orjson.dumps({"function": function, "call_id": call_id, "argument": dict(arguments)})

@@ -1,11 +1,9 @@
 """Room events of the tracked participants, applied to their views in arrival order.
 
-Each room callback is a plain function: it turns the event into a typed change and
-applies it at once, or, while the participant's view is being built (its token
-session read from the store), queues it to be applied right after, in order. A
-metadata change merges the new JSON object into the view (keys it no longer has are
-kept); an attribute change sets the changed keys and removes those whose value became
-empty. Invalid input changes nothing and is counted and logged (:mod:`.report`).
+Each room callback turns the event into a typed change and applies it at once, or,
+while the view is being built, queues it to be applied right after, in order. Metadata
+merges into the view; an empty attribute value deletes. Invalid input changes nothing
+and is counted and logged (:mod:`.report`).
 """
 
 from __future__ import annotations
