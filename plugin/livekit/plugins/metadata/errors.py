@@ -103,35 +103,26 @@ class InvalidAttributes(MetadataError):
     """Raised when LiveKit attributes are not a str->str map, use a reserved key or are too large."""
 
 
-class ReservedKey(MetadataError):
-    """Raised when a caller sends a metadata or attribute key in the plugin's ``lk-metadata.`` namespace.
-
-    Only the plugin writes keys there (e.g. the token-session reference), so a
-    caller can never choose, send or override them. The token endpoint answers 403.
-    """
-
+class _KeyRefused(MetadataError):
     def __init__(self, message: str, *, key: str) -> None:
         super().__init__(message)
         self.key = key
         """The offending key (a key, never a value; cut to a readable length)."""
 
 
-class ProtectedKey(MetadataError):
+class ReservedKey(_KeyRefused):
+    """Raised when a caller sends a key in the plugin's ``lk-metadata.`` namespace, which
+    only the plugin writes (the token endpoint answers 403)."""
+
+
+class ProtectedKey(_KeyRefused):
     """Raised when an agent-side write names a key the server decided (private, trusted
     or ``protected_keys``): only the token endpoint sets those."""
 
-    def __init__(self, message: str, *, key: str) -> None:
-        super().__init__(message)
-        self.key = key
-        """The offending key (a key, never a value; cut to a readable length)."""
-
 
 class InvalidSessionReference(MetadataError):
-    """Raised when a token-session reference names a missing, expired or foreign session.
-
-    Foreign: the session's owner record names another participant or room (an
-    attribute copied from someone else must not open their private keys).
-    """
+    """Raised when a token-session reference names a missing, expired or foreign session
+    (whose owner record names another participant or room)."""
 
 
 class StoreError(MetadataPluginError):
@@ -143,11 +134,7 @@ class StoreUnavailable(StoreError):
 
 
 class StoreFull(StoreError):
-    """The store holds its maximum number of sessions: retry after some expire.
-
-    Nothing is evicted to make room: a full store refuses new sessions and
-    leaves every existing one alone until its own expiry.
-    """
+    """The store holds its maximum number of sessions (nothing is evicted): retry later."""
 
 
 class TokenError(MetadataPluginError):
