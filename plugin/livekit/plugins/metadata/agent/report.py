@@ -39,18 +39,16 @@ class AdapterStats:
     forgotten: int = 0
 
 
+@dataclass(eq=False, slots=True)
 class Reporter:
     """Counts one session's updates (its own counters and the adapter's ``stats``) and logs
     the ones that did not apply."""
 
-    __slots__ = ("applied", "failed", "invalid", "session_id", "stats")
-
-    def __init__(self, session_id: str, stats: AdapterStats) -> None:
-        self.session_id = session_id
-        self.stats = stats
-        self.applied = 0
-        self.invalid = 0
-        self.failed = 0
+    session_id: str
+    stats: AdapterStats
+    applied: int = 0
+    invalid: int = 0
+    failed: int = 0
 
     def count_applied(self) -> None:
         self.applied += 1
