@@ -212,20 +212,12 @@ class SessionHandle:
     def route_input(self) -> RouteInput:
         """What to route on: the ``route_on`` participant's :class:`~.views.RouteInput`
         (the job's alone, ``identity`` None, with no participant)."""
-        tracker = self._tracker
-        view = tracker.route_view()
-        if view is None:
-            return RouteInput(dict(tracker.job_view), dict(tracker.job_attributes), None)
-        return view.route_input(tracker.job_view, tracker.job_attributes)
+        return self._tracker.route_input(self._tracker.route_view())
 
     def participant_route_input(self, identity: str) -> RouteInput:
         """What the rules would route on for this caller: the job's metadata under its
         view, its attributes under the job's (the job's alone if it is not tracked)."""
-        tracker = self._tracker
-        view = tracker.views.get(identity)
-        if view is None:
-            return RouteInput(dict(tracker.job_view), dict(tracker.job_attributes), None)
-        return view.route_input(tracker.job_view, tracker.job_attributes)
+        return self._tracker.route_input(self._tracker.views.get(identity))
 
     async def get(self) -> dict[str, Any]:
         """A copy of the call session (``{}`` if it holds nothing): the job's metadata,

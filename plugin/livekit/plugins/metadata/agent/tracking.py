@@ -22,7 +22,7 @@ from ..log import logger
 from .options import AdapterOptions, backoff
 from .report import Reporter
 from .settle import ChangeNotifier
-from .views import ParticipantView, resolve_token_session, without_plugin_keys
+from .views import ParticipantView, RouteInput, resolve_token_session, without_plugin_keys
 from .writer import CallSessionWriter
 
 if TYPE_CHECKING:
@@ -106,6 +106,12 @@ class Tracker:
             return self.views.get(chosen.identity) if chosen is not None else None
         kinds = (rtc.ParticipantKind.PARTICIPANT_KIND_SIP,) if route_on == "sip" else _ROUTE_KINDS
         return next((v for v in views if v.participant.kind in kinds), None)
+
+    def route_input(self, view: ParticipantView | None) -> RouteInput:
+        """What the rules route on for ``view`` (the job's alone for None)."""
+        if view is None:
+            return RouteInput(dict(self.job_view), dict(self.job_attributes), None)
+        return view.route_input(self.job_view, self.job_attributes)
 
     def _received(self, identity: str) -> bool:
         """Count an event of a tracked participant; True if it is to be applied."""
