@@ -22,7 +22,13 @@ from ..log import logger
 from .options import AdapterOptions, backoff
 from .report import Reporter
 from .settle import ChangeNotifier
-from .views import ParticipantView, RouteInput, resolve_token_session, without_plugin_keys
+from .views import (
+    ParticipantView,
+    RouteInput,
+    TokenSession,
+    resolve_token_session,
+    without_plugin_keys,
+)
 from .writer import CallSessionWriter
 
 if TYPE_CHECKING:
@@ -263,8 +269,11 @@ class Tracker:
         self.apply(identity, MetadataChanged(participant.metadata), raise_=raise_)
         self.apply(identity, AttributesChanged(attributes, None), raise_=raise_)
 
-    def _room_name(self) -> str:
-        return self.ctx.job.room.name or self.ctx.room.name
+    async def _resolve(self, view: ParticipantView, reference: str) -> TokenSession:
+        room = self.ctx.job.room.name or self.ctx.room.name
+        return await resolve_token_session(
+            self.sessions, reference, identity=view.identity, room=room
+        )
 
     def _bad_reference(self, view: ParticipantView, exc: MetadataError, raise_: bool) -> None:
         self.report.stats.refused += 1  # logged (once: a view binds once) as invalid
@@ -278,9 +287,7 @@ class Tracker:
         backoff binds it once the store answers (routing does not wait for the store).
         """
         try:
-            session = await resolve_token_session(
-                self.sessions, reference, identity=view.identity, room=self._room_name()
-            )
+            session = await self._resolve(view, reference)
         except InvalidSessionReference as exc:
             self._bad_reference(view, exc, raise_)
             return
@@ -298,9 +305,7 @@ class Tracker:
             while not self.closed and self.views.get(view.identity, view) is view:
                 await asyncio.sleep(next(delays))
                 try:
-                    session = await resolve_token_session(
-                        self.sessions, reference, identity=view.identity, room=self._room_name()
-                    )
+                    session = await self._resolve(view, reference)
                 except StoreError:
                     continue
                 except InvalidSessionReference as exc:
