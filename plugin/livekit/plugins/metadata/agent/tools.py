@@ -10,9 +10,8 @@ The entrypoint puts the served caller's :class:`CallerSession` in the ``AgentSes
     async def lookup_order(context: RunContext[CallerSession]) -> str:
         view = context.userdata.metadata()   # this caller's view, private keys included
 
-:class:`CallerSessionTools` is a ready ``Toolset`` (allow-listed reads and writes, and a
-``transfer`` the rules decide); a write that changes the route hands off once, on the
-adapter's ``on_change`` path. :func:`sign_tool_call` signs a call that leaves the process.
+:class:`CallerSessionTools` is a ready ``Toolset`` (allow-listed reads and writes, a
+``transfer`` the rules decide); :func:`sign_tool_call` signs a call that leaves the process.
 """
 
 from __future__ import annotations
