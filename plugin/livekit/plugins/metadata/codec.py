@@ -376,9 +376,17 @@ def refuse_reserved(keys: Iterable[str], what: str) -> None:
             )
 
 
-def attributes_size(attributes: Mapping[str, str]) -> int:
-    """LiveKit's size of an attribute map: sum of ``len(key) + len(value)`` in UTF-8 bytes."""
-    return sum(len(k.encode("utf-8")) + len(v.encode("utf-8")) for k, v in attributes.items())
+def attributes_size(attributes: Mapping[str, str], max_bytes: int | None = None) -> int:
+    """LiveKit's size of an attribute map: sum of ``len(key) + len(value)`` in UTF-8 bytes.
+
+    With ``max_bytes``, a larger map raises InvalidAttributes.
+    """
+    total = sum(len(k.encode("utf-8")) + len(v.encode("utf-8")) for k, v in attributes.items())
+    if max_bytes is not None and total > max_bytes:
+        raise InvalidAttributes(
+            f"attributes would total {total} bytes, over the limit of {max_bytes} bytes"
+        )
+    return total
 
 
 def validate_attributes(

@@ -23,7 +23,7 @@ from ..codec import (
     serialize_metadata,
     validate_attributes,
 )
-from ..errors import InvalidAttributes, MetadataError
+from ..errors import MetadataError
 from ..log import logger
 from .options import PublishAs
 
@@ -101,11 +101,7 @@ class Publisher:
         update = {k: _attribute_value(session[k]) if k in session else "" for k in keys}
         limit = self.max_attributes_bytes
         validate_attributes(update, max_bytes=limit)
-        total = attributes_size(apply_attributes(current, update))
-        if total > limit:
-            raise InvalidAttributes(
-                f"attributes would total {total} bytes, over the limit of {limit} bytes"
-            )
+        attributes_size(apply_attributes(current, update), limit)
         return update
 
     def _metadata_text(self, session: Mapping[str, Any], keys: list[str], current: str) -> str:

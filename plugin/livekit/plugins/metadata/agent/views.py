@@ -23,7 +23,6 @@ from ..codec import (
     attributes_size,
 )
 from ..errors import (
-    InvalidAttributes,
     InvalidSessionReference,
     MetadataTooLarge,
     ProtectedKey,
@@ -202,12 +201,7 @@ class ParticipantView:
         )
         for key in removed:
             attributes.pop(key, None)
-        total = attributes_size(attributes)
-        if total > max_bytes:
-            raise InvalidAttributes(
-                f"participant attributes would total {total} bytes, over the limit of "
-                f"{max_bytes} bytes"
-            )
+        attributes_size(attributes, max_bytes)
         self.attributes = attributes
         return refused
 
