@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
 from ..codec import DEFAULT_MAX_METADATA_BYTES, parse_metadata
@@ -191,6 +191,7 @@ def select(
     return Selection(route, _build_agent(factories[route.agent], route))
 
 
+@dataclass(frozen=True, eq=False, slots=True)
 class AgentFactoryMap:
     """Agent factories by agent name, checked against a router: one worker, several agents.
 
@@ -203,36 +204,21 @@ class AgentFactoryMap:
         await session.start(agent, room=ctx.room)
     """
 
-    __slots__ = ("_factories", "_fallback", "_router")
+    router: MetadataRouter
+    factories: Mapping[str, AgentFactory]
+    fallback: str | None = field(default=None, kw_only=True)
 
-    def __init__(
-        self,
-        router: MetadataRouter,
-        factories: Mapping[str, AgentFactory],
-        *,
-        fallback: str | None = None,
-    ) -> None:
-        self._router = router
-        self._factories = dict(factories)
-        for name, factory in self._factories.items():
+    def __post_init__(self) -> None:
+        factories = dict(self.factories)
+        object.__setattr__(self, "factories", factories)
+        for name, factory in factories.items():
             if not callable(factory):
                 raise TypeError(f"factory for agent {name!r} must be an Agent subclass or callable")
-        missing = sorted(router.agents - self._factories.keys())
+        missing = sorted(self.router.agents - factories.keys())
         if missing:
             raise ConfigError(f"no Agent factory for routed agent(s): {', '.join(missing)}")
-        if fallback is not None and fallback not in self._factories:
-            raise ConfigError(f"fallback agent {fallback!r} has no factory")
-        self._fallback = fallback
-
-    @property
-    def router(self) -> MetadataRouter:
-        """The router this map selects with."""
-        return self._router
-
-    @property
-    def factories(self) -> Mapping[str, AgentFactory]:
-        """The factories by agent name."""
-        return self._factories
+        if self.fallback is not None and self.fallback not in factories:
+            raise ConfigError(f"fallback agent {self.fallback!r} has no factory")
 
     def select(
         self,
@@ -242,11 +228,11 @@ class AgentFactoryMap:
     ) -> Selection:
         """Route ``metadata`` (and ``attributes``) and build its Agent (see :func:`select`)."""
         return select(
-            self._router,
+            self.router,
             metadata,
-            self._factories,
+            self.factories,
             attributes=attributes,
-            fallback=self._fallback,
+            fallback=self.fallback,
         )
 
     def reroute(
@@ -257,7 +243,7 @@ class AgentFactoryMap:
         attributes: Mapping[str, str] | None = None,
     ) -> bool:
         """Hand off to a new Agent if ``metadata`` now routes elsewhere (see :func:`reroute`)."""
-        return reroute(session, self._router, self._factories, metadata, attributes=attributes)
+        return reroute(session, self.router, self.factories, metadata, attributes=attributes)
 
 
 @dataclass(slots=True)
