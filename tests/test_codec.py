@@ -21,7 +21,6 @@ from livekit.plugins.metadata.codec import (
     json_type_name,
     parse_metadata,
     serialize_metadata,
-    split_attribute_update,
     validate_attributes,
     validate_schema,
 )
@@ -438,10 +437,7 @@ def test_long_keys_are_cut_in_messages() -> None:
     assert key not in str(info.value)
 
 
-def test_split_and_apply_attributes_empty_value_deletes() -> None:
-    updates, removed = split_attribute_update({"a": "1", "b": "", "c": "3"})
-    assert updates == {"a": "1", "c": "3"}
-    assert removed == ["b"]
+def test_apply_attributes_empty_value_deletes() -> None:
     current = {"b": "old", "x": 9}
     merged = apply_attributes(current, {"a": "1", "b": "", "missing": ""})
     assert merged == {"x": 9, "a": "1"}

@@ -1,15 +1,9 @@
 """Metadata-driven sessions, tokens and agent routing for LiveKit Agents.
 
 The top level holds the three front doors (the agent entrypoint, token minting,
-routing), the metadata codec and the errors worth catching; everything else is
-imported from its subpackage (``sessions``, ``tokens``, ``routing``, ``provision``,
-``server``, ``agent``). The public API is exactly ``__all__``, derived from
-``_PUBLIC``.
-
-Importing the package is instant: each name is loaded from its module on first
-use (PEP 562), so a web backend that only mints tokens, and ``lk-metadata``,
-never import ``livekit.agents``. The agent-side names pull it in and register
-this package's LiveKit ``Plugin`` (see ``agent/plugin.py``).
+routing), the metadata codec and the errors worth catching (``__all__``, derived from
+``_PUBLIC``); everything else comes from its subpackage. Each name loads on first use
+(PEP 562), so minting tokens never imports ``livekit.agents``.
 """
 
 from __future__ import annotations

@@ -1,8 +1,7 @@
-"""Private helpers shared by every wing: safe labels, NaN and range checks, URL redaction.
+"""Private helpers shared by every wing: safe labels, sizes, NaN and range checks, URLs.
 
-Nothing here is public API. Each helper exists once so that what may appear in a
-log line or an error message (a key, never a value; a URL, never its password)
-is decided in one place.
+Each exists once, so what may appear in a log line or an error message (a key, never a
+value; a URL, never its password) is decided in one place.
 """
 
 from __future__ import annotations
@@ -20,6 +19,7 @@ __all__ = [
     "non_finite_path",
     "positive_int",
     "positive_number",
+    "raw_size",
     "redact_url",
 ]
 
@@ -109,6 +109,13 @@ def positive_int(value: object, name: str, *, low: int = 1) -> int:
             f"{name} must be a positive int" if low == 1 else f"{name} must be an int >= {low}"
         )
     return value
+
+
+def raw_size(raw: object) -> int:
+    """Bytes of a raw metadata document, for logs (0 when it is not str or bytes)."""
+    if isinstance(raw, str):
+        return len(raw.encode("utf-8", "surrogatepass"))
+    return len(raw) if isinstance(raw, (bytes, bytearray)) else 0
 
 
 def redact_url(url: str) -> str:

@@ -1,10 +1,7 @@
 """The YAML half of :mod:`.loader`, imported only when a YAML document is read.
 
-PyYAML costs tens of milliseconds to import; a rule set given as a dict, or a
-TOML or JSON file, never needs it. Everything here follows the rules of
-:mod:`.loader` (YAML 1.2 core schema, JSON values only, bounded aliases, no
-values in messages); :func:`.loader.load_text` is the entry point. It imports
-nothing of :mod:`.loader` (which imports it lazily): no cycle.
+PyYAML costs tens of milliseconds to import. The rules are :mod:`.loader`'s (YAML 1.2
+core schema, JSON values only, bounded aliases, no values in messages).
 """
 
 from __future__ import annotations

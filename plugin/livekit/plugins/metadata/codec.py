@@ -1,16 +1,11 @@
 """The metadata contract: LiveKit metadata strings <-> JSON objects, and attributes.
 
-LiveKit carries metadata as opaque strings (participant, job/dispatch and room
-metadata) and attributes as a ``str -> str`` map. This module is the one place that
-turns those into Python values and back, and it is *total*: :func:`parse_metadata`
-returns a ``dict`` or raises a :class:`~livekit.plugins.metadata.errors.MetadataError`
-subclass, and nothing else, whatever the input (the rules are in its docstring).
-Error messages carry positions, sizes and JSON types, never the input text.
-
-Attributes follow LiveKit's rules (:func:`validate_attributes`): keys and values are
-strings; the sum of ``len(key) + len(value)`` in UTF-8 bytes is at most 64 KiB; an
-empty value in an update means "delete this key"; keys starting with ``lk.`` are
-reserved for LiveKit itself.
+The one place that turns LiveKit's metadata strings and ``str -> str`` attribute maps
+into Python values and back. It is total: :func:`parse_metadata` returns a ``dict`` or
+raises a :class:`~.errors.MetadataError`, whatever the input; messages carry positions,
+sizes and JSON types, never the input. Attributes follow LiveKit's rules
+(:func:`validate_attributes`): at most 64 KiB of keys and values, an empty value deletes,
+``lk.`` keys are LiveKit's.
 """
 
 from __future__ import annotations
@@ -20,7 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar, overload
 
 import orjson
 
-from ._util import KEY_LABEL_MAX, key_label, non_finite_path
+from ._util import key_label, non_finite_path
 from .errors import (
     InvalidAttributes,
     InvalidMetadataJSON,
@@ -49,7 +44,6 @@ __all__ = [
     "parse_metadata",
     "refuse_reserved",
     "serialize_metadata",
-    "split_attribute_update",
     "validate_attributes",
     "validate_schema",
 ]
@@ -67,16 +61,10 @@ RESERVED_ATTRIBUTE_PREFIX = "lk."
 """Attribute keys with this prefix are set by LiveKit itself (e.g. ``lk.agent.name``)."""
 
 PLUGIN_ATTRIBUTE_PREFIX = "lk-metadata."
-"""This plugin's own namespace for participant attributes and job-metadata keys.
-
-Only the plugin writes keys in it: a client request that sends one is refused,
-so a caller can never choose, send or override what the plugin puts there."""
+"""This plugin's namespace for attributes and job-metadata keys; a client may not send one."""
 
 SESSION_KEY = PLUGIN_ATTRIBUTE_PREFIX + "session"
-"""The participant attribute and job-metadata key that carry a token's session id.
-
-Set in the token by the issuer (never by the client); the agent reads the
-participant's private keys from that session."""
+"""The attribute and job-metadata key carrying a token's session id (set by the issuer)."""
 
 SESSION_OWNER_KEY = PLUGIN_ATTRIBUTE_PREFIX + "owner"
 """Session key of a token session's owner record,
@@ -84,12 +72,9 @@ SESSION_OWNER_KEY = PLUGIN_ATTRIBUTE_PREFIX + "owner"
 who may use the session, and which keys the server decided (``protected``)."""
 
 SERVICE_ATTRIBUTE_PREFIXES = ("sip.", RESERVED_ATTRIBUTE_PREFIX)
-"""Attribute namespaces LiveKit's services set on their own participants.
+"""Attribute namespaces LiveKit's services set (``sip.*`` on SIP participants, ``lk.*``).
 
-``sip.*`` (the numbers, call id and headers) is set by LiveKit's SIP service on
-participants of kind SIP; ``lk.*`` by LiveKit itself and its agents. From a
-client (a token request, or a live attribute update of a standard participant)
-they are forgeries: the token endpoint refuses them and the agent ignores them."""
+From a client they are forgeries: the endpoint refuses them and the agent ignores them."""
 
 _WHITESPACE = b" \t\r\n"
 _WHITESPACE_CODES = frozenset(_WHITESPACE)
@@ -108,21 +93,21 @@ _loads = orjson.loads
 _DecodeError = orjson.JSONDecodeError
 
 
+_JSON_TYPE_NAMES: tuple[tuple[type | tuple[type, ...], str], ...] = (
+    (dict, "object"),
+    (list, "array"),
+    (str, "string"),
+    (bool, "boolean"),
+    ((int, float), "number"),
+    (type(None), "null"),
+)
+
+
 def json_type_name(value: object) -> str:
     """The JSON type name of a parsed value (``object``, ``array``, ``string``, ...)."""
-    if isinstance(value, dict):
-        return "object"
-    if isinstance(value, list):
-        return "array"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, (int, float)):
-        return "number"
-    if value is None:
-        return "null"
-    return type(value).__name__
+    return next(
+        (name for kind, name in _JSON_TYPE_NAMES if isinstance(value, kind)), type(value).__name__
+    )
 
 
 def _to_bytes(raw: str | bytes | bytearray | memoryview) -> bytes:
@@ -155,17 +140,11 @@ def _depth_exceeds(value: Any, limit: int) -> bool:
 
 
 def _bytes_depth_exceeds(data: bytes, limit: int) -> bool | None:
-    """Exact nesting check on the bytes of a document orjson has already accepted.
+    """Exact nesting check on the bytes of a document orjson accepted, at C speed.
 
-    Python-level walks of a parsed object cost more than parsing it, so the
-    check runs on the bytes with C-speed primitives: drop escaped characters,
-    keep only quotes and brackets, and verify that every string became an
-    adjacent ``""`` pair (i.e. no string contains a bracket). Then only
-    structural brackets remain, and removing innermost ``()`` pairs takes
-    exactly as many passes as the nesting depth.
-
-    Returns True/False when the answer is exact, or None when some string
-    contains bracket characters (the caller then walks the parsed value).
+    Keeps only quotes and brackets; if every string became an adjacent ``""`` pair,
+    only structural brackets remain, and removing innermost ``()`` pairs takes as many
+    passes as the depth. None when a string holds a bracket (walk the parsed value).
     """
     if b"\\" in data:
         data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
@@ -248,38 +227,22 @@ def parse_metadata(
     max_bytes: int = DEFAULT_MAX_METADATA_BYTES,
     schema: type[M] | None = None,
 ) -> dict[str, Any] | M:
-    """Parse a LiveKit metadata string into a JSON object.
+    """Parse a LiveKit metadata string (``ctx.job.metadata``, ...) into a JSON object.
 
-    * ``None``, ``""`` or whitespace-only metadata means "no metadata": ``{}``.
-    * Anything else must be a JSON **object** of at most ``max_bytes`` UTF-8 bytes
-      (default 64,000, the strictest LiveKit server limit), counted before parsing.
-    * Strict JSON: no ``NaN``/``Infinity``, no numbers that overflow a double, no
-      byte order mark, no invalid UTF-8 or lone surrogates, no trailing content.
-    * Nesting at most :data:`MAX_DEPTH` (64) containers deep (deeper values break
-      ``==``, ``repr`` and ``copy.deepcopy`` near Python's recursion limit, and
-      orjson's serializer at 255 levels), checked on the raw bytes at C speed.
-    * Integers outside the 64-bit range are read as floats (orjson), and
-      :func:`serialize_metadata` refuses them.
-    * Duplicate keys: the last one wins (as in every common JSON parser).
-
-    Args:
-        raw: The metadata as LiveKit delivers it (``ctx.job.metadata``,
-            ``participant.metadata``, ...). ``None``, empty or whitespace-only
-            means no metadata.
-        max_bytes: Largest accepted size in UTF-8 bytes, checked before parsing.
-        schema: Optional pydantic model class; when given, the parsed object is
-            validated and the model instance is returned.
-
-    Returns:
-        A new ``dict`` (or an instance of ``schema``).
+    ``None``, ``""`` or whitespace means no metadata: ``{}``. Anything else must be a
+    JSON object of at most ``max_bytes`` UTF-8 bytes (counted before parsing; default
+    64,000, the strictest LiveKit server limit), strict JSON (no NaN/Infinity, no
+    overflowing numbers, BOM, invalid UTF-8 or trailing content), nested at most
+    :data:`MAX_DEPTH` deep. Integers beyond 64 bits become floats (and
+    :func:`serialize_metadata` refuses them); of duplicate keys the last wins. With
+    ``schema`` (a pydantic model class) the model instance is returned.
 
     Raises:
         InvalidMetadataJSON: Not valid JSON, UTF-8, finite numbers, or too deep.
         MetadataNotAnObject: Valid JSON, but not an object.
         MetadataTooLarge: More than ``max_bytes`` UTF-8 bytes.
         SchemaViolation: ``schema`` rejected the object (lists field paths only).
-        TypeError: ``raw`` is not str, bytes or None, or ``schema`` is not a
-            pydantic model class.
+        TypeError: ``raw`` is not str/bytes/None, or ``schema`` is no model class.
         ValueError: ``max_bytes`` is not an int >= 0.
     """
     # Hot path kept short: every check below that is not needed to decide
@@ -288,7 +251,7 @@ def parse_metadata(
     if kind is bytes:
         data: bytes = raw  # type: ignore[assignment]
     elif raw is None:
-        return {} if schema is None else _validate_schema({}, schema)
+        return {} if schema is None else validate_schema({}, schema)
     else:
         data = _to_bytes(raw)
     size = len(data)
@@ -320,28 +283,17 @@ def parse_metadata(
         raise InvalidMetadataJSON(f"metadata nests deeper than {MAX_DEPTH} levels")
     if schema is None:
         return obj
-    return _validate_schema(obj, schema)
+    return validate_schema(obj, schema)
 
 
 def validate_schema(obj: Mapping[str, Any], schema: type[M]) -> M:
-    """Validate a parsed metadata object against a pydantic model class.
-
-    Args:
-        obj: A parsed metadata object (e.g. from :func:`parse_metadata`).
-        schema: The pydantic model class to validate with.
-
-    Returns:
-        The model instance.
+    """The pydantic model instance of a parsed metadata object.
 
     Raises:
-        SchemaViolation: The object does not match; ``fields`` lists the dotted
-            paths of the offending fields, and no value appears in the message.
+        SchemaViolation: It does not match; ``fields`` holds the offending dotted
+            paths, and no value appears in the message.
         TypeError: ``schema`` is not a pydantic model class.
     """
-    return _validate_schema(obj, schema)
-
-
-def _validate_schema(obj: Mapping[str, Any], schema: type[M]) -> M:
     from pydantic import BaseModel, ValidationError
 
     if not (isinstance(schema, type) and issubclass(schema, BaseModel)):
@@ -352,7 +304,7 @@ def _validate_schema(obj: Mapping[str, Any], schema: type[M]) -> M:
         fields: list[str] = []
         problems: list[str] = []
         for err in exc.errors(include_input=False, include_url=False):
-            path = ".".join(_path_part(part) for part in err["loc"]) or "<root>"
+            path = ".".join(key_label(part, quote=False) for part in err["loc"]) or "<root>"
             fields.append(path)
             problems.append(f"{path} ({err['type']})")
         raise SchemaViolation(
@@ -361,24 +313,16 @@ def _validate_schema(obj: Mapping[str, Any], schema: type[M]) -> M:
         ) from None
 
 
-def _path_part(part: object) -> str:
-    text = str(part)
-    return text if len(text) <= KEY_LABEL_MAX else text[: KEY_LABEL_MAX - 3] + "..."
-
-
 def serialize_metadata(
     obj: Mapping[str, Any] | BaseModel, *, max_bytes: int = DEFAULT_MAX_METADATA_BYTES
 ) -> str:
-    """Serialize a mapping or pydantic model to compact JSON for a LiveKit metadata field.
-
-    ``parse_metadata(serialize_metadata(x)) == x`` for every JSON-able dict.
+    """A mapping or pydantic model as compact JSON; ``parse_metadata`` gives it back.
 
     Raises:
-        TypeError: ``obj`` is not a mapping/model, has non-str keys, or holds a value
-            JSON cannot represent (the message names the key path, never the value).
-        ValueError: a float is NaN or infinite (JSON has no such numbers).
-        InvalidMetadataJSON: the value nests deeper than :data:`MAX_DEPTH`.
-        MetadataTooLarge: the result is over ``max_bytes`` UTF-8 bytes.
+        TypeError: Not a mapping/model, non-str keys, or a value JSON cannot hold.
+        ValueError: A float is NaN or infinite.
+        InvalidMetadataJSON: It nests deeper than :data:`MAX_DEPTH`.
+        MetadataTooLarge: The result is over ``max_bytes`` UTF-8 bytes.
     """
     if isinstance(obj, Mapping):
         value: Any = obj if isinstance(obj, dict) else dict(obj)
@@ -412,8 +356,7 @@ def serialize_metadata(
 
 
 def json_error_reason(exc: orjson.JSONEncodeError) -> str:
-    # orjson's messages name types ("Type is not JSON serializable: set",
-    # "Dict key must be str"), never values; keep only that first clause.
+    """The first clause of orjson's message: it names types, never values."""
     return str(exc).split("\n", 1)[0]
 
 
@@ -433,9 +376,17 @@ def refuse_reserved(keys: Iterable[str], what: str) -> None:
             )
 
 
-def attributes_size(attributes: Mapping[str, str]) -> int:
-    """LiveKit's size of an attribute map: sum of ``len(key) + len(value)`` in UTF-8 bytes."""
-    return sum(len(k.encode("utf-8")) + len(v.encode("utf-8")) for k, v in attributes.items())
+def attributes_size(attributes: Mapping[str, str], max_bytes: int | None = None) -> int:
+    """LiveKit's size of an attribute map: sum of ``len(key) + len(value)`` in UTF-8 bytes.
+
+    With ``max_bytes``, a larger map raises InvalidAttributes.
+    """
+    total = sum(len(k.encode("utf-8")) + len(v.encode("utf-8")) for k, v in attributes.items())
+    if max_bytes is not None and total > max_bytes:
+        raise InvalidAttributes(
+            f"attributes would total {total} bytes, over the limit of {max_bytes} bytes"
+        )
+    return total
 
 
 def validate_attributes(
@@ -485,25 +436,12 @@ def validate_attributes(
     return out
 
 
-def split_attribute_update(changed: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:
-    """Split an attribute update into keys to set and keys to delete (empty value)."""
-    updates: dict[str, str] = {}
-    removed: list[str] = []
-    for key, value in changed.items():
-        if value == "":
-            removed.append(key)
-        else:
-            updates[key] = value
-    return updates, removed
-
-
 def apply_attributes(
     current: Mapping[str, Any], changed: Mapping[str, str], *, keys: Iterable[str] | None = None
 ) -> dict[str, Any]:
-    """Return ``current`` with an attribute update applied (empty value deletes the key).
+    """A copy of ``current`` with an attribute update applied (an empty value deletes).
 
-    ``keys`` restricts which attribute keys are applied (None applies all). The
-    input mapping is not modified.
+    ``keys`` restricts which attribute keys are applied (None: all).
     """
     allowed = None if keys is None else set(keys)
     result = dict(current)

@@ -1,34 +1,8 @@
-"""The error tree of ``livekit.plugins.metadata``.
+"""The error tree of ``livekit.plugins.metadata`` (drawn in ``docs/errors.md``).
 
-Every error this package raises on purpose derives from one root, so callers can
-catch the whole family or a single leaf::
-
-    MetadataPluginError
-    ├── MetadataError                 metadata (JSON or attributes) was rejected
-    │   ├── InvalidMetadataJSON       not valid JSON / UTF-8 / finite numbers / too deep
-    │   ├── MetadataNotAnObject       valid JSON, but not an object
-    │   ├── MetadataTooLarge          over the byte limit
-    │   ├── SchemaViolation           the pydantic schema rejected it
-    │   ├── InvalidAttributes         LiveKit attributes: not str->str, reserved key, too large
-    │   ├── ReservedKey               a caller used the plugin's own ``lk-metadata.`` namespace
-    │   └── InvalidSessionReference   a session reference names a missing, expired or foreign session
-    ├── StoreError                    a session store failed
-    │   ├── StoreUnavailable          the backend (e.g. Redis) cannot be reached in time
-    │   └── StoreFull                 the session cap is reached; nothing was evicted
-    ├── TokenError                    an access token could not be minted or verified
-    │   └── TokenVerificationError    signature, issuer, expiry or format check failed
-    ├── RoutingError                  routing metadata to an agent failed
-    │   ├── NoRouteMatched            no rule matched and the rule set has no default
-    │   └── DispatchError             the server refused to list or create a dispatch
-    └── ConfigError                   configuration is missing or invalid
-
-Messages say what was wrong and what to do about it. None of them contains a
-metadata value, a token or a secret: only keys, sizes, types and positions.
-
-Bad *arguments* (wrong Python types, empty ids) raise the builtin ``TypeError``
-or ``ValueError``, as LiveKit's own plugins do. ``MetadataError`` also derives
-from ``ValueError`` so code that already catches ``ValueError`` around
-``json.loads`` keeps working.
+Every error raised on purpose derives from :class:`MetadataPluginError`. Messages say what
+was wrong and what to do, never a metadata value, a token or a secret. Bad arguments raise
+the builtin ``TypeError``/``ValueError``; :class:`MetadataError` is also a ``ValueError``.
 """
 
 from __future__ import annotations
@@ -129,35 +103,26 @@ class InvalidAttributes(MetadataError):
     """Raised when LiveKit attributes are not a str->str map, use a reserved key or are too large."""
 
 
-class ReservedKey(MetadataError):
-    """Raised when a caller sends a metadata or attribute key in the plugin's ``lk-metadata.`` namespace.
-
-    Only the plugin writes keys there (e.g. the token-session reference), so a
-    caller can never choose, send or override them. The token endpoint answers 403.
-    """
-
+class _KeyRefused(MetadataError):
     def __init__(self, message: str, *, key: str) -> None:
         super().__init__(message)
         self.key = key
         """The offending key (a key, never a value; cut to a readable length)."""
 
 
-class ProtectedKey(MetadataError):
+class ReservedKey(_KeyRefused):
+    """Raised when a caller sends a key in the plugin's ``lk-metadata.`` namespace, which
+    only the plugin writes (the token endpoint answers 403)."""
+
+
+class ProtectedKey(_KeyRefused):
     """Raised when an agent-side write names a key the server decided (private, trusted
     or ``protected_keys``): only the token endpoint sets those."""
 
-    def __init__(self, message: str, *, key: str) -> None:
-        super().__init__(message)
-        self.key = key
-        """The offending key (a key, never a value; cut to a readable length)."""
-
 
 class InvalidSessionReference(MetadataError):
-    """Raised when a token-session reference names a missing, expired or foreign session.
-
-    Foreign: the session's owner record names another participant or room (an
-    attribute copied from someone else must not open their private keys).
-    """
+    """Raised when a token-session reference names a missing, expired or foreign session
+    (whose owner record names another participant or room)."""
 
 
 class StoreError(MetadataPluginError):
@@ -169,11 +134,7 @@ class StoreUnavailable(StoreError):
 
 
 class StoreFull(StoreError):
-    """The store holds its maximum number of sessions: retry after some expire.
-
-    Nothing is evicted to make room: a full store refuses new sessions and
-    leaves every existing one alone until its own expiry.
-    """
+    """The store holds its maximum number of sessions (nothing is evicted): retry later."""
 
 
 class TokenError(MetadataPluginError):

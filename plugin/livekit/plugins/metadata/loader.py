@@ -1,17 +1,10 @@
 """One loader for every YAML, TOML and JSON file the package reads.
 
-Rules files, the token server's config and anything else a user writes by hand go
-through :func:`load_file` (or :func:`load_text`), so they all read the same way and
-yield plain JSON data: ``dict`` (string keys), ``list``, ``str``, ``int``, finite
-``float``, ``bool`` and ``None``. What it refuses (syntax errors, duplicate keys,
-values JSON cannot hold, YAML merge keys and alias bombs) is listed at
-:func:`load_text`; each refusal is a :class:`~livekit.plugins.metadata.errors.ConfigError`
-naming the file, the line (when the format can tell) and the field.
-
-YAML scalars follow the YAML 1.2 core schema (:mod:`._yaml`): only ``true``/``false``
-are booleans (``language: no`` is the string ``"no"``). Messages never contain a
-value from the file (a config may hold secrets): only file names, line numbers,
-field paths, keys and type names.
+Rules files, the server's config and anything a user writes by hand go through
+:func:`load_file` / :func:`load_text` and yield plain JSON data. Each refusal (listed at
+:func:`load_text`) is a :class:`~.errors.ConfigError` naming the file, the line (when the
+format can tell) and the field, never a value (a config may hold secrets). YAML follows
+the 1.2 core schema (:mod:`._yaml`): ``language: no`` is the string ``"no"``.
 """
 
 from __future__ import annotations
@@ -70,18 +63,10 @@ def _error(source: str, line: int | None, path: str, reason: str) -> ConfigError
     return ConfigError(f"{', '.join(where)}: {reason}")
 
 
-# --------------------------------------------------------------------------- YAML
-
-
 def _load_yaml(text: str) -> Any:
-    # PyYAML only when a YAML document is read: a rule set given as a dict, or a
-    # TOML or JSON file, never imports it (see ._yaml).
     from ._yaml import load_yaml
 
     return load_yaml(text, max_values=MAX_VALUES)
-
-
-# --------------------------------------------------------------------------- TOML
 
 
 def _toml_line(text: str, path: str) -> int | None:
@@ -122,9 +107,6 @@ def _load_toml(text: str) -> Any:
     return data
 
 
-# --------------------------------------------------------------------------- JSON
-
-
 def _json_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for key, value in pairs:
@@ -151,8 +133,6 @@ def _load_json(text: str) -> Any:
         raise
 
 
-# --------------------------------------------------------------------------- entry points
-
 _PARSERS: dict[ConfigFormat, Callable[[str], Any]] = {
     "yaml": _load_yaml,
     "toml": _load_toml,
@@ -161,11 +141,8 @@ _PARSERS: dict[ConfigFormat, Callable[[str], Any]] = {
 
 
 def format_of(path: str | Path) -> ConfigFormat:
-    """The format a file's extension names (``.yaml``/``.yml``, ``.toml``, ``.json``).
-
-    Raises:
-        ConfigError: The extension is none of those.
-    """
+    """The format a file's extension names (``.yaml``/``.yml``, ``.toml``, ``.json``; else
+    ConfigError)."""
     suffix = Path(path).suffix.lower()
     fmt = _SUFFIXES.get(suffix)
     if fmt is None:
@@ -179,30 +156,11 @@ def format_of(path: str | Path) -> ConfigFormat:
 def load_text(text: str | bytes, fmt: ConfigFormat, source: str = "<text>") -> Any:
     """Parse ``text`` as ``fmt`` into JSON data, refusing what JSON cannot hold.
 
-    Refused, each with a ConfigError naming ``source``, the line and the field:
-
-    * syntax errors (with line and column);
-    * duplicate keys in a mapping (YAML, JSON; TOML refuses them itself);
-    * values JSON cannot hold: dates and timestamps, binary, sets, ordered maps,
-      NaN and infinities, custom or Python tags, mapping keys that are not strings;
-    * YAML merge keys (``<<``, not part of YAML 1.2) and documents whose aliases
-      expand beyond :data:`MAX_VALUES` values (the "billion laughs").
-
-    In YAML, ``0777`` is the decimal 777, ``1_000`` and ``1:30`` are strings, and an
-    unquoted date such as ``2024-01-01`` is refused rather than read as a string
-    (a YAML 1.1 reader would have made it a date): quote it to mean the text.
-
-    Args:
-        text: The document (bytes are decoded as UTF-8).
-        fmt: ``"yaml"``, ``"toml"`` or ``"json"``.
-        source: What to call the document in errors (e.g. its path).
-
-    Returns:
-        The data: a dict, list, string, number, boolean or ``None`` (an empty
-        YAML document).
-
-    Raises:
-        ConfigError: The document does not parse or holds something JSON cannot.
+    Refused with a ConfigError naming ``source``, the line and the field: syntax
+    errors, duplicate keys, values JSON cannot hold (dates, binary, sets, NaN, tags,
+    non-string keys), YAML merge keys and aliases expanding beyond :data:`MAX_VALUES`
+    values. In YAML, ``0777`` is 777, ``1_000`` and ``1:30`` are strings, and an unquoted
+    date is refused: quote it to mean the text. An empty YAML document is ``None``.
     """
     parser = _PARSERS.get(fmt)
     if parser is None:
@@ -231,15 +189,7 @@ def load_file(
 ) -> Any:
     """Read and parse a YAML, TOML or JSON file (format from the extension by default).
 
-    Args:
-        path: The file; it must be a regular file (not a device, FIFO or directory).
-        fmt: The format (default: from the extension).
-        max_bytes: Largest file read (default 1 MiB); a larger one is refused at once.
-
-    Raises:
-        ConfigError: The file cannot be read, is not a regular file, is over
-            ``max_bytes``, has an unknown extension, does not parse, or holds
-            something JSON cannot (naming file, line and field).
+    Raises ConfigError as :func:`read_bounded`, :func:`format_of` and :func:`load_text` do.
     """
     p = Path(path)
     fmt = fmt or format_of(p)
@@ -247,18 +197,12 @@ def load_file(
 
 
 def read_bounded(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
-    """The bytes of a regular file of at most ``max_bytes``.
-
-    Raises:
-        ConfigError: Naming the file: it cannot be opened, is not a regular file
-            (``/dev/zero``, a FIFO, a directory) or is larger than ``max_bytes``.
-    """
+    """The bytes of a regular file of at most ``max_bytes``; else ConfigError naming it."""
     where = repr(str(path))
     try:
         fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
     except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise ConfigError(f"{where}: cannot read the file: {reason}") from None
+        raise _unreadable(where, exc) from None
     try:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
@@ -270,10 +214,13 @@ def read_bounded(path: str | Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
         with os.fdopen(fd, "rb", closefd=False) as f:
             data = f.read(max_bytes + 1)
     except OSError as exc:
-        reason = exc.strerror or type(exc).__name__
-        raise ConfigError(f"{where}: cannot read the file: {reason}") from None
+        raise _unreadable(where, exc) from None
     finally:
         os.close(fd)
     if len(data) > max_bytes:
         raise ConfigError(f"{where}: the file is over the limit of {max_bytes} bytes")
     return data
+
+
+def _unreadable(where: str, exc: OSError) -> ConfigError:
+    return ConfigError(f"{where}: cannot read the file: {exc.strerror or type(exc).__name__}")

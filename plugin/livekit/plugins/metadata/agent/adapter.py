@@ -10,9 +10,8 @@ In an agent entrypoint::
         caller = handle.route_input()               # what to route on
         md = handle.participant_metadata(caller.identity)  # what a tool reads
 
-The adapter checks its options once (:mod:`.options`) and hands them down to one
-:class:`~.handle.SessionHandle` per job; invalid input is logged without values and
-counted (:mod:`.report`), or raised with ``on_invalid="raise"`` while loading.
+Options are checked once (:mod:`.options`) and handed to one :class:`~.handle.SessionHandle`
+per job; invalid input is logged without values and counted (:mod:`.report`).
 """
 
 from __future__ import annotations
@@ -24,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from livekit import rtc
 
-from .._util import key_label
+from .._util import key_label, raw_size
 from ..codec import DEFAULT_MAX_ATTRIBUTES_BYTES, DEFAULT_MAX_METADATA_BYTES
 from ..errors import MetadataError
 from ..log import logger
@@ -39,7 +38,7 @@ from .options import (
     Track,
 )
 from .publish import PublishResult
-from .report import AdapterStats, raw_size
+from .report import AdapterStats
 from .views import RouteInput
 
 if TYPE_CHECKING:
@@ -48,8 +47,6 @@ if TYPE_CHECKING:
 
     from ..sessions.manager import SessionManager
 
-# SessionHandle, PublishResult, AdapterStats and RouteInput are defined in their own
-# modules; re-exported here, where code has imported them since the adapter was one module.
 __all__ = [
     "DEFAULT_PARTICIPANT_KINDS",
     "AdapterStats",
@@ -64,53 +61,38 @@ class MetadataAdapter:
     """Loads LiveKit job and participant metadata into a session and keeps it in sync.
 
     Args:
-        sessions: The :class:`~livekit.plugins.metadata.sessions.manager.SessionManager`.
-        session_id: A callable ``(ctx) -> str`` naming the session of a job
-            yourself. Default: none, and the call session lives in the store's
-            call key space under the room sid LiveKit assigned
-            (``ctx.job.room.sid``; the job id where there is none), which no
-            client can choose. A named session lives in the named key space
-            (the SignalWire API's); keeping callers apart in it is then your
-            responsibility (never name it after the room name, an identity or
-            anything else a client picks).
-        schema: Optional pydantic model class every metadata document (job,
-            participant, room) must satisfy; the parsed object (not the model)
-            is stored. Attributes are not checked against it.
-        on_invalid: ``"log"`` (default: log, count, keep the session unchanged)
-            or ``"raise"`` (``load_job``/``attach``/``parse_request`` raise the
-            :class:`~livekit.plugins.metadata.errors.MetadataError`).
-        participant_kinds: Kinds of participant ``attach`` waits for; default
-            standard, SIP and connector (never agents).
-        max_metadata_bytes: Largest metadata document accepted, in UTF-8 bytes.
+        sessions: The :class:`~..sessions.manager.SessionManager`.
+        session_id: ``(ctx) -> str`` naming a job's session yourself, in the named
+            key space (keeping callers apart is then yours: never name it after
+            anything a client picks). Default: the call key space under the room
+            sid LiveKit assigned (else the job id).
+        schema: A pydantic model every metadata document (job, participant, room)
+            must satisfy; the parsed object is stored. Attributes are not checked.
+        on_invalid: ``"log"`` (log, count, leave the session unchanged) or
+            ``"raise"`` (``load_job``/``attach``/``parse_request`` raise).
+        participant_kinds: Kinds ``attach`` waits for (default: standard, SIP,
+            connector; never agents).
+        max_metadata_bytes: Largest metadata document, in UTF-8 bytes.
         max_attributes_bytes: Largest attribute map (LiveKit: 64 KiB).
         sync_room_metadata: Also merge room metadata and its changes.
-        delete_on_shutdown: Delete the call session at job shutdown (default:
-            leave it to the store's TTL, so tools or other workers can still read
-            it). Never deletes a token session, nor a session named with
-            ``session_id=`` (combining the two is an error).
-        protected_keys: Keys participant metadata/attributes may never write
-            (the client can change those when granted ``canUpdateOwnMetadata``).
-        confirm_timeout: Default seconds :meth:`SessionHandle.publish` waits
-            for its confirmation.
-        drain_timeout: Seconds shutdown waits for queued updates to be applied.
+        delete_on_shutdown: Delete the call session at job shutdown (default: leave
+            it to the store's TTL). Never a token session, nor with ``session_id=``.
+        protected_keys: Keys participant metadata/attributes may never write.
+        confirm_timeout: Default seconds :meth:`SessionHandle.publish` waits.
+        drain_timeout: Seconds shutdown waits for queued updates.
         route_on: Whose metadata :meth:`SessionHandle.route_input` returns:
-            ``"first"`` (default: the first tracked standard or SIP participant),
-            ``"sip"`` (the SIP caller; ``attach`` then waits for a participant of
-            kind SIP), or a callable given the tracked participants in join
-            order that returns one of them (or None).
-        track: ``"first"`` (default: the participant ``attach`` takes) or
-            ``"all"`` (also every other caller of ``participant_kinds``, present
-            or joining later; each keeps its own view). A caller who leaves is
-            forgotten (its view released); with ``"first"`` its return is followed.
-        flood_rate: Updates per second per participant above which the adapter
-            logs, once per participant, that it is flooded (every update is still
-            applied; ``on_change`` runs for the latest state only).
-        settle: Seconds a participant must be quiet for its changes to count as
-            settled: the first change after a quiet spell reaches ``on_change`` at
-            once; changes within ``settle`` of each other fold into one call, made
-            ``settle`` seconds after the last of them (at the latest ``8 * settle``
-            after the first), so a flood costs a handful of re-routes. ``0`` calls
-            ``on_change`` as soon as the previous call returns.
+            ``"first"`` tracked standard or SIP participant, ``"sip"`` (``attach``
+            waits for a SIP participant), or a callable picking one of the tracked
+            participants (in join order) or None.
+        track: ``"first"`` (the participant ``attach`` takes; followed when it
+            returns) or ``"all"`` (every caller of ``participant_kinds``, each with
+            its own view). A caller who leaves is forgotten.
+        flood_rate: Updates per second per participant above which a flood is
+            logged, once (every update is still applied).
+        settle: Seconds of quiet before ``on_change`` runs for a participant: the
+            first change after a quiet spell calls at once, later ones fold into
+            one call (at the latest ``8 * settle`` after the first); ``0`` calls as
+            soon as the previous call returns.
 
     Raises:
         ValueError: An option is out of range.
@@ -137,7 +119,7 @@ class MetadataAdapter:
         flood_rate: float = 20.0,
         settle: float = 0.25,
     ) -> None:
-        self._options = AdapterOptions.check(
+        self.options = AdapterOptions(
             session_id=session_id,
             schema=schema,
             on_invalid=on_invalid,
@@ -154,7 +136,9 @@ class MetadataAdapter:
             flood_rate=flood_rate,
             settle=settle,
         )
-        self._sessions = sessions
+        """The checked options every session handle of this adapter is given."""
+        self.sessions = sessions
+        """The session manager sessions are written to."""
         self._handles: weakref.WeakKeyDictionary[JobContext, SessionHandle] = (
             weakref.WeakKeyDictionary()
         )
@@ -162,32 +146,19 @@ class MetadataAdapter:
         """Counters over every session this adapter handled."""
 
     def __repr__(self) -> str:
-        options = self._options
+        o = self.options
+        on_invalid = "raise" if o.raise_invalid else "log"
         return (
-            f"MetadataAdapter(on_invalid={'raise' if options.raise_invalid else 'log'!r}, "
-            f"sync_room_metadata={options.sync_room_metadata}, "
-            f"delete_on_shutdown={options.delete_on_shutdown}, stats={self.stats!r})"
+            f"MetadataAdapter(on_invalid={on_invalid!r}, sync_room_metadata="
+            f"{o.sync_room_metadata}, delete_on_shutdown={o.delete_on_shutdown}, stats={self.stats!r})"
         )
 
-    @property
-    def options(self) -> AdapterOptions:
-        """The checked options every session handle of this adapter is given."""
-        return self._options
-
-    @property
-    def sessions(self) -> SessionManager:
-        """The session manager sessions are written to."""
-        return self._sessions
-
     def session_id_for(self, ctx: JobContext) -> str:
-        """The call session's id of a job: ``session_id(ctx)``, else the room sid
-        LiveKit assigned (the job id when the job names no room sid).
+        """A job's call session id: ``session_id(ctx)``, else the room sid (else the job id).
 
-        Raises:
-            ValueError: The id is empty.
-            TypeError: The ``session_id`` callable returned something other than str.
+        Raises ValueError (empty id) or TypeError (``session_id`` returned no str).
         """
-        factory = self._options.session_id
+        factory = self.options.session_id
         if factory is not None:
             sid = factory(ctx)
             if not isinstance(sid, str):
@@ -204,8 +175,8 @@ class MetadataAdapter:
         handle = self._handles.get(ctx)
         if handle is not None and not handle.closed:
             return handle
-        sessions = self._sessions
-        named = self._options.session_id is not None
+        sessions = self.sessions
+        named = self.options.session_id is not None
         space = sessions.named_sessions if named else sessions.call_sessions
 
         def forget(closed: SessionHandle) -> None:
@@ -217,7 +188,7 @@ class MetadataAdapter:
             self.session_id_for(ctx),
             space,
             sessions=sessions,
-            options=self._options,
+            options=self.options,
             stats=self.stats,
             on_close=forget,
         )
@@ -232,14 +203,9 @@ class MetadataAdapter:
     async def load_job(self, ctx: JobContext) -> SessionHandle:
         """Merge the job's metadata and attributes into its session; never touches the room.
 
-        Usable before connecting, in tests with ``fake_job_context`` and
-        anywhere a ``JobContext`` exists. Calling it again for the same job
-        returns the same handle without re-applying.
-
-        Raises:
-            MetadataError: With ``on_invalid="raise"``, when the job metadata or
-                attributes are invalid (the valid part is still applied first
-                when it comes first: metadata, then attributes).
+        Works before connecting (and with ``fake_job_context``); again for the same job
+        it returns the same handle. Raises MetadataError with ``on_invalid="raise"``
+        (metadata is applied before attributes are checked).
         """
         handle = self._handle_for(ctx)
         await handle.load_job()
@@ -260,19 +226,14 @@ class MetadataAdapter:
             participant: The caller; default: the first participant of one of
                 ``participant_kinds`` (``ctx.wait_for_participant``).
             wait_timeout: Seconds to wait for that participant (default: no limit).
-            on_change: ``async (identity) -> None``, run in a task of its own once
-                a tracked participant's change (metadata, attributes, reconnect, a
-                new caller with ``track="all"``, a token session read after a store
-                outage) has been applied and has settled (``settle``); it reads the
-                latest state, and changes made while it runs fold into one more
-                call, so it never holds up the updates that follow. It is installed
-                before any room event arrives, so no update after ``attach``
-                returns is missed; re-route from here. The first view does not
-                call it.
+            on_change: ``async (identity) -> None``, run in its own task once a
+                tracked participant's change has been applied and has settled; it
+                reads the latest state, and changes during it fold into one more
+                call. Installed before any room event, so nothing is missed;
+                re-route from here. The first view does not call it.
 
         Returns:
-            The session handle; the caller's current metadata and attributes
-            are already merged when it returns.
+            The session handle, with the caller's metadata and attributes merged.
 
         Raises:
             MetadataError: With ``on_invalid="raise"`` only, for invalid job or
@@ -281,7 +242,7 @@ class MetadataAdapter:
         """
         handle = await self.load_job(ctx)
         await ctx.connect()
-        options = self._options
+        options = self.options
         if participant is None:
             sip = options.route_on == "sip"
             kinds = [rtc.ParticipantKind.PARTICIPANT_KIND_SIP] if sip else list(options.kinds)
@@ -296,16 +257,13 @@ class MetadataAdapter:
         return handle
 
     def parse_request(self, req: JobRequest) -> dict[str, Any]:
-        """The parsed metadata of a ``JobRequest`` (``req.job.metadata``), for ``on_request``.
+        """The parsed ``req.job.metadata``, for ``on_request``; ``{}`` if empty or invalid.
 
-        Returns ``{}`` for empty or (with ``on_invalid="log"``) invalid metadata.
-
-        Raises:
-            MetadataError: With ``on_invalid="raise"``, for invalid metadata.
+        Raises MetadataError for invalid metadata with ``on_invalid="raise"``.
         """
         raw = req.job.metadata
         try:
-            obj = self._options.parse(raw)
+            obj = self.options.parse(raw)
         except MetadataError as exc:
             self.stats.invalid += 1
             logger.warning(
@@ -314,7 +272,7 @@ class MetadataAdapter:
                 raw_size(raw),
                 exc,
             )
-            if self._options.raise_invalid:
+            if self.options.raise_invalid:
                 raise
             return {}
         return obj

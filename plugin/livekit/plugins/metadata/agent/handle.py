@@ -1,12 +1,9 @@
 """SessionHandle: one job's call session and the views of its callers, for the entrypoint and tools.
 
-Two places, never mixed: the call session (``get()``/``set()``) in the store's call key
-space, keyed by what LiveKit assigned (the room sid, else the job id), holding the job's
-metadata, room metadata when synced and what the agent writes; and each caller's view
-(``participant_metadata()``/``participant_attributes()``) in the job's memory: its own
-token session (bound by reference) under its live metadata, its attributes apart
-(precedence: :mod:`.views`). Room events are applied by :mod:`.tracking`, ``on_change``
-is coalesced by :mod:`.settle`, call-session writes queue in :mod:`.writer`.
+Two places, never mixed: the call session (``get()``/``set()``) in the store, keyed by
+the room sid (else the job id), holding the job's metadata, synced room metadata and the
+agent's writes; and each caller's view (``participant_metadata()``) in the job's memory
+(:mod:`.views`). Events: :mod:`.tracking`; ``on_change``: :mod:`.settle`; writes: :mod:`.writer`.
 """
 
 from __future__ import annotations
@@ -43,9 +40,7 @@ __all__ = ["SessionHandle"]
 class SessionHandle:
     """The session of one job: read and write it, wait for queued updates, publish keys.
 
-    Created by :meth:`MetadataAdapter.load_job` / :meth:`MetadataAdapter.attach`
-    (which hands down its checked options, its session manager and its ``stats``);
-    not meant to be constructed directly.
+    Made by :meth:`MetadataAdapter.load_job` / :meth:`MetadataAdapter.attach`.
     """
 
     def __init__(
@@ -78,7 +73,7 @@ class SessionHandle:
             ctx,
             sessions=sessions,
             options=options,
-            reporter=self._report,
+            report=self._report,
             notifier=self._notifier,
             writer=self._writer,
             idle=self._idle,
@@ -98,11 +93,8 @@ class SessionHandle:
 
     @property
     def id(self) -> str:
-        """The call session's id: the room sid LiveKit assigned (or ``session_id(ctx)``).
-
-        Another worker, a webhook handler (``event.room.sid``) or a tool finds the
-        call session with ``sessions.call_sessions.get(room_sid)``.
-        """
+        """The call session's id: the room sid (or ``session_id(ctx)``); elsewhere it is
+        ``sessions.call_sessions.get(room_sid)``."""
         return self._id
 
     @property
@@ -140,16 +132,9 @@ class SessionHandle:
         """Updates the store could not apply."""
         return self._report.failed
 
-    # -- the agent's view ------------------------------------------------------------------
-
     def participant_metadata(self, identity: str) -> dict[str, Any]:
-        """One participant's own view: its token session overlaid with its live metadata.
-
-        This is what a tool serving that caller reads. Includes the private keys
-        only its token session holds (never in any token); the keys the server
-        decided are never the client's. ``{}`` for a participant that is not
-        tracked. Other callers' metadata and any attribute never mix in.
-        """
+        """One participant's own view (what a tool serving it reads): its token session,
+        private keys included, under its live metadata; ``{}`` if untracked."""
         view = self._tracker.views.get(identity)
         return dict(view.metadata) if view is not None else {}
 
@@ -176,22 +161,15 @@ class SessionHandle:
     async def update_participant(
         self, identity: str, updates: Mapping[str, Any], *, remove: Iterable[str] = ()
     ) -> None:
-        """Agent-side write to one caller's view (what a tool writes), checked like client
-        metadata and persisted before it shows.
+        """Agent-side write to one caller's view (a tool's), checked like client metadata,
+        persisted (:meth:`caller_session_id`) before it shows, then ``on_change`` at once.
 
-        The keys land in the caller's view over its live metadata (a later new value
-        from the client for the same key wins) and in the store
-        (:meth:`caller_session_id`); then ``on_change(identity)`` is asked for, on the
-        same coalescing path as client updates, so a write that changes the route
-        hands off once. Writes are applied one at a time, in call order.
+        A later new value from the client for the same key wins. Writes apply in order.
 
         Raises:
             LookupError: The participant is not tracked.
-            ReservedKey: A key in the plugin's ``lk-metadata.`` namespace.
-            ProtectedKey: A key the server decided.
-            MetadataTooLarge: The view would be over the adapter's ``max_metadata_bytes``.
-            SchemaViolation: With a ``schema``, the caller's live metadata with
-                the write does not satisfy it.
+            ReservedKey, ProtectedKey: A plugin key, or one the server decided.
+            MetadataTooLarge, SchemaViolation: The view would be too large, or not fit ``schema``.
             TypeError: A value JSON cannot hold.
             StoreError: The store could not persist it (the view is unchanged).
         """
@@ -232,29 +210,14 @@ class SessionHandle:
         self._notifier.mark(identity, at_once=True)  # the agent's own write: no flood to wait out
 
     def route_input(self) -> RouteInput:
-        """The metadata, attributes and identity of the participant to route on.
-
-        Chosen by the adapter's ``route_on``: by default the first tracked
-        standard or SIP participant. ``metadata`` is the job's metadata overlaid
-        with that participant's view; ``attributes`` its live attributes under the
-        job's. With no participant it is the job's alone and ``identity`` is None.
-        """
-        tracker = self._tracker
-        view = tracker.route_view()
-        if view is None:
-            return RouteInput(dict(tracker.job_view), dict(tracker.job_attributes), None)
-        return view.route_input(tracker.job_view, tracker.job_attributes)
+        """What to route on: the ``route_on`` participant's :class:`~.views.RouteInput`
+        (the job's alone, ``identity`` None, with no participant)."""
+        return self._tracker.route_input(self._tracker.route_view())
 
     def participant_route_input(self, identity: str) -> RouteInput:
         """What the rules would route on for this caller: the job's metadata under its
         view, its attributes under the job's (the job's alone if it is not tracked)."""
-        tracker = self._tracker
-        view = tracker.views.get(identity)
-        if view is None:
-            return RouteInput(dict(tracker.job_view), dict(tracker.job_attributes), None)
-        return view.route_input(tracker.job_view, tracker.job_attributes)
-
-    # -- reading and writing -------------------------------------------------------------
+        return self._tracker.route_input(self._tracker.views.get(identity))
 
     async def get(self) -> dict[str, Any]:
         """A copy of the call session (``{}`` if it holds nothing): the job's metadata,
@@ -290,8 +253,6 @@ class SessionHandle:
             self._idle.clear()
             await self._idle.wait()
         await self._writer.wait_settled()
-
-    # -- following the room ----------------------------------------------------------------
 
     async def load_job(self) -> None:
         """Merge the job's metadata and attributes (once; see :meth:`MetadataAdapter.load_job`)."""
@@ -351,8 +312,6 @@ class SessionHandle:
                 room.off(event, callback)  # type: ignore[arg-type]
         self._subscriptions = []
 
-    # -- write-back ----------------------------------------------------------------------------
-
     async def publish(
         self,
         keys: Iterable[str],
@@ -364,27 +323,11 @@ class SessionHandle:
     ) -> PublishResult:
         """Publish chosen session keys as participant attributes or metadata.
 
-        With ``participant=None`` the keys go to the agent's own participant
-        through the SDK setters. Those ignore server errors, so the write is
-        confirmed by reading the value back (waiting for the change event up to
-        ``timeout`` seconds). With ``participant="<identity>"`` the keys go to
-        that participant through the server API (``UpdateParticipant``), whose
-        answer confirms them.
-
-        Attributes: string values are sent as they are, other values as compact
-        JSON; a key missing from the session is sent empty, which deletes the
-        attribute. Metadata: the participant's current metadata (as this agent
-        sees it; ``{}`` if it is not a JSON object) is merged with the keys
-        (missing keys removed) and sent as one JSON object, never as an empty
-        string (the server skips empty metadata; ``{}`` clears it instead).
-
-        Args:
-            keys: Session keys to publish.
-            as_: ``"attributes"`` or ``"metadata"``.
-            participant: Another participant's identity, or None for the agent.
-            timeout: Seconds to wait for confirmation (default: the adapter's
-                ``confirm_timeout``).
-            api: The server API client for remote writes (default ``ctx.api``).
+        To the agent's own participant (``participant=None``) through the SDK, confirmed by
+        reading the value back within ``timeout`` (default ``confirm_timeout``); to another
+        identity through the server API (``api``, default ``ctx.api``). Attributes: str
+        values as they are, others as compact JSON, a missing key sent empty (deleted).
+        Metadata: merged into the participant's current JSON object, sent whole.
 
         Returns:
             A :class:`~.publish.PublishResult`; ``confirmed`` is False if the value
@@ -400,17 +343,11 @@ class SessionHandle:
         session = await self.get()
         return await self._publisher.publish(session, key_list, as_, participant, wait, api)
 
-    # -- shutdown ----------------------------------------------------------------------------
-
     async def aclose(self, *, delete: bool | None = None) -> None:
         """Stop following the room, let pending writes land, then delete or keep the session.
 
-        Called automatically at job shutdown. Idempotent.
-
-        Args:
-            delete: Delete the call session (True) or leave it to the store's
-                TTL (False); default: the adapter's ``delete_on_shutdown``. A
-                session named with ``session_id=`` is never deleted here.
+        Called at job shutdown; idempotent. ``delete`` defaults to the adapter's
+        ``delete_on_shutdown``; a session named with ``session_id=`` is never deleted.
         """
         if self.closed:
             return

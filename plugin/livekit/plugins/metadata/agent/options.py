@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from livekit import rtc
 
+from .._util import positive_int, positive_number
 from ..codec import parse_metadata, validate_schema
 
 if TYPE_CHECKING:
@@ -60,102 +61,74 @@ def _seconds(name: str, number: object) -> float:
     return float(number)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class AdapterOptions:
-    """Every option of a :class:`~.adapter.MetadataAdapter`, checked (see its docstring)."""
+    """Every option of a :class:`~.adapter.MetadataAdapter` (its keywords, documented there),
+    checked: ``ValueError``/``TypeError`` names the first one out of range."""
 
     session_id: SessionIdFactory | None
     schema: type[BaseModel] | None
-    raise_invalid: bool
-    kinds: tuple[int, ...]
+    on_invalid: OnInvalid
+    participant_kinds: Iterable[int]
     max_metadata_bytes: int
     max_attributes_bytes: int
     sync_room_metadata: bool
     delete_on_shutdown: bool
-    protected: frozenset[str]
+    protected_keys: Iterable[str]
     confirm_timeout: float
     drain_timeout: float
     route_on: RouteOn
-    track_all: bool
+    track: Track
     flood_rate: float
     settle: float
+    raise_invalid: bool = field(init=False)
+    kinds: tuple[int, ...] = field(init=False)
+    protected: frozenset[str] = field(init=False)
+    track_all: bool = field(init=False)
 
-    @classmethod
-    def check(
-        cls,
-        *,
-        session_id: SessionIdFactory | None,
-        schema: type[BaseModel] | None,
-        on_invalid: OnInvalid,
-        participant_kinds: Iterable[int],
-        max_metadata_bytes: int,
-        max_attributes_bytes: int,
-        sync_room_metadata: bool,
-        delete_on_shutdown: bool,
-        protected_keys: Iterable[str],
-        confirm_timeout: float,
-        drain_timeout: float,
-        route_on: RouteOn,
-        track: Track,
-        flood_rate: float,
-        settle: float,
-    ) -> AdapterOptions:
-        """The options, or ``ValueError``/``TypeError`` naming the first one out of range."""
-        if on_invalid not in ("log", "raise"):
+    def __post_init__(self) -> None:
+        if self.on_invalid not in ("log", "raise"):
             raise ValueError("on_invalid must be 'log' or 'raise'")
-        if not callable(route_on) and route_on not in ("first", "sip"):
+        if not callable(self.route_on) and self.route_on not in ("first", "sip"):
             raise ValueError("route_on must be 'first', 'sip' or a callable")
-        if track not in ("first", "all"):
+        if self.track not in ("first", "all"):
             raise ValueError("track must be 'first' or 'all'")
-        if session_id is not None and not callable(session_id):
+        if self.session_id is not None and not callable(self.session_id):
             raise TypeError("session_id must be a callable (ctx) -> str or None")
-        if session_id is not None and delete_on_shutdown:
+        if self.session_id is not None and self.delete_on_shutdown:
             raise ValueError(
                 "delete_on_shutdown deletes only the call session the job owns; a session "
                 "named with session_id= is yours to delete"
             )
-        if schema is not None:
+        if self.schema is not None:
             from pydantic import BaseModel as _BaseModel
 
-            if not (isinstance(schema, type) and issubclass(schema, _BaseModel)):
+            if not (isinstance(self.schema, type) and issubclass(self.schema, _BaseModel)):
                 raise TypeError("schema must be a pydantic model class or None")
-        sizes = (
-            ("max_metadata_bytes", max_metadata_bytes),
-            ("max_attributes_bytes", max_attributes_bytes),
-        )
-        for name, value in sizes:
-            if type(value) is not int or value < 2:
-                raise ValueError(f"{name} must be an int >= 2")
+        positive_int(self.max_metadata_bytes, "max_metadata_bytes", low=2)
+        positive_int(self.max_attributes_bytes, "max_attributes_bytes", low=2)
+        settle = self.settle
         if isinstance(settle, bool) or not isinstance(settle, (int, float)) or not 0 <= settle < 60:
             raise ValueError("settle must be a number of seconds in [0, 60)")
-        if (
-            isinstance(flood_rate, bool)
-            or not isinstance(flood_rate, (int, float))
-            or not 0 < flood_rate < float("inf")
-        ):
-            raise ValueError("flood_rate must be a number of updates per second > 0")
-        confirm = _seconds("confirm_timeout", confirm_timeout)
-        drain = _seconds("drain_timeout", drain_timeout)
-        kinds = tuple(participant_kinds)
+        positive_number(self.flood_rate, "flood_rate", "number of updates per second")
+        confirm = _seconds("confirm_timeout", self.confirm_timeout)
+        drain = _seconds("drain_timeout", self.drain_timeout)
+        kinds = tuple(self.participant_kinds)
         if not kinds:
             raise ValueError("participant_kinds must name at least one kind")
-        return cls(
-            session_id=session_id,
-            schema=schema,
-            raise_invalid=on_invalid == "raise",
-            kinds=kinds,
-            max_metadata_bytes=max_metadata_bytes,
-            max_attributes_bytes=max_attributes_bytes,
-            sync_room_metadata=bool(sync_room_metadata),
-            delete_on_shutdown=bool(delete_on_shutdown),
-            protected=frozenset(protected_keys),
-            confirm_timeout=confirm,
-            drain_timeout=drain,
-            route_on=route_on,
-            track_all=track == "all",
-            flood_rate=float(flood_rate),
-            settle=float(settle),
-        )
+        for name, value in (
+            ("confirm_timeout", confirm),
+            ("drain_timeout", drain),
+            ("flood_rate", float(self.flood_rate)),
+            ("settle", float(settle)),
+            ("sync_room_metadata", bool(self.sync_room_metadata)),
+            ("delete_on_shutdown", bool(self.delete_on_shutdown)),
+            ("raise_invalid", self.on_invalid == "raise"),
+            ("kinds", kinds),
+            ("protected", frozenset(self.protected_keys)),
+            ("track_all", self.track == "all"),
+        ):
+            object.__setattr__(self, name, value)
 
     def parse(self, raw: str | bytes | None) -> dict[str, Any]:
         """A metadata document within ``max_metadata_bytes`` satisfying ``schema``.

@@ -1,9 +1,7 @@
 """The LiveKit ``Plugin`` record of this package, registered when the agent wing is imported.
 
-LiveKit workers list their plugins through ``Plugin.registered_plugins``. The
-package itself stays free of ``livekit.agents`` (so tokens and the CLI start at
-once); everything under ``agent/`` runs inside a worker, so importing that wing
-registers the record, once.
+The package itself stays free of ``livekit.agents`` (tokens and the CLI start at once);
+everything under ``agent/`` runs inside a worker, so importing it registers the record.
 """
 
 from __future__ import annotations
@@ -43,11 +41,8 @@ class MetadataPlugin(Plugin):
 def quiet_dev_keys() -> bool:
     """With the dev-server keys in the environment, say so once, cleanly, instead of PyJWT.
 
-    The worker signs its tokens with ``LIVEKIT_API_SECRET``; with the 6-byte dev
-    secret PyJWT warns on every token, with a file path. That warning is silenced
-    for this process, and the first process of a worker logs :data:`DEV_KEYS_NOTE`
-    once (the job processes it starts inherit a marker and stay quiet). True if the
-    dev keys are in use.
+    PyJWT's per-token warning about the 6-byte dev secret is silenced, and the worker's
+    first process logs :data:`DEV_KEYS_NOTE` once. True if the dev keys are in use.
     """
     global _quieted
     from ..tokens.keys import DEV_API_KEY, DEV_API_SECRET
@@ -69,9 +64,7 @@ def quiet_dev_keys() -> bool:
 def register() -> bool:
     """Register the record unless it already is; True if this call registered it.
 
-    LiveKit only accepts registrations on the main thread; an import from
-    another thread (a thread-executor job) leaves it to the worker's own import
-    and says so in the debug log instead of failing the job.
+    Off the main thread (where LiveKit refuses it) it is left to the worker's own import.
     """
     quiet_dev_keys()
     if any(p.package == _PACKAGE for p in Plugin.registered_plugins):

@@ -1,12 +1,10 @@
 """Load once per worker what every job would otherwise load again.
 
-LiveKit runs each job in a process of its own (from a forkserver on Linux), so what
-the entrypoint imports or builds, every job pays for again: the plugin's modules,
-``redis.asyncio`` (about 0.2 s of CPU and 20 MB per process), a Redis client. Two
-documented ``AgentServer`` hooks move that out of the job: :func:`preload_modules`
-(imported once, in the forkserver, shared copy-on-write) and, in the setup function,
-:func:`prepare_process` (this process's SessionManager, built before it gets a job);
-the entrypoint takes it with :func:`job_sessions`, which closes it at shutdown::
+LiveKit runs each job in its own process, so what the entrypoint imports or builds (the
+plugin's modules, ``redis.asyncio``: about 0.2 s of CPU and 20 MB, a Redis client) every
+job pays again. :func:`preload_modules` (imported once in the forkserver) and
+:func:`prepare_process` (this process's SessionManager, built in the setup function and
+taken by :func:`job_sessions`, which closes it at shutdown) move that out of the job::
 
     server = AgentServer(setup_fnc=prewarm, preload_modules=preload_modules(redis=True))
     # prewarm(proc): prepare_process(proc, redis_url=os.environ.get("REDIS_URL"))
@@ -17,6 +15,7 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ..errors import ConfigError
@@ -53,13 +52,9 @@ _REDIS = (
 def preload_modules(*, redis: bool = False) -> list[str]:
     """Modules for ``AgentServer(preload_modules=...)``: imported once, shared by every job.
 
-    The plugin's agent side (adapter, selection, router, session manager); the
-    phone-number and YAML libraries if this process has loaded them (call it after
-    building the router: a rule set without phone operators, or not read from YAML,
-    leaves them out); with ``redis=True``, the Redis client library.
-
-    LiveKit imports these in its forkserver (Linux), before any job process
-    starts; under ``spawn`` (macOS, Windows) the option does nothing.
+    The plugin's agent side; the phone-number and YAML libraries if this process has
+    loaded them (call it after building the router); with ``redis=True`` the Redis
+    client. Under ``spawn`` (macOS, Windows) the option does nothing.
     """
     names = list(_AGENT_SIDE)
     names += [name for name in _IF_LOADED if name in sys.modules]
@@ -68,13 +63,16 @@ def preload_modules(*, redis: bool = False) -> list[str]:
     return names
 
 
+@dataclass
 class _Prepared:
     """This process's SessionManager, waiting for its job, and how to build another."""
 
-    def __init__(self, redis_url: str | None, options: Mapping[str, Any]) -> None:
-        self.redis_url = redis_url
-        self.options = dict(options)
-        self.ready: SessionManager | None = self.build()
+    redis_url: str | None
+    options: Mapping[str, Any]
+    ready: SessionManager | None = None
+
+    def __post_init__(self) -> None:
+        self.ready = self.build()
 
     def build(self) -> SessionManager:
         from ..sessions.manager import SessionManager
@@ -91,18 +89,9 @@ def prepare_process(
 ) -> None:
     """The body of an ``AgentServer`` setup function: this process's sessions, ready early.
 
-    Builds a :class:`~..sessions.manager.SessionManager` over a
-    :class:`~..sessions.redis.RedisStore` at ``redis_url`` (imported here, if the
-    forkserver has not already), or over this process's memory when ``redis_url``
-    is empty, and keeps it in ``proc.userdata[USERDATA_KEY]`` for
-    :func:`job_sessions`. Runs outside any event loop; the Redis client connects on
-    the job's first command, on the job's loop.
-
-    Args:
-        proc: The ``JobProcess`` LiveKit passes to the setup function.
-        redis_url: A URL for :meth:`RedisStore.from_url`, or ``None``/``""`` for memory.
-        **manager_options: Passed to ``SessionManager`` (``secret_key``,
-            ``session_ttl``, ...).
+    A :class:`~..sessions.manager.SessionManager` (``manager_options``) over a
+    :class:`~..sessions.redis.RedisStore` at ``redis_url`` (else over memory), kept in
+    ``proc.userdata[USERDATA_KEY]``; the Redis client connects on the job's loop.
 
     Raises:
         ConfigError: ``redis_url`` is set but the ``redis`` extra is not installed.
@@ -114,13 +103,8 @@ def prepare_process(
 def job_sessions(ctx: JobContext) -> SessionManager:
     """This job's SessionManager, prepared by :func:`prepare_process`; closed at shutdown.
 
-    The first job of the process takes the prepared one; any later job (a process
-    never runs two in livekit-agents 1.8, but nothing here relies on it) gets a new
-    one with the same settings, so no client opened on one job's event loop is used
-    on another's.
-
-    Raises:
-        ConfigError: The server's setup function did not call :func:`prepare_process`.
+    A later job of the same process gets a new one with the same settings (a client is
+    never shared across event loops). Raises ConfigError without :func:`prepare_process`.
     """
     prepared = ctx.proc.userdata.get(USERDATA_KEY)
     if not isinstance(prepared, _Prepared):

@@ -23,7 +23,7 @@ from ..codec import (
     serialize_metadata,
     validate_attributes,
 )
-from ..errors import InvalidAttributes, MetadataError
+from ..errors import MetadataError
 from ..log import logger
 from .options import PublishAs
 
@@ -37,17 +37,11 @@ __all__ = ["PublishResult", "Publisher", "publish_keys"]
 
 @dataclass(frozen=True)
 class PublishResult:
-    """Outcome of :meth:`SessionHandle.publish`.
+    """Outcome of :meth:`SessionHandle.publish`; ``bool(result)`` is ``confirmed``.
 
-    ``bool(result)`` is ``result.confirmed``.
-
-    Attributes:
-        confirmed: The new value was read back from the participant (local) or
-            returned by the server (remote) before the timeout.
-        target: ``"attributes"`` or ``"metadata"``.
-        identity: The participant written to.
-        keys: The session keys published (missing ones were cleared).
-        size: Bytes sent: the serialized metadata, or the attribute update's size.
+    ``confirmed``: read back (local) or returned by the server (remote) in time;
+    ``target``: ``"attributes"`` or ``"metadata"``; ``identity``: who was written to;
+    ``keys``: the keys published (missing ones cleared); ``size``: bytes sent.
     """
 
     confirmed: bool
@@ -107,11 +101,7 @@ class Publisher:
         update = {k: _attribute_value(session[k]) if k in session else "" for k in keys}
         limit = self.max_attributes_bytes
         validate_attributes(update, max_bytes=limit)
-        total = attributes_size(apply_attributes(current, update))
-        if total > limit:
-            raise InvalidAttributes(
-                f"attributes would total {total} bytes, over the limit of {limit} bytes"
-            )
+        attributes_size(apply_attributes(current, update), limit)
         return update
 
     def _metadata_text(self, session: Mapping[str, Any], keys: list[str], current: str) -> str:

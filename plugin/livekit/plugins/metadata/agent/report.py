@@ -10,7 +10,7 @@ from ..errors import MetadataPluginError, StoreError
 from ..log import logger
 from .views import ParticipantView
 
-__all__ = ["AdapterStats", "Reporter", "raw_size"]
+__all__ = ["AdapterStats", "Reporter"]
 
 
 @dataclass
@@ -20,17 +20,12 @@ class AdapterStats:
     Attributes:
         applied: Updates applied to a view or the call session.
         invalid: Updates rejected as invalid input (nothing changed).
-        failed: Writes or reads the store could not do (e.g. Redis unavailable).
+        failed: Store writes or reads that failed (e.g. Redis unavailable).
         events: Room events received for a tracked participant or the room.
-        refused: Client input refused at a trust boundary: keys the server
-            decided, service attributes from another kind of participant,
-            attributes shadowing a protected key, a reference that is not the
-            participant's own (each counted per update, logged once per
+        refused: Client input refused at a trust boundary (logged once per
             participant and reason).
-        coalesced: Changes folded into an ``on_change`` call already pending for the
-            same participant (it runs once, for the latest state).
-        flooding: Participants that sent more than ``flood_rate`` updates in a second
-            (each logged once).
+        coalesced: Changes folded into an ``on_change`` call already pending.
+        flooding: Participants over ``flood_rate`` updates a second (logged once).
         forgotten: Participants whose view was released when they left.
     """
 
@@ -44,27 +39,16 @@ class AdapterStats:
     forgotten: int = 0
 
 
-def raw_size(raw: str | bytes | None) -> int:
-    """Bytes of a raw metadata document (for logs)."""
-    if raw is None:
-        return 0
-    if isinstance(raw, bytes):
-        return len(raw)
-    return len(raw.encode("utf-8", "surrogatepass"))
-
-
+@dataclass(eq=False, slots=True)
 class Reporter:
     """Counts one session's updates (its own counters and the adapter's ``stats``) and logs
     the ones that did not apply."""
 
-    __slots__ = ("applied", "failed", "invalid", "session_id", "stats")
-
-    def __init__(self, session_id: str, stats: AdapterStats) -> None:
-        self.session_id = session_id
-        self.stats = stats
-        self.applied = 0
-        self.invalid = 0
-        self.failed = 0
+    session_id: str
+    stats: AdapterStats
+    applied: int = 0
+    invalid: int = 0
+    failed: int = 0
 
     def count_applied(self) -> None:
         self.applied += 1

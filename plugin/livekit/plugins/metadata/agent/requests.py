@@ -1,22 +1,18 @@
 """Answering job requests (``on_request``) with the routing rules.
 
 :func:`request_handler` accepts the jobs whose metadata routes to this worker and rejects
-the others with ``terminate=False``, so LiveKit offers them to another worker. Invalid
-job metadata is logged without values, counted, and routed as empty metadata (the
-default agent), so the worker of that route still takes the job. A SIP caller's numbers
-(``sip.phoneNumber``, ``sip.trunkPhoneNumber``) arrive as attributes after the job was
-offered: when the decision depends on ``when_attributes``, the job is accepted if any
-route the attributes could still choose is this worker's, and the entrypoint decides
-(:func:`~.selection.select` with ``attributes=``).
+the others with ``terminate=False``, so LiveKit offers them to another. A SIP caller's
+numbers arrive as attributes after the offer: when the route depends on them, the job is
+accepted if it may route here, and the entrypoint decides (:func:`~.selection.select`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
-from .._util import keys_for_log
+from .._util import keys_for_log, raw_size
 from ..codec import DEFAULT_MAX_METADATA_BYTES, parse_metadata
 from ..errors import MetadataError, NoRouteMatched
 from ..log import logger
@@ -47,27 +43,12 @@ def _check_source(metadata_from: Any) -> None:
 
 @dataclass
 class RequestStats:
-    """Counters of the answers given to job requests (one per request).
-
-    Attributes:
-        accepted: Jobs accepted by this worker.
-        rejected: Jobs rejected with ``terminate=False`` (another worker's route, a
-            ``reject`` rule, or no match without a default).
-        invalid: Jobs whose metadata was invalid and was routed as empty metadata
-            (also counted as accepted or rejected).
-    """
+    """Counters of the answers to job requests: ``accepted``, ``rejected`` (with
+    ``terminate=False``) and ``invalid`` (metadata routed as empty; also in one of those)."""
 
     accepted: int = 0
     rejected: int = 0
     invalid: int = 0
-
-
-def _raw_size(raw: Any) -> int | None:
-    if isinstance(raw, str):
-        return len(raw.encode("utf-8", "surrogatepass"))
-    if isinstance(raw, (bytes, bytearray)):
-        return len(raw)
-    return None
 
 
 def _request_metadata(
@@ -88,7 +69,7 @@ def _request_metadata(
             else parse_metadata(raw, max_bytes=max_metadata_bytes)
         )
     except MetadataError as exc:
-        what = f"invalid metadata ({type(exc).__name__}, {_raw_size(raw)} bytes)"
+        what = f"invalid metadata ({type(exc).__name__}, {raw_size(raw)} bytes)"
     except Exception as exc:
         what = f"metadata_from failed ({type(exc).__name__})"
     stats.invalid += 1
@@ -165,32 +146,15 @@ async def route_job_request(
 ) -> Route | None:
     """Answer a job request: accept it if its metadata routes to this worker.
 
-    The job is accepted when the route's ``agent_name`` equals ``agent_name``
-    (default: the name the job was dispatched to, ``req.agent_name``, i.e. this
-    worker's registered name). Otherwise (another worker's route, no match
-    without a default, a ``reject`` route) it is rejected with
-    ``terminate=False`` so the server can offer it to another worker. Invalid
-    metadata, or a ``metadata_from`` callable that fails, is logged, counted
-    (``stats.invalid``) and routed as empty metadata, so the job still reaches
-    the default agent's worker instead of being turned away by every worker.
-    When the route depends on participant attributes (``when_attributes``), the
-    job is accepted if it may route here, and the entrypoint decides (see the
-    module docstring). Logs carry the job id, keys and sizes only.
-
-    Args:
-        router: The rules.
-        req: The ``JobRequest`` given to ``on_request``.
-        agent_name: This worker's agent_name (default ``req.agent_name``).
-        metadata_from: ``"job"`` (``req.job.metadata``, default), ``"room"``
-            (``req.room.metadata``) or a callable ``(req) -> str | bytes | Mapping | None``.
-        max_metadata_bytes: Size limit for the metadata string.
-        publish_route: Accept with agent-participant attributes ``route`` and
-            ``route.rule`` set to the decision.
-        stats: Counters to update (see :class:`RequestStats`).
+    Accepted when the route's ``agent_name`` is ``agent_name`` (default:
+    ``req.agent_name``), else rejected with ``terminate=False``. Invalid metadata (or a
+    failing ``metadata_from``) is logged, counted and routed as empty metadata, so the
+    default agent's worker still takes the job. ``metadata_from``: :data:`MetadataSource`;
+    ``publish_route`` accepts with agent attributes ``route`` and ``route.rule``.
 
     Returns:
-        The route if the job was accepted with a decision; ``None`` if it was
-        rejected, or accepted while the route waits for participant attributes.
+        The route if accepted with a decision; ``None`` if rejected, or accepted
+        while the route waits for participant attributes.
     """
     _check_source(metadata_from)
     stats = stats if stats is not None else RequestStats()
@@ -199,43 +163,27 @@ async def route_job_request(
     return await _decide(router, req, md, me, publish_route, stats)
 
 
+@dataclass(slots=True)
 class RequestHandler:
     """An ``on_request`` handler (see :func:`request_handler`) that counts its answers."""
 
-    __slots__ = (
-        "_agent_name",
-        "_max_metadata_bytes",
-        "_metadata_from",
-        "_publish",
-        "_router",
-        "stats",
-    )
-
-    def __init__(
-        self,
-        router: MetadataRouter,
-        agent_name: str | None,
-        metadata_from: MetadataSource,
-        max_metadata_bytes: int,
-        publish_route: bool,
-    ) -> None:
-        self._router = router
-        self._agent_name = agent_name
-        self._metadata_from = metadata_from
-        self._max_metadata_bytes = max_metadata_bytes
-        self._publish = publish_route
-        self.stats = RequestStats()
-        """What this handler answered so far."""
+    router: MetadataRouter
+    agent_name: str | None
+    metadata_from: MetadataSource
+    max_metadata_bytes: int
+    publish_route: bool
+    stats: RequestStats = field(default_factory=RequestStats, init=False)
+    """What this handler answered so far."""
 
     async def __call__(self, req: JobRequest) -> None:
         """Answer ``req`` (see :func:`route_job_request`)."""
         await route_job_request(
-            self._router,
+            self.router,
             req,
-            agent_name=self._agent_name,
-            metadata_from=self._metadata_from,
-            max_metadata_bytes=self._max_metadata_bytes,
-            publish_route=self._publish,
+            agent_name=self.agent_name,
+            metadata_from=self.metadata_from,
+            max_metadata_bytes=self.max_metadata_bytes,
+            publish_route=self.publish_route,
             stats=self.stats,
         )
 

@@ -1,11 +1,8 @@
 """Agent-side routing in the entrypoint: build the routed Agent, and hand off when it changes.
 
-:func:`select` (or :class:`AgentFactoryMap`) routes the caller's metadata and attributes
-(``SessionHandle.route_input()``) with the rules and builds the ``Agent`` the route
-names; :func:`reroute` hands a running session to another Agent when they change. A
-SIP caller's numbers arrive as attributes after the job was offered, so the job
-request is answered by :mod:`.requests` and the entrypoint routes again with them.
-This is the routing code that imports ``livekit.agents``; :mod:`..routing` does not.
+:func:`select` (or :class:`AgentFactoryMap`) routes ``SessionHandle.route_input()`` and
+builds the ``Agent`` the route names; :func:`reroute` hands a running session to another
+Agent when it changes. This is the routing code that imports ``livekit.agents``.
 """
 
 from __future__ import annotations
@@ -13,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import weakref
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple, Union
 
 from ..codec import DEFAULT_MAX_METADATA_BYTES, parse_metadata
@@ -49,8 +47,6 @@ class Selection(NamedTuple):
     route: Route
     agent: Agent
 
-
-# --------------------------------------------------------------------------- entrypoint
 
 _ROUTES: weakref.WeakKeyDictionary[Any, Route] = weakref.WeakKeyDictionary()
 
@@ -99,11 +95,8 @@ def _phone_attributes(router: MetadataRouter) -> frozenset[str]:
 
 
 def _note_unreadable_numbers(router: MetadataRouter, attributes: Mapping[str, str]) -> None:
-    """Log, once per job, each phone attribute that cannot be read as a number.
-
-    Such a number matches no phone rule, so the call goes to the default; the
-    log says which attribute, its length and why, never the number.
-    """
+    """Log, once per job, each phone attribute that is no number (name, length, why; never
+    the number): it matches no phone rule."""
     region = router.rule_set.phone_region
     problems = [
         (name, len(value), problem)
@@ -162,27 +155,16 @@ def select(
 ) -> Selection:
     """Route ``metadata`` (and ``attributes``) and build the Agent for the route.
 
-    Args:
-        router: The rules.
-        metadata: A parsed mapping, or a raw metadata string (parsed with
-            ``parse_metadata``; ``None``/``""`` mean ``{}``).
-        factories: Agent factories by agent name: an ``Agent`` subclass (called
-            with no arguments) or a callable ``(route) -> Agent``.
-        attributes: The participant attributes ``when_attributes`` reads (e.g. the
-            SIP caller's); ``None`` means none.
-        fallback: An agent name in ``factories`` used when the metadata is
-            invalid, nothing matches, the route is ``reject`` or names an agent
-            without a factory. Without it those cases raise.
-        max_metadata_bytes: Size limit for a raw metadata string.
+    ``metadata`` is a mapping or a raw string (``parse_metadata``); ``factories`` maps
+    agent names to :data:`AgentFactory`; ``fallback`` (a key of ``factories``) is built
+    instead of raising when the metadata is invalid, nothing matches, the route is
+    ``reject`` or has no factory. The agent remembers its route (:func:`route_of`).
 
-    Returns:
-        ``Selection(route, agent)``; the agent remembers its route (:func:`route_of`).
-
-    Raises:
-        MetadataError: Invalid raw metadata and no fallback.
-        NoRouteMatched: No match, no default and no fallback.
-        RoutingError: The route is ``reject`` and there is no fallback.
-        ConfigError: No factory for the routed agent (or the fallback) and no fallback.
+    Raises (without fallback):
+        MetadataError: Invalid raw metadata.
+        NoRouteMatched: No match and no default.
+        RoutingError: The route is ``reject``.
+        ConfigError: No factory for the routed agent (or the fallback).
     """
     if fallback is not None and fallback not in factories:
         raise ConfigError(f"fallback agent {fallback!r} has no factory")
@@ -209,13 +191,12 @@ def select(
     return Selection(route, _build_agent(factories[route.agent], route))
 
 
+@dataclass(frozen=True, eq=False, slots=True)
 class AgentFactoryMap:
-    """Agent factories by agent name, checked against a router at construction.
+    """Agent factories by agent name, checked against a router: one worker, several agents.
 
-    One worker can serve several agents (LiveKit allows one ``rtc_session`` per
-    server): route inside the entrypoint and start the Agent this map builds.
-
-    Example::
+    Raises ConfigError (an agent without a factory, ``fallback`` not a key) or TypeError
+    (a factory that is not callable)::
 
         agents = AgentFactoryMap(router, {"support": SupportAgent, "sales": SalesAgent},
                                  fallback="support")
@@ -223,42 +204,21 @@ class AgentFactoryMap:
         await session.start(agent, room=ctx.room)
     """
 
-    __slots__ = ("_factories", "_fallback", "_router")
+    router: MetadataRouter
+    factories: Mapping[str, AgentFactory]
+    fallback: str | None = field(default=None, kw_only=True)
 
-    def __init__(
-        self,
-        router: MetadataRouter,
-        factories: Mapping[str, AgentFactory],
-        *,
-        fallback: str | None = None,
-    ) -> None:
-        """Check that every agent the router can choose has a factory.
-
-        Raises:
-            ConfigError: An agent has no factory, or ``fallback`` is not a key.
-            TypeError: A factory is neither an Agent subclass nor callable.
-        """
-        self._router = router
-        self._factories = dict(factories)
-        for name, factory in self._factories.items():
+    def __post_init__(self) -> None:
+        factories = dict(self.factories)
+        object.__setattr__(self, "factories", factories)
+        for name, factory in factories.items():
             if not callable(factory):
                 raise TypeError(f"factory for agent {name!r} must be an Agent subclass or callable")
-        missing = sorted(router.agents - self._factories.keys())
+        missing = sorted(self.router.agents - factories.keys())
         if missing:
             raise ConfigError(f"no Agent factory for routed agent(s): {', '.join(missing)}")
-        if fallback is not None and fallback not in self._factories:
-            raise ConfigError(f"fallback agent {fallback!r} has no factory")
-        self._fallback = fallback
-
-    @property
-    def router(self) -> MetadataRouter:
-        """The router this map selects with."""
-        return self._router
-
-    @property
-    def factories(self) -> Mapping[str, AgentFactory]:
-        """The factories by agent name."""
-        return self._factories
+        if self.fallback is not None and self.fallback not in factories:
+            raise ConfigError(f"fallback agent {self.fallback!r} has no factory")
 
     def select(
         self,
@@ -268,11 +228,11 @@ class AgentFactoryMap:
     ) -> Selection:
         """Route ``metadata`` (and ``attributes``) and build its Agent (see :func:`select`)."""
         return select(
-            self._router,
+            self.router,
             metadata,
-            self._factories,
+            self.factories,
             attributes=attributes,
-            fallback=self._fallback,
+            fallback=self.fallback,
         )
 
     def reroute(
@@ -283,26 +243,21 @@ class AgentFactoryMap:
         attributes: Mapping[str, str] | None = None,
     ) -> bool:
         """Hand off to a new Agent if ``metadata`` now routes elsewhere (see :func:`reroute`)."""
-        return reroute(session, self._router, self._factories, metadata, attributes=attributes)
+        return reroute(session, self.router, self.factories, metadata, attributes=attributes)
 
 
+@dataclass(slots=True)
 class _Handoffs:
     """What :func:`reroute` asked of one session: the handoff in flight and the newest after it.
 
-    ``session.current_agent`` is not the agent a session will end up running: livekit-agents
-    runs handoffs one after another, and while one runs it reports that one's agent even when
-    a later one is queued. So reroute decides against its own record instead: the agent of the
-    handoff in flight (at most one), or the newest wanted after it (which replaces any older
-    wanted one), or, with none of its handoffs pending, the session's current agent.
+    livekit-agents runs handoffs in order and reports the running one's agent as
+    ``current_agent`` even when a later one is queued, so reroute keeps its own record.
     """
 
-    __slots__ = ("inflight", "inflight_route", "pending", "pending_route")
-
-    def __init__(self) -> None:
-        self.inflight: Agent | None = None
-        self.inflight_route: Route | None = None
-        self.pending: Agent | None = None
-        self.pending_route: Route | None = None
+    inflight: Agent | None = None
+    inflight_route: Route | None = None
+    pending: Agent | None = None
+    pending_route: Route | None = None
 
     def target(self) -> Route | None:
         """The route of the agent the session will end up running, if one of ours is pending."""
@@ -374,19 +329,12 @@ def reroute(
 ) -> bool:
     """Re-route a running session after its metadata (or attributes) changed.
 
-    The new route is compared with the agent the session will end up running:
-    the last handoff this function requested (while it is still pending), else
-    the session's current agent. If they differ, the new Agent is built and the
-    session handed to it with ``session.update_agent``. At most one handoff is
-    in flight per session: a route wanted while one runs waits, replacing any
-    older waiting one, and starts when the running handoff takes effect, so the
-    session always converges to the latest route however fast updates come.
-    Invalid routing (no match, ``reject``, an agent without a factory) keeps
-    that agent and is logged (keys and rule names only).
-
-    Returns:
-        True if the agent the session will end up running changed (now, or once
-        the handoff in flight takes effect).
+    When the route's agent differs from the one the session will end up running (its
+    pending handoff, else its current agent), the new Agent is built and handed over
+    with ``session.update_agent``. At most one handoff is in flight per session; the
+    newest route wanted meanwhile waits for it, so the session converges to the latest
+    route. Invalid routing keeps the agent and is logged. Returns True if the agent the
+    session will end up running changed.
     """
     try:
         route = router.route(metadata, attributes=attributes)

@@ -1,10 +1,8 @@
 """``on_change`` once per settled state: coalescing of a participant's changes, flood accounting.
 
-The first change after a quiet ``settle`` interval is delivered at once; changes that
-follow within ``settle`` fold into one call, made when the participant has been quiet
-for ``settle`` seconds, or at the latest ``8 * settle`` after the first change still
-waiting, so a flood that never pauses still moves on. The call reads the latest state
-and runs in a task of its own, never blocking the events that follow.
+The first change after a quiet spell is delivered at once; later ones fold into one
+call, made after ``settle`` quiet seconds (at the latest ``8 * settle`` after the first),
+reading the latest state in a task of its own.
 """
 
 from __future__ import annotations
@@ -12,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
+from dataclasses import dataclass, field
 
 from .._util import key_label
 from ..log import logger
@@ -21,37 +20,29 @@ from .report import AdapterStats
 __all__ = ["ChangeNotifier"]
 
 
+@dataclass(eq=False)
 class ChangeNotifier:
     """Asks for ``on_change(identity)`` per participant, coalesced, and counts floods."""
 
-    def __init__(
-        self,
-        name: str,
-        *,
-        settle: float,
-        flood_rate: float,
-        stats: AdapterStats,
-        idle: asyncio.Event,
-    ) -> None:
-        self._name = name
-        self._settle = settle
-        self._flood_rate = flood_rate
-        self._stats = stats
-        self._idle = idle
-        self.callback: OnChange | None = None
-        """The ``on_change`` to call; None asks for nothing."""
-        # When each changed participant's call is due (an ordered set), when the first
-        # change still waiting for it came, and when its last call started.
-        self._dirty: dict[str, float] = {}
-        self._first_change: dict[str, float] = {}
-        self._last_call: dict[str, float] = {}
-        self._wake = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
-        self._notifying = False
-        self._closed = False
-        # Flood accounting: (window start, events in the window) per participant.
-        self._flood: dict[str, tuple[float, int]] = {}
-        self._flooding: set[str] = set()
+    name: str
+    settle: float
+    flood_rate: float
+    stats: AdapterStats
+    idle: asyncio.Event
+    callback: OnChange | None = None
+    """The ``on_change`` to call; None asks for nothing."""
+    # When each changed participant's call is due (an ordered set), when the first
+    # change still waiting for it came, and when its last call started.
+    _dirty: dict[str, float] = field(default_factory=dict, init=False)
+    _first_change: dict[str, float] = field(default_factory=dict, init=False)
+    _last_call: dict[str, float] = field(default_factory=dict, init=False)
+    _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _task: asyncio.Task[None] | None = field(default=None, init=False)
+    _notifying: bool = field(default=False, init=False)
+    _closed: bool = field(default=False, init=False)
+    # Flood accounting: (window start, events in the window) per participant.
+    _flood: dict[str, tuple[float, int]] = field(default_factory=dict, init=False)
+    _flooding: set[str] = field(default_factory=set, init=False)
 
     @property
     def busy(self) -> bool:
@@ -71,10 +62,10 @@ class ChangeNotifier:
             return
         count = flood[1] + 1
         self._flood[identity] = (flood[0], count)
-        limit = self._flood_rate
+        limit = self.flood_rate
         if count > limit and identity not in self._flooding:
             self._flooding.add(identity)
-            self._stats.flooding += 1
+            self.stats.flooding += 1
             logger.warning(
                 "metadata adapter: participant %s sent more than %g updates in a second; "
                 "each is applied, on_change runs for the latest state only",
@@ -104,7 +95,7 @@ class ChangeNotifier:
         if self.callback is None or self._closed:
             return
         now = time.monotonic()
-        settle = self._settle
+        settle = self.settle
         due = self._dirty.get(identity)
         if due is None:
             self._first_change[identity] = now
@@ -112,7 +103,7 @@ class ChangeNotifier:
             quiet = at_once or last is None or now - last >= settle
             self._dirty[identity] = now if quiet else now + settle
         else:
-            self._stats.coalesced += 1
+            self.stats.coalesced += 1
             if at_once:
                 self._dirty[identity] = min(due, now)
             elif due > now:  # not yet due: wait for quiet, bounded by the first change's age
@@ -120,7 +111,7 @@ class ChangeNotifier:
         self._wake.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(
-                self._notify_all(), name=f"metadata-adapter:on_change:{self._name}"
+                self._notify_all(), name=f"metadata-adapter:on_change:{self.name}"
             )
 
     async def _notify_all(self) -> None:
@@ -148,4 +139,4 @@ class ChangeNotifier:
                 finally:
                     self._notifying = False
         finally:
-            self._idle.set()
+            self.idle.set()

@@ -10,9 +10,8 @@ The entrypoint puts the served caller's :class:`CallerSession` in the ``AgentSes
     async def lookup_order(context: RunContext[CallerSession]) -> str:
         view = context.userdata.metadata()   # this caller's view, private keys included
 
-:class:`CallerSessionTools` is a ready ``Toolset`` (allow-listed reads and writes, and a
-``transfer`` the rules decide); a write that changes the route hands off once, on the
-adapter's ``on_change`` path. :func:`sign_tool_call` signs a call that leaves the process.
+:class:`CallerSessionTools` is a ready ``Toolset`` (allow-listed reads and writes, a
+``transfer`` the rules decide); :func:`sign_tool_call` signs a call that leaves the process.
 """
 
 from __future__ import annotations
@@ -52,12 +51,8 @@ TOOL_TOKEN_HEADER = "X-Tool-Token"  # noqa: S105 (a header name)
 
 @dataclass(frozen=True)
 class CallerSession:
-    """The session of the caller an ``AgentSession`` serves: put it in ``userdata``.
-
-    Args:
-        handle: The job's :class:`~livekit.plugins.metadata.agent.handle.SessionHandle`.
-        identity: The caller's identity (``handle.route_input().identity``).
-    """
+    """The session of the caller an ``AgentSession`` serves (the job's ``handle`` and the
+    caller's ``identity``): put it in ``userdata``."""
 
     handle: SessionHandle
     identity: str
@@ -86,12 +81,8 @@ class CallerSession:
 
 
 def caller_session(context: RunContext[Any]) -> CallerSession:
-    """The :class:`CallerSession` of a tool call: ``userdata`` itself, or its
-    ``caller_session`` attribute when the developer keeps their own userdata.
-
-    Raises:
-        RuntimeError: The session's userdata holds no CallerSession.
-    """
+    """The :class:`CallerSession` of a tool call: ``userdata``, or its ``caller_session``
+    attribute (RuntimeError when there is none)."""
     try:
         data = context.userdata
     except ValueError:
@@ -108,17 +99,19 @@ def caller_session(context: RunContext[Any]) -> CallerSession:
     )
 
 
+_WHY: tuple[tuple[type[Exception], str | None], ...] = (
+    (ProtectedKey, "the server decided this key; it cannot be changed"),
+    (ReservedKey, "the key is reserved"),
+    (MetadataError, None),  # its typed message, which never carries values
+    (StoreError, "the session store is unavailable; try again later"),
+    (LookupError, "the caller has left"),
+)
+
+
 def _why(exc: Exception) -> str:
-    if isinstance(exc, ProtectedKey):
-        return "the server decided this key; it cannot be changed"
-    if isinstance(exc, ReservedKey):
-        return "the key is reserved"
-    if isinstance(exc, MetadataError):
-        return str(exc)  # typed messages never carry values
-    if isinstance(exc, StoreError):
-        return "the session store is unavailable; try again later"
-    if isinstance(exc, LookupError):
-        return "the caller has left"
+    for kind, why in _WHY:
+        if isinstance(exc, kind):
+            return str(exc) if why is None else why
     return "the value is not valid"
 
 
@@ -126,19 +119,12 @@ class CallerSessionTools(Toolset):
     """LiveKit tools that let the LLM read and write named keys of the caller's session.
 
     Args:
-        read: Keys the LLM may read. A key the server decided (private or trusted)
-            is readable only when listed here.
-        write: Keys the LLM may write. A key the server decided is never written,
-            listed or not; every write is checked like client metadata (size,
-            schema, reserved ``lk-metadata.`` keys). A refused write changes
-            nothing and the tool result says why.
-        read_public: Also let the LLM read every key the server did not decide
-            (the caller's public metadata).
-        transfer_key: Adds a ``transfer`` tool that sets this key (e.g.
-            ``"department"``) to one of ``destinations``; the routing rules,
-            not the tool, decide which Agent answers then.
-        destinations: The values ``transfer`` accepts.
-        router: Optional rules to say in the transfer's result which agent answers.
+        read: Keys the LLM may read (a key the server decided only when listed).
+        write: Keys the LLM may write, never one the server decided; each write is
+            checked like client metadata, and a refused one changes nothing.
+        read_public: Also every key the server did not decide.
+        transfer_key: Adds a ``transfer`` tool setting this key to one of
+            ``destinations``; the rules (``router``, to name who answers) decide.
         id: The toolset's id.
     """
 
@@ -169,8 +155,6 @@ class CallerSessionTools(Toolset):
         if transfer_key is not None:
             tools.append(self._transfer_tool())
         super().__init__(id=id, tools=tools)
-
-    # -- the checks, usable without an LLM ----------------------------------------------
 
     async def read_key(self, caller: CallerSession, key: str) -> str:
         """What ``read_caller_data`` answers: the value as JSON, or why not."""
@@ -219,8 +203,6 @@ class CallerSessionTools(Toolset):
         if route.rejected:
             return "ok: saved, but the rules route this call to no agent"
         return f"ok: the {route.agent} agent takes over"
-
-    # -- the LiveKit tools -------------------------------------------------------------
 
     def _read_tool(self) -> Any:
         keys = sorted(self._readable)
@@ -274,9 +256,6 @@ class CallerSessionTools(Toolset):
         return function_tool(transfer, description=description)
 
 
-# -- calls that leave the process ------------------------------------------------------------
-
-
 class SignedToolCall(NamedTuple):
     """A tool call for an external webhook: POST ``body`` with ``headers``."""
 
@@ -289,9 +268,8 @@ def sign_tool_call(
 ) -> SignedToolCall:
     """Sign a call of ``function`` for ``call_id`` (e.g. ``handle.id``) with a tool token.
 
-    The body is SignalWire's shape (``function``, ``call_id``, ``argument``); the
-    token (SignalWire's format, scoped to this function and call, expiring) goes in
-    the :data:`TOOL_TOKEN_HEADER` header, never in the URL.
+    The body is SignalWire's shape; the token (scoped, expiring) goes in the
+    :data:`TOOL_TOKEN_HEADER` header, never in the URL.
     """
     token = sessions.create_tool_token(function, call_id)
     body = orjson.dumps({"function": function, "call_id": call_id, "argument": dict(arguments)})

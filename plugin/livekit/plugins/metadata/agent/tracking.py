@@ -1,30 +1,34 @@
 """Room events of the tracked participants, applied to their views in arrival order.
 
-Each room callback is a plain function: it turns the event into a typed change and
-applies it at once, or, while the participant's view is being built (its token
-session read from the store), queues it to be applied right after, in order. A
-metadata change merges the new JSON object into the view (keys it no longer has are
-kept); an attribute change sets the changed keys and removes those whose value became
-empty. Invalid input changes nothing and is counted and logged (:mod:`.report`).
+Each room callback turns the event into a typed change and applies it at once, or,
+while the view is being built, queues it to be applied right after, in order. Metadata
+merges into the view; an empty attribute value deletes. Invalid input changes nothing
+and is counted and logged (:mod:`.report`).
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from livekit import rtc
 
-from .._util import key_label
+from .._util import key_label, raw_size
 from ..codec import SESSION_KEY, validate_attributes
 from ..errors import InvalidSessionReference, MetadataError, StoreError
 from ..log import logger
 from .options import AdapterOptions, backoff
-from .report import Reporter, raw_size
+from .report import Reporter
 from .settle import ChangeNotifier
-from .views import ParticipantView, resolve_token_session, without_plugin_keys
+from .views import (
+    ParticipantView,
+    RouteInput,
+    TokenSession,
+    resolve_token_session,
+    without_plugin_keys,
+)
 from .writer import CallSessionWriter
 
 if TYPE_CHECKING:
@@ -58,38 +62,28 @@ class AttributesChanged:
 Change = MetadataChanged | AttributesChanged
 
 
+@dataclass(eq=False)
 class Tracker:
     """The views of a job's tracked participants, and the job's own metadata and attributes."""
 
-    def __init__(
-        self,
-        ctx: JobContext,
-        *,
-        sessions: SessionManager,
-        options: AdapterOptions,
-        reporter: Reporter,
-        notifier: ChangeNotifier,
-        writer: CallSessionWriter,
-        idle: asyncio.Event,
-    ) -> None:
-        self._ctx = ctx
-        self._sessions = sessions
-        self._options = options
-        self._report = reporter
-        self._notifier = notifier
-        self._writer = writer
-        self._idle = idle
-        self.tracked: set[str] = set()
-        self.views: dict[str, ParticipantView] = {}
-        self.job_view: dict[str, Any] = {}
-        self.job_attributes: dict[str, str] = {}
-        self.closed = False
-        self._job_loaded = False
-        self._job_reference: object = None
-        # Views being built (a token session to read), and the changes that wait for them.
-        self._binding: dict[str, asyncio.Task[None]] = {}
-        self._pending: dict[str, list[Change]] = {}
-        self._retries: set[asyncio.Task[None]] = set()
+    ctx: JobContext
+    sessions: SessionManager
+    options: AdapterOptions
+    report: Reporter
+    notifier: ChangeNotifier
+    writer: CallSessionWriter
+    idle: asyncio.Event
+    tracked: set[str] = field(default_factory=set, init=False)
+    views: dict[str, ParticipantView] = field(default_factory=dict, init=False)
+    job_view: dict[str, Any] = field(default_factory=dict, init=False)
+    job_attributes: dict[str, str] = field(default_factory=dict, init=False)
+    closed: bool = field(default=False, init=False)
+    _job_loaded: bool = field(default=False, init=False)
+    _job_reference: object = field(default=None, init=False)
+    # Views being built (a token session to read), and the changes that wait for them.
+    _binding: dict[str, asyncio.Task[None]] = field(default_factory=dict, init=False)
+    _pending: dict[str, list[Change]] = field(default_factory=dict, init=False)
+    _retries: set[asyncio.Task[None]] = field(default_factory=set, init=False)
 
     @property
     def building(self) -> bool:
@@ -112,21 +106,25 @@ class Tracker:
     def route_view(self) -> ParticipantView | None:
         """The view ``route_on`` picks."""
         views = list(self.views.values())
-        route_on = self._options.route_on
+        route_on = self.options.route_on
         if callable(route_on):
             chosen = route_on([v.participant for v in views])
             return self.views.get(chosen.identity) if chosen is not None else None
         kinds = (rtc.ParticipantKind.PARTICIPANT_KIND_SIP,) if route_on == "sip" else _ROUTE_KINDS
         return next((v for v in views if v.participant.kind in kinds), None)
 
-    # -- room callbacks: plain functions, applied at once, in arrival order -------------------
+    def route_input(self, view: ParticipantView | None) -> RouteInput:
+        """What the rules route on for ``view`` (the job's alone for None)."""
+        if view is None:
+            return RouteInput(dict(self.job_view), dict(self.job_attributes), None)
+        return view.route_input(self.job_view, self.job_attributes)
 
     def _received(self, identity: str) -> bool:
         """Count an event of a tracked participant; True if it is to be applied."""
         if self.closed or identity not in self.tracked:
             return False
-        self._report.stats.events += 1
-        self._notifier.count(identity)
+        self.report.stats.events += 1
+        self.notifier.count(identity)
         return True
 
     def _receive(self, identity: str, change: Change) -> None:
@@ -134,7 +132,7 @@ class Tracker:
         if pending is not None:  # the view is being built: applied right after it
             pending.append(change)
         elif self.apply(identity, change):
-            self._notifier.mark(identity)
+            self.notifier.mark(identity)
 
     def on_metadata_changed(
         self, participant: rtc.Participant, old_metadata: str, new_metadata: str
@@ -159,10 +157,10 @@ class Tracker:
         if self.closed:
             return
         if identity not in self.tracked:
-            if not self._options.track_all or participant.kind not in self._options.kinds:
+            if not self.options.track_all or participant.kind not in self.options.kinds:
                 return
             self.tracked.add(identity)
-        self._report.stats.events += 1
+        self.report.stats.events += 1
         self.snapshot(participant, None)
 
     def on_participant_disconnected(self, participant: rtc.Participant) -> None:
@@ -180,24 +178,22 @@ class Tracker:
             return  # an older session of a caller who already came back
         self.views.pop(identity, None)
         self._pending.pop(identity, None)
-        self._notifier.forget(identity)
-        if self._options.track_all:
+        self.notifier.forget(identity)
+        if self.options.track_all:
             self.tracked.discard(identity)
-        self._report.stats.forgotten += 1
+        self.report.stats.forgotten += 1
 
     def on_room_metadata_changed(self, old_metadata: str, new_metadata: str) -> None:
         if self.closed:
             return
-        self._report.stats.events += 1
+        self.report.stats.events += 1
         try:
-            obj = self._options.parse(new_metadata)
+            obj = self.options.parse(new_metadata)
         except MetadataError as exc:
             size = raw_size(new_metadata)
-            self._report.invalid_input("room metadata", exc, size=size, keys=(), raise_=False)
+            self.report.invalid_input("room metadata", exc, size=size, keys=(), raise_=False)
             return
-        self._writer.queue(without_plugin_keys(obj))
-
-    # -- building a view (the only part that reads the store) -----------------------------
+        self.writer.queue(without_plugin_keys(obj))
 
     def snapshot(self, participant: rtc.Participant, done: asyncio.Future[None] | None) -> None:
         """Start building a fresh view; changes until it is built wait in ``_pending``."""
@@ -208,7 +204,7 @@ class Tracker:
             previous.cancel()
         task = asyncio.create_task(
             self._build_view(participant, done),
-            name=f"metadata-adapter:view:{self._report.session_id}",
+            name=f"metadata-adapter:view:{self.report.session_id}",
         )
         self._binding[identity] = task
 
@@ -236,7 +232,7 @@ class Tracker:
         finally:
             if self._binding.get(identity) is asyncio.current_task():
                 del self._binding[identity]
-                self._idle.set()
+                self.idle.set()
         # What arrived while the view was being built, in order.
         changed = False
         for change in self._pending.pop(identity, []):
@@ -246,22 +242,22 @@ class Tracker:
                 done.set_result(None)
             if not changed:
                 return  # the first view: attach() has not returned yet
-        self._notifier.mark(identity)
+        self.notifier.mark(identity)
 
     async def _apply_participant(
         self, participant: rtc.Participant, *, raise_invalid: bool
     ) -> None:
         """A fresh view of a participant that joined (or rejoined): token session,
         then its metadata, then its attributes."""
-        raise_ = raise_invalid and self._options.raise_invalid
+        raise_ = raise_invalid and self.options.raise_invalid
         identity = participant.identity
         attributes = dict(participant.attributes)
-        view = ParticipantView(participant, protected=self._options.protected)
+        view = ParticipantView(participant, protected=self.options.protected)
         reference = attributes.get(SESSION_KEY)
         if reference is not None:
             await self._bind(view, reference, raise_=raise_)
         elif self._job_reference is not None:
-            self._report.refused(
+            self.report.refused(
                 view,
                 "no-reference",
                 "carries no session reference of its own: the job's token session is not "
@@ -273,13 +269,16 @@ class Tracker:
         self.apply(identity, MetadataChanged(participant.metadata), raise_=raise_)
         self.apply(identity, AttributesChanged(attributes, None), raise_=raise_)
 
-    def _room_name(self) -> str:
-        return self._ctx.job.room.name or self._ctx.room.name
+    async def _resolve(self, view: ParticipantView, reference: str) -> TokenSession:
+        room = self.ctx.job.room.name or self.ctx.room.name
+        return await resolve_token_session(
+            self.sessions, reference, identity=view.identity, room=room
+        )
 
     def _bad_reference(self, view: ParticipantView, exc: MetadataError, raise_: bool) -> None:
-        self._report.stats.refused += 1  # logged (once: a view binds once) as invalid
+        self.report.stats.refused += 1  # logged (once: a view binds once) as invalid
         source = f"the session reference of participant {key_label(view.identity)}"
-        self._report.invalid_input(source, exc, size=0, keys=(), raise_=raise_)
+        self.report.invalid_input(source, exc, size=0, keys=(), raise_=raise_)
 
     async def _bind(self, view: ParticipantView, reference: str, *, raise_: bool) -> None:
         """Start ``view`` from the token session its own reference names, if trusted.
@@ -288,19 +287,17 @@ class Tracker:
         backoff binds it once the store answers (routing does not wait for the store).
         """
         try:
-            session = await resolve_token_session(
-                self._sessions, reference, identity=view.identity, room=self._room_name()
-            )
+            session = await self._resolve(view, reference)
         except InvalidSessionReference as exc:
             self._bad_reference(view, exc, raise_)
             return
         except StoreError as exc:
-            self._report.store_failed("participant session reference", exc, raise_=raise_)
+            self.report.store_failed("participant session reference", exc, raise_=raise_)
             self._retries.add(
                 asyncio.create_task(self._bind_later(view, reference), name="metadata-rebind")
             )
             return
-        view.bind(session, self._options.protected)
+        view.bind(session, self.options.protected)
 
     async def _bind_later(self, view: ParticipantView, reference: str) -> None:
         delays = backoff()
@@ -308,21 +305,19 @@ class Tracker:
             while not self.closed and self.views.get(view.identity, view) is view:
                 await asyncio.sleep(next(delays))
                 try:
-                    session = await resolve_token_session(
-                        self._sessions, reference, identity=view.identity, room=self._room_name()
-                    )
+                    session = await self._resolve(view, reference)
                 except StoreError:
                     continue
                 except InvalidSessionReference as exc:
                     self._bad_reference(view, exc, False)
                     return
                 if self.views.get(view.identity) is view:
-                    view.bind(session, self._options.protected)
+                    view.bind(session, self.options.protected)
                     logger.info(
                         "metadata adapter: participant %s: token session read after a store outage",
                         key_label(view.identity),
                     )
-                    self._notifier.mark(view.identity)
+                    self.notifier.mark(view.identity)
                 return
         finally:
             self._retries.discard(asyncio.current_task())
@@ -332,13 +327,13 @@ class Tracker:
         if self._job_loaded:
             return
         self._job_loaded = True
-        raise_ = self._options.raise_invalid
-        job_info = self._ctx.job
+        raise_ = self.options.raise_invalid
+        job_info = self.ctx.job
         raw = job_info.metadata
         try:
-            job = self._options.parse(raw)
+            job = self.options.parse(raw)
         except MetadataError as exc:
-            self._report.invalid_input(
+            self.report.invalid_input(
                 "job metadata", exc, size=raw_size(raw), keys=(), raise_=raise_
             )
             job = {}
@@ -346,20 +341,18 @@ class Tracker:
         # the participant whose own token carries the same reference.
         self._job_reference = job.get(SESSION_KEY)
         job = without_plugin_keys(job)
-        await self._writer.write("job metadata", job, (), size=raw_size(raw), raise_=raise_)
+        await self.writer.write("job metadata", job, (), size=raw_size(raw), raise_=raise_)
         try:
             checked = validate_attributes(
                 dict(job_info.attributes),
-                max_bytes=self._options.max_attributes_bytes,
+                max_bytes=self.options.max_attributes_bytes,
                 allow_reserved=True,
             )
         except MetadataError as exc:
-            self._report.invalid_input("job attributes", exc, size=0, keys=(), raise_=raise_)
+            self.report.invalid_input("job attributes", exc, size=0, keys=(), raise_=raise_)
             checked = {}
         self.job_attributes = {k: v for k, v in without_plugin_keys(checked).items() if v != ""}
         self.job_view = {k: v for k, v in job.items() if v != ""}
-
-    # -- applying one change ----------------------------------------------------------------
 
     def apply(self, identity: str, change: Change, *, raise_: bool = False) -> bool:
         """One change into a participant's view; True if the view changed."""
@@ -372,22 +365,22 @@ class Tracker:
     def _apply_metadata(self, raw: str | bytes | None, identity: str, raise_: bool) -> bool:
         source = "participant metadata"
         try:
-            obj = self._options.parse(raw)
+            obj = self.options.parse(raw)
         except MetadataError as exc:
-            self._report.invalid_input(source, exc, size=raw_size(raw), keys=(), raise_=raise_)
+            self.report.invalid_input(source, exc, size=raw_size(raw), keys=(), raise_=raise_)
             return False
         view = self.views.get(identity)
         if view is None:
             return False
         try:
-            refused = view.accept_metadata(obj, self._options.max_metadata_bytes)
+            refused = view.accept_metadata(obj, self.options.max_metadata_bytes)
         except MetadataError as exc:
             size = raw_size(raw)
-            self._report.invalid_input(source, exc, size=size, keys=list(obj), raise_=raise_)
+            self.report.invalid_input(source, exc, size=size, keys=list(obj), raise_=raise_)
             return False
         if refused:
-            self._report.refused(view, "protected", "metadata keys the server decided", refused)
-        self._report.count_applied()
+            self.report.refused(view, "protected", "metadata keys the server decided", refused)
+        self.report.count_applied()
         return True
 
     def _apply_attributes(
@@ -403,14 +396,14 @@ class Tracker:
         view = self.views.get(identity)
         if view is None:
             return False
-        limit = self._options.max_attributes_bytes
+        limit = self.options.max_attributes_bytes
         try:
             checked = validate_attributes(changed, max_bytes=limit, allow_reserved=True)
         except MetadataError as exc:
             keys = (
                 [k for k in changed if isinstance(k, str)] if isinstance(changed, Mapping) else []
             )
-            self._report.invalid_input(source, exc, size=0, keys=keys, raise_=raise_)
+            self.report.invalid_input(source, exc, size=0, keys=keys, raise_=raise_)
             return False
         updates: dict[str, str] = {}
         removed: list[str] = []
@@ -424,15 +417,15 @@ class Tracker:
                 updates, removed, frozenset(self.job_attributes), limit
             )
         except MetadataError as exc:
-            self._report.invalid_input(source, exc, size=0, keys=list(updates), raise_=raise_)
+            self.report.invalid_input(source, exc, size=0, keys=list(updates), raise_=raise_)
             return False
         if refused:
-            self._report.refused(
+            self.report.refused(
                 view,
                 "attributes",
                 "attributes in a LiveKit service namespace this kind of participant cannot "
                 "set, or named like a key the server decided",
                 refused,
             )
-        self._report.count_applied()
+        self.report.count_applied()
         return True

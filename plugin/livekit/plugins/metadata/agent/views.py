@@ -1,15 +1,10 @@
 """The agent's view of each caller, and the one precedence every view obeys.
 
-A caller's view is its token session (bound by the reference its own token
-carries, after the owner record was checked), under its live metadata; its
-live attributes stay a separate map. What the server decided (the keys listed
-in the owner record's ``protected``, plus the adapter's ``protected_keys``)
-is never replaced by anything the client sends, an attribute never becomes or
-shadows a metadata key, and attributes in a namespace a LiveKit service sets
-on its own participants (``sip.*`` on SIP participants, ``lk.*``) are ignored
-when another kind of participant claims them. Views live in the job's memory;
-the call session in the store holds the job's metadata and what the agent
-writes, never a caller's keys.
+A caller's view is its token session (bound by its own token's reference, owner record
+checked) under its live metadata; its live attributes stay apart. What the server decided
+(the owner record's ``protected`` plus ``protected_keys``) is never replaced by the client,
+an attribute never shadows a metadata key, and a LiveKit service namespace (``sip.*``,
+``lk.*``) claimed by another kind of participant is ignored. Views live in the job's memory.
 """
 
 from __future__ import annotations
@@ -28,7 +23,6 @@ from ..codec import (
     attributes_size,
 )
 from ..errors import (
-    InvalidAttributes,
     InvalidSessionReference,
     MetadataTooLarge,
     ProtectedKey,
@@ -69,16 +63,8 @@ assert set(_SERVICE_KINDS) == set(SERVICE_ATTRIBUTE_PREFIXES)
 
 
 class RouteInput(NamedTuple):
-    """What the entrypoint routes on: one participant's metadata and live attributes.
-
-    Attributes:
-        metadata: The job's metadata overlaid with the participant's view (its
-            token session, then its accepted live metadata). Never an attribute.
-        attributes: The participant's accepted live attributes (no empty values,
-            so a hidden SIP number is missing; no ``lk-metadata.*`` keys), under
-            the job's attributes, which the dispatcher set.
-        identity: The participant routed on, or None when no participant is tracked.
-    """
+    """What the entrypoint routes on: the job's metadata under one participant's view, its
+    accepted non-empty attributes under the job's, and its ``identity`` (None: nobody)."""
 
     metadata: dict[str, Any]
     attributes: dict[str, str]
@@ -102,11 +88,8 @@ def service_attribute(key: str, kind: int) -> bool:
 
 @dataclass
 class ParticipantView:
-    """One tracked participant as the agent sees it (kept in the adapter's event order).
-
-    The precedence lives here: :meth:`accept_metadata` and
-    :meth:`accept_attributes` are the only ways client input reaches a view.
-    """
+    """One tracked participant as the agent sees it; client input reaches it only through
+    :meth:`accept_metadata` and :meth:`accept_attributes`."""
 
     participant: rtc.Participant
     session: dict[str, Any] = field(default_factory=dict)
@@ -120,8 +103,7 @@ class ParticipantView:
     reported: set[str] = field(default_factory=set)
     """Refusal reasons already logged for this participant (each is logged once)."""
     agent: dict[str, Any] = field(default_factory=dict)
-    """What the agent wrote to this view (a tool's writes), over the live metadata until
-    the client sends a new value for the same key."""
+    """A tool's writes, over the live metadata until the client sends a new value."""
 
     @property
     def identity(self) -> str:
@@ -134,11 +116,7 @@ class ParticipantView:
 
     @property
     def metadata(self) -> dict[str, Any]:
-        """The token session overlaid with the live metadata, never over a protected key.
-
-        A view bound late (its token session could not be read at first) drops the
-        live keys its session then protects.
-        """
+        """The token session overlaid with the live metadata, never over a protected key."""
         protected = self.protected
         return {
             **self.session,
@@ -151,11 +129,8 @@ class ParticipantView:
     ) -> dict[str, Any]:
         """The agent layer after an agent-side write, checked like client metadata.
 
-        Raises:
-            ReservedKey: A key in the plugin's ``lk-metadata.`` namespace.
-            ProtectedKey: A key the server decided (private, trusted, ``protected_keys``).
-            MetadataTooLarge: The view would exceed ``max_bytes`` (or its token
-                session's own size, if larger).
+        Raises ReservedKey (``lk-metadata.``), ProtectedKey (decided by the server) or
+        MetadataTooLarge (see :meth:`_check_size`).
         """
         keys = [*updates, *remove]
         for key in keys:
@@ -187,12 +162,7 @@ class ParticipantView:
     def accept_metadata(self, update: Mapping[str, Any], max_bytes: int) -> list[str]:
         """Merge a live metadata update; returns the refused (protected or plugin) keys.
 
-        A client never sends ``lk-metadata.*`` keys (the endpoint refuses them), so
-        one here is refused like a protected key.
-
-        Raises:
-            MetadataTooLarge: The view would exceed ``max_bytes`` (or its token
-                session's own size, if larger); the view is unchanged.
+        Raises MetadataTooLarge (see :meth:`_check_size`), the view unchanged.
         """
         refused = [
             k for k in update if k in self.protected or k.startswith(PLUGIN_ATTRIBUTE_PREFIX)
@@ -216,16 +186,9 @@ class ParticipantView:
         shielded: frozenset[str],
         max_bytes: int,
     ) -> list[str]:
-        """Apply a live attribute change; returns the refused keys.
-
-        Refused: keys in a service namespace this participant's kind may not
-        set, and names of protected metadata keys or of ``shielded`` (the job's
-        attributes), which a client must not shadow. The plugin's own
-        ``lk-metadata.*`` keys (the session reference) are left out silently.
-
-        Raises:
-            InvalidAttributes: The attributes would total over ``max_bytes``
-                (the view is unchanged).
+        """Apply a live attribute change; returns the refused keys (a service namespace
+        this kind may not set, protected keys, ``shielded`` job attributes). ``lk-metadata.*``
+        keys are left out silently. Raises InvalidAttributes over ``max_bytes``.
         """
         kind = self.participant.kind
         blocked = self.protected | shielded
@@ -238,12 +201,7 @@ class ParticipantView:
         )
         for key in removed:
             attributes.pop(key, None)
-        total = attributes_size(attributes)
-        if total > max_bytes:
-            raise InvalidAttributes(
-                f"participant attributes would total {total} bytes, over the limit of "
-                f"{max_bytes} bytes"
-            )
+        attributes_size(attributes, max_bytes)
         self.attributes = attributes
         return refused
 
@@ -266,19 +224,9 @@ async def resolve_token_session(
 ) -> TokenSession:
     """The token session a participant's own reference names, once its owner record matches.
 
-    Args:
-        sessions: Where token sessions live (``sessions.token_sessions``).
-        reference: The session id the participant's token carried.
-        identity: The participant carrying it.
-        room: The job's room name.
-
-    Returns:
-        The session's metadata without plugin keys, and the keys the server decided.
-
     Raises:
-        InvalidSessionReference: Not a session id, no such (or an expired)
-            session, or one whose owner is another participant or room. The
-            message never contains the id (it is a capability) nor a value.
+        InvalidSessionReference: Not a session id, no such (or an expired) session, or
+            another participant's or room's. Never names the id (a capability).
     """
     if not isinstance(reference, str) or not 0 < len(reference) <= _MAX_REFERENCE:
         raise InvalidSessionReference("session reference is not a session id string")

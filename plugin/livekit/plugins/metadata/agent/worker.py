@@ -1,10 +1,8 @@
 """Start a LiveKit agent worker, or say in one line which setting keeps it from LiveKit.
 
 ``run_worker(server)`` is ``livekit.agents.cli.run_app(server)`` with a check first: in
-the modes that connect (``dev``, ``start``, ``connect``) a missing or unreachable
-``LIVEKIT_URL`` or missing API keys end the process with one line naming the fix and
-exit status 1, instead of a traceback or a retry loop. Other modes (``console``,
-``download-files``, ``--help``) start as they are.
+the modes that connect, a missing or unreachable ``LIVEKIT_URL`` or missing keys end the
+process with one line naming the fix (status 1), not a traceback or a retry loop.
 """
 
 from __future__ import annotations

@@ -1,15 +1,15 @@
 """Writes to a job's call session that never block the room events that follow.
 
-Room metadata and a job write that failed are merged into what the call session still
-has to get (the latest value of each key winning) and written by one task; a write the
-store refuses is retried with backoff (0.5 s doubling to 30 s) until it lands or the
-job ends.
+Room metadata and failed job writes merge into what the call session still has to get
+(the latest value of each key winning), written by one task and retried with backoff
+until they land or the job ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from ..errors import MetadataError, StoreError
@@ -22,27 +22,23 @@ if TYPE_CHECKING:
 __all__ = ["CallSessionWriter"]
 
 
+@dataclass(eq=False)
 class CallSessionWriter:
     """The call session's writes: one now (:meth:`write`), or queued (:meth:`queue`)."""
 
-    def __init__(self, space: SessionSpace, session_id: str, reporter: Reporter) -> None:
-        self._space = space
-        self._id = session_id
-        self._report = reporter
-        self._unwritten: dict[str, Any] = {}
-        self._unremoved: set[str] = set()
-        self._task: asyncio.Task[None] | None = None
-        self._settled = asyncio.Event()
-        self._closed = False
-
-    @property
-    def task(self) -> asyncio.Task[None] | None:
-        """The task writing queued changes, if one was started."""
-        return self._task
+    space: SessionSpace
+    session_id: str
+    report: Reporter
+    task: asyncio.Task[None] | None = field(default=None, init=False)
+    """The task writing queued changes, if one was started."""
+    _unwritten: dict[str, Any] = field(default_factory=dict, init=False)
+    _unremoved: set[str] = field(default_factory=set, init=False)
+    _settled: asyncio.Event = field(default_factory=asyncio.Event, init=False)
+    _closed: bool = field(default=False, init=False)
 
     async def wait_settled(self) -> None:
         """Until the queue is written, or a write is failing and waits to be retried."""
-        task = self._task
+        task = self.task
         if task is not None and not task.done() and not self._closed:
             await asyncio.wait(
                 {task, asyncio.ensure_future(self._settled.wait())},
@@ -70,16 +66,16 @@ class CallSessionWriter:
         if not updates and not removed:
             return True
         try:
-            await self._space.update(self._id, updates, remove=removed)
+            await self.space.update(self.session_id, updates, remove=removed)
         except (MetadataError, TypeError, ValueError) as exc:
             # Parsed metadata is always JSON; TypeError would be a value the store refuses.
-            self._report.invalid_input(source, exc, size=size, keys=list(updates), raise_=raise_)
+            self.report.invalid_input(source, exc, size=size, keys=list(updates), raise_=raise_)
             return False
         except StoreError as exc:
-            self._report.store_failed(source, exc, raise_=raise_)
+            self.report.store_failed(source, exc, raise_=raise_)
             self.queue(updates, removed)  # retried with backoff until it lands
             return False
-        self._report.count_applied()
+        self.report.count_applied()
         return True
 
     def queue(self, updates: Mapping[str, Any], removed: Collection[str] = ()) -> None:
@@ -90,10 +86,10 @@ class CallSessionWriter:
         for key, value in updates.items():
             self._unwritten[key] = value
             self._unremoved.discard(key)
-        if self._task is None or self._task.done():
+        if self.task is None or self.task.done():
             self._settled.clear()
-            self._task = asyncio.create_task(
-                self._flush(), name=f"metadata-adapter:write:{self._id}"
+            self.task = asyncio.create_task(
+                self._flush(), name=f"metadata-adapter:write:{self.session_id}"
             )
 
     async def _flush(self) -> None:
@@ -103,14 +99,14 @@ class CallSessionWriter:
                 updates, removed = self._unwritten, list(self._unremoved)
                 self._unwritten, self._unremoved = {}, set()
                 try:
-                    await self._space.update(self._id, updates, remove=removed)
+                    await self.space.update(self.session_id, updates, remove=removed)
                 except (MetadataError, TypeError, ValueError) as exc:
-                    self._report.invalid_input(
+                    self.report.invalid_input(
                         "room metadata", exc, size=0, keys=list(updates), raise_=False
                     )
                     continue
                 except StoreError as exc:
-                    self._report.store_failed("a call-session write", exc, raise_=False)
+                    self.report.store_failed("a call-session write", exc, raise_=False)
                     # Put it back under anything newer, and wait before the next try.
                     self._unwritten = {**updates, **self._unwritten}
                     self._unremoved |= {k for k in removed if k not in self._unwritten}
@@ -119,6 +115,6 @@ class CallSessionWriter:
                     self._settled.clear()
                     continue
                 delays = backoff()
-                self._report.count_applied()
+                self.report.count_applied()
         finally:
             self._settled.set()

@@ -1,18 +1,14 @@
 """``lk-metadata``: mint and inspect metadata-carrying LiveKit tokens, route, serve, SIP.
 
 Commands (``lk-metadata COMMAND --help`` for each; one module each under ``cli/``):
+``token`` (a join token with metadata, attributes and an agent dispatch), ``verify`` (a
+token's signature, issuer, expiry and claims), ``route`` (which agent a rules file picks,
+``--explain``), ``serve`` (the token endpoint), ``sip export|sync|call`` (SIP dispatch
+rules from the rules file; a simulated call).
 
-* ``token``  — mint a join token with metadata, attributes and an agent dispatch
-  (like ``lk token create``, but metadata must be a JSON object);
-* ``verify`` — check a token's signature, issuer and expiry and print its claims;
-* ``route``  — show which agent a rules file picks for some metadata (``--explain``);
-* ``serve``  — run the token endpoint (``livekit.plugins.metadata.server.run``);
-* ``sip export|sync|call`` — SIP dispatch rules from the rules file; a simulated call.
-
-Keys come from ``--api-key`` / ``--api-secret`` or ``LIVEKIT_API_KEY`` /
-``LIVEKIT_API_SECRET``. Exit codes: 0 success, 1 failure, 2 bad usage (unknown flag,
-invalid JSON or duration). Errors are one ``error: ...`` line on stderr — never a
-traceback, a secret or a token.
+Keys: ``--api-key``/``--api-secret`` or ``LIVEKIT_API_KEY``/``LIVEKIT_API_SECRET``. Exit
+codes: 0 success, 1 failure, 2 bad usage. Errors are one ``error: ...`` line on stderr,
+never a traceback, a secret or a token.
 """
 
 from __future__ import annotations

@@ -20,9 +20,11 @@ __all__ = [
     "DEV_SERVER_URL",
     "ApiKey",
     "ApiSecret",
+    "RulesFile",
     "announce_keys",
     "checked_url",
     "dumps",
+    "duration_flag",
     "exit_on_errors",
     "fail",
     "issuer_for",
@@ -30,6 +32,8 @@ __all__ = [
     "parse_attributes",
     "parse_duration",
     "read_json_flag",
+    "resolved_keys",
+    "server_url",
     "url_option",
 ]
 
@@ -51,6 +55,14 @@ ApiSecret = Annotated[
         metavar="SECRET",
         show_default=False,
         help="LiveKit API secret (prefer the environment variable).",
+    ),
+]
+
+
+RulesFile = Annotated[
+    Path,
+    typer.Option(
+        "--rules", metavar="FILE", help="Rules file (YAML, TOML or JSON).", show_default=False
     ),
 ]
 
@@ -161,6 +173,23 @@ def parse_attributes(items: list[str] | None, flag: str = "--attribute") -> dict
     return out
 
 
+def server_url(url: str | None) -> str:
+    """The ``--url`` a command needs (checked as :func:`checked_url`), else exit 1 saying so."""
+    if not url:
+        fail(
+            "LiveKit server URL is not set: set LIVEKIT_URL (e.g. ws://127.0.0.1:7880) or pass --url"
+        )
+    return checked_url(url) or url
+
+
+def duration_flag(text: str, flag: str) -> timedelta:
+    """``parse_duration(text)``, or exit 2 naming ``flag``."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint=f"'{flag}'") from None
+
+
 def checked_url(url: str | None) -> str | None:
     """``url`` if it is a LiveKit URL (ws/wss/http/https with a host), else exit 1 saying so."""
     if not url:
@@ -180,6 +209,18 @@ def issuer_for(api_key: str | None, api_secret: str | None, leeway: timedelta | 
     token) is replaced by one clean line; with the dev keys the dev warning says it all.
     """
     from ..tokens.issuer import TokenIssuer
+
+    keys = resolved_keys(api_key, api_secret)
+    try:
+        if leeway is not None:
+            return TokenIssuer(keys.key, keys.secret, leeway=leeway)
+        return TokenIssuer(keys.key, keys.secret)
+    except ConfigError as exc:
+        fail(exc.message, 1)
+
+
+def resolved_keys(api_key: str | None, api_secret: str | None) -> Any:
+    """The keys to use (else the dev-server keys), announced; exit 1 when they are unusable."""
     from ..tokens.keys import resolve_keys
 
     try:
@@ -187,12 +228,7 @@ def issuer_for(api_key: str | None, api_secret: str | None, leeway: timedelta | 
     except ConfigError as exc:
         fail(exc.message, 1)
     announce_keys(keys)
-    try:
-        if leeway is not None:
-            return TokenIssuer(keys.key, keys.secret, leeway=leeway)
-        return TokenIssuer(keys.key, keys.secret)
-    except ConfigError as exc:
-        fail(exc.message, 1)
+    return keys
 
 
 def announce_keys(keys: Any) -> None:
@@ -205,7 +241,7 @@ def announce_keys(keys: Any) -> None:
 
 @contextmanager
 def no_pyjwt_key_warning() -> Iterator[None]:
-    """Silence PyJWT's per-token InsecureKeyLengthWarning (``_issuer`` said it once, cleanly)."""
+    """Silence PyJWT's per-token InsecureKeyLengthWarning (:func:`announce_keys` said it once, cleanly)."""
     from jwt.warnings import InsecureKeyLengthWarning
 
     with warnings.catch_warnings():

@@ -2,24 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from ..errors import MetadataError
-from ._common import exit_on_errors, read_json_flag
+from ._common import RulesFile, exit_on_errors, read_json_flag
 
 __all__ = ["route_command"]
 
 
 def route_command(
-    rules: Annotated[
-        Path,
-        typer.Option(
-            "--rules", metavar="FILE", help="Rules file (YAML, TOML or JSON).", show_default=False
-        ),
-    ],
+    rules: RulesFile,
     metadata: Annotated[
         str,
         typer.Option(

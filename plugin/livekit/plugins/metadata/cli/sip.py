@@ -8,17 +8,18 @@ from typing import Annotated, Any
 
 import typer
 
-from ..errors import ConfigError
 from ._common import (
     ApiKey,
     ApiSecret,
+    RulesFile,
     announce_keys,
-    checked_url,
     dumps,
     exit_on_errors,
     fail,
     no_pyjwt_key_warning,
     parse_attributes,
+    resolved_keys,
+    server_url,
     url_option,
 )
 
@@ -29,12 +30,6 @@ sip_app = typer.Typer(
     no_args_is_help=True,
 )
 
-RulesFile = Annotated[
-    Path,
-    typer.Option(
-        "--rules", metavar="FILE", help="Rules file (YAML, TOML or JSON).", show_default=False
-    ),
-]
 Trunks = Annotated[
     list[str] | None,
     typer.Option(
@@ -116,9 +111,7 @@ def sip_sync_command(
     """
     import asyncio
 
-    if not url:
-        fail("LiveKit server URL is not set: set LIVEKIT_URL or pass --url", 1)
-    url = checked_url(url) or url
+    url = server_url(url)
     if not api_key or not api_secret:
         fail("set LIVEKIT_API_KEY and LIVEKIT_API_SECRET (or pass --api-key/--api-secret)", 1)
     from ..tokens.keys import ApiKeys
@@ -154,57 +147,43 @@ async def _sip_sync(
         typer.echo(f"applied {plan.changes} change(s)")
 
 
+def _opt(flag: str, metavar: str, help: str, **extra: Any) -> Any:
+    return typer.Option(flag, metavar=metavar, help=help, **extra)
+
+
+To = Annotated[
+    str, _opt("--to", "NUMBER", "The number dialed (sip.trunkPhoneNumber).", show_default=False)
+]
+From = Annotated[
+    str | None, _opt("--from", "NUMBER", "The caller's number (sip.phoneNumber); omit: hidden.")
+]
+CallRules = Annotated[
+    Path | None,
+    _opt(
+        "--rules", "FILE", "Routing rules: the dispatch `sip sync` would create for these numbers."
+    ),
+]
+Agent = Annotated[str | None, _opt("--agent", "AGENT", "Dispatch this agent name instead.")]
+Header = Annotated[
+    list[str] | None, _opt("--header", "NAME=VALUE", "A SIP header, as sip.h.NAME (repeatable).")
+]
+Trunk = Annotated[
+    str | None, _opt("--trunk", "ID", "The inbound trunk id (attribute sip.trunkID).")
+]
+Expect = Annotated[str | None, _opt("--expect", "AGENT", "Exit 1 unless this agent answers.")]
+Wait = Annotated[float, _opt("--wait", "SECONDS", "Seconds to wait for the agent.", min=0.1)]
+
+
 @sip_app.command("call")
 def sip_call_command(
-    to: Annotated[
-        str,
-        typer.Option(
-            "--to",
-            metavar="NUMBER",
-            help="The number dialed (sip.trunkPhoneNumber).",
-            show_default=False,
-        ),
-    ],
-    caller: Annotated[
-        str | None,
-        typer.Option(
-            "--from",
-            metavar="NUMBER",
-            help="The caller's number (sip.phoneNumber); omit it for a hidden number.",
-        ),
-    ] = None,
-    rules: Annotated[
-        Path | None,
-        typer.Option(
-            "--rules",
-            metavar="FILE",
-            help="Routing rules: the dispatch `sip sync` would create for these numbers.",
-        ),
-    ] = None,
-    agent: Annotated[
-        str | None,
-        typer.Option("--agent", metavar="AGENT", help="Dispatch this agent name instead."),
-    ] = None,
-    header: Annotated[
-        list[str] | None,
-        typer.Option(
-            "--header",
-            metavar="NAME=VALUE",
-            help="A SIP header, as attribute sip.h.NAME (repeatable).",
-        ),
-    ] = None,
-    trunk: Annotated[
-        str | None,
-        typer.Option("--trunk", metavar="ID", help="The inbound trunk id (attribute sip.trunkID)."),
-    ] = None,
-    expect: Annotated[
-        str | None,
-        typer.Option("--expect", metavar="AGENT", help="Exit 1 unless this agent answers."),
-    ] = None,
-    wait: Annotated[
-        float,
-        typer.Option("--wait", metavar="SECONDS", min=0.1, help="Seconds to wait for the agent."),
-    ] = 30.0,
+    to: To,
+    caller: From = None,
+    rules: CallRules = None,
+    agent: Agent = None,
+    header: Header = None,
+    trunk: Trunk = None,
+    expect: Expect = None,
+    wait: Wait = 30.0,
     room_prefix: RoomPrefix = "call-",
     as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
     url: ServerUrl = None,
@@ -229,22 +208,12 @@ def sip_call_command(
 
     if rules is None and not agent:
         raise typer.BadParameter("pass --rules FILE or --agent NAME", param_hint="'--rules'")
-    if not url:
-        fail(
-            "LiveKit server URL is not set: set LIVEKIT_URL (e.g. ws://127.0.0.1:7880) or pass --url",
-            1,
-        )
-    url = checked_url(url) or url
+    url = server_url(url)
     headers = parse_attributes(header, "--header") or {}
     from ..provision.sip_call import place_call, plan_call
     from ..routing.router import MetadataRouter
-    from ..tokens.keys import resolve_keys
 
-    try:
-        keys = resolve_keys(api_key, api_secret)
-    except ConfigError as exc:
-        fail(exc.message, 1)
-    announce_keys(keys)
+    keys = resolved_keys(api_key, api_secret)
     # LiveKit's SDK logs each failed connection attempt, the token included: the one
     # error line below says what to do instead.
     logging.getLogger("livekit").setLevel(logging.CRITICAL + 1)

@@ -18,12 +18,12 @@ from ._common import (
     ApiSecret,
     checked_url,
     dumps,
+    duration_flag,
     exit_on_errors,
     fail,
     issuer_for,
     no_pyjwt_key_warning,
     parse_attributes,
-    parse_duration,
     read_json_flag,
     url_option,
 )
@@ -153,10 +153,7 @@ def token_command(
 
 
 def _parse_valid_for(valid_for: str) -> timedelta:
-    try:
-        ttl = parse_duration(valid_for)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="'--valid-for'") from None
+    ttl = duration_flag(valid_for, "--valid-for")
     if ttl.total_seconds() < 1:
         raise typer.BadParameter("must be at least 1s", param_hint="'--valid-for'")
     return ttl
@@ -195,15 +192,13 @@ def verify_command(
 ) -> None:
     """Verify a token (signature, issuer, expiry, claims, joinable) and print its claims.
 
-    TOKEN is the token; without it (or with -) it is read from stdin. A token that expired (or starts) less than --leeway ago is valid only within the
-    leeway, and the output says so.
+    TOKEN is the token; without it (or with -) it is read from stdin. A token that
+    expired (or starts) less than --leeway ago is valid only within the leeway, and
+    the output says so.
     """
     if token == "-":  # noqa: S105 - "-" means stdin, not a password
         token = _stdin_token()
-    try:
-        skew = parse_duration(leeway)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="'--leeway'") from None
+    skew = duration_flag(leeway, "--leeway")
     issuer = issuer_for(api_key, api_secret, skew)
     try:
         with no_pyjwt_key_warning():

@@ -1,15 +1,10 @@
 """Explicit agent dispatch for rooms that already exist.
 
-A token's ``roomConfig.agents`` only applies when the token's join *creates* the
-room; for a room that already exists LiveKit ignores it, and no agent comes.
-:func:`ensure_dispatch` covers that case through the server API
-(``AgentDispatchService``): it lists the room's dispatches and creates one only
-if the routed agent (same ``agent_name`` and ``deployment``) is not there yet.
-
-Repeated calls by one caller never add a second agent (not race-free across
-callers: see :func:`ensure_dispatch`). Server errors are mapped to :class:`~livekit.plugins.metadata.errors.DispatchError`
-with the Twirp code, HTTP status and what to check; neither the metadata nor the
-server's free-text message is echoed.
+A token's ``roomConfig.agents`` only applies when its join *creates* the room.
+:func:`ensure_dispatch` covers existing rooms through ``AgentDispatchService``: it
+creates a dispatch only if the routed agent (same name and deployment) is not there.
+Server errors become :class:`~..errors.DispatchError` with the Twirp code, HTTP status
+and what to check, never the metadata or the server's free text.
 """
 
 from __future__ import annotations
@@ -79,8 +74,7 @@ _STATUS_HINTS = {
     "to a key pair from the server's `keys:` (`livekit-server --dev`: devkey / secret)",
     403: "the API key lacks a grant this call needs; use a key with the admin grants",
 }
-"""Advice by HTTP status, for errors whose Twirp code says nothing (LiveKit answers a bad
-key or secret with code 'unknown' and HTTP 401)."""
+"""Advice by HTTP status, where the Twirp code says nothing (a bad key: 'unknown', 401)."""
 
 
 def _server_error(
@@ -130,14 +124,7 @@ def dispatch_request(
 ) -> api.CreateAgentDispatchRequest:
     """The ``CreateAgentDispatchRequest`` for a route (or an agent name) and a room.
 
-    The arguments are those of :func:`ensure_dispatch`; the explicit ``metadata``,
-    ``attributes`` and ``deployment`` override the route's.
-
-    Raises:
-        RoutingError: The route is a ``reject`` route (nothing to dispatch).
-        MetadataError: The metadata is not a JSON object or is too large.
-        InvalidAttributes: The attributes are not a valid LiveKit attribute map.
-        ValueError: ``room`` or the agent name is empty.
+    Arguments and errors as :func:`ensure_dispatch` (without the server's).
     """
     if not isinstance(room, str) or not room:
         raise ValueError("room must be a non-empty string")
@@ -175,11 +162,8 @@ def dispatch_request(
 async def server_call(
     action: str, call: Awaitable[T], *, hints: Mapping[str, str] | None = None
 ) -> T:
-    """Await a server call, mapping its failures to :class:`DispatchError`.
-
-    ``action`` completes "LiveKit refused to ..."; ``hints`` gives the advice for
-    Twirp codes this call knows more about than the defaults do.
-    """
+    """Await a server call; failures become :class:`DispatchError` ("LiveKit refused to
+    ``action``"), with ``hints`` as advice by Twirp code over the defaults."""
     try:
         return await call
     except api.TwirpError as exc:
@@ -196,27 +180,18 @@ async def ensure_dispatch(
 ) -> api.AgentDispatch:
     """Make sure the routed agent is dispatched to ``room``, creating it at most once.
 
-    Lists the room's dispatches and returns the first live one with the same
-    ``agent_name`` and ``deployment``; otherwise creates one. Idempotent for one
-    caller, but *not* race-free across concurrent callers: list-then-create is two
-    requests and LiveKit has no conditional create, so two processes calling at the
-    same instant can both create a dispatch. Serialize per room (one token endpoint
-    replica per room, a lock, or a Redis ``SET NX`` key) if that matters.
+    Returns the room's first live dispatch with the same ``agent_name`` and
+    ``deployment``, else creates one. Not race-free across concurrent callers (LiveKit
+    has no conditional create): serialize per room if that matters.
 
     Args:
         lkapi: A ``livekit.api.LiveKitAPI`` (or anything with ``.agent_dispatch``).
-        room: The room name.
-        route_or_agent: A :class:`~livekit.plugins.metadata.routing.route.Route` (its
-            ``agent_name``, ``metadata``, ``attributes`` and ``deployment`` are the
-            defaults) or an agent name.
-        metadata: Job metadata: a mapping or pydantic model (serialized compactly)
-            or a JSON-object string (validated, sent as is). Overrides the route's.
-        attributes: Dispatch attributes (``str -> str``). Overrides the route's.
-        deployment: Target deployment (``None``/``""``: production). Overrides the route's.
+        route_or_agent: A :class:`~..routing.route.Route` (whose metadata, attributes
+            and deployment are the defaults) or an agent name.
+        metadata: A mapping or pydantic model, or a JSON-object string (sent as is).
+        attributes: Dispatch attributes (``str -> str``).
+        deployment: Target deployment (``None``/``""``: production).
         max_metadata_bytes: Size limit for the serialized metadata.
-
-    Returns:
-        The existing or newly created ``AgentDispatch``.
 
     Raises:
         DispatchError: The server refused the request or could not be reached.

@@ -1,11 +1,9 @@
 """Outbound calls routed by the same rules as inbound ones.
 
-An outbound call is two server requests: dispatch the agent to a room, then ask
-LiveKit's SIP service to dial the number into that room. :func:`outbound_call`
-builds both from metadata and the routing rules, routing with the attributes the
-SIP participant will carry (on outbound calls ``sip.phoneNumber`` is the callee and
-``sip.trunkPhoneNumber`` the trunk's number), so a rule written for a number or a
-country prefix chooses the agent whichever way the call goes::
+:func:`outbound_call` builds the two server requests (dispatch the agent to a room, dial
+the number into it) from metadata and the rules, routing with the attributes the SIP
+participant will carry (outbound, ``sip.phoneNumber`` is the callee), so a rule for a
+number or a country prefix chooses the agent whichever way the call goes::
 
     call = outbound_call(router, {"campaign": "renewals"}, room="out-42",
                          trunk_id="ST_...", call_to="+34 600 000 000")
@@ -41,13 +39,8 @@ RULE_ATTRIBUTE = PLUGIN_ATTRIBUTE_PREFIX + "rule"
 
 @dataclass(frozen=True)
 class OutboundCall:
-    """The requests for one outbound call, and the route they came from.
-
-    Attributes:
-        route: The routing decision (never a reject route).
-        dispatch: Dispatches the routed agent to the room, with the job metadata.
-        participant: Dials the callee into the room as a SIP participant.
-    """
+    """The requests for one outbound call (``dispatch`` the agent, dial the ``participant``)
+    and the ``route`` they came from (never a reject route)."""
 
     route: Route
     dispatch: api.CreateAgentDispatchRequest
@@ -78,24 +71,14 @@ def outbound_call(
 ) -> OutboundCall:
     """Route an outbound call and build its agent dispatch and ``CreateSIPParticipantRequest``.
 
-    Args:
-        router: The routing rules (their ``phone_region`` reads national numbers).
-        metadata: What the call is about; routed, and sent as job metadata.
-        room: The room the agent and the callee meet in.
-        trunk_id: The outbound SIP trunk.
-        call_to: The number to dial, in any common form; sent in E.164.
-        from_number: The trunk number to call from (``sip_number``), if not the default.
-        attributes: More attributes for ``when_attributes`` (the numbers are added).
-        participant_identity: Identity of the SIP participant (default ``sip-<E.164>``).
-        participant_name: Its display name.
-        participant_attributes: Its attributes; the route's agent and rule are added
-            as ``lk-metadata.route`` and ``lk-metadata.rule``.
-        wait_until_answered: Make ``create_sip_participant`` return only once answered.
-        max_metadata_bytes: Size limit for the job metadata.
+    ``metadata`` is routed and sent as job metadata; ``call_to`` (any common form, sent
+    in E.164) and ``from_number`` (the trunk's ``sip_number``) are read with the rules'
+    ``phone_region``; ``attributes`` add to the numbers for ``when_attributes``. The
+    participant (identity default ``sip-<E.164>``) carries ``participant_attributes``
+    plus ``lk-metadata.route`` and ``lk-metadata.rule``.
 
     Raises:
-        ValueError: ``call_to`` or ``from_number`` is not a phone number; ``room`` or
-            ``trunk_id`` is empty.
+        ValueError: A number is not a phone number; ``room`` or ``trunk_id`` is empty.
         NoRouteMatched: No rule matched and the rules have no default.
         RoutingError: The rules reject this call.
         MetadataError: The job metadata is too large; InvalidAttributes: bad attributes.

@@ -1,17 +1,11 @@
 """LiveKit SIP dispatch rules compiled from the routing rules, and kept in sync.
 
-An inbound call reaches an agent in two steps: LiveKit's SIP service matches the call
-to a *dispatch rule* (by trunk, called and calling number), creates a room and
-dispatches the rule's agents; then the entrypoint routes on the SIP participant's
-attributes. Both steps come from one rules file: :func:`desired_dispatch_rules`
-turns every rule on ``sip.trunkPhoneNumber``/``sip.phoneNumber`` numbers into part
-of a dispatch rule for its target; :func:`plan_sync` and :func:`apply_plan` create,
-update and delete through the server only the rules this tool created in its scope
-(:data:`OWNER_ATTRIBUTE`, not the rule's name, records ownership).
-
-The server refuses two rules claiming the same trunk, number and caller; such a
-refusal is reported as a :class:`~livekit.plugins.metadata.errors.DispatchError`
-naming our rule.
+LiveKit's SIP service matches an inbound call to a *dispatch rule* (trunk, called and
+calling number) and dispatches its agents; the entrypoint then routes on the SIP
+participant's attributes. Both steps come from one rules file:
+:func:`desired_dispatch_rules` turns every rule on exact numbers into part of a dispatch
+rule for its target; :func:`plan_sync` and :func:`apply_plan` change on the server only
+the rules this tool created in its scope (marked by :data:`OWNER_ATTRIBUTE`).
 """
 
 from __future__ import annotations
@@ -52,12 +46,10 @@ __all__ = [
 T = TypeVar("T")
 
 SIP_RULE_PREFIX = "lk-metadata/"
-"""Name prefix of the dispatch rules ``lk-metadata sip sync`` creates (a name marks nothing
-as ours: :data:`OWNER_ATTRIBUTE` does)."""
+"""Name prefix of the dispatch rules ``sip sync`` creates (ownership is :data:`OWNER_ATTRIBUTE`)."""
 
 OWNER_ATTRIBUTE = PLUGIN_ATTRIBUTE_PREFIX + "sip-sync"
-"""The ownership marker: an attribute of every dispatch rule ``sip sync`` creates, whose
-value is the sync's scope. Rules without it are never changed or deleted."""
+"""Attribute marking the dispatch rules ``sip sync`` owns; its value is the sync's scope."""
 
 MAX_SCOPE_LEN = 128
 """Longest scope."""
@@ -103,9 +95,6 @@ class SipClient(Protocol):
 
     @property
     def sip(self) -> _SipService: ...
-
-
-# --------------------------------------------------------------------------- compile
 
 
 def _numbers(conds: Iterable[Cond], attribute: str) -> frozenset[str]:
@@ -178,11 +167,8 @@ def _group_rules(router: MetadataRouter) -> tuple[list[_Group], list[str]]:
 
 
 def default_scope(trunk_ids: Sequence[str] = (), rules: str | Path | None = None) -> str:
-    """The scope of a sync when none is given: the trunks, else the rules file's name.
-
-    ``trunks:ST_A,ST_B`` (sorted) with trunks; ``rules:<file name>`` without; ``default``
-    when neither is known.
-    """
+    """A sync's default scope: ``trunks:ST_A,ST_B`` (sorted), else ``rules:<file name>``,
+    else ``default``."""
     if trunk_ids:
         return _checked_scope("trunks:" + ",".join(sorted(set(trunk_ids))))
     if rules is not None:
@@ -213,35 +199,16 @@ def desired_dispatch_rules(
 ) -> tuple[list[api.SIPDispatchRuleInfo], list[str]]:
     """The dispatch rules the routing rules call for, and the rules that were skipped.
 
-    Every rule that matches the called number (``when_attributes:
-    {sip.trunkPhoneNumber: {phone: ...}}``) or the calling number (``sip.phoneNumber``)
-    becomes part of a dispatch rule for its target agent:
+    Each rule on an exact called (``sip.trunkPhoneNumber``) or calling
+    (``sip.phoneNumber``) number joins the dispatch rule of its target (agent, job
+    metadata from its ``when`` equalities, caller filter), named ``lk-metadata/<agent>``
+    (``#2``... for further targets of one agent): an Individual rule (one room per call,
+    ``<room_prefix><caller>_<random>``) on ``trunk_ids`` (empty: all), marked with
+    ``scope`` (default: :func:`default_scope`). Prefix rules have no dispatch-rule form:
+    they are skipped and route in the entrypoint behind a catch-all of your own.
 
-    * ``numbers``: the called numbers (E.164), ``inbound_numbers``: the callers;
-    * ``room_config.agents``: the target's agent_name, deployment and dispatch
-      attributes, with job metadata holding the rule's ``when`` equalities (so the
-      worker's ``on_request`` sees metadata the rule accepts);
-    * an Individual rule: one room per call, named ``<room_prefix><caller>_<random>``.
-
-    Rules are grouped per target (agent, job metadata and caller filter), one dispatch
-    rule per group, named ``lk-metadata/<agent>`` (``#2``, ``#3``... for further
-    groups of one agent). Prefix-only rules (``phone_prefix``) have no dispatch-rule
-    equivalent: they are listed as skipped and route in the entrypoint behind a
-    catch-all rule of your own.
-
-    Args:
-        router: The routing rules.
-        trunk_ids: Inbound trunks the dispatch rules apply to (empty: every trunk).
-        room_prefix: Prefix of the per-call rooms.
-        scope: The sync's scope, recorded in every rule as :data:`OWNER_ATTRIBUTE`
-            (default: :func:`default_scope` of ``trunk_ids``).
-
-    Raises:
-        ValueError: The scope is empty, too long or not printable.
-
-    Returns:
-        ``(dispatch_rules, skipped)``: rules with no id yet, sorted by name, and one
-        line per routing rule left out, saying why.
+    Returns ``(dispatch_rules, skipped)``: rules without ids, sorted by name, and one
+    line per routing rule left out, saying why. Raises ValueError for a bad scope.
     """
     marker = {
         OWNER_ATTRIBUTE: _checked_scope(scope) if scope is not None else default_scope(trunk_ids)
@@ -289,23 +256,11 @@ def export_json(rules: Sequence[api.SIPDispatchRuleInfo]) -> str:
     return json.dumps([_view(r) | {"name": r.name} for r in rules], indent=2, sort_keys=True)
 
 
-# --------------------------------------------------------------------------- plan
-
-
 @dataclass(frozen=True)
 class SyncPlan:
-    """What :func:`apply_plan` will do to the server's dispatch rules.
-
-    Attributes:
-        create: Our rules the server lacks.
-        update: ``(existing, wanted)`` pairs: our rules whose fields changed.
-        delete: Our rules the routing rules no longer call for (and duplicates).
-        unchanged: Our rules already as wanted.
-        foreign: The server's other rules, left alone, each with why (no ownership
-            marker, or another sync's scope).
-        skipped: Routing rules with no dispatch-rule form, and why.
-        scope: The sync's scope: the rules carrying it are ours.
-    """
+    """What :func:`apply_plan` will do: ``create``, ``update`` (``(existing, wanted)``
+    pairs), ``delete`` (also duplicates) and leave ``unchanged`` of our rules; the
+    server's ``foreign`` rules and the ``skipped`` routing rules, each with why."""
 
     create: list[api.SIPDispatchRuleInfo]
     update: list[tuple[api.SIPDispatchRuleInfo, api.SIPDispatchRuleInfo]]
@@ -360,22 +315,10 @@ def plan_sync(
 ) -> SyncPlan:
     """Compare the wanted rules with the server's; touch only rules marked with ``scope``.
 
-    Args:
-        wanted: The rules to have (from :func:`desired_dispatch_rules`).
-        existing: The server's rules.
-        skipped: Routing rules left out, and why (passed on to the plan).
-        scope: The sync's scope (default: the one the wanted rules carry).
-
-    A server rule is ours only if its :data:`OWNER_ATTRIBUTE` attribute (the rule's
-    public ``attributes``, which the SIP participant also carries) equals ``scope``;
-    every other rule (no marker, whatever its name, or another scope) is listed in
-    :attr:`SyncPlan.foreign` with the reason and never touched. The scope defaults
-    to the trunks (``trunks:ST_A,ST_B``), else the rules file's name
-    (``rules:rules.yaml``): :func:`default_scope`; give ``--scope`` to keep two
-    syncs apart by name.
-
-    Raises:
-        ValueError: No scope given and the wanted rules carry none, or several.
+    A server rule is ours only if its :data:`OWNER_ATTRIBUTE` equals ``scope`` (default:
+    the one the wanted rules carry); every other is listed in :attr:`SyncPlan.foreign`
+    and never touched. Raises ValueError when no scope is given and the wanted rules
+    carry none, or several.
     """
     scope = _checked_scope(scope) if scope is not None else _scope_of(wanted)
     ours: dict[str, api.SIPDispatchRuleInfo] = {}
@@ -417,9 +360,6 @@ def _scope_of(wanted: Sequence[api.SIPDispatchRuleInfo]) -> str:
     return scope
 
 
-# --------------------------------------------------------------------------- server calls
-
-
 NO_SIP_HINT = (
     "this livekit-server has no SIP API (SIP needs Redis): start `redis-server` and run "
     "`livekit-server --dev --redis-host 127.0.0.1:6379` (or add `redis:` to its config)"
@@ -430,11 +370,8 @@ NO_SIP_HINT = (
 async def _sip_call(
     action: str, call: Awaitable[T], *, hints: Mapping[str, str] | None = None
 ) -> T:
-    """:func:`server_call` for the SIP service: a server without SIP support is said so.
-
-    LiveKit answers every SIP request of a server without Redis with HTTP 500 and
-    ``sip not connected (redis required)``; that reason is matched, never echoed.
-    """
+    """:func:`server_call` for the SIP service; a server without SIP (no Redis: HTTP 500
+    ``sip not connected (redis required)``) is said so, its message never echoed."""
 
     async def checked() -> T:
         try:
@@ -448,11 +385,7 @@ async def _sip_call(
 
 
 async def list_dispatch_rules(lkapi: SipClient) -> list[api.SIPDispatchRuleInfo]:
-    """Every dispatch rule on the server.
-
-    Raises:
-        DispatchError: The server refused or could not be reached.
-    """
+    """Every dispatch rule on the server (DispatchError: refused or unreachable)."""
     response = await _sip_call(
         "list the SIP dispatch rules",
         lkapi.sip.list_dispatch_rule(api.ListSIPDispatchRuleRequest()),
@@ -468,11 +401,10 @@ _CLAIMED = {
 
 
 async def apply_plan(lkapi: SipClient, plan: SyncPlan) -> None:
-    """Carry out a plan: deletions first, then updates, then creations (so numbers can move).
+    """Carry out a plan: deletions, updates, then creations (so numbers can move).
 
-    Raises:
-        DispatchError: The server refused a change (the rules changed so far stay
-            changed; running sync again finishes the job).
+    Raises DispatchError when the server refuses a change (what changed stays changed;
+    running sync again finishes the job).
     """
     sip = lkapi.sip
     for rule in plan.delete:

@@ -1,16 +1,9 @@
 """A simulated inbound phone call: join a room as LiveKit's SIP service joins a caller.
 
-``lk-metadata sip call`` uses it to check, on a local ``livekit-server``, that a phone
-call reaches the agent the routing rules choose, without a phone, a trunk or
-LiveKit's SIP service: :func:`plan_call` picks the agent dispatch LiveKit's SIP
-service would use for the two numbers, and :func:`place_call` joins a fresh room
-with a token of participant kind ``sip`` carrying the SIP service's attributes and
-that dispatch, waits for the agent, reads its ``route`` attributes and hangs up.
-
-What it does not simulate: SIP signalling and media (no INVITE, no audio, no DTMF),
-the trunk (no authentication, no number or address checks; ``sip.trunkID`` is only an
-attribute) and the server's own dispatch-rule lookup (the rule is compiled from the
-rules file, not read from the server, so it needs no Redis).
+For ``lk-metadata sip call`` (whose help says what is not simulated): :func:`plan_call`
+picks the dispatch LiveKit's SIP service would use for the two numbers, and
+:func:`place_call` joins a fresh room as a participant of kind ``sip`` with the SIP
+service's attributes and that dispatch, waits for the agent's ``route`` and hangs up.
 """
 
 from __future__ import annotations
@@ -47,16 +40,8 @@ _POLL = 0.05
 
 @dataclass(frozen=True)
 class CallPlan:
-    """Who calls, where, and which agent LiveKit would dispatch.
-
-    Attributes:
-        room: The room the call gets (``<room_prefix>caller_<random>``, or
-            ``anonymous_`` for a hidden number).
-        identity: The SIP participant's identity (``sip_<caller>``).
-        attributes: The SIP participant's attributes.
-        dispatch: The agent dispatch the room is created with.
-        source: Where the dispatch came from, for people.
-    """
+    """Who calls (``identity``, ``attributes``), the ``room``, and the ``dispatch`` LiveKit
+    would create it with (``source``: where that came from, for people)."""
 
     room: str
     identity: str
@@ -67,15 +52,8 @@ class CallPlan:
 
 @dataclass
 class CallResult:
-    """What happened to a call.
-
-    Attributes:
-        room: The call's room.
-        agent: The identity of the agent that joined (``None``: none in time).
-        route: The agent's ``route`` attribute (``None``: it published none in time).
-        rule: The agent's ``route.rule`` attribute.
-        attributes: Every attribute of the agent.
-    """
+    """What happened to a call: the ``agent`` that joined, its ``route`` and ``route.rule``
+    attributes (``None``: none in time), and all its ``attributes``."""
 
     room: str
     agent: str | None = None
@@ -93,11 +71,9 @@ def match_dispatch_rule(
 ) -> api.SIPDispatchRuleInfo | None:
     """The dispatch rule LiveKit would pick for a call, or ``None``.
 
-    A rule applies when its trunks include ``trunk_id`` (or it has none), its
-    ``numbers`` include the called number (or it has none) and its
-    ``inbound_numbers`` the caller (or it has none). Of those, the most specific
-    wins: called and calling number, then called number, then caller, then
-    catch-all; numbers are compared in E.164.
+    A rule applies when its trunks, ``numbers`` and ``inbound_numbers`` (E.164) are
+    empty or include the call's; the most specific wins (called and caller, called,
+    caller, catch-all).
     """
     best: tuple[int, api.SIPDispatchRuleInfo] | None = None
     for rule in rules:
@@ -125,19 +101,10 @@ def plan_call(
 ) -> CallPlan:
     """The room, SIP participant and dispatch of a simulated call to ``to`` from ``caller``.
 
-    The dispatch is the one the dispatch rule ``sip sync`` creates from the same rules
-    for those numbers (most specific first, as LiveKit matches them), else the rules'
-    route for the call (what a catch-all dispatch rule of your own would send), or an
-    explicit ``agent``.
-
-    Args:
-        router: The routing rules (their dispatch rules and route choose the agent).
-        to: The dialed number (``sip.trunkPhoneNumber``), as the trunk reports it.
-        caller: The caller's number (``sip.phoneNumber``); ``None``: a hidden number.
-        headers: SIP headers, as ``sip.h.<name>`` attributes.
-        trunk_id: The inbound trunk (``sip.trunkID``; limits the dispatch rules too).
-        agent: Dispatch this agent name instead of what the rules choose.
-        room_prefix: Prefix of the per-call rooms (as ``sip sync --room-prefix``).
+    The dispatch is an explicit ``agent``'s, else that of the dispatch rule ``sip sync``
+    creates from the same rules for these numbers, else the rules' route (what a
+    catch-all dispatch rule of yours would send). ``headers`` become ``sip.h.<name>``;
+    ``caller=None`` is a hidden number.
 
     Raises:
         RoutingError: Neither ``router`` nor ``agent``, or the rules reject the call.
@@ -215,21 +182,9 @@ async def place_call(
 ) -> CallResult:
     """Join ``plan.room`` as the SIP caller, wait for the agent and its route, hang up.
 
-    The room is named as an Individual dispatch rule names it; the token, of
-    participant kind ``sip``, carries the attributes the SIP service sets
-    (``sip.phoneNumber``, ``sip.trunkPhoneNumber``, ``sip.callID``, ``sip.callStatus``,
-    ``sip.trunkID``, ``sip.h.*`` headers) and the dispatch. Hanging up deletes the room.
-
-    Args:
-        url: The LiveKit server (``ws://``, ``wss://``, ``http://`` or ``https://``).
-        api_key: Its API key.
-        api_secret: Its API secret.
-        plan: From :func:`plan_call`.
-        wait: Seconds to wait for the agent, and then for its route.
-        on_step: Called with one line per step (joined, agent joined).
-
-    Raises:
-        DispatchError: The server could not be reached or refused the join.
+    ``wait`` seconds for the agent, then for its route; ``on_step`` gets one line per
+    step. Hanging up deletes the room. Raises DispatchError when the server could not
+    be reached or refused the join.
     """
     say = on_step or (lambda line: None)
     issuer = TokenIssuer(api_key, api_secret)
@@ -276,14 +231,8 @@ async def place_call(
 
 
 async def check_reachable(url: str, *, timeout: float = 3.0) -> None:
-    """Fail fast, in one line, when nothing answers at the LiveKit URL.
-
-    The SDK would retry for seconds and log each attempt; an HTTP request to the
-    server's root (which ``livekit-server`` answers) says it at once.
-
-    Raises:
-        DispatchError: Nothing answered (naming host and port, and the fix).
-    """
+    """DispatchError (host, port and the fix) at once when nothing answers at the URL,
+    where the SDK would retry for seconds, logging each attempt."""
     import aiohttp
 
     parts = urlsplit(url)

@@ -1,15 +1,9 @@
 """Rule conditions: operators compiled once into predicates, with their index keys.
 
-A condition reads one field (a dotted path into the metadata for ``when:``, a
-verbatim participant attribute name for ``when_attributes:``) and holds an
-operator: ``eq`` (a plain value), ``in``, ``exists``, ``not``, ``prefix``,
-``regex``, ``gt``/``gte``/``lt``/``lte``, ``phone`` and ``phone_prefix``. The
-semantics are described in ``docs/rules.md``; this module only compiles them.
-
-Each compiled condition carries ``pred`` (the reference evaluation of a found
-value, used by ``explain()``), ``check`` (``pred(lookup(mapping))`` fused into
-one call for the hot path) and, for ``eq``/``in``/``phone``/``phone_prefix``,
-the keys the router indexes the rule by.
+A condition reads one field (a dotted metadata path, or an attribute name) with one
+operator (semantics: ``docs/rules.md``). It carries ``pred`` (the reference evaluation,
+used by ``explain()``), ``check`` (``pred(lookup(mapping))`` fused, for the hot path) and,
+for ``eq``/``in``/``phone``/``phone_prefix``, the keys the router indexes the rule by.
 """
 
 from __future__ import annotations
@@ -147,9 +141,6 @@ def split_path(path: str) -> tuple[str, ...]:
     if not path or any(not p for p in parts):
         raise ValueError(f"invalid field path {path!r}: use dot-separated, non-empty key names")
     return parts
-
-
-# --------------------------------------------------------------------------- operators
 
 
 def _check_scalar(where: str, arg: Any, what: str) -> None:
@@ -352,9 +343,6 @@ def _ops(where: str, spec: Mapping[Any, Any]) -> list[tuple[str, Any]]:
             raise Problem(where, "operator names must be strings")
         out.append((op, arg))
     return out
-
-
-# --------------------------------------------------------------------------- fused checks
 
 
 def _make_check(parts: tuple[str, ...], pred: Pred) -> Pred:

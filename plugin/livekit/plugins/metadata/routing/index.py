@@ -1,16 +1,10 @@
 """The rule index: first-match-wins routing without scanning every rule.
 
-Each rule is filed under at most one of its indexable conditions (``eq``/``in``
-on a value, ``phone`` on an E.164 number, ``phone_prefix`` on a number prefix),
-choosing the field most rules can be filed under so that a decision looks up few
-fields. A decision looks its fields up, merges the buckets it hits (each already
-merged with the rules that have no indexable condition, in rule order) and
-checks only those rules' remaining conditions, in order. The result is exactly
-a linear scan's: the property test in ``tests/test_router.py`` compares the two.
-
-Phone fields are normalized once per decision and field (memoized by
-:func:`~.phone.normalize_number`); a prefix lookup probes one dict per distinct
-prefix length, so 10,000 numbers cost about what 10 do.
+Each rule is filed under at most one indexable condition (``eq``/``in`` value, E.164
+``phone``, ``phone_prefix``), on the field most rules share. A decision looks its fields
+up, merges the buckets hit (each holding the unindexed rules too, in rule order) and
+checks only those rules, in order: exactly a linear scan's result (a property test
+compares the two). A prefix lookup probes one dict per distinct prefix length.
 """
 
 from __future__ import annotations

@@ -1,18 +1,10 @@
 """Phone numbers for routing rules: one canonical form (E.164), whatever the spelling.
 
-Callers, trunks and SIP providers write the same number many ways: ``+34910000000``,
-``0034 910 000 000``, ``tel:+34-910-000-000``, ``sip:+34910000000@host;user=phone``,
-``34910000000`` or, nationally, ``910 000 000``. Rules compare numbers only after
-both sides went through Google's libphonenumber (the ``phonenumbers`` port) and
-came out in E.164 (``+34910000000``):
-
-* a rule's numbers are normalized once, when the rules load, and must be valid
-  (:func:`rule_number`, :func:`rule_prefix`);
-* a value seen at decision time is normalized once per distinct spelling
-  (:func:`normalize_number`, memoized), and anything that is not a possible number
-  simply matches no phone condition.
-
-``phonenumbers`` (tens of milliseconds to import) loads on first use only.
+Rules compare numbers (``0034 910 000 000``, ``tel:+34-910-000-000``, ``sip:...@host``,
+national ``910 000 000``...) only after libphonenumber put both sides in E.164: a rule's
+numbers once, at load, and they must be valid (:func:`rule_number`, :func:`rule_prefix`);
+a value at decision time once per spelling (:func:`normalize_number`, memoized), and what
+is not a possible number matches no phone condition. ``phonenumbers`` loads on first use.
 """
 
 from __future__ import annotations
@@ -57,11 +49,8 @@ def _parse(text: str, region: str | None) -> phonenumbers.PhoneNumber | None:
 
 
 def _candidates(text: str, region: str | None) -> Iterator[tuple[phonenumbers.PhoneNumber, bool]]:
-    """Readings of ``text`` in order of preference, each with whether it was written
-    internationally (``+`` or ``00``), i.e. leaves no doubt about the country.
-
-    Lazy: the caller usually stops at the first, so most numbers are parsed once.
-    """
+    """Readings of ``text``, preferred first (lazily), each with whether it was written
+    internationally (``+`` or ``00``)."""
     text = _strip_uri(text)
     digits = _SEPARATORS.sub("", text)
     attempts: list[tuple[str, str | None, bool]] = []
@@ -82,16 +71,11 @@ def _candidates(text: str, region: str | None) -> Iterator[tuple[phonenumbers.Ph
 
 @functools.lru_cache(maxsize=4096)
 def normalize_number(text: str, region: str | None = None) -> str | None:
-    """``text`` in E.164, or ``None`` when it is not a possible phone number.
+    """``text`` (any common form; national ones read in ``region``, e.g. ``"ES"``) in
+    E.164, or ``None`` when it is not a possible phone number.
 
-    Args:
-        text: A number in any common form: ``+34910000000``, ``0034 910 000 000``,
-            ``tel:+34-910-000-000``, ``sip:+34910000000@host``, or national
-            (``910 000 000``) given ``region``.
-        region: ISO 3166 region for national numbers (e.g. ``"ES"``).
-
-    Decision-time reading: lenient (a possible number is enough, a valid one is
-    preferred), so a new number range still matches a rule written for it.
+    Lenient (a possible number is enough, a valid one preferred), so a new number
+    range still matches a rule written for it.
     """
     import phonenumbers
 
@@ -126,11 +110,9 @@ def _reasons() -> dict[int, str]:
 
 
 def number_problem(text: object, region: str | None = None, *, strict: bool = False) -> str | None:
-    """Why ``text`` cannot be read as a phone number, in a few words, or ``None`` if it can.
+    """Why ``text`` is no phone number, in a few words without the number, or ``None``.
 
-    The reason never contains the number itself, so it can go into logs and
-    explanations. ``strict`` asks for a *valid* number (a rule's), not only a
-    possible one (a caller's).
+    ``strict`` asks for a *valid* number (a rule's), not only a possible one.
     """
     import phonenumbers
 
@@ -172,11 +154,7 @@ def number_problem(text: object, region: str | None = None, *, strict: bool = Fa
 
 
 def rule_region(value: object) -> str:
-    """A rule set's ``phone_region``, upper-cased.
-
-    Raises:
-        ValueError: Not a region libphonenumber knows.
-    """
+    """A rule set's ``phone_region``, upper-cased (ValueError if libphonenumber has none)."""
     import phonenumbers
 
     if not isinstance(value, str) or value.upper() not in phonenumbers.SUPPORTED_REGIONS:
@@ -185,12 +163,7 @@ def rule_region(value: object) -> str:
 
 
 def rule_number(value: object, region: str | None) -> str:
-    """A rule's ``phone`` value in E.164 (strict: it must be a valid number).
-
-    Raises:
-        ValueError: Not a string, or not a valid phone number (the message names
-            what to write, never the value).
-    """
+    """A rule's ``phone`` value in E.164; ValueError (never naming it) unless valid."""
     import phonenumbers
 
     if not isinstance(value, str):
@@ -205,11 +178,8 @@ def rule_number(value: object, region: str | None) -> str:
 
 
 def rule_prefix(value: object) -> str:
-    """A rule's ``phone_prefix`` value as ``+`` and digits (``"+1 415"`` -> ``"+1415"``).
-
-    Raises:
-        ValueError: Not an international prefix (``+`` or ``00``, then a country code).
-    """
+    """A rule's ``phone_prefix`` as ``+`` and digits (``"+1 415"`` -> ``"+1415"``);
+    ValueError unless international (``+`` or ``00``, then a country code)."""
     import phonenumbers
 
     if not isinstance(value, str):

@@ -1,9 +1,6 @@
 """What a routing decision returns: the :class:`Route`, and the trace of :meth:`explain`.
 
-These are plain values with no behaviour beyond presentation; the router
-(:mod:`.router`) builds them, the token issuer, the server, ``ensure_dispatch`` and
-the agent-side selection read them. A ``Route``'s ``repr`` shows metadata *keys*,
-never values.
+Plain values built by :mod:`.router`; a ``Route``'s ``repr`` shows metadata keys, never values.
 """
 
 from __future__ import annotations
@@ -22,20 +19,15 @@ class Route:
     """The outcome of routing one metadata mapping.
 
     Attributes:
-        agent: The agent chosen by the rules: the key for Agent factories in an
-            entrypoint. ``""`` when ``rejected``.
-        agent_name: The LiveKit ``agent_name`` to dispatch to: the rule's (or the
-            rule set's) ``worker`` if set, else ``agent``. ``""`` when ``rejected``.
-        rule: The matching rule's name (``None`` if unnamed, default or fallback).
-        rule_index: The matching rule's position (``None`` for default/fallback).
+        agent: The agent chosen (the key for Agent factories); ``""`` when ``rejected``.
+        agent_name: The LiveKit ``agent_name`` to dispatch to: the ``worker`` if set,
+            else ``agent``; ``""`` when ``rejected``.
+        rule: The matching rule's name; rule_index: its position (``None``: default/fallback).
         deployment: The LiveKit deployment to target (``None``: production).
-        attributes: Dispatch attributes (set on the agent participant by LiveKit);
-            read-only for routes built by a router.
-        metadata: The job (dispatch) metadata: a shallow copy of the routed mapping,
-            reduced to the rule's ``job_metadata`` keys. Never shown in ``repr``.
+        attributes: Dispatch attributes (read-only for routes built by a router).
+        metadata: The job metadata: the routed mapping, reduced to ``job_metadata`` keys.
         rejected: The rules say this metadata must not get an agent.
-        is_default: The rule set's ``default`` was used (no rule matched).
-        is_fallback: A caller-supplied fallback was used (see :func:`~livekit.plugins.metadata.agent.selection.select`).
+        is_default: The rule set's ``default`` was used; is_fallback: a caller's fallback.
     """
 
     agent: str
@@ -78,15 +70,9 @@ class Route:
 class ConditionFailure:
     """The first condition of a rule that did not hold (see :meth:`MetadataRouter.explain`).
 
-    Attributes:
-        path: Dotted field path, e.g. ``caller.tier``, or the attribute name
-            verbatim (``sip.trunkPhoneNumber``) for ``when_attributes``.
-        op: The operator (``==``, ``in``, ``exists``, ``not``, ``prefix``, ``regex``,
-            ``>``, ``>=``, ``<``, ``<=``).
-        expected: The rule's own expected value, rendered as JSON.
-        found: ``"missing"`` or the JSON type of the value found, never the value.
-        source: ``"metadata"`` (a ``when`` condition) or ``"attributes"``
-            (a ``when_attributes`` condition).
+    ``path`` (dotted, or an attribute name), ``op``, ``expected`` (the rule's value as
+    JSON), ``found`` (``"missing"`` or a JSON type, never the value) and ``source``
+    (``"metadata"`` or ``"attributes"``).
     """
 
     path: str
@@ -104,13 +90,8 @@ class ConditionFailure:
 class RuleTrace:
     """One line of :meth:`MetadataRouter.explain`: a rule (or the default) and its verdict.
 
-    Attributes:
-        index: The rule's position, ``None`` for the default.
-        name: The rule's name, if any.
-        target: The agent it routes to, or ``"reject"``.
-        matched: Every condition held (always True for the default).
-        selected: This entry decided the route (the first match, or the default).
-        failed: The first condition that did not hold (``None`` if matched).
+    ``index`` (``None``: the default), ``name``, ``target`` (an agent or ``"reject"``),
+    ``matched``, ``selected`` (this entry decided) and the first ``failed`` condition.
     """
 
     index: int | None

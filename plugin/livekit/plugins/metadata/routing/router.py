@@ -1,12 +1,9 @@
 """MetadataRouter: one declarative rule set that maps metadata to an agent.
 
-The rule language (conditions, targets, defaults, phone numbers), with examples the
-test suite runs, is in ``docs/rules.md``. The same rules run at token time, in a
-worker's ``on_request`` and in the entrypoint. Every problem in a rule set is a
-``ConfigError`` at load time (:mod:`.rules`); ``eq``, ``in``, ``phone`` and
-``phone_prefix`` conditions are indexed (:mod:`.index`) with exactly the
-first-match-wins result of a linear scan. Nothing here logs or raises with a
-metadata value.
+The rule language is in ``docs/rules.md``. The same rules run at token time, in a
+worker's ``on_request`` and in the entrypoint. A bad rule set is a ``ConfigError`` at load
+time (:mod:`.rules`); conditions are indexed (:mod:`.index`) with exactly the result of a
+first-match-wins scan. Nothing here logs or raises with a metadata value.
 """
 
 from __future__ import annotations
@@ -26,8 +23,6 @@ from .phone import number_problem
 from .route import ConditionFailure, Route, RuleTrace
 from .rules import RuleSet, Target, rules_from_config
 
-# Route and its trace types are re-exported: the router returns them, and code has
-# imported them from here since the router was one module.
 __all__ = ["ConditionFailure", "MetadataRouter", "Route", "RuleTrace"]
 
 _NO_ATTRIBUTES: Mapping[str, str] = MappingProxyType({})
@@ -62,8 +57,8 @@ def _check_inputs(metadata: Any, attributes: Any) -> Mapping[str, Any]:
 class MetadataRouter:
     """Ordered, first-match-wins routing rules with an optional default.
 
-    Build one with :meth:`from_file` or :meth:`from_dict`; the rule language is
-    described in ``docs/rules.md``. A router is immutable and safe to share between tasks.
+    Build one with :meth:`from_file` or :meth:`from_dict` (rules: ``docs/rules.md``); it is
+    immutable and safe to share between tasks.
 
     Example::
 
@@ -75,11 +70,7 @@ class MetadataRouter:
     __slots__ = ("_index", "_pending", "_set", "_source", "_targets")
 
     def __init__(self, rule_set: RuleSet, *, source: str | None = None) -> None:
-        """Wrap a compiled rule set; build routers with :meth:`from_dict` or :meth:`from_file`.
-
-        Raises:
-            TypeError: ``rule_set`` is not a compiled :class:`~.rules.RuleSet`.
-        """
+        """Wrap a compiled :class:`~.rules.RuleSet` (else TypeError); see :meth:`from_dict`."""
         if not isinstance(rule_set, RuleSet):
             raise TypeError("build a MetadataRouter with from_dict() or from_file()")
         self._set = rule_set
@@ -103,16 +94,9 @@ class MetadataRouter:
     ) -> MetadataRouter:
         """Build a router from a mapping ``{rules, default, worker, phone_region}``.
 
-        Text in YAML, TOML or JSON: ``from_dict(loader.load_text(text, "yaml"))``.
-
-        Args:
-            config: The rule set (see ``docs/rules.md``).
-            worker: The registered agent_name of the one worker that hosts every agent
-                (overrides the rule set's ``worker``; a rule's own ``worker`` still wins).
-            source: Where the mapping came from, for error messages.
-
-        Raises:
-            ConfigError: The rule set is invalid (the message names rule and field).
+        ``worker``: the agent_name of the one worker hosting every agent (over the rule
+        set's; a rule's own wins). ``source`` names the mapping in error messages.
+        Raises ConfigError (naming rule and field) for an invalid rule set.
         """
         return cls(rules_from_config(config, worker=worker, source=source), source=source)
 
@@ -122,19 +106,11 @@ class MetadataRouter:
     ) -> MetadataRouter:
         """Load rules from a ``.yaml``/``.yml``, ``.toml`` or ``.json`` file.
 
-        Args:
-            path: The rules file (a regular file of at most ``max_bytes``, 1 MiB by default).
-            worker: As for :meth:`from_dict`.
-            max_bytes: Largest rules file read.
-
-        Raises:
-            ConfigError: The file cannot be read, is not a regular file or too large,
-                has an unknown extension, does not parse, or holds an invalid rule set.
+        Raises ConfigError when the file cannot be read, is not a regular file of at most
+        ``max_bytes``, does not parse, or holds an invalid rule set.
         """
         data = load_file(path, max_bytes=max_bytes)
         return cls.from_dict(data, worker=worker, source=repr(str(path)))
-
-    # ----------------------------------------------------------------- introspection
 
     @property
     def rule_set(self) -> RuleSet:
@@ -175,8 +151,6 @@ class MetadataRouter:
             f"source={self._source})"
         )
 
-    # ----------------------------------------------------------------- routing
-
     def match_index(
         self, metadata: Mapping[str, Any], *, attributes: Mapping[str, str] | None = None
     ) -> int | None:
@@ -195,14 +169,8 @@ class MetadataRouter:
     ) -> Route:
         """Route one metadata mapping (and, for ``when_attributes``, participant attributes).
 
-        Args:
-            metadata: The parsed metadata (e.g. from ``parse_metadata``).
-            attributes: The participant's attributes (e.g. a SIP caller's
-                ``sip.*``); ``None`` means none, so every attribute is missing.
-
-        Returns:
-            The :class:`Route` of the first matching rule, or of the default. A
-            ``Route`` with ``rejected=True`` means the rules refuse this metadata.
+        Returns the :class:`Route` of the first matching rule, or of the default
+        (``rejected=True``: the rules refuse this metadata).
 
         Raises:
             NoRouteMatched: No rule matched and there is no default.
@@ -235,12 +203,8 @@ class MetadataRouter:
     def pending_agent_names(self, metadata: Mapping[str, Any]) -> frozenset[str] | None:
         """While participant attributes are unknown: the agent_names the route may take.
 
-        ``None`` when the decision does not depend on attributes (the first rule
-        whose ``when`` holds has no ``when_attributes``): :meth:`route` decides now.
-        Otherwise every agent_name a rule (or the default) could still choose once
-        the attributes are known, ``""`` standing for ``reject`` and for no match.
-        A job-request handler uses this to accept a phone call whose number it
-        cannot see yet (see :mod:`livekit.plugins.metadata.agent.requests`).
+        ``None`` when the decision does not depend on attributes (:meth:`route` decides
+        now); else every agent_name still possible (``""``: reject or no match).
         """
         _check_inputs(metadata, None)
         names: set[str] = set()
@@ -278,10 +242,9 @@ class MetadataRouter:
     ) -> list[RuleTrace]:
         """Every rule with its verdict, for operators (``lk-metadata route --explain``).
 
-        Each entry names the first condition that failed (field, operator, the rule's
-        expected value and the JSON *type* found, never the value) and marks the
-        entry that decided the route. The default, if any, is the last entry.
-        This is also the reference linear scan the index must agree with.
+        Each entry names its first failed condition (the JSON *type* found, never the
+        value) and marks the one that decided; the default comes last. Also the
+        reference linear scan the index must agree with.
         """
         attrs = _check_inputs(metadata, attributes)
         trace: list[RuleTrace] = []

@@ -1,14 +1,13 @@
 """Rule sets: check every field of a rule-set mapping, compile the conditions once.
 
-The syntax is documented in ``docs/rules.md``. Everything wrong in a rule set
-raises :class:`~livekit.plugins.metadata.errors.ConfigError` here, at load time,
-naming the rule (name and index) and the field; a compiled :class:`RuleSet` never
-fails on a well-formed mapping.
+The syntax is in ``docs/rules.md``. Everything wrong raises :class:`~..errors.ConfigError`
+here, at load time, naming the rule and the field.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from types import MappingProxyType
 from typing import Any, NamedTuple
 
@@ -24,7 +23,6 @@ __all__ = [
     "Rule",
     "RuleSet",
     "Target",
-    "compile_rules",
     "rules_from_config",
 ]
 
@@ -163,71 +161,75 @@ def _target(
     return Target(MappingProxyType(fields), keys, agent or "reject")
 
 
+@contextmanager
+def _config_errors(where: str) -> Iterator[None]:
+    """A pydantic ValidationError or a :class:`Problem` as a ConfigError naming ``where``."""
+    try:
+        yield
+    except ValidationError as exc:
+        raise ConfigError(f"{where}: {_problems(exc)}") from None
+    except Problem as exc:
+        raise ConfigError(f"{where}: field {exc.where!r}: {exc.message}") from None
+
+
 def _compile_rule(
     i: int, raw: Any, worker: str | None, region: str | None, prefix: str
 ) -> tuple[Rule, _RuleSpec]:
     label = _rule_label(i, raw)
     if not isinstance(raw, Mapping):
         raise ConfigError(f"{prefix}{label}: must be a mapping, got {type(raw).__name__}")
-    try:
+    with _config_errors(prefix + label):
         spec = _RuleSpec.model_validate(dict(raw))
         _check_target(spec)
         conds = compile_when(spec.when, source="metadata", region=region)
         conds += compile_when(spec.when_attributes, source="attributes", region=region)
-    except ValidationError as exc:
-        raise ConfigError(f"{prefix}{label}: {_problems(exc)}") from None
-    except Problem as exc:
-        raise ConfigError(f"{prefix}{label}: field {exc.where!r}: {exc.message}") from None
     return Rule(i, spec.name, conds, _target(spec, worker, rule=spec.name, index=i)), spec
 
 
 def _compile_default(default: Any, worker: str | None, prefix: str) -> Target:
-    try:
-        if isinstance(default, str):
-            spec = (
-                _TargetSpec(reject=True)
-                if default == "reject"
-                else _TargetSpec.model_validate({"agent": default})
-            )
-        elif isinstance(default, Mapping):
-            spec = _TargetSpec.model_validate(dict(default))
-        else:
-            raise ConfigError(
-                f"{prefix}field 'default': must be an agent name, 'reject' or a "
-                f"target mapping, got {type(default).__name__}"
-            )
+    if isinstance(default, str):
+        default = {"reject": True} if default == "reject" else {"agent": default}
+    if not isinstance(default, Mapping):
+        raise ConfigError(
+            f"{prefix}field 'default': must be an agent name, 'reject' or a "
+            f"target mapping, got {type(default).__name__}"
+        )
+    with _config_errors(prefix + "default"):
+        spec = _TargetSpec.model_validate(dict(default))
         _check_target(spec)
-    except ValidationError as exc:
-        raise ConfigError(f"{prefix}default: {_problems(exc)}") from None
-    except Problem as exc:
-        raise ConfigError(f"{prefix}default: field {exc.where!r}: {exc.message}") from None
     return _target(spec, worker, rule=None, index=None)
 
 
-def compile_rules(
-    rules: Sequence[Mapping[str, Any]],
-    *,
-    default: str | Mapping[str, Any] | None = None,
-    worker: str | None = None,
-    phone_region: str | None = None,
-    source: str | None = None,
+def rules_from_config(
+    config: Any, *, worker: str | None = None, source: str | None = None
 ) -> RuleSet:
-    """Check and compile an ordered rule list (see :class:`~.router.MetadataRouter`).
-
-    Raises:
-        ConfigError: Any problem, naming the rule and the field.
-    """
+    """Check and compile a rule-set mapping ``{rules, default, worker, phone_region}``
+    (``worker`` overrides the mapping's); ConfigError names the rule and field."""
     prefix = f"rules {source}: " if source else "rules: "
-    if worker is not None and (not isinstance(worker, str) or not worker.strip()):
-        raise ConfigError(f"{prefix}field 'worker': must be a non-empty name")
+    if not isinstance(config, Mapping):
+        raise ConfigError(
+            f"{prefix}the rule set must be a mapping with 'rules' and/or 'default', "
+            f"got {json_type_name(config)}"
+        )
+    unknown = sorted(str(k) for k in config if k not in TOP_LEVEL_KEYS)
+    if unknown:
+        raise ConfigError(
+            f"{prefix}unknown top-level field(s) {', '.join(map(repr, unknown))}; "
+            f"allowed: {', '.join(TOP_LEVEL_KEYS)}"
+        )
+    rules = [] if config.get("rules") is None else config["rules"]
+    if not isinstance(rules, list):
+        raise ConfigError(f"{prefix}field 'rules': must be a list of rule mappings")
+    for name in (worker, config.get("worker")):
+        if name is not None and (not isinstance(name, str) or not name.strip()):
+            raise ConfigError(f"{prefix}field 'worker': must be a non-empty name")
+    worker = worker if worker is not None else config.get("worker")
     region = None
-    if phone_region is not None:
+    if config.get("phone_region") is not None:
         try:
-            region = rule_region(phone_region)
+            region = rule_region(config["phone_region"])
         except ValueError as exc:
             raise ConfigError(f"{prefix}field 'phone_region': {exc}") from None
-    if isinstance(rules, (str, bytes)) or not isinstance(rules, Sequence):
-        raise ConfigError(f"{prefix}field 'rules': must be a list of rule mappings")
     compiled: list[Rule] = []
     names: dict[str, int] = {}
     agents: set[str] = set()
@@ -243,48 +245,10 @@ def compile_rules(
         if spec.agent:
             agents.add(spec.agent)
         compiled.append(rule)
+    default = config.get("default")
     target = None if default is None else _compile_default(default, worker, prefix)
     if target is not None and not target.fields["rejected"]:
         agents.add(target.fields["agent"])
     if not compiled and target is None:
         raise ConfigError(f"{prefix}the rule set has no rules and no default; it routes nothing")
     return RuleSet(tuple(compiled), target, worker, region, frozenset(agents))
-
-
-def rules_from_config(
-    config: Any, *, worker: str | None = None, source: str | None = None
-) -> RuleSet:
-    """Compile a whole rule-set mapping ``{rules, default, worker, phone_region}``.
-
-    ``worker`` overrides the mapping's own ``worker``.
-
-    Raises:
-        ConfigError: The rule set is invalid (the message names rule and field).
-    """
-    prefix = f"rules {source}: " if source else "rules: "
-    if not isinstance(config, Mapping):
-        raise ConfigError(
-            f"{prefix}the rule set must be a mapping with 'rules' and/or 'default', "
-            f"got {json_type_name(config)}"
-        )
-    unknown = sorted(str(k) for k in config if k not in TOP_LEVEL_KEYS)
-    if unknown:
-        raise ConfigError(
-            f"{prefix}unknown top-level field(s) {', '.join(map(repr, unknown))}; "
-            f"allowed: {', '.join(TOP_LEVEL_KEYS)}"
-        )
-    rules = config.get("rules", [])
-    if rules is None:
-        rules = []
-    if not isinstance(rules, list):
-        raise ConfigError(f"{prefix}field 'rules': must be a list of rule mappings")
-    file_worker = config.get("worker")
-    if file_worker is not None and not isinstance(file_worker, str):
-        raise ConfigError(f"{prefix}field 'worker': must be a non-empty name")
-    return compile_rules(
-        rules,
-        default=config.get("default"),
-        worker=worker if worker is not None else file_worker,
-        phone_region=config.get("phone_region"),
-        source=source,
-    )
