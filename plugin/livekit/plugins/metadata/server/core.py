@@ -28,6 +28,7 @@ import hmac
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -195,13 +196,19 @@ def _log_request(
     # message and fields as logger.info(...), without the caller lookup per line.
     info = request.log
     principal, room, agent = info.get("principal"), info.get("room"), info.get("agent")
+    message = (
+        f"token request principal={_log_safe(principal)} room={_log_safe(room)} "
+        f"agent={_log_safe(agent)} status={status} code={code or '-'} latency_ms={latency_ms:.2f}"
+    )
+    sink = _direct_handler()
+    if sink is not None and sink.write_message(logging.INFO, message):
+        return  # serve's own handler and format: the same line, without a LogRecord
     record = logger.makeRecord(
         logger.name,
         logging.INFO,
         __file__,
         _LOG_LINE,
-        f"token request principal={_log_safe(principal)} room={_log_safe(room)} "
-        f"agent={_log_safe(agent)} status={status} code={code or '-'} latency_ms={latency_ms:.2f}",
+        message,
         (),
         None,
         "_log_request",
@@ -218,6 +225,25 @@ def _log_request(
 
 
 _LOG_LINE = _log_request.__code__.co_firstlineno
+
+
+def _direct_handler() -> Any:
+    """The one handler the package logger's INFO lines reach, if it writes lines without
+    a record (``serve``'s own, ``write_message``); None otherwise (filters, several
+    handlers, none)."""
+    found = None
+    node: logging.Logger | None = logger
+    while node is not None:
+        if node.filters:
+            return None
+        if node.handlers:
+            if found is not None or len(node.handlers) != 1:
+                return None
+            found = node.handlers[0]
+        if not node.propagate:
+            break
+        node = node.parent
+    return found if hasattr(found, "write_message") else None
 
 
 def _log_safe(value: object) -> str:
