@@ -111,8 +111,14 @@ async def _handle(request: web.Request) -> web.StreamResponse:
 
     async def read_body() -> bytes:
         nonlocal close
+        content = request.content
         try:
-            if request.content.is_eof():  # the whole body is in: no deadline to keep
+            if content.is_eof():  # the whole body is in: no deadline to keep
+                if request.can_read_body:  # buffered and unread: take it as it is
+                    body = content.read_nowait()
+                    if len(body) > endpoint.config.max_body_bytes:
+                        raise Refusal(413, "body_too_large", "request body is over the size limit")
+                    return body
                 return await request.read()
             return await asyncio.wait_for(request.read(), endpoint.config.edge.body_timeout)
         except web.HTTPException as exc:  # over client_max_size
