@@ -34,7 +34,8 @@ Each repetition runs both servers back to back, alternating which goes first;
 the figures are medians over the repetitions (min–max shown), and the ratio is
 against the reference measured in the same run.
 
-Run: ``uv run python -m bench.bench_server [--quick]``.
+Run: ``uv run python -m bench.bench_server [--quick] [--base COMMIT]`` (``--base``: that
+commit's ``serve`` on the memory store as one more case, in the same run).
 """
 
 from __future__ import annotations
@@ -231,8 +232,9 @@ def _spawn_server(
     kind: str, workdir: Path, redis_url: str = ""
 ) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(_ROOT / "plugin"), str(_ROOT)])}
-    if kind == "serve-memory":
+    plugin = workdir / "base" / "plugin" if kind == "serve-base" else _ROOT / "plugin"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin), str(_ROOT)])}
+    if kind in ("serve-memory", "serve-base"):
         cmd = _serve_command(port, "memory", workdir)
     elif kind == "serve-redis":
         cmd = _serve_command(port, redis_url, workdir)
@@ -452,8 +454,20 @@ def _start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("redis-server did not start")
 
 
-def run(quick: bool = False) -> list[Table]:
-    """Measure the servers; one table of requests/second, latency and server CPU per request."""
+def _extract_base(commit: str, workdir: Path) -> None:
+    """The plugin package of ``commit`` under ``workdir/base`` (``git archive``)."""
+    archive = subprocess.run(
+        ["git", "archive", commit, "plugin"], cwd=_ROOT, capture_output=True, check=True
+    ).stdout
+    (workdir / "base").mkdir()
+    subprocess.run(["tar", "-x", "-C", str(workdir / "base")], input=archive, check=True)
+
+
+def run(quick: bool = False, base: str | None = None) -> list[Table]:
+    """Measure the servers; one table of requests/second, latency and server CPU per request.
+
+    ``base``: a commit whose ``lk-metadata serve`` (memory) runs as one more case.
+    """
     import tempfile
 
     requests = 400 if quick else 6000
@@ -468,7 +482,11 @@ def run(quick: bool = False) -> list[Table]:
             procs.append(redis_proc)
             targets: dict[str, tuple[int, int, str | None]] = {}
             spawned = []
+            cases = [(f"{OURS_BASE} `{base}`", "serve-base", _BEARER)] if base else []
+            if base:
+                _extract_base(base, workdir)
             for name, kind, bearer in (
+                *cases,
                 (OURS, "serve-memory", _BEARER),
                 (OURS_REDIS, "serve-redis", _BEARER),
                 (REFERENCE, "reference", None),
@@ -510,6 +528,7 @@ def run(quick: bool = False) -> list[Table]:
 
 
 OURS = "`lk-metadata serve`, store: memory (all checks, a session per token)"
+OURS_BASE = "`lk-metadata serve`, store: memory, before: commit"
 OURS_REDIS = "`lk-metadata serve`, store: local redis-server"
 ASGI = "TokenASGI under uvicorn (same config, memory)"
 FASTAPI_REFERENCE = "FastAPI + AccessToken under uvicorn"
@@ -575,6 +594,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--bearer", default=None)
     parser.add_argument("--memory", type=int, default=0, help="measure N token sessions")
+    parser.add_argument("--base", default=None, help="also serve this commit's plugin (memory)")
     args = parser.parse_args(argv)
     if args.serve == "ours":
         _serve_ours(args.port)
@@ -592,7 +612,7 @@ def main(argv: list[str] | None = None) -> None:
         result = asyncio.run(_loadgen(args.port, args.requests, args.concurrency, args.bearer))
         sys.stdout.write(orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS).decode())
     else:
-        for table in run(quick=args.quick):
+        for table in run(quick=args.quick, base=args.base):
             print(format_table(table))
 
 
