@@ -1,38 +1,15 @@
 """``lk-metadata serve`` vs a minimal ``AccessToken`` endpoint: requests/second, p99, memory.
 
-Servers on loopback, each its own process: ``lk-metadata serve --config FILE``
-started exactly as an operator starts it (the same edge and code path), on the
-memory store and on a local ``redis-server`` (Redis commands per request from
-``INFO commandstats``, commands run inside scripts included); ``TokenASGI``
-with the same config under uvicorn next to the FastAPI + ``AccessToken``
-endpoint of LiveKit's Python examples; the reference endpoint (``bench/reference_endpoint.py``: a bare aiohttp
-handler over ``livekit.api.AccessToken``, no checks) and, for each measurement,
-a separate load-generator process. The load generator is a minimal HTTP/1.1
-client on raw asyncio streams (keep-alive, ``--concurrency`` connections, a
-fixed request sent back to back on each), so that it costs far less per
-request than either server and the servers, not the client, are measured.
-
-A third server, an aiohttp app that answers every request with a constant 201
-body, measures the floor: what aiohttp and the kernel cost per request before
-any handler work. The servers get the same standard token request (identity, room, name, about
-100 B of participant metadata, one attribute). Ours checks it all: bearer-key
-authentication, the per-principal rate limiter (limit set high enough never to
-refuse), metadata parsing, the key allowlist and a pydantic schema, attribute
-validation, routing with the bundled example rules, a session per token (a
-fresh id, the session-cap reservation, public and private metadata plus the
-owner record written to the in-memory store; one key, ``customer_id``, is
-private), minting with the routed dispatch, metrics and one log line per
-request (formatted and written to ``os.devnull``). The reference adds a fixed
-agent dispatch with the same metadata so both tokens carry the same claims.
-
-A second table measures memory per stored token session: 100,000 sessions
-written by ``TokenIssuer.amint`` into a ``MemoryStore`` (tokens discarded),
-against a plain ``dict`` of ``dict`` holding the same stored content, both
-counted with ``tracemalloc`` in a fresh process.
-
-Each repetition runs both servers back to back, alternating which goes first;
-the figures are medians over the repetitions (min–max shown), and the ratio is
-against the reference measured in the same run.
+Each server its own process on loopback: ``lk-metadata serve --config FILE`` as an
+operator starts it (memory store; a local ``redis-server``, its commands per request
+from ``INFO commandstats``); ``TokenASGI`` under uvicorn next to the FastAPI +
+``AccessToken`` endpoint of LiveKit's examples; the bare aiohttp + ``AccessToken``
+reference (``reference_endpoint.py``); a constant-201 aiohttp floor. A separate,
+cheap load-generator process (raw asyncio streams, keep-alive) sends the same
+standard token request; ours checks it all (bearer key, rate limit, metadata
+allowlist and schema, attributes, routing, a session per token, metrics, a log line
+to ``os.devnull``). Repetitions rotate the order; medians, ratios against the
+reference of the same run. A second table: memory per stored token session.
 
 Run: ``uv run python -m bench.bench_server [--quick] [--base COMMIT]`` (``--base``: that
 commit's ``serve`` on the memory store as one more case, in the same run).

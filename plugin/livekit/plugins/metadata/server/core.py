@@ -11,14 +11,9 @@ checks, the issuer, the store, the limits) and answers an
     )
     response.status, response.headers, response.body
 
-Every adapter is a thin layer over it: ``create_app`` (aiohttp, what
-``lk-metadata serve`` runs) and :mod:`.asgi` (FastAPI, Starlette, Litestar, any
-ASGI server). Both give the same statuses and byte-identical JSON bodies, the
-same log line and the same metrics.
-
-Routes: ``POST``/``OPTIONS`` on ``config.path``, ``GET /healthz``, ``GET /readyz``,
-``GET /metrics``, ``GET /openapi.json`` (``HEAD`` as ``GET``); anything else is a
-JSON 404 or 405.
+Adapters: ``create_app`` (aiohttp, ``lk-metadata serve``) and :mod:`.asgi`; the same
+statuses, byte-identical JSON bodies, log line and metrics. Routes: ``config.path``,
+``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json``; else a JSON 404 or 405.
 """
 
 from __future__ import annotations
