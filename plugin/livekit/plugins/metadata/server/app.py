@@ -79,7 +79,10 @@ def create_app(
     app = web.Application(client_max_size=endpoint.config.max_body_bytes)
     app[STATE] = endpoint.state
     app[ENDPOINT] = endpoint
-    # One catch-all route: the core routes, and answers 404/405 as JSON itself.
+    # The core routes, and answers 404/405 as JSON itself: its paths (found by aiohttp's
+    # path index at once) and a catch-all for everything else go to the one handler.
+    for path in endpoint.paths:
+        app.router.add_route("*", path, _handle, expect_handler=_expect)
     app.router.add_route("*", "/{tail:.*}", _handle, expect_handler=_expect)
     app.on_cleanup.append(_on_cleanup)
     return app
