@@ -1,40 +1,18 @@
 """``lk-metadata serve`` vs a minimal ``AccessToken`` endpoint: requests/second, p99, memory.
 
-Servers on loopback, each its own process: ``lk-metadata serve --config FILE``
-started exactly as an operator starts it (the same edge and code path), on the
-memory store and on a local ``redis-server`` (Redis commands per request from
-``INFO commandstats``, commands run inside scripts included); ``TokenASGI``
-with the same config under uvicorn next to the FastAPI + ``AccessToken``
-endpoint of LiveKit's Python examples; the reference endpoint (``bench/reference_endpoint.py``: a bare aiohttp
-handler over ``livekit.api.AccessToken``, no checks) and, for each measurement,
-a separate load-generator process. The load generator is a minimal HTTP/1.1
-client on raw asyncio streams (keep-alive, ``--concurrency`` connections, a
-fixed request sent back to back on each), so that it costs far less per
-request than either server and the servers, not the client, are measured.
+Each server its own process on loopback: ``lk-metadata serve --config FILE`` as an
+operator starts it (memory store; a local ``redis-server``, its commands per request
+from ``INFO commandstats``); ``TokenASGI`` under uvicorn next to the FastAPI +
+``AccessToken`` endpoint of LiveKit's examples; the bare aiohttp + ``AccessToken``
+reference (``reference_endpoint.py``); a constant-201 aiohttp floor. A separate,
+cheap load-generator process (raw asyncio streams, keep-alive) sends the same
+standard token request; ours checks it all (bearer key, rate limit, metadata
+allowlist and schema, attributes, routing, a session per token, metrics, a log line
+to ``os.devnull``). Repetitions rotate the order; medians, ratios against the
+reference of the same run. A second table: memory per stored token session.
 
-A third server, an aiohttp app that answers every request with a constant 201
-body, measures the floor: what aiohttp and the kernel cost per request before
-any handler work. The servers get the same standard token request (identity, room, name, about
-100 B of participant metadata, one attribute). Ours checks it all: bearer-key
-authentication, the per-principal rate limiter (limit set high enough never to
-refuse), metadata parsing, the key allowlist and a pydantic schema, attribute
-validation, routing with the bundled example rules, a session per token (a
-fresh id, the session-cap reservation, public and private metadata plus the
-owner record written to the in-memory store; one key, ``customer_id``, is
-private), minting with the routed dispatch, metrics and one log line per
-request (formatted and written to ``os.devnull``). The reference adds a fixed
-agent dispatch with the same metadata so both tokens carry the same claims.
-
-A second table measures memory per stored token session: 100,000 sessions
-written by ``TokenIssuer.amint`` into a ``MemoryStore`` (tokens discarded),
-against a plain ``dict`` of ``dict`` holding the same stored content, both
-counted with ``tracemalloc`` in a fresh process.
-
-Each repetition runs both servers back to back, alternating which goes first;
-the figures are medians over the repetitions (min–max shown), and the ratio is
-against the reference measured in the same run.
-
-Run: ``uv run python -m bench.bench_server [--quick]``.
+Run: ``uv run python -m bench.bench_server [--quick] [--base COMMIT]`` (``--base``: that
+commit's ``serve`` on the memory store as one more case, in the same run).
 """
 
 from __future__ import annotations
@@ -231,8 +209,9 @@ def _spawn_server(
     kind: str, workdir: Path, redis_url: str = ""
 ) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(_ROOT / "plugin"), str(_ROOT)])}
-    if kind == "serve-memory":
+    plugin = workdir / "base" / "plugin" if kind == "serve-base" else _ROOT / "plugin"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(plugin), str(_ROOT)])}
+    if kind in ("serve-memory", "serve-base"):
         cmd = _serve_command(port, "memory", workdir)
     elif kind == "serve-redis":
         cmd = _serve_command(port, redis_url, workdir)
@@ -452,8 +431,20 @@ def _start_redis(workdir: Path) -> tuple[subprocess.Popen[bytes], str]:
     raise RuntimeError("redis-server did not start")
 
 
-def run(quick: bool = False) -> list[Table]:
-    """Measure the servers; one table of requests/second, latency and server CPU per request."""
+def _extract_base(commit: str, workdir: Path) -> None:
+    """The plugin package of ``commit`` under ``workdir/base`` (``git archive``)."""
+    archive = subprocess.run(
+        ["git", "archive", commit, "plugin"], cwd=_ROOT, capture_output=True, check=True
+    ).stdout
+    (workdir / "base").mkdir()
+    subprocess.run(["tar", "-x", "-C", str(workdir / "base")], input=archive, check=True)
+
+
+def run(quick: bool = False, base: str | None = None) -> list[Table]:
+    """Measure the servers; one table of requests/second, latency and server CPU per request.
+
+    ``base``: a commit whose ``lk-metadata serve`` (memory) runs as one more case.
+    """
     import tempfile
 
     requests = 400 if quick else 6000
@@ -468,7 +459,11 @@ def run(quick: bool = False) -> list[Table]:
             procs.append(redis_proc)
             targets: dict[str, tuple[int, int, str | None]] = {}
             spawned = []
+            cases = [(f"{OURS_BASE} `{base}`", "serve-base", _BEARER)] if base else []
+            if base:
+                _extract_base(base, workdir)
             for name, kind, bearer in (
+                *cases,
                 (OURS, "serve-memory", _BEARER),
                 (OURS_REDIS, "serve-redis", _BEARER),
                 (REFERENCE, "reference", None),
@@ -510,6 +505,7 @@ def run(quick: bool = False) -> list[Table]:
 
 
 OURS = "`lk-metadata serve`, store: memory (all checks, a session per token)"
+OURS_BASE = "`lk-metadata serve`, store: memory, before: commit"
 OURS_REDIS = "`lk-metadata serve`, store: local redis-server"
 ASGI = "TokenASGI under uvicorn (same config, memory)"
 FASTAPI_REFERENCE = "FastAPI + AccessToken under uvicorn"
@@ -575,6 +571,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--bearer", default=None)
     parser.add_argument("--memory", type=int, default=0, help="measure N token sessions")
+    parser.add_argument("--base", default=None, help="also serve this commit's plugin (memory)")
     args = parser.parse_args(argv)
     if args.serve == "ours":
         _serve_ours(args.port)
@@ -592,7 +589,7 @@ def main(argv: list[str] | None = None) -> None:
         result = asyncio.run(_loadgen(args.port, args.requests, args.concurrency, args.bearer))
         sys.stdout.write(orjson.dumps(result, option=orjson.OPT_NON_STR_KEYS).decode())
     else:
-        for table in run(quick=args.quick):
+        for table in run(quick=args.quick, base=args.base):
             print(format_table(table))
 
 

@@ -49,7 +49,7 @@ STEPS = [
     ("routing (rules index, dispatch)", pipeline, "_choose_dispatch"),
     ("admission (rate limits, session cap)", admission, "admit"),
     ("answer (JSON body)", pipeline, "_answer"),
-    ("log line (record, format, write)", core, "_log_request"),
+    ("log line (format, write)", core, "_log_request"),
 ]
 
 
@@ -103,7 +103,7 @@ async def _measure(n: int) -> tuple[float, dict[str, float]]:
     sock.listen(1024)
     servers = await serve_edge(runner, [sock], config.edge)
     port = sock.getsockname()[1]
-    mint, write, handler = "mint (claims, JWT signing)", "session write (memory store)", "-"
+    mint, write, handler = "mint (claims, HS256 signing)", "session write (memory store)", "-"
     try:
         gc.collect()
         gc.freeze()

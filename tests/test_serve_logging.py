@@ -68,3 +68,37 @@ def test_lines_in_one_loop_iteration_reach_the_stream_in_one_flush() -> None:
     assert stream.getvalue().count("token request status=201\n") == 16
     handler.handle(record())  # no running loop: flushed at once
     assert stream.flushes == 2
+
+
+def test_a_message_written_directly_is_the_line_a_record_gives() -> None:
+    stream = io.StringIO()
+    handler = LoopFlushedHandler(stream)
+    handler.setFormatter(CachedTimeFormatter(LOG_FORMAT))
+    rec = record("plain", ())
+    handler.handle(rec)
+    created_ns = int(rec.created) * 1_000_000_000 + int(rec.msecs) * 1_000_000
+    assert handler.write_message(logging.INFO, "plain", created_ns)
+    first, second = stream.getvalue().splitlines()
+    assert first == second
+    handler.addFilter(lambda r: True)  # a filter needs a record: not written directly
+    assert not handler.write_message(logging.INFO, "plain")
+    other = LoopFlushedHandler(io.StringIO())
+    other.setFormatter(logging.Formatter(LOG_FORMAT))
+    assert not other.write_message(logging.INFO, "plain")
+
+
+def test_the_token_line_goes_through_a_record_for_any_other_handler(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    from livekit.plugins.metadata.server import core
+    from livekit.plugins.metadata.server.messages import EndpointRequest
+
+    request = EndpointRequest("POST", "/token", {}, body=b"")
+    request.log.update(principal="bench", room="r-1", agent="support")
+    with caplog.at_level(logging.INFO, logger="livekit.plugins.metadata"):
+        core._log_request(request, 201, None, 1.5)
+    (rec,) = [r for r in caplog.records if r.getMessage().startswith("token request")]
+    assert rec.getMessage() == (
+        "token request principal=bench room=r-1 agent=support status=201 code=- latency_ms=1.50"
+    )
+    assert rec.__dict__["room"] == "r-1"

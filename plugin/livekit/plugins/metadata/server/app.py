@@ -1,37 +1,17 @@
-"""The token endpoint: a small, hardened aiohttp service behind ``lk-metadata serve``.
+"""The token endpoint's aiohttp adapter: what ``lk-metadata serve`` runs.
 
-It speaks LiveKit's standard token-endpoint format, so ``TokenSource.endpoint(url)``
-in every LiveKit client SDK works against it unchanged::
+LiveKit's standard token-endpoint format, so ``TokenSource.endpoint(url)`` in every
+client SDK works unchanged: ``POST /token`` with a ``TokenRequest`` (models.py) gets
+``201 {"server_url", "participant_token", "room_name", "participant_identity"}``.
+The checks are the framework-free core's (:class:`~.core.TokenEndpoint`, steps in
+``pipeline.py``); :mod:`.asgi` is the other adapter. The server chooses room and
+identity (``placement.py``) unless the principal lets the client choose.
 
-    POST /token   TokenRequest (models.py)
-    201           {"server_url", "participant_token", "room_name", "participant_identity"}
-
-The room and the identity are the server's to choose (``placement.py``): a fresh,
-unguessable pair per token, a client's ``room_name`` / ``participant_identity``
-ignored unless the principal opts in (``client_room`` within its ``room_prefix``,
-``client_identity``), and a ``rejoin_token`` leads back only to its own room.
-
-This module is the aiohttp adapter over the framework-free core
-(:class:`~.core.TokenEndpoint`); :mod:`.asgi` is the ASGI one. The core's token
-request runs one small function per step (``pipeline.py``, ``parsing.py``, ``admission.py``):
-framing (size, UTF-8 JSON) → authorize (bearer keys or a user hook; rate limits
-per principal and peer, failed authentications per peer) → parse (the
-request model, metadata through the codec, attributes, ``room_config`` with
-LiveKit's protobuf parser; no key of the ``lk-metadata.`` namespace) → policy
-(key allowlist, schema, pinned identity, trusted metadata, room prefix, the
-public/private split) → dispatch choice (a client-chosen agent only from an
-allowlist, otherwise the router) → reserve a slot under ``max_sessions`` →
-mint and store (``TokenIssuer.amint``: a fresh session per token, written
-before the token exists) → answer. The room name keys nothing a client writes.
-
-Safe defaults: listens on 127.0.0.1; anonymous access only on a loopback host
-(unless ``auth.allow_anonymous`` says otherwise); no ``room_config`` field other
-than the agent name may be set by clients; ``canUpdateOwnMetadata`` off; a
-per-principal token-bucket rate limit; a 128 KiB body limit; no CORS origin;
-trusted keys private; ``/metrics`` and ``/openapi.json`` for loopback callers.
-Every error is JSON ``{"error": {"code", "message"}}`` and no message carries a
-metadata value, a token or a secret; one log line per request carries the
-principal, room, routed agent, status and latency only.
+Safe defaults: 127.0.0.1; anonymous access only on loopback; no client
+``room_config`` field but the agent; ``canUpdateOwnMetadata`` off; a rate limit per
+principal; a 128 KiB body limit; no CORS origin; trusted keys private;
+``/metrics`` and ``/openapi.json`` for loopback callers. Every error is JSON
+``{"error": {"code", "message"}}`` without metadata values, tokens or secrets.
 """
 
 from __future__ import annotations
@@ -99,7 +79,10 @@ def create_app(
     app = web.Application(client_max_size=endpoint.config.max_body_bytes)
     app[STATE] = endpoint.state
     app[ENDPOINT] = endpoint
-    # One catch-all route: the core routes, and answers 404/405 as JSON itself.
+    # The core routes, and answers 404/405 as JSON itself: its paths (found by aiohttp's
+    # path index at once) and a catch-all for everything else go to the one handler.
+    for path in endpoint.paths:
+        app.router.add_route("*", path, _handle, expect_handler=_expect)
     app.router.add_route("*", "/{tail:.*}", _handle, expect_handler=_expect)
     app.on_cleanup.append(_on_cleanup)
     return app
@@ -111,8 +94,14 @@ async def _handle(request: web.Request) -> web.StreamResponse:
 
     async def read_body() -> bytes:
         nonlocal close
+        content = request.content
         try:
-            if request.content.is_eof():  # the whole body is in: no deadline to keep
+            if content.is_eof():  # the whole body is in: no deadline to keep
+                if request.can_read_body:  # buffered and unread: take it as it is
+                    body = content.read_nowait()
+                    if len(body) > endpoint.config.max_body_bytes:
+                        raise Refusal(413, "body_too_large", "request body is over the size limit")
+                    return body
                 return await request.read()
             return await asyncio.wait_for(request.read(), endpoint.config.edge.body_timeout)
         except web.HTTPException as exc:  # over client_max_size

@@ -11,14 +11,9 @@ checks, the issuer, the store, the limits) and answers an
     )
     response.status, response.headers, response.body
 
-Every adapter is a thin layer over it: ``create_app`` (aiohttp, what
-``lk-metadata serve`` runs) and :mod:`.asgi` (FastAPI, Starlette, Litestar, any
-ASGI server). Both give the same statuses and byte-identical JSON bodies, the
-same log line and the same metrics.
-
-Routes: ``POST``/``OPTIONS`` on ``config.path``, ``GET /healthz``, ``GET /readyz``,
-``GET /metrics``, ``GET /openapi.json`` (``HEAD`` as ``GET``); anything else is a
-JSON 404 or 405.
+Adapters: ``create_app`` (aiohttp, ``lk-metadata serve``) and :mod:`.asgi`; the same
+statuses, byte-identical JSON bodies, log line and metrics. Routes: ``config.path``,
+``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json``; else a JSON 404 or 405.
 """
 
 from __future__ import annotations
@@ -28,6 +23,7 @@ import hmac
 import logging
 import time
 from pathlib import Path
+from typing import Any
 
 import orjson
 
@@ -84,6 +80,11 @@ class TokenEndpoint:
     def config(self) -> ServerConfig:
         return self.state.config
 
+    @property
+    def paths(self) -> list[str]:
+        """The paths this endpoint answers (any other path: a JSON 404)."""
+        return list(self._routes)
+
     async def aclose(self) -> None:
         """Close the session store and the limits, if this endpoint built them."""
         state = self.state
@@ -100,7 +101,10 @@ class TokenEndpoint:
         endpoint = self._routes.get(request.path)
         method = request.method
         try:
-            response = await self._route(endpoint, method, request)
+            if endpoint == "token" and method == "POST":  # the hot path, one await less
+                response = await handle_token(request, state)
+            else:
+                response = await self._route(endpoint, method, request)
         except Refusal as err:
             code = err.code
             response = json_error(err.status, err.code, err.message, err.headers)
@@ -195,13 +199,19 @@ def _log_request(
     # message and fields as logger.info(...), without the caller lookup per line.
     info = request.log
     principal, room, agent = info.get("principal"), info.get("room"), info.get("agent")
+    message = (
+        f"token request principal={_log_safe(principal)} room={_log_safe(room)} "
+        f"agent={_log_safe(agent)} status={status} code={code or '-'} latency_ms={latency_ms:.2f}"
+    )
+    sink = _direct_handler()
+    if sink is not None and sink.write_message(logging.INFO, message):
+        return  # serve's own handler and format: the same line, without a LogRecord
     record = logger.makeRecord(
         logger.name,
         logging.INFO,
         __file__,
         _LOG_LINE,
-        f"token request principal={_log_safe(principal)} room={_log_safe(room)} "
-        f"agent={_log_safe(agent)} status={status} code={code or '-'} latency_ms={latency_ms:.2f}",
+        message,
         (),
         None,
         "_log_request",
@@ -218,6 +228,25 @@ def _log_request(
 
 
 _LOG_LINE = _log_request.__code__.co_firstlineno
+
+
+def _direct_handler() -> Any:
+    """The one handler the package logger's INFO lines reach, if it writes lines without
+    a record (``serve``'s own, ``write_message``); None otherwise (filters, several
+    handlers, none)."""
+    found = None
+    node: logging.Logger | None = logger
+    while node is not None:
+        if node.filters:
+            return None
+        if node.handlers:
+            if found is not None or len(node.handlers) != 1:
+                return None
+            found = node.handlers[0]
+        if not node.propagate:
+            break
+        node = node.parent
+    return found if hasattr(found, "write_message") else None
 
 
 def _log_safe(value: object) -> str:

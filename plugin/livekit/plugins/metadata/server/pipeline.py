@@ -98,7 +98,7 @@ async def handle_token(request: EndpointRequest, state: AppState) -> EndpointRes
     log["principal"] = principal.id
     try:
         parsed = parsing.parse(await request.read(), state)
-        target = await _rejoin(parsed, principal, state)
+        target = None if parsed.rejoin_token is None else await _rejoin(parsed, principal, state)
         decision = _apply_policy(parsed, principal, state, target)
         log["room"] = decision.room
         choice = _choose_dispatch(parsed, decision, principal, state)
@@ -132,7 +132,10 @@ async def _authorize(request: EndpointRequest, state: AppState) -> tuple[Princip
         principal, rate_key = request.principal, request.principal.id
     else:
         try:
-            principal, rate_key = await _identify(request, state)
+            if state.authorize is None:  # no hook: bearer keys, no await
+                principal, rate_key = _bearer(request, state)
+            else:
+                principal, rate_key = await _identify(request, state)
         except Refusal as refusal:
             if refusal.status == 401:
                 await _failed_authentication(peer, state)
@@ -198,6 +201,11 @@ async def _identify(request: EndpointRequest, state: AppState) -> tuple[Principa
             return principal, principal.id
         if not state.keys and not state.anonymous:
             raise unauthorized("authentication required")
+    return _bearer(request, state)
+
+
+def _bearer(request: EndpointRequest, state: AppState) -> tuple[Principal, str]:
+    """The principal of the request's bearer key, or anonymous (when allowed)."""
     header = request.headers.get("authorization")
     if header is None:
         if state.anonymous:

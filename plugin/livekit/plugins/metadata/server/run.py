@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import sys
 import time
@@ -169,6 +170,32 @@ class LoopFlushedHandler(_StreamHandler):
         self.flush_pending = False
         super().flush()
 
+    def write_message(self, level: int, message: str, created_ns: int | None = None) -> bool:
+        """Write ``message`` as this handler would write a record of it (no ``LogRecord``).
+
+        For a caller that found this the only handler its logger reaches (the
+        token log line under ``serve``). False, nothing written, when a record is
+        needed: a filter, a level above ``level``, another format or a failed write.
+        """
+        formatter = self.formatter
+        if (
+            self.filters
+            or level < self.level
+            or not isinstance(formatter, CachedTimeFormatter)
+            or not formatter.fast
+        ):
+            return False
+        ns = time.time_ns() if created_ns is None else created_ns
+        stamp = formatter.stamp(ns / 1e9, (ns % 1_000_000_000) // 1_000_000)
+        line = f"{stamp} {logging.getLevelName(level)} {message}{self.terminator}"
+        with self.lock or contextlib.nullcontext():
+            try:
+                self.stream.write(line)
+            except Exception:
+                return False
+            self.flush()
+        return True
+
 
 class CachedTimeFormatter(logging.Formatter):
     """``logging.Formatter`` (documented to override ``formatTime``), one strftime per second."""
@@ -177,16 +204,20 @@ class CachedTimeFormatter(logging.Formatter):
         super().__init__(fmt)
         self.fast = fmt == LOG_FORMAT  # this format is built directly, without the % mapping
         self.second = -1
-        self.stamp = ""
+        self.stamped = ""
 
     def formatTime(self, record: logging.LogRecord, datefmt: str | None = None) -> str:
         if datefmt is not None:
             return super().formatTime(record, datefmt)
-        second = int(record.created)
+        return self.stamp(record.created, int(record.msecs))
+
+    def stamp(self, created: float, msecs: int) -> str:
+        """``asctime`` of a record made at ``created`` (``msecs`` its milliseconds)."""
+        second = int(created)
         if second != self.second:
             self.second = second
-            self.stamp = time.strftime(self.default_time_format, self.converter(record.created))
-        return f"{self.stamp},{int(record.msecs):03d}"
+            self.stamped = time.strftime(self.default_time_format, self.converter(created))
+        return f"{self.stamped},{msecs:03d}"
 
     def format(self, record: logging.LogRecord) -> str:
         if self.fast and not record.exc_info and not record.exc_text and not record.stack_info:

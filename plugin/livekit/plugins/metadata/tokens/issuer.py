@@ -11,6 +11,7 @@ reserved for the plugin: see the README's token section and docs/tokens.md.
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable
@@ -241,9 +242,10 @@ class TokenIssuer:
         record = session_record(identity, room, public, private, protected_keys)
         ttl = lifetime + self._session_grace
         await write(sessions, session_id, record, ttl, write_session)
-        logger.debug(
-            "stored a token session", extra={"session_id": session_id, "keys": len(record)}
-        )
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug(
+                "stored a token session", extra={"session_id": session_id, "keys": len(record)}
+            )
         return SessionToken(token, session_id, datetime.fromtimestamp(expires, tz=timezone.utc))
 
     def metadata_claim(self, metadata: MetadataInput) -> MetadataClaim:

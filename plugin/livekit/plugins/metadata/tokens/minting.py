@@ -294,7 +294,7 @@ class ClaimsBuilder:
                 # already compact, so the caller's text is the claim (no re-encode).
                 return value, parsed
             return serialize_metadata(parsed, max_bytes=limit), parsed
-        if isinstance(value, Mapping) or hasattr(value, "model_dump"):
+        if isinstance(value, (dict, Mapping)) or hasattr(value, "model_dump"):
             text = serialize_metadata(value, max_bytes=limit)  # type: ignore[arg-type]
             if text == "{}":
                 return "", ({} if want_dict else None)
@@ -400,20 +400,19 @@ class ClaimsBuilder:
         limit = self.max_metadata_bytes
         member = f'"{SESSION_KEY}":{orjson.dumps(session_id).decode()}}}'
         for agent, (text, job) in zip(agents, jobs, strict=True):
-            what = f"dispatch {agent['agentName']!r} metadata"
-            if job and not private.keys().isdisjoint(job):
+            if job and private and not private.keys().isdisjoint(job):
                 public = {k: v for k, v in job.items() if k not in private}
                 public[SESSION_KEY] = session_id
                 try:
                     agent["metadata"] = serialize_metadata(public, max_bytes=limit)
                 except MetadataError as exc:
-                    raise _prefix(exc, what) from None
+                    raise _prefix(exc, f"dispatch {agent['agentName']!r} metadata") from None
                 continue
             # The checked compact text with the session key appended: no re-encode.
             linked = text[:-1] + "," + member if job else "{" + member
             size = _utf8_size(linked)
             if size > limit:
-                raise _prefix(_too_large(size, limit), what)
+                raise _prefix(_too_large(size, limit), f"dispatch {agent['agentName']!r} metadata")
             agent["metadata"] = linked
 
 
