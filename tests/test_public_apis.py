@@ -33,6 +33,8 @@ EXTENSION_POINTS: dict[tuple[str, str], str] = {
     ("_yaml.py", "_Composer"): "PyYAML builds loaders from these mixins (yaml.Loader's own way)",
     ("agent/tools.py", "CallerSessionTools"): "livekit.agents.llm.Toolset: LiveKit's documented "
     "form for a reusable set of function tools",
+    ("tokens/signing.py", "_CheckedSecretHS256"): "jwt.algorithms.Algorithm: PyJWT's API "
+    "reference documents it as the interface of an algorithm (PyJWS.register_algorithm)",
     ("server/edge.py", "EdgeProtocol"): "asyncio.Protocol: asyncio's documented base for "
     "protocols (it wraps aiohttp's documented web.Server protocol factory)",
     ("server/run.py", "LoopFlushedHandler"): "logging.StreamHandler: logging's documented base "

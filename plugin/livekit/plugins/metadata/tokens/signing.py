@@ -1,35 +1,64 @@
-"""HS256 signing of token claims: PyJWT's header and secret check, the HMAC done once per token.
+"""HS256 signing of token claims with PyJWT, the secret checked once per issuer.
 
-PyJWT checks the secret once (its HS256 ``prepare_key``: PEM, SSH, DER and JWK
-shapes refused; its key-length warning) and makes the JWT header once (a token
-encoded by ``PyJWS.encode`` at start-up gives the header segment). Each token is
-then the RFC 7515 compact serialization of HS256 (RFC 7518 §3.2):
-``header "." base64url(payload)`` signed with ``hmac`` SHA-256, byte for byte
-what ``PyJWS.encode`` makes (a test holds it to that). PyJWT stays the verifier.
+PyJWT documents two extension points this module uses and nothing else:
+``jwt.algorithms.Algorithm`` ("the interface for an algorithm used to sign and
+verify tokens", in PyJWT's API reference) and ``PyJWS.register_algorithm`` on a
+``PyJWS`` of our own (never PyJWT's global registry). PyJWT's own HS256 checks
+the secret (PEM, SSH, DER and JWK shapes) on every token; here it runs once.
 """
 
 from __future__ import annotations
 
-import binascii
 import hmac
-import warnings
-from typing import Any
+from typing import Any, NoReturn
 
 import jwt
 import orjson
-from jwt.warnings import InsecureKeyLengthWarning
+from jwt.algorithms import Algorithm
 
 from ..errors import ConfigError, TokenError
 
 __all__ = ["Signer"]
 
 _HS256 = "HS256"
-_URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
-def _b64url(data: bytes) -> bytes:
-    """base64url without padding (RFC 7515 §2), as PyJWT's ``base64url_encode``."""
-    return binascii.b2a_base64(data, newline=False).translate(_URLSAFE).rstrip(b"=")
+class _CheckedSecretHS256(Algorithm):
+    """HS256 (RFC 7518 §3.2) whose one secret PyJWT's own HS256 checked once.
+
+    ``prepare_key`` passes that secret through; any other key goes through
+    PyJWT's full check. The key-length warning is PyJWT's
+    (``InsecureKeyLengthWarning``), emitted as PyJWT's HS256 emits it.
+    """
+
+    def __init__(self, secret: bytes) -> None:
+        self._pyjwt = jwt.PyJWS().get_algorithm_by_name(_HS256)
+        self.secret: bytes = self._pyjwt.prepare_key(secret)
+        self._length_warning = self._pyjwt.check_key_length(self.secret)
+
+    def prepare_key(self, key: Any) -> Any:
+        if key is self.secret:
+            return key
+        return self._pyjwt.prepare_key(key)
+
+    def check_key_length(self, key: Any) -> str | None:
+        if key is self.secret:
+            return self._length_warning
+        return self._pyjwt.check_key_length(key)
+
+    def sign(self, msg: bytes, key: Any) -> bytes:
+        return hmac.digest(key, msg, "sha256")
+
+    def verify(self, msg: bytes, key: Any, sig: bytes) -> bool:
+        return hmac.compare_digest(sig, self.sign(msg, key))
+
+    @staticmethod
+    def to_jwk(key_obj: Any, as_dict: bool = False) -> NoReturn:
+        raise NotImplementedError("not used: the issuer signs with its API secret")
+
+    @staticmethod
+    def from_jwk(jwk: Any) -> NoReturn:
+        raise NotImplementedError("not used: the issuer signs with its API secret")
 
 
 class Signer:
@@ -39,23 +68,20 @@ class Signer:
         ConfigError: PyJWT rejects the secret (e.g. a PEM key), or it is not UTF-8.
     """
 
-    __slots__ = ("_head", "_length_warning", "secret")
+    __slots__ = ("_encode", "secret")
 
     def __init__(self, api_secret: str) -> None:
-        hs256 = jwt.PyJWS().get_algorithm_by_name(_HS256)
         try:
-            secret = hs256.prepare_key(api_secret.encode("utf-8"))
+            algorithm = _CheckedSecretHS256(api_secret.encode("utf-8"))
         except jwt.InvalidKeyError as exc:
             raise ConfigError(f"LiveKit API secret rejected by PyJWT: {exc}") from None
         except UnicodeEncodeError:
             raise ConfigError("LiveKit API secret is not valid UTF-8") from None
-        self.secret: bytes = secret
+        jws = jwt.PyJWS(algorithms=[])
+        jws.register_algorithm(_HS256, algorithm)
+        self._encode = jws.encode
+        self.secret = algorithm.secret
         """The secret as PyJWT checked it (bytes); also the key for ``jwt.decode``."""
-        self._length_warning = hs256.check_key_length(secret)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", InsecureKeyLengthWarning)
-            sample = jwt.PyJWS().encode(b"{}", secret, algorithm=_HS256)
-        self._head = sample.partition(".")[0].encode("ascii") + b"."
 
     def sign(self, claims: dict[str, Any]) -> str:
         """The JWT of ``claims`` (serialized with orjson), signed HS256.
@@ -67,8 +93,4 @@ class Signer:
             payload = orjson.dumps(claims)
         except orjson.JSONEncodeError as exc:
             raise TokenError(f"token claims are not JSON-serializable: {exc}") from None
-        if self._length_warning:  # as PyJWT warns, on every token
-            warnings.warn(self._length_warning, InsecureKeyLengthWarning, stacklevel=2)
-        signing_input = self._head + _b64url(payload)
-        signature = _b64url(hmac.digest(self.secret, signing_input, "sha256"))
-        return (signing_input + b"." + signature).decode("ascii")
+        return self._encode(payload, self.secret, algorithm=_HS256)
