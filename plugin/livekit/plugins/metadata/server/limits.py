@@ -553,6 +553,8 @@ class RedisLimits:
         key, merge_args = store.merge_arguments(write)
         call = self._script(self._admit_write, [*keys, key], [*args, *merge_args])
         answer = await self._call("admit", call)
+        if answer == 0:  # admitted and written, nothing corrupt met
+            return Admission()
         try:
             outcome, wait_us, bad, size = (int(x) for x in answer)
         except (TypeError, ValueError):
@@ -581,7 +583,9 @@ class RedisLimits:
         return int(count)
 
     async def aclose(self) -> None:
-        """Close nothing: the client belongs to whoever created it (the store)."""
+        """Give back the pipelined connection; the client belongs to whoever created it."""
+        if self._batch is not None:
+            await self._batch.aclose()
 
 
 def _pair(answer: Any) -> tuple[int, int]:
