@@ -117,7 +117,6 @@ class ScriptBatch:
     async def _write(self) -> None:
         """Send what is pending (the calls of this loop pass, and any made meanwhile)."""
         try:
-            await asyncio.sleep(0)  # let the rest of this loop pass queue its calls
             while self._pending:
                 batch, self._pending = self._pending, []
                 try:
