@@ -118,3 +118,46 @@ async def test_a_server_that_does_not_answer_fails_the_batch_within_the_timeout(
         assert await limits.hit("k", 10.0, 10) == 0.0  # and the next call is answered
     finally:
         await store.aclose()
+
+
+async def test_calls_are_pipelined_on_one_connection_held_until_aclose(redis_url: str) -> None:
+    """#29: no pool checkout per call: 200 concurrent calls use one connection."""
+    c = redis.asyncio.Redis.from_url(redis_url, client_name="batched")
+    observer = redis.asyncio.Redis.from_url(redis_url)
+    try:
+        batch = ScriptBatch(c, 5.0)
+        echo = c.register_script(ECHO)
+        await c.script_load(ECHO)
+        for _ in range(3):
+            replies = await asyncio.gather(*(batch.run(echo, ["k"], [i]) for i in range(200)))
+            assert [r[1] for r in replies] == [str(i).encode() for i in range(200)]
+        named = [x for x in await observer.client_list() if x["name"] == "batched"]
+        assert len(named) == 1  # script_load's connection went back; the batch's is the one
+        await batch.aclose()
+        with pytest.raises(RuntimeError, match="closed"):
+            await batch.run(echo, ["k"], [1])
+    finally:
+        await c.aclose()
+        await observer.aclose()
+
+
+async def test_arguments_are_packed_as_redis_py_would(client: redis.asyncio.Redis) -> None:
+    batch = ScriptBatch(client, 5.0)
+    echo = client.register_script("return ARGV")
+    await client.script_load("return ARGV")
+    args = [b"\xff\x00raw", "text é", 42, -7, 2.5, 1e-7, memoryview(b"view"), bytearray(b"ba")]
+    reply = await batch.run(echo, [], args)
+    assert reply == [
+        b"\xff\x00raw",
+        "text é".encode(),
+        b"42",
+        b"-7",
+        b"2.5",
+        b"1e-07",
+        b"view",
+        b"ba",
+    ]
+    assert reply == await echo(keys=[], args=args)  # the same bytes reach the script
+    with pytest.raises(TypeError, match="bool"):
+        batch.run(echo, [], [True])
+    await batch.aclose()

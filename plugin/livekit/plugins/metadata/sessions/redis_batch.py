@@ -24,8 +24,7 @@ __all__ = ["ScriptBatch", "pack_evalsha"]
 
 class _Call(NamedTuple):
     script: Any
-    keys: Sequence[Any]
-    args: Sequence[Any]
+    packed: bytes
     future: asyncio.Future[Any]
 
 
@@ -94,10 +93,14 @@ class ScriptBatch:
         return f"ScriptBatch(pending={len(self._pending)}, in_flight={sent})"
 
     def run(self, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> asyncio.Future[Any]:
-        """The script's reply (or its error), once the server has answered it."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        self._queue(_Call(script, keys, args, future))
+        """The script's reply (or its error), once the server has answered it.
+
+        Raises:
+            TypeError: An argument is not bytes, str, int or float (nothing is sent).
+        """
+        packed = pack_evalsha(script.sha.encode(), keys, args)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue(_Call(script, packed, future))
         return future
 
     def _queue(self, call: _Call) -> None:
@@ -124,7 +127,7 @@ class ScriptBatch:
                 except Exception as exc:
                     _fail(batch, exc)
                     continue
-                data = b"".join(pack_evalsha(c.script.sha.encode(), c.keys, c.args) for c in batch)
+                data = b"".join([call.packed for call in batch])
                 deadline = asyncio.get_running_loop().time() + self._timeout
                 link.sent.extend((call, deadline) for call in batch)
                 if link.reader is None:
