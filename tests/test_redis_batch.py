@@ -8,6 +8,7 @@ that is gone fails every waiting caller.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -19,6 +20,7 @@ from livekit.plugins.metadata.errors import StoreUnavailable
 from livekit.plugins.metadata.server.limits import Bucket, RedisLimits
 from livekit.plugins.metadata.sessions.redis import RedisStore
 from livekit.plugins.metadata.sessions.redis_batch import ScriptBatch
+from tests.fixtures.redis_sentinel import RedisSentinel
 
 pytestmark = pytest.mark.integration
 
@@ -161,3 +163,42 @@ async def test_arguments_are_packed_as_redis_py_would(client: redis.asyncio.Redi
     with pytest.raises(TypeError, match="bool"):
         batch.run(echo, [], [True])
     await batch.aclose()
+
+
+async def test_after_a_sentinel_failover_the_held_connection_is_replaced(
+    redis_sentinel_factory: Callable[[], RedisSentinel],
+) -> None:
+    """#29: the batch's one connection dies with the master; calls on it fail, and once
+    Sentinel names the new master the next calls reach it (also with the old one back as
+    a replica, which would answer READONLY)."""
+    setup = redis_sentinel_factory()
+    store = RedisStore.from_url(setup.url, timeout=2.0)
+    try:
+        limits = RedisLimits.from_store(store)
+        assert (await limits.admit([Bucket("k", 0.01, 1000)])).admitted
+        victim = setup.current_master()
+        victim.kill()
+        failed = 0
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline:
+            try:
+                answer = await limits.admit([Bucket("k", 0.01, 1000)])
+            except StoreUnavailable:
+                failed += 1
+                await asyncio.sleep(0.2)
+                continue
+            if setup.current_master() is not victim:
+                break
+        assert failed > 0  # the kill was felt
+        assert answer.admitted
+        setup.restart_as_replica(victim)
+        for _ in range(5):
+            assert (await limits.admit([Bucket("k", 0.01, 1000)])).admitted
+        new_master = redis.asyncio.Redis(port=setup.current_master().port)
+        try:
+            assert await new_master.exists(limits.prefix + "{limits}rate:k") == 1
+        finally:
+            await new_master.aclose()
+        await limits.aclose()
+    finally:
+        await store.aclose()
