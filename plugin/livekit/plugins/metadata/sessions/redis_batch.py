@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections import deque
 from collections.abc import Awaitable, Sequence
 from typing import Any, NamedTuple
@@ -127,6 +128,9 @@ class ScriptBatch:
                 except Exception as exc:
                     _fail(batch, exc)
                     continue
+                except BaseException:  # cancelled (aclose): no caller is left waiting
+                    _fail(batch, RuntimeError("ScriptBatch is closed"))
+                    raise
                 data = b"".join([call.packed for call in batch])
                 deadline = asyncio.get_running_loop().time() + self._timeout
                 link.sent.extend((call, deadline) for call in batch)
@@ -152,8 +156,6 @@ class ScriptBatch:
 
     async def _read(self, link: _Link) -> None:
         """Match replies to calls, oldest first, while calls wait on this connection."""
-        import math
-
         try:
             while link.sent and not link.broken:
                 try:
