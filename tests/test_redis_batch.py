@@ -202,3 +202,18 @@ async def test_after_a_sentinel_failover_the_held_connection_is_replaced(
         await limits.aclose()
     finally:
         await store.aclose()
+
+
+async def test_limits_on_a_one_connection_pool_do_not_hold_its_only_connection(
+    redis_url: str,
+) -> None:
+    """The batch holds a connection only where the pool has another for the store itself."""
+    store = RedisStore.from_url(redis_url, pool_size=1, timeout=2.0)
+    try:
+        limits = RedisLimits.from_store(store)
+        assert (await limits.admit([Bucket("k", 10.0, 10)])).admitted
+        assert await store.get("any") == {}  # not starved by the limits
+        await store.client.script_flush()  # a forgotten script is loaded again
+        assert (await limits.admit([Bucket("k", 10.0, 10)])).admitted
+    finally:
+        await store.aclose()

@@ -358,8 +358,11 @@ class RedisLimits:
         self._admit = client.register_script(_ADMIT_LUA)
         self._release = client.register_script(_RELEASE_LUA)
         self._admit_write = client.register_script(_ADMIT_WRITE_LUA)
-        # Calls of one loop pass share a pipeline (one server or Sentinel; a Cluster routes per key).
-        self._batch = None if self._prepare is not None else ScriptBatch(client, self._timeout)
+        # One held connection, calls pipelined (one server or Sentinel; a Cluster routes per
+        # key), unless holding one would leave the pool no connection for anything else.
+        pool_size = getattr(getattr(client, "connection_pool", None), "max_connections", 0)
+        batched = self._prepare is None and pool_size >= 2
+        self._batch = ScriptBatch(client, self._timeout) if batched else None
         self._corrupt = 0
 
     @classmethod
