@@ -1,8 +1,9 @@
-"""ScriptBatch on a real redis-server: one pipeline per loop pass, replies in order.
+"""ScriptBatch on a real redis-server: calls pipelined on one held connection, replies in order.
 
 A script the server forgot (``SCRIPT FLUSH``, as after a restart) is loaded once
 and its calls sent again; one call's error reaches only its caller; a server
-that is gone fails every waiting caller.
+that is gone or silent fails every waiting caller; after a Sentinel failover the
+connection is replaced; a one-connection pool is never held.
 """
 
 from __future__ import annotations
