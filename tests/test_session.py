@@ -678,3 +678,21 @@ async def test_legacy_activate_and_end_session_are_no_ops_returning_true() -> No
     assert sm.activate_session("never-seen") is True
     assert sm.end_session("call-1") is True
     assert await sm.get_session_metadata("call-1") == {"caller": "Ada"}  # nothing deleted
+
+
+async def test_update_and_merge_keywords_are_checked_as_signatures_would(clock: FakeClock) -> None:
+    """#23: the keywords became one TypedDict (``**options``); a wrong one is still a TypeError."""
+    store = MemoryStore(clock=clock)
+    sm = SessionManager(store, secret_key="k" * 32, clock=clock)
+    with pytest.raises(TypeError, match="'ttls'"):
+        await sm.update_session_metadata("s1", {"a": 1}, ttls=5)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="'remov'"):
+        await sm.token_sessions.update("s1", {"a": 1}, remov=["b"])  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="'max_bytes'"):
+        await store.merge("s1", {"a": b"1"}, ttl=5)  # type: ignore[call-arg]
+    with pytest.raises(TypeError, match="'extra'"):
+        await store.merge("s1", {"a": b"1"}, ttl=5, max_bytes=100, extra=1)  # type: ignore[call-arg]
+    assert await sm.get_session_metadata("s1") == {}
+    await store.merge(sm.named_sessions.key("s1"), {"a": b"1", "b": b"2"}, ttl=5, max_bytes=100)
+    await sm.update_session_metadata("s1", {"c": 3}, remove=["a"], ttl=10)
+    assert await sm.get_session_metadata("s1") == {"b": 2, "c": 3}

@@ -3,7 +3,8 @@
 -- size limit takes its rate credits (a refused request counts) and nothing else.
 -- KEYS and ARGV as admission() (limits.lua), then KEYS[n+3] the session hash and
 -- ARGV[7+2n..] merge.lua's max_bytes, ttl_ms, want_result (ignored), lengths,
--- data. Returns {outcome, wait_us, bad, size}: outcome 4 = over max_bytes.
+-- data. Returns {outcome, wait_us, bad, size} (outcome 4 = over max_bytes), or
+-- 0 when admitted and written with nothing corrupt met (one reply line to read).
 local outcome, wait, tats = admission()
 if outcome ~= 0 then return {outcome, wait, bad, 0} end
 local n = tonumber(ARGV[2])
@@ -14,4 +15,5 @@ take(tats)
 if plan.size > tonumber(ARGV[a]) then return {4, 0, bad, plan.size} end
 apply_merge(key, plan, ARGV[a + 1])
 reserve()
+if bad == 0 then return 0 end
 return {0, 0, bad, plan.size}

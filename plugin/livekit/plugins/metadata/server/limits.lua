@@ -46,9 +46,10 @@ local function live(key, ttl)
   end
   if #far > 0 then expire(key) end
 end
+-- Called after live(key, ttl), so no member expires later than this one.
 local function add(key, member, ttl)
   redis.call('ZADD', key, fmt(now + ttl), member)
-  expire(key)
+  redis.call('PEXPIRE', key, px(ttl))
 end
 
 -- admit.lua's and admit_write.lua's question, asked without taking anything.

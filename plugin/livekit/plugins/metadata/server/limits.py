@@ -358,8 +358,11 @@ class RedisLimits:
         self._admit = client.register_script(_ADMIT_LUA)
         self._release = client.register_script(_RELEASE_LUA)
         self._admit_write = client.register_script(_ADMIT_WRITE_LUA)
-        # Calls of one loop pass share a pipeline (one server or Sentinel; a Cluster routes per key).
-        self._batch = None if self._prepare is not None else ScriptBatch(client, self._timeout)
+        # One held connection, calls pipelined (one server or Sentinel; a Cluster routes per
+        # key), unless holding one would leave the pool no connection for anything else.
+        pool_size = getattr(getattr(client, "connection_pool", None), "max_connections", 0)
+        batched = self._prepare is None and pool_size >= 2
+        self._batch = ScriptBatch(client, self._timeout) if batched else None
         self._corrupt = 0
 
     @classmethod
@@ -553,6 +556,8 @@ class RedisLimits:
         key, merge_args = store.merge_arguments(write)
         call = self._script(self._admit_write, [*keys, key], [*args, *merge_args])
         answer = await self._call("admit", call)
+        if answer == 0:  # admitted and written, nothing corrupt met
+            return Admission()
         try:
             outcome, wait_us, bad, size = (int(x) for x in answer)
         except (TypeError, ValueError):
@@ -581,7 +586,9 @@ class RedisLimits:
         return int(count)
 
     async def aclose(self) -> None:
-        """Close nothing: the client belongs to whoever created it (the store)."""
+        """Give back the pipelined connection; the client belongs to whoever created it."""
+        if self._batch is not None:
+            await self._batch.aclose()
 
 
 def _pair(answer: Any) -> tuple[int, int]:

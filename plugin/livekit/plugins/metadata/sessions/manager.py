@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
-from typing import Any, Final, Literal, overload
+from typing import TYPE_CHECKING, Any, Final, Literal, TypedDict, overload
 
 from .._util import positive_int, positive_number
 from ..log import logger
@@ -20,12 +20,16 @@ from .memory import MemoryStore
 from .store import SessionStore, SessionWrite
 from .tool_tokens import DEFAULT_TOKEN_EXPIRY_SECS, SecretInput, ToolTokens
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 __all__ = [
     "DEFAULT_CLEANUP_THRESHOLD",
     "DEFAULT_MAX_SESSION_BYTES",
     "DEFAULT_SESSION_TTL",
     "SessionManager",
     "SessionSpace",
+    "UpdateOptions",
 ]
 
 DEFAULT_SESSION_TTL: Final = 3600
@@ -38,6 +42,23 @@ DEFAULT_MAX_SESSION_BYTES: Final = 64_000
 """Largest compact JSON size of one session (the strictest LiveKit metadata limit)."""
 
 _MISSING: Any = object()
+
+
+class UpdateOptions(TypedDict, total=False):
+    """The keywords of :meth:`SessionManager.update_session_metadata` and
+    :meth:`SessionSpace.update`: ``(session_id, updates, *, remove=(), ttl=None)``.
+
+    Attributes:
+        remove: Top-level keys to drop in the same atomic write (a key also in
+            ``updates`` is set).
+        ttl: Seconds the session lives after this write, instead of ``session_ttl``.
+    """
+
+    remove: Iterable[str]
+    ttl: float | None
+
+
+_UPDATE_KEYWORDS = UpdateOptions.__optional_keys__
 
 
 class SessionSpace:
@@ -76,16 +97,11 @@ class SessionSpace:
         return await self._manager.store.get(self.key(session_id))
 
     async def update(
-        self,
-        session_id: str,
-        updates: Mapping[str, Any],
-        *,
-        remove: Iterable[str] = (),
-        ttl: float | None = None,
+        self, session_id: str, updates: Mapping[str, Any], **options: Unpack[UpdateOptions]
     ) -> None:
         """Merge ``updates`` and remove ``remove`` in one atomic write (see
         :meth:`SessionManager.update_session_metadata`)."""
-        await self._manager._write(self.key(session_id), updates, remove, ttl)
+        await self._manager._write(self.key(session_id), updates, options)
 
     def prepare(
         self, session_id: str, updates: Mapping[str, Any], *, ttl: float | None = None
@@ -298,14 +314,12 @@ class SessionManager:
         return result
 
     async def update_session_metadata(
-        self,
-        session_id: str,
-        updates: Mapping[str, Any],
-        *,
-        remove: Iterable[str] = (),
-        ttl: float | None = None,
+        self, session_id: str, updates: Mapping[str, Any], **options: Unpack[UpdateOptions]
     ) -> None:
         """Merge ``updates`` and remove the ``remove`` keys in one atomic store write.
+
+        ``update_session_metadata(session_id, updates, *, remove=(), ttl=None)``
+        (:class:`UpdateOptions`).
 
         Same validation and size rules as :meth:`set_session_metadata`. A key in
         both is set. Used e.g. for LiveKit attributes, where an empty value
@@ -317,18 +331,15 @@ class SessionManager:
             ValueError: An invalid session id or a NaN/infinite number.
             MetadataTooLarge: The session would exceed ``max_session_bytes``.
         """
-        await self._write(self.named_sessions.key(session_id), updates, remove, ttl)
+        await self._write(self.named_sessions.key(session_id), updates, options)
 
-    async def _write(
-        self,
-        key: str,
-        updates: Mapping[str, Any],
-        remove: Iterable[str],
-        ttl: float | None,
-    ) -> None:
+    async def _write(self, key: str, updates: Mapping[str, Any], options: UpdateOptions) -> None:
         """The one merge path of every space: validate, encode, merge, maybe clean up."""
-        fields, lifetime = self._encoded(updates, ttl)
-        await self._merge(key, fields, check_keys(remove, "remove"), lifetime)
+        if options and not _UPDATE_KEYWORDS.issuperset(options):
+            unknown = sorted(set(options) - _UPDATE_KEYWORDS)[0]
+            raise TypeError(f"got an unexpected keyword argument {unknown!r}")
+        fields, lifetime = self._encoded(updates, options.get("ttl"))
+        await self._merge(key, fields, check_keys(options.get("remove", ()), "remove"), lifetime)
 
     async def _merge(
         self, key: str, fields: dict[str, bytes], remove: list[str], ttl: float

@@ -17,13 +17,18 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from .._util import positive_int, positive_number
 from ..log import logger
-from .store import check_max_age, too_large
+from .store import check_max_age, merge_options, too_large
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
+    from .store import MergeOptions
 
 __all__ = ["MemoryStore"]
 
@@ -246,16 +251,11 @@ class MemoryStore:
     # -- SessionStore ---------------------------------------------------------------
 
     async def merge(
-        self,
-        session_id: str,
-        fields: Mapping[str, bytes],
-        *,
-        remove: Collection[str] = (),
-        ttl: float,
-        max_bytes: int,
+        self, session_id: str, fields: Mapping[str, bytes], **options: Unpack[MergeOptions]
     ) -> None:
         """Atomically set ``fields`` (compact JSON bytes per key) and drop ``remove``.
 
+        ``merge(session_id, fields, *, remove=(), ttl, max_bytes)`` (:class:`~.store.MergeOptions`).
         The store's one write path: the resulting size is computed first (a bad key
         or value raises then) and nothing changes unless it fits. Creates the session
         if needed (even when nothing is set) and restarts its TTL. A key in both
@@ -267,6 +267,7 @@ class MemoryStore:
             TypeError: A key JSON cannot hold or a value that is not non-empty bytes.
             ValueError: ``ttl`` is not a positive, finite number.
         """
+        remove, ttl, max_bytes = merge_options(options)
         if not ((type(ttl) is float or type(ttl) is int) and 0 < ttl < _INF):
             _check_ttl(ttl)
         now = self._clock()
@@ -286,9 +287,7 @@ class MemoryStore:
         for key, value in fields.items():
             if type(value) is not bytes or not value:  # bytes-like: copy, then measure
                 fields = {k: _as_bytes(v) for k, v in fields.items()}
-                return await self.merge(
-                    session_id, fields, remove=remove, ttl=ttl, max_bytes=max_bytes
-                )
+                return await self.merge(session_id, fields, **options)
             old = values.get(key)
             if old is not None:  # a stored key: valid by construction
                 total += len(value) - len(old)

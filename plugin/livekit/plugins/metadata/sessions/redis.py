@@ -27,11 +27,14 @@ from .._util import positive_int, positive_number, redact_url
 from ..errors import ConfigError, StoreUnavailable
 from ..log import logger
 from .redis_url import Connection, connect, describe
-from .store import SessionWrite, check_max_age, too_large
+from .store import SessionWrite, check_max_age, merge_options, too_large
 
 if TYPE_CHECKING:
     from redis.asyncio import Redis
     from redis.asyncio.cluster import RedisCluster
+    from typing_extensions import Unpack
+
+    from .store import MergeOptions
 
     AnyRedis = Redis | RedisCluster
 
@@ -389,35 +392,33 @@ class RedisStore:
         return args
 
     async def merge(
-        self,
-        session_id: str,
-        fields: Mapping[str, bytes],
-        *,
-        remove: Collection[str] = (),
-        ttl: float,
-        max_bytes: int,
+        self, session_id: str, fields: Mapping[str, bytes], **options: Unpack[MergeOptions]
     ) -> None:
         """Atomically set ``fields``, drop ``remove`` and refresh the TTL (one round trip).
+
+        ``merge(session_id, fields, *, remove=(), ttl, max_bytes)`` (:class:`~.store.MergeOptions`).
 
         Raises:
             MetadataTooLarge: The result would exceed ``max_bytes``; nothing changed.
             StoreUnavailable: Redis could not be reached or did not answer in time
                 (the write may or may not have been applied).
         """
+        await self._merged(session_id, fields, options, "merge")
+
+    async def _merged(
+        self, session_id: str, fields: Mapping[str, bytes], options: MergeOptions, method: str
+    ) -> Any:
+        """``merge.lua``'s reply (the session's JSON text for ``merge_and_get``)."""
+        remove, ttl, max_bytes = merge_options(options, method)
         key = self.key(session_id)
-        args = self._merge_args(fields, remove, ttl, max_bytes, 0)
-        size: int = await self._run("merge", lambda: self._script(self._merge, key, args))
-        if size < 0:
-            raise too_large(-size, max_bytes)
+        args = self._merge_args(fields, remove, ttl, max_bytes, int(method != "merge"))
+        reply = await self._run("merge", lambda: self._script(self._merge, key, args))
+        if type(reply) is int and reply < 0:
+            raise too_large(-reply, max_bytes)
+        return reply
 
     async def merge_and_get(
-        self,
-        session_id: str,
-        fields: Mapping[str, bytes],
-        *,
-        remove: Collection[str] = (),
-        ttl: float,
-        max_bytes: int,
+        self, session_id: str, fields: Mapping[str, bytes], **options: Unpack[MergeOptions]
     ) -> dict[str, Any]:
         """:meth:`merge`, returning the resulting session, in the same single round trip.
 
@@ -435,12 +436,9 @@ class RedisStore:
             StoreUnavailable: Redis could not be reached or did not answer in time
                 (the write may or may not have been applied).
         """
-        key = self.key(session_id)
-        args = self._merge_args(fields, remove, ttl, max_bytes, 1)
-        raw = await self._run("merge", lambda: self._script(self._merge, key, args))
-        if type(raw) is int:
-            raise too_large(-raw, max_bytes)
-        out: dict[str, Any] = orjson.loads(raw)
+        out: dict[str, Any] = orjson.loads(
+            await self._merged(session_id, fields, options, "merge_and_get")
+        )
         return out
 
     async def get(self, session_id: str) -> dict[str, Any]:

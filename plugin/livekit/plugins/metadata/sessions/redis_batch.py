@@ -1,98 +1,255 @@
-"""Script calls made in one pass of the event loop go to Redis as one pipeline.
+"""Script calls pipelined on one connection: the token endpoint's path to one Redis.
 
-With 16 concurrent requests a token endpoint makes many ``EVALSHA`` calls at
-once; sent one by one, each costs a connection checkout, a ``send`` and a
-``recv`` (on loopback the kernel's work for both lands on the caller's CPU).
-:class:`ScriptBatch` queues the calls of one loop pass and sends them in one
-non-transactional pipeline: one write, one read, replies matched in order. Each
-call still runs atomically on its own (a pipeline is no transaction); a script
-the server does not know (``NOSCRIPT``, after a restart or failover) is loaded
-once and its calls sent again. One server or a Sentinel-managed master only
-(a Cluster routes per key).
+:class:`ScriptBatch` holds one connection from the client's pool. The calls made in
+one pass of the event loop are packed together (``EVALSHA``, RESP written here)
+and sent with one write, without waiting for earlier replies; one reader matches
+replies to callers in order. No pool checkout, pipeline object or timer per call;
+a watchdog fails every waiting call when the oldest is not answered within the
+timeout. Each call runs atomically on its own (no transaction); a script the
+server forgot (``NOSCRIPT``, after a restart or failover) is loaded once and its
+calls sent again. A broken connection fails the calls sent on it and is replaced.
+One server or a Sentinel-managed master only (a Cluster routes per key).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from typing import Any
+import contextlib
+import math
+from collections import deque
+from collections.abc import Awaitable, Sequence
+from typing import Any, NamedTuple
 
-__all__ = ["ScriptBatch"]
+__all__ = ["ScriptBatch", "pack_evalsha"]
 
-_Call = tuple[Any, Sequence[Any], Sequence[Any], "asyncio.Future[Any]"]
+
+class _Call(NamedTuple):
+    script: Any
+    packed: bytes
+    future: asyncio.Future[Any]
+
+
+class _Link:
+    """One connection and the calls sent on it, oldest first, with their deadlines."""
+
+    __slots__ = ("broken", "conn", "reader", "sent", "timer")
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.sent: deque[tuple[_Call, float]] = deque()
+        self.reader: asyncio.Task[None] | None = None
+        self.timer: asyncio.TimerHandle | None = None
+        self.broken = False
+
+
+def _arg(value: Any) -> bytes:
+    kind = type(value)
+    if kind is bytes:
+        return value  # type: ignore[no-any-return]
+    if kind is str:
+        return value.encode()  # type: ignore[no-any-return]
+    if kind is int:
+        return b"%d" % value
+    if kind is float:
+        return repr(value).encode()
+    if isinstance(value, (bytearray, memoryview)):
+        return bytes(value)
+    raise TypeError(f"a script argument must be bytes, str, int or float, not {kind.__name__}")
+
+
+def pack_evalsha(sha: bytes, keys: Sequence[Any], args: Sequence[Any]) -> bytes:
+    """``EVALSHA sha len(keys) *keys *args`` in RESP (what the server reads)."""
+    items = [_arg(x) for x in (*keys, *args)]
+    numkeys = b"%d" % len(keys)
+    parts = [b"*%d\r\n$7\r\nEVALSHA\r\n$%d\r\n%s\r\n" % (len(items) + 3, len(sha), sha)]
+    parts += [b"$%d\r\n%s\r\n" % (len(x), x) for x in (numkeys, *items)]
+    return b"".join(parts)
 
 
 class ScriptBatch:
-    """Runs registered scripts (redis-py ``Script`` objects) in per-loop-pass pipelines.
+    """Runs registered scripts (redis-py ``Script`` objects) pipelined on one connection.
 
-    A batch that is not answered within ``timeout`` seconds (a connection to wait
-    for included) fails each of its calls with ``TimeoutError``: one deadline per
-    batch rather than a timer per call.
+    The connection comes from ``client.connection_pool`` and is held until
+    :meth:`aclose`. A call not answered within ``timeout`` seconds fails, with every
+    call sent after it on the same connection, with ``redis.exceptions.TimeoutError``.
     """
 
     def __init__(self, client: Any, timeout: float) -> None:
-        from redis.exceptions import NoScriptError
+        from redis.exceptions import NoScriptError, ResponseError, TimeoutError as RedisTimeout
 
         self._client = client
         self._timeout = timeout
         self._pending: list[_Call] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._link: _Link | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._loading: dict[bytes, asyncio.Future[None]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
         self._no_script = NoScriptError
+        self._response_error = ResponseError
+        self._timeout_error = RedisTimeout
+        self._closed = False
 
     def __repr__(self) -> str:
-        return f"ScriptBatch(pending={len(self._pending)}, in_flight={len(self._tasks)})"
+        sent = 0 if self._link is None else len(self._link.sent)
+        return f"ScriptBatch(pending={len(self._pending)}, in_flight={sent})"
 
     def run(self, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> asyncio.Future[Any]:
-        """The script's reply (or its error), once the pipeline it joins has been answered."""
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
-        if not self._pending:
-            loop.call_soon(self._flush)
-        self._pending.append((script, keys, args, future))
+        """The script's reply (or its error), once the server has answered it.
+
+        Raises:
+            TypeError: An argument is not bytes, str, int or float (nothing is sent).
+        """
+        packed = pack_evalsha(script.sha.encode(), keys, args)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue(_Call(script, packed, future))
         return future
 
-    def _flush(self) -> None:
-        batch, self._pending = self._pending, []
-        task = asyncio.ensure_future(self._send(batch))
+    def _queue(self, call: _Call) -> None:
+        if self._closed:
+            call.future.set_exception(RuntimeError("ScriptBatch is closed"))
+            return
+        self._pending.append(call)
+        if self._writer is None:
+            self._writer = self._spawn(self._write())
+
+    def _spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
-    async def _send(self, batch: list[_Call]) -> None:
+    async def _write(self) -> None:
+        """Send what is pending (the calls of this loop pass, and any made meanwhile)."""
         try:
-            replies = await asyncio.wait_for(self._answer(batch), self._timeout)
-        except BaseException as exc:  # the pipeline failed as a whole: every caller hears it
-            for *_, future in batch:
-                if future.done():
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    link = await self._connected()
+                except Exception as exc:
+                    _fail(batch, exc)
                     continue
-                if isinstance(exc, Exception):
-                    future.set_exception(exc)
-                else:
-                    future.cancel()
-            if not isinstance(exc, Exception):
-                raise
+                except BaseException:  # cancelled (aclose): no caller is left waiting
+                    _fail(batch, RuntimeError("ScriptBatch is closed"))
+                    raise
+                data = b"".join([call.packed for call in batch])
+                deadline = asyncio.get_running_loop().time() + self._timeout
+                link.sent.extend((call, deadline) for call in batch)
+                if link.reader is None:
+                    link.reader = self._spawn(self._read(link))
+                if link.timer is None:
+                    self._arm(link)
+                try:
+                    await link.conn.send_packed_command(data, check_health=False)
+                except Exception as exc:
+                    await self._break(link, exc)
+        finally:
+            self._writer = None
+
+    async def _connected(self) -> _Link:
+        link = self._link
+        if link is None or link.broken:
+            conn = await asyncio.wait_for(
+                self._client.connection_pool.get_connection(), self._timeout
+            )
+            link = self._link = _Link(conn)
+        return link
+
+    async def _read(self, link: _Link) -> None:
+        """Match replies to calls, oldest first, while calls wait on this connection."""
+        try:
+            while link.sent and not link.broken:
+                try:
+                    reply = await link.conn.read_response(timeout=math.inf)
+                except self._response_error as exc:
+                    reply = exc
+                except Exception as exc:
+                    await self._break(link, exc)
+                    return
+                if not link.sent:
+                    return
+                call, _ = link.sent.popleft()
+                self._answer(call, reply)
+        finally:
+            link.reader = None
+
+    def _answer(self, call: _Call, reply: Any) -> None:
+        if call.future.done():
             return
-        for (*_, future), reply in zip(batch, replies, strict=True):
-            if future.done():  # the caller gave up (its deadline)
-                continue
-            if isinstance(reply, Exception):
-                future.set_exception(reply)
-            else:
-                future.set_result(reply)
+        if isinstance(reply, self._no_script):
+            self._spawn(self._reload(call))
+        elif isinstance(reply, Exception):
+            call.future.set_exception(reply)
+        else:
+            call.future.set_result(reply)
 
-    async def _answer(self, batch: list[_Call]) -> list[Any]:
-        replies = await self._execute(batch)
-        missing = [i for i, r in enumerate(replies) if isinstance(r, self._no_script)]
-        if missing:  # the server forgot the scripts: load each once, send those again
-            for script in {id(batch[i][0]): batch[i][0] for i in missing}.values():
-                await self._client.script_load(script.script)
-            again = await self._execute([batch[i] for i in missing])
-            for i, reply in zip(missing, again, strict=True):
-                replies[i] = reply
-        return replies
+    async def _reload(self, call: _Call) -> None:
+        """Load a script the server forgot (once for all its calls), then send the call again."""
+        sha = call.script.sha.encode()
+        loading = self._loading.get(sha)
+        if loading is None:
+            loading = self._loading[sha] = self._spawn(
+                asyncio.wait_for(self._client.script_load(call.script.script), self._timeout)
+            )
+            loading.add_done_callback(lambda _: self._loading.pop(sha, None))
+        try:
+            await asyncio.shield(loading)
+        except Exception as exc:
+            if not call.future.done():
+                call.future.set_exception(exc)
+            return
+        self._queue(call)
 
-    async def _execute(self, batch: list[_Call]) -> list[Any]:
-        pipe = self._client.pipeline(transaction=False)
-        for script, keys, args, _ in batch:
-            pipe.execute_command("EVALSHA", script.sha, len(keys), *keys, *args)
-        replies: list[Any] = await pipe.execute(raise_on_error=False)
-        return replies
+    def _arm(self, link: _Link) -> None:
+        """The watchdog: at the oldest waiting call's deadline, check it was answered."""
+        if link.sent and not link.broken:
+            loop = asyncio.get_running_loop()
+            link.timer = loop.call_at(link.sent[0][1], self._check, link)
+        else:
+            link.timer = None
+
+    def _check(self, link: _Link) -> None:
+        link.timer = None
+        if link.sent and link.sent[0][1] <= asyncio.get_running_loop().time():
+            exc = self._timeout_error(f"no answer from Redis within {self._timeout:g} s")
+            self._spawn(self._break(link, exc))
+        else:
+            self._arm(link)
+
+    async def _break(self, link: _Link, exc: BaseException) -> None:
+        """Fail every call sent on ``link`` and give its connection back, closed."""
+        if link.broken:
+            return
+        link.broken = True
+        if link.timer is not None:
+            link.timer.cancel()
+            link.timer = None
+        calls = [call for call, _ in link.sent]
+        link.sent.clear()
+        _fail(calls, exc)
+        reader = link.reader
+        if reader is not None and reader is not asyncio.current_task():
+            reader.cancel()
+        await self._release(link)
+
+    async def _release(self, link: _Link) -> None:
+        with contextlib.suppress(Exception):
+            await link.conn.disconnect(nowait=True)
+        with contextlib.suppress(Exception):
+            await self._client.connection_pool.release(link.conn)
+
+    async def aclose(self) -> None:
+        """Fail what is still waiting and give the connection back to the pool."""
+        self._closed = True
+        pending, self._pending = self._pending, []
+        _fail(pending, RuntimeError("ScriptBatch is closed"))
+        link, self._link = self._link, None
+        if link is not None:
+            await self._break(link, RuntimeError("ScriptBatch is closed"))
+        for task in list(self._tasks):
+            task.cancel()
+
+
+def _fail(calls: Sequence[_Call], exc: BaseException) -> None:
+    for call in calls:
+        if not call.future.done():
+            call.future.set_exception(exc)

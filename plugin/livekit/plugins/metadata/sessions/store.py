@@ -11,18 +11,23 @@ optional :class:`MergeAndGet` returns the same result as ``merge`` then ``get``.
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from typing import Any, NamedTuple, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, TypedDict, runtime_checkable
 
 import orjson
 
 from ..errors import MetadataTooLarge
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 __all__ = [
     "MergeAndGet",
+    "MergeOptions",
     "SessionStore",
     "SessionWrite",
     "check_max_age",
     "entry_size",
+    "merge_options",
     "object_size",
     "too_large",
 ]
@@ -53,6 +58,46 @@ class SessionWrite(NamedTuple):
     max_bytes: int
 
 
+class _MergeRequired(TypedDict):
+    ttl: float
+    max_bytes: int
+
+
+class MergeOptions(_MergeRequired, total=False):
+    """The keywords of every store's ``merge`` and ``merge_and_get``:
+    ``merge(session_id, fields, *, remove=(), ttl, max_bytes)``.
+
+    Attributes:
+        ttl: Seconds the session lives after this write (required).
+        max_bytes: Largest size of the result; a write over it raises
+            ``MetadataTooLarge`` and changes nothing (required).
+        remove: Top-level keys to drop (default none); a key also in ``fields`` is set.
+    """
+
+    remove: Collection[str]
+
+
+_MERGE_KEYWORDS = frozenset(MergeOptions.__required_keys__ | MergeOptions.__optional_keys__)
+
+
+def merge_options(
+    options: Mapping[str, Any], method: str = "merge"
+) -> tuple[Collection[str], float, int]:
+    """``remove``, ``ttl`` and ``max_bytes`` of a ``merge``'s keywords (:class:`MergeOptions`).
+
+    Raises:
+        TypeError: A keyword is missing or unknown (as an explicit signature would).
+    """
+    try:
+        ttl, max_bytes = options["ttl"], options["max_bytes"]
+    except KeyError as exc:
+        raise TypeError(f"{method}() missing required keyword argument {exc.args[0]!r}") from None
+    if len(options) > 2 and not _MERGE_KEYWORDS.issuperset(options):
+        unknown = sorted(set(options) - _MERGE_KEYWORDS)[0]
+        raise TypeError(f"{method}() got an unexpected keyword argument {unknown!r}")
+    return options.get("remove", ()), ttl, max_bytes
+
+
 def check_max_age(max_age: object) -> None:
     """``cleanup(max_age=)``'s one check: None or a number of seconds (not NaN, not a bool)."""
     if max_age is not None and (
@@ -72,15 +117,11 @@ class SessionStore(Protocol):
     """
 
     async def merge(
-        self,
-        session_id: str,
-        fields: Mapping[str, bytes],
-        *,
-        remove: Collection[str] = (),
-        ttl: float,
-        max_bytes: int,
+        self, session_id: str, fields: Mapping[str, bytes], **options: Unpack[MergeOptions]
     ) -> None:
         """Atomically set ``fields`` (compact JSON bytes per top-level key), drop ``remove``.
+
+        ``merge(session_id, fields, *, remove=(), ttl, max_bytes)``: see :class:`MergeOptions`.
 
         Creates the session if needed (even when nothing is set) and refreshes its
         TTL. Raises
@@ -130,13 +171,7 @@ class MergeAndGet(Protocol):
     """
 
     async def merge_and_get(
-        self,
-        session_id: str,
-        fields: Mapping[str, bytes],
-        *,
-        remove: Collection[str] = (),
-        ttl: float,
-        max_bytes: int,
+        self, session_id: str, fields: Mapping[str, bytes], **options: Unpack[MergeOptions]
     ) -> dict[str, Any]:
         """Exactly ``merge`` (same arguments, atomicity, TTL and size contract), then the session.
 
