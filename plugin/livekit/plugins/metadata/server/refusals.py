@@ -38,22 +38,19 @@ def too_many(code: str, message: str, wait: float) -> Refusal:
     return Refusal(429, code, f"{message}; retry later", {"Retry-After": retry})
 
 
+def _full(code: str, message: str) -> Refusal:
+    return Refusal(503, code, message, {"Retry-After": str(_STORE_FULL_RETRY_AFTER)})
+
+
 def share_full() -> Refusal:
-    return Refusal(
-        503,
+    return _full(
         "store_share_full",
         "this caller holds as many live token sessions as its share allows; retry later",
-        {"Retry-After": str(_STORE_FULL_RETRY_AFTER)},
     )
 
 
 def store_full() -> Refusal:
-    return Refusal(
-        503,
-        "store_full",
-        "the session store is full; retry later",
-        {"Retry-After": str(_STORE_FULL_RETRY_AFTER)},
-    )
+    return _full("store_full", "the session store is full; retry later")
 
 
 def store_unavailable() -> Refusal:
