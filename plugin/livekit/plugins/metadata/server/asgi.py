@@ -1,27 +1,15 @@
 """The token endpoint as a plain ASGI app: mount it in FastAPI, Starlette or Litestar.
 
-No web framework is needed here; any ASGI server (uvicorn, hypercorn, granian)
-runs it, and any ASGI framework mounts it with one line::
-
-    from livekit.plugins.metadata.server.asgi import TokenASGI
+Any ASGI server runs it and any ASGI framework mounts it with one line::
 
     tokens = TokenASGI(ServerConfig(auth=...))
     app.mount("/lk", tokens)          # POST /lk/token, GET /lk/healthz, ...
 
-It runs the same core as ``lk-metadata serve`` (:class:`~.core.TokenEndpoint`):
-the same checks, statuses, byte-identical JSON bodies, log line and metrics.
-
-When the host app has authenticated the user already, hand it over as the
-principal (no bearer key, no ``authorize`` hook is consulted then)::
-
-    @app.post("/token")
-    async def token(request: Request, user: Principal = Depends(current_user)) -> Response:
-        answer = await tokens.respond(request.scope, request.receive, principal=user)
-        return Response(answer.body, answer.status, answer.headers)
-
-What the ASGI server does, not this app: connection limits, header and body
-deadlines, malformed-request answers and the ``Server`` header (see the README,
-"Mount it in your app").
+Same core as ``lk-metadata serve`` (:class:`~.core.TokenEndpoint`): same checks,
+statuses, JSON bodies, log line and metrics. A host app that has authenticated
+its user passes it as the principal: ``await tokens.respond(scope, receive,
+principal=user)`` (README, "Mount it in your app"). Connection limits, deadlines,
+malformed-request answers and the ``Server`` header are the ASGI server's job.
 """
 
 from __future__ import annotations

@@ -1,19 +1,15 @@
 """The token endpoint as a library: one object, one async call, no web framework.
 
-:class:`TokenEndpoint` is built from a :class:`~.config.ServerConfig` (the
-checks, the issuer, the store, the limits) and answers an
-:class:`~.messages.EndpointRequest` with an :class:`~.messages.EndpointResponse`::
+:class:`TokenEndpoint` is built from a :class:`~.config.ServerConfig` (checks,
+issuer, store, limits) and answers an :class:`~.messages.EndpointRequest` with an
+:class:`~.messages.EndpointResponse`::
 
     endpoint = TokenEndpoint.from_config(ServerConfig(...))
-    response = await endpoint.handle(
-        EndpointRequest("POST", "/token", {"content-type": "application/json"}, body=b"{}",
-                        client="127.0.0.1", principal=Principal(id="alice"))
-    )
-    response.status, response.headers, response.body
+    response = await endpoint.handle(EndpointRequest("POST", "/token", headers, body=b"{}"))
 
-Adapters: ``create_app`` (aiohttp, ``lk-metadata serve``) and :mod:`.asgi`; the same
-statuses, byte-identical JSON bodies, log line and metrics. Routes: ``config.path``,
-``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json``; else a JSON 404 or 405.
+Adapters: ``create_app`` (aiohttp, ``lk-metadata serve``) and :mod:`.asgi`. Routes:
+``config.path``, ``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json``; else a
+JSON 404 or 405.
 """
 
 from __future__ import annotations

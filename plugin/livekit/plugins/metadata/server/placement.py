@@ -1,23 +1,16 @@
 """Who joins which room with which rights, and which attributes a client may not claim.
 
-The token endpoint's answer to "a caller picks someone else's room or identity":
-
-- **Room and identity are the server's by default.** A fresh, unguessable room
-  (``room_prefix`` or ``room-``, then 128 random bits) and identity (``user-`` +
-  128 random bits) per token. A client's ``room_name`` / ``participant_identity``
-  is ignored (the answer says what the token holds) unless the principal opts
-  in with ``client_room`` (within its ``room_prefix``) or ``client_identity``.
-- **Rejoining is bound to the previous token, not to a name.** A request with
-  ``rejoin_token`` (the caller's previous ``participant_token``, verified with
-  PyJWT against this server's API key and secret, expired by at most
-  ``rejoin_window``) whose token session still exists gets that token's room
-  and identity, and nothing else.
-- **Rights:** LiveKit's join grant (publish, subscribe, data), narrowed by the
-  principal's :class:`~.config.GrantPolicy`.
-- **Attributes a client may not claim:** keys in LiveKit's namespaces
-  (``sip.``, ``lk.``; 422 ``service_attribute_key``) unless allowed by name, and
-  keys that name a trusted or private metadata key (422
-  ``protected_attribute_key``). Messages name the key, never a value.
+- **Room and identity are the server's by default**: a fresh, unguessable room
+  (``room_prefix`` or ``room-`` + 128 random bits) and identity per token; a
+  client's choice counts only when the principal opts in (``client_room`` within
+  its ``room_prefix``, ``client_identity``).
+- **Rejoining is bound to the previous token, not to a name**: a verified
+  ``rejoin_token`` (within ``rejoin_window``) whose session still exists gets that
+  token's room and identity, nothing else.
+- **Rights**: LiveKit's join grant, narrowed by the principal's ``GrantPolicy``.
+- **Attributes a client may not claim**: ``sip.``/``lk.`` keys (422
+  ``service_attribute_key``) unless allowed by name, and keys naming a trusted or
+  private metadata key (422 ``protected_attribute_key``).
 """
 
 from __future__ import annotations
