@@ -12,39 +12,40 @@ Fixtures shared by every module live in ``tests/fixtures/`` (``fakes``: the one 
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
 
 # -- hypothesis profiles --------------------------------------------------------------------
-# ``dev`` (default): hypothesis' defaults, with no timing limits (the machine may be busy).
-# ``ci`` (when CI=true): fresh random examples each run, and every failure prints the
-#   ``@reproduce_failure`` blob that replays it. No example database (CI has none anyway).
-# ``thorough``: ten times the examples of every property test (see tests.strategies.examples),
-#   no database, so ``--hypothesis-seed=N`` alone decides what is drawn. For hunting failures:
+# Every property test runs in every profile; the profiles change how many examples it draws
+# (``tests.strategies.examples`` scales explicit counts by ``max_examples / 100``).
+# ``unit``: the unit tier (``-m unit``): a fifth of the examples, so the tier stays fast.
+# ``dev`` (any other local run): hypothesis' 100 examples, no timing limits (busy machine).
+# ``deep`` (any other run under CI=true, e.g. the full suite): twice the examples, fresh random
+#   examples each run, every failure prints its ``@reproduce_failure`` blob, no database.
+# ``thorough``: ten times the examples, no database, so ``--hypothesis-seed=N`` alone decides
+#   what is drawn. For hunting failures:
 #   HYPOTHESIS_PROFILE=thorough uv run pytest -m unit --hypothesis-seed=7
 # HYPOTHESIS_PROFILE (or pytest's --hypothesis-profile) picks a profile explicitly.
 _UNTIMED = [HealthCheck.too_slow]
+_CI = os.environ.get("CI") == "true"
 settings.register_profile("dev", deadline=None, suppress_health_check=_UNTIMED)
 settings.register_profile(
-    "ci",
-    deadline=None,
-    suppress_health_check=_UNTIMED,
-    print_blob=True,
-    derandomize=False,
-    database=None,
+    "ci", deadline=None, suppress_health_check=_UNTIMED, print_blob=True, database=None
 )
-settings.register_profile(
-    "thorough",
-    deadline=None,
-    suppress_health_check=_UNTIMED,
-    max_examples=1000,
-    print_blob=True,
-    database=None,
-)
-settings.load_profile(
-    os.environ.get("HYPOTHESIS_PROFILE") or ("ci" if os.environ.get("CI") == "true" else "dev")
-)
+settings.register_profile("deep", settings.get_profile("ci"), max_examples=200)
+settings.register_profile("unit", settings.get_profile("ci" if _CI else "dev"), max_examples=20)
+settings.register_profile("thorough", settings.get_profile("ci"), max_examples=1000)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Load the profile before any test module builds its ``@settings`` (at import)."""
+    unit_tier = (config.option.markexpr or "").strip() == "unit"
+    default = "unit" if unit_tier else "deep" if _CI else "dev"
+    settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE") or default)
+
 
 pytest_plugins = [
     "tests.fixtures.fakes",
@@ -57,6 +58,24 @@ pytest_plugins = [
 ]
 
 _CATEGORIES = ("unit", "integration", "e2e")
+_MODULE_TIER = re.compile(r"^pytestmark\s*=\s*\[?\s*pytest\.mark\.(\w+)", re.MULTILINE)
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """``-m <tier>`` does not import the modules whose ``pytestmark`` names another tier.
+
+    Every test of such a module would be deselected anyway; importing it (playwright,
+    schemathesis, livekit.rtc, ...) only slows the run down.
+    """
+    tier = (config.option.markexpr or "").strip()
+    if tier not in _CATEGORIES or collection_path.suffix != ".py":
+        return None
+    if not collection_path.name.startswith("test_"):
+        return None
+    found = _MODULE_TIER.search(collection_path.read_text(encoding="utf-8"))
+    if found is not None and found.group(1) in _CATEGORIES and found.group(1) != tier:
+        return True
+    return None
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -89,8 +108,12 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     green run into exit 134. Once the runtime was started, the run ends here with the
     exit status pytest itself decided, after flushing the output.
     """
+    import gc
     import sys
 
+    # The run is over: the interpreter's shutdown need not walk the whole heap for cycles
+    # (about 2 s after a unit-tier run). Objects are still freed; atexit handlers still run.
+    gc.freeze()
     ffi = sys.modules.get("livekit.rtc._ffi_client")
     if ffi is None or getattr(ffi.FfiClient, "_instance", None) is None or not _exit_status:
         return

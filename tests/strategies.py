@@ -41,12 +41,12 @@ def is_reserved_attribute(key: str) -> bool:
 
 
 def examples(n: int) -> int:
-    """``n`` examples under the default profiles, ten times as many under ``thorough``.
+    """``n`` scaled by the loaded profile: n/5 (``unit``), n (``dev``), 2n (``deep``), 10n.
 
     An explicit ``max_examples`` in ``@settings`` beats the loaded profile, so tests
     that set their own count pass it through here to follow the profile.
     """
-    return max(n, n * settings().max_examples // 100)
+    return max(1, n * settings().max_examples // 100)
 
 
 def metadata_keys(min_size: int = 0, max_size: int = 12) -> st.SearchStrategy[str]:

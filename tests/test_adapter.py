@@ -36,7 +36,7 @@ from livekit.plugins.metadata.errors import (
 from livekit.plugins.metadata.sessions.manager import SessionManager
 from tests.strategies import examples, is_reserved_metadata_key
 
-pytestmark = pytest.mark.unit
+pytestmark = [pytest.mark.unit, pytest.mark.sessions(max_session_bytes=4_000)]
 
 SECRET = "s3cr3t-VALUE-do-not-log"
 STANDARD = rtc.ParticipantKind.PARTICIPANT_KIND_STANDARD
@@ -139,11 +139,6 @@ def fake_job_context(*, room: Room | None = None, job_metadata: str = "") -> Ite
 @pytest.fixture
 def room() -> Room:
     return Room()
-
-
-@pytest.fixture
-def sessions() -> SessionManager:
-    return SessionManager(max_session_bytes=4_000)
 
 
 @pytest.fixture

@@ -6,6 +6,7 @@ routes of its own, under a real uvicorn. Each request goes to both; refusals mus
 match byte for byte (status, ``Content-Type``, ``Retry-After``/``Allow``/
 ``WWW-Authenticate`` and the body), a success must carry the same fields.
 The FastAPI app also hands its own authenticated user to the core as the principal.
+Integration tier: two real servers on loopback sockets for each test.
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ from livekit.plugins.metadata.server.config import Principal, ServerConfig
 from livekit.plugins.metadata.sessions.manager import SessionManager
 from tests.fixtures.servers import free_port
 
-pytestmark = pytest.mark.unit
+pytestmark = pytest.mark.integration
 
 KEY = "APItestkey"
 SECRET = "test-secret-" + "z" * 40

@@ -1,8 +1,7 @@
 """Pay once per worker, and only for what a rule set uses (issue 33).
 
-* a fresh interpreter that imports the router and routes a dict rule set loads
-  neither ``phonenumbers`` nor ``yaml``; a YAML rule set loads the one, a phone
-  operator the other (one subprocess: ``sys.modules`` must start clean);
+* a fresh interpreter loads ``phonenumbers``/``yaml`` only when a rule set needs them:
+  ``test_prewarm_imports.py`` (integration tier: one subprocess);
 * ``preload_modules`` names importable modules: the plugin's agent side, the
   optional libraries only when this process loaded them, Redis when asked;
 * ``prepare_process`` / ``job_sessions``: the setup hook's SessionManager goes to the
@@ -14,9 +13,7 @@
 from __future__ import annotations
 
 import importlib.util
-import json
 import runpy
-import subprocess
 import sys
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -38,48 +35,6 @@ from livekit.plugins.metadata.sessions.memory import MemoryStore
 pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parent.parent
-
-_PROBE = """
-import json, sys
-from livekit.plugins.metadata.routing.router import MetadataRouter
-
-seen = {}
-def loaded(step):
-    seen[step] = {name: name in sys.modules for name in ("phonenumbers", "yaml")}
-
-loaded("import")
-router = MetadataRouter.from_dict(
-    {"rules": [{"name": "s", "when": {"department": "support"}, "agent": "support"}],
-     "default": "general"})
-assert router.route({"department": "support"}).agent == "support"
-assert router.route({}).agent == "general"
-loaded("dict rules routed")
-from livekit.plugins.metadata.loader import load_text
-MetadataRouter.from_dict(load_text('{"rules": [], "default": "general"}', "json"))
-loaded("json rules")
-MetadataRouter.from_dict(load_text("rules: []\\ndefault: general\\n", "yaml"))
-loaded("yaml rules")
-phone = MetadataRouter.from_dict(
-    {"rules": [{"name": "line", "when_attributes": {"sip.trunkPhoneNumber": {"phone": "+34 910 000 000"}},
-                "agent": "sales"}], "default": "general"})
-assert phone.route({}, attributes={"sip.trunkPhoneNumber": "0034910000000"}).agent == "sales"
-loaded("phone rules")
-print(json.dumps(seen))
-"""
-
-
-def test_router_loads_phonenumbers_and_yaml_only_when_a_rule_set_needs_them() -> None:
-    done = subprocess.run(
-        [sys.executable, "-c", _PROBE], capture_output=True, text=True, timeout=120, check=False
-    )
-    assert done.returncode == 0, done.stderr
-    seen = json.loads(done.stdout)
-    none = {"phonenumbers": False, "yaml": False}
-    assert seen["import"] == none
-    assert seen["dict rules routed"] == none
-    assert seen["json rules"] == none
-    assert seen["yaml rules"] == {"phonenumbers": False, "yaml": True}
-    assert seen["phone rules"] == {"phonenumbers": True, "yaml": True}
 
 
 def test_preload_modules_are_importable_and_redis_only_on_request() -> None:
