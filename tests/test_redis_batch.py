@@ -100,6 +100,22 @@ async def test_limits_on_a_server_that_is_gone_are_unavailable_for_every_caller(
         await store.aclose()
 
 
+async def test_after_a_server_restart_the_first_call_is_answered(
+    redis_server_factory: Callable[..., Any],
+) -> None:
+    """The held connection, idle and closed by the restart, is replaced before it is used."""
+    server = redis_server_factory()
+    store = RedisStore.from_url(server.url, timeout=2.0)
+    try:
+        limits = RedisLimits.from_store(store)
+        assert await limits.hit("k", 10.0, 10) == 0.0
+        server.restart()
+        await asyncio.sleep(0.05)  # the client's event loop sees the server's FIN
+        assert await limits.hit("k", 10.0, 10) == 0.0  # a fresh, empty server answers
+    finally:
+        await store.aclose()
+
+
 async def test_a_server_that_does_not_answer_fails_the_batch_within_the_timeout(
     redis_server_factory: Callable[..., Any],
 ) -> None:

@@ -7,7 +7,8 @@ replies to callers in order. No pool checkout, pipeline object or timer per call
 a watchdog fails every waiting call when the oldest is not answered within the
 timeout. Each call runs atomically on its own (no transaction); a script the
 server forgot (``NOSCRIPT``, after a restart or failover) is loaded once and its
-calls sent again. A broken connection fails the calls sent on it and is replaced.
+calls sent again. A broken connection fails the calls sent on it and is replaced;
+an idle one the server closed (a restart) is replaced before the next batch.
 One server or a Sentinel-managed master only (a Cluster routes per key).
 """
 
@@ -59,10 +60,13 @@ def _arg(value: Any) -> bytes:
 
 def pack_evalsha(sha: bytes, keys: Sequence[Any], args: Sequence[Any]) -> bytes:
     """``EVALSHA sha len(keys) *keys *args`` in RESP (what the server reads)."""
-    items = [_arg(x) for x in (*keys, *args)]
-    numkeys = b"%d" % len(keys)
-    parts = [b"*%d\r\n$7\r\nEVALSHA\r\n$%d\r\n%s\r\n" % (len(items) + 3, len(sha), sha)]
-    parts += [b"$%d\r\n%s\r\n" % (len(x), x) for x in (numkeys, *items)]
+    return _pack(b"EVALSHA", sha, len(keys), *keys, *args)
+
+
+def _pack(*words: Any) -> bytes:
+    items = [_arg(x) for x in words]
+    parts = [b"*%d\r\n" % len(items)]
+    parts += [b"$%d\r\n%s\r\n" % (len(x), x) for x in items]
     return b"".join(parts)
 
 
@@ -147,6 +151,10 @@ class ScriptBatch:
 
     async def _connected(self) -> _Link:
         link = self._link
+        if link is not None and not link.broken and not link.sent and await _stale(link.conn):
+            # Idle and closed by the server (a restart) or holding bytes nobody asked
+            # for: the pool's own check at checkout, made before this batch is sent.
+            await self._break(link, RuntimeError("stale connection"))
         if link is None or link.broken:
             conn = await asyncio.wait_for(
                 self._client.connection_pool.get_connection(), self._timeout
@@ -186,11 +194,11 @@ class ScriptBatch:
         """Load a script the server forgot (once for all its calls), then send the call again."""
         sha = call.script.sha.encode()
         loading = self._loading.get(sha)
-        if loading is None:
-            loading = self._loading[sha] = self._spawn(
-                asyncio.wait_for(self._client.script_load(call.script.script), self._timeout)
-            )
+        if loading is None:  # SCRIPT LOAD on this batch's own connection, ahead of the retry
+            loading = asyncio.get_running_loop().create_future()
+            self._loading[sha] = loading
             loading.add_done_callback(lambda _: self._loading.pop(sha, None))
+            self._queue(_Call(call.script, _pack(b"SCRIPT", b"LOAD", call.script.script), loading))
         try:
             await asyncio.shield(loading)
         except Exception as exc:
@@ -247,6 +255,15 @@ class ScriptBatch:
             await self._break(link, RuntimeError("ScriptBatch is closed"))
         for task in list(self._tasks):
             task.cancel()
+
+
+async def _stale(conn: Any) -> bool:
+    """Whether an idle connection was closed or has unread bytes (redis-py's checkout check)."""
+    check = getattr(conn, "can_read", None) or conn.can_read_destructive  # redis-py 8 / 5
+    try:
+        return bool(await check())
+    except Exception:
+        return True
 
 
 def _fail(calls: Sequence[_Call], exc: BaseException) -> None:
