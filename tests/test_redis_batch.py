@@ -9,6 +9,7 @@ connection is replaced; a one-connection pool is never held.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -82,22 +83,31 @@ async def test_one_calls_error_reaches_only_that_caller(client: redis.asyncio.Re
     assert "BOOM" in str(results[1])
 
 
+@contextlib.asynccontextmanager
+async def _warm_limits(server: Any, timeout: float) -> AsyncIterator[RedisLimits]:
+    """Limits on ``server``'s own store, their held connection already used once."""
+    store = RedisStore.from_url(server.url, timeout=timeout)
+    try:
+        limits = RedisLimits.from_store(store)
+        assert await limits.hit("k", 10.0, 10) == 0.0
+        yield limits
+    finally:
+        await store.aclose()
+
+
+async def _admit_each(limits: RedisLimits, n: int) -> list[Any]:
+    calls = (limits.admit([Bucket(f"k{i}", 10.0, 10)]) for i in range(n))
+    return await asyncio.gather(*calls, return_exceptions=True)
+
+
 async def test_limits_on_a_server_that_is_gone_are_unavailable_for_every_caller(
     redis_server_factory: Callable[..., Any],
 ) -> None:
     server = redis_server_factory()
-    store = RedisStore.from_url(server.url, timeout=2.0)
-    try:
-        limits = RedisLimits.from_store(store)
-        assert await limits.hit("k", 10.0, 10) == 0.0
+    async with _warm_limits(server, 2.0) as limits:
         server.kill()
-        results = await asyncio.gather(
-            *(limits.admit([Bucket(f"k{i}", 10.0, 10)]) for i in range(5)),
-            return_exceptions=True,
-        )
+        results = await _admit_each(limits, 5)
         assert all(isinstance(r, StoreUnavailable) for r in results), results
-    finally:
-        await store.aclose()
 
 
 async def test_after_a_server_restart_the_first_call_is_answered(
@@ -105,38 +115,25 @@ async def test_after_a_server_restart_the_first_call_is_answered(
 ) -> None:
     """The held connection, idle and closed by the restart, is replaced before it is used."""
     server = redis_server_factory()
-    store = RedisStore.from_url(server.url, timeout=2.0)
-    try:
-        limits = RedisLimits.from_store(store)
-        assert await limits.hit("k", 10.0, 10) == 0.0
+    async with _warm_limits(server, 2.0) as limits:
         server.restart()
         await asyncio.sleep(0.05)  # the client's event loop sees the server's FIN
         assert await limits.hit("k", 10.0, 10) == 0.0  # a fresh, empty server answers
-    finally:
-        await store.aclose()
 
 
 async def test_a_server_that_does_not_answer_fails_the_batch_within_the_timeout(
     redis_server_factory: Callable[..., Any],
 ) -> None:
     server = redis_server_factory()
-    store = RedisStore.from_url(server.url, timeout=0.5)
-    try:
-        limits = RedisLimits.from_store(store)
-        assert await limits.hit("k", 10.0, 10) == 0.0
+    async with _warm_limits(server, 0.5) as limits:
         server.pause()
         try:
-            results = await asyncio.gather(
-                *(limits.admit([Bucket(f"k{i}", 10.0, 10)]) for i in range(3)),
-                return_exceptions=True,
-            )
+            results = await _admit_each(limits, 3)
         finally:
             server.resume()
         assert all(isinstance(r, StoreUnavailable) for r in results), results
         assert all("TimeoutError" in str(r) for r in results), results
         assert await limits.hit("k", 10.0, 10) == 0.0  # and the next call is answered
-    finally:
-        await store.aclose()
 
 
 async def test_calls_are_pipelined_on_one_connection_held_until_aclose(redis_url: str) -> None:
