@@ -30,7 +30,7 @@ server needs no flushing between tests.
 
 Class attributes describe what a backend supports:
 
-* ``TTL`` — the ttl passed to every write.
+* ``TTL`` — the ttl of the expiry tests' writes (every other test writes with ``STEADY_TTL``).
 * ``REAL_TIME_EXPIRY`` — run the tests that need ``clock.advance``.
 * ``CLEANUP_COUNTS`` — ``cleanup()`` removes expired sessions itself and returns
   how many (False for native expiry, where it returns 0).
@@ -86,6 +86,9 @@ class StoreConformance:
     """Tests every ``SessionStore`` must pass. Needs ``store`` and ``clock`` fixtures."""
 
     TTL: ClassVar[float] = 60.0
+    """The TTL of the expiry tests (those that call :meth:`need_expiry`)."""
+    STEADY_TTL: ClassVar[float] = 3600.0
+    """The TTL of every other test: no slow step on a loaded machine outlives it."""
     REAL_TIME_EXPIRY: ClassVar[bool] = True
     CLEANUP_COUNTS: ClassVar[bool] = True
     AGE_CLEANUP: ClassVar[bool] = True
@@ -100,7 +103,7 @@ class StoreConformance:
         max_bytes: int = LIMIT,
         ttl: float | None = None,
     ) -> None:
-        ttl = self.TTL if ttl is None else ttl
+        ttl = self.ttl if ttl is None else ttl
         await store.merge(sid, enc(fields), remove=remove, ttl=ttl, max_bytes=max_bytes)
 
     async def reopen(self, store: SessionStore) -> SessionStore | None:
@@ -118,9 +121,15 @@ class StoreConformance:
             prefix = self.__dict__["_prefix"] = f"conf-{uuid.uuid4().hex[:12]}-"
         return prefix + name
 
+    @property
+    def ttl(self) -> float:
+        """What this test writes with: ``TTL`` in an expiry test, else ``STEADY_TTL``."""
+        return self.TTL if self.__dict__.get("_expiry") else self.STEADY_TTL
+
     def need_expiry(self) -> None:
         if not self.REAL_TIME_EXPIRY:
             pytest.skip("this backend's expiry is tested natively")
+        self.__dict__["_expiry"] = True
 
     # -- protocol and basics ----------------------------------------------------------
 
@@ -130,8 +139,8 @@ class StoreConformance:
     async def test_unknown_session_reads_empty(self, store: SessionStore) -> None:
         assert await store.get(self.sid("unknown")) == {}
         assert await store.delete(self.sid("unknown")) is False
-        assert await store.touch(self.sid("unknown"), ttl=self.TTL) is False
-        assert await store.remove_keys(self.sid("unknown"), ["a"], ttl=self.TTL) == 0
+        assert await store.touch(self.sid("unknown"), ttl=self.ttl) is False
+        assert await store.remove_keys(self.sid("unknown"), ["a"], ttl=self.ttl) == 0
 
     async def test_merge_never_replaces(self, store: SessionStore) -> None:
         await self.merge(store, self.sid("m"), {"caller": "John"})
@@ -186,10 +195,10 @@ class StoreConformance:
 
     async def test_remove_keys(self, store: SessionStore) -> None:
         await self.merge(store, self.sid("k"), {"a": 1, "b": 2, "c": 3})
-        assert await store.remove_keys(self.sid("k"), ["a", "a", "zz"], ttl=self.TTL) == 1
+        assert await store.remove_keys(self.sid("k"), ["a", "a", "zz"], ttl=self.ttl) == 1
         assert await store.get(self.sid("k")) == {"b": 2, "c": 3}
-        assert await store.remove_keys(self.sid("k"), [], ttl=self.TTL) == 0
-        assert await store.remove_keys(self.sid("k"), ["b", "c"], ttl=self.TTL) == 2
+        assert await store.remove_keys(self.sid("k"), [], ttl=self.ttl) == 0
+        assert await store.remove_keys(self.sid("k"), ["b", "c"], ttl=self.ttl) == 2
         assert await store.get(self.sid("k")) == {}
         assert await store.delete(self.sid("k")) is False  # emptied sessions are gone
 
@@ -199,7 +208,7 @@ class StoreConformance:
         assert await store.delete(self.sid("d")) is True
         assert await store.delete(self.sid("d")) is False
         assert await store.get(self.sid("d")) == {}
-        assert await store.touch(self.sid("d"), ttl=self.TTL) is False
+        assert await store.touch(self.sid("d"), ttl=self.ttl) is False
         await self.merge(store, self.sid("d"), {"c": 3})
         assert await store.get(self.sid("d")) == {"c": 3}
         assert await store.get(self.sid("d2")) == {"b": 2}
@@ -249,7 +258,7 @@ class StoreConformance:
         ]
         for fields in bad_fields:
             with pytest.raises((TypeError, ValueError)) as info:
-                await store.merge(sid, fields, remove=("b",), ttl=self.TTL, max_bytes=LIMIT)
+                await store.merge(sid, fields, remove=("b",), ttl=self.ttl, max_bytes=LIMIT)
             assert not isinstance(info.value, MetadataTooLarge)
             assert await store.get(sid) == {"a": 1, "b": "two"}
 
@@ -263,7 +272,7 @@ class StoreConformance:
         await self.merge(store, sid, {"obj": {"nested": [1, 2, 3]}})
         fields = {"big": orjson.dumps("A" * 30_000), "\ud800": b"1"}
         with pytest.raises((TypeError, ValueError)):
-            await store.merge(sid, fields, ttl=self.TTL, max_bytes=LIMIT)
+            await store.merge(sid, fields, ttl=self.ttl, max_bytes=LIMIT)
         await self.merge(store, sid, {"big": "x"})
         with pytest.raises(MetadataTooLarge) as info:
             await self.merge(store, sid, {"pad": "B" * 90_000})
@@ -272,12 +281,7 @@ class StoreConformance:
         assert await store.get(sid) == expected
 
     async def test_size_model(self, store: SessionStore) -> None:
-        """A seeded random walk of merges/removals against a dict model and orjson sizes.
-
-        Not an expiry test: the walk writes with an hour's TTL, so a slow run of refused
-        steps on a loaded machine cannot outlive a short expiry ``TTL`` (it once did).
-        """
-        hour = 3600.0
+        """A seeded random walk of merges/removals against a dict model and orjson sizes."""
         rng = random.Random(20261122)
         keys = ["a", "b", "é", 'q"', "\n", "long-key-" * 3, ""]
         values: list[Any] = [0, -1, 2.5, "", "x" * 40, "✓" * 7, None, True, [1, {"a": "b"}], {}]
@@ -294,14 +298,10 @@ class StoreConformance:
             assert expected == size_of(after)
             if expected > limit:
                 with pytest.raises(MetadataTooLarge) as info:
-                    await self.merge(
-                        store, self.sid("w"), fields, remove=remove, max_bytes=limit, ttl=hour
-                    )
+                    await self.merge(store, self.sid("w"), fields, remove=remove, max_bytes=limit)
                 assert info.value.size == expected, step
             else:
-                await self.merge(
-                    store, self.sid("w"), fields, remove=remove, max_bytes=limit, ttl=hour
-                )
+                await self.merge(store, self.sid("w"), fields, remove=remove, max_bytes=limit)
                 model = after
             got = await store.get(self.sid("w"))
             assert got == model, step
@@ -331,13 +331,13 @@ class StoreConformance:
         self.need_expiry()
         await self.merge(store, self.sid("tt"), {"a": 1})
         await clock.advance(self.TTL * 0.5)
-        assert await store.touch(self.sid("tt"), ttl=self.TTL) is True
+        assert await store.touch(self.sid("tt"), ttl=self.ttl) is True
         await clock.advance(self.TTL * 0.5)
-        assert await store.touch(self.sid("tt"), ttl=self.TTL) is True
+        assert await store.touch(self.sid("tt"), ttl=self.ttl) is True
         await clock.advance(self.TTL * 0.5)
         assert await store.get(self.sid("tt")) == {"a": 1}
         await clock.advance(self.TTL * 1.5)
-        assert await store.touch(self.sid("tt"), ttl=self.TTL) is False
+        assert await store.touch(self.sid("tt"), ttl=self.ttl) is False
 
     async def test_remove_keys_restarts_the_ttl(
         self, store: SessionStore, clock: ExpiryControl
@@ -345,7 +345,7 @@ class StoreConformance:
         self.need_expiry()
         await self.merge(store, self.sid("rt"), {"a": 1, "b": 2})
         await clock.advance(self.TTL * 0.5)
-        assert await store.remove_keys(self.sid("rt"), ["a"], ttl=self.TTL) == 1
+        assert await store.remove_keys(self.sid("rt"), ["a"], ttl=self.ttl) == 1
         await clock.advance(self.TTL * 0.5)
         assert await store.get(self.sid("rt")) == {"b": 2}
 
