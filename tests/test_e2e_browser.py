@@ -15,7 +15,6 @@ from __future__ import annotations
 import contextlib
 import importlib.util
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -30,7 +29,7 @@ import pytest
 from tests.fixtures.browser import livekit_client_umd, static_site
 from tests.fixtures.e2e import REPO, WorkerProcess, worker_process
 from tests.fixtures.livekit_server import LiveKitServer
-from tests.fixtures.servers import free_port, unavailable
+from tests.fixtures.servers import free_port, stop_process, unavailable
 
 pytestmark = pytest.mark.e2e
 
@@ -86,13 +85,7 @@ def _process(argv: list[str], env: dict[str, str], log: Path, port: int) -> Iter
             time.sleep(0.1)
         yield log
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=5)
+        stop_process(proc, grace=15.0)
 
 
 def _healthy(port: int, path: str) -> bool:
