@@ -1,8 +1,4 @@
-"""The YAML half of :mod:`.loader`, imported only when a YAML document is read.
-
-PyYAML costs tens of milliseconds to import. The rules are :mod:`.loader`'s (YAML 1.2
-core schema, JSON values only, bounded aliases, no values in messages).
-"""
+"""The YAML half of :mod:`.loader` (its rules), imported only for YAML: PyYAML is slow to load."""
 
 from __future__ import annotations
 
@@ -51,14 +47,16 @@ for _tag, _pattern, _first in (
 
 
 class _Composer(Reader, Scanner, Parser, Composer, _Resolver):
-    """Reads a YAML stream into a node graph; values are built by :func:`_build`."""
-
     def __init__(self, text: str) -> None:
         Reader.__init__(self, text)
         Scanner.__init__(self)
         Parser.__init__(self)
         Composer.__init__(self)
         _Resolver.__init__(self)
+
+
+def _at(node: Node, path: str, reason: str) -> Refused:
+    return Refused(node.start_mark.line + 1, path, reason)
 
 
 def _scalar(node: ScalarNode, path: str) -> Any:
@@ -112,15 +110,15 @@ class _Builder:
     def build(self, node: Node, path: str) -> Any:
         self.budget -= 1
         if self.budget < 0:
-            raise Refused(
-                node.start_mark.line + 1,
+            raise _at(
+                node,
                 path,
                 f"the document expands to more than {self.max_values:,} values (aliases)",
             )
         if isinstance(node, ScalarNode):
             return _scalar(node, path)
         if id(node) in self.active:
-            raise Refused(node.start_mark.line + 1, path, "an alias refers to itself")
+            raise _at(node, path, "an alias refers to itself")
         self.active.add(id(node))
         try:
             if isinstance(node, SequenceNode):
@@ -129,17 +127,17 @@ class _Builder:
                 return self._mapping(node, path)
         finally:
             self.active.discard(id(node))
-        raise Refused(node.start_mark.line + 1, path, "unsupported YAML node")  # pragma: no cover
+        raise _at(node, path, "unsupported YAML node")  # pragma: no cover
 
     def _sequence(self, node: SequenceNode, path: str) -> list[Any]:
         if node.tag != _TAG + "seq":
-            raise Refused(node.start_mark.line + 1, path, f"the tag {node.tag!r} has no JSON value")
+            raise _at(node, path, f"the tag {node.tag!r} has no JSON value")
         return [self.build(item, child_path(path, i)) for i, item in enumerate(node.value)]
 
     def _mapping(self, node: MappingNode, path: str) -> dict[str, Any]:
         if node.tag != _TAG + "map":
             what = "a set" if node.tag == _TAG + "set" else f"the tag {node.tag!r}"
-            raise Refused(node.start_mark.line + 1, path, f"{what} has no JSON value")
+            raise _at(node, path, f"{what} has no JSON value")
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
             line = key_node.start_mark.line + 1
@@ -155,12 +153,7 @@ class _Builder:
 
 
 def load_yaml(text: str, *, max_values: int) -> Any:
-    """``text`` as JSON data (see :mod:`.loader`), expanding to at most ``max_values`` values.
-
-    Raises:
-        Refused: A syntax error or a value the loader refuses (``load_text`` turns
-            it into a ``ConfigError`` naming the source).
-    """
+    """``text`` as JSON data, expanding to at most ``max_values`` values; else Refused."""
     composer = _Composer(text)
     try:
         node = composer.get_single_node()
@@ -172,8 +165,7 @@ def load_yaml(text: str, *, max_values: int) -> Any:
 
 
 def _syntax(exc: yaml.YAMLError) -> Refused:
-    # str(exc) quotes a snippet of the document, which may hold a secret: keep
-    # only the problem and its position.
+    # str(exc) quotes the document, which may hold a secret: keep the problem and position.
     mark = getattr(exc, "problem_mark", None)
     problem = getattr(exc, "problem", None) or type(exc).__name__
     if mark is None:
