@@ -71,8 +71,7 @@ SERVICE_ATTRIBUTE_PREFIXES = ("sip.", RESERVED_ATTRIBUTE_PREFIX)
 _WHITESPACE = b" \t\r\n"
 _NON_FINITE = (b"NaN", b"Infinity", b"-Infinity")
 
-# Depth check on the raw bytes (see _bytes_depth_exceeds): keep only quotes and
-# brackets, mapping both bracket kinds onto "(" and ")".
+# _too_deep keeps only quotes and brackets, both bracket kinds as "(" and ")".
 _DEPTH_TABLE = bytes.maketrans(b"{}[]", b"()()")
 _DEPTH_DELETE = bytes(b for b in range(256) if b not in b'"{}[]')
 # A document shorter than this cannot nest MAX_DEPTH + 1 containers.
@@ -123,11 +122,12 @@ def _depth_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
-def _bytes_depth_exceeds(data: bytes, limit: int) -> bool | None:
-    """Exact nesting check on the bytes of a document orjson accepted, at C speed.
+def _too_deep(data: bytes, value: Any) -> bool:
+    """Whether ``value`` (parsed from ``data``) nests deeper than :data:`MAX_DEPTH`.
 
-    Keeps only quotes and brackets; once strings are ``""`` pairs, removing innermost
-    ``()`` pairs takes as many passes as the depth. None: a string holds a bracket.
+    At C speed: keep only quotes and brackets; once strings are ``""`` pairs, removing
+    innermost ``()`` pairs takes as many passes as the depth. A string holding a bracket
+    breaks that: then walk ``value``.
     """
     if b"\\" in data:
         data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
@@ -136,24 +136,15 @@ def _bytes_depth_exceeds(data: bytes, limit: int) -> bool | None:
     if quotes:
         # The "" pairs cover every quote exactly when no string holds a bracket.
         if skeleton.count(b'""') * 2 != quotes:
-            return None
+            return _depth_exceeds(value, MAX_DEPTH)
         skeleton = skeleton.translate(None, b'"')
-    if len(skeleton) <= 2 * limit:
+    if len(skeleton) <= 2 * MAX_DEPTH:
         return False
-    passes = 0
-    while skeleton:
-        passes += 1
-        if passes > limit:
-            return True
+    for _ in range(MAX_DEPTH):
         skeleton = skeleton.replace(b"()", b"")
-    return False
-
-
-def _too_deep(data: bytes, value: Any) -> bool:
-    exceeded = _bytes_depth_exceeds(data, MAX_DEPTH)
-    if exceeded is None:
-        return _depth_exceeds(value, MAX_DEPTH)
-    return exceeded
+        if not skeleton:
+            return False
+    return True
 
 
 def _decode_error(data: bytes, exc: orjson.JSONDecodeError) -> InvalidMetadataJSON:

@@ -111,7 +111,13 @@ def sip_sync_command(
 
 
 async def _sip_sync(
-    url: str, key: str, secret: str, wanted: Any, skipped: list[str], dry_run: bool, scope: str
+    url: str,
+    key: str,
+    secret: str,
+    wanted: Any,
+    skipped: list[str],
+    dry_run: bool,
+    scope: str,
 ) -> None:
     from livekit import api
 
