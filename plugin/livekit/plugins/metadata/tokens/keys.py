@@ -1,8 +1,6 @@
 """Where the LiveKit API key and secret come from, and the ``livekit-server --dev`` fallback.
 
-Every front door resolves keys the same way: the explicit value, else ``LIVEKIT_API_KEY`` /
-``LIVEKIT_API_SECRET``, else (both unset) the public dev-server keys with
-:data:`DEV_KEYS_WARNING`. One of the two without the other is an error, never a fallback.
+One of key and secret without the other is an error, never a fallback to the dev keys.
 """
 
 from __future__ import annotations
@@ -47,11 +45,7 @@ class ApiKeys(NamedTuple):
 
 
 def resolve_keys(api_key: str | None = None, api_secret: str | None = None) -> ApiKeys:
-    """The key pair from the arguments, else the environment, else the dev keys.
-
-    Raises:
-        ConfigError: Only one of key and secret is set.
-    """
+    """The key pair from the arguments, else the environment, else the dev keys; else ConfigError."""
     key = api_key or os.environ.get("LIVEKIT_API_KEY") or ""
     secret = api_secret or os.environ.get("LIVEKIT_API_SECRET") or ""
     if not key and not secret:
@@ -86,12 +80,8 @@ def key_warning(keys: ApiKeys) -> str | None:
 
 
 def check_livekit_url(url: str, *, setting: str = "LIVEKIT_URL") -> str:
-    """``url`` (stripped) if it is ``ws://``, ``wss://``, ``http://`` or ``https://`` with a host.
-
-    Raises:
-        ConfigError: Naming ``setting`` and what is wrong (never the URL: it may hold
-            credentials).
-    """
+    """``url`` (stripped) if it is ws/wss/http/https with a host, else a ConfigError naming
+    ``setting`` (never the URL: it may hold credentials)."""
     try:
         parts = urlsplit(url.strip())
         host = parts.hostname

@@ -25,11 +25,8 @@ __all__ = [
 ]
 
 DEFAULT_SESSION_GRACE = timedelta(minutes=10)
-"""How long a token session outlives its token by default.
-
-The agent reads the session when the participant joins, which may be a last-second join
-(clocks up to a minute apart) plus the time to dispatch. An unused session expires after
-``ttl + grace``."""
+"""How long a token session outlives its token: a last-second join (clocks up to a minute
+apart) plus dispatch must still find it. An unused session expires after ``ttl + grace``."""
 
 SessionWriter = Callable[[str, dict[str, Any], int], Awaitable[None]]
 """Writes a token session: ``(session_id, record, ttl_seconds)``; see ``amint(write_session=)``."""
@@ -37,12 +34,8 @@ SessionWriter = Callable[[str, dict[str, Any], int], Awaitable[None]]
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class SessionToken:
-    """A token that owns a session, as :meth:`TokenIssuer.amint` returns it.
-
-    ``token`` carries ``session_id`` (128+ random bits, already written) as attribute and
-    job-metadata key ``SESSION_KEY``; ``expires_at`` is its aware UTC ``exp`` (the
-    session lives a grace period longer).
-    """
+    """A token that owns a session (``session_id``: 128+ random bits, already written), as
+    :meth:`TokenIssuer.amint` returns it; ``expires_at`` is the token's aware UTC ``exp``."""
 
     token: str
     session_id: str
@@ -63,11 +56,7 @@ def session_record(
     protected_keys: Iterable[str],
 ) -> dict[str, Any]:
     """Public and private keys, and the owner record: who may use the session, and
-    (``protected``) the keys the server decided: the private ones and ``protected_keys``.
-
-    Raises:
-        TypeError: ``protected_keys`` is a str or holds a non-str.
-    """
+    (``protected``) the private keys and ``protected_keys`` (TypeError: not str keys)."""
     owner: dict[str, Any] = {"identity": identity, "room": room}
     named: list[str] = []
     if protected_keys:

@@ -53,11 +53,7 @@ class _CheckedSecretHS256(Algorithm):
 
 
 class Signer:
-    """Signs claims dicts as HS256 JWTs with one API secret.
-
-    Raises:
-        ConfigError: PyJWT rejects the secret (e.g. a PEM key), or it is not UTF-8.
-    """
+    """Signs claims as HS256 JWTs with one API secret (ConfigError: PyJWT rejects it)."""
 
     __slots__ = ("_encode", "secret")
 
