@@ -7,12 +7,7 @@ import re
 from typing import Any
 
 import yaml
-from yaml.composer import Composer
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-from yaml.parser import Parser
-from yaml.reader import Reader
-from yaml.resolver import BaseResolver
-from yaml.scanner import Scanner
 
 from ._util import Refused, child_path
 
@@ -26,8 +21,9 @@ _TIMESTAMP_RE = re.compile(
 )
 
 
-class _Resolver(BaseResolver):
-    """The YAML 1.2 core schema, plus the YAML 1.1 forms we refuse (timestamps, merge)."""
+class _Composer(yaml.BaseLoader):
+    """Composes nodes (:class:`_Builder` makes the values) with the YAML 1.2 core schema,
+    plus the YAML 1.1 forms we refuse (timestamps, merge)."""
 
 
 for _tag, _pattern, _first in (
@@ -43,16 +39,7 @@ for _tag, _pattern, _first in (
     ("timestamp", _TIMESTAMP_RE.pattern, "0123456789"),
     ("merge", r"^<<$", "<"),
 ):
-    _Resolver.add_implicit_resolver(_TAG + _tag, re.compile(_pattern), list(_first))
-
-
-class _Composer(Reader, Scanner, Parser, Composer, _Resolver):
-    def __init__(self, text: str) -> None:
-        Reader.__init__(self, text)
-        Scanner.__init__(self)
-        Parser.__init__(self)
-        Composer.__init__(self)
-        _Resolver.__init__(self)
+    _Composer.add_implicit_resolver(_TAG + _tag, re.compile(_pattern), list(_first))
 
 
 def _at(node: Node, path: str, reason: str) -> Refused:
@@ -154,20 +141,17 @@ class _Builder:
 
 def load_yaml(text: str, *, max_values: int) -> Any:
     """``text`` as JSON data, expanding to at most ``max_values`` values; else Refused."""
-    composer = _Composer(text)
     try:
-        node = composer.get_single_node()
-    except yaml.YAMLError as exc:
+        node = yaml.compose(text, Loader=_Composer)
+    except yaml.YAMLError as exc:  # the reader's too: a control character
         raise _syntax(exc) from None
-    finally:
-        composer.dispose()
     return None if node is None else _Builder(max_values).build(node, "")
 
 
 def _syntax(exc: yaml.YAMLError) -> Refused:
     # str(exc) quotes the document, which may hold a secret: keep the problem and position.
     mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or type(exc).__name__
+    problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or type(exc).__name__
     if mark is None:
         return Refused(None, "", f"invalid YAML: {problem}")
     return Refused(mark.line + 1, "", f"invalid YAML at column {mark.column + 1}: {problem}")
