@@ -87,6 +87,12 @@ def test_yaml_syntax_errors_give_the_position_but_no_document_text() -> None:
     assert secret not in str(info.value)
 
 
+def test_a_control_character_in_yaml_is_a_config_error() -> None:
+    """PyYAML's reader refuses it before parsing; that is a ConfigError too, not a ReaderError."""
+    with pytest.raises(ConfigError, match=r"^'cfg\.yaml': invalid YAML: special characters"):
+        load_text("api_secret: s3cr3t\x07value\n", "yaml", source="'cfg.yaml'")
+
+
 @pytest.mark.parametrize(
     ("text", "secret"),
     [

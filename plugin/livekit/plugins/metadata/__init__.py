@@ -1,9 +1,8 @@
 """Metadata-driven sessions, tokens and agent routing for LiveKit Agents.
 
-The top level holds the three front doors (the agent entrypoint, token minting,
-routing), the metadata codec and the errors worth catching (``__all__``, derived from
-``_PUBLIC``); everything else comes from its subpackage. Each name loads on first use
-(PEP 562), so minting tokens never imports ``livekit.agents``.
+The top level holds the three front doors (agent entrypoint, token minting, routing), the
+codec and the errors worth catching; the rest comes from its subpackage. Each name loads
+on first use (PEP 562), so minting tokens never imports ``livekit.agents``.
 """
 
 from __future__ import annotations
@@ -50,7 +49,7 @@ if TYPE_CHECKING:
         VerifiedToken as VerifiedToken,
     )
 
-_PUBLIC: dict[str, tuple[str, ...]] = {
+_PUBLIC: dict[str, tuple[str, ...]] = {  # the one table: defining module -> names
     # the agent entrypoint
     ".agent.adapter": ("MetadataAdapter", "SessionHandle"),
     ".agent.selection": ("AgentFactoryMap",),
@@ -83,15 +82,13 @@ _PUBLIC: dict[str, tuple[str, ...]] = {
         "TokenVerificationError",
     ),
 }
-"""The one table of public names: defining module -> names."""
 
 _LAZY: dict[str, str] = {name: module for module, names in _PUBLIC.items() for name in names}
 
-__all__ = sorted(["__version__", *_LAZY])  # derived from the one table
+__all__ = sorted(["__version__", *_LAZY])
 
 
 def __getattr__(name: str) -> Any:
-    """Load a public name from its module on first use, then keep it here."""
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

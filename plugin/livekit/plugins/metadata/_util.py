@@ -1,8 +1,4 @@
-"""Private helpers shared by every wing: safe labels, sizes, NaN and range checks, URLs.
-
-Each exists once, so what may appear in a log line or an error message (a key, never a
-value; a URL, never its password) is decided in one place.
-"""
+"""Private helpers shared by every wing: what a message or log line may show, range checks."""
 
 from __future__ import annotations
 
@@ -23,18 +19,13 @@ __all__ = [
     "redact_url",
 ]
 
-KEY_LABEL_MAX = 64
-"""Longest key shown in a message; longer ones are cut and end in ``...``."""
+KEY_LABEL_MAX = 64  # longest key shown in a message; longer ones end in "..."
 
 _MAX_LOGGED_KEYS = 20
 
 
 def key_label(key: object, *, quote: bool = True) -> str:
-    """A key for a message: keys may be shown (values never), but long ones are cut.
-
-    ``quote`` (the default) returns the ``repr`` of the cut text, so control
-    characters and quotes in a hostile key cannot forge a log line.
-    """
+    """A key for a message, cut; ``quote``: its ``repr``, so a hostile key cannot forge a log line."""
     text = str(key)
     if len(text) > KEY_LABEL_MAX:
         text = text[: KEY_LABEL_MAX - 3] + "..."
@@ -42,7 +33,7 @@ def key_label(key: object, *, quote: bool = True) -> str:
 
 
 def child_path(path: str, key: object) -> str:
-    """The field path of ``key`` (a list index or a mapping key) under ``path``, for messages."""
+    """The field path of ``key`` (a list index or a mapping key) under ``path``."""
     if isinstance(key, int):
         return f"{path}[{key}]"
     label = key_label(key, quote=False)
@@ -50,11 +41,7 @@ def child_path(path: str, key: object) -> str:
 
 
 class Refused(Exception):
-    """A value a file reader (:mod:`.loader`, :mod:`._yaml`) will not hand out.
-
-    Carries the line (when the format can tell), the field path and the reason;
-    ``loader.load_text`` turns it into a ConfigError naming the file.
-    """
+    """What a file reader will not hand out; ``loader.load_text`` makes it a ConfigError."""
 
     def __init__(self, line: int | None, path: str, reason: str) -> None:
         super().__init__(reason)
@@ -73,10 +60,9 @@ def keys_for_log(keys: Iterable[object]) -> str:
 
 
 def non_finite_path(value: Any) -> str | None:
-    """Dotted path of the first NaN/Infinity float in ``value`` (``"<root>"`` for itself), or None.
+    """Path of the first NaN/Infinity float in ``value`` (``"<root>"``), or None.
 
-    orjson writes non-finite floats as ``null``, silently changing the value, so
-    every writer refuses them first.
+    orjson writes them as ``null``, silently, so every writer refuses them first.
     """
     stack: list[tuple[Any, str]] = [(value, "")]
     while stack:
@@ -92,18 +78,14 @@ def non_finite_path(value: Any) -> str | None:
 
 
 def positive_number(value: object, name: str, unit: str = "number") -> float:
-    """``value`` if it is a positive, finite number, else a ValueError naming ``name``.
-
-    Bools, NaN and infinities are not numbers here; ``unit`` ends the message
-    (``"number of seconds"``).
-    """
+    """``value`` if it is a positive, finite number (not a bool), else a ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
         raise ValueError(f"{name} must be a positive, finite {unit}")
     return value
 
 
 def positive_int(value: object, name: str, *, low: int = 1) -> int:
-    """``value`` if it is an int (not a bool) of at least ``low``, else a ValueError naming ``name``."""
+    """``value`` if it is an int (not a bool) >= ``low``, else a ValueError naming ``name``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < low:
         raise ValueError(
             f"{name} must be a positive int" if low == 1 else f"{name} must be an int >= {low}"
@@ -126,8 +108,7 @@ def redact_url(url: str) -> str:
         if "@" in netloc:
             userinfo, host = netloc.rsplit("@", 1)
             user, sep, _password = userinfo.partition(":")
-            # A lone userinfo (redis://secret@host) is redacted too: people put
-            # passwords there even though clients may read it as a user name.
+            # A lone userinfo (redis://secret@host) may be a password too.
             netloc = f"{user}:***@{host}" if sep else f"***@{host}"
         query = parts.query
         if query:

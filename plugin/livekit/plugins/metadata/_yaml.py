@@ -1,8 +1,4 @@
-"""The YAML half of :mod:`.loader`, imported only when a YAML document is read.
-
-PyYAML costs tens of milliseconds to import. The rules are :mod:`.loader`'s (YAML 1.2
-core schema, JSON values only, bounded aliases, no values in messages).
-"""
+"""The YAML half of :mod:`.loader` (its rules), imported only for YAML: PyYAML is slow to load."""
 
 from __future__ import annotations
 
@@ -11,12 +7,7 @@ import re
 from typing import Any
 
 import yaml
-from yaml.composer import Composer
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
-from yaml.parser import Parser
-from yaml.reader import Reader
-from yaml.resolver import BaseResolver
-from yaml.scanner import Scanner
 
 from ._util import Refused, child_path
 
@@ -30,8 +21,9 @@ _TIMESTAMP_RE = re.compile(
 )
 
 
-class _Resolver(BaseResolver):
-    """The YAML 1.2 core schema, plus the YAML 1.1 forms we refuse (timestamps, merge)."""
+class _Composer(yaml.BaseLoader):
+    """Composes nodes (:class:`_Builder` makes the values) with the YAML 1.2 core schema,
+    plus the YAML 1.1 forms we refuse (timestamps, merge)."""
 
 
 for _tag, _pattern, _first in (
@@ -47,18 +39,11 @@ for _tag, _pattern, _first in (
     ("timestamp", _TIMESTAMP_RE.pattern, "0123456789"),
     ("merge", r"^<<$", "<"),
 ):
-    _Resolver.add_implicit_resolver(_TAG + _tag, re.compile(_pattern), list(_first))
+    _Composer.add_implicit_resolver(_TAG + _tag, re.compile(_pattern), list(_first))
 
 
-class _Composer(Reader, Scanner, Parser, Composer, _Resolver):
-    """Reads a YAML stream into a node graph; values are built by :func:`_build`."""
-
-    def __init__(self, text: str) -> None:
-        Reader.__init__(self, text)
-        Scanner.__init__(self)
-        Parser.__init__(self)
-        Composer.__init__(self)
-        _Resolver.__init__(self)
+def _at(node: Node, path: str, reason: str) -> Refused:
+    return Refused(node.start_mark.line + 1, path, reason)
 
 
 def _scalar(node: ScalarNode, path: str) -> Any:
@@ -112,15 +97,15 @@ class _Builder:
     def build(self, node: Node, path: str) -> Any:
         self.budget -= 1
         if self.budget < 0:
-            raise Refused(
-                node.start_mark.line + 1,
+            raise _at(
+                node,
                 path,
                 f"the document expands to more than {self.max_values:,} values (aliases)",
             )
         if isinstance(node, ScalarNode):
             return _scalar(node, path)
         if id(node) in self.active:
-            raise Refused(node.start_mark.line + 1, path, "an alias refers to itself")
+            raise _at(node, path, "an alias refers to itself")
         self.active.add(id(node))
         try:
             if isinstance(node, SequenceNode):
@@ -129,17 +114,17 @@ class _Builder:
                 return self._mapping(node, path)
         finally:
             self.active.discard(id(node))
-        raise Refused(node.start_mark.line + 1, path, "unsupported YAML node")  # pragma: no cover
+        raise _at(node, path, "unsupported YAML node")  # pragma: no cover
 
     def _sequence(self, node: SequenceNode, path: str) -> list[Any]:
         if node.tag != _TAG + "seq":
-            raise Refused(node.start_mark.line + 1, path, f"the tag {node.tag!r} has no JSON value")
+            raise _at(node, path, f"the tag {node.tag!r} has no JSON value")
         return [self.build(item, child_path(path, i)) for i, item in enumerate(node.value)]
 
     def _mapping(self, node: MappingNode, path: str) -> dict[str, Any]:
         if node.tag != _TAG + "map":
             what = "a set" if node.tag == _TAG + "set" else f"the tag {node.tag!r}"
-            raise Refused(node.start_mark.line + 1, path, f"{what} has no JSON value")
+            raise _at(node, path, f"{what} has no JSON value")
         out: dict[str, Any] = {}
         for key_node, value_node in node.value:
             line = key_node.start_mark.line + 1
@@ -155,27 +140,18 @@ class _Builder:
 
 
 def load_yaml(text: str, *, max_values: int) -> Any:
-    """``text`` as JSON data (see :mod:`.loader`), expanding to at most ``max_values`` values.
-
-    Raises:
-        Refused: A syntax error or a value the loader refuses (``load_text`` turns
-            it into a ``ConfigError`` naming the source).
-    """
-    composer = _Composer(text)
+    """``text`` as JSON data, expanding to at most ``max_values`` values; else Refused."""
     try:
-        node = composer.get_single_node()
-    except yaml.YAMLError as exc:
+        node = yaml.compose(text, Loader=_Composer)
+    except yaml.YAMLError as exc:  # the reader's too: a control character
         raise _syntax(exc) from None
-    finally:
-        composer.dispose()
     return None if node is None else _Builder(max_values).build(node, "")
 
 
 def _syntax(exc: yaml.YAMLError) -> Refused:
-    # str(exc) quotes a snippet of the document, which may hold a secret: keep
-    # only the problem and its position.
+    # str(exc) quotes the document, which may hold a secret: keep the problem and position.
     mark = getattr(exc, "problem_mark", None)
-    problem = getattr(exc, "problem", None) or type(exc).__name__
+    problem = getattr(exc, "problem", None) or getattr(exc, "reason", None) or type(exc).__name__
     if mark is None:
         return Refused(None, "", f"invalid YAML: {problem}")
     return Refused(mark.line + 1, "", f"invalid YAML at column {mark.column + 1}: {problem}")

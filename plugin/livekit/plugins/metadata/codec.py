@@ -1,11 +1,7 @@
 """The metadata contract: LiveKit metadata strings <-> JSON objects, and attributes.
 
-The one place that turns LiveKit's metadata strings and ``str -> str`` attribute maps
-into Python values and back. It is total: :func:`parse_metadata` returns a ``dict`` or
-raises a :class:`~.errors.MetadataError`, whatever the input; messages carry positions,
-sizes and JSON types, never the input. Attributes follow LiveKit's rules
-(:func:`validate_attributes`): at most 64 KiB of keys and values, an empty value deletes,
-``lk.`` keys are LiveKit's.
+Total: :func:`parse_metadata` returns a ``dict`` or raises a :class:`~.errors.MetadataError`
+whatever the input; messages carry positions, sizes and JSON types, never the input.
 """
 
 from __future__ import annotations
@@ -67,31 +63,21 @@ SESSION_KEY = PLUGIN_ATTRIBUTE_PREFIX + "session"
 """The attribute and job-metadata key carrying a token's session id (set by the issuer)."""
 
 SESSION_OWNER_KEY = PLUGIN_ATTRIBUTE_PREFIX + "owner"
-"""Session key of a token session's owner record,
-``{"identity": ..., "room": ..., "protected": [...]}``, written by ``TokenIssuer.amint``:
-who may use the session, and which keys the server decided (``protected``)."""
+"""Session key of a token session's owner record (``{"identity", "room", "protected"}``)."""
 
 SERVICE_ATTRIBUTE_PREFIXES = ("sip.", RESERVED_ATTRIBUTE_PREFIX)
-"""Attribute namespaces LiveKit's services set (``sip.*`` on SIP participants, ``lk.*``).
-
-From a client they are forgeries: the endpoint refuses them and the agent ignores them."""
+"""Attribute namespaces LiveKit's services set; from a client they are forgeries."""
 
 _WHITESPACE = b" \t\r\n"
-_WHITESPACE_CODES = frozenset(_WHITESPACE)
 _NON_FINITE = (b"NaN", b"Infinity", b"-Infinity")
 
-# Depth check on the raw bytes (see _bytes_depth_exceeds): keep only quotes and
-# brackets, mapping both bracket kinds onto "(" and ")".
+# _too_deep keeps only quotes and brackets, both bracket kinds as "(" and ")".
 _DEPTH_TABLE = bytes.maketrans(b"{}[]", b"()()")
 _DEPTH_DELETE = bytes(b for b in range(256) if b not in b'"{}[]')
 # A document shorter than this cannot nest MAX_DEPTH + 1 containers.
 _MIN_DEEP_SIZE = 2 * (MAX_DEPTH + 1)
 
 M = TypeVar("M", bound="BaseModel")
-
-_loads = orjson.loads
-_DecodeError = orjson.JSONDecodeError
-
 
 _JSON_TYPE_NAMES: tuple[tuple[type | tuple[type, ...], str], ...] = (
     (dict, "object"),
@@ -104,7 +90,7 @@ _JSON_TYPE_NAMES: tuple[tuple[type | tuple[type, ...], str], ...] = (
 
 
 def json_type_name(value: object) -> str:
-    """The JSON type name of a parsed value (``object``, ``array``, ``string``, ...)."""
+    """The JSON type name of a parsed value (``object``, ``array``, ...)."""
     return next(
         (name for kind, name in _JSON_TYPE_NAMES if isinstance(value, kind)), type(value).__name__
     )
@@ -120,13 +106,10 @@ def _to_bytes(raw: str | bytes | bytearray | memoryview) -> bytes:
             ) from None
     if isinstance(raw, (bytes, bytearray, memoryview)):
         return bytes(raw)
-    if raw is None:
-        return b""
     raise TypeError(f"metadata must be str, bytes or None, not {type(raw).__name__}")
 
 
 def _depth_exceeds(value: Any, limit: int) -> bool:
-    """True if ``value`` nests containers more than ``limit`` deep (iterative walk)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:
         node, depth = stack.pop()
@@ -139,43 +122,29 @@ def _depth_exceeds(value: Any, limit: int) -> bool:
     return False
 
 
-def _bytes_depth_exceeds(data: bytes, limit: int) -> bool | None:
-    """Exact nesting check on the bytes of a document orjson accepted, at C speed.
+def _too_deep(data: bytes, value: Any) -> bool:
+    """Whether ``value`` (parsed from ``data``) nests deeper than :data:`MAX_DEPTH`.
 
-    Keeps only quotes and brackets; if every string became an adjacent ``""`` pair,
-    only structural brackets remain, and removing innermost ``()`` pairs takes as many
-    passes as the depth. None when a string holds a bracket (walk the parsed value).
+    At C speed: keep only quotes and brackets; once strings are ``""`` pairs, removing
+    innermost ``()`` pairs takes as many passes as the depth. A string holding a bracket
+    breaks that: then walk ``value``.
     """
     if b"\\" in data:
         data = data.replace(b"\\\\", b"").replace(b'\\"', b"")
     skeleton = data.translate(_DEPTH_TABLE, _DEPTH_DELETE)
     quotes = skeleton.count(b'"')
     if quotes:
-        # Parity argument: the left-to-right "" pairs cover every quote exactly
-        # when no string holds a bracket; one bracket inside a string leaves an
-        # odd run of quotes behind it.
+        # The "" pairs cover every quote exactly when no string holds a bracket.
         if skeleton.count(b'""') * 2 != quotes:
-            return None
+            return _depth_exceeds(value, MAX_DEPTH)
         skeleton = skeleton.translate(None, b'"')
-    if len(skeleton) <= 2 * limit:
+    if len(skeleton) <= 2 * MAX_DEPTH:
         return False
-    passes = 0
-    while skeleton:
-        passes += 1
-        if passes > limit:
-            return True
+    for _ in range(MAX_DEPTH):
         skeleton = skeleton.replace(b"()", b"")
-    return False
-
-
-def _too_deep(data: bytes, value: Any) -> bool:
-    """True if the parsed ``value`` (from ``data``) nests deeper than :data:`MAX_DEPTH`."""
-    if len(data) < _MIN_DEEP_SIZE:
-        return False
-    exceeded = _bytes_depth_exceeds(data, MAX_DEPTH)
-    if exceeded is None:
-        return _depth_exceeds(value, MAX_DEPTH)
-    return exceeded
+        if not skeleton:
+            return False
+    return True
 
 
 def _decode_error(data: bytes, exc: orjson.JSONDecodeError) -> InvalidMetadataJSON:
@@ -229,27 +198,19 @@ def parse_metadata(
 ) -> dict[str, Any] | M:
     """Parse a LiveKit metadata string (``ctx.job.metadata``, ...) into a JSON object.
 
-    ``None``, ``""`` or whitespace means no metadata: ``{}``. Anything else must be a
-    JSON object of at most ``max_bytes`` UTF-8 bytes (counted before parsing; default
-    64,000, the strictest LiveKit server limit), strict JSON (no NaN/Infinity, no
-    overflowing numbers, BOM, invalid UTF-8 or trailing content), nested at most
-    :data:`MAX_DEPTH` deep. Integers beyond 64 bits become floats (and
-    :func:`serialize_metadata` refuses them); of duplicate keys the last wins. With
-    ``schema`` (a pydantic model class) the model instance is returned.
+    ``None``, ``""`` or whitespace is ``{}``. Else a strict JSON object (no NaN, BOM or
+    trailing content) of at most ``max_bytes`` UTF-8 bytes, nested at most
+    :data:`MAX_DEPTH` deep; integers beyond 64 bits become floats; the last duplicate
+    key wins. With ``schema`` (a pydantic model class) the model instance is returned.
 
     Raises:
-        InvalidMetadataJSON: Not valid JSON, UTF-8, finite numbers, or too deep.
-        MetadataNotAnObject: Valid JSON, but not an object.
-        MetadataTooLarge: More than ``max_bytes`` UTF-8 bytes.
-        SchemaViolation: ``schema`` rejected the object (lists field paths only).
+        InvalidMetadataJSON, MetadataNotAnObject, MetadataTooLarge, SchemaViolation.
         TypeError: ``raw`` is not str/bytes/None, or ``schema`` is no model class.
         ValueError: ``max_bytes`` is not an int >= 0.
     """
-    # Hot path kept short: every check below that is not needed to decide
-    # "dict or error" runs only on the error path.
-    kind = type(raw)
-    if kind is bytes:
-        data: bytes = raw  # type: ignore[assignment]
+    # Hot path: checks not needed to decide "dict or error" run only on the error path.
+    if type(raw) is bytes:
+        data: bytes = raw
     elif raw is None:
         return {} if schema is None else validate_schema({}, schema)
     else:
@@ -268,8 +229,8 @@ def parse_metadata(
             limit=max_bytes,
         )
     try:
-        obj = _loads(data)
-    except _DecodeError as exc:
+        obj = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
         if not data.strip(_WHITESPACE):
             obj = {}  # no metadata
         else:
@@ -290,8 +251,7 @@ def validate_schema(obj: Mapping[str, Any], schema: type[M]) -> M:
     """The pydantic model instance of a parsed metadata object.
 
     Raises:
-        SchemaViolation: It does not match; ``fields`` holds the offending dotted
-            paths, and no value appears in the message.
+        SchemaViolation: It does not match (``fields``: the dotted paths, never values).
         TypeError: ``schema`` is not a pydantic model class.
     """
     from pydantic import BaseModel, ValidationError
@@ -321,8 +281,7 @@ def serialize_metadata(
     Raises:
         TypeError: Not a mapping/model, non-str keys, or a value JSON cannot hold.
         ValueError: A float is NaN or infinite.
-        InvalidMetadataJSON: It nests deeper than :data:`MAX_DEPTH`.
-        MetadataTooLarge: The result is over ``max_bytes`` UTF-8 bytes.
+        InvalidMetadataJSON, MetadataTooLarge: As :func:`parse_metadata` would.
     """
     if isinstance(obj, Mapping):
         value: Any = obj if isinstance(obj, dict) else dict(obj)
@@ -361,11 +320,7 @@ def json_error_reason(exc: orjson.JSONEncodeError) -> str:
 
 
 def refuse_reserved(keys: Iterable[str], what: str) -> None:
-    """Raise :class:`ReservedKey` for the first key in the plugin's own namespace.
-
-    Only the plugin writes keys under :data:`PLUGIN_ATTRIBUTE_PREFIX` (they carry the
-    token-session reference): a caller's metadata or attribute key there is refused.
-    """
+    """Raise :class:`ReservedKey` for the first key under :data:`PLUGIN_ATTRIBUTE_PREFIX`."""
     for key in keys:
         if key.startswith(PLUGIN_ATTRIBUTE_PREFIX):
             raise ReservedKey(
@@ -377,10 +332,7 @@ def refuse_reserved(keys: Iterable[str], what: str) -> None:
 
 
 def attributes_size(attributes: Mapping[str, str], max_bytes: int | None = None) -> int:
-    """LiveKit's size of an attribute map: sum of ``len(key) + len(value)`` in UTF-8 bytes.
-
-    With ``max_bytes``, a larger map raises InvalidAttributes.
-    """
+    """LiveKit's size of an attribute map (UTF-8 bytes); over ``max_bytes``: InvalidAttributes."""
     total = sum(len(k.encode("utf-8")) + len(v.encode("utf-8")) for k, v in attributes.items())
     if max_bytes is not None and total > max_bytes:
         raise InvalidAttributes(
@@ -398,9 +350,8 @@ def validate_attributes(
     """Check a LiveKit attribute map and return a plain ``dict`` copy of it.
 
     Raises:
-        InvalidAttributes: not a mapping, a non-str key or value, an empty key, a key
-            with the reserved ``lk.`` prefix (unless ``allow_reserved``), invalid
-            UTF-8, or more than ``max_bytes`` in total.
+        InvalidAttributes: Not a str->str map, an empty key, an ``lk.`` key (unless
+            ``allow_reserved``), a lone surrogate, or over ``max_bytes`` in total.
     """
     if attributes is None:
         return {}
@@ -439,10 +390,7 @@ def validate_attributes(
 def apply_attributes(
     current: Mapping[str, Any], changed: Mapping[str, str], *, keys: Iterable[str] | None = None
 ) -> dict[str, Any]:
-    """A copy of ``current`` with an attribute update applied (an empty value deletes).
-
-    ``keys`` restricts which attribute keys are applied (None: all).
-    """
+    """A copy of ``current`` with an update applied (an empty value deletes; ``keys``: only these)."""
     allowed = None if keys is None else set(keys)
     result = dict(current)
     for key, value in changed.items():

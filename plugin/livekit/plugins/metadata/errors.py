@@ -1,8 +1,6 @@
-"""The error tree of ``livekit.plugins.metadata`` (drawn in ``docs/errors.md``).
+"""The error tree of ``livekit.plugins.metadata`` (drawn, with its rules, in ``docs/errors.md``).
 
-Every error raised on purpose derives from :class:`MetadataPluginError`. Messages say what
-was wrong and what to do, never a metadata value, a token or a secret. Bad arguments raise
-the builtin ``TypeError``/``ValueError``; :class:`MetadataError` is also a ``ValueError``.
+Messages never carry a metadata value, a token or a secret.
 """
 
 from __future__ import annotations
@@ -33,26 +31,11 @@ __all__ = [
 
 
 class MetadataPluginError(Exception):
-    """Root of every error raised by ``livekit.plugins.metadata``.
-
-    Example::
-
-        try:
-            md = parse_metadata(ctx.job.metadata)
-        except MetadataPluginError as exc:
-            logger.warning("bad job metadata: %s", exc)
-    """
+    """Root of every error raised by ``livekit.plugins.metadata``; ``message`` is the reason."""
 
     def __init__(self, message: str) -> None:
         super().__init__(message)
         self.message = message
-        """The human-readable reason; never contains a metadata value or a secret."""
-
-    def __str__(self) -> str:
-        return self.message
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.message!r})"
 
 
 class MetadataError(MetadataPluginError, ValueError):
@@ -60,43 +43,40 @@ class MetadataError(MetadataPluginError, ValueError):
 
 
 class InvalidMetadataJSON(MetadataError):
-    """Raised when metadata is not valid JSON, UTF-8, finite numbers or nests too deep."""
+    """Raised when metadata is not valid JSON, UTF-8, finite numbers or nests too deep.
+
+    ``line`` and ``column`` (1-based) locate the first error when known.
+    """
 
     def __init__(self, message: str, *, line: int | None = None, column: int | None = None) -> None:
         super().__init__(message)
         self.line = line
-        """1-based line of the first error, when known."""
         self.column = column
-        """1-based column of the first error, when known."""
 
 
 class MetadataNotAnObject(MetadataError):
-    """Raised when metadata is valid JSON but not a JSON object."""
+    """Raised when metadata is valid JSON but not an object (``json_type``: what it is)."""
 
     def __init__(self, message: str, *, json_type: str) -> None:
         super().__init__(message)
         self.json_type = json_type
-        """The JSON type found instead: ``array``, ``string``, ``number``, ``boolean`` or ``null``."""
 
 
 class MetadataTooLarge(MetadataError):
-    """Raised when metadata (or a session after a merge) exceeds its byte limit."""
+    """Raised when metadata (or a merged session) is ``size`` bytes, over ``limit`` (UTF-8)."""
 
     def __init__(self, message: str, *, size: int, limit: int) -> None:
         super().__init__(message)
         self.size = size
-        """The size in UTF-8 bytes that was rejected."""
         self.limit = limit
-        """The configured limit in bytes."""
 
 
 class SchemaViolation(MetadataError):
-    """Raised when metadata does not satisfy the pydantic schema it was checked against."""
+    """Raised when the pydantic schema rejects metadata (``fields``: dotted paths, no values)."""
 
     def __init__(self, message: str, *, fields: Sequence[str] = ()) -> None:
         super().__init__(message)
         self.fields = tuple(fields)
-        """Dotted paths of the offending fields (never their values)."""
 
 
 class InvalidAttributes(MetadataError):
@@ -106,23 +86,19 @@ class InvalidAttributes(MetadataError):
 class _KeyRefused(MetadataError):
     def __init__(self, message: str, *, key: str) -> None:
         super().__init__(message)
-        self.key = key
-        """The offending key (a key, never a value; cut to a readable length)."""
+        self.key = key  # cut to a readable length
 
 
 class ReservedKey(_KeyRefused):
-    """Raised when a caller sends a key in the plugin's ``lk-metadata.`` namespace, which
-    only the plugin writes (the token endpoint answers 403)."""
+    """Raised when a caller sends a ``key`` in the plugin's own ``lk-metadata.`` namespace."""
 
 
 class ProtectedKey(_KeyRefused):
-    """Raised when an agent-side write names a key the server decided (private, trusted
-    or ``protected_keys``): only the token endpoint sets those."""
+    """Raised when an agent-side write names a ``key`` the server decided."""
 
 
 class InvalidSessionReference(MetadataError):
-    """Raised when a token-session reference names a missing, expired or foreign session
-    (whose owner record names another participant or room)."""
+    """Raised when a session reference names a missing, expired or foreign session."""
 
 
 class StoreError(MetadataPluginError):

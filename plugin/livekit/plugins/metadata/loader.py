@@ -1,10 +1,8 @@
-"""One loader for every YAML, TOML and JSON file the package reads.
+"""One loader for every YAML, TOML and JSON file the package reads, into plain JSON data.
 
-Rules files, the server's config and anything a user writes by hand go through
-:func:`load_file` / :func:`load_text` and yield plain JSON data. Each refusal (listed at
-:func:`load_text`) is a :class:`~.errors.ConfigError` naming the file, the line (when the
-format can tell) and the field, never a value (a config may hold secrets). YAML follows
-the 1.2 core schema (:mod:`._yaml`): ``language: no`` is the string ``"no"``.
+Each refusal is a :class:`~.errors.ConfigError` naming the file, the line (when the format
+can tell) and the field, never a value (a config may hold secrets). YAML follows the 1.2
+core schema (:mod:`._yaml`): ``language: no`` is the string ``"no"``.
 """
 
 from __future__ import annotations
@@ -38,13 +36,12 @@ __all__ = [
 ]
 
 ConfigFormat = Literal["yaml", "toml", "json"]
-"""The file formats :func:`load_text` reads."""
 
 MAX_VALUES = 1_000_000
 """Most values a YAML document may expand to once its aliases are followed."""
 
 MAX_FILE_BYTES = 1024 * 1024
-"""Largest file :func:`load_file` reads by default (1 MiB)."""
+"""Largest file :func:`load_file` reads by default."""
 
 _SUFFIXES: dict[str, ConfigFormat] = {
     ".yaml": "yaml",
@@ -141,8 +138,7 @@ _PARSERS: dict[ConfigFormat, Callable[[str], Any]] = {
 
 
 def format_of(path: str | Path) -> ConfigFormat:
-    """The format a file's extension names (``.yaml``/``.yml``, ``.toml``, ``.json``; else
-    ConfigError)."""
+    """The format a file's extension names; else ConfigError."""
     suffix = Path(path).suffix.lower()
     fmt = _SUFFIXES.get(suffix)
     if fmt is None:
@@ -154,13 +150,12 @@ def format_of(path: str | Path) -> ConfigFormat:
 
 
 def load_text(text: str | bytes, fmt: ConfigFormat, source: str = "<text>") -> Any:
-    """Parse ``text`` as ``fmt`` into JSON data, refusing what JSON cannot hold.
+    """Parse ``text`` as ``fmt`` into JSON data; an empty YAML document is ``None``.
 
-    Refused with a ConfigError naming ``source``, the line and the field: syntax
-    errors, duplicate keys, values JSON cannot hold (dates, binary, sets, NaN, tags,
-    non-string keys), YAML merge keys and aliases expanding beyond :data:`MAX_VALUES`
-    values. In YAML, ``0777`` is 777, ``1_000`` and ``1:30`` are strings, and an unquoted
-    date is refused: quote it to mean the text. An empty YAML document is ``None``.
+    ConfigError (naming ``source``, the line and the field) for syntax errors, duplicate
+    keys, values JSON cannot hold (dates, binary, sets, NaN, tags, non-string keys), YAML
+    merge keys and aliases expanding beyond :data:`MAX_VALUES`. In YAML, ``0777`` is 777,
+    ``1_000`` and ``1:30`` are strings; an unquoted date is refused.
     """
     parser = _PARSERS.get(fmt)
     if parser is None:
@@ -187,10 +182,7 @@ def load_text(text: str | bytes, fmt: ConfigFormat, source: str = "<text>") -> A
 def load_file(
     path: str | Path, fmt: ConfigFormat | None = None, *, max_bytes: int = MAX_FILE_BYTES
 ) -> Any:
-    """Read and parse a YAML, TOML or JSON file (format from the extension by default).
-
-    Raises ConfigError as :func:`read_bounded`, :func:`format_of` and :func:`load_text` do.
-    """
+    """Read and parse a YAML, TOML or JSON file (format from the extension by default)."""
     p = Path(path)
     fmt = fmt or format_of(p)
     return load_text(read_bounded(p, max_bytes), fmt, source=repr(str(p)))

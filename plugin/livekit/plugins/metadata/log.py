@@ -1,8 +1,4 @@
-"""The package logger.
-
-Nothing this package logs contains a metadata value, a token or a secret: only
-keys, sizes, hashes and reasons.
-"""
+"""The package logger: it logs keys, sizes, hashes and reasons, never values or secrets."""
 
 from __future__ import annotations
 

@@ -1,14 +1,8 @@
 """``lk-metadata``: mint and inspect metadata-carrying LiveKit tokens, route, serve, SIP.
 
-Commands (``lk-metadata COMMAND --help`` for each; one module each under ``cli/``):
-``token`` (a join token with metadata, attributes and an agent dispatch), ``verify`` (a
-token's signature, issuer, expiry and claims), ``route`` (which agent a rules file picks,
-``--explain``), ``serve`` (the token endpoint), ``sip export|sync|call`` (SIP dispatch
-rules from the rules file; a simulated call).
-
-Keys: ``--api-key``/``--api-secret`` or ``LIVEKIT_API_KEY``/``LIVEKIT_API_SECRET``. Exit
-codes: 0 success, 1 failure, 2 bad usage. Errors are one ``error: ...`` line on stderr,
-never a traceback, a secret or a token.
+Commands (``lk-metadata COMMAND --help``): ``token``, ``verify``, ``route``, ``serve``,
+``sip export|sync|call``. Exit codes: 0 success, 1 failure, 2 bad usage. Errors are one
+``error: ...`` line on stderr, never a traceback, a secret or a token.
 """
 
 from __future__ import annotations
@@ -21,7 +15,7 @@ import typer
 
 from ..version import __version__
 from . import route, serve, sip, tokens
-from ._common import DEV_SERVER_URL, parse_duration
+from ._common import DEV_SERVER_URL, opt, parse_duration
 
 __all__ = ["DEV_SERVER_URL", "app", "main", "parse_duration"]
 
@@ -46,8 +40,8 @@ def _print_version(value: bool) -> None:
 def _options(
     version: Annotated[
         bool,
-        typer.Option(
-            "--version", callback=_print_version, is_eager=True, help="Show the version and exit."
+        opt(
+            "--version", None, "Show the version and exit.", callback=_print_version, is_eager=True
         ),
     ] = False,
 ) -> None:
@@ -62,13 +56,11 @@ app.add_typer(sip.sip_app, name="sip")
 
 
 def main() -> None:
-    """Entry point of the ``lk-metadata`` command."""
     try:
         app(prog_name="lk-metadata")
     except SystemExit as exc:
         if "livekit.rtc" in sys.modules:  # `sip call` joined a room
-            # LiveKit's native rtc runtime can abort the interpreter's own shutdown (a Rust
-            # panic, SIGABRT): leave with the status the command decided.
+            # LiveKit's native runtime can abort the interpreter's shutdown (SIGABRT).
             code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
             sys.stdout.flush()
             sys.stderr.flush()
@@ -77,7 +69,3 @@ def main() -> None:
     except Exception as exc:  # last resort: never a traceback on the terminal
         typer.echo(f"error: unexpected failure ({type(exc).__name__})", err=True)
         sys.exit(1)
-
-
-if __name__ == "__main__":
-    main()

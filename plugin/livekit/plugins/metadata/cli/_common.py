@@ -22,6 +22,7 @@ __all__ = [
     "ApiSecret",
     "RulesFile",
     "announce_keys",
+    "bad_parameter",
     "checked_url",
     "dumps",
     "duration_flag",
@@ -29,6 +30,7 @@ __all__ = [
     "fail",
     "issuer_for",
     "no_pyjwt_key_warning",
+    "opt",
     "parse_attributes",
     "parse_duration",
     "read_json_flag",
@@ -37,41 +39,33 @@ __all__ = [
     "url_option",
 ]
 
+
+def opt(flags: str, metavar: str | None, help: str, **extra: Any) -> Any:
+    """A ``typer.Option``; ``flags`` is ``"--long"`` or ``"--long -s"``."""
+    return typer.Option(*flags.split(), metavar=metavar, help=help, **extra)
+
+
 ApiKey = Annotated[
     str | None,
-    typer.Option(
-        "--api-key",
-        envvar="LIVEKIT_API_KEY",
-        metavar="KEY",
-        show_default=False,
-        help="LiveKit API key.",
-    ),
+    opt("--api-key", "KEY", "LiveKit API key.", envvar="LIVEKIT_API_KEY", show_default=False),
 ]
 ApiSecret = Annotated[
     str | None,
-    typer.Option(
+    opt(
         "--api-secret",
+        "SECRET",
+        "LiveKit API secret (prefer the environment variable).",
         envvar="LIVEKIT_API_SECRET",
-        metavar="SECRET",
         show_default=False,
-        help="LiveKit API secret (prefer the environment variable).",
     ),
 ]
-
-
 RulesFile = Annotated[
-    Path,
-    typer.Option(
-        "--rules", metavar="FILE", help="Rules file (YAML, TOML or JSON).", show_default=False
-    ),
+    Path, opt("--rules", "FILE", "Rules file (YAML, TOML or JSON).", show_default=False)
 ]
 
 
-def url_option(help_text: str) -> Any:
-    """The ``--url`` option (``LIVEKIT_URL``), with this help text."""
-    return typer.Option(
-        "--url", envvar="LIVEKIT_URL", metavar="URL", show_default=False, help=help_text
-    )
+def url_option(help: str) -> Any:
+    return opt("--url", "URL", help, envvar="LIVEKIT_URL", show_default=False)
 
 
 DEV_SERVER_URL = "ws://localhost:7880"
@@ -91,11 +85,7 @@ _UNIT_SECONDS = {
 
 
 def parse_duration(text: str) -> timedelta:
-    """Parse a Go-style duration (``90s``, ``10m``, ``1h30m``, ``1.5h``).
-
-    Raises:
-        ValueError: Not a duration with units.
-    """
+    """Parse a Go-style duration (``90s``, ``10m``, ``1h30m``, ``1.5h``); else ValueError."""
     value = text.strip()
     if not value:
         raise ValueError("empty duration")
@@ -115,24 +105,24 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def bad_parameter(flag: str, message: str) -> typer.BadParameter:
+    """Usage error (exit 2) naming ``flag``: ``raise bad_parameter(...) from None``."""
+    return typer.BadParameter(message, param_hint=f"'{flag}'")
+
+
 @contextmanager
 def exit_on_errors() -> Iterator[None]:
     """Turn our errors into one ``error:`` line and an exit code (no traceback)."""
     try:
         yield
-    except (MetadataError, ValueError, TypeError) as exc:
-        fail(_message(exc), 2)
+    except MetadataError as exc:
+        fail(exc.message, 2)
+    except (ValueError, TypeError) as exc:
+        fail((str(exc).splitlines() or [type(exc).__name__])[0], 2)
     except MetadataPluginError as exc:
         fail(exc.message, 1)
     except OSError as exc:
         fail(f"{exc.strerror or type(exc).__name__}: {exc.filename or ''}".rstrip(": "), 1)
-
-
-def _message(exc: Exception) -> str:
-    if isinstance(exc, MetadataPluginError):
-        return exc.message
-    text = str(exc).splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 def read_json_flag(value: str | None, flag: str) -> dict[str, Any] | None:
@@ -144,21 +134,15 @@ def read_json_flag(value: str | None, flag: str) -> dict[str, Any] | None:
         path = Path(value[1:])
         try:
             text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise typer.BadParameter(
-                f"cannot read {path}: {_file_problem(exc)}", param_hint=f"'{flag}'"
-            ) from None
+        except UnicodeDecodeError:
+            raise bad_parameter(flag, f"cannot read {path}: not UTF-8 text") from None
+        except OSError as exc:
+            problem = exc.strerror or type(exc).__name__
+            raise bad_parameter(flag, f"cannot read {path}: {problem}") from None
     try:
         return parse_metadata(text, max_bytes=DEFAULT_MAX_METADATA_BYTES)
     except MetadataError as exc:
-        raise typer.BadParameter(exc.message, param_hint=f"'{flag}'") from None
-
-
-def _file_problem(exc: OSError | UnicodeDecodeError) -> str:
-    """Why a file could not be read, as the OS says it (``No such file or directory``)."""
-    if isinstance(exc, UnicodeDecodeError):
-        return "not UTF-8 text"
-    return exc.strerror or type(exc).__name__
+        raise bad_parameter(flag, exc.message) from None
 
 
 def parse_attributes(items: list[str] | None, flag: str = "--attribute") -> dict[str, str] | None:
@@ -168,9 +152,17 @@ def parse_attributes(items: list[str] | None, flag: str = "--attribute") -> dict
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise typer.BadParameter("expected key=value", param_hint=f"'{flag}'")
+            raise bad_parameter(flag, "expected key=value")
         out[key] = value
     return out
+
+
+def duration_flag(text: str, flag: str) -> timedelta:
+    """``parse_duration(text)``, or exit 2 naming ``flag``."""
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise bad_parameter(flag, str(exc)) from None
 
 
 def server_url(url: str | None) -> str:
@@ -180,14 +172,6 @@ def server_url(url: str | None) -> str:
             "LiveKit server URL is not set: set LIVEKIT_URL (e.g. ws://127.0.0.1:7880) or pass --url"
         )
     return checked_url(url) or url
-
-
-def duration_flag(text: str, flag: str) -> timedelta:
-    """``parse_duration(text)``, or exit 2 naming ``flag``."""
-    try:
-        return parse_duration(text)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint=f"'{flag}'") from None
 
 
 def checked_url(url: str | None) -> str | None:
@@ -202,19 +186,13 @@ def checked_url(url: str | None) -> str | None:
         fail(exc.message, 1)
 
 
-def issuer_for(api_key: str | None, api_secret: str | None, leeway: timedelta | None = None) -> Any:
-    """A TokenIssuer for these keys, or the dev-server keys (with ``serve``'s warning).
-
-    PyJWT's ``InsecureKeyLengthWarning`` (printed with a file path, on every
-    token) is replaced by one clean line; with the dev keys the dev warning says it all.
-    """
+def issuer_for(api_key: str | None, api_secret: str | None, **options: Any) -> Any:
+    """A TokenIssuer (``options`` as its keywords) for these keys, else the dev-server keys."""
     from ..tokens.issuer import TokenIssuer
 
     keys = resolved_keys(api_key, api_secret)
     try:
-        if leeway is not None:
-            return TokenIssuer(keys.key, keys.secret, leeway=leeway)
-        return TokenIssuer(keys.key, keys.secret)
+        return TokenIssuer(keys.key, keys.secret, **options)
     except ConfigError as exc:
         fail(exc.message, 1)
 
@@ -232,7 +210,7 @@ def resolved_keys(api_key: str | None, api_secret: str | None) -> Any:
 
 
 def announce_keys(keys: Any) -> None:
-    """Say once, cleanly, what is weak about these keys (the dev pair set on purpose: nothing)."""
+    """Say once, cleanly, what is weak about these keys (PyJWT warns on every token)."""
     from ..tokens.keys import key_warning
 
     if (note := key_warning(keys)) is not None:
@@ -241,7 +219,7 @@ def announce_keys(keys: Any) -> None:
 
 @contextmanager
 def no_pyjwt_key_warning() -> Iterator[None]:
-    """Silence PyJWT's per-token InsecureKeyLengthWarning (:func:`announce_keys` said it once, cleanly)."""
+    """Silence PyJWT's per-token InsecureKeyLengthWarning (:func:`announce_keys` said it)."""
     from jwt.warnings import InsecureKeyLengthWarning
 
     with warnings.catch_warnings():
@@ -250,5 +228,4 @@ def no_pyjwt_key_warning() -> Iterator[None]:
 
 
 def dumps(value: Any, *, pretty: bool = True) -> str:
-    option = orjson.OPT_INDENT_2 if pretty else 0
-    return orjson.dumps(value, option=option).decode()
+    return orjson.dumps(value, option=orjson.OPT_INDENT_2 if pretty else 0).decode()

@@ -13,10 +13,12 @@ from ._common import (
     ApiSecret,
     RulesFile,
     announce_keys,
+    bad_parameter,
     dumps,
     exit_on_errors,
     fail,
     no_pyjwt_key_warning,
+    opt,
     parse_attributes,
     resolved_keys,
     server_url,
@@ -32,48 +34,36 @@ sip_app = typer.Typer(
 
 Trunks = Annotated[
     list[str] | None,
-    typer.Option(
-        "--trunk",
-        metavar="ID",
-        help="Inbound trunk id the rules apply to (repeatable; default: all).",
-    ),
+    opt("--trunk", "ID", "Inbound trunk id the rules apply to (repeatable; default: all)."),
 ]
 ServerUrl = Annotated[str | None, url_option("LiveKit server URL.")]
-RoomPrefix = Annotated[
-    str, typer.Option("--room-prefix", metavar="PREFIX", help="Prefix of the per-call rooms.")
-]
+RoomPrefix = Annotated[str, opt("--room-prefix", "PREFIX", "Prefix of the per-call rooms.")]
 Scope = Annotated[
     str | None,
-    typer.Option(
+    opt(
         "--scope",
-        metavar="SCOPE",
-        show_default=False,
-        help="This sync's scope, recorded in each rule it creates; only rules with this "
+        "SCOPE",
+        "This sync's scope, recorded in each rule it creates; only rules with this "
         "scope are changed or deleted (default: 'trunks:' and the --trunk ids, else "
         "'rules:' and the rules file's name).",
+        show_default=False,
     ),
 ]
-
-
-def _sip_scope(rules: Path, trunks: list[str] | None, scope: str | None) -> str:
-    from ..provision.sip import default_scope
-
-    return scope if scope is not None else default_scope(trunks or (), rules)
 
 
 def _sip_rules(
-    rules: Path, trunks: list[str] | None, room_prefix: str, scope: str | None = None
-) -> tuple[Any, list[str]]:
-    from ..provision.sip import desired_dispatch_rules
+    rules: Path, trunks: list[str] | None, room_prefix: str, scope: str | None
+) -> tuple[Any, list[str], str]:
+    """The dispatch rules wanted, the routing rules skipped, and the scope."""
+    from ..provision.sip import default_scope, desired_dispatch_rules
     from ..routing.router import MetadataRouter
 
     router = MetadataRouter.from_file(rules)
-    return desired_dispatch_rules(
-        router,
-        trunk_ids=trunks or (),
-        room_prefix=room_prefix,
-        scope=_sip_scope(rules, trunks, scope),
+    scope = scope if scope is not None else default_scope(trunks or (), rules)
+    wanted, skipped = desired_dispatch_rules(
+        router, trunk_ids=trunks or (), room_prefix=room_prefix, scope=scope
     )
+    return wanted, skipped, scope
 
 
 @sip_app.command("export")
@@ -84,7 +74,7 @@ def sip_export_command(
     from ..provision.sip import export_json
 
     with exit_on_errors():
-        wanted, skipped = _sip_rules(rules, trunk, room_prefix, scope)
+        wanted, skipped, _ = _sip_rules(rules, trunk, room_prefix, scope)
     for line in skipped:
         typer.echo(f"skipped {line}", err=True)
     typer.echo(export_json(wanted))
@@ -93,9 +83,7 @@ def sip_export_command(
 @sip_app.command("sync")
 def sip_sync_command(
     rules: RulesFile,
-    dry_run: Annotated[
-        bool, typer.Option("--dry-run", help="Print the plan and change nothing.")
-    ] = False,
+    dry_run: Annotated[bool, opt("--dry-run", None, "Print the plan and change nothing.")] = False,
     trunk: Trunks = None,
     room_prefix: RoomPrefix = "call-",
     scope: Scope = None,
@@ -118,8 +106,7 @@ def sip_sync_command(
 
     announce_keys(ApiKeys(api_key, api_secret, dev=False))
     with exit_on_errors(), no_pyjwt_key_warning():
-        wanted, skipped = _sip_rules(rules, trunk, room_prefix, scope)
-        scope = _sip_scope(rules, trunk, scope)
+        wanted, skipped, scope = _sip_rules(rules, trunk, room_prefix, scope)
         asyncio.run(_sip_sync(url, api_key, api_secret, wanted, skipped, dry_run, scope))
 
 
@@ -147,45 +134,39 @@ async def _sip_sync(
         typer.echo(f"applied {plan.changes} change(s)")
 
 
-def _opt(flag: str, metavar: str, help: str, **extra: Any) -> Any:
-    return typer.Option(flag, metavar=metavar, help=help, **extra)
-
-
-To = Annotated[
-    str, _opt("--to", "NUMBER", "The number dialed (sip.trunkPhoneNumber).", show_default=False)
-]
-From = Annotated[
-    str | None, _opt("--from", "NUMBER", "The caller's number (sip.phoneNumber); omit: hidden.")
-]
-CallRules = Annotated[
-    Path | None,
-    _opt(
-        "--rules", "FILE", "Routing rules: the dispatch `sip sync` would create for these numbers."
-    ),
-]
-Agent = Annotated[str | None, _opt("--agent", "AGENT", "Dispatch this agent name instead.")]
-Header = Annotated[
-    list[str] | None, _opt("--header", "NAME=VALUE", "A SIP header, as sip.h.NAME (repeatable).")
-]
-Trunk = Annotated[
-    str | None, _opt("--trunk", "ID", "The inbound trunk id (attribute sip.trunkID).")
-]
-Expect = Annotated[str | None, _opt("--expect", "AGENT", "Exit 1 unless this agent answers.")]
-Wait = Annotated[float, _opt("--wait", "SECONDS", "Seconds to wait for the agent.", min=0.1)]
-
-
 @sip_app.command("call")
 def sip_call_command(
-    to: To,
-    caller: From = None,
-    rules: CallRules = None,
-    agent: Agent = None,
-    header: Header = None,
-    trunk: Trunk = None,
-    expect: Expect = None,
-    wait: Wait = 30.0,
+    to: Annotated[
+        str, opt("--to", "NUMBER", "The number dialed (sip.trunkPhoneNumber).", show_default=False)
+    ],
+    caller: Annotated[
+        str | None, opt("--from", "NUMBER", "The caller's number (sip.phoneNumber); omit: hidden.")
+    ] = None,
+    rules: Annotated[
+        Path | None,
+        opt(
+            "--rules",
+            "FILE",
+            "Routing rules: the dispatch `sip sync` would create for these numbers.",
+        ),
+    ] = None,
+    agent: Annotated[
+        str | None, opt("--agent", "AGENT", "Dispatch this agent name instead.")
+    ] = None,
+    header: Annotated[
+        list[str] | None, opt("--header", "NAME=VALUE", "A SIP header, as sip.h.NAME (repeatable).")
+    ] = None,
+    trunk: Annotated[
+        str | None, opt("--trunk", "ID", "The inbound trunk id (attribute sip.trunkID).")
+    ] = None,
+    expect: Annotated[
+        str | None, opt("--expect", "AGENT", "Exit 1 unless this agent answers.")
+    ] = None,
+    wait: Annotated[
+        float, opt("--wait", "SECONDS", "Seconds to wait for the agent.", min=0.1)
+    ] = 30.0,
     room_prefix: RoomPrefix = "call-",
-    as_json: Annotated[bool, typer.Option("--json", help="Print the outcome as JSON.")] = False,
+    as_json: Annotated[bool, opt("--json", None, "Print the outcome as JSON.")] = False,
     url: ServerUrl = None,
     api_key: ApiKey = None,
     api_secret: ApiSecret = None,
@@ -207,7 +188,7 @@ def sip_call_command(
     import asyncio
 
     if rules is None and not agent:
-        raise typer.BadParameter("pass --rules FILE or --agent NAME", param_hint="'--rules'")
+        raise bad_parameter("--rules", "pass --rules FILE or --agent NAME")
     url = server_url(url)
     headers = parse_attributes(header, "--header") or {}
     from ..provision.sip_call import place_call, plan_call

@@ -16,6 +16,7 @@ from ._common import (
     DEV_SERVER_URL,
     ApiKey,
     ApiSecret,
+    bad_parameter,
     checked_url,
     dumps,
     duration_flag,
@@ -23,6 +24,7 @@ from ._common import (
     fail,
     issuer_for,
     no_pyjwt_key_warning,
+    opt,
     parse_attributes,
     read_json_flag,
     url_option,
@@ -30,89 +32,54 @@ from ._common import (
 
 __all__ = ["token_command", "verify_command"]
 
+_MAX_STDIN_TOKEN = 64 * 1024
+
 
 def _remaining(seconds: float) -> str:
-    sign = "in " if seconds >= 0 else ""
-    suffix = "" if seconds >= 0 else " ago"
-    s = int(abs(seconds))
-    h, rem = divmod(s, 3600)
+    h, rem = divmod(int(abs(seconds)), 3600)
     m, sec = divmod(rem, 60)
     parts = [f"{h}h"] if h else []
     if m or h:
         parts.append(f"{m}m")
     parts.append(f"{sec}s")
-    return sign + "".join(parts) + suffix
-
-
-Identity = Annotated[
-    str, typer.Option("--identity", "-i", metavar="IDENTITY", help="Participant identity.")
-]
-Room = Annotated[
-    str, typer.Option("--room", "-r", metavar="ROOM", help="Room to join (the only one granted).")
-]
-Name = Annotated[str | None, typer.Option("--name", "-n", metavar="NAME", help="Display name.")]
-Metadata = Annotated[
-    str | None,
-    typer.Option(
-        "--metadata", "-m", metavar="JSON", help="Participant metadata: a JSON object or @file."
-    ),
-]
-Attribute = Annotated[
-    list[str] | None,
-    typer.Option(
-        "--attribute",
-        "-a",
-        metavar="KEY=VALUE",
-        help="Participant attribute (repeatable).",
-    ),
-]
-Agent = Annotated[
-    str | None,
-    typer.Option("--agent", metavar="AGENT", help="Dispatch this agent when the room is created."),
-]
-Deployment = Annotated[
-    str | None,
-    typer.Option(
-        "--deployment", "-d", metavar="DEPLOYMENT", help="Agent deployment (with --agent)."
-    ),
-]
-JobMetadata = Annotated[
-    str | None,
-    typer.Option(
-        "--job-metadata", metavar="JSON", help="Job metadata for the agent: JSON object or @file."
-    ),
-]
-ValidFor = Annotated[
-    str,
-    typer.Option(
-        "--valid-for", metavar="DURATION", help="Token lifetime, Go-style: 90s, 10m, 1h30m."
-    ),
-]
-AllowUpdate = Annotated[
-    bool,
-    typer.Option("--allow-update-metadata", help="Let the participant update its own metadata."),
-]
-Url = Annotated[
-    str | None, url_option(f"LiveKit URL for --json's server_url (default: {DEV_SERVER_URL}).")
-]
+    return ("in " if seconds >= 0 else "") + "".join(parts) + ("" if seconds >= 0 else " ago")
 
 
 def token_command(
-    identity: Identity,
-    room: Room,
-    name: Name = None,
-    metadata: Metadata = None,
-    attribute: Attribute = None,
-    agent: Agent = None,
-    deployment: Deployment = None,
-    job_metadata: JobMetadata = None,
-    valid_for: ValidFor = "10m",
-    allow_update_metadata: AllowUpdate = False,
+    identity: Annotated[str, opt("--identity -i", "IDENTITY", "Participant identity.")],
+    room: Annotated[str, opt("--room -r", "ROOM", "Room to join (the only one granted).")],
+    name: Annotated[str | None, opt("--name -n", "NAME", "Display name.")] = None,
+    metadata: Annotated[
+        str | None, opt("--metadata -m", "JSON", "Participant metadata: a JSON object or @file.")
+    ] = None,
+    attribute: Annotated[
+        list[str] | None,
+        opt("--attribute -a", "KEY=VALUE", "Participant attribute (repeatable)."),
+    ] = None,
+    agent: Annotated[
+        str | None, opt("--agent", "AGENT", "Dispatch this agent when the room is created.")
+    ] = None,
+    deployment: Annotated[
+        str | None, opt("--deployment -d", "DEPLOYMENT", "Agent deployment (with --agent).")
+    ] = None,
+    job_metadata: Annotated[
+        str | None,
+        opt("--job-metadata", "JSON", "Job metadata for the agent: JSON object or @file."),
+    ] = None,
+    valid_for: Annotated[
+        str, opt("--valid-for", "DURATION", "Token lifetime, Go-style: 90s, 10m, 1h30m.")
+    ] = "10m",
+    allow_update_metadata: Annotated[
+        bool,
+        opt("--allow-update-metadata", None, "Let the participant update its own metadata."),
+    ] = False,
     as_json: Annotated[
         bool,
-        typer.Option("--json", help="Print {server_url, participant_token}, as the endpoint does."),
+        opt("--json", None, "Print {server_url, participant_token}, as the endpoint does."),
     ] = False,
-    url: Url = None,
+    url: Annotated[
+        str | None, url_option(f"LiveKit URL for --json's server_url (default: {DEV_SERVER_URL}).")
+    ] = None,
     api_key: ApiKey = None,
     api_secret: ApiSecret = None,
 ) -> None:
@@ -125,10 +92,12 @@ def token_command(
     md = read_json_flag(metadata, "--metadata")
     job = read_json_flag(job_metadata, "--job-metadata")
     attrs = parse_attributes(attribute)
-    ttl = _parse_valid_for(valid_for)
+    ttl = duration_flag(valid_for, "--valid-for")
+    if ttl.total_seconds() < 1:
+        raise bad_parameter("--valid-for", "must be at least 1s")
     url = checked_url(url)
     if (deployment is not None or job is not None) and not agent:
-        raise typer.BadParameter("needs --agent", param_hint="'--deployment/--job-metadata'")
+        raise bad_parameter("--deployment/--job-metadata", "needs --agent")
 
     from ..tokens.issuer import Dispatch
 
@@ -152,16 +121,6 @@ def token_command(
     typer.echo(dumps({"server_url": url or DEV_SERVER_URL, "participant_token": token}))
 
 
-def _parse_valid_for(valid_for: str) -> timedelta:
-    ttl = duration_flag(valid_for, "--valid-for")
-    if ttl.total_seconds() < 1:
-        raise typer.BadParameter("must be at least 1s", param_hint="'--valid-for'")
-    return ttl
-
-
-_MAX_STDIN_TOKEN = 64 * 1024
-
-
 def _stdin_token() -> str:
     """The token on standard input: any bytes are read; only printable ASCII is a token."""
     raw = sys.stdin.buffer.read(_MAX_STDIN_TOKEN + 1)
@@ -178,13 +137,13 @@ def verify_command(
         str,
         typer.Argument(metavar="TOKEN", hidden=True, show_default=False),  # in the docstring
     ] = "-",  # noqa: S107 - "-" means stdin, not a password
-    as_json: Annotated[bool, typer.Option("--json", help="Print the claims as JSON.")] = False,
+    as_json: Annotated[bool, opt("--json", None, "Print the claims as JSON.")] = False,
     leeway: Annotated[
         str,
-        typer.Option(
+        opt(
             "--leeway",
-            metavar="DURATION",
-            help="Clock skew allowed on expiry and not-before, Go-style (0s: none).",
+            "DURATION",
+            "Clock skew allowed on expiry and not-before, Go-style (0s: none).",
         ),
     ] = "60s",
     api_key: ApiKey = None,
@@ -199,7 +158,7 @@ def verify_command(
     if token == "-":  # noqa: S105 - "-" means stdin, not a password
         token = _stdin_token()
     skew = duration_flag(leeway, "--leeway")
-    issuer = issuer_for(api_key, api_secret, skew)
+    issuer = issuer_for(api_key, api_secret, leeway=skew)
     try:
         with no_pyjwt_key_warning():
             verified = issuer.verify(token)
@@ -207,6 +166,7 @@ def verify_command(
         fail(f"token is invalid: {exc.message}", 1)
     dispatches = [_dispatch_view(d) for d in verified.dispatches]
     grace = _leeway_note(verified, skew)
+    nbf = verified.not_before.isoformat() if verified.not_before else None
     if as_json:
         out = {
             "valid": True,
@@ -216,7 +176,7 @@ def verify_command(
             "room": verified.room,
             "kind": verified.kind,
             "issuer": verified.issuer,
-            "not_before": verified.not_before.isoformat() if verified.not_before else None,
+            "not_before": nbf,
             "expires_at": verified.expires_at.isoformat(),
             "grants": verified.grant_claims,
             "attributes": verified.attributes,
@@ -225,9 +185,31 @@ def verify_command(
         }
         typer.echo(dumps(out))
         return
-    lines = _verified_lines(verified, dispatches)
-    if grace is not None:
-        lines[0] = f"valid:      yes, only within the leeway: {grace}"
+    valid = "yes (signature, issuer, expiry and claims checked)"
+    left = _remaining(verified.expires_at.timestamp() - time.time())
+    rows = [  # (label, value, shown when empty)
+        ("valid", valid if grace is None else f"yes, only within the leeway: {grace}", True),
+        ("identity", verified.identity, True),
+        ("name", verified.name, False),
+        ("room", verified.room, True),
+        ("kind", verified.kind, False),
+        ("issuer", verified.issuer, True),
+        ("not before", nbf, False),
+        ("expires", f"{verified.expires_at.isoformat()} ({left})", True),
+        ("grants", dumps(verified.grant_claims, pretty=False), True),
+        ("attributes", verified.attributes and dumps(verified.attributes, pretty=False), False),
+    ]
+    lines = [f"{label + ':':<12}{value}" for label, value, always in rows if value or always]
+    lines.append("metadata:")
+    lines.extend("  " + line for line in dumps(verified.metadata).splitlines())
+    for entry in dispatches:
+        deployment = f" (deployment {entry['deployment']})" if "deployment" in entry else ""
+        lines.append(f"dispatch:   {entry['agent_name']}{deployment}")
+        if "metadata" in entry:
+            lines.append("  job metadata:")
+            lines.extend("    " + line for line in dumps(entry["metadata"]).splitlines())
+        if "attributes" in entry:
+            lines.append(f"  job attributes: {dumps(entry['attributes'], pretty=False)}")
     typer.echo("\n".join(lines))
 
 
@@ -257,36 +239,3 @@ def _dispatch_view(dispatch: Any) -> dict[str, Any]:
     if dispatch.attributes:
         entry["attributes"] = dict(dispatch.attributes)
     return entry
-
-
-def _verified_lines(verified: Any, dispatches: list[dict[str, Any]]) -> list[str]:
-    left = verified.expires_at.timestamp() - time.time()
-    lines = [
-        "valid:      yes (signature, issuer, expiry and claims checked)",
-        f"identity:   {verified.identity}",
-    ]
-    if verified.name:
-        lines.append(f"name:       {verified.name}")
-    lines.append(f"room:       {verified.room}")
-    if verified.kind:
-        lines.append(f"kind:       {verified.kind}")
-    lines.append(f"issuer:     {verified.issuer}")
-    if verified.not_before:
-        lines.append(f"not before: {verified.not_before.isoformat()}")
-    lines.append(f"expires:    {verified.expires_at.isoformat()} ({_remaining(left)})")
-    lines.append(f"grants:     {dumps(verified.grant_claims, pretty=False)}")
-    if verified.attributes:
-        lines.append(f"attributes: {dumps(verified.attributes, pretty=False)}")
-    lines.append("metadata:")
-    lines.extend("  " + line for line in dumps(verified.metadata).splitlines())
-    for entry in dispatches:
-        head = f"dispatch:   {entry['agent_name']}"
-        if "deployment" in entry:
-            head += f" (deployment {entry['deployment']})"
-        lines.append(head)
-        if "metadata" in entry:
-            lines.append("  job metadata:")
-            lines.extend("    " + line for line in dumps(entry["metadata"]).splitlines())
-        if "attributes" in entry:
-            lines.append(f"  job attributes: {dumps(entry['attributes'], pretty=False)}")
-    return lines

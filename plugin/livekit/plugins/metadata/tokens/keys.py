@@ -1,10 +1,6 @@
 """Where the LiveKit API key and secret come from, and the ``livekit-server --dev`` fallback.
 
-Every front door (``lk-metadata token``/``verify``/``serve``) resolves keys the
-same way: the explicit value, else ``LIVEKIT_API_KEY`` / ``LIVEKIT_API_SECRET``,
-else — only when *both* are unset and the caller allows it — the public keys of
-``livekit-server --dev`` with :data:`DEV_KEYS_WARNING`. One of the two without
-the other is a configuration error, never a silent fallback.
+One of key and secret without the other is an error, never a fallback to the dev keys.
 """
 
 from __future__ import annotations
@@ -28,17 +24,13 @@ __all__ = [
 ]
 
 DEV_API_KEY = "devkey"
-"""The API key of ``livekit-server --dev``."""
-
 DEV_API_SECRET = "secret"  # noqa: S105 - the public, documented dev-server secret
-"""The API secret of ``livekit-server --dev`` (public; never use it in production)."""
 
 DEV_KEYS_WARNING = (
     "WARNING: LIVEKIT_API_KEY / LIVEKIT_API_SECRET are not set. Using the LiveKit "
     "dev-server keys (devkey / secret): tokens are only accepted by `livekit-server --dev`. "
     "Do not use this in production."
 )
-"""What a front door says (stderr or log, one line) when it falls back to the dev-server keys."""
 
 MIN_SECRET_BYTES = 32
 """The shortest HS256 secret PyJWT does not warn about (``InsecureKeyLengthWarning``)."""
@@ -52,17 +44,11 @@ class ApiKeys(NamedTuple):
     dev: bool
 
 
-def resolve_keys(
-    api_key: str | None = None, api_secret: str | None = None, *, allow_dev: bool = True
-) -> ApiKeys:
-    """The key pair from the arguments, else the environment, else (``allow_dev``) the dev keys.
-
-    Raises:
-        ConfigError: Only one of key and secret is set, or neither and not ``allow_dev``.
-    """
+def resolve_keys(api_key: str | None = None, api_secret: str | None = None) -> ApiKeys:
+    """The key pair from the arguments, else the environment, else the dev keys; else ConfigError."""
     key = api_key or os.environ.get("LIVEKIT_API_KEY") or ""
     secret = api_secret or os.environ.get("LIVEKIT_API_SECRET") or ""
-    if not key and not secret and allow_dev:
+    if not key and not secret:
         return ApiKeys(DEV_API_KEY, DEV_API_SECRET, True)
     if not key:
         raise ConfigError("LiveKit API key is not set: set LIVEKIT_API_KEY or pass --api-key")
@@ -85,12 +71,7 @@ def short_secret_warning(secret: str) -> str | None:
 
 
 def key_warning(keys: ApiKeys) -> str | None:
-    """The one line every front door says about these keys, or ``None``.
-
-    The dev fallback gets :data:`DEV_KEYS_WARNING`; a short secret gets
-    :func:`short_secret_warning`; the dev pair set on purpose gets nothing (its
-    shortness is known).
-    """
+    """The one line every front door says about these keys (the dev pair set on purpose: none)."""
     if keys.dev:
         return DEV_KEYS_WARNING
     if (keys.key, keys.secret) == (DEV_API_KEY, DEV_API_SECRET):
@@ -98,17 +79,9 @@ def key_warning(keys: ApiKeys) -> str | None:
     return short_secret_warning(keys.secret)
 
 
-LIVEKIT_URL_SCHEMES = ("ws", "wss", "http", "https")
-
-
 def check_livekit_url(url: str, *, setting: str = "LIVEKIT_URL") -> str:
-    """``url`` if it can reach a LiveKit server: ``ws://``, ``wss://``, ``http://`` or
-    ``https://`` with a host.
-
-    Raises:
-        ConfigError: Naming ``setting``, what is wrong and an example (never the URL,
-            which may carry credentials).
-    """
+    """``url`` (stripped) if it is ws/wss/http/https with a host, else a ConfigError naming
+    ``setting`` (never the URL: it may hold credentials)."""
     try:
         parts = urlsplit(url.strip())
         host = parts.hostname
@@ -118,7 +91,7 @@ def check_livekit_url(url: str, *, setting: str = "LIVEKIT_URL") -> str:
     else:
         if not parts.scheme or "://" not in url:
             problem = "it has no scheme"
-        elif parts.scheme.lower() not in LIVEKIT_URL_SCHEMES:
+        elif parts.scheme.lower() not in ("ws", "wss", "http", "https"):
             problem = f"its scheme is {parts.scheme!r}"
         elif not host:
             problem = "it has no host"

@@ -1,10 +1,7 @@
 """A session per token (``TokenIssuer.amint``): what the session holds, and its write.
 
-``amint`` takes the session id from ``SessionManager.create_session()`` (never from
-a caller), mints against it, and writes :func:`session_record` (public and
-private metadata, the owner record
-:data:`~livekit.plugins.metadata.codec.SESSION_OWNER_KEY`) with :func:`write`
-before the token is returned: a token never points at a session that does not exist.
+The session id comes from ``SessionManager.create_session()`` (never a caller), and the
+session is written before the token is returned: a token never points at a missing session.
 """
 
 from __future__ import annotations
@@ -28,13 +25,8 @@ __all__ = [
 ]
 
 DEFAULT_SESSION_GRACE = timedelta(minutes=10)
-"""How long a token session outlives its token by default.
-
-A token is checked only when the client connects, and the agent reads the
-participant's session when the participant joins, so a session must last the
-token's lifetime plus the time from a last-second join (clocks up to a minute
-apart) to the agent reading it. A session whose token is never used expires
-on its own after ``ttl + grace``."""
+"""How long a token session outlives its token: a last-second join (clocks up to a minute
+apart) plus dispatch must still find it. An unused session expires after ``ttl + grace``."""
 
 SessionWriter = Callable[[str, dict[str, Any], int], Awaitable[None]]
 """Writes a token session: ``(session_id, record, ttl_seconds)``; see ``amint(write_session=)``."""
@@ -42,16 +34,8 @@ SessionWriter = Callable[[str, dict[str, Any], int], Awaitable[None]]
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class SessionToken:
-    """A token that owns a session, as :meth:`TokenIssuer.amint` returns it.
-
-    Attributes:
-        token: The signed JWT. Its participant attribute and every dispatch's
-            job-metadata key ``SESSION_KEY`` hold ``session_id``.
-        session_id: The token's own session (at least 128 random bits), already
-            written when this object exists.
-        expires_at: The token's ``exp`` as an aware UTC datetime (the session
-            lives a grace period longer).
-    """
+    """A token that owns a session (``session_id``: 128+ random bits, already written), as
+    :meth:`TokenIssuer.amint` returns it; ``expires_at`` is the token's aware UTC ``exp``."""
 
     token: str
     session_id: str
@@ -71,23 +55,20 @@ def session_record(
     private: Mapping[str, Any],
     protected_keys: Iterable[str],
 ) -> dict[str, Any]:
-    """What a token session holds: public and private keys, and the owner record.
-
-    The owner record names the identity and room that may use the session and
-    (``protected``) the keys the server decided: the private keys and
-    ``protected_keys``.
-
-    Raises:
-        TypeError: ``protected_keys`` is a str or holds a non-str.
-    """
-    record = {**(public or {}), **private}
+    """Public and private keys, and the owner record: who may use the session, and
+    (``protected``) the private keys and ``protected_keys`` (TypeError: not str keys)."""
     owner: dict[str, Any] = {"identity": identity, "room": room}
+    named: list[str] = []
     if protected_keys:
-        owner["protected"] = _protected_list(protected_keys, private)
-    elif private:
-        owner["protected"] = sorted(private)
-    record[SESSION_OWNER_KEY] = owner
-    return record
+        if isinstance(protected_keys, str):
+            raise TypeError("protected_keys must be an iterable of keys, not a str")
+        named = list(protected_keys)
+        for key in named:
+            if not isinstance(key, str):
+                raise TypeError(f"protected_keys must contain str keys, not {type(key).__name__}")
+    if protected_keys or private:
+        owner["protected"] = sorted({*named, *private})
+    return {**(public or {}), **private, SESSION_OWNER_KEY: owner}
 
 
 def write(
@@ -101,15 +82,3 @@ def write(
     if write_session is None:
         return sessions.token_sessions.update(session_id, record, ttl=ttl)
     return write_session(session_id, record, ttl)
-
-
-def _protected_list(keys: Iterable[str], private: Mapping[str, Any]) -> list[str]:
-    """The owner record's ``protected`` list: the private keys plus the given public ones."""
-    if isinstance(keys, str):
-        raise TypeError("protected_keys must be an iterable of keys, not a str")
-    named = set()
-    for key in keys:
-        if not isinstance(key, str):
-            raise TypeError(f"protected_keys must contain str keys, not {type(key).__name__}")
-        named.add(key)
-    return sorted(named.union(private))

@@ -1,10 +1,8 @@
 """HS256 signing of token claims with PyJWT, the secret checked once per issuer.
 
-PyJWT documents two extension points this module uses and nothing else:
-``jwt.algorithms.Algorithm`` ("the interface for an algorithm used to sign and
-verify tokens", in PyJWT's API reference) and ``PyJWS.register_algorithm`` on a
-``PyJWS`` of our own (never PyJWT's global registry). PyJWT's own HS256 checks
-the secret (PEM, SSH, DER and JWK shapes) on every token; here it runs once.
+PyJWT's own HS256 checks the secret (PEM, SSH, DER, JWK shapes) on every token. This uses
+two documented PyJWT extension points, ``jwt.algorithms.Algorithm`` and
+``PyJWS.register_algorithm`` on a ``PyJWS`` of our own, to check it once.
 """
 
 from __future__ import annotations
@@ -24,12 +22,7 @@ _HS256 = "HS256"
 
 
 class _CheckedSecretHS256(Algorithm):
-    """HS256 (RFC 7518 §3.2) whose one secret PyJWT's own HS256 checked once.
-
-    ``prepare_key`` passes that secret through; any other key goes through
-    PyJWT's full check. The key-length warning is PyJWT's
-    (``InsecureKeyLengthWarning``), emitted as PyJWT's HS256 emits it.
-    """
+    """HS256 whose one secret PyJWT's own HS256 checked once; other keys get its full check."""
 
     def __init__(self, secret: bytes) -> None:
         self._pyjwt = jwt.PyJWS().get_algorithm_by_name(_HS256)
@@ -56,17 +49,11 @@ class _CheckedSecretHS256(Algorithm):
     def to_jwk(key_obj: Any, as_dict: bool = False) -> NoReturn:
         raise NotImplementedError("not used: the issuer signs with its API secret")
 
-    @staticmethod
-    def from_jwk(jwk: Any) -> NoReturn:
-        raise NotImplementedError("not used: the issuer signs with its API secret")
+    from_jwk = to_jwk  # type: ignore[assignment]
 
 
 class Signer:
-    """Signs claims dicts as HS256 JWTs with one API secret.
-
-    Raises:
-        ConfigError: PyJWT rejects the secret (e.g. a PEM key), or it is not UTF-8.
-    """
+    """Signs claims as HS256 JWTs with one API secret (ConfigError: PyJWT rejects it)."""
 
     __slots__ = ("_encode", "secret")
 
@@ -80,15 +67,10 @@ class Signer:
         jws = jwt.PyJWS(algorithms=[])
         jws.register_algorithm(_HS256, algorithm)
         self._encode = jws.encode
-        self.secret = algorithm.secret
-        """The secret as PyJWT checked it (bytes); also the key for ``jwt.decode``."""
+        self.secret = algorithm.secret  # as PyJWT checked it; also the key for jwt.decode
 
     def sign(self, claims: dict[str, Any]) -> str:
-        """The JWT of ``claims`` (serialized with orjson), signed HS256.
-
-        Raises:
-            TokenError: A claim value JSON cannot hold (only odd grant values).
-        """
+        """The HS256 JWT of ``claims``; TokenError for a value JSON cannot hold."""
         try:
             payload = orjson.dumps(claims)
         except orjson.JSONEncodeError as exc:

@@ -20,27 +20,28 @@ __all__ = ["VerifiedToken", "decode", "verified_token"]
 
 _ALGORITHMS = ["HS256"]
 _TIME_CLAIMS = ("nbf", "exp")  # PyJWT reads a bad one as a DecodeError, in this order
+_REASONS: tuple[tuple[type[jwt.InvalidTokenError], str], ...] = (  # by PyJWT's exception type
+    (jwt.ExpiredSignatureError, "token has expired (exp check failed)"),
+    (jwt.ImmatureSignatureError, "token is not valid yet (nbf check failed)"),
+    (
+        jwt.InvalidSignatureError,
+        "signature check failed: the token was not signed with this API secret",
+    ),
+    (jwt.InvalidIssuerError, "issuer check failed: the token was issued for another API key"),
+    (jwt.InvalidAlgorithmError, "algorithm check failed: only HS256 tokens are accepted"),
+    (jwt.exceptions.InvalidSubjectError, "'sub' claim must be a string"),
+    (jwt.InvalidIssuedAtError, "'iat' claim must be a number (NumericDate)"),
+)
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class VerifiedToken:
     """A token that passed :meth:`TokenIssuer.verify`, with its metadata parsed.
 
-    Attributes:
-        identity: The participant identity (``sub``).
-        name: The display name (``""`` if absent).
-        room: The room of the video grant (``""`` if absent).
-        kind: The participant kind (``""`` if absent).
-        metadata: The participant metadata, parsed into a dict (``{}`` if absent).
-        attributes: The participant attributes.
-        dispatches: The agent dispatches of ``roomConfig``; their ``metadata`` is the
-            raw job-metadata string exactly as the job will receive it.
-        grants: The video grant.
-        issuer: The API key the token was issued for (``iss``).
-        not_before: ``nbf`` as an aware UTC datetime, when present.
-        expires_at: ``exp`` as an aware UTC datetime.
-        claims: The claims as :class:`livekit.api.Claims` (grants absent from the
-            token are ``None``).
+    Absent strings are ``""``, absent metadata ``{}``. ``dispatches`` keep the raw
+    job-metadata string as the job will receive it; ``issuer`` is ``iss`` (the API key);
+    ``not_before``/``expires_at`` are aware UTC datetimes; ``claims`` are LiveKit's
+    :class:`livekit.api.Claims` (absent grants ``None``).
     """
 
     identity: str
@@ -58,7 +59,7 @@ class VerifiedToken:
 
     @property
     def grant_claims(self) -> dict[str, dict[str, Any]]:
-        """Every grant in the token as written in it, e.g. ``{"video": {...}, "sip": {...}}``."""
+        """Every grant as written in the token, e.g. ``{"video": {...}, "sip": {...}}``."""
         return claims_grants(self.claims)
 
     def __repr__(self) -> str:
@@ -71,11 +72,7 @@ class VerifiedToken:
 
 
 def decode(token: str, key: bytes, api_key: str, leeway: float) -> dict[str, Any]:
-    """PyJWT's checks (signature, iss, exp, nbf, iat), each failure as one message.
-
-    Raises:
-        TokenVerificationError: Naming the check that failed (never the token).
-    """
+    """PyJWT's checks (signature, iss, exp, nbf, iat); TokenVerificationError names the one failed."""
     try:
         payload: dict[str, Any] = jwt.decode(
             token,
@@ -85,54 +82,37 @@ def decode(token: str, key: bytes, api_key: str, leeway: float) -> dict[str, Any
             leeway=leeway,
             options={"require": ["exp", "iss"]},
         )
-    except jwt.ExpiredSignatureError:
-        raise TokenVerificationError("token has expired (exp check failed)") from None
-    except jwt.ImmatureSignatureError:
-        raise TokenVerificationError("token is not valid yet (nbf check failed)") from None
-    except jwt.InvalidSignatureError:
-        raise TokenVerificationError(
-            "signature check failed: the token was not signed with this API secret"
-        ) from None
-    except jwt.InvalidIssuerError:
-        raise TokenVerificationError(
-            "issuer check failed: the token was issued for another API key"
-        ) from None
     except jwt.MissingRequiredClaimError as exc:
         raise TokenVerificationError(f"token has no {exc.claim!r} claim") from None
-    except jwt.InvalidAlgorithmError:
-        raise TokenVerificationError(
-            "algorithm check failed: only HS256 tokens are accepted"
-        ) from None
-    except jwt.exceptions.InvalidSubjectError:
-        raise TokenVerificationError("'sub' claim must be a string") from None
-    except jwt.InvalidIssuedAtError:
-        raise TokenVerificationError("'iat' claim must be a number (NumericDate)") from None
-    except jwt.DecodeError:
-        raise _decode_error(token, key) from None
     except jwt.InvalidTokenError as exc:
+        for kind, reason in _REASONS:
+            if isinstance(exc, kind):
+                raise TokenVerificationError(reason) from None
+        if isinstance(exc, jwt.DecodeError):
+            raise _decode_error(token, key) from None
         raise TokenVerificationError(f"token verification failed ({type(exc).__name__})") from None
     return payload
 
 
 def _decode_error(token: str, key: bytes) -> TokenVerificationError:
-    """A ``DecodeError``: a malformed token, or (signature good) a time claim not a number.
-
-    PyJWT raises ``DecodeError`` for both; decoding again with the time checks off
-    tells them apart without reading PyJWT's message text.
-    """
+    """A malformed token, or (signature good) a time claim not a number: PyJWT raises
+    ``DecodeError`` for both; decoding again with the checks off tells them apart."""
     try:
         payload = jwt.decode(
             token,
             key=key,
             algorithms=_ALGORITHMS,
-            options={
-                "verify_exp": False,
-                "verify_nbf": False,
-                "verify_iss": False,
-                "verify_aud": False,
-                "verify_sub": False,
-                "verify_jti": False,
-            },
+            options=dict.fromkeys(  # type: ignore[arg-type]
+                (
+                    "verify_exp",
+                    "verify_nbf",
+                    "verify_iss",
+                    "verify_aud",
+                    "verify_sub",
+                    "verify_jti",
+                ),
+                False,
+            ),
         )
     except jwt.InvalidTokenError:
         return TokenVerificationError("token is malformed: not a signed JWT")
@@ -156,9 +136,8 @@ def verified_token(
     """The claims of a payload PyJWT accepted, every claim's shape checked, metadata parsed.
 
     Raises:
-        TokenVerificationError: A claim has the wrong shape, the metadata is not a JSON
-            object within ``max_metadata_bytes``, or (``require_join``) LiveKit would
-            not let the token join a room.
+        TokenVerificationError: A claim's shape, the metadata, or (``require_join``) LiveKit
+            would not let the token join a room.
     """
     claims = read_claims(payload)
     if require_join and (problem := join_problem(claims)) is not None:
@@ -198,7 +177,6 @@ def verified_token(
 
 
 def _timestamp(payload: Mapping[str, Any], claim: str) -> datetime | None:
-    """A NumericDate claim PyJWT accepted, as an aware UTC datetime (``None`` if absent)."""
     value = payload.get(claim)
     if value is None:
         return None
