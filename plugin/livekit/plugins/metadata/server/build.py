@@ -1,9 +1,5 @@
-"""Building the token endpoint's state from a :class:`ServerConfig` (no web framework here).
-
-:func:`build_state` is what every adapter (the aiohttp app behind ``lk-metadata
-serve``, the ASGI app) shares: the compiled policy, the router, the session
-store, the issuer, the limits and the metrics, built once.
-"""
+"""Building the token endpoint's state from a :class:`ServerConfig`, once, for every adapter
+(aiohttp, ASGI): the compiled policy, router, sessions, issuer, limits and metrics."""
 
 from __future__ import annotations
 
@@ -155,7 +151,6 @@ def _build_policy(config: ServerConfig) -> Policy:
 
 
 def _build_limits(config: ServerConfig, sessions: SessionManager) -> tuple[Limits, bool]:
-    """The config's limits; else shared through Redis with a Redis store, else in memory."""
     if config.limits is not None:
         return config.limits, False
     try:
@@ -187,7 +182,6 @@ def _build_issuer(
 
 
 def _silence_short_key_warning() -> None:
-    """PyJWT warns about a short secret, with a file path; the caller has said it once."""
     from jwt.warnings import InsecureKeyLengthWarning
 
     warnings.filterwarnings("ignore", category=InsecureKeyLengthWarning)

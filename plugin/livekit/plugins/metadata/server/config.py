@@ -398,16 +398,12 @@ class ServerConfig(BaseModel):
         return _key_digest(self.metrics_key, self.metrics_key_sha256)
 
     def session_share(self, principal: Principal) -> int:
-        if principal.max_sessions is not None:
-            return principal.max_sessions
-        if self.max_sessions_per_principal is not None:
-            return self.max_sessions_per_principal
-        return max(1, self.max_sessions // 10)
+        share = principal.max_sessions or self.max_sessions_per_principal
+        return share or max(1, self.max_sessions // 10)
 
     def token_session_ttl(self) -> float:
         """Seconds each token session lives: the token's lifetime plus ``session_grace``."""
-        token_ttl = self.token_ttl or DEFAULT_TTL.total_seconds()
-        return token_ttl + self.session_grace
+        return (self.token_ttl or DEFAULT_TTL.total_seconds()) + self.session_grace
 
     def credentials(self) -> Credentials:
         """The LiveKit API key and secret: configured, from the environment, or (loopback) dev.

@@ -35,8 +35,7 @@ __all__ = [
     "serve_edge",
 ]
 
-SERVER_HEADER = "lk-metadata"
-"""The ``Server`` header of every answer: the product only, no version."""
+SERVER_HEADER = "lk-metadata"  # the product only, no version
 
 _MAX_PEERS_TRACKED = 4096
 _GLOBAL_LOG_FACTOR = 10
@@ -62,7 +61,6 @@ class EdgeConfig(BaseModel):
 
 
 def error_body(code: str, message: str) -> bytes:
-    """The JSON error body every answer of the endpoint uses."""
     return orjson.dumps({"error": {"code": code, "message": message}})
 
 
@@ -394,7 +392,6 @@ class EdgeProtocol(asyncio.Protocol):
         )
 
     def answered(self) -> None:
-        """An answer starts: the next bytes begin a new request."""
         self.stage = _IDLE
         self.tail = b""
         self._arm(False)
@@ -446,7 +443,6 @@ class EdgeProtocol(asyncio.Protocol):
 
 
 def edge_runner(app: web.Application, edge: EdgeConfig) -> web.AppRunner:
-    """aiohttp's ``AppRunner`` with the edge's documented settings (no access log)."""
     return web.AppRunner(
         app,
         handle_signals=False,

@@ -80,11 +80,7 @@ class Limits(Protocol):
     async def admit(
         self, buckets: Sequence[Bucket], reservation: Reservation | None = None
     ) -> Admission:
-        """Take one credit from every bucket and make the reservation, or change nothing.
-
-        One step (one round trip when shared). An empty bucket gives the longest
-        ``wait``; a reservation that does not fit gives ``full`` or ``owner_full``.
-        """
+        """One credit from every bucket and the reservation, or nothing (one round trip)."""
         ...
 
     async def hit(self, key: str, rate: float, burst: int) -> float:
@@ -100,9 +96,7 @@ class Limits(Protocol):
         """Stop counting ``session_id`` (in its ``owner``'s share too); no error if unknown."""
         ...
 
-    async def aclose(self) -> None:
-        """Release what the limits hold (a client they own)."""
-        ...
+    async def aclose(self) -> None: ...
 
 
 def _checked(buckets: Sequence[Bucket], reservation: Reservation | None) -> None:
@@ -122,13 +116,8 @@ def _checked(buckets: Sequence[Bucket], reservation: Reservation | None) -> None
 
 
 class MemoryLimits(Limits):
-    """:class:`Limits` in process memory: one replica's own view.
-
-    Args:
-        clock: Seconds, monotonic (``time.monotonic`` by default).
-        max_buckets: Most rate buckets kept; beyond it the oldest is dropped (which
-            only ever makes that key's next request more permissive).
-    """
+    """:class:`Limits` in process memory: one replica's own view. Beyond ``max_buckets`` the
+    oldest bucket is dropped (only ever making that key's next request more permissive)."""
 
     __slots__ = ("_buckets", "_clock", "_expiries", "_live", "_max_buckets", "_owned", "_owner_of")
 
@@ -219,12 +208,11 @@ class MemoryLimits(Limits):
         self._disown(session_id)
 
     async def live_sessions(self) -> int:
-        """How many reserved sessions are live now."""
         self._drop_expired(self._clock())
         return len(self._live)
 
     async def aclose(self) -> None:
-        """Nothing to release."""
+        pass
 
 
 _LIBRARY = "server/limits.lua"
@@ -247,17 +235,11 @@ def _derived_prefix(store_prefix: str) -> str:
 
 
 class RedisLimits(Limits):
-    """:class:`Limits` in Redis, shared by every endpoint replica that uses the same Redis.
+    """:class:`Limits` in Redis (``Redis`` or ``RedisCluster`` ``client``), shared by replicas.
 
-    Keys: ``<prefix>{limits}rate:<key>`` (a bucket, expiring when it would be full
-    again), ``<prefix>{limits}sessions`` (a sorted set of session ids scored by
-    expiry) and ``<prefix>{limits}owner:<owner>`` (the same, per owner with a share).
-
-    Args:
-        client: A ``redis.asyncio.Redis`` or ``redis.asyncio.RedisCluster``.
-        prefix: Prepended to every key (no braces).
-        timeout: Seconds after which a call gives up with ``StoreUnavailable``.
-        clock: For tests: seconds passed to the scripts instead of Redis's ``TIME``.
+    Keys: ``<prefix>{limits}rate:<key>``, ``<prefix>{limits}sessions`` (ids by expiry) and
+    ``<prefix>{limits}owner:<owner>``. Calls give up after ``timeout`` s with
+    ``StoreUnavailable``; ``clock`` (tests) replaces Redis's ``TIME``.
     """
 
     def __init__(
@@ -337,14 +319,13 @@ class RedisLimits(Limits):
 
     @property
     def corrupt_values(self) -> int:
-        """Corrupt values read back from Redis (and repaired) since this object was made."""
+        """Corrupt values read back from Redis (and repaired) so far."""
         return self._corrupt
 
     def _owner_key(self, owner: str) -> str:
         return self._tagged + "owner:" + owner
 
     def _count_corrupt(self, bad: Any, where: str) -> None:
-        """Count corrupt values a script met; log the first one (never a value)."""
         try:
             n = int(bad)
         except (TypeError, ValueError):
@@ -441,14 +422,11 @@ class RedisLimits(Limits):
     async def admit_write(
         self, buckets: Sequence[Bucket], reservation: Reservation, write: SessionWrite
     ) -> Admission:
-        """:meth:`admit` and, when admitted, the store's ``merge`` of ``write``: one script run.
-
-        A request refused by a bucket or the cap writes nothing and takes nothing; a
-        session over ``write.max_bytes`` takes the rate credits only (a refused request
-        counts against its rates). The session is written as ``RedisStore.merge`` does.
+        """:meth:`admit` and, when admitted, ``RedisStore.merge`` of ``write``: one script run.
 
         Raises:
-            MetadataTooLarge: The session would be over ``write.max_bytes``.
+            MetadataTooLarge: The session would be over ``write.max_bytes`` (the rate
+                credits are taken: a refused request counts against its rates).
             StoreUnavailable: Redis failed (e.g. out of memory): nothing was written.
             RuntimeError: These limits were not made by :meth:`from_store` on one
                 server or Sentinel.
@@ -471,14 +449,12 @@ class RedisLimits(Limits):
         return self._answer(answer, buckets, True)
 
     async def live_sessions(self) -> int:
-        """How many reserved sessions are live now (all replicas together)."""
         return int(await self._run("count", self._count, [self._sessions_key], [self._now()]))
 
     async def ping(self) -> bool:
-        """True if the limits' Redis answers; raises ``StoreUnavailable`` otherwise."""
         return bool(await self._call("ping", self._client.ping()))
 
     async def aclose(self) -> None:
-        """Give back the pipelined connection; the client belongs to whoever created it."""
+        """Give back the pipelined connection; the client stays open."""
         if self._batch is not None:
             await self._batch.aclose()
