@@ -38,11 +38,8 @@ _AGENT_FIELDS = frozenset({"deployment", "attributes", "restart_policy"})
 
 def build_state(config: ServerConfig | None = None, *, warn_dev_keys: bool = True) -> AppState:
     """Everything a token request reads, built once from ``config`` (None: all defaults).
-
-    Raises:
-        ConfigError: Missing credentials on a non-loopback host, no way to
-            authenticate callers, or an invalid rules file / schema / store URL.
-    """
+    ConfigError: no credentials off loopback, no way to authenticate callers, or an
+    invalid rules file, schema or store URL."""
     config = config or ServerConfig()
     config.credentials()  # a missing key or secret is the first thing to say
     anonymous = config.anonymous_allowed()

@@ -119,22 +119,10 @@ class GrantPolicy(BaseModel):
 class Principal:
     """Who is asking for a token, as decided by the bearer key or the ``authorize`` hook.
 
-    Attributes:
-        id: A stable, non-secret name (logged; the rate-limit key).
-        identity: Pins the participant identity (another one requested: 403).
-        trusted_metadata: Keys that override the client's; they skip the key allowlist.
-        allowed_agents: The only agents this caller may be dispatched to (None: any).
-        rate_limit: Overrides the server's per-principal rate limit.
-        room_prefix: Every room of this caller starts with it (one tenant's callers
-            never join another's rooms; another client room: 403).
-        public_keys: The trusted keys that may appear in the token; the others live
-            only in the token's session in the store.
-        client_room: Honour a client-chosen ``room_name`` (off: a fresh, unguessable
-            room per token); for multi-party rooms.
-        client_identity: Honour a client-chosen ``participant_identity``: only for a
-            backend that authenticated the user, never a key in a browser page.
-        grants: Narrow what the token grants (None: publish, subscribe and data).
-        max_sessions: This caller's share of the live-session cap (None: the server's).
+    ``id`` is logged and keys the rate limit; ``identity`` pins the participant identity;
+    ``trusted_metadata`` overrides the client's (only ``public_keys`` go in the token);
+    every room starts with ``room_prefix``; ``client_room``/``client_identity`` honour
+    the client's choice (the latter only for a backend that authenticated the user).
     """
 
     id: str
@@ -303,12 +291,8 @@ class MetadataPolicy(BaseModel):
 
 
 class ServerConfig(BaseModel):
-    """Configuration of the token server; load it with :meth:`from_file` or build it in code.
-
-    Python-only fields: ``authorize``, ``metadata_schema`` (a model class), and a ready
-    ``router``, ``sessions`` and ``limits`` (default: in Redis with a Redis store, else
-    in memory).
-    """
+    """The token server's configuration: :meth:`from_file`, or in code (then also the
+    ``authorize`` hook, a ``metadata_schema`` class, a ready router, sessions or limits)."""
 
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
@@ -406,11 +390,8 @@ class ServerConfig(BaseModel):
         return (self.token_ttl or DEFAULT_TTL.total_seconds()) + self.session_grace
 
     def credentials(self) -> Credentials:
-        """The LiveKit API key and secret: configured, from the environment, or (loopback) dev.
-
-        Raises:
-            ConfigError: Only one of them is set, or none on a non-loopback host.
-        """
+        """The LiveKit key and secret: configured, from the environment, or (loopback) dev
+        (ConfigError: only one of them set, or none on a non-loopback host)."""
         key = self.api_key or os.environ.get("LIVEKIT_API_KEY") or ""
         secret = (
             self.api_secret.get_secret_value() if self.api_secret is not None else ""
@@ -444,12 +425,8 @@ class ServerConfig(BaseModel):
 
     @classmethod
     def from_file(cls, path: str | os.PathLike[str], **overrides: Any) -> ServerConfig:
-        """Load a config from YAML, TOML or JSON (``loader.load_file``: YAML 1.2 scalars).
-
-        Raises:
-            ConfigError: The file cannot be read or parsed, or a field is invalid
-                (the message names the file and the field, never a secret value).
-        """
+        """Load a YAML, TOML or JSON config (ConfigError names the file and the field, never
+        a secret value)."""
         p = Path(path)
         data = load_file(p)
         if data is None:

@@ -1,10 +1,6 @@
-"""The HTTP edge of ``lk-metadata serve``, between the socket and aiohttp's ``web.Server``.
-
-:class:`EdgeProtocol` adds the per-peer connection cap (429 before a byte is read),
-the header deadline (408), JSON bodies (no echo, no traceback, a budgeted log line)
-for every error aiohttp answers itself, and ``Server: lk-metadata``. The body
-deadline, ``Expect`` and broken body framing are the app's (:mod:`.app`).
-"""
+"""The HTTP edge of ``lk-metadata serve``, between the socket and aiohttp's ``web.Server``:
+the per-peer connection cap (429), the header deadline (408), and JSON bodies (no echo,
+no traceback, a budgeted log line) for every error aiohttp answers itself."""
 
 from __future__ import annotations
 
@@ -189,11 +185,8 @@ _HEAD_MAX = 1024  # bytes of an answer's start the edge looks at (status, Conten
 
 
 class _AiohttpLog:
-    """The ``logger`` aiohttp's connection handler gets (a documented ``AppRunner`` argument).
-
-    aiohttp logs a rejected request with a traceback that holds the request's bytes;
-    this logger keeps only the exception's class, for the edge's own line.
-    """
+    """aiohttp's connection logger (an ``AppRunner`` argument): its tracebacks hold the
+    request's bytes, so only the exception's class is kept, for the edge's own line."""
 
     def log(self, level: int, *args: Any, **kw: Any) -> None:
         conn = _CONNECTION.get()
@@ -460,10 +453,7 @@ async def serve_edge(
     peer_counts: SharedPeerCounts | None = None,
     backlog: int = 1024,
 ) -> list[asyncio.Server]:
-    """Listen on bound ``sockets`` through the edge (``runner`` set up); close them to stop.
-
-    ``peer_counts``: connection counts shared with sibling workers (None: counted alone).
-    """
+    """Listen on bound ``sockets`` through the edge (``runner`` set up); close them to stop."""
     factory = runner.server  # aiohttp's documented low-level server: a protocol factory
     if factory is None:
         raise RuntimeError("call runner.setup() first")

@@ -1,9 +1,5 @@
-"""The failed-authentication limit, shared by ``/token`` and the operator endpoints.
-
-Every failed authentication takes a credit from the client address's
-``auth_failure_limit`` bucket; once empty, the address gets 429 ``auth_rate_limited``
-on every endpoint that authenticates until it refills.
-"""
+"""The failed-authentication limit (``auth_failure_limit`` per client address), shared by
+``/token`` and the operator endpoints: once over it, 429 ``auth_rate_limited`` on all."""
 
 from __future__ import annotations
 

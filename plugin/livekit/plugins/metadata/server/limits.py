@@ -1,13 +1,8 @@
-"""Shared limits for the token endpoint: request rates and the live-session cap.
+"""The token endpoint's limits: request rates (GCRA buckets) and the live-session cap.
 
-:meth:`Limits.admit` takes, all or nothing, one credit from each rate bucket and
-reserves one more token session under a cap (refuses when full, never evicts; a
-share per owner). :class:`MemoryLimits` answers from process memory (each replica
-its own); :class:`RedisLimits` from Redis, shared by replicas: one Lua script per
-answer, keys tagged ``{limits}`` (one Cluster slot), Redis's ``TIME`` as the clock,
-buckets stored as GCRA arrival times. Fail closed: a corrupt value read back
-(``inf``, ``abc``) reads as an empty bucket or a live session, is repaired,
-counted (``corrupt_values``) and logged once without its value.
+:class:`MemoryLimits` answers from process memory; :class:`RedisLimits` from Redis, shared
+by replicas (one Lua script per answer, Redis's clock). Fail closed: a corrupt value read
+back counts as an empty bucket or a live session, is repaired, counted and logged once.
 """
 
 from __future__ import annotations
@@ -293,13 +288,8 @@ class RedisLimits(Limits):
     def from_store(
         cls, store: RedisStore, *, clock: Callable[[], float] | None = None
     ) -> RedisLimits:
-        """Limits on the store's own client (its pool, deadline and topology); the store
-        keeps owning it.
-
-        The prefix is derived from the store's (``lkmeta:`` gives ``lkmeta-limits:``)
-        so no session key collides with a limits key. On one server or Sentinel with
-        ``durability="primary"``, :meth:`admit_write` may write the store's sessions.
-        """
+        """Limits on the store's client (which it keeps owning), keys apart from its keys;
+        :meth:`admit_write` may write its sessions (one server or Sentinel, primary)."""
         from redis.asyncio.cluster import RedisCluster
 
         limits = cls(

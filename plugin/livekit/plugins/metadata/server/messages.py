@@ -16,11 +16,8 @@ __all__ = ["EndpointRequest", "EndpointResponse", "json_error"]
 
 @dataclass
 class EndpointRequest:
-    """One HTTP request, as the core sees it (``headers`` keyed by lower-case names).
-
-    The body is given (``body``) or read on demand, after the checks that need none
-    (``read_body``: bounded by ``max_body_bytes``, a 413 ``Refusal`` beyond it).
-    """
+    """One HTTP request (``headers`` keyed by lower-case names); the body is given or read
+    on demand (``read_body``, bounded by ``max_body_bytes``: a 413 ``Refusal`` beyond)."""
 
     method: str
     path: str

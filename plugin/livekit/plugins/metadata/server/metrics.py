@@ -1,8 +1,5 @@
-"""The token server's Prometheus metrics, per replica, in a private registry (one per app).
-
-The request path bumps plain ints; a custom collector makes Prometheus families of them
-at scrape time (no label lookups or per-value locks on the hot path).
-"""
+"""The token server's Prometheus metrics, per replica, in a private registry (one per app):
+plain ints on the request path, made into families at scrape time."""
 
 from __future__ import annotations
 

@@ -10,11 +10,8 @@ __all__ = ["SharedPeerCounts"]
 
 
 class SharedPeerCounts:
-    """Made before ``serve --workers N`` forks, so ``max_connections_per_peer`` holds for
-    the whole server: a fixed open-addressing hash of ``slots`` (peer digest, count)
-    behind one shared lock; a peer with no free entry within a few probes is counted
-    by its worker alone.
-    """
+    """A fixed open-addressing hash of ``slots`` (peer digest, count) behind one shared lock,
+    made before the workers fork; a peer without a free entry is counted by its worker."""
 
     _PROBES = 32
 

@@ -143,13 +143,9 @@ def _claimed(payload: Mapping[str, Any]) -> tuple[str, str, str]:
 
 
 async def rejoin_target(token: str, principal: Principal, state: AppState) -> tuple[str, str]:
-    """The room and identity a ``rejoin_token`` leads back to, and nothing else.
-
-    The token must be this server's, expired by at most ``rejoin_window`` s, with a
-    session that still exists and names the same identity and room; the principal's
-    ``room_prefix`` and pinned ``identity`` still apply. Else 403 ``rejoin_refused``
-    naming the failed check (503 when the store cannot be read).
-    """
+    """The room and identity a ``rejoin_token`` (this server's, expired at most
+    ``rejoin_window`` s ago, its session alive and matching) leads back to; else 403
+    ``rejoin_refused`` naming the failed check."""
     payload = _decode_previous(token, state)
     identity, room, session_id = _claimed(payload)
     try:

@@ -35,15 +35,9 @@ def run(
     port: int | None = None,
     workers: int = 1,
 ) -> None:
-    """Run the token server until SIGINT/SIGTERM (what ``lk-metadata serve`` calls).
-
-    ``config_path`` (None: all defaults), ``host`` and ``port`` override the config;
-    ``workers`` > 1 serve one port from that many processes (see :mod:`.workers`).
-
-    Raises:
-        ConfigError: The configuration is invalid or incomplete, the address
-            cannot be bound (e.g. already in use), or a worker failed to start.
-    """
+    """Run the token server until SIGINT/SIGTERM (``lk-metadata serve``); ``host`` and ``port``
+    override the config file's. ConfigError: an invalid or incomplete config, an address
+    that cannot be bound, or a worker that failed to start."""
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, not {workers}")
     overrides = {"host": host, "port": port}

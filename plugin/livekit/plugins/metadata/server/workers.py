@@ -1,10 +1,7 @@
 """Listening sockets and serving processes for ``lk-metadata serve [--workers N]``.
 
-N workers: the parent holds the address, then forks. With ``SO_REUSEPORT`` each worker
-binds its own socket and the kernel spreads connections; elsewhere all accept on the
-parent's. Each builds its own app and reports when it listens; connections per peer are
-counted in shared memory (:class:`.peers.SharedPeerCounts`). The parent prints the banner
-once all listen, stops them all on SIGINT/SIGTERM, and the rest if one dies.
+The parent holds the address and forks; with ``SO_REUSEPORT`` each worker binds its own
+socket, elsewhere all accept on the parent's. If one worker dies, the rest are stopped.
 """
 
 from __future__ import annotations
@@ -131,9 +128,8 @@ def run_workers(
 ) -> None:
     """Fork ``workers`` serving processes on one port; return when all have stopped.
 
-    ``banner(port)`` runs once every worker listens; ``prepare()`` in each process once
-    its app is built. ConfigError: the address is in use, no fork, or a worker failed
-    to start (its message passed on).
+    ``banner(port)`` runs once every worker listens, ``prepare()`` in each process once
+    its app is built. ConfigError: the address is in use, no fork, or a worker failed.
     """
     if "fork" not in multiprocessing.get_all_start_methods():
         raise ConfigError("--workers needs an OS with fork(); use one process per port")
