@@ -60,45 +60,16 @@ def error_body(code: str, message: str) -> bytes:
     return orjson.dumps({"error": {"code": code, "message": message}})
 
 
-class _LogBudget:
-    """Per-peer (and overall) log line budget over a fixed window: (start, used, dropped)."""
-
-    def __init__(self, burst: int, window: float) -> None:
-        self._burst = burst
-        self._window = window
-        self._peers: OrderedDict[str, list[float]] = OrderedDict()
-        self._total: list[float] = [0.0, 0.0, 0.0]
-
-    def allow(self, peer: str, now: float) -> tuple[bool, int]:
-        """Whether one more line may be logged for ``peer``; and the lines dropped before it."""
-        dropped = 0
-        entry = self._peers.get(peer)
-        if entry is None or now - entry[0] >= self._window:
-            dropped = int(entry[2]) if entry is not None else 0
-            entry = [now, 0.0, 0.0]
-            self._peers[peer] = entry
-            if len(self._peers) > _MAX_PEERS_TRACKED:
-                self._peers.popitem(last=False)
-        self._peers.move_to_end(peer)
-        total = self._total
-        if now - total[0] >= self._window:
-            total[:] = [now, 0.0, 0.0]
-        if entry[1] >= self._burst or total[1] >= self._burst * _GLOBAL_LOG_FACTOR:
-            entry[2] += 1
-            return False, dropped
-        entry[1] += 1
-        total[1] += 1
-        return True, dropped
-
-
 class _EdgeState:
-    """What all connections of one server share: open connections per peer, the log budget."""
+    """What all connections of one server share: open connections per peer, and the log
+    budget per peer (and overall) over a fixed window: [start, used, dropped]."""
 
     def __init__(self, config: EdgeConfig, shared: SharedPeerCounts | None = None) -> None:
         self.config = config
         self.open: dict[str, int] = {}
         self.shared = shared
-        self.budget = _LogBudget(config.log_burst, config.log_window)
+        self.budgets: OrderedDict[str, list[float]] = OrderedDict()
+        self.total: list[float] = [0.0, 0.0, 0.0]
 
     def admit(self, peer: str) -> bool:
         if self.shared is not None:
@@ -122,17 +93,30 @@ class _EdgeState:
             self.open.pop(peer, None)
 
     def log(self, level: int, peer: str, message: str, *args: object) -> None:
-        allowed, dropped = self.budget.allow(peer, time.monotonic())
-        if dropped:
-            logger.warning(
-                "edge: %d log lines for %s were dropped in the last %.0f s",
-                dropped,
-                peer,
-                self.config.log_window,
-                extra={"peer": peer, "dropped": dropped},
-            )
-        if allowed:
-            logger.log(level, message, *args, extra={"peer": peer})
+        now, burst, window = time.monotonic(), self.config.log_burst, self.config.log_window
+        entry = self.budgets.get(peer)
+        if entry is None or now - entry[0] >= window:
+            if entry is not None and entry[2]:
+                logger.warning(
+                    "edge: %d log lines for %s were dropped in the last %.0f s",
+                    int(entry[2]),
+                    peer,
+                    window,
+                    extra={"peer": peer, "dropped": int(entry[2])},
+                )
+            entry = self.budgets[peer] = [now, 0.0, 0.0]
+            if len(self.budgets) > _MAX_PEERS_TRACKED:
+                self.budgets.popitem(last=False)
+        self.budgets.move_to_end(peer)
+        total = self.total
+        if now - total[0] >= window:
+            total[:] = [now, 0.0, 0.0]
+        if entry[1] >= burst or total[1] >= burst * _GLOBAL_LOG_FACTOR:
+            entry[2] += 1
+            return
+        entry[1] += 1
+        total[1] += 1
+        logger.log(level, message, *args, extra={"peer": peer})
 
 
 def _phrase(status: int) -> str:

@@ -27,6 +27,7 @@ from .config import ServerConfig, is_loopback
 from .guard import failed_authentication, refuse_if_blocked
 from .limits import Bucket
 from .messages import EndpointRequest, EndpointResponse
+from .parsing import check_framing
 from .refusals import store_unavailable, too_many
 from .state import AppState, Refusal, digest, unauthorized
 
@@ -152,7 +153,7 @@ async def handle_playground(
 
 
 async def _json_call(endpoint: str, request: EndpointRequest, state: AppState) -> EndpointResponse:
-    _check_json(request, state.config)
+    check_framing(request, state.config)  # /token's: body size, JSON in UTF-8
     caller = await _caller(request, state)
     await _admit(caller, request, state)
     metadata, attributes = _parse(await request.read(), state)
@@ -199,18 +200,6 @@ def _summary(route: Route) -> dict[str, Any]:
 
 def _ok(body: dict[str, Any]) -> EndpointResponse:
     return EndpointResponse(200, dict(_JSON_HEADERS), orjson.dumps(body))
-
-
-def _check_json(request: EndpointRequest, config: ServerConfig) -> None:
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > config.max_body_bytes:
-        raise Refusal(413, "body_too_large", "request body is over the size limit")
-    media, _, params = (request.headers.get("content-type") or "").partition(";")
-    charset = params.partition("charset=")[2].strip().strip('"').lower()
-    if media.strip().lower() != "application/json" or charset not in ("", "utf-8", "utf8"):
-        raise Refusal(
-            415, "unsupported_media_type", "send the request as Content-Type: application/json"
-        )
 
 
 async def _caller(request: EndpointRequest, state: AppState) -> str:
