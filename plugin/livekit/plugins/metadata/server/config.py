@@ -347,18 +347,15 @@ class ServerConfig(BaseModel):
     max_body_bytes: int = Field(default=_DEFAULT_MAX_BODY, ge=1024, le=16 * 1024 * 1024)
     metadata: MetadataPolicy = Field(default_factory=MetadataPolicy)
     allowed_agents: list[str] = Field(default_factory=list)
-    """Agents a client may name in ``room_config.agents[0].agent_name``."""
     allowed_room_config: list[str] = Field(default_factory=list)
     """Other ``room_config`` fields clients may set (e.g. ``agents.deployment``); else 403."""
-    allow_update_own_metadata: bool = False
-    """Grant ``canUpdateOwnMetadata`` (clients can then rewrite their metadata)."""
+    allow_update_own_metadata: bool = False  # canUpdateOwnMetadata
     token_ttl: float | None = Field(default=None, gt=0)
     """Token lifetime in seconds (None: the issuer's default)."""
     rejoin_window: float | None = Field(default=600.0, ge=0)
     """Seconds after its expiry that a token still lets its caller rejoin its room as
     itself (``rejoin_token``); None: no rejoining."""
-    reference_mode: bool = False
-    """Tokens carry only the session reference; the agent loads the rest from the store."""
+    reference_mode: bool = False  # tokens carry only the session reference
     edge: EdgeConfig = Field(default_factory=EdgeConfig)
     playground: bool | None = None
     """The routing playground page at ``/playground`` (None: on when ``host`` is loopback)."""

@@ -72,6 +72,8 @@ class Admission(NamedTuple):
 class Limits(Protocol):
     """What the token endpoint needs to enforce its limits (in-process or shared)."""
 
+    __slots__ = ()
+
     async def admit(
         self, buckets: Sequence[Bucket], reservation: Reservation | None = None
     ) -> Admission:
