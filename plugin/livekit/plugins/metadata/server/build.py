@@ -166,8 +166,10 @@ def _build_issuer(
     note = key_warning(ApiKeys(key, secret, dev))
     if note is not None and (warn_dev_keys or not dev):
         logger.warning(note)  # once, cleanly, instead of PyJWT's warning with a file path
-    if short_secret_warning(secret) is not None:
-        _silence_short_key_warning()
+    if short_secret_warning(secret) is not None:  # said above, without PyJWT's file path
+        from jwt.warnings import InsecureKeyLengthWarning
+
+        warnings.filterwarnings("ignore", category=InsecureKeyLengthWarning)
     return TokenIssuer(
         key,
         secret,
@@ -176,9 +178,3 @@ def _build_issuer(
         sessions=sessions,
         session_grace=config.session_grace,
     )
-
-
-def _silence_short_key_warning() -> None:
-    from jwt.warnings import InsecureKeyLengthWarning
-
-    warnings.filterwarnings("ignore", category=InsecureKeyLengthWarning)
