@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import socket
 import time
@@ -178,19 +179,10 @@ class _AiohttpLog:
         if conn is not None:
             conn.note_error(level, type(exc).__name__ if isinstance(exc, BaseException) else "-")
 
-    def debug(self, *args: Any, **kw: Any) -> None:
-        self.log(logging.DEBUG, **kw)
-
-    def info(self, *args: Any, **kw: Any) -> None:
-        self.log(logging.INFO, **kw)
-
-    def warning(self, *args: Any, **kw: Any) -> None:
-        self.log(logging.WARNING, **kw)
-
-    def error(self, *args: Any, **kw: Any) -> None:
-        self.log(logging.ERROR, **kw)
-
-    exception = error
+    debug = functools.partialmethod(log, logging.DEBUG)
+    info = functools.partialmethod(log, logging.INFO)
+    warning = functools.partialmethod(log, logging.WARNING)
+    error = exception = functools.partialmethod(log, logging.ERROR)
 
     def isEnabledFor(self, level: int) -> bool:
         return True
