@@ -1,9 +1,5 @@
-"""Building the token endpoint's state from a :class:`ServerConfig` (no web framework here).
-
-:func:`build_state` is what every adapter (the aiohttp app behind ``lk-metadata
-serve``, the ASGI app) shares: the compiled policy, the router, the session
-store, the issuer, the limits and the metrics, built once.
-"""
+"""Building the token endpoint's state from a :class:`ServerConfig`, once, for every adapter
+(aiohttp, ASGI): the compiled policy, router, sessions, issuer, limits and metrics."""
 
 from __future__ import annotations
 
@@ -42,11 +38,8 @@ _AGENT_FIELDS = frozenset({"deployment", "attributes", "restart_policy"})
 
 def build_state(config: ServerConfig | None = None, *, warn_dev_keys: bool = True) -> AppState:
     """Everything a token request reads, built once from ``config`` (None: all defaults).
-
-    Raises:
-        ConfigError: Missing credentials on a non-loopback host, no way to
-            authenticate callers, or an invalid rules file / schema / store URL.
-    """
+    ConfigError: no credentials off loopback, no way to authenticate callers, or an
+    invalid rules file, schema or store URL."""
     config = config or ServerConfig()
     config.credentials()  # a missing key or secret is the first thing to say
     anonymous = config.anonymous_allowed()
@@ -155,7 +148,6 @@ def _build_policy(config: ServerConfig) -> Policy:
 
 
 def _build_limits(config: ServerConfig, sessions: SessionManager) -> tuple[Limits, bool]:
-    """The config's limits; else shared through Redis with a Redis store, else in memory."""
     if config.limits is not None:
         return config.limits, False
     try:
@@ -174,8 +166,10 @@ def _build_issuer(
     note = key_warning(ApiKeys(key, secret, dev))
     if note is not None and (warn_dev_keys or not dev):
         logger.warning(note)  # once, cleanly, instead of PyJWT's warning with a file path
-    if short_secret_warning(secret) is not None:
-        _silence_short_key_warning()
+    if short_secret_warning(secret) is not None:  # said above, without PyJWT's file path
+        from jwt.warnings import InsecureKeyLengthWarning
+
+        warnings.filterwarnings("ignore", category=InsecureKeyLengthWarning)
     return TokenIssuer(
         key,
         secret,
@@ -184,10 +178,3 @@ def _build_issuer(
         sessions=sessions,
         session_grace=config.session_grace,
     )
-
-
-def _silence_short_key_warning() -> None:
-    """PyJWT warns about a short secret, with a file path; the caller has said it once."""
-    from jwt.warnings import InsecureKeyLengthWarning
-
-    warnings.filterwarnings("ignore", category=InsecureKeyLengthWarning)

@@ -1,19 +1,12 @@
-"""The HTTP process edge of ``lk-metadata serve``, on public APIs only.
-
-aiohttp's low-level ``web.Server`` is a documented protocol factory for
-``loop.create_server``; :class:`EdgeProtocol` (an ``asyncio.Protocol`` of ours)
-stands between the socket and it and adds: the per-peer connection cap (429
-before a byte is read), the header deadline (408), JSON bodies (no echo, no
-traceback, a budgeted log line) for every error aiohttp answers itself, and
-``Server: lk-metadata``. The body deadline, ``Expect`` and broken body framing
-are the app's (:mod:`.app`). :func:`serve_edge` starts it on bound sockets;
-:class:`EdgeConfig` is the ``edge`` section of the server config.
-"""
+"""The HTTP edge of ``lk-metadata serve``, between the socket and aiohttp's ``web.Server``:
+the per-peer connection cap (429), the header deadline (408), and JSON bodies (no echo,
+no traceback, a budgeted log line) for every error aiohttp answers itself."""
 
 from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import logging
 import socket
 import time
@@ -39,8 +32,7 @@ __all__ = [
     "serve_edge",
 ]
 
-SERVER_HEADER = "lk-metadata"
-"""The ``Server`` header of every answer: the product only, no version."""
+SERVER_HEADER = "lk-metadata"  # the product only, no version
 
 _MAX_PEERS_TRACKED = 4096
 _GLOBAL_LOG_FACTOR = 10
@@ -66,52 +58,19 @@ class EdgeConfig(BaseModel):
 
 
 def error_body(code: str, message: str) -> bytes:
-    """The JSON error body every answer of the endpoint uses."""
     return orjson.dumps({"error": {"code": code, "message": message}})
 
 
-# --------------------------------------------------------------------------- shared state
-
-
-class _LogBudget:
-    """Per-peer (and overall) log line budget over a fixed window."""
-
-    def __init__(self, burst: int, window: float) -> None:
-        self._burst = burst
-        self._window = window
-        self._peers: OrderedDict[str, list[float]] = OrderedDict()
-        self._total: list[float] = [0.0, 0.0, 0.0]
-
-    def allow(self, peer: str, now: float) -> tuple[bool, int]:
-        """Whether one more line may be logged for ``peer``; and lines dropped before it."""
-        dropped = 0
-        entry = self._peers.get(peer)
-        if entry is None or now - entry[0] >= self._window:
-            dropped = int(entry[2]) if entry is not None else 0
-            entry = [now, 0.0, 0.0]
-            self._peers[peer] = entry
-            if len(self._peers) > _MAX_PEERS_TRACKED:
-                self._peers.popitem(last=False)
-        self._peers.move_to_end(peer)
-        total = self._total
-        if now - total[0] >= self._window:
-            total[:] = [now, 0.0, 0.0]
-        if entry[1] >= self._burst or total[1] >= self._burst * _GLOBAL_LOG_FACTOR:
-            entry[2] += 1
-            return False, dropped
-        entry[1] += 1
-        total[1] += 1
-        return True, dropped
-
-
 class _EdgeState:
-    """What all connections of one server share: open connections per peer, the log budget."""
+    """What all connections of one server share: open connections per peer, and the log
+    budget per peer (and overall) over a fixed window: [start, used, dropped]."""
 
     def __init__(self, config: EdgeConfig, shared: SharedPeerCounts | None = None) -> None:
         self.config = config
         self.open: dict[str, int] = {}
         self.shared = shared
-        self.budget = _LogBudget(config.log_burst, config.log_window)
+        self.budgets: OrderedDict[str, list[float]] = OrderedDict()
+        self.total: list[float] = [0.0, 0.0, 0.0]
 
     def admit(self, peer: str) -> bool:
         if self.shared is not None:
@@ -135,43 +94,45 @@ class _EdgeState:
             self.open.pop(peer, None)
 
     def log(self, level: int, peer: str, message: str, *args: object) -> None:
-        """Log one static-format edge line for ``peer`` if its budget allows."""
-        allowed, dropped = self.budget.allow(peer, time.monotonic())
-        if dropped:
-            logger.warning(
-                "edge: %d log lines for %s were dropped in the last %.0f s",
-                dropped,
-                peer,
-                self.config.log_window,
-                extra={"peer": peer, "dropped": dropped},
-            )
-        if allowed:
-            logger.log(level, message, *args, extra={"peer": peer})
-
-
-# --------------------------------------------------------------------------- answers
-
-
-def _status_code(status: int) -> str:
-    """``417`` -> ``expectation_failed``: the error code for a status the app did not answer."""
-    return _phrase(status).replace(" ", "_").replace("-", "_")
+        now, burst, window = time.monotonic(), self.config.log_burst, self.config.log_window
+        entry = self.budgets.get(peer)
+        if entry is None or now - entry[0] >= window:
+            if entry is not None and entry[2]:
+                logger.warning(
+                    "edge: %d log lines for %s were dropped in the last %.0f s",
+                    int(entry[2]),
+                    peer,
+                    window,
+                    extra={"peer": peer, "dropped": int(entry[2])},
+                )
+            entry = self.budgets[peer] = [now, 0.0, 0.0]
+            if len(self.budgets) > _MAX_PEERS_TRACKED:
+                self.budgets.popitem(last=False)
+        self.budgets.move_to_end(peer)
+        total = self.total
+        if now - total[0] >= window:
+            total[:] = [now, 0.0, 0.0]
+        if entry[1] >= burst or total[1] >= burst * _GLOBAL_LOG_FACTOR:
+            entry[2] += 1
+            return
+        entry[1] += 1
+        total[1] += 1
+        logger.log(level, message, *args, extra={"peer": peer})
 
 
 def _phrase(status: int) -> str:
     try:
-        return HTTPStatus(status).phrase.lower()
+        return HTTPStatus(status).phrase
     except ValueError:
-        return "error"
+        return "Error"
 
 
-def _raw_answer(status: int, code: str, message: str, extra: str = "") -> bytes:
+def _answer_and_close(
+    transport: asyncio.Transport, status: int, code: str, message: str, extra: str = ""
+) -> None:
     body = error_body(code, message)
-    try:
-        reason = HTTPStatus(status).phrase
-    except ValueError:
-        reason = "Error"
     head = (
-        f"HTTP/1.1 {status} {reason}\r\n"
+        f"HTTP/1.1 {status} {_phrase(status)}\r\n"
         f"Server: {SERVER_HEADER}\r\n"
         f"Date: {formatdate(usegmt=True)}\r\n"
         "Content-Type: application/json\r\n"
@@ -180,7 +141,8 @@ def _raw_answer(status: int, code: str, message: str, extra: str = "") -> bytes:
         f"{extra}"
         "Connection: close\r\n\r\n"
     )
-    return head.encode("ascii") + body
+    transport.write(head.encode("ascii") + body)
+    transport.close()
 
 
 def _foreign_error(data: bytes) -> int:
@@ -197,8 +159,6 @@ def _foreign_error(data: bytes) -> int:
         return 0
 
 
-# --------------------------------------------------------------------------- protocol
-
 _CONNECTION: contextvars.ContextVar[EdgeProtocol | None] = contextvars.ContextVar(
     "lk_metadata_edge_connection", default=None
 )
@@ -210,47 +170,27 @@ _HEAD_MAX = 1024  # bytes of an answer's start the edge looks at (status, Conten
 
 
 class _AiohttpLog:
-    """The ``logger`` aiohttp's connection handler gets (a documented ``AppRunner`` argument).
-
-    aiohttp logs a rejected request with a traceback that holds the request's
-    bytes; this logger keeps only the exception's class, for the edge's own line.
-    """
-
-    def _note(self, level: int, kw: dict[str, Any]) -> None:
-        conn = _CONNECTION.get()
-        exc = kw.get("exc_info")
-        kind = type(exc).__name__ if isinstance(exc, BaseException) else "-"
-        if conn is not None:
-            conn.note_error(level, kind)
-
-    def debug(self, *args: Any, **kw: Any) -> None:
-        self._note(logging.DEBUG, kw)
-
-    def info(self, *args: Any, **kw: Any) -> None:
-        self._note(logging.INFO, kw)
-
-    def warning(self, *args: Any, **kw: Any) -> None:
-        self._note(logging.WARNING, kw)
-
-    def error(self, *args: Any, **kw: Any) -> None:
-        self._note(logging.ERROR, kw)
-
-    def exception(self, *args: Any, **kw: Any) -> None:
-        self._note(logging.ERROR, kw)
+    """aiohttp's connection logger (an ``AppRunner`` argument): its tracebacks hold the
+    request's bytes, so only the exception's class is kept, for the edge's own line."""
 
     def log(self, level: int, *args: Any, **kw: Any) -> None:
-        self._note(level, kw)
+        conn = _CONNECTION.get()
+        exc = kw.get("exc_info")
+        if conn is not None:
+            conn.note_error(level, type(exc).__name__ if isinstance(exc, BaseException) else "-")
+
+    debug = functools.partialmethod(log, logging.DEBUG)
+    info = functools.partialmethod(log, logging.INFO)
+    warning = functools.partialmethod(log, logging.WARNING)
+    error = exception = functools.partialmethod(log, logging.ERROR)
 
     def isEnabledFor(self, level: int) -> bool:
         return True
 
 
 class _EdgeTransport(asyncio.Transport):
-    """The transport aiohttp writes to: the socket's, with error answers made JSON.
-
-    ``asyncio.Transport`` is asyncio's documented transport interface; this one
-    delegates every call to the real transport.
-    """
+    """The transport aiohttp writes to: the socket's (every call delegated below), with
+    error answers made JSON."""
 
     __slots__ = ("_conn", "_raw")
 
@@ -278,56 +218,23 @@ class _EdgeTransport(asyncio.Transport):
             return
         self._raw.writelines(chunks)
 
-    def is_closing(self) -> bool:
-        return self._raw.is_closing()
 
-    def close(self) -> None:
-        self._raw.close()
+def _delegate(name: str) -> Any:
+    def method(self: _EdgeTransport, *args: Any, **kw: Any) -> Any:
+        return getattr(self._raw, name)(*args, **kw)
 
-    def abort(self) -> None:
-        self._raw.abort()
+    method.__name__ = name
+    return method
 
-    def get_extra_info(self, name: str, default: Any = None) -> Any:
-        return self._raw.get_extra_info(name, default)
 
-    def pause_reading(self) -> None:
-        self._raw.pause_reading()
-
-    def resume_reading(self) -> None:
-        self._raw.resume_reading()
-
-    def is_reading(self) -> bool:
-        return self._raw.is_reading()
-
-    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
-        self._raw.set_write_buffer_limits(high, low)
-
-    def get_write_buffer_size(self) -> int:
-        return self._raw.get_write_buffer_size()
-
-    def get_write_buffer_limits(self) -> tuple[int, int]:
-        return self._raw.get_write_buffer_limits()
-
-    def can_write_eof(self) -> bool:
-        return self._raw.can_write_eof()
-
-    def write_eof(self) -> None:
-        self._raw.write_eof()
-
-    def set_protocol(self, protocol: asyncio.BaseProtocol) -> None:
-        self._raw.set_protocol(protocol)
-
-    def get_protocol(self) -> asyncio.BaseProtocol:
-        return self._raw.get_protocol()
+for _name in {n for base in asyncio.Transport.__mro__ for n in vars(base) if n[0] != "_"}:
+    if _name not in vars(_EdgeTransport):  # every public method but write and writelines
+        setattr(_EdgeTransport, _name, _delegate(_name))
 
 
 class EdgeProtocol(asyncio.Protocol):
-    """One connection: the cap, the header deadline and JSON errors around aiohttp's handler.
-
-    ``asyncio.Protocol`` is asyncio's documented base for protocols; aiohttp's
-    handler (from the ``web.Server`` protocol factory) gets every event after
-    the edge's checks, through :class:`_EdgeTransport`.
-    """
+    """One connection: the cap, the header deadline and JSON errors around aiohttp's handler,
+    which gets every event after the edge's checks, through :class:`_EdgeTransport`."""
 
     __slots__ = (
         "admitted",
@@ -356,8 +263,6 @@ class EdgeProtocol(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.error_kind: str | None = None
 
-    # -- connection life
-
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.raw = transport
@@ -373,20 +278,16 @@ class EdgeProtocol(asyncio.Protocol):
                 self.peer,
                 edge.config.max_connections_per_peer,
             )
-            transport.write(
-                _raw_answer(
-                    429,
-                    "too_many_connections",
-                    "too many open connections from this address; retry later",
-                    "Retry-After: 1\r\n",
-                )
+            _answer_and_close(
+                transport,
+                429,
+                "too_many_connections",
+                "too many open connections from this address; retry later",
+                "Retry-After: 1\r\n",
             )
-            transport.close()
             return
         self.admitted = True
-        self.timer = asyncio.get_running_loop().call_later(
-            edge.config.header_timeout, self._header_deadline
-        )
+        self._arm(True)
         # aiohttp starts the connection's task here; it copies this context, so
         # what the handler logs is attributed to this connection.
         contextvars.copy_context().run(self._start, _EdgeTransport(transport, self))
@@ -397,10 +298,17 @@ class EdgeProtocol(asyncio.Protocol):
         self.inner = inner
         inner.connection_made(transport)
 
-    def connection_lost(self, exc: Exception | None) -> None:
+    def _arm(self, header_deadline: bool) -> None:
         if self.timer is not None:
             self.timer.cancel()
-            self.timer = None
+        self.timer = None
+        if header_deadline:
+            self.timer = asyncio.get_running_loop().call_later(
+                self.edge.config.header_timeout, self._header_deadline
+            )
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._arm(False)
         if self.admitted:
             self.admitted = False
             self.edge.release(self.peer)
@@ -425,20 +333,14 @@ class EdgeProtocol(asyncio.Protocol):
             if b"\r\n\r\n" in seen:
                 self.stage = _IN_REQUEST
                 self.tail = b""
-                if self.timer is not None:
-                    self.timer.cancel()
-                    self.timer = None
+                self._arm(False)
             else:
                 self.tail = seen[-3:]
                 if self.stage == _IDLE:
                     self.stage = _WAIT_HEAD
-                    self.timer = asyncio.get_running_loop().call_later(
-                        self.edge.config.header_timeout, self._header_deadline
-                    )
+                    self._arm(True)
         if self.inner is not None:
             self.inner.data_received(data)
-
-    # -- the header deadline
 
     def _header_deadline(self) -> None:
         self.timer = None
@@ -454,22 +356,14 @@ class EdgeProtocol(asyncio.Protocol):
             seconds,
             self.received,
         )
-        raw.write(
-            _raw_answer(
-                408, "request_timeout", f"request headers not received within {seconds:g} s"
-            )
+        _answer_and_close(
+            raw, 408, "request_timeout", f"request headers not received within {seconds:g} s"
         )
-        raw.close()
-
-    # -- answers aiohttp writes
 
     def answered(self) -> None:
-        """An answer starts: the next bytes begin a new request."""
         self.stage = _IDLE
         self.tail = b""
-        if self.timer is not None:
-            self.timer.cancel()
-            self.timer = None
+        self._arm(False)
 
     def answer(self, head: bytes) -> bool:
         """An answer starts (``head``: its first bytes): False when the edge answered instead."""
@@ -483,11 +377,8 @@ class EdgeProtocol(asyncio.Protocol):
         # request bytes): the endpoint's JSON instead, then close.
         kind, self.error_kind = self.error_kind or "-", None
         if status < 500:
-            code, text = (
-                ("bad_request", f"malformed HTTP request ({kind})")
-                if status == 400
-                else (_status_code(status), _phrase(status))
-            )
+            text = f"malformed HTTP request ({kind})" if status == 400 else _phrase(status).lower()
+            code = "bad_request" if status == 400 else text.replace(" ", "_").replace("-", "_")
             self.edge.log(
                 logging.WARNING,
                 self.peer,
@@ -501,8 +392,7 @@ class EdgeProtocol(asyncio.Protocol):
             self.edge.log(logging.ERROR, self.peer, "edge: %d for %s (%s)", status, self.peer, kind)
         raw = self.raw
         if raw is not None and not raw.is_closing():
-            raw.write(_raw_answer(status, code, text))
-            raw.close()
+            _answer_and_close(raw, status, code, text)
         return False
 
     def note_error(self, level: int, kind: str) -> None:
@@ -521,11 +411,7 @@ class EdgeProtocol(asyncio.Protocol):
         )
 
 
-# --------------------------------------------------------------------------- serving
-
-
 def edge_runner(app: web.Application, edge: EdgeConfig) -> web.AppRunner:
-    """aiohttp's ``AppRunner`` with the edge's documented settings (no access log)."""
     return web.AppRunner(
         app,
         handle_signals=False,
@@ -543,11 +429,7 @@ async def serve_edge(
     peer_counts: SharedPeerCounts | None = None,
     backlog: int = 1024,
 ) -> list[asyncio.Server]:
-    """Listen on bound ``sockets`` through the edge (``runner`` set up); close them to stop.
-
-    ``peer_counts``: connection counts shared with sibling workers (None: this
-    process counts alone).
-    """
+    """Listen on bound ``sockets`` through the edge (``runner`` set up); close them to stop."""
     factory = runner.server  # aiohttp's documented low-level server: a protocol factory
     if factory is None:
         raise RuntimeError("call runner.setup() first")

@@ -1,34 +1,17 @@
-"""The failed-authentication limit, shared by ``/token`` and the operator endpoints.
-
-Every failed authentication (a wrong or missing bearer key on ``/token``, a wrong
-``metrics_key`` on ``/metrics`` or ``/openapi.json``) takes a token from the
-client address's ``auth_failure_limit`` bucket in the endpoint's limits (shared
-through Redis with a Redis store). Once the bucket is empty the address gets 429
-``auth_rate_limited`` on every endpoint that authenticates, until it refills:
-guessing the metrics key is as slow as guessing a bearer key.
-"""
+"""The failed-authentication limit (``auth_failure_limit`` per client address), shared by
+``/token`` and the operator endpoints: once over it, 429 ``auth_rate_limited`` on all."""
 
 from __future__ import annotations
 
-import math
 import time
 
 from ..errors import StoreError
-from .state import AppState, Refusal
+from .refusals import store_unavailable, too_many
+from .state import AppState
 
 __all__ = ["failed_authentication", "refuse_if_blocked"]
 
 _MAX_BLOCKED_PEERS = 10_000
-
-
-def _too_many(wait: float) -> Refusal:
-    retry = str(max(1, math.ceil(wait)))
-    return Refusal(
-        429,
-        "auth_rate_limited",
-        "too many failed authentications; retry later",
-        {"Retry-After": retry},
-    )
 
 
 def refuse_if_blocked(peer: str, state: AppState) -> None:
@@ -39,7 +22,7 @@ def refuse_if_blocked(peer: str, state: AppState) -> None:
     wait = blocked_until - time.monotonic()
     if wait > 0:
         state.metrics.refuse("auth_limited")
-        raise _too_many(wait)
+        raise too_many("auth_rate_limited", "too many failed authentications", wait)
     del state.blocked[peer]
 
 
@@ -50,13 +33,11 @@ async def failed_authentication(peer: str, state: AppState) -> None:
     try:
         wait = await state.limits.hit("authfail:" + peer, limit.rate, limit.burst)
     except StoreError:
-        raise Refusal(
-            503, "store_unavailable", "the session store is unavailable; retry later"
-        ) from None
+        raise store_unavailable() from None
     if wait > 0.0:
         blocked = state.blocked
         if len(blocked) >= _MAX_BLOCKED_PEERS:
             blocked.pop(next(iter(blocked)))
         blocked[peer] = time.monotonic() + wait
         state.metrics.refuse("auth_limited")
-        raise _too_many(wait)
+        raise too_many("auth_rate_limited", "too many failed authentications", wait)

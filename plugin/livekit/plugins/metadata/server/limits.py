@@ -1,17 +1,8 @@
-"""Shared limits for the token endpoint: request rates and the live-session cap.
+"""The token endpoint's limits: request rates (GCRA buckets) and the live-session cap.
 
-:meth:`Limits.admit` asks, once per request and all or nothing, whether the caller
-may make a request now (a rate bucket of credits per key: the principal's, the peer's) and
-whether one more token session may start (a cap that refuses when full, never
-evicts, with a share per owner). :class:`MemoryLimits` answers from process memory
-(each replica its own); :class:`RedisLimits` from Redis, so replicas share them:
-one Lua script per answer (``*.lua`` here), every key tagged ``{limits}`` (one
-slot on a Cluster), Redis's ``TIME`` as the clock, buckets stored as GCRA arrival
-times. On a single server or Sentinel, :meth:`RedisLimits.admit_write` also
-writes the token session in the same script (one round trip per token).
-Fail closed: a corrupt value read back (``inf``, ``abc``) reads as an empty bucket
-or a live session, is repaired, counted (:attr:`RedisLimits.corrupt_values`) and
-logged once without its value.
+:class:`MemoryLimits` answers from process memory; :class:`RedisLimits` from Redis, shared
+by replicas (one Lua script per answer, Redis's clock). Fail closed: a corrupt value read
+back counts as an empty bucket or a live session, is repaired, counted and logged once.
 """
 
 from __future__ import annotations
@@ -55,11 +46,8 @@ class Bucket(NamedTuple):
 
 
 class Reservation(NamedTuple):
-    """One more live session, ``session_id``, for ``ttl`` s, unless ``max_sessions`` are live.
-
-    With an ``owner`` and ``owner_max`` > 0, also unless that owner already holds
-    ``owner_max`` live sessions (its share of the cap).
-    """
+    """One more live session for ``ttl`` s, unless ``max_sessions`` are live, or (with
+    ``owner_max`` > 0) unless ``owner`` already holds ``owner_max`` of them."""
 
     session_id: str
     ttl: float
@@ -78,54 +66,43 @@ class Admission(NamedTuple):
 
     @property
     def admitted(self) -> bool:
-        """True when the request may go on (a credit was taken from every bucket)."""
         return self.wait <= 0.0 and not self.full and not self.owner_full
 
 
 class Limits(Protocol):
     """What the token endpoint needs to enforce its limits (in-process or shared)."""
 
-    async def hit(self, key: str, rate: float, burst: int) -> float:
-        """Take one credit from ``key``'s bucket.
-
-        Returns:
-            ``0.0`` if allowed, else the seconds until a credit is available.
-        """
-        ...
-
-    async def reserve_session(self, session_id: str, ttl: float, max_sessions: int) -> bool:
-        """Count ``session_id`` as live for ``ttl`` s; ``False`` (nothing changed, nothing
-        evicted) when ``max_sessions`` are live. A live id is refreshed and succeeds."""
-        ...
-
-    async def release_session(self, session_id: str, owner: str = "") -> None:
-        """Stop counting ``session_id`` (and in its ``owner``'s share); no error if not reserved."""
-        ...
+    __slots__ = ()
 
     async def admit(
         self, buckets: Sequence[Bucket], reservation: Reservation | None = None
     ) -> Admission:
-        """Take one credit from every bucket and make the reservation, or change nothing.
-
-        One step (one round trip when shared). An empty bucket: ``wait``, the longest
-        wait; a reservation that does not fit: ``full`` (the cap) or ``owner_full``
-        (the owner's share); either way no credit is taken and nothing is reserved.
-        """
+        """One credit from every bucket and the reservation, or nothing (one round trip)."""
         ...
 
-    async def aclose(self) -> None:
-        """Release what the limits hold (a client they own)."""
+    async def hit(self, key: str, rate: float, burst: int) -> float:
+        """Take one credit from ``key``'s bucket: ``0.0``, or the seconds until one is there."""
+        return (await self.admit([Bucket(key, rate, burst)])).wait
+
+    async def reserve_session(self, session_id: str, ttl: float, max_sessions: int) -> bool:
+        """Count ``session_id`` as live for ``ttl`` s (a live id is refreshed); ``False``,
+        nothing changed, when ``max_sessions`` are live."""
+        return (await self.admit((), Reservation(session_id, ttl, max_sessions))).admitted
+
+    async def release_session(self, session_id: str, owner: str = "") -> None:
+        """Stop counting ``session_id`` (in its ``owner``'s share too); no error if unknown."""
         ...
 
-
-def _check_bucket(rate: float, burst: int) -> None:
-    positive_number(rate, "rate")
-    positive_int(burst, "burst")
+    async def aclose(self) -> None: ...
 
 
-def _check_reservation(
-    session_id: str, ttl: float, max_sessions: int, owner: str = "", owner_max: int = 0
-) -> None:
+def _checked(buckets: Sequence[Bucket], reservation: Reservation | None) -> None:
+    for bucket in buckets:
+        positive_number(bucket.rate, "rate")
+        positive_int(bucket.burst, "burst")
+    if reservation is None:
+        return
+    session_id, ttl, max_sessions, owner, owner_max = reservation
     if not isinstance(session_id, str) or not session_id:
         raise ValueError("session_id must be a non-empty str")
     positive_number(ttl, "ttl", "number of seconds")
@@ -135,14 +112,9 @@ def _check_reservation(
     positive_int(owner_max, "owner_max (0: no share)", low=0)
 
 
-class MemoryLimits:
-    """:class:`Limits` in process memory: one replica's own view.
-
-    Args:
-        clock: Seconds, monotonic (``time.monotonic`` by default); tests inject one.
-        max_buckets: Most rate buckets kept; beyond it the oldest bucket is dropped
-            (which only ever makes that key's next request more permissive).
-    """
+class MemoryLimits(Limits):
+    """:class:`Limits` in process memory: one replica's own view. Beyond ``max_buckets`` the
+    oldest bucket is dropped (only ever making that key's next request more permissive)."""
 
     __slots__ = ("_buckets", "_clock", "_expiries", "_live", "_max_buckets", "_owned", "_owner_of")
 
@@ -152,8 +124,8 @@ class MemoryLimits:
         positive_int(max_buckets, "max_buckets")
         self._clock = clock
         self._max_buckets = max_buckets
-        self._buckets: dict[str, tuple[float, float]] = {}
-        self._live: dict[str, float] = {}
+        self._buckets: dict[str, tuple[float, float]] = {}  # key: (level, when)
+        self._live: dict[str, float] = {}  # session id: expiry
         self._expiries: list[tuple[float, str]] = []
         self._owner_of: dict[str, str] = {}
         self._owned: dict[str, set[str]] = {}
@@ -161,28 +133,16 @@ class MemoryLimits:
     def __repr__(self) -> str:
         return f"MemoryLimits(buckets={len(self._buckets)}, sessions={len(self._live)})"
 
-    async def hit(self, key: str, rate: float, burst: int) -> float:
-        """Take one credit from ``key``'s bucket; ``0.0`` if allowed, else seconds to wait."""
-        _check_bucket(rate, burst)
-        now = self._clock()
-        level = self._level(key, rate, burst, now)
-        if level >= 1.0:
-            self._store(key, level - 1.0, now)
-            return 0.0
-        self._store(key, level, now)
-        return (1.0 - level) / rate
+    @property
+    def corrupt_values(self) -> int:
+        """Always 0: process memory holds only what this object wrote."""
+        return 0
 
     def _level(self, key: str, rate: float, burst: int, now: float) -> float:
-        """Credits in ``key``'s bucket at ``now`` (a new bucket is full)."""
         entry = self._buckets.get(key)
         if entry is None:
             return float(burst)
         return min(float(burst), entry[0] + (now - entry[1]) * rate)
-
-    def _store(self, key: str, level: float, now: float) -> None:
-        if key not in self._buckets and len(self._buckets) >= self._max_buckets:
-            self._buckets.pop(next(iter(self._buckets)))
-        self._buckets[key] = (level, now)
 
     def _drop_expired(self, now: float) -> None:
         expiries, live = self._expiries, self._live
@@ -200,25 +160,8 @@ class MemoryLimits:
             if not owned:
                 del self._owned[owner]
 
-    @property
-    def corrupt_values(self) -> int:
-        """Always 0: process memory holds only what this object wrote."""
-        return 0
-
-    async def reserve_session(self, session_id: str, ttl: float, max_sessions: int) -> bool:
-        """Count ``session_id`` as live for ``ttl`` seconds; ``False`` if the cap is reached."""
-        _check_reservation(session_id, ttl, max_sessions)
-        return self._reserve(self._clock(), session_id, ttl, max_sessions).admitted
-
-    def _reserve(
-        self,
-        now: float,
-        session_id: str,
-        ttl: float,
-        max_sessions: int,
-        owner: str = "",
-        owner_max: int = 0,
-    ) -> Admission:
+    def _reserve(self, now: float, reservation: Reservation) -> Admission:
+        session_id, ttl, max_sessions, owner, owner_max = reservation
         self._drop_expired(now)
         if session_id not in self._live:
             if len(self._live) >= max_sessions:
@@ -239,11 +182,7 @@ class MemoryLimits:
     async def admit(
         self, buckets: Sequence[Bucket], reservation: Reservation | None = None
     ) -> Admission:
-        """One credit from every bucket and the reservation, or nothing (see :class:`Limits`)."""
-        for bucket in buckets:
-            _check_bucket(bucket.rate, bucket.burst)
-        if reservation is not None:
-            _check_reservation(*reservation)
+        _checked(buckets, reservation)
         now = self._clock()
         levels = [self._level(b.key, b.rate, b.burst, now) for b in buckets]
         waits = [
@@ -252,35 +191,28 @@ class MemoryLimits:
         if waits:
             return Admission(wait=max(waits))
         if reservation is not None:
-            answer = self._reserve(now, *reservation)
+            answer = self._reserve(now, reservation)
             if not answer.admitted:
                 return answer
         for bucket, level in zip(buckets, levels, strict=True):
-            self._store(bucket.key, level - 1.0, now)
+            if bucket.key not in self._buckets and len(self._buckets) >= self._max_buckets:
+                self._buckets.pop(next(iter(self._buckets)))
+            self._buckets[bucket.key] = (level - 1.0, now)
         return Admission()
 
     async def release_session(self, session_id: str, owner: str = "") -> None:
-        """Stop counting ``session_id`` (in its owner's share too)."""
         self._live.pop(session_id, None)
         self._disown(session_id)
 
-    async def owner_sessions(self, owner: str) -> int:
-        """How many live sessions ``owner`` holds now."""
-        self._drop_expired(self._clock())
-        return len(self._owned.get(owner, ()))
-
     async def live_sessions(self) -> int:
-        """How many reserved sessions are live now."""
         self._drop_expired(self._clock())
         return len(self._live)
 
     async def aclose(self) -> None:
-        """Nothing to release."""
+        pass
 
 
 _LIBRARY = "server/limits.lua"
-_HIT_LUA = lua_source(_LIBRARY, "server/hit.lua")
-_RESERVE_LUA = lua_source(_LIBRARY, "server/reserve.lua")
 _COUNT_LUA = lua_source(_LIBRARY, "server/count.lua")
 _RELEASE_LUA = lua_source("server/release.lua")
 _ADMIT_LUA = lua_source(_LIBRARY, "server/admit.lua")
@@ -299,20 +231,12 @@ def _derived_prefix(store_prefix: str) -> str:
     return f"{store_prefix[:-1]}{last}limits:"
 
 
-class RedisLimits:
-    """:class:`Limits` in Redis, shared by every endpoint replica that uses the same Redis.
+class RedisLimits(Limits):
+    """:class:`Limits` in Redis (``Redis`` or ``RedisCluster`` ``client``), shared by replicas.
 
-    Keys: ``<prefix>{limits}rate:<key>`` (a string, per bucket, expiring when
-    the bucket would be full again), ``<prefix>{limits}sessions`` (a sorted set
-    of reserved session ids scored by expiry, expiring with its last member) and
-    ``<prefix>{limits}owner:<owner>`` (the same, per owner with a share): one
-    slot, so :meth:`admit` is one script on a Cluster too (no braces in the prefix).
-
-    Args:
-        client: A ``redis.asyncio.Redis`` or ``redis.asyncio.RedisCluster``.
-        prefix: Prepended to every key.
-        timeout: Seconds after which a call gives up with ``StoreUnavailable``.
-        clock: For tests: seconds passed to the scripts instead of Redis's ``TIME``.
+    Keys: ``<prefix>{limits}rate:<key>``, ``<prefix>{limits}sessions`` (ids by expiry) and
+    ``<prefix>{limits}owner:<owner>``. Calls give up after ``timeout`` s with
+    ``StoreUnavailable``; ``clock`` (tests) replaces Redis's ``TIME``.
     """
 
     def __init__(
@@ -324,6 +248,7 @@ class RedisLimits:
         clock: Callable[[], float] | None = None,
     ) -> None:
         import redis.exceptions
+        from redis.asyncio.cluster import RedisCluster
 
         if not isinstance(prefix, str):
             raise TypeError("prefix must be a str")
@@ -338,8 +263,6 @@ class RedisLimits:
         self._clock = clock
         self._where = "the configured URL"
         self._store: RedisStore | None = None
-        from redis.asyncio.cluster import RedisCluster
-
         self._failures: tuple[type[Exception], ...] = (
             asyncio.TimeoutError,
             TimeoutError,
@@ -352,8 +275,6 @@ class RedisLimits:
         self._prepare: Callable[[], Awaitable[Any]] | None = (
             client.initialize if isinstance(client, RedisCluster) else None
         )
-        self._hit = client.register_script(_HIT_LUA)
-        self._reserve = client.register_script(_RESERVE_LUA)
         self._count = client.register_script(_COUNT_LUA)
         self._admit = client.register_script(_ADMIT_LUA)
         self._release = client.register_script(_RELEASE_LUA)
@@ -369,15 +290,8 @@ class RedisLimits:
     def from_store(
         cls, store: RedisStore, *, clock: Callable[[], float] | None = None
     ) -> RedisLimits:
-        """Limits on the store's own client (and so its pool, deadline and Redis topology).
-
-        The key prefix is derived from the store's so that no session key can
-        collide with a limits key (``lkmeta:`` gives ``lkmeta-limits:``). The
-        store keeps owning the client: :meth:`aclose` leaves it open. On one
-        server or Sentinel (not a Cluster, where the session and the limits live
-        in different slots) and with ``durability="primary"``, :meth:`admit_write`
-        may write the store's sessions too.
-        """
+        """Limits on the store's client (which it keeps owning), keys apart from its keys;
+        :meth:`admit_write` may write its sessions (one server or Sentinel, primary)."""
         from redis.asyncio.cluster import RedisCluster
 
         limits = cls(
@@ -393,19 +307,17 @@ class RedisLimits:
 
     @property
     def prefix(self) -> str:
-        """The key prefix."""
         return self._prefix
 
     @property
     def corrupt_values(self) -> int:
-        """Corrupt values read back from Redis (and repaired) since this object was made."""
+        """Corrupt values read back from Redis (and repaired) so far."""
         return self._corrupt
 
     def _owner_key(self, owner: str) -> str:
         return self._tagged + "owner:" + owner
 
     def _count_corrupt(self, bad: Any, where: str) -> None:
-        """Count corrupt values a script met; log the first one (never a value)."""
         try:
             n = int(bad)
         except (TypeError, ValueError):
@@ -424,17 +336,6 @@ class RedisLimits:
             )
         self._corrupt += n
 
-    def _wait(self, wait_us: Any, where: str) -> float:
-        """A script's wait, checked: an answer out of range is corrupt and waits one second."""
-        try:
-            wait = int(wait_us)
-        except (TypeError, ValueError):
-            wait = -1
-        if not 0 < wait <= _MAX_WAIT_US:
-            self._count_corrupt(1, where)
-            return 1.0
-        return wait / 1e6
-
     def _now(self) -> str:
         return "" if self._clock is None else str(round(self._clock() * 1e6))
 
@@ -451,82 +352,60 @@ class RedisLimits:
                 f"({op}: {type(exc).__name__})"
             ) from None
 
-    def _script(self, script: Any, keys: list[str], args: list[Any]) -> Awaitable[Any]:
-        if self._batch is None:
-            return script(keys=keys, args=args)  # type: ignore[no-any-return]
-        return self._batch.run(script, keys, args)
-
     async def _prepared(self, call: Awaitable[Any]) -> Any:
         if self._prepare is not None:
             await self._prepare()
         return await call
 
-    async def hit(self, key: str, rate: float, burst: int) -> float:
-        """Take one credit from ``key``'s shared bucket; ``0.0`` if allowed, else seconds."""
-        _check_bucket(rate, burst)
-        args = [self._now(), repr(1e6 / rate), burst]
-        call = self._script(self._hit, [self._tagged + "rate:" + key], args)
-        answer = await self._call("hit", call)
-        wait_us, bad = _pair(answer)
-        self._count_corrupt(bad, "rate")
-        return 0.0 if wait_us == 0 else self._wait(wait_us, "rate")
-
-    async def reserve_session(self, session_id: str, ttl: float, max_sessions: int) -> bool:
-        """Count ``session_id`` as live for ``ttl`` seconds across replicas; False if full."""
-        _check_reservation(session_id, ttl, max_sessions)
-        args = [self._now(), session_id, round(ttl * 1e6), max_sessions]
-        answer = await self._call(
-            "reserve", self._script(self._reserve, [self._sessions_key], args)
-        )
-        ok, bad = _pair(answer)
-        self._count_corrupt(bad, "sessions")
-        return ok == 1
+    def _run(self, op: str, script: Any, keys: list[str], args: list[Any]) -> Awaitable[Any]:
+        if self._batch is None:
+            return self._call(op, script(keys=keys, args=args))
+        return self._call(op, self._batch.run(script, keys, args))
 
     async def release_session(self, session_id: str, owner: str = "") -> None:
-        """Stop counting ``session_id`` (in its ``owner``'s share too)."""
         keys = [self._sessions_key, self._owner_key(owner)]
-        await self._call("release", self._script(self._release, keys, [session_id]))
+        await self._run("release", self._release, keys, [session_id])
 
     def _admission(
         self, buckets: Sequence[Bucket], reservation: Reservation | None
     ) -> tuple[list[str], list[Any]]:
         """``admission()``'s KEYS and ARGV (``limits.lua``)."""
+        _checked(buckets, reservation)
         owner = "" if reservation is None else reservation.owner
         keys = [self._sessions_key, self._owner_key(owner)]
         args: list[Any] = [self._now(), len(buckets)]
         for bucket in buckets:
-            _check_bucket(bucket.rate, bucket.burst)
             keys.append(self._tagged + "rate:" + bucket.key)
             args += [repr(1e6 / bucket.rate), bucket.burst]
         if reservation is None:
             args += ["", 0, 0, 0]
         else:
-            _check_reservation(*reservation)
             session_id, ttl, max_sessions, _, owner_max = reservation
             args += [session_id, round(ttl * 1e6), max_sessions, owner_max]
         return keys, args
 
-    def _answer(self, outcome: int, wait_us: int, bad: int) -> Admission:
-        self._count_corrupt(bad, "rate/sessions")
-        if outcome == 0:
-            return Admission()
-        if outcome == 2:
-            return Admission(full=True)
-        if outcome == 3:
-            return Admission(owner_full=True)
-        return Admission(wait=self._wait(wait_us if outcome == 1 else -1, "rate"))
+    def _answer(self, answer: Any, buckets: Sequence[Bucket], reserving: bool) -> Admission:
+        """A script's answer, checked: anything out of range is corrupt and refuses."""
+        try:
+            outcome, wait_us, bad = (int(x) for x in answer[:3])
+        except (TypeError, ValueError):
+            outcome, wait_us, bad = -1, 0, 1
+        where = "rate/sessions" if buckets and reserving else "rate" if buckets else "sessions"
+        self._count_corrupt(bad, where)
+        if outcome in (0, 2, 3):
+            return Admission(full=outcome == 2, owner_full=outcome == 3)
+        if outcome != 1 or not 0 < wait_us <= _MAX_WAIT_US:
+            self._count_corrupt(1, "rate")
+            return Admission(wait=1.0)
+        return Admission(wait=wait_us / 1e6)
 
     async def admit(
         self, buckets: Sequence[Bucket], reservation: Reservation | None = None
     ) -> Admission:
         """Every bucket and the reservation across replicas, all or nothing: one script run."""
         keys, args = self._admission(buckets, reservation)
-        answer = await self._call("admit", self._script(self._admit, keys, args))
-        try:
-            outcome, wait_us, bad = (int(x) for x in answer)
-        except (TypeError, ValueError):
-            outcome, wait_us, bad = -1, 0, 1
-        return self._answer(outcome, wait_us, bad)
+        answer = await self._run("admit", self._admit, keys, args)
+        return self._answer(answer, buckets, reservation is not None)
 
     def writes_sessions_of(self, store: object) -> bool:
         """True if :meth:`admit_write` can write ``store``'s sessions (see :meth:`from_store`)."""
@@ -535,16 +414,11 @@ class RedisLimits:
     async def admit_write(
         self, buckets: Sequence[Bucket], reservation: Reservation, write: SessionWrite
     ) -> Admission:
-        """:meth:`admit`, and when admitted the store's ``merge`` of ``write``: one script run.
-
-        All or nothing: a request refused by a bucket or the cap writes nothing and
-        takes no credit (as :meth:`admit`); a session over ``write.max_bytes``
-        raises ``MetadataTooLarge`` having taken the rate credits only (a refused
-        request counts against its rates) and reserved nothing. The session is
-        written exactly as ``RedisStore.merge`` writes it (the same Lua functions).
+        """:meth:`admit` and, when admitted, ``RedisStore.merge`` of ``write``: one script run.
 
         Raises:
-            MetadataTooLarge: The session would be over ``write.max_bytes``.
+            MetadataTooLarge: The session would be over ``write.max_bytes`` (the rate
+                credits are taken: a refused request counts against its rates).
             StoreUnavailable: Redis failed (e.g. out of memory): nothing was written.
             RuntimeError: These limits were not made by :meth:`from_store` on one
                 server or Sentinel.
@@ -554,47 +428,25 @@ class RedisLimits:
             raise RuntimeError("admit_write needs limits made by RedisLimits.from_store")
         keys, args = self._admission(buckets, reservation)
         key, merge_args = store.merge_arguments(write)
-        call = self._script(self._admit_write, [*keys, key], [*args, *merge_args])
-        answer = await self._call("admit", call)
+        answer = await self._run("admit", self._admit_write, [*keys, key], [*args, *merge_args])
         if answer == 0:  # admitted and written, nothing corrupt met
             return Admission()
         try:
-            outcome, wait_us, bad, size = (int(x) for x in answer)
+            outcome, _, bad, size = (int(x) for x in answer)
         except (TypeError, ValueError):
-            outcome, wait_us, bad, size = -1, 0, 1, 0
+            outcome = -1
         if outcome == 4:
             self._count_corrupt(bad, "rate/sessions")
             raise too_large(size, write.max_bytes)
-        return self._answer(outcome, wait_us, bad)
+        return self._answer(answer, buckets, True)
 
     async def live_sessions(self) -> int:
-        """How many reserved sessions are live now (all replicas together)."""
-        count = await self._call(
-            "count", self._script(self._count, [self._sessions_key], [self._now()])
-        )
-        return int(count)
+        return int(await self._run("count", self._count, [self._sessions_key], [self._now()]))
 
     async def ping(self) -> bool:
-        """True if the limits' Redis answers; raises ``StoreUnavailable`` otherwise."""
         return bool(await self._call("ping", self._client.ping()))
 
-    async def owner_sessions(self, owner: str) -> int:
-        """How many live sessions ``owner`` holds now (all replicas together)."""
-        count = await self._call(
-            "count", self._script(self._count, [self._owner_key(owner)], [self._now()])
-        )
-        return int(count)
-
     async def aclose(self) -> None:
-        """Give back the pipelined connection; the client belongs to whoever created it."""
+        """Give back the pipelined connection; the client stays open."""
         if self._batch is not None:
             await self._batch.aclose()
-
-
-def _pair(answer: Any) -> tuple[int, int]:
-    """A two-number script answer; anything else reads as (-1, 1): refused, corrupt."""
-    try:
-        first, second = answer
-        return int(first), int(second)
-    except (TypeError, ValueError):
-        return -1, 1

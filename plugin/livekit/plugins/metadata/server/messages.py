@@ -1,10 +1,6 @@
-"""The framework-free request and response the token endpoint's core speaks.
-
-An adapter (aiohttp for ``lk-metadata serve``, ASGI for FastAPI/Starlette/Litestar)
-turns its framework's request into an :class:`EndpointRequest`, awaits
-:meth:`TokenEndpoint.handle <livekit.plugins.metadata.server.core.TokenEndpoint.handle>`
-and sends the :class:`EndpointResponse` back as it is.
-"""
+"""The framework-free request and response the token endpoint's core speaks: an adapter
+(aiohttp, ASGI) turns its request into an :class:`EndpointRequest`, awaits
+``TokenEndpoint.handle`` and sends the :class:`EndpointResponse` back as it is."""
 
 from __future__ import annotations
 
@@ -12,22 +8,16 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
-
 from .config import Principal
+from .edge import error_body
 
 __all__ = ["EndpointRequest", "EndpointResponse", "json_error"]
 
 
 @dataclass
 class EndpointRequest:
-    """One HTTP request, as the core sees it.
-
-    ``headers`` are keyed by lower-case names. The body is either given
-    (``body``) or read on demand (``read_body``, which an adapter bounds by
-    ``max_body_bytes`` and which raises a 413 :class:`~.state.Refusal` beyond it):
-    the core reads it only after the checks that need no body.
-    """
+    """One HTTP request (``headers`` keyed by lower-case names); the body is given or read
+    on demand (``read_body``, bounded by ``max_body_bytes``: a 413 ``Refusal`` beyond)."""
 
     method: str
     path: str
@@ -36,12 +26,10 @@ class EndpointRequest:
     client: str | None = None
     """The peer's address (None when unknown)."""
     principal: Principal | None = None
-    """The caller, when the host app has authenticated it already: no bearer key,
-    no ``authorize`` hook is consulted then."""
+    """The caller, when the host app has authenticated it (no key or hook consulted)."""
     read_body: Callable[[], Awaitable[bytes]] | None = None
     native: Any = None
-    """The framework's own request object, handed to the ``authorize`` hook
-    (the aiohttp ``web.Request`` under ``serve``); None: the hook gets this object."""
+    """The framework's own request, for the ``authorize`` hook (None: this object)."""
     log: dict[str, Any] = field(default_factory=dict)
 
     async def read(self) -> bytes:
@@ -63,9 +51,5 @@ def json_error(
     status: int, code: str, message: str, headers: Mapping[str, str] | None = None
 ) -> EndpointResponse:
     """The endpoint's JSON error ``{"error": {"code", "message"}}``."""
-    out = {"Content-Type": "application/json", "Cache-Control": "no-store"}
-    if headers:
-        out.update(headers)
-    return EndpointResponse(
-        status, out, orjson.dumps({"error": {"code": code, "message": message}})
-    )
+    out = {"Content-Type": "application/json", "Cache-Control": "no-store", **(headers or {})}
+    return EndpointResponse(status, out, error_body(code, message))

@@ -1,9 +1,5 @@
-"""The token server's Prometheus metrics, per replica, in a private registry (one per app).
-
-The request path only bumps plain ints (the event loop is single-threaded); a
-custom collector turns them into Prometheus families at scrape time, which keeps
-label lookups and prometheus_client's per-value locks off the hot path.
-"""
+"""The token server's Prometheus metrics, per replica, in a private registry (one per app):
+plain ints on the request path, made into families at scrape time."""
 
 from __future__ import annotations
 
@@ -37,32 +33,25 @@ class Metrics:
         self.mint_buckets = [0] * (len(_MINT_BUCKETS) + 1)
         self.mint_sum = 0.0
         self.sessions_created = 0
-        self.limits_corrupt: Callable[[], int] = lambda: 0
-        """Corrupt values read back from the limits store (set by the app)."""
+        self.limits_corrupt: Callable[[], int] = lambda: 0  # set by the app
         self.registry.register(self)
 
     def count(self, endpoint: str, status: int) -> None:
-        """One answered request."""
         key = (endpoint, status)
         self.requests[key] = self.requests.get(key, 0) + 1
 
     def route(self, agent: str, source: str) -> None:
-        """One minted token, by dispatched agent and how it was chosen."""
         key = (agent, source)
         self.routes[key] = self.routes.get(key, 0) + 1
 
     def refuse(self, reason: str) -> None:
-        """One refusal worth watching: ``failed_auth``, ``auth_limited``, ``store_full``,
-        ``store_share_full``."""
         self.refusals[reason] = self.refusals.get(reason, 0) + 1
 
     def observe_mint(self, seconds: float) -> None:
-        """Time spent minting one token."""
         self.mint_buckets[bisect.bisect_left(_MINT_BUCKETS, seconds)] += 1
         self.mint_sum += seconds
 
     def collect(self) -> Iterator[Any]:
-        """Called by prometheus_client at scrape time."""
         yield _counter(
             "lk_metadata_http_requests",
             "HTTP requests by endpoint and status code.",
@@ -104,5 +93,4 @@ class Metrics:
         )
 
     def render(self) -> bytes:
-        """The exposition-format text of every metric."""
         return generate_latest(self.registry)

@@ -1,11 +1,5 @@
-"""The token endpoint's wire format as pydantic models: the one description of what it accepts.
-
-The handler validates every request with :class:`TokenRequest` and
-``/openapi.json`` is generated from these same classes (``openapi.py``), so the
-document cannot drift from the code. Field names are LiveKit's standard
-token-endpoint names (snake_case, as ``TokenSource.endpoint`` sends them);
-protobuf JSON names (``roomName``, ``agentName``) are accepted as well.
-"""
+"""The token endpoint's wire format: what the handler validates with and ``/openapi.json``
+lists. LiveKit's standard snake_case names; protobuf JSON names (``roomName``) too."""
 
 from __future__ import annotations
 
@@ -26,22 +20,17 @@ __all__ = [
     "TokenResponse",
 ]
 
-_UINT32_MAX = 2**32 - 1
-
-
-def _snake_or_camel(name: str) -> AliasChoices:
-    return AliasChoices(name, to_camel(name))
-
-
 _REQUEST_CONFIG = ConfigDict(
     extra="forbid",
     strict=True,
     use_attribute_docstrings=True,
     frozen=True,
-    alias_generator=AliasGenerator(validation_alias=_snake_or_camel),
+    alias_generator=AliasGenerator(
+        validation_alias=lambda name: AliasChoices(name, to_camel(name))
+    ),
 )
 
-_UInt32 = Field(default=None, ge=0, le=_UINT32_MAX)
+_UInt32 = Field(default=None, ge=0, le=2**32 - 1)
 _StrMap = dict[str, str]
 
 

@@ -1,9 +1,5 @@
-"""``/openapi.json``, generated from the request and response models in ``models.py``.
-
-Only the paths, statuses and prose live here; every schema comes from the
-pydantic classes the handler validates with, so a field the server accepts is a
-field the document lists.
-"""
+"""``/openapi.json``: paths, statuses and prose; every schema comes from the pydantic
+classes the handler validates with (``models.py``), so the document cannot drift."""
 
 from __future__ import annotations
 
@@ -66,47 +62,28 @@ def _json(ref: str, description: str) -> dict[str, Any]:
     }
 
 
-def _token_operation() -> dict[str, Any]:
-    responses: dict[str, Any] = {
-        "201": _json("TokenResponse", "The token and the LiveKit URL to connect to.")
-    }
-    for status, text in TOKEN_ERRORS.items():
-        responses[str(status)] = _json("ErrorBody", text)
-        if status in (429, 503):
-            responses[str(status)]["headers"] = _RETRY_AFTER
-    return {
-        "operationId": "createToken",
-        "summary": "Mint a participant token (LiveKit standard token endpoint).",
-        "security": [{"bearer": []}, {}],
-        "requestBody": {
-            "required": False,
-            "content": {
-                "application/json": {"schema": {"$ref": "#/components/schemas/TokenRequest"}}
-            },
-        },
-        "responses": responses,
-    }
+_OBJECT = {"content": {"application/json": {"schema": {"type": "object"}}}}
 
 
-def _routing_operation(operation_id: str, summary: str, ok: str, no_route: bool) -> dict[str, Any]:
-    """``POST /route`` and ``POST /explain`` (the routing playground's calls)."""
-    responses: dict[str, Any] = {"200": _json(ok, "The routing decision.")}
-    errors = dict(_ROUTING_ERRORS)
-    if no_route:
-        errors[422] = "No routing rule matches and the rules have no default (no_route)."
+def _post(
+    operation_id: str,
+    summary: str,
+    body: str,
+    ok: dict[str, Any],
+    errors: dict[int, str],
+    retry_after: tuple[int, ...] = (429,),
+) -> dict[str, Any]:
+    responses = dict(ok)
     for status, text in sorted(errors.items()):
         responses[str(status)] = _json("ErrorBody", text)
-        if status == 429:
+        if status in retry_after:
             responses[str(status)]["headers"] = _RETRY_AFTER
-    body = {"application/json": {"schema": {"$ref": "#/components/schemas/RouteRequest"}}}
     return {
-        "post": {
-            "operationId": operation_id,
-            "summary": summary,
-            "security": [{"bearer": []}, {}],
-            "requestBody": {"required": False, "content": body},
-            "responses": responses,
-        }
+        "operationId": operation_id,
+        "summary": summary,
+        "security": [{"bearer": []}, {}],
+        "requestBody": {"required": False, "content": _json(body, "")["content"]},
+        "responses": responses,
     }
 
 
@@ -123,7 +100,8 @@ def _get(operation_id: str, summary: str, ok: dict[str, Any]) -> dict[str, Any]:
 def openapi_document(path: str = "/token") -> dict[str, Any]:
     """The OpenAPI 3.1 description of the token endpoint (at ``path``) and its companions."""
     _, schemas = models_json_schema(_MODELS, ref_template="#/components/schemas/{model}")
-    text = {"content": {"text/plain": {"schema": {"type": "string"}}}}
+    routed = {"200": _json("RouteResponse", "The routing decision.")}
+    no_route = {422: "No routing rule matches and the rules have no default (no_route)."}
     return {
         "openapi": "3.1.0",
         "info": {
@@ -137,7 +115,14 @@ def openapi_document(path: str = "/token") -> dict[str, Any]:
         },
         "paths": {
             path: {
-                "post": _token_operation(),
+                "post": _post(
+                    "createToken",
+                    "Mint a participant token (LiveKit standard token endpoint).",
+                    "TokenRequest",
+                    {"201": _json("TokenResponse", "The token and the LiveKit URL to connect to.")},
+                    TOKEN_ERRORS,
+                    retry_after=(429, 503),
+                ),
                 "options": {
                     "operationId": "tokenPreflight",
                     "summary": "CORS preflight.",
@@ -147,33 +132,36 @@ def openapi_document(path: str = "/token") -> dict[str, Any]:
                     },
                 },
             },
-            "/route": _routing_operation(
-                "route",
-                "The route the rules choose for some metadata and attributes (loopback "
-                "callers, or the metrics key).",
-                "RouteResponse",
-                no_route=True,
-            ),
-            "/explain": _routing_operation(
-                "explain",
-                "Every rule's verdict and the route, as `lk-metadata route --explain` "
-                "(loopback callers, or the metrics key).",
-                "ExplainResponse",
-                no_route=False,
-            ),
+            "/route": {
+                "post": _post(
+                    "route",
+                    "The route the rules choose for some metadata and attributes (loopback "
+                    "callers, or the metrics key).",
+                    "RouteRequest",
+                    routed,
+                    {**_ROUTING_ERRORS, **no_route},
+                )
+            },
+            "/explain": {
+                "post": _post(
+                    "explain",
+                    "Every rule's verdict and the route, as `lk-metadata route --explain` "
+                    "(loopback callers, or the metrics key).",
+                    "RouteRequest",
+                    {"200": _json("ExplainResponse", "The routing decision.")},
+                    _ROUTING_ERRORS,
+                )
+            },
             "/healthz": _get("health", "Liveness check.", _json("Health", "The server is up.")),
             "/readyz": {
                 "get": {
                     "operationId": "ready",
                     "summary": "Readiness check: the session store and the limits store answer.",
                     "responses": {
-                        "200": {
-                            "description": "Ready.",
-                            "content": {"application/json": {"schema": {"type": "object"}}},
-                        },
+                        "200": {"description": "Ready.", **_OBJECT},
                         "503": {
                             "description": "A store cannot be reached (store_unavailable).",
-                            "content": {"application/json": {"schema": {"type": "object"}}},
+                            **_OBJECT,
                         },
                     },
                 }
@@ -181,15 +169,13 @@ def openapi_document(path: str = "/token") -> dict[str, Any]:
             "/metrics": _get(
                 "metrics",
                 "Prometheus metrics of this replica (text exposition format).",
-                {"description": "Metrics.", **text},
+                {
+                    "description": "Metrics.",
+                    "content": {"text/plain": {"schema": {"type": "string"}}},
+                },
             ),
             "/openapi.json": _get(
-                "openapi",
-                "This document.",
-                {
-                    "description": "The OpenAPI document.",
-                    "content": {"application/json": {"schema": {"type": "object"}}},
-                },
+                "openapi", "This document.", {"description": "The OpenAPI document.", **_OBJECT}
             ),
         },
         "components": {

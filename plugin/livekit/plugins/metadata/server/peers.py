@@ -1,9 +1,4 @@
-"""Open connections per peer, counted in memory every forked worker shares.
-
-``lk-metadata serve --workers N`` makes one :class:`SharedPeerCounts` before it
-forks; each worker's edge (:mod:`.edge`) admits and releases connections in it,
-so ``edge.max_connections_per_peer`` holds for the whole server.
-"""
+"""Open connections per peer, counted in memory every forked worker shares."""
 
 from __future__ import annotations
 
@@ -15,15 +10,8 @@ __all__ = ["SharedPeerCounts"]
 
 
 class SharedPeerCounts:
-    """Open connections per peer, counted in memory every forked worker shares.
-
-    Made in the parent before the workers are forked (``lk-metadata serve
-    --workers N``); each worker's edge admits and releases connections here, so
-    ``max_connections_per_peer`` holds for the whole server. The table is a fixed
-    open-addressing hash of ``slots`` entries (peer digest, count) behind one
-    process-shared lock; a peer that finds no free entry within a few probes (more
-    than ``slots`` distinct peers at once) is counted by its worker alone.
-    """
+    """A fixed open-addressing hash of ``slots`` (peer digest, count) behind one shared lock,
+    made before the workers fork; a peer without a free entry is counted by its worker."""
 
     _PROBES = 32
 
@@ -71,7 +59,6 @@ class SharedPeerCounts:
             return True
 
     def release(self, peer: str) -> None:
-        """One connection of ``peer`` closed."""
         key = self._digest(peer)
         with self._lock:
             at = self._find(key, claim=False)

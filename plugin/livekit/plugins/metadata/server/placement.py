@@ -1,16 +1,7 @@
 """Who joins which room with which rights, and which attributes a client may not claim.
 
-- **Room and identity are the server's by default**: a fresh, unguessable room
-  (``room_prefix`` or ``room-`` + 128 random bits) and identity per token; a
-  client's choice counts only when the principal opts in (``client_room`` within
-  its ``room_prefix``, ``client_identity``).
-- **Rejoining is bound to the previous token, not to a name**: a verified
-  ``rejoin_token`` (within ``rejoin_window``) whose session still exists gets that
-  token's room and identity, nothing else.
-- **Rights**: LiveKit's join grant, narrowed by the principal's ``GrantPolicy``.
-- **Attributes a client may not claim**: ``sip.``/``lk.`` keys (422
-  ``service_attribute_key``) unless allowed by name, and keys naming a trusted or
-  private metadata key (422 ``protected_attribute_key``).
+Room and identity are the server's (fresh, 128 random bits) unless the principal opts
+in; a rejoin is bound to the previous token (its room and identity), not to a name.
 """
 
 from __future__ import annotations
@@ -27,6 +18,7 @@ from .._util import key_label
 from ..codec import SERVICE_ATTRIBUTE_PREFIXES, SESSION_KEY, SESSION_OWNER_KEY
 from ..errors import StoreError
 from .config import Principal
+from .refusals import store_unavailable
 from .state import AppState, Refusal
 
 __all__ = [
@@ -42,11 +34,8 @@ _RANDOM_BYTES = 16  # 128 bits: a room or identity nobody can guess
 
 
 def choose_room(requested: str | None, principal: Principal) -> str:
-    """The room of the token: the client's only if the principal allows it, else a fresh one.
-
-    Raises:
-        Refusal: 403 ``room_not_allowed`` for a client room outside ``room_prefix``.
-    """
+    """The client's room if the principal allows it (else a fresh one); 403
+    ``room_not_allowed`` outside ``room_prefix``."""
     prefix = principal.room_prefix
     if requested is None or not principal.client_room:
         return (prefix if prefix is not None else "room-") + secrets.token_urlsafe(_RANDOM_BYTES)
@@ -58,12 +47,8 @@ def choose_room(requested: str | None, principal: Principal) -> str:
 
 
 def choose_identity(requested: str | None, principal: Principal) -> str:
-    """The identity of the token: pinned, the client's (if allowed), or a fresh one.
-
-    Raises:
-        Refusal: 403 ``identity_mismatch`` when the principal's identity is pinned
-            and the client names another.
-    """
+    """The pinned identity (another requested: 403 ``identity_mismatch``), the client's
+    (if allowed), or a fresh one."""
     if principal.identity is not None:
         if requested is not None and requested != principal.identity:
             raise Refusal(403, "identity_mismatch", "participant_identity is fixed for this caller")
@@ -91,12 +76,8 @@ def video_grants(principal: Principal, room: str) -> api.VideoGrants | None:
 
 
 def refuse_service_attributes(attributes: Iterable[str], allowed: frozenset[str]) -> None:
-    """422 ``service_attribute_key`` for a key in a namespace LiveKit's services own.
-
-    ``sip.*`` is set by LiveKit's SIP service on SIP participants (the numbers a
-    rule routes on); ``lk.*`` by LiveKit and its agents. From a client they are
-    forgeries, unless the server's config names the key.
-    """
+    """422 ``service_attribute_key`` for a key in a namespace LiveKit's services own
+    (``sip.``, ``lk.``): from a client a forgery, unless the config names the key."""
     for key in attributes:
         if key.startswith(SERVICE_ATTRIBUTE_PREFIXES) and key not in allowed:
             raise Refusal(
@@ -109,11 +90,8 @@ def refuse_service_attributes(attributes: Iterable[str], allowed: frozenset[str]
 
 
 def refuse_protected_attributes(attributes: Iterable[str], protected: Iterable[str]) -> None:
-    """422 ``protected_attribute_key`` for an attribute named like a server-decided key.
-
-    Trusted and private keys are the server's; an attribute of the same name
-    could be read in their place by code that looks at both.
-    """
+    """422 ``protected_attribute_key`` for an attribute named like a trusted or private key
+    (code that looks at both could read it in their place)."""
     names = frozenset(protected)
     for key in attributes:
         if key in names:
@@ -130,7 +108,7 @@ def _rejoin_refused(reason: str) -> Refusal:
 
 
 def _decode_previous(token: str, state: AppState) -> dict[str, Any]:
-    """PyJWT's signature and issuer checks; ``exp`` is checked against the rejoin window."""
+    """PyJWT's signature and issuer checks; ``exp`` against the rejoin window."""
     window = state.config.rejoin_window
     if window is None:
         raise _rejoin_refused("rejoining is turned off on this server (rejoin_window)")
@@ -153,31 +131,21 @@ def _decode_previous(token: str, state: AppState) -> dict[str, Any]:
 
 def _claimed(payload: Mapping[str, Any]) -> tuple[str, str, str]:
     """Identity, room and token session id of a verified previous token."""
-    identity = payload.get("sub")
-    video = payload.get("video")
-    attributes = payload.get("attributes")
-    room = video.get("room") if isinstance(video, dict) else None
-    session = attributes.get(SESSION_KEY) if isinstance(attributes, dict) else None
-    if not (isinstance(identity, str) and isinstance(room, str) and isinstance(session, str)):
+    video, attributes = payload.get("video"), payload.get("attributes")
+    claimed = (
+        payload.get("sub"),
+        video.get("room") if isinstance(video, dict) else None,
+        attributes.get(SESSION_KEY) if isinstance(attributes, dict) else None,
+    )
+    if not all(isinstance(value, str) and value for value in claimed):
         raise _rejoin_refused("the token has no room, identity or session of this server")
-    if not identity or not room or not session:
-        raise _rejoin_refused("the token has no room, identity or session of this server")
-    return identity, room, session
+    return claimed  # type: ignore[return-value]
 
 
 async def rejoin_target(token: str, principal: Principal, state: AppState) -> tuple[str, str]:
-    """The room and identity a ``rejoin_token`` leads back to, and nothing else.
-
-    The previous token must be signed by this server's API key and secret, be
-    expired by at most ``rejoin_window`` seconds, carry a token session that
-    still exists, and that session's owner record must name the same identity
-    and room. The principal's own limits still apply (``room_prefix``, a pinned
-    ``identity``).
-
-    Raises:
-        Refusal: 403 ``rejoin_refused`` naming the failed check; 503 when the
-            store cannot be read.
-    """
+    """The room and identity a ``rejoin_token`` (this server's, expired at most
+    ``rejoin_window`` s ago, its session alive and matching) leads back to; else 403
+    ``rejoin_refused`` naming the failed check."""
     payload = _decode_previous(token, state)
     identity, room, session_id = _claimed(payload)
     try:
@@ -185,9 +153,7 @@ async def rejoin_target(token: str, principal: Principal, state: AppState) -> tu
     except (TypeError, ValueError):
         raise _rejoin_refused("the token has no session of this server") from None
     except StoreError:
-        raise Refusal(
-            503, "store_unavailable", "the session store is unavailable; retry later"
-        ) from None
+        raise store_unavailable() from None
     owner = stored.get(SESSION_OWNER_KEY)
     if not isinstance(owner, dict):
         raise _rejoin_refused("the previous call's session has expired")

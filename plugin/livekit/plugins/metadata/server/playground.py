@@ -1,16 +1,9 @@
 """The routing playground: a page at ``/playground`` and its JSON calls ``/route`` and ``/explain``.
 
-Paste metadata and attributes (a phone number too), see the route, the rule that chose
-it and every rule's verdict (the trace of ``lk-metadata route --explain``), then mint a
-token from this endpoint and join the room from the page to see which agent answers.
-
-The page (HTML, script, styles in ``static/``) is served by the endpoint itself and
-works offline; it loads LiveKit's web SDK from ``playground_sdk_url`` only to join. It
-is on when ``playground`` says so, by default only on a loopback ``host``. ``/route``
-and ``/explain`` are always on: limited like ``/token`` (the same buckets), refused to
-callers that are not on loopback (or name a non-loopback ``Host``) without the
-``metrics_key``. Answers carry rule names, agents, metadata *keys* and value types,
-never a metadata value.
+The page (``static/``) works offline; it loads LiveKit's web SDK (``playground_sdk_url``)
+only to join a room. ``/route`` and ``/explain`` take the ``/token`` rate buckets and
+answer loopback callers (naming a loopback ``Host``) or the ``metrics_key``. Answers carry
+rule names, agents, metadata *keys* and value types, never a metadata value.
 """
 
 from __future__ import annotations
@@ -18,7 +11,6 @@ from __future__ import annotations
 import functools
 import hmac
 import html
-import math
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -35,6 +27,8 @@ from .config import ServerConfig, is_loopback
 from .guard import failed_authentication, refuse_if_blocked
 from .limits import Bucket
 from .messages import EndpointRequest, EndpointResponse
+from .parsing import check_framing
+from .refusals import store_unavailable, too_many
 from .state import AppState, Refusal, digest, unauthorized
 
 __all__ = [
@@ -52,7 +46,6 @@ __all__ = [
 
 STATIC = Path(__file__).with_name("static")
 PLAYGROUND_POST = frozenset({"route", "explain"})
-"""The JSON calls (``POST``)."""
 PLAYGROUND_ENDPOINTS = PLAYGROUND_POST | {"playground", "playground.js", "playground.css"}
 
 _ASSETS = {
@@ -65,9 +58,6 @@ _STATIC_HEADERS = {
     "Referrer-Policy": "no-referrer",
 }
 _JSON_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
-
-
-# --------------------------------------------------------------------------- wire format
 
 
 class RouteRequest(BaseModel):
@@ -123,11 +113,7 @@ class ExplainResponse(BaseModel):
     text: str = Field(description="The trace as `lk-metadata route --explain` prints it.")
 
 
-# --------------------------------------------------------------------------- routing table
-
-
 def playground_enabled(config: ServerConfig) -> bool:
-    """``playground`` if set, else on exactly when the endpoint listens on a loopback host."""
     return config.playground if config.playground is not None else is_loopback(config.host)
 
 
@@ -136,15 +122,14 @@ def playground_routes(config: ServerConfig) -> dict[str, str]:
     routes = {"/route": "route", "/explain": "explain"}
     if playground_enabled(config):
         routes["/playground"] = "playground"
-        routes["/playground/playground.js"] = "playground.js"
-        routes["/playground/playground.css"] = "playground.css"
+        routes.update({f"/playground/{name}": name for name in _ASSETS})
     return routes
 
 
 async def handle_playground(
     endpoint: str, request: EndpointRequest, state: AppState
 ) -> EndpointResponse:
-    """Answer one playground request (``endpoint`` is one of :data:`PLAYGROUND_ENDPOINTS`)."""
+    """Answer one playground request (``endpoint``: one of :data:`PLAYGROUND_ENDPOINTS`)."""
     method = request.method
     if endpoint in PLAYGROUND_POST:
         if method != "POST":
@@ -167,12 +152,8 @@ async def handle_playground(
     return EndpointResponse(200, {**_STATIC_HEADERS, "Content-Type": content_type}, _asset(name))
 
 
-# --------------------------------------------------------------------------- the JSON calls
-
-
 async def _json_call(endpoint: str, request: EndpointRequest, state: AppState) -> EndpointResponse:
-    """Framing → caller (loopback or the metrics key) → the /token rate buckets → route."""
-    _check_json(request, state.config)
+    check_framing(request, state.config)  # /token's: body size, JSON in UTF-8
     caller = await _caller(request, state)
     await _admit(caller, request, state)
     metadata, attributes = _parse(await request.read(), state)
@@ -221,18 +202,6 @@ def _ok(body: dict[str, Any]) -> EndpointResponse:
     return EndpointResponse(200, dict(_JSON_HEADERS), orjson.dumps(body))
 
 
-def _check_json(request: EndpointRequest, config: ServerConfig) -> None:
-    length = request.headers.get("content-length")
-    if length is not None and length.isdigit() and int(length) > config.max_body_bytes:
-        raise Refusal(413, "body_too_large", "request body is over the size limit")
-    media, _, params = (request.headers.get("content-type") or "").partition(";")
-    charset = params.partition("charset=")[2].strip().strip('"').lower()
-    if media.strip().lower() != "application/json" or charset not in ("", "utf-8", "utf8"):
-        raise Refusal(
-            415, "unsupported_media_type", "send the request as Content-Type: application/json"
-        )
-
-
 async def _caller(request: EndpointRequest, state: AppState) -> str:
     """The rate-limit key of an allowed caller: loopback (no key needed) or the operator."""
     peer = request.client or "-"
@@ -264,26 +233,21 @@ def _loopback_host(host: str | None) -> bool:
 
 
 async def _admit(caller: str, request: EndpointRequest, state: AppState) -> None:
-    """One token from the same buckets a ``/token`` request of this caller takes from."""
+    """One credit from the buckets a ``/token`` request of this caller takes from."""
     config = state.config
-    buckets = []
-    if config.rate_limit is not None:
-        limit = config.rate_limit
-        buckets.append(Bucket("principal:" + caller, limit.rate, limit.burst))
-    if config.peer_rate_limit is not None:
-        peer_limit = config.peer_rate_limit
-        buckets.append(Bucket("peer:" + (request.client or "-"), peer_limit.rate, peer_limit.burst))
+    limits = (
+        ("principal:" + caller, config.rate_limit),
+        ("peer:" + (request.client or "-"), config.peer_rate_limit),
+    )
+    buckets = [Bucket(key, limit.rate, limit.burst) for key, limit in limits if limit is not None]
     if not buckets:
         return
     try:
         answer = await state.limits.admit(buckets)
     except StoreError:
-        raise Refusal(
-            503, "store_unavailable", "the session store is unavailable; retry later"
-        ) from None
+        raise store_unavailable() from None
     if answer.wait > 0.0:
-        retry = str(max(1, math.ceil(answer.wait)))
-        raise Refusal(429, "rate_limited", "too many requests; retry later", {"Retry-After": retry})
+        raise too_many("rate_limited", "too many requests", answer.wait)
 
 
 def _parse(raw: bytes, state: AppState) -> tuple[dict[str, Any], dict[str, str]]:
@@ -317,9 +281,6 @@ def _parse(raw: bytes, state: AppState) -> tuple[dict[str, Any], dict[str, str]]
     except MetadataError as exc:
         raise Refusal(400, "invalid_attributes", exc.message) from None
     return metadata, attributes
-
-
-# --------------------------------------------------------------------------- the page
 
 
 @functools.cache

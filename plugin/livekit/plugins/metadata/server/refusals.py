@@ -30,8 +30,6 @@ HTTP_CODES = {
 }
 """The error code of a plain HTTP status (a refusal that is not the endpoint's own)."""
 
-_STORE_FULL_RETRY_AFTER = 30
-
 
 def too_many(code: str, message: str, wait: float) -> Refusal:
     retry = str(max(1, math.ceil(wait)))
@@ -39,7 +37,7 @@ def too_many(code: str, message: str, wait: float) -> Refusal:
 
 
 def _full(code: str, message: str) -> Refusal:
-    return Refusal(503, code, message, {"Retry-After": str(_STORE_FULL_RETRY_AFTER)})
+    return Refusal(503, code, message, {"Retry-After": "30"})
 
 
 def share_full() -> Refusal:

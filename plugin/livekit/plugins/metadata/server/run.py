@@ -35,27 +35,9 @@ def run(
     port: int | None = None,
     workers: int = 1,
 ) -> None:
-    """Run the token server until SIGINT/SIGTERM (what ``lk-metadata serve`` calls).
-
-    The listening address is bound before anything claims to listen, so a port
-    in use is reported as such. With ``workers > 1`` that many processes serve the
-    same port, each with its own event loop: on an OS with ``SO_REUSEPORT`` each
-    binds its own socket and the kernel spreads connections over them; elsewhere
-    they share one inherited listening socket. They share the configured store and
-    the per-peer connection cap (with ``store: memory`` each worker has its own
-    sessions and limits, and the start-up line says the effective numbers). SIGINT or
-    SIGTERM stops every worker; if one worker dies, the others are stopped too.
-
-    Args:
-        config_path: A YAML/TOML/JSON config file (None: all defaults).
-        host: Overrides the configured host.
-        port: Overrides the configured port.
-        workers: Number of serving processes (1: serve in this process).
-
-    Raises:
-        ConfigError: The configuration is invalid or incomplete, the address
-            cannot be bound (e.g. already in use), or a worker failed to start.
-    """
+    """Run the token server until SIGINT/SIGTERM (``lk-metadata serve``); ``host`` and ``port``
+    override the config file's. ConfigError: an invalid or incomplete config, an address
+    that cannot be bound, or a worker that failed to start."""
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, not {workers}")
     overrides = {"host": host, "port": port}
@@ -91,12 +73,8 @@ def _times(n: int, limit: RateLimit | None) -> str:
 
 
 def memory_workers_note(config: ServerConfig, workers: int) -> str:
-    """The start-up line for ``store: memory`` with several workers: the effective limits.
-
-    Each worker keeps its own sessions and limits in its own memory, so for the
-    whole server every limit but the connection cap is ``workers`` times the
-    configured one; the line says the numbers.
-    """
+    """The start-up line for ``store: memory`` with several workers: each keeps its own
+    sessions and limits, so every limit but the connection cap is multiplied."""
     n = workers
     share = config.session_share(Principal(id="-"))
     return (
@@ -112,7 +90,7 @@ def memory_workers_note(config: ServerConfig, workers: int) -> str:
 
 
 LOG_FORMAT = "%(asctime)s %(levelname)s %(message)s"
-"""The format of ``lk-metadata serve``'s log lines (when nothing else configured logging)."""
+"""``lk-metadata serve``'s log format (when nothing else configured logging)."""
 
 
 def _setup_logging() -> None:
@@ -127,7 +105,6 @@ def _setup_logging() -> None:
 
 
 def _buffered_stderr() -> TextIO:
-    """stderr, block-buffered (the handler flushes it once per event-loop iteration)."""
     try:
         fd = sys.stderr.fileno()
     except (AttributeError, OSError, ValueError):
@@ -144,12 +121,8 @@ else:  # generic at runtime only from Python 3.11
 
 
 class LoopFlushedHandler(_StreamHandler):
-    """A ``StreamHandler`` that flushes once per event-loop iteration, not per line.
-
-    ``logging.StreamHandler`` is logging's documented base for stream handlers.
-    Under load many requests finish in one iteration: their lines reach the
-    stream in one write. Outside a running loop (start-up, exit) it flushes at once.
-    """
+    """A ``StreamHandler`` that flushes once per event-loop iteration (at once outside a
+    loop): the lines of many requests finished in one iteration take one write."""
 
     def __init__(self, stream: TextIO) -> None:
         super().__init__(stream)
@@ -171,12 +144,9 @@ class LoopFlushedHandler(_StreamHandler):
         super().flush()
 
     def write_message(self, level: int, message: str, created_ns: int | None = None) -> bool:
-        """Write ``message`` as this handler would write a record of it (no ``LogRecord``).
-
-        For a caller that found this the only handler its logger reaches (the
-        token log line under ``serve``). False, nothing written, when a record is
-        needed: a filter, a level above ``level``, another format or a failed write.
-        """
+        """Write ``message`` as a record of it would be written, without a ``LogRecord``
+        (for a caller whose logger reaches only this handler). False, nothing written,
+        when a record is needed: a filter, a higher level, another format, a failed write."""
         formatter = self.formatter
         if (
             self.filters
@@ -212,7 +182,6 @@ class CachedTimeFormatter(logging.Formatter):
         return self.stamp(record.created, int(record.msecs))
 
     def stamp(self, created: float, msecs: int) -> str:
-        """``asctime`` of a record made at ``created`` (``msecs`` its milliseconds)."""
         second = int(created)
         if second != self.second:
             self.second = second
@@ -248,13 +217,8 @@ def _print_banner(config: ServerConfig, port: int, workers: int) -> None:
 
 
 def prepare_process() -> None:
-    """Move everything loaded at start-up out of the garbage collector's sight.
-
-    Importing ``livekit.agents`` leaves ~150,000 long-lived objects that every
-    full collection would scan again while serving; ``gc.freeze()`` (what
-    :func:`run` calls just before serving) keeps them out of all future
-    collections. Call it yourself when you serve :func:`create_app` by other means.
-    """
+    """``gc.freeze()`` what start-up loaded (~150,000 objects from ``livekit.agents``) so no
+    collection scans it again; :func:`run` calls it, call it when serving by other means."""
     import gc
 
     gc.collect()

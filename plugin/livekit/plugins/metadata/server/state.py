@@ -1,9 +1,5 @@
-"""The token endpoint's state and its refusals, shared by the app's steps and its HTTP surface.
-
-:class:`AppState` is everything ``create_app`` builds once (config, issuer, router,
-sessions, limits, compiled policy, metrics); :class:`Refusal` is how any step
-refuses a request with a status and a stable error code.
-"""
+"""What ``create_app`` builds once (:class:`AppState`), and :class:`Refusal`, how any step
+refuses a request with a status and a stable error code."""
 
 from __future__ import annotations
 
@@ -22,7 +18,7 @@ from .config import AuthorizeHook, Principal, ServerConfig
 from .limits import Limits
 from .metrics import Metrics
 
-__all__ = ["LOG", "STATE", "AppState", "Policy", "Refusal", "digest", "unauthorized"]
+__all__ = ["STATE", "AppState", "Policy", "Refusal", "digest", "unauthorized"]
 
 
 class Refusal(Exception):
@@ -39,7 +35,6 @@ class Refusal(Exception):
 
 
 def unauthorized(message: str, challenge: str = "Bearer") -> Refusal:
-    """A 401 with the ``WWW-Authenticate`` challenge."""
     return Refusal(401, "unauthorized", message, {"WWW-Authenticate": challenge})
 
 
@@ -61,8 +56,6 @@ class Policy:
 
 @dataclass
 class AppState:
-    """What ``create_app`` builds once and every request reads."""
-
     config: ServerConfig
     issuer: TokenIssuer
     router: MetadataRouter | None
@@ -77,7 +70,6 @@ class AppState:
     metrics: Metrics
     openapi: bytes
     operator_digest: bytes | None
-    """SHA-256 of ``metrics_key`` (None: operator endpoints answer loopback peers only)."""
     blocked: dict[str, float] = field(default_factory=dict)
     """Peers over the failed-auth limit, until when (this replica's cache of the limit)."""
     readiness_task: asyncio.Future[str | None] | None = None
@@ -85,9 +77,8 @@ class AppState:
 
 
 STATE = web.AppKey("lk_metadata_state", AppState)
-LOG = web.RequestKey("lk_metadata_log", dict)
 
 
 def digest(secret: str) -> bytes:
-    """The SHA-256 a presented bearer key is compared by (with ``hmac.compare_digest``)."""
+    """The SHA-256 a presented bearer key is compared by (``hmac.compare_digest``)."""
     return hashlib.sha256(secret.encode("utf-8", "surrogateescape")).digest()

@@ -1,17 +1,7 @@
 """Listening sockets and serving processes for ``lk-metadata serve [--workers N]``.
 
-One process: bind, build the app, serve it through the HTTP edge
-(:func:`~livekit.plugins.metadata.server.edge.serve_edge`) until SIGINT/SIGTERM.
-
-N processes: the parent checks the address is free and keeps it reserved, then
-forks N workers. Where the OS has ``SO_REUSEPORT`` each worker binds its own
-socket to the port and the kernel spreads connections over them; elsewhere the
-parent listens once and every worker accepts on that inherited socket. Each
-worker builds its own app (own event loop, own store client) and tells the
-parent when it listens; open connections per peer are counted in memory all
-workers share (:class:`~livekit.plugins.metadata.server.peers.SharedPeerCounts`),
-so ``edge.max_connections_per_peer`` holds for the whole server; the parent prints the banner only then, stops every
-worker on SIGINT/SIGTERM, and stops the rest if one dies.
+The parent holds the address and forks; with ``SO_REUSEPORT`` each worker binds its own
+socket, elsewhere all accept on the parent's. If one worker dies, the rest are stopped.
 """
 
 from __future__ import annotations
@@ -49,12 +39,7 @@ _HAS_REUSEPORT = hasattr(socket, "SO_REUSEPORT")
 def bind_sockets(
     host: str, port: int, *, reuse_port: bool = False, listen: bool = True
 ) -> list[socket.socket]:
-    """Bind (and listen on) every address ``host`` resolves to.
-
-    Raises:
-        ConfigError: The address cannot be bound; "address already in use" when
-            another program listens there.
-    """
+    """Bind (and listen on) every address ``host`` resolves to (ConfigError if one cannot)."""
     try:
         infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
     except socket.gaierror as exc:
@@ -94,13 +79,10 @@ def _bind_one(
         sock.setblocking(False)
     except OSError as exc:
         sock.close()
-        where = (
-            f"[{address[0]}]:{address[1]}"
-            if family == socket.AF_INET6
-            else (f"{address[0]}:{address[1]}")
-        )
         if exc.errno == errno.EADDRNOTAVAIL:
             return None
+        host = f"[{address[0]}]" if family == socket.AF_INET6 else address[0]
+        where = f"{host}:{address[1]}"
         if exc.errno == errno.EADDRINUSE:
             raise ConfigError(
                 f"cannot listen on {where}: address already in use (is another server "
@@ -118,11 +100,7 @@ async def serve(
     ready: Callable[[], None] | None = None,
     peer_counts: SharedPeerCounts | None = None,
 ) -> None:
-    """Serve ``app`` on bound sockets through the edge until SIGINT or SIGTERM.
-
-    ``peer_counts``: connection counts shared with sibling workers (None: this
-    process counts alone).
-    """
+    """Serve ``app`` on bound sockets through the edge until SIGINT or SIGTERM."""
     runner = edge_runner(app, edge)
     await runner.setup()
     stop = asyncio.Event()
@@ -141,9 +119,6 @@ async def serve(
         await runner.cleanup()
 
 
-# --------------------------------------------------------------------------- workers
-
-
 def run_workers(
     config: ServerConfig,
     workers: int,
@@ -153,15 +128,8 @@ def run_workers(
 ) -> None:
     """Fork ``workers`` serving processes on one port; return when all have stopped.
 
-    Args:
-        config: The server configuration (every worker builds its app from it).
-        workers: Number of worker processes.
-        banner: Called with the bound port once every worker listens.
-        prepare: Called in each process once its app is built (e.g. ``gc.freeze``).
-
-    Raises:
-        ConfigError: The address is in use, fork is unavailable, or a worker
-            failed to start (its error message is passed on).
+    ``banner(port)`` runs once every worker listens, ``prepare()`` in each process once
+    its app is built. ConfigError: the address is in use, no fork, or a worker failed.
     """
     if "fork" not in multiprocessing.get_all_start_methods():
         raise ConfigError("--workers needs an OS with fork(); use one process per port")
@@ -180,7 +148,8 @@ def run_workers(
     reports = ctx.Queue()
     peer_counts = SharedPeerCounts()
     stopping = threading.Event()
-    _install_stop_handlers(stopping)
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stopping.set())
     procs = [
         ctx.Process(
             target=_worker,
@@ -255,14 +224,6 @@ def _wait_ready(procs: list[Any], reports: Any, stopping: threading.Event) -> bo
             raise ConfigError(f"a worker failed to start: {text}")
         pending -= 1
     return True
-
-
-def _install_stop_handlers(stopping: threading.Event) -> None:
-    def on_signal(signum: int, frame: object) -> None:
-        stopping.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
 
 
 def _supervise(procs: list[Any], stopping: threading.Event) -> None:
