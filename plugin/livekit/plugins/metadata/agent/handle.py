@@ -48,11 +48,10 @@ class SessionHandle:
         ctx: JobContext,
         session_id: str,
         space: SessionSpace,
-        *,
         sessions: SessionManager,
         options: AdapterOptions,
         stats: AdapterStats,
-        on_close: Callable[[SessionHandle], None] | None = None,
+        on_close: Callable[[SessionHandle], None],
     ) -> None:
         self._id = session_id
         self._space = space
@@ -62,21 +61,11 @@ class SessionHandle:
         self._idle = asyncio.Event()
         self._report = Reporter(session_id, stats)
         self._notifier = ChangeNotifier(
-            session_id,
-            settle=options.settle,
-            flood_rate=options.flood_rate,
-            stats=stats,
-            idle=self._idle,
+            session_id, options.settle, options.flood_rate, stats, self._idle
         )
         self._writer = CallSessionWriter(space, session_id, self._report)
         self._tracker = Tracker(
-            ctx,
-            sessions=sessions,
-            options=options,
-            report=self._report,
-            notifier=self._notifier,
-            writer=self._writer,
-            idle=self._idle,
+            ctx, sessions, options, self._report, self._notifier, self._writer, self._idle
         )
         self._publisher = Publisher(ctx, options.max_metadata_bytes, options.max_attributes_bytes)
         self._room: rtc.Room | None = None
@@ -93,23 +82,22 @@ class SessionHandle:
 
     @property
     def id(self) -> str:
-        """The call session's id: the room sid (or ``session_id(ctx)``); elsewhere it is
-        ``sessions.call_sessions.get(room_sid)``."""
+        """The call session's id: the room sid (or ``session_id(ctx)``)."""
         return self._id
 
     @property
     def space(self) -> SessionSpace:
-        """The key space of the call session: ``call``, or ``named`` with ``session_id=``."""
+        """The call session's key space: ``call``, or ``named`` with ``session_id=``."""
         return self._space
 
     @property
     def tracked(self) -> frozenset[str]:
-        """Identities of the participants whose changes are merged into the session."""
+        """Identities of the participants whose changes are merged."""
         return frozenset(self._tracker.tracked)
 
     @property
     def closed(self) -> bool:
-        """True once the handle was closed (at job shutdown or by :meth:`aclose`)."""
+        """True once closed (at job shutdown or by :meth:`aclose`)."""
         return self._tracker.closed
 
     @property
@@ -119,7 +107,6 @@ class SessionHandle:
 
     @property
     def applied_updates(self) -> int:
-        """Updates merged into this session."""
         return self._report.applied
 
     @property
@@ -133,30 +120,28 @@ class SessionHandle:
         return self._report.failed
 
     def participant_metadata(self, identity: str) -> dict[str, Any]:
-        """One participant's own view (what a tool serving it reads): its token session,
-        private keys included, under its live metadata; ``{}`` if untracked."""
+        """One caller's own view (what a tool serving it reads): its token session, private
+        keys included, under its live metadata; ``{}`` if untracked."""
         view = self._tracker.views.get(identity)
         return dict(view.metadata) if view is not None else {}
 
     def participant_attributes(self, identity: str) -> dict[str, str]:
-        """One participant's live attributes (without ``lk-metadata.*``); ``{}`` if untracked."""
+        """One caller's live attributes (without ``lk-metadata.*``); ``{}`` if untracked."""
         view = self._tracker.views.get(identity)
         return dict(view.attributes) if view is not None else {}
 
     def participant_protected(self, identity: str) -> frozenset[str]:
-        """The keys of a caller's view the server decided (never written by client or
-        tool): its private and trusted keys plus ``protected_keys``; empty if untracked."""
+        """The keys of a caller's view the server decided (its private and trusted keys plus
+        ``protected_keys``); empty if untracked."""
         view = self._tracker.views.get(identity)
         return view.protected if view is not None else frozenset()
 
     def caller_session_id(self, identity: str) -> str | None:
-        """Where :meth:`update_participant` persists a caller's agent-side writes: the
-        call key space's ``"<call session id>/<participant sid>"`` (both assigned by
-        LiveKit, never chosen by a client); None for an untracked participant."""
+        """Where :meth:`update_participant` persists a caller's writes, in the call key
+        space: ``"<call session id>/<participant sid>"`` (both assigned by LiveKit); None
+        for an untracked participant."""
         view = self._tracker.views.get(identity)
-        if view is None:
-            return None
-        return f"{self._id}/{view.participant.sid or identity}"
+        return None if view is None else f"{self._id}/{view.participant.sid or identity}"
 
     async def update_participant(
         self, identity: str, updates: Mapping[str, Any], *, remove: Iterable[str] = ()
@@ -164,7 +149,7 @@ class SessionHandle:
         """Agent-side write to one caller's view (a tool's), checked like client metadata,
         persisted (:meth:`caller_session_id`) before it shows, then ``on_change`` at once.
 
-        A later new value from the client for the same key wins. Writes apply in order.
+        Writes apply in order; a later new value from the client for the same key wins.
 
         Raises:
             LookupError: The participant is not tracked.
@@ -187,8 +172,7 @@ class SessionHandle:
             agent = view.check_agent_write(updates, removed, self._options.max_metadata_bytes)
             if self._options.schema is not None:
                 validate_schema({**view.live, **agent}, self._options.schema)
-            where = self.caller_session_id(identity)
-            assert where is not None
+            where = f"{self._id}/{view.participant.sid or identity}"
             try:
                 await self._sessions.call_sessions.update(where, updates, remove=removed)
             except StoreError as exc:
@@ -220,28 +204,21 @@ class SessionHandle:
         return self._tracker.route_input(self._tracker.views.get(identity))
 
     async def get(self) -> dict[str, Any]:
-        """A copy of the call session (``{}`` if it holds nothing): the job's metadata,
-        room metadata when synced, and what the agent wrote. No caller's keys."""
+        """A copy of the call session (``{}`` if empty): the job's metadata, room metadata
+        when synced, and what the agent wrote. No caller's keys."""
         return await self._space.get(self._id)
 
     async def set(self, mapping_or_key: Mapping[str, Any] | str, value: Any = None, /) -> None:
-        """Merge keys into the session: ``set({"k": v})`` or ``set("k", v)``.
-
-        Raises:
-            TypeError: A non-str key or a value JSON cannot hold.
-            MetadataTooLarge: The session would exceed its size limit (unchanged).
-        """
+        """Merge keys into the session: ``set({"k": v})`` or ``set("k", v)`` (see :meth:`update`)."""
         if isinstance(mapping_or_key, str):
-            await self._space.update(self._id, {mapping_or_key: value})
-        else:
-            await self._space.update(self._id, mapping_or_key)
+            mapping_or_key = {mapping_or_key: value}
+        await self.update(mapping_or_key)
 
     async def update(self, updates: Mapping[str, Any], *, remove: Iterable[str] = ()) -> None:
         """Merge ``updates`` and remove ``remove`` in one atomic write.
 
-        Raises:
-            TypeError: A non-str key or a value JSON cannot hold.
-            MetadataTooLarge: The session would exceed its size limit (unchanged).
+        Raises TypeError (a non-str key or a value JSON cannot hold) or MetadataTooLarge
+        (the session would exceed its size limit; it is unchanged).
         """
         await self._space.update(self._id, updates, remove=remove)
 
@@ -267,17 +244,16 @@ class SessionHandle:
             return
         self._room = room
         tracker = self._tracker
-        subs: list[tuple[str, Callable[..., None]]] = [
+        self._subscriptions = [
             ("participant_metadata_changed", tracker.on_metadata_changed),
             ("participant_attributes_changed", tracker.on_attributes_changed),
             ("participant_connected", tracker.on_participant_connected),
             ("participant_disconnected", tracker.on_participant_disconnected),
         ]
         if self._options.sync_room_metadata:
-            subs.append(("room_metadata_changed", tracker.on_room_metadata_changed))
-        for event, callback in subs:
+            self._subscriptions.append(("room_metadata_changed", tracker.on_room_metadata_changed))
+        for event, callback in self._subscriptions:
             room.on(event, callback)  # type: ignore[arg-type]
-        self._subscriptions = subs
         if self._options.sync_room_metadata:
             tracker.on_room_metadata_changed("", room.metadata)
 
@@ -303,15 +279,6 @@ class SessionHandle:
             self._tracker.tracked.discard(participant.identity)
             raise
 
-    def _unsubscribe(self) -> None:
-        room = self._room
-        if room is None:
-            return
-        for event, callback in self._subscriptions:
-            with contextlib.suppress(Exception):
-                room.off(event, callback)  # type: ignore[arg-type]
-        self._subscriptions = []
-
     async def publish(
         self,
         keys: Iterable[str],
@@ -328,10 +295,7 @@ class SessionHandle:
         identity through the server API (``api``, default ``ctx.api``). Attributes: str
         values as they are, others as compact JSON, a missing key sent empty (deleted).
         Metadata: merged into the participant's current JSON object, sent whole.
-
-        Returns:
-            A :class:`~.publish.PublishResult`; ``confirmed`` is False if the value
-            could not be read back in time (a warning is logged).
+        ``confirmed`` is False if the value could not be read back in time (logged).
 
         Raises:
             InvalidAttributes: The attributes would be invalid or over 64 KiB.
@@ -354,7 +318,10 @@ class SessionHandle:
         self._tracker.close()
         self._notifier.close()
         self._writer.close()
-        self._unsubscribe()
+        if self._room is not None:
+            for event, callback in self._subscriptions:
+                with contextlib.suppress(Exception):
+                    self._room.off(event, callback)  # type: ignore[arg-type]
         # Views still being built and call-session writes in flight get drain_timeout.
         writer = self._writer.task
         waiting = [*self._tracker.tasks(retries=False), *([writer] if writer is not None else [])]
@@ -363,29 +330,24 @@ class SessionHandle:
                 [t for t in waiting if not t.done()] or waiting,
                 timeout=self._options.drain_timeout,
             )
-        tasks = [*self._tracker.tasks(), writer, self._notifier.task]
+        tasks = [t for t in (*self._tracker.tasks(), writer, self._notifier.task) if t is not None]
         for task in tasks:
-            if task is not None and not task.done():
-                task.cancel()
+            task.cancel()
         for task in tasks:
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         self._tracker.release()
         self._idle.set()
         self._writer.closed_down()
-        if self._on_close is not None:
-            self._on_close(self)
-        await self._delete(self._options.delete_on_shutdown if delete is None else delete)
-
-    async def _delete(self, should_delete: bool) -> None:
-        if should_delete and self._space is not self._sessions.call_sessions:
+        self._on_close(self)
+        delete = self._options.delete_on_shutdown if delete is None else delete
+        if delete and self._space is not self._sessions.call_sessions:
             logger.warning(
                 "metadata adapter: kept session %s: only a call session is deleted at "
                 "shutdown, and this one was named with session_id=",
                 key_label(self._id),
             )
-        elif should_delete:
+        elif delete:
             try:
                 for where in self._agent_keys:
                     await self._space.delete(where)

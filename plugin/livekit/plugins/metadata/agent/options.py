@@ -4,12 +4,17 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, TypedDict
 
 from livekit import rtc
 
 from .._util import positive_int, positive_number
-from ..codec import parse_metadata, validate_schema
+from ..codec import (
+    DEFAULT_MAX_ATTRIBUTES_BYTES,
+    DEFAULT_MAX_METADATA_BYTES,
+    parse_metadata,
+    validate_schema,
+)
 
 if TYPE_CHECKING:
     from livekit.agents import JobContext
@@ -17,6 +22,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "DEFAULT_PARTICIPANT_KINDS",
+    "AdapterKeywords",
     "AdapterOptions",
     "OnChange",
     "OnInvalid",
@@ -44,27 +50,19 @@ Track = Literal["first", "all"]
 
 _RETRY_FIRST = 0.5
 _RETRY_MAX = 30.0
-"""Backoff of store retries (a token session to read, a call-session write), in seconds."""
 
 
 def backoff() -> Iterator[float]:
-    """Delays between store retries: 0.5 s doubling to 30 s (read when a retry starts)."""
+    """Seconds between store retries (a token session to read, a call-session write): 0.5
+    doubling to 30 (read when a retry starts)."""
     delay = _RETRY_FIRST
     while True:
         yield delay
         delay = min(delay * 2, _RETRY_MAX)
 
 
-def _seconds(name: str, number: object) -> float:
-    if not isinstance(number, (int, float)) or not number >= 0:
-        raise ValueError(f"{name} must be a number of seconds >= 0")
-    return float(number)
-
-
-@dataclass(frozen=True, kw_only=True)
-class AdapterOptions:
-    """Every option of a :class:`~.adapter.MetadataAdapter` (its keywords, documented there),
-    checked: ``ValueError``/``TypeError`` names the first one out of range."""
+class AdapterKeywords(TypedDict, total=False):
+    """The keywords of :class:`~.adapter.MetadataAdapter` (documented there)."""
 
     session_id: SessionIdFactory | None
     schema: type[BaseModel] | None
@@ -81,10 +79,30 @@ class AdapterOptions:
     track: Track
     flood_rate: float
     settle: float
-    raise_invalid: bool = field(init=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class AdapterOptions:
+    """:class:`AdapterKeywords` with their defaults, checked: ``ValueError``/``TypeError``
+    names the first one out of range."""
+
+    session_id: SessionIdFactory | None = None
+    schema: type[BaseModel] | None = None
+    on_invalid: OnInvalid = "log"
+    participant_kinds: Iterable[int] = DEFAULT_PARTICIPANT_KINDS
+    max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES
+    max_attributes_bytes: int = DEFAULT_MAX_ATTRIBUTES_BYTES
+    sync_room_metadata: bool = False
+    delete_on_shutdown: bool = False
+    protected_keys: Iterable[str] = ()
+    confirm_timeout: float = 5.0
+    drain_timeout: float = 5.0
+    route_on: RouteOn = "first"
+    track: Track = "first"
+    flood_rate: float = 20.0
+    settle: float = 0.25
     kinds: tuple[int, ...] = field(init=False)
     protected: frozenset[str] = field(init=False)
-    track_all: bool = field(init=False)
 
     def __post_init__(self) -> None:
         if self.on_invalid not in ("log", "raise"):
@@ -111,30 +129,28 @@ class AdapterOptions:
         if isinstance(settle, bool) or not isinstance(settle, (int, float)) or not 0 <= settle < 60:
             raise ValueError("settle must be a number of seconds in [0, 60)")
         positive_number(self.flood_rate, "flood_rate", "number of updates per second")
-        confirm = _seconds("confirm_timeout", self.confirm_timeout)
-        drain = _seconds("drain_timeout", self.drain_timeout)
+        for name in ("confirm_timeout", "drain_timeout"):
+            seconds = getattr(self, name)
+            if not isinstance(seconds, (int, float)) or not seconds >= 0:
+                raise ValueError(f"{name} must be a number of seconds >= 0")
         kinds = tuple(self.participant_kinds)
         if not kinds:
             raise ValueError("participant_kinds must name at least one kind")
-        for name, value in (
-            ("confirm_timeout", confirm),
-            ("drain_timeout", drain),
-            ("flood_rate", float(self.flood_rate)),
-            ("settle", float(settle)),
-            ("sync_room_metadata", bool(self.sync_room_metadata)),
-            ("delete_on_shutdown", bool(self.delete_on_shutdown)),
-            ("raise_invalid", self.on_invalid == "raise"),
-            ("kinds", kinds),
-            ("protected", frozenset(self.protected_keys)),
-            ("track_all", self.track == "all"),
-        ):
-            object.__setattr__(self, name, value)
+        object.__setattr__(self, "kinds", kinds)
+        object.__setattr__(self, "protected", frozenset(self.protected_keys))
+
+    @property
+    def raise_invalid(self) -> bool:
+        return self.on_invalid == "raise"
+
+    @property
+    def track_all(self) -> bool:
+        return self.track == "all"
 
     def parse(self, raw: str | bytes | None) -> dict[str, Any]:
         """A metadata document within ``max_metadata_bytes`` satisfying ``schema``.
 
-        Raises:
-            MetadataError: It is not.
+        Raises MetadataError: it is not.
         """
         obj = parse_metadata(raw, max_bytes=self.max_metadata_bytes)
         if self.schema is not None:
