@@ -281,6 +281,7 @@ def _hand_off(session: AgentSession[Any], st: _Handoffs, agent: Agent, route: Ro
         st.inflight = None
         logger.warning("reroute: handoff to agent %r failed (%s)", route.agent, type(exc).__name__)
 
+
 def _same_agent(route: Route, factory: AgentFactory, current: Agent) -> bool:
     current_route = route_of(current)
     if current_route is not None:
