@@ -36,11 +36,6 @@ MetadataSource = (
 """Where a job request's metadata comes from: the job's, the room's, or a callable."""
 
 
-def _check_source(metadata_from: Any) -> None:
-    if metadata_from not in ("job", "room") and not callable(metadata_from):
-        raise ValueError("metadata_from must be 'job', 'room' or a callable")
-
-
 @dataclass
 class RequestStats:
     """Counters of the answers to job requests: ``accepted``, ``rejected`` (with
@@ -134,6 +129,32 @@ async def _decide(
     return route
 
 
+@dataclass(slots=True)
+class RequestHandler:
+    """An ``on_request`` handler (see :func:`request_handler`) that counts its answers."""
+
+    router: MetadataRouter
+    agent_name: str | None = None
+    metadata_from: MetadataSource = "job"
+    max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES
+    publish_route: bool = False
+    stats: RequestStats = field(default_factory=RequestStats, init=False)
+    """What this handler answered so far."""
+
+    def __post_init__(self) -> None:
+        if self.metadata_from not in ("job", "room") and not callable(self.metadata_from):
+            raise ValueError("metadata_from must be 'job', 'room' or a callable")
+
+    async def __call__(self, req: JobRequest) -> None:
+        """Answer ``req`` (see :func:`route_job_request`)."""
+        await self.answer(req)
+
+    async def answer(self, req: JobRequest) -> Route | None:
+        md = _request_metadata(req, self.metadata_from, self.max_metadata_bytes, self.stats)
+        me = self.agent_name if self.agent_name is not None else req.agent_name
+        return await _decide(self.router, req, md, me, self.publish_route, self.stats)
+
+
 async def route_job_request(
     router: MetadataRouter,
     req: JobRequest,
@@ -156,36 +177,10 @@ async def route_job_request(
         The route if accepted with a decision; ``None`` if rejected, or accepted
         while the route waits for participant attributes.
     """
-    _check_source(metadata_from)
-    stats = stats if stats is not None else RequestStats()
-    md = _request_metadata(req, metadata_from, max_metadata_bytes, stats)
-    me = agent_name if agent_name is not None else req.agent_name
-    return await _decide(router, req, md, me, publish_route, stats)
-
-
-@dataclass(slots=True)
-class RequestHandler:
-    """An ``on_request`` handler (see :func:`request_handler`) that counts its answers."""
-
-    router: MetadataRouter
-    agent_name: str | None
-    metadata_from: MetadataSource
-    max_metadata_bytes: int
-    publish_route: bool
-    stats: RequestStats = field(default_factory=RequestStats, init=False)
-    """What this handler answered so far."""
-
-    async def __call__(self, req: JobRequest) -> None:
-        """Answer ``req`` (see :func:`route_job_request`)."""
-        await route_job_request(
-            self.router,
-            req,
-            agent_name=self.agent_name,
-            metadata_from=self.metadata_from,
-            max_metadata_bytes=self.max_metadata_bytes,
-            publish_route=self.publish_route,
-            stats=self.stats,
-        )
+    handler = RequestHandler(router, agent_name, metadata_from, max_metadata_bytes, publish_route)
+    if stats is not None:
+        handler.stats = stats
+    return await handler.answer(req)
 
 
 def request_handler(
@@ -203,5 +198,4 @@ def request_handler(
     """
     if agent_name is not None and (not isinstance(agent_name, str) or not agent_name):
         raise ValueError("agent_name must be a non-empty string or None")
-    _check_source(metadata_from)
     return RequestHandler(router, agent_name, metadata_from, max_metadata_bytes, publish_route)
