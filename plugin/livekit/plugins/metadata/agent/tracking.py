@@ -307,19 +307,17 @@ class Tracker:
         self._job_loaded = True
         raise_ = self.options.raise_invalid
         job_info = self.ctx.job
-        raw = job_info.metadata
+        raw, size = job_info.metadata, raw_size(job_info.metadata)
         try:
             job = self.options.parse(raw)
         except MetadataError as exc:
-            self.report.invalid_input(
-                "job metadata", exc, size=raw_size(raw), keys=(), raise_=raise_
-            )
+            self.report.invalid_input("job metadata", exc, size=size, keys=(), raise_=raise_)
             job = {}
         # The job's own reference binds nothing here: its token session is the view of
         # the participant whose own token carries the same reference.
         self._job_reference = job.get(SESSION_KEY)
         job = without_plugin_keys(job)
-        await self.writer.write("job metadata", job, (), size=raw_size(raw), raise_=raise_)
+        await self.writer.write("job metadata", job, (), size=size, raise_=raise_)
         try:
             checked = validate_attributes(
                 dict(job_info.attributes),
@@ -341,20 +339,18 @@ class Tracker:
                 return self._apply_attributes(changed, snapshot, identity, raise_)
 
     def _apply_metadata(self, raw: str | bytes | None, identity: str, raise_: bool) -> bool:
-        source = "participant metadata"
+        obj: dict[str, Any] = {}
         try:
             obj = self.options.parse(raw)
-        except MetadataError as exc:
-            self.report.invalid_input(source, exc, size=raw_size(raw), keys=(), raise_=raise_)
-            return False
-        view = self.views.get(identity)
-        if view is None:
-            return False
-        try:
+            view = self.views.get(identity)
+            if view is None:
+                return False
             refused = view.accept_metadata(obj, self.options.max_metadata_bytes)
         except MetadataError as exc:
-            size = raw_size(raw)
-            self.report.invalid_input(source, exc, size=size, keys=list(obj), raise_=raise_)
+            size, keys = raw_size(raw), list(obj)
+            self.report.invalid_input(
+                "participant metadata", exc, size=size, keys=keys, raise_=raise_
+            )
             return False
         if refused:
             self.report.refused(view, "protected", "metadata keys the server decided", refused)
@@ -369,30 +365,26 @@ class Tracker:
         raise_: bool,
     ) -> bool:
         """With a snapshot, a changed key that is gone is deleted too."""
-        source = "participant attributes"
         view = self.views.get(identity)
         if view is None:
             return False
         limit = self.options.max_attributes_bytes
+        keys = [k for k in changed if isinstance(k, str)]
         try:
             checked = validate_attributes(changed, max_bytes=limit, allow_reserved=True)
+            removed = [
+                k
+                for k, v in checked.items()
+                if v == "" or (snapshot is not None and k not in snapshot)
+            ]
+            updates = {k: v for k, v in checked.items() if k not in removed}
+            keys = list(updates)
+            shielded = frozenset(self.job_attributes)
+            refused = view.accept_attributes(updates, removed, shielded, limit)
         except MetadataError as exc:
-            keys = [k for k in changed if isinstance(k, str)]
-            self.report.invalid_input(source, exc, size=0, keys=keys, raise_=raise_)
-            return False
-        updates: dict[str, str] = {}
-        removed: list[str] = []
-        for key, value in checked.items():
-            if value == "" or (snapshot is not None and key not in snapshot):
-                removed.append(key)
-            else:
-                updates[key] = value
-        try:
-            refused = view.accept_attributes(
-                updates, removed, frozenset(self.job_attributes), limit
+            self.report.invalid_input(
+                "participant attributes", exc, size=0, keys=keys, raise_=raise_
             )
-        except MetadataError as exc:
-            self.report.invalid_input(source, exc, size=0, keys=list(updates), raise_=raise_)
             return False
         if refused:
             self.report.refused(
