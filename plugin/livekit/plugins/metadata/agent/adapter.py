@@ -2,7 +2,7 @@
 
 ``handle = await adapter.attach(ctx)`` in the entrypoint; README "In an agent entrypoint".
 Options are checked once (:mod:`.options`) and handed to one :class:`~.handle.SessionHandle`
-per job; invalid input is logged without values and counted (:mod:`.report`).
+per job; invalid input is logged without values and counted (:mod:`.options`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,14 @@ from .._util import key_label, raw_size
 from ..errors import MetadataError
 from ..log import logger
 from .handle import SessionHandle
-from .options import DEFAULT_PARTICIPANT_KINDS, AdapterKeywords, AdapterOptions, OnChange
+from .options import (
+    DEFAULT_PARTICIPANT_KINDS,
+    AdapterKeywords,
+    AdapterOptions,
+    AdapterStats,
+    OnChange,
+)
 from .publish import PublishResult
-from .report import AdapterStats
 from .views import RouteInput
 
 if TYPE_CHECKING:

@@ -3,7 +3,7 @@
 Two places, never mixed: the call session (``get()``/``set()``) in the store, keyed by
 the room sid (else the job id), holding the job's metadata, synced room metadata and the
 agent's writes; and each caller's view (``participant_metadata()``) in the job's memory
-(:mod:`.views`). Events: :mod:`.tracking`; ``on_change``: :mod:`.settle`; writes: :mod:`.writer`.
+(:mod:`.views`). Events: :mod:`.tracking`; ``on_change`` and writes: :mod:`.settle`.
 """
 
 from __future__ import annotations
@@ -20,13 +20,11 @@ from .._util import key_label, keys_for_log
 from ..codec import serialize_metadata, validate_schema
 from ..errors import MetadataError, StoreError
 from ..log import logger
-from .options import AdapterOptions, OnChange, PublishAs
+from .options import AdapterOptions, AdapterStats, OnChange, PublishAs, Reporter
 from .publish import Publisher, PublishResult, publish_keys
-from .report import AdapterStats, Reporter
-from .settle import ChangeNotifier
+from .settle import CallSessionWriter, ChangeNotifier
 from .tracking import Tracker
 from .views import RouteInput
-from .writer import CallSessionWriter
 
 if TYPE_CHECKING:
     from livekit.agents import JobContext

@@ -17,9 +17,8 @@ from .._util import key_label, raw_size
 from ..codec import SESSION_KEY, validate_attributes
 from ..errors import InvalidSessionReference, MetadataError, StoreError
 from ..log import logger
-from .options import AdapterOptions, backoff
-from .report import Reporter
-from .settle import ChangeNotifier
+from .options import AdapterOptions, Reporter, backoff
+from .settle import CallSessionWriter, ChangeNotifier
 from .views import (
     ParticipantView,
     RouteInput,
@@ -27,7 +26,6 @@ from .views import (
     resolve_token_session,
     without_plugin_keys,
 )
-from .writer import CallSessionWriter
 
 if TYPE_CHECKING:
     from livekit.agents import JobContext
