@@ -1,9 +1,8 @@
 """SessionHandle: one job's call session and the views of its callers, for the entrypoint and tools.
 
-Two places, never mixed: the call session (``get()``/``set()``) in the store, keyed by
-the room sid (else the job id), holding the job's metadata, synced room metadata and the
-agent's writes; and each caller's view (``participant_metadata()``) in the job's memory
-(:mod:`.views`). Events: :mod:`.tracking`; ``on_change`` and writes: :mod:`.settle`.
+Two places, never mixed: the call session (``get()``/``set()``) in the store, keyed by the
+room sid (else the job id): the job's metadata, synced room metadata and the agent's writes;
+and each caller's view (``participant_metadata()``, :mod:`.views`) in the job's memory.
 """
 
 from __future__ import annotations
@@ -36,10 +35,8 @@ __all__ = ["SessionHandle"]
 
 
 class SessionHandle:
-    """The session of one job: read and write it, wait for queued updates, publish keys.
-
-    Made by :meth:`MetadataAdapter.load_job` / :meth:`MetadataAdapter.attach`.
-    """
+    """The session of one job (from :meth:`MetadataAdapter.attach`): read and write it, wait
+    for queued updates, publish keys."""
 
     def __init__(
         self,
@@ -80,27 +77,25 @@ class SessionHandle:
 
     @property
     def id(self) -> str:
-        """The call session's id: the room sid (or ``session_id(ctx)``)."""
+        """The room sid (or ``session_id(ctx)``)."""
         return self._id
 
     @property
     def space(self) -> SessionSpace:
-        """The call session's key space: ``call``, or ``named`` with ``session_id=``."""
+        """``call``, or ``named`` with ``session_id=``."""
         return self._space
 
     @property
     def tracked(self) -> frozenset[str]:
-        """Identities of the participants whose changes are merged."""
         return frozenset(self._tracker.tracked)
 
     @property
     def closed(self) -> bool:
-        """True once closed (at job shutdown or by :meth:`aclose`)."""
         return self._tracker.closed
 
     @property
     def participants(self) -> tuple[str, ...]:
-        """Identities of the tracked participants, in the order they were first tracked."""
+        """The tracked identities, in the order they were first tracked."""
         return tuple(self._tracker.views)
 
     @property
@@ -109,7 +104,7 @@ class SessionHandle:
 
     @property
     def invalid_updates(self) -> int:
-        """Updates rejected as invalid input (the session was left unchanged)."""
+        """Updates rejected as invalid input (nothing changed)."""
         return self._report.invalid
 
     @property
@@ -118,36 +113,33 @@ class SessionHandle:
         return self._report.failed
 
     def participant_metadata(self, identity: str) -> dict[str, Any]:
-        """One caller's own view (what a tool serving it reads): its token session, private
-        keys included, under its live metadata; ``{}`` if untracked."""
+        """One caller's own view (what a tool serving it reads): its token session, private keys
+        included, under its live metadata; ``{}`` if untracked."""
         view = self._tracker.views.get(identity)
         return dict(view.metadata) if view is not None else {}
 
     def participant_attributes(self, identity: str) -> dict[str, str]:
-        """One caller's live attributes (without ``lk-metadata.*``); ``{}`` if untracked."""
+        """One caller's live attributes (no ``lk-metadata.*``); ``{}`` if untracked."""
         view = self._tracker.views.get(identity)
         return dict(view.attributes) if view is not None else {}
 
     def participant_protected(self, identity: str) -> frozenset[str]:
-        """The keys of a caller's view the server decided (its private and trusted keys plus
-        ``protected_keys``); empty if untracked."""
+        """The keys of a caller's view the server decided, plus ``protected_keys``."""
         view = self._tracker.views.get(identity)
         return view.protected if view is not None else frozenset()
 
     def caller_session_id(self, identity: str) -> str | None:
-        """Where :meth:`update_participant` persists a caller's writes, in the call key
-        space: ``"<call session id>/<participant sid>"`` (both assigned by LiveKit); None
-        for an untracked participant."""
+        """Where :meth:`update_participant` persists a caller's writes, in the call key space
+        (``"<call session id>/<participant sid>"``, both from LiveKit); None if untracked."""
         view = self._tracker.views.get(identity)
         return None if view is None else f"{self._id}/{view.participant.sid or identity}"
 
     async def update_participant(
         self, identity: str, updates: Mapping[str, Any], *, remove: Iterable[str] = ()
     ) -> None:
-        """Agent-side write to one caller's view (a tool's), checked like client metadata,
-        persisted (:meth:`caller_session_id`) before it shows, then ``on_change`` at once.
-
-        Writes apply in order; a later new value from the client for the same key wins.
+        """A tool's write to one caller's view, checked like client metadata, persisted
+        (:meth:`caller_session_id`) before it shows, then ``on_change`` at once. Writes apply
+        in order; a later new value from the client for the same key wins.
 
         Raises:
             LookupError: The participant is not tracked.
@@ -192,18 +184,15 @@ class SessionHandle:
         self._notifier.mark(identity, at_once=True)  # the agent's own write: no flood to wait out
 
     def route_input(self) -> RouteInput:
-        """What to route on: the ``route_on`` participant's :class:`~.views.RouteInput`
-        (the job's alone, ``identity`` None, with no participant)."""
+        """The ``route_on`` participant's :class:`~.views.RouteInput` (the job's alone if none)."""
         return self._tracker.route_input(self._tracker.route_view())
 
     def participant_route_input(self, identity: str) -> RouteInput:
-        """What the rules would route on for this caller: the job's metadata under its
-        view, its attributes under the job's (the job's alone if it is not tracked)."""
+        """The job's metadata under this caller's view, its attributes under the job's."""
         return self._tracker.route_input(self._tracker.views.get(identity))
 
     async def get(self) -> dict[str, Any]:
-        """A copy of the call session (``{}`` if empty): the job's metadata, room metadata
-        when synced, and what the agent wrote. No caller's keys."""
+        """A copy of the call session (``{}`` if empty); no caller's keys."""
         return await self._space.get(self._id)
 
     async def set(self, mapping_or_key: Mapping[str, Any] | str, value: Any = None, /) -> None:
@@ -213,29 +202,25 @@ class SessionHandle:
         await self.update(mapping_or_key)
 
     async def update(self, updates: Mapping[str, Any], *, remove: Iterable[str] = ()) -> None:
-        """Merge ``updates`` and remove ``remove`` in one atomic write.
-
-        Raises TypeError (a non-str key or a value JSON cannot hold) or MetadataTooLarge
-        (the session would exceed its size limit; it is unchanged).
-        """
+        """Merge ``updates`` and remove ``remove`` in one atomic write. Raises TypeError (a value
+        JSON cannot hold) or MetadataTooLarge (the session unchanged)."""
         await self._space.update(self._id, updates, remove=remove)
 
     async def wait_idle(self) -> None:
-        """Wait until every room event received so far is applied, its ``on_change`` has
-        run, and the call session holds what was written to it (or a write is failing
-        and waits to be retried)."""
+        """Until every room event so far is applied, its ``on_change`` has run, and the call
+        session holds what was written (or a failing write waits for its retry)."""
         while not self.closed and (self._tracker.building or self._notifier.busy):
             self._idle.clear()
             await self._idle.wait()
         await self._writer.wait_settled()
 
     async def load_job(self) -> None:
-        """Merge the job's metadata and attributes (once; see :meth:`MetadataAdapter.load_job`)."""
+        """See :meth:`MetadataAdapter.load_job`."""
         await self._tracker.load_job()
 
     def follow(self, room: rtc.Room, *, on_change: OnChange | None = None) -> None:
-        """Subscribe to the room's events (once), and run ``on_change`` after each settled
-        change (see :meth:`MetadataAdapter.attach`); ``None`` keeps the one installed."""
+        """Subscribe to the room's events (once); ``on_change`` as in :meth:`MetadataAdapter.attach`
+        (``None`` keeps the one installed)."""
         if on_change is not None:
             self._notifier.callback = on_change
         if self._room is not None:
@@ -258,10 +243,8 @@ class SessionHandle:
     async def track(self, participant: rtc.Participant) -> None:
         """Build a participant's view now and follow its changes.
 
-        Raises:
-            MetadataError: With ``on_invalid="raise"``, when the participant's
-                current metadata or attributes are invalid (it is then not tracked).
-            RuntimeError: The handle is closed or has no room (use ``attach``).
+        Raises MetadataError (``on_invalid="raise"``: its metadata or attributes are invalid;
+        it is not tracked) or RuntimeError (the handle is closed or has no room).
         """
         if self.closed:
             raise RuntimeError("this session handle is closed")
@@ -289,16 +272,12 @@ class SessionHandle:
         """Publish chosen session keys as participant attributes or metadata.
 
         To the agent's own participant (``participant=None``) through the SDK, confirmed by
-        reading the value back within ``timeout`` (default ``confirm_timeout``); to another
-        identity through the server API (``api``, default ``ctx.api``). Attributes: str
-        values as they are, others as compact JSON, a missing key sent empty (deleted).
-        Metadata: merged into the participant's current JSON object, sent whole.
-        ``confirmed`` is False if the value could not be read back in time (logged).
+        reading it back within ``timeout`` (default ``confirm_timeout``); to another through
+        the server API (``api``, default ``ctx.api``). Attributes: str values as they are,
+        others as JSON, a missing key deleted. Metadata: merged into the current object.
 
-        Raises:
-            InvalidAttributes: The attributes would be invalid or over 64 KiB.
-            MetadataTooLarge: The metadata would be over the adapter's ``max_metadata_bytes``.
-            ValueError: ``as_`` is unknown or ``keys`` is empty.
+        Raises InvalidAttributes, MetadataTooLarge (over the limits) or ValueError (``as_``
+        unknown, ``keys`` empty).
         """
         key_list = publish_keys(keys, as_)
         wait = self._options.confirm_timeout if timeout is None else timeout
@@ -306,11 +285,8 @@ class SessionHandle:
         return await self._publisher.publish(session, key_list, as_, participant, wait, api)
 
     async def aclose(self, *, delete: bool | None = None) -> None:
-        """Stop following the room, let pending writes land, then delete or keep the session.
-
-        Called at job shutdown; idempotent. ``delete`` defaults to the adapter's
-        ``delete_on_shutdown``; a session named with ``session_id=`` is never deleted.
-        """
+        """Stop following the room, let pending writes land, then delete (default:
+        ``delete_on_shutdown``; never one named with ``session_id=``) or keep the session."""
         if self.closed:
             return
         self._tracker.close()
@@ -322,12 +298,9 @@ class SessionHandle:
                     self._room.off(event, callback)  # type: ignore[arg-type]
         # Views still being built and call-session writes in flight get drain_timeout.
         writer = self._writer.task
-        waiting = [*self._tracker.tasks(retries=False), *([writer] if writer is not None else [])]
-        if waiting:
-            await asyncio.wait(
-                [t for t in waiting if not t.done()] or waiting,
-                timeout=self._options.drain_timeout,
-            )
+        building = (*self._tracker.tasks(retries=False), writer)
+        if waiting := [t for t in building if t is not None and not t.done()]:
+            await asyncio.wait(waiting, timeout=self._options.drain_timeout)
         tasks = [t for t in (*self._tracker.tasks(), writer, self._notifier.task) if t is not None]
         for task in tasks:
             task.cancel()
