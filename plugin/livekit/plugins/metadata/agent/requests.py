@@ -1,9 +1,9 @@
 """Answering job requests (``on_request``) with the routing rules.
 
-:func:`request_handler` accepts the jobs whose metadata routes to this worker and rejects
-the others with ``terminate=False``, so LiveKit offers them to another. A SIP caller's
-numbers arrive as attributes after the offer: when the route depends on them, the job is
-accepted if it may route here, and the entrypoint decides (:func:`~.selection.select`).
+Jobs whose metadata routes to this worker are accepted, the others rejected with
+``terminate=False`` (LiveKit offers them to another). When the route depends on a SIP
+caller's numbers (attributes, after the offer), a job that may be ours is accepted and the
+entrypoint decides (:func:`~.selection.select`).
 """
 
 from __future__ import annotations
@@ -49,7 +49,6 @@ class RequestStats:
 def _request_metadata(
     req: JobRequest, metadata_from: MetadataSource, max_metadata_bytes: int, stats: RequestStats
 ) -> dict[str, Any]:
-    """The job request's metadata; ``{}`` (logged and counted) when it cannot be read."""
     raw: Any = None
     try:
         if metadata_from == "job":
@@ -73,13 +72,19 @@ def _request_metadata(
 
 
 async def _accept(
-    req: JobRequest, stats: RequestStats, attributes: dict[str, str] | None = None
+    req: JobRequest,
+    stats: RequestStats,
+    why: str,
+    *args: object,
+    attributes: dict[str, str] | None = None,
 ) -> None:
+    logger.info("job %s: accepting: " + why, req.id, *args)
     stats.accepted += 1
     await req.accept(attributes=attributes)
 
 
-async def _reject(req: JobRequest, stats: RequestStats) -> None:
+async def _reject(req: JobRequest, stats: RequestStats, why: str, *args: object) -> None:
+    logger.info("job %s: rejecting (terminate=False): " + why, req.id, *args)
     stats.rejected += 1
     await req.reject(terminate=False)
 
@@ -97,35 +102,21 @@ async def _decide(
         # The route depends on participant attributes (a SIP caller's numbers) that
         # only exist once the caller joins: accept if it may be ours (module doc).
         if me in pending:
-            logger.info("job %s: accepting: the route depends on participant attributes", req.id)
-            await _accept(req, stats)
+            await _accept(req, stats, "the route depends on participant attributes")
         else:
-            logger.info("job %s: rejecting (terminate=False): no possible route is ours", req.id)
-            await _reject(req, stats)
+            await _reject(req, stats, "no possible route is ours")
         return None
     try:
         route = router.route(md)
     except NoRouteMatched:
-        logger.info(
-            "job %s: rejecting (terminate=False): no rule matched (keys %s)",
-            req.id,
-            keys_for_log(sorted(md)),
-        )
-        await _reject(req, stats)
+        await _reject(req, stats, "no rule matched (keys %s)", keys_for_log(sorted(md)))
         return None
     if route.rejected or route.agent_name != me:
-        logger.info(
-            "job %s: rejecting (terminate=False): routed to %s by %s, this worker is %r",
-            req.id,
-            "reject" if route.rejected else repr(route.agent_name),
-            route.label,
-            me,
-        )
-        await _reject(req, stats)
+        agent = "reject" if route.rejected else repr(route.agent_name)
+        await _reject(req, stats, "routed to %s by %s, this worker is %r", agent, route.label, me)
         return None
     attrs = {"route": route.agent, "route.rule": route.label} if publish else None
-    logger.info("job %s: accepting: agent %r by %s", req.id, route.agent, route.label)
-    await _accept(req, stats, attrs)
+    await _accept(req, stats, "agent %r by %s", route.agent, route.label, attributes=attrs)
     return route
 
 
