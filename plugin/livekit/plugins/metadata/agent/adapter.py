@@ -51,12 +51,9 @@ class MetadataAdapter:
         session_id: ``(ctx) -> str`` naming a job's session yourself, in the named key
             space (never after anything a client picks). Default: the call key space
             under the room sid LiveKit assigned (else the job id).
-        schema: A pydantic model every metadata document (job, participant, room) must
-            satisfy. Attributes are not checked.
-        on_invalid: ``"log"`` (log, count, leave the session unchanged) or ``"raise"``
-            (``load_job``/``attach``/``parse_request`` raise).
-        participant_kinds: Kinds ``attach`` waits for (default: standard, SIP,
-            connector; never agents).
+        schema: A pydantic model every metadata document must satisfy (not attributes).
+        on_invalid: ``"log"`` (log, count, change nothing) or ``"raise"``.
+        participant_kinds: Kinds ``attach`` waits for (default: all but agents).
         max_metadata_bytes, max_attributes_bytes: Size limits, in UTF-8 bytes.
         sync_room_metadata: Also merge room metadata and its changes.
         delete_on_shutdown: Delete the call session at job shutdown (default: leave it
@@ -68,22 +65,19 @@ class MetadataAdapter:
             tracked standard or SIP participant, ``"sip"`` (``attach`` waits for one),
             or a callable picking one of the tracked participants (join order) or None.
         track: ``"first"`` (the participant ``attach`` takes) or ``"all"`` (every caller
-            of ``participant_kinds``, each with its own view). Who leaves is forgotten.
+            of ``participant_kinds``, each with its own view).
         flood_rate: Updates per second per participant above which a flood is logged, once.
         settle: Seconds of quiet before ``on_change`` runs for a participant (README
             "Floods, churn and faults"); ``0``: as soon as the previous call returns.
 
-    Raises:
-        ValueError: An option is out of range.
-        TypeError: ``session_id`` is not callable or ``schema`` is not a model class.
+    Raises ValueError (an option out of range) or TypeError (``session_id`` not callable,
+    ``schema`` not a model class).
     """
 
     def __init__(self, sessions: SessionManager, **options: Unpack[AdapterKeywords]) -> None:
         self.options = AdapterOptions(**options)
-        """The checked options every session handle of this adapter is given."""
         self.sessions = sessions
         self.stats = AdapterStats()
-        """Counters over every session this adapter handled."""
         self._handles: weakref.WeakKeyDictionary[JobContext, SessionHandle] = (
             weakref.WeakKeyDictionary()
         )
@@ -130,12 +124,9 @@ class MetadataAdapter:
         return handle
 
     async def load_job(self, ctx: JobContext) -> SessionHandle:
-        """Merge the job's metadata and attributes into its session; never touches the room.
-
-        Works before connecting (and with ``fake_job_context``); again for the same job
-        it returns the same handle. Raises MetadataError with ``on_invalid="raise"``
-        (metadata is applied before attributes are checked).
-        """
+        """Merge the job's metadata and attributes into its session, without the room (works
+        before connecting); the same handle for the same job. Raises MetadataError with
+        ``on_invalid="raise"`` (metadata is applied before attributes are checked)."""
         handle = self._handle_for(ctx)
         await handle.load_job()
         return handle
@@ -151,18 +142,14 @@ class MetadataAdapter:
         """Load the job, connect if needed, take or wait for the caller, and follow it.
 
         Args:
-            participant: The caller; default: the first participant of one of
-                ``participant_kinds`` (``ctx.wait_for_participant``).
+            participant: The caller (default: the first of ``participant_kinds`` to join).
             wait_timeout: Seconds to wait for that participant (default: no limit).
-            on_change: ``async (identity) -> None``, run in its own task once a tracked
-                participant's change has been applied and has settled; changes during it
-                fold into one more call. Installed before any room event, so nothing is
-                missed; re-route from here. The first view does not call it.
+            on_change: ``async (identity) -> None``, run in its own task after a tracked
+                participant's change has settled (not for the first view); installed
+                before any room event, so nothing is missed. Re-route from here.
 
-        Raises:
-            MetadataError: With ``on_invalid="raise"`` only, for invalid job or
-                participant metadata/attributes.
-            asyncio.TimeoutError: No participant arrived within ``wait_timeout``.
+        Raises MetadataError (``on_invalid="raise"``: invalid job or participant input) or
+        asyncio.TimeoutError (no participant within ``wait_timeout``).
         """
         handle = await self.load_job(ctx)
         await ctx.connect()

@@ -141,12 +141,8 @@ class SessionHandle:
         (:meth:`caller_session_id`) before it shows, then ``on_change`` at once. Writes apply
         in order; a later new value from the client for the same key wins.
 
-        Raises:
-            LookupError: The participant is not tracked.
-            ReservedKey, ProtectedKey: A plugin key, or one the server decided.
-            MetadataTooLarge, SchemaViolation: The view would be too large, or not fit ``schema``.
-            TypeError: A value JSON cannot hold.
-            StoreError: The store could not persist it (the view is unchanged).
+        Raises LookupError (untracked), ReservedKey, ProtectedKey, MetadataTooLarge,
+        SchemaViolation, TypeError (not JSON) or StoreError (the view unchanged).
         """
         updates = dict(updates)
         removed = list(dict.fromkeys(remove))

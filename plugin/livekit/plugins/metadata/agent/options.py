@@ -155,10 +155,8 @@ class AdapterOptions:
         return self.track == "all"
 
     def parse(self, raw: str | bytes | None) -> dict[str, Any]:
-        """A metadata document within ``max_metadata_bytes`` satisfying ``schema``.
-
-        Raises MetadataError: it is not.
-        """
+        """A metadata document within ``max_metadata_bytes`` satisfying ``schema`` (else
+        MetadataError)."""
         obj = parse_metadata(raw, max_bytes=self.max_metadata_bytes)
         if self.schema is not None:
             validate_schema(obj, self.schema)
@@ -167,28 +165,16 @@ class AdapterOptions:
 
 @dataclass
 class AdapterStats:
-    """Counters of what the adapter did with metadata updates (one per source event).
+    """Counters of what the adapter did with metadata updates (one per source event)."""
 
-    Attributes:
-        applied: Updates applied to a view or the call session.
-        invalid: Updates rejected as invalid input (nothing changed).
-        failed: Store writes or reads that failed (e.g. Redis unavailable).
-        events: Room events received for a tracked participant or the room.
-        refused: Client input refused at a trust boundary (logged once per
-            participant and reason).
-        coalesced: Changes folded into an ``on_change`` call already pending.
-        flooding: Participants over ``flood_rate`` updates a second (logged once).
-        forgotten: Participants whose view was released when they left.
-    """
-
-    applied: int = 0
-    invalid: int = 0
-    failed: int = 0
-    events: int = 0
-    refused: int = 0
-    coalesced: int = 0
-    flooding: int = 0
-    forgotten: int = 0
+    applied: int = 0  # applied to a view or the call session
+    invalid: int = 0  # rejected as invalid input (nothing changed)
+    failed: int = 0  # store writes or reads that failed
+    events: int = 0  # room events of a tracked participant or the room
+    refused: int = 0  # client input refused at a trust boundary (logged once each)
+    coalesced: int = 0  # changes folded into an on_change call already pending
+    flooding: int = 0  # participants over flood_rate (logged once)
+    forgotten: int = 0  # participants whose view was released when they left
 
 
 @dataclass(eq=False, slots=True)

@@ -156,17 +156,10 @@ async def route_job_request(
     publish_route: bool = False,
     stats: RequestStats | None = None,
 ) -> Route | None:
-    """Answer a job request: accept it if its metadata routes to this worker.
-
-    Accepted when the route's ``agent_name`` is ``agent_name`` (default:
-    ``req.agent_name``), else rejected with ``terminate=False``. Invalid metadata (or a
-    failing ``metadata_from``) is logged, counted and routed as empty metadata, so the
-    default agent's worker still takes the job. ``metadata_from``: :data:`MetadataSource`;
-    ``publish_route`` accepts with agent attributes ``route`` and ``route.rule``.
-
-    Returns:
-        The route if accepted with a decision; ``None`` if rejected, or accepted
-        while the route waits for participant attributes.
+    """Accept the job if its route's ``agent_name`` is ``agent_name`` (default:
+    ``req.agent_name``), else reject it with ``terminate=False``; invalid metadata routes as
+    ``{}`` (logged, counted). ``publish_route`` accepts with attributes ``route`` and
+    ``route.rule``. Returns the route, or None (rejected, or waiting for attributes).
     """
     handler = RequestHandler(router, agent_name, metadata_from, max_metadata_bytes, publish_route)
     if stats is not None:
@@ -182,11 +175,7 @@ def request_handler(
     max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
     publish_route: bool = False,
 ) -> RequestHandler:
-    """A ready ``on_request`` handler for ``AgentServer.rtc_session(on_request=...)``.
-
-    See :func:`route_job_request` for the decision and the arguments; the
-    handler's ``stats`` (:class:`RequestStats`) count its answers.
-    """
+    """A ready ``on_request`` handler (:func:`route_job_request`), counting its answers."""
     if agent_name is not None and (not isinstance(agent_name, str) or not agent_name):
         raise ValueError("agent_name must be a non-empty string or None")
     return RequestHandler(router, agent_name, metadata_from, max_metadata_bytes, publish_route)

@@ -129,18 +129,11 @@ def select(
     fallback: str | None = None,
     max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
 ) -> Selection:
-    """Route ``metadata`` (and ``attributes``) and build the Agent for the route.
+    """Route ``metadata`` (a mapping or raw JSON) and ``attributes``, and build the Agent.
 
-    ``metadata`` is a mapping or a raw string (``parse_metadata``); ``factories`` maps
-    agent names to :data:`AgentFactory`; ``fallback`` (a key of ``factories``) is built
-    instead of raising when the metadata is invalid, nothing matches, the route is
-    ``reject`` or has no factory. The agent remembers its route (:func:`route_of`).
-
-    Raises (without fallback):
-        MetadataError: Invalid raw metadata.
-        NoRouteMatched: No match and no default.
-        RoutingError: The route is ``reject``.
-        ConfigError: No factory for the routed agent (or the fallback).
+    ``fallback`` (a key of ``factories``) is built instead of raising (without it):
+    MetadataError (invalid raw metadata), NoRouteMatched, RoutingError (the route is
+    ``reject``), ConfigError (no factory). The agent remembers its route (:func:`route_of`).
     """
     if fallback is not None and fallback not in factories:
         raise ConfigError(f"fallback agent {fallback!r} has no factory")
@@ -299,12 +292,9 @@ def reroute(
 ) -> bool:
     """Re-route a running session after its metadata (or attributes) changed.
 
-    When the route's agent differs from the one the session will end up running (its
-    pending handoff, else its current agent), the new Agent is built and handed over
-    with ``session.update_agent``. At most one handoff is in flight per session; the
-    newest route wanted meanwhile waits for it, so the session converges to the latest
-    route. Invalid routing keeps the agent and is logged. Returns True if the agent the
-    session will end up running changed.
+    A new agent is handed over with ``session.update_agent``, one handoff in flight at a
+    time, the newest route waiting for it. Invalid routing keeps the agent (logged).
+    True if the agent the session will end up running changed.
     """
     try:
         route = router.route(metadata, attributes=attributes)

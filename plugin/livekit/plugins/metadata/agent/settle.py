@@ -1,9 +1,7 @@
 """What runs beside the room events, in tasks of its own: ``on_change`` and call-session writes.
 
-``on_change`` runs once per settled state: the first change after a quiet spell at once,
-later ones folded into one call after ``settle`` quiet seconds (at the latest ``8 * settle``
-after the first). Room metadata and failed job writes merge into what the call session
-still has to get (the latest value of each key winning), retried with backoff.
+``on_change`` runs once per settled state (README "Floods, churn and faults"); room metadata
+and failed job writes merge into what the call session still has to get, retried with backoff.
 """
 
 from __future__ import annotations

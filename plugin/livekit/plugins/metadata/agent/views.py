@@ -1,10 +1,9 @@
 """The agent's view of each caller, and the one precedence every view obeys.
 
-A caller's view is its token session (bound by its own token's reference, owner record
-checked) under its live metadata; its live attributes stay apart. What the server decided
-(the owner record's ``protected`` plus ``protected_keys``) is never replaced by the client,
-an attribute never shadows a metadata key, and a LiveKit service namespace (``sip.*``,
-``lk.*``) claimed by another kind of participant is ignored. Views live in the job's memory.
+A view is the caller's token session (bound by its own token's reference, owner record
+checked) under its live metadata; attributes stay apart. What the server decided is never
+replaced by the client, and a LiveKit service namespace (``sip.*``, ``lk.*``) claimed by
+another kind of participant is ignored.
 """
 
 from __future__ import annotations
