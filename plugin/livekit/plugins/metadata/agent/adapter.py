@@ -104,10 +104,17 @@ class MetadataAdapter:
             )
         return sid
 
-    def _handle_for(self, ctx: JobContext) -> SessionHandle:
+    async def load_job(self, ctx: JobContext) -> SessionHandle:
+        """Merge the job's metadata and attributes into its session, without the room (works
+        before connecting); the same handle for the same job. Raises MetadataError with
+        ``on_invalid="raise"`` (metadata is applied before attributes are checked)."""
         handle = self._handles.get(ctx)
-        if handle is not None and not handle.closed:
-            return handle
+        if handle is None or handle.closed:
+            handle = self._handles[ctx] = self._new_handle(ctx)
+        await handle.load_job()
+        return handle
+
+    def _new_handle(self, ctx: JobContext) -> SessionHandle:
         sessions = self.sessions
         named = self.options.session_id is not None
         space = sessions.named_sessions if named else sessions.call_sessions
@@ -119,16 +126,7 @@ class MetadataAdapter:
         handle = SessionHandle(
             ctx, self.session_id_for(ctx), space, sessions, self.options, self.stats, forget
         )
-        self._handles[ctx] = handle
         ctx.add_shutdown_callback(handle.aclose)
-        return handle
-
-    async def load_job(self, ctx: JobContext) -> SessionHandle:
-        """Merge the job's metadata and attributes into its session, without the room (works
-        before connecting); the same handle for the same job. Raises MetadataError with
-        ``on_invalid="raise"`` (metadata is applied before attributes are checked)."""
-        handle = self._handle_for(ctx)
-        await handle.load_job()
         return handle
 
     async def attach(

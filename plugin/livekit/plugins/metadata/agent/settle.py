@@ -41,7 +41,7 @@ class ChangeNotifier:
     _first_change: dict[str, float] = field(default_factory=dict, init=False)
     _last_call: dict[str, float] = field(default_factory=dict, init=False)
     _wake: asyncio.Event = field(default_factory=asyncio.Event, init=False)
-    _task: asyncio.Task[None] | None = field(default=None, init=False)
+    task: asyncio.Task[None] | None = field(default=None, init=False)
     _notifying: bool = field(default=False, init=False)
     _closed: bool = field(default=False, init=False)
     # Flood accounting: (window start, events in the window) per participant.
@@ -53,21 +53,16 @@ class ChangeNotifier:
         """A call is due or running."""
         return bool(self._dirty) or self._notifying
 
-    @property
-    def task(self) -> asyncio.Task[None] | None:
-        return self._task
-
     def count(self, identity: str) -> None:
         """Count one event of a participant; log once when it floods."""
-        flood = self._flood.get(identity)
         now = time.monotonic()
-        if flood is None or now - flood[0] >= 1.0:
+        start, count = self._flood.get(identity, (now - 1.0, 0))
+        if now - start >= 1.0:  # a new one-second window
             self._flood[identity] = (now, 1)
             return
-        count = flood[1] + 1
-        self._flood[identity] = (flood[0], count)
+        self._flood[identity] = (start, count + 1)
         limit = self.flood_rate
-        if count > limit and identity not in self._flooding:
+        if count + 1 > limit and identity not in self._flooding:
             self._flooding.add(identity)
             self.stats.flooding += 1
             logger.warning(
@@ -113,8 +108,8 @@ class ChangeNotifier:
             elif due > now:  # not yet due: wait for quiet, bounded by the first change's age
                 self._dirty[identity] = min(now + settle, self._first_change[identity] + 8 * settle)
         self._wake.set()
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(
+        if self.task is None or self.task.done():
+            self.task = asyncio.create_task(
                 self._notify_all(), name=f"metadata-adapter:on_change:{self.name}"
             )
 

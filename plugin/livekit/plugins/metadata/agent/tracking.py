@@ -179,14 +179,12 @@ class Tracker:
         """Start building a fresh view; changes until it is built wait in ``_pending``."""
         identity = participant.identity
         self._pending[identity] = []
-        previous = self._binding.get(identity)
-        if previous is not None:
+        if (previous := self._binding.get(identity)) is not None:
             previous.cancel()
-        task = asyncio.create_task(
+        self._binding[identity] = asyncio.create_task(
             self._build_view(participant, done),
             name=f"metadata-adapter:view:{self.report.session_id}",
         )
-        self._binding[identity] = task
 
     async def _build_view(
         self, participant: rtc.Participant, done: asyncio.Future[None] | None
