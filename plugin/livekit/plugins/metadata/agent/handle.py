@@ -20,7 +20,7 @@ from ..codec import serialize_metadata, validate_schema
 from ..errors import MetadataError, StoreError
 from ..log import logger
 from .options import AdapterOptions, AdapterStats, OnChange, PublishAs, Reporter
-from .publish import Publisher, PublishResult, publish_keys
+from .publish import Publisher, PublishResult
 from .settle import CallSessionWriter, ChangeNotifier
 from .tracking import Tracker
 from .views import RouteInput
@@ -275,10 +275,8 @@ class SessionHandle:
         Raises InvalidAttributes, MetadataTooLarge (over the limits) or ValueError (``as_``
         unknown, ``keys`` empty).
         """
-        key_list = publish_keys(keys, as_)
         wait = self._options.confirm_timeout if timeout is None else timeout
-        session = await self.get()
-        return await self._publisher.publish(session, key_list, as_, participant, wait, api)
+        return await self._publisher.publish(self.get, keys, as_, participant, wait, api)
 
     async def aclose(self, *, delete: bool | None = None) -> None:
         """Stop following the room, let pending writes land, then delete (default:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from livekit.api import LiveKitAPI
     from livekit.rtc.room import EventTypes
 
-__all__ = ["PublishResult", "Publisher", "publish_keys"]
+__all__ = ["PublishResult", "Publisher"]
 
 
 @dataclass(frozen=True)
@@ -45,19 +45,6 @@ class PublishResult:
 
     def __bool__(self) -> bool:
         return self.confirmed
-
-
-def publish_keys(keys: Iterable[str], as_: str) -> list[str]:
-    """The keys to publish, checked (``ValueError``/``TypeError`` otherwise)."""
-    if as_ not in ("attributes", "metadata"):
-        raise ValueError("as_ must be 'attributes' or 'metadata'")
-    key_list = [keys] if isinstance(keys, str) else list(dict.fromkeys(keys))
-    if not key_list:
-        raise ValueError("keys must name at least one session key")
-    for key in key_list:
-        if not isinstance(key, str):
-            raise TypeError(f"keys must be str, not {type(key).__name__}")
-    return key_list
 
 
 def _attribute_value(value: Any) -> str:
@@ -82,16 +69,25 @@ class Publisher:
 
     async def publish(
         self,
-        session: Mapping[str, Any],
-        keys: list[str],
+        session: Callable[[], Awaitable[Mapping[str, Any]]],
+        keys: Iterable[str],
         as_: PublishAs,
         participant: str | None,
         timeout: float,
         api: LiveKitAPI | None,
     ) -> PublishResult:
+        """Check the keys (``ValueError``/``TypeError``), read the session, publish."""
+        if as_ not in ("attributes", "metadata"):
+            raise ValueError("as_ must be 'attributes' or 'metadata'")
+        key_list = [keys] if isinstance(keys, str) else list(dict.fromkeys(keys))
+        if not key_list:
+            raise ValueError("keys must name at least one session key")
+        for key in key_list:
+            if not isinstance(key, str):
+                raise TypeError(f"keys must be str, not {type(key).__name__}")
         if participant is None:
-            return await self._local(session, keys, as_, timeout)
-        return await self._remote(session, keys, as_, participant, api)
+            return await self._local(await session(), key_list, as_, timeout)
+        return await self._remote(await session(), key_list, as_, participant, api)
 
     def _payload(
         self, session: Mapping[str, Any], keys: list[str], as_: PublishAs, current: Any
