@@ -86,11 +86,8 @@ class ChangeNotifier:
         self._dirty.clear()
 
     def mark(self, identity: str, *, at_once: bool = False) -> None:
-        """Ask for ``on_change(identity)`` once the participant's state has settled.
-
-        ``at_once`` (a tool's write) skips the wait; a call already running still folds
-        what follows into one more.
-        """
+        """Ask for ``on_change(identity)`` once the participant's state has settled (``at_once``,
+        a tool's write: without waiting; a call already running still folds what follows)."""
         if self.callback is None or self._closed:
             return
         now = time.monotonic()
@@ -149,7 +146,6 @@ class CallSessionWriter:
     session_id: str
     report: Reporter
     task: asyncio.Task[None] | None = field(default=None, init=False)
-    """The task writing queued changes, if one was started."""
     _unwritten: dict[str, Any] = field(default_factory=dict, init=False)
     _unremoved: set[str] = field(default_factory=set, init=False)
     _settled: asyncio.Event = field(default_factory=asyncio.Event, init=False)
