@@ -1,49 +1,35 @@
 """MetadataAdapter: LiveKit job and participant metadata, as each caller's view and a call session.
 
-In an agent entrypoint::
-
-    sessions = SessionManager()                     # or SessionManager(RedisStore(...))
-    adapter = MetadataAdapter(sessions)
-
-    async def entrypoint(ctx: JobContext) -> None:
-        handle = await adapter.attach(ctx)          # job + caller metadata, kept in sync
-        caller = handle.route_input()               # what to route on
-        md = handle.participant_metadata(caller.identity)  # what a tool reads
-
+``handle = await adapter.attach(ctx)`` in the entrypoint; README "In an agent entrypoint".
 Options are checked once (:mod:`.options`) and handed to one :class:`~.handle.SessionHandle`
-per job; invalid input is logged without values and counted (:mod:`.report`).
+per job; invalid input is logged without values and counted (:mod:`.options`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
 from livekit import rtc
 
 from .._util import key_label, raw_size
-from ..codec import DEFAULT_MAX_ATTRIBUTES_BYTES, DEFAULT_MAX_METADATA_BYTES
 from ..errors import MetadataError
 from ..log import logger
 from .handle import SessionHandle
 from .options import (
     DEFAULT_PARTICIPANT_KINDS,
+    AdapterKeywords,
     AdapterOptions,
+    AdapterStats,
     OnChange,
-    OnInvalid,
-    RouteOn,
-    SessionIdFactory,
-    Track,
 )
 from .publish import PublishResult
-from .report import AdapterStats
 from .views import RouteInput
 
 if TYPE_CHECKING:
     from livekit.agents import JobContext, JobRequest
-    from pydantic import BaseModel
+    from typing_extensions import Unpack
 
     from ..sessions.manager import SessionManager
 
@@ -62,94 +48,44 @@ class MetadataAdapter:
 
     Args:
         sessions: The :class:`~..sessions.manager.SessionManager`.
-        session_id: ``(ctx) -> str`` naming a job's session yourself, in the named
-            key space (keeping callers apart is then yours: never name it after
-            anything a client picks). Default: the call key space under the room
-            sid LiveKit assigned (else the job id).
-        schema: A pydantic model every metadata document (job, participant, room)
-            must satisfy; the parsed object is stored. Attributes are not checked.
-        on_invalid: ``"log"`` (log, count, leave the session unchanged) or
-            ``"raise"`` (``load_job``/``attach``/``parse_request`` raise).
-        participant_kinds: Kinds ``attach`` waits for (default: standard, SIP,
-            connector; never agents).
-        max_metadata_bytes: Largest metadata document, in UTF-8 bytes.
-        max_attributes_bytes: Largest attribute map (LiveKit: 64 KiB).
+        session_id: ``(ctx) -> str`` naming a job's session yourself, in the named key
+            space (never after anything a client picks). Default: the call key space
+            under the room sid LiveKit assigned (else the job id).
+        schema: A pydantic model every metadata document must satisfy (not attributes).
+        on_invalid: ``"log"`` (log, count, change nothing) or ``"raise"``.
+        participant_kinds: Kinds ``attach`` waits for (default: all but agents).
+        max_metadata_bytes, max_attributes_bytes: Size limits, in UTF-8 bytes.
         sync_room_metadata: Also merge room metadata and its changes.
-        delete_on_shutdown: Delete the call session at job shutdown (default: leave
-            it to the store's TTL). Never a token session, nor with ``session_id=``.
+        delete_on_shutdown: Delete the call session at job shutdown (default: leave it
+            to the store's TTL). Never a token session, nor with ``session_id=``.
         protected_keys: Keys participant metadata/attributes may never write.
         confirm_timeout: Default seconds :meth:`SessionHandle.publish` waits.
         drain_timeout: Seconds shutdown waits for queued updates.
-        route_on: Whose metadata :meth:`SessionHandle.route_input` returns:
-            ``"first"`` tracked standard or SIP participant, ``"sip"`` (``attach``
-            waits for a SIP participant), or a callable picking one of the tracked
-            participants (in join order) or None.
-        track: ``"first"`` (the participant ``attach`` takes; followed when it
-            returns) or ``"all"`` (every caller of ``participant_kinds``, each with
-            its own view). A caller who leaves is forgotten.
-        flood_rate: Updates per second per participant above which a flood is
-            logged, once (every update is still applied).
-        settle: Seconds of quiet before ``on_change`` runs for a participant: the
-            first change after a quiet spell calls at once, later ones fold into
-            one call (at the latest ``8 * settle`` after the first); ``0`` calls as
-            soon as the previous call returns.
+        route_on: Whose metadata :meth:`SessionHandle.route_input` returns: ``"first"``
+            tracked standard or SIP participant, ``"sip"`` (``attach`` waits for one),
+            or a callable picking one of the tracked participants (join order) or None.
+        track: ``"first"`` (the participant ``attach`` takes) or ``"all"`` (every caller
+            of ``participant_kinds``, each with its own view).
+        flood_rate: Updates per second per participant above which a flood is logged, once.
+        settle: Seconds of quiet before ``on_change`` runs for a participant (README
+            "Floods, churn and faults"); ``0``: as soon as the previous call returns.
 
-    Raises:
-        ValueError: An option is out of range.
-        TypeError: ``session_id`` is not callable or ``schema`` is not a model class.
+    Raises ValueError (an option out of range) or TypeError (``session_id`` not callable,
+    ``schema`` not a model class).
     """
 
-    def __init__(
-        self,
-        sessions: SessionManager,
-        *,
-        session_id: SessionIdFactory | None = None,
-        schema: type[BaseModel] | None = None,
-        on_invalid: OnInvalid = "log",
-        participant_kinds: Iterable[int] = DEFAULT_PARTICIPANT_KINDS,
-        max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
-        max_attributes_bytes: int = DEFAULT_MAX_ATTRIBUTES_BYTES,
-        sync_room_metadata: bool = False,
-        delete_on_shutdown: bool = False,
-        protected_keys: Iterable[str] = (),
-        confirm_timeout: float = 5.0,
-        drain_timeout: float = 5.0,
-        route_on: RouteOn = "first",
-        track: Track = "first",
-        flood_rate: float = 20.0,
-        settle: float = 0.25,
-    ) -> None:
-        self.options = AdapterOptions(
-            session_id=session_id,
-            schema=schema,
-            on_invalid=on_invalid,
-            participant_kinds=participant_kinds,
-            max_metadata_bytes=max_metadata_bytes,
-            max_attributes_bytes=max_attributes_bytes,
-            sync_room_metadata=sync_room_metadata,
-            delete_on_shutdown=delete_on_shutdown,
-            protected_keys=protected_keys,
-            confirm_timeout=confirm_timeout,
-            drain_timeout=drain_timeout,
-            route_on=route_on,
-            track=track,
-            flood_rate=flood_rate,
-            settle=settle,
-        )
-        """The checked options every session handle of this adapter is given."""
+    def __init__(self, sessions: SessionManager, **options: Unpack[AdapterKeywords]) -> None:
+        self.options = AdapterOptions(**options)
         self.sessions = sessions
-        """The session manager sessions are written to."""
+        self.stats = AdapterStats()
         self._handles: weakref.WeakKeyDictionary[JobContext, SessionHandle] = (
             weakref.WeakKeyDictionary()
         )
-        self.stats = AdapterStats()
-        """Counters over every session this adapter handled."""
 
     def __repr__(self) -> str:
         o = self.options
-        on_invalid = "raise" if o.raise_invalid else "log"
         return (
-            f"MetadataAdapter(on_invalid={on_invalid!r}, sync_room_metadata="
+            f"MetadataAdapter(on_invalid={o.on_invalid!r}, sync_room_metadata="
             f"{o.sync_room_metadata}, delete_on_shutdown={o.delete_on_shutdown}, stats={self.stats!r})"
         )
 
@@ -159,56 +95,38 @@ class MetadataAdapter:
         Raises ValueError (empty id) or TypeError (``session_id`` returned no str).
         """
         factory = self.options.session_id
-        if factory is not None:
-            sid = factory(ctx)
-            if not isinstance(sid, str):
-                raise TypeError(f"session_id(ctx) must return str, not {type(sid).__name__}")
-        else:
-            sid = ctx.job.room.sid or ctx.job.id
+        sid = factory(ctx) if factory is not None else ctx.job.room.sid or ctx.job.id
+        if not isinstance(sid, str):
+            raise TypeError(f"session_id(ctx) must return str, not {type(sid).__name__}")
         if not sid:
             raise ValueError(
                 "session id is empty: the job has no room sid nor id; pass session_id="
             )
         return sid
 
-    def _handle_for(self, ctx: JobContext) -> SessionHandle:
+    async def load_job(self, ctx: JobContext) -> SessionHandle:
+        """Merge the job's metadata and attributes into its session, without the room (works
+        before connecting); the same handle for the same job. Raises MetadataError with
+        ``on_invalid="raise"`` (metadata is applied before attributes are checked)."""
         handle = self._handles.get(ctx)
-        if handle is not None and not handle.closed:
-            return handle
+        if handle is None or handle.closed:
+            handle = self._handles[ctx] = self._new_handle(ctx)
+        await handle.load_job()
+        return handle
+
+    def _new_handle(self, ctx: JobContext) -> SessionHandle:
         sessions = self.sessions
         named = self.options.session_id is not None
         space = sessions.named_sessions if named else sessions.call_sessions
 
-        def forget(closed: SessionHandle) -> None:
+        def forget(closed: SessionHandle) -> None:  # the handle refers to ctx: drop it
             if self._handles.get(ctx) is closed:
                 del self._handles[ctx]
 
         handle = SessionHandle(
-            ctx,
-            self.session_id_for(ctx),
-            space,
-            sessions=sessions,
-            options=self.options,
-            stats=self.stats,
-            on_close=forget,
+            ctx, self.session_id_for(ctx), space, sessions, self.options, self.stats, forget
         )
-        self._handles[ctx] = handle
-
-        async def _close_metadata_session(reason: str) -> None:
-            await handle.aclose()
-
-        ctx.add_shutdown_callback(_close_metadata_session)
-        return handle
-
-    async def load_job(self, ctx: JobContext) -> SessionHandle:
-        """Merge the job's metadata and attributes into its session; never touches the room.
-
-        Works before connecting (and with ``fake_job_context``); again for the same job
-        it returns the same handle. Raises MetadataError with ``on_invalid="raise"``
-        (metadata is applied before attributes are checked).
-        """
-        handle = self._handle_for(ctx)
-        await handle.load_job()
+        ctx.add_shutdown_callback(handle.aclose)
         return handle
 
     async def attach(
@@ -222,23 +140,14 @@ class MetadataAdapter:
         """Load the job, connect if needed, take or wait for the caller, and follow it.
 
         Args:
-            ctx: The job context of the entrypoint.
-            participant: The caller; default: the first participant of one of
-                ``participant_kinds`` (``ctx.wait_for_participant``).
+            participant: The caller (default: the first of ``participant_kinds`` to join).
             wait_timeout: Seconds to wait for that participant (default: no limit).
-            on_change: ``async (identity) -> None``, run in its own task once a
-                tracked participant's change has been applied and has settled; it
-                reads the latest state, and changes during it fold into one more
-                call. Installed before any room event, so nothing is missed;
-                re-route from here. The first view does not call it.
+            on_change: ``async (identity) -> None``, run in its own task after a tracked
+                participant's change has settled (not for the first view); installed
+                before any room event, so nothing is missed. Re-route from here.
 
-        Returns:
-            The session handle, with the caller's metadata and attributes merged.
-
-        Raises:
-            MetadataError: With ``on_invalid="raise"`` only, for invalid job or
-                participant metadata/attributes.
-            asyncio.TimeoutError: No participant arrived within ``wait_timeout``.
+        Raises MetadataError (``on_invalid="raise"``: invalid job or participant input) or
+        asyncio.TimeoutError (no participant within ``wait_timeout``).
         """
         handle = await self.load_job(ctx)
         await ctx.connect()
@@ -263,7 +172,7 @@ class MetadataAdapter:
         """
         raw = req.job.metadata
         try:
-            obj = self.options.parse(raw)
+            return self.options.parse(raw)
         except MetadataError as exc:
             self.stats.invalid += 1
             logger.warning(
@@ -275,4 +184,3 @@ class MetadataAdapter:
             if self.options.raise_invalid:
                 raise
             return {}
-        return obj

@@ -1,9 +1,8 @@
 """SessionHandle: one job's call session and the views of its callers, for the entrypoint and tools.
 
-Two places, never mixed: the call session (``get()``/``set()``) in the store, keyed by
-the room sid (else the job id), holding the job's metadata, synced room metadata and the
-agent's writes; and each caller's view (``participant_metadata()``) in the job's memory
-(:mod:`.views`). Events: :mod:`.tracking`; ``on_change``: :mod:`.settle`; writes: :mod:`.writer`.
+Two places, never mixed: the call session (``get()``/``set()``) in the store, keyed by the
+room sid (else the job id): the job's metadata, synced room metadata and the agent's writes;
+and each caller's view (``participant_metadata()``, :mod:`.views`) in the job's memory.
 """
 
 from __future__ import annotations
@@ -20,13 +19,11 @@ from .._util import key_label, keys_for_log
 from ..codec import serialize_metadata, validate_schema
 from ..errors import MetadataError, StoreError
 from ..log import logger
-from .options import AdapterOptions, OnChange, PublishAs
-from .publish import Publisher, PublishResult, publish_keys
-from .report import AdapterStats, Reporter
-from .settle import ChangeNotifier
+from .options import AdapterOptions, AdapterStats, OnChange, PublishAs, Reporter
+from .publish import Publisher, PublishResult
+from .settle import CallSessionWriter, ChangeNotifier
 from .tracking import Tracker
 from .views import RouteInput
-from .writer import CallSessionWriter
 
 if TYPE_CHECKING:
     from livekit.agents import JobContext
@@ -38,21 +35,18 @@ __all__ = ["SessionHandle"]
 
 
 class SessionHandle:
-    """The session of one job: read and write it, wait for queued updates, publish keys.
-
-    Made by :meth:`MetadataAdapter.load_job` / :meth:`MetadataAdapter.attach`.
-    """
+    """The session of one job (from :meth:`MetadataAdapter.attach`): read and write it, wait
+    for queued updates, publish keys."""
 
     def __init__(
         self,
         ctx: JobContext,
         session_id: str,
         space: SessionSpace,
-        *,
         sessions: SessionManager,
         options: AdapterOptions,
         stats: AdapterStats,
-        on_close: Callable[[SessionHandle], None] | None = None,
+        on_close: Callable[[SessionHandle], None],
     ) -> None:
         self._id = session_id
         self._space = space
@@ -62,21 +56,11 @@ class SessionHandle:
         self._idle = asyncio.Event()
         self._report = Reporter(session_id, stats)
         self._notifier = ChangeNotifier(
-            session_id,
-            settle=options.settle,
-            flood_rate=options.flood_rate,
-            stats=stats,
-            idle=self._idle,
+            session_id, options.settle, options.flood_rate, stats, self._idle
         )
         self._writer = CallSessionWriter(space, session_id, self._report)
         self._tracker = Tracker(
-            ctx,
-            sessions=sessions,
-            options=options,
-            report=self._report,
-            notifier=self._notifier,
-            writer=self._writer,
-            idle=self._idle,
+            ctx, sessions, options, self._report, self._notifier, self._writer, self._idle
         )
         self._publisher = Publisher(ctx, options.max_metadata_bytes, options.max_attributes_bytes)
         self._room: rtc.Room | None = None
@@ -93,38 +77,34 @@ class SessionHandle:
 
     @property
     def id(self) -> str:
-        """The call session's id: the room sid (or ``session_id(ctx)``); elsewhere it is
-        ``sessions.call_sessions.get(room_sid)``."""
+        """The room sid (or ``session_id(ctx)``)."""
         return self._id
 
     @property
     def space(self) -> SessionSpace:
-        """The key space of the call session: ``call``, or ``named`` with ``session_id=``."""
+        """``call``, or ``named`` with ``session_id=``."""
         return self._space
 
     @property
     def tracked(self) -> frozenset[str]:
-        """Identities of the participants whose changes are merged into the session."""
         return frozenset(self._tracker.tracked)
 
     @property
     def closed(self) -> bool:
-        """True once the handle was closed (at job shutdown or by :meth:`aclose`)."""
         return self._tracker.closed
 
     @property
     def participants(self) -> tuple[str, ...]:
-        """Identities of the tracked participants, in the order they were first tracked."""
+        """The tracked identities, in the order they were first tracked."""
         return tuple(self._tracker.views)
 
     @property
     def applied_updates(self) -> int:
-        """Updates merged into this session."""
         return self._report.applied
 
     @property
     def invalid_updates(self) -> int:
-        """Updates rejected as invalid input (the session was left unchanged)."""
+        """Updates rejected as invalid input (nothing changed)."""
         return self._report.invalid
 
     @property
@@ -133,45 +113,36 @@ class SessionHandle:
         return self._report.failed
 
     def participant_metadata(self, identity: str) -> dict[str, Any]:
-        """One participant's own view (what a tool serving it reads): its token session,
-        private keys included, under its live metadata; ``{}`` if untracked."""
+        """One caller's own view (what a tool serving it reads): its token session, private keys
+        included, under its live metadata; ``{}`` if untracked."""
         view = self._tracker.views.get(identity)
         return dict(view.metadata) if view is not None else {}
 
     def participant_attributes(self, identity: str) -> dict[str, str]:
-        """One participant's live attributes (without ``lk-metadata.*``); ``{}`` if untracked."""
+        """One caller's live attributes (no ``lk-metadata.*``); ``{}`` if untracked."""
         view = self._tracker.views.get(identity)
         return dict(view.attributes) if view is not None else {}
 
     def participant_protected(self, identity: str) -> frozenset[str]:
-        """The keys of a caller's view the server decided (never written by client or
-        tool): its private and trusted keys plus ``protected_keys``; empty if untracked."""
+        """The keys of a caller's view the server decided, plus ``protected_keys``."""
         view = self._tracker.views.get(identity)
         return view.protected if view is not None else frozenset()
 
     def caller_session_id(self, identity: str) -> str | None:
-        """Where :meth:`update_participant` persists a caller's agent-side writes: the
-        call key space's ``"<call session id>/<participant sid>"`` (both assigned by
-        LiveKit, never chosen by a client); None for an untracked participant."""
+        """Where :meth:`update_participant` persists a caller's writes, in the call key space
+        (``"<call session id>/<participant sid>"``, both from LiveKit); None if untracked."""
         view = self._tracker.views.get(identity)
-        if view is None:
-            return None
-        return f"{self._id}/{view.participant.sid or identity}"
+        return None if view is None else f"{self._id}/{view.participant.sid or identity}"
 
     async def update_participant(
         self, identity: str, updates: Mapping[str, Any], *, remove: Iterable[str] = ()
     ) -> None:
-        """Agent-side write to one caller's view (a tool's), checked like client metadata,
-        persisted (:meth:`caller_session_id`) before it shows, then ``on_change`` at once.
+        """A tool's write to one caller's view, checked like client metadata, persisted
+        (:meth:`caller_session_id`) before it shows, then ``on_change`` at once. Writes apply
+        in order; a later new value from the client for the same key wins.
 
-        A later new value from the client for the same key wins. Writes apply in order.
-
-        Raises:
-            LookupError: The participant is not tracked.
-            ReservedKey, ProtectedKey: A plugin key, or one the server decided.
-            MetadataTooLarge, SchemaViolation: The view would be too large, or not fit ``schema``.
-            TypeError: A value JSON cannot hold.
-            StoreError: The store could not persist it (the view is unchanged).
+        Raises LookupError (untracked), ReservedKey, ProtectedKey, MetadataTooLarge,
+        SchemaViolation, TypeError (not JSON) or StoreError (the view unchanged).
         """
         updates = dict(updates)
         removed = list(dict.fromkeys(remove))
@@ -187,8 +158,7 @@ class SessionHandle:
             agent = view.check_agent_write(updates, removed, self._options.max_metadata_bytes)
             if self._options.schema is not None:
                 validate_schema({**view.live, **agent}, self._options.schema)
-            where = self.caller_session_id(identity)
-            assert where is not None
+            where = f"{self._id}/{view.participant.sid or identity}"
             try:
                 await self._sessions.call_sessions.update(where, updates, remove=removed)
             except StoreError as exc:
@@ -210,84 +180,67 @@ class SessionHandle:
         self._notifier.mark(identity, at_once=True)  # the agent's own write: no flood to wait out
 
     def route_input(self) -> RouteInput:
-        """What to route on: the ``route_on`` participant's :class:`~.views.RouteInput`
-        (the job's alone, ``identity`` None, with no participant)."""
+        """The ``route_on`` participant's :class:`~.views.RouteInput` (the job's alone if none)."""
         return self._tracker.route_input(self._tracker.route_view())
 
     def participant_route_input(self, identity: str) -> RouteInput:
-        """What the rules would route on for this caller: the job's metadata under its
-        view, its attributes under the job's (the job's alone if it is not tracked)."""
+        """The job's metadata under this caller's view, its attributes under the job's."""
         return self._tracker.route_input(self._tracker.views.get(identity))
 
     async def get(self) -> dict[str, Any]:
-        """A copy of the call session (``{}`` if it holds nothing): the job's metadata,
-        room metadata when synced, and what the agent wrote. No caller's keys."""
+        """A copy of the call session (``{}`` if empty); no caller's keys."""
         return await self._space.get(self._id)
 
     async def set(self, mapping_or_key: Mapping[str, Any] | str, value: Any = None, /) -> None:
-        """Merge keys into the session: ``set({"k": v})`` or ``set("k", v)``.
-
-        Raises:
-            TypeError: A non-str key or a value JSON cannot hold.
-            MetadataTooLarge: The session would exceed its size limit (unchanged).
-        """
+        """Merge keys into the session: ``set({"k": v})`` or ``set("k", v)`` (see :meth:`update`)."""
         if isinstance(mapping_or_key, str):
-            await self._space.update(self._id, {mapping_or_key: value})
-        else:
-            await self._space.update(self._id, mapping_or_key)
+            mapping_or_key = {mapping_or_key: value}
+        await self.update(mapping_or_key)
 
     async def update(self, updates: Mapping[str, Any], *, remove: Iterable[str] = ()) -> None:
-        """Merge ``updates`` and remove ``remove`` in one atomic write.
-
-        Raises:
-            TypeError: A non-str key or a value JSON cannot hold.
-            MetadataTooLarge: The session would exceed its size limit (unchanged).
-        """
+        """Merge ``updates`` and remove ``remove`` in one atomic write. Raises TypeError (a value
+        JSON cannot hold) or MetadataTooLarge (the session unchanged)."""
         await self._space.update(self._id, updates, remove=remove)
 
     async def wait_idle(self) -> None:
-        """Wait until every room event received so far is applied, its ``on_change`` has
-        run, and the call session holds what was written to it (or a write is failing
-        and waits to be retried)."""
+        """Until every room event so far is applied, its ``on_change`` has run, and the call
+        session holds what was written (or a failing write waits for its retry)."""
         while not self.closed and (self._tracker.building or self._notifier.busy):
             self._idle.clear()
             await self._idle.wait()
         await self._writer.wait_settled()
 
     async def load_job(self) -> None:
-        """Merge the job's metadata and attributes (once; see :meth:`MetadataAdapter.load_job`)."""
+        """See :meth:`MetadataAdapter.load_job`."""
         await self._tracker.load_job()
 
     def follow(self, room: rtc.Room, *, on_change: OnChange | None = None) -> None:
-        """Subscribe to the room's events (once), and run ``on_change`` after each settled
-        change (see :meth:`MetadataAdapter.attach`); ``None`` keeps the one installed."""
+        """Subscribe to the room's events (once); ``on_change`` as in :meth:`MetadataAdapter.attach`
+        (``None`` keeps the one installed)."""
         if on_change is not None:
             self._notifier.callback = on_change
         if self._room is not None:
             return
         self._room = room
         tracker = self._tracker
-        subs: list[tuple[str, Callable[..., None]]] = [
+        self._subscriptions = [
             ("participant_metadata_changed", tracker.on_metadata_changed),
             ("participant_attributes_changed", tracker.on_attributes_changed),
             ("participant_connected", tracker.on_participant_connected),
             ("participant_disconnected", tracker.on_participant_disconnected),
         ]
         if self._options.sync_room_metadata:
-            subs.append(("room_metadata_changed", tracker.on_room_metadata_changed))
-        for event, callback in subs:
+            self._subscriptions.append(("room_metadata_changed", tracker.on_room_metadata_changed))
+        for event, callback in self._subscriptions:
             room.on(event, callback)  # type: ignore[arg-type]
-        self._subscriptions = subs
         if self._options.sync_room_metadata:
             tracker.on_room_metadata_changed("", room.metadata)
 
     async def track(self, participant: rtc.Participant) -> None:
         """Build a participant's view now and follow its changes.
 
-        Raises:
-            MetadataError: With ``on_invalid="raise"``, when the participant's
-                current metadata or attributes are invalid (it is then not tracked).
-            RuntimeError: The handle is closed or has no room (use ``attach``).
+        Raises MetadataError (``on_invalid="raise"``: its metadata or attributes are invalid;
+        it is not tracked) or RuntimeError (the handle is closed or has no room).
         """
         if self.closed:
             raise RuntimeError("this session handle is closed")
@@ -303,15 +256,6 @@ class SessionHandle:
             self._tracker.tracked.discard(participant.identity)
             raise
 
-    def _unsubscribe(self) -> None:
-        room = self._room
-        if room is None:
-            return
-        for event, callback in self._subscriptions:
-            with contextlib.suppress(Exception):
-                room.off(event, callback)  # type: ignore[arg-type]
-        self._subscriptions = []
-
     async def publish(
         self,
         keys: Iterable[str],
@@ -324,68 +268,51 @@ class SessionHandle:
         """Publish chosen session keys as participant attributes or metadata.
 
         To the agent's own participant (``participant=None``) through the SDK, confirmed by
-        reading the value back within ``timeout`` (default ``confirm_timeout``); to another
-        identity through the server API (``api``, default ``ctx.api``). Attributes: str
-        values as they are, others as compact JSON, a missing key sent empty (deleted).
-        Metadata: merged into the participant's current JSON object, sent whole.
+        reading it back within ``timeout`` (default ``confirm_timeout``); to another through
+        the server API (``api``, default ``ctx.api``). Attributes: str values as they are,
+        others as JSON, a missing key deleted. Metadata: merged into the current object.
 
-        Returns:
-            A :class:`~.publish.PublishResult`; ``confirmed`` is False if the value
-            could not be read back in time (a warning is logged).
-
-        Raises:
-            InvalidAttributes: The attributes would be invalid or over 64 KiB.
-            MetadataTooLarge: The metadata would be over the adapter's ``max_metadata_bytes``.
-            ValueError: ``as_`` is unknown or ``keys`` is empty.
+        Raises InvalidAttributes, MetadataTooLarge (over the limits) or ValueError (``as_``
+        unknown, ``keys`` empty).
         """
-        key_list = publish_keys(keys, as_)
         wait = self._options.confirm_timeout if timeout is None else timeout
-        session = await self.get()
-        return await self._publisher.publish(session, key_list, as_, participant, wait, api)
+        return await self._publisher.publish(self.get, keys, as_, participant, wait, api)
 
     async def aclose(self, *, delete: bool | None = None) -> None:
-        """Stop following the room, let pending writes land, then delete or keep the session.
-
-        Called at job shutdown; idempotent. ``delete`` defaults to the adapter's
-        ``delete_on_shutdown``; a session named with ``session_id=`` is never deleted.
-        """
+        """Stop following the room, let pending writes land, then delete (default:
+        ``delete_on_shutdown``; never one named with ``session_id=``) or keep the session."""
         if self.closed:
             return
         self._tracker.close()
         self._notifier.close()
         self._writer.close()
-        self._unsubscribe()
+        if self._room is not None:
+            for event, callback in self._subscriptions:
+                with contextlib.suppress(Exception):
+                    self._room.off(event, callback)  # type: ignore[arg-type]
         # Views still being built and call-session writes in flight get drain_timeout.
         writer = self._writer.task
-        waiting = [*self._tracker.tasks(retries=False), *([writer] if writer is not None else [])]
-        if waiting:
-            await asyncio.wait(
-                [t for t in waiting if not t.done()] or waiting,
-                timeout=self._options.drain_timeout,
-            )
-        tasks = [*self._tracker.tasks(), writer, self._notifier.task]
+        building = (*self._tracker.tasks(retries=False), writer)
+        if waiting := [t for t in building if t is not None and not t.done()]:
+            await asyncio.wait(waiting, timeout=self._options.drain_timeout)
+        tasks = [t for t in (*self._tracker.tasks(), writer, self._notifier.task) if t is not None]
         for task in tasks:
-            if task is not None and not task.done():
-                task.cancel()
+            task.cancel()
         for task in tasks:
-            if task is not None:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
         self._tracker.release()
         self._idle.set()
         self._writer.closed_down()
-        if self._on_close is not None:
-            self._on_close(self)
-        await self._delete(self._options.delete_on_shutdown if delete is None else delete)
-
-    async def _delete(self, should_delete: bool) -> None:
-        if should_delete and self._space is not self._sessions.call_sessions:
+        self._on_close(self)
+        delete = self._options.delete_on_shutdown if delete is None else delete
+        if delete and self._space is not self._sessions.call_sessions:
             logger.warning(
                 "metadata adapter: kept session %s: only a call session is deleted at "
                 "shutdown, and this one was named with session_id=",
                 key_label(self._id),
             )
-        elif should_delete:
+        elif delete:
             try:
                 for where in self._agent_keys:
                     await self._space.delete(where)

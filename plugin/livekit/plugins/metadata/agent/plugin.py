@@ -1,8 +1,5 @@
-"""The LiveKit ``Plugin`` record of this package, registered when the agent wing is imported.
-
-The package itself stays free of ``livekit.agents`` (tokens and the CLI start at once);
-everything under ``agent/`` runs inside a worker, so importing it registers the record.
-"""
+"""The LiveKit ``Plugin`` record of this package, registered when the agent wing is imported
+(the rest of the package stays free of ``livekit.agents``)."""
 
 from __future__ import annotations
 
@@ -32,18 +29,13 @@ _PACKAGE = "livekit.plugins.metadata"
 
 
 class MetadataPlugin(Plugin):
-    """The LiveKit plugin record for ``livekit-plugins-metadata``."""
-
     def __init__(self) -> None:
         super().__init__(_PACKAGE, __version__, _PACKAGE, logger)
 
 
 def quiet_dev_keys() -> bool:
-    """With the dev-server keys in the environment, say so once, cleanly, instead of PyJWT.
-
-    PyJWT's per-token warning about the 6-byte dev secret is silenced, and the worker's
-    first process logs :data:`DEV_KEYS_NOTE` once. True if the dev keys are in use.
-    """
+    """With the dev-server keys in the environment, silence PyJWT's per-token warning and log
+    :data:`DEV_KEYS_NOTE` once, in the worker's first process. True if they are in use."""
     global _quieted
     from ..tokens.keys import DEV_API_KEY, DEV_API_SECRET
 
@@ -62,10 +54,8 @@ def quiet_dev_keys() -> bool:
 
 
 def register() -> bool:
-    """Register the record unless it already is; True if this call registered it.
-
-    Off the main thread (where LiveKit refuses it) it is left to the worker's own import.
-    """
+    """Register the record unless it already is, or off the main thread (LiveKit refuses it
+    there; the worker's own import does it). True if this call registered it."""
     quiet_dev_keys()
     if any(p.package == _PACKAGE for p in Plugin.registered_plugins):
         return False

@@ -1,15 +1,6 @@
-"""Load once per worker what every job would otherwise load again.
-
-LiveKit runs each job in its own process, so what the entrypoint imports or builds (the
-plugin's modules, ``redis.asyncio``: about 0.2 s of CPU and 20 MB, a Redis client) every
-job pays again. :func:`preload_modules` (imported once in the forkserver) and
-:func:`prepare_process` (this process's SessionManager, built in the setup function and
-taken by :func:`job_sessions`, which closes it at shutdown) move that out of the job::
-
-    server = AgentServer(setup_fnc=prewarm, preload_modules=preload_modules(redis=True))
-    # prewarm(proc): prepare_process(proc, redis_url=os.environ.get("REDIS_URL"))
-    # entrypoint:    adapter = MetadataAdapter(job_sessions(ctx))
-"""
+"""Load once per worker what every job would otherwise load again (README "Load once per
+worker, not per job"): :func:`preload_modules` for the forkserver, :func:`prepare_process`
+in the setup function, :func:`job_sessions` in the entrypoint."""
 
 from __future__ import annotations
 
@@ -27,8 +18,7 @@ if TYPE_CHECKING:
 
 __all__ = ["USERDATA_KEY", "job_sessions", "preload_modules", "prepare_process"]
 
-USERDATA_KEY = "livekit.plugins.metadata"
-"""The key of this plugin's entry in ``JobProcess.userdata``."""
+USERDATA_KEY = "livekit.plugins.metadata"  # this plugin's entry in JobProcess.userdata
 
 _AGENT_SIDE = (
     "livekit.plugins.metadata.agent.adapter",
@@ -50,12 +40,9 @@ _REDIS = (
 
 
 def preload_modules(*, redis: bool = False) -> list[str]:
-    """Modules for ``AgentServer(preload_modules=...)``: imported once, shared by every job.
-
-    The plugin's agent side; the phone-number and YAML libraries if this process has
-    loaded them (call it after building the router); with ``redis=True`` the Redis
-    client. Under ``spawn`` (macOS, Windows) the option does nothing.
-    """
+    """Modules for ``AgentServer(preload_modules=...)``: the plugin's agent side, the
+    phone-number and YAML libraries if this process loaded them (call it after building the
+    router), the Redis client with ``redis=True``. Under ``spawn`` the option does nothing."""
     names = list(_AGENT_SIDE)
     names += [name for name in _IF_LOADED if name in sys.modules]
     if redis:
@@ -65,8 +52,6 @@ def preload_modules(*, redis: bool = False) -> list[str]:
 
 @dataclass
 class _Prepared:
-    """This process's SessionManager, waiting for its job, and how to build another."""
-
     redis_url: str | None
     options: Mapping[str, Any]
     ready: SessionManager | None = None
@@ -87,25 +72,18 @@ class _Prepared:
 def prepare_process(
     proc: JobProcess, *, redis_url: str | None = None, **manager_options: Any
 ) -> None:
-    """The body of an ``AgentServer`` setup function: this process's sessions, ready early.
+    """The body of an ``AgentServer`` setup function: a SessionManager (``manager_options``)
+    over a RedisStore at ``redis_url`` (else memory), kept in ``proc.userdata[USERDATA_KEY]``.
 
-    A :class:`~..sessions.manager.SessionManager` (``manager_options``) over a
-    :class:`~..sessions.redis.RedisStore` at ``redis_url`` (else over memory), kept in
-    ``proc.userdata[USERDATA_KEY]``; the Redis client connects on the job's loop.
-
-    Raises:
-        ConfigError: ``redis_url`` is set but the ``redis`` extra is not installed.
-        ValueError: ``redis_url`` or an option is invalid (never showing the password).
+    Raises ConfigError (``redis_url`` without the ``redis`` extra) or ValueError (an invalid
+    ``redis_url`` or option; never showing the password).
     """
     proc.userdata[USERDATA_KEY] = _Prepared(redis_url or None, manager_options)
 
 
 def job_sessions(ctx: JobContext) -> SessionManager:
-    """This job's SessionManager, prepared by :func:`prepare_process`; closed at shutdown.
-
-    A later job of the same process gets a new one with the same settings (a client is
-    never shared across event loops). Raises ConfigError without :func:`prepare_process`.
-    """
+    """This job's SessionManager, closed at shutdown; a later job of the process gets a new
+    one (a client never spans event loops). Raises ConfigError without :func:`prepare_process`."""
     prepared = ctx.proc.userdata.get(USERDATA_KEY)
     if not isinstance(prepared, _Prepared):
         raise ConfigError(

@@ -1,15 +1,11 @@
-"""Write-back: chosen call-session keys published as participant attributes or metadata.
-
-The agent's own participant is written through the SDK setters, confirmed by reading
-the value back; another participant through the server API (``UpdateParticipant``),
-whose answer confirms it. See :meth:`~.handle.SessionHandle.publish`.
-"""
+"""Write-back: chosen call-session keys published as participant attributes or metadata
+(:meth:`~.handle.SessionHandle.publish`)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -32,17 +28,14 @@ if TYPE_CHECKING:
     from livekit.api import LiveKitAPI
     from livekit.rtc.room import EventTypes
 
-__all__ = ["PublishResult", "Publisher", "publish_keys"]
+__all__ = ["PublishResult", "Publisher"]
 
 
 @dataclass(frozen=True)
 class PublishResult:
-    """Outcome of :meth:`SessionHandle.publish`; ``bool(result)`` is ``confirmed``.
-
-    ``confirmed``: read back (local) or returned by the server (remote) in time;
-    ``target``: ``"attributes"`` or ``"metadata"``; ``identity``: who was written to;
-    ``keys``: the keys published (missing ones cleared); ``size``: bytes sent.
-    """
+    """Outcome of :meth:`SessionHandle.publish`; ``bool(result)`` is ``confirmed`` (read back,
+    or returned by the server, in time). ``keys``: those published (missing ones cleared);
+    ``size``: bytes sent."""
 
     confirmed: bool
     target: PublishAs
@@ -54,24 +47,16 @@ class PublishResult:
         return self.confirmed
 
 
-def publish_keys(keys: Iterable[str], as_: str) -> list[str]:
-    """The keys to publish, checked (``ValueError``/``TypeError`` otherwise)."""
-    if as_ not in ("attributes", "metadata"):
-        raise ValueError("as_ must be 'attributes' or 'metadata'")
-    key_list = [keys] if isinstance(keys, str) else list(dict.fromkeys(keys))
-    if not key_list:
-        raise ValueError("keys must name at least one session key")
-    for key in key_list:
-        if not isinstance(key, str):
-            raise TypeError(f"keys must be str, not {type(key).__name__}")
-    return key_list
-
-
 def _attribute_value(value: Any) -> str:
     """A session value as a LiveKit attribute: strings as they are, anything else as JSON."""
-    if isinstance(value, str):
-        return value
-    return orjson.dumps(value).decode("utf-8")
+    return value if isinstance(value, str) else orjson.dumps(value).decode("utf-8")
+
+
+def _shows(payload: dict[str, str] | str, participant: Any) -> bool:
+    """True when the participant (SDK object or server's ParticipantInfo) shows ``payload``."""
+    if isinstance(payload, str):
+        return bool(participant.metadata == payload)
+    return all(participant.attributes.get(k, "") == v for k, v in payload.items())
 
 
 @dataclass(frozen=True)
@@ -84,29 +69,41 @@ class Publisher:
 
     async def publish(
         self,
-        session: Mapping[str, Any],
-        keys: list[str],
+        session: Callable[[], Awaitable[Mapping[str, Any]]],
+        keys: Iterable[str],
         as_: PublishAs,
         participant: str | None,
         timeout: float,
         api: LiveKitAPI | None,
     ) -> PublishResult:
+        """Check the keys (``ValueError``/``TypeError``), read the session, publish."""
+        if as_ not in ("attributes", "metadata"):
+            raise ValueError("as_ must be 'attributes' or 'metadata'")
+        key_list = [keys] if isinstance(keys, str) else list(dict.fromkeys(keys))
+        if not key_list:
+            raise ValueError("keys must name at least one session key")
+        for key in key_list:
+            if not isinstance(key, str):
+                raise TypeError(f"keys must be str, not {type(key).__name__}")
         if participant is None:
-            return await self._local(session, keys, as_, timeout)
-        return await self._remote(session, keys, as_, participant, api)
+            return await self._local(await session(), key_list, as_, timeout)
+        return await self._remote(await session(), key_list, as_, participant, api)
 
-    def _attribute_update(
-        self, session: Mapping[str, Any], keys: list[str], current: Mapping[str, str]
-    ) -> dict[str, str]:
-        update = {k: _attribute_value(session[k]) if k in session else "" for k in keys}
-        limit = self.max_attributes_bytes
-        validate_attributes(update, max_bytes=limit)
-        attributes_size(apply_attributes(current, update), limit)
-        return update
-
-    def _metadata_text(self, session: Mapping[str, Any], keys: list[str], current: str) -> str:
+    def _payload(
+        self, session: Mapping[str, Any], keys: list[str], as_: PublishAs, current: Any
+    ) -> tuple[dict[str, str] | str, int]:
+        """The attribute update or metadata text to send, and its size in bytes."""
+        attributes, metadata = (
+            ({}, "") if current is None else (current.attributes, current.metadata)
+        )
+        if as_ == "attributes":
+            update = {k: _attribute_value(session[k]) if k in session else "" for k in keys}
+            limit = self.max_attributes_bytes
+            validate_attributes(update, max_bytes=limit)
+            attributes_size(apply_attributes(attributes, update), limit)
+            return update, attributes_size(update)
         try:
-            base = parse_metadata(current, max_bytes=max(self.max_bytes, 1 << 20))
+            base = parse_metadata(metadata, max_bytes=max(self.max_bytes, 1 << 20))
         except MetadataError:
             base = {}
         for key in keys:
@@ -114,50 +111,38 @@ class Publisher:
                 base[key] = session[key]
             else:
                 base.pop(key, None)
-        return serialize_metadata(base, max_bytes=self.max_bytes)
+        text = serialize_metadata(base, max_bytes=self.max_bytes)
+        return text, len(text.encode("utf-8"))
 
     async def _local(
         self, session: Mapping[str, Any], keys: list[str], as_: PublishAs, timeout: float
     ) -> PublishResult:
         room = self.ctx.room
         local = room.local_participant
-        identity = local.identity
+        payload, size = self._payload(session, keys, as_, local)
         changed = asyncio.Event()
 
         def on_change(*args: Any) -> None:
             # metadata: (participant, old, new); attributes: (changed, participant).
             who = args[0] if as_ == "metadata" else args[1]
-            if getattr(who, "identity", None) == identity:
+            if getattr(who, "identity", None) == local.identity:
                 changed.set()
 
-        if as_ == "attributes":
-            update = self._attribute_update(session, keys, dict(local.attributes))
-            size = attributes_size(update)
-
-            def confirmed() -> bool:
-                current = local.attributes
-                return all(current.get(k, "") == v for k, v in update.items())
-
-            event: EventTypes = "participant_attributes_changed"
-        else:
-            text = self._metadata_text(session, keys, local.metadata)
-            size = len(text.encode("utf-8"))
-
-            def confirmed() -> bool:
-                return bool(local.metadata == text)
-
-            event = "participant_metadata_changed"
-
+        event: EventTypes = (
+            "participant_metadata_changed"
+            if as_ == "metadata"
+            else "participant_attributes_changed"
+        )
         room.on(event, on_change)
         try:
-            if as_ == "attributes":
-                await local.set_attributes(update)
+            if isinstance(payload, str):
+                await local.set_metadata(payload)
             else:
-                await local.set_metadata(text)
-            ok = await _wait_until(confirmed, changed, timeout)
+                await local.set_attributes(payload)
+            ok = await _wait_until(lambda: _shows(payload, local), changed, timeout)
         finally:
             room.off(event, on_change)
-        return _result(ok, as_, identity, keys, size)
+        return _result(ok, as_, local.identity, keys, size)
 
     async def _remote(
         self,
@@ -170,25 +155,16 @@ class Publisher:
         from livekit.api import UpdateParticipantRequest
 
         ctx = self.ctx
-        room_name = ctx.job.room.name or ctx.room.name
-        known = ctx.room.remote_participants.get(identity)
-        if as_ == "attributes":
-            update = self._attribute_update(
-                session, keys, dict(known.attributes) if known is not None else {}
-            )
-            size = attributes_size(update)
-            request = UpdateParticipantRequest(room=room_name, identity=identity, attributes=update)
+        room = ctx.job.room.name or ctx.room.name
+        payload, size = self._payload(
+            session, keys, as_, ctx.room.remote_participants.get(identity)
+        )
+        if isinstance(payload, str):
+            request = UpdateParticipantRequest(room=room, identity=identity, metadata=payload)
         else:
-            text = self._metadata_text(session, keys, known.metadata if known is not None else "")
-            size = len(text.encode("utf-8"))
-            request = UpdateParticipantRequest(room=room_name, identity=identity, metadata=text)
-        client = api if api is not None else ctx.api
-        info = await client.room.update_participant(request)
-        if as_ == "attributes":
-            ok = all(info.attributes.get(k, "") == v for k, v in update.items())
-        else:
-            ok = info.metadata == text
-        return _result(ok, as_, identity, keys, size)
+            request = UpdateParticipantRequest(room=room, identity=identity, attributes=payload)
+        info = await (api if api is not None else ctx.api).room.update_participant(request)
+        return _result(_shows(payload, info), as_, identity, keys, size)
 
 
 def _result(ok: bool, as_: PublishAs, identity: str, keys: list[str], size: int) -> PublishResult:

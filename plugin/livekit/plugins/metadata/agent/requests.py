@@ -1,9 +1,9 @@
 """Answering job requests (``on_request``) with the routing rules.
 
-:func:`request_handler` accepts the jobs whose metadata routes to this worker and rejects
-the others with ``terminate=False``, so LiveKit offers them to another. A SIP caller's
-numbers arrive as attributes after the offer: when the route depends on them, the job is
-accepted if it may route here, and the entrypoint decides (:func:`~.selection.select`).
+Jobs whose metadata routes to this worker are accepted, the others rejected with
+``terminate=False`` (LiveKit offers them to another). When the route depends on a SIP
+caller's numbers (attributes, after the offer), a job that may be ours is accepted and the
+entrypoint decides (:func:`~.selection.select`).
 """
 
 from __future__ import annotations
@@ -36,11 +36,6 @@ MetadataSource = (
 """Where a job request's metadata comes from: the job's, the room's, or a callable."""
 
 
-def _check_source(metadata_from: Any) -> None:
-    if metadata_from not in ("job", "room") and not callable(metadata_from):
-        raise ValueError("metadata_from must be 'job', 'room' or a callable")
-
-
 @dataclass
 class RequestStats:
     """Counters of the answers to job requests: ``accepted``, ``rejected`` (with
@@ -54,7 +49,6 @@ class RequestStats:
 def _request_metadata(
     req: JobRequest, metadata_from: MetadataSource, max_metadata_bytes: int, stats: RequestStats
 ) -> dict[str, Any]:
-    """The job request's metadata; ``{}`` (logged and counted) when it cannot be read."""
     raw: Any = None
     try:
         if metadata_from == "job":
@@ -78,13 +72,19 @@ def _request_metadata(
 
 
 async def _accept(
-    req: JobRequest, stats: RequestStats, attributes: dict[str, str] | None = None
+    req: JobRequest,
+    stats: RequestStats,
+    why: str,
+    *args: object,
+    attributes: dict[str, str] | None = None,
 ) -> None:
+    logger.info("job %s: accepting: " + why, req.id, *args)
     stats.accepted += 1
     await req.accept(attributes=attributes)
 
 
-async def _reject(req: JobRequest, stats: RequestStats) -> None:
+async def _reject(req: JobRequest, stats: RequestStats, why: str, *args: object) -> None:
+    logger.info("job %s: rejecting (terminate=False): " + why, req.id, *args)
     stats.rejected += 1
     await req.reject(terminate=False)
 
@@ -102,36 +102,48 @@ async def _decide(
         # The route depends on participant attributes (a SIP caller's numbers) that
         # only exist once the caller joins: accept if it may be ours (module doc).
         if me in pending:
-            logger.info("job %s: accepting: the route depends on participant attributes", req.id)
-            await _accept(req, stats)
+            await _accept(req, stats, "the route depends on participant attributes")
         else:
-            logger.info("job %s: rejecting (terminate=False): no possible route is ours", req.id)
-            await _reject(req, stats)
+            await _reject(req, stats, "no possible route is ours")
         return None
     try:
         route = router.route(md)
     except NoRouteMatched:
-        logger.info(
-            "job %s: rejecting (terminate=False): no rule matched (keys %s)",
-            req.id,
-            keys_for_log(sorted(md)),
-        )
-        await _reject(req, stats)
+        await _reject(req, stats, "no rule matched (keys %s)", keys_for_log(sorted(md)))
         return None
     if route.rejected or route.agent_name != me:
-        logger.info(
-            "job %s: rejecting (terminate=False): routed to %s by %s, this worker is %r",
-            req.id,
-            "reject" if route.rejected else repr(route.agent_name),
-            route.label,
-            me,
-        )
-        await _reject(req, stats)
+        agent = "reject" if route.rejected else repr(route.agent_name)
+        await _reject(req, stats, "routed to %s by %s, this worker is %r", agent, route.label, me)
         return None
     attrs = {"route": route.agent, "route.rule": route.label} if publish else None
-    logger.info("job %s: accepting: agent %r by %s", req.id, route.agent, route.label)
-    await _accept(req, stats, attrs)
+    await _accept(req, stats, "agent %r by %s", route.agent, route.label, attributes=attrs)
     return route
+
+
+@dataclass(slots=True)
+class RequestHandler:
+    """An ``on_request`` handler (see :func:`request_handler`) that counts its answers."""
+
+    router: MetadataRouter
+    agent_name: str | None = None
+    metadata_from: MetadataSource = "job"
+    max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES
+    publish_route: bool = False
+    stats: RequestStats = field(default_factory=RequestStats, init=False)
+    """What this handler answered so far."""
+
+    def __post_init__(self) -> None:
+        if self.metadata_from not in ("job", "room") and not callable(self.metadata_from):
+            raise ValueError("metadata_from must be 'job', 'room' or a callable")
+
+    async def __call__(self, req: JobRequest) -> None:
+        """Answer ``req`` (see :func:`route_job_request`)."""
+        await self.answer(req)
+
+    async def answer(self, req: JobRequest) -> Route | None:
+        md = _request_metadata(req, self.metadata_from, self.max_metadata_bytes, self.stats)
+        me = self.agent_name if self.agent_name is not None else req.agent_name
+        return await _decide(self.router, req, md, me, self.publish_route, self.stats)
 
 
 async def route_job_request(
@@ -144,48 +156,15 @@ async def route_job_request(
     publish_route: bool = False,
     stats: RequestStats | None = None,
 ) -> Route | None:
-    """Answer a job request: accept it if its metadata routes to this worker.
-
-    Accepted when the route's ``agent_name`` is ``agent_name`` (default:
-    ``req.agent_name``), else rejected with ``terminate=False``. Invalid metadata (or a
-    failing ``metadata_from``) is logged, counted and routed as empty metadata, so the
-    default agent's worker still takes the job. ``metadata_from``: :data:`MetadataSource`;
-    ``publish_route`` accepts with agent attributes ``route`` and ``route.rule``.
-
-    Returns:
-        The route if accepted with a decision; ``None`` if rejected, or accepted
-        while the route waits for participant attributes.
+    """Accept the job if its route's ``agent_name`` is ``agent_name`` (default:
+    ``req.agent_name``), else reject it with ``terminate=False``; invalid metadata routes as
+    ``{}`` (logged, counted). ``publish_route`` accepts with attributes ``route`` and
+    ``route.rule``. Returns the route, or None (rejected, or waiting for attributes).
     """
-    _check_source(metadata_from)
-    stats = stats if stats is not None else RequestStats()
-    md = _request_metadata(req, metadata_from, max_metadata_bytes, stats)
-    me = agent_name if agent_name is not None else req.agent_name
-    return await _decide(router, req, md, me, publish_route, stats)
-
-
-@dataclass(slots=True)
-class RequestHandler:
-    """An ``on_request`` handler (see :func:`request_handler`) that counts its answers."""
-
-    router: MetadataRouter
-    agent_name: str | None
-    metadata_from: MetadataSource
-    max_metadata_bytes: int
-    publish_route: bool
-    stats: RequestStats = field(default_factory=RequestStats, init=False)
-    """What this handler answered so far."""
-
-    async def __call__(self, req: JobRequest) -> None:
-        """Answer ``req`` (see :func:`route_job_request`)."""
-        await route_job_request(
-            self.router,
-            req,
-            agent_name=self.agent_name,
-            metadata_from=self.metadata_from,
-            max_metadata_bytes=self.max_metadata_bytes,
-            publish_route=self.publish_route,
-            stats=self.stats,
-        )
+    handler = RequestHandler(router, agent_name, metadata_from, max_metadata_bytes, publish_route)
+    if stats is not None:
+        handler.stats = stats
+    return await handler.answer(req)
 
 
 def request_handler(
@@ -196,12 +175,7 @@ def request_handler(
     max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
     publish_route: bool = False,
 ) -> RequestHandler:
-    """A ready ``on_request`` handler for ``AgentServer.rtc_session(on_request=...)``.
-
-    See :func:`route_job_request` for the decision and the arguments; the
-    handler's ``stats`` (:class:`RequestStats`) count its answers.
-    """
+    """A ready ``on_request`` handler (:func:`route_job_request`), counting its answers."""
     if agent_name is not None and (not isinstance(agent_name, str) or not agent_name):
         raise ValueError("agent_name must be a non-empty string or None")
-    _check_source(metadata_from)
     return RequestHandler(router, agent_name, metadata_from, max_metadata_bytes, publish_route)

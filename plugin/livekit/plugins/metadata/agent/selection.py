@@ -1,13 +1,13 @@
 """Agent-side routing in the entrypoint: build the routed Agent, and hand off when it changes.
 
-:func:`select` (or :class:`AgentFactoryMap`) routes ``SessionHandle.route_input()`` and
-builds the ``Agent`` the route names; :func:`reroute` hands a running session to another
-Agent when it changes. This is the routing code that imports ``livekit.agents``.
+:func:`select` (or :class:`AgentFactoryMap`) builds the ``Agent`` the route names;
+:func:`reroute` hands a running session to another Agent when the route changes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -72,26 +72,19 @@ def _build_agent(factory: AgentFactory, route: Route) -> Agent:
     return agent
 
 
-_PHONE_ATTRIBUTES: dict[int, tuple[MetadataRouter, frozenset[str]]] = {}
 _NOTED_JOBS: dict[str, None] = {}
 _MAX_NOTED_JOBS = 1024
 
 
+@functools.lru_cache(maxsize=64)  # a few routers per process
 def _phone_attributes(router: MetadataRouter) -> frozenset[str]:
     """The attributes the router's ``phone``/``phone_prefix`` conditions read."""
-    cached = _PHONE_ATTRIBUTES.get(id(router))
-    if cached is not None and cached[0] is router:
-        return cached[1]
-    names = frozenset(
+    return frozenset(
         c.path
         for rule in router.rule_set.rules
         for c in rule.conds
         if c.source == "attributes" and c.op in ("phone", "phone_prefix")
     )
-    if len(_PHONE_ATTRIBUTES) >= 64:  # a few routers per process; never unbounded
-        _PHONE_ATTRIBUTES.clear()
-    _PHONE_ATTRIBUTES[id(router)] = (router, names)
-    return names
 
 
 def _note_unreadable_numbers(router: MetadataRouter, attributes: Mapping[str, str]) -> None:
@@ -127,23 +120,6 @@ def _note_unreadable_numbers(router: MetadataRouter, attributes: Mapping[str, st
         )
 
 
-def _routed(
-    router: MetadataRouter,
-    md: Mapping[str, Any],
-    attributes: Mapping[str, str] | None,
-    factories: Mapping[str, AgentFactory],
-) -> Route:
-    route = router.route(md, attributes=attributes)
-    if route.rejected:
-        raise RoutingError(f"the routing rules reject this metadata ({route.label})")
-    if route.agent not in factories:
-        raise ConfigError(
-            f"no Agent factory for routed agent {route.agent!r} ({route.label}); "
-            f"factories: {sorted(factories)}"
-        )
-    return route
-
-
 def select(
     router: MetadataRouter,
     metadata: Mapping[str, Any] | str | bytes | None,
@@ -153,18 +129,11 @@ def select(
     fallback: str | None = None,
     max_metadata_bytes: int = DEFAULT_MAX_METADATA_BYTES,
 ) -> Selection:
-    """Route ``metadata`` (and ``attributes``) and build the Agent for the route.
+    """Route ``metadata`` (a mapping or raw JSON) and ``attributes``, and build the Agent.
 
-    ``metadata`` is a mapping or a raw string (``parse_metadata``); ``factories`` maps
-    agent names to :data:`AgentFactory`; ``fallback`` (a key of ``factories``) is built
-    instead of raising when the metadata is invalid, nothing matches, the route is
-    ``reject`` or has no factory. The agent remembers its route (:func:`route_of`).
-
-    Raises (without fallback):
-        MetadataError: Invalid raw metadata.
-        NoRouteMatched: No match and no default.
-        RoutingError: The route is ``reject``.
-        ConfigError: No factory for the routed agent (or the fallback).
+    ``fallback`` (a key of ``factories``) is built instead of raising (without it):
+    MetadataError (invalid raw metadata), NoRouteMatched, RoutingError (the route is
+    ``reject``), ConfigError (no factory). The agent remembers its route (:func:`route_of`).
     """
     if fallback is not None and fallback not in factories:
         raise ConfigError(f"fallback agent {fallback!r} has no factory")
@@ -177,7 +146,14 @@ def select(
         )
         if attributes:
             _note_unreadable_numbers(router, attributes)
-        route = _routed(router, md, attributes, factories)
+        route = router.route(md, attributes=attributes)
+        if route.rejected:
+            raise RoutingError(f"the routing rules reject this metadata ({route.label})")
+        if route.agent not in factories:
+            raise ConfigError(
+                f"no Agent factory for routed agent {route.agent!r} ({route.label}); "
+                f"factories: {sorted(factories)}"
+            )
     except (MetadataError, RoutingError, ConfigError) as exc:
         if fallback is None:
             raise
@@ -248,23 +224,12 @@ class AgentFactoryMap:
 
 @dataclass(slots=True)
 class _Handoffs:
-    """What :func:`reroute` asked of one session: the handoff in flight and the newest after it.
+    """What :func:`reroute` asked of one session: the handoff in flight and the newest after
+    it (livekit-agents runs handoffs in order and reports the running one's agent as
+    ``current_agent`` even when a later one is queued)."""
 
-    livekit-agents runs handoffs in order and reports the running one's agent as
-    ``current_agent`` even when a later one is queued, so reroute keeps its own record.
-    """
-
-    inflight: Agent | None = None
-    inflight_route: Route | None = None
-    pending: Agent | None = None
-    pending_route: Route | None = None
-
-    def target(self) -> Route | None:
-        """The route of the agent the session will end up running, if one of ours is pending."""
-        return self.pending_route or self.inflight_route
-
-    def clear(self) -> None:
-        self.inflight = self.inflight_route = self.pending = self.pending_route = None
+    inflight: tuple[Agent, Route] | None = None
+    pending: tuple[Agent, Route] | None = None
 
 
 _HANDOFFS: weakref.WeakKeyDictionary[Any, _Handoffs] = weakref.WeakKeyDictionary()
@@ -281,21 +246,19 @@ def _handoffs(session: AgentSession[Any]) -> _Handoffs:
     ref = weakref.ref(session)  # the listeners must not keep the session alive
 
     def on_item(ev: ConversationItemAddedEvent) -> None:
-        # A handoff took effect: the session now runs its new agent. If it is the one in
-        # flight, start the newest wanted one, if any (livekit-agents runs handoffs in order).
+        # A handoff took effect: if it is the one in flight, start the newest wanted one.
         item = ev.item
         if not isinstance(item, AgentHandoff) or st.inflight is None:
             return
-        if item.new_agent_id != st.inflight.id:
+        if item.new_agent_id != st.inflight[0].id:
             return
-        st.inflight = st.inflight_route = None
-        agent, route, st.pending, st.pending_route = st.pending, st.pending_route, None, None
+        pending, st.inflight, st.pending = st.pending, None, None
         sess = ref()
-        if agent is not None and route is not None and sess is not None:
-            _hand_off(sess, st, agent, route)
+        if pending is not None and sess is not None:
+            _hand_off(sess, st, *pending)
 
     def on_close(_: CloseEvent) -> None:
-        st.clear()
+        st.inflight = st.pending = None
 
     session.on("conversation_item_added", on_item)
     session.on("close", on_close)
@@ -304,11 +267,11 @@ def _handoffs(session: AgentSession[Any]) -> _Handoffs:
 
 def _hand_off(session: AgentSession[Any], st: _Handoffs, agent: Agent, route: Route) -> None:
     logger.info("reroute: handing off to agent %r (%s)", route.agent, route.label)
-    st.inflight, st.inflight_route = agent, route
+    st.inflight = (agent, route)
     try:
         session.update_agent(agent)
     except Exception as exc:  # runs inside a livekit-agents event callback too
-        st.inflight = st.inflight_route = None
+        st.inflight = None
         logger.warning("reroute: handoff to agent %r failed (%s)", route.agent, type(exc).__name__)
 
 
@@ -329,12 +292,9 @@ def reroute(
 ) -> bool:
     """Re-route a running session after its metadata (or attributes) changed.
 
-    When the route's agent differs from the one the session will end up running (its
-    pending handoff, else its current agent), the new Agent is built and handed over
-    with ``session.update_agent``. At most one handoff is in flight per session; the
-    newest route wanted meanwhile waits for it, so the session converges to the latest
-    route. Invalid routing keeps the agent and is logged. Returns True if the agent the
-    session will end up running changed.
+    A new agent is handed over with ``session.update_agent``, one handoff in flight at a
+    time, the newest route waiting for it. Invalid routing keeps the agent (logged).
+    True if the agent the session will end up running changed.
     """
     try:
         route = router.route(metadata, attributes=attributes)
@@ -356,14 +316,12 @@ def reroute(
             return False
         _hand_off(session, st, _build_agent(factory, route), route)
         return True
-    target = st.target()
-    if target is not None and target.agent == route.agent:
+    if (st.pending or st.inflight)[1].agent == route.agent:
         return False
-    if st.inflight_route is not None and st.inflight_route.agent == route.agent:
-        # Back to the agent in flight: drop the waiting one.
+    if st.inflight[1].agent == route.agent:  # back to the agent in flight: drop the waiting one
         logger.info("reroute: agent %r is already on its way (%s)", route.agent, route.label)
-        st.pending = st.pending_route = None
+        st.pending = None
         return True
     logger.info("reroute: agent %r (%s) waits for the handoff in flight", route.agent, route.label)
-    st.pending, st.pending_route = _build_agent(factory, route), route
+    st.pending = (_build_agent(factory, route), route)
     return True

@@ -1,17 +1,8 @@
 """Function tools that read and write the caller's session, through LiveKit's ``RunContext``.
 
-The entrypoint puts the served caller's :class:`CallerSession` in the ``AgentSession``'s
-``userdata`` (LiveKit's way to hand state to tools); every tool reaches it, typed::
-
-    handle = await adapter.attach(ctx, on_change=on_change)
-    session = AgentSession(userdata=CallerSession(handle, handle.route_input().identity))
-
-    @function_tool
-    async def lookup_order(context: RunContext[CallerSession]) -> str:
-        view = context.userdata.metadata()   # this caller's view, private keys included
-
-:class:`CallerSessionTools` is a ready ``Toolset`` (allow-listed reads and writes, a
-``transfer`` the rules decide); :func:`sign_tool_call` signs a call that leaves the process.
+Put the served caller's :class:`CallerSession` in the ``AgentSession``'s ``userdata``; every
+tool reaches it, typed (README "Tools"). :class:`CallerSessionTools` is a ready ``Toolset``;
+:func:`sign_tool_call` signs a call that leaves the process.
 """
 
 from __future__ import annotations
@@ -51,24 +42,21 @@ TOOL_TOKEN_HEADER = "X-Tool-Token"  # noqa: S105 (a header name)
 
 @dataclass(frozen=True)
 class CallerSession:
-    """The session of the caller an ``AgentSession`` serves (the job's ``handle`` and the
-    caller's ``identity``): put it in ``userdata``."""
+    """The session of the caller an ``AgentSession`` serves: put it in ``userdata``."""
 
     handle: SessionHandle
     identity: str
 
     def metadata(self) -> dict[str, Any]:
-        """The caller's own view: token session (private keys included) under its live
-        metadata and what tools wrote. Never another caller's keys."""
+        """The caller's own view (``SessionHandle.participant_metadata``)."""
         return self.handle.participant_metadata(self.identity)
 
     def attributes(self) -> dict[str, str]:
-        """The caller's live attributes."""
         return self.handle.participant_attributes(self.identity)
 
     @property
     def protected(self) -> frozenset[str]:
-        """Keys the server decided for this caller (private, trusted, ``protected_keys``)."""
+        """Keys the server decided for this caller (``SessionHandle.participant_protected``)."""
         return self.handle.participant_protected(self.identity)
 
     async def update(self, updates: Mapping[str, Any], *, remove: Iterable[str] = ()) -> None:
@@ -76,13 +64,11 @@ class CallerSession:
         await self.handle.update_participant(self.identity, updates, remove=remove)
 
     def route_input(self) -> RouteInput:
-        """What the rules route this caller on: the job's metadata under its view."""
         return self.handle.participant_route_input(self.identity)
 
 
 def caller_session(context: RunContext[Any]) -> CallerSession:
-    """The :class:`CallerSession` of a tool call: ``userdata``, or its ``caller_session``
-    attribute (RuntimeError when there is none)."""
+    """``userdata`` or its ``caller_session`` attribute; RuntimeError when neither is one."""
     try:
         data = context.userdata
     except ValueError:
@@ -125,7 +111,6 @@ class CallerSessionTools(Toolset):
         read_public: Also every key the server did not decide.
         transfer_key: Adds a ``transfer`` tool setting this key to one of
             ``destinations``; the rules (``router``, to name who answers) decide.
-        id: The toolset's id.
     """
 
     def __init__(
@@ -257,7 +242,7 @@ class CallerSessionTools(Toolset):
 
 
 class SignedToolCall(NamedTuple):
-    """A tool call for an external webhook: POST ``body`` with ``headers``."""
+    """POST ``body`` with ``headers`` to the webhook."""
 
     body: bytes
     headers: dict[str, str]
@@ -266,11 +251,8 @@ class SignedToolCall(NamedTuple):
 def sign_tool_call(
     sessions: SessionManager, function: str, call_id: str, arguments: Mapping[str, Any]
 ) -> SignedToolCall:
-    """Sign a call of ``function`` for ``call_id`` (e.g. ``handle.id``) with a tool token.
-
-    The body is SignalWire's shape; the token (scoped, expiring) goes in the
-    :data:`TOOL_TOKEN_HEADER` header, never in the URL.
-    """
+    """Sign a call of ``function`` for ``call_id`` (e.g. ``handle.id``): SignalWire's body,
+    the (scoped, expiring) tool token in the :data:`TOOL_TOKEN_HEADER` header, never the URL."""
     token = sessions.create_tool_token(function, call_id)
     body = orjson.dumps({"function": function, "call_id": call_id, "argument": dict(arguments)})
     return SignedToolCall(body, {"Content-Type": "application/json", TOOL_TOKEN_HEADER: token})
@@ -283,11 +265,8 @@ def verify_tool_call(
     *,
     function: str,
 ) -> dict[str, Any] | None:
-    """The receiving side: the call's body if its token is valid for ``function`` and
-    the body's ``call_id``, else None (never raises on bad input).
-
-    ``sessions`` must share the sender's tool-token secret.
-    """
+    """The receiving side: the call's body if its token is valid for ``function`` and the
+    body's ``call_id``, else None (never raises on bad input). Needs the sender's secret."""
     token = next((v for k, v in headers.items() if k.lower() == TOOL_TOKEN_HEADER.lower()), None)
     if not isinstance(token, str) or not token:
         return None
@@ -300,8 +279,5 @@ def verify_tool_call(
     call_id, named = payload.get("call_id"), payload.get("function")
     if not isinstance(call_id, str) or not isinstance(named, str):
         return None
-    if not hmac.compare_digest(named.encode(), function.encode()):
-        return None
-    if not sessions.validate_tool_token(function, token, call_id):
-        return None
-    return payload
+    same = hmac.compare_digest(named.encode(), function.encode())
+    return payload if same and sessions.validate_tool_token(function, token, call_id) else None

@@ -1,15 +1,13 @@
 """Room events of the tracked participants, applied to their views in arrival order.
 
-Each room callback turns the event into a typed change and applies it at once, or,
-while the view is being built, queues it to be applied right after, in order. Metadata
-merges into the view; an empty attribute value deletes. Invalid input changes nothing
-and is counted and logged (:mod:`.report`).
+Each event becomes a typed change, applied at once or, while the view is being built,
+right after it. An empty attribute value deletes; invalid input changes nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -19,9 +17,8 @@ from .._util import key_label, raw_size
 from ..codec import SESSION_KEY, validate_attributes
 from ..errors import InvalidSessionReference, MetadataError, StoreError
 from ..log import logger
-from .options import AdapterOptions, backoff
-from .report import Reporter
-from .settle import ChangeNotifier
+from .options import AdapterOptions, Reporter, backoff
+from .settle import CallSessionWriter, ChangeNotifier
 from .views import (
     ParticipantView,
     RouteInput,
@@ -29,7 +26,6 @@ from .views import (
     resolve_token_session,
     without_plugin_keys,
 )
-from .writer import CallSessionWriter
 
 if TYPE_CHECKING:
     from livekit.agents import JobContext
@@ -46,14 +42,12 @@ _ROUTE_KINDS = (
 
 @dataclass(frozen=True, slots=True)
 class MetadataChanged:
-    """A participant's new metadata document, as received."""
-
     raw: str | bytes | None
 
 
 @dataclass(frozen=True, slots=True)
 class AttributesChanged:
-    """A participant's changed attributes, and all its attributes after the change."""
+    """Changed attributes, and all of them after the change (None: not known)."""
 
     changed: dict[str, str]
     snapshot: dict[str, str] | None
@@ -87,7 +81,6 @@ class Tracker:
 
     @property
     def building(self) -> bool:
-        """A view is being built."""
         return bool(self._binding)
 
     def tasks(self, *, retries: bool = True) -> list[asyncio.Task[None]]:
@@ -104,7 +97,6 @@ class Tracker:
         self._pending.clear()
 
     def route_view(self) -> ParticipantView | None:
-        """The view ``route_on`` picks."""
         views = list(self.views.values())
         route_on = self.options.route_on
         if callable(route_on):
@@ -119,36 +111,27 @@ class Tracker:
             return RouteInput(dict(self.job_view), dict(self.job_attributes), None)
         return view.route_input(self.job_view, self.job_attributes)
 
-    def _received(self, identity: str) -> bool:
-        """Count an event of a tracked participant; True if it is to be applied."""
+    def _receive(self, identity: str, change: Callable[[], Change]) -> None:
         if self.closed or identity not in self.tracked:
-            return False
+            return
         self.report.stats.events += 1
         self.notifier.count(identity)
-        return True
-
-    def _receive(self, identity: str, change: Change) -> None:
         pending = self._pending.get(identity)
         if pending is not None:  # the view is being built: applied right after it
-            pending.append(change)
-        elif self.apply(identity, change):
+            pending.append(change())
+        elif self.apply(identity, change()):
             self.notifier.mark(identity)
 
-    def on_metadata_changed(
-        self, participant: rtc.Participant, old_metadata: str, new_metadata: str
-    ) -> None:
-        identity = participant.identity
-        if self._received(identity):
-            self._receive(identity, MetadataChanged(new_metadata))
+    def on_metadata_changed(self, participant: rtc.Participant, old: str, new: str) -> None:
+        self._receive(participant.identity, lambda: MetadataChanged(new))
 
     def on_attributes_changed(
-        self, changed_attributes: Mapping[str, str], participant: rtc.Participant
-    ) -> None:
-        # Note the argument order: LiveKit passes (changed, participant) here.
-        identity = participant.identity
-        if self._received(identity):
-            change = AttributesChanged(dict(changed_attributes), dict(participant.attributes))
-            self._receive(identity, change)
+        self, changed: Mapping[str, str], participant: rtc.Participant
+    ) -> None:  # LiveKit passes (changed, participant) here
+        self._receive(
+            participant.identity,
+            lambda: AttributesChanged(dict(changed), dict(participant.attributes)),
+        )
 
     def on_participant_connected(self, participant: rtc.Participant) -> None:
         # A tracked caller that reconnects may come back with other metadata; with
@@ -164,11 +147,8 @@ class Tracker:
         self.snapshot(participant, None)
 
     def on_participant_disconnected(self, participant: rtc.Participant) -> None:
-        """Forget a caller who left: its view, pending changes and rate window.
-
-        Its token session stays in the store until it expires, so a reconnect finds it.
-        With ``track="first"`` the identity stays tracked, to follow a reconnect.
-        """
+        """Forget a caller who left (its token session stays in the store for a reconnect;
+        with ``track="first"`` the identity stays tracked, to follow one)."""
         identity = participant.identity
         if identity not in self.tracked:
             return
@@ -199,14 +179,12 @@ class Tracker:
         """Start building a fresh view; changes until it is built wait in ``_pending``."""
         identity = participant.identity
         self._pending[identity] = []
-        previous = self._binding.get(identity)
-        if previous is not None:
+        if (previous := self._binding.get(identity)) is not None:
             previous.cancel()
-        task = asyncio.create_task(
+        self._binding[identity] = asyncio.create_task(
             self._build_view(participant, done),
             name=f"metadata-adapter:view:{self.report.session_id}",
         )
-        self._binding[identity] = task
 
     async def _build_view(
         self, participant: rtc.Participant, done: asyncio.Future[None] | None
@@ -247,8 +225,7 @@ class Tracker:
     async def _apply_participant(
         self, participant: rtc.Participant, *, raise_invalid: bool
     ) -> None:
-        """A fresh view of a participant that joined (or rejoined): token session,
-        then its metadata, then its attributes."""
+        """A fresh view: token session, then metadata, then attributes."""
         raise_ = raise_invalid and self.options.raise_invalid
         identity = participant.identity
         attributes = dict(participant.attributes)
@@ -281,11 +258,8 @@ class Tracker:
         self.report.invalid_input(source, exc, size=0, keys=(), raise_=raise_)
 
     async def _bind(self, view: ParticipantView, reference: str, *, raise_: bool) -> None:
-        """Start ``view`` from the token session its own reference names, if trusted.
-
-        When the store cannot be reached, the view starts without it and a retry with
-        backoff binds it once the store answers (routing does not wait for the store).
-        """
+        """Start ``view`` from the token session its own reference names, if trusted; with
+        the store down, without it, bound later by retries (routing does not wait)."""
         try:
             session = await self._resolve(view, reference)
         except InvalidSessionReference as exc:
@@ -329,19 +303,17 @@ class Tracker:
         self._job_loaded = True
         raise_ = self.options.raise_invalid
         job_info = self.ctx.job
-        raw = job_info.metadata
+        raw, size = job_info.metadata, raw_size(job_info.metadata)
         try:
             job = self.options.parse(raw)
         except MetadataError as exc:
-            self.report.invalid_input(
-                "job metadata", exc, size=raw_size(raw), keys=(), raise_=raise_
-            )
+            self.report.invalid_input("job metadata", exc, size=size, keys=(), raise_=raise_)
             job = {}
         # The job's own reference binds nothing here: its token session is the view of
         # the participant whose own token carries the same reference.
         self._job_reference = job.get(SESSION_KEY)
         job = without_plugin_keys(job)
-        await self.writer.write("job metadata", job, (), size=raw_size(raw), raise_=raise_)
+        await self.writer.write("job metadata", job, (), size=size, raise_=raise_)
         try:
             checked = validate_attributes(
                 dict(job_info.attributes),
@@ -355,7 +327,7 @@ class Tracker:
         self.job_view = {k: v for k, v in job.items() if v != ""}
 
     def apply(self, identity: str, change: Change, *, raise_: bool = False) -> bool:
-        """One change into a participant's view; True if the view changed."""
+        """True if the view changed."""
         match change:
             case MetadataChanged(raw=raw):
                 return self._apply_metadata(raw, identity, raise_)
@@ -363,20 +335,18 @@ class Tracker:
                 return self._apply_attributes(changed, snapshot, identity, raise_)
 
     def _apply_metadata(self, raw: str | bytes | None, identity: str, raise_: bool) -> bool:
-        source = "participant metadata"
+        obj: dict[str, Any] = {}
         try:
             obj = self.options.parse(raw)
-        except MetadataError as exc:
-            self.report.invalid_input(source, exc, size=raw_size(raw), keys=(), raise_=raise_)
-            return False
-        view = self.views.get(identity)
-        if view is None:
-            return False
-        try:
+            view = self.views.get(identity)
+            if view is None:
+                return False
             refused = view.accept_metadata(obj, self.options.max_metadata_bytes)
         except MetadataError as exc:
-            size = raw_size(raw)
-            self.report.invalid_input(source, exc, size=size, keys=list(obj), raise_=raise_)
+            size, keys = raw_size(raw), list(obj)
+            self.report.invalid_input(
+                "participant metadata", exc, size=size, keys=keys, raise_=raise_
+            )
             return False
         if refused:
             self.report.refused(view, "protected", "metadata keys the server decided", refused)
@@ -390,34 +360,27 @@ class Tracker:
         identity: str,
         raise_: bool,
     ) -> bool:
-        """An attribute change into the view (never into metadata); with a snapshot, a
-        changed key that is gone is deleted too."""
-        source = "participant attributes"
+        """With a snapshot, a changed key that is gone is deleted too."""
         view = self.views.get(identity)
         if view is None:
             return False
         limit = self.options.max_attributes_bytes
+        keys = [k for k in changed if isinstance(k, str)]
         try:
             checked = validate_attributes(changed, max_bytes=limit, allow_reserved=True)
+            removed = [
+                k
+                for k, v in checked.items()
+                if v == "" or (snapshot is not None and k not in snapshot)
+            ]
+            updates = {k: v for k, v in checked.items() if k not in removed}
+            keys = list(updates)
+            shielded = frozenset(self.job_attributes)
+            refused = view.accept_attributes(updates, removed, shielded, limit)
         except MetadataError as exc:
-            keys = (
-                [k for k in changed if isinstance(k, str)] if isinstance(changed, Mapping) else []
+            self.report.invalid_input(
+                "participant attributes", exc, size=0, keys=keys, raise_=raise_
             )
-            self.report.invalid_input(source, exc, size=0, keys=keys, raise_=raise_)
-            return False
-        updates: dict[str, str] = {}
-        removed: list[str] = []
-        for key, value in checked.items():
-            if value == "" or (snapshot is not None and key not in snapshot):
-                removed.append(key)
-            else:
-                updates[key] = value
-        try:
-            refused = view.accept_attributes(
-                updates, removed, frozenset(self.job_attributes), limit
-            )
-        except MetadataError as exc:
-            self.report.invalid_input(source, exc, size=0, keys=list(updates), raise_=raise_)
             return False
         if refused:
             self.report.refused(

@@ -1,10 +1,9 @@
 """The agent's view of each caller, and the one precedence every view obeys.
 
-A caller's view is its token session (bound by its own token's reference, owner record
-checked) under its live metadata; its live attributes stay apart. What the server decided
-(the owner record's ``protected`` plus ``protected_keys``) is never replaced by the client,
-an attribute never shadows a metadata key, and a LiveKit service namespace (``sip.*``,
-``lk.*``) claimed by another kind of participant is ignored. Views live in the job's memory.
+A view is the caller's token session (bound by its own token's reference, owner record
+checked) under its live metadata; attributes stay apart. What the server decided is never
+replaced by the client, and a LiveKit service namespace (``sip.*``, ``lk.*``) claimed by
+another kind of participant is ignored.
 """
 
 from __future__ import annotations
@@ -22,12 +21,7 @@ from ..codec import (
     SESSION_OWNER_KEY,
     attributes_size,
 )
-from ..errors import (
-    InvalidSessionReference,
-    MetadataTooLarge,
-    ProtectedKey,
-    ReservedKey,
-)
+from ..errors import InvalidSessionReference, MetadataTooLarge, ProtectedKey, ReservedKey
 
 if TYPE_CHECKING:
     from ..sessions.manager import SessionManager
@@ -72,7 +66,7 @@ class RouteInput(NamedTuple):
 
 
 class TokenSession(NamedTuple):
-    """A token session the agent trusts: its keys and the keys the server decided."""
+    """A token session the agent trusts: its keys, and those the server decided."""
 
     metadata: dict[str, Any]
     protected: frozenset[str]
@@ -80,10 +74,7 @@ class TokenSession(NamedTuple):
 
 def service_attribute(key: str, kind: int) -> bool:
     """True when ``key`` is in a LiveKit service namespace that ``kind`` may not set."""
-    for prefix, kinds in _SERVICE_KINDS.items():
-        if key.startswith(prefix):
-            return kind not in kinds
-    return False
+    return any(key.startswith(p) and kind not in kinds for p, kinds in _SERVICE_KINDS.items())
 
 
 @dataclass
@@ -97,26 +88,23 @@ class ParticipantView:
     protected: frozenset[str] = frozenset()
     """Metadata keys the client cannot write: the server's decision and ``protected_keys``."""
     live: dict[str, Any] = field(default_factory=dict)
-    """Every accepted live metadata update, merged in arrival order."""
     attributes: dict[str, str] = field(default_factory=dict)
-    """Accepted live attributes."""
     reported: set[str] = field(default_factory=set)
     """Refusal reasons already logged for this participant (each is logged once)."""
     agent: dict[str, Any] = field(default_factory=dict)
-    """A tool's writes, over the live metadata until the client sends a new value."""
+    """A tool's writes, over ``live`` until the client sends a new value for the key."""
 
     @property
     def identity(self) -> str:
         return self.participant.identity
 
     def bind(self, session: TokenSession, always_protected: frozenset[str]) -> None:
-        """Start the view from the participant's own token session."""
         self.session = session.metadata
         self.protected = always_protected | session.protected
 
     @property
     def metadata(self) -> dict[str, Any]:
-        """The token session overlaid with the live metadata, never over a protected key."""
+        """The token session under the live metadata and tool writes, never over a protected key."""
         protected = self.protected
         return {
             **self.session,
@@ -129,11 +117,9 @@ class ParticipantView:
     ) -> dict[str, Any]:
         """The agent layer after an agent-side write, checked like client metadata.
 
-        Raises ReservedKey (``lk-metadata.``), ProtectedKey (decided by the server) or
-        MetadataTooLarge (see :meth:`_check_size`).
+        Raises ReservedKey (``lk-metadata.``), ProtectedKey or MetadataTooLarge.
         """
-        keys = [*updates, *remove]
-        for key in keys:
+        for key in [*updates, *remove]:
             if key.startswith(PLUGIN_ATTRIBUTE_PREFIX):
                 raise ReservedKey("key is in the plugin's reserved namespace", key=key[:64])
             if key in self.protected:
@@ -161,9 +147,7 @@ class ParticipantView:
 
     def accept_metadata(self, update: Mapping[str, Any], max_bytes: int) -> list[str]:
         """Merge a live metadata update; returns the refused (protected or plugin) keys.
-
-        Raises MetadataTooLarge (see :meth:`_check_size`), the view unchanged.
-        """
+        Raises MetadataTooLarge, the view unchanged."""
         refused = [
             k for k in update if k in self.protected or k.startswith(PLUGIN_ATTRIBUTE_PREFIX)
         ]
@@ -186,10 +170,9 @@ class ParticipantView:
         shielded: frozenset[str],
         max_bytes: int,
     ) -> list[str]:
-        """Apply a live attribute change; returns the refused keys (a service namespace
-        this kind may not set, protected keys, ``shielded`` job attributes). ``lk-metadata.*``
-        keys are left out silently. Raises InvalidAttributes over ``max_bytes``.
-        """
+        """Apply a live attribute change; returns the refused keys (a service namespace this
+        kind may not set, protected keys, ``shielded`` job attributes; ``lk-metadata.*`` keys
+        are left out silently). Raises InvalidAttributes over ``max_bytes``."""
         kind = self.participant.kind
         blocked = self.protected | shielded
         refused = [k for k in updates if k in blocked or service_attribute(k, kind)]
@@ -224,9 +207,8 @@ async def resolve_token_session(
 ) -> TokenSession:
     """The token session a participant's own reference names, once its owner record matches.
 
-    Raises:
-        InvalidSessionReference: Not a session id, no such (or an expired) session, or
-            another participant's or room's. Never names the id (a capability).
+    Raises InvalidSessionReference: not a session id, no such (or an expired) session, or
+    another participant's or room's. Never names the id (a capability).
     """
     if not isinstance(reference, str) or not 0 < len(reference) <= _MAX_REFERENCE:
         raise InvalidSessionReference("session reference is not a session id string")

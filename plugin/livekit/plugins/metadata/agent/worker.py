@@ -1,9 +1,4 @@
-"""Start a LiveKit agent worker, or say in one line which setting keeps it from LiveKit.
-
-``run_worker(server)`` is ``livekit.agents.cli.run_app(server)`` with a check first: in
-the modes that connect, a missing or unreachable ``LIVEKIT_URL`` or missing keys end the
-process with one line naming the fix (status 1), not a traceback or a retry loop.
-"""
+"""Start a LiveKit agent worker, or say in one line which setting keeps it from LiveKit."""
 
 from __future__ import annotations
 
@@ -33,12 +28,8 @@ DEV_SETTINGS = (
 def settings_problem(
     environ: Mapping[str, str] | None = None, *, timeout: float = 3.0
 ) -> str | None:
-    """What would keep a worker from reaching LiveKit, in a few words, or None.
-
-    Reads ``LIVEKIT_URL``, ``LIVEKIT_API_KEY`` and ``LIVEKIT_API_SECRET`` (from
-    ``environ``, default ``os.environ``) and asks the URL's host for any HTTP answer.
-    Never includes the key or the secret in what it returns.
-    """
+    """What would keep a worker from reaching LiveKit, in a few words (never the key or the
+    secret), or None: checks the ``LIVEKIT_*`` settings and asks the URL's host for any answer."""
     env = os.environ if environ is None else environ
     url = env.get("LIVEKIT_URL", "")
     if not url:
@@ -60,10 +51,9 @@ def settings_problem(
 
 
 def run_worker(server: AgentServer, argv: Sequence[str] | None = None) -> None:
-    """Check the settings in a connecting mode, then ``cli.run_app(server)``.
+    """``cli.run_app(server)``, after checking the settings in a connecting mode.
 
-    Raises:
-        SystemExit: Status 1 after one line on stderr (``error: <problem>; <fix>``).
+    Raises SystemExit (status 1) after one line on stderr: ``error: <problem>; <fix>``.
     """
     args = sys.argv if argv is None else argv
     if len(args) > 1 and args[1] in WORKER_MODES:
