@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from email.utils import formatdate
 from http import HTTPStatus
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from aiohttp import web
@@ -264,7 +264,8 @@ class EdgeProtocol(asyncio.Protocol):
         self.error_kind: str | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
+        # Not an isinstance check: uvloop's transports are not asyncio.Transport subclasses.
+        transport = cast(asyncio.Transport, transport)
         self.raw = transport
         peername = transport.get_extra_info("peername")
         if isinstance(peername, tuple) and peername:
