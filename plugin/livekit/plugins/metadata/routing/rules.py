@@ -1,8 +1,5 @@
-"""Rule sets: check every field of a rule-set mapping, compile the conditions once.
-
-The syntax is in ``docs/rules.md``. Everything wrong raises :class:`~..errors.ConfigError`
-here, at load time, naming the rule and the field.
-"""
+"""Rule sets (syntax: ``docs/rules.md``): every field checked and the conditions compiled
+once, at load time; anything wrong is a ``ConfigError`` naming the rule and the field."""
 
 from __future__ import annotations
 
@@ -18,16 +15,9 @@ from ..errors import ConfigError
 from .conditions import Cond, Problem, compile_when, split_path
 from .phone import rule_region
 
-__all__ = [
-    "TOP_LEVEL_KEYS",
-    "Rule",
-    "RuleSet",
-    "Target",
-    "rules_from_config",
-]
+__all__ = ["TOP_LEVEL_KEYS", "Rule", "RuleSet", "Target", "rules_from_config"]
 
 TOP_LEVEL_KEYS = ("rules", "default", "worker", "phone_region")
-_NO_ATTRIBUTES: Mapping[str, str] = MappingProxyType({})
 
 
 class _TargetSpec(BaseModel):
@@ -114,51 +104,11 @@ class RuleSet(NamedTuple):
     agents: frozenset[str]
 
 
-def _problems(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors(include_input=False, include_url=False):
-        loc = ".".join(str(p) for p in err["loc"])
-        parts.append(f"field {loc!r}: {err['msg']}" if loc else err["msg"])
-    return "; ".join(parts)
-
-
 def _rule_label(index: int, raw: Any) -> str:
     name = raw.get("name") if isinstance(raw, Mapping) else None
     if isinstance(name, str) and name:
         return f"rule {name!r} (rules[{index}])"
     return f"rule rules[{index}]"
-
-
-def _check_target(spec: _TargetSpec) -> None:
-    if spec.reject:
-        fields = ("agent", "worker", "deployment", "attributes", "job_metadata")
-        extra = sorted(f for f in fields if f in spec.model_fields_set)
-        if extra:
-            raise Problem(extra[0], "a 'reject: true' target takes no other target fields")
-    elif not spec.agent:
-        raise Problem("agent", "missing: name the agent (or use 'reject: true')")
-
-
-def _target(
-    spec: _TargetSpec, worker: str | None, *, rule: str | None, index: int | None
-) -> Target:
-    agent = "" if spec.reject else spec.agent or ""
-    agent_name = "" if spec.reject else spec.worker or worker or agent
-    jm = spec.job_metadata
-    keys = None if jm == "all" else () if jm == "none" else tuple(split_path(k) for k in jm)
-    fields = {
-        "agent": agent,
-        "agent_name": agent_name,
-        "rule": rule,
-        "rule_index": index,
-        "deployment": spec.deployment,
-        "attributes": MappingProxyType(dict(spec.attributes))
-        if spec.attributes
-        else _NO_ATTRIBUTES,
-        "rejected": spec.reject,
-        "is_default": rule is None and index is None,
-    }
-    return Target(MappingProxyType(fields), keys, agent or "reject")
 
 
 @contextmanager
@@ -167,23 +117,50 @@ def _config_errors(where: str) -> Iterator[None]:
     try:
         yield
     except ValidationError as exc:
-        raise ConfigError(f"{where}: {_problems(exc)}") from None
+        problems = []
+        for err in exc.errors(include_input=False, include_url=False):
+            loc = ".".join(str(p) for p in err["loc"])
+            problems.append(f"field {loc!r}: {err['msg']}" if loc else err["msg"])
+        raise ConfigError(f"{where}: {'; '.join(problems)}") from None
     except Problem as exc:
         raise ConfigError(f"{where}: field {exc.where!r}: {exc.message}") from None
 
 
-def _compile_rule(
-    i: int, raw: Any, worker: str | None, region: str | None, prefix: str
-) -> tuple[Rule, _RuleSpec]:
-    label = _rule_label(i, raw)
+def _target(spec: _TargetSpec, worker: str | None, rule: str | None, index: int | None) -> Target:
+    if spec.reject:
+        others = ("agent", "worker", "deployment", "attributes", "job_metadata")
+        extra = sorted(f for f in others if f in spec.model_fields_set)
+        if extra:
+            raise Problem(extra[0], "a 'reject: true' target takes no other target fields")
+    elif not spec.agent:
+        raise Problem("agent", "missing: name the agent (or use 'reject: true')")
+    agent = spec.agent or ""
+    jm = spec.job_metadata
+    keys = None if jm == "all" else () if jm == "none" else tuple(split_path(k) for k in jm)
+    fields = {
+        "agent": agent,
+        "agent_name": "" if spec.reject else spec.worker or worker or agent,
+        "rule": rule,
+        "rule_index": index,
+        "deployment": spec.deployment,
+        "attributes": MappingProxyType(dict(spec.attributes)),
+        "rejected": spec.reject,
+        "is_default": index is None,
+    }
+    return Target(MappingProxyType(fields), keys, agent or "reject")
+
+
+def _compile_rule(i: int, raw: Any, worker: str | None, region: str | None, prefix: str) -> Rule:
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{prefix}{label}: must be a mapping, got {type(raw).__name__}")
-    with _config_errors(prefix + label):
+        raise ConfigError(
+            f"{prefix}{_rule_label(i, raw)}: must be a mapping, got {type(raw).__name__}"
+        )
+    with _config_errors(prefix + _rule_label(i, raw)):
         spec = _RuleSpec.model_validate(dict(raw))
-        _check_target(spec)
+        target = _target(spec, worker, spec.name, i)
         conds = compile_when(spec.when, source="metadata", region=region)
         conds += compile_when(spec.when_attributes, source="attributes", region=region)
-    return Rule(i, spec.name, conds, _target(spec, worker, rule=spec.name, index=i)), spec
+    return Rule(i, spec.name, conds, target)
 
 
 def _compile_default(default: Any, worker: str | None, prefix: str) -> Target:
@@ -195,9 +172,7 @@ def _compile_default(default: Any, worker: str | None, prefix: str) -> Target:
             f"target mapping, got {type(default).__name__}"
         )
     with _config_errors(prefix + "default"):
-        spec = _TargetSpec.model_validate(dict(default))
-        _check_target(spec)
-    return _target(spec, worker, rule=None, index=None)
+        return _target(_TargetSpec.model_validate(dict(default)), worker, None, None)
 
 
 def rules_from_config(
@@ -232,23 +207,20 @@ def rules_from_config(
             raise ConfigError(f"{prefix}field 'phone_region': {exc}") from None
     compiled: list[Rule] = []
     names: dict[str, int] = {}
-    agents: set[str] = set()
     for i, raw in enumerate(rules):
-        rule, spec = _compile_rule(i, raw, worker, region, prefix)
-        if spec.name is not None:
-            if spec.name in names:
-                raise ConfigError(
-                    f"{prefix}{_rule_label(i, raw)}: field 'name': duplicate rule name "
-                    f"(also rules[{names[spec.name]}])"
-                )
-            names[spec.name] = i
-        if spec.agent:
-            agents.add(spec.agent)
+        rule = _compile_rule(i, raw, worker, region, prefix)
+        if rule.name in names:
+            raise ConfigError(
+                f"{prefix}{_rule_label(i, raw)}: field 'name': duplicate rule name "
+                f"(also rules[{names[rule.name]}])"
+            )
+        if rule.name is not None:
+            names[rule.name] = i
         compiled.append(rule)
     default = config.get("default")
     target = None if default is None else _compile_default(default, worker, prefix)
-    if target is not None and not target.fields["rejected"]:
-        agents.add(target.fields["agent"])
     if not compiled and target is None:
         raise ConfigError(f"{prefix}the rule set has no rules and no default; it routes nothing")
-    return RuleSet(tuple(compiled), target, worker, region, frozenset(agents))
+    targets = [r.target for r in compiled] + ([target] if target is not None else [])
+    agents = frozenset(t.fields["agent"] for t in targets if t.fields["agent"])
+    return RuleSet(tuple(compiled), target, worker, region, agents)
