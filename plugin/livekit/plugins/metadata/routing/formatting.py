@@ -1,8 +1,5 @@
-"""Human-readable and JSON-able views of routes and ``explain()`` traces (CLI, logs).
-
-They show agent names, rule labels, attribute names and metadata *keys*, never a
-metadata value.
-"""
+"""Views of routes and ``explain()`` traces for the CLI and logs: agent names, rule labels,
+attributes and metadata *keys*, never a metadata value."""
 
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
-"""MetadataRouter: one declarative rule set that maps metadata to an agent.
+"""MetadataRouter: one declarative rule set (``docs/rules.md``) that maps metadata to an agent.
 
-The rule language is in ``docs/rules.md``. The same rules run at token time, in a
-worker's ``on_request`` and in the entrypoint. A bad rule set is a ``ConfigError`` at load
-time (:mod:`.rules`); conditions are indexed (:mod:`.index`) with exactly the result of a
-first-match-wins scan. Nothing here logs or raises with a metadata value.
+The same rules run at token time, in a worker's ``on_request`` and in the entrypoint; they
+are checked at load (:mod:`.rules`) and indexed (:mod:`.index`) with exactly the result of
+a first-match-wins scan. Nothing here logs or raises with a metadata value.
 """
 
 from __future__ import annotations
@@ -17,11 +16,11 @@ from .._util import keys_for_log
 from ..codec import json_type_name
 from ..errors import NoRouteMatched
 from ..loader import MAX_FILE_BYTES, load_file
-from .conditions import MISSING, lookup
+from .conditions import MISSING, Cond, lookup
 from .index import RuleIndex
 from .phone import number_problem
 from .route import ConditionFailure, Route, RuleTrace
-from .rules import RuleSet, Target, rules_from_config
+from .rules import RuleSet, rules_from_config
 
 __all__ = ["ConditionFailure", "MetadataRouter", "Route", "RuleTrace"]
 
@@ -57,14 +56,8 @@ def _check_inputs(metadata: Any, attributes: Any) -> Mapping[str, Any]:
 class MetadataRouter:
     """Ordered, first-match-wins routing rules with an optional default.
 
-    Build one with :meth:`from_file` or :meth:`from_dict` (rules: ``docs/rules.md``); it is
-    immutable and safe to share between tasks.
-
-    Example::
-
-        router = MetadataRouter.from_file("rules.yaml")
-        route = router.route({"department": "support", "language": "es"})
-        route.agent        # "support-es"
+    Build one with :meth:`from_file` or :meth:`from_dict`; it is immutable and safe to
+    share between tasks: ``MetadataRouter.from_file("rules.yaml").route(metadata).agent``.
     """
 
     __slots__ = ("_index", "_pending", "_set", "_source", "_targets")
@@ -104,11 +97,8 @@ class MetadataRouter:
     def from_file(
         cls, path: str | Path, *, worker: str | None = None, max_bytes: int = MAX_FILE_BYTES
     ) -> MetadataRouter:
-        """Load rules from a ``.yaml``/``.yml``, ``.toml`` or ``.json`` file.
-
-        Raises ConfigError when the file cannot be read, is not a regular file of at most
-        ``max_bytes``, does not parse, or holds an invalid rule set.
-        """
+        """Load rules from a ``.yaml``/``.yml``, ``.toml`` or ``.json`` file; ConfigError when
+        it cannot be read, is not a regular file of at most ``max_bytes`` or is invalid."""
         data = load_file(path, max_bytes=max_bytes)
         return cls.from_dict(data, worker=worker, source=repr(str(path)))
 
@@ -125,11 +115,8 @@ class MetadataRouter:
     @property
     def agent_names(self) -> frozenset[str]:
         """Every LiveKit agent_name a route can dispatch to."""
-        names = {t.agent_name for t in self._targets}
-        if self._set.default is not None:
-            names.add(self._set.default.agent_name)
-        names.discard("")
-        return frozenset(names)
+        default = () if self._set.default is None else (self._set.default,)
+        return frozenset(t.agent_name for t in (*self._targets, *default)) - {""}
 
     @property
     def worker(self) -> str | None:
@@ -158,30 +145,23 @@ class MetadataRouter:
         i = self._index.find(metadata, _check_inputs(metadata, attributes))
         return None if i < 0 else i
 
-    def _build(self, target: Target, metadata: Mapping[str, Any]) -> Route:
-        keys = target.keys
-        if keys is None:
-            return Route(**target.fields, metadata=dict(metadata))
-        return Route(**target.fields, metadata=_select_keys(metadata, keys) if keys else {})
-
     def route(
         self, metadata: Mapping[str, Any], *, attributes: Mapping[str, str] | None = None
     ) -> Route:
-        """Route one metadata mapping (and, for ``when_attributes``, participant attributes).
-
-        Returns the :class:`Route` of the first matching rule, or of the default
-        (``rejected=True``: the rules refuse this metadata).
+        """The :class:`Route` of the first rule matching ``metadata`` (and ``attributes``, for
+        ``when_attributes``), else of the default (``rejected=True``: refuse this metadata).
 
         Raises:
             NoRouteMatched: No rule matched and there is no default.
             TypeError: ``metadata`` or ``attributes`` is not a mapping.
         """
         i = self._index.find(metadata, _check_inputs(metadata, attributes))
-        if i >= 0:
-            return self._build(self._targets[i], metadata)
-        if self._set.default is not None:
-            return self._build(self._set.default, metadata)
-        raise self._no_match(metadata)
+        target = self._targets[i] if i >= 0 else self._set.default
+        if target is None:
+            raise self._no_match(metadata)
+        keys = target.keys
+        selected = dict(metadata) if keys is None else _select_keys(metadata, keys) if keys else {}
+        return Route(**target.fields, metadata=selected)
 
     def accepts(
         self,
@@ -190,10 +170,8 @@ class MetadataRouter:
         *,
         attributes: Mapping[str, str] | None = None,
     ) -> bool:
-        """Whether ``metadata`` routes to the worker registered as ``agent_name``.
-
-        False for a ``reject`` route and when nothing matches (no default).
-        """
+        """Whether ``metadata`` routes to the worker registered as ``agent_name`` (False for
+        a ``reject`` route and when nothing matches)."""
         try:
             route = self.route(metadata, attributes=attributes)
         except NoRouteMatched:
@@ -208,20 +186,14 @@ class MetadataRouter:
         """
         _check_inputs(metadata, None)
         names: set[str] = set()
+        final = "" if self._set.default is None else self._set.default.agent_name
         for checks, needs_attributes, agent_name in self._pending:
-            if not all(check(metadata) for check in checks):
-                continue
-            if not needs_attributes:
-                if not names:
-                    return None
+            if all(check(metadata) for check in checks):
+                if not needs_attributes:
+                    final = agent_name
+                    break
                 names.add(agent_name)
-                return frozenset(names)
-            names.add(agent_name)
-        default = self._set.default
-        if not names:
-            return None
-        names.add(default.agent_name if default is not None else "")
-        return frozenset(names)
+        return frozenset({*names, final}) if names else None
 
     def _no_match(self, metadata: Mapping[str, Any]) -> NoRouteMatched:
         count = len(self._set.rules)
@@ -250,15 +222,8 @@ class MetadataRouter:
         trace: list[RuleTrace] = []
         chosen = False
         for r in self._set.rules:
-            failed: ConditionFailure | None = None
-            for c in r.conds:
-                v = lookup(attrs if c.source == "attributes" else metadata, c.parts)
-                if not c.pred(v):
-                    found = "missing" if v is MISSING else json_type_name(v)
-                    if c.op in ("phone", "phone_prefix") and isinstance(v, str):
-                        found = _unreadable_number(v, self._set.phone_region) or found
-                    failed = ConditionFailure(c.path, c.op, c.expected, found, c.source)
-                    break
+            failures = (_failure(c, metadata, attrs, self._set.phone_region) for c in r.conds)
+            failed = next((f for f in failures if f is not None), None)
             matched = failed is None
             selected = matched and not chosen
             chosen = chosen or matched
@@ -268,10 +233,17 @@ class MetadataRouter:
         return trace
 
 
-def _unreadable_number(value: str, region: str | None) -> str | None:
-    """``explain()``'s note on a value a phone condition could not read (its length and
-    why, never the value), or ``None`` when it is a number that simply did not match."""
-    problem = number_problem(value, region)
-    if problem is None:
+def _failure(
+    c: Cond, metadata: Mapping[str, Any], attrs: Mapping[str, str], region: str | None
+) -> ConditionFailure | None:
+    """How ``c`` fails: the JSON type found (never the value) or, for a phone condition,
+    why the string is no number; ``None`` when it holds."""
+    v = lookup(attrs if c.source == "attributes" else metadata, c.parts)
+    if c.pred(v):
         return None
-    return f"a string of {len(value)} characters that is not a phone number: {problem}"
+    found = "missing" if v is MISSING else json_type_name(v)
+    if c.op in ("phone", "phone_prefix") and isinstance(v, str):
+        problem = number_problem(v, region)
+        if problem is not None:
+            found = f"a string of {len(v)} characters that is not a phone number: {problem}"
+    return ConditionFailure(c.path, c.op, c.expected, found, c.source)
