@@ -2,17 +2,16 @@
 
 LiveKit's SIP service matches an inbound call to a *dispatch rule* (trunk, called and
 calling number) and dispatches its agents; the entrypoint then routes on the SIP
-participant's attributes. Both steps come from one rules file:
-:func:`desired_dispatch_rules` turns every rule on exact numbers into part of a dispatch
-rule for its target; :func:`plan_sync` and :func:`apply_plan` change on the server only
-the rules this tool created in its scope (marked by :data:`OWNER_ATTRIBUTE`).
+participant's attributes. :func:`plan_sync` and :func:`apply_plan` change on the server
+only the rules this tool created in its scope (marked by :data:`OWNER_ATTRIBUTE`).
 """
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
@@ -52,13 +51,9 @@ OWNER_ATTRIBUTE = PLUGIN_ATTRIBUTE_PREFIX + "sip-sync"
 """Attribute marking the dispatch rules ``sip sync`` owns; its value is the sync's scope."""
 
 MAX_SCOPE_LEN = 128
-"""Longest scope."""
 
-CALLED = "sip.trunkPhoneNumber"
-"""The SIP participant attribute holding the dialed (trunk) number."""
-
-CALLER = "sip.phoneNumber"
-"""The SIP participant attribute holding the caller's number on inbound calls."""
+CALLED = "sip.trunkPhoneNumber"  # the SIP participant attribute: the dialed (trunk) number
+CALLER = "sip.phoneNumber"  # the SIP participant attribute: the caller's number (inbound)
 
 _COMPARED = (
     "trunk_ids",
@@ -98,17 +93,21 @@ class SipClient(Protocol):
 
 
 def _numbers(conds: Iterable[Cond], attribute: str) -> frozenset[str]:
-    out: set[str] = set()
-    for c in conds:
-        if c.source == "attributes" and c.path == attribute and c.indexed is not None:
-            kind, keys = c.indexed
-            if kind == "phone":
-                out.update(keys)
-    return frozenset(out)
+    """The exact numbers (``phone``) a rule's conditions want ``attribute`` to be."""
+    return frozenset(
+        key
+        for c in conds
+        if c.source == "attributes"
+        and c.path == attribute
+        and c.indexed
+        and c.indexed[0] == "phone"
+        for key in c.indexed[1]
+    )
 
 
-def _static_metadata(rule: Rule) -> dict[str, Any] | None:
-    """The job metadata that satisfies the rule's ``when``, or None if it takes more than ``==``."""
+def _static_metadata(rule: Rule) -> str | None:
+    """The job metadata (JSON) that satisfies the rule's ``when``, or None if it takes more
+    than ``==``."""
     md: dict[str, Any] = {}
     for c in rule.conds:
         if c.source != "metadata":
@@ -119,51 +118,7 @@ def _static_metadata(rule: Rule) -> dict[str, Any] | None:
         for seg in c.parts[:-1]:
             node = node.setdefault(seg, {})
         node[c.parts[-1]] = json.loads(c.expected)
-    return md
-
-
-def _skip_reason(rule: Rule) -> str | None:
-    if rule.target.fields["rejected"]:
-        return "a reject rule dispatches nothing"
-    if not _numbers(rule.conds, CALLED) and not _numbers(rule.conds, CALLER):
-        return f"no exact number ('phone') on {CALLED} or {CALLER}; it routes in the entrypoint"
-    if _static_metadata(rule) is None:
-        return "its 'when' takes more than plain equalities, which job metadata cannot carry"
-    return None
-
-
-@dataclass
-class _Group:
-    agent: str
-    target: Mapping[str, Any]
-    metadata: str
-    callers: frozenset[str]
-    numbers: set[str] = field(default_factory=set)
-
-
-def _group_rules(router: MetadataRouter) -> tuple[list[_Group], list[str]]:
-    groups: dict[tuple[Any, ...], _Group] = {}
-    skipped: list[str] = []
-    for rule in router.rule_set.rules:
-        label = rule.target.fields["rule"] or f"rules[{rule.pos}]"
-        reason = _skip_reason(rule)
-        if reason is not None:
-            skipped.append(f"{label}: {reason}")
-            continue
-        f = rule.target.fields
-        metadata = json.dumps(_static_metadata(rule), sort_keys=True, separators=(",", ":"))
-        callers = _numbers(rule.conds, CALLER)
-        key = (
-            f["agent"],
-            f["agent_name"],
-            f["deployment"],
-            tuple(sorted(f["attributes"].items())),
-            metadata,
-            callers,
-        )
-        group = groups.setdefault(key, _Group(f["agent"], f, metadata, callers))
-        group.numbers.update(_numbers(rule.conds, CALLED))
-    return list(groups.values()), skipped
+    return json.dumps(md, sort_keys=True, separators=(",", ":"))
 
 
 def default_scope(trunk_ids: Sequence[str] = (), rules: str | Path | None = None) -> str:
@@ -213,24 +168,43 @@ def desired_dispatch_rules(
     marker = {
         OWNER_ATTRIBUTE: _checked_scope(scope) if scope is not None else default_scope(trunk_ids)
     }
-    groups, skipped = _group_rules(router)
-    seen: dict[str, int] = {}
+    groups: dict[tuple[Any, ...], set[str]] = {}  # a target -> its called numbers
+    skipped: list[str] = []
+    for rule in router.rule_set.rules:
+        f = rule.target.fields
+        called = _numbers(rule.conds, CALLED)
+        callers = _numbers(rule.conds, CALLER)
+        metadata = _static_metadata(rule)
+        if f["rejected"]:
+            reason = "a reject rule dispatches nothing"
+        elif not called and not callers:
+            reason = (
+                f"no exact number ('phone') on {CALLED} or {CALLER}; it routes in the entrypoint"
+            )
+        elif metadata is None:
+            reason = "its 'when' takes more than plain equalities, which job metadata cannot carry"
+        else:
+            attributes = tuple(sorted(f["attributes"].items()))
+            key = (f["agent"], f["agent_name"], f["deployment"], attributes, metadata, callers)
+            groups.setdefault(key, set()).update(called)
+            continue
+        skipped.append(f"{rule.name or f'rules[{rule.pos}]'}: {reason}")
+    seen: Counter[str] = Counter()
     out: list[api.SIPDispatchRuleInfo] = []
-    for g in groups:
-        seen[g.agent] = seen.get(g.agent, 0) + 1
-        suffix = "" if seen[g.agent] == 1 else f"#{seen[g.agent]}"
+    for (agent, agent_name, deployment, attributes, metadata, callers), numbers in groups.items():
+        seen[agent] += 1
         dispatch = api.RoomAgentDispatch(
-            agent_name=g.target["agent_name"],
-            metadata="" if g.metadata == "{}" else g.metadata,
-            deployment=g.target["deployment"] or "",
-            attributes=dict(g.target["attributes"]),
+            agent_name=agent_name,
+            metadata="" if metadata == "{}" else metadata,
+            deployment=deployment or "",
+            attributes=dict(attributes),
         )
         out.append(
             api.SIPDispatchRuleInfo(
-                name=f"{SIP_RULE_PREFIX}{g.agent}{suffix}",
+                name=f"{SIP_RULE_PREFIX}{agent}{'' if seen[agent] == 1 else f'#{seen[agent]}'}",
                 trunk_ids=sorted(trunk_ids),
-                numbers=sorted(g.numbers),
-                inbound_numbers=sorted(g.callers),
+                numbers=sorted(numbers),
+                inbound_numbers=sorted(callers),
                 rule=api.SIPDispatchRule(
                     dispatch_rule_individual=api.SIPDispatchRuleIndividual(room_prefix=room_prefix)
                 ),
@@ -355,16 +329,13 @@ def _scope_of(wanted: Sequence[api.SIPDispatchRuleInfo]) -> str:
     scopes = {r.attributes.get(OWNER_ATTRIBUTE) for r in wanted}
     if len(scopes) != 1 or None in scopes:
         raise ValueError("give the sync's scope: the wanted rules do not carry exactly one")
-    (scope,) = scopes
-    assert scope is not None
-    return scope
+    return str(scopes.pop())
 
 
-NO_SIP_HINT = (
+NO_SIP_HINT = (  # when the server answers a SIP call 'sip not connected (redis required)'
     "this livekit-server has no SIP API (SIP needs Redis): start `redis-server` and run "
     "`livekit-server --dev --redis-host 127.0.0.1:6379` (or add `redis:` to its config)"
 )
-"""What to do when the server answers a SIP call with 'sip not connected (redis required)'."""
 
 
 async def _sip_call(
@@ -402,10 +373,7 @@ _CLAIMED = {
 
 async def apply_plan(lkapi: SipClient, plan: SyncPlan) -> None:
     """Carry out a plan: deletions, updates, then creations (so numbers can move).
-
-    Raises DispatchError when the server refuses a change (what changed stays changed;
-    running sync again finishes the job).
-    """
+    DispatchError when the server refuses a change (running sync again finishes the job)."""
     sip = lkapi.sip
     for rule in plan.delete:
         request = api.DeleteSIPDispatchRuleRequest(sip_dispatch_rule_id=rule.sip_dispatch_rule_id)
