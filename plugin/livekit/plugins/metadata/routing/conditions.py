@@ -1,9 +1,6 @@
-"""Rule conditions (semantics: ``docs/rules.md``), compiled once into predicates.
-
-A :class:`Cond` carries ``pred`` (the reference evaluation ``explain()`` uses), ``check``
-(``pred(lookup(mapping))`` in one call, for the hot path) and, for ``eq``/``in``/``phone``/
-``phone_prefix``, the keys the router's index files the rule under.
-"""
+"""Rule conditions (semantics: ``docs/rules.md``), compiled once into predicates: ``pred``
+(the reference ``explain()`` runs), ``check`` (``pred(lookup(mapping))`` for the hot path)
+and, for ``eq``/``in``/``phone``/``phone_prefix``, the keys the rule index files it under."""
 
 from __future__ import annotations
 
@@ -29,8 +26,7 @@ __all__ = [
     "split_path",
 ]
 
-MISSING: Any = object()
-"""What a lookup finds for an absent field."""
+MISSING: Any = object()  # what a lookup finds for an absent field
 
 NO_KEY: Any = object()  # index key of an unhashable / non-scalar value: in no bucket
 _NULL_KEY = ("\x00null",)
@@ -238,8 +234,8 @@ def _ops(where: str, spec: Mapping[Any, Any]) -> list[tuple[str, Any]]:
 
 
 def _check(parts: tuple[str, ...], op: str, arg: Any, pred: Pred) -> Pred:
-    """``pred(lookup(mapping, parts))``; the common top-level operators inlined (same
-    semantics: ``explain()`` runs ``pred`` and a property test compares the two)."""
+    """``pred(lookup(mapping, parts))``, with ``eq`` and ``exists`` on a top-level key inlined
+    (same semantics: a property test compares ``explain()``, which runs ``pred``)."""
     if len(parts) > 1:
         return lambda mapping: pred(lookup(mapping, parts))
     key, missing = parts[0], MISSING
@@ -247,14 +243,6 @@ def _check(parts: tuple[str, ...], op: str, arg: Any, pred: Pred) -> Pred:
         return lambda mapping: bool(mapping.get(key, missing) == arg)
     if op == "exists":
         return lambda mapping: (mapping.get(key, missing) is not missing) is arg
-    if op == "in":
-        keys = frozenset(index_key(item) for item in arg)
-
-        def check_in(mapping: Any) -> bool:
-            v = mapping.get(key, missing)
-            return (v if type(v) is str else index_key(v)) in keys
-
-        return check_in
     return lambda mapping: pred(mapping.get(key, missing))
 
 
@@ -267,15 +255,12 @@ def compile_when(
     conds: list[Cond] = []
     for path, spec in when.items():
         where = f"{field}.{path}"
-        if source == "attributes":
-            if not path:
-                raise Problem(where, "attribute names must be non-empty")
-            parts: tuple[str, ...] = (path,)
-        else:
-            try:
-                parts = split_path(path)
-            except ValueError as exc:
-                raise Problem(where, str(exc)) from None
+        try:
+            parts = (path,) if source == "attributes" else split_path(path)
+        except ValueError as exc:
+            raise Problem(where, str(exc)) from None
+        if not path:
+            raise Problem(where, "attribute names must be non-empty")
         ops = _ops(where, spec) if isinstance(spec, Mapping) else [("eq", spec)]
         for op, arg in ops:
             sub = f"{where}.{op}" if isinstance(spec, Mapping) else where

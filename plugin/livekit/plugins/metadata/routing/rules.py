@@ -6,9 +6,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from ..codec import json_type_name, validate_attributes
 from ..errors import ConfigError
@@ -20,51 +20,46 @@ __all__ = ["TOP_LEVEL_KEYS", "Rule", "RuleSet", "Target", "rules_from_config"]
 TOP_LEVEL_KEYS = ("rules", "default", "worker", "phone_region")
 
 
+def _name(value: str) -> str:
+    if not value or value != value.strip():
+        raise ValueError("must be a non-empty name without surrounding whitespace")
+    return value
+
+
+def _job_metadata(value: Any) -> Any:
+    if value in ("all", "none"):
+        return value
+    if not isinstance(value, list) or not all(isinstance(k, str) for k in value):
+        raise ValueError("must be 'all', 'none' or a list of (dotted) key names")
+    for key in value:
+        split_path(key)
+    return value
+
+
+def _rule_name(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must be a non-empty string")
+    return value
+
+
+_Name = Annotated[str, AfterValidator(_name)]
+
+
 class _TargetSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    agent: str | None = None
+    agent: _Name | None = None
     reject: bool = False
-    worker: str | None = None
+    worker: _Name | None = None
     deployment: str | None = None
-    attributes: dict[str, str] = Field(default_factory=dict)
-    job_metadata: Any = "all"
-
-    @field_validator("agent", "worker")
-    @classmethod
-    def _check_name(cls, value: str | None) -> str | None:
-        if value is not None and (not value or value != value.strip()):
-            raise ValueError("must be a non-empty name without surrounding whitespace")
-        return value
-
-    @field_validator("attributes")
-    @classmethod
-    def _check_attributes(cls, value: dict[str, str]) -> dict[str, str]:
-        return validate_attributes(value)
-
-    @field_validator("job_metadata")
-    @classmethod
-    def _check_job_metadata(cls, value: Any) -> Any:
-        if value in ("all", "none"):
-            return value
-        if not isinstance(value, list) or not all(isinstance(k, str) for k in value):
-            raise ValueError("must be 'all', 'none' or a list of (dotted) key names")
-        for key in value:
-            split_path(key)
-        return value
+    attributes: Annotated[dict[str, str], AfterValidator(validate_attributes)] = {}
+    job_metadata: Annotated[Any, AfterValidator(_job_metadata)] = "all"
 
 
 class _RuleSpec(_TargetSpec):
-    name: str | None = None
-    when: dict[str, Any] = Field(default_factory=dict)
-    when_attributes: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _check_rule_name(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError("must be a non-empty string")
-        return value
+    name: Annotated[str, AfterValidator(_rule_name)] | None = None
+    when: dict[str, Any] = {}
+    when_attributes: dict[str, Any] = {}
 
 
 class Target(NamedTuple):
