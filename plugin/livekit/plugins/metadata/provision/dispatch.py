@@ -1,10 +1,6 @@
-"""Explicit agent dispatch for rooms that already exist.
-
-A token's ``roomConfig.agents`` only applies when its join *creates* the room;
-:func:`ensure_dispatch` covers existing rooms through ``AgentDispatchService``. Server
-errors become :class:`~..errors.DispatchError` with the Twirp code, HTTP status and what
-to check, never the metadata or the server's free text.
-"""
+"""Agent dispatch into rooms that already exist (a token's ``roomConfig.agents`` only
+applies when its join *creates* the room). Server errors become ``DispatchError`` with the
+Twirp code, HTTP status and what to check, never the metadata or the server's free text."""
 
 from __future__ import annotations
 
@@ -14,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypedDict, TypeVar
 
 import aiohttp
 from livekit import api
+from livekit.api.agent_dispatch_service import AgentDispatchService
 
 from ..codec import (
     DEFAULT_MAX_METADATA_BYTES,
@@ -40,17 +37,11 @@ __all__ = [
 T = TypeVar("T")
 
 
-class _DispatchService(Protocol):
-    async def list_dispatch(self, room_name: str) -> list[api.AgentDispatch]: ...
-
-    async def create_dispatch(self, req: api.CreateAgentDispatchRequest) -> api.AgentDispatch: ...
-
-
 class AgentDispatchClient(Protocol):
     """Anything with an ``agent_dispatch`` service, e.g. ``livekit.api.LiveKitAPI``."""
 
     @property
-    def agent_dispatch(self) -> _DispatchService: ...
+    def agent_dispatch(self) -> AgentDispatchService: ...
 
 
 _HINTS = {
@@ -134,7 +125,8 @@ def dispatch_request(
         raise RoutingError(f"the route is 'reject' ({route.label}); there is no agent to dispatch")
     if not route.agent_name:
         raise ValueError("the agent name must be a non-empty string")
-    metadata, attributes = options.get("metadata"), options.get("attributes")
+    metadata = options.get("metadata")
+    attributes = options.get("attributes")
     deployment = options.get("deployment")
     return api.CreateAgentDispatchRequest(
         agent_name=route.agent_name,
@@ -154,20 +146,16 @@ async def ensure_dispatch(
     route_or_agent: Route | str,
     **options: Unpack[DispatchOptions],
 ) -> api.AgentDispatch:
-    """Make sure the routed agent is dispatched to ``room``, creating it at most once.
+    """The room's first live dispatch of the routed agent (same ``agent_name`` and
+    ``deployment``), else a new one. Not race-free across concurrent callers (LiveKit has no
+    conditional create): serialize per room if that matters.
 
-    Returns the room's first live dispatch with the same ``agent_name`` and
-    ``deployment``, else creates one. Not race-free across concurrent callers (LiveKit
-    has no conditional create): serialize per room if that matters. A
-    :class:`~..routing.route.Route`'s metadata, attributes and deployment are the defaults
-    of ``options``; ``metadata`` may also be a pydantic model or a JSON-object string (sent
-    as is); ``deployment`` ``None``/``""`` is production.
+    A route's metadata, attributes and deployment are the defaults of ``options``;
+    ``metadata`` may be a mapping, a pydantic model or a JSON-object string (sent as is).
 
     Raises:
         DispatchError: The server refused the request or could not be reached.
-        RoutingError: The route is a ``reject`` route (nothing to dispatch).
-        MetadataError: The metadata is not a JSON object or is too large.
-        InvalidAttributes: The attributes are not a valid LiveKit attribute map.
+        RoutingError: A ``reject`` route; MetadataError, InvalidAttributes: bad inputs.
         ValueError: ``room`` or the agent name is empty.
     """
     request = dispatch_request(room, route_or_agent, **options)

@@ -17,6 +17,7 @@ from typing import Any, Protocol, TypeVar
 
 from google.protobuf.json_format import MessageToDict
 from livekit import api
+from livekit.api.sip_service import SipService
 
 from ..codec import PLUGIN_ATTRIBUTE_PREFIX
 from ..errors import DispatchError
@@ -67,29 +68,11 @@ _COMPARED = (
 )
 
 
-class _SipService(Protocol):
-    async def list_dispatch_rule(
-        self, list: api.ListSIPDispatchRuleRequest
-    ) -> api.ListSIPDispatchRuleResponse: ...
-
-    async def create_dispatch_rule(
-        self, create: api.CreateSIPDispatchRuleRequest
-    ) -> api.SIPDispatchRuleInfo: ...
-
-    async def update_dispatch_rule(
-        self, rule_id: str, rule: api.SIPDispatchRuleInfo
-    ) -> api.SIPDispatchRuleInfo: ...
-
-    async def delete_dispatch_rule(
-        self, delete: api.DeleteSIPDispatchRuleRequest
-    ) -> api.SIPDispatchRuleInfo: ...
-
-
 class SipClient(Protocol):
     """Anything with a ``sip`` service, e.g. ``livekit.api.LiveKitAPI``."""
 
     @property
-    def sip(self) -> _SipService: ...
+    def sip(self) -> SipService: ...
 
 
 def _numbers(conds: Iterable[Cond], attribute: str) -> frozenset[str]:
@@ -152,18 +135,13 @@ def desired_dispatch_rules(
     room_prefix: str = "call-",
     scope: str | None = None,
 ) -> tuple[list[api.SIPDispatchRuleInfo], list[str]]:
-    """The dispatch rules the routing rules call for, and the rules that were skipped.
+    """The dispatch rules the routing rules call for (without ids, sorted by name) and one
+    line per routing rule left out, saying why; ValueError for a bad scope.
 
-    Each rule on an exact called (``sip.trunkPhoneNumber``) or calling
-    (``sip.phoneNumber``) number joins the dispatch rule of its target (agent, job
-    metadata from its ``when`` equalities, caller filter), named ``lk-metadata/<agent>``
-    (``#2``... for further targets of one agent): an Individual rule (one room per call,
-    ``<room_prefix><caller>_<random>``) on ``trunk_ids`` (empty: all), marked with
-    ``scope`` (default: :func:`default_scope`). Prefix rules have no dispatch-rule form:
-    they are skipped and route in the entrypoint behind a catch-all of your own.
-
-    Returns ``(dispatch_rules, skipped)``: rules without ids, sorted by name, and one
-    line per routing rule left out, saying why. Raises ValueError for a bad scope.
+    Each rule on an exact called or calling number joins the dispatch rule of its target
+    (agent, job metadata from its ``when`` equalities, callers), ``lk-metadata/<agent>``
+    (``#2``... for more targets of one agent): one room per call, on ``trunk_ids`` (empty:
+    all), marked with ``scope`` (default: :func:`default_scope`).
     """
     marker = {
         OWNER_ATTRIBUTE: _checked_scope(scope) if scope is not None else default_scope(trunk_ids)
@@ -287,13 +265,9 @@ def plan_sync(
     skipped: Sequence[str] = (),
     scope: str | None = None,
 ) -> SyncPlan:
-    """Compare the wanted rules with the server's; touch only rules marked with ``scope``.
-
-    A server rule is ours only if its :data:`OWNER_ATTRIBUTE` equals ``scope`` (default:
-    the one the wanted rules carry); every other is listed in :attr:`SyncPlan.foreign`
-    and never touched. Raises ValueError when no scope is given and the wanted rules
-    carry none, or several.
-    """
+    """Compare the wanted rules with the server's; a server rule is ours only if its
+    :data:`OWNER_ATTRIBUTE` is ``scope`` (default: the one the wanted rules carry, else
+    ValueError), every other is listed in :attr:`SyncPlan.foreign` and never touched."""
     scope = _checked_scope(scope) if scope is not None else _scope_of(wanted)
     ours: dict[str, api.SIPDispatchRuleInfo] = {}
     delete: list[api.SIPDispatchRuleInfo] = []
@@ -341,8 +315,8 @@ NO_SIP_HINT = (  # when the server answers a SIP call 'sip not connected (redis 
 async def _sip_call(
     action: str, call: Awaitable[T], *, hints: Mapping[str, str] | None = None
 ) -> T:
-    """:func:`server_call` for the SIP service; a server without SIP (no Redis: HTTP 500
-    ``sip not connected (redis required)``) is said so, its message never echoed."""
+    """:func:`server_call` saying so when the server has no SIP (no Redis: HTTP 500
+    ``sip not connected (redis required)``), its message never echoed."""
 
     async def checked() -> T:
         try:
