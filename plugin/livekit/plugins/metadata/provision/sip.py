@@ -1,10 +1,6 @@
-"""LiveKit SIP dispatch rules compiled from the routing rules, and kept in sync.
-
-LiveKit's SIP service matches an inbound call to a *dispatch rule* (trunk, called and
-calling number) and dispatches its agents; the entrypoint then routes on the SIP
-participant's attributes. :func:`plan_sync` and :func:`apply_plan` change on the server
-only the rules this tool created in its scope (marked by :data:`OWNER_ATTRIBUTE`).
-"""
+"""LiveKit SIP dispatch rules (which agents an inbound call to a number gets) compiled from
+the routing rules and kept in sync: only the rules a sync created in its scope (marked by
+:data:`OWNER_ATTRIBUTE`) are ever changed (README: "Routing phone calls")."""
 
 from __future__ import annotations
 
@@ -45,11 +41,9 @@ __all__ = [
 
 T = TypeVar("T")
 
-SIP_RULE_PREFIX = "lk-metadata/"
-"""Name prefix of the dispatch rules ``sip sync`` creates (ownership is :data:`OWNER_ATTRIBUTE`)."""
+SIP_RULE_PREFIX = "lk-metadata/"  # of the names ``sip sync`` gives (ownership: OWNER_ATTRIBUTE)
 
-OWNER_ATTRIBUTE = PLUGIN_ATTRIBUTE_PREFIX + "sip-sync"
-"""Attribute marking the dispatch rules ``sip sync`` owns; its value is the sync's scope."""
+OWNER_ATTRIBUTE = PLUGIN_ATTRIBUTE_PREFIX + "sip-sync"  # on the rules a sync owns: its scope
 
 MAX_SCOPE_LEN = 128
 

@@ -49,8 +49,8 @@ class CallPlan:
 
 @dataclass
 class CallResult:
-    """What happened to a call: the ``agent`` that joined, its ``route`` and ``route.rule``
-    attributes (``None``: none in time), and all its ``attributes``."""
+    """The ``agent`` that joined a call, its ``route`` and ``route.rule`` attributes (``None``:
+    none in time) and all its ``attributes``."""
 
     room: str
     agent: str | None = None

@@ -1,11 +1,7 @@
-"""The rule index: first-match-wins routing without scanning every rule.
-
-Each rule is filed under at most one indexable condition (``eq``/``in`` value, E.164
-``phone``, ``phone_prefix``), on the field most rules share. A decision looks its fields
-up, merges the buckets hit (each holding the unindexed rules too, in rule order) and
-checks only those rules, in order: exactly a linear scan's result (a property test
-compares the two). A prefix lookup probes one dict per distinct prefix length.
-"""
+"""The rule index: each rule is filed under at most one ``eq``/``in``/``phone``/
+``phone_prefix`` condition, on the field most rules share; a decision checks, in order, only
+the rules in the buckets its values hit (each also holding the unindexed rules): exactly a
+linear scan's result. A prefix lookup probes one dict per distinct prefix length."""
 
 from __future__ import annotations
 

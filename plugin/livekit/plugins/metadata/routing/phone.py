@@ -1,10 +1,7 @@
-"""Phone numbers for routing rules: one canonical form (E.164), whatever the spelling.
-
-libphonenumber reads both sides (``0034 910 000 000``, ``tel:+34-910-000-000``,
-``sip:...@host``, national ones with a region): a rule's numbers once, at load, and they
-must be valid; a value at decision time once per spelling (memoized), and what is not a
-possible number matches no phone condition. ``phonenumbers`` loads on first use.
-"""
+"""Phone numbers for routing rules in E.164, whatever the spelling (``docs/rules.md``): a
+rule's numbers are read once and must be valid; a value at decision time is read once per
+spelling (memoized) and matches nothing unless a possible number. ``phonenumbers`` loads
+on first use."""
 
 from __future__ import annotations
 
@@ -65,12 +62,8 @@ def _candidates(text: str, region: str | None) -> Iterator[tuple[phonenumbers.Ph
 
 @functools.lru_cache(maxsize=4096)
 def normalize_number(text: str, region: str | None = None) -> str | None:
-    """``text`` (any common form; national ones read in ``region``, e.g. ``"ES"``) in
-    E.164, or ``None`` when it is not a possible phone number.
-
-    Lenient (a possible number is enough, a valid one preferred), so a new number
-    range still matches a rule written for it.
-    """
+    """``text`` (any common form; national ones read in ``region``) in E.164, or ``None``.
+    Lenient (a possible number is enough, a valid one preferred): new ranges still match."""
     import phonenumbers
 
     if not isinstance(text, str) or not text or len(text) > _MAX_INPUT:
@@ -96,10 +89,8 @@ _NO_REGION = "a national number, and the rule set has no phone_region to read it
 
 
 def number_problem(text: object, region: str | None = None, *, strict: bool = False) -> str | None:
-    """Why ``text`` is no phone number, in a few words without the number, or ``None``.
-
-    ``strict`` asks for a *valid* number (a rule's), not only a possible one.
-    """
+    """Why ``text`` is no phone number, in a few words without the number, or ``None``;
+    ``strict`` asks for a *valid* number (a rule's), not only a possible one."""
     import phonenumbers
 
     if not isinstance(text, str):

@@ -1,9 +1,6 @@
-"""MetadataRouter: one declarative rule set (``docs/rules.md``) that maps metadata to an agent.
-
-The same rules run at token time, in a worker's ``on_request`` and in the entrypoint; they
-are checked at load (:mod:`.rules`) and indexed (:mod:`.index`) with exactly the result of
-a first-match-wins scan. Nothing here logs or raises with a metadata value.
-"""
+"""MetadataRouter: one rule set (``docs/rules.md``) mapping metadata to an agent, at token
+time, in a worker's ``on_request`` and in the entrypoint. Nothing here logs or raises with a
+metadata value."""
 
 from __future__ import annotations
 
@@ -54,11 +51,8 @@ def _check_inputs(metadata: Any, attributes: Any) -> Mapping[str, Any]:
 
 
 class MetadataRouter:
-    """Ordered, first-match-wins routing rules with an optional default.
-
-    Build one with :meth:`from_file` or :meth:`from_dict`; it is immutable and safe to
-    share between tasks: ``MetadataRouter.from_file("rules.yaml").route(metadata).agent``.
-    """
+    """Ordered, first-match-wins routing rules with an optional default; immutable, safe to
+    share between tasks: ``MetadataRouter.from_file("rules.yaml").route(metadata).agent``."""
 
     __slots__ = ("_index", "_pending", "_set", "_source", "_targets")
 
@@ -70,8 +64,7 @@ class MetadataRouter:
         self._source = source
         self._targets = tuple(r.target for r in rule_set.rules)
         self._index = RuleIndex(rule_set.rules, rule_set.phone_region)
-        # For pending_agent_names: each rule's metadata checks, whether it also reads
-        # attributes, and where it dispatches.
+        # pending_agent_names: each rule's metadata checks, attribute use and agent_name
         self._pending = tuple(
             (
                 tuple(c.check for c in r.conds if c.source == "metadata"),
@@ -85,12 +78,8 @@ class MetadataRouter:
     def from_dict(
         cls, config: Mapping[str, Any], *, worker: str | None = None, source: str | None = None
     ) -> MetadataRouter:
-        """Build a router from a mapping ``{rules, default, worker, phone_region}``.
-
-        ``worker``: the agent_name of the one worker hosting every agent (over the rule
-        set's; a rule's own wins). ``source`` names the mapping in error messages.
-        Raises ConfigError (naming rule and field) for an invalid rule set.
-        """
+        """A router from ``{rules, default, worker, phone_region}``; ``worker`` overrides the
+        rule set's (a rule's own wins), ``source`` names the mapping in ConfigError messages."""
         return cls(rules_from_config(config, worker=worker, source=source), source=source)
 
     @classmethod
@@ -149,12 +138,8 @@ class MetadataRouter:
         self, metadata: Mapping[str, Any], *, attributes: Mapping[str, str] | None = None
     ) -> Route:
         """The :class:`Route` of the first rule matching ``metadata`` (and ``attributes``, for
-        ``when_attributes``), else of the default (``rejected=True``: refuse this metadata).
-
-        Raises:
-            NoRouteMatched: No rule matched and there is no default.
-            TypeError: ``metadata`` or ``attributes`` is not a mapping.
-        """
+        ``when_attributes``), else of the default; NoRouteMatched without one, TypeError for
+        a non-mapping input."""
         i = self._index.find(metadata, _check_inputs(metadata, attributes))
         target = self._targets[i] if i >= 0 else self._set.default
         if target is None:
@@ -179,11 +164,8 @@ class MetadataRouter:
         return not route.rejected and route.agent_name == agent_name
 
     def pending_agent_names(self, metadata: Mapping[str, Any]) -> frozenset[str] | None:
-        """While participant attributes are unknown: the agent_names the route may take.
-
-        ``None`` when the decision does not depend on attributes (:meth:`route` decides
-        now); else every agent_name still possible (``""``: reject or no match).
-        """
+        """While participant attributes are unknown: every agent_name the route may still take
+        (``""``: reject or no match), or ``None`` when it does not depend on attributes."""
         _check_inputs(metadata, None)
         names: set[str] = set()
         final = "" if self._set.default is None else self._set.default.agent_name
@@ -212,12 +194,9 @@ class MetadataRouter:
     def explain(
         self, metadata: Mapping[str, Any], *, attributes: Mapping[str, str] | None = None
     ) -> list[RuleTrace]:
-        """Every rule with its verdict, for operators (``lk-metadata route --explain``).
-
-        Each entry names its first failed condition (the JSON *type* found, never the
-        value) and marks the one that decided; the default comes last. Also the
-        reference linear scan the index must agree with.
-        """
+        """Every rule with its verdict and first failed condition (the JSON *type* found, never
+        the value), the default last: ``lk-metadata route --explain``, and the reference
+        linear scan the index must agree with."""
         attrs = _check_inputs(metadata, attributes)
         trace: list[RuleTrace] = []
         chosen = False
