@@ -110,9 +110,8 @@ def plan_call(
     room = f"{room_prefix}{'anonymous' if not caller else 'caller'}_{secrets.token_urlsafe(6)}"
     identity = f"sip_{caller}" if caller else f"sip_anonymous_{secrets.token_hex(3)}"
     if agent:
-        return CallPlan(
-            room, identity, attributes, api.RoomAgentDispatch(agent_name=agent), "--agent"
-        )
+        dispatch = api.RoomAgentDispatch(agent_name=agent)
+        return CallPlan(room, identity, attributes, dispatch, "--agent")
     if router is None:
         raise RoutingError("a simulated call needs --rules FILE or --agent NAME")
     region = router.rule_set.phone_region

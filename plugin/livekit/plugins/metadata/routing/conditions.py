@@ -9,6 +9,7 @@ import math
 import operator
 import re
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any, Literal, NamedTuple
 
 from ..codec import json_type_name
@@ -173,20 +174,13 @@ def _regex(where: str, op: str, arg: Any, region: str | None) -> Compiled:
     return (lambda v: isinstance(v, str) and search(v) is not None), "regex", _render(arg), None
 
 
-_NUMERIC: dict[str, tuple[str, Callable[[Any, Any], bool]]] = {
-    "gt": (">", operator.gt),
-    "gte": (">=", operator.ge),
-    "lt": ("<", operator.lt),
-    "lte": ("<=", operator.le),
-}
-
-
-def _numeric(where: str, op: str, arg: Any, region: str | None) -> Compiled:
+def _numeric(
+    sym: str, cmp: Callable[[Any, Any], bool], where: str, op: str, arg: Any, region: str | None
+) -> Compiled:
     if not _is_number(arg) or not math.isfinite(arg):
         kinds = {bool: "true/false", str: "text", list: "a list", dict: "a mapping"}
         what = "infinity or NaN" if isinstance(arg, float) else kinds.get(type(arg), "nothing")
         raise Problem(where, f"expected a number to compare with, e.g. {op}: 10 (found {what})")
-    sym, cmp = _NUMERIC[op]
     return (lambda v: _is_number(v) and cmp(v, arg)), sym, _render(arg), None
 
 
@@ -207,7 +201,10 @@ _COMPILERS: dict[str, Callable[[str, str, Any, str | None], Compiled]] = {
     "not": _not,
     "prefix": _prefix,
     "regex": _regex,
-    **dict.fromkeys(_NUMERIC, _numeric),
+    "gt": partial(_numeric, ">", operator.gt),
+    "gte": partial(_numeric, ">=", operator.ge),
+    "lt": partial(_numeric, "<", operator.lt),
+    "lte": partial(_numeric, "<=", operator.le),
     "phone": _phone,
     "phone_prefix": _phone,
 }

@@ -49,12 +49,10 @@ def format_explain(trace: Sequence[RuleTrace]) -> str:
     """Human-readable :meth:`MetadataRouter.explain` trace, one line per rule."""
     if not trace:
         return "(no rules)"
-    labels = [t.label for t in trace]
-    width = max(len(label) for label in labels)
+    width = max(len(t.label) for t in trace)
     twidth = max(len(t.target) for t in trace)
     lines = []
-    for t, label in zip(trace, labels, strict=True):
-        head = f"{label.ljust(width)}  -> {t.target.ljust(twidth)}"
+    for t in trace:
         if t.selected:
             verdict = "SELECTED" if t.index is not None else "SELECTED (no rule matched)"
         elif t.index is None:
@@ -63,7 +61,7 @@ def format_explain(trace: Sequence[RuleTrace]) -> str:
             verdict = "matches (shadowed by an earlier rule)"
         else:
             verdict = f"no: {t.failed}"
-        lines.append(f"{head}  {verdict}")
+        lines.append(f"{t.label.ljust(width)}  -> {t.target.ljust(twidth)}  {verdict}")
     if not any(t.selected for t in trace):
         lines.append("no rule matched and there is no default: NoRouteMatched")
     return "\n".join(lines)

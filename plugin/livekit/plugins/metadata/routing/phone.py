@@ -107,13 +107,10 @@ def number_problem(text: object, region: str | None = None, *, strict: bool = Fa
         return "it has no digits"
     if not digits.lstrip("+").isdigit():
         return "it has characters other than digits, spaces and - . / ( )"
-    national = region is None and not international
-    if strict and national:
-        return _NO_REGION
     readings = list(_candidates(text, region))
+    if region is None and not international and (strict or not readings):
+        return _NO_REGION
     if not readings:
-        if national:
-            return _NO_REGION
         try:
             phonenumbers.parse("+" + digits.lstrip("+").removeprefix("00"), None)
         except phonenumbers.NumberParseException as exc:
