@@ -93,9 +93,7 @@ def _metadata_text(metadata: Mapping[str, Any] | BaseModel | str | None, max_byt
         if metadata.strip():
             parse_metadata(metadata, max_bytes=max_bytes)  # a JSON object, within the limit
         return metadata
-    if metadata is None or (isinstance(metadata, Mapping) and not metadata):
-        return ""
-    return serialize_metadata(metadata, max_bytes=max_bytes)
+    return serialize_metadata(metadata, max_bytes=max_bytes) if metadata else ""
 
 
 class DispatchOptions(TypedDict, total=False):

@@ -74,8 +74,7 @@ def outbound_call(
     region = router.rule_set.phone_region
     callee = _e164(call_to, region, "call_to")
     trunk_number = _e164(from_number, region, "from_number") if from_number else None
-    routing_attrs = dict(attributes or {})
-    routing_attrs[CALLER] = callee
+    routing_attrs = {**(attributes or {}), CALLER: callee}
     if trunk_number:
         routing_attrs[CALLED] = trunk_number
     route = router.route(metadata, attributes=routing_attrs)

@@ -71,15 +71,8 @@ class SipClient(Protocol):
 
 def _numbers(conds: Iterable[Cond], attribute: str) -> frozenset[str]:
     """The exact numbers (``phone``) a rule's conditions want ``attribute`` to be."""
-    return frozenset(
-        key
-        for c in conds
-        if c.source == "attributes"
-        and c.path == attribute
-        and c.indexed
-        and c.indexed[0] == "phone"
-        for key in c.indexed[1]
-    )
+    indexed = [c.indexed for c in conds if c.source == "attributes" and c.path == attribute]
+    return frozenset(n for index in indexed if index and index[0] == "phone" for n in index[1])
 
 
 def _static_metadata(rule: Rule) -> str | None:

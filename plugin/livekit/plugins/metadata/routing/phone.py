@@ -24,8 +24,7 @@ def _strip_uri(text: str) -> str:
     """The number part of ``tel:`` / ``sip:`` URIs (no host, no parameters)."""
     text = text.strip()
     if _SCHEME.match(text):
-        text = text.split(":", 1)[1]
-        text = text.split("@", 1)[0].split(";", 1)[0]
+        text = text.split(":", 1)[1].split("@", 1)[0].split(";", 1)[0]
     return text
 
 
