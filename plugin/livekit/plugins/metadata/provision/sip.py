@@ -255,7 +255,13 @@ def plan_sync(
     """Compare the wanted rules with the server's; a server rule is ours only if its
     :data:`OWNER_ATTRIBUTE` is ``scope`` (default: the one the wanted rules carry, else
     ValueError), every other is listed in :attr:`SyncPlan.foreign` and never touched."""
-    scope = _checked_scope(scope) if scope is not None else _scope_of(wanted)
+    if scope is not None:
+        scope = _checked_scope(scope)
+    else:
+        scopes = {r.attributes.get(OWNER_ATTRIBUTE) for r in wanted}
+        if len(scopes) != 1 or None in scopes:
+            raise ValueError("give the sync's scope: the wanted rules do not carry exactly one")
+        scope = str(scopes.pop())
     ours: dict[str, api.SIPDispatchRuleInfo] = {}
     delete: list[api.SIPDispatchRuleInfo] = []
     foreign: list[str] = []
@@ -284,13 +290,6 @@ def plan_sync(
             update.append((old, new))
     delete.extend(ours.values())
     return SyncPlan(create, update, delete, unchanged, foreign, list(skipped), scope)
-
-
-def _scope_of(wanted: Sequence[api.SIPDispatchRuleInfo]) -> str:
-    scopes = {r.attributes.get(OWNER_ATTRIBUTE) for r in wanted}
-    if len(scopes) != 1 or None in scopes:
-        raise ValueError("give the sync's scope: the wanted rules do not carry exactly one")
-    return str(scopes.pop())
 
 
 NO_SIP_HINT = (  # when the server answers a SIP call 'sip not connected (redis required)'

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 from livekit import api, rtc
 
 from ..errors import DispatchError, RoutingError
@@ -211,8 +212,6 @@ async def place_call(
 async def check_reachable(url: str, *, timeout: float = 3.0) -> None:
     """DispatchError (host, port and the fix) at once when nothing answers at the URL,
     where the SDK would retry for seconds, logging each attempt."""
-    import aiohttp
-
     parts = urlsplit(url)
     scheme = "https" if parts.scheme in ("wss", "https") else "http"
     where = parts.netloc.rsplit("@", 1)[-1]
