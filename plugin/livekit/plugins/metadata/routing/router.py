@@ -54,7 +54,7 @@ class MetadataRouter:
     """Ordered, first-match-wins routing rules with an optional default; immutable, safe to
     share between tasks: ``MetadataRouter.from_file("rules.yaml").route(metadata).agent``."""
 
-    __slots__ = ("_index", "_pending", "_set", "_source", "_targets")
+    __slots__ = ("_index", "_set", "_source", "_targets")
 
     def __init__(self, rule_set: RuleSet, *, source: str | None = None) -> None:
         """Wrap a compiled :class:`~.rules.RuleSet` (else TypeError); see :meth:`from_dict`."""
@@ -64,15 +64,6 @@ class MetadataRouter:
         self._source = source
         self._targets = tuple(r.target for r in rule_set.rules)
         self._index = RuleIndex(rule_set.rules, rule_set.phone_region)
-        # pending_agent_names: each rule's metadata checks, attribute use and agent_name
-        self._pending = tuple(
-            (
-                tuple(c.check for c in r.conds if c.source == "metadata"),
-                r.needs_attributes,
-                r.target.agent_name,
-            )
-            for r in rule_set.rules
-        )
 
     @classmethod
     def from_dict(
@@ -169,12 +160,12 @@ class MetadataRouter:
         _check_inputs(metadata, None)
         names: set[str] = set()
         final = "" if self._set.default is None else self._set.default.agent_name
-        for checks, needs_attributes, agent_name in self._pending:
-            if all(check(metadata) for check in checks):
-                if not needs_attributes:
-                    final = agent_name
+        for r in self._set.rules:
+            if all(c.check(metadata) for c in r.conds if c.source == "metadata"):
+                if not r.needs_attributes:
+                    final = r.target.agent_name
                     break
-                names.add(agent_name)
+                names.add(r.target.agent_name)
         return frozenset({*names, final}) if names else None
 
     def _no_match(self, metadata: Mapping[str, Any]) -> NoRouteMatched:
