@@ -149,7 +149,8 @@ async def ensure_dispatch(
     conditional create): serialize per room if that matters.
 
     A route's metadata, attributes and deployment are the defaults of ``options``;
-    ``metadata`` may be a mapping, a pydantic model or a JSON-object string (sent as is).
+    ``metadata`` may be a mapping, a pydantic model or a JSON-object string (sent as is);
+    ``deployment`` ``""`` is production.
 
     Raises:
         DispatchError: The server refused the request or could not be reached.

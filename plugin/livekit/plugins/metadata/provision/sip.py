@@ -184,10 +184,8 @@ def _view(rule: api.SIPDispatchRuleInfo) -> dict[str, Any]:
     """The fields sync manages, as plain data (lists sorted, ids and timestamps left out)."""
     data = MessageToDict(rule, preserving_proto_field_name=True)
     view = {k: data[k] for k in _COMPARED if k in data}
-    for key in ("trunk_ids", "numbers", "inbound_numbers"):
-        if key in view:
-            view[key] = sorted(view[key])
-    return view
+    lists = ("trunk_ids", "numbers", "inbound_numbers")
+    return view | {k: sorted(view[k]) for k in lists if k in view}
 
 
 def export_json(rules: Sequence[api.SIPDispatchRuleInfo]) -> str:

@@ -104,8 +104,7 @@ def plan_call(
     if trunk_id:
         attributes["sip.trunkID"] = trunk_id
     for name, value in (headers or {}).items():
-        key = name if name.startswith("sip.h.") else f"sip.h.{name.lower()}"
-        attributes[key] = value
+        attributes[name if name.startswith("sip.h.") else f"sip.h.{name.lower()}"] = value
     # LiveKit names the room <prefix>_<caller>_<random>; the caller's number is left out
     # here, as room names end up in the worker's logs.
     room = f"{room_prefix}{'anonymous' if not caller else 'caller'}_{secrets.token_urlsafe(6)}"
