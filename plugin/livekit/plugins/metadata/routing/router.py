@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Final
 
 from .._util import keys_for_log
 from ..codec import json_type_name
@@ -51,18 +51,22 @@ def _check_inputs(metadata: Any, attributes: Any) -> Mapping[str, Any]:
 
 
 class MetadataRouter:
-    """Ordered, first-match-wins routing rules with an optional default; immutable, safe to
-    share between tasks: ``MetadataRouter.from_file("rules.yaml").route(metadata).agent``."""
-
-    __slots__ = ("_index", "_set", "_source", "_targets")
+    """Ordered, first-match-wins routing rules with an optional default; never changes, safe
+    to share between tasks: ``MetadataRouter.from_file("rules.yaml").route(metadata).agent``."""
 
     def __init__(self, rule_set: RuleSet, *, source: str | None = None) -> None:
         """Wrap a compiled :class:`~.rules.RuleSet` (else TypeError); see :meth:`from_dict`."""
         if not isinstance(rule_set, RuleSet):
             raise TypeError("build a MetadataRouter with from_dict() or from_file()")
-        self._set = rule_set
+        self.rule_set: Final = rule_set  # the compiled rules, e.g. for ``lk-metadata sip sync``
+        self.agents: Final = rule_set.agents  # every agent a route can name (check factories)
+        self.worker: Final = rule_set.worker  # the one worker hosting every agent, if named
+        self.has_default: Final = rule_set.default is not None  # then route() never raises
         self._source = source
         self._targets = tuple(r.target for r in rule_set.rules)
+        default = () if rule_set.default is None else (rule_set.default,)
+        # Every LiveKit agent_name a route can dispatch to.
+        self.agent_names: Final = frozenset(t.agent_name for t in (*self._targets, *default)) - {""}
         self._index = RuleIndex(rule_set.rules, rule_set.phone_region)
 
     @classmethod
@@ -82,39 +86,13 @@ class MetadataRouter:
         data = load_file(path, max_bytes=max_bytes)
         return cls.from_dict(data, worker=worker, source=repr(str(path)))
 
-    @property
-    def rule_set(self) -> RuleSet:
-        """The compiled rules (read-only), e.g. for ``lk-metadata sip sync``."""
-        return self._set
-
-    @property
-    def agents(self) -> frozenset[str]:
-        """Every agent a rule or the default can route to (for checking factories)."""
-        return self._set.agents
-
-    @property
-    def agent_names(self) -> frozenset[str]:
-        """Every LiveKit agent_name a route can dispatch to."""
-        default = () if self._set.default is None else (self._set.default,)
-        return frozenset(t.agent_name for t in (*self._targets, *default)) - {""}
-
-    @property
-    def worker(self) -> str | None:
-        """The one worker hosting every agent, if the rule set names one."""
-        return self._set.worker
-
-    @property
-    def has_default(self) -> bool:
-        """Whether the rule set has a ``default`` (so :meth:`route` never raises)."""
-        return self._set.default is not None
-
     def __len__(self) -> int:
-        return len(self._set.rules)
+        return len(self.rule_set.rules)
 
     def __repr__(self) -> str:
-        default = self._set.default.label if self._set.default is not None else None
+        default = self.rule_set.default.label if self.rule_set.default is not None else None
         return (
-            f"MetadataRouter(rules={len(self._set.rules)}, default={default!r}, "
+            f"MetadataRouter(rules={len(self.rule_set.rules)}, default={default!r}, "
             f"source={self._source})"
         )
 
@@ -132,7 +110,7 @@ class MetadataRouter:
         ``when_attributes``), else of the default; NoRouteMatched without one, TypeError for
         a non-mapping input."""
         i = self._index.find(metadata, _check_inputs(metadata, attributes))
-        target = self._targets[i] if i >= 0 else self._set.default
+        target = self._targets[i] if i >= 0 else self.rule_set.default
         if target is None:
             raise self._no_match(metadata)
         keys = target.keys
@@ -159,8 +137,8 @@ class MetadataRouter:
         (``""``: reject or no match), or ``None`` when it does not depend on attributes."""
         _check_inputs(metadata, None)
         names: set[str] = set()
-        final = "" if self._set.default is None else self._set.default.agent_name
-        for r in self._set.rules:
+        final = "" if self.rule_set.default is None else self.rule_set.default.agent_name
+        for r in self.rule_set.rules:
             if all(c.check(metadata) for c in r.conds if c.source == "metadata"):
                 if not r.needs_attributes:
                     final = r.target.agent_name
@@ -169,7 +147,7 @@ class MetadataRouter:
         return frozenset({*names, final}) if names else None
 
     def _no_match(self, metadata: Mapping[str, Any]) -> NoRouteMatched:
-        count = len(self._set.rules)
+        count = len(self.rule_set.rules)
         keys = sorted(str(k) for k in metadata)
         seen = f"metadata keys {keys_for_log(keys)}" if keys else "empty metadata"
         return NoRouteMatched(
@@ -191,15 +169,15 @@ class MetadataRouter:
         attrs = _check_inputs(metadata, attributes)
         trace: list[RuleTrace] = []
         chosen = False
-        for r in self._set.rules:
-            failures = (_failure(c, metadata, attrs, self._set.phone_region) for c in r.conds)
+        for r in self.rule_set.rules:
+            failures = (_failure(c, metadata, attrs, self.rule_set.phone_region) for c in r.conds)
             failed = next((f for f in failures if f is not None), None)
             matched = failed is None
             selected = matched and not chosen
             chosen = chosen or matched
             trace.append(RuleTrace(r.pos, r.name, r.target.label, matched, selected, failed))
-        if self._set.default is not None:
-            trace.append(RuleTrace(None, None, self._set.default.label, True, not chosen))
+        if self.rule_set.default is not None:
+            trace.append(RuleTrace(None, None, self.rule_set.default.label, True, not chosen))
         return trace
 
 
