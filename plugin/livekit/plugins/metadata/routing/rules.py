@@ -68,11 +68,7 @@ class Target(NamedTuple):
     fields: Mapping[str, Any]  # Route keyword arguments, all but metadata
     keys: tuple[tuple[str, ...], ...] | None  # job_metadata paths; None = every key
     label: str  # the agent, or "reject"
-
-    @property
-    def agent_name(self) -> str:
-        """The LiveKit agent_name the target dispatches to (``""`` for reject)."""
-        return str(self.fields["agent_name"])
+    agent_name: str  # the LiveKit agent_name it dispatches to ("" for reject)
 
 
 class Rule(NamedTuple):
@@ -82,11 +78,7 @@ class Rule(NamedTuple):
     name: str | None
     conds: tuple[Cond, ...]
     target: Target
-
-    @property
-    def needs_attributes(self) -> bool:
-        """The rule has ``when_attributes`` conditions."""
-        return any(c.source == "attributes" for c in self.conds)
+    needs_attributes: bool  # the rule has ``when_attributes`` conditions
 
 
 class RuleSet(NamedTuple):
@@ -132,9 +124,10 @@ def _target(spec: _TargetSpec, worker: str | None, rule: str | None, index: int 
     agent = spec.agent or ""
     jm = spec.job_metadata
     keys = None if jm == "all" else () if jm == "none" else tuple(split_path(k) for k in jm)
+    agent_name = "" if spec.reject else spec.worker or worker or agent
     fields = {
         "agent": agent,
-        "agent_name": "" if spec.reject else spec.worker or worker or agent,
+        "agent_name": agent_name,
         "rule": rule,
         "rule_index": index,
         "deployment": spec.deployment,
@@ -142,7 +135,7 @@ def _target(spec: _TargetSpec, worker: str | None, rule: str | None, index: int 
         "rejected": spec.reject,
         "is_default": index is None,
     }
-    return Target(MappingProxyType(fields), keys, agent or "reject")
+    return Target(MappingProxyType(fields), keys, agent or "reject", agent_name)
 
 
 def _compile_rule(i: int, raw: Any, worker: str | None, region: str | None, prefix: str) -> Rule:
@@ -155,7 +148,7 @@ def _compile_rule(i: int, raw: Any, worker: str | None, region: str | None, pref
         target = _target(spec, worker, spec.name, i)
         conds = compile_when(spec.when, source="metadata", region=region)
         conds += compile_when(spec.when_attributes, source="attributes", region=region)
-    return Rule(i, spec.name, conds, target)
+    return Rule(i, spec.name, conds, target, any(c.source == "attributes" for c in conds))
 
 
 def _compile_default(default: Any, worker: str | None, prefix: str) -> Target:
