@@ -26,14 +26,13 @@ def _name(value: str) -> str:
     return value
 
 
-def _job_metadata(value: Any) -> Any:
+def _job_metadata(value: Any) -> tuple[tuple[str, ...], ...] | None:
+    """The paths to send: None for every key ('all'), () for none."""
     if value in ("all", "none"):
-        return value
+        return None if value == "all" else ()
     if not isinstance(value, list) or not all(isinstance(k, str) for k in value):
         raise ValueError("must be 'all', 'none' or a list of (dotted) key names")
-    for key in value:
-        split_path(key)
-    return value
+    return tuple(split_path(k) for k in value)
 
 
 def _rule_name(value: str) -> str:
@@ -53,7 +52,7 @@ class _TargetSpec(BaseModel):
     worker: _Name | None = None
     deployment: str | None = None
     attributes: Annotated[dict[str, str], AfterValidator(validate_attributes)] = {}
-    job_metadata: Annotated[Any, AfterValidator(_job_metadata)] = "all"
+    job_metadata: Annotated[Any, AfterValidator(_job_metadata)] = None  # None: 'all'
 
 
 class _RuleSpec(_TargetSpec):
@@ -122,8 +121,6 @@ def _target(spec: _TargetSpec, worker: str | None, rule: str | None, index: int 
     elif not spec.agent:
         raise Problem("agent", "missing: name the agent (or use 'reject: true')")
     agent = spec.agent or ""
-    jm = spec.job_metadata
-    keys = None if jm == "all" else () if jm == "none" else tuple(split_path(k) for k in jm)
     agent_name = "" if spec.reject else spec.worker or worker or agent
     fields = {
         "agent": agent,
@@ -135,7 +132,7 @@ def _target(spec: _TargetSpec, worker: str | None, rule: str | None, index: int 
         "rejected": spec.reject,
         "is_default": index is None,
     }
-    return Target(MappingProxyType(fields), keys, agent or "reject", agent_name)
+    return Target(MappingProxyType(fields), spec.job_metadata, agent or "reject", agent_name)
 
 
 def _compile_rule(i: int, raw: Any, worker: str | None, region: str | None, prefix: str) -> Rule:
