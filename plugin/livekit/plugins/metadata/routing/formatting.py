@@ -29,19 +29,18 @@ def route_summary(route: Route) -> dict[str, Any]:
 def format_route(route: Route) -> str:
     """Human-readable route for ``lk-metadata route`` (job metadata keys, never values)."""
     if route.rejected:
-        lines = [f"reject       (by {route.label})"]
-    else:
-        lines = [f"agent:       {route.agent}"]
-        if route.agent_name != route.agent:
-            lines.append(f"agent_name:  {route.agent_name}")
-        lines.append(f"rule:        {route.label}")
-        if route.deployment:
-            lines.append(f"deployment:  {route.deployment}")
-        if route.attributes:
-            attrs = ", ".join(f"{k}={v}" for k, v in sorted(route.attributes.items()))
-            lines.append(f"attributes:  {attrs}")
-        keys = ", ".join(sorted(route.metadata)) or "(none)"
-        lines.append(f"job keys:    {keys}")
+        return f"reject       (by {route.label})"
+    lines = [f"agent:       {route.agent}"]
+    if route.agent_name != route.agent:
+        lines.append(f"agent_name:  {route.agent_name}")
+    lines.append(f"rule:        {route.label}")
+    if route.deployment:
+        lines.append(f"deployment:  {route.deployment}")
+    if route.attributes:
+        attrs = ", ".join(f"{k}={v}" for k, v in sorted(route.attributes.items()))
+        lines.append(f"attributes:  {attrs}")
+    keys = ", ".join(sorted(route.metadata)) or "(none)"
+    lines.append(f"job keys:    {keys}")
     return "\n".join(lines)
 
 

@@ -32,10 +32,9 @@ def _select_keys(md: Mapping[str, Any], keys: tuple[tuple[str, ...], ...]) -> di
             continue
         node = out
         for seg in parts[:-1]:
-            nxt = node.get(seg)
-            if not isinstance(nxt, dict):
-                nxt = node[seg] = {}
-            node = nxt
+            if not isinstance(node.get(seg), dict):
+                node[seg] = {}
+            node = node[seg]
         node[parts[-1]] = v
     return out
 
