@@ -1,11 +1,6 @@
-"""Explicit agent dispatch for rooms that already exist.
-
-A token's ``roomConfig.agents`` only applies when its join *creates* the room.
-:func:`ensure_dispatch` covers existing rooms through ``AgentDispatchService``: it
-creates a dispatch only if the routed agent (same name and deployment) is not there.
-Server errors become :class:`~..errors.DispatchError` with the Twirp code, HTTP status
-and what to check, never the metadata or the server's free text.
-"""
+"""Agent dispatch into rooms that already exist (a token's ``roomConfig.agents`` only
+applies when its join *creates* the room). Server errors become ``DispatchError`` with the
+Twirp code, HTTP status and what to check, never the metadata or the server's free text."""
 
 from __future__ import annotations
 
@@ -15,6 +10,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypedDict, TypeVar
 
 import aiohttp
 from livekit import api
+from livekit.api.agent_dispatch_service import AgentDispatchService
 
 from ..codec import (
     DEFAULT_MAX_METADATA_BYTES,
@@ -41,17 +37,11 @@ __all__ = [
 T = TypeVar("T")
 
 
-class _DispatchService(Protocol):
-    async def list_dispatch(self, room_name: str) -> list[api.AgentDispatch]: ...
-
-    async def create_dispatch(self, req: api.CreateAgentDispatchRequest) -> api.AgentDispatch: ...
-
-
 class AgentDispatchClient(Protocol):
     """Anything with an ``agent_dispatch`` service, e.g. ``livekit.api.LiveKitAPI``."""
 
     @property
-    def agent_dispatch(self) -> _DispatchService: ...
+    def agent_dispatch(self) -> AgentDispatchService: ...
 
 
 _HINTS = {
@@ -67,47 +57,43 @@ _HINTS = {
     "unavailable": "the server is unavailable; retry later",
     "internal": "the server failed internally; check its logs",
 }
-
-
-_STATUS_HINTS = {
+_STATUS_HINTS = {  # where the Twirp code says nothing (a bad key: 'unknown', 401)
     401: "it did not accept the API key and secret: set LIVEKIT_API_KEY and LIVEKIT_API_SECRET "
     "to a key pair from the server's `keys:` (`livekit-server --dev`: devkey / secret)",
     403: "the API key lacks a grant this call needs; use a key with the admin grants",
 }
-"""Advice by HTTP status, where the Twirp code says nothing (a bad key: 'unknown', 401)."""
 
 
-def _server_error(
-    action: str, exc: api.TwirpError, hints: Mapping[str, str] | None = None
-) -> DispatchError:
-    hint = (
-        (hints or {}).get(exc.code)
-        or _HINTS.get(exc.code)
-        or _STATUS_HINTS.get(exc.status, "see the LiveKit server logs for details")
-    )
-    return DispatchError(
-        f"LiveKit refused to {action} (code {exc.code!r}, HTTP {exc.status}): {hint}"
-    )
-
-
-def _transport_error(action: str, exc: BaseException) -> DispatchError:
-    what = "timed out" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__
-    return DispatchError(
-        f"could not {action}: the request failed ({what}); check LIVEKIT_URL and that "
-        "the LiveKit server is reachable"
-    )
+async def server_call(
+    action: str, call: Awaitable[T], *, hints: Mapping[str, str] | None = None
+) -> T:
+    """Await a server call; failures become :class:`DispatchError` ("LiveKit refused to
+    ``action``"), with ``hints`` as advice by Twirp code over the defaults."""
+    try:
+        return await call
+    except api.TwirpError as exc:
+        hint = (
+            (hints or {}).get(exc.code)
+            or _HINTS.get(exc.code)
+            or _STATUS_HINTS.get(exc.status, "see the LiveKit server logs for details")
+        )
+        raise DispatchError(
+            f"LiveKit refused to {action} (code {exc.code!r}, HTTP {exc.status}): {hint}"
+        ) from None
+    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
+        what = "timed out" if isinstance(exc, asyncio.TimeoutError) else type(exc).__name__
+        raise DispatchError(
+            f"could not {action}: the request failed ({what}); check LIVEKIT_URL and that "
+            "the LiveKit server is reachable"
+        ) from None
 
 
 def _metadata_text(metadata: Mapping[str, Any] | BaseModel | str | None, max_bytes: int) -> str:
-    if metadata is None:
-        return ""
     if isinstance(metadata, str):
         if metadata.strip():
             parse_metadata(metadata, max_bytes=max_bytes)  # a JSON object, within the limit
         return metadata
-    if isinstance(metadata, Mapping) and not metadata:
-        return ""
-    return serialize_metadata(metadata, max_bytes=max_bytes)
+    return serialize_metadata(metadata, max_bytes=max_bytes) if metadata else ""
 
 
 class DispatchOptions(TypedDict, total=False):
@@ -122,54 +108,34 @@ class DispatchOptions(TypedDict, total=False):
 def dispatch_request(
     room: str, route_or_agent: Route | str, **options: Unpack[DispatchOptions]
 ) -> api.CreateAgentDispatchRequest:
-    """The ``CreateAgentDispatchRequest`` for a route (or an agent name) and a room.
-
-    Arguments and errors as :func:`ensure_dispatch` (without the server's).
-    """
+    """The ``CreateAgentDispatchRequest`` for a route (or an agent name) and a room;
+    arguments and errors as :func:`ensure_dispatch` (without the server's)."""
     if not isinstance(room, str) or not room:
         raise ValueError("room must be a non-empty string")
-    metadata = options.get("metadata")
-    attributes = options.get("attributes")
-    deployment = options.get("deployment")
-    if isinstance(route_or_agent, Route):
-        if route_or_agent.rejected:
-            raise RoutingError(
-                f"the route is 'reject' ({route_or_agent.label}); there is no agent to dispatch"
-            )
-        agent_name = route_or_agent.agent_name
-        metadata = route_or_agent.metadata if metadata is None else metadata
-        attributes = route_or_agent.attributes if attributes is None else attributes
-        deployment = route_or_agent.deployment if deployment is None else deployment
-    elif isinstance(route_or_agent, str):
-        agent_name = route_or_agent
-    else:
+    route = (
+        Route(route_or_agent, route_or_agent) if isinstance(route_or_agent, str) else route_or_agent
+    )
+    if not isinstance(route, Route):
         raise TypeError(
             f"route_or_agent must be a Route or an agent name, not {type(route_or_agent).__name__}"
         )
-    if not agent_name:
+    if route.rejected:
+        raise RoutingError(f"the route is 'reject' ({route.label}); there is no agent to dispatch")
+    if not route.agent_name:
         raise ValueError("the agent name must be a non-empty string")
+    metadata = options.get("metadata")
+    attributes = options.get("attributes")
+    deployment = options.get("deployment")
     return api.CreateAgentDispatchRequest(
-        agent_name=agent_name,
+        agent_name=route.agent_name,
         room=room,
         metadata=_metadata_text(
-            metadata, options.get("max_metadata_bytes", DEFAULT_MAX_METADATA_BYTES)
+            route.metadata if metadata is None else metadata,
+            options.get("max_metadata_bytes", DEFAULT_MAX_METADATA_BYTES),
         ),
-        deployment=deployment or "",
-        attributes=validate_attributes(attributes),
+        deployment=(route.deployment if deployment is None else deployment) or "",
+        attributes=validate_attributes(route.attributes if attributes is None else attributes),
     )
-
-
-async def server_call(
-    action: str, call: Awaitable[T], *, hints: Mapping[str, str] | None = None
-) -> T:
-    """Await a server call; failures become :class:`DispatchError` ("LiveKit refused to
-    ``action``"), with ``hints`` as advice by Twirp code over the defaults."""
-    try:
-        return await call
-    except api.TwirpError as exc:
-        raise _server_error(action, exc, hints) from None
-    except (aiohttp.ClientError, asyncio.TimeoutError) as exc:
-        raise _transport_error(action, exc) from None
 
 
 async def ensure_dispatch(
@@ -178,26 +144,17 @@ async def ensure_dispatch(
     route_or_agent: Route | str,
     **options: Unpack[DispatchOptions],
 ) -> api.AgentDispatch:
-    """Make sure the routed agent is dispatched to ``room``, creating it at most once.
+    """The room's first live dispatch of the routed agent (same ``agent_name`` and
+    ``deployment``), else a new one. Not race-free across concurrent callers (LiveKit has no
+    conditional create): serialize per room if that matters.
 
-    Returns the room's first live dispatch with the same ``agent_name`` and
-    ``deployment``, else creates one. Not race-free across concurrent callers (LiveKit
-    has no conditional create): serialize per room if that matters.
-
-    Args:
-        lkapi: A ``livekit.api.LiveKitAPI`` (or anything with ``.agent_dispatch``).
-        route_or_agent: A :class:`~..routing.route.Route` (whose metadata, attributes
-            and deployment are the defaults) or an agent name.
-        metadata: A mapping or pydantic model, or a JSON-object string (sent as is).
-        attributes: Dispatch attributes (``str -> str``).
-        deployment: Target deployment (``None``/``""``: production).
-        max_metadata_bytes: Size limit for the serialized metadata.
+    A route's metadata, attributes and deployment are the defaults of ``options``;
+    ``metadata`` may be a mapping, a pydantic model or a JSON-object string (sent as is);
+    ``deployment`` ``""`` is production.
 
     Raises:
         DispatchError: The server refused the request or could not be reached.
-        RoutingError: The route is a ``reject`` route (nothing to dispatch).
-        MetadataError: The metadata is not a JSON object or is too large.
-        InvalidAttributes: The attributes are not a valid LiveKit attribute map.
+        RoutingError: A ``reject`` route; MetadataError, InvalidAttributes: bad inputs.
         ValueError: ``room`` or the agent name is empty.
     """
     request = dispatch_request(room, route_or_agent, **options)

@@ -1,16 +1,8 @@
-"""Outbound calls routed by the same rules as inbound ones.
+"""Outbound calls routed by the same rules as inbound ones (README: "Routing phone calls").
 
-:func:`outbound_call` builds the two server requests (dispatch the agent to a room, dial
-the number into it) from metadata and the rules, routing with the attributes the SIP
-participant will carry (outbound, ``sip.phoneNumber`` is the callee), so a rule for a
-number or a country prefix chooses the agent whichever way the call goes::
-
-    call = outbound_call(router, {"campaign": "renewals"}, room="out-42",
-                         trunk_id="ST_...", call_to="+34 600 000 000")
-    await lkapi.agent_dispatch.create_dispatch(call.dispatch)
-    await lkapi.sip.create_sip_participant(call.participant)
-
-Sending them needs LiveKit's SIP service (Cloud or self-hosted ``livekit/sip``).
+The rules see the attributes the SIP participant will carry (outbound, ``sip.phoneNumber``
+is the callee), so a rule for a number or a country prefix chooses the agent whichever way
+the call goes. Sending the requests needs LiveKit's SIP service.
 """
 
 from __future__ import annotations
@@ -30,11 +22,8 @@ from .sip import CALLED, CALLER
 
 __all__ = ["ROUTE_ATTRIBUTE", "RULE_ATTRIBUTE", "OutboundCall", "outbound_call"]
 
-ROUTE_ATTRIBUTE = PLUGIN_ATTRIBUTE_PREFIX + "route"
-"""SIP participant attribute naming the agent an outbound call was routed to."""
-
-RULE_ATTRIBUTE = PLUGIN_ATTRIBUTE_PREFIX + "rule"
-"""SIP participant attribute naming the rule that routed an outbound call."""
+ROUTE_ATTRIBUTE = PLUGIN_ATTRIBUTE_PREFIX + "route"  # on the SIP participant: the agent
+RULE_ATTRIBUTE = PLUGIN_ATTRIBUTE_PREFIX + "rule"  # on the SIP participant: the rule
 
 
 @dataclass(frozen=True)
@@ -71,25 +60,21 @@ def outbound_call(
 ) -> OutboundCall:
     """Route an outbound call and build its agent dispatch and ``CreateSIPParticipantRequest``.
 
-    ``metadata`` is routed and sent as job metadata; ``call_to`` (any common form, sent
-    in E.164) and ``from_number`` (the trunk's ``sip_number``) are read with the rules'
-    ``phone_region``; ``attributes`` add to the numbers for ``when_attributes``. The
-    participant (identity default ``sip-<E.164>``) carries ``participant_attributes``
-    plus ``lk-metadata.route`` and ``lk-metadata.rule``.
+    ``call_to`` (any common form, sent in E.164) and ``from_number`` (the trunk's
+    ``sip_number``) are read with the rules' ``phone_region``; ``attributes`` add to them
+    for ``when_attributes``. The participant (identity default ``sip-<E.164>``) carries
+    ``participant_attributes`` plus :data:`ROUTE_ATTRIBUTE` and :data:`RULE_ATTRIBUTE`.
 
     Raises:
         ValueError: A number is not a phone number; ``room`` or ``trunk_id`` is empty.
-        NoRouteMatched: No rule matched and the rules have no default.
-        RoutingError: The rules reject this call.
-        MetadataError: The job metadata is too large; InvalidAttributes: bad attributes.
+        NoRouteMatched, RoutingError (a reject route), MetadataError, InvalidAttributes.
     """
     if not isinstance(trunk_id, str) or not trunk_id:
         raise ValueError("trunk_id must be a non-empty string")
     region = router.rule_set.phone_region
     callee = _e164(call_to, region, "call_to")
     trunk_number = _e164(from_number, region, "from_number") if from_number else None
-    routing_attrs = dict(attributes or {})
-    routing_attrs[CALLER] = callee
+    routing_attrs = {**(attributes or {}), CALLER: callee}
     if trunk_number:
         routing_attrs[CALLED] = trunk_number
     route = router.route(metadata, attributes=routing_attrs)

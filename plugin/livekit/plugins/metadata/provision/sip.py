@@ -1,23 +1,19 @@
-"""LiveKit SIP dispatch rules compiled from the routing rules, and kept in sync.
-
-LiveKit's SIP service matches an inbound call to a *dispatch rule* (trunk, called and
-calling number) and dispatches its agents; the entrypoint then routes on the SIP
-participant's attributes. Both steps come from one rules file:
-:func:`desired_dispatch_rules` turns every rule on exact numbers into part of a dispatch
-rule for its target; :func:`plan_sync` and :func:`apply_plan` change on the server only
-the rules this tool created in its scope (marked by :data:`OWNER_ATTRIBUTE`).
-"""
+"""LiveKit SIP dispatch rules (which agents an inbound call to a number gets) compiled from
+the routing rules and kept in sync: only the rules a sync created in its scope (marked by
+:data:`OWNER_ATTRIBUTE`) are ever changed (README: "Routing phone calls")."""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Awaitable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from google.protobuf.json_format import MessageToDict
 from livekit import api
+from livekit.api.sip_service import SipService
 
 from ..codec import PLUGIN_ATTRIBUTE_PREFIX
 from ..errors import DispatchError
@@ -45,20 +41,14 @@ __all__ = [
 
 T = TypeVar("T")
 
-SIP_RULE_PREFIX = "lk-metadata/"
-"""Name prefix of the dispatch rules ``sip sync`` creates (ownership is :data:`OWNER_ATTRIBUTE`)."""
+SIP_RULE_PREFIX = "lk-metadata/"  # of the names ``sip sync`` gives (ownership: OWNER_ATTRIBUTE)
 
-OWNER_ATTRIBUTE = PLUGIN_ATTRIBUTE_PREFIX + "sip-sync"
-"""Attribute marking the dispatch rules ``sip sync`` owns; its value is the sync's scope."""
+OWNER_ATTRIBUTE = PLUGIN_ATTRIBUTE_PREFIX + "sip-sync"  # on the rules a sync owns: its scope
 
 MAX_SCOPE_LEN = 128
-"""Longest scope."""
 
-CALLED = "sip.trunkPhoneNumber"
-"""The SIP participant attribute holding the dialed (trunk) number."""
-
-CALLER = "sip.phoneNumber"
-"""The SIP participant attribute holding the caller's number on inbound calls."""
+CALLED = "sip.trunkPhoneNumber"  # the SIP participant attribute: the dialed (trunk) number
+CALLER = "sip.phoneNumber"  # the SIP participant attribute: the caller's number (inbound)
 
 _COMPARED = (
     "trunk_ids",
@@ -72,43 +62,22 @@ _COMPARED = (
 )
 
 
-class _SipService(Protocol):
-    async def list_dispatch_rule(
-        self, list: api.ListSIPDispatchRuleRequest
-    ) -> api.ListSIPDispatchRuleResponse: ...
-
-    async def create_dispatch_rule(
-        self, create: api.CreateSIPDispatchRuleRequest
-    ) -> api.SIPDispatchRuleInfo: ...
-
-    async def update_dispatch_rule(
-        self, rule_id: str, rule: api.SIPDispatchRuleInfo
-    ) -> api.SIPDispatchRuleInfo: ...
-
-    async def delete_dispatch_rule(
-        self, delete: api.DeleteSIPDispatchRuleRequest
-    ) -> api.SIPDispatchRuleInfo: ...
-
-
 class SipClient(Protocol):
     """Anything with a ``sip`` service, e.g. ``livekit.api.LiveKitAPI``."""
 
     @property
-    def sip(self) -> _SipService: ...
+    def sip(self) -> SipService: ...
 
 
 def _numbers(conds: Iterable[Cond], attribute: str) -> frozenset[str]:
-    out: set[str] = set()
-    for c in conds:
-        if c.source == "attributes" and c.path == attribute and c.indexed is not None:
-            kind, keys = c.indexed
-            if kind == "phone":
-                out.update(keys)
-    return frozenset(out)
+    """The exact numbers (``phone``) a rule's conditions want ``attribute`` to be."""
+    indexed = [c.indexed for c in conds if c.source == "attributes" and c.path == attribute]
+    return frozenset(n for index in indexed if index and index[0] == "phone" for n in index[1])
 
 
-def _static_metadata(rule: Rule) -> dict[str, Any] | None:
-    """The job metadata that satisfies the rule's ``when``, or None if it takes more than ``==``."""
+def _static_metadata(rule: Rule) -> str | None:
+    """The job metadata (JSON) that satisfies the rule's ``when``, or None if it takes more
+    than ``==``."""
     md: dict[str, Any] = {}
     for c in rule.conds:
         if c.source != "metadata":
@@ -119,51 +88,7 @@ def _static_metadata(rule: Rule) -> dict[str, Any] | None:
         for seg in c.parts[:-1]:
             node = node.setdefault(seg, {})
         node[c.parts[-1]] = json.loads(c.expected)
-    return md
-
-
-def _skip_reason(rule: Rule) -> str | None:
-    if rule.target.fields["rejected"]:
-        return "a reject rule dispatches nothing"
-    if not _numbers(rule.conds, CALLED) and not _numbers(rule.conds, CALLER):
-        return f"no exact number ('phone') on {CALLED} or {CALLER}; it routes in the entrypoint"
-    if _static_metadata(rule) is None:
-        return "its 'when' takes more than plain equalities, which job metadata cannot carry"
-    return None
-
-
-@dataclass
-class _Group:
-    agent: str
-    target: Mapping[str, Any]
-    metadata: str
-    callers: frozenset[str]
-    numbers: set[str] = field(default_factory=set)
-
-
-def _group_rules(router: MetadataRouter) -> tuple[list[_Group], list[str]]:
-    groups: dict[tuple[Any, ...], _Group] = {}
-    skipped: list[str] = []
-    for rule in router.rule_set.rules:
-        label = rule.target.fields["rule"] or f"rules[{rule.pos}]"
-        reason = _skip_reason(rule)
-        if reason is not None:
-            skipped.append(f"{label}: {reason}")
-            continue
-        f = rule.target.fields
-        metadata = json.dumps(_static_metadata(rule), sort_keys=True, separators=(",", ":"))
-        callers = _numbers(rule.conds, CALLER)
-        key = (
-            f["agent"],
-            f["agent_name"],
-            f["deployment"],
-            tuple(sorted(f["attributes"].items())),
-            metadata,
-            callers,
-        )
-        group = groups.setdefault(key, _Group(f["agent"], f, metadata, callers))
-        group.numbers.update(_numbers(rule.conds, CALLED))
-    return list(groups.values()), skipped
+    return json.dumps(md, sort_keys=True, separators=(",", ":"))
 
 
 def default_scope(trunk_ids: Sequence[str] = (), rules: str | Path | None = None) -> str:
@@ -197,40 +122,54 @@ def desired_dispatch_rules(
     room_prefix: str = "call-",
     scope: str | None = None,
 ) -> tuple[list[api.SIPDispatchRuleInfo], list[str]]:
-    """The dispatch rules the routing rules call for, and the rules that were skipped.
+    """The dispatch rules the routing rules call for (without ids, sorted by name) and one
+    line per routing rule left out, saying why; ValueError for a bad scope.
 
-    Each rule on an exact called (``sip.trunkPhoneNumber``) or calling
-    (``sip.phoneNumber``) number joins the dispatch rule of its target (agent, job
-    metadata from its ``when`` equalities, caller filter), named ``lk-metadata/<agent>``
-    (``#2``... for further targets of one agent): an Individual rule (one room per call,
-    ``<room_prefix><caller>_<random>``) on ``trunk_ids`` (empty: all), marked with
-    ``scope`` (default: :func:`default_scope`). Prefix rules have no dispatch-rule form:
-    they are skipped and route in the entrypoint behind a catch-all of your own.
-
-    Returns ``(dispatch_rules, skipped)``: rules without ids, sorted by name, and one
-    line per routing rule left out, saying why. Raises ValueError for a bad scope.
+    Each rule on an exact called or calling number joins the dispatch rule of its target
+    (agent, job metadata from its ``when`` equalities, callers), ``lk-metadata/<agent>``
+    (``#2``... for more targets of one agent): one room per call, on ``trunk_ids`` (empty:
+    all), marked with ``scope`` (default: :func:`default_scope`).
     """
     marker = {
         OWNER_ATTRIBUTE: _checked_scope(scope) if scope is not None else default_scope(trunk_ids)
     }
-    groups, skipped = _group_rules(router)
-    seen: dict[str, int] = {}
+    groups: dict[tuple[Any, ...], set[str]] = {}  # a target -> its called numbers
+    skipped: list[str] = []
+    for rule in router.rule_set.rules:
+        f = rule.target.fields
+        called = _numbers(rule.conds, CALLED)
+        callers = _numbers(rule.conds, CALLER)
+        metadata = _static_metadata(rule)
+        if f["rejected"]:
+            reason = "a reject rule dispatches nothing"
+        elif not called and not callers:
+            reason = (
+                f"no exact number ('phone') on {CALLED} or {CALLER}; it routes in the entrypoint"
+            )
+        elif metadata is None:
+            reason = "its 'when' takes more than plain equalities, which job metadata cannot carry"
+        else:
+            attributes = tuple(sorted(f["attributes"].items()))
+            key = (f["agent"], f["agent_name"], f["deployment"], attributes, metadata, callers)
+            groups.setdefault(key, set()).update(called)
+            continue
+        skipped.append(f"{rule.name or f'rules[{rule.pos}]'}: {reason}")
+    seen: Counter[str] = Counter()
     out: list[api.SIPDispatchRuleInfo] = []
-    for g in groups:
-        seen[g.agent] = seen.get(g.agent, 0) + 1
-        suffix = "" if seen[g.agent] == 1 else f"#{seen[g.agent]}"
+    for (agent, agent_name, deployment, attributes, metadata, callers), numbers in groups.items():
+        seen[agent] += 1
         dispatch = api.RoomAgentDispatch(
-            agent_name=g.target["agent_name"],
-            metadata="" if g.metadata == "{}" else g.metadata,
-            deployment=g.target["deployment"] or "",
-            attributes=dict(g.target["attributes"]),
+            agent_name=agent_name,
+            metadata="" if metadata == "{}" else metadata,
+            deployment=deployment or "",
+            attributes=dict(attributes),
         )
         out.append(
             api.SIPDispatchRuleInfo(
-                name=f"{SIP_RULE_PREFIX}{g.agent}{suffix}",
+                name=f"{SIP_RULE_PREFIX}{agent}{'' if seen[agent] == 1 else f'#{seen[agent]}'}",
                 trunk_ids=sorted(trunk_ids),
-                numbers=sorted(g.numbers),
-                inbound_numbers=sorted(g.callers),
+                numbers=sorted(numbers),
+                inbound_numbers=sorted(callers),
                 rule=api.SIPDispatchRule(
                     dispatch_rule_individual=api.SIPDispatchRuleIndividual(room_prefix=room_prefix)
                 ),
@@ -245,10 +184,8 @@ def _view(rule: api.SIPDispatchRuleInfo) -> dict[str, Any]:
     """The fields sync manages, as plain data (lists sorted, ids and timestamps left out)."""
     data = MessageToDict(rule, preserving_proto_field_name=True)
     view = {k: data[k] for k in _COMPARED if k in data}
-    for key in ("trunk_ids", "numbers", "inbound_numbers"):
-        if key in view:
-            view[key] = sorted(view[key])
-    return view
+    lists = ("trunk_ids", "numbers", "inbound_numbers")
+    return view | {k: sorted(view[k]) for k in lists if k in view}
 
 
 def export_json(rules: Sequence[api.SIPDispatchRuleInfo]) -> str:
@@ -313,14 +250,16 @@ def plan_sync(
     skipped: Sequence[str] = (),
     scope: str | None = None,
 ) -> SyncPlan:
-    """Compare the wanted rules with the server's; touch only rules marked with ``scope``.
-
-    A server rule is ours only if its :data:`OWNER_ATTRIBUTE` equals ``scope`` (default:
-    the one the wanted rules carry); every other is listed in :attr:`SyncPlan.foreign`
-    and never touched. Raises ValueError when no scope is given and the wanted rules
-    carry none, or several.
-    """
-    scope = _checked_scope(scope) if scope is not None else _scope_of(wanted)
+    """Compare the wanted rules with the server's; a server rule is ours only if its
+    :data:`OWNER_ATTRIBUTE` is ``scope`` (default: the one the wanted rules carry, else
+    ValueError), every other is listed in :attr:`SyncPlan.foreign` and never touched."""
+    if scope is not None:
+        scope = _checked_scope(scope)
+    else:
+        scopes = {r.attributes.get(OWNER_ATTRIBUTE) for r in wanted}
+        if len(scopes) != 1 or None in scopes:
+            raise ValueError("give the sync's scope: the wanted rules do not carry exactly one")
+        scope = str(scopes.pop())
     ours: dict[str, api.SIPDispatchRuleInfo] = {}
     delete: list[api.SIPDispatchRuleInfo] = []
     foreign: list[str] = []
@@ -351,27 +290,17 @@ def plan_sync(
     return SyncPlan(create, update, delete, unchanged, foreign, list(skipped), scope)
 
 
-def _scope_of(wanted: Sequence[api.SIPDispatchRuleInfo]) -> str:
-    scopes = {r.attributes.get(OWNER_ATTRIBUTE) for r in wanted}
-    if len(scopes) != 1 or None in scopes:
-        raise ValueError("give the sync's scope: the wanted rules do not carry exactly one")
-    (scope,) = scopes
-    assert scope is not None
-    return scope
-
-
-NO_SIP_HINT = (
+NO_SIP_HINT = (  # when the server answers a SIP call 'sip not connected (redis required)'
     "this livekit-server has no SIP API (SIP needs Redis): start `redis-server` and run "
     "`livekit-server --dev --redis-host 127.0.0.1:6379` (or add `redis:` to its config)"
 )
-"""What to do when the server answers a SIP call with 'sip not connected (redis required)'."""
 
 
 async def _sip_call(
     action: str, call: Awaitable[T], *, hints: Mapping[str, str] | None = None
 ) -> T:
-    """:func:`server_call` for the SIP service; a server without SIP (no Redis: HTTP 500
-    ``sip not connected (redis required)``) is said so, its message never echoed."""
+    """:func:`server_call` saying so when the server has no SIP (no Redis: HTTP 500
+    ``sip not connected (redis required)``), its message never echoed."""
 
     async def checked() -> T:
         try:
@@ -402,10 +331,7 @@ _CLAIMED = {
 
 async def apply_plan(lkapi: SipClient, plan: SyncPlan) -> None:
     """Carry out a plan: deletions, updates, then creations (so numbers can move).
-
-    Raises DispatchError when the server refuses a change (what changed stays changed;
-    running sync again finishes the job).
-    """
+    DispatchError when the server refuses a change (running sync again finishes the job)."""
     sip = lkapi.sip
     for rule in plan.delete:
         request = api.DeleteSIPDispatchRuleRequest(sip_dispatch_rule_id=rule.sip_dispatch_rule_id)

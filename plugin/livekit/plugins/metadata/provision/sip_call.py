@@ -1,10 +1,7 @@
-"""A simulated inbound phone call: join a room as LiveKit's SIP service joins a caller.
-
-For ``lk-metadata sip call`` (whose help says what is not simulated): :func:`plan_call`
-picks the dispatch LiveKit's SIP service would use for the two numbers, and
-:func:`place_call` joins a fresh room as a participant of kind ``sip`` with the SIP
-service's attributes and that dispatch, waits for the agent's ``route`` and hangs up.
-"""
+"""A simulated inbound phone call for ``lk-metadata sip call`` (whose help says what is not
+simulated): :func:`plan_call` picks the dispatch LiveKit's SIP service would use, and
+:func:`place_call` joins a fresh room as a participant of kind ``sip`` with that dispatch,
+waits for the agent's ``route`` and hangs up."""
 
 from __future__ import annotations
 
@@ -17,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
+import aiohttp
 from livekit import api, rtc
 
 from ..errors import DispatchError, RoutingError
@@ -52,8 +50,8 @@ class CallPlan:
 
 @dataclass
 class CallResult:
-    """What happened to a call: the ``agent`` that joined, its ``route`` and ``route.rule``
-    attributes (``None``: none in time), and all its ``attributes``."""
+    """The ``agent`` that joined a call, its ``route`` and ``route.rule`` attributes (``None``:
+    none in time) and all its ``attributes``."""
 
     room: str
     agent: str | None = None
@@ -69,24 +67,17 @@ def match_dispatch_rule(
     *,
     trunk_id: str | None = None,
 ) -> api.SIPDispatchRuleInfo | None:
-    """The dispatch rule LiveKit would pick for a call, or ``None``.
-
-    A rule applies when its trunks, ``numbers`` and ``inbound_numbers`` (E.164) are
-    empty or include the call's; the most specific wins (called and caller, called,
-    caller, catch-all).
-    """
-    best: tuple[int, api.SIPDispatchRuleInfo] | None = None
-    for rule in rules:
-        if rule.trunk_ids and trunk_id not in rule.trunk_ids:
-            continue
-        if rule.numbers and called not in rule.numbers:
-            continue
-        if rule.inbound_numbers and caller not in rule.inbound_numbers:
-            continue
-        score = 2 * bool(rule.numbers) + bool(rule.inbound_numbers)
-        if best is None or score > best[0]:
-            best = (score, rule)
-    return best[1] if best is not None else None
+    """The dispatch rule LiveKit would pick for a call, or ``None``: of those whose trunks,
+    ``numbers`` and ``inbound_numbers`` (E.164) are empty or include the call's, the most
+    specific (called and caller, called, caller, catch-all)."""
+    fits = [
+        r
+        for r in rules
+        if (not r.trunk_ids or trunk_id in r.trunk_ids)
+        and (not r.numbers or called in r.numbers)
+        and (not r.inbound_numbers or caller in r.inbound_numbers)
+    ]
+    return max(fits, key=lambda r: 2 * bool(r.numbers) + bool(r.inbound_numbers), default=None)
 
 
 def plan_call(
@@ -99,15 +90,12 @@ def plan_call(
     agent: str | None = None,
     room_prefix: str = "call-",
 ) -> CallPlan:
-    """The room, SIP participant and dispatch of a simulated call to ``to`` from ``caller``.
+    """The room, SIP participant and dispatch of a simulated call to ``to`` from ``caller``
+    (``None``: a hidden number); ``headers`` become ``sip.h.<name>``.
 
     The dispatch is an explicit ``agent``'s, else that of the dispatch rule ``sip sync``
-    creates from the same rules for these numbers, else the rules' route (what a
-    catch-all dispatch rule of yours would send). ``headers`` become ``sip.h.<name>``;
-    ``caller=None`` is a hidden number.
-
-    Raises:
-        RoutingError: Neither ``router`` nor ``agent``, or the rules reject the call.
+    creates for these numbers, else the rules' route (what a catch-all dispatch rule of
+    yours would send). RoutingError: neither ``router`` nor ``agent``, or a reject route.
     """
     attributes = {CALLED: to, "sip.callID": "SCL_" + secrets.token_urlsafe(9)}
     attributes["sip.callStatus"] = "active"
@@ -116,8 +104,7 @@ def plan_call(
     if trunk_id:
         attributes["sip.trunkID"] = trunk_id
     for name, value in (headers or {}).items():
-        key = name if name.startswith("sip.h.") else f"sip.h.{name.lower()}"
-        attributes[key] = value
+        attributes[name if name.startswith("sip.h.") else f"sip.h.{name.lower()}"] = value
     # LiveKit names the room <prefix>_<caller>_<random>; the caller's number is left out
     # here, as room names end up in the worker's logs.
     room = f"{room_prefix}{'anonymous' if not caller else 'caller'}_{secrets.token_urlsafe(6)}"
@@ -138,9 +125,8 @@ def plan_call(
         trunk_id=trunk_id,
     )
     if rule is not None:
-        dispatch = rule.room_config.agents[0]
         source = f"dispatch rule {rule.name}, as `sip sync` creates it"
-        return CallPlan(room, identity, attributes, dispatch, source)
+        return CallPlan(room, identity, attributes, rule.room_config.agents[0], source)
     route = router.route({}, attributes=attributes)
     if route.rejected:
         raise RoutingError(
@@ -180,15 +166,11 @@ async def place_call(
     wait: float = 30.0,
     on_step: Callable[[str], None] | None = None,
 ) -> CallResult:
-    """Join ``plan.room`` as the SIP caller, wait for the agent and its route, hang up.
-
-    ``wait`` seconds for the agent, then for its route; ``on_step`` gets one line per
-    step. Hanging up deletes the room. Raises DispatchError when the server could not
-    be reached or refused the join.
-    """
+    """Join ``plan.room`` as the SIP caller, wait ``wait`` seconds for the agent, then for its
+    route, and hang up (delete the room); ``on_step`` gets one line per step. DispatchError
+    when the server could not be reached or refused the join."""
     say = on_step or (lambda line: None)
-    issuer = TokenIssuer(api_key, api_secret)
-    token = issuer.mint(
+    token = TokenIssuer(api_key, api_secret).mint(
         plan.identity,
         plan.room,
         name=f"Phone {plan.attributes.get(CALLER, 'anonymous')}",
@@ -211,20 +193,16 @@ async def place_call(
             "could not join LiveKit as the caller: is `livekit-server --dev` running, and "
             "do LIVEKIT_URL, LIVEKIT_API_KEY and LIVEKIT_API_SECRET point at it?"
         ) from None
-    result = CallResult(plan.room)
     try:
         say(f"joined room {plan.room} as {plan.identity} (participant kind sip)")
-        deadline = time.monotonic() + wait
-        agent = await _wait_for(lambda: _agent(room), deadline)
+        agent = await _wait_for(lambda: _agent(room), time.monotonic() + wait)
         if agent is None:
-            return result
-        result.agent = agent.identity
+            return CallResult(plan.room)
         say(f"agent joined: {agent.identity}")
         await _wait_for(lambda: agent.attributes.get("route"), time.monotonic() + wait)
-        result.attributes = dict(agent.attributes)
-        result.route = agent.attributes.get("route") or None
-        result.rule = agent.attributes.get("route.rule") or None
-        return result
+        attrs = dict(agent.attributes)
+        route = attrs.get("route") or None
+        return CallResult(plan.room, agent.identity, route, attrs.get("route.rule") or None, attrs)
     finally:
         await room.disconnect()
         await _hang_up(url, api_key, api_secret, plan.room)
@@ -233,8 +211,6 @@ async def place_call(
 async def check_reachable(url: str, *, timeout: float = 3.0) -> None:
     """DispatchError (host, port and the fix) at once when nothing answers at the URL,
     where the SDK would retry for seconds, logging each attempt."""
-    import aiohttp
-
     parts = urlsplit(url)
     scheme = "https" if parts.scheme in ("wss", "https") else "http"
     where = parts.netloc.rsplit("@", 1)[-1]

@@ -1,8 +1,5 @@
-"""Human-readable and JSON-able views of routes and ``explain()`` traces (CLI, logs).
-
-They show agent names, rule labels, attribute names and metadata *keys*, never a
-metadata value.
-"""
+"""Views of routes and ``explain()`` traces for the CLI and logs: agent names, rule labels,
+attributes and metadata *keys*, never a metadata value."""
 
 from __future__ import annotations
 
@@ -32,19 +29,18 @@ def route_summary(route: Route) -> dict[str, Any]:
 def format_route(route: Route) -> str:
     """Human-readable route for ``lk-metadata route`` (job metadata keys, never values)."""
     if route.rejected:
-        lines = [f"reject       (by {route.label})"]
-    else:
-        lines = [f"agent:       {route.agent}"]
-        if route.agent_name != route.agent:
-            lines.append(f"agent_name:  {route.agent_name}")
-        lines.append(f"rule:        {route.label}")
-        if route.deployment:
-            lines.append(f"deployment:  {route.deployment}")
-        if route.attributes:
-            attrs = ", ".join(f"{k}={v}" for k, v in sorted(route.attributes.items()))
-            lines.append(f"attributes:  {attrs}")
-        keys = ", ".join(sorted(route.metadata)) or "(none)"
-        lines.append(f"job keys:    {keys}")
+        return f"reject       (by {route.label})"
+    lines = [f"agent:       {route.agent}"]
+    if route.agent_name != route.agent:
+        lines.append(f"agent_name:  {route.agent_name}")
+    lines.append(f"rule:        {route.label}")
+    if route.deployment:
+        lines.append(f"deployment:  {route.deployment}")
+    if route.attributes:
+        attrs = ", ".join(f"{k}={v}" for k, v in sorted(route.attributes.items()))
+        lines.append(f"attributes:  {attrs}")
+    keys = ", ".join(sorted(route.metadata)) or "(none)"
+    lines.append(f"job keys:    {keys}")
     return "\n".join(lines)
 
 
@@ -52,12 +48,10 @@ def format_explain(trace: Sequence[RuleTrace]) -> str:
     """Human-readable :meth:`MetadataRouter.explain` trace, one line per rule."""
     if not trace:
         return "(no rules)"
-    labels = [t.label for t in trace]
-    width = max(len(label) for label in labels)
+    width = max(len(t.label) for t in trace)
     twidth = max(len(t.target) for t in trace)
     lines = []
-    for t, label in zip(trace, labels, strict=True):
-        head = f"{label.ljust(width)}  -> {t.target.ljust(twidth)}"
+    for t in trace:
         if t.selected:
             verdict = "SELECTED" if t.index is not None else "SELECTED (no rule matched)"
         elif t.index is None:
@@ -66,7 +60,7 @@ def format_explain(trace: Sequence[RuleTrace]) -> str:
             verdict = "matches (shadowed by an earlier rule)"
         else:
             verdict = f"no: {t.failed}"
-        lines.append(f"{head}  {verdict}")
+        lines.append(f"{t.label.ljust(width)}  -> {t.target.ljust(twidth)}  {verdict}")
     if not any(t.selected for t in trace):
         lines.append("no rule matched and there is no default: NoRouteMatched")
     return "\n".join(lines)

@@ -1,24 +1,19 @@
-"""The rule index: first-match-wins routing without scanning every rule.
-
-Each rule is filed under at most one indexable condition (``eq``/``in`` value, E.164
-``phone``, ``phone_prefix``), on the field most rules share. A decision looks its fields
-up, merges the buckets hit (each holding the unindexed rules too, in rule order) and
-checks only those rules, in order: exactly a linear scan's result (a property test
-compares the two). A prefix lookup probes one dict per distinct prefix length.
-"""
+"""The rule index: each rule is filed under at most one ``eq``/``in``/``phone``/
+``phone_prefix`` condition, on the field most rules share; a decision checks, in order, only
+the rules in the buckets its values hit (each also holding the unindexed rules): exactly a
+linear scan's result. A prefix lookup probes one dict per distinct prefix length."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
-from .conditions import MISSING, Cond, IndexKind, index_key
+from .conditions import MISSING, Cond, IndexKind, index_key, lookup
 from .phone import normalize_number
 from .rules import Rule
 
 __all__ = ["RuleIndex"]
-
-_Check = tuple[Callable[[Any], bool], bool]  # (check, reads attributes)
 
 
 class _Field(NamedTuple):
@@ -35,6 +30,15 @@ def _field_id(c: Cond) -> tuple[str, str, str]:
     return (c.source, c.path, c.indexed[0])
 
 
+def _field(c: Cond, table: dict[Any, list[int]], unindexed: list[int]) -> _Field:
+    assert c.indexed is not None
+    kind = c.indexed[0]
+    merged = {k: tuple(sorted({*v, *unindexed})) for k, v in table.items()}
+    lengths = sorted({len(k) for k in table}, reverse=True) if kind == "phone_prefix" else []
+    key = c.parts[0] if len(c.parts) == 1 else None
+    return _Field(c.source == "attributes", key, c.parts, kind, merged, tuple(lengths))
+
+
 class RuleIndex:
     """Finds the first rule whose conditions hold, looking at few rules."""
 
@@ -42,99 +46,52 @@ class RuleIndex:
 
     def __init__(self, rules: Sequence[Rule], region: str | None) -> None:
         self._region = region
-        freq: dict[tuple[str, str, str], int] = {}
-        for r in rules:
-            for fid in {_field_id(c) for c in r.conds if c.indexed is not None}:
-                freq[fid] = freq.get(fid, 0) + 1
-        tables: dict[tuple[str, str, str], dict[Any, list[int]]] = {}
-        parts_of: dict[tuple[str, str, str], tuple[str, ...]] = {}
+        freq = Counter(fid for r in rules for fid in {_field_id(c) for c in r.conds if c.indexed})
+        tables: dict[tuple[str, str, str], tuple[Cond, dict[Any, list[int]]]] = {}
         unindexed: list[int] = []
-        rest: list[tuple[_Check, ...]] = []
+        rest: list[tuple[tuple[Callable[[Any], bool], bool], ...]] = []  # (check, on attributes)
         for r in rules:
-            best = max(
-                (c for c in r.conds if c.indexed is not None),
-                key=lambda c: freq[_field_id(c)],
-                default=None,
-            )
+            indexed = [c for c in r.conds if c.indexed]
+            best = max(indexed, key=lambda c: freq[_field_id(c)], default=None)
             rest.append(
                 tuple((c.check, c.source == "attributes") for c in r.conds if c is not best)
             )
             if best is None or best.indexed is None:
                 unindexed.append(r.pos)
                 continue
-            fid = _field_id(best)
-            parts_of[fid] = best.parts
-            table = tables.setdefault(fid, {})
+            table = tables.setdefault(_field_id(best), (best, {}))[1]
             for key in best.indexed[1]:
                 table.setdefault(key, []).append(r.pos)
-        self._fields = tuple(
-            self._field(fid, parts_of[fid], table, unindexed) for fid, table in tables.items()
-        )
+        self._fields = tuple(_field(c, table, unindexed) for c, table in tables.values())
         self._unindexed = tuple(unindexed)
         self._rest = tuple(rest)
 
-    @staticmethod
-    def _field(
-        fid: tuple[str, str, str],
-        parts: tuple[str, ...],
-        table: dict[Any, list[int]],
-        unindexed: list[int],
-    ) -> _Field:
-        source, _, kind = fid
-        merged = {k: tuple(sorted({*v, *unindexed})) for k, v in table.items()}
-        lengths = (
-            tuple(sorted({len(k) for k in table}, reverse=True)) if kind == "phone_prefix" else ()
-        )
-        key = parts[0] if len(parts) == 1 else None
-        return _Field(source == "attributes", key, parts, kind, merged, lengths)  # type: ignore[arg-type]
-
-    def _value(self, f: _Field, md: Mapping[str, Any], attrs: Mapping[str, str]) -> Any:
-        v: Any = attrs if f.on_attrs else md
-        for seg in f.parts:
-            if type(v) is not dict and not isinstance(v, Mapping):
-                return MISSING
-            v = v.get(seg, MISSING)
-            if v is MISSING:
-                return MISSING
-        return v
-
-    def _phone_buckets(self, f: _Field, v: Any) -> Iterable[tuple[int, ...]]:
+    def _phone_buckets(self, f: _Field, v: Any) -> list[tuple[int, ...]]:
         number = normalize_number(v, self._region) if type(v) is str else None
         if number is None:
-            return ()
-        if f.kind == "phone":
-            bucket = f.table.get(number)
-            return () if bucket is None else (bucket,)
-        found = (f.table.get(number[:n]) for n in f.lengths if n <= len(number))
-        return [b for b in found if b is not None]
+            return []
+        keys = (
+            [number] if f.kind == "phone" else [number[:n] for n in f.lengths if n <= len(number)]
+        )
+        return [b for k in keys if (b := f.table.get(k)) is not None]
 
     def find(self, md: Mapping[str, Any], attrs: Mapping[str, str]) -> int:
         """The position of the first matching rule, or ``-1``."""
-        hit: tuple[int, ...] | None = None
-        many: set[int] | None = None
+        hits: list[tuple[int, ...]] = []
         for f in self._fields:
-            if f.key is not None:
-                v = (attrs if f.on_attrs else md).get(f.key, MISSING)
-            else:
-                v = self._value(f, md, attrs)
+            src: Mapping[str, Any] = attrs if f.on_attrs else md
+            v = src.get(f.key, MISSING) if f.key is not None else lookup(src, f.parts)
             if v is MISSING:
                 continue
-            if f.kind == "eq":
-                bucket = f.table.get(v if type(v) is str else index_key(v))
-                buckets: Iterable[tuple[int, ...]] = () if bucket is None else (bucket,)
-            else:
-                buckets = self._phone_buckets(f, v)
-            for bucket in buckets:
-                if hit is None:
-                    hit = bucket
-                else:
-                    if many is None:
-                        many = set(hit)
-                    many.update(bucket)
+            if f.kind != "eq":
+                hits += self._phone_buckets(f, v)
+            elif (bucket := f.table.get(v if type(v) is str else index_key(v))) is not None:
+                hits.append(bucket)
         # Buckets are pre-merged with the unindexed rules, in rule order.
-        candidates: Iterable[int] = (
-            sorted(many) if many is not None else hit if hit is not None else self._unindexed
-        )
+        if len(hits) == 1:
+            candidates: Sequence[int] = hits[0]
+        else:
+            candidates = sorted(set().union(*hits)) if hits else self._unindexed
         rest = self._rest
         for i in candidates:
             for check, on_attrs in rest[i]:

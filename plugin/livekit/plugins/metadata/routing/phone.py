@@ -1,11 +1,7 @@
-"""Phone numbers for routing rules: one canonical form (E.164), whatever the spelling.
-
-Rules compare numbers (``0034 910 000 000``, ``tel:+34-910-000-000``, ``sip:...@host``,
-national ``910 000 000``...) only after libphonenumber put both sides in E.164: a rule's
-numbers once, at load, and they must be valid (:func:`rule_number`, :func:`rule_prefix`);
-a value at decision time once per spelling (:func:`normalize_number`, memoized), and what
-is not a possible number matches no phone condition. ``phonenumbers`` loads on first use.
-"""
+"""Phone numbers for routing rules in E.164, whatever the spelling (``docs/rules.md``): a
+rule's numbers are read once and must be valid; a value at decision time is read once per
+spelling (memoized) and matches nothing unless a possible number. ``phonenumbers`` loads
+on first use."""
 
 from __future__ import annotations
 
@@ -28,8 +24,7 @@ def _strip_uri(text: str) -> str:
     """The number part of ``tel:`` / ``sip:`` URIs (no host, no parameters)."""
     text = text.strip()
     if _SCHEME.match(text):
-        text = text.split(":", 1)[1]
-        text = text.split("@", 1)[0].split(";", 1)[0]
+        text = text.split(":", 1)[1].split("@", 1)[0].split(";", 1)[0]
     return text
 
 
@@ -39,18 +34,11 @@ def _e164(number: phonenumbers.PhoneNumber) -> str:
     return str(phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164))
 
 
-def _parse(text: str, region: str | None) -> phonenumbers.PhoneNumber | None:
-    import phonenumbers
-
-    try:
-        return phonenumbers.parse(text, region)
-    except phonenumbers.NumberParseException:
-        return None
-
-
 def _candidates(text: str, region: str | None) -> Iterator[tuple[phonenumbers.PhoneNumber, bool]]:
     """Readings of ``text``, preferred first (lazily), each with whether it was written
     internationally (``+`` or ``00``)."""
+    import phonenumbers
+
     text = _strip_uri(text)
     digits = _SEPARATORS.sub("", text)
     attempts: list[tuple[str, str | None, bool]] = []
@@ -64,19 +52,17 @@ def _candidates(text: str, region: str | None) -> Iterator[tuple[phonenumbers.Ph
         # Some SIP providers drop the "+": try the digits as an international number.
         attempts.append(("+" + digits, None, False))
     for candidate, where, explicit in attempts:
-        number = _parse(candidate, where)
-        if number is not None:
-            yield number, explicit
+        try:
+            number = phonenumbers.parse(candidate, where)
+        except phonenumbers.NumberParseException:
+            continue
+        yield number, explicit
 
 
 @functools.lru_cache(maxsize=4096)
 def normalize_number(text: str, region: str | None = None) -> str | None:
-    """``text`` (any common form; national ones read in ``region``, e.g. ``"ES"``) in
-    E.164, or ``None`` when it is not a possible phone number.
-
-    Lenient (a possible number is enough, a valid one preferred), so a new number
-    range still matches a rule written for it.
-    """
+    """``text`` (any common form; national ones read in ``region``) in E.164, or ``None``.
+    Lenient (a possible number is enough, a valid one preferred): new ranges still match."""
     import phonenumbers
 
     if not isinstance(text, str) or not text or len(text) > _MAX_INPUT:
@@ -84,36 +70,26 @@ def normalize_number(text: str, region: str | None = None) -> str | None:
     seen: list[phonenumbers.PhoneNumber] = []
     for number, explicit in _candidates(text, region):
         # An international spelling is the number: no need to weigh other readings.
-        if explicit and phonenumbers.is_possible_number(number):
-            return _e164(number)
-        if phonenumbers.is_valid_number(number):
+        possible = explicit and phonenumbers.is_possible_number(number)
+        if possible or phonenumbers.is_valid_number(number):
             return _e164(number)
         seen.append(number)
-    for number in seen:
-        if phonenumbers.is_possible_number(number):
-            return _e164(number)
-    return None
+    return next((_e164(n) for n in seen if phonenumbers.is_possible_number(n)), None)
 
 
-@functools.cache
-def _reasons() -> dict[int, str]:
-    import phonenumbers
-
-    result = phonenumbers.ValidationResult
-    return {
-        result.INVALID_COUNTRY_CODE: "no country has the code it starts with",
-        result.TOO_SHORT: "too short for its country",
-        result.TOO_LONG: "too long for its country",
-        result.INVALID_LENGTH: "its length fits no number of its country",
-        result.IS_POSSIBLE_LOCAL_ONLY: "a local number without its area code",
-    }
+_REASONS = {  # phonenumbers.ValidationResult names
+    "INVALID_COUNTRY_CODE": "no country has the code it starts with",
+    "TOO_SHORT": "too short for its country",
+    "TOO_LONG": "too long for its country",
+    "INVALID_LENGTH": "its length fits no number of its country",
+    "IS_POSSIBLE_LOCAL_ONLY": "a local number without its area code",
+}
+_NO_REGION = "a national number, and the rule set has no phone_region to read it with"
 
 
 def number_problem(text: object, region: str | None = None, *, strict: bool = False) -> str | None:
-    """Why ``text`` is no phone number, in a few words without the number, or ``None``.
-
-    ``strict`` asks for a *valid* number (a rule's), not only a possible one.
-    """
+    """Why ``text`` is no phone number, in a few words without the number, or ``None``;
+    ``strict`` asks for a *valid* number (a rule's), not only a possible one."""
     import phonenumbers
 
     if not isinstance(text, str):
@@ -130,13 +106,10 @@ def number_problem(text: object, region: str | None = None, *, strict: bool = Fa
         return "it has no digits"
     if not digits.lstrip("+").isdigit():
         return "it has characters other than digits, spaces and - . / ( )"
-    national = region is None and not international
-    if strict and national:
-        return "a national number, and the rule set has no phone_region to read it with"
     readings = list(_candidates(text, region))
+    if region is None and not international and (strict or not readings):
+        return _NO_REGION
     if not readings:
-        if national:
-            return "a national number, and the rule set has no phone_region to read it with"
         try:
             phonenumbers.parse("+" + digits.lstrip("+").removeprefix("00"), None)
         except phonenumbers.NumberParseException as exc:
@@ -145,9 +118,9 @@ def number_problem(text: object, region: str | None = None, *, strict: bool = Fa
         return "not a phone number"
     number, _ = readings[0]
     reason = phonenumbers.is_possible_number_with_reason(number)
-    reasons = _reasons()
-    if reason in reasons:
-        return reasons[reason]
+    for name, why in _REASONS.items():
+        if reason == getattr(phonenumbers.ValidationResult, name):
+            return why
     if strict and not phonenumbers.is_valid_number(number):
         return "no number of its country has this form"
     return None

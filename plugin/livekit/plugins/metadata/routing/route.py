@@ -1,7 +1,5 @@
-"""What a routing decision returns: the :class:`Route`, and the trace of :meth:`explain`.
-
-Plain values built by :mod:`.router`; a ``Route``'s ``repr`` shows metadata keys, never values.
-"""
+"""What a routing decision returns: the :class:`Route` (whose ``repr`` shows metadata keys,
+never values) and the trace of ``MetadataRouter.explain``."""
 
 from __future__ import annotations
 
@@ -16,30 +14,18 @@ __all__ = ["ConditionFailure", "Route", "RuleTrace"]
 
 @dataclass(frozen=True, repr=False)
 class Route:
-    """The outcome of routing one metadata mapping.
+    """The outcome of routing one metadata mapping."""
 
-    Attributes:
-        agent: The agent chosen (the key for Agent factories); ``""`` when ``rejected``.
-        agent_name: The LiveKit ``agent_name`` to dispatch to: the ``worker`` if set,
-            else ``agent``; ``""`` when ``rejected``.
-        rule: The matching rule's name; rule_index: its position (``None``: default/fallback).
-        deployment: The LiveKit deployment to target (``None``: production).
-        attributes: Dispatch attributes (read-only for routes built by a router).
-        metadata: The job metadata: the routed mapping, reduced to ``job_metadata`` keys.
-        rejected: The rules say this metadata must not get an agent.
-        is_default: The rule set's ``default`` was used; is_fallback: a caller's fallback.
-    """
-
-    agent: str
-    agent_name: str
-    rule: str | None = None
-    rule_index: int | None = None
-    deployment: str | None = None
-    attributes: Mapping[str, str] = field(default_factory=dict)
-    metadata: dict[str, Any] = field(default_factory=dict)
-    rejected: bool = False
-    is_default: bool = False
-    is_fallback: bool = False
+    agent: str  # the agent chosen (the key for Agent factories); "" when rejected
+    agent_name: str  # the LiveKit agent_name to dispatch to: the worker, else agent; "" rejected
+    rule: str | None = None  # the matching rule's name
+    rule_index: int | None = None  # its position (None: the default or a caller's fallback)
+    deployment: str | None = None  # the LiveKit deployment to target (None: production)
+    attributes: Mapping[str, str] = field(default_factory=dict)  # dispatch attributes
+    metadata: dict[str, Any] = field(default_factory=dict)  # reduced to job_metadata keys
+    rejected: bool = False  # the rules say this metadata must not get an agent
+    is_default: bool = False  # the rule set's default was used
+    is_fallback: bool = False  # a caller's fallback was used
 
     @property
     def label(self) -> str:
@@ -48,9 +34,7 @@ class Route:
             return "fallback"
         if self.rule is not None:
             return self.rule
-        if self.rule_index is not None:
-            return f"rules[{self.rule_index}]"
-        return "default"
+        return "default" if self.rule_index is None else f"rules[{self.rule_index}]"
 
     def metadata_json(self, *, max_bytes: int = DEFAULT_MAX_METADATA_BYTES) -> str:
         """The job metadata serialized compactly for a LiveKit dispatch (``""`` if empty)."""
@@ -68,18 +52,13 @@ class Route:
 
 @dataclass(frozen=True)
 class ConditionFailure:
-    """The first condition of a rule that did not hold (see :meth:`MetadataRouter.explain`).
+    """The first condition of a rule that did not hold (see ``MetadataRouter.explain``)."""
 
-    ``path`` (dotted, or an attribute name), ``op``, ``expected`` (the rule's value as
-    JSON), ``found`` (``"missing"`` or a JSON type, never the value) and ``source``
-    (``"metadata"`` or ``"attributes"``).
-    """
-
-    path: str
+    path: str  # dotted, or an attribute name
     op: str
-    expected: str
-    found: str
-    source: str = "metadata"
+    expected: str  # the rule's value as JSON
+    found: str  # "missing" or a JSON type, never the value
+    source: str = "metadata"  # or "attributes"
 
     def __str__(self) -> str:
         field = f"attribute {self.path}" if self.source == "attributes" else self.path
@@ -88,18 +67,14 @@ class ConditionFailure:
 
 @dataclass(frozen=True)
 class RuleTrace:
-    """One line of :meth:`MetadataRouter.explain`: a rule (or the default) and its verdict.
+    """One line of ``MetadataRouter.explain``: a rule (or the default) and its verdict."""
 
-    ``index`` (``None``: the default), ``name``, ``target`` (an agent or ``"reject"``),
-    ``matched``, ``selected`` (this entry decided) and the first ``failed`` condition.
-    """
-
-    index: int | None
+    index: int | None  # None: the default
     name: str | None
-    target: str
+    target: str  # an agent or "reject"
     matched: bool
-    selected: bool
-    failed: ConditionFailure | None = None
+    selected: bool  # this entry decided
+    failed: ConditionFailure | None = None  # the first condition that did not hold
 
     @property
     def label(self) -> str:

@@ -1,27 +1,23 @@
-"""MetadataRouter: one declarative rule set that maps metadata to an agent.
-
-The rule language is in ``docs/rules.md``. The same rules run at token time, in a
-worker's ``on_request`` and in the entrypoint. A bad rule set is a ``ConfigError`` at load
-time (:mod:`.rules`); conditions are indexed (:mod:`.index`) with exactly the result of a
-first-match-wins scan. Nothing here logs or raises with a metadata value.
-"""
+"""MetadataRouter: one rule set (``docs/rules.md``) mapping metadata to an agent, at token
+time, in a worker's ``on_request`` and in the entrypoint. Nothing here logs or raises with a
+metadata value."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Final
 
 from .._util import keys_for_log
 from ..codec import json_type_name
 from ..errors import NoRouteMatched
 from ..loader import MAX_FILE_BYTES, load_file
-from .conditions import MISSING, lookup
+from .conditions import MISSING, Cond, lookup
 from .index import RuleIndex
 from .phone import number_problem
 from .route import ConditionFailure, Route, RuleTrace
-from .rules import RuleSet, Target, rules_from_config
+from .rules import RuleSet, rules_from_config
 
 __all__ = ["ConditionFailure", "MetadataRouter", "Route", "RuleTrace"]
 
@@ -36,10 +32,9 @@ def _select_keys(md: Mapping[str, Any], keys: tuple[tuple[str, ...], ...]) -> di
             continue
         node = out
         for seg in parts[:-1]:
-            nxt = node.get(seg)
-            if not isinstance(nxt, dict):
-                nxt = node[seg] = {}
-            node = nxt
+            if not isinstance(node.get(seg), dict):
+                node[seg] = {}
+            node = node[seg]
         node[parts[-1]] = v
     return out
 
@@ -55,99 +50,48 @@ def _check_inputs(metadata: Any, attributes: Any) -> Mapping[str, Any]:
 
 
 class MetadataRouter:
-    """Ordered, first-match-wins routing rules with an optional default.
-
-    Build one with :meth:`from_file` or :meth:`from_dict` (rules: ``docs/rules.md``); it is
-    immutable and safe to share between tasks.
-
-    Example::
-
-        router = MetadataRouter.from_file("rules.yaml")
-        route = router.route({"department": "support", "language": "es"})
-        route.agent        # "support-es"
-    """
-
-    __slots__ = ("_index", "_pending", "_set", "_source", "_targets")
+    """Ordered, first-match-wins routing rules with an optional default; never changes, safe
+    to share between tasks: ``MetadataRouter.from_file("rules.yaml").route(metadata).agent``."""
 
     def __init__(self, rule_set: RuleSet, *, source: str | None = None) -> None:
         """Wrap a compiled :class:`~.rules.RuleSet` (else TypeError); see :meth:`from_dict`."""
         if not isinstance(rule_set, RuleSet):
             raise TypeError("build a MetadataRouter with from_dict() or from_file()")
-        self._set = rule_set
+        self.rule_set: Final = rule_set  # the compiled rules, e.g. for ``lk-metadata sip sync``
+        self.agents: Final = rule_set.agents  # every agent a route can name (check factories)
+        self.worker: Final = rule_set.worker  # the one worker hosting every agent, if named
+        self.has_default: Final = rule_set.default is not None  # then route() never raises
         self._source = source
         self._targets = tuple(r.target for r in rule_set.rules)
+        default = () if rule_set.default is None else (rule_set.default,)
+        # Every LiveKit agent_name a route can dispatch to.
+        self.agent_names: Final = frozenset(t.agent_name for t in (*self._targets, *default)) - {""}
         self._index = RuleIndex(rule_set.rules, rule_set.phone_region)
-        # For pending_agent_names: each rule's metadata checks, whether it also reads
-        # attributes, and where it dispatches.
-        self._pending = tuple(
-            (
-                tuple(c.check for c in r.conds if c.source == "metadata"),
-                r.needs_attributes,
-                r.target.agent_name,
-            )
-            for r in rule_set.rules
-        )
 
     @classmethod
     def from_dict(
         cls, config: Mapping[str, Any], *, worker: str | None = None, source: str | None = None
     ) -> MetadataRouter:
-        """Build a router from a mapping ``{rules, default, worker, phone_region}``.
-
-        ``worker``: the agent_name of the one worker hosting every agent (over the rule
-        set's; a rule's own wins). ``source`` names the mapping in error messages.
-        Raises ConfigError (naming rule and field) for an invalid rule set.
-        """
+        """A router from ``{rules, default, worker, phone_region}``; ``worker`` overrides the
+        rule set's (a rule's own wins), ``source`` names the mapping in ConfigError messages."""
         return cls(rules_from_config(config, worker=worker, source=source), source=source)
 
     @classmethod
     def from_file(
         cls, path: str | Path, *, worker: str | None = None, max_bytes: int = MAX_FILE_BYTES
     ) -> MetadataRouter:
-        """Load rules from a ``.yaml``/``.yml``, ``.toml`` or ``.json`` file.
-
-        Raises ConfigError when the file cannot be read, is not a regular file of at most
-        ``max_bytes``, does not parse, or holds an invalid rule set.
-        """
+        """Load rules from a ``.yaml``/``.yml``, ``.toml`` or ``.json`` file; ConfigError when
+        it cannot be read, is not a regular file of at most ``max_bytes`` or is invalid."""
         data = load_file(path, max_bytes=max_bytes)
         return cls.from_dict(data, worker=worker, source=repr(str(path)))
 
-    @property
-    def rule_set(self) -> RuleSet:
-        """The compiled rules (read-only), e.g. for ``lk-metadata sip sync``."""
-        return self._set
-
-    @property
-    def agents(self) -> frozenset[str]:
-        """Every agent a rule or the default can route to (for checking factories)."""
-        return self._set.agents
-
-    @property
-    def agent_names(self) -> frozenset[str]:
-        """Every LiveKit agent_name a route can dispatch to."""
-        names = {t.agent_name for t in self._targets}
-        if self._set.default is not None:
-            names.add(self._set.default.agent_name)
-        names.discard("")
-        return frozenset(names)
-
-    @property
-    def worker(self) -> str | None:
-        """The one worker hosting every agent, if the rule set names one."""
-        return self._set.worker
-
-    @property
-    def has_default(self) -> bool:
-        """Whether the rule set has a ``default`` (so :meth:`route` never raises)."""
-        return self._set.default is not None
-
     def __len__(self) -> int:
-        return len(self._set.rules)
+        return len(self.rule_set.rules)
 
     def __repr__(self) -> str:
-        default = self._set.default.label if self._set.default is not None else None
+        default = self.rule_set.default.label if self.rule_set.default is not None else None
         return (
-            f"MetadataRouter(rules={len(self._set.rules)}, default={default!r}, "
+            f"MetadataRouter(rules={len(self.rule_set.rules)}, default={default!r}, "
             f"source={self._source})"
         )
 
@@ -158,30 +102,19 @@ class MetadataRouter:
         i = self._index.find(metadata, _check_inputs(metadata, attributes))
         return None if i < 0 else i
 
-    def _build(self, target: Target, metadata: Mapping[str, Any]) -> Route:
-        keys = target.keys
-        if keys is None:
-            return Route(**target.fields, metadata=dict(metadata))
-        return Route(**target.fields, metadata=_select_keys(metadata, keys) if keys else {})
-
     def route(
         self, metadata: Mapping[str, Any], *, attributes: Mapping[str, str] | None = None
     ) -> Route:
-        """Route one metadata mapping (and, for ``when_attributes``, participant attributes).
-
-        Returns the :class:`Route` of the first matching rule, or of the default
-        (``rejected=True``: the rules refuse this metadata).
-
-        Raises:
-            NoRouteMatched: No rule matched and there is no default.
-            TypeError: ``metadata`` or ``attributes`` is not a mapping.
-        """
+        """The :class:`Route` of the first rule matching ``metadata`` (and ``attributes``, for
+        ``when_attributes``), else of the default; NoRouteMatched without one, TypeError for
+        a non-mapping input."""
         i = self._index.find(metadata, _check_inputs(metadata, attributes))
-        if i >= 0:
-            return self._build(self._targets[i], metadata)
-        if self._set.default is not None:
-            return self._build(self._set.default, metadata)
-        raise self._no_match(metadata)
+        target = self._targets[i] if i >= 0 else self.rule_set.default
+        if target is None:
+            raise self._no_match(metadata)
+        keys = target.keys
+        selected = dict(metadata) if keys is None else _select_keys(metadata, keys) if keys else {}
+        return Route(**target.fields, metadata=selected)
 
     def accepts(
         self,
@@ -190,10 +123,8 @@ class MetadataRouter:
         *,
         attributes: Mapping[str, str] | None = None,
     ) -> bool:
-        """Whether ``metadata`` routes to the worker registered as ``agent_name``.
-
-        False for a ``reject`` route and when nothing matches (no default).
-        """
+        """Whether ``metadata`` routes to the worker registered as ``agent_name`` (False for
+        a ``reject`` route and when nothing matches)."""
         try:
             route = self.route(metadata, attributes=attributes)
         except NoRouteMatched:
@@ -201,30 +132,21 @@ class MetadataRouter:
         return not route.rejected and route.agent_name == agent_name
 
     def pending_agent_names(self, metadata: Mapping[str, Any]) -> frozenset[str] | None:
-        """While participant attributes are unknown: the agent_names the route may take.
-
-        ``None`` when the decision does not depend on attributes (:meth:`route` decides
-        now); else every agent_name still possible (``""``: reject or no match).
-        """
+        """While participant attributes are unknown: every agent_name the route may still take
+        (``""``: reject or no match), or ``None`` when it does not depend on attributes."""
         _check_inputs(metadata, None)
         names: set[str] = set()
-        for checks, needs_attributes, agent_name in self._pending:
-            if not all(check(metadata) for check in checks):
-                continue
-            if not needs_attributes:
-                if not names:
-                    return None
-                names.add(agent_name)
-                return frozenset(names)
-            names.add(agent_name)
-        default = self._set.default
-        if not names:
-            return None
-        names.add(default.agent_name if default is not None else "")
-        return frozenset(names)
+        final = "" if self.rule_set.default is None else self.rule_set.default.agent_name
+        for r in self.rule_set.rules:
+            if all(c.check(metadata) for c in r.conds if c.source == "metadata"):
+                if not r.needs_attributes:
+                    final = r.target.agent_name
+                    break
+                names.add(r.target.agent_name)
+        return frozenset({*names, final}) if names else None
 
     def _no_match(self, metadata: Mapping[str, Any]) -> NoRouteMatched:
-        count = len(self._set.rules)
+        count = len(self.rule_set.rules)
         keys = sorted(str(k) for k in metadata)
         seen = f"metadata keys {keys_for_log(keys)}" if keys else "empty metadata"
         return NoRouteMatched(
@@ -240,38 +162,35 @@ class MetadataRouter:
     def explain(
         self, metadata: Mapping[str, Any], *, attributes: Mapping[str, str] | None = None
     ) -> list[RuleTrace]:
-        """Every rule with its verdict, for operators (``lk-metadata route --explain``).
-
-        Each entry names its first failed condition (the JSON *type* found, never the
-        value) and marks the one that decided; the default comes last. Also the
-        reference linear scan the index must agree with.
-        """
+        """Every rule with its verdict and first failed condition (the JSON *type* found, never
+        the value), the default last: ``lk-metadata route --explain``, and the reference
+        linear scan the index must agree with."""
         attrs = _check_inputs(metadata, attributes)
         trace: list[RuleTrace] = []
         chosen = False
-        for r in self._set.rules:
-            failed: ConditionFailure | None = None
-            for c in r.conds:
-                v = lookup(attrs if c.source == "attributes" else metadata, c.parts)
-                if not c.pred(v):
-                    found = "missing" if v is MISSING else json_type_name(v)
-                    if c.op in ("phone", "phone_prefix") and isinstance(v, str):
-                        found = _unreadable_number(v, self._set.phone_region) or found
-                    failed = ConditionFailure(c.path, c.op, c.expected, found, c.source)
-                    break
+        for r in self.rule_set.rules:
+            failures = (_failure(c, metadata, attrs, self.rule_set.phone_region) for c in r.conds)
+            failed = next((f for f in failures if f is not None), None)
             matched = failed is None
             selected = matched and not chosen
             chosen = chosen or matched
             trace.append(RuleTrace(r.pos, r.name, r.target.label, matched, selected, failed))
-        if self._set.default is not None:
-            trace.append(RuleTrace(None, None, self._set.default.label, True, not chosen))
+        if self.rule_set.default is not None:
+            trace.append(RuleTrace(None, None, self.rule_set.default.label, True, not chosen))
         return trace
 
 
-def _unreadable_number(value: str, region: str | None) -> str | None:
-    """``explain()``'s note on a value a phone condition could not read (its length and
-    why, never the value), or ``None`` when it is a number that simply did not match."""
-    problem = number_problem(value, region)
-    if problem is None:
+def _failure(
+    c: Cond, metadata: Mapping[str, Any], attrs: Mapping[str, str], region: str | None
+) -> ConditionFailure | None:
+    """How ``c`` fails: the JSON type found (never the value) or, for a phone condition,
+    why the string is no number; ``None`` when it holds."""
+    v = lookup(attrs if c.source == "attributes" else metadata, c.parts)
+    if c.pred(v):
         return None
-    return f"a string of {len(value)} characters that is not a phone number: {problem}"
+    found = "missing" if v is MISSING else json_type_name(v)
+    if c.op in ("phone", "phone_prefix") and isinstance(v, str):
+        problem = number_problem(v, region)
+        if problem is not None:
+            found = f"a string of {len(v)} characters that is not a phone number: {problem}"
+    return ConditionFailure(c.path, c.op, c.expected, found, c.source)

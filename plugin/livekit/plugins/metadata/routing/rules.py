@@ -1,80 +1,64 @@
-"""Rule sets: check every field of a rule-set mapping, compile the conditions once.
-
-The syntax is in ``docs/rules.md``. Everything wrong raises :class:`~..errors.ConfigError`
-here, at load time, naming the rule and the field.
-"""
+"""Rule sets (syntax: ``docs/rules.md``): every field checked and the conditions compiled
+once, at load time; anything wrong is a ``ConfigError`` naming the rule and the field."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from types import MappingProxyType
-from typing import Any, NamedTuple
+from typing import Annotated, Any, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from ..codec import json_type_name, validate_attributes
 from ..errors import ConfigError
 from .conditions import Cond, Problem, compile_when, split_path
 from .phone import rule_region
 
-__all__ = [
-    "TOP_LEVEL_KEYS",
-    "Rule",
-    "RuleSet",
-    "Target",
-    "rules_from_config",
-]
+__all__ = ["TOP_LEVEL_KEYS", "Rule", "RuleSet", "Target", "rules_from_config"]
 
 TOP_LEVEL_KEYS = ("rules", "default", "worker", "phone_region")
-_NO_ATTRIBUTES: Mapping[str, str] = MappingProxyType({})
+
+
+def _name(value: str) -> str:
+    if not value or value != value.strip():
+        raise ValueError("must be a non-empty name without surrounding whitespace")
+    return value
+
+
+def _job_metadata(value: Any) -> tuple[tuple[str, ...], ...] | None:
+    """The paths to send: None for every key ('all'), () for none."""
+    if value in ("all", "none"):
+        return None if value == "all" else ()
+    if not isinstance(value, list) or not all(isinstance(k, str) for k in value):
+        raise ValueError("must be 'all', 'none' or a list of (dotted) key names")
+    return tuple(split_path(k) for k in value)
+
+
+def _rule_name(value: str) -> str:
+    if not value.strip():
+        raise ValueError("must be a non-empty string")
+    return value
+
+
+_Name = Annotated[str, AfterValidator(_name)]
 
 
 class _TargetSpec(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    agent: str | None = None
+    agent: _Name | None = None
     reject: bool = False
-    worker: str | None = None
+    worker: _Name | None = None
     deployment: str | None = None
-    attributes: dict[str, str] = Field(default_factory=dict)
-    job_metadata: Any = "all"
-
-    @field_validator("agent", "worker")
-    @classmethod
-    def _check_name(cls, value: str | None) -> str | None:
-        if value is not None and (not value or value != value.strip()):
-            raise ValueError("must be a non-empty name without surrounding whitespace")
-        return value
-
-    @field_validator("attributes")
-    @classmethod
-    def _check_attributes(cls, value: dict[str, str]) -> dict[str, str]:
-        return validate_attributes(value)
-
-    @field_validator("job_metadata")
-    @classmethod
-    def _check_job_metadata(cls, value: Any) -> Any:
-        if value in ("all", "none"):
-            return value
-        if not isinstance(value, list) or not all(isinstance(k, str) for k in value):
-            raise ValueError("must be 'all', 'none' or a list of (dotted) key names")
-        for key in value:
-            split_path(key)
-        return value
+    attributes: Annotated[dict[str, str], AfterValidator(validate_attributes)] = {}
+    job_metadata: Annotated[Any, AfterValidator(_job_metadata)] = None  # None: 'all'
 
 
 class _RuleSpec(_TargetSpec):
-    name: str | None = None
-    when: dict[str, Any] = Field(default_factory=dict)
-    when_attributes: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("name")
-    @classmethod
-    def _check_rule_name(cls, value: str | None) -> str | None:
-        if value is not None and not value.strip():
-            raise ValueError("must be a non-empty string")
-        return value
+    name: Annotated[str, AfterValidator(_rule_name)] | None = None
+    when: dict[str, Any] = {}
+    when_attributes: dict[str, Any] = {}
 
 
 class Target(NamedTuple):
@@ -83,11 +67,7 @@ class Target(NamedTuple):
     fields: Mapping[str, Any]  # Route keyword arguments, all but metadata
     keys: tuple[tuple[str, ...], ...] | None  # job_metadata paths; None = every key
     label: str  # the agent, or "reject"
-
-    @property
-    def agent_name(self) -> str:
-        """The LiveKit agent_name the target dispatches to (``""`` for reject)."""
-        return str(self.fields["agent_name"])
+    agent_name: str  # the LiveKit agent_name it dispatches to ("" for reject)
 
 
 class Rule(NamedTuple):
@@ -97,11 +77,7 @@ class Rule(NamedTuple):
     name: str | None
     conds: tuple[Cond, ...]
     target: Target
-
-    @property
-    def needs_attributes(self) -> bool:
-        """The rule has ``when_attributes`` conditions."""
-        return any(c.source == "attributes" for c in self.conds)
+    needs_attributes: bool  # the rule has ``when_attributes`` conditions
 
 
 class RuleSet(NamedTuple):
@@ -114,51 +90,11 @@ class RuleSet(NamedTuple):
     agents: frozenset[str]
 
 
-def _problems(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors(include_input=False, include_url=False):
-        loc = ".".join(str(p) for p in err["loc"])
-        parts.append(f"field {loc!r}: {err['msg']}" if loc else err["msg"])
-    return "; ".join(parts)
-
-
 def _rule_label(index: int, raw: Any) -> str:
     name = raw.get("name") if isinstance(raw, Mapping) else None
     if isinstance(name, str) and name:
         return f"rule {name!r} (rules[{index}])"
     return f"rule rules[{index}]"
-
-
-def _check_target(spec: _TargetSpec) -> None:
-    if spec.reject:
-        fields = ("agent", "worker", "deployment", "attributes", "job_metadata")
-        extra = sorted(f for f in fields if f in spec.model_fields_set)
-        if extra:
-            raise Problem(extra[0], "a 'reject: true' target takes no other target fields")
-    elif not spec.agent:
-        raise Problem("agent", "missing: name the agent (or use 'reject: true')")
-
-
-def _target(
-    spec: _TargetSpec, worker: str | None, *, rule: str | None, index: int | None
-) -> Target:
-    agent = "" if spec.reject else spec.agent or ""
-    agent_name = "" if spec.reject else spec.worker or worker or agent
-    jm = spec.job_metadata
-    keys = None if jm == "all" else () if jm == "none" else tuple(split_path(k) for k in jm)
-    fields = {
-        "agent": agent,
-        "agent_name": agent_name,
-        "rule": rule,
-        "rule_index": index,
-        "deployment": spec.deployment,
-        "attributes": MappingProxyType(dict(spec.attributes))
-        if spec.attributes
-        else _NO_ATTRIBUTES,
-        "rejected": spec.reject,
-        "is_default": rule is None and index is None,
-    }
-    return Target(MappingProxyType(fields), keys, agent or "reject")
 
 
 @contextmanager
@@ -167,23 +103,49 @@ def _config_errors(where: str) -> Iterator[None]:
     try:
         yield
     except ValidationError as exc:
-        raise ConfigError(f"{where}: {_problems(exc)}") from None
+        problems = []
+        for err in exc.errors(include_input=False, include_url=False):
+            loc = ".".join(str(p) for p in err["loc"])
+            problems.append(f"field {loc!r}: {err['msg']}" if loc else err["msg"])
+        raise ConfigError(f"{where}: {'; '.join(problems)}") from None
     except Problem as exc:
         raise ConfigError(f"{where}: field {exc.where!r}: {exc.message}") from None
 
 
-def _compile_rule(
-    i: int, raw: Any, worker: str | None, region: str | None, prefix: str
-) -> tuple[Rule, _RuleSpec]:
-    label = _rule_label(i, raw)
+def _target(spec: _TargetSpec, worker: str | None, rule: str | None, index: int | None) -> Target:
+    if spec.reject:
+        others = ("agent", "worker", "deployment", "attributes", "job_metadata")
+        extra = sorted(f for f in others if f in spec.model_fields_set)
+        if extra:
+            raise Problem(extra[0], "a 'reject: true' target takes no other target fields")
+    elif not spec.agent:
+        raise Problem("agent", "missing: name the agent (or use 'reject: true')")
+    agent = spec.agent or ""
+    agent_name = "" if spec.reject else spec.worker or worker or agent
+    fields = {
+        "agent": agent,
+        "agent_name": agent_name,
+        "rule": rule,
+        "rule_index": index,
+        "deployment": spec.deployment,
+        "attributes": MappingProxyType(dict(spec.attributes)),
+        "rejected": spec.reject,
+        "is_default": index is None,
+    }
+    return Target(MappingProxyType(fields), spec.job_metadata, agent or "reject", agent_name)
+
+
+def _compile_rule(i: int, raw: Any, worker: str | None, region: str | None, prefix: str) -> Rule:
     if not isinstance(raw, Mapping):
-        raise ConfigError(f"{prefix}{label}: must be a mapping, got {type(raw).__name__}")
-    with _config_errors(prefix + label):
+        raise ConfigError(
+            f"{prefix}{_rule_label(i, raw)}: must be a mapping, got {type(raw).__name__}"
+        )
+    with _config_errors(prefix + _rule_label(i, raw)):
         spec = _RuleSpec.model_validate(dict(raw))
-        _check_target(spec)
+        target = _target(spec, worker, spec.name, i)
         conds = compile_when(spec.when, source="metadata", region=region)
         conds += compile_when(spec.when_attributes, source="attributes", region=region)
-    return Rule(i, spec.name, conds, _target(spec, worker, rule=spec.name, index=i)), spec
+    return Rule(i, spec.name, conds, target, any(c.source == "attributes" for c in conds))
 
 
 def _compile_default(default: Any, worker: str | None, prefix: str) -> Target:
@@ -195,9 +157,7 @@ def _compile_default(default: Any, worker: str | None, prefix: str) -> Target:
             f"target mapping, got {type(default).__name__}"
         )
     with _config_errors(prefix + "default"):
-        spec = _TargetSpec.model_validate(dict(default))
-        _check_target(spec)
-    return _target(spec, worker, rule=None, index=None)
+        return _target(_TargetSpec.model_validate(dict(default)), worker, None, None)
 
 
 def rules_from_config(
@@ -232,23 +192,20 @@ def rules_from_config(
             raise ConfigError(f"{prefix}field 'phone_region': {exc}") from None
     compiled: list[Rule] = []
     names: dict[str, int] = {}
-    agents: set[str] = set()
     for i, raw in enumerate(rules):
-        rule, spec = _compile_rule(i, raw, worker, region, prefix)
-        if spec.name is not None:
-            if spec.name in names:
-                raise ConfigError(
-                    f"{prefix}{_rule_label(i, raw)}: field 'name': duplicate rule name "
-                    f"(also rules[{names[spec.name]}])"
-                )
-            names[spec.name] = i
-        if spec.agent:
-            agents.add(spec.agent)
+        rule = _compile_rule(i, raw, worker, region, prefix)
+        if rule.name in names:
+            raise ConfigError(
+                f"{prefix}{_rule_label(i, raw)}: field 'name': duplicate rule name "
+                f"(also rules[{names[rule.name]}])"
+            )
+        if rule.name is not None:
+            names[rule.name] = i
         compiled.append(rule)
     default = config.get("default")
     target = None if default is None else _compile_default(default, worker, prefix)
-    if target is not None and not target.fields["rejected"]:
-        agents.add(target.fields["agent"])
     if not compiled and target is None:
         raise ConfigError(f"{prefix}the rule set has no rules and no default; it routes nothing")
-    return RuleSet(tuple(compiled), target, worker, region, frozenset(agents))
+    targets = [r.target for r in compiled] + ([target] if target is not None else [])
+    agents = frozenset(t.fields["agent"] for t in targets if t.fields["agent"])
+    return RuleSet(tuple(compiled), target, worker, region, agents)
