@@ -199,20 +199,12 @@ class MemoryStore:
         """
         remove, ttl, max_bytes = merge_options(options)
         if not ((type(ttl) is float or type(ttl) is int) and 0 < ttl < _INF):
-            _check_ttl(ttl)
+            positive_number(ttl, "ttl", "number of seconds")
         now = self._clock()
         sessions = self._sessions
-        s = sessions.get(session_id)
-        values: Mapping[str, bytes]
-        if s is not None and s.expires > now:
-            values = s.values
-            total = s.total
-        else:
-            if s is not None:
-                del sessions[session_id]
-                s = None
-            values = _NO_VALUES
-            total = 0
+        s = self._live(session_id, now)
+        values: Mapping[str, bytes] = _NO_VALUES if s is None else s.values
+        total = 0 if s is None else s.total
         count = len(values)
         for key, value in fields.items():
             if type(value) is not bytes or not value:  # bytes-like: copy, then measure
@@ -258,11 +250,8 @@ class MemoryStore:
         s.decoded = None
 
     async def get(self, session_id: str) -> dict[str, Any]:
-        s = self._sessions.get(session_id)
+        s = self._live(session_id, self._clock())
         if s is None:
-            return {}
-        if s.expires <= self._clock():
-            del self._sessions[session_id]
             return {}
         if s.decoded is not None:
             return dict(s.decoded)
@@ -278,7 +267,7 @@ class MemoryStore:
         return s is not None and s.expires > self._clock()
 
     async def remove_keys(self, session_id: str, keys: Collection[str], *, ttl: float) -> int:
-        _check_ttl(ttl)
+        positive_number(ttl, "ttl", "number of seconds")
         s = self._live(session_id, self._clock())
         if s is None:
             return 0
@@ -291,7 +280,7 @@ class MemoryStore:
         return len(present)
 
     async def touch(self, session_id: str, *, ttl: float) -> bool:
-        _check_ttl(ttl)
+        positive_number(ttl, "ttl", "number of seconds")
         if self._live(session_id, self._clock()) is None:
             return False
         await self.merge(session_id, {}, ttl=ttl, max_bytes=_NO_LIMIT)
@@ -304,7 +293,3 @@ class MemoryStore:
     async def aclose(self) -> None:
         self._sessions.clear()
         self._reset_bounds()
-
-
-def _check_ttl(ttl: float) -> None:
-    positive_number(ttl, "ttl", "number of seconds")

@@ -80,27 +80,15 @@ def _ttl_ms(ttl: float) -> int:
 
 
 class RedisStore:
-    """A :class:`~.store.SessionStore` on Redis: one hash per session, atomic merges.
+    """A :class:`~.store.SessionStore` on Redis (README, "Many workers: Redis").
 
-    Example::
-
-        store = RedisStore.from_url("redis://127.0.0.1:6379/0")
-        sessions = SessionManager(store, secret_key=shared_secret)
-        ...
-        await store.aclose()
-
-    ``client`` (a ``redis.asyncio.Redis`` or ``RedisCluster`` with
-    ``decode_responses=False``) is not closed by the store; :meth:`from_url` makes a
-    store that owns its client. ``timeout``: seconds after which any operation,
-    retries included, raises ``StoreUnavailable``.
-
-    Durability (README, "Durability"): with ``"primary"`` (default) a write returns
-    once the primary applied it and can be lost in a failover; with ``"wait"`` it
-    returns only after ``WAIT 1`` confirmed a replica has it within ``wait_timeout``
-    (default 1 s, at most ``timeout``), else raises ``StoreUnavailable`` (a server
-    without replicas refuses every write).
-
-    Raises ConfigError (no ``redis`` package), TypeError or ValueError (a bad argument).
+    ``client`` (``redis.asyncio.Redis`` or ``RedisCluster``, ``decode_responses=False``)
+    is not closed by the store; :meth:`from_url` makes one that owns its client.
+    ``timeout``: seconds after which any operation, retries included, raises
+    ``StoreUnavailable``. ``durability="wait"`` (README, "Durability"): a write returns
+    only once ``WAIT 1`` saw a replica have it within ``wait_timeout`` (default 1 s, at
+    most ``timeout``), else raises ``StoreUnavailable``. Raises ConfigError (no ``redis``
+    package), TypeError or ValueError.
     """
 
     def __init__(
@@ -178,25 +166,12 @@ class RedisStore:
         durability: Durability = "primary",
         wait_timeout: float | None = None,
     ) -> RedisStore:
-        """A store that owns (and closes) its client: one server, a Cluster or a Sentinel master.
-
-        URL forms:
-
-        * ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` (TLS) or
-          ``unix://[[user]:password@]/path/to/socket[?db=N]``: one server.
-        * ``redis+cluster://[[user]:password@]host:port[,host:port...]``: a Redis
-          Cluster from these startup nodes (any reachable subset); database 0 only.
-        * ``redis+sentinel://[[user]:password@]host:port[,host:port...]/service_name[/db]``:
-          the master of ``service_name`` as these Sentinels (default port 26379) report
-          it, followed across failovers. The credentials are the Redis servers'; the
-          Sentinels are reached without.
+        """A store owning (and closing) its client for ``url``: ``redis://``, ``rediss://``,
+        ``unix://``, ``redis+cluster://`` or ``redis+sentinel://`` (README, "Scaling out").
 
         At most ``pool_size`` commands are in flight (per node on a cluster); further
-        callers wait up to ``timeout`` for a connection. Connect and socket timeouts
-        are ``timeout``; the client does not retry (``get`` retries within the deadline).
-
-        Raises ConfigError (no ``redis`` package) or ValueError (a bad argument; the
-        message never shows the password).
+        callers wait up to ``timeout``, also the connect and socket timeout. ValueError
+        messages never show the password.
         """
         _import_redis()
         positive_int(pool_size, "pool_size")

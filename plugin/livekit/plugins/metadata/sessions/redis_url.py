@@ -1,9 +1,6 @@
 """Redis URLs to redis-py clients: one server, a Redis Cluster, or a Sentinel-managed master.
 
-``connect`` reads ``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``
-and ``redis+sentinel://`` URLs (forms in :meth:`.redis.RedisStore.from_url`) and
-returns the client with what its owner must also close and how many calls may be
-in flight. ``describe`` names a given client for messages (no password).
+The URL forms are documented on :meth:`.redis.RedisStore.from_url`.
 """
 
 from __future__ import annotations
@@ -26,20 +23,18 @@ SCHEMES_TEXT = "redis://, rediss://, unix://, redis+cluster:// or redis+sentinel
 
 
 class Connection(NamedTuple):
-    """A client made from a URL, and what its owner needs besides it."""
+    """A client made from a URL; ``also_close``: a Sentinel's own clients; ``gate``: calls
+    allowed in flight (Cluster and Sentinel pools raise when full; None: the pool waits)."""
 
     client: AnyRedis
     also_close: list[Any]
-    """Further clients to close with it (a Sentinel's own connections)."""
     gate: int | None
-    """Calls allowed in flight (Cluster and Sentinel pools raise when full); None: the pool waits."""
 
 
 def connect(url: str, pool_size: int, timeout: float) -> Connection:
-    """A client for ``url`` with at most ``pool_size`` connections and ``timeout`` everywhere.
+    """A client for ``url``: at most ``pool_size`` connections, ``timeout`` everywhere.
 
-    Raises:
-        ValueError: Not one of the URL forms (the message never shows the password).
+    ValueError (never showing the password) for a URL of no known form.
     """
     if not isinstance(url, str) or not url:
         raise ValueError(f"url must be a non-empty URL of the forms: {SCHEMES_TEXT}")
@@ -72,11 +67,8 @@ def describe(client: AnyRedis) -> str:
 def split_hosts(
     url: str, default_port: int
 ) -> tuple[str | None, str | None, list[tuple[str, int]], str]:
-    """Parse ``scheme://[[user]:password@]host[:port][,host[:port]...][/path]``.
-
-    Returns the user name, the password (both percent-decoded), the hosts and the
-    path without its leading ``/``. Raises ``ValueError`` (with no password in it).
-    """
+    """User, password (percent-decoded), hosts and path (no leading ``/``) of
+    ``scheme://[[user]:password@]host[:port][,host[:port]...][/path]``; ValueError if bad."""
     rest = url.split("://", 1)[1]
     netloc, _, path = rest.partition("/")
     if "?" in netloc or "?" in path or "#" in rest:
@@ -104,7 +96,7 @@ def split_hosts(
 
 
 def _client_options(timeout: float) -> dict[str, Any]:
-    """What every client here shares: the timeouts, no retries (the store retries), bytes."""
+    # No retries: the store retries within its deadline.
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
@@ -117,7 +109,6 @@ def _client_options(timeout: float) -> dict[str, Any]:
 
 
 def _single_client(url: str, pool_size: int, timeout: float) -> AnyRedis:
-    """``redis://``, ``rediss://``, ``unix://``: a bounded, blocking pool."""
     import redis.asyncio
 
     pool = redis.asyncio.BlockingConnectionPool.from_url(
@@ -130,7 +121,6 @@ def _single_client(url: str, pool_size: int, timeout: float) -> AnyRedis:
 
 
 def _cluster_client(url: str, pool_size: int, timeout: float) -> AnyRedis:
-    """``redis+cluster://``: redis-py's own ``RedisCluster`` (it does all the routing)."""
     from redis.asyncio.cluster import ClusterNode, RedisCluster
 
     username, password, hosts, path = split_hosts(url, 6379)
@@ -146,7 +136,6 @@ def _cluster_client(url: str, pool_size: int, timeout: float) -> AnyRedis:
 
 
 def _sentinel_client(url: str, pool_size: int, timeout: float) -> tuple[AnyRedis, list[Any]]:
-    """``redis+sentinel://``: the master of a service, found (and re-found) by redis-py's Sentinel."""
     from redis.asyncio.sentinel import Sentinel
 
     username, password, hosts, path = split_hosts(url, 26379)
