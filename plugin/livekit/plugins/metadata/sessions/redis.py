@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
-import sys
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
 
@@ -127,9 +126,7 @@ class RedisStore:
         self._gate: asyncio.Semaphore | None = None
         # Concurrent first commands on a RedisCluster race inside redis-py while it
         # learns the topology: every call first awaits initialize() (a no-op later).
-        self._prepare: Callable[[], Awaitable[Any]] | None = (
-            client.initialize if isinstance(client, RedisCluster) else None
-        )
+        self._prepare = client.initialize if self._cluster else None
         self._where = describe(client)
         password = client.get_connection_kwargs().get("password")
         self._password: str | None = password if isinstance(password, str) else None
@@ -337,10 +334,7 @@ class RedisStore:
     async def merge(
         self, session_id: str, fields: Mapping[str, bytes], **options: Unpack[MergeOptions]
     ) -> None:
-        """:meth:`.store.SessionStore.merge` in one round trip.
-
-        ``StoreUnavailable``: Redis did not answer in time (the write may have been applied).
-        """
+        """One round trip; on ``StoreUnavailable`` the write may or may not have been applied."""
         await self._merged(session_id, fields, options, "merge")
 
     async def _merged(
@@ -357,11 +351,7 @@ class RedisStore:
     async def merge_and_get(
         self, session_id: str, fields: Mapping[str, bytes], **options: Unpack[MergeOptions]
     ) -> dict[str, Any]:
-        """:meth:`merge`, returning the session as the same atomic script left it.
-
-        Not retried (a merge is not idempotent with respect to the TTL and concurrent
-        writers). Raises as :meth:`merge`.
-        """
+        """:meth:`merge` and the session it left, in the same script. Not retried."""
         out: dict[str, Any] = orjson.loads(
             await self._merged(session_id, fields, options, "merge_and_get")
         )
@@ -372,11 +362,9 @@ class RedisStore:
         key = self.key(session_id)
         raw = await self._run("get", lambda: self.client.hgetall(key), attempts=_GET_ATTEMPTS)
         raw.pop(SIZE_FIELD, None)
-        out: dict[str, Any] = {}
-        for name, value in raw.items():
-            field = name.decode() if isinstance(name, bytes) else name
-            out[field] = orjson.loads(value)
-        return out
+        return {
+            (n.decode() if isinstance(n, bytes) else n): orjson.loads(v) for n, v in raw.items()
+        }
 
     async def delete(self, session_id: str) -> bool:
         key = self.key(session_id)
@@ -430,14 +418,5 @@ async def _quietly(aw: Awaitable[Any]) -> None:
         logger.debug("redis cluster topology refresh failed", exc_info=False)
 
 
-if sys.version_info >= (3, 11):
-
-    async def _within(aw: Awaitable[T], deadline: float) -> T:
-        async with asyncio.timeout_at(deadline):
-            return await aw
-
-else:  # pragma: no cover - Python 3.10
-
-    async def _within(aw: Awaitable[T], deadline: float) -> T:
-        remaining = deadline - asyncio.get_running_loop().time()
-        return await asyncio.wait_for(aw, max(remaining, 0.0))
+async def _within(aw: Awaitable[T], deadline: float) -> T:
+    return await asyncio.wait_for(aw, max(deadline - asyncio.get_running_loop().time(), 0.0))

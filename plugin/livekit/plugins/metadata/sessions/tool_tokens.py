@@ -8,6 +8,7 @@ expire: keep the lifetime short and tokens out of logs.
 from __future__ import annotations
 
 import binascii
+import contextlib
 import hashlib
 import hmac
 import os
@@ -93,13 +94,8 @@ def _random_process_secret() -> str:
         return _process_secret
 
 
-def _as_key(secret: object, what: str) -> bytes:
-    if isinstance(secret, str):
-        key = secret.encode()
-    elif isinstance(secret, (bytes, bytearray)):
-        key = bytes(secret)
-    else:
-        raise TypeError(f"{what} must be a str or bytes, not {type(secret).__name__}")
+def _as_key(secret: str | bytes, what: str) -> bytes:
+    key = secret.encode() if isinstance(secret, str) else secret
     if not key:
         raise ConfigError(f"{what} is empty; configure a random secret of at least 32 bytes")
     if len(key) < MIN_SECRET_BYTES:
@@ -344,35 +340,25 @@ class ToolTokens:
             return {"valid_format": False, "parts_count": len(parts), "token_length": length}
         t_call, t_func, t_expiry, t_nonce, t_sig = parts
         now = int(self._now())
-        expiry_date: str | None = None
-        is_expired: bool | None = None
-        expires_in: int | None = None
-        if _is_expiry(t_expiry):
-            expiry = int(t_expiry)
-            is_expired = expiry <= now
-            expires_in = 0 if is_expired else expiry - now
-            try:
-                expiry_date = (
-                    datetime.fromtimestamp(expiry, tz=timezone.utc)
-                    .isoformat()
-                    .replace("+00:00", "Z")
-                )
-            except (OverflowError, OSError, ValueError):
-                expiry_date = None
+        expiry = int(t_expiry) if _is_expiry(t_expiry) else None
+        expiry_date = None
+        if expiry is not None:
+            with contextlib.suppress(OverflowError, OSError, ValueError):
+                expiry_date = datetime.fromtimestamp(expiry, tz=timezone.utc).isoformat()
         return {
             "valid_format": True,
             "components": {
                 "call_id": t_call[:8] + "..." if len(t_call) > 8 else t_call,
                 "function": t_func,
                 "expiry": t_expiry,
-                "expiry_date": expiry_date,
+                "expiry_date": expiry_date and expiry_date.replace("+00:00", "Z"),
                 "nonce": t_nonce,
                 "signature": t_sig[:8] + "...",
             },
             "status": {
                 "current_time": now,
-                "is_expired": is_expired,
-                "expires_in_seconds": expires_in,
+                "is_expired": None if expiry is None else expiry <= now,
+                "expires_in_seconds": None if expiry is None else max(expiry - now, 0),
             },
         }
 
