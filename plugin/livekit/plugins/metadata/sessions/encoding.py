@@ -24,11 +24,8 @@ _OPTS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 def _encode_value(key: str, value: Any) -> bytes:
-    t = type(value)
     try:
-        if t is str or t is int or t is bool or value is None:
-            return _dumps(value)
-        if t is float:
+        if type(value) is float:
             if value - value != 0.0:  # NaN or +-Infinity
                 raise ValueError(
                     f"metadata value for key {key_label(key)} is NaN or infinite, "

@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
@@ -95,17 +95,14 @@ class MemoryStore:
         if max_sessions is not None:
             positive_int(max_sessions, "max_sessions")
         self._clock: Callable[[], float] = clock if clock is not None else time.monotonic
-        self._max_sessions = max_sessions
+        self.max_sessions: Final = max_sessions
+        """The hard cap on stored sessions, or ``None``."""
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
-        # A lower bound on every stored session's expiry: cleanup is a no-op before it.
-        self._next_expiry = math.inf
-        # The expiry of the youngest session; a write expiring earlier breaks the order.
-        self._last_expiry = -math.inf
-        self._ordered = True
         self._evictions = 0
+        self._reset_bounds()
 
     def __repr__(self) -> str:
-        return f"MemoryStore(sessions={len(self._sessions)}, max_sessions={self._max_sessions})"
+        return f"MemoryStore(sessions={len(self._sessions)}, max_sessions={self.max_sessions})"
 
     def __len__(self) -> int:
         """Stored sessions, expired ones included until a cleanup removes them."""
@@ -115,11 +112,6 @@ class MemoryStore:
         """True if a live (unexpired) session with this id is stored."""
         s = self._sessions.get(session_id) if isinstance(session_id, str) else None
         return s is not None and s.expires > self._clock()
-
-    @property
-    def max_sessions(self) -> int | None:
-        """The hard cap on stored sessions, or ``None``."""
-        return self._max_sessions
 
     @property
     def evictions(self) -> int:
@@ -134,7 +126,7 @@ class MemoryStore:
         return s
 
     def _insert(self, session_id: str, s: _Session) -> None:
-        sessions, cap = self._sessions, self._max_sessions
+        sessions, cap = self._sessions, self.max_sessions
         if cap is not None and len(sessions) >= cap:
             self._cleanup_sync()
             while sessions and len(sessions) >= cap:
@@ -149,6 +141,8 @@ class MemoryStore:
         sessions[session_id] = s
 
     def _reset_bounds(self) -> None:
+        # A lower bound on every expiry (cleanup is a no-op before it), the youngest
+        # session's expiry, and whether expiry still follows write order.
         self._next_expiry = math.inf
         self._last_expiry = -math.inf
         self._ordered = True

@@ -119,7 +119,8 @@ class RedisStore:
         self._cluster = isinstance(client, RedisCluster)
         self.prefix: Final = prefix
         self.timeout: Final = float(timeout)
-        self._durability: Durability = durability
+        self.durability: Final[Durability] = durability
+        """What an acknowledged write promises."""
         self._wait_ms = max(1, math.ceil(wait_timeout * 1000))
         self._owns_client = False
         self._also_close: list[Any] = []
@@ -202,11 +203,6 @@ class RedisStore:
             raise ValueError("session_id must be a non-empty str")
         return self.prefix + session_id
 
-    @property
-    def durability(self) -> Durability:
-        """What an acknowledged write promises (``"primary"`` or ``"wait"``)."""
-        return self._durability
-
     def merge_arguments(self, write: SessionWrite) -> tuple[str, list[Any]]:
         """The hash key and ``merge.lua``'s ``ARGV`` for ``write``, as :meth:`merge` sends them.
 
@@ -287,12 +283,12 @@ class RedisStore:
 
     async def _command(self, op: str, key: str, send: Callable[[Any], Any]) -> Any:
         """``send(client)``, or with ``durability="wait"`` ``send(pipeline)`` and ``WAIT``."""
-        if self._durability == "wait":
+        if self.durability == "wait":
             return await self._run(op, lambda: self._waited(key, send))
         return await self._run(op, lambda: send(self.client))
 
     async def _script(self, script: Any, key: str, args: list[Any]) -> Any:
-        if self._durability == "primary":
+        if self.durability == "primary":
             return await script(keys=[key], args=args)
         return await self._waited(key, lambda pipe: pipe.eval(script.script, 1, key, *args))
 
@@ -311,13 +307,9 @@ class RedisStore:
         for name, value in fields.items():
             if type(name) is not str:
                 raise TypeError("fields keys must be str")
-            if type(value) is not bytes:
-                if not isinstance(value, (bytearray, memoryview)):
-                    raise TypeError("fields values must be non-empty compact JSON bytes")
-                value = bytes(value)
-            if not value:
+            if not isinstance(value, (bytes, bytearray, memoryview)) or not value:
                 raise TypeError("fields values must be non-empty compact JSON bytes")
-            encoded = name.encode()
+            encoded, value = name.encode(), bytes(value)
             parts += (encoded, value)
             lengths += (len(encoded), len(value))
         args: list[Any] = [

@@ -43,11 +43,15 @@ def connect(url: str, pool_size: int, timeout: float) -> Connection:
         raise ValueError(f"url must start with {SCHEMES_TEXT} (got {redact_url(url)!r})")
     try:
         if scheme == "redis+cluster":
-            return Connection(_cluster_client(url, pool_size, timeout), [], pool_size)
+            return _cluster(url, pool_size, timeout)
         if scheme == "redis+sentinel":
-            client, sentinels = _sentinel_client(url, pool_size, timeout)
-            return Connection(client, sentinels, pool_size)
-        return Connection(_single_client(url, pool_size, timeout), [], None)
+            return _sentinel(url, pool_size, timeout)
+        import redis.asyncio
+
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            url, max_connections=pool_size, timeout=timeout, **_client_options(timeout)
+        )
+        return Connection(redis.asyncio.Redis.from_pool(pool), [], None)
     except ValueError as exc:
         reason = str(exc) if scheme in ("redis+cluster", "redis+sentinel") else "bad form"
         raise ValueError(f"url is not a valid Redis URL ({reason}): {redact_url(url)}") from None
@@ -108,49 +112,36 @@ def _client_options(timeout: float) -> dict[str, Any]:
     }
 
 
-def _single_client(url: str, pool_size: int, timeout: float) -> AnyRedis:
-    import redis.asyncio
-
-    pool = redis.asyncio.BlockingConnectionPool.from_url(
-        url,
-        max_connections=pool_size,
-        timeout=timeout,
-        **_client_options(timeout),
-    )
-    return redis.asyncio.Redis.from_pool(pool)
-
-
-def _cluster_client(url: str, pool_size: int, timeout: float) -> AnyRedis:
+def _cluster(url: str, pool_size: int, timeout: float) -> Connection:
     from redis.asyncio.cluster import ClusterNode, RedisCluster
 
     username, password, hosts, path = split_hosts(url, 6379)
     if path.strip("/") not in ("", "0"):
         raise ValueError("a Redis Cluster has only database 0")
-    return RedisCluster(
+    client = RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in hosts],
         username=username,
         password=password,
         max_connections=pool_size,
         **_client_options(timeout),
     )
+    return Connection(client, [], pool_size)
 
 
-def _sentinel_client(url: str, pool_size: int, timeout: float) -> tuple[AnyRedis, list[Any]]:
+def _sentinel(url: str, pool_size: int, timeout: float) -> Connection:
     from redis.asyncio.sentinel import Sentinel
 
     username, password, hosts, path = split_hosts(url, 26379)
     service, _, db_text = path.strip("/").partition("/")
     if not service or "/" in db_text:
         raise ValueError("the path must be /service_name or /service_name/db")
-    db = int(db_text) if db_text else 0
-    options = _client_options(timeout)
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
         hosts,
         sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
         username=username,
         password=password,
-        db=db,
-        **options,
+        db=int(db_text) if db_text else 0,
+        **_client_options(timeout),
     )
     client = sentinel.master_for(service, max_connections=pool_size)
-    return client, list(sentinel.sentinels)
+    return Connection(client, list(sentinel.sentinels), pool_size)

@@ -18,7 +18,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Final
 
 from ..errors import ConfigError
 from ..log import logger
@@ -189,8 +189,8 @@ class ToolTokens:
         "_expiry_secs",
         "_keys",
         "_macs",
-        "_secret_source",
-        "_secrets",
+        "secret_key",
+        "secret_source",
     )
 
     def __init__(
@@ -210,26 +210,18 @@ class ToolTokens:
         )
         # Keyed once; each token copies the prepared HMAC instead of keying a new one.
         self._macs = tuple(hmac.new(k, digestmod=hashlib.sha256) for k in self._keys)
-        self._secrets: tuple[str | bytes, ...] = tuple(found)
-        self._secret_source = source
+        self.secret_key: Final[str | bytes] = found[0]
+        """The signing secret as configured. **Sensitive**: never log or display it."""
+        self.secret_source: Final = source
+        """Where the secret came from: ``secret_key``, an env var, derived or random."""
         self._clock: Callable[[], float] | None = clock  # None: time.time (tests may patch it)
         self._debug_mode = bool(debug_mode)
 
     def __repr__(self) -> str:
         return (
-            f"ToolTokens(secret_key=<{len(self._keys)} secret(s), {self._secret_source}>, "
+            f"ToolTokens(secret_key=<{len(self._keys)} secret(s), {self.secret_source}>, "
             f"token_expiry_secs={self._expiry_secs}, debug_mode={self._debug_mode})"
         )
-
-    @property
-    def secret_key(self) -> str | bytes:
-        """The signing secret as configured. **Sensitive**: never log or display it."""
-        return self._secrets[0]
-
-    @property
-    def secret_source(self) -> str:
-        """Where the secret came from: ``secret_key``, an env var, derived or random."""
-        return self._secret_source
 
     @property
     def token_expiry_secs(self) -> int:
