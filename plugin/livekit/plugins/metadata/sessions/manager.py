@@ -1,7 +1,7 @@
 """SessionManager: SignalWire's session API, async, over a pluggable store.
 
-Three key spaces (:class:`SessionSpace`: named, token and call sessions) share one
-store and never meet: each store key is a fixed tag per space followed by the id.
+Named, token and call sessions (:class:`SessionSpace`) share one store and never meet:
+a store key is a fixed tag per space followed by the id.
 """
 
 from __future__ import annotations
@@ -103,17 +103,13 @@ class SessionManager:
 
     The SignalWire-parity methods (``create_session``, ``get/set/delete_session_metadata``,
     ``cleanup``, ``generate_token``...) are the seed's API: SignalWire's names and argument
-    orders, its flaws fixed (README, "Sessions"). Writes merge top-level keys, reads
-    return a copy, values must be JSON (errors name the key, never the value) and a
-    write over ``max_session_bytes`` raises ``MetadataTooLarge`` changing nothing.
-    Store methods are ``async``; tool-token methods (:class:`~.tool_tokens.ToolTokens`) are not.
+    orders, its flaws fixed (README, "Sessions (SignalWire parity)"). Store methods are
+    ``async``; tool-token methods (:class:`~.tool_tokens.ToolTokens`) are not.
 
-    ``store=None`` creates a :class:`MemoryStore` (using ``clock``); pass a ``RedisStore``
-    to share sessions between workers. ``cleanup_threshold`` triggers an automatic
-    cleanup when a write leaves more sessions stored (not a cap: see
-    ``MemoryStore(max_sessions=)``). ``clock`` returns Unix seconds, for tokens and the
-    default store. Raises ConfigError (an empty secret), TypeError (a wrong type) or
-    ValueError (a number out of range); warns ``InsecureSecretWarning`` for a short secret.
+    ``store=None``: a :class:`MemoryStore` using ``clock`` (Unix seconds, also for tokens).
+    ``cleanup_threshold`` triggers a cleanup when a write leaves more sessions stored (no
+    cap: see ``MemoryStore(max_sessions=)``). Raises ConfigError (an empty secret),
+    TypeError or ValueError; warns ``InsecureSecretWarning`` for a short secret.
     """
 
     def __init__(
@@ -215,12 +211,9 @@ class SessionManager:
     async def set_session_metadata(
         self, session_id: str, metadata: Mapping[str, Any] | str, value: Any = _MISSING, /
     ) -> Literal[True] | None:
-        """Merge top-level keys into the session, creating it: ``(sid, mapping) -> None``
-        or ``(sid, key, value) -> True``.
-
-        Raises TypeError (a bad type, or a non-JSON value), ValueError (a bad session id,
-        a NaN or infinity) or ``MetadataTooLarge`` (the session is left as it was).
-        """
+        """Merge top-level keys into the session: ``(sid, mapping) -> None`` or ``(sid, key,
+        value) -> True``. Raises TypeError (a non-JSON value: the message names the key,
+        never the value), ValueError or ``MetadataTooLarge`` (changing nothing)."""
         key = self.named_sessions.key(session_id)
         if value is not _MISSING:
             if not isinstance(metadata, str):
@@ -238,10 +231,7 @@ class SessionManager:
     async def update_session_metadata(
         self, session_id: str, updates: Mapping[str, Any], **options: Unpack[UpdateOptions]
     ) -> None:
-        """Merge ``updates`` and drop the ``remove`` keys in one atomic write (:class:`UpdateOptions`).
-
-        Validation, size rules and errors as :meth:`set_session_metadata`.
-        """
+        """Merge ``updates`` and drop ``remove`` keys (:class:`UpdateOptions`) in one write."""
         await self._write(self.named_sessions.key(session_id), updates, options)
 
     async def _write(self, key: str, updates: Mapping[str, Any], options: UpdateOptions) -> None:
@@ -282,11 +272,8 @@ class SessionManager:
     async def merge_session_metadata(
         self, session_id: str, metadata: Mapping[str, Any]
     ) -> dict[str, Any]:
-        """:meth:`set_session_metadata`, then a copy of the session as this write left it.
-
-        One round trip on a store offering ``merge_and_get`` (``RedisStore``). Errors as
-        :meth:`set_session_metadata`.
-        """
+        """:meth:`set_session_metadata` and a copy of the session it left (one round trip
+        on a store offering ``merge_and_get``)."""
         key = self.named_sessions.key(session_id)
         fields, ttl = self._encoded(metadata, None, "metadata must be a mapping")
         merge_and_get = getattr(self.store, "merge_and_get", None)
@@ -318,10 +305,9 @@ class SessionManager:
         return await self.named_sessions.touch(session_id)
 
     async def cleanup(self, max_age: float | None = None) -> int:
-        """Remove expired sessions, or those last written more than ``max_age`` seconds ago.
+        """Remove expired sessions, or those written over ``max_age`` seconds ago; how many.
 
-        Returns how many (``cleanup(0)``: every session; Redis, which expires natively: 0).
-        ValueError if ``max_age`` is not a number.
+        ``cleanup(0)`` removes every session; Redis expires natively and returns 0.
         """
         return await self.store.cleanup(max_age=max_age)  # the store checks max_age
 

@@ -1,8 +1,7 @@
 """MemoryStore: the embedded, in-process :class:`~.store.SessionStore` (the default).
 
-Sessions in write order in one ``OrderedDict``; amortized O(1) expiry. No method
-awaits, so each call is atomic on one event loop (not thread-safe). Layout and
-invariants: ``docs/sessions.md``.
+No method awaits: each call is atomic on one event loop (not thread-safe). Layout,
+amortized O(1) expiry and invariants: ``docs/sessions.md``.
 """
 
 from __future__ import annotations
@@ -186,11 +185,8 @@ class MemoryStore:
     async def merge(
         self, session_id: str, fields: Mapping[str, bytes], **options: Unpack[MergeOptions]
     ) -> None:
-        """:meth:`.store.SessionStore.merge`; the store's one write path.
-
-        The size is computed (and bad keys or values refused) before anything changes.
-        Values are trusted to be compact JSON (``SessionManager`` encodes them).
-        """
+        """The one write path: size and bad keys or values are checked before anything
+        changes. Values are trusted to be compact JSON (``SessionManager`` encodes them)."""
         remove, ttl, max_bytes = merge_options(options)
         if not ((type(ttl) is float or type(ttl) is int) and 0 < ttl < _INF):
             positive_number(ttl, "ttl", "number of seconds")

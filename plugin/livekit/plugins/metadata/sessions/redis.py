@@ -1,11 +1,8 @@
 """RedisStore: session metadata shared by many workers through Redis (the ``redis`` extra).
 
-One hash per session (``prefix + session_id``), one field per top-level key, and a
-reserved field ``b"\\xff"`` (never UTF-8) holding the entry sizes' sum. Every write
+One hash per session, one field per top-level key plus :data:`SIZE_FIELD`; every write
 is one atomic Lua script (``merge.lua``, ``remove.lua`` over ``session.lua``) that
-refuses a result over ``max_bytes`` unchanged, else writes and slides ``PEXPIRE``.
-Expiry is Redis's own. Failures raise ``StoreUnavailable`` (password redacted)
-within ``timeout``, retries included. URLs are read by :mod:`.redis_url`.
+refuses a result over ``max_bytes`` unchanged. Expiry is Redis's own.
 """
 
 from __future__ import annotations
@@ -204,11 +201,8 @@ class RedisStore:
         return self.prefix + session_id
 
     def merge_arguments(self, write: SessionWrite) -> tuple[str, list[Any]]:
-        """The hash key and ``merge.lua``'s ``ARGV`` for ``write``, as :meth:`merge` sends them.
-
-        For a caller running the same merge inside a larger script on this store's
-        Redis (the endpoint's admission); the session then reads back as after ``merge``.
-        """
+        """The hash key and ``merge.lua``'s ``ARGV`` for ``write``, for a caller running the
+        same merge inside a larger script (the endpoint's admission)."""
         args = self._merge_args(write.fields, (), write.ttl, write.max_bytes, 0)
         return self.key(write.key), args
 
@@ -248,12 +242,9 @@ class RedisStore:
                 raise self._unavailable(op, exc) from exc
 
     async def _waited(self, key: str, queue: Callable[[Any], Any]) -> Any:
-        """``durability="wait"``: the write ``queue`` adds, then ``WAIT 1``, in one pipeline.
-
-        ``WAIT`` counts the replicas that have the writes made on its own connection.
-        Scripts go as ``EVAL`` here (a pipelined ``EVALSHA`` costs redis-py an extra
-        round trip per call); on a cluster ``WAIT`` goes to the node owning ``key``.
-        """
+        """The write ``queue`` adds, then ``WAIT 1`` on the same connection (the one whose
+        writes it counts), in one pipeline. Scripts go as ``EVAL`` (a pipelined ``EVALSHA``
+        costs redis-py a round trip); on a cluster ``WAIT`` goes to the node owning ``key``."""
         client: Any = self.client  # Redis or RedisCluster: their pipelines differ
         pipe = client.pipeline(transaction=False)
         queue(pipe)

@@ -1,8 +1,7 @@
-"""The storage seam: the async ``SessionStore`` protocol every backend implements.
+"""The async ``SessionStore`` protocol every backend implements, values as compact JSON.
 
-Values reach a store as compact JSON encoded by the ``SessionManager``. The size,
-TTL and ``MergeAndGet`` contracts are in ``docs/sessions.md``; ``tests/store_conformance.py``
-is their executable form.
+Size, TTL and ``MergeAndGet`` contracts: ``docs/sessions.md``; their executable form:
+``tests/store_conformance.py``.
 """
 
 from __future__ import annotations
@@ -57,11 +56,8 @@ class _MergeRequired(TypedDict):
 
 
 class MergeOptions(_MergeRequired, total=False):
-    """The keywords of ``merge`` and ``merge_and_get``: ``*, remove=(), ttl, max_bytes``.
-
-    ``ttl``: seconds the session lives after this write; ``max_bytes``: largest
-    size of the result; ``remove``: top-level keys to drop (a key also set is set).
-    """
+    """``merge``'s keywords: ``ttl`` (seconds to live after this write), ``max_bytes``
+    (largest result) and ``remove`` (top-level keys to drop; a key also set is set)."""
 
     remove: Collection[str]
 
@@ -93,19 +89,14 @@ def check_max_age(max_age: object) -> None:
 
 @runtime_checkable
 class SessionStore(Protocol):
-    """Async storage for session metadata; implemented by ``MemoryStore`` and ``RedisStore``.
-
-    Safe to call concurrently from one event loop; ``merge`` and ``remove_keys``
-    are atomic (a concurrent writer never loses another's keys).
-    """
+    """Async session storage, safe for concurrent calls from one event loop; ``merge`` and
+    ``remove_keys`` are atomic (a concurrent writer never loses another's keys)."""
 
     async def merge(
         self, session_id: str, fields: Mapping[str, bytes], **options: Unpack[MergeOptions]
     ) -> None:
-        """Set ``fields``, drop ``remove``, create the session if needed and restart its TTL.
-
-        Raises ``MetadataTooLarge``, changing nothing, when the result would exceed ``max_bytes``.
-        """
+        """Set ``fields``, drop ``remove``, create the session and restart its TTL; over
+        ``max_bytes``, raise ``MetadataTooLarge`` changing nothing."""
         ...
 
     async def get(self, session_id: str) -> dict[str, Any]:
@@ -125,10 +116,7 @@ class SessionStore(Protocol):
         ...
 
     async def cleanup(self, *, max_age: float | None = None) -> int:
-        """Remove expired sessions (with ``max_age``: those last written longer ago); how many.
-
-        Backends with native expiry return 0 when ``max_age`` is None.
-        """
+        """Remove expired sessions (or last written over ``max_age`` ago); how many (native expiry: 0)."""
         ...
 
     async def aclose(self) -> None:

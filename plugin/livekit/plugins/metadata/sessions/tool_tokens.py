@@ -63,11 +63,8 @@ class InsecureSecretWarning(UserWarning):
 
 
 def derive_secret(api_secret: str | bytes, *, label: bytes = KDF_LABEL) -> str:
-    """A tool-token secret derived from ``api_secret`` with HKDF-SHA256 (``info=label``).
-
-    64 lowercase hex characters, the same on every worker sharing ``api_secret`` and not
-    revealing it (SignalWire peers can use it as their secret). ConfigError if empty.
-    """
+    """64 hex characters derived from ``api_secret`` with HKDF-SHA256 (``info=label``): the
+    same on every worker sharing it, revealing nothing of it. ConfigError if empty."""
     ikm = api_secret.encode() if isinstance(api_secret, str) else bytes(api_secret)
     if not ikm:
         raise ConfigError("cannot derive a tool-token secret from an empty secret")
@@ -174,13 +171,11 @@ class ToolTokens:
         token = tokens.generate_token("get_weather", call_id)
         assert tokens.validate_token(call_id, "get_weather", token)
 
-    ``secret_key``: a secret (str as UTF-8, or bytes) or a list for rotation (sign with
-    the first, accept any); ``None``: ``LIVEKIT_METADATA_SECRET``, else derived from
-    ``LIVEKIT_API_SECRET``, else random per process (logged). ``token_expiry_secs`` (an
-    int; 0 or less mints expired tokens, as SignalWire's SDKs do). ``clock``: Unix
-    seconds (default ``time.time``, looked up at each call). Raises ConfigError (an
-    empty secret or list), TypeError or ValueError; warns ``InsecureSecretWarning``
-    for a secret under 32 bytes.
+    ``secret_key``: str (UTF-8) or bytes, or a list for rotation (sign with the first,
+    accept any); ``None``: ``LIVEKIT_METADATA_SECRET``, else derived from
+    ``LIVEKIT_API_SECRET``, else random per process (logged). ``token_expiry_secs`` of 0
+    or less mints expired tokens, as SignalWire's SDKs do. Raises ConfigError (an empty
+    secret), TypeError or ValueError; warns ``InsecureSecretWarning`` (under 32 bytes).
     """
 
     __slots__ = (
@@ -242,11 +237,8 @@ class ToolTokens:
         self._debug_mode = bool(value)
 
     def generate_token(self, function_name: str, call_id: str) -> str:
-        """A padded base64url token for calling ``function_name`` within ``call_id``.
-
-        TypeError unless both are str; ValueError if one is empty, ``function_name``
-        holds ``:`` or ``.``, or ``call_id`` holds ``:``.
-        """
+        """A padded base64url token for ``function_name`` (no ``:`` or ``.``) within
+        ``call_id`` (no ``:``); TypeError or ValueError otherwise."""
         if not isinstance(function_name, str):
             raise TypeError(f"function_name must be a str, not {type(function_name).__name__}")
         if not isinstance(call_id, str):
@@ -269,11 +261,8 @@ class ToolTokens:
         return self.generate_token(tool_name, call_id)
 
     def validate_token(self, call_id: str, function_name: str, token: str) -> bool:
-        """True if ``token`` is authentic, unexpired and for this call and function.
-
-        Never raises: any malformed or unexpected input gives ``False``. A wrong
-        call id costs the same work as a valid token (it is checked last).
-        """
+        """True if ``token`` is authentic, unexpired and for this call and function; never
+        raises. A wrong call id costs the same work as a valid token (it is checked last)."""
         try:
             if not call_id or type(token) is not str or len(token) > MAX_TOKEN_LENGTH:
                 return False
@@ -308,12 +297,8 @@ class ToolTokens:
         return self.validate_token(call_id, function_name, token)
 
     def debug_token(self, token: str) -> dict[str, Any]:
-        """A token's fields in SignalWire's shape, **without** checking its signature.
-
-        Only in :attr:`debug_mode` (else ``{"valid_format": False, "error": ...}``); the
-        call id and signature are shortened to 8 characters, no signature is computed.
-        Keep its output out of untrusted channels.
-        """
+        """A token's fields in SignalWire's shape, **without** checking its signature; only
+        in :attr:`debug_mode`. Keep its output out of untrusted channels."""
         if not self._debug_mode:
             return {"valid_format": False, "error": "debug mode not enabled"}
         length = len(token) if isinstance(token, str) else 0
