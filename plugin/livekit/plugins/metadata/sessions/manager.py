@@ -98,13 +98,14 @@ class SessionSpace:
         return await manager.store.touch(self.key(session_id), ttl=manager.session_ttl)
 
 
-class SessionManager:
+class SessionManager(ToolTokens):
     """Session metadata and tool tokens over any ``SessionStore``, with SignalWire's API.
 
     The SignalWire-parity methods (``create_session``, ``get/set/delete_session_metadata``,
-    ``cleanup``, ``generate_token``...) are the seed's API: SignalWire's names and argument
-    orders, its flaws fixed (README, "Sessions (SignalWire parity)"). Store methods are
-    ``async``; tool-token methods (:class:`~.tool_tokens.ToolTokens`) are not.
+    ``cleanup``, and from :class:`~.tool_tokens.ToolTokens` ``generate_token``,
+    ``validate_tool_token``...) are the seed's API: SignalWire's names and argument orders,
+    its flaws fixed (README, "Sessions (SignalWire parity)"). Store methods are ``async``;
+    tool-token methods are not.
 
     ``store=None``: a :class:`MemoryStore` using ``clock`` (Unix seconds, also for tokens).
     ``cleanup_threshold`` triggers a cleanup when a write leaves more sessions stored (no
@@ -128,13 +129,13 @@ class SessionManager:
         self.session_ttl: Final = positive_number(session_ttl, "session_ttl")
         self.cleanup_threshold: Final = positive_int(cleanup_threshold, "cleanup_threshold", low=0)
         self.max_session_bytes: Final = positive_int(max_session_bytes, "max_session_bytes", low=2)
-        self.tokens: Final = ToolTokens(
-            secret_key=secret_key, token_expiry_secs=token_expiry_secs, clock=clock
-        )
+        super().__init__(secret_key=secret_key, token_expiry_secs=token_expiry_secs, clock=clock)
+        self.tokens: Final[ToolTokens] = self
+        """This manager's tool-token half (itself)."""
         self.store: Final[SessionStore] = store if store is not None else MemoryStore(clock=clock)
         self._sized = hasattr(self.store, "__len__")
         shared = not isinstance(self.store, MemoryStore)
-        if shared and self.tokens.secret_source == "random per process":  # noqa: S105
+        if shared and self.secret_source == "random per process":  # noqa: S105
             # A shared store means several workers: tokens signed here must validate there.
             logger.warning(
                 "SessionManager uses a shared store (%s) but no tool-token secret is configured: "
@@ -153,7 +154,7 @@ class SessionManager:
     def __repr__(self) -> str:
         return (
             f"SessionManager(store={self.store!r}, session_ttl={self.session_ttl}, "
-            f"max_session_bytes={self.max_session_bytes}, tokens={self.tokens!r})"
+            f"max_session_bytes={self.max_session_bytes}, tokens={ToolTokens.__repr__(self)})"
         )
 
     async def __aenter__(self) -> SessionManager:
@@ -165,32 +166,6 @@ class SessionManager:
     async def aclose(self) -> None:
         """Close the store (a ``RedisStore`` releases its pool; a ``MemoryStore`` empties)."""
         await self.store.aclose()
-
-    @property
-    def secret_key(self) -> str | bytes:
-        """The tool-token signing secret. **Sensitive**: never log or display it."""
-        return self.tokens.secret_key
-
-    @property
-    def token_expiry_secs(self) -> int:
-        """Lifetime of newly minted tool tokens, in seconds."""
-        return self.tokens.token_expiry_secs
-
-    @token_expiry_secs.setter
-    def token_expiry_secs(self, value: int) -> None:
-        self.tokens.token_expiry_secs = value
-
-    @property
-    def debug_mode(self) -> bool:
-        """Whether :meth:`debug_token` is enabled."""
-        return self.tokens.debug_mode
-
-    @debug_mode.setter
-    def debug_mode(self, value: bool) -> None:
-        self.tokens.debug_mode = value
-
-    _debug_mode = debug_mode
-    """SignalWire's private flag name for :attr:`debug_mode` (same flag)."""
 
     def create_session(self, call_id: str | None = None) -> str:
         """``call_id``, or for ``None``/``""`` a new id of 128 random bits; nothing is stored."""
@@ -310,26 +285,6 @@ class SessionManager:
         ``cleanup(0)`` removes every session; Redis expires natively and returns 0.
         """
         return await self.store.cleanup(max_age=max_age)  # the store checks max_age
-
-    def generate_token(self, function_name: str, call_id: str) -> str:
-        """Mint a tool token; see :meth:`ToolTokens.generate_token`."""
-        return self.tokens.generate_token(function_name, call_id)
-
-    def create_tool_token(self, tool_name: str, call_id: str) -> str:
-        """Alias of :meth:`generate_token`."""
-        return self.tokens.generate_token(tool_name, call_id)
-
-    def validate_token(self, call_id: str, function_name: str, token: str) -> bool:
-        """Check a tool token; never raises. See :meth:`ToolTokens.validate_token`."""
-        return self.tokens.validate_token(call_id, function_name, token)
-
-    def validate_tool_token(self, function_name: str, token: str, call_id: str) -> bool:
-        """Alias of :meth:`validate_token`, with SignalWire's argument order for it."""
-        return self.tokens.validate_token(call_id, function_name, token)
-
-    def debug_token(self, token: str) -> dict[str, Any]:
-        """Describe a token's fields (debug mode only); see :meth:`ToolTokens.debug_token`."""
-        return self.tokens.debug_token(token)
 
     def activate_session(self, call_id: str) -> bool:
         """SignalWire's legacy no-op (a session exists from its first write); returns ``True``."""

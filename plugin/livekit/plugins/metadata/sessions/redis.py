@@ -125,7 +125,8 @@ class RedisStore:
         # Concurrent first commands on a RedisCluster race inside redis-py while it
         # learns the topology: every call first awaits initialize() (a no-op later).
         self._prepare = client.initialize if self._cluster else None
-        self._where = describe(client)
+        self.url = describe(client)
+        """Where the store connects, password redacted (safe for logs and messages)."""
         password = client.get_connection_kwargs().get("password")
         self._password: str | None = password if isinstance(password, str) else None
         exc_mod = redis.exceptions
@@ -183,16 +184,11 @@ class RedisStore:
         store._also_close = list(connection.also_close)
         if connection.gate is not None:  # Cluster and Sentinel pools raise when full
             store._gate = asyncio.Semaphore(connection.gate)
-        store._where = redact_url(url)
+        store.url = redact_url(url)
         return store
 
     def __repr__(self) -> str:
-        return f"RedisStore(url={self._where!r}, prefix={self.prefix!r}, timeout={self.timeout})"
-
-    @property
-    def url(self) -> str:
-        """Where the store connects, password redacted (safe for logs and messages)."""
-        return self._where
+        return f"RedisStore(url={self.url!r}, prefix={self.prefix!r}, timeout={self.timeout})"
 
     def key(self, session_id: str) -> str:
         """The Redis key of a session's hash."""
@@ -214,9 +210,9 @@ class RedisStore:
             detail = detail[:200] + "…"
         if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) and not detail:
             detail = f"no answer within {self.timeout:g} s"
-        logger.warning("redis store %s failed at %s: %s", op, self._where, type(exc).__name__)
+        logger.warning("redis store %s failed at %s: %s", op, self.url, type(exc).__name__)
         return StoreUnavailable(
-            f"Redis at {self._where} is unavailable ({op}: {type(exc).__name__}: {detail}); "
+            f"Redis at {self.url} is unavailable ({op}: {type(exc).__name__}: {detail}); "
             "check that the server is running and reachable"
         )
 
@@ -261,12 +257,15 @@ class RedisStore:
                     raise reply
         except self._redis_error:
             if self._cluster:  # a moved slot or a dead node: learn the topology again
-                await _quietly(client.nodes_manager.initialize())
+                try:
+                    await client.nodes_manager.initialize()
+                except Exception:  # best effort: the caller is already failing
+                    logger.debug("redis cluster topology refresh failed", exc_info=False)
             raise
         reply, acked = replies
         if acked < 1 and not (type(reply) is int and reply <= 0):  # 0 or less: nothing written
             raise StoreUnavailable(
-                f"Redis at {self._where} applied the write but no replica confirmed it "
+                f"Redis at {self.url} applied the write but no replica confirmed it "
                 f"within {self._wait_ms} ms (durability='wait'); it may be lost if the "
                 "primary fails now"
             )
@@ -392,13 +391,6 @@ async def _gated(
         if prepare is not None:
             await prepare()
         return await call()
-
-
-async def _quietly(aw: Awaitable[Any]) -> None:
-    try:
-        await aw
-    except Exception:  # best effort: the caller is already failing with the real error
-        logger.debug("redis cluster topology refresh failed", exc_info=False)
 
 
 async def _within(aw: Awaitable[T], deadline: float) -> T:
