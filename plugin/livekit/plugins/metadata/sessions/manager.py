@@ -190,18 +190,15 @@ class SessionManager(ToolTokens):
         value) -> True``. Raises TypeError (a non-JSON value: the message names the key,
         never the value), ValueError or ``MetadataTooLarge`` (changing nothing)."""
         key = self.named_sessions.key(session_id)
-        if value is not _MISSING:
-            if not isinstance(metadata, str):
-                raise TypeError(f"key must be a str, not {type(metadata).__name__}")
-            await self._merge(key, encode({str(metadata): value}), [], self.session_ttl)
-            return True
-        if isinstance(metadata, str):
-            raise TypeError("set_session_metadata(session_id, key, value) needs a value")
-        fields, ttl = self._encoded(
-            metadata, None, "metadata must be a mapping (or pass key, value)"
-        )
-        await self._merge(key, fields, [], ttl)
-        return None
+        if value is _MISSING:
+            if isinstance(metadata, str):
+                raise TypeError("set_session_metadata(session_id, key, value) needs a value")
+            await self._write(key, metadata, {}, "metadata must be a mapping (or pass key, value)")
+            return None
+        if not isinstance(metadata, str):
+            raise TypeError(f"key must be a str, not {type(metadata).__name__}")
+        await self._write(key, {str(metadata): value}, {})
+        return True
 
     async def update_session_metadata(
         self, session_id: str, updates: Mapping[str, Any], **options: Unpack[UpdateOptions]
@@ -209,21 +206,29 @@ class SessionManager(ToolTokens):
         """Merge ``updates`` and drop ``remove`` keys (:class:`UpdateOptions`) in one write."""
         await self._write(self.named_sessions.key(session_id), updates, options)
 
-    async def _write(self, key: str, updates: Mapping[str, Any], options: UpdateOptions) -> None:
+    async def _write(
+        self,
+        key: str,
+        updates: Mapping[str, Any],
+        options: UpdateOptions,
+        what: str = "updates must be a mapping",
+        *,
+        read_back: bool = False,
+    ) -> Any:
+        """Every space's one merge path; with ``read_back`` the session from a store's fused
+        ``merge_and_get``, else None."""
         if options and not _UPDATE_KEYWORDS.issuperset(options):
             unknown = sorted(set(options) - _UPDATE_KEYWORDS)[0]
             raise TypeError(f"got an unexpected keyword argument {unknown!r}")
-        fields, lifetime = self._encoded(updates, options.get("ttl"))
-        await self._merge(key, fields, check_keys(options.get("remove", ()), "remove"), lifetime)
-
-    async def _merge(
-        self, key: str, fields: dict[str, bytes], remove: list[str], ttl: float
-    ) -> None:
-        await self.store.merge(
+        fields, ttl = self._encoded(updates, options.get("ttl"), what)
+        remove = check_keys(options.get("remove", ()), "remove")
+        merge = getattr(self.store, "merge_and_get", None) if read_back else None
+        result = await (merge or self.store.merge)(
             key, fields, remove=remove, ttl=ttl, max_bytes=self.max_session_bytes
         )
         if self._cleanup_due():
             await self.store.cleanup()
+        return result
 
     def _encoded(
         self, updates: Mapping[str, Any], ttl: float | None, what: str = "updates must be a mapping"
@@ -250,17 +255,8 @@ class SessionManager(ToolTokens):
         """:meth:`set_session_metadata` and a copy of the session it left (one round trip
         on a store offering ``merge_and_get``)."""
         key = self.named_sessions.key(session_id)
-        fields, ttl = self._encoded(metadata, None, "metadata must be a mapping")
-        merge_and_get = getattr(self.store, "merge_and_get", None)
-        if merge_and_get is None:  # MemoryStore (no round trip to save) and plain stores
-            await self._merge(key, fields, [], ttl)
-            return await self.store.get(key)
-        merged: dict[str, Any] = await merge_and_get(
-            key, fields, ttl=ttl, max_bytes=self.max_session_bytes
-        )
-        if self._cleanup_due():
-            await self.store.cleanup()
-        return merged
+        merged = await self._write(key, metadata, {}, "metadata must be a mapping", read_back=True)
+        return merged if merged is not None else await self.store.get(key)
 
     async def get_session_metadata(self, session_id: str) -> dict[str, Any]:
         """A copy of the session's metadata; ``{}`` if unknown or expired (never ``None``)."""

@@ -97,9 +97,7 @@ class RedisStore:
         wait_timeout: float | None = None,
     ) -> None:
         redis = _import_redis()
-        from redis.asyncio.cluster import RedisCluster
-
-        if not isinstance(client, (redis.asyncio.Redis, RedisCluster)):
+        if not isinstance(client, (redis.asyncio.Redis, redis.asyncio.RedisCluster)):
             raise TypeError("client must be a redis.asyncio.Redis or RedisCluster")
         if not isinstance(prefix, str):
             raise TypeError("prefix must be a str")
@@ -113,7 +111,7 @@ class RedisStore:
         if client.get_encoder().decode_responses:
             raise ValueError("client must be created with decode_responses=False")
         self.client: Final[AnyRedis] = client
-        self._cluster = isinstance(client, RedisCluster)
+        self._cluster = isinstance(client, redis.asyncio.RedisCluster)
         self.prefix: Final = prefix
         self.timeout: Final = float(timeout)
         self.durability: Final[Durability] = durability

@@ -53,8 +53,6 @@ MIN_SECRET_BYTES = 32
 MAX_TOKEN_LENGTH = 8192
 """Longer token strings are rejected before decoding."""
 
-_NONCE_BYTES = 8
-
 SecretInput = str | bytes | Sequence[str | bytes]
 
 
@@ -250,7 +248,7 @@ class ToolTokens:
             raise ValueError("call_id must be non-empty and must not contain ':'")
         # Never below 0: the field stays plain digits, and 0 is expired for every clock.
         expiry = max(int(self._now()) + self._expiry_secs, 0)
-        nonce = os.urandom(_NONCE_BYTES).hex()
+        nonce = os.urandom(8).hex()  # 16 hex characters, as SignalWire's
         mac = self._macs[0].copy()
         mac.update(f"{call_id}:{function_name}:{expiry}:{nonce}".encode())
         plain = f"{call_id}.{function_name}.{expiry}.{nonce}.{mac.hexdigest()}".encode()
@@ -270,13 +268,8 @@ class ToolTokens:
             # No field of a token we mint holds ':' (the MAC input's separator).
             if data is None or b":" in data:
                 return False
-            parts = data.decode().rsplit(".", 4)
-            if len(parts) != 5:
-                return False
-            t_call, t_func, t_expiry, t_nonce, t_sig = parts
-            if t_func != function_name:
-                return False
-            if not _is_expiry(t_expiry) or int(t_expiry) <= self._now():
+            t_call, t_func, t_expiry, t_nonce, t_sig = data.decode().rsplit(".", 4)  # or raise
+            if t_func != function_name or not _is_expiry(t_expiry) or int(t_expiry) <= self._now():
                 return False
             head = f"{t_call}:{t_func}:{t_expiry}:{t_nonce}".encode()
             for prepared in self._macs:
