@@ -12,6 +12,7 @@ import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Final
 
@@ -66,15 +67,13 @@ def _as_bytes(value: object) -> bytes:
     return bytes(value)
 
 
+@dataclass(slots=True)
 class _Session:
-    __slots__ = ("decoded", "expires", "total", "values", "written")
-
-    def __init__(self, written: float, expires: float) -> None:
-        self.values: dict[str, bytes] = {}  # key -> compact JSON, as written
-        self.total = 0  # sum of len('"key":') + len(value)
-        self.decoded: dict[str, Any] | None = None  # kept between writes if all values are scalars
-        self.written = written  # what cleanup(max_age=) goes by
-        self.expires = expires
+    written: float  # what cleanup(max_age=) goes by
+    expires: float
+    values: dict[str, bytes] = field(default_factory=dict)  # key -> compact JSON, as written
+    total: int = 0  # sum of len('"key":') + len(value)
+    decoded: dict[str, Any] | None = None  # kept between writes if all values are scalars
 
 
 class MemoryStore:

@@ -222,9 +222,9 @@ class RedisStore:
         while True:
             attempt += 1
             try:
-                if self._gate is None and self._prepare is None:
-                    return await _within(call(), deadline)
-                return await _within(_gated(self._gate, call, self._prepare), deadline)
+                plain = self._gate is None and self._prepare is None
+                aw = call() if plain else self._gated(call)
+                return await asyncio.wait_for(aw, max(deadline - loop.time(), 0.0))
             except (TimeoutError, asyncio.TimeoutError) as exc:
                 raise self._unavailable(op, exc) from exc
             except self._retryable as exc:
@@ -234,6 +234,12 @@ class RedisStore:
                 await asyncio.sleep(delay)
             except self._redis_error as exc:
                 raise self._unavailable(op, exc) from exc
+
+    async def _gated(self, call: Callable[[], Awaitable[T]]) -> T:
+        async with self._gate or contextlib.nullcontext():
+            if self._prepare is not None:
+                await self._prepare()
+            return await call()
 
     async def _waited(self, key: str, queue: Callable[[Any], Any]) -> Any:
         """The write ``queue`` adds, then ``WAIT 1`` on the same connection (the one whose
@@ -378,18 +384,3 @@ class RedisStore:
     async def ping(self) -> bool:
         """True if Redis answers; raises ``StoreUnavailable`` otherwise."""
         return bool(await self._run("ping", lambda: self.client.ping(), attempts=_GET_ATTEMPTS))
-
-
-async def _gated(
-    gate: asyncio.Semaphore | None,
-    call: Callable[[], Awaitable[T]],
-    prepare: Callable[[], Awaitable[Any]] | None,
-) -> T:
-    async with gate or contextlib.nullcontext():
-        if prepare is not None:
-            await prepare()
-        return await call()
-
-
-async def _within(aw: Awaitable[T], deadline: float) -> T:
-    return await asyncio.wait_for(aw, max(deadline - asyncio.get_running_loop().time(), 0.0))

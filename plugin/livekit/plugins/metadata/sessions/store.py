@@ -97,31 +97,24 @@ class SessionStore(Protocol):
     ) -> None:
         """Set ``fields``, drop ``remove``, create the session and restart its TTL; over
         ``max_bytes``, raise ``MetadataTooLarge`` changing nothing."""
-        ...
 
     async def get(self, session_id: str) -> dict[str, Any]:
         """A fresh, decoded copy of the session; ``{}`` if unknown or expired."""
-        ...
 
     async def delete(self, session_id: str) -> bool:
         """Remove the session and everything kept for it; True if it existed."""
-        ...
 
     async def remove_keys(self, session_id: str, keys: Collection[str], *, ttl: float) -> int:
         """Remove top-level keys; how many existed (each once). Restarts the TTL; deletes if empty."""
-        ...
 
     async def touch(self, session_id: str, *, ttl: float) -> bool:
         """Restart the session's TTL without changing it; True if it exists."""
-        ...
 
     async def cleanup(self, *, max_age: float | None = None) -> int:
         """Remove expired sessions (or last written over ``max_age`` ago); how many (native expiry: 0)."""
-        ...
 
     async def aclose(self) -> None:
         """Release connections and other resources."""
-        ...
 
 
 @runtime_checkable
@@ -132,7 +125,6 @@ class MergeAndGet(Protocol):
         self, session_id: str, fields: Mapping[str, bytes], **options: Unpack[MergeOptions]
     ) -> dict[str, Any]:
         """Exactly ``merge``, then the session as ``get`` would return it with no writer between."""
-        ...
 
 
 def too_large(size: int, limit: float) -> MetadataTooLarge:
