@@ -1,7 +1,4 @@
-"""Session keys and values checked and encoded once, at write time, for every store.
-
-Errors name the key, never the value.
-"""
+"""Session keys and values checked and encoded once, at write time, for every store."""
 
 from __future__ import annotations
 

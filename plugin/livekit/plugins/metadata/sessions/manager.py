@@ -1,8 +1,5 @@
-"""SessionManager: SignalWire's session API, async, over a pluggable store.
-
-Named, token and call sessions (:class:`SessionSpace`) share one store and never meet:
-a store key is a fixed tag per space followed by the id.
-"""
+"""SessionManager: SignalWire's session API, async, over a pluggable store; its named,
+token and call sessions (:class:`SessionSpace`) never meet (a fixed key tag per space)."""
 
 from __future__ import annotations
 
@@ -102,15 +99,11 @@ class SessionManager(ToolTokens):
     """Session metadata and tool tokens over any ``SessionStore``, with SignalWire's API.
 
     The SignalWire-parity methods (``create_session``, ``get/set/delete_session_metadata``,
-    ``cleanup``, and from :class:`~.tool_tokens.ToolTokens` ``generate_token``,
-    ``validate_tool_token``...) are the seed's API: SignalWire's names and argument orders,
-    its flaws fixed (README, "Sessions (SignalWire parity)"). Store methods are ``async``;
-    tool-token methods are not.
-
-    ``store=None``: a :class:`MemoryStore` using ``clock`` (Unix seconds, also for tokens).
-    ``cleanup_threshold`` triggers a cleanup when a write leaves more sessions stored (no
-    cap: see ``MemoryStore(max_sessions=)``). Raises ConfigError (an empty secret),
-    TypeError or ValueError; warns ``InsecureSecretWarning`` for a short secret.
+    ``cleanup``; ``generate_token``, ``validate_tool_token``... from :class:`ToolTokens`)
+    are the seed's API: SignalWire's names and argument orders, its flaws fixed (README,
+    "Sessions (SignalWire parity)"). ``store=None``: a :class:`MemoryStore` on ``clock``
+    (Unix seconds, also for tokens). ``cleanup_threshold`` triggers a cleanup when a write
+    leaves more sessions stored (no cap). Raises ConfigError, TypeError or ValueError.
     """
 
     def __init__(

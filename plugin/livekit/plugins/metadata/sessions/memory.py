@@ -1,8 +1,7 @@
 """MemoryStore: the embedded, in-process :class:`~.store.SessionStore` (the default).
 
-No method awaits: each call is atomic on one event loop (not thread-safe). Layout,
-amortized O(1) expiry and invariants: ``docs/sessions.md``.
-"""
+No method awaits: each call is atomic on one event loop (not thread-safe). Layout and
+amortized O(1) expiry: ``docs/sessions.md``."""
 
 from __future__ import annotations
 
@@ -77,12 +76,10 @@ class _Session:
 
 
 class MemoryStore:
-    """In-process session storage with sliding TTLs (``RedisStore`` shares sessions between workers).
+    """In-process session storage; ``clock`` returns seconds (default ``time.monotonic``).
 
-    ``clock`` returns seconds (default ``time.monotonic``). ``max_sessions`` caps the
-    stored sessions: a write beyond it removes expired sessions, then evicts the least
-    recently written (counted in :attr:`evictions`, one warning per store). Raises
-    TypeError (``clock`` not callable) or ValueError (``max_sessions`` not a positive int).
+    A write beyond ``max_sessions`` removes expired sessions, then evicts the least
+    recently written (counted in :attr:`evictions`, one warning per store).
     """
 
     def __init__(

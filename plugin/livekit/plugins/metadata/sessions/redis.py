@@ -1,9 +1,7 @@
-"""RedisStore: session metadata shared by many workers through Redis (the ``redis`` extra).
+"""RedisStore: sessions shared by many workers through Redis (the ``redis`` extra).
 
 One hash per session, one field per top-level key plus :data:`SIZE_FIELD`; every write
-is one atomic Lua script (``merge.lua``, ``remove.lua`` over ``session.lua``) that
-refuses a result over ``max_bytes`` unchanged. Expiry is Redis's own.
-"""
+is one atomic Lua script (``merge.lua``, ``remove.lua`` over ``session.lua``)."""
 
 from __future__ import annotations
 
@@ -78,13 +76,10 @@ def _ttl_ms(ttl: float) -> int:
 class RedisStore:
     """A :class:`~.store.SessionStore` on Redis (README, "Many workers: Redis").
 
-    ``client`` (``redis.asyncio.Redis`` or ``RedisCluster``, ``decode_responses=False``)
-    is not closed by the store; :meth:`from_url` makes one that owns its client.
-    ``timeout``: seconds after which any operation, retries included, raises
-    ``StoreUnavailable``. ``durability="wait"`` (README, "Durability"): a write returns
-    only once ``WAIT 1`` saw a replica have it within ``wait_timeout`` (default 1 s, at
-    most ``timeout``), else raises ``StoreUnavailable``. Raises ConfigError (no ``redis``
-    package), TypeError or ValueError.
+    ``client`` (``decode_responses=False``) is not closed by the store; :meth:`from_url`
+    makes one owning its client. Any operation, retries included, raises
+    ``StoreUnavailable`` after ``timeout`` seconds. ``durability="wait"`` (README,
+    "Durability"): a write also waits up to ``wait_timeout`` (default 1 s) for a replica.
     """
 
     def __init__(
@@ -160,13 +155,9 @@ class RedisStore:
         durability: Durability = "primary",
         wait_timeout: float | None = None,
     ) -> RedisStore:
-        """A store owning (and closing) its client for ``url``: ``redis://``, ``rediss://``,
-        ``unix://``, ``redis+cluster://`` or ``redis+sentinel://`` (README, "Scaling out").
-
-        At most ``pool_size`` commands are in flight (per node on a cluster); further
-        callers wait up to ``timeout``, also the connect and socket timeout. ValueError
-        messages never show the password.
-        """
+        """A store owning its client for a ``redis://``, ``rediss://``, ``unix://``,
+        ``redis+cluster://`` or ``redis+sentinel://`` URL (README, "Scaling out"), with at
+        most ``pool_size`` commands in flight (per node); further callers wait."""
         _import_redis()
         positive_int(pool_size, "pool_size")
         _seconds(timeout, "timeout")

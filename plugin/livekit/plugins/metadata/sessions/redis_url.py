@@ -1,7 +1,4 @@
-"""Redis URLs to redis-py clients: one server, a Redis Cluster, or a Sentinel-managed master.
-
-The URL forms are documented on :meth:`.redis.RedisStore.from_url`.
-"""
+"""Redis URLs (README, "Scaling out") to redis-py clients: one server, Cluster or Sentinel."""
 
 from __future__ import annotations
 
@@ -32,10 +29,8 @@ class Connection(NamedTuple):
 
 
 def connect(url: str, pool_size: int, timeout: float) -> Connection:
-    """A client for ``url``: at most ``pool_size`` connections, ``timeout`` everywhere.
-
-    ValueError (never showing the password) for a URL of no known form.
-    """
+    """A client for ``url`` (``pool_size`` connections, ``timeout`` everywhere); ValueError,
+    never showing the password, for a URL of no known form."""
     if not isinstance(url, str) or not url:
         raise ValueError(f"url must be a non-empty URL of the forms: {SCHEMES_TEXT}")
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""

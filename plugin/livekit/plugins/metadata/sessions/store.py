@@ -1,8 +1,5 @@
-"""The async ``SessionStore`` protocol every backend implements, values as compact JSON.
-
-Size, TTL and ``MergeAndGet`` contracts: ``docs/sessions.md``; their executable form:
-``tests/store_conformance.py``.
-"""
+"""The async ``SessionStore`` protocol every backend implements (contracts:
+``docs/sessions.md``; their executable form: ``tests/store_conformance.py``)."""
 
 from __future__ import annotations
 

@@ -1,9 +1,7 @@
-"""HMAC tool tokens in SignalWire's wire format (byte-compatible), with its flaws fixed.
+"""HMAC tool tokens in SignalWire's wire format, its flaws fixed (``docs/sessions.md``).
 
-A tool token authorizes one function for one call until it expires. Format and
-fixes: ``docs/sessions.md``. Tokens are bearer credentials, replayable until they
-expire: keep the lifetime short and tokens out of logs.
-"""
+A token authorizes one function for one call; it is a bearer credential, replayable
+until it expires: keep the lifetime short and tokens out of logs."""
 
 from __future__ import annotations
 
@@ -169,11 +167,10 @@ class ToolTokens:
         token = tokens.generate_token("get_weather", call_id)
         assert tokens.validate_token(call_id, "get_weather", token)
 
-    ``secret_key``: str (UTF-8) or bytes, or a list for rotation (sign with the first,
-    accept any); ``None``: ``LIVEKIT_METADATA_SECRET``, else derived from
-    ``LIVEKIT_API_SECRET``, else random per process (logged). ``token_expiry_secs`` of 0
-    or less mints expired tokens, as SignalWire's SDKs do. Raises ConfigError (an empty
-    secret), TypeError or ValueError; warns ``InsecureSecretWarning`` (under 32 bytes).
+    ``secret_key``: str or bytes, or a list for rotation (sign with the first, accept
+    any); ``None``: ``LIVEKIT_METADATA_SECRET``, else derived from ``LIVEKIT_API_SECRET``,
+    else random per process (logged). ``token_expiry_secs`` of 0 or less mints expired
+    tokens, as SignalWire's SDKs do. Warns ``InsecureSecretWarning`` under 32 bytes.
     """
 
     __slots__ = (
