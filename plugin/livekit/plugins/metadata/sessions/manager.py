@@ -129,7 +129,6 @@ class SessionManager(ToolTokens):
         self._sized = hasattr(self.store, "__len__")
         shared = not isinstance(self.store, MemoryStore)
         if shared and self.secret_source == "random per process":  # noqa: S105
-            # A shared store means several workers: tokens signed here must validate there.
             logger.warning(
                 "SessionManager uses a shared store (%s) but no tool-token secret is configured: "
                 "tool tokens minted by this process will NOT validate on other workers or after "

@@ -9,7 +9,7 @@ import asyncio
 import contextlib
 import math
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast
 
 import orjson
 
@@ -329,10 +329,8 @@ class RedisStore:
         self, session_id: str, fields: Mapping[str, bytes], **options: Unpack[MergeOptions]
     ) -> dict[str, Any]:
         """:meth:`merge` and the session it left, in the same script. Not retried."""
-        out: dict[str, Any] = orjson.loads(
-            await self._merged(session_id, fields, options, "merge_and_get")
-        )
-        return out
+        reply = await self._merged(session_id, fields, options, "merge_and_get")
+        return cast("dict[str, Any]", orjson.loads(reply))
 
     async def get(self, session_id: str) -> dict[str, Any]:
         """A decoded copy (``{}`` if unknown or expired); retried within ``timeout``."""
@@ -352,8 +350,7 @@ class RedisStore:
         args: list[Any] = [_ttl_ms(ttl), *dict.fromkeys(keys)]
         if len(args) == 1:
             return 0
-        removed: int = await self._run("remove_keys", lambda: self._remove(keys=[key], args=args))
-        return removed
+        return int(await self._run("remove_keys", lambda: self._remove(keys=[key], args=args)))
 
     async def touch(self, session_id: str, *, ttl: float) -> bool:
         key = self.key(session_id)

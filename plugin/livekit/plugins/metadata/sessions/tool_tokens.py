@@ -140,18 +140,25 @@ _URL_TO_STD = bytes.maketrans(b"-_+/", b"+/!!")
 _STD_TO_URL = bytes.maketrans(b"+/", b"-_")
 
 
-def _b64decode(token: str) -> bytes | None:
-    """Strict base64url (with or without padding): the decoded bytes are encoded again
-    and must give ``token`` back, since the stdlib decoder is lenient."""
+def _decoded(token: object) -> str:
+    """A token's text; TypeError or ValueError, never holding the token, if it has none.
+
+    Strict base64url (with or without padding): the decoded bytes are encoded again and
+    must give ``token`` back, since the stdlib decoder is lenient.
+    """
+    if not isinstance(token, str):
+        raise TypeError(f"token must be a str, not {type(token).__name__}")
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise ValueError(f"token is longer than {MAX_TOKEN_LENGTH} characters")
     try:
         std = token.encode("ascii").translate(_URL_TO_STD)
         data = binascii.a2b_base64(std + b"==")
-    except ValueError:  # non-ASCII text, or binascii.Error
-        return None
-    encoded = binascii.b2a_base64(data, newline=False)
-    if std != encoded and std != encoded.rstrip(b"="):
-        return None
-    return data
+        encoded = binascii.b2a_base64(data, newline=False)
+        if std != encoded and std != encoded.rstrip(b"="):
+            raise ValueError
+    except ValueError:  # non-ASCII text, binascii.Error, or not the canonical encoding
+        raise ValueError("token is not canonical base64url") from None
+    return data.decode("utf-8")
 
 
 def _is_expiry(field: str) -> bool:
@@ -259,13 +266,12 @@ class ToolTokens:
         """True if ``token`` is authentic, unexpired and for this call and function; never
         raises. A wrong call id costs the same work as a valid token (it is checked last)."""
         try:
-            if not call_id or type(token) is not str or len(token) > MAX_TOKEN_LENGTH:
+            if not call_id or type(token) is not str:
                 return False
-            data = _b64decode(token)
-            # No field of a token we mint holds ':' (the MAC input's separator).
-            if data is None or b":" in data:
+            text = _decoded(token)
+            if ":" in text:  # no field of a token we mint holds ':' (the MAC input's separator)
                 return False
-            t_call, t_func, t_expiry, t_nonce, t_sig = data.decode().rsplit(".", 4)  # or raise
+            t_call, t_func, t_expiry, t_nonce, t_sig = text.rsplit(".", 4)  # or raise
             if t_func != function_name or not _is_expiry(t_expiry) or int(t_expiry) <= self._now():
                 return False
             head = f"{t_call}:{t_func}:{t_expiry}:{t_nonce}".encode()
@@ -293,16 +299,12 @@ class ToolTokens:
             return {"valid_format": False, "error": "debug mode not enabled"}
         length = len(token) if isinstance(token, str) else 0
         try:
-            if not isinstance(token, str):
-                raise TypeError(f"token must be a str, not {type(token).__name__}")
-            if len(token) > MAX_TOKEN_LENGTH:
-                raise ValueError(f"token is longer than {MAX_TOKEN_LENGTH} characters")
-            data = _b64decode(token)
-            if data is None:
-                raise ValueError("token is not canonical base64url")
-            parts = data.decode("utf-8").rsplit(".", 4)
-        except Exception as exc:
-            return {"valid_format": False, "error": _safe_error(exc), "token_length": length}
+            parts = _decoded(token).rsplit(".", 4)
+        except UnicodeDecodeError as exc:
+            error = f"token does not decode to UTF-8 text (byte {exc.start})"
+            return {"valid_format": False, "error": error, "token_length": length}
+        except Exception as exc:  # our own messages never hold the token
+            return {"valid_format": False, "error": str(exc), "token_length": length}
         if len(parts) != 5:
             return {"valid_format": False, "parts_count": len(parts), "token_length": length}
         t_call, t_func, t_expiry, t_nonce, t_sig = parts
@@ -328,10 +330,3 @@ class ToolTokens:
                 "expires_in_seconds": None if expiry is None else max(expiry - now, 0),
             },
         }
-
-
-def _safe_error(exc: Exception) -> str:
-    # Our own messages and codec errors never contain the token text.
-    if isinstance(exc, UnicodeDecodeError):
-        return f"token does not decode to UTF-8 text (byte {exc.start})"
-    return str(exc)
