@@ -80,7 +80,7 @@ class SessionSpace:
     def prepare(
         self, session_id: str, updates: Mapping[str, Any], *, ttl: float | None = None
     ) -> SessionWrite:
-        """What :meth:`update` would hand the store, for a caller writing it in a larger atomic step."""
+        """What :meth:`update` hands the store, for a caller writing it in a larger atomic step."""
         manager = self._manager
         fields, lifetime = manager._encoded(updates, ttl)
         return SessionWrite(self.key(session_id), fields, lifetime, manager.max_session_bytes)
@@ -127,7 +127,7 @@ class SessionManager(ToolTokens):
         """This manager's tool-token half (itself)."""
         self.store: Final[SessionStore] = store if store is not None else MemoryStore(clock=clock)
         self._sized = hasattr(self.store, "__len__")
-        shared = not isinstance(self.store, MemoryStore)
+        shared = not isinstance(self.store, MemoryStore)  # several workers: tokens must match
         if shared and self.secret_source == "random per process":  # noqa: S105
             logger.warning(
                 "SessionManager uses a shared store (%s) but no tool-token secret is configured: "
@@ -137,7 +137,7 @@ class SessionManager(ToolTokens):
             )
         self._writes_since_cleanup = 0
         self.named_sessions: Final = SessionSpace(self, "named", "u:")
-        """Sessions named by the caller (``create_session("call-1")``): the SignalWire methods' space."""
+        """Sessions named by the caller (``create_session("call-1")``): SignalWire's methods'."""
         self.token_sessions: Final = SessionSpace(self, "token", "t:")
         """One session per minted token (``TokenIssuer.amint``, the token endpoint)."""
         self.call_sessions: Final = SessionSpace(self, "call", "c:")
@@ -233,8 +233,7 @@ class SessionManager(ToolTokens):
     def _cleanup_due(self) -> bool:
         if self._sized:
             return len(self.store) > self.cleanup_threshold  # type: ignore[arg-type]
-        # A store that cannot say how many sessions it holds (e.g. Redis, which
-        # expires natively) is asked to clean up once every `threshold` writes.
+        # A store that cannot count its sessions (Redis) cleans up every `threshold` writes.
         self._writes_since_cleanup += 1
         if self._writes_since_cleanup > self.cleanup_threshold:
             self._writes_since_cleanup = 0
@@ -268,10 +267,8 @@ class SessionManager(ToolTokens):
         return await self.named_sessions.touch(session_id)
 
     async def cleanup(self, max_age: float | None = None) -> int:
-        """Remove expired sessions, or those written over ``max_age`` seconds ago; how many.
-
-        ``cleanup(0)`` removes every session; Redis expires natively and returns 0.
-        """
+        """Remove expired sessions, or those written over ``max_age`` seconds ago (0: all);
+        how many. Redis expires natively and returns 0."""
         return await self.store.cleanup(max_age=max_age)  # the store checks max_age
 
     def activate_session(self, call_id: str) -> bool:
@@ -280,6 +277,6 @@ class SessionManager(ToolTokens):
         return True
 
     def end_session(self, call_id: str) -> bool:
-        """SignalWire's legacy no-op, deleting nothing (see :meth:`delete_session_metadata`); ``True``."""
+        """SignalWire's legacy no-op (:meth:`delete_session_metadata` deletes); ``True``."""
         del call_id
         return True

@@ -28,7 +28,6 @@ if TYPE_CHECKING:
 
 __all__ = ["MemoryStore"]
 
-_INF = math.inf
 _NO_VALUES: Mapping[str, bytes] = MappingProxyType({})  # a session not stored yet
 _NO_LIMIT = sys.maxsize  # max_bytes of writes that cannot grow a session (remove_keys, touch)
 _loads = orjson.loads
@@ -184,7 +183,7 @@ class MemoryStore:
         """The one write path: size and bad keys or values are checked before anything
         changes. Values are trusted to be compact JSON (``SessionManager`` encodes them)."""
         remove, ttl, max_bytes = merge_options(options)
-        if not ((type(ttl) is float or type(ttl) is int) and 0 < ttl < _INF):
+        if not ((type(ttl) is float or type(ttl) is int) and 0 < ttl < math.inf):
             positive_number(ttl, "ttl", "number of seconds")
         now = self._clock()
         sessions = self._sessions
@@ -242,10 +241,8 @@ class MemoryStore:
         if s.decoded is not None:
             return dict(s.decoded)
         decoded = {k: _loads(v) for k, v in s.values.items()}
-        for value in decoded.values():
-            if type(value) is dict or type(value) is list:
-                return decoded  # containers: decoded afresh on every read
-        s.decoded = dict(decoded)
+        if not any(type(v) is dict or type(v) is list for v in decoded.values()):
+            s.decoded = dict(decoded)  # all scalars: kept until the next write
         return decoded
 
     async def delete(self, session_id: str) -> bool:

@@ -112,8 +112,7 @@ class RedisStore:
         self.durability: Final[Durability] = durability
         """What an acknowledged write promises."""
         self._wait_ms = max(1, math.ceil(wait_timeout * 1000))
-        self._owns_client = False
-        self._also_close: list[Any] = []
+        self._owned: list[Any] = []  # what aclose() closes: from_url's client and Sentinels
         self._gate: asyncio.Semaphore | None = None
         # Concurrent first commands on a RedisCluster race inside redis-py while it
         # learns the topology: every call first awaits initialize() (a no-op later).
@@ -137,10 +136,9 @@ class RedisStore:
             exc_mod.ReadOnlyError,
             OSError,
         )
-        # register_script(): EVALSHA, and on NOSCRIPT (a restarted server) SCRIPT LOAD
-        # and EVALSHA again. SINGLE-SLOT INVARIANT: every script and command here
-        # touches exactly one key, the session's hash, so on a Redis Cluster each
-        # call runs on the one node owning its slot, never across slots.
+        # register_script(): EVALSHA, on NOSCRIPT SCRIPT LOAD and EVALSHA again. SINGLE-SLOT
+        # INVARIANT: every script and command here touches exactly one key, the session's
+        # hash, so on a Redis Cluster each call runs on the one node owning its slot.
         self._merge = client.register_script(MERGE_SCRIPT)
         self._remove = client.register_script(REMOVE_SCRIPT)
 
@@ -169,8 +167,7 @@ class RedisStore:
             durability=durability,
             wait_timeout=wait_timeout,
         )
-        store._owns_client = True
-        store._also_close = list(connection.also_close)
+        store._owned = [connection.client, *connection.also_close]
         if connection.gate is not None:  # Cluster and Sentinel pools raise when full
             store._gate = asyncio.Semaphore(connection.gate)
         store.url = redact_url(url)
@@ -267,7 +264,6 @@ class RedisStore:
         return reply
 
     async def _command(self, op: str, key: str, send: Callable[[Any], Any]) -> Any:
-        """``send(client)``, or with ``durability="wait"`` ``send(pipeline)`` and ``WAIT``."""
         if self.durability == "wait":
             return await self._run(op, lambda: self._waited(key, send))
         return await self._run(op, lambda: send(self.client))
@@ -364,10 +360,8 @@ class RedisStore:
 
     async def aclose(self) -> None:
         """Close the client and its pool if this store created them (``from_url``)."""
-        if self._owns_client:
-            await self.client.aclose()
-            for extra in self._also_close:
-                await extra.aclose()
+        for owned in self._owned:
+            await owned.aclose()
 
     async def ping(self) -> bool:
         """True if Redis answers; raises ``StoreUnavailable`` otherwise."""

@@ -102,13 +102,13 @@ class SessionStore(Protocol):
         """Remove the session and everything kept for it; True if it existed."""
 
     async def remove_keys(self, session_id: str, keys: Collection[str], *, ttl: float) -> int:
-        """Remove top-level keys; how many existed (each once). Restarts the TTL; deletes if empty."""
+        """Remove top-level keys; how many existed. Restarts the TTL; deletes an emptied session."""
 
     async def touch(self, session_id: str, *, ttl: float) -> bool:
         """Restart the session's TTL without changing it; True if it exists."""
 
     async def cleanup(self, *, max_age: float | None = None) -> int:
-        """Remove expired sessions (or last written over ``max_age`` ago); how many (native expiry: 0)."""
+        """Remove expired sessions (or written over ``max_age`` ago); how many (native TTL: 0)."""
 
     async def aclose(self) -> None:
         """Release connections and other resources."""

@@ -93,16 +93,14 @@ def _as_key(secret: str | bytes, what: str) -> bytes:
         raise ConfigError(f"{what} is empty; configure a random secret of at least 32 bytes")
     if len(key) < MIN_SECRET_BYTES:
         warnings.warn(
-            InsecureSecretWarning(
-                f"{what} is {len(key)} bytes; use at least {MIN_SECRET_BYTES} random bytes"
-            ),
+            f"{what} is {len(key)} bytes; use at least {MIN_SECRET_BYTES} random bytes",
+            InsecureSecretWarning,
             stacklevel=4,
         )
     return key
 
 
 def _resolve_secrets(secret_key: object) -> tuple[list[str | bytes], str]:
-    """The configured secrets (signing secret first) and where they came from."""
     if secret_key is not None:
         one = isinstance(secret_key, (str, bytes, bytearray))
         items = [secret_key] if one else secret_key
@@ -141,11 +139,8 @@ _STD_TO_URL = bytes.maketrans(b"+/", b"-_")
 
 
 def _decoded(token: object) -> str:
-    """A token's text; TypeError or ValueError, never holding the token, if it has none.
-
-    Strict base64url (with or without padding): the decoded bytes are encoded again and
-    must give ``token`` back, since the stdlib decoder is lenient.
-    """
+    """A token's text; TypeError or ValueError (never holding the token) unless it is strict
+    base64url, which decoded bytes encoded again must give back (the stdlib is lenient)."""
     if not isinstance(token, str):
         raise TypeError(f"token must be a str, not {type(token).__name__}")
     if len(token) > MAX_TOKEN_LENGTH:
