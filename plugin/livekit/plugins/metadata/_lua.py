@@ -8,7 +8,6 @@ __all__ = ["lua_source"]
 
 
 def lua_source(*paths: str) -> str:
-    """The files ``paths`` (relative to this package: libraries of ``local function``
-    definitions, then the body calling them) joined whole into one script."""
+    """The files ``paths`` (relative to this package: libraries, then a body) as one script."""
     root = resources.files(__package__)
     return "\n".join(root.joinpath(path).read_text(encoding="utf-8") for path in paths)

@@ -91,8 +91,7 @@ class SessionSpace:
 
     async def touch(self, session_id: str) -> bool:
         """Restart the session's TTL without changing it; True if it exists."""
-        manager = self._manager
-        return await manager.store.touch(self.key(session_id), ttl=manager.session_ttl)
+        return await self._manager.store.touch(self.key(session_id), ttl=self._manager.session_ttl)
 
 
 class SessionManager(ToolTokens):

@@ -220,8 +220,7 @@ class MemoryStore:
             s.written = now
             s.expires = expires
             sessions.move_to_end(session_id)
-        if expires < self._next_expiry:
-            self._next_expiry = expires
+        self._next_expiry = min(self._next_expiry, expires)
         if expires >= self._last_expiry:
             self._last_expiry = expires
         else:

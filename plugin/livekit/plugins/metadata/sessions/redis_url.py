@@ -20,8 +20,7 @@ SCHEMES_TEXT = "redis://, rediss://, unix://, redis+cluster:// or redis+sentinel
 
 
 class Connection(NamedTuple):
-    """A client made from a URL; ``also_close``: a Sentinel's own clients; ``gate``: calls
-    allowed in flight (Cluster and Sentinel pools raise when full; None: the pool waits)."""
+    """A client, a Sentinel's own clients, and the calls allowed in flight (None: pool waits)."""
 
     client: AnyRedis
     also_close: list[Any]

@@ -37,12 +37,11 @@ def object_size(entry_sizes_total: int, count: int) -> int:
 
 
 class SessionWrite(NamedTuple):
-    """One ``merge`` as the ``SessionManager`` hands it to the store (keys encoded, checked)."""
+    """One ``merge`` as the ``SessionManager`` hands it to the store: the store key (the
+    space's tag and the session id) and compact JSON per top-level key, checked."""
 
     key: str
-    """The store key (the space's tag and the session id)."""
     fields: dict[str, bytes]
-    """Top-level keys to set, each value compact JSON."""
     ttl: float
     max_bytes: int
 

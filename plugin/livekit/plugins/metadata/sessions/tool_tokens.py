@@ -197,9 +197,7 @@ class ToolTokens:
         if clock is not None and not callable(clock):
             raise TypeError("clock must be a callable returning Unix seconds")
         found, source = _resolve_secrets(secret_key)
-        self._keys: tuple[bytes, ...] = tuple(
-            _as_key(s, "secret_key" if source == "secret_key" else source) for s in found
-        )
+        self._keys: tuple[bytes, ...] = tuple(_as_key(s, source) for s in found)
         # Keyed once; each token copies the prepared HMAC instead of keying a new one.
         self._macs = tuple(hmac.new(k, digestmod=hashlib.sha256) for k in self._keys)
         self.secret_key: Final[str | bytes] = found[0]
