@@ -1,8 +1,4 @@
-"""What a session may hold: keys and values checked and encoded once, for every store.
-
-Values must be JSON (checked here, at write time, so every store behaves the
-same); errors name the key, never the value.
-"""
+"""Session keys and values checked and encoded once, at write time, for every store."""
 
 from __future__ import annotations
 
@@ -16,8 +12,7 @@ from ..codec import json_error_reason
 
 __all__ = ["MAX_SESSION_ID_LENGTH", "check_keys", "check_session_id", "encode"]
 
-MAX_SESSION_ID_LENGTH: Final = 256
-"""Longest accepted session id, in characters."""
+MAX_SESSION_ID_LENGTH: Final = 256  # characters
 
 _dumps = orjson.dumps
 _JSON_ERROR = orjson.JSONEncodeError
@@ -26,11 +21,8 @@ _OPTS = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS
 
 
 def _encode_value(key: str, value: Any) -> bytes:
-    t = type(value)
     try:
-        if t is str or t is int or t is bool or value is None:
-            return _dumps(value)
-        if t is float:
+        if type(value) is float:
             if value - value != 0.0:  # NaN or +-Infinity
                 raise ValueError(
                     f"metadata value for key {key_label(key)} is NaN or infinite, "
@@ -52,7 +44,6 @@ def _encode_value(key: str, value: Any) -> bytes:
 
 
 def _check_key(key: object) -> str:
-    """``key`` as an exact str that JSON can hold; TypeError naming it otherwise."""
     if not isinstance(key, str):
         raise TypeError(f"metadata keys must be str, not {type(key).__name__}")
     try:
@@ -65,13 +56,12 @@ def _check_key(key: object) -> str:
 
 
 def encode(metadata: Mapping[str, Any]) -> dict[str, bytes]:
-    """Validate every key and value; compact JSON per value (the store's input)."""
+    """Compact JSON per value (a store's input); TypeError or ValueError naming a bad key."""
     out: dict[str, bytes] = {}
     for key, value in metadata.items():
         t = type(value)
-        # The common case: an exact str key that is ASCII (so valid UTF-8) and a
-        # scalar orjson either encodes exactly or refuses (a lone surrogate, an int
-        # beyond 64 bits): then the general path below says why.
+        # Fast path: an ASCII str key and a scalar; what orjson refuses (a lone
+        # surrogate, an int beyond 64 bits) the general path explains.
         if (t is str or t is int or t is bool or value is None) and (
             type(key) is str and key.isascii()
         ):

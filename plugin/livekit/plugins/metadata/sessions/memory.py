@@ -1,12 +1,7 @@
 """MemoryStore: the embedded, in-process :class:`~.store.SessionStore` (the default).
 
-One ``OrderedDict`` from session id to a record of the session's compact JSON
-entries, in the order of last writes; every change goes through
-:meth:`MemoryStore._write`, which refuses or commits a size before touching
-anything. Reads are deep copies; expiry and cleanup are amortized O(1). No method
-awaits, so each call is atomic on one event loop (not thread-safe). The layout
-and its invariants are described in ``docs/sessions.md``.
-"""
+No method awaits: each call is atomic on one event loop (not thread-safe). Layout and
+amortized O(1) expiry: ``docs/sessions.md``."""
 
 from __future__ import annotations
 
@@ -16,8 +11,9 @@ import sys
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Mapping
+from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 import orjson
 
@@ -32,23 +28,18 @@ if TYPE_CHECKING:
 
 __all__ = ["MemoryStore"]
 
-_INF = math.inf
-_NO_VALUES: Mapping[str, bytes] = MappingProxyType({})
-"""The values of a session that does not exist yet (read only)."""
-_NO_LIMIT = sys.maxsize
-"""``max_bytes`` for writes that can only shrink a session (remove_keys, touch)."""
+_NO_VALUES: Mapping[str, bytes] = MappingProxyType({})  # a session not stored yet
+_NO_LIMIT = sys.maxsize  # max_bytes of writes that cannot grow a session (remove_keys, touch)
 _loads = orjson.loads
 _JOIN = b"".join
 _dumps = orjson.dumps
 
-_KEY_SIZES: dict[str, int] = {}
-"""Cache: key -> bytes of ``"key":`` in compact JSON (keys repeat across sessions). Bounded."""
+_KEY_SIZES: dict[str, int] = {}  # key -> len('"key":'), bounded (keys repeat across sessions)
 _KEY_CACHE_MAX = 65_536
 _KEY_CACHE_MAX_LEN = 128
 
 
 def _key_size(key: object) -> int:
-    """Bytes of ``"key":`` in compact JSON; TypeError for a key JSON cannot hold."""
     if not isinstance(key, str):
         raise TypeError(f"fields keys must be str, not {type(key).__name__}")
     size = _KEY_SIZES.get(key)
@@ -62,71 +53,32 @@ def _key_size(key: object) -> int:
     return size
 
 
-def _dropped(
-    remove: Collection[str], values: Mapping[str, bytes], fields: Mapping[str, bytes]
-) -> list[str]:
-    """The keys of ``remove`` a merge drops: stored ones it does not set, each once."""
-    return [k for k in dict.fromkeys(remove) if k in values and k not in fields]
-
-
 def _exact(value: bytes) -> bytes:
-    """A copy of exactly ``len(value)`` bytes.
-
-    orjson's results keep their whole write buffer (about 4 KiB even for a
-    10-byte value); a long-lived session would otherwise hold on to one per
-    stored value.
-    """
-    return _JOIN((value, b""))  # a fresh object of exact size (bytes(memoryview) is 3x slower)
+    # A fresh object of exact size: orjson's results keep their whole write buffer
+    # (about 4 KiB even for 10 bytes). bytes(memoryview) is 3x slower.
+    return _JOIN((value, b""))
 
 
 def _as_bytes(value: object) -> bytes:
-    """A field value as bytes; TypeError unless it is non-empty and bytes-like."""
     if not isinstance(value, (bytes, bytearray, memoryview)) or not value:
         raise TypeError("fields values must be non-empty compact JSON bytes")
     return bytes(value)
 
 
+@dataclass(slots=True)
 class _Session:
-    """One stored session."""
-
-    __slots__ = ("decoded", "expires", "total", "values", "written")
-
-    def __init__(self, written: float, expires: float) -> None:
-        self.values: dict[str, bytes] = {}
-        """Key -> the value's compact JSON, exactly as written."""
-        self.total = 0
-        """Sum of the entries' sizes, ``len('"key":') + len(value)`` each."""
-        self.decoded: dict[str, Any] | None = None
-        """The decoded session, kept between writes when every value is a scalar."""
-        self.written = written
-        """When the session was last written (``cleanup(max_age=...)`` goes by it)."""
-        self.expires = expires
-        """``written + ttl``: the session is gone from this instant on."""
+    written: float  # what cleanup(max_age=) goes by
+    expires: float
+    values: dict[str, bytes] = field(default_factory=dict)  # key -> compact JSON, as written
+    total: int = 0  # sum of len('"key":') + len(value)
+    decoded: dict[str, Any] | None = None  # kept between writes if all values are scalars
 
 
 class MemoryStore:
-    """In-process session storage with sliding TTLs and amortized O(1) cleanup.
+    """In-process session storage; ``clock`` returns seconds (default ``time.monotonic``).
 
-    The default store of :class:`~livekit.plugins.metadata.sessions.manager.SessionManager`.
-    Sessions live in this process only: use ``RedisStore`` to share them between
-    workers.
-
-    Example::
-
-        store = MemoryStore(max_sessions=100_000)
-        sessions = SessionManager(store)
-
-    Args:
-        clock: Returns the current time in seconds; defaults to ``time.monotonic``.
-            Inject a fake clock to test expiry without sleeping.
-        max_sessions: A hard cap on stored sessions (``None``: unlimited). When a
-            write would create a session beyond the cap, expired sessions are
-            removed first and then the least recently written ones are evicted
-            (counted in :attr:`evictions`, with one warning logged per store).
-
-    Raises:
-        TypeError: ``clock`` is not callable.
-        ValueError: ``max_sessions`` is not a positive int.
+    A write beyond ``max_sessions`` removes expired sessions, then evicts the least
+    recently written (counted in :attr:`evictions`, one warning per store).
     """
 
     def __init__(
@@ -137,20 +89,17 @@ class MemoryStore:
         if max_sessions is not None:
             positive_int(max_sessions, "max_sessions")
         self._clock: Callable[[], float] = clock if clock is not None else time.monotonic
-        self._max_sessions = max_sessions
+        self.max_sessions: Final = max_sessions
+        """The hard cap on stored sessions, or ``None``."""
         self._sessions: OrderedDict[str, _Session] = OrderedDict()
-        # A lower bound on every stored session's expiry: cleanup is a no-op before it.
-        self._next_expiry = math.inf
-        # The expiry of the youngest session; a write expiring earlier breaks the order.
-        self._last_expiry = -math.inf
-        self._ordered = True
         self._evictions = 0
+        self._reset_bounds()
 
     def __repr__(self) -> str:
-        return f"MemoryStore(sessions={len(self._sessions)}, max_sessions={self._max_sessions})"
+        return f"MemoryStore(sessions={len(self._sessions)}, max_sessions={self.max_sessions})"
 
     def __len__(self) -> int:
-        """How many sessions are stored (expired ones count until a cleanup removes them)."""
+        """Stored sessions, expired ones included until a cleanup removes them."""
         return len(self._sessions)
 
     def __contains__(self, session_id: object) -> bool:
@@ -159,16 +108,9 @@ class MemoryStore:
         return s is not None and s.expires > self._clock()
 
     @property
-    def max_sessions(self) -> int | None:
-        """The hard cap on stored sessions, or ``None``."""
-        return self._max_sessions
-
-    @property
     def evictions(self) -> int:
         """How many live sessions were evicted because of ``max_sessions``."""
         return self._evictions
-
-    # -- bookkeeping -------------------------------------------------------------------
 
     def _live(self, session_id: str, now: float) -> _Session | None:
         s = self._sessions.get(session_id)
@@ -178,58 +120,45 @@ class MemoryStore:
         return s
 
     def _insert(self, session_id: str, s: _Session) -> None:
-        if self._max_sessions is not None and len(self._sessions) >= self._max_sessions:
-            self._make_room()
-        self._sessions[session_id] = s
-
-    def _make_room(self) -> None:
-        self._cleanup_sync()
-        if self._max_sessions is not None:
-            sessions = self._sessions
-            while sessions and len(sessions) >= self._max_sessions:
+        sessions, cap = self._sessions, self.max_sessions
+        if cap is not None and len(sessions) >= cap:
+            self._cleanup_sync()
+            while sessions and len(sessions) >= cap:
                 sessions.popitem(last=False)
                 self._evictions += 1
                 if self._evictions == 1:
                     logger.warning(
                         "MemoryStore is full (max_sessions=%d): evicting the least recently "
                         "written sessions",
-                        self._max_sessions,
+                        cap,
                     )
+        sessions[session_id] = s
 
     def _reset_bounds(self) -> None:
+        # A lower bound on every expiry (cleanup is a no-op before it), the youngest
+        # session's expiry, and whether expiry still follows write order.
         self._next_expiry = math.inf
         self._last_expiry = -math.inf
         self._ordered = True
 
     def _cleanup_sync(self, max_age: float | None = None) -> int:
         now = self._clock()
+        if max_age is None and now < self._next_expiry:
+            return 0
+        if max_age is None and not self._ordered:
+            return self._scan(now)
         sessions = self._sessions
-        if max_age is None:
-            if now < self._next_expiry:
-                return 0
-            if not self._ordered:
-                return self._scan(now)
-            removed = 0
-            while sessions:
-                sid = next(iter(sessions))
-                s = sessions[sid]
-                if s.expires > now:
-                    self._next_expiry = s.expires
-                    return removed
-                del sessions[sid]
-                removed += 1
-            self._reset_bounds()
-            return removed
-        cutoff = now - max_age
         removed = 0
-        while sessions:
-            sid = next(iter(sessions))
-            if sessions[sid].written > cutoff:
-                break
-            del sessions[sid]
+        while sessions:  # the oldest write first
+            s = next(iter(sessions.values()))
+            if max_age is None and s.expires > now:
+                self._next_expiry = s.expires
+                return removed
+            if max_age is not None and s.written > now - max_age:
+                return removed
+            sessions.popitem(last=False)
             removed += 1
-        if not sessions:
-            self._reset_bounds()
+        self._reset_bounds()
         return removed
 
     def _scan(self, now: float) -> int:
@@ -248,41 +177,19 @@ class MemoryStore:
             self._ordered = all(map(operator.le, expiries, expiries[1:]))
         return len(dead)
 
-    # -- SessionStore ---------------------------------------------------------------
-
     async def merge(
         self, session_id: str, fields: Mapping[str, bytes], **options: Unpack[MergeOptions]
     ) -> None:
-        """Atomically set ``fields`` (compact JSON bytes per key) and drop ``remove``.
-
-        ``merge(session_id, fields, *, remove=(), ttl, max_bytes)`` (:class:`~.store.MergeOptions`).
-        The store's one write path: the resulting size is computed first (a bad key
-        or value raises then) and nothing changes unless it fits. Creates the session
-        if needed (even when nothing is set) and restarts its TTL. A key in both
-        ``fields`` and ``remove`` is set. Values are trusted to be compact JSON
-        (``SessionManager`` encodes them); they are not parsed.
-
-        Raises:
-            MetadataTooLarge: The result would exceed ``max_bytes``; nothing changed.
-            TypeError: A key JSON cannot hold or a value that is not non-empty bytes.
-            ValueError: ``ttl`` is not a positive, finite number.
-        """
+        """The one write path: size and bad keys or values are checked before anything
+        changes. Values are trusted to be compact JSON (``SessionManager`` encodes them)."""
         remove, ttl, max_bytes = merge_options(options)
-        if not ((type(ttl) is float or type(ttl) is int) and 0 < ttl < _INF):
-            _check_ttl(ttl)
+        if not ((type(ttl) is float or type(ttl) is int) and 0 < ttl < math.inf):
+            positive_number(ttl, "ttl", "number of seconds")
         now = self._clock()
         sessions = self._sessions
-        s = sessions.get(session_id)
-        values: Mapping[str, bytes]
-        if s is not None and s.expires > now:
-            values = s.values
-            total = s.total
-        else:
-            if s is not None:
-                del sessions[session_id]
-                s = None
-            values = _NO_VALUES
-            total = 0
+        s = self._live(session_id, now)
+        values: Mapping[str, bytes] = _NO_VALUES if s is None else s.values
+        total = 0 if s is None else s.total
         count = len(values)
         for key, value in fields.items():
             if type(value) is not bytes or not value:  # bytes-like: copy, then measure
@@ -295,7 +202,9 @@ class MemoryStore:
                 ks = _KEY_SIZES.get(key)
                 count += 1
                 total += (ks if ks is not None else _key_size(key)) + len(value)
-        drop = _dropped(remove, values, fields) if remove else ()
+        drop = (
+            [k for k in dict.fromkeys(remove) if k in values and k not in fields] if remove else ()
+        )
         for key in drop:
             total -= _key_size(key) + len(values[key])
             count -= 1
@@ -311,8 +220,7 @@ class MemoryStore:
             s.written = now
             s.expires = expires
             sessions.move_to_end(session_id)
-        if expires < self._next_expiry:
-            self._next_expiry = expires
+        self._next_expiry = min(self._next_expiry, expires)
         if expires >= self._last_expiry:
             self._last_expiry = expires
         else:
@@ -326,33 +234,22 @@ class MemoryStore:
         s.decoded = None
 
     async def get(self, session_id: str) -> dict[str, Any]:
-        """A fresh copy of the session; ``{}`` if unknown or expired."""
-        s = self._sessions.get(session_id)
+        s = self._live(session_id, self._clock())
         if s is None:
-            return {}
-        if s.expires <= self._clock():
-            del self._sessions[session_id]
             return {}
         if s.decoded is not None:
             return dict(s.decoded)
         decoded = {k: _loads(v) for k, v in s.values.items()}
-        for value in decoded.values():
-            if type(value) is dict or type(value) is list:
-                return decoded  # containers: decoded afresh on every read
-        s.decoded = dict(decoded)
+        if not any(type(v) is dict or type(v) is list for v in decoded.values()):
+            s.decoded = dict(decoded)  # all scalars: kept until the next write
         return decoded
 
     async def delete(self, session_id: str) -> bool:
-        """Remove the session and its timestamp; True if a live session existed."""
         s = self._sessions.pop(session_id, None)
         return s is not None and s.expires > self._clock()
 
     async def remove_keys(self, session_id: str, keys: Collection[str], *, ttl: float) -> int:
-        """Remove top-level keys; returns how many existed.
-
-        The TTL restarts when keys remain; a session left without keys is deleted.
-        """
-        _check_ttl(ttl)
+        positive_number(ttl, "ttl", "number of seconds")
         s = self._live(session_id, self._clock())
         if s is None:
             return 0
@@ -365,26 +262,16 @@ class MemoryStore:
         return len(present)
 
     async def touch(self, session_id: str, *, ttl: float) -> bool:
-        """Restart the session's TTL without changing it; True if it exists."""
-        _check_ttl(ttl)
+        positive_number(ttl, "ttl", "number of seconds")
         if self._live(session_id, self._clock()) is None:
             return False
         await self.merge(session_id, {}, ttl=ttl, max_bytes=_NO_LIMIT)
         return True
 
     async def cleanup(self, *, max_age: float | None = None) -> int:
-        """Remove expired sessions, or with ``max_age`` those last written that long ago.
-
-        ``cleanup(max_age=0)`` removes every session. Returns how many were removed.
-        """
         check_max_age(max_age)
         return self._cleanup_sync(max_age)
 
     async def aclose(self) -> None:
-        """Drop every session (the store holds no other resources)."""
         self._sessions.clear()
         self._reset_bounds()
-
-
-def _check_ttl(ttl: float) -> None:
-    positive_number(ttl, "ttl", "number of seconds")

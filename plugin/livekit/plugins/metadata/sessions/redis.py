@@ -1,24 +1,15 @@
-"""RedisStore: session metadata shared by many workers through Redis (the ``redis`` extra).
+"""RedisStore: sessions shared by many workers through Redis (the ``redis`` extra).
 
-One hash per session (``prefix + session_id``), one field per top-level key holding
-the compact JSON the ``SessionManager`` encoded, and a reserved field ``b"\\xff"``
-(never UTF-8) holding the entry sizes' sum, so the size contract of :mod:`.store`
-is checked without ``HLEN``. Every write is one atomic Lua script (``merge.lua``,
-``remove.lua`` over ``session.lua``, sent as ``EVALSHA``): it refuses a result over
-``max_bytes`` leaving the session as it was, else applies ``HSET``/``HDEL`` and the
-sliding ``PEXPIRE`` together; nothing is read, changed in Python and written back.
-Expiry is Redis's own (``cleanup()`` returns 0). Failures raise
-:class:`~.errors.StoreUnavailable` with the password redacted; every operation,
-retries included, ends within ``timeout``. URLs are read by :mod:`.redis_url`.
-"""
+One hash per session, one field per top-level key plus :data:`SIZE_FIELD`; every write
+is one atomic Lua script (``merge.lua``, ``remove.lua`` over ``session.lua``)."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
-import sys
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Final, Literal, TypeVar, cast
 
 import orjson
 
@@ -26,7 +17,7 @@ from .._lua import lua_source
 from .._util import positive_int, positive_number, redact_url
 from ..errors import ConfigError, StoreUnavailable
 from ..log import logger
-from .redis_url import Connection, connect, describe
+from .redis_url import connect, describe
 from .store import SessionWrite, check_max_age, merge_options, too_large
 
 if TYPE_CHECKING:
@@ -42,10 +33,8 @@ __all__ = ["MERGE_SCRIPT", "REMOVE_SCRIPT", "SESSION_LIBRARY", "RedisStore"]
 
 T = TypeVar("T")
 
-_INSTALL_HINT = 'RedisStore needs the redis extra: pip install "livekit-plugins-metadata[redis]"'
-
-#: Reserved hash field holding the sum of entry sizes; 0xFF never occurs in UTF-8.
 SIZE_FIELD = b"\xff"
+"""Reserved hash field holding the sum of entry sizes; 0xFF never occurs in UTF-8."""
 
 DEFAULT_PREFIX = "lkmeta:"
 DEFAULT_TIMEOUT = 5.0
@@ -70,43 +59,27 @@ def _import_redis() -> Any:
         import redis.asyncio
         import redis.exceptions
     except ImportError as exc:  # pragma: no cover - exercised without the extra
-        raise ConfigError(_INSTALL_HINT) from exc
+        raise ConfigError(
+            'RedisStore needs the redis extra: pip install "livekit-plugins-metadata[redis]"'
+        ) from exc
     return redis
 
 
+def _seconds(value: float, name: str) -> float:
+    return positive_number(value, name, "number of seconds")
+
+
 def _ttl_ms(ttl: float) -> int:
-    return max(1, math.ceil(positive_number(ttl, "ttl", "number of seconds") * 1000))
+    return max(1, math.ceil(_seconds(ttl, "ttl") * 1000))
 
 
 class RedisStore:
-    """A :class:`~.store.SessionStore` on Redis: one hash per session, atomic merges.
+    """A :class:`~.store.SessionStore` on Redis (README, "Many workers: Redis").
 
-    Example::
-
-        store = RedisStore.from_url("redis://127.0.0.1:6379/0")
-        sessions = SessionManager(store, secret_key=shared_secret)
-        ...
-        await store.aclose()
-
-    Args:
-        client: A ``redis.asyncio.Redis`` created with ``decode_responses=False``.
-            The store does not close a client it was given; use :meth:`from_url`
-            to let the store own (and close) its client and pool.
-        prefix: Prepended to the session id to form the hash key.
-        timeout: Seconds after which any operation (retries included) gives up
-            with ``StoreUnavailable``.
-        durability: What an acknowledged write promises (see below).
-        wait_timeout: With ``durability="wait"``: how long a write waits for a
-            replica (at most ``timeout``; default 1 s or ``timeout`` if shorter).
-
-    Durability (README, "Durability"): with ``"primary"`` (default) a write returns
-    once the primary applied it and can be lost in a failover; with ``"wait"`` it
-    returns only after ``WAIT 1`` confirmed a replica has it within ``wait_timeout``,
-    else raises ``StoreUnavailable`` (a server without replicas refuses every write).
-
-    Raises:
-        ConfigError: The ``redis`` package is not installed.
-        ValueError: An argument is invalid.
+    ``client`` (``decode_responses=False``) is not closed by the store; :meth:`from_url`
+    makes one owning its client. Any operation, retries included, raises
+    ``StoreUnavailable`` after ``timeout`` seconds. ``durability="wait"`` (README,
+    "Durability"): a write also waits up to ``wait_timeout`` (default 1 s) for a replica.
     """
 
     def __init__(
@@ -119,41 +92,33 @@ class RedisStore:
         wait_timeout: float | None = None,
     ) -> None:
         redis = _import_redis()
-        from redis.asyncio.cluster import RedisCluster
-
-        if not isinstance(client, (redis.asyncio.Redis, RedisCluster)):
+        if not isinstance(client, (redis.asyncio.Redis, redis.asyncio.RedisCluster)):
             raise TypeError("client must be a redis.asyncio.Redis or RedisCluster")
         if not isinstance(prefix, str):
             raise TypeError("prefix must be a str")
-        _check_timeout(timeout)
+        _seconds(timeout, "timeout")
         if durability not in ("primary", "wait"):
             raise ValueError('durability must be "primary" or "wait"')
         if wait_timeout is None:
             wait_timeout = min(DEFAULT_WAIT_TIMEOUT, timeout)
-        _check_timeout(wait_timeout)
-        if wait_timeout > timeout:
+        if _seconds(wait_timeout, "wait_timeout") > timeout:
             raise ValueError("wait_timeout must not exceed timeout")
         if client.get_encoder().decode_responses:
             raise ValueError("client must be created with decode_responses=False")
         self.client: Final[AnyRedis] = client
-        """The underlying ``redis.asyncio.Redis`` or ``RedisCluster`` client."""
-        self._cluster = isinstance(client, RedisCluster)
+        self._cluster = isinstance(client, redis.asyncio.RedisCluster)
         self.prefix: Final = prefix
-        """The key prefix."""
         self.timeout: Final = float(timeout)
-        """Seconds after which any operation gives up with ``StoreUnavailable``."""
-        self._durability: Durability = durability
+        self.durability: Final[Durability] = durability
+        """What an acknowledged write promises."""
         self._wait_ms = max(1, math.ceil(wait_timeout * 1000))
-        self._owns_client = False
-        self._also_close: list[Any] = []
+        self._owned: list[Any] = []  # what aclose() closes: from_url's client and Sentinels
         self._gate: asyncio.Semaphore | None = None
-        # RedisCluster learns the topology on first use, but concurrent first
-        # commands race inside redis-py (connections closed under them): every
-        # call first awaits initialize(), a lock-guarded no-op once it is known.
-        self._prepare: Callable[[], Awaitable[Any]] | None = (
-            client.initialize if isinstance(client, RedisCluster) else None
-        )
-        self._where = describe(client)
+        # Concurrent first commands on a RedisCluster race inside redis-py while it
+        # learns the topology: every call first awaits initialize() (a no-op later).
+        self._prepare = client.initialize if self._cluster else None
+        self.url = describe(client)
+        """Where the store connects, password redacted (safe for logs and messages)."""
         password = client.get_connection_kwargs().get("password")
         self._password: str | None = password if isinstance(password, str) else None
         exc_mod = redis.exceptions
@@ -171,12 +136,9 @@ class RedisStore:
             exc_mod.ReadOnlyError,
             OSError,
         )
-        # register_script(): EVALSHA, and on NOSCRIPT (a restarted or failed-over
-        # server forgot it) SCRIPT LOAD and EVALSHA again, inside redis-py.
-        # SINGLE-SLOT INVARIANT: every script and command this store sends touches
-        # exactly one key, the session's hash (KEYS[1]); nothing else is read or
-        # written. So each session lives in one hash slot, and every call runs on
-        # the one Redis Cluster node that owns it, with no cross-slot operation.
+        # register_script(): EVALSHA, on NOSCRIPT SCRIPT LOAD and EVALSHA again. SINGLE-SLOT
+        # INVARIANT: every script and command here touches exactly one key, the session's
+        # hash, so on a Redis Cluster each call runs on the one node owning its slot.
         self._merge = client.register_script(MERGE_SCRIPT)
         self._remove = client.register_script(REMOVE_SCRIPT)
 
@@ -191,43 +153,12 @@ class RedisStore:
         durability: Durability = "primary",
         wait_timeout: float | None = None,
     ) -> RedisStore:
-        """A store that owns its client: one server, a Redis Cluster, or a Sentinel-managed master.
-
-        URL forms:
-
-        * ``redis://[[user]:password@]host[:port][/db]``, ``rediss://...`` (TLS) or
-          ``unix://[[user]:password@]/path/to/socket[?db=N]``: one server.
-        * ``redis+cluster://[[user]:password@]host:port[,host:port...]``: a Redis
-          Cluster, reached through redis-py's ``RedisCluster`` from these startup
-          nodes (any reachable subset of the cluster will do); database 0 only.
-        * ``redis+sentinel://[[user]:password@]host:port[,host:port...]/service_name[/db]``:
-          the master of ``service_name`` as the Sentinels at these addresses
-          (default port 26379) report it, through redis-py's ``Sentinel``; after a
-          failover the client follows the new master. The credentials are those
-          of the Redis servers; the Sentinels themselves are reached without.
-
-        At most ``pool_size`` commands are in flight (per node on a cluster);
-        further callers wait up to ``timeout`` for a free connection (redis-py's
-        default pools would raise instead). Connect and socket timeouts are
-        ``timeout`` as well, and the client itself does not retry (``get``
-        retries within the deadline).
-
-        Args:
-            url: One of the forms above.
-            prefix: Prepended to the session id to form the hash key.
-            pool_size: Maximum number of connections.
-            timeout: Seconds after which any operation gives up.
-            durability: ``"primary"`` (default) or ``"wait"``; see the class docs.
-            wait_timeout: With ``durability="wait"``, how long a write waits for a
-                replica's acknowledgement before raising ``StoreUnavailable``.
-
-        Raises:
-            ConfigError: The ``redis`` package is not installed.
-            ValueError: An argument is invalid (the message never shows the password).
-        """
+        """A store owning its client for a ``redis://``, ``rediss://``, ``unix://``,
+        ``redis+cluster://`` or ``redis+sentinel://`` URL (README, "Scaling out"), with at
+        most ``pool_size`` commands in flight (per node); further callers wait."""
         _import_redis()
         positive_int(pool_size, "pool_size")
-        _check_timeout(timeout)
+        _seconds(timeout, "timeout")
         connection = connect(url, pool_size, timeout)
         store = cls(
             connection.client,
@@ -236,24 +167,14 @@ class RedisStore:
             durability=durability,
             wait_timeout=wait_timeout,
         )
-        store._own(connection, url)
+        store._owned = [connection.client, *connection.also_close]
+        if connection.gate is not None:  # Cluster and Sentinel pools raise when full
+            store._gate = asyncio.Semaphore(connection.gate)
+        store.url = redact_url(url)
         return store
 
-    def _own(self, connection: Connection, url: str) -> None:
-        """Own the client made from ``url`` (closed by :meth:`aclose`), as ``from_url`` does."""
-        self._owns_client = True
-        self._also_close = list(connection.also_close)
-        if connection.gate is not None:  # Cluster and Sentinel pools raise when full
-            self._gate = asyncio.Semaphore(connection.gate)
-        self._where = redact_url(url)
-
     def __repr__(self) -> str:
-        return f"RedisStore(url={self._where!r}, prefix={self.prefix!r}, timeout={self.timeout})"
-
-    @property
-    def url(self) -> str:
-        """Where the store connects, password redacted (safe for logs and messages)."""
-        return self._where
+        return f"RedisStore(url={self.url!r}, prefix={self.prefix!r}, timeout={self.timeout})"
 
     def key(self, session_id: str) -> str:
         """The Redis key of a session's hash."""
@@ -261,22 +182,11 @@ class RedisStore:
             raise ValueError("session_id must be a non-empty str")
         return self.prefix + session_id
 
-    @property
-    def durability(self) -> Durability:
-        """What an acknowledged write promises (``"primary"`` or ``"wait"``)."""
-        return self._durability
-
     def merge_arguments(self, write: SessionWrite) -> tuple[str, list[Any]]:
-        """The hash key and ``merge.lua``'s ``ARGV`` for ``write``: what :meth:`merge` sends.
-
-        For a caller that runs the same merge inside a larger script on this
-        store's Redis (the endpoint admits a request and writes its token session
-        in one script); the session then reads back exactly as after ``merge``.
-        """
+        """The hash key and ``merge.lua``'s ``ARGV`` for ``write``, for a caller running the
+        same merge inside a larger script (the endpoint's admission)."""
         args = self._merge_args(write.fields, (), write.ttl, write.max_bytes, 0)
         return self.key(write.key), args
-
-    # -- failure handling -------------------------------------------------------------
 
     def _unavailable(self, op: str, exc: BaseException) -> StoreUnavailable:
         detail = str(exc)
@@ -286,9 +196,9 @@ class RedisStore:
             detail = detail[:200] + "…"
         if isinstance(exc, (TimeoutError, asyncio.TimeoutError)) and not detail:
             detail = f"no answer within {self.timeout:g} s"
-        logger.warning("redis store %s failed at %s: %s", op, self._where, type(exc).__name__)
+        logger.warning("redis store %s failed at %s: %s", op, self.url, type(exc).__name__)
         return StoreUnavailable(
-            f"Redis at {self._where} is unavailable ({op}: {type(exc).__name__}: {detail}); "
+            f"Redis at {self.url} is unavailable ({op}: {type(exc).__name__}: {detail}); "
             "check that the server is running and reachable"
         )
 
@@ -300,9 +210,9 @@ class RedisStore:
         while True:
             attempt += 1
             try:
-                if self._gate is None and self._prepare is None:
-                    return await _within(call(), deadline)
-                return await _within(_gated(self._gate, call, self._prepare), deadline)
+                plain = self._gate is None and self._prepare is None
+                aw = call() if plain else self._gated(call)
+                return await asyncio.wait_for(aw, max(deadline - loop.time(), 0.0))
             except (TimeoutError, asyncio.TimeoutError) as exc:
                 raise self._unavailable(op, exc) from exc
             except self._retryable as exc:
@@ -313,15 +223,16 @@ class RedisStore:
             except self._redis_error as exc:
                 raise self._unavailable(op, exc) from exc
 
-    async def _waited(self, key: str, queue: Callable[[Any], Any]) -> Any:
-        """``durability="wait"``: the write ``queue`` adds, then ``WAIT 1``, on one connection.
+    async def _gated(self, call: Callable[[], Awaitable[T]]) -> T:
+        async with self._gate or contextlib.nullcontext():
+            if self._prepare is not None:
+                await self._prepare()
+            return await call()
 
-        ``WAIT`` counts the replicas that have the writes made *on its own
-        connection*, so both go in one pipeline (one round trip). Scripts go as
-        ``EVAL`` here: a pipelined ``EVALSHA`` would make redis-py check the script
-        cache with an extra round trip on every call. On a cluster the ``WAIT``
-        is pinned to the node that owns the key, which is where the write goes.
-        """
+    async def _waited(self, key: str, queue: Callable[[Any], Any]) -> Any:
+        """The write ``queue`` adds, then ``WAIT 1`` on the same connection (the one whose
+        writes it counts), in one pipeline. Scripts go as ``EVAL`` (a pipelined ``EVALSHA``
+        costs redis-py a round trip); on a cluster ``WAIT`` goes to the node owning ``key``."""
         client: Any = self.client  # Redis or RedisCluster: their pipelines differ
         pipe = client.pipeline(transaction=False)
         queue(pipe)
@@ -338,23 +249,29 @@ class RedisStore:
                     raise reply
         except self._redis_error:
             if self._cluster:  # a moved slot or a dead node: learn the topology again
-                await _quietly(client.nodes_manager.initialize())
+                try:
+                    await client.nodes_manager.initialize()
+                except Exception:  # best effort: the caller is already failing
+                    logger.debug("redis cluster topology refresh failed", exc_info=False)
             raise
         reply, acked = replies
         if acked < 1 and not (type(reply) is int and reply <= 0):  # 0 or less: nothing written
             raise StoreUnavailable(
-                f"Redis at {self._where} applied the write but no replica confirmed it "
+                f"Redis at {self.url} applied the write but no replica confirmed it "
                 f"within {self._wait_ms} ms (durability='wait'); it may be lost if the "
                 "primary fails now"
             )
         return reply
 
+    async def _command(self, op: str, key: str, send: Callable[[Any], Any]) -> Any:
+        if self.durability == "wait":
+            return await self._run(op, lambda: self._waited(key, send))
+        return await self._run(op, lambda: send(self.client))
+
     async def _script(self, script: Any, key: str, args: list[Any]) -> Any:
-        if self._durability == "primary":
+        if self.durability == "primary":
             return await script(keys=[key], args=args)
         return await self._waited(key, lambda pipe: pipe.eval(script.script, 1, key, *args))
-
-    # -- SessionStore -----------------------------------------------------------------
 
     def _merge_args(
         self,
@@ -371,13 +288,9 @@ class RedisStore:
         for name, value in fields.items():
             if type(name) is not str:
                 raise TypeError("fields keys must be str")
-            if type(value) is not bytes:
-                if not isinstance(value, (bytearray, memoryview)):
-                    raise TypeError("fields values must be non-empty compact JSON bytes")
-                value = bytes(value)
-            if not value:
+            if not isinstance(value, (bytes, bytearray, memoryview)) or not value:
                 raise TypeError("fields values must be non-empty compact JSON bytes")
-            encoded = name.encode()
+            encoded, value = name.encode(), bytes(value)
             parts += (encoded, value)
             lengths += (len(encoded), len(value))
         args: list[Any] = [
@@ -394,21 +307,12 @@ class RedisStore:
     async def merge(
         self, session_id: str, fields: Mapping[str, bytes], **options: Unpack[MergeOptions]
     ) -> None:
-        """Atomically set ``fields``, drop ``remove`` and refresh the TTL (one round trip).
-
-        ``merge(session_id, fields, *, remove=(), ttl, max_bytes)`` (:class:`~.store.MergeOptions`).
-
-        Raises:
-            MetadataTooLarge: The result would exceed ``max_bytes``; nothing changed.
-            StoreUnavailable: Redis could not be reached or did not answer in time
-                (the write may or may not have been applied).
-        """
+        """One round trip; on ``StoreUnavailable`` the write may or may not have been applied."""
         await self._merged(session_id, fields, options, "merge")
 
     async def _merged(
         self, session_id: str, fields: Mapping[str, bytes], options: MergeOptions, method: str
     ) -> Any:
-        """``merge.lua``'s reply (the session's JSON text for ``merge_and_get``)."""
         remove, ttl, max_bytes = merge_options(options, method)
         key = self.key(session_id)
         args = self._merge_args(fields, remove, ttl, max_bytes, int(method != "merge"))
@@ -420,128 +324,45 @@ class RedisStore:
     async def merge_and_get(
         self, session_id: str, fields: Mapping[str, bytes], **options: Unpack[MergeOptions]
     ) -> dict[str, Any]:
-        """:meth:`merge`, returning the resulting session, in the same single round trip.
-
-        The script that merges also reads the hash back (``HGETALL`` after the
-        write, inside the same atomic ``EVALSHA``) and returns it as one JSON
-        object text, so the result is exactly what ``get`` would return right
-        after this merge. Not retried (a merge is not
-        idempotent with respect to the TTL and concurrent writers).
-
-        Returns:
-            The decoded session after the merge.
-
-        Raises:
-            MetadataTooLarge: The result would exceed ``max_bytes``; nothing changed.
-            StoreUnavailable: Redis could not be reached or did not answer in time
-                (the write may or may not have been applied).
-        """
-        out: dict[str, Any] = orjson.loads(
-            await self._merged(session_id, fields, options, "merge_and_get")
-        )
-        return out
+        """:meth:`merge` and the session it left, in the same script. Not retried."""
+        reply = await self._merged(session_id, fields, options, "merge_and_get")
+        return cast("dict[str, Any]", orjson.loads(reply))
 
     async def get(self, session_id: str) -> dict[str, Any]:
-        """A decoded copy of the session (``{}`` if unknown or expired); retried on failure.
-
-        Raises:
-            StoreUnavailable: Redis stayed unreachable for the whole ``timeout``.
-        """
+        """A decoded copy (``{}`` if unknown or expired); retried within ``timeout``."""
         key = self.key(session_id)
         raw = await self._run("get", lambda: self.client.hgetall(key), attempts=_GET_ATTEMPTS)
         raw.pop(SIZE_FIELD, None)
-        out: dict[str, Any] = {}
-        for name, value in raw.items():
-            field = name.decode() if isinstance(name, bytes) else name
-            out[field] = orjson.loads(value)
-        return out
+        return {
+            (n.decode() if isinstance(n, bytes) else n): orjson.loads(v) for n, v in raw.items()
+        }
 
     async def delete(self, session_id: str) -> bool:
-        """Remove the session; True if it existed."""
         key = self.key(session_id)
-        if self._durability == "wait":
-            deleted = await self._run("delete", lambda: self._waited(key, lambda p: p.delete(key)))
-            return bool(deleted)
-        return bool(await self._run("delete", lambda: self.client.delete(key)))
+        return bool(await self._command("delete", key, lambda c: c.delete(key)))
 
     async def remove_keys(self, session_id: str, keys: Collection[str], *, ttl: float) -> int:
-        """Atomically remove top-level keys; returns how many existed.
-
-        The TTL is refreshed when keys remain; a session left empty is deleted.
-        """
         key = self.key(session_id)
-        ttl_ms = _ttl_ms(ttl)
-        args: list[Any] = [ttl_ms, *dict.fromkeys(keys)]
+        args: list[Any] = [_ttl_ms(ttl), *dict.fromkeys(keys)]
         if len(args) == 1:
             return 0
-        removed: int = await self._run("remove_keys", lambda: self._remove(keys=[key], args=args))
-        return removed
+        return int(await self._run("remove_keys", lambda: self._remove(keys=[key], args=args)))
 
     async def touch(self, session_id: str, *, ttl: float) -> bool:
-        """Refresh the session's TTL; True if it exists."""
         key = self.key(session_id)
         ttl_ms = _ttl_ms(ttl)
-        if self._durability == "wait":
-            touched = await self._run(
-                "touch", lambda: self._waited(key, lambda p: p.pexpire(key, ttl_ms))
-            )
-            return bool(touched)
-        return bool(await self._run("touch", lambda: self.client.pexpire(key, ttl_ms)))
+        return bool(await self._command("touch", key, lambda c: c.pexpire(key, ttl_ms)))
 
     async def cleanup(self, *, max_age: float | None = None) -> int:
-        """Return 0: Redis expires sessions by their TTL.
-
-        Redis keeps no last-write time per hash, so ``max_age`` cannot select
-        sessions here either; sessions still expire ``ttl`` after their last write.
-        """
+        """0: Redis expires sessions itself and keeps no last-write time for ``max_age``."""
         check_max_age(max_age)
         return 0
 
     async def aclose(self) -> None:
         """Close the client and its pool if this store created them (``from_url``)."""
-        if self._owns_client:
-            await self.client.aclose()
-            for extra in self._also_close:
-                await extra.aclose()
+        for owned in self._owned:
+            await owned.aclose()
 
     async def ping(self) -> bool:
         """True if Redis answers; raises ``StoreUnavailable`` otherwise."""
         return bool(await self._run("ping", lambda: self.client.ping(), attempts=_GET_ATTEMPTS))
-
-
-def _check_timeout(timeout: float) -> None:
-    positive_number(timeout, "timeout", "number of seconds")
-
-
-async def _gated(
-    gate: asyncio.Semaphore | None,
-    call: Callable[[], Awaitable[T]],
-    prepare: Callable[[], Awaitable[Any]] | None,
-) -> T:
-    """``call()`` holding a place in ``gate`` (if any), after ``prepare()`` (if any)."""
-    if gate is None:
-        if prepare is not None:
-            await prepare()
-        return await call()
-    async with gate:
-        return await _gated(None, call, prepare)
-
-
-async def _quietly(aw: Awaitable[Any]) -> None:
-    try:
-        await aw
-    except Exception:  # best effort: the caller is already failing with the real error
-        logger.debug("redis cluster topology refresh failed", exc_info=False)
-
-
-if sys.version_info >= (3, 11):
-
-    async def _within(aw: Awaitable[T], deadline: float) -> T:
-        async with asyncio.timeout_at(deadline):
-            return await aw
-
-else:  # pragma: no cover - Python 3.10
-
-    async def _within(aw: Awaitable[T], deadline: float) -> T:
-        remaining = deadline - asyncio.get_running_loop().time()
-        return await asyncio.wait_for(aw, max(remaining, 0.0))

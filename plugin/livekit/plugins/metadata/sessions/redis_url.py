@@ -1,10 +1,4 @@
-"""Redis URLs to redis-py clients: one server, a Redis Cluster, or a Sentinel-managed master.
-
-``connect`` reads ``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``
-and ``redis+sentinel://`` URLs (forms in :meth:`.redis.RedisStore.from_url`) and
-returns the client with what its owner must also close and how many calls may be
-in flight. ``describe`` names a given client for messages (no password).
-"""
+"""Redis URLs (README, "Scaling out") to redis-py clients: one server, Cluster or Sentinel."""
 
 from __future__ import annotations
 
@@ -26,21 +20,16 @@ SCHEMES_TEXT = "redis://, rediss://, unix://, redis+cluster:// or redis+sentinel
 
 
 class Connection(NamedTuple):
-    """A client made from a URL, and what its owner needs besides it."""
+    """A client, a Sentinel's own clients, and the calls allowed in flight (None: pool waits)."""
 
     client: AnyRedis
     also_close: list[Any]
-    """Further clients to close with it (a Sentinel's own connections)."""
     gate: int | None
-    """Calls allowed in flight (Cluster and Sentinel pools raise when full); None: the pool waits."""
 
 
 def connect(url: str, pool_size: int, timeout: float) -> Connection:
-    """A client for ``url`` with at most ``pool_size`` connections and ``timeout`` everywhere.
-
-    Raises:
-        ValueError: Not one of the URL forms (the message never shows the password).
-    """
+    """A client for ``url`` (``pool_size`` connections, ``timeout`` everywhere); ValueError,
+    never showing the password, for a URL of no known form."""
     if not isinstance(url, str) or not url:
         raise ValueError(f"url must be a non-empty URL of the forms: {SCHEMES_TEXT}")
     scheme = url.split("://", 1)[0].lower() if "://" in url else ""
@@ -48,11 +37,15 @@ def connect(url: str, pool_size: int, timeout: float) -> Connection:
         raise ValueError(f"url must start with {SCHEMES_TEXT} (got {redact_url(url)!r})")
     try:
         if scheme == "redis+cluster":
-            return Connection(_cluster_client(url, pool_size, timeout), [], pool_size)
+            return _cluster(url, pool_size, timeout)
         if scheme == "redis+sentinel":
-            client, sentinels = _sentinel_client(url, pool_size, timeout)
-            return Connection(client, sentinels, pool_size)
-        return Connection(_single_client(url, pool_size, timeout), [], None)
+            return _sentinel(url, pool_size, timeout)
+        import redis.asyncio
+
+        pool = redis.asyncio.BlockingConnectionPool.from_url(
+            url, max_connections=pool_size, timeout=timeout, **_client_options(timeout)
+        )
+        return Connection(redis.asyncio.Redis.from_pool(pool), [], None)
     except ValueError as exc:
         reason = str(exc) if scheme in ("redis+cluster", "redis+sentinel") else "bad form"
         raise ValueError(f"url is not a valid Redis URL ({reason}): {redact_url(url)}") from None
@@ -72,11 +65,8 @@ def describe(client: AnyRedis) -> str:
 def split_hosts(
     url: str, default_port: int
 ) -> tuple[str | None, str | None, list[tuple[str, int]], str]:
-    """Parse ``scheme://[[user]:password@]host[:port][,host[:port]...][/path]``.
-
-    Returns the user name, the password (both percent-decoded), the hosts and the
-    path without its leading ``/``. Raises ``ValueError`` (with no password in it).
-    """
+    """User, password (percent-decoded), hosts and path (no leading ``/``) of
+    ``scheme://[[user]:password@]host[:port][,host[:port]...][/path]``; ValueError if bad."""
     rest = url.split("://", 1)[1]
     netloc, _, path = rest.partition("/")
     if "?" in netloc or "?" in path or "#" in rest:
@@ -104,7 +94,7 @@ def split_hosts(
 
 
 def _client_options(timeout: float) -> dict[str, Any]:
-    """What every client here shares: the timeouts, no retries (the store retries), bytes."""
+    # No retries: the store retries within its deadline.
     from redis.backoff import NoBackoff
     from redis.retry import Retry
 
@@ -116,52 +106,36 @@ def _client_options(timeout: float) -> dict[str, Any]:
     }
 
 
-def _single_client(url: str, pool_size: int, timeout: float) -> AnyRedis:
-    """``redis://``, ``rediss://``, ``unix://``: a bounded, blocking pool."""
-    import redis.asyncio
-
-    pool = redis.asyncio.BlockingConnectionPool.from_url(
-        url,
-        max_connections=pool_size,
-        timeout=timeout,
-        **_client_options(timeout),
-    )
-    return redis.asyncio.Redis.from_pool(pool)
-
-
-def _cluster_client(url: str, pool_size: int, timeout: float) -> AnyRedis:
-    """``redis+cluster://``: redis-py's own ``RedisCluster`` (it does all the routing)."""
+def _cluster(url: str, pool_size: int, timeout: float) -> Connection:
     from redis.asyncio.cluster import ClusterNode, RedisCluster
 
     username, password, hosts, path = split_hosts(url, 6379)
     if path.strip("/") not in ("", "0"):
         raise ValueError("a Redis Cluster has only database 0")
-    return RedisCluster(
+    client = RedisCluster(
         startup_nodes=[ClusterNode(host, port) for host, port in hosts],
         username=username,
         password=password,
         max_connections=pool_size,
         **_client_options(timeout),
     )
+    return Connection(client, [], pool_size)
 
 
-def _sentinel_client(url: str, pool_size: int, timeout: float) -> tuple[AnyRedis, list[Any]]:
-    """``redis+sentinel://``: the master of a service, found (and re-found) by redis-py's Sentinel."""
+def _sentinel(url: str, pool_size: int, timeout: float) -> Connection:
     from redis.asyncio.sentinel import Sentinel
 
     username, password, hosts, path = split_hosts(url, 26379)
     service, _, db_text = path.strip("/").partition("/")
     if not service or "/" in db_text:
         raise ValueError("the path must be /service_name or /service_name/db")
-    db = int(db_text) if db_text else 0
-    options = _client_options(timeout)
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
         hosts,
         sentinel_kwargs={"socket_timeout": timeout, "socket_connect_timeout": timeout},
         username=username,
         password=password,
-        db=db,
-        **options,
+        db=int(db_text) if db_text else 0,
+        **_client_options(timeout),
     )
     client = sentinel.master_for(service, max_connections=pool_size)
-    return client, list(sentinel.sentinels)
+    return Connection(client, list(sentinel.sentinels), pool_size)

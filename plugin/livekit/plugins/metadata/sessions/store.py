@@ -1,12 +1,5 @@
-"""The storage seam: the async ``SessionStore`` protocol every backend implements.
-
-A session is a flat JSON object whose values the ``SessionManager`` encodes to
-compact JSON before they reach a store. Every backend keeps the same contracts
-(``docs/sessions.md``): a session's size is the length of its compact JSON
-(:func:`object_size`) and a merge over ``max_bytes`` raises ``MetadataTooLarge``
-changing nothing; every write and ``touch`` sets expiry to *now + ttl*; the
-optional :class:`MergeAndGet` returns the same result as ``merge`` then ``get``.
-"""
+"""The async ``SessionStore`` protocol every backend implements (contracts:
+``docs/sessions.md``; their executable form: ``tests/store_conformance.py``)."""
 
 from __future__ import annotations
 
@@ -39,21 +32,16 @@ def entry_size(key: str, encoded_value: bytes) -> int:
 
 
 def object_size(entry_sizes_total: int, count: int) -> int:
-    """Bytes of a compact JSON object whose ``count`` entries sum to ``entry_sizes_total``.
-
-    ``object_size(sum(entry_size(k, v) for k, v in items), len(items))`` equals
-    ``len(orjson.dumps(dict(decoded items)))``.
-    """
+    """Bytes of a compact JSON object of ``count`` entries whose :func:`entry_size` sum is given."""
     return 2 + entry_sizes_total + max(count - 1, 0)
 
 
 class SessionWrite(NamedTuple):
-    """One ``merge`` as the ``SessionManager`` hands it to the store (keys encoded, checked)."""
+    """One ``merge`` as the ``SessionManager`` hands it to the store: the store key (the
+    space's tag and the session id) and compact JSON per top-level key, checked."""
 
     key: str
-    """The store key (the space's tag and the session id)."""
     fields: dict[str, bytes]
-    """Top-level keys to set, each value compact JSON."""
     ttl: float
     max_bytes: int
 
@@ -64,15 +52,8 @@ class _MergeRequired(TypedDict):
 
 
 class MergeOptions(_MergeRequired, total=False):
-    """The keywords of every store's ``merge`` and ``merge_and_get``:
-    ``merge(session_id, fields, *, remove=(), ttl, max_bytes)``.
-
-    Attributes:
-        ttl: Seconds the session lives after this write (required).
-        max_bytes: Largest size of the result; a write over it raises
-            ``MetadataTooLarge`` and changes nothing (required).
-        remove: Top-level keys to drop (default none); a key also in ``fields`` is set.
-    """
+    """``merge``'s keywords: ``ttl`` (seconds to live after this write), ``max_bytes``
+    (largest result) and ``remove`` (top-level keys to drop; a key also set is set)."""
 
     remove: Collection[str]
 
@@ -83,11 +64,7 @@ _MERGE_KEYWORDS = frozenset(MergeOptions.__required_keys__ | MergeOptions.__opti
 def merge_options(
     options: Mapping[str, Any], method: str = "merge"
 ) -> tuple[Collection[str], float, int]:
-    """``remove``, ``ttl`` and ``max_bytes`` of a ``merge``'s keywords (:class:`MergeOptions`).
-
-    Raises:
-        TypeError: A keyword is missing or unknown (as an explicit signature would).
-    """
+    """``remove``, ``ttl`` and ``max_bytes``; TypeError for a missing or unknown keyword."""
     try:
         ttl, max_bytes = options["ttl"], options["max_bytes"]
     except KeyError as exc:
@@ -108,78 +85,42 @@ def check_max_age(max_age: object) -> None:
 
 @runtime_checkable
 class SessionStore(Protocol):
-    """Async storage for session metadata; implemented by ``MemoryStore`` and ``RedisStore``.
-
-    Every method is safe to call concurrently from one event loop; ``merge`` and
-    ``remove_keys`` are atomic (a concurrent writer never loses another's keys).
-    ``tests/store_conformance.py`` is the executable form of this contract: every
-    implementation runs it.
-    """
+    """Async session storage, safe for concurrent calls from one event loop; ``merge`` and
+    ``remove_keys`` are atomic (a concurrent writer never loses another's keys)."""
 
     async def merge(
         self, session_id: str, fields: Mapping[str, bytes], **options: Unpack[MergeOptions]
     ) -> None:
-        """Atomically set ``fields`` (compact JSON bytes per top-level key), drop ``remove``.
-
-        ``merge(session_id, fields, *, remove=(), ttl, max_bytes)``: see :class:`MergeOptions`.
-
-        Creates the session if needed (even when nothing is set) and refreshes its
-        TTL. Raises
-        ``MetadataTooLarge`` (session unchanged) when the result would exceed
-        ``max_bytes``. A key in both ``fields`` and ``remove`` is set.
-        """
-        ...
+        """Set ``fields``, drop ``remove``, create the session and restart its TTL; over
+        ``max_bytes``, raise ``MetadataTooLarge`` changing nothing."""
 
     async def get(self, session_id: str) -> dict[str, Any]:
         """A fresh, decoded copy of the session; ``{}`` if unknown or expired."""
-        ...
 
     async def delete(self, session_id: str) -> bool:
         """Remove the session and everything kept for it; True if it existed."""
-        ...
 
     async def remove_keys(self, session_id: str, keys: Collection[str], *, ttl: float) -> int:
-        """Remove top-level keys; returns how many existed (each key counted once).
-
-        Refreshes the TTL if keys remain; a session left without keys is deleted.
-        """
-        ...
+        """Remove top-level keys; how many existed. Restarts the TTL; deletes an emptied session."""
 
     async def touch(self, session_id: str, *, ttl: float) -> bool:
-        """Refresh the session's TTL without changing it; True if it exists."""
-        ...
+        """Restart the session's TTL without changing it; True if it exists."""
 
     async def cleanup(self, *, max_age: float | None = None) -> int:
-        """Remove expired sessions (or, with ``max_age``, those last written longer ago).
-
-        Returns how many were removed. Backends with native expiry return 0 when
-        ``max_age`` is None.
-        """
-        ...
+        """Remove expired sessions (or written over ``max_age`` ago); how many (native TTL: 0)."""
 
     async def aclose(self) -> None:
         """Release connections and other resources."""
-        ...
 
 
 @runtime_checkable
 class MergeAndGet(Protocol):
-    """Optional extension of :class:`SessionStore`: merge and read back in one round trip.
-
-    Not part of ``SessionStore``; a store offers it only when fusing saves real
-    work (``RedisStore`` does: one ``EVALSHA`` instead of two commands).
-    """
+    """Optional: ``merge`` and read back in one round trip (``RedisStore``: one ``EVALSHA``)."""
 
     async def merge_and_get(
         self, session_id: str, fields: Mapping[str, bytes], **options: Unpack[MergeOptions]
     ) -> dict[str, Any]:
-        """Exactly ``merge`` (same arguments, atomicity, TTL and size contract), then the session.
-
-        Returns the decoded session as the merge left it, as ``get`` would have
-        returned it right after the merge with no other writer in between. On
-        ``MetadataTooLarge`` nothing changed and nothing is returned.
-        """
-        ...
+        """Exactly ``merge``, then the session as ``get`` would return it with no writer between."""
 
 
 def too_large(size: int, limit: float) -> MetadataTooLarge:

@@ -1,18 +1,12 @@
-"""HMAC tool tokens in SignalWire's wire format, with its flaws fixed.
+"""HMAC tool tokens in SignalWire's wire format, its flaws fixed (``docs/sessions.md``).
 
-A tool token authorizes one function (tool) for one call/session until it
-expires; byte-compatible with SignalWire's ``SessionManager`` (Python and
-TypeScript editions) under a shared secret. The wire format and what is fixed
-(no field shifting, strict decoding, constant-time comparison, total validation,
-secret rotation, no signing oracle) are in ``docs/sessions.md``.
-
-Tokens are bearer credentials that can be replayed until they expire: keep the
-lifetime short and keep tokens out of logs.
-"""
+A token authorizes one function for one call; it is a bearer credential, replayable
+until it expires: keep the lifetime short and tokens out of logs."""
 
 from __future__ import annotations
 
 import binascii
+import contextlib
 import hashlib
 import hmac
 import os
@@ -22,7 +16,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, Final
 
 from ..errors import ConfigError
 from ..log import logger
@@ -57,8 +51,6 @@ MIN_SECRET_BYTES = 32
 MAX_TOKEN_LENGTH = 8192
 """Longer token strings are rejected before decoding."""
 
-_NONCE_BYTES = 8
-
 SecretInput = str | bytes | Sequence[str | bytes]
 
 
@@ -67,19 +59,8 @@ class InsecureSecretWarning(UserWarning):
 
 
 def derive_secret(api_secret: str | bytes, *, label: bytes = KDF_LABEL) -> str:
-    """Derive a tool-token secret from another secret with HKDF-SHA256 (RFC 5869).
-
-    The result (64 lowercase hex characters, used as UTF-8 text like any other
-    secret) is the same on every worker that shares ``api_secret``, and does not
-    reveal it. SignalWire peers can use the returned string as their secret.
-
-    Args:
-        api_secret: The input keying material (e.g. ``LIVEKIT_API_SECRET``).
-        label: The HKDF ``info``; a different label gives an unrelated key.
-
-    Raises:
-        ConfigError: ``api_secret`` is empty.
-    """
+    """64 hex characters derived from ``api_secret`` with HKDF-SHA256 (``info=label``): the
+    same on every worker sharing it, revealing nothing of it. ConfigError if empty."""
     ikm = api_secret.encode() if isinstance(api_secret, str) else bytes(api_secret)
     if not ikm:
         raise ConfigError("cannot derive a tool-token secret from an empty secret")
@@ -106,44 +87,33 @@ def _random_process_secret() -> str:
         return _process_secret
 
 
-def _as_key(secret: object, what: str) -> bytes:
-    if isinstance(secret, str):
-        key = secret.encode()
-    elif isinstance(secret, (bytes, bytearray)):
-        key = bytes(secret)
-    else:
-        raise TypeError(f"{what} must be a str or bytes, not {type(secret).__name__}")
+def _as_key(secret: str | bytes, what: str) -> bytes:
+    key = secret.encode() if isinstance(secret, str) else secret
     if not key:
         raise ConfigError(f"{what} is empty; configure a random secret of at least 32 bytes")
     if len(key) < MIN_SECRET_BYTES:
         warnings.warn(
-            InsecureSecretWarning(
-                f"{what} is {len(key)} bytes; use at least {MIN_SECRET_BYTES} random bytes"
-            ),
+            f"{what} is {len(key)} bytes; use at least {MIN_SECRET_BYTES} random bytes",
+            InsecureSecretWarning,
             stacklevel=4,
         )
     return key
 
 
 def _resolve_secrets(secret_key: object) -> tuple[list[str | bytes], str]:
-    """The configured secrets (signing secret first) and where they came from."""
     if secret_key is not None:
-        if isinstance(secret_key, (str, bytes, bytearray)):
-            return [secret_key if isinstance(secret_key, str) else bytes(secret_key)], "secret_key"
-        if isinstance(secret_key, Sequence):
-            if not secret_key:
-                raise ConfigError("secret_key is an empty list; give at least one secret")
-            out: list[str | bytes] = []
-            for item in secret_key:
-                if not isinstance(item, (str, bytes, bytearray)):
-                    raise TypeError(
-                        f"secret_key items must be str or bytes, not {type(item).__name__}"
-                    )
-                out.append(item if isinstance(item, str) else bytes(item))
-            return out, "secret_key"
-        raise TypeError(
-            f"secret_key must be a str, bytes or a list of them, not {type(secret_key).__name__}"
-        )
+        one = isinstance(secret_key, (str, bytes, bytearray))
+        items = [secret_key] if one else secret_key
+        if not isinstance(items, Sequence):
+            raise TypeError(
+                f"secret_key must be a str, bytes or a list of them, not {type(items).__name__}"
+            )
+        if not items:
+            raise ConfigError("secret_key is an empty list; give at least one secret")
+        for item in items:
+            if not isinstance(item, (str, bytes, bytearray)):
+                raise TypeError(f"secret_key items must be str or bytes, not {type(item).__name__}")
+        return [s if isinstance(s, str) else bytes(s) for s in items], "secret_key"
     env = os.environ.get(ENV_SECRET)
     if env:
         return [env], ENV_SECRET
@@ -154,37 +124,36 @@ def _resolve_secrets(secret_key: object) -> tuple[list[str | bytes], str]:
 
 
 def _check_expiry_secs(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        if isinstance(value, bool):
-            raise ValueError("token_expiry_secs must be an int of seconds, not a bool")
-        raise TypeError(f"token_expiry_secs must be an int, not {type(value).__name__}")
-    if not isinstance(value, int):
+    if isinstance(value, bool):
+        raise ValueError("token_expiry_secs must be an int of seconds, not a bool")
+    if isinstance(value, float):
         raise ValueError("token_expiry_secs must be an int of seconds")
+    if not isinstance(value, int):
+        raise TypeError(f"token_expiry_secs must be an int, not {type(value).__name__}")
     return value  # 0 or less: tokens born expired, as in SignalWire's SDKs (e.g. for tests)
 
 
+# base64url to the stdlib's alphabet; '+' and '/' become '!', which no encoding contains.
 _URL_TO_STD = bytes.maketrans(b"-_+/", b"+/!!")
-"""base64url to the stdlib's alphabet; '+' and '/' become '!', which no encoding contains."""
 _STD_TO_URL = bytes.maketrans(b"+/", b"-_")
 
 
-def _b64decode(token: str) -> bytes | None:
-    """Strict base64url: urlsafe alphabet only, no or correct padding, canonical.
-
-    The stdlib decoder is lenient (it skips stray characters, tolerates extra
-    padding and ignores non-zero trailing bits), so the decoded bytes are
-    encoded again: only a token that is exactly that encoding, with or without
-    its padding, is accepted. One byte string then has one token form.
-    """
+def _decoded(token: object) -> str:
+    """A token's text; TypeError or ValueError (never holding the token) unless it is strict
+    base64url, which decoded bytes encoded again must give back (the stdlib is lenient)."""
+    if not isinstance(token, str):
+        raise TypeError(f"token must be a str, not {type(token).__name__}")
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise ValueError(f"token is longer than {MAX_TOKEN_LENGTH} characters")
     try:
         std = token.encode("ascii").translate(_URL_TO_STD)
         data = binascii.a2b_base64(std + b"==")
-    except ValueError:  # non-ASCII text, or binascii.Error
-        return None
-    encoded = binascii.b2a_base64(data, newline=False)
-    if std != encoded and std != encoded.rstrip(b"="):
-        return None
-    return data
+        encoded = binascii.b2a_base64(data, newline=False)
+        if std != encoded and std != encoded.rstrip(b"="):
+            raise ValueError
+    except ValueError:  # non-ASCII text, binascii.Error, or not the canonical encoding
+        raise ValueError("token is not canonical base64url") from None
+    return data.decode("utf-8")
 
 
 def _is_expiry(field: str) -> bool:
@@ -200,24 +169,10 @@ class ToolTokens:
         token = tokens.generate_token("get_weather", call_id)
         assert tokens.validate_token(call_id, "get_weather", token)
 
-    Args:
-        secret_key: The secret (str used as UTF-8, or bytes), or a list of them for
-            rotation: tokens are signed with the first and accepted if any matches.
-            ``None``: ``LIVEKIT_METADATA_SECRET``, else a key derived from
-            ``LIVEKIT_API_SECRET``, else a random per-process secret (logged).
-        token_expiry_secs: Token lifetime in seconds, an int; 0 or less mints tokens
-            that are already expired (valid nowhere), as SignalWire's SDKs do.
-        clock: Returns the current Unix time in seconds; defaults to ``time.time``
-            (looked up at each call).
-        debug_mode: Enables :meth:`debug_token`.
-
-    Raises:
-        ConfigError: A secret is empty (or the list of secrets is).
-        TypeError: A secret or ``token_expiry_secs`` has the wrong type.
-        ValueError: ``token_expiry_secs`` is a bool or not a whole number.
-
-    Warns:
-        InsecureSecretWarning: A configured secret is shorter than 32 bytes.
+    ``secret_key``: str or bytes, or a list for rotation (sign with the first, accept
+    any); ``None``: ``LIVEKIT_METADATA_SECRET``, else derived from ``LIVEKIT_API_SECRET``,
+    else random per process (logged). ``token_expiry_secs`` of 0 or less mints expired
+    tokens, as SignalWire's SDKs do. Warns ``InsecureSecretWarning`` under 32 bytes.
     """
 
     __slots__ = (
@@ -226,8 +181,8 @@ class ToolTokens:
         "_expiry_secs",
         "_keys",
         "_macs",
-        "_secret_source",
-        "_secrets",
+        "secret_key",
+        "secret_source",
     )
 
     def __init__(
@@ -242,34 +197,21 @@ class ToolTokens:
         if clock is not None and not callable(clock):
             raise TypeError("clock must be a callable returning Unix seconds")
         found, source = _resolve_secrets(secret_key)
-        self._keys: tuple[bytes, ...] = tuple(
-            _as_key(s, "secret_key" if source == "secret_key" else source) for s in found
-        )
+        self._keys: tuple[bytes, ...] = tuple(_as_key(s, source) for s in found)
         # Keyed once; each token copies the prepared HMAC instead of keying a new one.
         self._macs = tuple(hmac.new(k, digestmod=hashlib.sha256) for k in self._keys)
-        self._secrets: tuple[str | bytes, ...] = tuple(found)
-        self._secret_source = source
-        # None: time.time, looked up at each call (so tests may patch it).
-        self._clock: Callable[[], float] | None = clock
+        self.secret_key: Final[str | bytes] = found[0]
+        """The signing secret as configured. **Sensitive**: never log or display it."""
+        self.secret_source: Final = source
+        """Where the secret came from: ``secret_key``, an env var, derived or random."""
+        self._clock: Callable[[], float] | None = clock  # None: time.time (tests may patch it)
         self._debug_mode = bool(debug_mode)
 
     def __repr__(self) -> str:
         return (
-            f"ToolTokens(secret_key=<{len(self._keys)} secret(s), {self._secret_source}>, "
+            f"ToolTokens(secret_key=<{len(self._keys)} secret(s), {self.secret_source}>, "
             f"token_expiry_secs={self._expiry_secs}, debug_mode={self._debug_mode})"
         )
-
-    # -- configuration -------------------------------------------------------------
-
-    @property
-    def secret_key(self) -> str | bytes:
-        """The signing secret as configured. **Sensitive**: never log or display it."""
-        return self._secrets[0]
-
-    @property
-    def secret_source(self) -> str:
-        """Where the secret came from: ``secret_key``, an env var, derived or random."""
-        return self._secret_source
 
     @property
     def token_expiry_secs(self) -> int:
@@ -282,45 +224,28 @@ class ToolTokens:
 
     @property
     def debug_mode(self) -> bool:
-        """Whether :meth:`debug_token` is enabled (same flag as ``_debug_mode``)."""
+        """Whether :meth:`debug_token` is enabled."""
         return self._debug_mode
 
     @debug_mode.setter
     def debug_mode(self, value: bool) -> None:
         self._debug_mode = bool(value)
 
-    # -- minting ---------------------------------------------------------------------
-
     def generate_token(self, function_name: str, call_id: str) -> str:
-        """Mint a token for calling ``function_name`` within ``call_id``.
-
-        Args:
-            function_name: The tool's name: non-empty, without ``:`` or ``.``.
-            call_id: The call/session id: non-empty, without ``:`` (``.`` is fine).
-
-        Returns:
-            The padded base64url token.
-
-        Raises:
-            TypeError: An argument is not a str.
-            ValueError: An argument is empty or contains a forbidden character.
-        """
-        if type(function_name) is not str:
-            if not isinstance(function_name, str):
-                raise TypeError(f"function_name must be a str, not {type(function_name).__name__}")
-            function_name = str(function_name)
-        if type(call_id) is not str:
-            if not isinstance(call_id, str):
-                raise TypeError(f"call_id must be a str, not {type(call_id).__name__}")
-            call_id = str(call_id)
+        """A padded base64url token for ``function_name`` (no ``:`` or ``.``) within
+        ``call_id`` (no ``:``); TypeError or ValueError otherwise."""
+        if not isinstance(function_name, str):
+            raise TypeError(f"function_name must be a str, not {type(function_name).__name__}")
+        if not isinstance(call_id, str):
+            raise TypeError(f"call_id must be a str, not {type(call_id).__name__}")
+        function_name, call_id = str(function_name), str(call_id)
         if not function_name or ":" in function_name or "." in function_name:
             raise ValueError("function_name must be non-empty and contain neither ':' nor '.'")
         if not call_id or ":" in call_id:
             raise ValueError("call_id must be non-empty and must not contain ':'")
-        clock = self._clock
         # Never below 0: the field stays plain digits, and 0 is expired for every clock.
-        expiry = max(int(time.time() if clock is None else clock()) + self._expiry_secs, 0)
-        nonce = os.urandom(_NONCE_BYTES).hex()
+        expiry = max(int(self._now()) + self._expiry_secs, 0)
+        nonce = os.urandom(8).hex()  # 16 hex characters, as SignalWire's
         mac = self._macs[0].copy()
         mac.update(f"{call_id}:{function_name}:{expiry}:{nonce}".encode())
         plain = f"{call_id}.{function_name}.{expiry}.{nonce}.{mac.hexdigest()}".encode()
@@ -330,31 +255,17 @@ class ToolTokens:
         """Alias of :meth:`generate_token` (SignalWire name)."""
         return self.generate_token(tool_name, call_id)
 
-    # -- checking --------------------------------------------------------------------
-
     def validate_token(self, call_id: str, function_name: str, token: str) -> bool:
-        """True if ``token`` is authentic, unexpired and for this call and function.
-
-        Never raises: any malformed or unexpected input gives ``False``. A wrong
-        call id costs the same work as a valid token (it is checked last).
-        """
+        """True if ``token`` is authentic, unexpired and for this call and function; never
+        raises. A wrong call id costs the same work as a valid token (it is checked last)."""
         try:
-            if not call_id or type(token) is not str or len(token) > MAX_TOKEN_LENGTH:
+            if not call_id or type(token) is not str:
                 return False
-            data = _b64decode(token)
-            # No field of a token we mint holds ':' (the MAC input's separator).
-            if data is None or b":" in data:
+            text = _decoded(token)
+            if ":" in text:  # no field of a token we mint holds ':' (the MAC input's separator)
                 return False
-            parts = data.decode().rsplit(".", 4)
-            if len(parts) != 5:
-                return False
-            t_call, t_func, t_expiry, t_nonce, t_sig = parts
-            if t_func != function_name:
-                return False
-            if not (t_expiry.isdigit() and t_expiry.isascii() and len(t_expiry) <= 20):
-                return False
-            clock = self._clock
-            if int(t_expiry) <= (time.time() if clock is None else clock()):
+            t_call, t_func, t_expiry, t_nonce, t_sig = text.rsplit(".", 4)  # or raise
+            if t_func != function_name or not _is_expiry(t_expiry) or int(t_expiry) <= self._now():
                 return False
             head = f"{t_call}:{t_func}:{t_expiry}:{t_nonce}".encode()
             for prepared in self._macs:
@@ -367,76 +278,48 @@ class ToolTokens:
         except Exception:
             return False
 
+    def _now(self) -> float:
+        return time.time() if self._clock is None else self._clock()
+
     def validate_tool_token(self, function_name: str, token: str, call_id: str) -> bool:
         """Alias of :meth:`validate_token` with SignalWire's argument order for it."""
         return self.validate_token(call_id, function_name, token)
 
     def debug_token(self, token: str) -> dict[str, Any]:
-        """Describe a token's fields for debugging, **without** checking its signature.
-
-        Disabled unless :attr:`debug_mode` is on, when it returns
-        ``{"valid_format": False, "error": "debug mode not enabled"}``. Otherwise
-        the SignalWire shape: ``valid_format``; for five fields ``components``
-        (call id shortened to 8 characters, function, expiry, ``expiry_date`` in
-        UTC with ``Z``, nonce, the signature's first 8 characters) and ``status``
-        (``current_time``, ``is_expired``, ``expires_in_seconds``); otherwise
-        ``parts_count`` or ``error``, and ``token_length``. It never computes a
-        signature or reveals the secret. Keep its output out of untrusted channels.
-        """
+        """A token's fields in SignalWire's shape, **without** checking its signature; only
+        in :attr:`debug_mode`. Keep its output out of untrusted channels."""
         if not self._debug_mode:
             return {"valid_format": False, "error": "debug mode not enabled"}
         length = len(token) if isinstance(token, str) else 0
         try:
-            if not isinstance(token, str):
-                raise TypeError(f"token must be a str, not {type(token).__name__}")
-            if len(token) > MAX_TOKEN_LENGTH:
-                raise ValueError(f"token is longer than {MAX_TOKEN_LENGTH} characters")
-            data = _b64decode(token)
-            if data is None:
-                raise ValueError("token is not canonical base64url")
-            parts = data.decode("utf-8").rsplit(".", 4)
-        except Exception as exc:
-            return {"valid_format": False, "error": _safe_error(exc), "token_length": length}
+            parts = _decoded(token).rsplit(".", 4)
+        except UnicodeDecodeError as exc:
+            error = f"token does not decode to UTF-8 text (byte {exc.start})"
+            return {"valid_format": False, "error": error, "token_length": length}
+        except Exception as exc:  # our own messages never hold the token
+            return {"valid_format": False, "error": str(exc), "token_length": length}
         if len(parts) != 5:
             return {"valid_format": False, "parts_count": len(parts), "token_length": length}
         t_call, t_func, t_expiry, t_nonce, t_sig = parts
-        clock = self._clock
-        now = int(time.time() if clock is None else clock())
-        expiry_date: str | None = None
-        is_expired: bool | None = None
-        expires_in: int | None = None
-        if _is_expiry(t_expiry):
-            expiry = int(t_expiry)
-            is_expired = expiry <= now
-            expires_in = 0 if is_expired else expiry - now
-            try:
-                expiry_date = (
-                    datetime.fromtimestamp(expiry, tz=timezone.utc)
-                    .isoformat()
-                    .replace("+00:00", "Z")
-                )
-            except (OverflowError, OSError, ValueError):
-                expiry_date = None
+        now = int(self._now())
+        expiry = int(t_expiry) if _is_expiry(t_expiry) else None
+        expiry_date = None
+        if expiry is not None:
+            with contextlib.suppress(OverflowError, OSError, ValueError):
+                expiry_date = datetime.fromtimestamp(expiry, tz=timezone.utc).isoformat()
         return {
             "valid_format": True,
             "components": {
                 "call_id": t_call[:8] + "..." if len(t_call) > 8 else t_call,
                 "function": t_func,
                 "expiry": t_expiry,
-                "expiry_date": expiry_date,
+                "expiry_date": expiry_date and expiry_date.replace("+00:00", "Z"),
                 "nonce": t_nonce,
                 "signature": t_sig[:8] + "...",
             },
             "status": {
                 "current_time": now,
-                "is_expired": is_expired,
-                "expires_in_seconds": expires_in,
+                "is_expired": None if expiry is None else expiry <= now,
+                "expires_in_seconds": None if expiry is None else max(expiry - now, 0),
             },
         }
-
-
-def _safe_error(exc: Exception) -> str:
-    # Our own messages and codec errors never contain the token text.
-    if isinstance(exc, UnicodeDecodeError):
-        return f"token does not decode to UTF-8 text (byte {exc.start})"
-    return str(exc)
