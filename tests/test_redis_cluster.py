@@ -8,6 +8,7 @@ This module covers what is specific to them. Servers are real, started by fixtur
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import socket
 from collections.abc import AsyncIterator
@@ -221,6 +222,24 @@ async def test_without_a_replica_wait_mode_refuses_but_applies(redis_url: str) -
         assert await store.get("s") == {"a": 1}  # applied on the primary all the same
         with pytest.raises(Exception, match="over the limit"):
             await store.merge("s", {"b": b"1" * 100}, ttl=TTL, max_bytes=20)  # refused: no WAIT
+    finally:
+        await store.aclose()
+
+
+@pytest.mark.parametrize("op", ["remove_keys", "touch", "delete"])
+async def test_without_a_replica_every_write_kind_waits(redis_url: str, op: str) -> None:
+    """Not only merges: removing keys, touching and deleting also wait for a replica."""
+    store = RedisStore.from_url(redis_url, durability="wait", wait_timeout=0.05)
+    try:
+        with contextlib.suppress(StoreUnavailable):
+            await store.merge("w", {"a": b"1", "b": b"2"}, ttl=TTL, max_bytes=BIG)
+        write = {
+            "remove_keys": lambda: store.remove_keys("w", ["a"], ttl=TTL),
+            "touch": lambda: store.touch("w", ttl=TTL),
+            "delete": lambda: store.delete("w"),
+        }[op]
+        with pytest.raises(StoreUnavailable, match="no replica confirmed"):
+            await write()
     finally:
         await store.aclose()
 

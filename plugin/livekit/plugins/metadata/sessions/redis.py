@@ -346,7 +346,7 @@ class RedisStore:
         args: list[Any] = [_ttl_ms(ttl), *dict.fromkeys(keys)]
         if len(args) == 1:
             return 0
-        return int(await self._run("remove_keys", lambda: self._remove(keys=[key], args=args)))
+        return int(await self._run("remove_keys", lambda: self._script(self._remove, key, args)))
 
     async def touch(self, session_id: str, *, ttl: float) -> bool:
         key = self.key(session_id)
