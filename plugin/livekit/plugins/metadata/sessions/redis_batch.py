@@ -45,12 +45,6 @@ class _Link:
 
 def _arg(value: Any) -> bytes:
     kind = type(value)
-    if kind is bytes:
-        return value  # type: ignore[no-any-return]
-    if kind is str:
-        return value.encode()  # type: ignore[no-any-return]
-    if kind is int:
-        return b"%d" % value
     if kind is float:
         return repr(value).encode()
     if isinstance(value, (bytearray, memoryview)):
@@ -64,9 +58,16 @@ def pack_evalsha(sha: bytes, keys: Sequence[Any], args: Sequence[Any]) -> bytes:
 
 
 def _pack(*words: Any) -> bytes:
-    items = [_arg(x) for x in words]
-    parts = [b"*%d\r\n" % len(items)]
-    parts += [b"$%d\r\n%s\r\n" % (len(x), x) for x in items]
+    parts = [b"*%d\r\n" % len(words)]
+    for word in words:  # str and int inline, the rest through _arg
+        kind = type(word)
+        if kind is str:
+            word = word.encode()
+        elif kind is int:
+            word = b"%d" % word
+        elif kind is not bytes:
+            word = _arg(word)
+        parts.append(b"$%d\r\n%s\r\n" % (len(word), word))
     return b"".join(parts)
 
 

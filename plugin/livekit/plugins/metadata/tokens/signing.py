@@ -10,6 +10,7 @@ the secret (PEM, SSH, DER and JWK shapes) on every token; here it runs once.
 from __future__ import annotations
 
 import hmac
+import json
 from typing import Any, NoReturn
 
 import jwt
@@ -21,6 +22,16 @@ from ..errors import ConfigError, TokenError
 __all__ = ["Signer"]
 
 _HS256 = "HS256"
+_HEADER = {"typ": "JWT", "alg": _HS256}
+
+
+class _HeaderJSON(json.JSONEncoder):
+    """PyJWT's ``json_encoder``: the one header it makes here, encoded once (the same text)."""
+
+    TEXT = json.dumps(_HEADER, separators=(",", ":"), sort_keys=True)
+
+    def encode(self, o: Any) -> str:
+        return self.TEXT if o == _HEADER else super().encode(o)
 
 
 class _CheckedSecretHS256(Algorithm):
@@ -93,4 +104,4 @@ class Signer:
             payload = orjson.dumps(claims)
         except orjson.JSONEncodeError as exc:
             raise TokenError(f"token claims are not JSON-serializable: {exc}") from None
-        return self._encode(payload, self.secret, algorithm=_HS256)
+        return self._encode(payload, self.secret, algorithm=_HS256, json_encoder=_HeaderJSON)
