@@ -23,15 +23,12 @@ __all__ = ["Signer"]
 
 _HS256 = "HS256"
 _HEADER = {"typ": "JWT", "alg": _HS256}
+_HEADER_JSON = json.dumps(_HEADER, separators=(",", ":"), sort_keys=True)  # PyJWT's own text
 
 
-class _HeaderJSON(json.JSONEncoder):
-    """PyJWT's ``json_encoder``: the one header it makes here, encoded once (the same text)."""
-
-    TEXT = json.dumps(_HEADER, separators=(",", ":"), sort_keys=True)
-
+class _HeaderJSON(json.JSONEncoder):  # PyJWT's json_encoder: its one header, encoded once
     def encode(self, o: Any) -> str:
-        return self.TEXT if o == _HEADER else super().encode(o)
+        return _HEADER_JSON if o == _HEADER else super().encode(o)
 
 
 class _CheckedSecretHS256(Algorithm):
