@@ -36,6 +36,8 @@ EXTENSION_POINTS: dict[tuple[str, str], str] = {
     "form for a reusable set of function tools",
     ("tokens/signing.py", "_CheckedSecretHS256"): "jwt.algorithms.Algorithm: PyJWT's API "
     "reference documents it as the interface of an algorithm (PyJWS.register_algorithm)",
+    ("tokens/signing.py", "_HeaderJSON"): "json.JSONEncoder: documented to be subclassed; "
+    "PyJWS.encode documents its json_encoder argument",
     ("server/edge.py", "EdgeProtocol"): "asyncio.Protocol: asyncio's documented base for "
     "protocols (it wraps aiohttp's documented web.Server protocol factory)",
     ("server/run.py", "LoopFlushedHandler"): "logging.StreamHandler: logging's documented base "

@@ -1,10 +1,11 @@
 """HS256 signing of token claims with PyJWT, the secret checked once per issuer.
 
-PyJWT documents two extension points this module uses and nothing else:
+PyJWT documents the extension points this module uses and nothing else:
 ``jwt.algorithms.Algorithm`` ("the interface for an algorithm used to sign and
-verify tokens", in PyJWT's API reference) and ``PyJWS.register_algorithm`` on a
-``PyJWS`` of our own (never PyJWT's global registry). PyJWT's own HS256 checks
-the secret (PEM, SSH, DER and JWK shapes) on every token; here it runs once.
+verify tokens", in PyJWT's API reference), ``PyJWS.register_algorithm`` on a
+``PyJWS`` of our own (never PyJWT's global registry) and ``encode``'s ``json_encoder``
+(the one header, encoded once). PyJWT's own HS256 checks the secret (PEM, SSH,
+DER and JWK shapes) on every token; here it runs once.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ _HEADER = {"typ": "JWT", "alg": _HS256}
 _HEADER_JSON = json.dumps(_HEADER, separators=(",", ":"), sort_keys=True)  # PyJWT's own text
 
 
-class _HeaderJSON(json.JSONEncoder):  # PyJWT's json_encoder: its one header, encoded once
+class _HeaderJSON(json.JSONEncoder):  # PyJWS.encode's documented json_encoder: its header once
     def encode(self, o: Any) -> str:
         return _HEADER_JSON if o == _HEADER else super().encode(o)
 
