@@ -79,6 +79,8 @@ def test_round_trip_through_token_verifier(issuer: TokenIssuer) -> None:
         "staging",
     )
     assert jwt.get_unverified_header(token) == {"alg": "HS256", "typ": "JWT"}
+    # the header's bytes are PyJWT's own (the signer hands PyJWT its encoding of it)
+    assert token.split(".")[0] == jwt.encode({}, "k" * 32, algorithm="HS256").split(".")[0]
 
 
 def test_verify_returns_parsed_metadata_and_dispatches(issuer: TokenIssuer) -> None:

@@ -98,7 +98,8 @@ async def handle_token(request: EndpointRequest, state: AppState) -> EndpointRes
     log["principal"] = principal.id
     try:
         parsed = parsing.parse(await request.read(), state)
-        target = None if parsed.rejoin_token is None else await _rejoin(parsed, principal, state)
+        rejoin = parsed.rejoin_token
+        target = None if rejoin is None else await _rejoin(rejoin, parsed, principal, state)
         decision = _apply_policy(parsed, principal, state, target)
         log["room"] = decision.room
         choice = _choose_dispatch(parsed, decision, principal, state)
@@ -138,7 +139,7 @@ async def _authorize(request: EndpointRequest, state: AppState) -> tuple[Princip
                 principal, rate_key = await _identify(request, state)
         except Refusal as refusal:
             if refusal.status == 401:
-                await _failed_authentication(peer, state)
+                await failed_authentication(peer, state)  # over its limit: a 429
             raise
     config = state.config
     buckets = []
@@ -186,11 +187,6 @@ async def _mint_admitted(
         elif step == "admitted":
             await admission.release_session(reservation.session_id, state, reservation.owner)
         raise
-
-
-async def _failed_authentication(peer: str, state: AppState) -> None:
-    """Count a failed attempt; over the limit, the peer gets 429 until its bucket refills."""
-    await failed_authentication(peer, state)
 
 
 async def _identify(request: EndpointRequest, state: AppState) -> tuple[Principal, str]:
@@ -243,12 +239,10 @@ async def _call_hook(hook: AuthorizeHook, request: EndpointRequest) -> Principal
 
 
 async def _rejoin(
-    parsed: ParsedRequest, principal: Principal, state: AppState
-) -> tuple[str, str] | None:
-    """The room and identity of a ``rejoin_token`` (None without one); see ``placement``."""
-    if parsed.rejoin_token is None:
-        return None
-    room, identity = await rejoin_target(parsed.rejoin_token, principal, state)
+    token: str, parsed: ParsedRequest, principal: Principal, state: AppState
+) -> tuple[str, str]:
+    """The room and identity of a ``rejoin_token``; see ``placement``."""
+    room, identity = await rejoin_target(token, principal, state)
     if (parsed.room is not None and parsed.room != room) or (
         parsed.identity is not None and parsed.identity != identity
     ):

@@ -43,30 +43,27 @@ class _Link:
         self.broken = False
 
 
-def _arg(value: Any) -> bytes:
-    kind = type(value)
-    if kind is bytes:
-        return value  # type: ignore[no-any-return]
-    if kind is str:
-        return value.encode()  # type: ignore[no-any-return]
-    if kind is int:
-        return b"%d" % value
-    if kind is float:
-        return repr(value).encode()
-    if isinstance(value, (bytearray, memoryview)):
-        return bytes(value)
-    raise TypeError(f"a script argument must be bytes, str, int or float, not {kind.__name__}")
-
-
 def pack_evalsha(sha: bytes, keys: Sequence[Any], args: Sequence[Any]) -> bytes:
     """``EVALSHA sha len(keys) *keys *args`` in RESP (what the server reads)."""
     return _pack(b"EVALSHA", sha, len(keys), *keys, *args)
 
 
 def _pack(*words: Any) -> bytes:
-    items = [_arg(x) for x in words]
-    parts = [b"*%d\r\n" % len(items)]
-    parts += [b"$%d\r\n%s\r\n" % (len(x), x) for x in items]
+    parts = [b"*%d\r\n" % len(words)]
+    for word in words:
+        kind = type(word)
+        if kind is str:
+            word = word.encode()
+        elif kind is int:
+            word = b"%d" % word
+        elif kind is float:
+            word = repr(word).encode()
+        elif kind is not bytes:
+            if not isinstance(word, (bytearray, memoryview)):
+                name = kind.__name__
+                raise TypeError(f"a script argument must be bytes, str, int or float, not {name}")
+            word = bytes(word)
+        parts.append(b"$%d\r\n%s\r\n" % (len(word), word))
     return b"".join(parts)
 
 
