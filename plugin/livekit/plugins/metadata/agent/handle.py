@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
 from livekit import rtc
 
@@ -48,8 +48,10 @@ class SessionHandle:
         stats: AdapterStats,
         on_close: Callable[[SessionHandle], None],
     ) -> None:
-        self._id = session_id
-        self._space = space
+        self.id: Final = session_id
+        """The room sid (or ``session_id(ctx)``)."""
+        self.space: Final = space
+        """``call``, or ``named`` with ``session_id=``."""
         self._sessions = sessions
         self._options = options
         self._on_close = on_close
@@ -70,20 +72,10 @@ class SessionHandle:
 
     def __repr__(self) -> str:
         return (
-            f"SessionHandle(id={self._id!r}, tracked={sorted(self._tracker.tracked)!r}, "
+            f"SessionHandle(id={self.id!r}, tracked={sorted(self._tracker.tracked)!r}, "
             f"applied={self.applied_updates}, invalid={self.invalid_updates}, "
             f"failed={self.failed_updates}, closed={self.closed})"
         )
-
-    @property
-    def id(self) -> str:
-        """The room sid (or ``session_id(ctx)``)."""
-        return self._id
-
-    @property
-    def space(self) -> SessionSpace:
-        """``call``, or ``named`` with ``session_id=``."""
-        return self._space
 
     @property
     def tracked(self) -> frozenset[str]:
@@ -132,7 +124,7 @@ class SessionHandle:
         """Where :meth:`update_participant` persists a caller's writes, in the call key space
         (``"<call session id>/<participant sid>"``, both from LiveKit); None if untracked."""
         view = self._tracker.views.get(identity)
-        return None if view is None else f"{self._id}/{view.participant.sid or identity}"
+        return None if view is None else f"{self.id}/{view.participant.sid or identity}"
 
     async def update_participant(
         self, identity: str, updates: Mapping[str, Any], *, remove: Iterable[str] = ()
@@ -158,7 +150,7 @@ class SessionHandle:
             agent = view.check_agent_write(updates, removed, self._options.max_metadata_bytes)
             if self._options.schema is not None:
                 validate_schema({**view.live, **agent}, self._options.schema)
-            where = f"{self._id}/{view.participant.sid or identity}"
+            where = f"{self.id}/{view.participant.sid or identity}"
             try:
                 await self._sessions.call_sessions.update(where, updates, remove=removed)
             except StoreError as exc:
@@ -189,7 +181,7 @@ class SessionHandle:
 
     async def get(self) -> dict[str, Any]:
         """A copy of the call session (``{}`` if empty); no caller's keys."""
-        return await self._space.get(self._id)
+        return await self.space.get(self.id)
 
     async def set(self, mapping_or_key: Mapping[str, Any] | str, value: Any = None, /) -> None:
         """Merge keys into the session: ``set({"k": v})`` or ``set("k", v)`` (see :meth:`update`)."""
@@ -200,7 +192,7 @@ class SessionHandle:
     async def update(self, updates: Mapping[str, Any], *, remove: Iterable[str] = ()) -> None:
         """Merge ``updates`` and remove ``remove`` in one atomic write. Raises TypeError (a value
         JSON cannot hold) or MetadataTooLarge (the session unchanged)."""
-        await self._space.update(self._id, updates, remove=remove)
+        await self.space.update(self.id, updates, remove=remove)
 
     async def wait_idle(self) -> None:
         """Until every room event so far is applied, its ``on_change`` has run, and the call
@@ -306,18 +298,18 @@ class SessionHandle:
         self._writer.closed_down()
         self._on_close(self)
         delete = self._options.delete_on_shutdown if delete is None else delete
-        if delete and self._space is not self._sessions.call_sessions:
+        if delete and self.space is not self._sessions.call_sessions:
             logger.warning(
                 "metadata adapter: kept session %s: only a call session is deleted at "
                 "shutdown, and this one was named with session_id=",
-                key_label(self._id),
+                key_label(self.id),
             )
         elif delete:
             try:
                 for where in self._agent_keys:
-                    await self._space.delete(where)
-                await self._space.delete(self._id)
+                    await self.space.delete(where)
+                await self.space.delete(self.id)
             except StoreError as exc:
                 logger.warning(
-                    "metadata adapter: could not delete session %s: %s", key_label(self._id), exc
+                    "metadata adapter: could not delete session %s: %s", key_label(self.id), exc
                 )

@@ -11,7 +11,7 @@ import asyncio
 import heapq
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, NamedTuple, Protocol
+from typing import TYPE_CHECKING, Any, Final, NamedTuple, Protocol
 
 from .._lua import lua_source
 from .._util import positive_int, positive_number
@@ -256,7 +256,7 @@ class RedisLimits(Limits):
             raise ValueError("prefix must not contain braces: {limits} is the keys' hash tag")
         positive_number(timeout, "timeout", "number of seconds")
         self._client = client
-        self._prefix = prefix
+        self.prefix: Final = prefix
         self._tagged = prefix + TAG
         self._sessions_key = self._tagged + "sessions"
         self._timeout = float(timeout)
@@ -303,11 +303,7 @@ class RedisLimits(Limits):
         return limits
 
     def __repr__(self) -> str:
-        return f"RedisLimits(prefix={self._prefix!r}, timeout={self._timeout})"
-
-    @property
-    def prefix(self) -> str:
-        return self._prefix
+        return f"RedisLimits(prefix={self.prefix!r}, timeout={self._timeout})"
 
     @property
     def corrupt_values(self) -> int:
