@@ -1,16 +1,8 @@
 """JWT claims of a LiveKit access token, built from livekit-api's own grant types.
 
-``livekit.api.access_token.Claims`` says what a token can carry: one optional
-grant dataclass per grant claim (``video``, ``sip``, ``inference``,
-``observability``, ``agent``, ``agentEndpoint``, ``agentThread`` in livekit-api
-1.2) next to identity, name, kind, metadata, attributes and ``roomConfig``.
-:data:`GRANT_CLAIMS` is read from that dataclass when this module is imported,
-so every grant the installed livekit-api knows, including ones added after this
-module was written, can be put into a token, and each is written exactly as
-``Claims.asdict()`` writes it (camelCase keys, ``None`` and ``""`` left out).
-
-Everything here is pure and checks its input: names within LiveKit's byte
-limits, a participant kind the server accepts, grant objects of a known type.
+:data:`GRANT_CLAIMS` is read from ``livekit.api.access_token.Claims`` at import, so
+every grant the installed livekit-api knows can be put into a token, written as
+``Claims.asdict()`` writes it (camelCase keys, ``None`` and ``""`` left out). Pure.
 """
 
 from __future__ import annotations
@@ -76,18 +68,15 @@ def _camel(name: str) -> str:
     return head + "".join(word.capitalize() for word in rest)
 
 
-def _grant_types() -> dict[type, str]:
-    """Each grant dataclass of ``Claims`` -> its claim name (``SIPGrants`` -> ``"sip"``)."""
-    hints = typing.get_type_hints(Claims)
-    out: dict[type, str] = {}
-    for field in dataclasses.fields(Claims):
-        for candidate in typing.get_args(hints[field.name]) or (hints[field.name],):
-            if isinstance(candidate, type) and dataclasses.is_dataclass(candidate):
-                out[candidate] = _camel(field.name)
-    return out
+_GRANT_FIELDS: dict[str, tuple[type, str]] = {}
+"""Claim name -> (grant type, ``Claims`` attribute), e.g. ``"agentEndpoint"``."""
+_HINTS = typing.get_type_hints(Claims)
+for _field in dataclasses.fields(Claims):
+    for _cls in typing.get_args(_HINTS[_field.name]) or (_HINTS[_field.name],):
+        if isinstance(_cls, type) and dataclasses.is_dataclass(_cls):
+            _GRANT_FIELDS[_camel(_field.name)] = (_cls, _field.name)
 
-
-GRANT_CLAIMS: Mapping[type, str] = _grant_types()
+GRANT_CLAIMS: Mapping[type, str] = {cls: claim for claim, (cls, _) in _GRANT_FIELDS.items()}
 """Every grant type of the installed livekit-api and the claim it is written to."""
 
 _FIELDS: dict[type, tuple[tuple[str, str], ...]] = {
@@ -138,13 +127,7 @@ def _default_video(room: str) -> dict[str, Any]:
 def grants_claims(
     room: str, grants: GrantsInput | None, *, can_update_own_metadata: bool
 ) -> dict[str, dict[str, Any]]:
-    """The grant claims of a join token for ``room``, keyed by claim name.
-
-    ``grants`` is ``None`` (room join only), one grant object or an iterable of
-    grant objects of distinct types. Without a ``VideoGrants`` among them the
-    video grant is the default room join; a given one must name ``room`` or no
-    room, and ``room`` is filled in. ``can_update_own_metadata`` adds
-    ``canUpdateOwnMetadata`` to the video grant.
+    """The grant claims of a join token for ``room`` (see ``MintOptions.grants``).
 
     Raises:
         TypeError: Something that is not a livekit-api grant.
@@ -174,12 +157,7 @@ def grants_claims(
 
 
 def check_name(value: object, what: str, *, required: bool) -> str:
-    """A str of at most :data:`MAX_IDENTITY_BYTES` UTF-8 bytes (non-empty if ``required``).
-
-    Raises:
-        TypeError: Not a str.
-        ValueError: Empty (when required), too long, or a lone surrogate.
-    """
+    """A str of at most :data:`MAX_IDENTITY_BYTES` UTF-8 bytes (non-empty if ``required``)."""
     if not isinstance(value, str):
         raise TypeError(f"{what} must be a str, not {type(value).__name__}")
     if not value:
@@ -198,12 +176,7 @@ def check_name(value: object, what: str, *, required: bool) -> str:
 
 
 def ttl_seconds(ttl: timedelta | float, what: str = "ttl") -> int:
-    """Whole seconds of a timedelta or a number of seconds, at least one.
-
-    Raises:
-        TypeError: Neither a timedelta nor a number.
-        ValueError: Under one second, or NaN.
-    """
+    """Whole seconds of a timedelta or a number of seconds, at least one (not NaN)."""
     if isinstance(ttl, timedelta):
         seconds = ttl.total_seconds()
     elif isinstance(ttl, (int, float)) and not isinstance(ttl, bool):
@@ -228,12 +201,7 @@ def participant_claims(name: str | None, kind: str | None) -> dict[str, Any]:
 
 
 def room_config_claim(room_config: api.RoomConfiguration | None) -> dict[str, Any] | None:
-    """``roomConfig`` as ``MessageToDict`` writes it; its agents come from the dispatches.
-
-    Raises:
-        TypeError: Not a ``RoomConfiguration``.
-        ValueError: ``room_config.agents`` is not empty.
-    """
+    """``roomConfig`` as ``MessageToDict`` writes it; its agents come from the dispatches."""
     if room_config is None:
         return None
     if not isinstance(room_config, api.RoomConfiguration):
@@ -243,16 +211,6 @@ def room_config_claim(room_config: api.RoomConfiguration | None) -> dict[str, An
     if len(room_config.agents):
         raise ValueError("room_config.agents must be empty: pass agents as dispatch=")
     return MessageToDict(room_config)
-
-
-# ------------------------------------------------------------------ reading claims
-
-_GRANT_FIELD_NAMES: dict[str, tuple[type, str]] = {}
-"""Claim name -> (grant type, ``Claims`` attribute), e.g. ``"agentEndpoint"``."""
-for _field in dataclasses.fields(Claims):
-    for _cls, _claim in GRANT_CLAIMS.items():
-        if _claim == _camel(_field.name):
-            _GRANT_FIELD_NAMES[_claim] = (_cls, _field.name)
 
 
 def _value_kind(annotation: Any) -> tuple[str, bool]:
@@ -287,7 +245,7 @@ def _json_kind(value: object) -> str:
 
 
 def _read_grant(claim: str, value: object) -> tuple[str, object]:
-    cls, attr = _GRANT_FIELD_NAMES[claim]
+    cls, attr = _GRANT_FIELDS[claim]
     if not isinstance(value, dict):
         raise _bad(claim, f"must be an object, not {_json_kind(value)}")
     kwargs: dict[str, Any] = {}
@@ -336,13 +294,8 @@ _PARSE_FIELD = re.compile(r"Failed to parse (\w+) field")
 def read_claims(payload: Mapping[str, Any]) -> Claims:
     """``livekit.api.Claims`` from a verified JWT payload, every claim's shape checked.
 
-    Grant fields of a later livekit-api are ignored (as ``TokenVerifier`` does);
-    absent grants stay ``None``. Only shapes are checked here: identity and room
-    rules for joining are :func:`join_problem`'s.
-
-    Raises:
-        TokenVerificationError: A claim has the wrong type or shape; the message
-            names it (never its value).
+    Grant fields of a later livekit-api are ignored (as ``TokenVerifier`` does).
+    Raises ``TokenVerificationError`` naming the claim (never its value).
     """
     claims = Claims(
         identity=_checked(_read_text(payload, "sub"), "sub"),
@@ -354,7 +307,7 @@ def read_claims(payload: Mapping[str, Any]) -> Claims:
     )
     if claims.kind and claims.kind not in PARTICIPANT_KINDS:
         raise _bad("kind", f"must be one of {sorted(PARTICIPANT_KINDS)}")
-    for claim in _GRANT_FIELD_NAMES:
+    for claim in _GRANT_FIELDS:
         if payload.get(claim) is not None:
             attr, grant = _read_grant(claim, payload[claim])
             setattr(claims, attr, grant)
@@ -377,11 +330,8 @@ def _checked(value: str, claim: str) -> str:
 
 
 def join_problem(claims: Claims) -> str | None:
-    """Why LiveKit would refuse to let these claims join a room, or ``None``.
-
-    The rules of ``AccessToken.to_jwt`` and the server: a participant identity,
-    a video grant with ``roomJoin`` and the room named.
-    """
+    """Why LiveKit (``AccessToken.to_jwt`` and the server) would refuse to let these
+    claims join a room, or ``None``."""
     if not claims.identity:
         return "token has no participant identity ('sub' claim): LiveKit refuses to join with it"
     video = claims.video
@@ -397,7 +347,7 @@ def join_problem(claims: Claims) -> str | None:
 def claims_grants(claims: Claims) -> dict[str, dict[str, Any]]:
     """The grants present in ``claims``, as claims (``{"video": {...}, "sip": {...}}``)."""
     out: dict[str, dict[str, Any]] = {}
-    for claim, (_cls, attr) in _GRANT_FIELD_NAMES.items():
+    for claim, (_cls, attr) in _GRANT_FIELDS.items():
         grant = getattr(claims, attr)
         if grant is not None:
             out[claim] = grant_claim(grant)
