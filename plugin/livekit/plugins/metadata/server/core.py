@@ -34,6 +34,11 @@ _JSON = "application/json"
 _GET_ALLOW = "GET, HEAD"
 _POST_ALLOW = "OPTIONS, POST"
 _GET = ("GET", "HEAD")
+_PREFLIGHT = {
+    "Access-Control-Allow-Methods": "POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type",
+    "Access-Control-Max-Age": "600",
+}
 _METHODS = {"token": ("POST", "OPTIONS"), **dict.fromkeys(PLAYGROUND_POST, ("POST",))}
 """The methods an endpoint's metrics count under its name (any other: ``other``)."""
 
@@ -280,12 +285,4 @@ def _preflight(request: EndpointRequest, state: AppState) -> EndpointResponse:
         return EndpointResponse(204, {"Allow": _POST_ALLOW}, b"")
     if origin not in state.policy.cors_origins:
         raise Refusal(403, "origin_not_allowed", "this origin may not call the token endpoint")
-    return EndpointResponse(
-        204,
-        {
-            "Access-Control-Allow-Methods": "POST, OPTIONS",
-            "Access-Control-Allow-Headers": "Authorization, Content-Type",
-            "Access-Control-Max-Age": "600",
-        },
-        b"",
-    )
+    return EndpointResponse(204, dict(_PREFLIGHT), b"")

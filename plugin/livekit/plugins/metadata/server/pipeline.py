@@ -1,6 +1,4 @@
-"""The token request, step by step, on the framework-free :class:`EndpointRequest`:
-framing → authorize → parse → rejoin → policy → dispatch choice → admission → mint
-and store → answer."""
+"""The token request, step by step (:func:`handle_token`), on an :class:`EndpointRequest`."""
 
 from __future__ import annotations
 
@@ -83,7 +81,8 @@ class _Choice:
 
 
 async def handle_token(request: EndpointRequest, state: AppState) -> EndpointResponse:
-    """Framing → authorize → parse → policy → dispatch choice → mint → store → answer."""
+    """Framing → authorize → parse → rejoin → policy → dispatch choice → admission → mint
+    and store → answer."""
     log = request.log
     parsing.check_framing(request, state.config)
     principal, buckets = await _authorize(request, state)
@@ -95,8 +94,7 @@ async def handle_token(request: EndpointRequest, state: AppState) -> EndpointRes
         decision = _apply_policy(parsed, principal, state, target)
         log["room"] = decision.room
         choice = _choose_dispatch(parsed, decision, principal, state)
-    except Refusal:
-        # a refused request counts against its rates too
+    except Refusal:  # a refused request counts against its rates too
         await admission.admit(state, buckets, None)
         raise
     log["agent"] = choice.agent or None

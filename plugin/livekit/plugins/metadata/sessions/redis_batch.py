@@ -91,11 +91,8 @@ class ScriptBatch:
         return f"ScriptBatch(pending={len(self._pending)}, in_flight={sent})"
 
     def run(self, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> asyncio.Future[Any]:
-        """The script's reply (or its error), once the server has answered it.
-
-        Raises:
-            TypeError: An argument is not bytes, str, int or float (nothing is sent).
-        """
+        """The script's reply (or its error); a ``TypeError`` for an argument that is not
+        bytes, str, int or float (nothing is sent)."""
         packed = pack_evalsha(script.sha.encode(), keys, args)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue(_Call(script, packed, future))

@@ -113,15 +113,8 @@ def _claim_name(grant: object) -> str:
     return name
 
 
-def _default_video(room: str) -> dict[str, Any]:
-    """``VideoGrants(room_join=True, room=room)`` as a claim, without building it."""
-    return {
-        "roomJoin": True,
-        "room": room,
-        "canPublish": True,
-        "canSubscribe": True,
-        "canPublishData": True,
-    }
+_DEFAULT_VIDEO = {"canPublish": True, "canSubscribe": True, "canPublishData": True}
+"""``VideoGrants(room_join=True, room=room)``'s claim without ``roomJoin`` and ``room``."""
 
 
 def grants_claims(
@@ -146,7 +139,7 @@ def grants_claims(
             out[name] = grant_claim(grant)
     video = out.get("video")
     if video is None:
-        video = out["video"] = _default_video(room)
+        video = out["video"] = {"roomJoin": True, "room": room, **_DEFAULT_VIDEO}
     elif video.get("room", room) != room:
         raise ValueError("grants.room must be empty or equal to room")
     else:

@@ -62,8 +62,7 @@ class MetadataClaim:
 
 
 MetadataInput = Union[Mapping[str, Any], "BaseModel", str, MetadataClaim]
-"""Metadata as ``mint`` accepts it: a mapping, a pydantic model, a JSON string or a
-:class:`MetadataClaim`."""
+"""Metadata as ``mint`` accepts it."""
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -125,8 +124,8 @@ MINT_OPTIONS: frozenset[str] = MintOptions.__optional_keys__
 
 
 Built = tuple[dict[str, Any], "dict[str, Any] | None", dict[str, Any]]
-"""What :meth:`ClaimsBuilder.build` returns: the claims (without ``sub``/``iss``/``nbf``/
-``exp``), the checked public metadata and the private keys."""
+"""What :meth:`ClaimsBuilder.build` returns: the claims (no ``sub``/``iss``/``nbf``/``exp``),
+the checked public metadata and the private keys."""
 
 
 class _Router(Protocol):
@@ -136,17 +135,13 @@ class _Router(Protocol):
 _Claim = tuple[str, "dict[str, Any] | None"]
 
 
+@dataclasses.dataclass(slots=True, eq=False)
 class ClaimsBuilder:
     """Checks mint options and builds the claims, with the issuer's limits and router."""
 
-    __slots__ = ("max_attributes_bytes", "max_metadata_bytes", "router")
-
-    def __init__(
-        self, max_metadata_bytes: int, max_attributes_bytes: int, router: _Router | None
-    ) -> None:
-        self.max_metadata_bytes = max_metadata_bytes
-        self.max_attributes_bytes = max_attributes_bytes
-        self.router = router
+    max_metadata_bytes: int
+    max_attributes_bytes: int
+    router: _Router | None
 
     def metadata_claim(self, value: MetadataInput) -> MetadataClaim:
         if isinstance(value, MetadataClaim):
