@@ -93,10 +93,8 @@ async def _handle(request: web.Request) -> web.StreamResponse:
             raise _read_refusal(exc) from None
         except (asyncio.TimeoutError, TimeoutError):
             close = True
-            seconds = endpoint.config.edge.body_timeout
-            raise Refusal(
-                408, "request_timeout", f"request body not received within {seconds:g} s"
-            ) from None
+            message = f"request body not received within {endpoint.config.edge.body_timeout:g} s"
+            raise Refusal(408, "request_timeout", message) from None
         except web.RequestPayloadError:  # broken framing; its message may quote the bytes
             close = True
             raise Refusal(400, "bad_request", "malformed request body") from None
