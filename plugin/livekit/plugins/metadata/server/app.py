@@ -1,10 +1,10 @@
 """The token endpoint's aiohttp adapter (``lk-metadata serve``) of :class:`~.core.TokenEndpoint`:
 LiveKit's standard token-endpoint format (README, "The token endpoint").
 
-Safe defaults: 127.0.0.1; anonymous access only on loopback; ``canUpdateOwnMetadata``
-off; a rate limit per principal; a 128 KiB body limit; no CORS origin; trusted keys
-private; ``/metrics`` and ``/openapi.json`` for loopback callers; JSON errors without
-metadata values, tokens or secrets.
+Safe defaults: 127.0.0.1; anonymous access only on loopback; no client ``room_config``
+field but the agent; ``canUpdateOwnMetadata`` off; a rate limit per principal; a 128 KiB
+body limit; no CORS origin; trusted keys private; ``/metrics`` and ``/openapi.json`` for
+loopback callers; JSON errors without metadata values, tokens or secrets.
 """
 
 from __future__ import annotations

@@ -20,7 +20,6 @@ from ..errors import (
     MetadataTooLarge,
     NoRouteMatched,
     ReservedKey,
-    SchemaViolation,
     StoreError,
     StoreFull,
 )
@@ -399,8 +398,6 @@ async def _mint_and_store(
         raise Refusal(413, "metadata_too_large", exc.message) from None
     except ReservedKey as exc:
         raise Refusal(422, "reserved_key", exc.message) from None
-    except SchemaViolation as exc:
-        raise Refusal(422, "schema_violation", exc.message) from None
     except (MetadataError, ValueError) as exc:
         raise Refusal(400, "invalid_request", safe_message(exc)) from None
     except StoreFull:

@@ -54,7 +54,7 @@ class MetadataClaim:
     def __init__(self, text: str, data: dict[str, Any], _seal: object = None) -> None:
         self.text = text
         self.data = data
-        self.size = _utf8_size(text)
+        self.size = len(text) if text.isascii() else len(text.encode("utf-8"))
         self._seal = _seal
 
     def __repr__(self) -> str:
@@ -146,8 +146,10 @@ class ClaimsBuilder:
     def metadata_claim(self, value: MetadataInput) -> MetadataClaim:
         if isinstance(value, MetadataClaim):
             return value
-        text, data = self._metadata(value, "metadata", want_dict=True)
-        return MetadataClaim(text, data or {}, _SEAL)
+        text, data = self._serialize(value, "metadata", want_dict=True)
+        assert data is not None  # want_dict
+        refuse_reserved(data, "metadata")
+        return MetadataClaim(text, data, _SEAL)
 
     def build(
         self,
