@@ -13,7 +13,7 @@ import hmac
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -49,6 +49,7 @@ class TokenEndpoint:
 
     def __init__(self, state: AppState) -> None:
         self.state = state
+        self.config: Final = state.config
         config = state.config
         self._routes = {
             **playground_routes(config),  # /route, /explain; /playground when enabled
@@ -65,10 +66,6 @@ class TokenEndpoint:
     ) -> TokenEndpoint:
         """Build the endpoint; ``ConfigError`` as :func:`~.app.create_app`."""
         return cls(build_state(config, warn_dev_keys=warn_dev_keys))
-
-    @property
-    def config(self) -> ServerConfig:
-        return self.state.config
 
     @property
     def paths(self) -> list[str]:

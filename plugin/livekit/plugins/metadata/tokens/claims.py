@@ -206,27 +206,24 @@ def room_config_claim(room_config: api.RoomConfiguration | None) -> dict[str, An
     return MessageToDict(room_config)
 
 
-def _value_kind(annotation: Any) -> tuple[str, bool]:
-    """A grant field's JSON shape (``bool``, ``str`` or ``list``) and whether null is allowed."""
+def _value_kind(annotation: Any) -> tuple[type, bool]:
+    """A grant field's JSON shape (bool, str, list or object: any) and whether null is allowed."""
     args = typing.get_args(annotation)
     optional = type(None) in args
     if optional:
         annotation = next(a for a in args if a is not type(None))
     if typing.get_origin(annotation) is list:
-        return "list", optional
-    if annotation in (bool, str):
-        return annotation.__name__, optional
-    return "any", optional
+        return list, optional
+    return (annotation if annotation in (bool, str) else object), optional
 
 
-_READERS: dict[type, dict[str, tuple[str, str, bool]]] = {
+_READERS: dict[type, dict[str, tuple[str, type, bool]]] = {
     cls: {
         _camel(f.name): (f.name, *_value_kind(typing.get_type_hints(cls)[f.name]))
         for f in dataclasses.fields(cls)
     }
     for cls in GRANT_CLAIMS
 }
-_SHAPES = {"bool": bool, "str": str}
 
 
 def _bad(claim: str, problem: str) -> TokenVerificationError:
@@ -249,14 +246,14 @@ def _read_grant(claim: str, value: object) -> tuple[str, object]:
         name, shape, optional = reader
         if item is None and optional:
             continue
-        if shape == "list":
+        if shape is list:
             ok = isinstance(item, list) and all(isinstance(x, str) for x in item)
         else:
-            ok = shape == "any" or type(item) is _SHAPES[shape]
+            ok = shape is object or type(item) is shape
         if not ok:
-            expected = "an array of strings" if shape == "list" else f"a {shape}"
+            expected = "an array of strings" if shape is list else f"a {shape.__name__}"
             raise _bad(claim, f"field {key_label(key)} must be {expected}")
-        kwargs[name] = list(item) if shape == "list" else item
+        kwargs[name] = list(item) if shape is list else item
     return attr, cls(**kwargs)
 
 
