@@ -1,8 +1,5 @@
-"""Admission: a request's rate buckets and its slot under ``max_sessions`` and its owner's share.
-
-One limits call per request (:func:`admit`); on one Redis node the admission and
-the session write are one script (the pipeline's ``admit_and_write``).
-"""
+"""Admission: a request's rate buckets and its slot under ``max_sessions`` and its owner's share,
+in one limits call per request."""
 
 from __future__ import annotations
 
@@ -47,12 +44,10 @@ async def admit(
     slot: str | None,
     share: tuple[str, int] = ("", 0),
 ) -> str:
-    """The request's one limits call: its rate buckets and (``slot``) one more live session.
+    """The request's one limits call: its rate buckets and (``slot``) one more live session
+    under the cap and the owner's ``share`` ``(owner, most live sessions)``.
 
-    A 429 when a bucket is empty, a 503 ``store_full`` when the cap is reached, a
-    503 ``store_share_full`` when the owner's ``share`` ``(owner, most live
-    sessions)`` is used up (nothing evicted); otherwise the reserved slot (a random
-    id of its own, live as long as a token session), to release if minting fails.
+    Returns the reserved slot, to release if minting fails; refusals: :func:`check_admission`.
     """
     reservation = None if slot is None else make_reservation(state, slot, share)
     if not buckets and reservation is None:

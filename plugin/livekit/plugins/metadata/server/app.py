@@ -1,17 +1,10 @@
-"""The token endpoint's aiohttp adapter: what ``lk-metadata serve`` runs.
+"""The token endpoint's aiohttp adapter (``lk-metadata serve``) of :class:`~.core.TokenEndpoint`:
+LiveKit's standard token-endpoint format (README, "The token endpoint").
 
-LiveKit's standard token-endpoint format, so ``TokenSource.endpoint(url)`` in every
-client SDK works unchanged: ``POST /token`` with a ``TokenRequest`` (models.py) gets
-``201 {"server_url", "participant_token", "room_name", "participant_identity"}``.
-The checks are the framework-free core's (:class:`~.core.TokenEndpoint`, steps in
-``pipeline.py``); :mod:`.asgi` is the other adapter. The server chooses room and
-identity (``placement.py``) unless the principal lets the client choose.
-
-Safe defaults: 127.0.0.1; anonymous access only on loopback; no client
-``room_config`` field but the agent; ``canUpdateOwnMetadata`` off; a rate limit per
-principal; a 128 KiB body limit; no CORS origin; trusted keys private;
-``/metrics`` and ``/openapi.json`` for loopback callers. Every error is JSON
-``{"error": {"code", "message"}}`` without metadata values, tokens or secrets.
+Safe defaults: 127.0.0.1; anonymous access only on loopback; no client ``room_config``
+field but the agent; ``canUpdateOwnMetadata`` off; a rate limit per principal; a 128 KiB
+body limit; no CORS origin; trusted keys private; ``/metrics`` and ``/openapi.json`` for
+loopback callers; JSON errors without metadata values, tokens or secrets.
 """
 
 from __future__ import annotations
@@ -60,16 +53,8 @@ ENDPOINT = web.AppKey("lk_metadata_endpoint", TokenEndpoint)
 def create_app(
     config: ServerConfig | None = None, *, warn_dev_keys: bool = True
 ) -> web.Application:
-    """Build the token-endpoint application.
-
-    Args:
-        config: The server configuration; None means all defaults (loopback,
-            in-memory store, bundled example rules, dev keys if none are set).
-        warn_dev_keys: Log a warning when the dev-server keys are used.
-
-    Returns:
-        An ``aiohttp.web.Application`` serving ``POST <path>``, ``GET /healthz``,
-        ``GET /readyz``, ``GET /metrics`` and ``GET /openapi.json``.
+    """The token endpoint as an ``aiohttp.web.Application``; ``config`` None: all defaults
+    (loopback, in-memory store, bundled example rules, dev keys if none are set).
 
     Raises:
         ConfigError: Missing credentials on a non-loopback host, no way to
@@ -108,10 +93,8 @@ async def _handle(request: web.Request) -> web.StreamResponse:
             raise _read_refusal(exc) from None
         except (asyncio.TimeoutError, TimeoutError):
             close = True
-            seconds = endpoint.config.edge.body_timeout
-            raise Refusal(
-                408, "request_timeout", f"request body not received within {seconds:g} s"
-            ) from None
+            message = f"request body not received within {endpoint.config.edge.body_timeout:g} s"
+            raise Refusal(408, "request_timeout", message) from None
         except web.RequestPayloadError:  # broken framing; its message may quote the bytes
             close = True
             raise Refusal(400, "bad_request", "malformed request body") from None

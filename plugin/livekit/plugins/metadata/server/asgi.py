@@ -1,15 +1,10 @@
-"""The token endpoint as a plain ASGI app: mount it in FastAPI, Starlette or Litestar.
-
-Any ASGI server runs it and any ASGI framework mounts it with one line::
+"""The token endpoint as a plain ASGI app: mount it in FastAPI, Starlette or Litestar::
 
     tokens = TokenASGI(ServerConfig(auth=...))
     app.mount("/lk", tokens)          # POST /lk/token, GET /lk/healthz, ...
 
-Same core as ``lk-metadata serve`` (:class:`~.core.TokenEndpoint`): same checks,
-statuses, JSON bodies, log line and metrics. A host app that has authenticated
-its user passes it as the principal: ``await tokens.respond(scope, receive,
-principal=user)`` (README, "Mount it in your app"). Connection limits, deadlines,
-malformed-request answers and the ``Server`` header are the ASGI server's job.
+The core of ``lk-metadata serve`` (:class:`~.core.TokenEndpoint`); connection limits,
+deadlines and the ``Server`` header are the ASGI server's job (README, "Mount it in your app").
 """
 
 from __future__ import annotations
@@ -31,13 +26,8 @@ Send = Callable[[Message], Awaitable[None]]
 
 
 class TokenASGI:
-    """An ASGI 3 application serving the token endpoint.
-
-    Args:
-        config: A :class:`ServerConfig`, or an already built :class:`TokenEndpoint`
-            (to share one between adapters); None: all defaults.
-        warn_dev_keys: Log a warning when the dev-server keys are used.
-    """
+    """An ASGI 3 application serving the token endpoint; ``config`` may be a built
+    :class:`TokenEndpoint`, to share one between adapters."""
 
     def __init__(
         self,
@@ -68,11 +58,8 @@ class TokenASGI:
     async def respond(
         self, scope: Scope, receive: Receive, *, principal: Principal | None = None
     ) -> EndpointResponse:
-        """A token request from a host app's own route (any path), as ``principal``.
-
-        The answer's status, headers and body are to be sent as they are (in
-        FastAPI: ``Response(answer.body, answer.status, answer.headers)``).
-        """
+        """A token request from a host app's own route (any path), as ``principal``; send the
+        answer as it is (FastAPI: ``Response(answer.body, answer.status, answer.headers)``)."""
         request = self._request(scope, receive, principal)
         request.path = self.endpoint.config.path
         return await self.endpoint.handle(request)

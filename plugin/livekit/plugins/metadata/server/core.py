@@ -1,15 +1,9 @@
-"""The token endpoint as a library: one object, one async call, no web framework.
-
-:class:`TokenEndpoint` is built from a :class:`~.config.ServerConfig` (checks,
-issuer, store, limits) and answers an :class:`~.messages.EndpointRequest` with an
-:class:`~.messages.EndpointResponse`::
+"""The token endpoint as a library: one object, one async call, no web framework::
 
     endpoint = TokenEndpoint.from_config(ServerConfig(...))
     response = await endpoint.handle(EndpointRequest("POST", "/token", headers, body=b"{}"))
 
-Adapters: ``create_app`` (aiohttp, ``lk-metadata serve``) and :mod:`.asgi`. Routes:
-``config.path``, ``/healthz``, ``/readyz``, ``/metrics``, ``/openapi.json``; else a
-JSON 404 or 405.
+Adapters: ``create_app`` (aiohttp, ``lk-metadata serve``) and :mod:`.asgi`.
 """
 
 from __future__ import annotations
@@ -19,7 +13,7 @@ import hmac
 import logging
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import orjson
 
@@ -39,17 +33,23 @@ _READY_TIMEOUT = 3.0
 _JSON = "application/json"
 _GET_ALLOW = "GET, HEAD"
 _POST_ALLOW = "OPTIONS, POST"
+_GET = ("GET", "HEAD")
+_PREFLIGHT = {
+    "Access-Control-Allow-Methods": "POST, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type",
+    "Access-Control-Max-Age": "600",
+}
+_METHODS = {"token": ("POST", "OPTIONS"), **dict.fromkeys(PLAYGROUND_POST, ("POST",))}
+"""The methods an endpoint's metrics count under its name (any other: ``other``)."""
 
 
 class TokenEndpoint:
-    """The token endpoint's checks and answers, framework-free.
-
-    Build it once (:meth:`from_config`), call :meth:`handle` per request, and
-    :meth:`aclose` it at shutdown (it closes the store and limits it built).
-    """
+    """The token endpoint's checks and answers: :meth:`handle` per request, :meth:`aclose`
+    at shutdown (it closes the store and limits it built)."""
 
     def __init__(self, state: AppState) -> None:
         self.state = state
+        self.config: Final = state.config
         config = state.config
         self._routes = {
             **playground_routes(config),  # /route, /explain; /playground when enabled
@@ -64,17 +64,8 @@ class TokenEndpoint:
     def from_config(
         cls, config: ServerConfig | None = None, *, warn_dev_keys: bool = True
     ) -> TokenEndpoint:
-        """Build the endpoint (the same checks as :func:`~.app.create_app`).
-
-        Raises:
-            ConfigError: Missing credentials on a non-loopback host, no way to
-                authenticate callers, or an invalid rules file / schema / store URL.
-        """
+        """Build the endpoint; ``ConfigError`` as :func:`~.app.create_app`."""
         return cls(build_state(config, warn_dev_keys=warn_dev_keys))
-
-    @property
-    def config(self) -> ServerConfig:
-        return self.state.config
 
     @property
     def paths(self) -> list[str]:
@@ -82,7 +73,6 @@ class TokenEndpoint:
         return list(self._routes)
 
     async def aclose(self) -> None:
-        """Close the session store and the limits, if this endpoint built them."""
         state = self.state
         if state.owns_limits:
             await state.limits.aclose()
@@ -104,21 +94,10 @@ class TokenEndpoint:
         except Refusal as err:
             code = err.code
             response = json_error(err.status, err.code, err.message, err.headers)
-        except asyncio.CancelledError:
-            raise
         except Exception as exc:
             _log_internal_error(request, exc)
             code = "internal"
             response = json_error(500, "internal", "internal error")
-        if endpoint == "token":
-            if method not in ("POST", "OPTIONS"):
-                endpoint = "other"
-        elif endpoint in PLAYGROUND_POST:
-            if method != "POST":
-                endpoint = "other"
-        elif endpoint is not None and method not in ("GET", "HEAD"):
-            endpoint = "other"
-
         origin = request.headers.get("origin")
         if origin is not None and origin in state.policy.cors_origins:
             headers = response.headers
@@ -126,7 +105,7 @@ class TokenEndpoint:
             headers["Access-Control-Expose-Headers"] = "Retry-After"
             headers["Vary"] = "Origin"
 
-        label = endpoint or "other"
+        label = endpoint if endpoint and method in _METHODS.get(endpoint, _GET) else "other"
         state.metrics.count(label, response.status)
         if label == "token" and logger.isEnabledFor(logging.INFO):
             _log_request(request, response.status, code, (time.perf_counter() - t0) * 1000.0)
@@ -138,9 +117,7 @@ class TokenEndpoint:
         state = self.state
         if endpoint is None:
             raise Refusal(404, "not_found", "no such endpoint")
-        if endpoint == "token":
-            if method == "POST":
-                return await handle_token(request, state)
+        if endpoint == "token":  # POST: handle's hot path
             if method == "OPTIONS":
                 return _preflight(request, state)
             raise _not_allowed(method, _POST_ALLOW)
@@ -163,12 +140,8 @@ class TokenEndpoint:
 
 
 def _not_allowed(method: str, allow: str) -> Refusal:
-    return Refusal(
-        405,
-        "method_not_allowed",
-        f"method {method[:32]} is not allowed here",
-        {"Allow": allow},
-    )
+    message = f"method {method[:32]} is not allowed here"
+    return Refusal(405, "method_not_allowed", message, {"Allow": allow})
 
 
 def _log_internal_error(request: EndpointRequest, exc: Exception) -> None:
@@ -227,9 +200,8 @@ _LOG_LINE = _log_request.__code__.co_firstlineno
 
 
 def _direct_handler() -> Any:
-    """The one handler the package logger's INFO lines reach, if it writes lines without
-    a record (``serve``'s own, ``write_message``); None otherwise (filters, several
-    handlers, none)."""
+    """The one handler the package's INFO lines reach, if it writes lines without a record
+    (``serve``'s own, ``write_message``); else None."""
     found = None
     node: logging.Logger | None = logger
     while node is not None:
@@ -253,11 +225,8 @@ def _log_safe(value: object) -> str:
 
 
 async def _readyz(state: AppState) -> EndpointResponse:
-    """Readiness: 200 when the session store and the limits store answer, else 503.
-
-    Concurrent probes share one check in flight, so probing cannot multiply the
-    load on Redis.
-    """
+    """200 when the session and limits stores answer, else 503; concurrent probes share
+    one check in flight (probing cannot multiply the load on Redis)."""
     task = state.readiness_task
     if task is None or task.done():
         task = asyncio.ensure_future(_readiness(state))
@@ -290,19 +259,13 @@ async def _readiness(state: AppState) -> str | None:
 
 
 async def _check_operator(request: EndpointRequest, state: AppState) -> None:
-    """``/metrics`` and ``/openapi.json``: the ``metrics_key`` if one is set, else loopback only.
-
-    A wrong or missing key counts against the failed-authentication limit, as on
-    ``/token``; the presented key is hashed and compared in constant time.
-    """
+    """``/metrics`` and ``/openapi.json``: the ``metrics_key`` if one is set (a wrong one
+    counts as a failed authentication, as on ``/token``), else loopback only."""
     expected = state.operator_digest
     if expected is None:
         if not is_loopback(request.client or ""):
-            raise Refusal(
-                403,
-                "loopback_only",
-                "this endpoint answers loopback callers only (or set metrics_key)",
-            )
+            message = "this endpoint answers loopback callers only (or set metrics_key)"
+            raise Refusal(403, "loopback_only", message)
         return
     peer = request.client or "-"
     refuse_if_blocked(peer, state)
@@ -319,12 +282,4 @@ def _preflight(request: EndpointRequest, state: AppState) -> EndpointResponse:
         return EndpointResponse(204, {"Allow": _POST_ALLOW}, b"")
     if origin not in state.policy.cors_origins:
         raise Refusal(403, "origin_not_allowed", "this origin may not call the token endpoint")
-    return EndpointResponse(
-        204,
-        {
-            "Access-Control-Allow-Methods": "POST, OPTIONS",
-            "Access-Control-Allow-Headers": "Authorization, Content-Type",
-            "Access-Control-Max-Age": "600",
-        },
-        b"",
-    )
+    return EndpointResponse(204, dict(_PREFLIGHT), b"")

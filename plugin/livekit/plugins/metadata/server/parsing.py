@@ -1,8 +1,4 @@
-"""A token request's framing and body, checked: what the client asked for, before any policy.
-
-Framing (size, UTF-8 JSON), then the body through :class:`~.models.TokenRequest`,
-the metadata codec, the attribute rules and LiveKit's own parse of ``room_config``.
-"""
+"""A token request's framing and body, checked: what the client asked for, before any policy."""
 
 from __future__ import annotations
 
@@ -57,8 +53,11 @@ class ParsedRequest:
 
 def check_framing(request: EndpointRequest, config: ServerConfig) -> None:
     headers = request.headers
-    length = _content_length(headers.get("content-length"))
-    if length is not None and length > config.max_body_bytes:
+    try:
+        too_large = int(headers.get("content-length") or 0) > config.max_body_bytes
+    except ValueError:  # not a number: the body read enforces the limit
+        too_large = False
+    if too_large:
         raise Refusal(
             413,
             "body_too_large",
@@ -215,15 +214,6 @@ def _room_config(
         raise Refusal(400, "invalid_attributes", exc.message) from None
     check_reserved(agents[0].attributes, "room_config.agents[0].attributes")
     return room_config, agents[0]
-
-
-def _content_length(value: str | None) -> int | None:
-    if value is None:
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        return None
 
 
 def _media_type(value: str | None) -> tuple[str, str | None]:

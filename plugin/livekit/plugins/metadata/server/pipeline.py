@@ -1,11 +1,4 @@
-"""The token request, step by step, on the framework-free :class:`EndpointRequest`.
-
-framing and parse (``parsing``) → authorize (the host app's principal, bearer keys
-or a user hook; rate limits per principal and peer, failed authentications per
-peer) → rejoin → policy → dispatch choice → admission (``admission``: a slot
-under ``max_sessions``) → mint and store → answer. Shared refusals: ``refusals``.
-See ``app.py`` for the whole story.
-"""
+"""The token request, step by step (:func:`handle_token`), on an :class:`EndpointRequest`."""
 
 from __future__ import annotations
 
@@ -27,7 +20,6 @@ from ..errors import (
     MetadataTooLarge,
     NoRouteMatched,
     ReservedKey,
-    SchemaViolation,
     StoreError,
     StoreFull,
 )
@@ -54,9 +46,6 @@ from .state import AppState, Policy, Refusal, digest, unauthorized
 __all__ = ["HTTP_CODES", "PolicyDecision", "handle_token"]
 
 _TOKEN_HEADERS = {"Content-Type": "application/json", "Cache-Control": "no-store"}
-
-
-# --------------------------------------------------------------------------- the token handler
 
 
 @dataclass
@@ -91,7 +80,8 @@ class _Choice:
 
 
 async def handle_token(request: EndpointRequest, state: AppState) -> EndpointResponse:
-    """Framing → authorize → parse → policy → dispatch choice → mint → store → answer."""
+    """Framing → authorize → parse → rejoin → policy → dispatch choice → admission → mint
+    and store → answer."""
     log = request.log
     parsing.check_framing(request, state.config)
     principal, buckets = await _authorize(request, state)
@@ -103,8 +93,7 @@ async def handle_token(request: EndpointRequest, state: AppState) -> EndpointRes
         decision = _apply_policy(parsed, principal, state, target)
         log["room"] = decision.room
         choice = _choose_dispatch(parsed, decision, principal, state)
-    except Refusal:
-        # a refused request counts against its rates too
+    except Refusal:  # a refused request counts against its rates too
         await admission.admit(state, buckets, None)
         raise
     log["agent"] = choice.agent or None
@@ -129,18 +118,20 @@ async def _authorize(request: EndpointRequest, state: AppState) -> tuple[Princip
     """The principal and the rate buckets its request takes from, or a 401/403/429."""
     peer = request.client or "-"
     refuse_if_blocked(peer, state)
-    if request.principal is not None:  # the host app authenticated the caller
-        principal, rate_key = request.principal, request.principal.id
-    else:
-        try:
-            if state.authorize is None:  # no hook: bearer keys, no await
-                principal, rate_key = _bearer(request, state)
-            else:
-                principal, rate_key = await _identify(request, state)
-        except Refusal as refusal:
-            if refusal.status == 401:
-                await failed_authentication(peer, state)  # over its limit: a 429
-            raise
+    principal = request.principal  # set when the host app authenticated the caller
+    try:
+        if principal is None and state.authorize is not None:  # the hook, then bearer keys
+            principal = await _call_hook(state.authorize, request)
+            if principal is None and not state.keys and not state.anonymous:
+                raise unauthorized("authentication required")
+        if principal is not None:
+            rate_key = principal.id
+        else:
+            principal, rate_key = _bearer(request, state)
+    except Refusal as refusal:
+        if refusal.status == 401:
+            await failed_authentication(peer, state)  # over its limit: a 429
+        raise
     config = state.config
     buckets = []
     limit = principal.rate_limit or config.rate_limit
@@ -163,9 +154,8 @@ async def _mint_admitted(
 ) -> str:
     """Mint, then admit the request and write its session in one script (one Redis node).
 
-    Refused by its rates or the cap, the request writes nothing; minting that
-    fails before the write still counts against the rates (as :func:`_admit`
-    first would); a failure after the admission releases the reservation.
+    Refused, the request writes nothing; minting that fails before the write still
+    counts against the rates; a failure after the admission releases the reservation.
     """
     step = "mint"
 
@@ -180,24 +170,11 @@ async def _mint_admitted(
     try:
         return await _mint_and_store(parsed, decision, choice, state, admit_and_write)
     except BaseException:
-        if step == "mint":
-            await admission.admit(
-                state, buckets, None
-            )  # a refused request counts against its rates
+        if step == "mint":  # a refused request counts against its rates
+            await admission.admit(state, buckets, None)
         elif step == "admitted":
             await admission.release_session(reservation.session_id, state, reservation.owner)
         raise
-
-
-async def _identify(request: EndpointRequest, state: AppState) -> tuple[Principal, str]:
-    """The principal and its rate-limit key: the hook's, a bearer key's, or anonymous."""
-    if state.authorize is not None:
-        principal = await _call_hook(state.authorize, request)
-        if principal is not None:
-            return principal, principal.id
-        if not state.keys and not state.anonymous:
-            raise unauthorized("authentication required")
-    return _bearer(request, state)
 
 
 def _bearer(request: EndpointRequest, state: AppState) -> tuple[Principal, str]:
@@ -280,19 +257,11 @@ def _apply_policy(
     if state.config.reference_mode:
         return PolicyDecision(identity, room, public={}, private=merged, video=video)
     protected = frozenset(principal.trusted_metadata).difference(private)
-    if not private.intersection(merged):
-        return PolicyDecision(
-            identity, room, public=merged, private={}, protected=protected, video=video
-        )
-    public = {k: v for k, v in merged.items() if k not in private}
-    return PolicyDecision(
-        identity,
-        room,
-        public=public,
-        private={k: merged[k] for k in private & merged.keys()},
-        protected=protected,
-        video=video,
-    )
+    public, hidden = merged, {}
+    if private.intersection(merged):
+        public = {k: v for k, v in merged.items() if k not in private}
+        hidden = {k: merged[k] for k in private & merged.keys()}
+    return PolicyDecision(identity, room, public, hidden, protected, video)
 
 
 def _check_metadata_policy(
@@ -323,39 +292,26 @@ def _check_metadata_policy(
 def _choose_dispatch(
     parsed: ParsedRequest, decision: PolicyDecision, principal: Principal, state: AppState
 ) -> _Choice:
-    """A client-chosen agent only from an allowlist; otherwise the router or the default.
-
-    Routing sees all the metadata (private keys included: it runs here, on the
-    server); the job metadata it yields keeps only public keys.
-    """
-    allowed_for_principal = principal.allowed_agents
+    """A client-chosen agent only from an allowlist; otherwise the router (on all the
+    metadata, private keys included; its job metadata keeps public keys) or the default."""
+    mine = principal.allowed_agents
     request = parsed.agent_request
     if request is not None and request.agent_name:
         agent = request.agent_name
-        allowed = (
-            allowed_for_principal
-            if allowed_for_principal is not None
-            else state.policy.allowed_agents
-        )
-        if agent not in allowed:
+        if agent not in (state.policy.allowed_agents if mine is None else mine):
             raise Refusal(403, "agent_not_allowed", "this agent may not be requested")
         return _Choice(_client_dispatch(request, decision.public), agent, "client")
     if state.router is not None:
         route = _route(state.router, decision.metadata)
-        if (
-            route.agent_name
-            and allowed_for_principal is not None
-            and not (
-                route.agent in allowed_for_principal or route.agent_name in allowed_for_principal
-            )
-        ):
+        if not route.agent_name:
+            return _Choice(None, route.agent or "", "router")
+        if mine is not None and route.agent not in mine and route.agent_name not in mine:
             raise Refusal(403, "agent_not_allowed", "this caller may not use the routed agent")
-        dispatch = _dispatch_from_route(route, decision) if route.agent_name else None
-        return _Choice(dispatch, route.agent or "", "router")
+        return _Choice(_dispatch_from_route(route, decision), route.agent or "", "router")
     default = state.config.default_agent
     if not default:
         return _Choice(None, "", "none")
-    if allowed_for_principal is not None and default not in allowed_for_principal:
+    if mine is not None and default not in mine:
         raise Refusal(403, "agent_not_allowed", "this caller may not use this agent")
     return _Choice(Dispatch(agent_name=default, metadata=decision.public), default, "default")
 
@@ -381,12 +337,8 @@ def _client_dispatch(
 
 
 def _dispatch_from_route(route: Route, decision: PolicyDecision) -> Dispatch:
-    """The rule's dispatch; ``amint`` leaves private keys out of its job metadata.
-
-    Job metadata that is the public metadata (the same keys, in the same order,
-    the same values) is passed as that dict, so ``amint`` reuses the participant
-    claim's text instead of serializing it again.
-    """
+    """The rule's dispatch, private keys left out of its job metadata; job metadata equal
+    to the public metadata is passed as that dict (``amint`` reuses its claim's text)."""
     job = route.metadata
     if decision.private and job:
         job = {k: v for k, v in job.items() if k not in decision.private}
@@ -424,13 +376,7 @@ async def _mint_and_store(
     state: AppState,
     write_session: SessionWriter | None = None,
 ) -> str:
-    """Mint, and write the token's own session before the token is handed out.
-
-    ``amint`` creates the session id (never the client), stores public and
-    private metadata there with an owner record (through ``write_session`` when
-    given), and puts the id into the participant attribute and every dispatch's
-    job metadata.
-    """
+    """Mint (``amint``: a session per token, written before the token is handed out)."""
     t0 = time.perf_counter()
     try:
         public = state.issuer.metadata_claim(decision.public) if decision.public else None
@@ -452,8 +398,6 @@ async def _mint_and_store(
         raise Refusal(413, "metadata_too_large", exc.message) from None
     except ReservedKey as exc:
         raise Refusal(422, "reserved_key", exc.message) from None
-    except SchemaViolation as exc:
-        raise Refusal(422, "schema_violation", exc.message) from None
     except (MetadataError, ValueError) as exc:
         raise Refusal(400, "invalid_request", safe_message(exc)) from None
     except StoreFull:

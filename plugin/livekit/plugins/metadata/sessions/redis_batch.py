@@ -1,21 +1,16 @@
 """Script calls pipelined on one connection: the token endpoint's path to one Redis.
 
-:class:`ScriptBatch` holds one connection from the client's pool. The calls made in
-one pass of the event loop are packed together (``EVALSHA``, RESP written here)
-and sent with one write, without waiting for earlier replies; one reader matches
-replies to callers in order. No pool checkout, pipeline object or timer per call;
-a watchdog fails every waiting call when the oldest is not answered within the
-timeout. Each call runs atomically on its own (no transaction); a script the
-server forgot (``NOSCRIPT``, after a restart or failover) is loaded once and its
-calls sent again. A broken connection fails the calls sent on it and is replaced;
-an idle one the server closed (a restart) is replaced before the next batch.
-One server or a Sentinel-managed master only (a Cluster routes per key).
+The calls of one event-loop pass go out as one write of ``EVALSHA`` commands (RESP
+written here), with no pool checkout, pipeline object or timer per call; each runs
+atomically on its own (no transaction). One server or a Sentinel-managed master only
+(a Cluster routes per key). Failure handling: :class:`ScriptBatch`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import math
 from collections import deque
 from collections.abc import Awaitable, Sequence
@@ -30,17 +25,15 @@ class _Call(NamedTuple):
     future: asyncio.Future[Any]
 
 
+@dataclasses.dataclass(eq=False, slots=True)
 class _Link:
     """One connection and the calls sent on it, oldest first, with their deadlines."""
 
-    __slots__ = ("broken", "conn", "reader", "sent", "timer")
-
-    def __init__(self, conn: Any) -> None:
-        self.conn = conn
-        self.sent: deque[tuple[_Call, float]] = deque()
-        self.reader: asyncio.Task[None] | None = None
-        self.timer: asyncio.TimerHandle | None = None
-        self.broken = False
+    conn: Any
+    sent: deque[tuple[_Call, float]] = dataclasses.field(default_factory=deque)
+    reader: asyncio.Task[None] | None = None
+    timer: asyncio.TimerHandle | None = None
+    broken: bool = False
 
 
 def pack_evalsha(sha: bytes, keys: Sequence[Any], args: Sequence[Any]) -> bytes:
@@ -73,6 +66,9 @@ class ScriptBatch:
     The connection comes from ``client.connection_pool`` and is held until
     :meth:`aclose`. A call not answered within ``timeout`` seconds fails, with every
     call sent after it on the same connection, with ``redis.exceptions.TimeoutError``.
+    A script the server forgot (``NOSCRIPT``: a restart, a failover) is loaded once and
+    its calls sent again; a broken connection fails its calls and is replaced, and an
+    idle one the server closed is replaced before the next batch.
     """
 
     def __init__(self, client: Any, timeout: float) -> None:
@@ -95,11 +91,8 @@ class ScriptBatch:
         return f"ScriptBatch(pending={len(self._pending)}, in_flight={sent})"
 
     def run(self, script: Any, keys: Sequence[Any], args: Sequence[Any]) -> asyncio.Future[Any]:
-        """The script's reply (or its error), once the server has answered it.
-
-        Raises:
-            TypeError: An argument is not bytes, str, int or float (nothing is sent).
-        """
+        """The script's reply (or its error); a ``TypeError`` for an argument that is not
+        bytes, str, int or float (nothing is sent)."""
         packed = pack_evalsha(script.sha.encode(), keys, args)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._queue(_Call(script, packed, future))
@@ -234,9 +227,6 @@ class ScriptBatch:
         reader = link.reader
         if reader is not None and reader is not asyncio.current_task():
             reader.cancel()
-        await self._release(link)
-
-    async def _release(self, link: _Link) -> None:
         with contextlib.suppress(Exception):
             await link.conn.disconnect(nowait=True)
         with contextlib.suppress(Exception):

@@ -1,16 +1,8 @@
 """JWT claims of a LiveKit access token, built from livekit-api's own grant types.
 
-``livekit.api.access_token.Claims`` says what a token can carry: one optional
-grant dataclass per grant claim (``video``, ``sip``, ``inference``,
-``observability``, ``agent``, ``agentEndpoint``, ``agentThread`` in livekit-api
-1.2) next to identity, name, kind, metadata, attributes and ``roomConfig``.
-:data:`GRANT_CLAIMS` is read from that dataclass when this module is imported,
-so every grant the installed livekit-api knows, including ones added after this
-module was written, can be put into a token, and each is written exactly as
-``Claims.asdict()`` writes it (camelCase keys, ``None`` and ``""`` left out).
-
-Everything here is pure and checks its input: names within LiveKit's byte
-limits, a participant kind the server accepts, grant objects of a known type.
+:data:`GRANT_CLAIMS` is read from ``livekit.api.access_token.Claims`` at import, so
+every grant the installed livekit-api knows can be put into a token, written as
+``Claims.asdict()`` writes it (camelCase keys, ``None`` and ``""`` left out). Pure.
 """
 
 from __future__ import annotations
@@ -76,18 +68,15 @@ def _camel(name: str) -> str:
     return head + "".join(word.capitalize() for word in rest)
 
 
-def _grant_types() -> dict[type, str]:
-    """Each grant dataclass of ``Claims`` -> its claim name (``SIPGrants`` -> ``"sip"``)."""
-    hints = typing.get_type_hints(Claims)
-    out: dict[type, str] = {}
-    for field in dataclasses.fields(Claims):
-        for candidate in typing.get_args(hints[field.name]) or (hints[field.name],):
-            if isinstance(candidate, type) and dataclasses.is_dataclass(candidate):
-                out[candidate] = _camel(field.name)
-    return out
+_GRANT_FIELDS: dict[str, tuple[type, str]] = {}
+"""Claim name -> (grant type, ``Claims`` attribute), e.g. ``"agentEndpoint"``."""
+_HINTS = typing.get_type_hints(Claims)
+for _field in dataclasses.fields(Claims):
+    for _cls in typing.get_args(_HINTS[_field.name]) or (_HINTS[_field.name],):
+        if isinstance(_cls, type) and dataclasses.is_dataclass(_cls):
+            _GRANT_FIELDS[_camel(_field.name)] = (_cls, _field.name)
 
-
-GRANT_CLAIMS: Mapping[type, str] = _grant_types()
+GRANT_CLAIMS: Mapping[type, str] = {cls: claim for claim, (cls, _) in _GRANT_FIELDS.items()}
 """Every grant type of the installed livekit-api and the claim it is written to."""
 
 _FIELDS: dict[type, tuple[tuple[str, str], ...]] = {
@@ -124,27 +113,14 @@ def _claim_name(grant: object) -> str:
     return name
 
 
-def _default_video(room: str) -> dict[str, Any]:
-    """``VideoGrants(room_join=True, room=room)`` as a claim, without building it."""
-    return {
-        "roomJoin": True,
-        "room": room,
-        "canPublish": True,
-        "canSubscribe": True,
-        "canPublishData": True,
-    }
+_DEFAULT_VIDEO = {"canPublish": True, "canSubscribe": True, "canPublishData": True}
+"""``VideoGrants(room_join=True, room=room)``'s claim without ``roomJoin`` and ``room``."""
 
 
 def grants_claims(
     room: str, grants: GrantsInput | None, *, can_update_own_metadata: bool
 ) -> dict[str, dict[str, Any]]:
-    """The grant claims of a join token for ``room``, keyed by claim name.
-
-    ``grants`` is ``None`` (room join only), one grant object or an iterable of
-    grant objects of distinct types. Without a ``VideoGrants`` among them the
-    video grant is the default room join; a given one must name ``room`` or no
-    room, and ``room`` is filled in. ``can_update_own_metadata`` adds
-    ``canUpdateOwnMetadata`` to the video grant.
+    """The grant claims of a join token for ``room`` (see ``MintOptions.grants``).
 
     Raises:
         TypeError: Something that is not a livekit-api grant.
@@ -163,7 +139,7 @@ def grants_claims(
             out[name] = grant_claim(grant)
     video = out.get("video")
     if video is None:
-        video = out["video"] = _default_video(room)
+        video = out["video"] = {"roomJoin": True, "room": room, **_DEFAULT_VIDEO}
     elif video.get("room", room) != room:
         raise ValueError("grants.room must be empty or equal to room")
     else:
@@ -174,12 +150,7 @@ def grants_claims(
 
 
 def check_name(value: object, what: str, *, required: bool) -> str:
-    """A str of at most :data:`MAX_IDENTITY_BYTES` UTF-8 bytes (non-empty if ``required``).
-
-    Raises:
-        TypeError: Not a str.
-        ValueError: Empty (when required), too long, or a lone surrogate.
-    """
+    """A str of at most :data:`MAX_IDENTITY_BYTES` UTF-8 bytes (non-empty if ``required``)."""
     if not isinstance(value, str):
         raise TypeError(f"{what} must be a str, not {type(value).__name__}")
     if not value:
@@ -198,12 +169,7 @@ def check_name(value: object, what: str, *, required: bool) -> str:
 
 
 def ttl_seconds(ttl: timedelta | float, what: str = "ttl") -> int:
-    """Whole seconds of a timedelta or a number of seconds, at least one.
-
-    Raises:
-        TypeError: Neither a timedelta nor a number.
-        ValueError: Under one second, or NaN.
-    """
+    """Whole seconds of a timedelta or a number of seconds, at least one (not NaN)."""
     if isinstance(ttl, timedelta):
         seconds = ttl.total_seconds()
     elif isinstance(ttl, (int, float)) and not isinstance(ttl, bool):
@@ -228,12 +194,7 @@ def participant_claims(name: str | None, kind: str | None) -> dict[str, Any]:
 
 
 def room_config_claim(room_config: api.RoomConfiguration | None) -> dict[str, Any] | None:
-    """``roomConfig`` as ``MessageToDict`` writes it; its agents come from the dispatches.
-
-    Raises:
-        TypeError: Not a ``RoomConfiguration``.
-        ValueError: ``room_config.agents`` is not empty.
-    """
+    """``roomConfig`` as ``MessageToDict`` writes it; its agents come from the dispatches."""
     if room_config is None:
         return None
     if not isinstance(room_config, api.RoomConfiguration):
@@ -245,37 +206,24 @@ def room_config_claim(room_config: api.RoomConfiguration | None) -> dict[str, An
     return MessageToDict(room_config)
 
 
-# ------------------------------------------------------------------ reading claims
-
-_GRANT_FIELD_NAMES: dict[str, tuple[type, str]] = {}
-"""Claim name -> (grant type, ``Claims`` attribute), e.g. ``"agentEndpoint"``."""
-for _field in dataclasses.fields(Claims):
-    for _cls, _claim in GRANT_CLAIMS.items():
-        if _claim == _camel(_field.name):
-            _GRANT_FIELD_NAMES[_claim] = (_cls, _field.name)
-
-
-def _value_kind(annotation: Any) -> tuple[str, bool]:
-    """A grant field's JSON shape (``bool``, ``str`` or ``list``) and whether null is allowed."""
+def _value_kind(annotation: Any) -> tuple[type, bool]:
+    """A grant field's JSON shape (bool, str, list or object: any) and whether null is allowed."""
     args = typing.get_args(annotation)
     optional = type(None) in args
     if optional:
         annotation = next(a for a in args if a is not type(None))
     if typing.get_origin(annotation) is list:
-        return "list", optional
-    if annotation in (bool, str):
-        return annotation.__name__, optional
-    return "any", optional
+        return list, optional
+    return (annotation if annotation in (bool, str) else object), optional
 
 
-_READERS: dict[type, dict[str, tuple[str, str, bool]]] = {
+_READERS: dict[type, dict[str, tuple[str, type, bool]]] = {
     cls: {
         _camel(f.name): (f.name, *_value_kind(typing.get_type_hints(cls)[f.name]))
         for f in dataclasses.fields(cls)
     }
     for cls in GRANT_CLAIMS
 }
-_SHAPES = {"bool": bool, "str": str}
 
 
 def _bad(claim: str, problem: str) -> TokenVerificationError:
@@ -287,7 +235,7 @@ def _json_kind(value: object) -> str:
 
 
 def _read_grant(claim: str, value: object) -> tuple[str, object]:
-    cls, attr = _GRANT_FIELD_NAMES[claim]
+    cls, attr = _GRANT_FIELDS[claim]
     if not isinstance(value, dict):
         raise _bad(claim, f"must be an object, not {_json_kind(value)}")
     kwargs: dict[str, Any] = {}
@@ -298,14 +246,14 @@ def _read_grant(claim: str, value: object) -> tuple[str, object]:
         name, shape, optional = reader
         if item is None and optional:
             continue
-        if shape == "list":
+        if shape is list:
             ok = isinstance(item, list) and all(isinstance(x, str) for x in item)
         else:
-            ok = shape == "any" or type(item) is _SHAPES[shape]
+            ok = shape is object or type(item) is shape
         if not ok:
-            expected = "an array of strings" if shape == "list" else f"a {shape}"
+            expected = "an array of strings" if shape is list else f"a {shape.__name__}"
             raise _bad(claim, f"field {key_label(key)} must be {expected}")
-        kwargs[name] = list(item) if shape == "list" else item
+        kwargs[name] = list(item) if shape is list else item
     return attr, cls(**kwargs)
 
 
@@ -336,13 +284,8 @@ _PARSE_FIELD = re.compile(r"Failed to parse (\w+) field")
 def read_claims(payload: Mapping[str, Any]) -> Claims:
     """``livekit.api.Claims`` from a verified JWT payload, every claim's shape checked.
 
-    Grant fields of a later livekit-api are ignored (as ``TokenVerifier`` does);
-    absent grants stay ``None``. Only shapes are checked here: identity and room
-    rules for joining are :func:`join_problem`'s.
-
-    Raises:
-        TokenVerificationError: A claim has the wrong type or shape; the message
-            names it (never its value).
+    Grant fields of a later livekit-api are ignored (as ``TokenVerifier`` does).
+    Raises ``TokenVerificationError`` naming the claim (never its value).
     """
     claims = Claims(
         identity=_checked(_read_text(payload, "sub"), "sub"),
@@ -354,7 +297,7 @@ def read_claims(payload: Mapping[str, Any]) -> Claims:
     )
     if claims.kind and claims.kind not in PARTICIPANT_KINDS:
         raise _bad("kind", f"must be one of {sorted(PARTICIPANT_KINDS)}")
-    for claim in _GRANT_FIELD_NAMES:
+    for claim in _GRANT_FIELDS:
         if payload.get(claim) is not None:
             attr, grant = _read_grant(claim, payload[claim])
             setattr(claims, attr, grant)
@@ -377,11 +320,8 @@ def _checked(value: str, claim: str) -> str:
 
 
 def join_problem(claims: Claims) -> str | None:
-    """Why LiveKit would refuse to let these claims join a room, or ``None``.
-
-    The rules of ``AccessToken.to_jwt`` and the server: a participant identity,
-    a video grant with ``roomJoin`` and the room named.
-    """
+    """Why LiveKit (``AccessToken.to_jwt`` and the server) would refuse to let these
+    claims join a room, or ``None``."""
     if not claims.identity:
         return "token has no participant identity ('sub' claim): LiveKit refuses to join with it"
     video = claims.video
@@ -397,7 +337,7 @@ def join_problem(claims: Claims) -> str | None:
 def claims_grants(claims: Claims) -> dict[str, dict[str, Any]]:
     """The grants present in ``claims``, as claims (``{"video": {...}, "sip": {...}}``)."""
     out: dict[str, dict[str, Any]] = {}
-    for claim, (_cls, attr) in _GRANT_FIELD_NAMES.items():
+    for claim, (_cls, attr) in _GRANT_FIELDS.items():
         grant = getattr(claims, attr)
         if grant is not None:
             out[claim] = grant_claim(grant)

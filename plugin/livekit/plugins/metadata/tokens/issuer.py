@@ -1,12 +1,7 @@
 """TokenIssuer: LiveKit access tokens that carry metadata, attributes and agent dispatch.
 
-The claims are exactly those :class:`livekit.api.AccessToken` writes for the same
-inputs (HS256), built directly: every input is checked first (:mod:`.minting`),
-the claims are signed with PyJWT (:mod:`.signing`), verified with PyJWT and
-every claim's shape checked (:mod:`.verifying`); :meth:`TokenIssuer.amint` gives
-each token its own session (:mod:`.session_token`). Least privilege by default
-(room join only), a 10-minute default TTL, and the ``lk-metadata.`` namespace
-reserved for the plugin: see the README's token section and docs/tokens.md.
+The claims :class:`livekit.api.AccessToken` writes for the same inputs, every input
+checked first; the wing's modules and defaults: docs/tokens.md.
 """
 
 from __future__ import annotations
@@ -16,8 +11,9 @@ import os
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Final
 
+from .._util import positive_int
 from ..codec import DEFAULT_MAX_ATTRIBUTES_BYTES, DEFAULT_MAX_METADATA_BYTES
 from ..errors import ConfigError
 from ..log import logger
@@ -47,11 +43,7 @@ __all__ = [
 ]
 
 DEFAULT_TTL = timedelta(minutes=10)
-"""Default token lifetime: long enough to connect, short enough to limit a leaked token.
-
-A token only has to be valid when the client connects (LiveKit hands connected
-participants fresh tokens for reconnects); ``lk token create``'s 5 minutes is tight
-for a token fetched, shown in a UI and used after a click on clocks a minute apart."""
+"""Default token lifetime: long enough to connect (docs/tokens.md, "Default TTL")."""
 
 
 class TokenIssuer:
@@ -60,24 +52,16 @@ class TokenIssuer:
     Example::
 
         issuer = TokenIssuer()  # LIVEKIT_API_KEY / LIVEKIT_API_SECRET
-        token = issuer.mint(
-            "user-1", "support-42",
-            metadata={"tier": "gold", "lang": "es"},
-            dispatch=Dispatch("triage", metadata={"lang": "es"}),
-        )
+        token = issuer.mint("user-1", "support-42", metadata={"tier": "gold"}, dispatch="triage")
 
     Args:
-        api_key: LiveKit API key; falls back to ``LIVEKIT_API_KEY``.
-        api_secret: LiveKit API secret; falls back to ``LIVEKIT_API_SECRET``.
-        ttl: Default lifetime of minted tokens (:data:`DEFAULT_TTL`, 10 minutes).
+        api_key, api_secret: Default ``LIVEKIT_API_KEY`` and ``LIVEKIT_API_SECRET``.
+        ttl: Default lifetime of minted tokens (timedelta or seconds).
         max_metadata_bytes: Largest participant or job metadata, in UTF-8 bytes.
         max_attributes_bytes: Largest attribute map (sum of key and value bytes).
-        router: Optional router (e.g. ``MetadataRouter``); when a mint call gives
-            no ``dispatch``, ``router.route(metadata)`` chooses it.
-        sessions: Optional ``SessionManager``, needed by :meth:`amint` (a
-            session per token); :meth:`mint` never touches it.
-        session_grace: How long a token session outlives its token
-            (:data:`DEFAULT_SESSION_GRACE`; a timedelta or seconds).
+        router: Chooses the dispatch (``router.route(metadata)``) when a mint names none.
+        sessions: A ``SessionManager``, needed by :meth:`amint` only.
+        session_grace: How long a token session outlives its token.
         leeway: Clock leeway accepted by :meth:`verify`.
         clock: Returns the current Unix time; injectable for tests.
 
@@ -86,15 +70,17 @@ class TokenIssuer:
     """
 
     __slots__ = (
-        "_api_key",
         "_builder",
         "_clock",
+        "_grace",
         "_leeway",
-        "_router",
-        "_session_grace",
         "_sessions",
         "_signer",
         "_ttl",
+        "api_key",
+        "max_metadata_bytes",
+        "session_grace",
+        "ttl",
     )
 
     def __init__(
@@ -121,76 +107,42 @@ class TokenIssuer:
             )
         if not isinstance(key, str) or not isinstance(secret, str):
             raise TypeError("api_key and api_secret must be str")
-        for what, limit in (
-            ("max_metadata_bytes", max_metadata_bytes),
-            ("max_attributes_bytes", max_attributes_bytes),
-        ):
-            if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
-                raise ValueError(f"{what} must be a positive int")
+        positive_int(max_metadata_bytes, "max_metadata_bytes")
+        positive_int(max_attributes_bytes, "max_attributes_bytes")
         if router is not None and not callable(getattr(router, "route", None)):
             raise TypeError("router must have a route(metadata) method")
         if sessions is not None and not callable(getattr(sessions, "create_session", None)):
             raise TypeError("sessions must be a SessionManager")
         self._signer = Signer(secret)
-        self._api_key = key
+        self.api_key: Final = key
+        """The API key (the ``iss`` claim; not a secret)."""
         self._ttl = ttl_seconds(ttl)
+        self.ttl: Final = timedelta(seconds=self._ttl)
+        self.max_metadata_bytes: Final = max_metadata_bytes
         self._builder = ClaimsBuilder(max_metadata_bytes, max_attributes_bytes, router)
-        self._router = router
         self._sessions = sessions
-        self._session_grace = ttl_seconds(session_grace, "session_grace")
+        self._grace = ttl_seconds(session_grace, "session_grace")
+        self.session_grace: Final = timedelta(seconds=self._grace)
         self._leeway = leeway.total_seconds()
         self._clock = clock
 
     def __repr__(self) -> str:
+        router = self._builder.router
         return (
-            f"TokenIssuer(api_key={self._api_key!r}, ttl={self._ttl}s, "
-            f"max_metadata_bytes={self._builder.max_metadata_bytes}, "
-            f"router={type(self._router).__name__ if self._router else None}, "
+            f"TokenIssuer(api_key={self.api_key!r}, ttl={self._ttl}s, "
+            f"max_metadata_bytes={self.max_metadata_bytes}, "
+            f"router={type(router).__name__ if router else None}, "
             f"sessions={self._sessions is not None})"
         )
 
-    @property
-    def api_key(self) -> str:
-        """The API key (the ``iss`` claim; not a secret)."""
-        return self._api_key
-
-    @property
-    def ttl(self) -> timedelta:
-        """The default token lifetime."""
-        return timedelta(seconds=self._ttl)
-
-    @property
-    def max_metadata_bytes(self) -> int:
-        """The metadata size limit in UTF-8 bytes."""
-        return self._builder.max_metadata_bytes
-
-    @property
-    def session_grace(self) -> timedelta:
-        """How long a token session outlives its token."""
-        return timedelta(seconds=self._session_grace)
-
-    # ------------------------------------------------------------------ minting
-
     def mint(self, identity: str, room: str, **options: Unpack[MintOptions]) -> str:
-        """Mint a join token for ``identity`` in ``room``.
-
-        Args:
-            identity: Participant identity (``sub``).
-            room: Room to join; the only room the token grants.
-            **options: :class:`~livekit.plugins.metadata.tokens.minting.MintOptions`
-                (name, metadata, attributes, dispatch, job_metadata,
-                can_update_own_metadata, ttl, grants, kind, room_config).
-
-        Returns:
-            The signed JWT.
+        """Mint a join token for ``identity`` in ``room``; ``options``: :class:`MintOptions`.
 
         Raises:
-            MetadataError: Metadata is not a JSON object or is too large.
-            ReservedKey: A metadata or attribute key in the ``lk-metadata.`` namespace.
-            InvalidAttributes: Attributes are not valid LiveKit attributes.
+            MetadataError: Metadata is not a JSON object or too large; ``ReservedKey``: a
+                key in the ``lk-metadata.`` namespace; ``InvalidAttributes``.
             RoutingError: The router rejected the metadata (``NoRouteMatched`` too).
-            ValueError: An empty or too long identity/room/name, an empty agent
-                name, a bad ttl, kind or grant room.
+            ValueError: A bad identity, room, name, agent name, ttl, kind or grant room.
             TypeError: An argument has the wrong type, or an unknown keyword.
         """
         claims = self._builder.build(identity, room, options)[0]
@@ -206,28 +158,20 @@ class TokenIssuer:
         write_session: SessionWriter | None = None,
         **options: Unpack[MintOptions],
     ) -> SessionToken:
-        """Mint a token that owns a fresh session, and write that session first.
+        """Mint a token that owns a fresh session, written before the token is returned.
 
-        The session (id from ``sessions.create_session()``, never the caller's)
-        holds the public ``metadata``, the ``private_metadata`` and the owner
-        record ``SESSION_OWNER_KEY`` = ``{"identity", "room", "protected"}``, with
-        a TTL of the token's lifetime plus ``session_grace``; only then is the
-        token returned. The token carries the session id as participant attribute
-        and job-metadata key ``SESSION_KEY``; private keys are in no claim (a
-        router chooses on public and private keys together).
+        The session (a new id, never the caller's) holds ``metadata``, ``private_metadata``
+        (in no claim) and the owner record ``SESSION_OWNER_KEY`` for the token's lifetime
+        plus ``session_grace``; the token carries its id (docs/tokens.md, "amint").
 
         Args:
-            private_metadata: Keys only the store holds (as ``metadata``); no key
-                may also be in ``metadata``.
-            protected_keys: Public keys the server decided: the agent never lets the
-                client's live metadata replace them. Private keys always are.
-            write_session: Writes the session instead of
-                ``sessions.token_sessions.update(session_id, record, ttl=ttl)``.
-                What it raises propagates; no token is returned then.
-            **options: As :meth:`mint`.
+            private_metadata: Keys only the store holds; none may also be in ``metadata``.
+            protected_keys: Public keys the client's live metadata never replaces.
+            write_session: Writes the session instead of ``sessions.token_sessions.update``;
+                what it raises propagates (no token).
 
         Raises:
-            ConfigError: The issuer has no ``sessions=`` manager.
+            ConfigError: The issuer has no ``sessions=``.
             StoreFull, StoreUnavailable: The store refused; no token exists.
             (others): As :meth:`mint`; nothing is stored when minting fails.
         """
@@ -240,7 +184,7 @@ class TokenIssuer:
         )
         token, expires, lifetime = self._sign(claims, identity, options.get("ttl"))
         record = session_record(identity, room, public, private, protected_keys)
-        ttl = lifetime + self._session_grace
+        ttl = lifetime + self._grace
         await write(sessions, session_id, record, ttl, write_session)
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug(
@@ -249,11 +193,7 @@ class TokenIssuer:
         return SessionToken(token, session_id, datetime.fromtimestamp(expires, tz=timezone.utc))
 
     def metadata_claim(self, metadata: MetadataInput) -> MetadataClaim:
-        """Check and serialize metadata once, for one or several mints.
-
-        A caller that already holds validated metadata (the token endpoint) passes
-        the result as ``metadata`` and as its dispatches' metadata; it is not
-        parsed, serialized or checked again.
+        """Check and serialize metadata once, to pass as ``metadata`` to one or several mints.
 
         Raises:
             As :meth:`mint` for ``metadata``.
@@ -267,39 +207,26 @@ class TokenIssuer:
         now = int(self._clock())
         lifetime = self._ttl if ttl is None else ttl_seconds(ttl)
         claims["sub"] = identity
-        claims["iss"] = self._api_key
+        claims["iss"] = self.api_key
         claims["nbf"] = now
         claims["exp"] = now + lifetime
         return self._signer.sign(claims), now + lifetime, lifetime
 
-    # ------------------------------------------------------------ verification
-
     def verify(self, token: str, *, require_join: bool = True) -> VerifiedToken:
         """Verify a token with PyJWT, check the shape of every claim, parse its metadata.
 
-        Checks: HS256 signature with this issuer's secret, ``iss`` equal to the
-        API key, ``exp`` present and not past, ``nbf`` not in the future (both
-        with the issuer's leeway) — all PyJWT's — then the type and shape of
-        every claim LiveKit reads (identity, name, kind, metadata, attributes,
-        each grant, ``roomConfig``, times within a datetime's range), a
-        participant metadata claim that is a JSON object within
-        ``max_metadata_bytes``, and (``require_join``) what LiveKit needs to let
-        the token join a room: an identity and a video grant with ``roomJoin``
-        and the room.
-
-        Args:
-            token: The JWT.
-            require_join: Also refuse tokens LiveKit would not let join a room
-                (pass ``False`` to inspect e.g. server-API tokens).
+        PyJWT checks the HS256 signature, ``iss``, ``exp`` and ``nbf`` (with the leeway);
+        then every claim LiveKit reads is type-checked, the metadata must be a JSON object
+        within ``max_metadata_bytes`` and (``require_join``; ``False`` to inspect e.g.
+        server-API tokens) the token must be able to join a room.
 
         Raises:
-            TokenVerificationError: Which check failed, naming the claim (never
-                the token or a claim's value).
+            TokenVerificationError: Which check failed, naming the claim (never a value).
             TypeError: ``token`` is not a str.
         """
         if not isinstance(token, str):
             raise TypeError(f"token must be a str, not {type(token).__name__}")
-        payload = decode(token, self._signer.secret, self._api_key, self._leeway)
+        payload = decode(token, self._signer.secret, self.api_key, self._leeway)
         return verified_token(
-            payload, max_metadata_bytes=self._builder.max_metadata_bytes, require_join=require_join
+            payload, max_metadata_bytes=self.max_metadata_bytes, require_join=require_join
         )

@@ -1,9 +1,5 @@
-"""The claims of a join token: every input checked, each metadata serialized once.
-
-:class:`MintOptions` is the one keyword set of ``mint`` and ``amint``;
-:class:`ClaimsBuilder` turns it into the claims dict (grants from livekit-api's
-own types, see :mod:`.claims`) that :mod:`.signing` signs. Pure: no clock, no store.
-"""
+"""The claims of a join token from :class:`MintOptions`: every input checked, each
+metadata serialized once. Pure: no clock, no store (docs/tokens.md)."""
 
 from __future__ import annotations
 
@@ -48,18 +44,10 @@ _SEAL = object()
 
 
 class MetadataClaim:
-    """Metadata checked and serialized once, by :meth:`TokenIssuer.metadata_claim`.
-
-    Pass it as ``metadata``/``job_metadata``/``private_metadata`` or as a
-    dispatch's metadata: it is used as is, not parsed, serialized or checked
-    again. A dispatch whose metadata is ``data`` itself, or the string ``text``,
-    reuses it too. Made only by an issuer; treat it as read-only.
-
-    Attributes:
-        text: The compact JSON claim (``""`` for no metadata).
-        data: The mapping it was made from (not copied).
-        size: ``text`` in UTF-8 bytes.
-    """
+    """Metadata checked and serialized once (:meth:`TokenIssuer.metadata_claim`), used as is
+    wherever mint takes metadata; a dispatch whose metadata is ``data`` or ``text`` reuses it.
+    ``text``: the compact JSON claim (``""``: none); ``data``: its mapping (not copied);
+    ``size``: UTF-8 bytes. Made only by an issuer; treat it as read-only."""
 
     __slots__ = ("_seal", "data", "size", "text")
 
@@ -74,21 +62,14 @@ class MetadataClaim:
 
 
 MetadataInput = Union[Mapping[str, Any], "BaseModel", str, MetadataClaim]
-"""Metadata as ``mint`` accepts it: a mapping, a pydantic model, a JSON string or a
-:class:`MetadataClaim`."""
+"""Metadata as ``mint`` accepts it."""
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
 class Dispatch:
-    """One agent dispatch for a token's ``roomConfig.agents``.
-
-    Args:
-        agent_name: The worker's registered ``agent_name`` (non-empty).
-        metadata: Job metadata (``ctx.job.metadata``): a mapping, pydantic model
-            or JSON-object string; serialized compactly. ``None`` for none.
-        deployment: Target deployment; ``None``/empty means production.
-        attributes: Job attributes, set on the dispatched agent participant.
-    """
+    """One agent dispatch for a token's ``roomConfig.agents``: the worker's ``agent_name``,
+    its job metadata (as ``metadata``), a deployment (``None``/empty: production) and
+    attributes set on the dispatched agent participant."""
 
     agent_name: str
     metadata: MetadataInput | None = None
@@ -114,27 +95,17 @@ class MintOptions(TypedDict, total=False):
     """The keywords of ``TokenIssuer.mint`` and ``amint``, each optional.
 
     Attributes:
-        name: Display name.
-        metadata: Participant metadata: mapping, pydantic model, JSON-object string
-            or :class:`MetadataClaim`; the claim is its compact JSON string.
-        attributes: Participant attributes (``str -> str``).
-        dispatch: One dispatch or several (:class:`Dispatch`, ``api.RoomAgentDispatch``
-            or an agent name). Absent or ``None``: the configured router chooses;
-            ``[]``: explicitly none.
-        job_metadata: Job metadata for every dispatch that has none of its own (a
-            dispatch with its own metadata and ``job_metadata`` is an error); for a
-            router-chosen dispatch it replaces the rule's job metadata. The same
-            object as ``metadata`` reuses its serialization.
-        can_update_own_metadata: Grant ``canUpdateOwnMetadata`` (off by default: a
-            client that can rewrite its metadata makes it untrusted input).
-        ttl: Lifetime of this token (timedelta or seconds); default the issuer's.
-        grants: One livekit-api grant object or several of distinct types (any type
-            of ``claims.GRANT_CLAIMS``). A ``VideoGrants`` replaces the default
-            ``VideoGrants(room_join=True, room=room)``; its ``room`` must be empty
-            (it is filled in) or equal ``room``.
-        kind: Participant kind (``claims.PARTICIPANT_KINDS``).
-        room_config: Other ``RoomConfiguration`` settings for the room this join
-            creates; its ``agents`` must be empty (use ``dispatch``).
+        metadata: Participant metadata; the claim is its compact JSON string.
+        dispatch: One dispatch or several. Absent or ``None``: the configured router
+            chooses; ``[]``: explicitly none.
+        job_metadata: Job metadata for every dispatch without its own (with its own:
+            an error); replaces a routed rule's job metadata.
+        can_update_own_metadata: Off by default: metadata a client can rewrite is
+            untrusted input.
+        ttl: This token's lifetime (timedelta or seconds); default the issuer's.
+        grants: livekit-api grant objects of distinct types; a ``VideoGrants`` replaces
+            the default room join, its ``room`` empty or equal to ``room``.
+        room_config: Other settings of the room this join creates; no ``agents``.
     """
 
     name: str | None
@@ -150,12 +121,11 @@ class MintOptions(TypedDict, total=False):
 
 
 MINT_OPTIONS: frozenset[str] = MintOptions.__optional_keys__
-"""The names of :class:`MintOptions`."""
 
 
 Built = tuple[dict[str, Any], "dict[str, Any] | None", dict[str, Any]]
-"""What :meth:`ClaimsBuilder.build` returns: the claims (without ``sub``/``iss``/``nbf``/
-``exp``), the checked public metadata and the private keys."""
+"""What :meth:`ClaimsBuilder.build` returns: the claims (no ``sub``/``iss``/``nbf``/``exp``),
+the checked public metadata and the private keys."""
 
 
 class _Router(Protocol):
@@ -165,28 +135,20 @@ class _Router(Protocol):
 _Claim = tuple[str, "dict[str, Any] | None"]
 
 
+@dataclasses.dataclass(slots=True, eq=False)
 class ClaimsBuilder:
     """Checks mint options and builds the claims, with the issuer's limits and router."""
 
-    __slots__ = ("max_attributes_bytes", "max_metadata_bytes", "router")
+    max_metadata_bytes: int
+    max_attributes_bytes: int
+    router: _Router | None
 
-    def __init__(
-        self, max_metadata_bytes: int, max_attributes_bytes: int, router: _Router | None
-    ) -> None:
-        self.max_metadata_bytes = max_metadata_bytes
-        self.max_attributes_bytes = max_attributes_bytes
-        self.router = router
-
-    def metadata_claim(self, value: MetadataInput, what: str = "metadata") -> MetadataClaim:
-        """``value`` checked and serialized once (see :class:`MetadataClaim`)."""
+    def metadata_claim(self, value: MetadataInput) -> MetadataClaim:
         if isinstance(value, MetadataClaim):
             return value
-        try:
-            text, data = self._serialize(value, what, want_dict=True)
-        except MetadataError as exc:
-            raise exc if what == "metadata" else _prefix(exc, what) from None
+        text, data = self._serialize(value, "metadata", want_dict=True)
         assert data is not None  # want_dict
-        refuse_reserved(data, what)
+        refuse_reserved(data, "metadata")
         return MetadataClaim(text, data, _SEAL)
 
     def build(
@@ -198,12 +160,8 @@ class ClaimsBuilder:
         session_id: str | None = None,
         private_metadata: MetadataInput | None = None,
     ) -> Built:
-        """Check everything and build the claims.
-
-        With ``session_id`` the token is linked to that session (participant
-        attribute and each dispatch's job-metadata key :data:`SESSION_KEY`);
-        private keys go into no claim.
-        """
+        """Check everything and build the claims; ``session_id`` links the token to that
+        session (:data:`SESSION_KEY`), private keys go into no claim."""
         if not MINT_OPTIONS.issuperset(options):
             unknown = sorted(set(options) - MINT_OPTIONS)[0]
             raise TypeError(f"unexpected keyword argument {unknown!r}")
@@ -254,21 +212,14 @@ class ClaimsBuilder:
             claims["roomConfig"] = room_claim
         return claims, md_dict, private
 
-    # ----------------------------------------------------------------- metadata
-
     def _metadata(self, value: object, what: str, *, want_dict: bool) -> _Claim:
-        """Compact JSON string (``""`` for none) and, when asked, the dict.
-
-        Raises :class:`ReservedKey` for a top-level key in the plugin's namespace.
-        """
+        """Compact JSON string (``""`` for none) and, when asked, the dict; keys checked."""
         if isinstance(value, MetadataClaim):
             return self._claimed(value, what)
         try:
             text, parsed = self._serialize(value, what, want_dict=want_dict)
         except MetadataError as exc:
-            if what != "metadata":  # say which metadata was rejected
-                _prefix(exc, what)
-            raise
+            raise _prefix(exc, what) from None
         if parsed is not None:
             refuse_reserved(parsed, what)
         elif _RESERVED_IN_JSON in text:  # orjson's output: no escapes to hide a key behind
@@ -279,8 +230,7 @@ class ClaimsBuilder:
         if value._seal is not _SEAL:
             raise TypeError(f"{what}: make a MetadataClaim with TokenIssuer.metadata_claim()")
         if value.size > self.max_metadata_bytes:
-            exc = _too_large(value.size, self.max_metadata_bytes)
-            raise exc if what == "metadata" else _prefix(exc, what)
+            raise _prefix(_too_large(value.size, self.max_metadata_bytes), what)
         return value.text, value.data
 
     def _serialize(self, value: object, what: str, *, want_dict: bool) -> _Claim:
@@ -334,8 +284,6 @@ class ClaimsBuilder:
                 )
         return checked
 
-    # --------------------------------------------------------------- dispatches
-
     def _agents(
         self,
         specs: list[DispatchSpec],
@@ -348,10 +296,7 @@ class ClaimsBuilder:
         """The ``roomConfig.agents`` list and each one's job metadata (text, dict)."""
         job: _Claim = ("", None)
         if job_metadata is not None:
-            if job_metadata is metadata or _same(job_metadata, metadata):
-                job = _reused(md, want_dict)
-            else:
-                job = self._metadata(job_metadata, "job_metadata", want_dict=want_dict)
+            job = self._job(job_metadata, metadata, md, want_dict, None)
         agents: list[dict[str, Any]] = []
         jobs: list[_Claim] = []
         for spec in specs:
@@ -363,11 +308,7 @@ class ClaimsBuilder:
                     raise ValueError(
                         f"dispatch {agent_name!r} has its own metadata; do not also pass job_metadata"
                     )
-                if own is metadata or _same(own, metadata):  # the participant metadata
-                    this = _reused(md, want_dict)
-                else:
-                    what = f"dispatch {agent_name!r} metadata"
-                    this = self._metadata(own, what, want_dict=want_dict)
+                this = self._job(own, metadata, md, want_dict, agent_name)
             if this[0]:
                 entry["metadata"] = this[0]
             else:
@@ -388,6 +329,18 @@ class ClaimsBuilder:
                     entry["attributes"] = checked
             agents.append(entry)
         return agents, jobs
+
+    def _job(
+        self, value: object, metadata: object, md: _Claim, want_dict: bool, agent: str | None
+    ) -> _Claim:
+        """Job metadata (of dispatch ``agent``); the participant's (``md``) reused if the same."""
+        if value is metadata or _same(value, metadata):
+            text, parsed = md
+            if want_dict and parsed is None:
+                parsed = orjson.loads(text) if text else {}
+            return text, parsed
+        what = "job_metadata" if agent is None else f"dispatch {agent!r} metadata"
+        return self._metadata(value, what, want_dict=want_dict)
 
     def _link(
         self,
@@ -432,7 +385,9 @@ def _is_compact(text: str) -> bool:
 
 
 def _prefix(exc: MetadataError, what: str) -> MetadataError:
-    """Prefix an error's message in place (its typed attributes stay as they are)."""
+    """Say which metadata was rejected, in place (not the participant's: that is the default)."""
+    if what == "metadata":
+        return exc
     exc.message = f"{what}: {exc.message}"
     exc.args = (exc.message,)
     return exc
@@ -455,14 +410,6 @@ def _same(value: object, metadata: object) -> bool:
     if isinstance(metadata, MetadataClaim):
         return value is metadata.data or (isinstance(value, str) and value == metadata.text)
     return False
-
-
-def _reused(md: _Claim, want_dict: bool) -> _Claim:
-    """Metadata already checked as the participant's, reused (parsed now if needed)."""
-    text, parsed = md
-    if want_dict and parsed is None:
-        parsed = orjson.loads(text) if text else {}
-    return text, parsed
 
 
 def _dispatch_parts(
